@@ -1,0 +1,71 @@
+/// Gathers one fixed-size record from every rank onto every rank, around the ring.
+///
+/// Used for the small agreements that must precede or follow the big all-reduce: buffer
+/// lengths, config hashes, parameter checksums, per-rank metrics. Step s (0 ≤ s < n−1) sends
+/// the record that originated at rank (r − s) mod n to the right and receives the record of
+/// rank (r − s − 1) mod n from the left, so after n−1 steps every rank holds all n records,
+/// in rank order. Every rank then reduces the same records in the same order, which makes
+/// such reductions (sums of Doubles included) identical on every rank.
+public enum RingAllGather {
+    /// Tag reserved for these small exchanges, distinct from the all-reduce's data tag.
+    public static let tag = 0x5247
+
+    /// Returns `size * record.count` bytes: rank i's record at offset `i * record.count`.
+    public static func gather(_ record: [UInt8], over transport: Transport) throws -> [UInt8] {
+        let n = transport.size, r = transport.rank, width = record.count
+        var all = [UInt8](repeating: 0, count: n * width)
+        all.replaceSubrange(r * width ..< (r + 1) * width, with: record)
+        guard n > 1 else { return all }
+        try all.withUnsafeMutableBytes { bytes in
+            for s in 0 ..< n - 1 {
+                let sendIndex = (r - s + n) % n, receiveIndex = (r - s - 1 + n) % n
+                let outgoing = UnsafeRawBufferPointer(rebasing: bytes[sendIndex * width ..< (sendIndex + 1) * width])
+                let incoming = UnsafeMutableRawBufferPointer(rebasing: bytes[receiveIndex * width ..< (receiveIndex + 1) * width])
+                let rx = try transport.receive(into: incoming, from: transport.leftNeighbour, tag: tag)
+                let tx = try transport.send(outgoing, to: transport.rightNeighbour, tag: tag)
+                let got = try transport.wait(rx)
+                _ = try transport.wait(tx)
+                if got != width {
+                    throw CollectiveError.transport(rank: r, peer: transport.leftNeighbour, call: "all-gather",
+                                                    detail: "expected a \(width)-byte record, received \(got) bytes")
+                }
+            }
+        }
+        return all
+    }
+
+    /// Gathers one trivially-copyable value per rank (lengths, hashes, counters).
+    public static func gather<T: BitwiseCopyable>(_ value: T, over transport: Transport) throws -> [T] {
+        let record = withUnsafeBytes(of: value) { Array($0) }
+        let all = try gather(record, over: transport)
+        return all.withUnsafeBytes { raw in
+            (0 ..< transport.size).map { raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self) }
+        }
+    }
+
+    /// Gathers an array of Doubles per rank (same count on every rank) and returns each
+    /// element's sum in rank order: deterministic and identical on every rank.
+    public static func sum(_ values: [Double], over transport: Transport) throws -> [Double] {
+        let record = values.withUnsafeBytes { Array($0) }
+        let all = try gather(record, over: transport)
+        var total = [Double](repeating: 0, count: values.count)
+        all.withUnsafeBytes { raw in
+            for rank in 0 ..< transport.size {
+                for i in 0 ..< values.count {
+                    total[i] += raw.loadUnaligned(fromByteOffset: (rank * values.count + i) * 8, as: Double.self)
+                }
+            }
+        }
+        return total
+    }
+
+    /// Throws on every rank unless all ranks passed the same `value`. Rules out the hang of
+    /// ranks entering a collective with different shapes: everyone learns of it at once.
+    public static func requireAgreement<T: BitwiseCopyable & Equatable & CustomStringConvertible>(
+        _ value: T, on what: String, over transport: Transport) throws {
+        let all = try gather(value, over: transport)
+        if all.contains(where: { $0 != all[0] }) {
+            throw CollectiveError.disagreement(rank: transport.rank, what: what, values: all.map(\.description))
+        }
+    }
+}

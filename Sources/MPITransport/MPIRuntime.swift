@@ -1,0 +1,86 @@
+// MPITransport — the `Transport` on MPI point-to-point (OpenMPI).
+//
+// Owns: MPI initialisation and finalisation, error translation, and the transport itself.
+// Only this module imports CMPI.
+import CMPI
+
+/// The process's MPI session: initialised once, finalised once.
+///
+/// MPI allows `MPI_Init_thread` exactly once per process, so this is a process-wide
+/// singleton. We ask for `MPI_THREAD_FUNNELED` (only the main thread calls MPI; that is how
+/// ringsgd uses it) and report what the library granted.
+public final class MPIRuntime: @unchecked Sendable {
+    public static let shared = MPIRuntime()
+
+    /// The thread level MPI granted, by name (`MPI_THREAD_FUNNELED`, …).
+    public private(set) var threadLevel = "not initialised"
+    public private(set) var isInitialised = false
+    private var world: MPITransport?
+
+    private init() {}
+
+    /// Initialises MPI if needed and returns the transport over `MPI_COMM_WORLD`, whose error
+    /// handler is set to `MPI_ERRORS_RETURN` so that failures come back as Swift errors.
+    public func worldTransport() throws -> MPITransport {
+        if let world { return world }
+        var provided: Int32 = 0
+        try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided), call: "MPI_Init_thread")
+        isInitialised = true
+        threadLevel = Self.threadLevelName(Int(provided))
+        let comm = ringsgd_mpi_comm_world()!
+        try check(MPI_Comm_set_errhandler(comm, ringsgd_mpi_errors_return()), call: "MPI_Comm_set_errhandler")
+        let transport = try MPITransport(communicator: comm)
+        world = transport
+        return transport
+    }
+
+    /// Finalises MPI (after a barrier-free shutdown: callers synchronise first if needed).
+    public func finalize() {
+        guard isInitialised else { return }
+        var finalized: Int32 = 0
+        MPI_Finalized(&finalized)
+        if finalized == 0 { MPI_Finalize() }
+        isInitialised = false
+    }
+
+    /// Ends every rank of the job: the only safe exit once a collective has failed on one
+    /// rank, since its peers may be waiting on it.
+    public func abort(code: Int32 = 1) -> Never {
+        if isInitialised { MPI_Abort(ringsgd_mpi_comm_world(), code) }
+        exit(code)
+    }
+
+    /// Whether this process was started by mpirun/srun (and so may initialise MPI).
+    public static var launchedByMPI: Bool {
+        let env = ProcessInfo.processInfo.environment
+        return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMI_SIZE"] != nil || env["PMIX_RANK"] != nil
+    }
+
+    static func threadLevelName(_ level: Int) -> String {
+        switch level {
+        case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE"
+        case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED"
+        case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED"
+        case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE"
+        default: return "unknown (\(level))"
+        }
+    }
+}
+
+/// MPI's error string for an error code.
+func mpiErrorString(_ code: Int32) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(ringsgd_mpi_max_error_string()) + 1)
+    var length: Int32 = 0
+    MPI_Error_string(code, &buffer, &length)
+    return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Throws unless `code` is `MPI_SUCCESS`, naming the call.
+func check(_ code: Int32, call: String, rank: Int = -1, peer: Int? = nil) throws {
+    if code != MPI_SUCCESS {
+        throw CollectiveError.transport(rank: rank, peer: peer, call: call, detail: mpiErrorString(code))
+    }
+}
+
+import Collectives
+import Foundation

@@ -1,0 +1,89 @@
+import CMPI
+import Collectives
+
+/// `Transport` over an MPI communicator: `MPI_Isend`/`MPI_Irecv` of bytes, `MPI_Wait`.
+///
+/// A request handle is the `MPI_Request` itself (an opaque pointer in OpenMPI) stored as
+/// bits; a received message's length comes from `MPI_Get_count` on its status.
+public final class MPITransport: Transport {
+    public let rank: Int
+    public let size: Int
+    private let comm: MPI_Comm
+
+    init(communicator: MPI_Comm) throws {
+        comm = communicator
+        var r: Int32 = 0, s: Int32 = 0
+        try check(MPI_Comm_rank(comm, &r), call: "MPI_Comm_rank")
+        try check(MPI_Comm_size(comm, &s), call: "MPI_Comm_size")
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    /// The host this rank runs on (for logs: "rank 3 on node17").
+    public var processorName: String {
+        var buffer = [CChar](repeating: 0, count: Int(ringsgd_mpi_max_processor_name()) + 1)
+        var length: Int32 = 0
+        MPI_Get_processor_name(&buffer, &length)
+        return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: Int) throws -> TransportRequest {
+        var request: MPI_Request? = ringsgd_mpi_request_null()
+        try check(MPI_Isend(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(peer), Int32(tag), comm, &request),
+                  call: "MPI_Isend of \(bytes.count) bytes", rank: rank, peer: peer)
+        return TransportRequest(handle: UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) }), peer: peer, isSend: true)
+    }
+
+    public func receive(into bytes: UnsafeMutableRawBufferPointer, from peer: Int, tag: Int) throws -> TransportRequest {
+        var request: MPI_Request? = ringsgd_mpi_request_null()
+        try check(MPI_Irecv(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(peer), Int32(tag), comm, &request),
+                  call: "MPI_Irecv of up to \(bytes.count) bytes", rank: rank, peer: peer)
+        return TransportRequest(handle: UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) }), peer: peer, isSend: false)
+    }
+
+    public func wait(_ request: TransportRequest) throws -> Int {
+        var handle: MPI_Request? = UnsafeMutableRawPointer(bitPattern: request.handle).map { MPI_Request($0) }
+        var status = MPI_Status()
+        let code = MPI_Wait(&handle, &status)
+        if code != MPI_SUCCESS {
+            // MPI_ERR_IN_STATUS is not used by MPI_Wait; the status's MPI_ERROR may say more.
+            let detail = status.MPI_ERROR != MPI_SUCCESS ? mpiErrorString(status.MPI_ERROR) : mpiErrorString(code)
+            throw CollectiveError.transport(rank: rank, peer: request.peer,
+                                            call: request.isSend ? "MPI_Wait on a send" : "MPI_Wait on a receive",
+                                            detail: detail)
+        }
+        if request.isSend { return 0 }
+        var count: Int32 = 0
+        try check(MPI_Get_count(&status, ringsgd_mpi_byte(), &count), call: "MPI_Get_count", rank: rank, peer: request.peer)
+        return Int(count)
+    }
+
+    public func barrier() throws {
+        try check(MPI_Barrier(comm), call: "MPI_Barrier", rank: rank)
+    }
+
+    public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
+        try check(MPI_Bcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm),
+                  call: "MPI_Bcast of \(bytes.count) bytes from rank \(root)", rank: rank, peer: root)
+    }
+
+    /// OpenMPI's own `MPI_Allreduce` (sum, in place), then the same division by n as ours:
+    /// the baseline the ring is measured and tested against.
+    public func mpiAllReduceAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), ringsgd_mpi_float(),
+                                ringsgd_mpi_sum(), comm),
+                  call: "MPI_Allreduce of \(buffer.count) floats", rank: rank)
+        let scale = 1 / Float(size)
+        for i in buffer.indices { buffer[i] *= scale }
+    }
+
+    /// `MPI_Allreduce` sum without the division (bench: the raw collective's time).
+    public func mpiAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), ringsgd_mpi_float(),
+                                ringsgd_mpi_sum(), comm),
+                  call: "MPI_Allreduce of \(buffer.count) floats", rank: rank)
+    }
+
+    /// Wall-clock seconds (MPI_Wtime), the clock MPI benchmarks use.
+    public static func wallTime() -> Double { MPI_Wtime() }
+}

@@ -1,0 +1,60 @@
+import Collectives
+import Foundation
+import MPITransport
+
+/// Runs one MPI job body and turns every failure into one line on stderr and a non-zero exit.
+///
+/// Errors that every rank detects together (ranks disagree on a length or a config) end
+/// with `MPI_Finalize` and exit code 1, reported once by rank 0. Any other error may leave
+/// peers blocked in a collective, so the rank that saw it reports it and calls `MPI_Abort`,
+/// which ends the whole job instead of letting it hang.
+enum MPIJob {
+    static func run(_ body: (MPITransport) throws -> Void) -> Never {
+        let runtime = MPIRuntime.shared
+        let transport: MPITransport
+        do {
+            transport = try runtime.worldTransport()
+        } catch {
+            fail("cannot initialise MPI: \(error). Run under mpirun (launch/local.sh NP …)")
+        }
+        do {
+            try body(transport)
+            try transport.barrier()
+            runtime.finalize()
+            exit(0)
+        } catch let error as CollectiveError {
+            switch error {
+            case .lengthMismatch, .disagreement:
+                if transport.rank == 0 { printError("\(error)") }
+                runtime.finalize()
+                exit(1)
+            default:
+                printError("rank \(transport.rank): \(error)")
+                runtime.abort(code: 1)
+            }
+        } catch let error as AgreedError {
+            if transport.rank == 0 { printError("\(error.message)") }
+            runtime.finalize()
+            exit(1)
+        } catch {
+            printError("rank \(transport.rank): \(error)")
+            runtime.abort(code: 1)
+        }
+    }
+
+    static func printError(_ message: String) {
+        FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8))
+    }
+
+    static func fail(_ message: String) -> Never {
+        printError(message)
+        exit(1)
+    }
+}
+
+/// An error that every rank raises at the same point (bad config, a check that failed on the
+/// all-gathered results): reported once, then every rank finalises cleanly.
+struct AgreedError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}

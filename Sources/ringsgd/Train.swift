@@ -1,0 +1,9 @@
+import ArgumentParser
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model (under mpirun).")
+    func run() throws { throw ValidationError("not yet") }
+}
+struct BenchCompute: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "compute", abstract: "Compute benchmark.")
+    func run() throws { throw ValidationError("not yet") }
+}

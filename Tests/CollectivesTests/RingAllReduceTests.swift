@@ -1,0 +1,126 @@
+import Collectives
+import GradientCodecs
+import InProcessTransport
+import XCTest
+
+/// Exhaustive tests of the ring algorithm on the in-process transport (threads): every world
+/// size 1…8, counts 0, 1, n−1 (fewer than ranks), and 1,000,003 (not divisible), each rank
+/// holding distinct values, every call made twice.
+final class RingAllReduceTests: XCTestCase {
+    /// Distinct per rank and per index, never constant: a chunk delivered to the wrong place
+    /// or reduced twice changes the result.
+    static func input(rank: Int, count: Int) -> [Float] {
+        (0 ..< count).map { i in Float((i * 7 + rank * 13) % 101) * 0.25 - 12.0 + Float(rank) * 0.5 }
+    }
+
+    /// The exact average computed in Double.
+    static func expectedAverage(ranks: Int, count: Int) -> [Double] {
+        var sum = [Double](repeating: 0, count: count)
+        for r in 0 ..< ranks { for (i, v) in input(rank: r, count: count).enumerated() { sum[i] += Double(v) } }
+        return sum.map { $0 / Double(ranks) }
+    }
+
+    func checkAverage(ranks n: Int, count: Int, segmentBytes: Int, window: Int = 4) throws {
+        let results = try InProcessCluster.run(size: n) { transport -> [[Float]] in
+            let ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes, window: window)
+            var outputs: [[Float]] = []
+            for _ in 0 ..< 2 {                       // every call twice: no state leaks between calls
+                var buffer = Self.input(rank: transport.rank, count: count)
+                try ring.average(&buffer)
+                outputs.append(buffer)
+            }
+            return outputs
+        }
+        let expected = Self.expectedAverage(ranks: n, count: count)
+        for rank in 0 ..< n {
+            for call in 0 ..< 2 {
+                // Property: every rank, every call, holds bit-identical values …
+                XCTAssertEqual(results[rank][call], results[0][0], "np \(n) count \(count): rank \(rank) call \(call) differs")
+            }
+        }
+        // … equal to the true average up to fp32 rounding of an n-term sum.
+        for i in 0 ..< count {
+            let tolerance = 1e-5 * max(1, abs(expected[i]))
+            if abs(Double(results[0][0][i]) - expected[i]) > tolerance {
+                XCTFail("np \(n) count \(count): element \(i) = \(results[0][0][i]), expected \(expected[i])")
+                return
+            }
+        }
+    }
+
+    func testEveryWorldSizeOneToEightSmallCounts() throws {
+        for n in 1 ... 8 {
+            for count in Set([0, 1, max(0, n - 1), n, 2 * n + 1]) {
+                try checkAverage(ranks: n, count: count, segmentBytes: 8)   // 2-value segments
+            }
+        }
+    }
+
+    func testEveryWorldSizeOneToEightMillionNonDivisible() throws {
+        for n in 1 ... 8 {
+            try checkAverage(ranks: n, count: 1_000_003, segmentBytes: 1 << 20)
+        }
+    }
+
+    func testManySegmentsPerChunkAndWindows() throws {
+        // 10,007 values at np 3: ~3,336 per chunk, 64-value segments → 53 segments per chunk.
+        for window in [1, 2, 4, 64] {
+            try checkAverage(ranks: 3, count: 10_007, segmentBytes: 256, window: window)
+        }
+    }
+
+    func testLengthMismatchIsAnErrorOnEveryRank() throws {
+        let outcomes = try InProcessCluster.run(size: 3) { transport -> String in
+            let ring = RingAllReduce(transport: transport)
+            var buffer = [Float](repeating: 1, count: transport.rank == 1 ? 10 : 12)
+            do {
+                try ring.average(&buffer)
+                return "no error"
+            } catch let error as CollectiveError {
+                return "\(error)"
+            }
+        }
+        for (rank, message) in outcomes.enumerated() {
+            XCTAssertTrue(message.contains("different buffer lengths"), "rank \(rank): \(message)")
+            XCTAssertTrue(message.contains("rank 1: 10"), "rank \(rank) must name the odd rank: \(message)")
+        }
+    }
+
+    func testPartitionCoversBufferExactlyOnce() {
+        // Property: chunks and segments tile [0, count) in order, without gaps or overlap.
+        for count in [0, 1, 5, 97, 1000] {
+            for ranks in 1 ... 8 {
+                for segmentValues in [1, 3, 64] {
+                    let part = RingPartition(count: count, ranks: ranks, maxSegmentValues: segmentValues)
+                    var next = 0
+                    for c in 0 ..< ranks {
+                        for j in 0 ..< part.segmentsPerChunk {
+                            let s = part.segment(j, ofChunk: c)
+                            XCTAssertEqual(s.lowerBound, next)
+                            XCTAssertLessThanOrEqual(s.count, part.maxSegmentValues)
+                            next = s.upperBound
+                        }
+                    }
+                    XCTAssertEqual(next, count)
+                }
+            }
+        }
+    }
+}
+
+final class RingAllGatherTests: XCTestCase {
+    func testGatherReturnsEveryRanksRecordInRankOrder() throws {
+        for n in 1 ... 6 {
+            let results = try InProcessCluster.run(size: n) { t in try RingAllGather.gather(Int64(t.rank * 10 + 3), over: t) }
+            for r in results { XCTAssertEqual(r, (0 ..< n).map { Int64($0 * 10 + 3) }) }
+        }
+    }
+
+    func testSumIsIdenticalOnEveryRank() throws {
+        let results = try InProcessCluster.run(size: 5) { t in
+            try RingAllGather.sum([0.1 * Double(t.rank), 1e-17, 3], over: t)
+        }
+        for r in results { XCTAssertEqual(r, results[0]) }
+        XCTAssertEqual(results[0][2], 15)
+    }
+}

@@ -1,0 +1,46 @@
+import XCTest
+
+/// The ring on real OpenMPI, np 2, 3, 4: agrees with MPI_Allreduce, and every rank holds
+/// bit-identical results (`ringsgd check allreduce` states the properties it checks).
+final class AllReduceUnderMPIRunTests: XCTestCase {
+    func testRingMatchesMPIAllreduceAndIsBitIdenticalAtNp2To4() throws {
+        for np in 2 ... 4 {
+            for segmentBytes in ["4096", "1048576"] {
+                let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--counts", "0,1,\(np - 1),1000003",
+                                                      "--segment-bytes", segmentBytes], timeout: 120)
+                assertSucceeded(outcome, "check allreduce at np \(np), segments of \(segmentBytes) B")
+                XCTAssertEqual(outcome.output.components(separatedBy: " PASS").count - 1, 4, outcome.output)
+            }
+        }
+    }
+
+    func testRingOverTCPTransport() throws {
+        let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--counts", "5,65537"],
+                                     timeout: 120, mpiArguments: ["--mca", "btl", "tcp,self"])
+        assertSucceeded(outcome, "check allreduce over btl tcp,self")
+    }
+
+    func testAllReduceBenchmarkWritesJSON() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-bench-\(UUID()).json")
+        let outcome = try MPIRun.run(np: 2, ["bench", "allreduce", "--min-bytes", "4096", "--max-bytes", "65536",
+                                             "--warmup", "1", "--iterations", "3", "--json", json.path], timeout: 120)
+        assertSucceeded(outcome, "bench allreduce")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
+        XCTAssertEqual(object["np"] as? Int, 2)
+        let results = object["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["bytes"] as! Int }, [4096, 16384, 65536])
+        for r in results {
+            for key in ["ring_us", "mpi_us", "ring_busbw_gbps", "mpi_busbw_gbps"] {
+                XCTAssertGreaterThan(r[key] as? Double ?? 0, 0, "\(key) in \(r)")
+            }
+        }
+    }
+
+    func testUnknownCodecIsAOneLineErrorWithTheValidNames() throws {
+        let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--codec", "fp12"], timeout: 60)
+        XCTAssertNotEqual(outcome.status, 0, outcome.output)
+        XCTAssertFalse(outcome.timedOut)
+        XCTAssertTrue(outcome.output.contains("unknown codec 'fp12'"), outcome.output)
+        XCTAssertFalse(outcome.output.contains("Fatal error"), outcome.output)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import XCTest
+
+/// Runs the real `ringsgd` binary under real `mpirun`, bounded by a timeout, capturing
+/// output. The suite never hangs: past the timeout mpirun's process group is killed and the
+/// test fails with everything the ranks printed.
+enum MPIRun {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The release binary the README's commands build (`RINGSGD_BINARY` overrides).
+    static var binary: String {
+        if let path = ProcessInfo.processInfo.environment["RINGSGD_BINARY"] { return path }
+        return packageRoot.appendingPathComponent(".build/release/ringsgd").path
+    }
+
+    struct Outcome {
+        let status: Int32
+        let output: String
+        let timedOut: Bool
+    }
+
+    static func run(np: Int, _ arguments: [String], timeout: TimeInterval = 120,
+                    mpiArguments: [String] = []) throws -> Outcome {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw XCTSkip("ringsgd binary not found at \(binary): run `swift build -c release` first (launch/test.sh does)")
+        }
+        var command = ["mpirun", "-np", "\(np)", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
+        if getuid() == 0 { command.append("--allow-run-as-root") }
+        command += mpiArguments + [binary] + arguments
+        return try runProcess(command, timeout: timeout)
+    }
+
+    static func runProcess(_ command: [String], timeout: TimeInterval) throws -> Outcome {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["setsid", "--wait"] + command   // own session: killable as a whole
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-mpirun-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        process.environment = environment
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        var timedOut = false
+        while process.isRunning {
+            if Date() > deadline {
+                timedOut = true
+                kill(-process.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(20_000)
+        }
+        process.waitUntilExit()
+        try handle.close()
+        let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(at: log)
+        return Outcome(status: timedOut ? -1 : process.terminationStatus, output: output, timedOut: timedOut)
+    }
+}
+
+extension XCTestCase {
+    /// Asserts a clean exit, showing the ranks' output on failure.
+    func assertSucceeded(_ outcome: MPIRun.Outcome, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(outcome.timedOut, "\(what) timed out; output:\n\(outcome.output)", file: file, line: line)
+        XCTAssertEqual(outcome.status, 0, "\(what) failed; output:\n\(outcome.output)", file: file, line: line)
+    }
+}

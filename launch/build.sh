@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds the release binary (.build/release/ringsgd) if any source is newer than it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=.build/release/ringsgd
+if [ ! -x "$bin" ] || [ -n "$(find Package.swift Sources -newer "$bin" -print -quit)" ]; then
+  swift build -c release --product ringsgd >&2
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs ringsgd on this machine with NP MPI ranks:  launch/local.sh NP [ringsgd arguments…]
+#   launch/local.sh 2 train --config configs/fashion-mlp.yaml
+#   launch/local.sh 2 bench allreduce --json allreduce.json
+# Extra mpirun options go in MPIRUN_ARGS, e.g. MPIRUN_ARGS="--mca btl tcp,self".
+# One OpenBLAS thread per rank: mpirun's core binding otherwise changes what OpenBLAS picks.
+set -euo pipefail
+if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]] || [ "$1" -lt 1 ]; then
+  echo "usage: launch/local.sh NP [ringsgd arguments…]  (NP: number of ranks, ≥ 1)" >&2
+  exit 2
+fi
+np=$1; shift
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/launch/build.sh"
+args=(-np "$np" -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
+[ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
+[ "$np" -gt "$(nproc)" ] && args+=(--oversubscribe)
+# shellcheck disable=SC2086
+exec mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The README's first command: install what is missing, build release, run the main job.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/launch/setup.sh"
+"$root/launch/build.sh"
+exec "$root/launch/local.sh" 2 bench allreduce --max-bytes 16777216

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages ringsgd builds and runs on, if any is missing. Idempotent.
+# Debian package names: OpenMPI (library + mpirun), zstd, OpenBLAS, zlib, pkg-config
+# (the system-library targets are found through it) and the Fashion-MNIST IDX files.
+set -euo pipefail
+packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ringsgd setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
