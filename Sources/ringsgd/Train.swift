@@ -3,7 +3,3 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train a model (under mpirun).")
     func run() throws { throw ValidationError("not yet") }
 }
-struct BenchCompute: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "compute", abstract: "Compute benchmark.")
-    func run() throws { throw ValidationError("not yet") }
-}

@@ -1,0 +1,176 @@
+/// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
+/// im2col + one `sgemm` over the whole batch.
+///
+/// Weight is [out, in, k, k] = a matrix W of [out, K] with K = in·k·k. For the batch, im2col
+/// lays the receptive fields out as columns, `cols` = [K, N·OH·OW] (column g·OH·OW + p is
+/// position p of image g), so the forward is one product W·cols = [out, N·OH·OW] — far more
+/// efficient than N small products — followed by one pass that adds the bias and moves each
+/// image's block into NCHW. Backward: dW = dY·colsᵀ and dcols = Wᵀ·dY (written over `cols`,
+/// which is no longer needed), then col2im scatters dcols into dX.
+public final class Conv2d: Layer {
+    public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    private var height = 0, width = 0, outHeight = 0, outWidth = 0
+    private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
+    private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    private let cols = ActivationBuffer(), product = ActivationBuffer()
+    private var input: UnsafePointer<Float>?
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0) {
+        precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
+                     "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
+        self.inChannels = inChannels
+        self.outChannels = outChannels
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+    }
+
+    public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
+    private var fieldSize: Int { inChannels * kernel * kernel }
+    private var positions: Int { outHeight * outWidth }
+
+    public var parameters: [ParameterSpec] {
+        [ParameterSpec(name: "weight", count: outChannels * fieldSize), ParameterSpec(name: "bias", count: outChannels)]
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.count == 3, input[0] == inChannels else {
+            throw ShapeError("\(summary) expects input [\(inChannels), H, W], got \(input)")
+        }
+        (height, width) = (input[1], input[2])
+        outHeight = (height + 2 * padding - kernel) / stride + 1
+        outWidth = (width + 2 * padding - kernel) / stride + 1
+        guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
+            throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
+        }
+        return [outChannels, outHeight, outWidth]
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+        weight = parameters[0]; bias = parameters[1]
+        weightGrad = gradients[0]; biasGrad = gradients[1]
+    }
+
+    /// PyTorch `_ConvNd.reset_parameters`: the same kaiming_uniform_(a=√5) as Linear with
+    /// fan_in = in·k·k, i.e. both weight and bias uniform in ±1/√fan_in.
+    public func initialize(using generator: inout SeededGenerator) {
+        let bound = 1 / Float(fieldSize).squareRoot()
+        for i in 0 ..< outChannels * fieldSize { weight[i] = generator.uniform(-bound, bound) }
+        for i in 0 ..< outChannels { bias[i] = generator.uniform(-bound, bound) }
+    }
+
+    public func reserve(batch: Int) {
+        output.reserve(batch * outChannels * positions)
+        product.reserve(batch * outChannels * positions)
+        cols.reserve(fieldSize * batch * positions)
+        inputGrad.reserve(batch * inChannels * height * width)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        input = x
+        let columns = batch * positions
+        im2col(x, batch: batch)
+        sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
+              a: weight, lda: fieldSize, b: cols.pointer, ldb: columns, beta: 0, c: product.pointer, ldc: columns)
+        // [out, N·P] → NCHW, adding the bias on the way.
+        let y = output.pointer, p = product.pointer, P = positions
+        for g in 0 ..< batch {
+            for o in 0 ..< outChannels {
+                let source = p + o * columns + g * P, destination = y + (g * outChannels + o) * P, b = bias[o]
+                for i in 0 ..< P { destination[i] = source[i] + b }
+            }
+        }
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        let columns = batch * positions, P = positions
+        // NCHW dY → [out, N·P], and the bias gradient on the way.
+        let d = product.pointer
+        biasGrad.update(repeating: 0, count: outChannels)
+        for g in 0 ..< batch {
+            for o in 0 ..< outChannels {
+                let source = dy + (g * outChannels + o) * P, destination = d + o * columns + g * P
+                var sum: Float = 0
+                for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
+                biasGrad[o] += sum
+            }
+        }
+        sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
+              a: d, lda: columns, b: cols.pointer, ldb: columns, beta: 0, c: weightGrad, ldc: fieldSize)
+        guard needsInputGradient else { return nil }
+        sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
+              a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: cols.pointer, ldc: columns)
+        col2im(batch: batch)
+        return UnsafePointer(inputGrad.pointer)
+    }
+
+    /// Row (c, ki, kj) of `cols`, column (g, oh, ow) = x[g, c, oh·s − pad + ki, ow·s − pad + kj]
+    /// or 0 outside the image. For stride 1 each output row is one contiguous copy.
+    private func im2col(_ x: UnsafePointer<Float>, batch: Int) {
+        let columns = batch * positions, k = kernel
+        for g in 0 ..< batch {
+            for c in 0 ..< inChannels {
+                let plane = x + (g * inChannels + c) * height * width
+                for ki in 0 ..< k {
+                    for kj in 0 ..< k {
+                        let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
+                        forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
+                            let dst = row + oh * outWidth
+                            guard let ih else { dst.update(repeating: 0, count: outWidth); return }
+                            if owStart > 0 { dst.update(repeating: 0, count: owStart) }
+                            if stride == 1 {
+                                (dst + owStart).update(from: plane + ih * width + iwStart, count: owEnd - owStart)
+                            } else {
+                                for ow in owStart ..< owEnd { dst[ow] = plane[ih * width + iwStart + (ow - owStart) * stride] }
+                            }
+                            if owEnd < outWidth { (dst + owEnd).update(repeating: 0, count: outWidth - owEnd) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of im2col: dX[g, c, ih, iw] = Σ of the dcols entries that read it.
+    private func col2im(batch: Int) {
+        let columns = batch * positions, k = kernel, dx = inputGrad.pointer
+        dx.update(repeating: 0, count: batch * inChannels * height * width)
+        for g in 0 ..< batch {
+            for c in 0 ..< inChannels {
+                let plane = dx + (g * inChannels + c) * height * width
+                for ki in 0 ..< k {
+                    for kj in 0 ..< k {
+                        let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
+                        forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
+                            guard let ih else { return }
+                            let src = row + oh * outWidth, dst = plane + ih * width + iwStart
+                            for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// For kernel offset (ki, kj) and each output row oh: the input row ih (nil if padding)
+    /// and the range of output columns [owStart, owEnd) that read inside the image, starting
+    /// at input column iwStart.
+    @inline(__always)
+    private func forEachRow(ki: Int, kj: Int, _ body: (Int, Int?, Int, Int, Int) -> Void) {
+        // ow is valid when 0 ≤ ow·s − pad + kj < width.
+        let owStart = min(outWidth, max(0, (padding - kj + stride - 1) / stride))
+        let owEnd = max(owStart, min(outWidth, (width + padding - kj + stride - 1) / stride))
+        let iwStart = owStart * stride - padding + kj
+        for oh in 0 ..< outHeight {
+            let ih = oh * stride - padding + ki
+            body(oh, ih >= 0 && ih < height ? ih : nil, owStart, owEnd, iwStart)
+        }
+    }
+
+    public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
+        let macs = Double(outChannels * fieldSize * positions)
+        return (2 * macs, 2 * macs, 2 * macs)
+    }
+}

@@ -1,0 +1,47 @@
+/// Inverted dropout (PyTorch `nn.Dropout`): in training each value is zeroed with
+/// probability p and the survivors scaled by 1/(1−p), so evaluation is the identity.
+///
+/// The mask comes from a generator seeded at construction (the trainer derives the seed from
+/// the run seed and rank), so a run and its resumption draw the same masks.
+public final class Dropout: Layer {
+    public let probability: Float
+    public var generator: SeededGenerator
+    private var size = 0
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), mask = ActivationBuffer()
+
+    public init(probability: Float, seed: UInt64 = 0) {
+        precondition(probability >= 0 && probability < 1, "dropout probability must be in [0, 1), got \(probability)")
+        self.probability = probability
+        self.generator = SeededGenerator(seed: seed)
+    }
+
+    public var summary: String { "Dropout(p=\(probability))" }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        size = input.reduce(1, *)
+        return input
+    }
+
+    public func reserve(batch: Int) {
+        output.reserve(batch * size); inputGrad.reserve(batch * size); mask.reserve(batch * size)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        guard training && probability > 0 else { return x }
+        let keep = 1 - probability, scale = 1 / keep
+        let y = output.pointer, m = mask.pointer
+        for i in 0 ..< batch * size {
+            m[i] = generator.nextUnitFloat() < keep ? scale : 0
+            y[i] = x[i] * m[i]
+        }
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        guard needsInputGradient else { return nil }
+        guard probability > 0 else { return dy }
+        let dx = inputGrad.pointer, m = mask.pointer
+        for i in 0 ..< batch * size { dx[i] = dy[i] * m[i] }
+        return UnsafePointer(dx)
+    }
+}

@@ -1,0 +1,59 @@
+// NeuralNet — local forward and backward on one rank.
+//
+// Owns: the flat parameter/gradient buffers, the layers, the models built from a
+// description, the loss. Knows nothing of ranks or the wire: the trainer hands the flat
+// gradient buffer to the all-reduce and the flat parameter buffer to the optimizer.
+
+/// One layer's slice of the flat buffers.
+public struct ParameterView: Equatable, CustomStringConvertible {
+    /// "0.weight", "0.bias", "3.weight", …: PyTorch's `state_dict` keys for the same model.
+    public let name: String
+    public let offset: Int
+    public let count: Int
+
+    public var range: Range<Int> { offset ..< offset + count }
+    public var description: String { "\(name)[\(offset)..<\(offset + count)]" }
+}
+
+/// A model's parameters in one contiguous Float buffer and its gradients in another.
+///
+/// **The order is a contract.** Views are laid out in layer order, and within a layer weight
+/// before bias, exactly as PyTorch's `nn.Sequential.state_dict()` lists them. The all-reduce,
+/// the optimizer (its per-layer trust ratios included), the checksums and the checkpoint all
+/// walk this one order, so none of them copies or reorders anything.
+public final class FlatParameters {
+    public let views: [ParameterView]
+    public let parameters: UnsafeMutableBufferPointer<Float>
+    public let gradients: UnsafeMutableBufferPointer<Float>
+
+    public var count: Int { parameters.count }
+
+    init(views: [ParameterView]) {
+        self.views = views
+        let total = views.last.map { $0.offset + $0.count } ?? 0
+        // 64-byte alignment: vector loads never split a cache line at a view's start.
+        parameters = Self.allocate(total)
+        gradients = Self.allocate(total)
+    }
+
+    deinit {
+        parameters.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
+        gradients.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
+    }
+
+    private static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        let typed = raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
+        return UnsafeMutableBufferPointer(start: typed, count: count)
+    }
+
+    /// The parameters of one view.
+    public func parameters(of view: ParameterView) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: parameters[view.range])
+    }
+
+    /// The gradients of one view.
+    public func gradients(of view: ParameterView) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: gradients[view.range])
+    }
+}

@@ -1,0 +1,78 @@
+/// Fully connected layer, y = x·Wᵀ + b, with W stored [out, in] as PyTorch's `nn.Linear`.
+///
+/// Forward is one `sgemm` over the batch; backward is dW = dYᵀ·X and dX = dY·W (two more),
+/// and db the column sums of dY.
+public final class Linear: Layer {
+    public let inputs: Int
+    public let outputs: Int
+    private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
+    private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    private var input: UnsafePointer<Float>?
+
+    public init(_ inputs: Int, _ outputs: Int) {
+        precondition(inputs > 0 && outputs > 0, "Linear needs positive sizes, got \(inputs)→\(outputs)")
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+
+    public var summary: String { "Linear(\(inputs)→\(outputs))" }
+    public var parameters: [ParameterSpec] {
+        [ParameterSpec(name: "weight", count: outputs * inputs), ParameterSpec(name: "bias", count: outputs)]
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        let size = input.reduce(1, *)
+        guard size == inputs else {
+            throw ShapeError("\(summary) expects \(inputs) input features per sample, got shape \(input) (\(size))")
+        }
+        return [outputs]
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+        weight = parameters[0]; bias = parameters[1]
+        weightGrad = gradients[0]; biasGrad = gradients[1]
+    }
+
+    /// PyTorch `nn.Linear.reset_parameters`: kaiming_uniform_(a=√5) gives the bound
+    /// gain·√(3/fan_in) with gain = √(2/(1+a²)) = √(1/3), i.e. 1/√fan_in; the bias is
+    /// uniform in ±1/√fan_in too.
+    public func initialize(using generator: inout SeededGenerator) {
+        let bound = 1 / Float(inputs).squareRoot()
+        for i in 0 ..< outputs * inputs { weight[i] = generator.uniform(-bound, bound) }
+        for i in 0 ..< outputs { bias[i] = generator.uniform(-bound, bound) }
+    }
+
+    public func reserve(batch: Int) {
+        output.reserve(batch * outputs)
+        inputGrad.reserve(batch * inputs)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        input = x
+        let y = output.pointer
+        for b in 0 ..< batch { (y + b * outputs).update(from: bias, count: outputs) }
+        sgemm(transposeA: false, transposeB: true, m: batch, n: outputs, k: inputs,
+              a: x, lda: inputs, b: weight, ldb: inputs, beta: 1, c: y, ldc: outputs)
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: batch,
+              a: dy, lda: outputs, b: input!, ldb: inputs, beta: 0, c: weightGrad, ldc: inputs)
+        biasGrad.update(repeating: 0, count: outputs)
+        for b in 0 ..< batch {
+            let row = dy + b * outputs
+            for o in 0 ..< outputs { biasGrad[o] += row[o] }
+        }
+        guard needsInputGradient else { return nil }
+        sgemm(transposeA: false, transposeB: false, m: batch, n: inputs, k: outputs,
+              a: dy, lda: outputs, b: weight, ldb: inputs, beta: 0, c: inputGrad.pointer, ldc: inputs)
+        return UnsafePointer(inputGrad.pointer)
+    }
+
+    public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
+        let macs = Double(inputs * outputs)
+        return (2 * macs, 2 * macs, 2 * macs)
+    }
+}

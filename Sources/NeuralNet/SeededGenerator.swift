@@ -1,0 +1,54 @@
+/// A small, fast, seedable generator (xoshiro256**, Blackman & Vigna 2018), seeded through
+/// SplitMix64 as its authors recommend.
+///
+/// Everything random in ringsgd — initial weights, dropout masks, the sampler's epoch
+/// permutation, stochastic rounding — draws from one of these with an explicit seed, so a run
+/// is reproducible and every rank can compute the same permutation without talking.
+public struct SeededGenerator: RandomNumberGenerator, Equatable {
+    public var state: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var x = seed
+        func splitMix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        state = (splitMix(), splitMix(), splitMix(), splitMix())
+    }
+
+    /// Restores a generator from its four state words (checkpoints).
+    public init(state: (UInt64, UInt64, UInt64, UInt64)) { self.state = state }
+
+    /// A generator for a sub-stream, e.g. (seed, epoch): independent of the parent's position.
+    public init(seed: UInt64, stream: UInt64) {
+        self.init(seed: seed ^ (stream &* 0xD134_2543_DE82_EF95) ^ 0x5851_F42D_4C95_7F2D)
+    }
+
+    @inlinable
+    public mutating func next() -> UInt64 {
+        let result = ((state.1 &* 5) << 7 | (state.1 &* 5) >> 57) &* 9
+        let t = state.1 << 17
+        state.2 ^= state.0
+        state.3 ^= state.1
+        state.1 ^= state.2
+        state.0 ^= state.3
+        state.2 ^= t
+        state.3 = state.3 << 45 | state.3 >> 19
+        return result
+    }
+
+    /// Uniform in [0, 1) with 24 bits, as a Float.
+    @inlinable
+    public mutating func nextUnitFloat() -> Float { Float(next() >> 40) * 0x1p-24 }
+
+    /// Uniform in [low, high).
+    @inlinable
+    public mutating func uniform(_ low: Float, _ high: Float) -> Float { low + (high - low) * nextUnitFloat() }
+
+    public static func == (a: SeededGenerator, b: SeededGenerator) -> Bool {
+        a.state.0 == b.state.0 && a.state.1 == b.state.1 && a.state.2 == b.state.2 && a.state.3 == b.state.3
+    }
+}

@@ -1,0 +1,114 @@
+/// A stack of layers over one `FlatParameters`, with a softmax cross-entropy head.
+///
+/// Parameter views are named as PyTorch's `nn.Sequential` names them ("0.weight",
+/// "0.bias", "3.weight", … — the layer's index in the stack), so a gradient or checkpoint can
+/// be compared key by key with PyTorch's.
+public final class Sequential {
+    public let layers: [Layer]
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    public let parameters: FlatParameters
+    public let loss: SoftmaxCrossEntropy
+    public private(set) var reservedBatch = 0
+
+    /// Values per sample at the input (784 for Fashion-MNIST).
+    public var inputSize: Int { inputShape.reduce(1, *) }
+    public var classes: Int { outputShape.reduce(1, *) }
+
+    public init(_ layers: [Layer], inputShape: [Int]) throws {
+        self.layers = layers
+        self.inputShape = inputShape
+        var shape = inputShape
+        var views: [ParameterView] = []
+        var offset = 0
+        for (index, layer) in layers.enumerated() {
+            shape = try layer.outputShape(for: shape)
+            for spec in layer.parameters {
+                views.append(ParameterView(name: "\(index).\(spec.name)", offset: offset, count: spec.count))
+                // Keep every view 16-float (64-byte) aligned: vector loops start on a cache line.
+                offset += (spec.count + 15) & ~15
+            }
+        }
+        guard shape.count == 1, shape[0] >= 2 else {
+            throw ShapeError("the last layer must produce a vector of ≥ 2 class scores, got shape \(shape)")
+        }
+        outputShape = shape
+        parameters = FlatParameters(views: views)
+        loss = SoftmaxCrossEntropy(classes: shape[0])
+        var viewIndex = 0
+        for layer in layers {
+            let specs = layer.parameters
+            let mine = views[viewIndex ..< viewIndex + specs.count]
+            layer.bind(parameters: mine.map { parameters.parameters.baseAddress! + $0.offset },
+                       gradients: mine.map { parameters.gradients.baseAddress! + $0.offset })
+            viewIndex += specs.count
+        }
+    }
+
+    /// Draws every parameter from `seed` in layer order: the same seed gives the same model
+    /// on every rank and in every run.
+    public func initialize(seed: UInt64) {
+        var generator = SeededGenerator(seed: seed)
+        for layer in layers { layer.initialize(using: &generator) }
+    }
+
+    /// Allocates activations and scratch for batches up to `batch`; the hot path never allocates.
+    public func reserve(batch: Int) {
+        guard batch > reservedBatch else { return }
+        for layer in layers { layer.reserve(batch: batch) }
+        reservedBatch = batch
+    }
+
+    /// Logits for `batch` samples of `input` (batch × inputSize values, NCHW).
+    public func forward(_ input: UnsafeBufferPointer<Float>, batch: Int, training: Bool) throws -> UnsafePointer<Float> {
+        guard batch >= 1, input.count == batch * inputSize else {
+            throw ShapeError("model input has \(input.count) values; expected batch \(batch) × \(inputShape) = \(batch * inputSize)")
+        }
+        reserve(batch: batch)
+        var x = UnsafePointer(input.baseAddress!)
+        for layer in layers { x = layer.forward(x, batch: batch, training: training) }
+        return x
+    }
+
+    /// One local training step's gradient: forward, loss, backward. Writes the mean-loss
+    /// gradient of every parameter into `parameters.gradients`.
+    public func computeGradients(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>,
+                                 batch: Int) throws -> SoftmaxCrossEntropy.Result {
+        guard labels.count == batch else {
+            throw ShapeError("got \(labels.count) labels for a batch of \(batch)")
+        }
+        let logits = try forward(input, batch: batch, training: true)
+        let result = try loss.evaluate(logits: logits, labels: labels.baseAddress!, batch: batch, gradient: true)
+        var gradient = loss.lastGradient
+        for (index, layer) in layers.enumerated().reversed() {
+            // The first layer with parameters needs no input gradient (its input is data).
+            let needsInput = layers[..<index].contains { !$0.parameters.isEmpty }
+            guard let next = layer.backward(gradient, batch: batch, needsInputGradient: needsInput) else { break }
+            gradient = next
+        }
+        return result
+    }
+
+    /// Loss and correct count without gradients (evaluation; dropout off).
+    public func evaluate(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>,
+                         batch: Int) throws -> SoftmaxCrossEntropy.Result {
+        let logits = try forward(input, batch: batch, training: false)
+        return try loss.evaluate(logits: logits, labels: labels.baseAddress!, batch: batch, gradient: false)
+    }
+
+    /// Floating-point operations of one training step per sample (forward, weight gradients,
+    /// and input gradients for every layer but the first one with parameters).
+    public var trainingFlopsPerSample: Double {
+        var total = 0.0, seenParameters = false
+        for layer in layers {
+            let f = layer.flopsPerSample
+            total += f.forward + f.weightGradient + (seenParameters ? f.inputGradient : 0)
+            if !layer.parameters.isEmpty { seenParameters = true }
+        }
+        return total
+    }
+
+    public var summary: String {
+        layers.map(\.summary).joined(separator: " → ") + " (\(parameters.count) parameters)"
+    }
+}

@@ -1,0 +1,58 @@
+/// Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay —
+/// `torch.optim.SGD`'s rule (not Sutskever's: the learning rate multiplies the whole step).
+///
+///     g ← ∇ + λ·θ                          (weight_decay λ ≠ 0)
+///     if μ ≠ 0:
+///         b ← g                            (first step)
+///         b ← μ·b + (1 − τ)·g              (later steps; dampening τ)
+///         g ← g + μ·b  if nesterov  else  b
+///     θ ← θ − γ·g
+///
+/// Source: PyTorch docs, torch.optim.SGD, "Algorithm" section.
+public final class SGD: Optimizer {
+    public let momentum: Double, dampening: Double, weightDecay: Double, nesterov: Bool
+    public private(set) var stepCount = 0
+    private let buffer: UnsafeMutableBufferPointer<Float>
+
+    public init(parameterCount: Int, momentum: Double = 0, dampening: Double = 0,
+                weightDecay: Double = 0, nesterov: Bool = false) throws {
+        if !(momentum >= 0) { throw HyperparameterError("Invalid momentum value: \(momentum)") }
+        if !(weightDecay >= 0) { throw HyperparameterError("Invalid weight_decay value: \(weightDecay)") }
+        if !(dampening >= 0 && dampening <= 1) { throw HyperparameterError("Invalid dampening value: \(dampening)") }
+        if nesterov && (momentum <= 0 || dampening != 0) {
+            throw HyperparameterError("Nesterov momentum requires a momentum and zero dampening (momentum \(momentum), dampening \(dampening))")
+        }
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weightDecay = weightDecay
+        self.nesterov = nesterov
+        buffer = allocateState(momentum != 0 ? parameterCount : 0)
+    }
+
+    deinit { buffer.deallocate() }
+
+    public var name: String { "sgd" }
+    public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [buffer] }
+
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        let p = parameters.baseAddress!, g = gradients.baseAddress!, n = parameters.count
+        let lr = Float(lr), wd = Float(weightDecay), mu = Float(momentum), damp = 1 - Float(dampening)
+        if momentum == 0 {
+            for i in 0 ..< n { p[i] -= lr * (g[i] + wd * p[i]) }
+        } else {
+            let b = buffer.baseAddress!, first = stepCount == 0
+            for i in 0 ..< n {
+                let d = wd != 0 ? g[i] + wd * p[i] : g[i]
+                let m = first ? d : mu * b[i] + damp * d
+                b[i] = m
+                p[i] -= lr * (nesterov ? d + mu * m : m)
+            }
+        }
+        stepCount += 1
+    }
+
+    public func stateBytes() -> [UInt8] { OptimizerState.encode(kind: name, stepCount: stepCount, buffers: stateBuffers) }
+    public func loadState(_ bytes: [UInt8]) throws {
+        stepCount = try OptimizerState.decode(bytes, kind: name, into: stateBuffers)
+    }
+}

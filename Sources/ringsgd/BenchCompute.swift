@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import NeuralNet
+import Optimizers
+
+/// `ringsgd bench compute`: one core, one full training step (forward, loss, backward, SGD
+/// momentum update) on a Fashion-MNIST-shaped batch, warm-up then timed steps.
+struct BenchCompute: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compute",
+        abstract: "Samples/s and GFLOP/s of a full training step on one core."
+    )
+
+    enum Model: String, ExpressibleByArgument, CaseIterable { case mlp, cnn }
+
+    @Option(help: "Model (\(Model.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var model: Model = .mlp
+    @Option(help: "Batch size.")
+    var batch: Int = 128
+    @Option(help: "Untimed warm-up steps.")
+    var warmup: Int = 5
+    @Option(help: "Timed steps (median reported).")
+    var steps: Int = 30
+    @Option(help: "Write the result as JSON to this file.")
+    var json: String?
+
+    func validate() throws {
+        if batch < 1 { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
+    }
+
+    func run() throws {
+        BLASThreads.set(1)
+        let spec: ModelSpec = model == .mlp ? .mlp(hidden: ModelSpec.defaultMLPHidden, dropout: 0) : .cnn
+        let net = try spec.build(inputShape: [1, 28, 28], classes: 10)
+        net.initialize(seed: 0)
+        net.reserve(batch: batch)
+        let optimizer = try SGD(parameterCount: net.parameters.count, momentum: 0.9)
+        var generator = SeededGenerator(seed: 1)
+        let input = (0 ..< batch * 784).map { _ in generator.uniform(-1, 2) }
+        let labels = (0 ..< batch).map { _ in Int32(generator.next() % 10) }
+        var times: [Double] = []
+        try input.withUnsafeBufferPointer { x in
+            try labels.withUnsafeBufferPointer { y in
+                for i in 0 ..< warmup + steps {
+                    let start = ContinuousClock.now
+                    _ = try net.computeGradients(input: x, labels: y, batch: batch)
+                    optimizer.step(parameters: net.parameters.parameters, gradients: net.parameters.gradients, lr: 0.01)
+                    let elapsed = ContinuousClock.now - start
+                    if i >= warmup { times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) }
+                }
+            }
+        }
+        let perStep = times.sorted()[times.count / 2]
+        let samplesPerSecond = Double(batch) / perStep
+        let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
+        print("bench compute: \(net.summary)")
+        print(String(format: "model %@ batch %d: %.0f samples/s, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread)",
+                     model.rawValue, batch, samplesPerSecond, perStep * 1e3, gflops, steps))
+        if let json {
+            let object: [String: Any] = ["model": model.rawValue, "batch": batch,
+                                         "samples_per_second": samplesPerSecond, "gflops": gflops]
+            try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json), options: .atomic)
+        }
+    }
+}
