@@ -69,6 +69,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",
                     dependencies: ["Collectives", "InProcessTransport", "GradientCodecs"]),
+        .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "MPIRunTests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

@@ -1,0 +1,137 @@
+import NeuralNet
+import XCTest
+
+/// Finite-difference checks: for a sample of parameters θ_i, the analytic gradient equals
+/// (L(θ + εe_i) − L(θ − εe_i)) / 2ε. Every layer's backward is exercised because the check
+/// covers the parameters *before* it (their gradient flows through its input gradient).
+final class GradientCheckTests: XCTestCase {
+    func checkGradients(_ model: Sequential, batch: Int, samples: Int = 60, seed: UInt64 = 3, epsilon: Float = 1e-2,
+                        file: StaticString = #filePath, line: UInt = #line) throws {
+        model.initialize(seed: seed)
+        var generator = SeededGenerator(seed: seed + 1)
+        let input = (0 ..< batch * model.inputSize).map { _ in generator.uniform(-1, 1) }
+        let labels = (0 ..< batch).map { _ in Int32(generator.next() % UInt64(model.classes)) }
+        func loss() throws -> Double {
+            try input.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { y in try model.evaluate(input: x, labels: y, batch: batch).loss }
+            }
+        }
+        try input.withUnsafeBufferPointer { x in
+            try labels.withUnsafeBufferPointer { y in _ = try model.computeGradients(input: x, labels: y, batch: batch) }
+        }
+        let analytic = Array(model.parameters.gradients)
+        let p = model.parameters.parameters
+        for view in model.parameters.views {
+            for _ in 0 ..< max(1, samples / model.parameters.views.count) {
+                let i = view.offset + Int(generator.next() % UInt64(view.count))
+                let saved = p[i], eps = epsilon
+                p[i] = saved + eps
+                let plus = try loss()
+                p[i] = saved - eps
+                let minus = try loss()
+                p[i] = saved
+                let numeric = (plus - minus) / Double(2 * eps)
+                let error = abs(numeric - Double(analytic[i]))
+                XCTAssertLessThanOrEqual(error, 2e-3 + 2e-2 * abs(numeric),
+                                         "\(view.name)[\(i - view.offset)]: analytic \(analytic[i]), numeric \(numeric)",
+                                         file: file, line: line)
+            }
+        }
+    }
+
+    func testLinearAndReLU() throws {
+        try checkGradients(Sequential([Flatten(), Linear(12, 7), ReLU(), Linear(7, 5), ReLU(), Linear(5, 3)],
+                                      inputShape: [12]), batch: 4)
+    }
+
+    func testConv2dStride1Padding1() throws {
+        try checkGradients(Sequential([Conv2d(2, 3, kernel: 3, padding: 1), ReLU(), Conv2d(3, 2, kernel: 3, padding: 1),
+                                       Flatten(), Linear(2 * 5 * 6, 4)], inputShape: [2, 5, 6]), batch: 3)
+    }
+
+    func testConv2dStride2NoPadding() throws {
+        try checkGradients(Sequential([Conv2d(1, 2, kernel: 3), Conv2d(2, 3, kernel: 2, stride: 2, padding: 1),
+                                       Flatten(), Linear(3 * 3 * 3, 3)], inputShape: [1, 7, 6]), batch: 2)
+    }
+
+    func testMaxPool2d() throws {
+        try checkGradients(Sequential([Conv2d(1, 2, kernel: 3, padding: 1), MaxPool2d(2), Conv2d(2, 2, kernel: 3, padding: 1),
+                                       MaxPool2d(2), Flatten(), Linear(2 * 2 * 2, 3)], inputShape: [1, 8, 9]), batch: 3,
+                           epsilon: 1e-3)   // small ε: a larger step can change which input wins a window
+    }
+
+    func testDropoutInTrainingUsesTheSameMaskForForwardAndBackward() throws {
+        // With p = 0.5 the finite difference must use the same mask: evaluate() turns dropout
+        // off, so instead check that gradients of dropped units are exactly zero and that
+        // evaluation is the identity (inverted dropout).
+        let dropout = Dropout(probability: 0.5, seed: 9)
+        let model = try Sequential([Flatten(), Linear(6, 8), dropout, Linear(8, 3)], inputShape: [6])
+        model.initialize(seed: 1)
+        let x: [Float] = (0 ..< 12).map { Float($0) / 6 - 1 }, y: [Int32] = [0, 2]
+        _ = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try model.computeGradients(input: xs, labels: $0, batch: 2) } }
+        let g = model.parameters.gradients(of: model.parameters.views[2])   // 3.weight [3, 8]
+        var zeroColumns = 0
+        for unit in 0 ..< 8 where (0 ..< 3).allSatisfy({ g[$0 * 8 + unit] == 0 }) { zeroColumns += 1 }
+        XCTAssertGreaterThan(zeroColumns, 0, "some units must have been dropped for both samples or neither")
+    }
+
+    func testWholeMLP() throws {
+        try checkGradients(ModelSpec.mlp(hidden: [32, 16], dropout: 0).build(inputShape: [1, 6, 6], classes: 10), batch: 5)
+    }
+
+    func testWholeCNN() throws {
+        // The configured cnn at its real shape (28×28, 3136 → 128): the gradient of every view.
+        try checkGradients(ModelSpec.cnn.build(inputShape: [1, 28, 28], classes: 10), batch: 2, samples: 40)
+    }
+}
+
+final class LossAndShapeTests: XCTestCase {
+    func testCrossEntropyMatchesHandComputedValues() throws {
+        // logits [0, ln 2, ln 3] → softmax [1/6, 2/6, 3/6]; label 2 → loss ln 2; argmax 2 → correct.
+        // logits [1000, 0, -1000] (overflow if computed naively), label 1 → loss 1000; wrong.
+        let ce = SoftmaxCrossEntropy(classes: 3)
+        let logits: [Float] = [0, Float(0.6931471805599453), Float(1.0986122886681098), 1000, 0, -1000]
+        let labels: [Int32] = [2, 1]
+        let result = try logits.withUnsafeBufferPointer { z in
+            try labels.withUnsafeBufferPointer { try ce.evaluate(logits: z.baseAddress!, labels: $0.baseAddress!, batch: 2, gradient: true) }
+        }
+        XCTAssertEqual(result.loss, (0.6931471805599453 + 1000) / 2, accuracy: 1e-4)
+        XCTAssertEqual(result.correct, 1)
+        let g = ce.lastGradient
+        XCTAssertEqual(g[0], 1.0 / 6 / 2, accuracy: 1e-6)
+        XCTAssertEqual(g[2], (0.5 - 1) / 2, accuracy: 1e-6)
+        XCTAssertEqual(g[4], -0.5, accuracy: 1e-6)      // softmax ≈ [1, 0, 0], label 1
+    }
+
+    func testWrongInputShapeIsAClearError() throws {
+        let model = try ModelSpec.mlp(hidden: [8], dropout: 0).build(inputShape: [1, 28, 28], classes: 10)
+        let x = [Float](repeating: 0, count: 700)
+        XCTAssertThrowsError(try x.withUnsafeBufferPointer { try model.forward($0, batch: 1, training: false) }) { error in
+            XCTAssertTrue("\(error)".contains("expected batch 1 × [1, 28, 28] = 784"), "\(error)")
+        }
+        XCTAssertThrowsError(try Sequential([Conv2d(3, 4, kernel: 3)], inputShape: [1, 8, 8])) { error in
+            XCTAssertTrue("\(error)".contains("expects input [3, H, W]"), "\(error)")
+        }
+    }
+
+    func testParameterLayoutFollowsPyTorchStateDictOrder() throws {
+        let model = try ModelSpec.cnn.build(inputShape: [1, 28, 28], classes: 10)
+        XCTAssertEqual(model.parameters.views.map(\.name),
+                       ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"])
+        XCTAssertEqual(model.parameters.views.map(\.count), [288, 32, 18432, 64, 401408, 128, 1280, 10])
+        for (a, b) in zip(model.parameters.views, model.parameters.views.dropFirst()) {
+            XCTAssertGreaterThanOrEqual(b.offset, a.offset + a.count, "views must not overlap")
+        }
+    }
+
+    func testInitialisationIsPyTorchsBoundAndDeterministic() throws {
+        let a = try ModelSpec.mlp(hidden: [512, 256], dropout: 0).build(inputShape: [1, 28, 28], classes: 10)
+        let b = try ModelSpec.mlp(hidden: [512, 256], dropout: 0).build(inputShape: [1, 28, 28], classes: 10)
+        a.initialize(seed: 5); b.initialize(seed: 5)
+        XCTAssertEqual(Array(a.parameters.parameters), Array(b.parameters.parameters))
+        let w = a.parameters.parameters(of: a.parameters.views[0])
+        let bound = 1 / Float(784).squareRoot()
+        XCTAssertLessThanOrEqual(w.map(abs).max()!, bound)
+        XCTAssertGreaterThan(w.map(abs).max()!, 0.99 * bound)   // uses the whole range
+    }
+}
