@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(name: "CollectivesTests",
                     dependencies: ["Collectives", "InProcessTransport", "GradientCodecs"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
+        .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"], resources: [.copy("Reference")]),
         .testTarget(name: "MPIRunTests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

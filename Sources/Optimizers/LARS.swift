@@ -1,0 +1,52 @@
+/// LARS: layer-wise adaptive rate scaling (You, Gitman & Ginsburg 2017), in the form of the
+/// reference implementations used for large-batch ImageNet (momentum applied after scaling).
+///
+/// For each layer view ℓ (the flat buffer's per-layer ranges):
+///
+///     g ← g + λ·θ
+///     trust ← η·‖θ‖ / (‖∇‖ + λ‖θ‖)   if ‖θ‖ > 0 and ‖∇‖ > 0, else 1
+///     b ← μ·b + trust·g
+///     θ ← θ − γ·b
+///
+/// Norms are taken over the view in the flat buffer, in index order, in Double.
+public final class LARS: Optimizer {
+    public let momentum: Double, weightDecay: Double, trustCoefficient: Double
+    public let layers: [Range<Int>]
+    public private(set) var stepCount = 0
+    private let buffer: UnsafeMutableBufferPointer<Float>
+
+    public init(parameterCount: Int, layers: [Range<Int>], momentum: Double = 0.9, weightDecay: Double = 0,
+                trustCoefficient: Double = 0.001) throws {
+        if !(momentum >= 0) { throw HyperparameterError("Invalid momentum value: \(momentum)") }
+        if !(weightDecay >= 0) { throw HyperparameterError("Invalid weight_decay value: \(weightDecay)") }
+        if !(trustCoefficient > 0) { throw HyperparameterError("Invalid trust_coefficient value: \(trustCoefficient)") }
+        self.momentum = momentum; self.weightDecay = weightDecay; self.trustCoefficient = trustCoefficient
+        self.layers = layers
+        buffer = allocateState(parameterCount)
+    }
+
+    deinit { buffer.deallocate() }
+
+    public var name: String { "lars" }
+    public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [buffer] }
+
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        stepCount += 1
+        let p = parameters.baseAddress!, g = gradients.baseAddress!, b = buffer.baseAddress!
+        let mu = Float(momentum), wd = Float(weightDecay), lrF = Float(lr)
+        for layer in layers {
+            let wNorm = norm(p, layer), gNorm = norm(g, layer)
+            let trust = wNorm > 0 && gNorm > 0 ? Float(trustCoefficient * wNorm / (gNorm + weightDecay * wNorm)) : 1
+            for i in layer {
+                let d = g[i] + wd * p[i]
+                b[i] = mu * b[i] + trust * d
+                p[i] -= lrF * b[i]
+            }
+        }
+    }
+
+    public func stateBytes() -> [UInt8] { OptimizerState.encode(kind: name, stepCount: stepCount, buffers: stateBuffers) }
+    public func loadState(_ bytes: [UInt8]) throws {
+        stepCount = try OptimizerState.decode(bytes, kind: name, into: stateBuffers)
+    }
+}

@@ -1,0 +1,23 @@
+import Foundation
+
+/// A learning-rate schedule as a pure function of the step (or epoch) index t = 0, 1, 2, …
+///
+/// PyTorch's schedulers are stateful objects stepped in a loop; ours return the value that
+/// loop would have produced after t calls to `step()`. A pure function needs no state in a
+/// checkpoint and lets every rank compute the same rate without talking. Values match
+/// PyTorch's to ~1e-12 (PyTorch updates some recursively; the closed forms agree up to the
+/// rounding of that recursion).
+public protocol LearningRateSchedule {
+    func learningRate(at t: Int) -> Double
+}
+
+/// The base rate, unchanged.
+public struct ConstantLR: LearningRateSchedule {
+    public let base: Double
+    public init(base: Double) { self.base = base }
+    public func learningRate(at t: Int) -> Double { base }
+}
+
+/// Goyal et al. 2017, "Accurate, Large Minibatch SGD": when the global batch grows k-fold,
+/// multiply the learning rate by k. With a fixed per-rank batch, k is the world size.
+public func linearlyScaled(_ base: Double, worldSize: Int) -> Double { base * Double(worldSize) }
