@@ -3,6 +3,7 @@ import Collectives
 import Foundation
 import GradientCodecs
 import MPITransport
+import Training
 
 /// `ringsgd check allreduce`: the property test the suite runs under real `mpirun`.
 ///
@@ -72,7 +73,7 @@ struct CheckAllReduce: ParsableCommand {
                       + String(format: "worst_error_vs_mpi=%.3f_of_bound", worst) + " \(ok ? "PASS" : "FAIL")")
             }
             if !ok {
-                throw AgreedError(message: "all-reduce check failed for \(count) values with codec \(codec) at np \(n) "
+                throw AgreedError("all-reduce check failed for \(count) values with codec \(codec) at np \(n) "
                                   + "(identical=\(identical), per-rank verdicts \(verdicts))")
             }
         }

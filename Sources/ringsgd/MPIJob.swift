@@ -1,6 +1,7 @@
 import Collectives
 import Foundation
 import MPITransport
+import Training
 
 /// Runs one MPI job body and turns every failure into one line on stderr and a non-zero exit.
 ///
@@ -33,7 +34,7 @@ enum MPIJob {
                 runtime.abort(code: 1)
             }
         } catch let error as AgreedError {
-            if transport.rank == 0 { printError("\(error.message)") }
+            if transport.rank == 0 { printError(error.message) }
             runtime.finalize()
             exit(1)
         } catch {
@@ -52,9 +53,3 @@ enum MPIJob {
     }
 }
 
-/// An error that every rank raises at the same point (bad config, a check that failed on the
-/// all-gathered results): reported once, then every rank finalises cleanly.
-struct AgreedError: Error, CustomStringConvertible {
-    let message: String
-    var description: String { message }
-}

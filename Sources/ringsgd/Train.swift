@@ -1,5 +1,50 @@
 import ArgumentParser
+import Foundation
+import MPITransport
+import NeuralNet
+import Training
+
+/// `ringsgd train`: data-parallel training under mpirun.
 struct Train: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Train a model (under mpirun).")
-    func run() throws { throw ValidationError("not yet") }
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model on every rank (run under mpirun: launch/local.sh 2 train …).",
+        discussion: "Every config key is documented in the README. Example:\n  launch/local.sh 2 train --config configs/fashion-mlp.yaml --set train.epochs=1"
+    )
+
+    @Option(help: "YAML config file.")
+    var config: String = "configs/fashion-mlp.yaml"
+
+    @Option(name: .customLong("set"), help: "Override a config key: --set optimizer.lr=0.1 (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "Run directory for metrics.jsonl, summary.json and checkpoints (default runs/CONFIG-NAME).")
+    var runDir: String?
+
+    @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
+    var resume = false
+
+    func run() throws {
+        let runDirectory = runDir ?? "runs/" + ((config as NSString).lastPathComponent as NSString).deletingPathExtension
+        MPIJob.run { transport in
+            let parsed: TrainingConfig
+            do { parsed = try TrainingConfig.load(path: config, overrides: overrides) } catch {
+                throw AgreedError("\(error)")
+            }
+            BLASThreads.set(1)
+            // OpenMPI hands ranks a pty for stdout even when mpirun's own output is a file, so a
+            // live \r progress line is used only when stdin is a terminal too.
+            let isTerminal = transport.rank == 0 && isatty(STDOUT_FILENO) != 0 && isatty(STDIN_FILENO) != 0
+            let trainer = Trainer(config: parsed, transport: transport, runDirectory: runDirectory, isTerminal: isTerminal) { line in
+                print(line)
+                fflush(stdout)
+            }
+            let summary = try trainer.run(resume: resume)
+            if transport.rank == 0 {
+                print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
+                             summary.test_accuracy, summary.samples_per_second, summary.steps, summary.wall_seconds,
+                             summary.skipped_steps, summary.peak_rss_mb, summary.param_hash))
+                print("metrics: \(runDirectory)/metrics.jsonl  summary: \(runDirectory)/summary.json  checkpoints: \(runDirectory)/checkpoints/")
+            }
+        }
+    }
 }

@@ -1,0 +1,168 @@
+import Foundation
+
+/// A training checkpoint: everything needed to continue bit-identically.
+///
+/// ## File format (version 1, little-endian; no code-executing serialisation)
+///
+///     offset  size  field
+///     0       8     magic "RSGDCKPT"
+///     8       4     version (UInt32) = 1
+///     12      4     world size that wrote it (UInt32; informational: resume may re-shard)
+///     16      8     global step completed (UInt64)
+///     24      8     skipped (non-finite) steps so far (UInt64)
+///     32      4     section count (UInt32)
+///     …             sections: tag (4 ASCII bytes) | length (UInt64) | payload
+///     end−8   8     FastHash of every preceding byte
+///
+/// Sections: `CONF` the canonical config text; `PRMS` the flat parameters (Float32, in the
+/// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
+/// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
+/// feedback is on. The sampler position and every random stream are functions of (seed,
+/// step), so the step is all the checkpoint needs of them.
+public struct Checkpoint: Equatable {
+    public static let magic = Array("RSGDCKPT".utf8)
+    public static let version: UInt32 = 1
+
+    public var worldSize: Int
+    public var step: Int
+    public var skippedSteps: Int
+    public var config: String
+    public var parameters: [Float]
+    public var optimizerState: [UInt8]
+    public var residualSum: [Float]?
+
+    public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
+                optimizerState: [UInt8], residualSum: [Float]?) {
+        self.worldSize = worldSize; self.step = step; self.skippedSteps = skippedSteps; self.config = config
+        self.parameters = parameters; self.optimizerState = optimizerState; self.residualSum = residualSum
+    }
+
+    public func encoded() -> [UInt8] {
+        var out = Self.magic
+        func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        put(Self.version); put(UInt32(worldSize)); put(UInt64(step)); put(UInt64(skippedSteps))
+        var sections: [(String, [UInt8])] = [("CONF", Array(config.utf8)),
+                                             ("PRMS", parameters.withUnsafeBytes { Array($0) }),
+                                             ("OPTM", optimizerState)]
+        if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
+        put(UInt32(sections.count))
+        for (tag, payload) in sections {
+            out += Array(tag.utf8)
+            put(UInt64(payload.count))
+            out += payload
+        }
+        put(FastHash.hash(out))
+        return out
+    }
+
+    public struct Corrupt: Error, CustomStringConvertible {
+        public let reason: String
+        public var description: String { reason }
+    }
+
+    public init(decoding bytes: [UInt8]) throws {
+        guard bytes.count >= 44, Array(bytes[0 ..< 8]) == Self.magic else { throw Corrupt(reason: "not a ringsgd checkpoint (bad magic)") }
+        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
+        guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else {
+            throw Corrupt(reason: "checksum mismatch (truncated or damaged)")
+        }
+        var offset = 8
+        func get<T: FixedWidthInteger>(_: T.Type) throws -> T {
+            guard offset + MemoryLayout<T>.size <= bytes.count - 8 else { throw Corrupt(reason: "truncated header") }
+            let v = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+            offset += MemoryLayout<T>.size
+            return T(littleEndian: v)
+        }
+        let version = try get(UInt32.self)
+        guard version == Self.version else { throw Corrupt(reason: "version \(version), this ringsgd reads version \(Self.version)") }
+        worldSize = Int(try get(UInt32.self))
+        step = Int(try get(UInt64.self))
+        skippedSteps = Int(try get(UInt64.self))
+        var sections: [String: [UInt8]] = [:]
+        for _ in 0 ..< (try get(UInt32.self)) {
+            guard offset + 4 <= bytes.count - 8 else { throw Corrupt(reason: "truncated section table") }
+            let tag = String(decoding: bytes[offset ..< offset + 4], as: UTF8.self)
+            offset += 4
+            let length = Int(try get(UInt64.self))
+            guard length >= 0, offset + length <= bytes.count - 8 else { throw Corrupt(reason: "section \(tag) overruns the file") }
+            sections[tag] = Array(bytes[offset ..< offset + length])
+            offset += length
+        }
+        guard let conf = sections["CONF"], let prms = sections["PRMS"], let optm = sections["OPTM"], prms.count % 4 == 0 else {
+            throw Corrupt(reason: "missing CONF, PRMS or OPTM section")
+        }
+        config = String(decoding: conf, as: UTF8.self)
+        parameters = prms.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        optimizerState = optm
+        residualSum = sections["EFRS"].map { e in e.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
+    }
+}
+
+/// The checkpoints of a run directory: `checkpoints/step-00001234.ckpt`.
+///
+/// Writing is atomic — a temporary file, fsync, rename, fsync of the directory — so a crash
+/// leaves either the previous set or the new one, never half a file under a real name. The
+/// newest `keep` are kept. Loading walks from the newest down and skips (and reports) any
+/// that fails its checks.
+public struct CheckpointStore {
+    public let directory: String
+    public let keep: Int
+
+    public init(runDirectory: String, keep: Int) {
+        directory = (runDirectory as NSString).appendingPathComponent("checkpoints")
+        self.keep = keep
+    }
+
+    public func path(step: Int) -> String {
+        (directory as NSString).appendingPathComponent(String(format: "step-%08d.ckpt", step))
+    }
+
+    /// Checkpoint files, newest step first.
+    public func existing() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".ckpt") }.sorted(by: >)
+            .map { (directory as NSString).appendingPathComponent($0) }
+    }
+
+    public func write(_ checkpoint: Checkpoint) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let final = path(step: checkpoint.step), temporary = final + ".tmp"
+        let bytes = checkpoint.encoded()
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw DatasetError("cannot write checkpoint \(temporary): \(String(cString: strerror(errno)))") }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + written, bytes.count - written) }
+            if n <= 0 {
+                close(fd); unlink(temporary)
+                throw DatasetError("cannot write checkpoint \(temporary): \(String(cString: strerror(errno))) (disk full?)")
+            }
+            written += n
+        }
+        fsync(fd)
+        close(fd)
+        guard rename(temporary, final) == 0 else {
+            unlink(temporary)
+            throw DatasetError("cannot rename checkpoint into place at \(final)")
+        }
+        let dirfd = open(directory, O_RDONLY)
+        if dirfd >= 0 { fsync(dirfd); close(dirfd) }
+        for old in existing().dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+    }
+
+    /// The newest checkpoint that passes its checks, and a note for each one skipped.
+    public func loadNewestValid(validate: (Checkpoint) throws -> Void) -> (Checkpoint, path: String, skipped: [String])? {
+        var skipped: [String] = []
+        for file in existing() {
+            do {
+                guard let data = FileManager.default.contents(atPath: file) else { throw Checkpoint.Corrupt(reason: "unreadable") }
+                let checkpoint = try Checkpoint(decoding: Array(data))
+                try validate(checkpoint)
+                return (checkpoint, file, skipped)
+            } catch {
+                skipped.append("\(file): \(error)")
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Yams
+
+/// A config error: names the key and what is allowed. One line, for the user.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A YAML document flattened to dotted key paths ("optimizer.lr" → scalar or list), with
+/// typed getters that record which keys were read, so that every key left unread — a typo,
+/// a key from another version — is reported instead of silently ignored.
+struct ConfigReader {
+    private(set) var values: [String: Node] = [:]
+    private var read: Set<String> = []
+
+    init(yaml: String, source: String) throws {
+        let node: Node?
+        do { node = try Yams.compose(yaml: yaml) } catch {
+            throw ConfigError("\(source) is not valid YAML: \(error)")
+        }
+        guard let node else { return }
+        guard case .mapping = node else { throw ConfigError("\(source) must be a YAML mapping of sections (train:, optimizer:, …)") }
+        try flatten(node, prefix: "")
+    }
+
+    private mutating func flatten(_ node: Node, prefix: String) throws {
+        if case let .mapping(mapping) = node {
+            for (key, value) in mapping {
+                guard let name = key.string else { throw ConfigError("a key under '\(prefix)' is not a string") }
+                try flatten(value, prefix: prefix.isEmpty ? name : "\(prefix).\(name)")
+            }
+        } else {
+            values[prefix] = node
+        }
+    }
+
+    /// Applies `key.path=value` (the value parsed as YAML: numbers, booleans, [lists]).
+    mutating func override(_ assignment: String) throws {
+        guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
+            throw ConfigError("--set expects key.path=value, got '\(assignment)'")
+        }
+        let key = String(assignment[..<eq]), text = String(assignment[assignment.index(after: eq)...])
+        guard let node = try? Yams.compose(yaml: text.isEmpty ? "''" : text) else {
+            throw ConfigError("--set \(key): '\(text)' is not a valid value")
+        }
+        values[key] = node
+    }
+
+    mutating func string(_ key: String, default value: String, allowed: [String]? = nil) throws -> String {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        guard let s = node.string, node.scalar != nil else { throw ConfigError("\(key) must be a string, got \(describe(node))") }
+        if let allowed, !allowed.contains(s) {
+            throw ConfigError("\(key) must be one of \(allowed.joined(separator: ", ")), got '\(s)'")
+        }
+        return s
+    }
+
+    mutating func int(_ key: String, default value: Int, min: Int? = nil, max: Int? = nil) throws -> Int {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        guard let scalar = node.scalar, let v = Int(scalar.string) else {
+            throw ConfigError("\(key) must be an integer, got \(describe(node))")
+        }
+        if let min, v < min { throw ConfigError("\(key) must be ≥ \(min), got \(v)") }
+        if let max, v > max { throw ConfigError("\(key) must be ≤ \(max), got \(v)") }
+        return v
+    }
+
+    mutating func double(_ key: String, default value: Double, min: Double? = nil, max: Double? = nil,
+                         exclusiveMin: Bool = false, exclusiveMax: Bool = false) throws -> Double {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        guard let scalar = node.scalar, let v = Double(scalar.string), v.isFinite else {
+            throw ConfigError("\(key) must be a number, got \(describe(node))")
+        }
+        if let min, exclusiveMin ? v <= min : v < min { throw ConfigError("\(key) must be \(exclusiveMin ? ">" : "≥") \(min), got \(v)") }
+        if let max, exclusiveMax ? v >= max : v > max { throw ConfigError("\(key) must be \(exclusiveMax ? "<" : "≤") \(max), got \(v)") }
+        return v
+    }
+
+    mutating func bool(_ key: String, default value: Bool) throws -> Bool {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        switch node.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError("\(key) must be true or false, got \(describe(node))")
+        }
+    }
+
+    mutating func ints(_ key: String, default value: [Int], min: Int? = nil) throws -> [Int] {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        guard case let .sequence(sequence) = node else { throw ConfigError("\(key) must be a list of integers, got \(describe(node))") }
+        return try sequence.map { item in
+            guard let v = item.scalar.flatMap({ Int($0.string) }) else {
+                throw ConfigError("\(key) must be a list of integers, got an item \(describe(item))")
+            }
+            if let min, v < min { throw ConfigError("every item of \(key) must be ≥ \(min), got \(v)") }
+            return v
+        }
+    }
+
+    mutating func doubles(_ key: String, default value: [Double]) throws -> [Double] {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        guard case let .sequence(sequence) = node else { throw ConfigError("\(key) must be a list of numbers, got \(describe(node))") }
+        return try sequence.map { item in
+            guard let v = item.scalar.flatMap({ Double($0.string) }) else {
+                throw ConfigError("\(key) must be a list of numbers, got an item \(describe(item))")
+            }
+            return v
+        }
+    }
+
+    /// Throws for the first key that no getter asked for, listing the keys of its section.
+    func rejectUnknownKeys() throws {
+        for key in values.keys.sorted() where !read.contains(key) {
+            let section = key.split(separator: ".").first.map(String.init) ?? key
+            let siblings = read.filter { $0.hasPrefix(section + ".") }.sorted()
+            let hint = siblings.isEmpty
+                ? "known sections: \(Set(read.compactMap { $0.split(separator: ".").first.map(String.init) }).sorted().joined(separator: ", "))"
+                : "known keys in \(section): \(siblings.joined(separator: ", "))"
+            throw ConfigError("unknown config key '\(key)' (\(hint))")
+        }
+    }
+
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case let .scalar(s): return "'\(s.string)'"
+        case .sequence: return "a list"
+        case .mapping: return "a mapping"
+        default: return "an unsupported YAML node"
+        }
+    }
+}

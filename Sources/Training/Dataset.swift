@@ -1,0 +1,27 @@
+// Training — the distributed trainer users run.
+//
+// Owns: datasets and the distributed sampler, the YAML config, checkpoints, the replica
+// checks, metrics, and the training loop. It talks to other ranks only through
+// `Collectives` (a `Transport`), so it runs on MPI in production and on threads in tests.
+import Foundation
+
+/// A labelled classification dataset that can materialise any sample as normalised floats.
+public protocol Dataset: AnyObject {
+    var count: Int { get }
+    /// Per-sample shape, NCHW without N ([1, 28, 28] for Fashion-MNIST).
+    var inputShape: [Int] { get }
+    var classes: Int { get }
+    /// Writes samples `indices` into `input` (indices.count × inputSize floats) and `labels`.
+    func fill(_ indices: ArraySlice<Int>, input: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>)
+}
+
+extension Dataset {
+    public var inputSize: Int { inputShape.reduce(1, *) }
+}
+
+/// Why a dataset could not be loaded; every message says what to do.
+public struct DatasetError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,95 @@
+import CZlib
+import Foundation
+
+/// An IDX file (LeCun's MNIST format), gzip-compressed as Debian's `dataset-fashion-mnist`
+/// ships it, decompressed once into a cache file and memory-mapped read-only.
+///
+/// Format: magic = 0x00 0x00 type ndim (type 0x08 = unsigned byte), then ndim big-endian
+/// UInt32 dimensions, then the data. Everything is validated when the file is opened — magic,
+/// type, dimensions against the file size — never halfway through training. Mapping the
+/// cache (MAP_SHARED, read-only) lets every rank on a host share one copy in the page cache.
+public final class IDXFile {
+    public let dimensions: [Int]
+    public let path: String
+    private let mapping: UnsafeMutableRawPointer
+    private let mappingLength: Int
+    private let headerLength: Int
+
+    /// The UInt8 payload after the header.
+    public var bytes: UnsafePointer<UInt8> {
+        UnsafePointer(mapping.advanced(by: headerLength).assumingMemoryBound(to: UInt8.self))
+    }
+    public var elementCount: Int { dimensions.reduce(1, *) }
+
+    /// Opens `gzPath`, decompressing it into `cacheDirectory` first if no valid cache exists.
+    public init(gzPath: String, cacheDirectory: String) throws {
+        guard FileManager.default.fileExists(atPath: gzPath) else {
+            throw DatasetError("missing \(gzPath): install Debian's dataset-fashion-mnist (launch/setup.sh does) or set data.dir to the folder holding the IDX .gz files")
+        }
+        try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        let attributes = try FileManager.default.attributesOfItem(atPath: gzPath)
+        let stamp = "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
+        let name = (gzPath as NSString).lastPathComponent.replacingOccurrences(of: ".gz", with: "")
+        path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(stamp)")
+        if !FileManager.default.fileExists(atPath: path) {
+            try Self.decompress(gzPath, to: path)
+        }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw DatasetError("cannot open cache \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        fstat(fd, &info)
+        let length = Int(info.st_size)
+        guard length >= 4, let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
+            throw DatasetError("\(gzPath) is truncated or unreadable (\(length) bytes decompressed); reinstall dataset-fashion-mnist")
+        }
+        mapping = map
+        mappingLength = length
+        let header = map.assumingMemoryBound(to: UInt8.self)
+        guard header[0] == 0, header[1] == 0, header[2] == 0x08, header[3] >= 1, header[3] <= 4 else {
+            munmap(map, length)
+            throw DatasetError("\(gzPath) is not an unsigned-byte IDX file (bad magic \(String(format: "%02x%02x%02x%02x", header[0], header[1], header[2], header[3])))")
+        }
+        let ndim = Int(header[3])
+        headerLength = 4 + 4 * ndim
+        guard length >= headerLength else {
+            munmap(map, length)
+            throw DatasetError("\(gzPath) is truncated: the header needs \(headerLength) bytes, the file has \(length)")
+        }
+        dimensions = (0 ..< ndim).map { i in
+            (0 ..< 4).reduce(0) { $0 << 8 | Int(header[4 + 4 * i + $1]) }
+        }
+        let expected = headerLength + dimensions.reduce(1, *)
+        guard length == expected else {
+            munmap(map, length)
+            throw DatasetError("\(gzPath) is truncated or corrupt: dimensions \(dimensions) need \(expected) bytes, it has \(length); reinstall dataset-fashion-mnist")
+        }
+    }
+
+    deinit { munmap(mapping, mappingLength) }
+
+    /// gunzip with zlib into a temporary file, then rename: a reader never sees half a cache.
+    private static func decompress(_ gzPath: String, to path: String) throws {
+        guard let gz = gzopen(gzPath, "rb") else { throw DatasetError("cannot open \(gzPath) with zlib") }
+        defer { gzclose(gz) }
+        let temporary = path + ".tmp.\(getpid())"
+        guard let out = fopen(temporary, "wb") else {
+            throw DatasetError("cannot write the dataset cache \(temporary): \(String(cString: strerror(errno))); set data.cache_dir")
+        }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
+            if n < 0 {
+                fclose(out); unlink(temporary)
+                throw DatasetError("\(gzPath) is corrupt (zlib could not decompress it); reinstall dataset-fashion-mnist")
+            }
+            if n == 0 { break }
+            _ = buffer.withUnsafeBytes { fwrite($0.baseAddress, 1, Int(n), out) }
+        }
+        fclose(out)
+        guard rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw DatasetError("cannot move the dataset cache into place at \(path)")
+        }
+    }
+}

@@ -1,0 +1,32 @@
+/// What `summary.json` holds (see the README for each field).
+public struct RunSummary: Codable, Equatable {
+    public var test_accuracy: Double
+    public var samples_per_second: Double
+    public var steps: Int
+    public var wall_seconds: Double
+    public var skipped_steps: Int
+    public var param_hash: String
+    public var peak_rss_mb: Double
+    public var world_size: Int
+    public var codec: String
+    public var train_loss: Double
+    public var compute_seconds: Double
+    public var comm_seconds: Double
+    public var codec_seconds: Double
+    public var resumed_from_step: Int
+}
+
+/// One line of `metrics.jsonl`, written after every epoch.
+public struct EpochMetrics: Codable {
+    public var epoch: Int
+    public var step: Int
+    public var lr: Double
+    public var train_loss: Double
+    public var train_accuracy: Double
+    public var test_accuracy: Double
+    public var samples_per_second: Double
+    public var compute_seconds: Double
+    public var comm_seconds: Double
+    public var codec_seconds: Double
+    public var skipped_steps: Int
+}

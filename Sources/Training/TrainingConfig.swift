@@ -1,0 +1,193 @@
+import Foundation
+import GradientCodecs
+import NeuralNet
+import Optimizers
+
+/// Everything a run is made of, read from YAML (every key documented in the README).
+public struct TrainingConfig {
+    public var seed: UInt64 = 0
+
+    public var modelKind = "mlp"                   // model.kind: mlp | cnn | linear
+    public var hidden = ModelSpec.defaultMLPHidden // model.hidden (mlp)
+    public var dropout = 0.0                       // model.dropout (mlp)
+
+    public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | synthetic
+    public var dataDirectory = FashionMNIST.defaultDirectory
+    public var cacheDirectory = ""                 // data.cache_dir ("" = ~/.cache/ringsgd)
+    public var syntheticFeatures = 784, syntheticClasses = 10
+    public var syntheticTrainSize = 60_000, syntheticTestSize = 10_000
+
+    public var epochs = 5                          // train.epochs
+    public var maxSteps = 0                        // train.max_steps (0: no limit)
+    public var globalBatch = 128                   // train.global_batch
+    public var clipGradNorm = 0.0                  // train.clip_grad_norm (0: off)
+    public var logEverySteps = 100                 // train.log_every_steps
+    public var evalBatch = 1000                    // train.eval_batch
+
+    public var optimizer = "sgd"                   // optimizer.name
+    public var lr = 0.05, momentum = 0.9, dampening = 0.0, nesterov = false, weightDecay = 0.0
+    public var betas = [0.9, 0.999], eps = 1e-8, amsgrad = false
+    public var alpha = 0.99, centered = false, trustCoefficient = 0.001
+    public var scaleLRWithWorldSize = false
+
+    public var schedule = "cosine"                 // schedule.name
+    public var scheduleInterval = "step"           // schedule.interval: step | epoch
+    public var warmup = 0, warmupStartFactor = 0.1
+    public var stepSize = 30, gamma = 0.1, milestones: [Int] = [], etaMin = 0.0, tMax = 0
+    public var startFactor = 1.0 / 3, endFactor = 1.0, totalIters = 5, maxLR = 0.0, pctStart = 0.3
+
+    public var codec = "none"                      // comm.codec
+    public var errorFeedback = false               // comm.error_feedback
+    public var uncompressedWarmupSteps = 0         // comm.warmup_steps
+    public var segmentBytes = 1 << 20              // comm.segment_bytes
+
+    public var checkEverySteps = 100               // consistency.check_every_steps
+    public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)
+    public var checkpointEverySteps = 0            // checkpoint.every_steps (0: only at the end)
+    public var checkpointKeep = 3                  // checkpoint.keep
+
+    /// The config as read, canonical: sorted `key: value` lines (hashed; stored in checkpoints).
+    public private(set) var canonicalText = ""
+
+    public init() {}
+
+    /// Parses YAML and `--set` overrides; throws a ConfigError naming the key on any problem.
+    public init(yaml: String, source: String, overrides: [String] = []) throws {
+        var r = try ConfigReader(yaml: yaml, source: source)
+        for o in overrides { try r.override(o) }
+        seed = UInt64(try r.int("seed", default: 0, min: 0))
+        modelKind = try r.string("model.kind", default: modelKind, allowed: ["mlp", "cnn", "linear"])
+        hidden = try r.ints("model.hidden", default: hidden, min: 1)
+        dropout = try r.double("model.dropout", default: dropout, min: 0, max: 1, exclusiveMax: true)
+        dataset = try r.string("data.dataset", default: dataset, allowed: ["fashion-mnist", "synthetic"])
+        dataDirectory = try r.string("data.dir", default: dataDirectory)
+        cacheDirectory = try r.string("data.cache_dir", default: cacheDirectory)
+        syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1)
+        syntheticClasses = try r.int("data.synthetic.classes", default: syntheticClasses, min: 2)
+        syntheticTrainSize = try r.int("data.synthetic.train_size", default: syntheticTrainSize, min: 1)
+        syntheticTestSize = try r.int("data.synthetic.test_size", default: syntheticTestSize, min: 0)
+        epochs = try r.int("train.epochs", default: epochs, min: 1)
+        maxSteps = try r.int("train.max_steps", default: maxSteps, min: 0)
+        globalBatch = try r.int("train.global_batch", default: globalBatch, min: 1)
+        clipGradNorm = try r.double("train.clip_grad_norm", default: clipGradNorm, min: 0)
+        logEverySteps = try r.int("train.log_every_steps", default: logEverySteps, min: 1)
+        evalBatch = try r.int("train.eval_batch", default: evalBatch, min: 1)
+        optimizer = try r.string("optimizer.name", default: optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
+        lr = try r.double("optimizer.lr", default: lr, min: 0)
+        momentum = try r.double("optimizer.momentum", default: optimizer == "sgd" || optimizer == "lars" ? momentum : 0, min: 0)
+        dampening = try r.double("optimizer.dampening", default: dampening, min: 0, max: 1)
+        nesterov = try r.bool("optimizer.nesterov", default: nesterov)
+        weightDecay = try r.double("optimizer.weight_decay", default: optimizer == "adamw" ? 0.01 : 0, min: 0)
+        betas = try r.doubles("optimizer.betas", default: betas)
+        eps = try r.double("optimizer.eps", default: optimizer == "lamb" ? 1e-6 : eps, min: 0, exclusiveMin: true)
+        amsgrad = try r.bool("optimizer.amsgrad", default: amsgrad)
+        alpha = try r.double("optimizer.alpha", default: alpha, min: 0, max: 1)
+        centered = try r.bool("optimizer.centered", default: centered)
+        trustCoefficient = try r.double("optimizer.trust_coefficient", default: trustCoefficient, min: 0, exclusiveMin: true)
+        scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
+        schedule = try r.string("schedule.name", default: schedule,
+                                allowed: ["constant", "step", "multistep", "exponential", "cosine", "linear", "onecycle"])
+        scheduleInterval = try r.string("schedule.interval", default: scheduleInterval, allowed: ["step", "epoch"])
+        warmup = try r.int("schedule.warmup", default: warmup, min: 0)
+        warmupStartFactor = try r.double("schedule.warmup_start_factor", default: warmupStartFactor, min: 0, max: 1, exclusiveMin: true)
+        stepSize = try r.int("schedule.step_size", default: stepSize, min: 1)
+        gamma = try r.double("schedule.gamma", default: gamma, min: 0, exclusiveMin: true)
+        milestones = try r.ints("schedule.milestones", default: milestones, min: 0)
+        etaMin = try r.double("schedule.eta_min", default: etaMin, min: 0)
+        tMax = try r.int("schedule.t_max", default: tMax, min: 0)
+        startFactor = try r.double("schedule.start_factor", default: startFactor, min: 0, max: 1, exclusiveMin: true)
+        endFactor = try r.double("schedule.end_factor", default: endFactor, min: 0, max: 1)
+        totalIters = try r.int("schedule.total_iters", default: totalIters, min: 1)
+        maxLR = try r.double("schedule.max_lr", default: maxLR, min: 0)
+        pctStart = try r.double("schedule.pct_start", default: pctStart, min: 0, max: 1)
+        codec = try r.string("comm.codec", default: codec)
+        errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
+        uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
+        segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 4)
+        checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
+        injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
+        checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
+        checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
+        try r.rejectUnknownKeys()
+        do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error)") }
+        if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
+        canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
+    }
+
+    /// Reads a config file; `path` errors name the file.
+    public static func load(path: String, overrides: [String]) throws -> TrainingConfig {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError("cannot read config file \(path); pass --config with a YAML file such as configs/fashion-mlp.yaml")
+        }
+        return try TrainingConfig(yaml: text, source: path, overrides: overrides)
+    }
+
+    /// A 64-bit hash of the canonical config: ranks compare it before training.
+    public var hash: UInt64 { FastHash.hash(Array(canonicalText.utf8)) }
+
+    public var modelSpec: ModelSpec {
+        switch modelKind {
+        case "cnn": return .cnn
+        case "linear": return .linear
+        default: return .mlp(hidden: hidden, dropout: Float(dropout))
+        }
+    }
+
+    public var resolvedCacheDirectory: String {
+        cacheDirectory.isEmpty ? (NSHomeDirectory() as NSString).appendingPathComponent(".cache/ringsgd") : cacheDirectory
+    }
+
+    /// The optimizer for a model's flat parameters (layer ranges for LAMB/LARS).
+    public func makeOptimizer(parameters: FlatParameters) throws -> Optimizer {
+        let count = parameters.count, layers = parameters.views.map(\.range)
+        do {
+            switch optimizer {
+            case "sgd": return try SGD(parameterCount: count, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
+            case "adam", "adamw":
+                return try Adam(parameterCount: count, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay,
+                                decoupled: optimizer == "adamw", amsgrad: amsgrad)
+            case "rmsprop":
+                return try RMSProp(parameterCount: count, alpha: alpha, eps: eps, weightDecay: weightDecay, momentum: momentum, centered: centered)
+            case "lamb": return try LAMB(parameterCount: count, layers: layers, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay)
+            default: return try LARS(parameterCount: count, layers: layers, momentum: momentum, weightDecay: weightDecay, trustCoefficient: trustCoefficient)
+            }
+        } catch let error as HyperparameterError {
+            throw ConfigError("optimizer: \(error.message)")
+        }
+    }
+
+    /// The schedule over `total` units (steps or epochs per schedule.interval), with optional
+    /// linear warm-up (SequentialLR semantics) and linear scaling by the world size.
+    public func makeSchedule(total: Int, worldSize: Int) throws -> LearningRateSchedule {
+        let base = scaleLRWithWorldSize ? linearlyScaled(lr, worldSize: worldSize) : lr
+        let afterWarmup = max(1, total - warmup)
+        do {
+            let main: LearningRateSchedule
+            switch schedule {
+            case "constant": main = ConstantLR(base: base)
+            case "step": main = try StepLR(base: base, stepSize: stepSize, gamma: gamma)
+            case "multistep": main = try MultiStepLR(base: base, milestones: milestones, gamma: gamma)
+            case "exponential": main = try ExponentialLR(base: base, gamma: gamma)
+            case "linear": main = try LinearLR(base: base, startFactor: startFactor, endFactor: endFactor, totalIters: totalIters)
+            case "onecycle": main = try OneCycleLR(maxLR: maxLR > 0 ? maxLR : base, totalSteps: max(2, afterWarmup), pctStart: pctStart)
+            default: main = try CosineAnnealingLR(base: base, tMax: tMax > 0 ? tMax : afterWarmup, etaMin: etaMin)
+            }
+            guard warmup > 0 else { return main }
+            return try SequentialLR([LinearLR(base: base, startFactor: warmupStartFactor, totalIters: warmup), main],
+                                    milestones: [warmup])
+        } catch let error as HyperparameterError {
+            throw ConfigError("schedule: \(error.message)")
+        }
+    }
+}
+
+import Yams
+extension Node {
+    var scalarOrListText: String {
+        switch self {
+        case let .scalar(s): return s.string
+        case let .sequence(items): return "[" + items.map(\.scalarOrListText).joined(separator: ", ") + "]"
+        default: return "?"
+        }
+    }
+}
