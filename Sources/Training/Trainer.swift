@@ -38,7 +38,9 @@ public final class Trainer {
         self.log = log
     }
 
-    public func run(resume: Bool) throws -> RunSummary {
+    /// Trains to the configured end, or stops after global step `stopAfter` (with a
+    /// checkpoint) as an interrupted job would; `resume` continues from the newest checkpoint.
+    public func run(resume: Bool, stopAfter: Int? = nil) throws -> RunSummary {
         let n = transport.size, rank = transport.rank
         try RingAllGather.requireAgreement(config.hash, on: "the config hash (start every rank with the same config and --set)", over: transport)
 
@@ -93,6 +95,7 @@ public final class Trainer {
             if rank == 0 { log("resumed from \(path) at step \(startStep) (written by \(checkpoint.worldSize) ranks, now \(n))") }
         }
 
+        let endStep = min(totalSteps, stopAfter ?? totalSteps)
         let localBatch = sampler.localBatch
         model.reserve(batch: max(localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
         let input = UnsafeMutableBufferPointer<Float>.allocate(capacity: localBatch * train.inputSize)
@@ -112,7 +115,7 @@ public final class Trainer {
         var lastLR = 0.0, lastTestAccuracy = 0.0, lastTrainLoss = Double.nan
         let wallStart = ContinuousClock.now
         var epochStart = ContinuousClock.now, epochStartStep = startStep
-        for step in startStep ..< totalSteps {
+        for step in startStep ..< max(startStep, endStep) {
             let epoch = step / stepsPerEpoch, stepInEpoch = step % stepsPerEpoch
             if epoch != orderEpoch { order = sampler.permutation(epoch: epoch); orderEpoch = epoch }
 
@@ -164,7 +167,7 @@ public final class Trainer {
             }
 
             // End of an epoch (or of the run): global train metrics and test accuracy.
-            if stepInEpoch == stepsPerEpoch - 1 || done == totalSteps {
+            if stepInEpoch == stepsPerEpoch - 1 || done == endStep {
                 let elapsed = (ContinuousClock.now - epochStart).seconds
                 let sums = try RingAllGather.sum([epochLoss, Double(epochCorrect), Double(epochSamples)], over: transport)
                 lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : .nan
@@ -189,14 +192,14 @@ public final class Trainer {
             }
         }
         let wall = (ContinuousClock.now - wallStart).seconds
-        let hash = try checkReplicas(model, optimizer, step: totalSteps)
-        if totalSteps > startStep || resume == false {
-            try saveCheckpoint(store, model, optimizer, residual: residual, step: totalSteps, skipped: skipped)
+        let hash = try checkReplicas(model, optimizer, step: endStep)
+        if endStep > startStep || !resume {
+            try saveCheckpoint(store, model, optimizer, residual: residual, step: endStep, skipped: skipped)
         }
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let summary = RunSummary(test_accuracy: lastTestAccuracy,
-                                 samples_per_second: Double((totalSteps - startStep) * config.globalBatch) / max(wall, 1e-9),
-                                 steps: totalSteps, wall_seconds: wall, skipped_steps: skipped,
+                                 samples_per_second: Double((endStep - startStep) * config.globalBatch) / max(wall, 1e-9),
+                                 steps: endStep, wall_seconds: wall, skipped_steps: skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: n,
                                  codec: config.codec, train_loss: lastTrainLoss, compute_seconds: clock.compute,
                                  comm_seconds: clock.comm, codec_seconds: clock.codec, resumed_from_step: startStep)

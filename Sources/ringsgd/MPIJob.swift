@@ -37,6 +37,11 @@ enum MPIJob {
             if transport.rank == 0 { printError(error.message) }
             runtime.finalize()
             exit(1)
+        } catch let error as ConfigError {
+            // Configs are parsed identically on every rank: every rank is here together.
+            if transport.rank == 0 { printError(error.message) }
+            runtime.finalize()
+            exit(1)
         } catch {
             printError("rank \(transport.rank): \(error)")
             runtime.abort(code: 1)

@@ -23,6 +23,13 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
+    @Option(help: "Stop cleanly after this global step, with a checkpoint (time-boxed jobs; resume later with --resume).")
+    var stopAfter: Int?
+
+    func validate() throws {
+        if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
+    }
+
     func run() throws {
         let runDirectory = runDir ?? "runs/" + ((config as NSString).lastPathComponent as NSString).deletingPathExtension
         MPIJob.run { transport in
@@ -38,7 +45,7 @@ struct Train: ParsableCommand {
                 print(line)
                 fflush(stdout)
             }
-            let summary = try trainer.run(resume: resume)
+            let summary = try trainer.run(resume: resume, stopAfter: stopAfter)
             if transport.rank == 0 {
                 print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
                              summary.test_accuracy, summary.samples_per_second, summary.steps, summary.wall_seconds,

@@ -1,0 +1,117 @@
+import Foundation
+import XCTest
+
+/// `ringsgd train` under real mpirun on the real Fashion-MNIST files: replicas identical,
+/// resume bit-identical (also past a corrupt checkpoint), resume onto a different world
+/// size, non-finite steps skipped by all ranks, and every bad input a one-line error.
+final class TrainUnderMPIRunTests: XCTestCase {
+    /// A short mlp run: 40 steps of global batch 96 (divisible by 2 and 3), checks every 10.
+    static let short = ["--config", MPIRun.packageRoot.appendingPathComponent("configs/fashion-mlp.yaml").path,
+                        "--set", "train.max_steps=40", "--set", "train.global_batch=96", "--set", "train.log_every_steps=20",
+                        "--set", "consistency.check_every_steps=10", "--set", "checkpoint.every_steps=10"]
+
+    func runDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func summary(_ dir: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
+    func train(np: Int, _ extra: [String], dir: String, expectSuccess: Bool = true) throws -> MPIRun.Outcome {
+        let outcome = try MPIRun.run(np: np, ["train"] + Self.short + ["--run-dir", dir] + extra, timeout: 180)
+        if expectSuccess { assertSucceeded(outcome, "train np \(np) \(extra)") }
+        return outcome
+    }
+
+    func testReplicasStayBitIdenticalAtNp2And3() throws {
+        for np in [2, 3] {
+            let dir = runDirectory()
+            let outcome = try train(np: np, [], dir: dir)
+            XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+            let s = try summary(dir)
+            XCTAssertEqual(s["world_size"] as? Int, np)
+            XCTAssertEqual(s["steps"] as? Int, 40)
+            let metrics = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)
+            for key in ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy", "samples_per_second",
+                        "compute_seconds", "comm_seconds"] {
+                XCTAssertTrue(metrics.contains("\"\(key)\""), "metrics.jsonl lacks \(key): \(metrics)")
+            }
+        }
+    }
+
+    func testResumedRunEndsBitIdenticalToUninterruptedRun() throws {
+        let whole = runDirectory(), split = runDirectory()
+        _ = try train(np: 2, [], dir: whole)
+        _ = try train(np: 2, ["--stop-after", "20"], dir: split)
+        XCTAssertEqual(try summary(split)["steps"] as? Int, 20)
+        let resumed = try train(np: 2, ["--resume"], dir: split)
+        XCTAssertTrue(resumed.output.contains("at step 20"), resumed.output)
+        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String,
+                       "parameters and optimizer state after resume must equal the uninterrupted run's bit for bit")
+    }
+
+    func testCorruptNewestCheckpointIsReportedAndThePreviousUsed() throws {
+        let whole = runDirectory(), split = runDirectory()
+        _ = try train(np: 2, [], dir: whole)
+        _ = try train(np: 2, ["--stop-after", "30"], dir: split)
+        let newest = split + "/checkpoints/step-00000030.ckpt"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: newest))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: newest))
+        let resumed = try train(np: 2, ["--resume"], dir: split)
+        XCTAssertTrue(resumed.output.contains("skipping checkpoint") && resumed.output.contains("checksum mismatch"), resumed.output)
+        XCTAssertTrue(resumed.output.contains("at step 20"), resumed.output)
+        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String)
+    }
+
+    func testResumeFromTwoRanksOntoThree() throws {
+        let dir = runDirectory()
+        _ = try train(np: 2, ["--stop-after", "20"], dir: dir)
+        let resumed = try train(np: 3, ["--resume"], dir: dir)
+        XCTAssertTrue(resumed.output.contains("written by 2 ranks, now 3"), resumed.output)
+        let s = try summary(dir)
+        XCTAssertEqual(s["world_size"] as? Int, 3)
+        XCTAssertEqual(s["resumed_from_step"] as? Int, 20)
+        XCTAssertGreaterThan(s["test_accuracy"] as? Double ?? 0, 0.6, "the re-sharded run keeps learning")
+    }
+
+    func testNonFiniteGradientOnOneRankIsSkippedByAllRanks() throws {
+        let dir = runDirectory()
+        let outcome = try train(np: 3, ["--set", "consistency.inject_nonfinite_at=[5, 7, 8]"], dir: dir)
+        XCTAssertEqual(try summary(dir)["skipped_steps"] as? Int, 3, outcome.output)
+        XCTAssertTrue(outcome.output.contains("step 7: non-finite gradient"), outcome.output)
+        XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+    }
+
+    /// Every bad input: a one-line `ringsgd: error:` naming the problem, a non-zero exit, no
+    /// crash dump, no hang.
+    func testBadInputsAreOneLineErrors() throws {
+        let fakeData = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-bad-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: fakeData, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: fakeData) }
+        let cases: [([String], String)] = [
+            (["--set", "train.epochs=0"], "train.epochs must be ≥ 1, got 0"),
+            (["--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
+            (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number"),
+            (["--set", "optimizer.name=adagrad"], "optimizer.name must be one of"),
+            (["--set", "comm.codec=fp12"], "unknown codec 'fp12'"),
+            (["--set", "optimizer.betas=[0.9, 1.5]", "--set", "optimizer.name=adam"], "Invalid beta parameter at index 1: 1.5"),
+            (["--set", "train.global_batch=97"], "does not divide over 2 ranks"),
+            (["--set", "data.dir=/nonexistent"], "install Debian's dataset-fashion-mnist"),
+            (["--config", "/nonexistent.yaml"], "cannot read config file /nonexistent.yaml"),
+        ]
+        for (arguments, expected) in cases {
+            let outcome = try train(np: 2, arguments, dir: runDirectory(), expectSuccess: false)
+            XCTAssertFalse(outcome.timedOut, "\(arguments) hung")
+            XCTAssertNotEqual(outcome.status, 0, "\(arguments) must fail")
+            XCTAssertTrue(outcome.output.contains(expected), "\(arguments): expected '\(expected)' in:\n\(outcome.output)")
+            XCTAssertEqual(outcome.output.components(separatedBy: "ringsgd: error:").count - 1, 1,
+                           "exactly one error line for \(arguments):\n\(outcome.output)")
+            XCTAssertFalse(outcome.output.contains("Fatal error") || outcome.output.contains("Backtrace"), outcome.output)
+        }
+    }
+}
