@@ -7,5 +7,18 @@ cd "$root"
 "$root/launch/setup.sh"
 export SWIFT_BACKTRACE=enable=no OPENBLAS_NUM_THREADS=1
 swift build -c release --product ringsgd
-# The whole suite is bounded: nothing here can hang CI.
-timeout 1500 swift test -c release "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# The whole suite is bounded: nothing here can hang CI. (Our tests are XCTest only.)
+set +e
+timeout 1500 swift test -c release --disable-swift-testing "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# A plain closing tally from XCTest's last summary line.
+summary=$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -1 || true)
+if [ -n "$summary" ]; then
+  total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
+  failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
+  echo "tests: $((total - failed)) passed, $failed failed"
+fi
+exit "$status"
