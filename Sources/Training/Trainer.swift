@@ -114,6 +114,7 @@ public final class Trainer {
         var order: [Int] = [], orderEpoch = -1
         var lastLR = 0.0, lastTestAccuracy = 0.0, lastTrainLoss = Double.nan
         let wallStart = ContinuousClock.now
+        var evalSeconds = 0.0   // excluded from training throughput, as the peer excludes it
         var epochStart = ContinuousClock.now, epochStartStep = startStep
         for step in startStep ..< max(startStep, endStep) {
             let epoch = step / stepsPerEpoch, stepInEpoch = step % stepsPerEpoch
@@ -171,7 +172,9 @@ public final class Trainer {
                 let elapsed = (ContinuousClock.now - epochStart).seconds
                 let sums = try RingAllGather.sum([epochLoss, Double(epochCorrect), Double(epochSamples)], over: transport)
                 lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : .nan
+                let evalStart = ContinuousClock.now
                 lastTestAccuracy = try evaluate(model, test)
+                evalSeconds += (ContinuousClock.now - evalStart).seconds
                 let metrics = EpochMetrics(epoch: epoch + 1, step: done, lr: lr, train_loss: lastTrainLoss,
                                            train_accuracy: sums[2] > 0 ? sums[1] / sums[2] : 0,
                                            test_accuracy: lastTestAccuracy,
@@ -198,7 +201,7 @@ public final class Trainer {
         }
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let summary = RunSummary(test_accuracy: lastTestAccuracy,
-                                 samples_per_second: Double((endStep - startStep) * config.globalBatch) / max(wall, 1e-9),
+                                 samples_per_second: Double((endStep - startStep) * config.globalBatch) / max(wall - evalSeconds, 1e-9),
                                  steps: endStep, wall_seconds: wall, skipped_steps: skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: n,
                                  codec: config.codec, train_loss: lastTrainLoss, compute_seconds: clock.compute,
