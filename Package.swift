@@ -69,6 +69,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",
                     dependencies: ["Collectives", "InProcessTransport", "GradientCodecs"]),
+        .testTarget(name: "GradientCodecsTests", dependencies: ["GradientCodecs", "Collectives", "InProcessTransport"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"], resources: [.copy("Reference")]),
         .testTarget(name: "MPIRunTests", dependencies: []),

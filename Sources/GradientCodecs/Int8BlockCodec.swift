@@ -1,0 +1,93 @@
+/// Blockwise absmax int8 (as in 8-bit optimizers and QSGD-style gradient compression):
+/// values are cut into blocks of `blockSize` (default 256); each block stores one fp32 scale
+/// s = max|x| / 127 and the integers q = round(x / s) ∈ [−127, 127]. Decoding is q·s, so the
+/// error of every value is at most half a quantisation step of its block, s/2.
+///
+/// Payload: ⌈n/B⌉ scales (Float32) then n Int8 — 0.2539 of fp32's bytes at B = 256.
+/// A block holding a NaN or ±Inf gets a NaN scale, so the non-finite gradient survives
+/// compression and the trainer skips the step on every rank.
+///
+/// Stochastic rounding (optional): q = ⌊x/s + u⌋ with u uniform in [0, 1) from a seeded
+/// generator, which makes the quantiser unbiased (E[q·s] = x).
+public final class Int8BlockCodec: GradientCodec {
+    public let blockSize: Int
+    public let stochasticRounding: Bool
+    private var state: UInt64
+
+    public init(blockSize: Int = 256, stochasticRounding: Bool = false, seed: UInt64 = 0x1B8) {
+        precondition(blockSize >= 1)
+        self.blockSize = blockSize
+        self.stochasticRounding = stochasticRounding
+        self.state = seed
+    }
+
+    public var name: String { (stochasticRounding ? "int8sr" : "int8") + (blockSize == 256 ? "" : ":\(blockSize)") }
+    public var isIdentity: Bool { false }
+    func blocks(_ count: Int) -> Int { (count + blockSize - 1) / blockSize }
+    public func maxEncodedBytes(count: Int) -> Int { blocks(count) * 4 + count }
+
+    /// Re-seeds the stochastic rounding stream (the trainer derives it from seed, rank, step).
+    public func reseed(_ seed: UInt64) { state = seed }
+
+    @inline(__always) private func nextUniform() -> Float {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Float((z ^ (z >> 31)) >> 40) * 0x1p-24
+    }
+
+    public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
+                       residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
+        let n = source.count
+        try checkCapacity(destination, count: n)
+        guard let x = source.baseAddress, let d = destination.baseAddress else { return 0 }
+        let nb = blocks(n)
+        let scales = d.bindMemory(to: Float.self, capacity: nb)
+        let q = (d + nb * 4).bindMemory(to: Int8.self, capacity: n)
+        for b in 0 ..< nb {
+            let start = b * blockSize, end = min(n, start + blockSize)
+            var m: Float = 0, poison: Float = 0
+            for i in start ..< end { m = Swift.max(m, abs(x[i])); poison += x[i] * 0 }   // x·0 is NaN iff x is not finite
+            let scale = poison.isNaN ? Float.nan : m / 127
+            scales[b] = scale
+            let inverse: Float = m > 0 && m.isFinite ? 127 / m : 0
+            if stochasticRounding {
+                for i in start ..< end { q[i] = Int8(Swift.max(-127, Swift.min(127, (x[i] * inverse + nextUniform()).rounded(.down)))) }
+            } else {
+                for i in start ..< end { q[i] = Int8(Swift.max(-127, Swift.min(127, (x[i] * inverse).rounded(.toNearestOrEven)))) }
+            }
+            if let residual { for i in start ..< end { residual[i] = residualScale * (x[i] - Float(q[i]) * scale) } }
+            if roundTrip { for i in start ..< end { x[i] = Float(q[i]) * scale } }
+        }
+        return nb * 4 + n
+    }
+
+    private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<Int8>)? {
+        try checkLength(payload, count: n, expected: maxEncodedBytes(count: n))
+        guard n > 0, let p = payload.baseAddress else { return nil }
+        let nb = blocks(n), scales = p.assumingMemoryBound(to: Float.self)
+        for b in 0 ..< nb where scales[b] < 0 || scales[b] == .infinity {
+            throw CodecError.badHeader(codec: name, detail: "block \(b) has scale \(scales[b]); scales are ≥ 0 and finite (or NaN)")
+        }
+        return (scales, (p + nb * 4).assumingMemoryBound(to: Int8.self))
+    }
+
+    public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let (scales, q) = try validate(payload, count: destination.count) else { return }
+        let d = destination.baseAddress!
+        for b in 0 ..< blocks(destination.count) {
+            let s = scales[b]
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Float(q[i]) * s }
+        }
+    }
+
+    public func decodeAccumulate(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let (scales, q) = try validate(payload, count: destination.count) else { return }
+        let d = destination.baseAddress!
+        for b in 0 ..< blocks(destination.count) {
+            let s = scales[b]
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Float(q[i]) * s }
+        }
+    }
+}

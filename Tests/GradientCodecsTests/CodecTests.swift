@@ -1,0 +1,179 @@
+import Collectives
+import GradientCodecs
+import InProcessTransport
+import XCTest
+
+/// Each codec's contract: its round-trip error bound, exact losslessness of the zstd stage,
+/// fused decode-accumulate equal to decode-then-add, residual = x − decode(encode(x)), and
+/// rejection of corrupt payloads with an error instead of an overrun.
+final class CodecTests: XCTestCase {
+    /// Gradient-like values over many magnitudes, signs, and some exact zeros.
+    static func sample(_ count: Int, seed: UInt64 = 1) -> [Float] {
+        var s = seed
+        return (0 ..< count).map { i in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            let u = Float(s >> 40) * 0x1p-24
+            if i % 11 == 0 { return 0 }
+            let magnitude = Float(pow(10.0, Double(-4 + (i / 300) % 5)))
+            return (u - 0.5) * 2 * magnitude
+        }
+    }
+
+    func roundTrip(_ codec: GradientCodec, _ x: [Float]) throws -> (decoded: [Float], bytes: Int, residual: [Float]) {
+        var source = x, residual = [Float](repeating: 0, count: x.count), decoded = [Float](repeating: 0, count: x.count)
+        var payload = [UInt8](repeating: 0, count: codec.maxEncodedBytes(count: x.count))
+        let written = try source.withUnsafeMutableBufferPointer { s in
+            try payload.withUnsafeMutableBytes { p in
+                try residual.withUnsafeMutableBufferPointer { r in
+                    try codec.encode(s, into: p, residual: r.baseAddress, residualScale: 1, roundTrip: false)
+                }
+            }
+        }
+        try payload.withUnsafeBytes { p in
+            try decoded.withUnsafeMutableBufferPointer { try codec.decode(UnsafeRawBufferPointer(rebasing: p[0 ..< written]), into: $0) }
+        }
+        // decode-accumulate onto ones equals 1 + decode, bit for bit.
+        var accumulated = [Float](repeating: 1, count: x.count)
+        try payload.withUnsafeBytes { p in
+            try accumulated.withUnsafeMutableBufferPointer { try codec.decodeAccumulate(UnsafeRawBufferPointer(rebasing: p[0 ..< written]), into: $0) }
+        }
+        func same(_ a: Float, _ b: Float) -> Bool { a == b || (a.isNaN && b.isNaN) }
+        for i in x.indices where !same(accumulated[i], 1 + decoded[i]) {
+            XCTFail("\(codec.name): decodeAccumulate[\(i)] = \(accumulated[i]) ≠ 1 + decode = \(1 + decoded[i])"); break
+        }
+        for i in x.indices where !same(residual[i], x[i] - decoded[i]) {
+            XCTFail("\(codec.name): residual[\(i)] = \(residual[i]), expected \(x[i] - decoded[i])"); break
+        }
+        return (decoded, written, residual)
+    }
+
+    func testFP16ErrorIsAtMostTwoToTheMinus11RelativeInTheNormalRange() throws {
+        let x = Self.sample(10_000).map { $0 * 1000 }    // into fp16's normal range mostly
+        let (d, bytes, _) = try roundTrip(FP16Codec(), x)
+        XCTAssertEqual(bytes, x.count * 2)
+        for (a, b) in zip(x, d) where abs(a) >= 6.2e-5 && abs(a) <= 65504 {
+            XCTAssertLessThanOrEqual(abs(a - b), abs(a) * 0x1p-11, "\(a) → \(b)")
+        }
+    }
+
+    func testBF16ErrorIsAtMostTwoToTheMinus8RelativeAndRoundsToNearestEven() throws {
+        let x = Self.sample(10_000)
+        let (d, bytes, _) = try roundTrip(BF16Codec(), x)
+        XCTAssertEqual(bytes, x.count * 2)
+        for (a, b) in zip(x, d) { XCTAssertLessThanOrEqual(abs(a - b), abs(a) * 0x1p-8, "\(a) → \(b)") }
+        // Ties: 1 + 2⁻⁸ lies halfway between bf16 neighbours 1 and 1 + 2⁻⁷: rounds to even (1).
+        let (tie, _, _) = try roundTrip(BF16Codec(), [1 + 0x1p-8, 1 + 3 * 0x1p-8])
+        XCTAssertEqual(tie, [1, 1 + 4 * 0x1p-8])
+    }
+
+    func testInt8ErrorIsAtMostHalfAStepOfItsBlockAndWireRatioIsBelowQuarterPlus() throws {
+        for block in [256, 64, 7] {
+            let codec = Int8BlockCodec(blockSize: block)
+            let x = Self.sample(5_003)
+            let (d, bytes, _) = try roundTrip(codec, x)
+            XCTAssertEqual(bytes, (x.count + block - 1) / block * 4 + x.count)
+            for start in stride(from: 0, to: x.count, by: block) {
+                let range = start ..< min(x.count, start + block)
+                let step = x[range].map(abs).max()! / 127
+                for i in range { XCTAssertLessThanOrEqual(abs(x[i] - d[i]), step / 2 * 1.0001 + 1e-30, "block \(block) i \(i)") }
+            }
+        }
+        XCTAssertLessThanOrEqual(Double(Int8BlockCodec().maxEncodedBytes(count: 1 << 20)) / Double(4 << 20), 0.26)
+    }
+
+    func testZstdStageIsExactlyLosslessOnTopOfEveryBase() throws {
+        let x = Self.sample(20_000)
+        for base in ["none", "fp16", "bf16", "int8"] {
+            let plain = try roundTrip(try CodecRegistry.make(base), x)
+            let stacked = try roundTrip(try CodecRegistry.make(base == "none" ? "zstd" : base + "+zstd"), x)
+            XCTAssertEqual(stacked.decoded.map(\.bitPattern), plain.decoded.map(\.bitPattern), "\(base)+zstd must decode exactly as \(base)")
+        }
+        let constant = [Float](repeating: 0.25, count: 10_000)
+        XCTAssertLessThan(try roundTrip(try CodecRegistry.make("zstd:19"), constant).bytes, 200, "zstd must compress a constant buffer")
+    }
+
+    func testNonFiniteValuesSurviveEveryCodec() throws {
+        var x = Self.sample(600)
+        x[300] = .infinity
+        for name in ["fp16", "bf16", "int8", "int8+zstd"] {
+            let (d, _, _) = try roundTrip(try CodecRegistry.make(name), x)
+            XCTAssertFalse(d.allSatisfy(\.isFinite), "\(name) must keep a non-finite gradient non-finite")
+        }
+    }
+
+    func testCorruptPayloadsAreRejectedWithAnError() throws {
+        let x = Self.sample(1000)
+        for name in ["fp16", "bf16", "int8", "fp16+zstd", "int8+zstd", "zstd"] {
+            let codec = try CodecRegistry.make(name)
+            var source = x
+            var payload = [UInt8](repeating: 0, count: codec.maxEncodedBytes(count: x.count))
+            let written = try source.withUnsafeMutableBufferPointer { s in try payload.withUnsafeMutableBytes { try codec.encode(s, into: $0) } }
+            var out = [Float](repeating: 0, count: x.count)
+            // Truncated by one byte.
+            XCTAssertThrowsError(try payload.withUnsafeBytes { p in
+                try out.withUnsafeMutableBufferPointer { try codec.decode(UnsafeRawBufferPointer(rebasing: p[0 ..< written - 1]), into: $0) }
+            }, "\(name): truncated payload accepted")
+            // For the zstd stage: a damaged header or body.
+            if name.contains("zstd") && payload[1] == 0 {   // compressed (not stored raw)
+                var damaged = Array(payload[0 ..< written])
+                damaged[0] = 0x41
+                XCTAssertThrowsError(try damaged.withUnsafeBytes { p in try out.withUnsafeMutableBufferPointer { try codec.decode(p, into: $0) } })
+                damaged = Array(payload[0 ..< written])
+                for i in 8 ..< min(damaged.count, 40) { damaged[i] ^= 0x5A }
+                XCTAssertThrowsError(try damaged.withUnsafeBytes { p in try out.withUnsafeMutableBufferPointer { try codec.decode(p, into: $0) } },
+                                     "\(name): damaged zstd body accepted")
+            }
+        }
+        // An int8 block with a negative scale is a bad header.
+        var bad = [UInt8](repeating: 0, count: 4 + 10)
+        withUnsafeBytes(of: Float(-1)) { for i in 0 ..< 4 { bad[i] = $0[i] } }
+        var out = [Float](repeating: 0, count: 10)
+        XCTAssertThrowsError(try bad.withUnsafeBytes { p in try out.withUnsafeMutableBufferPointer { try Int8BlockCodec().decode(p, into: $0) } }) {
+            XCTAssertTrue("\($0)".contains("scale"), "\($0)")
+        }
+    }
+
+    func testUnknownCodecNamesListTheValidOnes() {
+        for name in ["fp12", "int8+lz4", "zstd:99", "int8:0", "fp16+zstd+zstd"] {
+            XCTAssertThrowsError(try CodecRegistry.make(name)) { XCTAssertTrue("\($0)".contains("valid codecs: none, fp16"), "\($0)") }
+        }
+    }
+}
+
+/// Error feedback (EF-SGD, Karimireddy et al. 2019) applied hop by hop in the ring.
+final class ErrorFeedbackTests: XCTestCase {
+    /// Property: after T steps, Σ applied updates differs from Σ true averaged gradients by
+    /// exactly the outstanding residual — at most one step's quantisation error — instead of
+    /// growing with T as it does without error feedback.
+    func testAccumulatedUpdateTracksAccumulatedGradientWithinOneStepsError() throws {
+        let n = 3, count = 2_000, steps = 40
+        let results = try InProcessCluster.run(size: n) { transport -> (Double, Double, Double) in
+            let withEF = RingAllReduce(transport: transport, codec: Int8BlockCodec(blockSize: 64), segmentBytes: 1024)
+            let withoutEF = RingAllReduce(transport: transport, codec: Int8BlockCodec(blockSize: 64), segmentBytes: 1024)
+            let exact = RingAllReduce(transport: transport, segmentBytes: 1024)
+            var residual = [Float](repeating: 0, count: count)
+            var appliedEF = [Double](repeating: 0, count: count), appliedPlain = appliedEF, truth = appliedEF
+            var oneStepError = 0.0
+            for t in 0 ..< steps {
+                // A biased gradient (constant sign per element): plain quantisation drifts.
+                let g = (0 ..< count).map { i in Float(sin(Double(i * 7 + transport.rank * 3 + t))) * 1e-3 + 3e-6 * Float(i % 5) }
+                var a = g, b = g, c = g
+                try a.withUnsafeMutableBufferPointer { ab in
+                    try residual.withUnsafeMutableBufferPointer { try withEF.average(ab, residual: $0) }
+                }
+                try withoutEF.average(&b)
+                try exact.average(&c)
+                for i in 0 ..< count {
+                    appliedEF[i] += Double(a[i]); appliedPlain[i] += Double(b[i]); truth[i] += Double(c[i])
+                    oneStepError = max(oneStepError, abs(Double(b[i]) - Double(c[i])))
+                }
+            }
+            let driftEF = zip(appliedEF, truth).map { abs($0 - $1) }.max()!
+            let driftPlain = zip(appliedPlain, truth).map { abs($0 - $1) }.max()!
+            return (driftEF, driftPlain, oneStepError)
+        }
+        let (driftEF, driftPlain, oneStep) = results[0]
+        XCTAssertLessThanOrEqual(driftEF, 2 * oneStep, "with EF the accumulated error stays within a step's quantisation error")
+        XCTAssertGreaterThan(driftPlain, 3 * driftEF, "without EF the error accumulates (EF \(driftEF), plain \(driftPlain))")
+    }
+}
