@@ -147,7 +147,39 @@ public struct CheckpointStore {
         }
         let dirfd = open(directory, O_RDONLY)
         if dirfd >= 0 { fsync(dirfd); close(dirfd) }
-        for old in existing().dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        for old in existing().dropFirst(keep) {
+            try? FileManager.default.removeItem(atPath: old)
+            let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + ".ef-rank-"
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
+                try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(name))
+            }
+        }
+    }
+
+    /// Each rank's own error-feedback residual, beside the checkpoint (`step-N.ef-rank-R`):
+    /// Float32 values then their FastHash. Written atomically like the checkpoint.
+    public func residualPath(step: Int, rank: Int) -> String {
+        path(step: step).replacingOccurrences(of: ".ckpt", with: ".ef-rank-\(rank)")
+    }
+
+    public func writeResidual(_ values: [Float], step: Int, rank: Int) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var bytes = values.withUnsafeBytes { Array($0) }
+        let hash = FastHash.hash(bytes)
+        withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
+        let final = residualPath(step: step, rank: rank), temporary = final + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes)), rename(temporary, final) == 0 else {
+            throw DatasetError("cannot write error-feedback state \(final)")
+        }
+    }
+
+    public func loadResidual(step: Int, rank: Int) -> [Float]? {
+        guard let data = FileManager.default.contents(atPath: residualPath(step: step, rank: rank)), data.count >= 8,
+              (data.count - 8) % 4 == 0 else { return nil }
+        let bytes = Array(data)
+        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
+        guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else { return nil }
+        return bytes[0 ..< bytes.count - 8].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     /// The newest checkpoint that passes its checks, and a note for each one skipped.

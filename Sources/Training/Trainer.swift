@@ -85,9 +85,13 @@ public final class Trainer {
                 throw AgreedError("--resume: no valid checkpoint in \(store.directory); start without --resume")
             }
             _ = parameters.parameters.update(fromContentsOf: checkpoint.parameters)
-            if let residual, let sum = checkpoint.residualSum, sum.count == residual.count {
-                // Each rank takes an equal share of the total residual: the sum is what EF preserves.
-                for i in 0 ..< residual.count { residual[i] = sum[i] / Float(n) }
+            if let residual {
+                if checkpoint.worldSize == n, let mine = store.loadResidual(step: checkpoint.step, rank: rank), mine.count == residual.count {
+                    _ = residual.update(fromContentsOf: mine)          // same ranks: exactly this rank's memory
+                } else if let sum = checkpoint.residualSum, sum.count == residual.count {
+                    // Re-sharded: each rank takes an equal share; the sum is what EF preserves.
+                    for i in 0 ..< residual.count { residual[i] = sum[i] / Float(n) }
+                }
             }
             startStep = checkpoint.step
             skipped = checkpoint.skippedSteps
@@ -134,6 +138,8 @@ public final class Trainer {
             // 2. Average across ranks (uncompressed during comm.warmup_steps).
             t0 = ContinuousClock.now
             let active = step < config.uncompressedWarmupSteps ? fp32Ring : ring
+            // Stochastic rounding draws from (seed, rank, step): resumable without state.
+            stochasticRounding(ring.codec)?.reseed(config.seed &+ UInt64(rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
             try active.average(parameters.gradients, residual: active === ring ? residual : nil)
             clock.comm += (ContinuousClock.now - t0).seconds
             clock.codec += active.lastCodecSeconds
@@ -242,6 +248,11 @@ public final class Trainer {
         return result!
     }
 
+    private func stochasticRounding(_ codec: GradientCodec) -> Int8BlockCodec? {
+        let int8 = (codec as? Int8BlockCodec) ?? ((codec as? ZstdStage)?.inner as? Int8BlockCodec)
+        return int8?.stochasticRounding == true ? int8 : nil
+    }
+
     /// Dropout masks are a function of (seed, rank, step): nothing to checkpoint.
     private func reseedDropout(_ model: Sequential, step: Int) {
         for case let dropout as Dropout in model.layers {
@@ -281,6 +292,7 @@ public final class Trainer {
                                 residual: UnsafeMutableBufferPointer<Float>?, step: Int, skipped: Int) throws {
         var residualSum: [Float]? = nil
         if let residual {
+            try store.writeResidual(Array(residual), step: step, rank: transport.rank)
             // The error-feedback memory that matters is the sum over ranks (see RingAllReduce).
             var copy = Array(residual)
             try fp32Sum(&copy)

@@ -14,6 +14,17 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         }
     }
 
+    func testEveryCodecIsBitIdenticalAcrossRanksAtNp2To4() throws {
+        for np in 2 ... 4 {
+            for codec in ["fp16", "bf16", "int8", "int8sr:128", "fp16+zstd", "int8+zstd:1", "zstd"] {
+                let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--codec", codec, "--counts", "0,1,\(np - 1),100003",
+                                                      "--segment-bytes", "16384"], timeout: 120)
+                assertSucceeded(outcome, "check allreduce --codec \(codec) at np \(np)")
+                XCTAssertEqual(outcome.output.components(separatedBy: "identical_across_ranks=true").count - 1, 4, outcome.output)
+            }
+        }
+    }
+
     func testRingOverTCPTransport() throws {
         let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--counts", "5,65537"],
                                      timeout: 120, mpiArguments: ["--mca", "btl", "tcp,self"])

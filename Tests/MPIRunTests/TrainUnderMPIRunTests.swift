@@ -43,6 +43,26 @@ final class TrainUnderMPIRunTests: XCTestCase {
         }
     }
 
+    func testReplicasStayBitIdenticalWithEveryCodec() throws {
+        for codec in ["fp16", "bf16", "int8", "int8sr+zstd", "zstd"] {
+            let dir = runDirectory()
+            let outcome = try train(np: 3, ["--set", "comm.codec=\(codec)", "--set", "comm.error_feedback=true",
+                                            "--set", "comm.segment_bytes=65536"], dir: dir)
+            XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+            XCTAssertEqual(try summary(dir)["codec"] as? String, codec)
+        }
+    }
+
+    func testResumeIsBitIdenticalWithStochasticRoundingAndErrorFeedback() throws {
+        let settings = ["--set", "comm.codec=int8sr", "--set", "comm.error_feedback=true", "--set", "comm.warmup_steps=5"]
+        let whole = runDirectory(), split = runDirectory()
+        _ = try train(np: 2, settings, dir: whole)
+        _ = try train(np: 2, settings + ["--stop-after", "20"], dir: split)
+        _ = try train(np: 2, settings + ["--resume"], dir: split)
+        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String,
+                       "residuals and stochastic-rounding streams must be restored exactly")
+    }
+
     func testResumedRunEndsBitIdenticalToUninterruptedRun() throws {
         let whole = runDirectory(), split = runDirectory()
         _ = try train(np: 2, [], dir: whole)
