@@ -34,6 +34,13 @@ public struct RingPartition: Equatable {
         return (range.lowerBound + j * length / m) ..< (range.lowerBound + (j + 1) * length / m)
     }
 
+    /// Values one rank sends in a full fp32 all-reduce: 2(n−1) chunks (any chunks of this
+    /// partition: sizes differ by at most one, so this is exact up to that rounding).
+    public func chunkSum(ranks n: Int) -> Int {
+        guard n > 1 else { return 0 }
+        return (0 ..< n).map { chunk($0).count }.reduce(0, +) * 2 * (n - 1) / n
+    }
+
     /// The longest segment of any chunk (every scratch slot must hold its encoding).
     public var maxSegmentValues: Int {
         let largestChunk = (count + ranks - 1) / ranks

@@ -37,6 +37,15 @@ public final class Int8BlockCodec: GradientCodec {
         return Float((z ^ (z >> 31)) >> 40) * 0x1p-24
     }
 
+    /// Round to nearest even and convert, without branches or traps (so LLVM vectorises it):
+    /// after clamping to ±127, adding 1.5·2²³ leaves the rounded integer in the low mantissa
+    /// bits (IEEE addition rounds to nearest even), and its low byte is the two's-complement Int8.
+    /// Stochastic rounding passes x/s + u − ½, whose nearest integer is ⌊x/s + u⌋ (ties aside).
+    @inline(__always) static func toInt8(_ v: Float) -> Int8 {
+        let clamped = Swift.min(Swift.max(v, -127), 127)
+        return Int8(truncatingIfNeeded: (clamped + 12_582_912).bitPattern)
+    }
+
     public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
                        residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
         let n = source.count
@@ -53,9 +62,9 @@ public final class Int8BlockCodec: GradientCodec {
             scales[b] = scale
             let inverse: Float = m > 0 && m.isFinite ? 127 / m : 0
             if stochasticRounding {
-                for i in start ..< end { q[i] = Int8(Swift.max(-127, Swift.min(127, (x[i] * inverse + nextUniform()).rounded(.down)))) }
+                for i in start ..< end { q[i] = Self.toInt8(x[i] * inverse + nextUniform() - 0.5) }
             } else {
-                for i in start ..< end { q[i] = Int8(Swift.max(-127, Swift.min(127, (x[i] * inverse).rounded(.toNearestOrEven)))) }
+                for i in start ..< end { q[i] = Self.toInt8(x[i] * inverse) }
             }
             if let residual { for i in start ..< end { residual[i] = residualScale * (x[i] - Float(q[i]) * scale) } }
             if roundTrip { for i in start ..< end { x[i] = Float(q[i]) * scale } }

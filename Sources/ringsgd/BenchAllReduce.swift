@@ -60,20 +60,29 @@ struct BenchAllReduce: ParsableCommand {
         if rank == 0 {
             print("# ringsgd bench allreduce: np \(n), transport \(label), MPI thread level \(MPIRuntime.shared.threadLevel)")
             print("# \(warmup) warm-up + \(iterations) timed iterations, median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
-            print(String(format: "%-10s %12s %10s %10s %11s %11s %8s", "codec", "bytes", "ring_us", "mpi_us",
-                         "ring_GB/s", "mpi_GB/s", "ring/mpi"))
+            print(pad("codec", 10) + " " + ["bytes", "ring_us", "mpi_us", "ring_GB/s", "mpi_GB/s", "mpi/ring"].enumerated()
+                .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
         }
         var results: [[String: Any]] = []
+        let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         for name in codecNames {
             let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentBytes)
+            let compressed = !ring.codec.isIdentity
             for size in sizes {
                 let count = size / 4
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 let work = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 defer { pristine.deallocate(); work.deallocate() }
                 GradientLikeData.fill(pristine, seed: 42, rank: rank)
-                var ringTimes: [Double] = [], mpiTimes: [Double] = []
+                var ringTimes: [Double] = [], mpiTimes: [Double] = [], fp32Times: [Double] = [], codecTimes: [Double] = []
                 for i in 0 ..< warmup + iterations {
+                    if compressed {
+                        _ = work.update(fromContentsOf: pristine)
+                        try transport.barrier()
+                        let t = MPITransport.wallTime()
+                        try fp32Ring.average(work)
+                        if i >= warmup { fp32Times.append(MPITransport.wallTime() - t) }
+                    }
                     _ = work.update(fromContentsOf: pristine)
                     try transport.barrier()
                     var t0 = MPITransport.wallTime()
@@ -84,19 +93,39 @@ struct BenchAllReduce: ParsableCommand {
                     t0 = MPITransport.wallTime()
                     try transport.mpiAllReduceSum(work)
                     let mpiTime = MPITransport.wallTime() - t0
-                    if i >= warmup { ringTimes.append(ringTime); mpiTimes.append(mpiTime) }
+                    if i >= warmup { ringTimes.append(ringTime); mpiTimes.append(mpiTime); codecTimes.append(ring.lastCodecSeconds) }
                 }
                 // The collective is as slow as its slowest rank.
                 let ringMedian = try RingAllGather.gather(median(ringTimes), over: transport).max()!
                 let mpiMedian = try RingAllGather.gather(median(mpiTimes), over: transport).max()!
                 let ringBus = Double(size) / ringMedian * busFactor / 1e9
                 let mpiBus = Double(size) / mpiMedian * busFactor / 1e9
+                var row: [String: Any] = ["codec": name, "bytes": size, "ring_us": ringMedian * 1e6, "mpi_us": mpiMedian * 1e6,
+                                          "ring_busbw_gbps": ringBus, "mpi_busbw_gbps": mpiBus,
+                                          "wire_bytes_per_rank": ring.lastBytesSent]
+                var extra = ""
+                if compressed {
+                    // fp32 ring bytes: every rank sends 2(n−1) chunks of the buffer.
+                    let fp32Wire = Double(RingPartition(count: count, ranks: n, maxSegmentValues: 1).chunkSum(ranks: n)) * 4
+                    let fp32Median = try RingAllGather.gather(median(fp32Times), over: transport).max()!
+                    let codecSeconds = try RingAllGather.gather(median(codecTimes), over: transport).max()!
+                    let (encode, decode) = try codecThroughput(name, pristine)
+                    let saved = fp32Wire - Double(ring.lastBytesSent)
+                    let breakEven = codecSeconds > 0 && saved > 0 ? saved / codecSeconds / 1e9 : 0
+                    row["wire_ratio"] = Double(ring.lastBytesSent) / fp32Wire
+                    row["encode_gbps"] = encode
+                    row["decode_gbps"] = decode
+                    row["fp32_ring_us"] = fp32Median * 1e6
+                    row["speedup_vs_fp32_ring"] = fp32Median / ringMedian
+                    row["codec_seconds_per_rank"] = codecSeconds
+                    row["break_even_link_gbps"] = breakEven
+                    extra = String(format: "  wire %.3f  enc %.2f GB/s  dec %.2f GB/s  vs fp32 ring %.2fx  break-even link %.2f GB/s",
+                                   Double(ring.lastBytesSent) / fp32Wire, encode, decode, fp32Median / ringMedian, breakEven)
+                }
                 if rank == 0 {
-                    print(String(format: "%-10s %12d %10.1f %10.1f %11.3f %11.3f %8.2f", name, size, ringMedian * 1e6,
-                                 mpiMedian * 1e6, ringBus, mpiBus, mpiMedian / ringMedian))
-                    results.append(["codec": name, "bytes": size, "ring_us": ringMedian * 1e6, "mpi_us": mpiMedian * 1e6,
-                                    "ring_busbw_gbps": ringBus, "mpi_busbw_gbps": mpiBus,
-                                    "wire_bytes_per_rank": ring.lastBytesSent])
+                    print(pad(name, 10) + String(format: " %12d %10.1f %10.1f %11.3f %11.3f %8.2f", size, ringMedian * 1e6,
+                                                 mpiMedian * 1e6, ringBus, mpiBus, mpiMedian / ringMedian) + extra)
+                    results.append(row)
                 }
             }
         }
@@ -113,6 +142,41 @@ struct BenchAllReduce: ParsableCommand {
         if let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] { return "mpi (btl \(btl))" }
         return "mpi (default btl)"
     }
+}
+
+/// Single-core codec throughput on `data` (encode, decode), in GB/s of fp32 input, segment by
+/// segment as the ring calls it (256 KiB segments), median of 5 passes.
+func codecThroughput(_ name: String, _ data: UnsafeMutableBufferPointer<Float>) throws -> (Double, Double) {
+    let codec = try CodecRegistry.make(name)
+    let segment = 64 << 10
+    var copy = Array(data)
+    let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: codec.maxEncodedBytes(count: segment), alignment: 64)
+    defer { payload.deallocate() }
+    var encodeTimes: [Double] = [], decodeTimes: [Double] = []
+    try copy.withUnsafeMutableBufferPointer { x in
+        for _ in 0 ..< 5 {
+            var encodeSeconds = 0.0, decodeSeconds = 0.0
+            var start = 0
+            while start < x.count {
+                let piece = UnsafeMutableBufferPointer(rebasing: x[start ..< min(x.count, start + segment)])
+                var t = ContinuousClock.now
+                let written = try codec.encode(piece, into: payload)
+                encodeSeconds += (ContinuousClock.now - t).seconds
+                t = ContinuousClock.now
+                try codec.decode(UnsafeRawBufferPointer(rebasing: payload[0 ..< written]), into: piece)
+                decodeSeconds += (ContinuousClock.now - t).seconds
+                start += segment
+            }
+            encodeTimes.append(encodeSeconds); decodeTimes.append(decodeSeconds)
+        }
+    }
+    let bytes = Double(data.count * 4)
+    return (bytes / median(encodeTimes) / 1e9, bytes / median(decodeTimes) / 1e9)
+}
+
+func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, width - s.count))
+    return right ? fill + s : s + fill
 }
 
 func median(_ values: [Double]) -> Double {
