@@ -1,12 +1,16 @@
 /// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
-/// im2col + one `sgemm` over the whole batch.
+/// im2col + `sgemm` over chunks of images.
 ///
-/// Weight is [out, in, k, k] = a matrix W of [out, K] with K = in·k·k. For the batch, im2col
-/// lays the receptive fields out as columns, `cols` = [K, N·OH·OW] (column g·OH·OW + p is
-/// position p of image g), so the forward is one product W·cols = [out, N·OH·OW] — far more
-/// efficient than N small products — followed by one pass that adds the bias and moves each
-/// image's block into NCHW. Backward: dW = dY·colsᵀ and dcols = Wᵀ·dY (written over `cols`,
-/// which is no longer needed), then col2im scatters dcols into dX.
+/// Weight is [out, in, k, k] = a matrix W of [out, K] with K = in·k·k. For a chunk of G
+/// images, im2col lays the receptive fields out as columns, `cols` = [K, G·OH·OW] (column
+/// g·OH·OW + p is position p of image g), so the forward is one product W·cols = [out, G·OH·OW]
+/// — far more efficient than G small products — followed by one pass that adds the bias and
+/// moves each image's block into NCHW. Backward, per chunk: dW += dY·colsᵀ (im2col recomputed)
+/// and dcols = Wᵀ·dY (written over `cols`), then col2im scatters dcols into dX.
+///
+/// G is chosen so that `cols` stays about 512 KB: im2col, the GEMM's B panel, col2im and the
+/// layout passes then run in cache instead of streaming a [K, N·OH·OW] matrix (29 MB for the
+/// cnn's second conv at batch 128) through DRAM several times per step.
 public final class Conv2d: Layer {
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
@@ -60,59 +64,72 @@ public final class Conv2d: Layer {
         for i in 0 ..< outChannels { bias[i] = generator.uniform(-bound, bound) }
     }
 
+    /// Images per chunk: `cols` of about 128 Ki floats (512 KB, L2-sized; measured against
+    /// 256 Ki, 1 Mi and 2 Mi with `bench compute --model cnn`: 45–46 vs 46–50 ms per step).
+    private var chunk: Int { max(1, (128 << 10) / max(1, fieldSize * positions)) }
+
     public func reserve(batch: Int) {
+        let g = min(batch, chunk)
         output.reserve(batch * outChannels * positions)
-        product.reserve(batch * outChannels * positions)
-        cols.reserve(fieldSize * batch * positions)
+        product.reserve(g * outChannels * positions)
+        cols.reserve(fieldSize * g * positions)
         inputGrad.reserve(batch * inChannels * height * width)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
-        let columns = batch * positions
-        im2col(x, batch: batch)
-        sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
-              a: weight, lda: fieldSize, b: cols.pointer, ldb: columns, beta: 0, c: product.pointer, ldc: columns)
-        // [out, N·P] → NCHW, adding the bias on the way.
         let y = output.pointer, p = product.pointer, P = positions
-        for g in 0 ..< batch {
-            for o in 0 ..< outChannels {
-                let source = p + o * columns + g * P, destination = y + (g * outChannels + o) * P, b = bias[o]
-                for i in 0 ..< P { destination[i] = source[i] + b }
+        for first in Swift.stride(from: 0, to: batch, by: chunk) {
+            let images = min(chunk, batch - first), columns = images * P
+            im2col(x, images: first ..< first + images)
+            sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
+                  a: weight, lda: fieldSize, b: cols.pointer, ldb: columns, beta: 0, c: p, ldc: columns)
+            // [out, G·P] → NCHW, adding the bias on the way.
+            for g in 0 ..< images {
+                for o in 0 ..< outChannels {
+                    let source = p + o * columns + g * P, destination = y + ((first + g) * outChannels + o) * P, b = bias[o]
+                    for i in 0 ..< P { destination[i] = source[i] + b }
+                }
             }
         }
         return UnsafePointer(y)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let columns = batch * positions, P = positions
-        // NCHW dY → [out, N·P], and the bias gradient on the way.
-        let d = product.pointer
+        let P = positions, d = product.pointer
         biasGrad.update(repeating: 0, count: outChannels)
-        for g in 0 ..< batch {
-            for o in 0 ..< outChannels {
-                let source = dy + (g * outChannels + o) * P, destination = d + o * columns + g * P
-                var sum: Float = 0
-                for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
-                biasGrad[o] += sum
+        if needsInputGradient { inputGrad.pointer.update(repeating: 0, count: batch * inChannels * height * width) }
+        for first in Swift.stride(from: 0, to: batch, by: chunk) {
+            let images = min(chunk, batch - first), columns = images * P
+            // NCHW dY → [out, G·P], and the bias gradient on the way.
+            for g in 0 ..< images {
+                for o in 0 ..< outChannels {
+                    let source = dy + ((first + g) * outChannels + o) * P, destination = d + o * columns + g * P
+                    var sum: Float = 0
+                    for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
+                    biasGrad[o] += sum
+                }
+            }
+            im2col(input!, images: first ..< first + images)
+            sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
+                  a: d, lda: columns, b: cols.pointer, ldb: columns, beta: first == 0 ? 0 : 1, c: weightGrad, ldc: fieldSize)
+            if needsInputGradient {
+                sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
+                      a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: cols.pointer, ldc: columns)
+                col2im(images: first ..< first + images)
             }
         }
-        sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
-              a: d, lda: columns, b: cols.pointer, ldb: columns, beta: 0, c: weightGrad, ldc: fieldSize)
-        guard needsInputGradient else { return nil }
-        sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
-              a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: cols.pointer, ldc: columns)
-        col2im(batch: batch)
-        return UnsafePointer(inputGrad.pointer)
+        return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
     }
 
     /// Row (c, ki, kj) of `cols`, column (g, oh, ow) = x[g, c, oh·s − pad + ki, ow·s − pad + kj]
-    /// or 0 outside the image. For stride 1 each output row is one contiguous copy.
-    private func im2col(_ x: UnsafePointer<Float>, batch: Int) {
-        let columns = batch * positions, k = kernel
-        for g in 0 ..< batch {
+    /// or 0 outside the image, for the images of one chunk. For stride 1 each output row is one
+    /// contiguous copy.
+    private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>) {
+        let columns = images.count * positions, k = kernel
+        for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                let plane = x + (g * inChannels + c) * height * width
+                let plane = x + (image * inChannels + c) * height * width
                 for ki in 0 ..< k {
                     for kj in 0 ..< k {
                         let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
@@ -133,13 +150,12 @@ public final class Conv2d: Layer {
         }
     }
 
-    /// The adjoint of im2col: dX[g, c, ih, iw] = Σ of the dcols entries that read it.
-    private func col2im(batch: Int) {
-        let columns = batch * positions, k = kernel, dx = inputGrad.pointer
-        dx.update(repeating: 0, count: batch * inChannels * height * width)
-        for g in 0 ..< batch {
+    /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] += the dcols entries that read it.
+    private func col2im(images: Range<Int>) {
+        let columns = images.count * positions, k = kernel, dx = inputGrad.pointer
+        for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                let plane = dx + (g * inChannels + c) * height * width
+                let plane = dx + (image * inChannels + c) * height * width
                 for ki in 0 ..< k {
                     for kj in 0 ..< k {
                         let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
