@@ -26,6 +26,9 @@ public final class Trainer {
     public let config: TrainingConfig
     public let transport: Transport
     public let runDirectory: String
+    /// If set, rank 0 writes the last step's averaged gradient here (raw Float32, little-endian):
+    /// real gradients for `bench allreduce --gradient`.
+    public var gradientDumpPath: String?
     let log: (String) -> Void
     let isTerminal: Bool
 
@@ -143,6 +146,9 @@ public final class Trainer {
             try active.average(parameters.gradients, residual: active === ring ? residual : nil)
             clock.comm += (ContinuousClock.now - t0).seconds
             clock.codec += active.lastCodecSeconds
+            if let gradientDumpPath, rank == 0, step == endStep - 1 {
+                try Data(buffer: UnsafeBufferPointer(parameters.gradients)).write(to: URL(fileURLWithPath: gradientDumpPath), options: .atomic)
+            }
 
             // 3–4. Norm (non-finite → skip everywhere), clip, update.
             let norm = globalNorm(parameters.gradients)

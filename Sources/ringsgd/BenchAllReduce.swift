@@ -33,6 +33,9 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes.")
     var segmentBytes: Int = 1 << 20
 
+    @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
+    var gradient: String?
+
     @Option(help: "Write results as JSON to this file (rank 0).")
     var json: String?
 
@@ -42,6 +45,9 @@ struct BenchAllReduce: ParsableCommand {
             throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes, got \(minBytes) and \(maxBytes)")
         }
         for name in codecNames { _ = try CodecRegistry.make(name) }
+        if let gradient, ((try? FileManager.default.attributesOfItem(atPath: gradient))?[.size] as? Int ?? 0) < 4 {
+            throw ValidationError("--gradient \(gradient) is missing or empty; write one with `ringsgd train --dump-gradient FILE`")
+        }
     }
 
     var codecNames: [String] { codec.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -57,8 +63,13 @@ struct BenchAllReduce: ParsableCommand {
         while bytes <= maxBytes { sizes.append(bytes); bytes *= 4 }
         let busFactor = n > 1 ? 2 * Double(n - 1) / Double(n) : 1
         let label = transportLabel()
+        let dumped: [Float]? = try gradient.map { path in
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        }
         if rank == 0 {
             print("# ringsgd bench allreduce: np \(n), transport \(label), MPI thread level \(MPIRuntime.shared.threadLevel)")
+            print("# input: \(gradient.map { "gradient dumped from a training run, \($0)" } ?? "synthetic gradient-like data (Laplace, log-uniform scales per 4096 values, 10 % zeros)")")
             print("# \(warmup) warm-up + \(iterations) timed iterations, median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
             print(pad("codec", 10) + " " + ["bytes", "ring_us", "mpi_us", "ring_GB/s", "mpi_GB/s", "mpi/ring"].enumerated()
                 .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
@@ -73,7 +84,12 @@ struct BenchAllReduce: ParsableCommand {
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 let work = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 defer { pristine.deallocate(); work.deallocate() }
-                GradientLikeData.fill(pristine, seed: 42, rank: rank)
+                if let source = dumped {
+                    // Tile the real gradient; each rank starts at its own offset so ranks differ.
+                    for i in 0 ..< count { pristine[i] = source[(i + rank * 7919) % source.count] }
+                } else {
+                    GradientLikeData.fill(pristine, seed: 42, rank: rank)
+                }
                 var ringTimes: [Double] = [], mpiTimes: [Double] = [], fp32Times: [Double] = [], codecTimes: [Double] = []
                 for i in 0 ..< warmup + iterations {
                     if compressed {

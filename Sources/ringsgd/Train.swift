@@ -26,6 +26,9 @@ struct Train: ParsableCommand {
     @Option(help: "Stop cleanly after this global step, with a checkpoint (time-boxed jobs; resume later with --resume).")
     var stopAfter: Int?
 
+    @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
+    var dumpGradient: String?
+
     func validate() throws {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
     }
@@ -45,6 +48,7 @@ struct Train: ParsableCommand {
                 print(line)
                 fflush(stdout)
             }
+            trainer.gradientDumpPath = dumpGradient
             let summary = try trainer.run(resume: resume, stopAfter: stopAfter)
             if transport.rank == 0 {
                 print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
