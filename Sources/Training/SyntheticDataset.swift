@@ -3,18 +3,21 @@ import NeuralNet
 /// A seeded synthetic classification task of any input size and class count, for scaling
 /// benchmarks that must not depend on a download.
 ///
-/// Class c has a prototype vector μ_c (±1 entries from the seed); sample i of class
-/// y = hash(i) mod classes is μ_y + 2·noise(i) with noise uniform in [−1, 1). Every value is a
+/// Class c has a prototype vector μ_c (±a entries from the seed, a = 16/√features, so two
+/// prototypes are ≈ 23 apart whatever the width); sample i of class y = hash(i) mod classes
+/// is μ_y + 2·noise(i) with noise uniform in [−1, 1) (std 1.15 per feature). Every value is a
 /// pure function of (seed, index), so any rank can produce any sample without storing it,
-/// and the task is learnable but not trivial.
+/// and the task is learnable but not trivial. A test split shares the seed (so the prototypes,
+/// i.e. the task) and starts at `firstIndex` past the training samples (so its samples are new).
 public final class SyntheticDataset: Dataset {
     public let count: Int
     public let inputShape: [Int]
     public let classes: Int
     public let seed: UInt64
+    public let firstIndex: Int
     private let prototypes: [Float]
 
-    public init(count: Int, features: Int, classes: Int, seed: UInt64) throws {
+    public init(count: Int, features: Int, classes: Int, seed: UInt64, firstIndex: Int = 0) throws {
         guard count >= 1, features >= 1, classes >= 2 else {
             throw DatasetError("synthetic data needs size ≥ 1, features ≥ 1 and classes ≥ 2 (got \(count), \(features), \(classes))")
         }
@@ -22,12 +25,14 @@ public final class SyntheticDataset: Dataset {
         self.inputShape = [features]
         self.classes = classes
         self.seed = seed
+        self.firstIndex = firstIndex
         var generator = SeededGenerator(seed: seed, stream: 0xDA7A)
-        prototypes = (0 ..< classes * features).map { _ in generator.next() & 1 == 0 ? -1 : 1 }
+        let amplitude = 16 / Float(features).squareRoot()
+        prototypes = (0 ..< classes * features).map { _ in generator.next() & 1 == 0 ? -amplitude : amplitude }
     }
 
     public func label(of index: Int) -> Int {
-        var g = SeededGenerator(seed: seed ^ UInt64(index), stream: 0x1AB1)
+        var g = SeededGenerator(seed: seed ^ UInt64(firstIndex + index), stream: 0x1AB1)
         return Int(g.next() % UInt64(classes))
     }
 
@@ -36,7 +41,7 @@ public final class SyntheticDataset: Dataset {
         for (row, index) in indices.enumerated() {
             let y = label(of: index)
             labels[row] = Int32(y)
-            var g = SeededGenerator(seed: seed ^ UInt64(index), stream: 0x5A4D)
+            var g = SeededGenerator(seed: seed ^ UInt64(firstIndex + index), stream: 0x5A4D)
             let prototype = prototypes.withUnsafeBufferPointer { $0.baseAddress! + y * features }
             let destination = input + row * features
             var i = 0
@@ -45,7 +50,7 @@ public final class SyntheticDataset: Dataset {
                 // Four 16-bit uniforms per draw keep generation far below the step's cost.
                 for _ in 0 ..< 4 where i < features {
                     let u = Float(bits & 0xFFFF) * (2.0 / 65536) - 1
-                    destination[i] = prototype[i] * 0.25 + 2 * u
+                    destination[i] = prototype[i] + 2 * u
                     bits >>= 16
                     i += 1
                 }

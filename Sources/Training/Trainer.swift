@@ -232,7 +232,7 @@ public final class Trainer {
             let train = try SyntheticDataset(count: config.syntheticTrainSize, features: config.syntheticFeatures,
                                              classes: config.syntheticClasses, seed: config.seed)
             let test = try SyntheticDataset(count: max(config.syntheticTestSize, 1), features: config.syntheticFeatures,
-                                            classes: config.syntheticClasses, seed: config.seed ^ 0x7E57)
+                                            classes: config.syntheticClasses, seed: config.seed, firstIndex: config.syntheticTrainSize)
             return (train, test)
         }
         let cache = config.resolvedCacheDirectory
