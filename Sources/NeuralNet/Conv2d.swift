@@ -56,12 +56,10 @@ public final class Conv2d: Layer {
         weightGrad = gradients[0]; biasGrad = gradients[1]
     }
 
-    /// PyTorch `_ConvNd.reset_parameters`: the same kaiming_uniform_(a=√5) as Linear with
-    /// fan_in = in·k·k, i.e. both weight and bias uniform in ±1/√fan_in.
+    /// PyTorch `_ConvNd.reset_parameters`, with fan_in = in·k·k.
     public func initialize(using generator: inout SeededGenerator) {
-        let bound = 1 / Float(fieldSize).squareRoot()
-        for i in 0 ..< outChannels * fieldSize { weight[i] = generator.uniform(-bound, bound) }
-        for i in 0 ..< outChannels { bias[i] = generator.uniform(-bound, bound) }
+        generator.initializePyTorchDefault(weight: weight, weightCount: outChannels * fieldSize,
+                                           bias: bias, biasCount: outChannels, fanIn: fieldSize)
     }
 
     /// Images per chunk: `cols` of about 128 Ki floats (512 KB, L2-sized; measured against

@@ -34,13 +34,10 @@ public final class Linear: Layer {
         weightGrad = gradients[0]; biasGrad = gradients[1]
     }
 
-    /// PyTorch `nn.Linear.reset_parameters`: kaiming_uniform_(a=√5) gives the bound
-    /// gain·√(3/fan_in) with gain = √(2/(1+a²)) = √(1/3), i.e. 1/√fan_in; the bias is
-    /// uniform in ±1/√fan_in too.
+    /// PyTorch `nn.Linear.reset_parameters`, with fan_in = inputs.
     public func initialize(using generator: inout SeededGenerator) {
-        let bound = 1 / Float(inputs).squareRoot()
-        for i in 0 ..< outputs * inputs { weight[i] = generator.uniform(-bound, bound) }
-        for i in 0 ..< outputs { bias[i] = generator.uniform(-bound, bound) }
+        generator.initializePyTorchDefault(weight: weight, weightCount: outputs * inputs,
+                                           bias: bias, biasCount: outputs, fanIn: inputs)
     }
 
     public func reserve(batch: Int) {

@@ -52,3 +52,16 @@ public struct SeededGenerator: RandomNumberGenerator, Equatable {
         a.state.0 == b.state.0 && a.state.1 == b.state.1 && a.state.2 == b.state.2 && a.state.3 == b.state.3
     }
 }
+
+extension SeededGenerator {
+    /// PyTorch's default initialisation of a weight/bias pair (`nn.Linear` and `nn.Conv2d`
+    /// `reset_parameters`): kaiming_uniform_(a=√5) gives the bound gain·√(3/fan_in) with
+    /// gain = √(2/(1+a²)) = √(1/3), i.e. 1/√fan_in, and the bias is uniform in ±1/√fan_in too.
+    /// Weight first, then bias, in index order: the same seed gives the same layer everywhere.
+    mutating func initializePyTorchDefault(weight: UnsafeMutablePointer<Float>, weightCount: Int,
+                                           bias: UnsafeMutablePointer<Float>, biasCount: Int, fanIn: Int) {
+        let bound = 1 / Float(fanIn).squareRoot()
+        for i in 0 ..< weightCount { weight[i] = uniform(-bound, bound) }
+        for i in 0 ..< biasCount { bias[i] = uniform(-bound, bound) }
+    }
+}

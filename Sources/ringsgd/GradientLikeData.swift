@@ -7,15 +7,8 @@
 /// on (seed, index) only, and `rank` shifts the seed so ranks hold distinct data.
 enum GradientLikeData {
     static func fill(_ buffer: UnsafeMutableBufferPointer<Float>, seed: UInt64, rank: Int) {
-        var state = seed &+ UInt64(rank) &* 0x9E37_79B9_7F4A_7C15
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
+        var generator = SeededGenerator(seed: seed, stream: UInt64(rank))
+        func uniform() -> Double { Double(generator.next() >> 11) * 0x1p-53 }
         var scale = 1e-3
         for i in 0 ..< buffer.count {
             if i % 4096 == 0 { scale = pow(10, -5 + 4 * uniform()) }
@@ -29,3 +22,4 @@ enum GradientLikeData {
 }
 
 import Foundation
+import NeuralNet
