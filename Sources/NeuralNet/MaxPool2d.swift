@@ -39,6 +39,7 @@ public final class MaxPool2d: Layer {
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        if kernel == 2 { return forward2x2(x, batch: batch) }
         let y = output.pointer, k = kernel
         var o = 0
         for plane in 0 ..< batch * channels {
@@ -63,8 +64,57 @@ public final class MaxPool2d: Layer {
         return UnsafePointer(y)
     }
 
+    /// The common 2×2 window without inner loops or branches: the winner is chosen with
+    /// selects in PyTorch's tie order (first maximum in row-major order), and its position is
+    /// kept as 0…3 within the window.
+    private func forward2x2(_ x: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let y = output.pointer
+        var o = 0
+        for plane in 0 ..< batch * channels {
+            let base = x + plane * height * width
+            for oh in 0 ..< outHeight {
+                let top = base + 2 * oh * width, bottom = top + width
+                for ow in 0 ..< outWidth {
+                    let a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow], d = bottom[2 * ow + 1]
+                    let topRight = b > a, topMax = topRight ? b : a
+                    let bottomRight = d > c, bottomMax = bottomRight ? d : c
+                    let lower = bottomMax > topMax
+                    y[o] = lower ? bottomMax : topMax
+                    winners[o] = Int32((lower ? 2 : 0) + ((lower ? bottomRight : topRight) ? 1 : 0))
+                    o += 1
+                }
+            }
+        }
+        return UnsafePointer(y)
+    }
+
+    /// 2×2 backward: every input position of a window is written once (dy at the winner, 0
+    /// elsewhere), so no separate zero-filling pass. Inputs outside any window (odd sizes)
+    /// get 0.
+    private func backward2x2(_ dy: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
+        let dx = inputGrad.pointer, planeOut = outHeight * outWidth, planeIn = height * width
+        if height % 2 != 0 || width % 2 != 0 { dx.update(repeating: 0, count: batch * channels * planeIn) }
+        for plane in 0 ..< batch * channels {
+            let base = dx + plane * planeIn
+            var o = plane * planeOut
+            for oh in 0 ..< outHeight {
+                let top = base + 2 * oh * width, bottom = top + width
+                for ow in 0 ..< outWidth {
+                    let g = dy[o], w = winners[o]
+                    top[2 * ow] = w == 0 ? g : 0
+                    top[2 * ow + 1] = w == 1 ? g : 0
+                    bottom[2 * ow] = w == 2 ? g : 0
+                    bottom[2 * ow + 1] = w == 3 ? g : 0
+                    o += 1
+                }
+            }
+        }
+        return UnsafePointer(dx)
+    }
+
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         guard needsInputGradient else { return nil }
+        if kernel == 2 { return backward2x2(dy, batch: batch) }
         let dx = inputGrad.pointer, planeOut = outHeight * outWidth, planeIn = height * width
         dx.update(repeating: 0, count: batch * channels * planeIn)
         for plane in 0 ..< batch * channels {

@@ -135,3 +135,23 @@ final class LossAndShapeTests: XCTestCase {
         XCTAssertGreaterThan(w.map(abs).max()!, 0.99 * bound)   // uses the whole range
     }
 }
+
+final class MaxPoolTieTests: XCTestCase {
+    /// Property: ties go to the first maximum in row-major order (PyTorch's CPU kernel), and
+    /// backward routes the whole gradient there and nowhere else.
+    func testTiesGoToTheFirstMaximumInRowMajorOrder() throws {
+        let pool = MaxPool2d(2)
+        _ = try pool.outputShape(for: [1, 2, 6])
+        pool.reserve(batch: 1)
+        // Windows: all equal → 0; [0 2 / 2 0] → 1; [0 0 / 3 3] → 2.
+        let x: [Float] = [1, 1, 0, 2, 0, 0,
+                          1, 1, 2, 0, 3, 3]
+        let y = x.withUnsafeBufferPointer { pool.forward($0.baseAddress!, batch: 1, training: true) }
+        XCTAssertEqual([y[0], y[1], y[2]], [1, 2, 3])
+        let dy: [Float] = [10, 20, 30]
+        let dx = dy.withUnsafeBufferPointer { pool.backward($0.baseAddress!, batch: 1, needsInputGradient: true)! }
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: dx, count: 12)),
+                       [10, 0, 0, 20, 0, 0,
+                        0, 0, 0, 0, 30, 0])
+    }
+}
