@@ -160,7 +160,13 @@ public final class Conv2d: Layer {
                         forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
                             guard let ih else { return }
                             let src = row + oh * outWidth, dst = plane + ih * width + iwStart
-                            for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+                            if stride == 1 {
+                                // Contiguous: a plain vectorisable add of one row segment.
+                                let s = src + owStart
+                                for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
+                            } else {
+                                for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+                            }
                         }
                     }
                 }
