@@ -155,3 +155,24 @@ final class MaxPoolTieTests: XCTestCase {
                         0, 0, 0, 0, 30, 0])
     }
 }
+
+final class PoolReLUOrderTests: XCTestCase {
+    /// Property: Conv → MaxPool → ReLU computes exactly (bit for bit, values and every
+    /// gradient) what the peer's Conv → ReLU → MaxPool does, negative windows included.
+    func testPoolThenReLUEqualsReLUThenPoolBitForBit() throws {
+        func model(_ poolFirst: Bool) throws -> Sequential {
+            let activation: [Layer] = poolFirst ? [MaxPool2d(2), ReLU()] : [ReLU(), MaxPool2d(2)]
+            return try Sequential([Conv2d(1, 4, kernel: 3, padding: 1)] + activation + [Flatten(), Linear(4 * 5 * 5, 3)],
+                                  inputShape: [1, 10, 10])
+        }
+        let a = try model(true), b = try model(false)
+        a.initialize(seed: 4); b.initialize(seed: 4)
+        var g = SeededGenerator(seed: 8)
+        let x = (0 ..< 6 * 100).map { _ in g.uniform(-2, 1) }   // mostly negative: many all-negative windows
+        let y: [Int32] = [0, 1, 2, 0, 1, 2]
+        let ra = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try a.computeGradients(input: xs, labels: $0, batch: 6) } }
+        let rb = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try b.computeGradients(input: xs, labels: $0, batch: 6) } }
+        XCTAssertEqual(ra.loss, rb.loss)
+        XCTAssertEqual(Array(a.parameters.gradients).map(\.bitPattern), Array(b.parameters.gradients).map(\.bitPattern))
+    }
+}
