@@ -5,7 +5,8 @@ import GradientCodecs
 import MPITransport
 
 /// `ringsgd bench allreduce`: our ring against OpenMPI's `MPI_Allreduce` on the same buffers,
-/// in the same run, iterations alternating so that machine noise hits both alike.
+/// in the same run, alternating — and alternating which goes first — so that machine noise and
+/// cache state favour neither.
 ///
 /// busbw follows nccl-tests: algbw = bytes / time, busbw = algbw · 2(n−1)/n, the rate each
 /// link must sustain; it is comparable across world sizes and against the link speed.
@@ -99,16 +100,14 @@ struct BenchAllReduce: ParsableCommand {
                         try fp32Ring.average(work)
                         if i >= warmup { fp32Times.append(MPITransport.wallTime() - t) }
                     }
-                    _ = work.update(fromContentsOf: pristine)
-                    try transport.barrier()
-                    var t0 = MPITransport.wallTime()
-                    try ring.average(work)
-                    let ringTime = MPITransport.wallTime() - t0
-                    _ = work.update(fromContentsOf: pristine)
-                    try transport.barrier()
-                    t0 = MPITransport.wallTime()
-                    try transport.mpiAllReduceSum(work)
-                    let mpiTime = MPITransport.wallTime() - t0
+                    var ringTime = 0.0, mpiTime = 0.0
+                    for ringFirst in (i % 2 == 0 ? [true, false] : [false, true]) {
+                        _ = work.update(fromContentsOf: pristine)
+                        try transport.barrier()
+                        let t0 = MPITransport.wallTime()
+                        if ringFirst { try ring.average(work); ringTime = MPITransport.wallTime() - t0 }
+                        else { try transport.mpiAllReduceSum(work); mpiTime = MPITransport.wallTime() - t0 }
+                    }
                     if i >= warmup { ringTimes.append(ringTime); mpiTimes.append(mpiTime); codecTimes.append(ring.lastCodecSeconds) }
                 }
                 // The collective is as slow as its slowest rank.
