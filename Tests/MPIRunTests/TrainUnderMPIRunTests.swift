@@ -107,6 +107,22 @@ final class TrainUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
     }
 
+    /// Ranks started with different configs (an MPMD launch with different --set) stop together
+    /// at the config-hash check, before any training, naming each rank's hash.
+    func testRanksWithDifferentConfigsFailTogether() throws {
+        guard FileManager.default.isExecutableFile(atPath: MPIRun.binary) else { throw XCTSkip("binary not built") }
+        let dir = runDirectory()
+        var command = ["mpirun", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
+        if getuid() == 0 { command.append("--allow-run-as-root") }
+        let base = [MPIRun.binary, "train"] + Self.short + ["--run-dir", dir]
+        command += ["-np", "1"] + base + ["--set", "optimizer.lr=0.1", ":", "-np", "1"] + base + ["--set", "optimizer.lr=0.2"]
+        let outcome = try MPIRun.runProcess(command, timeout: 120)
+        XCTAssertFalse(outcome.timedOut, outcome.output)
+        XCTAssertNotEqual(outcome.status, 0, outcome.output)
+        XCTAssertTrue(outcome.output.contains("ranks disagree on the config hash"), outcome.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"), "no training may happen")
+    }
+
     /// Every bad input: a one-line `ringsgd: error:` naming the problem, a non-zero exit, no
     /// crash dump, no hang.
     func testBadInputsAreOneLineErrors() throws {
@@ -123,6 +139,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             (["--set", "train.global_batch=97"], "does not divide over 2 ranks"),
             (["--set", "data.dir=/nonexistent"], "install Debian's dataset-fashion-mnist"),
             (["--config", "/nonexistent.yaml"], "cannot read config file /nonexistent.yaml"),
+            (["--resume"], "no valid checkpoint"),
         ]
         for (arguments, expected) in cases {
             let outcome = try train(np: 2, arguments, dir: runDirectory(), expectSuccess: false)
