@@ -116,7 +116,7 @@ public final class Trainer {
                 + "global batch \(config.globalBatch) (\(localBatch) per rank), \(stepsPerEpoch) steps/epoch, \(totalSteps) steps")
         }
 
-        var clock = StepClock()
+        var clock = StepClock(), runClock = StepClock()   // this epoch's, and the run's so far
         var epochLoss = 0.0, epochCorrect = 0, epochSamples = 0
         var order: [Int] = [], orderEpoch = -1
         var lastLR = 0.0, lastTestAccuracy = 0.0, lastTrainLoss = Double.nan
@@ -203,9 +203,11 @@ public final class Trainer {
                 epochLoss = 0; epochCorrect = 0; epochSamples = 0
                 epochStart = ContinuousClock.now
                 epochStartStep = done
-                clock = StepClock(compute: 0, comm: 0, codec: 0, total: clock.total + (clock.compute + clock.comm))
+                runClock.add(clock)
+                clock = StepClock()
             }
         }
+        runClock.add(clock)   // steps after the last epoch boundary (none unless stopped early)
         let wall = (ContinuousClock.now - wallStart).seconds
         let hash = try checkReplicas(model, optimizer, step: endStep)
         if endStep > startStep || !resume {
@@ -216,8 +218,8 @@ public final class Trainer {
                                  samples_per_second: Double((endStep - startStep) * config.globalBatch) / max(wall - evalSeconds, 1e-9),
                                  steps: endStep, wall_seconds: wall, skipped_steps: skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: n,
-                                 codec: config.codec, train_loss: lastTrainLoss, compute_seconds: clock.compute,
-                                 comm_seconds: clock.comm, codec_seconds: clock.codec, resumed_from_step: startStep)
+                                 codec: config.codec, train_loss: lastTrainLoss, compute_seconds: runClock.compute,
+                                 comm_seconds: runClock.comm, codec_seconds: runClock.codec, resumed_from_step: startStep)
         if rank == 0 {
             let data = try JSONEncoder.sorted.encode(summary)
             try data.write(to: URL(fileURLWithPath: (runDirectory as NSString).appendingPathComponent("summary.json")), options: .atomic)
@@ -369,7 +371,11 @@ public final class Trainer {
 
 /// Seconds spent per kind of work.
 struct StepClock {
-    var compute = 0.0, comm = 0.0, codec = 0.0, total = 0.0
+    var compute = 0.0, comm = 0.0, codec = 0.0
+
+    mutating func add(_ other: StepClock) {
+        compute += other.compute; comm += other.comm; codec += other.codec
+    }
 }
 
 /// An error every rank raises at the same point; reported once by rank 0.
