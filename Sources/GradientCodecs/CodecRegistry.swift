@@ -2,7 +2,9 @@
 ///
 /// Grammar: `BASE[+zstd[:LEVEL]]` or `zstd[:LEVEL]` (zstd on fp32), where BASE is
 /// `none` (fp32), `fp16`, `bf16`, `int8[:BLOCK]` or `int8sr[:BLOCK]` (stochastic rounding);
-/// BLOCK defaults to 256 values and LEVEL to 3. An unknown name is an error listing these.
+/// BLOCK defaults to 256 values and LEVEL to 1: on a real gradient, level 3 saved 2 % more
+/// bytes than level 1 at half the encode speed (fp16+zstd 0.402 vs 0.409 of fp32 at 0.46 vs
+/// 1.04 GB/s). An unknown name is an error listing these.
 public enum CodecRegistry {
     public static let validNames = "none, fp16, bf16, int8[:BLOCK], int8sr[:BLOCK], each optionally +zstd[:LEVEL], or zstd[:LEVEL]"
 
@@ -18,7 +20,7 @@ public enum CodecRegistry {
         func zstdLevel(_ spec: String) throws -> Int? {
             let pieces = spec.split(separator: ":", omittingEmptySubsequences: false)
             guard pieces[0] == "zstd", pieces.count <= 2 else { return nil }
-            guard pieces.count == 2 else { return 3 }
+            guard pieces.count == 2 else { return 1 }
             guard let level = Int(pieces[1]), (1 ... 22).contains(level) else { throw UnknownCodec(name: name) }
             return level
         }
