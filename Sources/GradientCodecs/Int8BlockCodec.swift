@@ -103,3 +103,11 @@ public final class Int8BlockCodec: GradientCodec {
         }
     }
 }
+
+extension GradientCodec {
+    /// The int8 quantiser of this codec, alone or under the zstd stage (nil for the others):
+    /// what callers need to reseed its stochastic-rounding stream or read its block size.
+    public var int8Base: Int8BlockCodec? {
+        (self as? Int8BlockCodec) ?? ((self as? ZstdStage)?.inner as? Int8BlockCodec)
+    }
+}

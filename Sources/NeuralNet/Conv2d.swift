@@ -124,50 +124,54 @@ public final class Conv2d: Layer {
     /// or 0 outside the image, for the images of one chunk. For stride 1 each output row is one
     /// contiguous copy.
     private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>) {
-        let columns = images.count * positions, k = kernel
-        for (g, image) in images.enumerated() {
-            for c in 0 ..< inChannels {
-                let plane = x + (image * inChannels + c) * height * width
-                for ki in 0 ..< k {
-                    for kj in 0 ..< k {
-                        let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
-                        forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
-                            let dst = row + oh * outWidth
-                            guard let ih else { dst.update(repeating: 0, count: outWidth); return }
-                            if owStart > 0 { dst.update(repeating: 0, count: owStart) }
-                            if stride == 1 {
-                                (dst + owStart).update(from: plane + ih * width + iwStart, count: owEnd - owStart)
-                            } else {
-                                for ow in owStart ..< owEnd { dst[ow] = plane[ih * width + iwStart + (ow - owStart) * stride] }
-                            }
-                            if owEnd < outWidth { (dst + owEnd).update(repeating: 0, count: outWidth - owEnd) }
-                        }
-                    }
+        forEachKernelRow(images: images) { planeOffset, row, ki, kj in
+            let plane = x + planeOffset
+            forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
+                let dst = row + oh * outWidth
+                guard let ih else { dst.update(repeating: 0, count: outWidth); return }
+                if owStart > 0 { dst.update(repeating: 0, count: owStart) }
+                if stride == 1 {
+                    (dst + owStart).update(from: plane + ih * width + iwStart, count: owEnd - owStart)
+                } else {
+                    for ow in owStart ..< owEnd { dst[ow] = plane[ih * width + iwStart + (ow - owStart) * stride] }
                 }
+                if owEnd < outWidth { (dst + owEnd).update(repeating: 0, count: outWidth - owEnd) }
             }
         }
     }
 
     /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] += the dcols entries that read it.
     private func col2im(images: Range<Int>) {
-        let columns = images.count * positions, k = kernel, dx = inputGrad.pointer
+        let dx = inputGrad.pointer
+        forEachKernelRow(images: images) { planeOffset, row, ki, kj in
+            let plane = dx + planeOffset
+            forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
+                guard let ih else { return }
+                let src = row + oh * outWidth, dst = plane + ih * width + iwStart
+                if stride == 1 {
+                    // Contiguous: a plain vectorisable add of one row segment.
+                    let s = src + owStart
+                    for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
+                } else {
+                    for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+                }
+            }
+        }
+    }
+
+    /// The traversal im2col and col2im share: for each image of a chunk, input channel c and
+    /// kernel offset (ki, kj), the offset of plane (image, c) in an NCHW input-shaped tensor
+    /// and row (c, ki, kj) of `cols` at that image's columns.
+    @inline(__always)
+    private func forEachKernelRow(images: Range<Int>,
+                                  _ body: (_ planeOffset: Int, _ row: UnsafeMutablePointer<Float>, _ ki: Int, _ kj: Int) -> Void) {
+        let columns = images.count * positions, k = kernel
         for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                let plane = dx + (image * inChannels + c) * height * width
+                let planeOffset = (image * inChannels + c) * height * width
                 for ki in 0 ..< k {
                     for kj in 0 ..< k {
-                        let row = cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions
-                        forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
-                            guard let ih else { return }
-                            let src = row + oh * outWidth, dst = plane + ih * width + iwStart
-                            if stride == 1 {
-                                // Contiguous: a plain vectorisable add of one row segment.
-                                let s = src + owStart
-                                for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
-                            } else {
-                                for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
-                            }
-                        }
+                        body(planeOffset, cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions, ki, kj)
                     }
                 }
             }

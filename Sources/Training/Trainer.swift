@@ -119,7 +119,7 @@ public final class Trainer {
         var clock = StepClock(), runClock = StepClock()   // this epoch's, and the run's so far
         var epochLoss = 0.0, epochCorrect = 0, epochSamples = 0
         var order: [Int] = [], orderEpoch = -1
-        var lastLR = 0.0, lastTestAccuracy = 0.0, lastTrainLoss = Double.nan
+        var lastTestAccuracy = 0.0, lastTrainLoss = Double.nan
         let wallStart = ContinuousClock.now
         var evalSeconds = 0.0   // excluded from training throughput, as the peer excludes it
         var epochStart = ContinuousClock.now, epochStartStep = startStep
@@ -142,7 +142,8 @@ public final class Trainer {
             t0 = ContinuousClock.now
             let active = step < config.uncompressedWarmupSteps ? fp32Ring : ring
             // Stochastic rounding draws from (seed, rank, step): resumable without state.
-            stochasticRounding(ring.codec)?.reseed(config.seed &+ UInt64(rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
+            // (Round-to-nearest int8 never draws, so reseeding it changes nothing.)
+            ring.codec.int8Base?.reseed(config.seed &+ UInt64(rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
             try active.average(parameters.gradients, residual: active === ring ? residual : nil)
             clock.comm += (ContinuousClock.now - t0).seconds
             clock.codec += active.lastCodecSeconds
@@ -153,7 +154,6 @@ public final class Trainer {
             // 3–4. Norm (non-finite → skip everywhere), clip, update.
             let norm = globalNorm(parameters.gradients)
             let lr = schedule.learningRate(at: perEpoch ? epoch : step)
-            lastLR = lr
             if !norm.isFinite {
                 skipped += 1
                 if rank == 0 { log("warning: step \(step): non-finite gradient (norm \(norm)); skipped on every rank (\(skipped) so far)") }
@@ -171,7 +171,7 @@ public final class Trainer {
             let done = step + 1
             if config.checkEverySteps > 0 && done % config.checkEverySteps == 0 { try checkReplicas(model, optimizer, step: done) }
             if config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < totalSteps {
-                try saveCheckpoint(store, model, optimizer, residual: residual, step: done, skipped: skipped)
+                try saveCheckpoint(store, model, optimizer, residual: residual, sumRing: fp32Ring, step: done, skipped: skipped)
             }
             if rank == 0 && (done % config.logEverySteps == 0 || isTerminal) {
                 progress(epoch: epoch, epochs: epochs, step: done, total: totalSteps, loss: local.loss, lr: lr,
@@ -211,7 +211,7 @@ public final class Trainer {
         let wall = (ContinuousClock.now - wallStart).seconds
         let hash = try checkReplicas(model, optimizer, step: endStep)
         if endStep > startStep || !resume {
-            try saveCheckpoint(store, model, optimizer, residual: residual, step: endStep, skipped: skipped)
+            try saveCheckpoint(store, model, optimizer, residual: residual, sumRing: fp32Ring, step: endStep, skipped: skipped)
         }
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let summary = RunSummary(test_accuracy: lastTestAccuracy,
@@ -256,11 +256,6 @@ public final class Trainer {
         return result!
     }
 
-    private func stochasticRounding(_ codec: GradientCodec) -> Int8BlockCodec? {
-        let int8 = (codec as? Int8BlockCodec) ?? ((codec as? ZstdStage)?.inner as? Int8BlockCodec)
-        return int8?.stochasticRounding == true ? int8 : nil
-    }
-
     /// Dropout masks are a function of (seed, rank, step): nothing to checkpoint.
     private func reseedDropout(_ model: Sequential, step: Int) {
         for case let dropout as Dropout in model.layers {
@@ -297,14 +292,18 @@ public final class Trainer {
     }
 
     private func saveCheckpoint(_ store: CheckpointStore, _ model: Sequential, _ optimizer: Optimizer,
-                                residual: UnsafeMutableBufferPointer<Float>?, step: Int, skipped: Int) throws {
+                                residual: UnsafeMutableBufferPointer<Float>?, sumRing: RingAllReduce,
+                                step: Int, skipped: Int) throws {
         var residualSum: [Float]? = nil
         if let residual {
-            try store.writeResidual(Array(residual), step: step, rank: transport.rank)
-            // The error-feedback memory that matters is the sum over ranks (see RingAllReduce).
-            var copy = Array(residual)
-            try fp32Sum(&copy)
-            residualSum = copy
+            var values = Array(residual)
+            try store.writeResidual(values, step: step, rank: transport.rank)
+            // The error-feedback memory that matters is the sum over ranks (see RingAllReduce):
+            // the fp32 ring's average times n.
+            try sumRing.average(&values)
+            let n = Float(transport.size)
+            for i in values.indices { values[i] *= n }
+            residualSum = values
         }
         if transport.rank == 0 {
             try store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: skipped, config: config.canonicalText,
@@ -312,14 +311,6 @@ public final class Trainer {
                                        residualSum: residualSum))
         }
         try transport.barrier()   // no rank goes on before the checkpoint is in place
-    }
-
-    /// Sum over ranks (the ring averages; times n is the sum up to rounding).
-    private func fp32Sum(_ values: inout [Float]) throws {
-        let ring = RingAllReduce(transport: transport)
-        try ring.average(&values)
-        let n = Float(transport.size)
-        for i in values.indices { values[i] *= n }
     }
 
     /// Test accuracy, evaluation sharded across ranks and reduced.

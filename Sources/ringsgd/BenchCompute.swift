@@ -1,4 +1,5 @@
 import ArgumentParser
+import Collectives
 import Foundation
 import NeuralNet
 import Optimizers
@@ -47,11 +48,11 @@ struct BenchCompute: ParsableCommand {
                     _ = try net.computeGradients(input: x, labels: y, batch: batch)
                     optimizer.step(parameters: net.parameters.parameters, gradients: net.parameters.gradients, lr: 0.01)
                     let elapsed = ContinuousClock.now - start
-                    if i >= warmup { times.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18) }
+                    if i >= warmup { times.append(elapsed.seconds) }
                 }
             }
         }
-        let perStep = times.sorted()[times.count / 2]
+        let perStep = median(times)
         let samplesPerSecond = Double(batch) / perStep
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")

@@ -52,7 +52,7 @@ struct CheckAllReduce: ParsableCommand {
             for i in input.indices { input[i] += Float(rank + 1) * 1e-3 * Float(i % 7 + 1) }
             var first = input, second = input, reference = input
             // Stochastic rounding draws from a stream: restart it so both calls draw the same.
-            let int8 = (ring.codec as? Int8BlockCodec) ?? ((ring.codec as? ZstdStage)?.inner as? Int8BlockCodec)
+            let int8 = ring.codec.int8Base
             int8?.reseed(UInt64(rank) &+ 99)
             try ring.average(&first)
             int8?.reseed(UInt64(rank) &+ 99)

@@ -26,26 +26,28 @@ enum MPIJob {
         } catch let error as CollectiveError {
             switch error {
             case .lengthMismatch, .disagreement:
-                if transport.rank == 0 { printError("\(error)") }
-                runtime.finalize()
-                exit(1)
+                finishTogether("\(error)", transport: transport)
             default:
                 printError("rank \(transport.rank): \(error)")
                 runtime.abort(code: 1)
             }
         } catch let error as AgreedError {
-            if transport.rank == 0 { printError(error.message) }
-            runtime.finalize()
-            exit(1)
+            finishTogether(error.message, transport: transport)
         } catch let error as ConfigError {
             // Configs are parsed identically on every rank: every rank is here together.
-            if transport.rank == 0 { printError(error.message) }
-            runtime.finalize()
-            exit(1)
+            finishTogether(error.message, transport: transport)
         } catch {
             printError("rank \(transport.rank): \(error)")
             runtime.abort(code: 1)
         }
+    }
+
+    /// Every rank raised the same error at the same point: rank 0 reports it once, and all
+    /// finalise cleanly (no peer is left waiting, so no MPI_Abort).
+    static func finishTogether(_ message: String, transport: MPITransport) -> Never {
+        if transport.rank == 0 { printError(message) }
+        MPIRuntime.shared.finalize()
+        exit(1)
     }
 
     static func printError(_ message: String) {
