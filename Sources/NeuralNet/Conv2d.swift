@@ -1,5 +1,6 @@
 /// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
-/// im2col + `sgemm` over chunks of images.
+/// im2col + `sgemm` over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
+/// channels — Winograd's F(2×2, 3×3) (`Winograd3x3`), which does 2.25× less arithmetic.
 ///
 /// Weight is [out, in, k, k] = a matrix W of [out, K] with K = in·k·k. For a chunk of G
 /// images, im2col lays the receptive fields out as columns, `cols` = [K, G·OH·OW] (column
@@ -12,7 +13,15 @@
 /// layout passes then run in cache instead of streaming a [K, N·OH·OW] matrix (29 MB for the
 /// cnn's second conv at batch 128) through DRAM several times per step.
 public final class Conv2d: Layer {
+    /// How the products are computed. Both give the same function up to float rounding.
+    public enum Algorithm: Sendable {
+        case im2col, winograd
+    }
+
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    /// The algorithm asked for at construction; nil picks per shape (see `algorithm`).
+    private let requestedAlgorithm: Algorithm?
+    private var winograd: Winograd3x3?
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
@@ -20,9 +29,16 @@ public final class Conv2d: Layer {
     private let cols = ActivationBuffer(), product = ActivationBuffer()
     private var input: UnsafePointer<Float>?
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0) {
+    /// `algorithm` nil chooses: Winograd where it applies (3×3, stride 1, padding 1) and the
+    /// input has at least 8 channels — with fewer, its 16 products are too thin for sgemm and
+    /// the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
+                algorithm: Algorithm? = nil) {
         precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                      "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
+        precondition(algorithm != .winograd || (kernel == 3 && stride == 1 && padding == 1),
+                     "Conv2d: Winograd F(2×2, 3×3) needs kernel 3, stride 1, padding 1")
+        self.requestedAlgorithm = algorithm
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernel = kernel
@@ -31,6 +47,8 @@ public final class Conv2d: Layer {
     }
 
     public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
+    /// The algorithm in use (known once the input shape is).
+    public var algorithm: Algorithm { winograd == nil ? .im2col : .winograd }
     private var fieldSize: Int { inChannels * kernel * kernel }
     private var positions: Int { outHeight * outWidth }
 
@@ -48,6 +66,9 @@ public final class Conv2d: Layer {
         guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
+        let winogradApplies = kernel == 3 && stride == 1 && padding == 1
+        winograd = (requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd : .im2col)) == .winograd
+            ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width) : nil
         return [outChannels, outHeight, outWidth]
     }
 
@@ -67,16 +88,21 @@ public final class Conv2d: Layer {
     private var chunk: Int { max(1, (128 << 10) / max(1, fieldSize * positions)) }
 
     public func reserve(batch: Int) {
-        let g = min(batch, chunk)
         output.reserve(batch * outChannels * positions)
+        inputGrad.reserve(batch * inChannels * height * width)
+        guard winograd == nil else { return }
+        let g = min(batch, chunk)
         product.reserve(g * outChannels * positions)
         cols.reserve(fieldSize * g * positions)
-        inputGrad.reserve(batch * inChannels * height * width)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
         let y = output.pointer, p = product.pointer, P = positions
+        if let winograd {
+            winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch)
+            return UnsafePointer(y)
+        }
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             im2col(x, images: first ..< first + images)
@@ -94,6 +120,11 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        if let winograd {
+            winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: biasGrad,
+                              inputGradient: needsInputGradient ? inputGrad.pointer : nil, batch: batch)
+            return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
+        }
         let P = positions, d = product.pointer
         biasGrad.update(repeating: 0, count: outChannels)
         if needsInputGradient { inputGrad.pointer.update(repeating: 0, count: batch * inChannels * height * width) }
@@ -193,6 +224,8 @@ public final class Conv2d: Layer {
         }
     }
 
+    /// FLOPs of the direct convolution, whatever the algorithm (the conventional measure, so
+    /// that figures compare across implementations; Winograd does 2.25× fewer multiplications).
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
         let macs = Double(outChannels * fieldSize * positions)
         return (2 * macs, 2 * macs, 2 * macs)

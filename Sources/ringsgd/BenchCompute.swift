@@ -56,7 +56,7 @@ struct BenchCompute: ParsableCommand {
         let samplesPerSecond = Double(batch) / perStep
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")
-        print(String(format: "model %@ batch %d: %.0f samples/s, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread)",
+        print(String(format: "model %@ batch %d: %.0f samples/s, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
                      model.rawValue, batch, samplesPerSecond, perStep * 1e3, gflops, steps))
         if let json {
             let object: [String: Any] = ["model": model.rawValue, "batch": batch,

@@ -49,6 +49,12 @@ final class GradientCheckTests: XCTestCase {
                                        Flatten(), Linear(2 * 5 * 6, 4)], inputShape: [2, 5, 6]), batch: 3)
     }
 
+    func testConv2dWinograd() throws {
+        try checkGradients(Sequential([Conv2d(2, 3, kernel: 3, padding: 1, algorithm: .winograd), ReLU(),
+                                       Conv2d(3, 2, kernel: 3, padding: 1, algorithm: .winograd), Flatten(), Linear(2 * 5 * 6, 4)],
+                                      inputShape: [2, 5, 6]), batch: 3)
+    }
+
     func testConv2dStride2NoPadding() throws {
         try checkGradients(Sequential([Conv2d(1, 2, kernel: 3), Conv2d(2, 3, kernel: 2, stride: 2, padding: 1),
                                        Flatten(), Linear(3 * 3 * 3, 3)], inputShape: [1, 7, 6]), batch: 2)
@@ -174,5 +180,44 @@ final class PoolReLUOrderTests: XCTestCase {
         let rb = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try b.computeGradients(input: xs, labels: $0, batch: 6) } }
         XCTAssertEqual(ra.loss, rb.loss)
         XCTAssertEqual(Array(a.parameters.gradients).map(\.bitPattern), Array(b.parameters.gradients).map(\.bitPattern))
+    }
+}
+
+final class WinogradTests: XCTestCase {
+    /// Property: Winograd F(2×2, 3×3) computes the same convolution as im2col — output, loss,
+    /// and every gradient (weights, bias, and the input gradient through the layer before) —
+    /// up to float rounding, on even and odd image sizes (partial edge tiles) and a batch
+    /// that does not fill the last chunk.
+    func testWinogradMatchesIm2colOnEvenAndOddShapes() throws {
+        for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67)] {
+            func model(_ algorithm: Conv2d.Algorithm) throws -> Sequential {
+                try Sequential([Conv2d(channels, 8, kernel: 3, padding: 1, algorithm: .im2col),
+                                Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
+                                Flatten(), Linear(6 * height * width, 4)], inputShape: [channels, height, width])
+            }
+            let reference = try model(.im2col), winograd = try model(.winograd)
+            XCTAssertEqual((winograd.layers[1] as! Conv2d).algorithm, .winograd)
+            reference.initialize(seed: 11); winograd.initialize(seed: 11)
+            var g = SeededGenerator(seed: 12)
+            let x = (0 ..< batch * reference.inputSize).map { _ in g.uniform(-1, 1) }
+            let y = (0 ..< batch).map { _ in Int32(g.next() % 4) }
+            func run(_ m: Sequential) throws -> Double {
+                try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: batch).loss } }
+            }
+            let lossR = try run(reference), lossW = try run(winograd)
+            XCTAssertEqual(lossW, lossR, accuracy: 1e-5 * max(1, abs(lossR)), "loss at \(channels)×\(height)×\(width)")
+            for view in reference.parameters.views {
+                let a = reference.parameters.gradients(of: view), b = winograd.parameters.gradients(of: view)
+                let scale = max(a.map(abs).max()!, 1e-6)
+                let worst = zip(a, b).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(worst, 1e-5 * scale, "\(view.name) at \(channels)×\(height)×\(width), batch \(batch)")
+            }
+        }
+    }
+
+    func testAutomaticChoice() throws {
+        let cnn = try ModelSpec.cnn.build(inputShape: [1, 28, 28], classes: 10)
+        let convolutions = cnn.layers.compactMap { $0 as? Conv2d }
+        XCTAssertEqual(convolutions.map(\.algorithm), [.im2col, .winograd], "1 input channel: im2col; 32: Winograd")
     }
 }
