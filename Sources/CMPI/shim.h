@@ -24,4 +24,8 @@ static inline int ringsgd_mpi_source_of(const MPI_Status *status) { return statu
 static inline int ringsgd_mpi_tag_of(const MPI_Status *status) { return status->MPI_TAG; }
 static inline int ringsgd_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int ringsgd_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
+static inline MPI_Info ringsgd_mpi_info_null(void) { return MPI_INFO_NULL; }
+static inline int ringsgd_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
+static inline int ringsgd_mpi_mode_nocheck(void) { return MPI_MODE_NOCHECK; }
+static inline MPI_Win ringsgd_mpi_win_null(void) { return MPI_WIN_NULL; }
 #endif

@@ -49,6 +49,14 @@ import GradientCodecs
 /// sum of all ranks' residuals is then exactly the compression error of this call, fed back
 /// next call (EF-SGD, Karimireddy et al. 2019, applied hop by hop).
 ///
+/// ## Zero-copy steps over shared memory
+///
+/// When every rank's buffer lies in a `SharedSegment` (all ranks on one host, buffer
+/// allocated by a `SharedMemoryTransport`) and the codec is fp32, the same steps run as
+/// direct loads from the left neighbour's memory: see `RingAllReduce+ZeroCopy.swift`. The
+/// length all-gather also tells every rank whether all of them can take that path, so they
+/// always agree on it.
+///
 /// ## Why it cannot hang
 ///
 /// Before any transfer the ranks all-gather their lengths: a mismatch throws on every rank.
@@ -71,7 +79,9 @@ public final class RingAllReduce {
     public let window: Int
 
     /// Bytes this rank sent in the last call (the wire cost, after compression).
-    public private(set) var lastBytesSent = 0
+    public internal(set) var lastBytesSent = 0
+    /// Whether the last call ran its steps as loads from shared memory (zero-copy) rather than messages.
+    public internal(set) var lastCallWasZeroCopy = false
     /// Seconds spent in codec work (encode/decode) in the last call.
     public private(set) var lastCodecSeconds = 0.0
 
@@ -100,16 +110,23 @@ public final class RingAllReduce {
                         residual: UnsafeMutableBufferPointer<Float>? = nil) throws {
         lastBytesSent = 0
         lastCodecSeconds = 0
+        lastCallWasZeroCopy = false
         let n = transport.size, r = transport.rank
-        let lengths = try RingAllGather.gather(Int64(buffer.count), over: transport)
-        if lengths.contains(where: { $0 != lengths[0] }) {
-            throw CollectiveError.lengthMismatch(rank: r, lengths: lengths.map(Int.init))
+        // Every rank's length, and where its buffer lies in shared memory (−1: it does not).
+        let segment = codec.isIdentity ? (transport as? SharedMemoryTransport)?.sharedSegment(containing: buffer) : nil
+        let offset = segment?.offset(of: buffer) ?? -1
+        let records = try RingAllGather.gather(SIMD2<Int64>(Int64(buffer.count), Int64(offset)), over: transport)
+        if records.contains(where: { $0.x != records[0].x }) {
+            throw CollectiveError.lengthMismatch(rank: r, lengths: records.map { Int($0.x) })
         }
         if let residual, residual.count != buffer.count {
             preconditionFailure("error-feedback residual has \(residual.count) values, gradient \(buffer.count)")
         }
         guard n > 1, buffer.count > 0 else { return }
         if let residual { FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count) }
+        if let segment, records.allSatisfy({ $0.y >= 0 }) {
+            return try averageInSharedMemory(buffer, segment: segment, offsets: records.map { Int($0.y) })
+        }
 
         let part = RingPartition(count: buffer.count, ranks: n, maxSegmentValues: max(1, segmentBytes / 4))
         let m = part.segmentsPerChunk

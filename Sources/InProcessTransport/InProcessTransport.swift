@@ -9,6 +9,8 @@ final class InProcessFabric: @unchecked Sendable {
     let timeout: TimeInterval
     private let condition = NSCondition()
     private var mailboxes: [MailboxKey: [[UInt8]]] = [:]
+    /// Segments handed out by `allocateShared`, freed with the fabric (after every rank's transport is gone).
+    var sharedAllocations: [UnsafeMutableBufferPointer<Float>] = []
     private var barrierArrived = 0
     private var barrierGeneration = 0
 
@@ -17,6 +19,14 @@ final class InProcessFabric: @unchecked Sendable {
     init(size: Int, timeout: TimeInterval) {
         self.size = size
         self.timeout = timeout
+    }
+
+    deinit { for allocation in sharedAllocations { allocation.deallocate() } }
+
+    func keep(_ allocation: UnsafeMutableBufferPointer<Float>) {
+        condition.lock()
+        sharedAllocations.append(allocation)
+        condition.unlock()
     }
 
     func post(_ message: [UInt8], from: Int, to: Int, tag: Int) {
@@ -76,6 +86,7 @@ public final class InProcessTransport: Transport {
     private var receives: [UInt: PendingReceive] = [:]
     private var postedOrder: [InProcessFabric.MailboxKey: [UInt]] = [:]
     private var nextHandle: UInt = 1
+    var segments: [SharedSegment] = []
 
     init(rank: Int, fabric: InProcessFabric) {
         self.rank = rank
@@ -147,6 +158,25 @@ public final class InProcessTransport: Transport {
         if peer < 0 || peer >= size {
             throw CollectiveError.transport(rank: rank, peer: peer, call: call, detail: "peer out of range 0..<\(size)")
         }
+    }
+}
+
+/// Threads share an address space, so shared memory is ordinary memory: each rank allocates
+/// its part and the ranks all-gather the addresses. The fabric's barrier takes a lock, which
+/// orders memory, so the fence has nothing to do.
+extension InProcessTransport: SharedMemoryTransport {
+    public func allocateShared(count: Int) throws -> SharedSegment? {
+        let local = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+        local.initialize(repeating: 0)
+        fabric.keep(local)
+        let addresses = try RingAllGather.gather(UInt(bitPattern: local.baseAddress), over: self)
+        let segment = SharedSegment(local: local, bases: addresses.map { UnsafeMutablePointer(bitPattern: $0)! }, fence: {})
+        segments.append(segment)
+        return segment
+    }
+
+    public func sharedSegment(containing buffer: UnsafeMutableBufferPointer<Float>) -> SharedSegment? {
+        segments.first { $0.offset(of: buffer) != nil }
     }
 }
 

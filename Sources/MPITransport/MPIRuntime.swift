@@ -39,7 +39,10 @@ public final class MPIRuntime: @unchecked Sendable {
         guard isInitialised else { return }
         var finalized: Int32 = 0
         MPI_Finalized(&finalized)
-        if finalized == 0 { MPI_Finalize() }
+        if finalized == 0 {
+            world?.freeSharedWindows()   // collective, like MPI_Finalize itself
+            MPI_Finalize()
+        }
         isInitialised = false
     }
 

@@ -8,7 +8,9 @@ import Collectives
 public final class MPITransport: Transport {
     public let rank: Int
     public let size: Int
-    private let comm: MPI_Comm
+    let comm: MPI_Comm
+    /// Shared-memory windows allocated through `allocateShared` (MPISharedWindow.swift).
+    var sharedWindows: [SharedWindow] = []
 
     init(communicator: MPI_Comm) throws {
         comm = communicator

@@ -27,18 +27,30 @@ public final class FlatParameters {
     public let gradients: UnsafeMutableBufferPointer<Float>
 
     public var count: Int { parameters.count }
+    /// Whether `gradients` was provided by the caller (who owns it) rather than allocated here.
+    private let gradientsProvided: Bool
 
-    init(views: [ParameterView]) {
+    /// `gradientStorage`, if given, provides the gradient buffer for the total count — e.g. an
+    /// MPI shared-memory window, so that the all-reduce can read peers' gradients in place. It
+    /// must be zero-filled, should be 64-byte aligned, and must outlive this object; nil means allocate here.
+    init(views: [ParameterView], gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws {
         self.views = views
         let total = views.last.map { $0.offset + $0.count } ?? 0
         // 64-byte alignment: vector loads never split a cache line at a view's start.
         parameters = Self.allocate(total)
-        gradients = Self.allocate(total)
+        if let provided = try gradientStorage?(total) {
+            precondition(provided.count >= total, "gradient storage of \(provided.count) floats for \(total) parameters")
+            gradients = UnsafeMutableBufferPointer(rebasing: provided[0 ..< total])
+            gradientsProvided = true
+        } else {
+            gradients = Self.allocate(total)
+            gradientsProvided = false
+        }
     }
 
     deinit {
         parameters.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
-        gradients.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
+        if !gradientsProvided { gradients.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() } }
     }
 
     private static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {

@@ -22,7 +22,8 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
     }
 
     /// Builds the model for inputs of `inputShape` ([C, H, W]) and `classes` outputs.
-    public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0) throws -> Sequential {
+    public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0,
+                      gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws -> Sequential {
         let features = inputShape.reduce(1, *)
         var layers: [Layer] = []
         switch self {
@@ -50,6 +51,6 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
         case .linear:
             layers = [Flatten(), Linear(features, classes)]
         }
-        return try Sequential(layers, inputShape: inputShape)
+        return try Sequential(layers, inputShape: inputShape, gradientStorage: gradientStorage)
     }
 }

@@ -15,7 +15,9 @@ public final class Sequential {
     public var inputSize: Int { inputShape.reduce(1, *) }
     public var classes: Int { outputShape.reduce(1, *) }
 
-    public init(_ layers: [Layer], inputShape: [Int]) throws {
+    /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
+    public init(_ layers: [Layer], inputShape: [Int],
+                gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws {
         self.layers = layers
         self.inputShape = inputShape
         var shape = inputShape
@@ -33,7 +35,7 @@ public final class Sequential {
             throw ShapeError("the last layer must produce a vector of ≥ 2 class scores, got shape \(shape)")
         }
         outputShape = shape
-        parameters = FlatParameters(views: views)
+        parameters = try FlatParameters(views: views, gradientStorage: gradientStorage)
         loss = SoftmaxCrossEntropy(classes: shape[0])
         var viewIndex = 0
         for layer in layers {

@@ -49,7 +49,11 @@ public final class Trainer {
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
         let (train, test) = try agreeOn("load the dataset") { try loadData() }
-        let model = try config.modelSpec.build(inputShape: train.inputShape, classes: train.classes, seed: config.seed)
+        // On one host the gradient buffer lives in a shared-memory window, so the fp32 ring's
+        // steps are loads from the peers' buffers (RingAllReduce+ZeroCopy.swift).
+        let sharing = config.sharedMemory && n > 1 ? transport as? SharedMemoryTransport : nil
+        let model = try config.modelSpec.build(inputShape: train.inputShape, classes: train.classes, seed: config.seed,
+                                               gradientStorage: sharing.map { shared in { count in try shared.allocateShared(count: max(1, count))?.local } })
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let sampler = try agreeOn("shard the dataset") {
@@ -112,7 +116,9 @@ public final class Trainer {
         if rank == 0 {
             try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
             if !resume { FileManager.default.createFile(atPath: metricsPath, contents: nil) }
-            log("ringsgd train: \(n) ranks, model \(model.summary), \(config.optimizer) lr \(config.lr), codec \(config.codec), "
+            let zeroCopy = (transport as? SharedMemoryTransport)?.sharedSegment(containing: parameters.gradients) != nil
+            log("ringsgd train: \(n) ranks, model \(model.summary), \(config.optimizer) lr \(config.lr), codec \(config.codec)"
+                + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
                 + "global batch \(config.globalBatch) (\(localBatch) per rank), \(stepsPerEpoch) steps/epoch, \(totalSteps) steps")
         }
 

@@ -34,6 +34,11 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes.")
     var segmentBytes: Int = 1 << 20
 
+    enum Buffers: String, ExpressibleByArgument, CaseIterable { case shared, `private` }
+
+    @Option(help: "Where the buffers live: shared (an MPI shared-memory window when every rank is on this host, so the fp32 ring's steps are direct loads; ranks on several hosts fall back to private) or private (ordinary memory: every ring step is an MPI message).")
+    var buffers: Buffers = .shared
+
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
     var gradient: String?
 
@@ -76,6 +81,12 @@ struct BenchAllReduce: ParsableCommand {
                 .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
         }
         var results: [[String: Any]] = []
+        // One segment for the largest size, reused: windows are allocated collectively, once.
+        let segment = buffers == .shared ? try transport.allocateShared(count: max(1, sizes.last! / 4)) : nil
+        if rank == 0 {
+            print("# buffers: " + (segment != nil ? "MPI shared-memory window (fp32 ring steps are direct loads)"
+                                                  : "private (every ring step is an MPI message)"))
+        }
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         for name in codecNames {
             let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentBytes)
@@ -83,8 +94,9 @@ struct BenchAllReduce: ParsableCommand {
             for size in sizes {
                 let count = size / 4
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-                let work = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-                defer { pristine.deallocate(); work.deallocate() }
+                let work = segment.map { UnsafeMutableBufferPointer(rebasing: $0.local[0 ..< count]) }
+                    ?? UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+                defer { pristine.deallocate(); if segment == nil { work.deallocate() } }
                 if let source = dumped {
                     // Tile the real gradient; each rank starts at its own offset so ranks differ.
                     for i in 0 ..< count { pristine[i] = source[(i + rank * 7919) % source.count] }
@@ -145,7 +157,8 @@ struct BenchAllReduce: ParsableCommand {
             }
         }
         if rank == 0, let json {
-            let object: [String: Any] = ["np": n, "transport": label, "results": results]
+            let object: [String: Any] = ["np": n, "transport": label, "buffers": segment != nil ? "shared" : "private",
+                                         "results": results]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: json), options: .atomic)
             print("# wrote \(json)")

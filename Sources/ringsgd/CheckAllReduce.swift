@@ -12,7 +12,9 @@ import Training
 /// 1. averages it with our ring, twice from the same input: both results must be bit-equal;
 /// 2. averages it with `MPI_Allreduce`: the difference must be within the rounding of a sum
 ///    taken in another order, `n · 2⁻²³ · mean|x|` per element (fp32), or the codec's bound;
-/// 3. all-gathers a 64-bit hash of the result: every rank must hold bit-identical values.
+/// 3. all-gathers a 64-bit hash of the result: every rank must hold bit-identical values;
+/// 4. with `--buffers shared`, runs the ring on buffers in an MPI shared-memory window (fp32:
+///    zero-copy steps) and also on private memory (messages): the two must be bit-equal.
 /// Prints one line per count; any failure is an error on every rank (exit 1).
 struct CheckAllReduce: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,6 +30,9 @@ struct CheckAllReduce: ParsableCommand {
 
     @Option(help: "Ring segment size in bytes (small values exercise many segments).")
     var segmentBytes: Int = 1 << 20
+
+    @Option(help: "Where the ring's buffers live: shared (an MPI shared-memory window, when every rank is on this host) or private.")
+    var buffers: BenchAllReduce.Buffers = .private
 
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
@@ -45,6 +50,18 @@ struct CheckAllReduce: ParsableCommand {
         let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(codec), segmentBytes: segmentBytes)
         let parsed = counts.split(separator: ",").compactMap { Int($0) }
         let bound = tolerance ?? (ring.codec.isIdentity ? Double(n) * 0x1p-23 : 0.05)
+        let segment = buffers == .shared ? try transport.allocateShared(count: max(1, parsed.max() ?? 1)) : nil
+        if buffers == .shared && segment == nil {
+            throw AgreedError("--buffers shared needs every rank on one host; these ranks span several")
+        }
+        /// Averages `values` with the ring, in the shared segment when there is one.
+        func average(_ values: inout [Float]) throws {
+            guard let segment else { return try ring.average(&values) }
+            let shared = UnsafeMutableBufferPointer(rebasing: segment.local[0 ..< values.count])
+            _ = shared.update(fromContentsOf: values)
+            try ring.average(shared)
+            values = Array(shared)
+        }
         for count in parsed {
             var input = [Float](repeating: 0, count: count)
             input.withUnsafeMutableBufferPointer { GradientLikeData.fill($0, seed: 7, rank: rank) }
@@ -54,9 +71,14 @@ struct CheckAllReduce: ParsableCommand {
             // Stochastic rounding draws from a stream: restart it so both calls draw the same.
             let int8 = ring.codec.int8Base
             int8?.reseed(UInt64(rank) &+ 99)
-            try ring.average(&first)
+            try average(&first)
+            let path = ring.lastCallWasZeroCopy ? "zero-copy" : "messages"
             int8?.reseed(UInt64(rank) &+ 99)
-            try ring.average(&second)
+            try average(&second)
+            var viaMessages = input
+            int8?.reseed(UInt64(rank) &+ 99)
+            try ring.average(&viaMessages)
+            let sameAsMessages = first.withUnsafeBytes { a in viaMessages.withUnsafeBytes { b in a.elementsEqual(b) } }
             try reference.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
             var magnitude = input.map { abs($0) }
             try magnitude.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
@@ -82,11 +104,11 @@ struct CheckAllReduce: ParsableCommand {
             }
             let hashes = try RingAllGather.gather(fnv1a(first), over: transport)
             let identical = hashes.allSatisfy { $0 == hashes[0] }
-            let verdicts = try RingAllGather.gather(repeatable && worst <= 1 ? 1 as Int32 : 0, over: transport)
+            let verdicts = try RingAllGather.gather(repeatable && sameAsMessages && worst <= 1 ? 1 as Int32 : 0, over: transport)
             let ok = identical && verdicts.allSatisfy { $0 == 1 }
             if rank == 0 {
-                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(segmentBytes) "
-                      + "identical_across_ranks=\(identical) repeatable=\(repeatable) "
+                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(segmentBytes) buffers=\(buffers) path=\(path) "
+                      + "identical_across_ranks=\(identical) repeatable=\(repeatable) shared_equals_messages=\(sameAsMessages) "
                       + String(format: "worst_error_vs_mpi=%.3f_of_bound", worst) + " \(ok ? "PASS" : "FAIL")")
             }
             if !ok {

@@ -124,3 +124,64 @@ final class RingAllGatherTests: XCTestCase {
         XCTAssertEqual(results[0][2], 15)
     }
 }
+
+/// The ring's zero-copy steps over shared memory (`RingAllReduce+ZeroCopy.swift`), on the
+/// in-process transport, whose threads share memory.
+final class ZeroCopyRingTests: XCTestCase {
+    /// Property: with buffers in a shared segment (at a different offset on each rank) the ring
+    /// takes the zero-copy path and gives bit-for-bit the message ring's result, every call.
+    func testZeroCopyStepsEqualTheMessageRingBitForBit() throws {
+        for n in 1 ... 8 {
+            for count in Set([0, 1, max(0, n - 1), n, 2 * n + 1, 100_003]) {
+                let results = try InProcessCluster.run(size: n) { transport -> ([Float], [[Float]], Bool) in
+                    let ring = RingAllReduce(transport: transport, segmentBytes: 64)
+                    var viaMessages = RingAllReduceTests.input(rank: transport.rank, count: count)
+                    try ring.average(&viaMessages)
+                    let offset = transport.rank % 3
+                    let segment = try transport.allocateShared(count: count + 2)!
+                    let shared = UnsafeMutableBufferPointer(rebasing: segment.local[offset ..< offset + count])
+                    var outputs: [[Float]] = []
+                    var zeroCopy = true
+                    for _ in 0 ..< 2 {
+                        _ = shared.update(fromContentsOf: RingAllReduceTests.input(rank: transport.rank, count: count))
+                        try ring.average(shared)
+                        zeroCopy = zeroCopy && (ring.lastCallWasZeroCopy || n == 1 || count == 0)
+                        outputs.append(Array(shared))
+                    }
+                    return (viaMessages, outputs, zeroCopy)
+                }
+                for (rank, result) in results.enumerated() {
+                    XCTAssertTrue(result.2, "np \(n) count \(count): rank \(rank) did not take the zero-copy path")
+                    for call in result.1 {
+                        XCTAssertEqual(call.map(\.bitPattern), results[0].0.map(\.bitPattern),
+                                       "np \(n) count \(count): rank \(rank) differs from the message ring")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Property: if any rank's buffer is not in shared memory, every rank agrees to use messages
+    /// (no rank waits at a barrier the others never reach) and the result is still the average.
+    func testOneRankWithPrivateMemoryMakesEveryRankUseMessages() throws {
+        let n = 3, count = 1001
+        let results = try InProcessCluster.run(size: n) { transport -> ([Float], Bool) in
+            let ring = RingAllReduce(transport: transport)
+            let segment = try transport.allocateShared(count: count)!
+            var values = RingAllReduceTests.input(rank: transport.rank, count: count)
+            if transport.rank == 1 {
+                try ring.average(&values)
+            } else {
+                let shared = UnsafeMutableBufferPointer(rebasing: segment.local[0 ..< count])
+                _ = shared.update(fromContentsOf: values)
+                try ring.average(shared)
+                values = Array(shared)
+            }
+            return (values, ring.lastCallWasZeroCopy)
+        }
+        XCTAssertEqual(results.map(\.1), [false, false, false])
+        for result in results { XCTAssertEqual(result.0, results[0].0) }
+        let expected = RingAllReduceTests.expectedAverage(ranks: n, count: count)
+        for i in 0 ..< count { XCTAssertEqual(Double(results[0].0[i]), expected[i], accuracy: 1e-5 * max(1, abs(expected[i]))) }
+    }
+}

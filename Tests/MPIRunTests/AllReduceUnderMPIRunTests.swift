@@ -14,6 +14,18 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         }
     }
 
+    /// Buffers in an MPI shared-memory window: the fp32 ring's zero-copy steps agree with
+    /// MPI_Allreduce, are bit-identical across ranks, and equal the message ring bit for bit.
+    func testZeroCopyRingInASharedWindowAtNp2To4() throws {
+        for np in 2 ... 4 {
+            let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--buffers", "shared",
+                                                  "--counts", "0,1,\(np - 1),1000003"], timeout: 120)
+            assertSucceeded(outcome, "check allreduce --buffers shared at np \(np)")
+            XCTAssertEqual(outcome.output.components(separatedBy: "shared_equals_messages=true").count - 1, 4, outcome.output)
+            XCTAssertEqual(outcome.output.components(separatedBy: "path=zero-copy").count - 1, 3, outcome.output)   // count 0 returns at once
+        }
+    }
+
     func testEveryCodecIsBitIdenticalAcrossRanksAtNp2To4() throws {
         for np in 2 ... 4 {
             for codec in ["fp16", "bf16", "int8", "int8sr:128", "fp16+zstd", "int8+zstd:1", "zstd"] {
