@@ -65,8 +65,9 @@ public final class Trainer {
         let perEpoch = config.scheduleInterval == "epoch"
         let schedule = try config.makeSchedule(total: perEpoch ? epochs : totalSteps, worldSize: n)
         let optimizer = try config.makeOptimizer(parameters: parameters)
-        let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(config.codec), segmentBytes: config.segmentBytes)
-        let fp32Ring = RingAllReduce(transport: transport, segmentBytes: config.segmentBytes)
+        let segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
+        let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(config.codec), segmentBytes: segmentBytes)
+        let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         var residual: UnsafeMutableBufferPointer<Float>? = nil
         if config.errorFeedback && !ring.codec.isIdentity {
             residual = .allocate(capacity: parameters.count)

@@ -39,7 +39,7 @@ public struct TrainingConfig {
     public var codec = "none"                      // comm.codec
     public var errorFeedback = false               // comm.error_feedback
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
-    public var segmentBytes = 1 << 20              // comm.segment_bytes
+    public var segmentBytes = 0                    // comm.segment_bytes (0: the ring's default for the codec)
     public var sharedMemory = true                 // comm.shared_memory
 
     public var checkEverySteps = 100               // consistency.check_every_steps
@@ -104,7 +104,7 @@ public struct TrainingConfig {
         codec = try r.string("comm.codec", default: codec)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
-        segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 4)
+        segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)

@@ -31,13 +31,20 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Timed iterations per size (median reported).")
     var iterations: Int = 20
 
-    @Option(help: "Ring segment size in bytes.")
-    var segmentBytes: Int = 1 << 20
+    @Option(help: "Ring segment size in bytes (default: 4 MiB for fp32, 1 MiB for lossy codecs).")
+    var segmentBytes: Int?
 
-    enum Buffers: String, ExpressibleByArgument, CaseIterable { case shared, `private` }
+    enum Buffers: String, ExpressibleByArgument, CaseIterable { case auto, shared, `private` }
 
-    @Option(help: "Where the buffers live: shared (an MPI shared-memory window when every rank is on this host, so the fp32 ring's steps are direct loads; ranks on several hosts fall back to private) or private (ordinary memory: every ring step is an MPI message).")
-    var buffers: Buffers = .shared
+    @Option(help: "Where the buffers live: shared (an MPI shared-memory window when every rank is on this host, so the fp32 ring's steps are direct loads; ranks on several hosts fall back to private), private (ordinary memory: every ring step is an MPI message), or auto (shared, unless the BTL was restricted to exclude shared memory, e.g. --mca btl tcp,self, which asks to measure messages).")
+    var buffers: Buffers = .auto
+
+    /// `auto` resolved: a BTL list without vader/sm means the user wants messages measured.
+    var resolvedBuffers: Buffers {
+        guard buffers == .auto else { return buffers }
+        guard let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] else { return .shared }
+        return btl.contains("vader") || btl.contains("sm") ? .shared : .private
+    }
 
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
     var gradient: String?
@@ -73,20 +80,18 @@ struct BenchAllReduce: ParsableCommand {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         }
+        // One segment for the largest size, reused: windows are allocated collectively, once.
+        let segment = resolvedBuffers == .shared ? try transport.allocateShared(count: max(1, sizes.last! / 4)) : nil
         if rank == 0 {
             print("# ringsgd bench allreduce: np \(n), transport \(label), MPI thread level \(MPIRuntime.shared.threadLevel)")
             print("# input: \(gradient.map { "gradient dumped from a training run, \($0)" } ?? "synthetic gradient-like data (Laplace, log-uniform scales per 4096 values, 10 % zeros)")")
+            print("# buffers: " + (segment != nil ? "MPI shared-memory window (fp32 ring steps are direct loads)"
+                                                  : "private (every ring step is an MPI message)"))
             print("# \(warmup) warm-up + \(iterations) timed iterations, median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
             print(pad("codec", 10) + " " + ["bytes", "ring_us", "mpi_us", "ring_GB/s", "mpi_GB/s", "mpi/ring"].enumerated()
                 .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
         }
         var results: [[String: Any]] = []
-        // One segment for the largest size, reused: windows are allocated collectively, once.
-        let segment = buffers == .shared ? try transport.allocateShared(count: max(1, sizes.last! / 4)) : nil
-        if rank == 0 {
-            print("# buffers: " + (segment != nil ? "MPI shared-memory window (fp32 ring steps are direct loads)"
-                                                  : "private (every ring step is an MPI message)"))
-        }
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         for name in codecNames {
             let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentBytes)

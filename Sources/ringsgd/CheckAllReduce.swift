@@ -28,11 +28,13 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "Codec (\(CodecRegistry.validNames)).")
     var codec: String = "none"
 
-    @Option(help: "Ring segment size in bytes (small values exercise many segments).")
-    var segmentBytes: Int = 1 << 20
+    @Option(help: "Ring segment size in bytes (small values exercise many segments; default: the ring's for the codec).")
+    var segmentBytes: Int?
 
     @Option(help: "Where the ring's buffers live: shared (an MPI shared-memory window, when every rank is on this host) or private.")
-    var buffers: BenchAllReduce.Buffers = .private
+    var buffers: Buffers = .private
+
+    enum Buffers: String, ExpressibleByArgument, CaseIterable { case shared, `private` }
 
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
@@ -107,7 +109,7 @@ struct CheckAllReduce: ParsableCommand {
             let verdicts = try RingAllGather.gather(repeatable && sameAsMessages && worst <= 1 ? 1 as Int32 : 0, over: transport)
             let ok = identical && verdicts.allSatisfy { $0 == 1 }
             if rank == 0 {
-                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(segmentBytes) buffers=\(buffers) path=\(path) "
+                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(ring.segmentBytes) buffers=\(buffers) path=\(path) "
                       + "identical_across_ranks=\(identical) repeatable=\(repeatable) shared_equals_messages=\(sameAsMessages) "
                       + String(format: "worst_error_vs_mpi=%.3f_of_bound", worst) + " \(ok ? "PASS" : "FAIL")")
             }
