@@ -122,12 +122,20 @@ public final class RingAllReduce {
         lastCodecSeconds = 0
         lastCallWasZeroCopy = false
         let n = transport.size, r = transport.rank
-        // Every rank's length, and where its buffer lies in shared memory (−1: it does not).
+        // Every rank's length, where its buffer lies in shared memory (−1: it does not), and its
+        // wire settings: ranks that disagree on any of them would exchange different numbers or
+        // sizes of messages, so each is an error on every rank before anything is sent.
         let segment = codec.isIdentity ? (transport as? SharedMemoryTransport)?.sharedSegment(containing: buffer) : nil
         let offset = segment?.offset(of: buffer) ?? -1
-        let records = try RingAllGather.gather(SIMD2<Int64>(Int64(buffer.count), Int64(offset)), over: transport)
+        let records = try RingAllGather.gather(SIMD4<Int64>(Int64(buffer.count), Int64(offset), Int64(segmentBytes),
+                                                            Self.fingerprint(codec.name)), over: transport)
         if records.contains(where: { $0.x != records[0].x }) {
             throw CollectiveError.lengthMismatch(rank: r, lengths: records.map { Int($0.x) })
+        }
+        if records.contains(where: { $0.z != records[0].z || $0.w != records[0].w }) {
+            let mine = "codec \(codec.name), segments of \(segmentBytes) bytes"
+            throw CollectiveError.disagreement(rank: r, what: "the all-reduce's codec and segment size (this rank: \(mine))",
+                                               values: records.map { "segments \($0.z), codec fingerprint \(String(UInt64(bitPattern: $0.w), radix: 16))" })
         }
         if let residual, residual.count != buffer.count {
             preconditionFailure("error-feedback residual has \(residual.count) values, gradient \(buffer.count)")
@@ -162,6 +170,13 @@ public final class RingAllReduce {
             if k + window < units { try postReceive(unit: k + window, ctx) }
         }
         try drainSends()
+    }
+
+    /// FNV-1a of a codec's name, for the agreement above.
+    static func fingerprint(_ name: String) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int64(bitPattern: hash)
     }
 
     // MARK: - The three moves of one unit

@@ -86,6 +86,27 @@ final class RingAllReduceTests: XCTestCase {
         }
     }
 
+    /// Property: ranks with different codecs or segment sizes would exchange different
+    /// numbers or sizes of messages; that is an error on every rank, never a hang.
+    func testCodecOrSegmentMismatchIsAnErrorOnEveryRank() throws {
+        for oddRank in [(FP16Codec() as GradientCodec, 1 << 20), (FP32Codec() as GradientCodec, 4096)] {
+            let outcomes = try InProcessCluster.run(size: 3) { transport -> String in
+                let ring = transport.rank == 2 ? RingAllReduce(transport: transport, codec: oddRank.0, segmentBytes: oddRank.1)
+                                               : RingAllReduce(transport: transport, segmentBytes: 1 << 20)
+                var buffer = [Float](repeating: 1, count: 100_000)
+                do {
+                    try ring.average(&buffer)
+                    return "no error"
+                } catch let error as CollectiveError {
+                    return "\(error)"
+                }
+            }
+            for (rank, message) in outcomes.enumerated() {
+                XCTAssertTrue(message.contains("codec and segment size"), "rank \(rank): \(message)")
+            }
+        }
+    }
+
     func testPartitionCoversBufferExactlyOnce() {
         // Property: chunks and segments tile [0, count) in order, without gaps or overlap.
         for count in [0, 1, 5, 97, 1000] {
