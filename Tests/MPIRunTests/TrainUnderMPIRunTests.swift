@@ -43,6 +43,29 @@ final class TrainUnderMPIRunTests: XCTestCase {
         }
     }
 
+    /// Property: gradients in a shared-memory window (the ring's zero-copy steps, the default
+    /// on one host) and in private memory (messages) train to bit-identical parameters.
+    func testZeroCopyAndMessageRingsTrainToTheSameParameters() throws {
+        let shared = runDirectory(), messages = runDirectory()
+        let outcome = try train(np: 2, [], dir: shared)
+        XCTAssertTrue(outcome.output.contains("gradients in shared memory"), outcome.output)
+        let other = try train(np: 2, ["--set", "comm.shared_memory=false"], dir: messages)
+        XCTAssertFalse(other.output.contains("gradients in shared memory"), other.output)
+        XCTAssertEqual(try summary(shared)["param_hash"] as? String, try summary(messages)["param_hash"] as? String)
+    }
+
+    /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both.
+    func testScalingScriptTabulatesEveryWorldSize() throws {
+        let out = runDirectory()
+        let outcome = try MPIRun.runProcess(["env", "STEPS=20", "OUT=\(out)", MPIRun.packageRoot.path + "/launch/scaling.sh", "2"],
+                                            timeout: 240)
+        assertSucceeded(outcome, "launch/scaling.sh 2")
+        let rows = try String(contentsOfFile: out + "/scaling.tsv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rows.count, 3, "header + np 1 + np 2: \(rows)")
+        XCTAssertTrue(rows[1].hasPrefix("1\t128\t") && rows[2].hasPrefix("2\t128\t"), "\(rows)")
+        XCTAssertTrue(rows[1].contains("100%"), "np 1 is the baseline: \(rows[1])")
+    }
+
     func testReplicasStayBitIdenticalWithEveryCodec() throws {
         for codec in ["fp16", "bf16", "int8", "int8sr+zstd", "zstd"] {
             let dir = runDirectory()
