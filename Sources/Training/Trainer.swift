@@ -52,8 +52,15 @@ public final class Trainer {
         // On one host the gradient buffer lives in a shared-memory window, so the fp32 ring's
         // steps are loads from the peers' buffers (RingAllReduce+ZeroCopy.swift).
         let sharing = config.sharedMemory && n > 1 ? transport as? SharedMemoryTransport : nil
+        // If the window cannot be had (e.g. a small /dev/shm), this rank keeps private memory:
+        // the ring agrees on its path every call, so every rank then uses messages.
         let model = try config.modelSpec.build(inputShape: train.inputShape, classes: train.classes, seed: config.seed,
-                                               gradientStorage: sharing.map { shared in { count in try shared.allocateShared(count: max(1, count))?.local } })
+                                               gradientStorage: sharing.map { shared in { count in
+            do { return try shared.allocateShared(count: max(1, count))?.local } catch {
+                self.log("warning: rank \(rank): no shared-memory window for the gradients (\(error)); the all-reduce uses messages")
+                return nil
+            }
+        } })
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let sampler = try agreeOn("shard the dataset") {
