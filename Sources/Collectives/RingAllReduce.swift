@@ -76,14 +76,17 @@ public final class RingAllReduce {
     /// The segment size the next call uses.
     public var segmentBytes: Int { requestedSegmentBytes ?? Self.defaultSegmentBytes(for: codec) }
 
-    /// fp32: 4 MiB. Each message costs a rendezvous, and over shared memory MPI copies a
-    /// message inside the receiver's wait, so segments overlap nothing there; over TCP, 4 MiB
-    /// beat 1 MiB at 16 MiB buffers (1.04–1.23× vs 0.95–1.10× MPI_Allreduce, np 2,
-    /// `bench allreduce --buffers private --segment-bytes`). Lossy codecs: 1 MiB, so that
-    /// encoding the next segment overlaps sending this one (int8 at 4 MiB buffers: 1 MiB
-    /// segments 0.92–0.99×, 4 MiB 0.85–0.86× the fp32 MPI_Allreduce on shared memory).
+    /// fp32: 512 KiB. Over TCP (`--mca btl tcp,self`, np 2, three interleaved runs) 512 KiB gave
+    /// 1.24–1.31× MPI_Allreduce at 4 MiB, 1.10–1.21× at 16 MiB and 2.10–2.17× at 64 MiB,
+    /// against 0.98–1.10/1.04–1.12/1.87–1.90× for 256 KiB (each message costs a rendezvous) and
+    /// 0.97–1.03/1.01–1.13/1.58–1.65× for 4 MiB (too few segments to overlap the reduction with
+    /// the wire). Over shared memory, messages cost the same at 512 KiB–4 MiB (0.92–1.04×), and
+    /// on one host the fp32 ring normally skips messages altogether (zero-copy steps). Lossy
+    /// codecs: 1 MiB, so that encoding one segment overlaps sending the previous one (int8 at
+    /// 4 MiB buffers: 1 MiB segments 0.92–0.99×, 4 MiB 0.85–0.86× the fp32 MPI_Allreduce over
+    /// shared memory).
     public static func defaultSegmentBytes(for codec: GradientCodec) -> Int {
-        codec.isIdentity ? 4 << 20 : 1 << 20
+        codec.isIdentity ? 512 << 10 : 1 << 20
     }
     /// Receives posted ahead of the one being reduced.
     public let window: Int

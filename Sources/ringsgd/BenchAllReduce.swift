@@ -31,7 +31,7 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Timed iterations per size (median reported).")
     var iterations: Int = 20
 
-    @Option(help: "Ring segment size in bytes (default: 4 MiB for fp32, 1 MiB for lossy codecs).")
+    @Option(help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
     var segmentBytes: Int?
 
     enum Buffers: String, ExpressibleByArgument, CaseIterable { case auto, shared, `private` }
