@@ -12,6 +12,11 @@ func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// Which of OpenBLAS's kernel sets this process runs ("Haswell", "SkylakeX", …).
+public enum BLASKernels {
+    public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+}
+
 /// OpenBLAS's thread count for this process (ringsgd runs one rank per core: 1).
 public enum BLASThreads {
     public static func set(_ threads: Int) { openblas_set_num_threads(Int32(threads)) }

@@ -56,6 +56,8 @@ struct BenchCompute: ParsableCommand {
         let samplesPerSecond = Double(batch) / perStep
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")
+        print("bench compute: OpenBLAS kernels \(BLASKernels.coreName)"
+              + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""))
         print(String(format: "model %@ batch %d: %.0f samples/s, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
                      model.rawValue, batch, samplesPerSecond, perStep * 1e3, gflops, steps))
         if let json {
