@@ -36,15 +36,18 @@ public final class Conv2d: Layer {
                 algorithm: Algorithm? = nil) {
         precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                      "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
-        precondition(algorithm != .winograd || (kernel == 3 && stride == 1 && padding == 1),
-                     "Conv2d: Winograd F(2×2, 3×3) needs kernel 3, stride 1, padding 1")
         self.requestedAlgorithm = algorithm
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernel = kernel
         self.stride = stride
         self.padding = padding
+        precondition(algorithm != .winograd || winogradApplies,
+                     "Conv2d: Winograd F(2×2, 3×3) needs kernel 3, stride 1, padding 1")
     }
+
+    /// Winograd F(2×2, 3×3) computes exactly this shape of convolution.
+    private var winogradApplies: Bool { kernel == 3 && stride == 1 && padding == 1 }
 
     public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
     /// The algorithm in use (known once the input shape is).
@@ -66,9 +69,8 @@ public final class Conv2d: Layer {
         guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
-        let winogradApplies = kernel == 3 && stride == 1 && padding == 1
-        winograd = (requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd : .im2col)) == .winograd
-            ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width) : nil
+        let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd : .im2col)
+        winograd = chosen == .winograd ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width) : nil
         return [outChannels, outHeight, outWidth]
     }
 
@@ -98,11 +100,12 @@ public final class Conv2d: Layer {
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
-        let y = output.pointer, p = product.pointer, P = positions
+        let y = output.pointer
         if let winograd {
             winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch)
             return UnsafePointer(y)
         }
+        let p = product.pointer, P = positions
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             im2col(x, images: first ..< first + images)

@@ -15,6 +15,10 @@ public struct ParameterView: Equatable, CustomStringConvertible {
     public var description: String { "\(name)[\(offset)..<\(offset + count)]" }
 }
 
+/// Provides a zero-filled buffer for `count` gradients that outlives the model (e.g. in an MPI
+/// shared-memory window), or nil to let the model allocate its own.
+public typealias GradientStorage = (_ count: Int) throws -> UnsafeMutableBufferPointer<Float>?
+
 /// A model's parameters in one contiguous Float buffer and its gradients in another.
 ///
 /// **The order is a contract.** Views are laid out in layer order, and within a layer weight
@@ -33,7 +37,7 @@ public final class FlatParameters {
     /// `gradientStorage`, if given, provides the gradient buffer for the total count — e.g. an
     /// MPI shared-memory window, so that the all-reduce can read peers' gradients in place. It
     /// must be zero-filled, should be 64-byte aligned, and must outlive this object; nil means allocate here.
-    init(views: [ParameterView], gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws {
+    init(views: [ParameterView], gradientStorage: GradientStorage? = nil) throws {
         self.views = views
         let total = views.last.map { $0.offset + $0.count } ?? 0
         // 64-byte alignment: vector loads never split a cache line at a view's start.

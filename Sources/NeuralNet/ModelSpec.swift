@@ -23,7 +23,7 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
 
     /// Builds the model for inputs of `inputShape` ([C, H, W]) and `classes` outputs.
     public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0,
-                      gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws -> Sequential {
+                      gradientStorage: GradientStorage? = nil) throws -> Sequential {
         let features = inputShape.reduce(1, *)
         var layers: [Layer] = []
         switch self {

@@ -17,7 +17,7 @@ public final class Sequential {
 
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
     public init(_ layers: [Layer], inputShape: [Int],
-                gradientStorage: ((Int) throws -> UnsafeMutableBufferPointer<Float>?)? = nil) throws {
+                gradientStorage: GradientStorage? = nil) throws {
         self.layers = layers
         self.inputShape = inputShape
         var shape = inputShape

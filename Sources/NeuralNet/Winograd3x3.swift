@@ -194,7 +194,7 @@ final class Winograd3x3 {
                 }
             }
         }
-        transposeWeightGradient(into: weightGrad)
+        inverseTransformWeightGradient(into: weightGrad)
     }
 
     /// dM = A dy Aᵀ for each 2×2 tile of one gradient plane (zero beyond the image); returns
@@ -231,23 +231,21 @@ final class Winograd3x3 {
             for tx in 0 ..< tileColumns {
                 let q = vt + ty * tileColumns + tx
                 // B dV: rows f0 = e0, f1 = e1 − e2 + e3, f2 = −e0 + e1 + e2, f3 = −e3 (e_i = row i of dV).
-                var f = (SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>(), SIMD4<Float>())
                 let e0 = SIMD4(q[0], q[s], q[2 * s], q[3 * s]), e1 = SIMD4(q[4 * s], q[5 * s], q[6 * s], q[7 * s])
                 let e2 = SIMD4(q[8 * s], q[9 * s], q[10 * s], q[11 * s]), e3 = SIMD4(q[12 * s], q[13 * s], q[14 * s], q[15 * s])
-                f.0 = e0; f.1 = e1 - e2 + e3; f.2 = e1 + e2 - e0; f.3 = -e3
                 // Each row r · Bᵀ = (r0, r1 − r2 + r3, −r0 + r1 + r2, −r3), added into the window.
                 func add(_ i: Int, _ r: SIMD4<Float>) {
                     let d = plane + (2 * ty + i) * PW + 2 * tx
                     d[0] += r[0]; d[1] += r[1] - r[2] + r[3]; d[2] += r[1] + r[2] - r[0]; d[3] -= r[3]
                 }
-                add(0, f.0); add(1, f.1); add(2, f.2); add(3, f.3)
+                add(0, e0); add(1, e1 - e2 + e3); add(2, e1 + e2 - e0); add(3, -e3)
             }
         }
         for h in 0 ..< height { dx.advanced(by: h * width).update(from: plane + (h + 1) * PW + 1, count: width) }
     }
 
     /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
-    private func transposeWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
+    private func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
         let pairs = outChannels * inChannels
         for pair in 0 ..< pairs {
             let d = du + pair

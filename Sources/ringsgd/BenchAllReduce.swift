@@ -34,17 +34,8 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
     var segmentBytes: Int?
 
-    enum Buffers: String, ExpressibleByArgument, CaseIterable { case auto, shared, `private` }
-
-    @Option(help: "Where the buffers live: shared (an MPI shared-memory window when every rank is on this host, so the fp32 ring's steps are direct loads; ranks on several hosts fall back to private), private (ordinary memory: every ring step is an MPI message), or auto (shared, unless the BTL was restricted to exclude shared memory, e.g. --mca btl tcp,self, which asks to measure messages).")
-    var buffers: Buffers = .auto
-
-    /// `auto` resolved: a BTL list without vader/sm means the user wants messages measured.
-    var resolvedBuffers: Buffers {
-        guard buffers == .auto else { return buffers }
-        guard let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] else { return .shared }
-        return btl.contains("vader") || btl.contains("sm") ? .shared : .private
-    }
+    @Option(help: "Where the buffers live: auto, shared or private (see BufferPlacement); ranks on several hosts always use private.")
+    var buffers: BufferPlacement = .auto
 
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
     var gradient: String?
@@ -81,7 +72,7 @@ struct BenchAllReduce: ParsableCommand {
             return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         }
         // One segment for the largest size, reused: windows are allocated collectively, once.
-        let segment = resolvedBuffers == .shared ? try transport.allocateShared(count: max(1, sizes.last! / 4)) : nil
+        let segment = buffers.resolved == .shared ? try transport.allocateShared(count: max(1, sizes.last! / 4)) : nil
         if rank == 0 {
             print("# ringsgd bench allreduce: np \(n), transport \(label), MPI thread level \(MPIRuntime.shared.threadLevel)")
             print("# input: \(gradient.map { "gradient dumped from a training run, \($0)" } ?? "synthetic gradient-like data (Laplace, log-uniform scales per 4096 values, 10 % zeros)")")

@@ -31,10 +31,8 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes (small values exercise many segments; default: the ring's for the codec).")
     var segmentBytes: Int?
 
-    @Option(help: "Where the ring's buffers live: shared (an MPI shared-memory window, when every rank is on this host) or private.")
-    var buffers: Buffers = .private
-
-    enum Buffers: String, ExpressibleByArgument, CaseIterable { case shared, `private` }
+    @Option(help: "Where the ring's buffers live: private, shared or auto (see BufferPlacement).")
+    var buffers: BufferPlacement = .private
 
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
@@ -52,7 +50,7 @@ struct CheckAllReduce: ParsableCommand {
         let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(codec), segmentBytes: segmentBytes)
         let parsed = counts.split(separator: ",").compactMap { Int($0) }
         let bound = tolerance ?? (ring.codec.isIdentity ? Double(n) * 0x1p-23 : 0.05)
-        let segment = buffers == .shared ? try transport.allocateShared(count: max(1, parsed.max() ?? 1)) : nil
+        let segment = buffers.resolved == .shared ? try transport.allocateShared(count: max(1, parsed.max() ?? 1)) : nil
         if buffers == .shared && segment == nil {
             throw AgreedError("--buffers shared needs every rank on one host; these ranks span several")
         }
@@ -77,10 +75,14 @@ struct CheckAllReduce: ParsableCommand {
             let path = ring.lastCallWasZeroCopy ? "zero-copy" : "messages"
             int8?.reseed(UInt64(rank) &+ 99)
             try average(&second)
-            var viaMessages = input
-            int8?.reseed(UInt64(rank) &+ 99)
-            try ring.average(&viaMessages)
-            let sameAsMessages = first.withUnsafeBytes { a in viaMessages.withUnsafeBytes { b in a.elementsEqual(b) } }
+            // In shared memory, also against the message ring on private memory (there it *is* `first`).
+            var sameAsMessages = true
+            if segment != nil {
+                var viaMessages = input
+                int8?.reseed(UInt64(rank) &+ 99)
+                try ring.average(&viaMessages)
+                sameAsMessages = first.withUnsafeBytes { a in viaMessages.withUnsafeBytes { b in a.elementsEqual(b) } }
+            }
             try reference.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
             var magnitude = input.map { abs($0) }
             try magnitude.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
@@ -104,12 +106,12 @@ struct CheckAllReduce: ParsableCommand {
                                            : bound * Double(magnitude[i]) + 1e-30
                 worst = max(worst, Double(abs(first[i] - reference[i])) / allowed)
             }
-            let hashes = try RingAllGather.gather(fnv1a(first), over: transport)
+            let hashes = try RingAllGather.gather(first.withUnsafeBytes { FastHash.hash($0) }, over: transport)
             let identical = hashes.allSatisfy { $0 == hashes[0] }
             let verdicts = try RingAllGather.gather(repeatable && sameAsMessages && worst <= 1 ? 1 as Int32 : 0, over: transport)
             let ok = identical && verdicts.allSatisfy { $0 == 1 }
             if rank == 0 {
-                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(ring.segmentBytes) buffers=\(buffers) path=\(path) "
+                print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(ring.segmentBytes) buffers=\(segment != nil ? "shared" : "private") path=\(path) "
                       + "identical_across_ranks=\(identical) repeatable=\(repeatable) shared_equals_messages=\(sameAsMessages) "
                       + String(format: "worst_error_vs_mpi=%.3f_of_bound", worst) + " \(ok ? "PASS" : "FAIL")")
             }
@@ -118,15 +120,5 @@ struct CheckAllReduce: ParsableCommand {
                                   + "(identical=\(identical), per-rank verdicts \(verdicts))")
             }
         }
-    }
-}
-
-/// FNV-1a 64 over a Float array's bytes: equal hashes ⇔ (with overwhelming probability)
-/// bit-identical arrays.
-func fnv1a(_ values: [Float]) -> UInt64 {
-    values.withUnsafeBytes { bytes in
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return hash
     }
 }

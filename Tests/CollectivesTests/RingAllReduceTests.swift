@@ -69,17 +69,22 @@ final class RingAllReduceTests: XCTestCase {
         }
     }
 
-    func testLengthMismatchIsAnErrorOnEveryRank() throws {
-        let outcomes = try InProcessCluster.run(size: 3) { transport -> String in
-            let ring = RingAllReduce(transport: transport)
-            var buffer = [Float](repeating: 1, count: transport.rank == 1 ? 10 : 12)
+    /// Runs one all-reduce on 3 ranks, each with its own ring and length; returns each rank's
+    /// error message ("no error" if it returned).
+    func errorsOnEveryRank(ring: @escaping (Transport) -> RingAllReduce, count: @escaping (Int) -> Int) throws -> [String] {
+        try InProcessCluster.run(size: 3) { transport -> String in
+            var buffer = [Float](repeating: 1, count: count(transport.rank))
             do {
-                try ring.average(&buffer)
+                try ring(transport).average(&buffer)
                 return "no error"
             } catch let error as CollectiveError {
                 return "\(error)"
             }
         }
+    }
+
+    func testLengthMismatchIsAnErrorOnEveryRank() throws {
+        let outcomes = try errorsOnEveryRank(ring: { RingAllReduce(transport: $0) }, count: { $0 == 1 ? 10 : 12 })
         for (rank, message) in outcomes.enumerated() {
             XCTAssertTrue(message.contains("different buffer lengths"), "rank \(rank): \(message)")
             XCTAssertTrue(message.contains("rank 1: 10"), "rank \(rank) must name the odd rank: \(message)")
@@ -90,17 +95,10 @@ final class RingAllReduceTests: XCTestCase {
     /// numbers or sizes of messages; that is an error on every rank, never a hang.
     func testCodecOrSegmentMismatchIsAnErrorOnEveryRank() throws {
         for oddRank in [(FP16Codec() as GradientCodec, 1 << 20), (FP32Codec() as GradientCodec, 4096)] {
-            let outcomes = try InProcessCluster.run(size: 3) { transport -> String in
-                let ring = transport.rank == 2 ? RingAllReduce(transport: transport, codec: oddRank.0, segmentBytes: oddRank.1)
-                                               : RingAllReduce(transport: transport, segmentBytes: 1 << 20)
-                var buffer = [Float](repeating: 1, count: 100_000)
-                do {
-                    try ring.average(&buffer)
-                    return "no error"
-                } catch let error as CollectiveError {
-                    return "\(error)"
-                }
-            }
+            let outcomes = try errorsOnEveryRank(ring: { transport in
+                transport.rank == 2 ? RingAllReduce(transport: transport, codec: oddRank.0, segmentBytes: oddRank.1)
+                                    : RingAllReduce(transport: transport, segmentBytes: 1 << 20)
+            }, count: { _ in 100_000 })
             for (rank, message) in outcomes.enumerated() {
                 XCTAssertTrue(message.contains("codec and segment size"), "rank \(rank): \(message)")
             }
