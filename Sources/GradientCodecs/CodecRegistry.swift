@@ -8,42 +8,71 @@
 public enum CodecRegistry {
     public static let validNames = "none, fp16, bf16, int8[:BLOCK], int8sr[:BLOCK], each optionally +zstd[:LEVEL], or zstd[:LEVEL]"
 
+    /// A codec name that does not parse; says which part is wrong and what is allowed.
     public struct UnknownCodec: Error, CustomStringConvertible {
         public let name: String
-        public var description: String { "unknown codec '\(name)'; valid codecs: \(CodecRegistry.validNames)" }
+        /// What is wrong with it (nil: the base name itself is unknown).
+        public let problem: String?
+        public init(name: String, problem: String? = nil) { self.name = name; self.problem = problem }
+        public var description: String {
+            if let problem { return "codec '\(name)': \(problem)" }
+            return "unknown codec '\(name)'; valid codecs: \(CodecRegistry.validNames)"
+        }
     }
+
+    /// Block sizes int8 accepts: one scale per block, so the block fits the scale's header.
+    public static let int8BlockSizes = 1 ... 1 << 20
+    /// zstd's compression levels.
+    public static let zstdLevels = 1 ... 22
 
     /// Builds a fresh codec instance (each ring owns its own: codecs carry scratch state).
     public static func make(_ name: String) throws -> GradientCodec {
         let parts = name.lowercased().split(separator: "+", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 1 || parts.count == 2 else { throw UnknownCodec(name: name) }
-        func zstdLevel(_ spec: String) throws -> Int? {
-            let pieces = spec.split(separator: ":", omittingEmptySubsequences: false)
-            guard pieces[0] == "zstd", pieces.count <= 2 else { return nil }
-            guard pieces.count == 2 else { return 1 }
-            guard let level = Int(pieces[1]), (1 ... 22).contains(level) else { throw UnknownCodec(name: name) }
-            return level
+        guard parts.count == 1 || parts.count == 2 else {
+            throw UnknownCodec(name: name, problem: "at most one '+' (BASE+zstd[:LEVEL]); valid codecs: \(validNames)")
         }
-        if parts.count == 1, let level = try zstdLevel(parts[0]) { return ZstdStage(inner: FP32Codec(), level: level) }
+        if parts.count == 1, parts[0].hasPrefix("zstd") { return ZstdStage(inner: FP32Codec(), level: try zstdLevel(parts[0], in: name)) }
         let base = try makeBase(parts[0], fullName: name)
         guard parts.count == 2 else { return base }
-        guard let level = try zstdLevel(parts[1]) else { throw UnknownCodec(name: name) }
-        return ZstdStage(inner: base, level: level)
+        guard parts[1].hasPrefix("zstd") else {
+            throw UnknownCodec(name: name, problem: "only zstd[:LEVEL] may follow '+', got '\(parts[1])'")
+        }
+        return ZstdStage(inner: base, level: try zstdLevel(parts[1], in: name))
+    }
+
+    /// `zstd` or `zstd:LEVEL`.
+    private static func zstdLevel(_ spec: String, in name: String) throws -> Int {
+        let pieces = spec.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard pieces[0] == "zstd" else { throw UnknownCodec(name: name) }
+        guard pieces.count > 1 else { return 1 }
+        guard pieces.count == 2, let level = Int(pieces[1]), zstdLevels.contains(level) else {
+            throw UnknownCodec(name: name, problem: "zstd level must be an integer in \(zstdLevels.lowerBound)…\(zstdLevels.upperBound), got '\(pieces.dropFirst().joined(separator: ":"))'")
+        }
+        return level
     }
 
     private static func makeBase(_ spec: String, fullName: String) throws -> GradientCodec {
         let pieces = spec.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        switch pieces[0] {
-        case "none", "fp32" where pieces.count == 1: return FP32Codec()
-        case "fp16" where pieces.count == 1: return FP16Codec()
-        case "bf16" where pieces.count == 1: return BF16Codec()
+        let base = pieces[0], parameter = pieces.dropFirst().joined(separator: ":")
+        switch base {
+        case "none", "fp32", "fp16", "bf16":
+            guard pieces.count == 1 else {
+                throw UnknownCodec(name: fullName, problem: "\(base) takes no parameter, got ':\(parameter)'")
+            }
+            switch base {
+            case "fp16": return FP16Codec()
+            case "bf16": return BF16Codec()
+            default: return FP32Codec()
+            }
         case "int8", "int8sr":
             var block = 256
-            if pieces.count == 2 {
-                guard let b = Int(pieces[1]), b >= 1, b <= 1 << 20 else { throw UnknownCodec(name: fullName) }
+            if pieces.count > 1 {
+                guard pieces.count == 2, let b = Int(parameter), int8BlockSizes.contains(b) else {
+                    throw UnknownCodec(name: fullName, problem: "\(base) block size must be an integer in \(int8BlockSizes.lowerBound)…\(int8BlockSizes.upperBound), got '\(parameter)'")
+                }
                 block = b
-            } else if pieces.count > 2 { throw UnknownCodec(name: fullName) }
-            return Int8BlockCodec(blockSize: block, stochasticRounding: pieces[0] == "int8sr")
+            }
+            return Int8BlockCodec(blockSize: block, stochasticRounding: base == "int8sr")
         default: throw UnknownCodec(name: fullName)
         }
     }

@@ -1,8 +1,9 @@
 /// Inverted dropout (PyTorch `nn.Dropout`): in training each value is zeroed with
 /// probability p and the survivors scaled by 1/(1−p), so evaluation is the identity.
 ///
-/// The mask comes from a generator seeded at construction (the trainer derives the seed from
-/// the run seed and rank), so a run and its resumption draw the same masks.
+/// The mask comes from `generator`, which the trainer reseeds every step through
+/// `Sequential.reseedDropout` (a function of seed, rank, layer and step), so a run and its
+/// resumption draw the same masks.
 public final class Dropout: Layer {
     public let probability: Float
     public var generator: SeededGenerator

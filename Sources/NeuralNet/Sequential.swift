@@ -54,6 +54,18 @@ public final class Sequential {
         for layer in layers { layer.initialize(using: &generator) }
     }
 
+    /// Sets every dropout layer's mask stream for one training step, as a function of
+    /// (seed, rank, layer index, step) alone: a resumed run draws the same masks with nothing
+    /// checkpointed, ranks draw different ones (their samples differ too), and each layer has
+    /// its own stream — layers sharing one would drop the same units in every layer of equal width.
+    public func reseedDropout(seed: UInt64, rank: Int, step: Int) {
+        for (index, layer) in layers.enumerated() {
+            guard let dropout = layer as? Dropout else { continue }
+            var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | UInt64(index))
+            dropout.generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
+        }
+    }
+
     /// Allocates activations and scratch for batches up to `batch`; the hot path never allocates.
     public func reserve(batch: Int) {
         guard batch > reservedBatch else { return }

@@ -35,9 +35,14 @@ final class Winograd3x3 {
     private var tilesPerImage: Int { tileRows * tileColumns }
     private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
     private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
-    /// One zero-bordered plane of (2·tileRows + 2) × (2·tileColumns + 2): input for the
-    /// forward transform, accumulator for the input gradient.
-    private let plane: UnsafeMutablePointer<Float>
+    /// Two planes of (2·tileRows + 2) × (2·tileColumns + 2), each with its own invariant:
+    /// `inputPlane` is the zero-padded input of the forward transform — only its interior is
+    /// ever written, so its border stays zero (the convolution's padding) for the layer's
+    /// life; `gradientPlane` accumulates the overlapping windows of the input gradient, border
+    /// included, and is cleared before each plane. Sharing one buffer for both made a forward
+    /// that follows a backward read the last gradient's border values as padding: results
+    /// then depended on the previous step, and a resumed run diverged from an uninterrupted one.
+    private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
     private var planeWidth: Int { 2 * tileColumns + 2 }
     private var planeCount: Int { (2 * tileRows + 2) * planeWidth }
 
@@ -58,11 +63,12 @@ final class Winograd3x3 {
         du = allocate(16 * outChannels * inChannels)
         v = allocate(16 * inChannels * chunk * tiles)
         m = allocate(16 * outChannels * chunk * tiles)
-        plane = allocate((2 * tileRows + 2) * (2 * tileColumns + 2))
+        inputPlane = allocate((2 * tileRows + 2) * (2 * tileColumns + 2))
+        gradientPlane = allocate((2 * tileRows + 2) * (2 * tileColumns + 2))
     }
 
     deinit {
-        for p in [u, du, v, m, plane] { UnsafeMutableRawPointer(p).deallocate() }
+        for p in [u, du, v, m, inputPlane, gradientPlane] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
     // MARK: Forward
@@ -116,9 +122,9 @@ final class Winograd3x3 {
         for (g, image) in images.enumerated() {
             for c in 0 ..< C {
                 let source = x + (image * C + c) * height * width
-                for h in 0 ..< height { (plane + (h + 1) * PW + 1).update(from: source + h * width, count: width) }
+                for h in 0 ..< height { (inputPlane + (h + 1) * PW + 1).update(from: source + h * width, count: width) }
                 for ty in 0 ..< tileRows {
-                    let p0 = plane + 2 * ty * PW, p1 = p0 + PW, p2 = p1 + PW, p3 = p2 + PW
+                    let p0 = inputPlane + 2 * ty * PW, p1 = p0 + PW, p2 = p1 + PW, p3 = p2 + PW
                     let out = v + c * T + g * tilesPerImage + ty * tileColumns
                     for tx in 0 ..< tileColumns {
                         let k = 2 * tx
@@ -223,9 +229,9 @@ final class Winograd3x3 {
     }
 
     /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 4×4 input window, for one plane; the
-    /// windows overlap, so they are summed in the zero-bordered `plane` and its interior copied out.
+    /// windows overlap, so they are summed in `gradientPlane` and its interior copied out.
     private func inverseTransformInput(from vt: UnsafePointer<Float>, stride s: Int, into dx: UnsafeMutablePointer<Float>) {
-        let PW = planeWidth
+        let PW = planeWidth, plane = gradientPlane
         plane.update(repeating: 0, count: planeCount)
         for ty in 0 ..< tileRows {
             for tx in 0 ..< tileColumns {

@@ -134,8 +134,33 @@ final class CodecTests: XCTestCase {
     }
 
     func testUnknownCodecNamesListTheValidOnes() {
-        for name in ["fp12", "int8+lz4", "zstd:99", "int8:0", "fp16+zstd+zstd"] {
+        for name in ["fp12", "lz4+zstd", "fp16+zstd+zstd"] {
             XCTAssertThrowsError(try CodecRegistry.make(name)) { XCTAssertTrue("\($0)".contains("valid codecs: none, fp16"), "\($0)") }
+        }
+    }
+
+    /// Property: every parameter a codec name carries is checked — a parameter on a codec that
+    /// takes none is rejected (`none:7` was once accepted), and an out-of-range block size or
+    /// level names the part that is wrong and the allowed range.
+    func testCodecParametersAreValidatedAndTheWrongPartNamed() {
+        let cases: [(String, String)] = [
+            ("none:7", "none takes no parameter, got ':7'"),
+            ("none:garbage", "none takes no parameter"),
+            ("fp32:7", "fp32 takes no parameter"),
+            ("fp16:3", "fp16 takes no parameter"),
+            ("bf16:1+zstd", "bf16 takes no parameter"),
+            ("int8:0", "int8 block size must be an integer in 1…1048576, got '0'"),
+            ("int8sr:abc", "int8sr block size must be an integer in 1…1048576, got 'abc'"),
+            ("int8:4:4", "int8 block size must be an integer in 1…1048576, got '4:4'"),
+            ("zstd:99", "zstd level must be an integer in 1…22, got '99'"),
+            ("int8+zstd:0", "zstd level must be an integer in 1…22, got '0'"),
+            ("int8+lz4", "only zstd[:LEVEL] may follow '+', got 'lz4'"),
+        ]
+        for (name, expected) in cases {
+            XCTAssertThrowsError(try CodecRegistry.make(name), name) { XCTAssertTrue("\($0)".contains(expected), "\(name): \($0)") }
+        }
+        for name in ["none", "fp32", "fp16", "bf16", "int8", "int8:1", "int8sr:1048576", "zstd", "zstd:22", "int8+zstd:3", "FP16+ZSTD"] {
+            XCTAssertNoThrow(try CodecRegistry.make(name), name)
         }
     }
 }

@@ -221,3 +221,80 @@ final class WinogradTests: XCTestCase {
         XCTAssertEqual(convolutions.map(\.algorithm), [.im2col, .winograd], "1 input channel: im2col; 32: Winograd")
     }
 }
+
+/// A step's result may depend only on the parameters and that step's input: no layer may
+/// carry activations, padding or scratch from one call to the next. (Winograd's padded input
+/// plane once shared its buffer with the input-gradient accumulator, so every forward after a
+/// backward read the previous gradient as padding, and a resumed cnn run diverged.)
+final class StatelessStepTests: XCTestCase {
+    func batch(_ model: Sequential, _ size: Int, seed: UInt64) -> ([Float], [Int32]) {
+        var generator = SeededGenerator(seed: seed)
+        return ((0 ..< size * model.inputSize).map { _ in generator.uniform(-1, 1) },
+                (0 ..< size).map { _ in Int32(generator.next() % UInt64(model.classes)) })
+    }
+
+    /// One training step and one evaluation of `data`, as bit patterns: the loss, every
+    /// parameter gradient and the evaluation logits.
+    func step(_ model: Sequential, _ data: ([Float], [Int32])) throws -> (loss: UInt64, gradients: [UInt32], logits: [UInt32]) {
+        let size = data.1.count
+        let result = try data.0.withUnsafeBufferPointer { x in
+            try data.1.withUnsafeBufferPointer { y in try model.computeGradients(input: x, labels: y, batch: size) }
+        }
+        let gradients = model.parameters.gradients.map(\.bitPattern)
+        let logits = try data.0.withUnsafeBufferPointer { x in
+            let output = try model.forward(x, batch: size, training: false)
+            return (0 ..< size * model.classes).map { output[$0].bitPattern }
+        }
+        return (result.loss.bitPattern, gradients, logits)
+    }
+
+    /// Property: after steps on other batches (and an evaluation at another batch size), a model
+    /// gives bit for bit what a freshly built model with the same parameters gives.
+    func testEveryModelKindGivesTheSameResultFreshAndAfterEarlierSteps() throws {
+        let specs: [(ModelSpec, [Int])] = [(.cnn, [1, 12, 8]), (.mlp(hidden: [16, 16], dropout: 0), [1, 6, 5]), (.linear, [1, 6, 5])]
+        for (spec, shape) in specs {
+            let used = try spec.build(inputShape: shape, classes: 4), fresh = try spec.build(inputShape: shape, classes: 4)
+            used.initialize(seed: 5); fresh.initialize(seed: 5)
+            used.reserve(batch: 9); fresh.reserve(batch: 9)
+            for seed in UInt64(10) ..< 13 { _ = try step(used, batch(used, 9, seed: seed)) }
+            _ = try step(used, batch(used, 3, seed: 20))
+            let target = batch(used, 7, seed: 99)
+            let a = try step(used, target), b = try step(fresh, target)
+            XCTAssertEqual(a.loss, b.loss, "\(spec): loss")
+            XCTAssertEqual(a.gradients, b.gradients, "\(spec): gradients")
+            XCTAssertEqual(a.logits, b.logits, "\(spec): evaluation logits")
+        }
+    }
+
+    /// The same property for Winograd alone, on an odd shape (partial edge tiles), with the
+    /// input gradient asked for so the accumulator is exercised.
+    func testWinogradConvolutionCarriesNoStateBetweenCalls() throws {
+        func model() throws -> Sequential {
+            try Sequential([Conv2d(2, 8, kernel: 3, padding: 1), ReLU(),
+                            Conv2d(8, 3, kernel: 3, padding: 1, algorithm: .winograd), Flatten(), Linear(3 * 5 * 7, 4)],
+                           inputShape: [2, 5, 7])
+        }
+        let used = try model(), fresh = try model()
+        used.initialize(seed: 1); fresh.initialize(seed: 1)
+        for seed in UInt64(0) ..< 3 { _ = try step(used, batch(used, 4, seed: seed)) }
+        let target = batch(used, 4, seed: 42)
+        XCTAssertEqual(try step(used, target).gradients, try step(fresh, target).gradients)
+    }
+
+    /// Dropout masks are a function of (seed, rank, layer, step): reproducible, and different
+    /// for two layers of the same width, for two ranks and for two steps.
+    func testDropoutLayersDrawIndependentReproducibleMasks() throws {
+        let model = try ModelSpec.mlp(hidden: [32, 32], dropout: 0.5).build(inputShape: [1, 4, 4], classes: 3)
+        let dropouts = model.layers.compactMap { $0 as? Dropout }
+        XCTAssertEqual(dropouts.count, 2)
+        model.reseedDropout(seed: 7, rank: 0, step: 3)
+        let first = dropouts.map(\.generator)
+        XCTAssertNotEqual(first[0], first[1], "two dropout layers must not share a mask stream")
+        model.reseedDropout(seed: 7, rank: 0, step: 3)
+        XCTAssertEqual(dropouts.map(\.generator), first, "same (seed, rank, step): same masks")
+        model.reseedDropout(seed: 7, rank: 1, step: 3)
+        XCTAssertNotEqual(dropouts[0].generator, first[0], "ranks draw different masks")
+        model.reseedDropout(seed: 7, rank: 0, step: 4)
+        XCTAssertNotEqual(dropouts[0].generator, first[0], "steps draw different masks")
+    }
+}
