@@ -72,6 +72,7 @@ let package = Package(
         .testTarget(name: "GradientCodecsTests", dependencies: ["GradientCodecs", "Collectives", "InProcessTransport"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"], resources: [.copy("Reference")]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "InProcessTransport", "GradientCodecs"]),
         .testTarget(name: "MPIRunTests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

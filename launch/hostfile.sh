@@ -12,8 +12,10 @@ if [ $# -lt 2 ] || [ ! -f "$1" ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
 fi
 hostfile=$1 np=$2; shift 2
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=launch/run-ranks.sh
+source "$root/launch/run-ranks.sh"
 "$root/launch/build.sh"
 args=(--hostfile "$hostfile" -np "$np" --map-by slot -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 # shellcheck disable=SC2086
-exec mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"
+run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"

@@ -11,9 +11,11 @@ if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]] || [ "$1" -lt 1 ]; then
 fi
 np=$1; shift
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=launch/run-ranks.sh
+source "$root/launch/run-ranks.sh"
 "$root/launch/build.sh"
 args=(-np "$np" -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 [ "$np" -gt "$(nproc)" ] && args+=(--oversubscribe)
 # shellcheck disable=SC2086
-exec mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"
+run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"

@@ -13,8 +13,11 @@ import Foundation
 ///
 /// Source: PyTorch docs, torch.optim.Adam / AdamW, "Algorithm"; torch/optim/adam.py,
 /// `_single_tensor_adam` for the order of operations (bias corrections in float64).
-public final class Adam: Optimizer {
-    public let beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+public final class Adam: MomentumScheduled {
+    /// β₁; a schedule may change it per step (OneCycleLR), and the bias correction then uses
+    /// the current β₁, as torch.optim.Adam does.
+    public private(set) var beta1: Double
+    public let beta2: Double, eps: Double, weightDecay: Double
     public let decoupled: Bool, amsgrad: Bool
     public private(set) var stepCount = 0
     private let m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>
@@ -35,6 +38,11 @@ public final class Adam: Optimizer {
     }
 
     deinit { m.deallocate(); v.deallocate(); vMax.deallocate() }
+
+    public var scheduledMomentum: Double {
+        get { beta1 }
+        set { beta1 = newValue }
+    }
 
     public var name: String { decoupled ? "adamw" : "adam" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [m, v, vMax] }

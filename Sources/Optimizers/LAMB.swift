@@ -9,8 +9,10 @@ import Foundation
 ///     r ← (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε) + λ·θ
 ///     trust ← ‖θ‖ / ‖r‖   if both > 0, else 1
 ///     θ ← θ − γ·trust·r
-public final class LAMB: Optimizer {
-    public let beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+public final class LAMB: MomentumScheduled {
+    /// β₁; a schedule may change it per step (see `MomentumScheduled`).
+    public private(set) var beta1: Double
+    public let beta2: Double, eps: Double, weightDecay: Double
     public let layers: [Range<Int>]
     public private(set) var stepCount = 0
     private let m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>
@@ -30,6 +32,11 @@ public final class LAMB: Optimizer {
     }
 
     deinit { m.deallocate(); v.deallocate(); update.deallocate() }
+
+    public var scheduledMomentum: Double {
+        get { beta1 }
+        set { beta1 = newValue }
+    }
 
     public var name: String { "lamb" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [m, v] }

@@ -9,8 +9,10 @@
 ///     θ ← θ − γ·b
 ///
 /// Norms are taken over the view in the flat buffer, in index order, in Double.
-public final class LARS: Optimizer {
-    public let momentum: Double, weightDecay: Double, trustCoefficient: Double
+public final class LARS: MomentumScheduled {
+    /// μ; a schedule may change it per step (see `MomentumScheduled`).
+    public private(set) var momentum: Double
+    public let weightDecay: Double, trustCoefficient: Double
     public let layers: [Range<Int>]
     public private(set) var stepCount = 0
     private let buffer: UnsafeMutableBufferPointer<Float>
@@ -26,6 +28,11 @@ public final class LARS: Optimizer {
     }
 
     deinit { buffer.deallocate() }
+
+    public var scheduledMomentum: Double {
+        get { momentum }
+        set { momentum = newValue }
+    }
 
     public var name: String { "lars" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [buffer] }

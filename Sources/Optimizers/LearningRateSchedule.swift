@@ -9,6 +9,13 @@ import Foundation
 /// rounding of that recursion).
 public protocol LearningRateSchedule {
     func learningRate(at t: Int) -> Double
+    /// The momentum coefficient (or β₁) for step t, for schedules that cycle it (OneCycleLR);
+    /// nil leaves the optimizer's own.
+    func momentum(at t: Int) -> Double?
+}
+
+extension LearningRateSchedule {
+    public func momentum(at t: Int) -> Double? { nil }
 }
 
 /// The base rate, unchanged.

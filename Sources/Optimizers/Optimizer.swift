@@ -31,6 +31,14 @@ public protocol Optimizer: AnyObject {
     var stateBuffers: [UnsafeMutableBufferPointer<Float>] { get }
 }
 
-func checkLearningRate(_ lr: Double) throws {
-    if !(lr >= 0) { throw HyperparameterError("Invalid learning rate: \(lr)") }
+/// An optimizer whose momentum coefficient a schedule may set before each step — SGD's,
+/// RMSProp's and LARS's momentum, Adam's and LAMB's β₁ — as PyTorch's `OneCycleLR(cycle_momentum=True)`
+/// sets `param_group["momentum"]` or `param_group["betas"][0]`.
+public protocol MomentumScheduled: Optimizer {
+    var scheduledMomentum: Double { get set }
+}
+
+/// torch.optim's check of a learning rate, worded as PyTorch words it.
+public func checkLearningRate(_ lr: Double) throws {
+    if !(lr >= 0) || !lr.isFinite { throw HyperparameterError("Invalid learning rate: \(lr)") }
 }

@@ -7,8 +7,10 @@
 ///     otherwise:      θ ← θ − γ·g/d
 ///
 /// Source: PyTorch docs, torch.optim.RMSprop, "Algorithm"; torch/optim/rmsprop.py.
-public final class RMSProp: Optimizer {
-    public let alpha: Double, eps: Double, weightDecay: Double, momentum: Double, centered: Bool
+public final class RMSProp: MomentumScheduled {
+    /// μ; a schedule may change it per step. The momentum buffer exists when μ > 0 at construction.
+    public private(set) var momentum: Double
+    public let alpha: Double, eps: Double, weightDecay: Double, centered: Bool
     public private(set) var stepCount = 0
     private let squareAverage: UnsafeMutableBufferPointer<Float>
     private let gradientAverage: UnsafeMutableBufferPointer<Float>
@@ -28,6 +30,14 @@ public final class RMSProp: Optimizer {
     }
 
     deinit { squareAverage.deallocate(); gradientAverage.deallocate(); buffer.deallocate() }
+
+    public var scheduledMomentum: Double {
+        get { momentum }
+        set {
+            precondition(buffer.count > 0 || newValue == 0, "RMSProp built with momentum 0 has no momentum buffer to schedule")
+            momentum = newValue
+        }
+    }
 
     public var name: String { "rmsprop" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [squareAverage, gradientAverage, buffer] }

@@ -9,8 +9,11 @@
 ///     θ ← θ − γ·g
 ///
 /// Source: PyTorch docs, torch.optim.SGD, "Algorithm" section.
-public final class SGD: Optimizer {
-    public let momentum: Double, dampening: Double, weightDecay: Double, nesterov: Bool
+public final class SGD: MomentumScheduled {
+    /// μ; a schedule may change it per step (see `MomentumScheduled`). The momentum buffer
+    /// exists when μ ≠ 0 at construction.
+    public private(set) var momentum: Double
+    public let dampening: Double, weightDecay: Double, nesterov: Bool
     public private(set) var stepCount = 0
     private let buffer: UnsafeMutableBufferPointer<Float>
 
@@ -30,6 +33,14 @@ public final class SGD: Optimizer {
     }
 
     deinit { buffer.deallocate() }
+
+    public var scheduledMomentum: Double {
+        get { momentum }
+        set {
+            precondition(buffer.count > 0 || newValue == 0, "SGD built with momentum 0 has no momentum buffer to schedule")
+            momentum = newValue
+        }
+    }
 
     public var name: String { "sgd" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [buffer] }

@@ -12,8 +12,18 @@ public struct SequentialLR: LearningRateSchedule {
         self.schedules = schedules; self.milestones = milestones
     }
     public func learningRate(at t: Int) -> Double {
+        let (index, local) = active(at: t)
+        return schedules[index].learningRate(at: local)
+    }
+
+    public func momentum(at t: Int) -> Double? {
+        let (index, local) = active(at: t)
+        return schedules[index].momentum(at: local)
+    }
+
+    /// The schedule in force at t, and t counted from its milestone.
+    private func active(at t: Int) -> (index: Int, local: Int) {
         let index = milestones.lastIndex { $0 <= t }.map { $0 + 1 } ?? 0
-        let start = index == 0 ? 0 : milestones[index - 1]
-        return schedules[index].learningRate(at: t - start)
+        return (index, t - (index == 0 ? 0 : milestones[index - 1]))
     }
 }

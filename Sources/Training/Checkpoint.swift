@@ -125,28 +125,8 @@ public struct CheckpointStore {
     }
 
     public func write(_ checkpoint: Checkpoint) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let final = path(step: checkpoint.step), temporary = final + ".tmp"
-        let bytes = checkpoint.encoded()
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw DatasetError("cannot write checkpoint \(temporary): \(String(cString: strerror(errno)))") }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + written, bytes.count - written) }
-            if n <= 0 {
-                close(fd); unlink(temporary)
-                throw DatasetError("cannot write checkpoint \(temporary): \(String(cString: strerror(errno))) (disk full?)")
-            }
-            written += n
-        }
-        fsync(fd)
-        close(fd)
-        guard rename(temporary, final) == 0 else {
-            unlink(temporary)
-            throw DatasetError("cannot rename checkpoint into place at \(final)")
-        }
-        let dirfd = open(directory, O_RDONLY)
-        if dirfd >= 0 { fsync(dirfd); close(dirfd) }
+        try FileSystem.makeDirectory(directory, what: "checkpoint directory")
+        try FileSystem.writeAtomically(checkpoint.encoded(), to: path(step: checkpoint.step), what: "checkpoint")
         for old in existing().dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: old)
             let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + ".ef-rank-"
@@ -156,21 +136,27 @@ public struct CheckpointStore {
         }
     }
 
+    /// Removes every checkpoint and residual file (a fresh run with `--overwrite`).
+    public func removeAll() throws {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        where name.hasPrefix("step-") {
+            let file = (directory as NSString).appendingPathComponent(name)
+            guard unlink(file) == 0 else { throw FileError.posix("remove the earlier run's checkpoint", file) }
+        }
+    }
+
     /// Each rank's own error-feedback residual, beside the checkpoint (`step-N.ef-rank-R`):
     /// Float32 values then their FastHash. Written atomically like the checkpoint.
     public func residualPath(step: Int, rank: Int) -> String {
         path(step: step).replacingOccurrences(of: ".ckpt", with: ".ef-rank-\(rank)")
     }
 
-    public func writeResidual(_ values: [Float], step: Int, rank: Int) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        var bytes = values.withUnsafeBytes { Array($0) }
+    public func writeResidual(_ values: UnsafeBufferPointer<Float>, step: Int, rank: Int) throws {
+        try FileSystem.makeDirectory(directory, what: "checkpoint directory")
+        var bytes = Array(UnsafeRawBufferPointer(values))
         let hash = FastHash.hash(bytes)
         withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
-        let final = residualPath(step: step, rank: rank), temporary = final + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(bytes)), rename(temporary, final) == 0 else {
-            throw DatasetError("cannot write error-feedback state \(final)")
-        }
+        try FileSystem.writeAtomically(bytes, to: residualPath(step: step, rank: rank), what: "error-feedback state")
     }
 
     public func loadResidual(step: Int, rank: Int) -> [Float]? {
@@ -182,19 +168,20 @@ public struct CheckpointStore {
         return bytes[0 ..< bytes.count - 8].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
-    /// The newest checkpoint that passes its checks, and a note for each one skipped.
-    public func loadNewestValid(validate: (Checkpoint) throws -> Void) -> (Checkpoint, path: String, skipped: [String])? {
+    /// The newest checkpoint that passes its checks (nil if none does), and for each newer
+    /// one skipped, a note with the reason.
+    public func loadNewestValid(validate: (Checkpoint) throws -> Void) -> (found: (checkpoint: Checkpoint, path: String)?, skipped: [String]) {
         var skipped: [String] = []
         for file in existing() {
             do {
                 guard let data = FileManager.default.contents(atPath: file) else { throw Checkpoint.Corrupt(reason: "unreadable") }
                 let checkpoint = try Checkpoint(decoding: Array(data))
                 try validate(checkpoint)
-                return (checkpoint, file, skipped)
+                return ((checkpoint, file), skipped)
             } catch {
-                skipped.append("\(file): \(error)")
+                skipped.append("\((file as NSString).lastPathComponent): \(error)")
             }
         }
-        return nil
+        return (nil, skipped)
     }
 }

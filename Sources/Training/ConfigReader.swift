@@ -15,24 +15,48 @@ struct ConfigReader {
     private(set) var values: [String: Node] = [:]
     private var read: Set<String> = []
 
-    init(yaml: String, source: String) throws {
+    /// An empty document is an error, not "all defaults": an empty file is far more often a
+    /// mistake (a wrong path, a truncated copy) than a wish. `yaml: nil` starts from the
+    /// defaults (for `--set`-only configs built in code).
+    init(yaml: String?, source: String) throws {
+        guard let yaml else { return }
         let node: Node?
         do { node = try Yams.compose(yaml: yaml) } catch {
-            throw ConfigError("\(source) is not valid YAML: \(error)")
+            throw ConfigError("\(source) is not valid YAML: \(Self.oneLine(error))")
         }
-        guard let node else { return }
+        guard let node else {
+            throw ConfigError("\(source) is empty; write the keys to change (see configs/fashion-mlp.yaml), e.g. 'train: {epochs: 1}'")
+        }
         guard case .mapping = node else { throw ConfigError("\(source) must be a YAML mapping of sections (train:, optimizer:, …)") }
-        try flatten(node, prefix: "")
+        try flatten(node, prefix: "", source: source)
     }
 
-    private mutating func flatten(_ node: Node, prefix: String) throws {
+    private mutating func flatten(_ node: Node, prefix: String, source: String) throws {
         if case let .mapping(mapping) = node {
+            var seen: Set<String> = []
             for (key, value) in mapping {
-                guard let name = key.string else { throw ConfigError("a key under '\(prefix)' is not a string") }
-                try flatten(value, prefix: prefix.isEmpty ? name : "\(prefix).\(name)")
+                guard let name = key.string else { throw ConfigError("\(source): a key under '\(prefix)' is not a string") }
+                let path = prefix.isEmpty ? name : "\(prefix).\(name)"
+                guard seen.insert(name).inserted else {
+                    throw ConfigError("\(source): duplicate key '\(path)' (line \(key.mark.map { "\($0.line)" } ?? "?")); keep one")
+                }
+                try flatten(value, prefix: path, source: source)
             }
         } else {
             values[prefix] = node
+        }
+    }
+
+    /// The parser's error on one line: "line L, column C: problem".
+    static func oneLine(_ error: Error) -> String {
+        guard let yaml = error as? YamlError else { return "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)" }
+        switch yaml {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+            return "line \(mark.line), column \(mark.column): \(problem)" + (context.map { " (\($0.text))" } ?? "")
+        case let .reader(problem, _, _, _):
+            return problem
+        default:
+            return "\(yaml)".split(separator: "\n").first.map(String.init) ?? "\(yaml)"
         }
     }
 
@@ -133,7 +157,6 @@ struct ConfigReader {
         case let .scalar(s): return "'\(s.string)'"
         case .sequence: return "a list"
         case .mapping: return "a mapping"
-        default: return "an unsupported YAML node"
         }
     }
 }

@@ -26,7 +26,7 @@ public final class IDXFile {
         guard FileManager.default.fileExists(atPath: gzPath) else {
             throw DatasetError("missing \(gzPath): install Debian's dataset-fashion-mnist (launch/setup.sh does) or set data.dir to the folder holding the IDX .gz files")
         }
-        try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache (data.cache_dir)")
         let attributes = try FileManager.default.attributesOfItem(atPath: gzPath)
         let stamp = "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
         let name = (gzPath as NSString).lastPathComponent.replacingOccurrences(of: ".gz", with: "")
@@ -47,8 +47,10 @@ public final class IDXFile {
         mappingLength = length
         let header = map.assumingMemoryBound(to: UInt8.self)
         guard header[0] == 0, header[1] == 0, header[2] == 0x08, header[3] >= 1, header[3] <= 4 else {
+            // Format the message while the mapping is still there to read.
+            let magic = String(format: "%02x%02x%02x%02x", header[0], header[1], header[2], header[3])
             munmap(map, length)
-            throw DatasetError("\(gzPath) is not an unsigned-byte IDX file (bad magic \(String(format: "%02x%02x%02x%02x", header[0], header[1], header[2], header[3])))")
+            throw DatasetError("\(gzPath) is not an unsigned-byte IDX file (bad magic \(magic); expected 000008 then 1–4 dimensions)")
         }
         let ndim = Int(header[3])
         headerLength = 4 + 4 * ndim
@@ -73,23 +75,32 @@ public final class IDXFile {
         guard let gz = gzopen(gzPath, "rb") else { throw DatasetError("cannot open \(gzPath) with zlib") }
         defer { gzclose(gz) }
         let temporary = path + ".tmp.\(getpid())"
-        guard let out = fopen(temporary, "wb") else {
-            throw DatasetError("cannot write the dataset cache \(temporary): \(String(cString: strerror(errno))); set data.cache_dir")
-        }
+        let hint = "free space there or set data.cache_dir"
+        let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard out >= 0 else { throw FileError.posix("write the dataset cache", temporary, hint: hint) }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
-            if n < 0 {
-                fclose(out); unlink(temporary)
-                throw DatasetError("\(gzPath) is corrupt (zlib could not decompress it); reinstall dataset-fashion-mnist")
+        do {
+            while true {
+                let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
+                if n < 0 { throw DatasetError("\(gzPath) is corrupt (zlib could not decompress it); reinstall dataset-fashion-mnist") }
+                if n == 0 { break }
+                // A short write (a full disk) must fail here: a truncated cache renamed into
+                // place would later be blamed on the dataset package.
+                try buffer.withUnsafeBytes {
+                    try FileSystem.writeAll(UnsafeRawBufferPointer(rebasing: $0[0 ..< Int(n)]), to: out, path: temporary,
+                                            what: "the dataset cache")
+                }
             }
-            if n == 0 { break }
-            _ = buffer.withUnsafeBytes { fwrite($0.baseAddress, 1, Int(n), out) }
+            guard fsync(out) == 0 else { throw FileError.posix("write the dataset cache", temporary, hint: hint) }
+        } catch {
+            close(out); unlink(temporary)
+            throw error
         }
-        fclose(out)
+        close(out)
         guard rename(temporary, path) == 0 else {
+            let code = errno
             unlink(temporary)
-            throw DatasetError("cannot move the dataset cache into place at \(path)")
+            throw FileError.posix("move the dataset cache into place at", path, hint: hint, errno: code)
         }
     }
 }

@@ -9,11 +9,14 @@ public struct RunSummary: Codable, Equatable {
     public var peak_rss_mb: Double
     public var world_size: Int
     public var codec: String
-    public var train_loss: Double
+    /// Mean training loss of the last epoch; nil (null) when every step of it was skipped.
+    public var train_loss: Double?
     public var compute_seconds: Double
     public var comm_seconds: Double
     public var codec_seconds: Double
     public var resumed_from_step: Int
+    /// Config keys that differ from the resumed checkpoint's ("key: old → new"); absent when none.
+    public var config_changes_on_resume: [String]?
 }
 
 /// One line of `metrics.jsonl`, written after every epoch.
@@ -21,7 +24,7 @@ public struct EpochMetrics: Codable {
     public var epoch: Int
     public var step: Int
     public var lr: Double
-    public var train_loss: Double
+    public var train_loss: Double?
     public var train_accuracy: Double
     public var test_accuracy: Double
     public var samples_per_second: Double

@@ -35,6 +35,7 @@ public struct TrainingConfig {
     public var warmup = 0, warmupStartFactor = 0.1
     public var stepSize = 30, gamma = 0.1, milestones: [Int] = [], etaMin = 0.0, tMax = 0
     public var startFactor = 1.0 / 3, endFactor = 1.0, totalIters = 5, maxLR = 0.0, pctStart = 0.3
+    public var cycleMomentum = true, baseMomentum = 0.85, maxMomentum = 0.95   // onecycle (PyTorch's defaults)
 
     public var codec = "none"                      // comm.codec
     public var errorFeedback = false               // comm.error_feedback
@@ -52,8 +53,9 @@ public struct TrainingConfig {
 
     public init() {}
 
-    /// Parses YAML and `--set` overrides; throws a ConfigError naming the key on any problem.
-    public init(yaml: String, source: String, overrides: [String] = []) throws {
+    /// Parses YAML (nil: the defaults) and `--set` overrides; throws a ConfigError naming the
+    /// key on any problem.
+    public init(yaml: String?, source: String, overrides: [String] = []) throws {
         var r = try ConfigReader(yaml: yaml, source: source)
         for o in overrides { try r.override(o) }
         seed = UInt64(try r.int("seed", default: 0, min: 0))
@@ -101,10 +103,16 @@ public struct TrainingConfig {
         totalIters = try r.int("schedule.total_iters", default: totalIters, min: 1)
         maxLR = try r.double("schedule.max_lr", default: maxLR, min: 0)
         pctStart = try r.double("schedule.pct_start", default: pctStart, min: 0, max: 1)
+        cycleMomentum = try r.bool("schedule.cycle_momentum", default: cycleMomentum)
+        baseMomentum = try r.double("schedule.base_momentum", default: baseMomentum, min: 0, max: 1, exclusiveMax: true)
+        maxMomentum = try r.double("schedule.max_momentum", default: maxMomentum, min: baseMomentum, max: 1, exclusiveMax: true)
         codec = try r.string("comm.codec", default: codec)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
+        if (1 ... 3).contains(segmentBytes) {
+            throw ConfigError("comm.segment_bytes must be 0 (the ring's default) or ≥ 4 (one float), got \(segmentBytes)")
+        }
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
@@ -116,12 +124,38 @@ public struct TrainingConfig {
         canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
     }
 
-    /// Reads a config file; `path` errors name the file.
+    /// Reads a config file; `path` errors name the file and what is wrong with it.
     public static func load(path: String, overrides: [String]) throws -> TrainingConfig {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw ConfigError("cannot read config file \(path); pass --config with a YAML file such as configs/fashion-mlp.yaml")
+        let hint = "pass --config with a YAML file such as configs/fashion-mlp.yaml"
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigError("cannot read config file \(path): it does not exist; \(hint)")
+        }
+        guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+        }
+        guard let text = String(data: data, encoding: .utf8), !text.contains("\0") else {
+            throw ConfigError("\(path) is not a YAML config (not UTF-8 text); \(hint)")
         }
         return try TrainingConfig(yaml: text, source: path, overrides: overrides)
+    }
+
+    /// The keys whose values differ between two canonical config texts, as "key: a → b"
+    /// (a key absent on one side shows its default as "(default)"), in key order.
+    public static func differences(_ a: String, _ b: String) -> [String] {
+        func entries(_ text: String) -> [String: String] {
+            var result: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                result[String(line[..<colon])] = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
+            }
+            return result
+        }
+        let left = entries(a), right = entries(b)
+        return Set(left.keys).union(right.keys).sorted().compactMap { key in
+            left[key] == right[key] ? nil : "\(key): \(left[key] ?? "(default)") → \(right[key] ?? "(default)")"
+        }
     }
 
     /// A 64-bit hash of the canonical config: ranks compare it before training.
@@ -142,6 +176,9 @@ public struct TrainingConfig {
     /// The optimizer for a model's flat parameters (layer ranges for LAMB/LARS).
     public func makeOptimizer(parameters: FlatParameters) throws -> Optimizer {
         let count = parameters.count, layers = parameters.views.map(\.range)
+        // OneCycleLR sets the momentum every step (PyTorch does so even for SGD built with
+        // momentum 0): the optimizer starts at max_momentum so that its momentum state exists.
+        let momentum = schedulesMomentum ? maxMomentum : self.momentum
         do {
             switch optimizer {
             case "sgd": return try SGD(parameterCount: count, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
@@ -158,12 +195,16 @@ public struct TrainingConfig {
         }
     }
 
+    /// Whether the schedule sets the optimizer's momentum (or β₁) every step.
+    public var schedulesMomentum: Bool { schedule == "onecycle" && cycleMomentum }
+
     /// The schedule over `total` units (steps or epochs per schedule.interval), with optional
     /// linear warm-up (SequentialLR semantics) and linear scaling by the world size.
     public func makeSchedule(total: Int, worldSize: Int) throws -> LearningRateSchedule {
         let base = scaleLRWithWorldSize ? linearlyScaled(lr, worldSize: worldSize) : lr
         let afterWarmup = max(1, total - warmup)
         do {
+            try checkLearningRate(base)
             let main: LearningRateSchedule
             switch schedule {
             case "constant": main = ConstantLR(base: base)
@@ -171,7 +212,9 @@ public struct TrainingConfig {
             case "multistep": main = try MultiStepLR(base: base, milestones: milestones, gamma: gamma)
             case "exponential": main = try ExponentialLR(base: base, gamma: gamma)
             case "linear": main = try LinearLR(base: base, startFactor: startFactor, endFactor: endFactor, totalIters: totalIters)
-            case "onecycle": main = try OneCycleLR(maxLR: maxLR > 0 ? maxLR : base, totalSteps: max(2, afterWarmup), pctStart: pctStart)
+            case "onecycle":
+                main = try OneCycleLR(maxLR: maxLR > 0 ? maxLR : base, totalSteps: max(2, afterWarmup), pctStart: pctStart,
+                                      momentumRange: cycleMomentum ? (baseMomentum, maxMomentum) : nil)
             default: main = try CosineAnnealingLR(base: base, tMax: tMax > 0 ? tMax : afterWarmup, etaMin: etaMin)
             }
             guard warmup > 0 else { return main }

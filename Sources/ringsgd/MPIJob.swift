@@ -5,10 +5,11 @@ import Training
 
 /// Runs one MPI job body and turns every failure into one line on stderr and a non-zero exit.
 ///
-/// Errors that every rank detects together (ranks disagree on a length or a config) end
-/// with `MPI_Finalize` and exit code 1, reported once by rank 0. Any other error may leave
-/// peers blocked in a collective, so the rank that saw it reports it and calls `MPI_Abort`,
-/// which ends the whole job instead of letting it hang.
+/// Errors that every rank raises together — after an `Agreement`, or a collective check that
+/// all ranks evaluate on the same gathered values — end with `MPI_Finalize` and exit code 1,
+/// reported once by rank 0. Any other error may be this rank's alone, with peers blocked in a
+/// collective, so the rank that saw it reports it and calls `MPI_Abort`, which ends the whole
+/// job instead of letting it hang.
 enum MPIJob {
     static func run(_ body: (MPITransport) throws -> Void) -> Never {
         let runtime = MPIRuntime.shared
@@ -32,9 +33,6 @@ enum MPIJob {
                 runtime.abort(code: 1)
             }
         } catch let error as AgreedError {
-            finishTogether(error.message, transport: transport)
-        } catch let error as ConfigError {
-            // Configs are parsed identically on every rank: every rank is here together.
             finishTogether(error.message, transport: transport)
         } catch {
             printError("rank \(transport.rank): \(error)")

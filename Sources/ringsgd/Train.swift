@@ -23,7 +23,13 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
-    @Option(help: "Stop cleanly after this global step, with a checkpoint (time-boxed jobs; resume later with --resume).")
+    @Flag(help: "Start over in a run directory that holds an earlier run's checkpoints (deletes them).")
+    var overwrite = false
+
+    // `.unconditional`: "--stop-after -5" reaches validate() and gets a message about the value
+    // instead of a "missing value" error.
+    @Option(parsing: .unconditional,
+            help: "Stop cleanly after this global step, with a checkpoint (time-boxed jobs; resume later with --resume).")
     var stopAfter: Int?
 
     @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
@@ -31,14 +37,15 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
+        if resume && overwrite { throw ValidationError("--resume continues the run directory's run, --overwrite replaces it: pass one") }
     }
 
     func run() throws {
         let runDirectory = runDir ?? "runs/" + ((config as NSString).lastPathComponent as NSString).deletingPathExtension
         MPIJob.run { transport in
-            let parsed: TrainingConfig
-            do { parsed = try TrainingConfig.load(path: config, overrides: overrides) } catch {
-                throw AgreedError("\(error)")
+            // Every rank reads its own copy of the file: one that cannot is an error on all.
+            let parsed = try Agreement.run("read the config", over: transport) {
+                try TrainingConfig.load(path: config, overrides: overrides)
             }
             BLASThreads.set(1)
             // OpenMPI hands ranks a pty for stdout even when mpirun's own output is a file, so a
@@ -49,7 +56,7 @@ struct Train: ParsableCommand {
                 fflush(stdout)
             }
             trainer.gradientDumpPath = dumpGradient
-            let summary = try trainer.run(resume: resume, stopAfter: stopAfter)
+            guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
                              summary.test_accuracy, summary.samples_per_second, summary.steps, summary.wall_seconds,

@@ -10,6 +10,11 @@ final class TorchReferenceTests: XCTestCase {
         let gradients: [[Float]]
         let optimizers: [Case]
         let schedules: [Schedule]
+        let onecycle_momentum: [CycledMomentum]
+    }
+    struct CycledMomentum: Decodable {
+        let optimizer: String
+        let values: [Double]
     }
     struct Case: Decodable {
         let optimizer: String
@@ -123,6 +128,28 @@ final class TorchReferenceTests: XCTestCase {
                 XCTAssertEqual(schedule.learningRate(at: t), expected, accuracy: 1e-9, "\(s.kind) at step \(t)")
             }
         }
+    }
+
+    /// OneCycleLR cycles momentum by default, inversely to the learning rate: PyTorch's SGD
+    /// momentum and Adam's β₁ at every step, and the optimizers apply what the schedule sets.
+    func testOneCycleCyclesMomentumAsTorchDoes() throws {
+        let schedule = try OneCycleLR(maxLR: 0.4, totalSteps: 40)
+        XCTAssertEqual(Self.reference.onecycle_momentum.count, 2)
+        for reference in Self.reference.onecycle_momentum {
+            XCTAssertEqual(reference.values.count, 40)
+            for (t, expected) in reference.values.enumerated() {
+                XCTAssertEqual(schedule.momentum(at: t)!, expected, accuracy: 1e-12, "\(reference.optimizer) at step \(t)")
+            }
+        }
+        let off = try OneCycleLR(maxLR: 0.4, totalSteps: 40, momentumRange: nil)
+        XCTAssertNil(off.momentum(at: 3), "cycle_momentum off leaves the optimizer's momentum")
+        let sgd = try SGD(parameterCount: 2, momentum: 0.95)
+        sgd.scheduledMomentum = schedule.momentum(at: 10)!
+        XCTAssertEqual(sgd.momentum, schedule.momentum(at: 10)!)
+        let adam = try Adam(parameterCount: 2)
+        adam.scheduledMomentum = 0.87
+        XCTAssertEqual(adam.beta1, 0.87)
+        XCTAssertThrowsError(try OneCycleLR(maxLR: -1, totalSteps: 40)) { XCTAssertTrue("\($0)".contains("Invalid learning rate: -1.0"), "\($0)") }
     }
 
     /// Property: an optimizer reloaded from its state bytes continues bit-identically.

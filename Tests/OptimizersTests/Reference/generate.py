@@ -130,8 +130,29 @@ schedules = [
          values=schedule_values(lambda o: S.OneCycleLR(o, max_lr=0.4, total_steps=40))),
 ]
 
+
+def momentum_values(make_optimizer, key, steps=40):
+    """OneCycleLR's default cycle_momentum: the momentum (SGD) or beta1 (Adam) before each step."""
+    p = torch.zeros(1, requires_grad=True)
+    opt = make_optimizer([p])
+    sched = S.OneCycleLR(opt, max_lr=0.4, total_steps=steps)
+    values = []
+    for _ in range(steps):
+        group = opt.param_groups[0]
+        values.append(group["momentum"] if key == "momentum" else group["betas"][0])
+        opt.step()
+        sched.step()
+    return values
+
+
+cycled_momentum = [
+    dict(optimizer="sgd", values=momentum_values(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), "momentum")),
+    dict(optimizer="adam", values=momentum_values(lambda ps: torch.optim.Adam(ps, lr=0.1), "beta1")),
+]
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "reference.json"), "w") as f:
     json.dump(dict(torch=torch.__version__, initial=flat([W0, B0]),
-                   gradients=[flat(g) for g in GRADS], optimizers=cases, schedules=schedules), f)
+                   gradients=[flat(g) for g in GRADS], optimizers=cases, schedules=schedules,
+                   onecycle_momentum=cycled_momentum), f)
 print(f"wrote {len(cases)} optimizer cases and {len(schedules)} schedules (torch {torch.__version__})")

@@ -1,0 +1,85 @@
+import Foundation
+
+/// A file-system failure, in one line: what could not be done, where, and the OS's reason.
+public struct FileError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+
+    /// "cannot WHAT PATH: strerror(errno)[; HINT]".
+    static func posix(_ what: String, _ path: String, hint: String? = nil, errno code: Int32 = errno) -> FileError {
+        FileError("cannot \(what) \(path): \(String(cString: strerror(code)))" + (hint.map { "; \($0)" } ?? ""))
+    }
+}
+
+/// The few file operations the trainer needs, on POSIX calls so that every failure carries
+/// errno's reason in one line (Foundation's errors print as multi-line NSError dumps, and
+/// `FileHandle.write` traps on a full disk instead of throwing).
+enum FileSystem {
+    /// `mkdir -p`: creates `path` and its missing parents; `what` names it in errors
+    /// ("run directory", "dataset cache").
+    static func makeDirectory(_ path: String, what: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw FileError("cannot create \(what) \(path): a file of that name exists") }
+            return
+        }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectory(parent, what: what) }
+        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw FileError.posix("create \(what)", path) }
+    }
+
+    /// Writes all of `bytes` to `fd`, or throws naming `path` (a full disk is ENOSPC here).
+    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32, path: String, what: String) throws {
+        var written = 0
+        while written < bytes.count {
+            let n = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw FileError.posix("write \(what)", path, errno: n < 0 ? errno : ENOSPC) }
+            written += n
+        }
+    }
+
+    /// Replaces `path` with `bytes` atomically: a temporary file beside it, fsync, rename,
+    /// fsync of the directory. A crash or a full disk leaves the old file (or none), never
+    /// a partial one under the real name; the temporary file is removed on failure.
+    static func writeAtomically(_ bytes: [UInt8], to path: String, what: String) throws {
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw FileError.posix("write \(what)", temporary) }
+        do {
+            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: temporary, what: what) }
+            guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", temporary) }
+        } catch {
+            close(fd); unlink(temporary)
+            throw error
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw FileError.posix("move \(what) into place at", path, errno: code)
+        }
+        let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY)
+        if directory >= 0 { fsync(directory); close(directory) }
+    }
+}
+
+/// A line-oriented file opened once for appending (`metrics.jsonl`); every write is checked.
+final class AppendOnlyFile {
+    let path: String
+    private let fd: Int32
+
+    /// `truncate`: start empty (a fresh run) rather than continue (a resumed one).
+    init(path: String, truncate: Bool) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0), 0o644)
+        guard fd >= 0 else { throw FileError.posix("open", path) }
+    }
+
+    deinit { close(fd) }
+
+    func appendLine(_ data: Data) throws {
+        try (data + Data("\n".utf8)).withUnsafeBytes { try FileSystem.writeAll($0, to: fd, path: path, what: "metrics to") }
+    }
+}

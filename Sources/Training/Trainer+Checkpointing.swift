@@ -1,0 +1,36 @@
+import Collectives
+import Foundation
+import NeuralNet
+
+/// Checkpoints and the replica check.
+extension Trainer {
+    /// Writes the checkpoint of `step`: rank 0 the parameters, optimizer state and the sum of
+    /// the error-feedback memory; every rank its own memory. The agreement that closes it is
+    /// also the barrier: no rank goes on before the checkpoint is in place, and a failed write
+    /// (a full disk) is one error on every rank, the previous checkpoint left intact.
+    func saveCheckpoint(_ run: TrainingRun, step: Int) throws {
+        let residualSum = try run.synchronizer.residualSum()   // collective
+        try Agreement.run("write the checkpoint of step \(step)", over: transport) {
+            try run.synchronizer.writeOwnResidual(to: run.store, step: step)
+            guard transport.rank == 0 else { return }
+            try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
+                                           parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
+                                           residualSum: residualSum))
+        }
+    }
+
+    /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference
+    /// stops every rank, naming the ranks and their hashes.
+    @discardableResult
+    func checkReplicas(_ run: TrainingRun, step: Int) throws -> UInt64 {
+        let hash = FastHash.hash([run.parameters.parameters] + run.optimizer.stateBuffers)
+        let all = try RingAllGather.gather(hash, over: transport)
+        if all.contains(where: { $0 != all[0] }) {
+            let groups = Dictionary(grouping: all.indices, by: { all[$0] })
+            let detail = groups.map { "ranks \($0.value.map(String.init).joined(separator: ",")): \(String(format: "%016llx", $0.key))" }
+            throw CollectiveError.disagreement(rank: transport.rank, what: "parameters and optimizer state after step \(step) (replicas diverged)",
+                                               values: detail.sorted())
+        }
+        return hash
+    }
+}

@@ -1,0 +1,107 @@
+import Collectives
+import Foundation
+import NeuralNet
+
+/// The epoch's running sums (loss, accuracy, timings) and the run's totals.
+struct EpochAccumulator {
+    var loss = 0.0, correct = 0, samples = 0
+    var clock = StepClock(), runClock = StepClock()
+    var startTime = ContinuousClock.now, startStep: Int
+    var lastLR = 0.0
+    var lastTestAccuracy = 0.0, lastTrainLoss: Double?
+    /// Evaluation time, excluded from training throughput (as the peer excludes it).
+    var evalSeconds = 0.0
+
+    init(startStep: Int) { self.startStep = startStep }
+
+    mutating func record(_ outcome: StepOutcome) {
+        if outcome.applied {
+            loss += outcome.loss * Double(outcome.samples)
+            correct += outcome.correct
+            samples += outcome.samples
+        }
+        clock.add(outcome.clock)
+        lastLR = outcome.lr
+    }
+
+    /// Starts the next epoch at `step`, adding this one's timings to the run's.
+    mutating func reset(at step: Int) {
+        loss = 0; correct = 0; samples = 0
+        closeRunClock()
+        startTime = ContinuousClock.now
+        startStep = step
+    }
+
+    mutating func closeRunClock() {
+        runClock.add(clock)
+        clock = StepClock()
+    }
+}
+
+/// The end of an epoch: global training metrics, test accuracy, `metrics.jsonl`, the log line.
+extension Trainer {
+    func closeEpoch(_ run: TrainingRun, _ epoch: inout EpochAccumulator, epochIndex: Int, step done: Int) throws {
+        let elapsed = (ContinuousClock.now - epoch.startTime).seconds
+        let sums = try RingAllGather.sum([epoch.loss, Double(epoch.correct), Double(epoch.samples)], over: transport)
+        epoch.lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : nil
+        let evalStart = ContinuousClock.now
+        epoch.lastTestAccuracy = try evaluate(run)
+        epoch.evalSeconds += (ContinuousClock.now - evalStart).seconds
+        let metrics = EpochMetrics(epoch: epochIndex + 1, step: done, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
+                                   train_accuracy: sums[2] > 0 ? sums[1] / sums[2] : 0, test_accuracy: epoch.lastTestAccuracy,
+                                   samples_per_second: Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9),
+                                   compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
+                                   codec_seconds: epoch.clock.codec, skipped_steps: run.skipped)
+        try Agreement.run("append to metrics.jsonl", over: transport) {
+            guard let file = run.metrics else { return }
+            try file.appendLine(try JSONEncoder.sorted.encode(metrics))
+        }
+        if transport.rank == 0 {
+            if isTerminal { print("") }
+            log(String(format: "epoch %d/%d  step %d  train loss %@  train acc %.4f  test acc %.4f  %.0f samples/s  compute %.1fs comm %.1fs",
+                       epochIndex + 1, run.epochs, done, metrics.train_loss.map { String(format: "%.4f", $0) } ?? "n/a",
+                       metrics.train_accuracy, metrics.test_accuracy, metrics.samples_per_second, epoch.clock.compute, epoch.clock.comm))
+        }
+        epoch.reset(at: done)
+    }
+
+    /// Test accuracy, evaluation sharded across ranks and reduced.
+    func evaluate(_ run: TrainingRun) throws -> Double {
+        let n = transport.size, rank = transport.rank, test = run.test, model = run.model
+        let range = (rank * test.count / n) ..< ((rank + 1) * test.count / n)
+        let batch = max(1, min(config.evalBatch, model.reservedBatch))
+        let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * test.inputSize)
+        let y = UnsafeMutableBufferPointer<Int32>.allocate(capacity: batch)
+        defer { x.deallocate(); y.deallocate() }
+        let indices = Array(range)
+        var correct = 0
+        var start = 0
+        while start < indices.count {
+            let count = min(batch, indices.count - start)
+            test.fill(indices[start ..< start + count], input: x.baseAddress!, labels: y.baseAddress!)
+            let r = try model.evaluate(input: UnsafeBufferPointer(rebasing: x[0 ..< count * test.inputSize]),
+                                       labels: UnsafeBufferPointer(rebasing: y[0 ..< count]), batch: count)
+            correct += r.correct
+            start += count
+        }
+        let sums = try RingAllGather.sum([Double(correct), Double(indices.count)], over: transport)
+        return sums[1] > 0 ? sums[0] / sums[1] : 0
+    }
+
+    /// The progress line: a live `\r` line on a terminal, a log line every `train.log_every_steps` otherwise.
+    func progress(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) {
+        let wall = (ContinuousClock.now - run.wallStart).seconds
+        let remaining = Double(run.totalSteps - step) * wall / Double(max(step - run.startStep, 1))
+        let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max((ContinuousClock.now - epoch.startTime).seconds, 1e-9)
+        let line = String(format: "epoch %d/%d  step %d/%d  loss %@  lr %.5f  %.0f samples/s  ETA %@",
+                          (step - 1) / run.stepsPerEpoch + 1, run.epochs, step, run.totalSteps,
+                          epoch.samples > 0 ? String(format: "%.4f", epoch.loss / Double(epoch.samples)) : "n/a",
+                          epoch.lastLR, samplesPerSecond, formatDuration(remaining))
+        if isTerminal {
+            print("\r" + line, terminator: "")
+            fflush(stdout)
+        } else {
+            log(line)
+        }
+    }
+}

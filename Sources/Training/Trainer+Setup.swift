@@ -1,0 +1,155 @@
+import Collectives
+import Foundation
+import NeuralNet
+import Optimizers
+
+/// Setting a run up: agreement on how the ranks were started, the run directory, data, model,
+/// optimizer and schedule, and — with `--resume` — the checkpoint to continue from.
+extension Trainer {
+    /// Config keys that cannot change on resume: the checkpoint's parameters and optimizer
+    /// state would no longer describe this model, data or optimizer.
+    static let keysFixedAcrossResume = ["model.", "data.dataset", "data.synthetic.", "optimizer.name"]
+
+    func prepare(resume: Bool, stopAfter: Int?, overwrite: Bool) throws -> TrainingRun {
+        let n = transport.size, rank = transport.rank
+        try Agreement.requireSameStart(config: config, resume: resume, over: transport)
+        let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
+        try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
+
+        // Data: loaded on every rank; a failure anywhere stops every rank with the message.
+        let (train, test) = try Agreement.run("load the dataset", over: transport) { try loadData() }
+        let model = try buildModel(train)
+        let parameters = model.parameters
+        try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
+        let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
+            let sampler = try DistributedSampler(datasetSize: train.count, globalBatch: config.globalBatch, worldSize: n, rank: rank, seed: config.seed)
+            let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
+            let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
+            return (sampler, try config.makeOptimizer(parameters: parameters), try config.makeSchedule(total: units, worldSize: n),
+                    try GradientSynchronizer(config: config, transport: transport, count: parameters.count), totalSteps)
+        }
+
+        // Start: rank 0's initial parameters everywhere (the seeded init already agrees; the
+        // broadcast makes it a guarantee), or the newest valid checkpoint.
+        model.initialize(seed: config.seed)
+        try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.parameters), root: 0)
+        var startStep = 0, skipped = 0, changes: [String] = []
+        if resume {
+            let checkpoint = try restore(store, model, optimizer, synchronizer)
+            (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
+            changes = try configChanges(since: checkpoint)
+        }
+        let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
+            guard rank == 0 else { return nil }
+            return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("metrics.jsonl"), truncate: !resume)
+        }
+        let run = TrainingRun(train: train, test: test, model: model, sampler: sampler, optimizer: optimizer, schedule: schedule,
+                              synchronizer: synchronizer, store: store, metrics: metrics, totalSteps: totalSteps,
+                              perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
+                              endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
+        if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere
+        model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
+        if rank == 0 && startStep < run.endStep { logStart(run) }
+        return run
+    }
+
+    /// Creates the run directory on every rank (each writes its own error-feedback files;
+    /// across hosts each may have its own disk). A fresh run refuses a directory holding an
+    /// earlier run's checkpoints — a later `--resume` would pick them up — unless `overwrite`.
+    private func prepareRunDirectory(_ store: CheckpointStore, resume: Bool, overwrite: Bool) throws {
+        try Agreement.run("create the run directory", over: transport) {
+            try FileSystem.makeDirectory(runDirectory, what: "run directory")
+            guard transport.rank == 0, !resume, !overwrite, let newest = store.existing().first else { return }
+            throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")
+        }
+        if overwrite && !resume {
+            try Agreement.run("remove the earlier run's checkpoints", over: transport) { try store.removeAll() }
+        }
+    }
+
+    private func loadData() throws -> (Dataset, Dataset) {
+        if config.dataset == "synthetic" {
+            let train = try SyntheticDataset(count: config.syntheticTrainSize, features: config.syntheticFeatures,
+                                             classes: config.syntheticClasses, seed: config.seed)
+            let test = try SyntheticDataset(count: max(config.syntheticTestSize, 1), features: config.syntheticFeatures,
+                                            classes: config.syntheticClasses, seed: config.seed, firstIndex: config.syntheticTrainSize)
+            return (train, test)
+        }
+        let cache = config.resolvedCacheDirectory
+        return (try FashionMNIST(directory: config.dataDirectory, split: "train", cacheDirectory: cache),
+                try FashionMNIST(directory: config.dataDirectory, split: "t10k", cacheDirectory: cache))
+    }
+
+    /// The model, with its gradient buffer in a shared-memory window when every rank is on
+    /// one host (the fp32 ring's steps are then loads from the peers' buffers:
+    /// RingAllReduce+ZeroCopy.swift). Allocating the window is collective.
+    private func buildModel(_ train: Dataset) throws -> Sequential {
+        let sharing = config.sharedMemory && transport.size > 1 ? transport as? SharedMemoryTransport : nil
+        let rank = transport.rank
+        // If the window cannot be had (e.g. a small /dev/shm), this rank keeps private memory:
+        // the ring agrees on its path every call, so every rank then uses messages.
+        return try config.modelSpec.build(inputShape: train.inputShape, classes: train.classes, seed: config.seed,
+                                          gradientStorage: sharing.map { shared in { count in
+            do { return try shared.allocateShared(count: max(1, count))?.local } catch {
+                self.log("warning: rank \(rank): no shared-memory window for the gradients (\(error)); the all-reduce uses messages")
+                return nil
+            }
+        } })
+    }
+
+    /// Rank 0 picks the newest checkpoint that fits this model and optimizer and sends it to
+    /// every rank (so ranks on hosts without the run directory's files resume too); every
+    /// rank loads it; a failure on any rank is a failure on all.
+    private func restore(_ store: CheckpointStore, _ model: Sequential, _ optimizer: Optimizer,
+                         _ synchronizer: GradientSynchronizer) throws -> Checkpoint {
+        let count = model.parameters.count
+        func fits(_ c: Checkpoint) throws {
+            guard c.parameters.count == count else {
+                throw Checkpoint.Corrupt(reason: "holds \(c.parameters.count) parameters, this model has \(count)")
+            }
+            try optimizer.loadState(c.optimizerState)
+        }
+        let bytes = try Agreement.fromRankZero("find a checkpoint", over: transport) {
+            let (found, skipped) = store.loadNewestValid(validate: fits)
+            guard let found else {
+                let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
+                throw FileError("--resume: no valid checkpoint in \(store.directory) (\(why)); start without --resume")
+            }
+            for note in skipped { log("warning: skipping checkpoint \(note)") }
+            log("resuming from \(found.path)")
+            return found.checkpoint.encoded()
+        }
+        let checkpoint = try Checkpoint(decoding: bytes)
+        let warning = try Agreement.run("load the checkpoint", over: transport) { () -> String? in
+            try fits(checkpoint)
+            _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
+            return synchronizer.restore(from: checkpoint, store: store)
+        }
+        if let warning { log("warning: \(warning)") }
+        if transport.rank == 0 {
+            log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
+        }
+        return checkpoint
+    }
+
+    /// The config keys that differ from the checkpoint's: an error for keys that make the
+    /// checkpoint meaningless, a warning (and a record in summary.json) for the rest — the run
+    /// then no longer matches any uninterrupted run.
+    private func configChanges(since checkpoint: Checkpoint) throws -> [String] {
+        let changes = TrainingConfig.differences(checkpoint.config, config.canonicalText)
+        if let fixed = changes.first(where: { change in Self.keysFixedAcrossResume.contains { change.hasPrefix($0) } }) {
+            throw AgreedError("--resume: the checkpoint was written with a different \(fixed); resume with the config it was written with, or start a new run")
+        }
+        if !changes.isEmpty && transport.rank == 0 {
+            log("warning: resuming with a changed config (\(changes.joined(separator: "; "))): this run no longer matches an uninterrupted one")
+        }
+        return changes
+    }
+
+    private func logStart(_ run: TrainingRun) {
+        let zeroCopy = (transport as? SharedMemoryTransport)?.sharedSegment(containing: run.parameters.gradients) != nil
+        log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), codec \(config.codec)"
+            + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
+            + "global batch \(config.globalBatch) (\(run.sampler.localBatch) per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
+    }
+}

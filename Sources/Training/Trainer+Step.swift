@@ -1,0 +1,75 @@
+import Foundation
+import NeuralNet
+import Optimizers
+
+/// What one step did, for the epoch's bookkeeping.
+struct StepOutcome {
+    var loss: Double, correct: Int, samples: Int
+    /// False when every rank skipped the step (non-finite averaged gradient).
+    var applied: Bool
+    var lr: Double
+    var clock: StepClock
+}
+
+/// The training step: local gradient, average, norm, update.
+extension Trainer {
+    func trainStep(_ step: Int, _ run: TrainingRun) throws -> StepOutcome {
+        let parameters = run.parameters, rank = transport.rank, n = transport.size
+        let batch = run.sampler.localBatch
+        var clock = StepClock()
+
+        // 1. Local gradient.
+        let start = ContinuousClock.now
+        run.fillBatch(step: step)
+        run.model.reseedDropout(seed: config.seed, rank: rank, step: step)
+        let local = try run.model.computeGradients(input: UnsafeBufferPointer(run.input), labels: UnsafeBufferPointer(run.labels), batch: batch)
+        // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets an
+        // infinite gradient; the test suite checks that every rank skips that step.
+        if config.injectNonFiniteAt.contains(step) && step % n == rank { parameters.gradients[parameters.count / 2] = .infinity }
+        if !local.loss.isFinite { parameters.gradients[0] = .nan }
+        clock.compute = (ContinuousClock.now - start).seconds
+
+        // 2. Average across ranks.
+        try run.synchronizer.average(parameters.gradients, step: step)
+        clock.comm = run.synchronizer.lastSeconds
+        clock.codec = run.synchronizer.lastCodecSeconds
+        if let gradientDumpPath, rank == 0, step == run.endStep - 1 {
+            try FileSystem.writeAtomically(Array(UnsafeRawBufferPointer(parameters.gradients)), to: gradientDumpPath, what: "gradient dump")
+        }
+
+        // 3–4. Norm (non-finite → skip everywhere), clip, update.
+        let norm = globalNorm(parameters.gradients)
+        let unit = run.perEpoch ? step / run.stepsPerEpoch : step
+        let lr = run.schedule.learningRate(at: unit)
+        guard norm.isFinite else {
+            run.skipped += 1
+            run.synchronizer.discardStep()
+            if rank == 0 { log("warning: step \(step): non-finite gradient (norm \(norm)); skipped on every rank (\(run.skipped) so far)") }
+            return StepOutcome(loss: local.loss, correct: 0, samples: 0, applied: false, lr: lr, clock: clock)
+        }
+        if config.clipGradNorm > 0 && norm > config.clipGradNorm {
+            let scale = Float(config.clipGradNorm / (norm + 1e-6))   // torch.nn.utils.clip_grad_norm_
+            for i in 0 ..< parameters.count { parameters.gradients[i] *= scale }
+        }
+        if let momentum = run.schedule.momentum(at: unit), let scheduled = run.optimizer as? MomentumScheduled {
+            scheduled.scheduledMomentum = momentum
+        }
+        run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
+        return StepOutcome(loss: local.loss, correct: local.correct, samples: batch, applied: true, lr: lr, clock: clock)
+    }
+
+    /// ‖g‖₂ in Double, in index order: identical on every rank for identical g.
+    func globalNorm(_ g: UnsafeMutableBufferPointer<Float>) -> Double {
+        var lanes = SIMD8<Double>()
+        var i = 0
+        let p = g.baseAddress!
+        while i + 8 <= g.count {
+            let v = SIMD8<Double>(SIMD8<Float>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)))
+            lanes += v * v
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < g.count { sum += Double(g[i]) * Double(g[i]); i += 1 }
+        return sum.squareRoot()
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import NeuralNet
+import Optimizers
+
+/// Everything a run holds from setup to the end: data, model, optimizer, schedule, the
+/// gradient synchronizer, where it starts and ends, and the per-step buffers. Built once by
+/// `Trainer.prepare`; the step and the bookkeeping read it.
+final class TrainingRun {
+    let train: Dataset, test: Dataset
+    let model: Sequential
+    let sampler: DistributedSampler
+    let optimizer: Optimizer
+    let schedule: LearningRateSchedule
+    let synchronizer: GradientSynchronizer
+    let store: CheckpointStore
+    /// `metrics.jsonl`, open on rank 0 only.
+    let metrics: AppendOnlyFile?
+
+    let stepsPerEpoch: Int, totalSteps: Int, epochs: Int
+    /// Whether the schedule counts epochs rather than steps.
+    let perEpoch: Bool
+    /// First step this process runs, and the step after its last.
+    let startStep: Int, endStep: Int
+    /// Non-finite steps skipped so far (checkpointed).
+    var skipped: Int
+    /// Keys that differ from the resumed checkpoint's config ("key: old → new").
+    let configChanges: [String]
+    let wallStart = ContinuousClock.now
+
+    /// This rank's batch, filled each step (allocated once).
+    let input: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<Int32>
+    private var order: [Int] = [], orderEpoch = -1
+
+    var parameters: FlatParameters { model.parameters }
+
+    init(train: Dataset, test: Dataset, model: Sequential, sampler: DistributedSampler, optimizer: Optimizer,
+         schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, store: CheckpointStore, metrics: AppendOnlyFile?,
+         totalSteps: Int, perEpoch: Bool, startStep: Int, endStep: Int, skipped: Int, configChanges: [String]) {
+        (self.train, self.test, self.model, self.sampler, self.optimizer) = (train, test, model, sampler, optimizer)
+        (self.schedule, self.synchronizer, self.store, self.metrics) = (schedule, synchronizer, store, metrics)
+        stepsPerEpoch = sampler.stepsPerEpoch
+        self.totalSteps = totalSteps
+        epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch
+        (self.perEpoch, self.startStep, self.endStep, self.skipped, self.configChanges) = (perEpoch, startStep, endStep, skipped, configChanges)
+        input = .allocate(capacity: sampler.localBatch * train.inputSize)
+        labels = .allocate(capacity: sampler.localBatch)
+    }
+
+    deinit { input.deallocate(); labels.deallocate() }
+
+    /// Gathers this rank's samples of global step `step` into `input` and `labels`.
+    func fillBatch(step: Int) {
+        let epoch = step / stepsPerEpoch
+        if epoch != orderEpoch { order = sampler.permutation(epoch: epoch); orderEpoch = epoch }
+        train.fill(sampler.localIndices(order, stepInEpoch: step % stepsPerEpoch), input: input.baseAddress!, labels: labels.baseAddress!)
+    }
+}

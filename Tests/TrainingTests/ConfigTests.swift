@@ -1,0 +1,82 @@
+import Foundation
+import Training
+import XCTest
+
+/// Config files and `--set` values: every mistake is one line naming the key or the place.
+final class ConfigTests: XCTestCase {
+    func error(_ yaml: String?, _ overrides: [String] = []) -> String {
+        do { _ = try TrainingConfig(yaml: yaml, source: "c.yaml", overrides: overrides); return "no error" } catch { return "\(error)" }
+    }
+
+    func testEmptyConfigIsAnErrorNotSilentDefaults() {
+        for text in ["", "\n\n", "# only a comment\n"] {
+            XCTAssertTrue(error(text).contains("c.yaml is empty"), error(text))
+        }
+    }
+
+    func testDuplicateKeysAreRejectedWithTheirLine() {
+        let message = error("train:\n  epochs: 3\n  epochs: 4\n")
+        XCTAssertTrue(message.contains("duplicate key 'train.epochs' (line 3)"), message)
+        XCTAssertTrue(error("train: {epochs: 1}\ntrain: {epochs: 2}\n").contains("duplicate key 'train'"))
+    }
+
+    func testInvalidYAMLNamesLineAndColumnOnOneLine() {
+        let message = error("train:\n  epochs: [1, 2\n")
+        XCTAssertTrue(message.hasPrefix("c.yaml is not valid YAML: line "), message)
+        XCTAssertFalse(message.contains("\n"), "one line: \(message)")
+        XCTAssertTrue(error("just a scalar").contains("must be a YAML mapping"))
+    }
+
+    func testNonTextConfigFileSaysItIsNotYAML() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-\(UUID().uuidString).yaml").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data([0x7f, 0x45, 0x4c, 0x46, 0xff, 0xfe, 0x00, 0x01])))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try TrainingConfig.load(path: path, overrides: [])) {
+            XCTAssertTrue("\($0)".contains("is not a YAML config (not UTF-8 text)"), "\($0)")
+        }
+        XCTAssertThrowsError(try TrainingConfig.load(path: "/nonexistent.yaml", overrides: [])) {
+            XCTAssertTrue("\($0)".contains("cannot read config file /nonexistent.yaml: it does not exist"), "\($0)")
+        }
+        XCTAssertThrowsError(try TrainingConfig.load(path: "/tmp", overrides: [])) {
+            XCTAssertTrue("\($0)".contains("it is a directory"), "\($0)")
+        }
+    }
+
+    func testSegmentBytesBelowOneFloatAreRejected() {
+        for bytes in 1 ... 3 {
+            XCTAssertTrue(error(nil, ["comm.segment_bytes=\(bytes)"]).contains("comm.segment_bytes must be 0 (the ring's default) or ≥ 4"))
+        }
+        XCTAssertEqual(error(nil, ["comm.segment_bytes=4"]), "no error")
+        XCTAssertEqual(error(nil, ["comm.segment_bytes=0"]), "no error")
+    }
+
+    func testCodecNamesWithParametersTheyDoNotTakeAreRejected() {
+        XCTAssertTrue(error(nil, ["comm.codec=none:7"]).contains("none takes no parameter"), error(nil, ["comm.codec=none:7"]))
+        XCTAssertTrue(error(nil, ["comm.codec=int8:0"]).contains("block size must be an integer in 1…1048576, got '0'"))
+        XCTAssertTrue(error(nil, ["comm.codec=zstd:99"]).contains("zstd level must be an integer in 1…22, got '99'"))
+    }
+
+    func testLearningRateIsValidatedWhereTheScheduleIsBuilt() throws {
+        let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.max_lr=0.5"])
+        XCTAssertNoThrow(try config.makeSchedule(total: 100, worldSize: 2))
+        XCTAssertTrue(error(nil, ["optimizer.lr=-0.1"]).contains("optimizer.lr must be ≥ 0.0, got -0.1"))
+    }
+
+    func testOneCycleSchedulesMomentumByDefaultAndTheOptimizerHasItsState() throws {
+        let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "optimizer.momentum=0"])
+        XCTAssertTrue(config.schedulesMomentum)
+        let schedule = try config.makeSchedule(total: 100, worldSize: 1)
+        XCTAssertEqual(schedule.momentum(at: 0)!, 0.95, accuracy: 1e-12)
+        XCTAssertEqual(schedule.momentum(at: 29)!, 0.85, accuracy: 1e-12, "momentum is lowest where the rate peaks")
+        let off = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.cycle_momentum=false"])
+        XCTAssertNil(try off.makeSchedule(total: 100, worldSize: 1).momentum(at: 0))
+    }
+
+    /// Property: the difference list names exactly the keys whose values differ, both ways.
+    func testDifferencesNameEachChangedKey() throws {
+        let a = try TrainingConfig(yaml: "train: {max_steps: 40}\noptimizer: {lr: 0.1}\n", source: "a")
+        let b = try TrainingConfig(yaml: "train: {max_steps: 80}\noptimizer: {lr: 0.1}\nseed: 3\n", source: "b")
+        XCTAssertEqual(TrainingConfig.differences(a.canonicalText, b.canonicalText), ["seed: (default) → 3", "train.max_steps: 40 → 80"])
+        XCTAssertEqual(TrainingConfig.differences(a.canonicalText, a.canonicalText), [])
+    }
+}
