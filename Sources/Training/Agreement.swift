@@ -23,8 +23,9 @@ public enum Agreement {
     static let messageBytes = 480
 
     /// Runs `body` on every rank; if it throws on any rank, every rank throws an
-    /// `AgreedError` carrying the first failing rank's message ("rank 2: …" when rank 0 did
-    /// not fail itself), so that rank 0 can report the cause whichever rank met it.
+    /// `AgreedError` carrying the first failing rank's message ("rank 2: …" unless rank 0
+    /// alone failed or every rank failed alike), so that rank 0 can report the cause
+    /// whichever rank met it.
     public static func run<T>(_ what: String, over transport: Transport, _ body: () throws -> T) throws -> T {
         var result: T?, failure: String?
         do { result = try body() } catch { failure = "\(error)" }
@@ -37,11 +38,16 @@ public enum Agreement {
         let all = try RingAllGather.gather(record, over: transport)
         let failed = (0 ..< transport.size).filter { all[$0 * record.count] == 1 }
         guard let first = failed.first else { return result! }
-        let bytes = all[first * record.count + 1 ..< (first + 1) * record.count].prefix { $0 != 0 }
-        let message = String(decoding: bytes, as: UTF8.self)
-        if first == 0 && failed.count == 1 { throw AgreedError(message) }
+        func message(_ rank: Int) -> String {
+            String(decoding: all[rank * record.count + 1 ..< (rank + 1) * record.count].prefix { $0 != 0 }, as: UTF8.self)
+        }
+        // Every rank met the same failure (one shared file, one argument): the message alone.
+        if failed.count == transport.size && failed.allSatisfy({ message($0) == message(first) }) {
+            throw AgreedError(message(first))
+        }
+        if first == 0 && failed.count == 1 { throw AgreedError(message(0)) }
         let others = failed.count > 1 ? " (ranks \(failed.map(String.init).joined(separator: ", ")) could not \(what))" : ""
-        throw AgreedError("rank \(first): \(message)\(others)")
+        throw AgreedError("rank \(first): \(message(first))\(others)")
     }
 
     /// Runs `body` on rank 0 only and gives every rank its result (or its error): for what

@@ -137,11 +137,20 @@ public struct CheckpointStore {
     }
 
     /// Removes every checkpoint and residual file (a fresh run with `--overwrite`).
+    /// Thrown by `loadNewestValid`'s `validate` for a sound checkpoint that must not be used
+    /// (it belongs to another model): older ones of the same run would not fit either, so the
+    /// search ends with this message instead of falling back.
+    public struct Refusal: Error, CustomStringConvertible {
+        public let description: String
+        public init(_ description: String) { self.description = description }
+    }
+
     public func removeAll() throws {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         where name.hasPrefix("step-") {
             let file = (directory as NSString).appendingPathComponent(name)
-            guard unlink(file) == 0 else { throw FileError.posix("remove the earlier run's checkpoint", file) }
+            // ENOENT: another rank on the same shared filesystem removed it first.
+            guard unlink(file) == 0 || errno == ENOENT else { throw FileError.posix("remove the earlier run's checkpoint", file) }
         }
     }
 
@@ -170,7 +179,7 @@ public struct CheckpointStore {
 
     /// The newest checkpoint that passes its checks (nil if none does), and for each newer
     /// one skipped, a note with the reason.
-    public func loadNewestValid(validate: (Checkpoint) throws -> Void) -> (found: (checkpoint: Checkpoint, path: String)?, skipped: [String]) {
+    public func loadNewestValid(validate: (Checkpoint) throws -> Void) throws -> (found: (checkpoint: Checkpoint, path: String)?, skipped: [String]) {
         var skipped: [String] = []
         for file in existing() {
             do {
@@ -178,6 +187,8 @@ public struct CheckpointStore {
                 let checkpoint = try Checkpoint(decoding: Array(data))
                 try validate(checkpoint)
                 return ((checkpoint, file), skipped)
+            } catch let refusal as Refusal {
+                throw refusal
             } catch {
                 skipped.append("\((file as NSString).lastPathComponent): \(error)")
             }

@@ -37,7 +37,7 @@ extension Trainer {
         if resume {
             let checkpoint = try restore(store, model, optimizer, synchronizer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
-            changes = try configChanges(since: checkpoint)
+            changes = configChanges(since: checkpoint)
         }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
             guard rank == 0 else { return nil }
@@ -104,13 +104,17 @@ extension Trainer {
                          _ synchronizer: GradientSynchronizer) throws -> Checkpoint {
         let count = model.parameters.count
         func fits(_ c: Checkpoint) throws {
+            let changes = TrainingConfig.differences(c.config, config.canonicalText)
+            if let fixed = changes.first(where: { change in Self.keysFixedAcrossResume.contains { change.hasPrefix($0) } }) {
+                throw CheckpointStore.Refusal("--resume: the checkpoint was written with a different \(fixed); resume with the config it was written with, or start a new run")
+            }
             guard c.parameters.count == count else {
                 throw Checkpoint.Corrupt(reason: "holds \(c.parameters.count) parameters, this model has \(count)")
             }
             try optimizer.loadState(c.optimizerState)
         }
         let bytes = try Agreement.fromRankZero("find a checkpoint", over: transport) {
-            let (found, skipped) = store.loadNewestValid(validate: fits)
+            let (found, skipped) = try store.loadNewestValid(validate: fits)
             guard let found else {
                 let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
                 throw FileError("--resume: no valid checkpoint in \(store.directory) (\(why)); start without --resume")
@@ -132,14 +136,11 @@ extension Trainer {
         return checkpoint
     }
 
-    /// The config keys that differ from the checkpoint's: an error for keys that make the
-    /// checkpoint meaningless, a warning (and a record in summary.json) for the rest — the run
-    /// then no longer matches any uninterrupted run.
-    private func configChanges(since checkpoint: Checkpoint) throws -> [String] {
+    /// The config keys that differ from the checkpoint's (those that make it meaningless were
+    /// refused when it was chosen): a warning and a record in summary.json — the run then no
+    /// longer matches any uninterrupted run.
+    private func configChanges(since checkpoint: Checkpoint) -> [String] {
         let changes = TrainingConfig.differences(checkpoint.config, config.canonicalText)
-        if let fixed = changes.first(where: { change in Self.keysFixedAcrossResume.contains { change.hasPrefix($0) } }) {
-            throw AgreedError("--resume: the checkpoint was written with a different \(fixed); resume with the config it was written with, or start a new run")
-        }
         if !changes.isEmpty && transport.rank == 0 {
             log("warning: resuming with a changed config (\(changes.joined(separator: "; "))): this run no longer matches an uninterrupted one")
         }

@@ -169,8 +169,15 @@ public struct TrainingConfig {
         }
     }
 
+    /// `data.cache_dir`, or by default the XDG cache directory: `$XDG_CACHE_HOME/ringsgd`,
+    /// else `$HOME/.cache/ringsgd` (the environment first, as every XDG tool reads it, so
+    /// that a job can move the cache by setting HOME or XDG_CACHE_HOME).
     public var resolvedCacheDirectory: String {
-        cacheDirectory.isEmpty ? (NSHomeDirectory() as NSString).appendingPathComponent(".cache/ringsgd") : cacheDirectory
+        guard cacheDirectory.isEmpty else { return cacheDirectory }
+        let environment = ProcessInfo.processInfo.environment
+        if let xdg = environment["XDG_CACHE_HOME"], xdg.hasPrefix("/") { return xdg + "/ringsgd" }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+        return (home as NSString).appendingPathComponent(".cache/ringsgd")
     }
 
     /// The optimizer for a model's flat parameters (layer ranges for LAMB/LARS).

@@ -34,7 +34,7 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
     var segmentBytes: Int?
 
-    @Option(help: "Where the buffers live: auto, shared or private (see BufferPlacement); ranks on several hosts always use private.")
+    @Option(help: ArgumentHelp("Where the buffers live (auto, shared, private).", discussion: BufferPlacement.help))
     var buffers: BufferPlacement = .auto
 
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")

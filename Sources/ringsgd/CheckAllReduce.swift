@@ -31,7 +31,7 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes (small values exercise many segments; default: the ring's for the codec).")
     var segmentBytes: Int?
 
-    @Option(help: "Where the ring's buffers live: private, shared or auto (see BufferPlacement).")
+    @Option(help: ArgumentHelp("Where the buffers live (auto, shared, private).", discussion: BufferPlacement.help))
     var buffers: BufferPlacement = .private
 
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")

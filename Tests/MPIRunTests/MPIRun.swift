@@ -18,6 +18,8 @@ enum MPIRun {
         let status: Int32
         let output: String
         let timedOut: Bool
+        /// Wall-clock seconds until the job ended.
+        var seconds = 0.0
     }
 
     static func run(np: Int, _ arguments: [String], timeout: TimeInterval = 120,
@@ -28,6 +30,21 @@ enum MPIRun {
         var command = ["mpirun", "-np", "\(np)", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { command.append("--allow-run-as-root") }
         command += mpiArguments + [binary] + arguments
+        return try runProcess(command, timeout: timeout)
+    }
+
+    /// An MPMD launch: one rank per entry, each with its own `ringsgd` arguments and extra
+    /// environment (`-x NAME=value`) — how a test gives one rank a different view of the world.
+    static func runRanks(_ ranks: [(arguments: [String], environment: [String])], timeout: TimeInterval = 120) throws -> Outcome {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw XCTSkip("ringsgd binary not found at \(binary): run `swift build -c release` first (launch/test.sh does)")
+        }
+        var command = ["mpirun", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
+        if getuid() == 0 { command.append("--allow-run-as-root") }
+        for (index, rank) in ranks.enumerated() {
+            if index > 0 { command.append(":") }
+            command += ["-np", "1"] + rank.environment.flatMap { ["-x", $0] } + [binary] + rank.arguments
+        }
         return try runProcess(command, timeout: timeout)
     }
 
@@ -45,7 +62,8 @@ enum MPIRun {
         environment["SWIFT_BACKTRACE"] = "enable=no"
         process.environment = environment
         try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
+        let started = Date()
+        let deadline = started.addingTimeInterval(timeout)
         var timedOut = false
         while process.isRunning {
             if Date() > deadline {
@@ -59,11 +77,26 @@ enum MPIRun {
         try handle.close()
         let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(at: log)
-        return Outcome(status: timedOut ? -1 : process.terminationStatus, output: output, timedOut: timedOut)
+        return Outcome(status: timedOut ? -1 : process.terminationStatus, output: output, timedOut: timedOut,
+                       seconds: Date().timeIntervalSince(started))
     }
 }
 
 extension XCTestCase {
+    /// Asserts a failed job that ended on its own (no hang), within `seconds`, printing exactly
+    /// one `ringsgd: error:` line that contains `expected`, and no crash dump.
+    func assertOneLineError(_ outcome: MPIRun.Outcome, _ expected: String, within seconds: Double = 60,
+                            file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(outcome.timedOut, "hung; output:\n\(outcome.output)", file: file, line: line)
+        XCTAssertNotEqual(outcome.status, 0, "must fail; output:\n\(outcome.output)", file: file, line: line)
+        XCTAssertLessThan(outcome.seconds, seconds, "took \(outcome.seconds) s to end", file: file, line: line)
+        XCTAssertTrue(outcome.output.contains(expected), "expected '\(expected)' in:\n\(outcome.output)", file: file, line: line)
+        XCTAssertEqual(outcome.output.components(separatedBy: "ringsgd: error:").count - 1, 1,
+                       "exactly one error line:\n\(outcome.output)", file: file, line: line)
+        XCTAssertFalse(outcome.output.contains("Fatal error") || outcome.output.contains("Backtrace")
+                       || outcome.output.contains("NSCocoaErrorDomain"), outcome.output, file: file, line: line)
+    }
+
     /// Asserts a clean exit, showing the ranks' output on failure.
     func assertSucceeded(_ outcome: MPIRun.Outcome, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertFalse(outcome.timedOut, "\(what) timed out; output:\n\(outcome.output)", file: file, line: line)

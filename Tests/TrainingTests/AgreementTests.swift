@@ -40,6 +40,18 @@ final class AgreementTests: XCTestCase {
         XCTAssertEqual(Set(outcomes), ["rank 1: rank-local problem (ranks 1, 3 could not load the dataset)"])
     }
 
+    /// Every rank failing alike (one shared file, one argument) reads as the plain message:
+    /// a rank prefix would only distract.
+    func testTheSameFailureOnEveryRankIsThePlainMessage() throws {
+        let outcomes = try InProcessCluster.run(size: 3) { transport -> String in
+            do {
+                try Agreement.run("read the config", over: transport) { throw Local(description: "cannot read config file x.yaml") }
+                return "no error"
+            } catch { return "\(error)" }
+        }
+        XCTAssertEqual(outcomes, Array(repeating: "cannot read config file x.yaml", count: 3))
+    }
+
     func testRankZerosDecisionOrErrorReachesEveryRank() throws {
         let values = try InProcessCluster.run(size: 3) { transport in
             try Agreement.fromRankZero("pick", over: transport) { Array("checkpoint bytes".utf8) }

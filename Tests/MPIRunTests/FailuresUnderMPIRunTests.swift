@@ -1,0 +1,198 @@
+import Foundation
+import XCTest
+
+/// What a user meets when something is wrong on one rank, in a file, or in the run
+/// directory: one line naming it, on every rank's behalf, a non-zero exit, nothing lost, no
+/// hang — each under real mpirun, each bounded.
+final class FailuresUnderMPIRunTests: XCTestCase {
+    var short: [String] { TrainUnderMPIRunTests.short }
+
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func summary(_ dir: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
+    }
+
+    func train(_ extra: [String], dir: String, np: Int = 2) throws -> MPIRun.Outcome {
+        try MPIRun.run(np: np, ["train"] + short + ["--run-dir", dir] + extra, timeout: 180)
+    }
+
+    // MARK: - One rank alone
+
+    /// Property: a failure that only one rank meets ends every rank within seconds, and the
+    /// message is that rank's, reported once.
+    func testAFailureOnOneRankOnlyEndsEveryRankWithItsMessage() throws {
+        let dir = temporaryDirectory()
+        let good = ["train"] + short + ["--run-dir", dir]
+        var badConfig = good
+        badConfig[badConfig.firstIndex(of: "--config")! + 1] = "/nonexistent/fashion.yaml"
+        assertOneLineError(try MPIRun.runRanks([(good, []), (badConfig, [])]),
+                           "rank 1: cannot read config file /nonexistent/fashion.yaml: it does not exist", within: 30)
+        // The dataset cache (under $HOME by default) cannot be created on rank 1 only.
+        assertOneLineError(try MPIRun.runRanks([(good, []), (good, ["HOME=/proc/ringsgd-no-home"])]),
+                           "rank 1: cannot create dataset cache (data.cache_dir) /proc/ringsgd-no-home", within: 30)
+        // --resume given to one rank only (an MPMD launch): agreed before any other collective.
+        assertOneLineError(try MPIRun.runRanks([(good + ["--resume"], []), (good, [])]),
+                           "ranks disagree on --resume (given to rank 0 only)", within: 30)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"), "no training may happen")
+    }
+
+    /// Each host may have its own disk: a rank whose run directory is empty still resumes,
+    /// from the checkpoint rank 0 reads and sends, and ends bit-identical to an uninterrupted run.
+    func testARankWithAnEmptyRunDirectoryResumesFromRankZerosCheckpoint() throws {
+        let whole = temporaryDirectory(), split = temporaryDirectory(), elsewhere = temporaryDirectory()
+        assertSucceeded(try train([], dir: whole), "uninterrupted")
+        assertSucceeded(try train(["--stop-after", "20"], dir: split), "first half")
+        let rank0 = ["train"] + short + ["--run-dir", split, "--resume"]
+        let rank1 = ["train"] + short + ["--run-dir", elsewhere, "--resume"]
+        let resumed = try MPIRun.runRanks([(rank0, []), (rank1, [])], timeout: 180)
+        assertSucceeded(resumed, "resume with rank 1's directory empty")
+        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String, resumed.output)
+    }
+
+    // MARK: - Error feedback and non-finite steps
+
+    /// Property: with error feedback on, one non-finite step is skipped and the run trains on
+    /// (the codec's NaN residual once made every later step non-finite too).
+    func testErrorFeedbackTrainsOnAfterANonFiniteStep() throws {
+        let dir = temporaryDirectory()
+        let outcome = try train(["--set", "comm.codec=int8", "--set", "comm.error_feedback=true",
+                                 "--set", "consistency.inject_nonfinite_at=[5]"], dir: dir)
+        assertSucceeded(outcome, "EF + injected non-finite step")
+        let s = try summary(dir)
+        XCTAssertEqual(s["skipped_steps"] as? Int, 1, outcome.output)
+        XCTAssertGreaterThan(s["test_accuracy"] as? Double ?? 0, 0.6, "the run keeps learning after the skipped step")
+    }
+
+    // MARK: - Files
+
+    /// An IDX file with a wrong magic number is a one-line error (it once crashed both ranks
+    /// reading the header after unmapping it).
+    func testBadIDXHeadersAreOneLineErrors() throws {
+        for magic: [UInt8] in [[0xde, 0xad, 0xbe, 0xef], [0x00, 0x00, 0x0d, 0x03], [0x12, 0x34, 0x56, 0x78]] {
+            let data = temporaryDirectory(), cache = temporaryDirectory()
+            let raw = data + "/train-images-idx3-ubyte"
+            XCTAssertTrue(FileManager.default.createFile(atPath: raw, contents: Data(magic + [UInt8](repeating: 0, count: 64))))
+            assertSucceeded(try MPIRun.runProcess(["gzip", raw], timeout: 30), "gzip")
+            let hex = magic.map { String(format: "%02x", $0) }.joined()
+            assertOneLineError(try train(["--set", "data.dir=\(data)", "--set", "data.cache_dir=\(cache)"], dir: temporaryDirectory()),
+                               "train-images-idx3-ubyte.gz is not an unsigned-byte IDX file (bad magic \(hex)", within: 30)
+        }
+    }
+
+    /// A full disk where metrics are written (here /dev/full) is a one-line error on every
+    /// rank, not a trap in a file-handle write.
+    func testAFullDiskIsAOneLineError() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createSymbolicLink(atPath: dir + "/metrics.jsonl", withDestinationPath: "/dev/full")
+        assertOneLineError(try train(["--set", "train.max_steps=5"], dir: dir),
+                           "cannot write metrics to \(dir)/metrics.jsonl: No space left on device", within: 60)
+    }
+
+    func testARunDirectoryThatCannotBeCreatedIsOneLine() throws {
+        assertOneLineError(try train([], dir: "/proc/ringsgd-run"), "cannot create run directory /proc/ringsgd-run: No such file or directory")
+        let file = temporaryDirectory() + "/a-file"
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data()))
+        assertOneLineError(try train([], dir: file), "cannot create run directory \(file): a file of that name exists")
+    }
+
+    // MARK: - Run directories and resume
+
+    /// A fresh run never silently mixes with an earlier run's checkpoints: it refuses, or
+    /// with --overwrite deletes them; a later --resume then continues the new run.
+    func testAFreshRunRefusesAnEarlierRunsCheckpointsUnlessOverwriting() throws {
+        let dir = temporaryDirectory()
+        assertSucceeded(try train(["--stop-after", "30"], dir: dir), "first run")
+        assertOneLineError(try train([], dir: dir), "holds checkpoints of an earlier run (newest: step-00000030.ckpt); continue it with --resume")
+        assertSucceeded(try train(["--stop-after", "10", "--overwrite"], dir: dir), "overwrite")
+        let resumed = try train(["--resume"], dir: dir)
+        assertSucceeded(resumed, "resume after overwrite")
+        XCTAssertTrue(resumed.output.contains("resumed at step 10"), resumed.output)
+    }
+
+    /// A job script that always passes --resume: a finished run has nothing left to do,
+    /// exits 0 and keeps its summary.
+    func testResumingAFinishedRunHasNothingLeftToDo() throws {
+        let dir = temporaryDirectory()
+        assertSucceeded(try train([], dir: dir), "run")
+        let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))
+        let again = try train(["--resume"], dir: dir)
+        assertSucceeded(again, "resume of a finished run")
+        XCTAssertTrue(again.output.contains("nothing left to do"), again.output)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")), before, "summary kept as it was")
+    }
+
+    /// Resuming with a changed config: a change that keeps the checkpoint meaningful is
+    /// warned about and recorded; one that does not (another model) is refused.
+    func testResumingWithAChangedConfigWarnsOrRefuses() throws {
+        let dir = temporaryDirectory()
+        assertSucceeded(try train(["--stop-after", "20"], dir: dir), "first half")
+        assertOneLineError(try train(["--resume", "--set", "model.hidden=[64]"], dir: dir),
+                           "--resume: the checkpoint was written with a different model.hidden: [512, 256] → [64]")
+        let changed = try train(["--resume", "--set", "train.max_steps=50"], dir: dir)
+        assertSucceeded(changed, "resume with a longer run")
+        XCTAssertTrue(changed.output.contains("warning: resuming with a changed config (train.max_steps: 40 → 50)"), changed.output)
+        XCTAssertEqual(try summary(dir)["config_changes_on_resume"] as? [String], ["train.max_steps: 40 → 50"])
+        XCTAssertEqual(try summary(dir)["steps"] as? Int, 50)
+    }
+
+    /// When no checkpoint fits, the message says why for each one.
+    func testNoFittingCheckpointSaysWhy() throws {
+        let dir = temporaryDirectory()
+        assertSucceeded(try train(["--stop-after", "10"], dir: dir), "run")
+        let path = dir + "/checkpoints/step-00000010.ckpt"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: path))
+        assertOneLineError(try train(["--resume"], dir: dir),
+                           "--resume: no valid checkpoint in \(dir)/checkpoints (step-00000010.ckpt: checksum mismatch (truncated or damaged))")
+    }
+
+    // MARK: - Through the launchers
+
+    /// Through launch/local.sh the user's last line is ours: mpirun's notes are silenced, and
+    /// after a killed rank a line says so and how to continue.
+    func testTheLaunchersLastLineIsTheError() throws {
+        let local = MPIRun.packageRoot.path + "/launch/local.sh"
+        let bad = try MPIRun.runProcess([local, "2", "train", "--config", "/nonexistent.yaml"], timeout: 120)
+        XCTAssertNotEqual(bad.status, 0)
+        let last = bad.output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(last.hasPrefix("ringsgd: error: cannot read config file /nonexistent.yaml"), "last line: \(last)\n\(bad.output)")
+        XCTAssertFalse(bad.output.contains("Primary job"), bad.output)
+
+        // A rank killed mid-run: the job ends, and the last line says how to continue.
+        let dir = temporaryDirectory()
+        let job = Process()
+        job.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        job.arguments = ["setsid", "--wait", local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir]
+        let log = dir + ".log"
+        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        job.standardOutput = handle; job.standardError = handle; job.standardInput = FileHandle.nullDevice
+        try job.run()
+        defer { kill(-job.processIdentifier, SIGKILL) }
+        var victim: Int32 = 0
+        for _ in 0 ..< 600 where victim == 0 {   // ≤ 60 s for the ranks to start training
+            usleep(100_000)
+            let pids = try MPIRun.runProcess(["pgrep", "-f", "ringsgd train .*--run-dir \(dir)$"], timeout: 10).output
+            if let pid = pids.split(separator: "\n").compactMap({ Int32($0) }).first,
+               (try? String(contentsOfFile: log, encoding: .utf8))?.contains("ringsgd train:") == true { victim = pid }
+        }
+        XCTAssertNotEqual(victim, 0, "no rank found")
+        kill(victim, SIGKILL)
+        let deadline = Date().addingTimeInterval(30)
+        while job.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(job.isRunning, "the job must end within 30 s of a killed rank")
+        job.waitUntilExit()
+        try handle.close()
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        try? FileManager.default.removeItem(atPath: log)
+        let lastLine = output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(lastLine.contains("the job ended abnormally") && lastLine.contains("--resume"), "last line: \(lastLine)\n\(output)")
+    }
+}
