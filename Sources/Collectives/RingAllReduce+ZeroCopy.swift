@@ -1,8 +1,8 @@
 import GradientCodecs
 
-/// The ring's steps when the buffer lives in a `SharedSegment`: the same step table, the same
+/// The ring's steps when the buffer lives in a `SharedRegion`: the same step table, the same
 /// chunks, the same order of additions — so bit-identical results to the message ring — but
-/// a "transfer" is a load from the left neighbour's segment.
+/// a "transfer" is a load from the left neighbour's part of the region.
 ///
 /// Reduce-scatter step s: rank r adds its left neighbour's chunk (r − s − 1) mod n into its
 /// own (the last step also divides by n); all-gather step s: it copies its left neighbour's
@@ -10,18 +10,18 @@ import GradientCodecs
 /// neighbour, and its right neighbour reads a different chunk of it, so a barrier between
 /// steps is the only synchronisation needed: one before the first step (every rank has
 /// finished writing its buffer) and one after each, 2n − 1 per call. Each barrier is fenced
-/// (`SharedSegment.synchronize`) so that stores before it are visible to loads after it.
+/// (`SharedRegion.synchronize`) so that stores before it are visible to loads after it.
 ///
 /// Per rank and call this reads 2(n − 1)/n of the buffer from peers, like the ring, but in
 /// one pass that loads, adds and stores, where a message costs a copy into scratch (MPI's
 /// single-copy read in `MPI_Wait`) and then the add reading that copy again.
 extension RingAllReduce {
-    func averageInSharedMemory(_ buffer: UnsafeMutableBufferPointer<Float>, segment: SharedSegment,
+    func averageInSharedMemory(_ buffer: UnsafeMutableBufferPointer<Float>, region: SharedRegion,
                                offsets: [Int]) throws {
         let n = transport.size, r = transport.rank
-        let mine = buffer.baseAddress!, left = segment.base(of: transport.leftNeighbour) + offsets[transport.leftNeighbour]
+        let mine = buffer.baseAddress!, left = region.base(of: transport.leftNeighbour) + offsets[transport.leftNeighbour]
         let part = RingPartition(count: buffer.count, ranks: n, maxSegmentValues: buffer.count)
-        try segment.synchronize(over: transport)
+        try region.synchronize(over: transport)
         for s in 0 ..< n - 1 {
             let chunk = part.chunk((r - s - 1 + 2 * n) % n)
             if s == n - 2 {
@@ -29,12 +29,12 @@ extension RingAllReduce {
             } else {
                 FloatKernels.add(left + chunk.lowerBound, into: mine + chunk.lowerBound, count: chunk.count)
             }
-            try segment.synchronize(over: transport)
+            try region.synchronize(over: transport)
         }
         for s in 0 ..< n - 1 {
             let chunk = part.chunk((r - s + n) % n)
             (mine + chunk.lowerBound).update(from: left + chunk.lowerBound, count: chunk.count)
-            try segment.synchronize(over: transport)
+            try region.synchronize(over: transport)
         }
         lastBytesSent = part.chunkSum(ranks: n) * 4   // what the message ring would have sent
         lastCallWasZeroCopy = true

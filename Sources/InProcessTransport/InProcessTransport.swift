@@ -3,22 +3,52 @@
 import Collectives
 import Foundation
 
-/// The shared "network": one FIFO mailbox per (sender, receiver, tag).
+/// How a send completes.
+public enum SendMode: Sendable {
+    /// The bytes are copied at `send`, which completes at once (MPI's eager protocol).
+    case buffered
+    /// The bytes are copied only when a matching receive is posted, and `wait` on the send
+    /// returns only then (MPI's rendezvous protocol for large messages): a collective that
+    /// reuses a send buffer before its send completed sends the wrong bytes, and a test sees it.
+    case rendezvous
+}
+
+/// The shared "network": per (sender, receiver, tag) the sends not yet matched and the
+/// receives not yet matched, matched in posting order as MPI matches them.
 final class InProcessFabric: @unchecked Sendable {
     let size: Int
     let timeout: TimeInterval
+    let mode: SendMode
     private let condition = NSCondition()
-    private var mailboxes: [MailboxKey: [[UInt8]]] = [:]
-    /// Segments handed out by `allocateShared`, freed with the fabric (after every rank's transport is gone).
+    private var unmatchedSends: [MailboxKey: [OutgoingMessage]] = [:]
+    private var unmatchedReceives: [MailboxKey: [IncomingSlot]] = [:]
+    /// Regions handed out by `allocateShared`, freed with the fabric (after every rank's transport is gone).
     var sharedAllocations: [UnsafeMutableBufferPointer<Float>] = []
     private var barrierArrived = 0
     private var barrierGeneration = 0
 
     struct MailboxKey: Hashable { let from: Int, to: Int, tag: Int }
 
-    init(size: Int, timeout: TimeInterval) {
+    /// A send: its bytes (buffered) or where they lie (rendezvous), done once copied.
+    final class OutgoingMessage {
+        let copy: [UInt8]?
+        let source: UnsafeRawBufferPointer
+        var done = false
+        init(copy: [UInt8]?, source: UnsafeRawBufferPointer) { (self.copy, self.source) = (copy, source) }
+    }
+
+    /// A posted receive: where to copy, then the length or the error.
+    final class IncomingSlot {
+        let buffer: UnsafeMutableRawBufferPointer
+        var received: Int?
+        var overrun: Int?
+        init(buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+    }
+
+    init(size: Int, timeout: TimeInterval, mode: SendMode) {
         self.size = size
         self.timeout = timeout
+        self.mode = mode
     }
 
     deinit { for allocation in sharedAllocations { allocation.deallocate() } }
@@ -29,23 +59,50 @@ final class InProcessFabric: @unchecked Sendable {
         condition.unlock()
     }
 
-    func post(_ message: [UInt8], from: Int, to: Int, tag: Int) {
+    func post(_ message: OutgoingMessage, on key: MailboxKey) {
         condition.lock()
-        mailboxes[MailboxKey(from: from, to: to, tag: tag), default: []].append(message)
-        condition.broadcast()
+        unmatchedSends[key, default: []].append(message)
+        matchAll(key)
         condition.unlock()
     }
 
-    /// Takes the oldest message on a mailbox, waiting up to `timeout` (then nil: a hang).
-    func take(from: Int, to: Int, tag: Int) -> [UInt8]? {
-        let key = MailboxKey(from: from, to: to, tag: tag)
+    func post(_ slot: IncomingSlot, on key: MailboxKey) {
+        condition.lock()
+        unmatchedReceives[key, default: []].append(slot)
+        matchAll(key)
+        condition.unlock()
+    }
+
+    /// Pairs the oldest unmatched send with the oldest unmatched receive (lock held).
+    private func matchAll(_ key: MailboxKey) {
+        while let send = unmatchedSends[key]?.first, let slot = unmatchedReceives[key]?.first {
+            unmatchedSends[key]!.removeFirst()
+            unmatchedReceives[key]!.removeFirst()
+            let count = send.copy?.count ?? send.source.count
+            if count > slot.buffer.count {
+                slot.overrun = count
+            } else if count > 0 {
+                if let copy = send.copy {
+                    copy.withUnsafeBytes { slot.buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: count) }
+                } else {
+                    slot.buffer.baseAddress!.copyMemory(from: send.source.baseAddress!, byteCount: count)
+                }
+            }
+            slot.received = count
+            send.done = true
+            condition.broadcast()
+        }
+    }
+
+    /// Waits until `isDone` holds (lock held while it is evaluated); false after `timeout`.
+    func waitUntil(_ isDone: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
         defer { condition.unlock() }
-        while mailboxes[key, default: []].isEmpty {
-            if !condition.wait(until: deadline) { return nil }
+        while !isDone() {
+            if !condition.wait(until: deadline) { return isDone() }
         }
-        return mailboxes[key]!.removeFirst()
+        return true
     }
 
     func barrier() -> Bool {
@@ -69,24 +126,19 @@ final class InProcessFabric: @unchecked Sendable {
 
 /// One rank's endpoint on an `InProcessFabric`.
 ///
-/// Sends are buffered (the bytes are copied at `send`, which completes at once). Receives
-/// are matched in the order they were posted per (peer, tag), as MPI matches them, when the
-/// first of them is waited on. A receive that finds no message within the fabric's timeout
-/// throws: a test that would hang fails instead.
+/// Sends are buffered or rendezvous (`SendMode`); a send and a receive are matched as soon as
+/// both are posted, in posting order per (peer, tag), as an MPI library with asynchronous
+/// progress matches them. A wait that is not satisfied within the fabric's timeout throws: a
+/// test that would hang fails instead.
 public final class InProcessTransport: Transport {
     public let rank: Int
     public var size: Int { fabric.size }
     let fabric: InProcessFabric
 
-    private struct PendingReceive {
-        let buffer: UnsafeMutableRawBufferPointer
-        let peer: Int, tag: Int
-        var received: Int?
-    }
-    private var receives: [UInt: PendingReceive] = [:]
-    private var postedOrder: [InProcessFabric.MailboxKey: [UInt]] = [:]
+    private var sends: [UInt: (message: InProcessFabric.OutgoingMessage, peer: Int)] = [:]
+    private var receives: [UInt: (slot: InProcessFabric.IncomingSlot, peer: Int)] = [:]
     private var nextHandle: UInt = 1
-    var segments: [SharedSegment] = []
+    var regions: [SharedRegion] = []
 
     init(rank: Int, fabric: InProcessFabric) {
         self.rank = rank
@@ -95,42 +147,45 @@ public final class InProcessTransport: Transport {
 
     public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: Int) throws -> TransportRequest {
         try checkPeer(peer, call: "send")
-        fabric.post(Array(bytes), from: rank, to: peer, tag: tag)
-        return TransportRequest(handle: 0, peer: peer, isSend: true)
+        let message = InProcessFabric.OutgoingMessage(copy: fabric.mode == .buffered ? Array(bytes) : nil, source: bytes)
+        fabric.post(message, on: InProcessFabric.MailboxKey(from: rank, to: peer, tag: tag))
+        let handle = nextHandle
+        nextHandle += 1
+        if fabric.mode == .rendezvous { sends[handle] = (message, peer) }
+        return TransportRequest(handle: handle, peer: peer, isSend: true)
     }
 
     public func receive(into bytes: UnsafeMutableRawBufferPointer, from peer: Int, tag: Int) throws -> TransportRequest {
         try checkPeer(peer, call: "receive")
+        let slot = InProcessFabric.IncomingSlot(buffer: bytes)
+        fabric.post(slot, on: InProcessFabric.MailboxKey(from: peer, to: rank, tag: tag))
         let handle = nextHandle
         nextHandle += 1
-        receives[handle] = PendingReceive(buffer: bytes, peer: peer, tag: tag)
-        postedOrder[InProcessFabric.MailboxKey(from: peer, to: rank, tag: tag), default: []].append(handle)
+        receives[handle] = (slot, peer)
         return TransportRequest(handle: handle, peer: peer, isSend: false)
     }
 
     public func wait(_ request: TransportRequest) throws -> Int {
-        if request.isSend { return 0 }
-        guard let pending = receives[request.handle] else {
+        if request.isSend {
+            guard let (message, peer) = sends.removeValue(forKey: request.handle) else { return 0 }   // buffered: done
+            guard fabric.waitUntil({ message.done }) else {
+                throw CollectiveError.transport(rank: rank, peer: peer, call: "send",
+                                                detail: "no matching receive within \(fabric.timeout) s (the collective would hang)")
+            }
+            return message.source.count
+        }
+        guard let (slot, peer) = receives.removeValue(forKey: request.handle) else {
             throw CollectiveError.transport(rank: rank, peer: request.peer, call: "wait", detail: "unknown or completed request")
         }
-        let key = InProcessFabric.MailboxKey(from: pending.peer, to: rank, tag: pending.tag)
-        // Complete earlier receives on the same mailbox first: MPI matches in posting order.
-        while receives[request.handle]?.received == nil {
-            let handle = postedOrder[key]!.removeFirst()
-            var earlier = receives[handle]!
-            guard let message = fabric.take(from: pending.peer, to: rank, tag: pending.tag) else {
-                throw CollectiveError.transport(rank: rank, peer: pending.peer, call: "receive",
-                                                detail: "no message within \(fabric.timeout) s (the collective would hang)")
-            }
-            if message.count > earlier.buffer.count {
-                throw CollectiveError.transport(rank: rank, peer: pending.peer, call: "receive",
-                                                detail: "message of \(message.count) bytes overruns a \(earlier.buffer.count)-byte buffer")
-            }
-            message.withUnsafeBytes { earlier.buffer.baseAddress?.copyMemory(from: $0.baseAddress!, byteCount: message.count) }
-            earlier.received = message.count
-            receives[handle] = earlier
+        guard fabric.waitUntil({ slot.received != nil }) else {
+            throw CollectiveError.transport(rank: rank, peer: peer, call: "receive",
+                                            detail: "no message within \(fabric.timeout) s (the collective would hang)")
         }
-        return receives.removeValue(forKey: request.handle)!.received!
+        if let overrun = slot.overrun {
+            throw CollectiveError.transport(rank: rank, peer: peer, call: "receive",
+                                            detail: "message of \(overrun) bytes overruns a \(slot.buffer.count)-byte buffer")
+        }
+        return slot.received!
     }
 
     public func barrier() throws {
@@ -143,7 +198,7 @@ public final class InProcessTransport: Transport {
         let tag = 0x4243
         if rank == root {
             for peer in 0 ..< size where peer != root {
-                _ = try send(UnsafeRawBufferPointer(bytes), to: peer, tag: tag)
+                _ = try wait(send(UnsafeRawBufferPointer(bytes), to: peer, tag: tag))
             }
         } else {
             let got = try wait(receive(into: bytes, from: root, tag: tag))
@@ -165,27 +220,27 @@ public final class InProcessTransport: Transport {
 /// its part and the ranks all-gather the addresses. The fabric's barrier takes a lock, which
 /// orders memory, so the fence has nothing to do.
 extension InProcessTransport: SharedMemoryTransport {
-    public func allocateShared(count: Int) throws -> SharedSegment? {
+    public func allocateShared(count: Int) throws -> SharedRegion? {
         let local = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
         local.initialize(repeating: 0)
         fabric.keep(local)
         let addresses = try RingAllGather.gather(UInt(bitPattern: local.baseAddress), over: self)
-        let segment = SharedSegment(local: local, bases: addresses.map { UnsafeMutablePointer(bitPattern: $0)! }, fence: {})
-        segments.append(segment)
-        return segment
+        let region = SharedRegion(local: local, bases: addresses.map { UnsafeMutablePointer(bitPattern: $0)! }, fence: {})
+        regions.append(region)
+        return region
     }
 
-    public func sharedSegment(containing buffer: UnsafeMutableBufferPointer<Float>) -> SharedSegment? {
-        segments.first { $0.offset(of: buffer) != nil }
+    public func sharedRegion(containing buffer: UnsafeMutableBufferPointer<Float>) -> SharedRegion? {
+        regions.first { $0.offset(of: buffer) != nil }
     }
 }
 
 /// Runs `body` on `size` threads, one rank each, and returns each rank's result in rank
 /// order (or rethrows the first rank's error).
 public enum InProcessCluster {
-    public static func run<T>(size: Int, timeout: TimeInterval = 20,
+    public static func run<T>(size: Int, timeout: TimeInterval = 20, sends: SendMode = .buffered,
                               _ body: @escaping (InProcessTransport) throws -> T) throws -> [T] {
-        let fabric = InProcessFabric(size: size, timeout: timeout)
+        let fabric = InProcessFabric(size: size, timeout: timeout, mode: sends)
         let results = ResultBox<T>(size: size)
         let group = DispatchGroup()
         for rank in 0 ..< size {

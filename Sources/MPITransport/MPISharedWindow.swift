@@ -11,7 +11,7 @@ import Collectives
 /// lifetime, which is what makes `MPI_Win_sync` the fence of MPI-3's "unified" shared memory
 /// idiom: sync, barrier, sync. Windows are freed (collectively) by `MPIRuntime.finalize`.
 extension MPITransport: SharedMemoryTransport {
-    public func allocateShared(count: Int) throws -> SharedSegment? {
+    public func allocateShared(count: Int) throws -> SharedRegion? {
         precondition(count > 0, "a shared segment needs at least one float")
         var node: MPI_Comm? = nil
         try check(MPI_Comm_split_type(comm, ringsgd_mpi_comm_type_shared(), Int32(rank), ringsgd_mpi_info_null(), &node),
@@ -47,12 +47,12 @@ extension MPITransport: SharedMemoryTransport {
         let local = UnsafeMutableBufferPointer(start: bases[rank], count: count)
         local.initialize(repeating: 0)
         let fenced = window
-        let segment = SharedSegment(local: local, bases: bases, fence: { _ = MPI_Win_sync(fenced) })
+        let segment = SharedRegion(local: local, bases: bases, fence: { _ = MPI_Win_sync(fenced) })
         sharedWindows.append(SharedWindow(segment: segment, window: window, node: node))
         return segment
     }
 
-    public func sharedSegment(containing buffer: UnsafeMutableBufferPointer<Float>) -> SharedSegment? {
+    public func sharedRegion(containing buffer: UnsafeMutableBufferPointer<Float>) -> SharedRegion? {
         sharedWindows.first { $0.segment.offset(of: buffer) != nil }?.segment
     }
 
@@ -69,7 +69,7 @@ extension MPITransport: SharedMemoryTransport {
 
 /// A window this transport allocated, kept for look-up and for freeing at finalisation.
 struct SharedWindow {
-    let segment: SharedSegment
+    let segment: SharedRegion
     var window: MPI_Win?
     var node: MPI_Comm?
 }

@@ -89,3 +89,8 @@ public final class MPITransport: Transport {
     /// Wall-clock seconds (MPI_Wtime), the clock MPI benchmarks use.
     public static func wallTime() -> Double { MPI_Wtime() }
 }
+
+extension MPITransport: NativeAllReduceTransport {
+    public func nativeAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try mpiAllReduceAverage(buffer) }
+    public var nativeAllReduceName: String { "MPI_Allreduce" }
+}

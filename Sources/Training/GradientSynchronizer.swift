@@ -18,25 +18,40 @@ import GradientCodecs
 public final class GradientSynchronizer {
     public let transport: Transport
     let config: TrainingConfig
-    /// The configured codec's ring, and the fp32 ring (warm-up steps; exact sums).
-    private let ring: RingAllReduce, fp32Ring: RingAllReduce
+    /// The all-reduce of the steps after the warm-up (the ring with the configured codec, or
+    /// MPI_Allreduce with `comm.algorithm: mpi`), and the exact one of the warm-up steps.
+    private let configured: AllReduce, exact: AllReduce
+    /// The ring's int8 codec, reseeded every step (stochastic rounding); nil for other codecs.
+    private let int8: Int8BlockCodec?
     /// This rank's error-feedback memory; nil when error feedback is off or the codec is exact.
     private var residual: UnsafeMutableBufferPointer<Float>?
+    /// The fp32 ring for collective sums of checkpointed state (residuals).
+    private let fp32Ring: RingAllReduce
 
     /// Seconds the last `average` spent in all (communication + codec) and in codec work alone.
     public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0
-    /// Bytes this rank sent in the last `average` (after compression).
-    public var lastBytesSent: Int { lastRing.lastBytesSent }
-    private var lastRing: RingAllReduce
+    /// Bytes this rank sent in the last `average` (after compression), where known.
+    public private(set) var lastBytesSent: Int?
+    /// What the steps after the warm-up run, for the log.
+    public var description: String { configured.name }
 
     public init(config: TrainingConfig, transport: Transport, count: Int) throws {
         self.config = config
         self.transport = transport
         let segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
-        ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(config.codec), segmentBytes: segmentBytes)
         fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
-        lastRing = fp32Ring
-        if config.errorFeedback && !ring.codec.isIdentity {
+        let codec = try CodecRegistry.make(config.codec)
+        int8 = codec.int8Base
+        switch config.allReduceAlgorithm {
+        case "mpi":
+            guard let native = TransportAllReduce(transport: transport) else {
+                throw ConfigError("comm.algorithm: mpi needs the MPI transport; this transport has no all-reduce of its own")
+            }
+            (configured, exact) = (native, native)
+        default:
+            (configured, exact) = (RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes), fp32Ring)
+        }
+        if config.errorFeedback && !codec.isIdentity && configured is RingAllReduce {
             residual = .allocate(capacity: count)
             residual!.initialize(repeating: 0)
         }
@@ -47,12 +62,12 @@ public final class GradientSynchronizer {
     /// Averages `gradients` in place across all ranks for global step `step`.
     public func average(_ gradients: UnsafeMutableBufferPointer<Float>, step: Int) throws {
         let start = ContinuousClock.now
-        let active = step < config.uncompressedWarmupSteps ? fp32Ring : ring
+        let active = step < config.uncompressedWarmupSteps ? exact : configured
         // Stochastic rounding draws from (seed, rank, step): resumable without state.
         // (Round-to-nearest int8 never draws, so reseeding it changes nothing.)
-        ring.codec.int8Base?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
-        try active.average(gradients, residual: active === ring ? residual : nil)
-        lastRing = active
+        int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
+        try active.average(gradients, residual: active === configured ? residual : nil)
+        lastBytesSent = active.lastBytesSentIfKnown
         lastCodecSeconds = active.lastCodecSeconds
         lastSeconds = (ContinuousClock.now - start).seconds
     }

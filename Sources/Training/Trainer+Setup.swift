@@ -148,8 +148,8 @@ extension Trainer {
     }
 
     private func logStart(_ run: TrainingRun) {
-        let zeroCopy = (transport as? SharedMemoryTransport)?.sharedSegment(containing: run.parameters.gradients) != nil
-        log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), codec \(config.codec)"
+        let zeroCopy = (transport as? SharedMemoryTransport)?.sharedRegion(containing: run.parameters.gradients) != nil
+        log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), all-reduce \(run.synchronizer.description)"
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
             + "global batch \(config.globalBatch) (\(run.sampler.localBatch) per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
     }

@@ -37,6 +37,7 @@ public struct TrainingConfig {
     public var startFactor = 1.0 / 3, endFactor = 1.0, totalIters = 5, maxLR = 0.0, pctStart = 0.3
     public var cycleMomentum = true, baseMomentum = 0.85, maxMomentum = 0.95   // onecycle (PyTorch's defaults)
 
+    public var allReduceAlgorithm = "ring"         // comm.algorithm: ring | mpi (MPI_Allreduce, fp32)
     public var codec = "none"                      // comm.codec
     public var errorFeedback = false               // comm.error_feedback
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
@@ -106,6 +107,7 @@ public struct TrainingConfig {
         cycleMomentum = try r.bool("schedule.cycle_momentum", default: cycleMomentum)
         baseMomentum = try r.double("schedule.base_momentum", default: baseMomentum, min: 0, max: 1, exclusiveMax: true)
         maxMomentum = try r.double("schedule.max_momentum", default: maxMomentum, min: baseMomentum, max: 1, exclusiveMax: true)
+        allReduceAlgorithm = try r.string("comm.algorithm", default: allReduceAlgorithm, allowed: ["ring", "mpi"])
         codec = try r.string("comm.codec", default: codec)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
@@ -120,6 +122,9 @@ public struct TrainingConfig {
         checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
         try r.rejectUnknownKeys()
         do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error)") }
+        if allReduceAlgorithm == "mpi" && !["none", "fp32"].contains(codec) {
+            throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")
+        }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
         canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
     }

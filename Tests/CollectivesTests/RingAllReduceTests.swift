@@ -20,8 +20,8 @@ final class RingAllReduceTests: XCTestCase {
         return sum.map { $0 / Double(ranks) }
     }
 
-    func checkAverage(ranks n: Int, count: Int, segmentBytes: Int, window: Int = 4) throws {
-        let results = try InProcessCluster.run(size: n) { transport -> [[Float]] in
+    func checkAverage(ranks n: Int, count: Int, segmentBytes: Int, window: Int = 4, sends: SendMode = .buffered) throws {
+        let results = try InProcessCluster.run(size: n, sends: sends) { transport -> [[Float]] in
             let ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes, window: window)
             var outputs: [[Float]] = []
             for _ in 0 ..< 2 {                       // every call twice: no state leaks between calls
@@ -52,6 +52,7 @@ final class RingAllReduceTests: XCTestCase {
         for n in 1 ... 8 {
             for count in Set([0, 1, max(0, n - 1), n, 2 * n + 1]) {
                 try checkAverage(ranks: n, count: count, segmentBytes: 8)   // 2-value segments
+                try checkAverage(ranks: n, count: count, segmentBytes: 8, sends: .rendezvous)
             }
         }
     }
@@ -65,7 +66,9 @@ final class RingAllReduceTests: XCTestCase {
     func testManySegmentsPerChunkAndWindows() throws {
         // 10,007 values at np 3: ~3,336 per chunk, 64-value segments → 53 segments per chunk.
         for window in [1, 2, 4, 64] {
-            try checkAverage(ranks: 3, count: 10_007, segmentBytes: 256, window: window)
+            for sends in [SendMode.buffered, .rendezvous] {
+                try checkAverage(ranks: 3, count: 10_007, segmentBytes: 256, window: window, sends: sends)
+            }
         }
     }
 

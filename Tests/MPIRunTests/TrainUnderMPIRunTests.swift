@@ -54,6 +54,22 @@ final class TrainUnderMPIRunTests: XCTestCase {
         XCTAssertEqual(try summary(shared)["param_hash"] as? String, try summary(messages)["param_hash"] as? String)
     }
 
+    /// Property: `comm.algorithm: mpi` (OpenMPI's MPI_Allreduce, the baseline) trains with
+    /// replicas identical and to the same loss as our fp32 ring up to summation order; a codec
+    /// with it is a one-line error.
+    func testMPIAllreduceAlgorithmTrainsLikeTheRing() throws {
+        let ring = runDirectory(), mpi = runDirectory()
+        assertSucceeded(try train(np: 2, [], dir: ring), "ring")
+        let outcome = try train(np: 2, ["--set", "comm.algorithm=mpi"], dir: mpi)
+        assertSucceeded(outcome, "mpi")
+        XCTAssertTrue(outcome.output.contains("all-reduce MPI_Allreduce"), outcome.output)
+        XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+        let a = try summary(ring)["train_loss"] as? Double ?? .nan, b = try summary(mpi)["train_loss"] as? Double ?? .nan
+        XCTAssertEqual(a, b, accuracy: 1e-3 * max(1, abs(a)))
+        assertOneLineError(try train(np: 2, ["--set", "comm.algorithm=mpi", "--set", "comm.codec=int8"], dir: runDirectory(), expectSuccess: false),
+                           "comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is int8)")
+    }
+
     /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both.
     func testScalingScriptTabulatesEveryWorldSize() throws {
         let out = runDirectory()

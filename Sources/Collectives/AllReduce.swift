@@ -1,0 +1,60 @@
+/// "Average this flat buffer across the ranks", whatever carries it.
+///
+/// Every implementation leaves **bit-identical** values on every rank (the replicas'
+/// optimizer steps depend on it, and the trainer's replica check proves it). Implementations:
+/// `RingAllReduce` (ours, with codecs and error feedback) and `TransportAllReduce` (the
+/// transport's native collective: `MPI_Allreduce` — the baseline users can switch to with
+/// `comm.algorithm: mpi`).
+public protocol AllReduce: AnyObject {
+    var transport: Transport { get }
+    /// What runs, for logs ("ring (int8)", "MPI_Allreduce").
+    var name: String { get }
+    /// Averages `buffer` in place. With `residual` (same length; only meaningful for a lossy
+    /// codec) applies error feedback: adds it to `buffer` first, leaves this call's
+    /// compression error in it.
+    func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws
+    /// Bytes this rank sent in the last call, where known (nil: the transport does not say).
+    var lastBytesSentIfKnown: Int? { get }
+    /// Seconds of codec work in the last call.
+    var lastCodecSeconds: Double { get }
+}
+
+extension RingAllReduce {
+    public var lastBytesSentIfKnown: Int? { lastBytesSent }
+}
+
+/// A transport with an all-reduce of its own (MPI's), used as a baseline.
+public protocol NativeAllReduceTransport: Transport {
+    /// Sums `buffer` over all ranks in place, leaving the same values on every rank, then
+    /// divides by the number of ranks (the same division as the ring's).
+    func nativeAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// The collective's name, e.g. "MPI_Allreduce".
+    var nativeAllReduceName: String { get }
+}
+
+/// The transport's own all-reduce behind the `AllReduce` protocol (fp32 only).
+///
+/// Why: to measure our ring against it inside training, not only in `bench allreduce`.
+/// `MPI_Allreduce` leaves identical values on every rank for the algorithms OpenMPI's tuned
+/// component picks (each sum is formed once and then distributed, or formed in the same
+/// order everywhere); the trainer's replica check would catch one that did not.
+public final class TransportAllReduce: AllReduce {
+    public let transport: Transport
+    private let native: NativeAllReduceTransport
+
+    public init?(transport: Transport) {
+        guard let native = transport as? NativeAllReduceTransport else { return nil }
+        self.transport = transport
+        self.native = native
+    }
+
+    public var name: String { native.nativeAllReduceName }
+    public var lastBytesSentIfKnown: Int? { nil }
+    public var lastCodecSeconds: Double { 0 }
+
+    public func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws {
+        precondition(residual == nil, "the transport's all-reduce is exact: no error feedback")
+        guard transport.size > 1, buffer.count > 0 else { return }
+        try native.nativeAverage(buffer)
+    }
+}

@@ -1,0 +1,125 @@
+import Collectives
+import GradientCodecs
+import InProcessTransport
+import XCTest
+
+/// The ring under rendezvous sends, and its per-shape agreement.
+final class RingCallTests: XCTestCase {
+    static let codecs = ["none", "fp16", "bf16", "int8", "int8sr:64", "int8+zstd", "zstd"]
+
+    /// Property: with rendezvous sends (a send's bytes are read only when the receive is
+    /// posted, as MPI does for large messages) every codec gives the same bits as with
+    /// buffered sends — the ring never reuses a send buffer before its send completed — and
+    /// every rank holds the same values. Many segments per chunk and small windows, so that
+    /// slots are reused while sends are in flight.
+    func testRendezvousSendsGiveTheSameBitsAsBufferedForEveryCodec() throws {
+        for name in Self.codecs {
+            for n in [2, 3, 5] {
+                for window in [1, 4] {
+                    var runs: [[[Float]]] = []
+                    for mode in [SendMode.buffered, .rendezvous] {
+                        runs.append(try InProcessCluster.run(size: n, sends: mode) { transport -> [Float] in
+                            let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: 256, window: window)
+                            var buffer = RingAllReduceTests.input(rank: transport.rank, count: 10_007)
+                            var residual = [Float](repeating: 0, count: buffer.count)
+                            try buffer.withUnsafeMutableBufferPointer { b in
+                                try residual.withUnsafeMutableBufferPointer { try ring.average(b, residual: $0) }
+                            }
+                            return buffer
+                        })
+                    }
+                    for rank in 0 ..< n {
+                        if let i = runs[1][rank].indices.first(where: { runs[1][rank][$0].bitPattern != runs[0][0][$0].bitPattern }) {
+                            XCTFail("\(name) np \(n) window \(window): rank \(rank) differs under rendezvous sends at \(i): \(runs[1][rank][i]) vs \(runs[0][0][i])")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Property: a shape is agreed in full (an all-gather) only the first time it is used;
+    /// calls with a shape agreed before send no all-gather message, and a new length is
+    /// agreed in full again.
+    func testAShapeIsAgreedInFullOnlyWhenItIsNew() throws {
+        let gathers = try InProcessCluster.run(size: 3) { transport -> [Int] in
+            let counting = CountingTransport(transport)
+            let ring = RingAllReduce(transport: counting)
+            var perCall: [Int] = []
+            for count in [1000, 1000, 1000, 2000, 1000] {
+                var buffer = [Float](repeating: 1, count: count)
+                let before = counting.sends[RingAllGather.tag, default: 0]
+                try ring.average(&buffer)
+                perCall.append(counting.sends[RingAllGather.tag, default: 0] - before)
+            }
+            return perCall
+        }
+        // n − 1 = 2 all-gather messages per full agreement.
+        XCTAssertEqual(gathers, Array(repeating: [2, 0, 0, 2, 0], count: 3))
+    }
+
+    /// Property: a rank whose sequence of calls goes out of step (a new length where the
+    /// others repeat an agreed one) is found by its neighbour before any data is used, and
+    /// no rank waits longer than the transport's deadline.
+    func testARankOutOfStepIsFoundByItsNeighbour() throws {
+        let outcomes = try InProcessCluster.run(size: 3, timeout: 2) { transport -> String in
+            let ring = RingAllReduce(transport: transport)
+            var buffer = [Float](repeating: 1, count: 1000)
+            try ring.average(&buffer)
+            var next = [Float](repeating: 1, count: transport.rank == 1 ? 1200 : 1000)
+            do { try ring.average(&next); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertTrue(outcomes[2].contains("the ranks are out of step: rank 1 started a call with a new shape to agree on"), "\(outcomes)")
+        XCTAssertTrue(outcomes[1].contains("out of step"), "\(outcomes)")
+        XCTAssertFalse(outcomes.contains("no error"), "\(outcomes)")
+    }
+}
+
+/// Counts the messages a collective sends, per tag.
+final class CountingTransport: Transport {
+    let inner: Transport
+    var sends: [Int: Int] = [:]
+    init(_ inner: Transport) { self.inner = inner }
+    var rank: Int { inner.rank }
+    var size: Int { inner.size }
+    func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: Int) throws -> TransportRequest {
+        sends[tag, default: 0] += 1
+        return try inner.send(bytes, to: peer, tag: tag)
+    }
+    func receive(into bytes: UnsafeMutableRawBufferPointer, from peer: Int, tag: Int) throws -> TransportRequest {
+        try inner.receive(into: bytes, from: peer, tag: tag)
+    }
+    func wait(_ request: TransportRequest) throws -> Int { try inner.wait(request) }
+    func barrier() throws { try inner.barrier() }
+    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws { try inner.broadcast(bytes, root: root) }
+}
+
+/// Error feedback's invariant, on the ring itself.
+final class RingErrorFeedbackTests: XCTestCase {
+    /// Property: after a call, the sum over ranks of the residuals equals the call's whole
+    /// compression error: Σ_r (g_r + e_r) − n · average. Nothing is lost or counted twice.
+    func testTheResidualsSumToTheCallsCompressionError() throws {
+        for name in ["fp16", "bf16", "int8", "int8sr:32", "int8+zstd"] {
+            let n = 3, count = 5_001
+            let outcomes = try InProcessCluster.run(size: n) { transport -> (input: [Double], output: [Float], residual: [Float]) in
+                let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: 1024)
+                var buffer = RingAllReduceTests.input(rank: transport.rank, count: count)
+                var residual = (0 ..< count).map { Float(($0 * 31 + transport.rank * 7) % 17) * 1e-3 }   // an earlier call's error
+                let input = zip(buffer, residual).map { Double($0) + Double($1) }
+                try buffer.withUnsafeMutableBufferPointer { b in
+                    try residual.withUnsafeMutableBufferPointer { try ring.average(b, residual: $0) }
+                }
+                return (input, buffer, residual)
+            }
+            var worst = 0.0
+            for i in 0 ..< count {
+                let inputs = outcomes.reduce(0.0) { $0 + $1.input[i] }
+                let residuals = outcomes.reduce(0.0) { $0 + Double($1.residual[i]) }
+                let error = inputs - Double(n) * Double(outcomes[0].output[i])
+                worst = max(worst, abs(residuals - error) / max(1, abs(inputs)))
+            }
+            // Only fp32 rounding of the sums separates the two (values are O(10)).
+            XCTAssertLessThan(worst, 1e-5, "\(name): Σ residuals ≠ compression error (worst relative gap \(worst))")
+        }
+    }
+}

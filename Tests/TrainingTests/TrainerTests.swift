@@ -1,0 +1,107 @@
+import Collectives
+import Foundation
+import InProcessTransport
+import Training
+import XCTest
+
+/// The whole trainer on the in-process transport (ranks as threads) and synthetic data: the
+/// properties that do not need separate processes, in seconds and without mpirun.
+final class TrainerTests: XCTestCase {
+    /// A small synthetic problem: 256 features × 4 classes, 24 steps of global batch 24.
+    static func config(_ extra: [String] = []) throws -> TrainingConfig {
+        try TrainingConfig(yaml: nil, source: "test", overrides: [
+            "model.kind=linear", "data.dataset=synthetic", "data.synthetic.features=256", "data.synthetic.classes=4",
+            "data.synthetic.train_size=576", "data.synthetic.test_size=96", "train.global_batch=24", "train.epochs=1",
+            "train.eval_batch=48", "optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9",
+            "consistency.check_every_steps=4", "checkpoint.every_steps=8",
+        ] + extra)
+    }
+
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-trainer-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    /// Trains on `ranks` threads; returns every rank's summary (nil: nothing left to do).
+    func train(ranks: Int, _ config: TrainingConfig, dir: String, resume: Bool = false, stopAfter: Int? = nil,
+               sends: SendMode = .buffered) throws -> [RunSummary?] {
+        try InProcessCluster.run(size: ranks, timeout: 60, sends: sends) { transport in
+            try Trainer(config: config, transport: transport, runDirectory: dir, log: { _ in })
+                .run(resume: resume, stopAfter: stopAfter)
+        }
+    }
+
+    /// Property: with every codec (lossy ones with error feedback) all ranks end with the same
+    /// parameters (the trainer's replica checks pass, and the summaries agree), and the model
+    /// learns (the synthetic classes are separable).
+    func testEveryCodecKeepsReplicasBitIdenticalAndLearns() throws {
+        for codec in ["none", "fp16", "bf16", "int8", "int8sr+zstd"] {
+            let config = try Self.config(["comm.codec=\(codec)", "comm.error_feedback=\(codec != "none")"])
+            let summaries = try train(ranks: 3, config, dir: temporaryDirectory(), sends: .rendezvous).map { $0! }
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "\(codec): \(summaries.map(\.param_hash))")
+            XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6, "\(codec) learns")
+            XCTAssertEqual(summaries[0].skipped_steps, 0)
+        }
+    }
+
+    /// Property: stopping after step 8 and resuming ends bit-identical to an uninterrupted run,
+    /// error-feedback memory included.
+    func testResumeIsBitIdentical() throws {
+        for extra in [[String](), ["comm.codec=int8", "comm.error_feedback=true"]] {
+            let config = try Self.config(extra)
+            let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
+            let dir = temporaryDirectory()
+            _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+            let resumed = try train(ranks: 2, config, dir: dir, resume: true)[0]!
+            XCTAssertEqual(resumed.resumed_from_step, 8)
+            XCTAssertEqual(resumed.param_hash, whole.param_hash, "\(extra)")
+        }
+    }
+
+    /// Property: a non-finite gradient on one rank is skipped by every rank at the same step,
+    /// and with error feedback the run trains on afterwards.
+    func testANonFiniteStepIsSkippedByEveryRankAndTrainingGoesOn() throws {
+        let config = try Self.config(["comm.codec=int8", "comm.error_feedback=true", "consistency.inject_nonfinite_at=[5]"])
+        let summaries = try train(ranks: 3, config, dir: temporaryDirectory()).map { $0! }
+        XCTAssertEqual(summaries.map(\.skipped_steps), [1, 1, 1])
+        XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
+        XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6, "trains on after the skipped step")
+    }
+
+    /// Property: the world size changes only the summation order: the same run on 1 and on 3
+    /// ranks sees the same samples, so the losses are close.
+    func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {
+        let config = try Self.config()
+        let one = try train(ranks: 1, config, dir: temporaryDirectory())[0]!
+        let three = try train(ranks: 3, config, dir: temporaryDirectory())[0]!
+        XCTAssertEqual(one.train_loss!, three.train_loss!, accuracy: 1e-3 * max(1, abs(one.train_loss!)))
+    }
+}
+
+/// The sampler's promise: each step's global batch is split into disjoint per-rank shards,
+/// and an epoch's batches cover distinct samples.
+final class DistributedSamplerTests: XCTestCase {
+    func testShardsAreDisjointAndCoverTheEpochWithoutRepeats() throws {
+        for n in [1, 2, 3, 4] {
+            let samplers = try (0 ..< n).map { try DistributedSampler(datasetSize: 1000, globalBatch: 48, worldSize: n, rank: $0, seed: 7) }
+            for epoch in 0 ..< 2 {
+                let order = samplers[0].permutation(epoch: epoch)
+                XCTAssertEqual(Set(order), Set(0 ..< 1000), "a permutation")
+                var seen = Set<Int>()
+                for step in 0 ..< samplers[0].stepsPerEpoch {
+                    var batch: [Int] = []
+                    for sampler in samplers {
+                        XCTAssertEqual(sampler.permutation(epoch: epoch), order, "every rank draws the same permutation")
+                        batch += sampler.localIndices(order, stepInEpoch: step)
+                    }
+                    XCTAssertEqual(batch, Array(order[step * 48 ..< (step + 1) * 48]), "np \(n): the ranks' shards tile the global batch")
+                    XCTAssertTrue(seen.isDisjoint(with: batch), "no sample twice in an epoch")
+                    seen.formUnion(batch)
+                }
+                XCTAssertEqual(seen.count, 1000 / 48 * 48, "drop-last: ⌊N/B⌋ full batches")
+            }
+            XCTAssertNotEqual(samplers[0].permutation(epoch: 0), samplers[0].permutation(epoch: 1), "a new order each epoch")
+        }
+    }
+}
