@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages ringsgd builds and runs on, if any is missing. Idempotent.
 # Debian package names: OpenMPI (library + mpirun), zstd, OpenBLAS, zlib, pkg-config
-# (the system-library targets are found through it) and the Fashion-MNIST IDX files.
+# (the system-library targets are found through it), the Fashion-MNIST IDX files, iproute2
+# (ip and tc: the simulated cluster, launch/simcluster.sh) and gnuplot (bench scaling's plot).
 set -euo pipefail
-packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist)
+packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist iproute2 gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,6 +15,9 @@ public struct RunSummary: Codable, Equatable {
     public var comm_seconds: Double
     public var codec_seconds: Double
     public var resumed_from_step: Int
+    /// Bytes rank 0 sent per step in the gradient all-reduce, after compression (the ring is
+    /// symmetric: every rank sends as much); absent when the all-reduce does not say (MPI's).
+    public var wire_bytes_per_step: Double?
     /// Config keys that differ from the resumed checkpoint's ("key: old → new"); absent when none.
     public var config_changes_on_resume: [String]?
 }

@@ -33,6 +33,7 @@ extension Trainer {
         try run.synchronizer.average(parameters.gradients, step: step)
         clock.comm = run.synchronizer.lastSeconds
         clock.codec = run.synchronizer.lastCodecSeconds
+        clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
         if let gradientDumpPath, rank == 0, step == run.endStep - 1 {
             try FileSystem.writeAtomically(Array(UnsafeRawBufferPointer(parameters.gradients)), to: gradientDumpPath, what: "gradient dump")
         }

@@ -95,6 +95,7 @@ public final class Trainer {
                                  codec: config.codec, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,
                                  comm_seconds: epoch.runClock.comm, codec_seconds: epoch.runClock.codec,
                                  resumed_from_step: run.startStep,
+                                 wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },
                                  config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges)
         try Agreement.run("write summary.json", over: transport) {
             guard transport.rank == 0 else { return }
@@ -108,9 +109,12 @@ public final class Trainer {
 /// Seconds spent per kind of work.
 struct StepClock {
     var compute = 0.0, comm = 0.0, codec = 0.0
+    /// Bytes sent by the all-reduce (nil once any step's count was unknown).
+    var wireBytes: Double? = 0
 
     mutating func add(_ other: StepClock) {
         compute += other.compute; comm += other.comm; codec += other.codec
+        wireBytes = wireBytes.flatMap { mine in other.wireBytes.map { mine + $0 } }
     }
 }
 

@@ -36,7 +36,7 @@ struct RingSGD: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures (run the communication ones under mpirun).",
-        subcommands: [BenchAllReduce.self, BenchCompute.self]
+        subcommands: [BenchAllReduce.self, BenchCompute.self, BenchScaling.self]
     )
 }
 

@@ -71,15 +71,23 @@ final class TrainUnderMPIRunTests: XCTestCase {
     }
 
     /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both.
-    func testScalingScriptTabulatesEveryWorldSize() throws {
+    func testScalingBenchmarkTabulatesAndPlotsEveryRankCountAndCodec() throws {
         let out = runDirectory()
-        let outcome = try MPIRun.runProcess(["env", "STEPS=20", "OUT=\(out)", MPIRun.packageRoot.path + "/launch/scaling.sh", "2"],
-                                            timeout: 240)
-        assertSucceeded(outcome, "launch/scaling.sh 2")
-        let rows = try String(contentsOfFile: out + "/scaling.tsv", encoding: .utf8).split(separator: "\n")
-        XCTAssertEqual(rows.count, 3, "header + np 1 + np 2: \(rows)")
-        XCTAssertTrue(rows[1].hasPrefix("1\t128\t") && rows[2].hasPrefix("2\t128\t"), "\(rows)")
-        XCTAssertTrue(rows[1].contains("100%"), "np 1 is the baseline: \(rows[1])")
+        let outcome = try MPIRun.runProcess([MPIRun.binary, "bench", "scaling", "--config", TrainUnderMPIRunTests.short[1],
+                                             "--ranks", "1,2", "--codecs", "none,int8", "--steps", "20", "--out", out,
+                                             "--set", "train.global_batch=96"], timeout: 240)
+        assertSucceeded(outcome, "bench scaling")
+        let rows = try String(contentsOfFile: out + "/scaling.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        XCTAssertEqual(rows.count, 5, "header + 2 rank counts × 2 codecs: \(rows)")
+        let column = { (name: String) in rows[0].firstIndex(of: Substring(name))! }
+        XCTAssertEqual(rows[1...].map { "\($0[column("ranks")]) \($0[column("codec")])" }, ["1 none", "2 none", "1 int8", "2 int8"])
+        XCTAssertEqual(rows[1][column("speedup")], "1.0000", "the smallest run is the baseline")
+        XCTAssertGreaterThan(Double(rows[2][column("wire_bytes_per_step_per_rank")]) ?? 0, 3.5 * (Double(rows[4][column("wire_bytes_per_step_per_rank")]) ?? .infinity),
+                             "int8 moves under a quarter of fp32's bytes (plus block scales)")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/scaling.json"))) as? [String: Any]
+        XCTAssertEqual((json?["rows"] as? [Any])?.count, 4)
+        let svg = try String(contentsOfFile: out + "/scaling.svg", encoding: .utf8)
+        XCTAssertTrue(svg.contains("<svg") && svg.contains("samples/s") && svg.contains("int8"), "a plot with its axis and a line per codec")
     }
 
     func testReplicasStayBitIdenticalWithEveryCodec() throws {

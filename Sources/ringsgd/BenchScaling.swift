@@ -1,0 +1,321 @@
+import ArgumentParser
+import Foundation
+
+/// `ringsgd bench scaling`: the same training job at several rank counts and codecs, through
+/// a launcher (this machine, the simulated cluster, or a hostfile), tabulated and plotted.
+///
+/// Run it directly, not under mpirun: it starts one job per (ranks, codec) and reads each
+/// job's `summary.json`. Every figure is the trainer's own (samples/s excludes evaluation);
+/// speed-up and efficiency are against the smallest rank count of the same codec.
+struct BenchScaling: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scaling",
+        abstract: "Scaling benchmark: train at several rank counts and codecs; write scaling.csv, scaling.json and scaling.svg.",
+        discussion: """
+        Examples:
+          ringsgd bench scaling --config configs/fashion-mlp.yaml --ranks 1,2
+          ringsgd bench scaling --config configs/synthetic-large.yaml --launcher simcluster --rate 1gbit \\
+              --ranks 1,2,4 --codecs none,fp16,int8,int8+zstd
+          ringsgd bench scaling --config configs/fashion-cnn.yaml --launcher hostfile:hosts --ranks 8,16,32
+        Lossy codecs run with error feedback. With --launcher simcluster, ranks are spread over
+        ranks / ranks-per-host simulated hosts, each link shaped to --rate.
+        """
+    )
+
+    @Option(help: "Training config (YAML).")
+    var config: String = "configs/fashion-mlp.yaml"
+
+    @Option(help: "Comma-separated rank counts.")
+    var ranks: String = "1,2"
+
+    @Option(help: "Comma-separated codecs (comm.codec values; lossy ones run with error feedback).")
+    var codecs: String = "none"
+
+    @Option(help: "Training steps per run.")
+    var steps: Int = 100
+
+    @Option(help: "Samples per rank per step (weak scaling); default: the config's global batch at every rank count (strong scaling).")
+    var perRankBatch: Int?
+
+    @Option(help: "How ranks start: local (this machine), simcluster (simulated hosts, needs root), or hostfile:PATH.")
+    var launcher: String = "local"
+
+    @Option(help: "simcluster: each host's link rate (tc units: 1gbit, 10gbit, …, or none).")
+    var rate: String = "1gbit"
+
+    @Option(help: "simcluster: ranks on each simulated host.")
+    var ranksPerHost: Int = 1
+
+    @Option(name: .customLong("set"), help: "Extra config override KEY=VALUE for every run (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "Output directory (default: runs/scaling-<time>).")
+    var out: String?
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: config) else {
+            throw ValidationError("config \(config) does not exist; pass --config with a YAML file such as configs/fashion-mlp.yaml")
+        }
+        guard let list = Self.counts(ranks), !list.isEmpty else {
+            throw ValidationError("--ranks must be comma-separated whole numbers ≥ 1, got '\(ranks)'")
+        }
+        if launcher == "simcluster", let bad = list.first(where: { $0 % ranksPerHost != 0 }) {
+            throw ValidationError("--ranks \(bad) is not a multiple of --ranks-per-host \(ranksPerHost): every simulated host runs the same number of ranks")
+        }
+        guard launcher == "local" || launcher == "simcluster" || launcher.hasPrefix("hostfile:") else {
+            throw ValidationError("--launcher must be local, simcluster or hostfile:PATH, got '\(launcher)'")
+        }
+        guard steps >= 1, ranksPerHost >= 1, (perRankBatch ?? 1) >= 1 else {
+            throw ValidationError("--steps, --ranks-per-host and --per-rank-batch must be ≥ 1")
+        }
+        if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+    }
+
+    static func counts(_ text: String) -> [Int]? {
+        let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard values.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        return values.map { $0! }
+    }
+
+    var codecList: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+
+    /// The checkout's root: where `launch/` is (the binary lives in .build/release).
+    static var packageRoot: URL {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for up in ["../..", "../../.."] {   // .build/release/ or .build/<triple>/release/
+            let candidate = binary.appendingPathComponent(up).standardized
+            if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("launch/local.sh").path) { return candidate }
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    }
+
+    func run() throws {
+        let rankCounts = Self.counts(ranks)!
+        let root = Self.packageRoot.path
+        let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
+        try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
+        let link = launcher == "simcluster" ? rate : launcher == "local" ? "shared memory (one host)" : launcher
+        print("# ringsgd bench scaling: \(config), \(steps) steps per run, launcher \(launcher)" + (launcher == "simcluster" ? " (\(ranksPerHost) ranks per host, links \(rate))" : ""))
+        print(ScalingRow.header)
+        var rows: [ScalingRow] = []
+        let wall = ContinuousClock.now
+        for codec in codecList {
+            for n in rankCounts {
+                let name = "np\(n)-\(codec.replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_"))"
+                let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
+                var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
+                             "--set", "train.max_steps=\(steps)", "--set", "comm.codec=\(codec)",
+                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" || codec == "auto" ? "false" : "true")"]
+                if let perRankBatch { train += ["--set", "train.global_batch=\(perRankBatch * n)"] }
+                for o in overrides { train += ["--set", o] }
+                let command = launchCommand(root: root, ranks: n) + train
+                let log = runDirectory + ".log"
+                let status = try Self.execute(command, log: log)
+                guard status == 0 else {
+                    let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+                    throw ValidationError("the run at \(n) ranks with codec \(codec) failed (exit \(status)): \(tail) — full output in \(log)")
+                }
+                let summary = try JSONDecoder().decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
+                let base = rows.first { $0.codec == codec }
+                let row = ScalingRow(ranks: n, hosts: launcher == "simcluster" ? n / ranksPerHost : nil, link: link, codec: codec,
+                                     codecUsed: summary.codec, summary: summary, base: base, globalBatch: try globalBatch(ranks: n))
+                rows.append(row)
+                print(row.line)
+            }
+        }
+        let seconds = (ContinuousClock.now - wall).seconds
+        try ScalingReport(config: config, link: link, steps: steps, rows: rows, wallSeconds: seconds).write(to: outDirectory)
+        print("# wall \(String(format: "%.0f", seconds)) s; peak RSS per rank ≤ \(String(format: "%.0f", rows.map(\.peakRSS).max() ?? 0)) MB")
+        print("# wrote \(outDirectory)/scaling.csv, scaling.json, scaling.svg")
+    }
+
+    func launchCommand(root: String, ranks n: Int) -> [String] {
+        if launcher == "simcluster" {
+            return [root + "/launch/simcluster.sh", "--hosts", "\(n / ranksPerHost)", "--ranks-per-host", "\(ranksPerHost)", "--rate", rate, "--"]
+        }
+        if launcher.hasPrefix("hostfile:") { return [root + "/launch/hostfile.sh", String(launcher.dropFirst(9)), "\(n)"] }
+        return [root + "/launch/local.sh", "\(n)"]
+    }
+
+    /// The global batch a run uses (the config's, or per-rank × ranks), read the way the trainer reads it.
+    func globalBatch(ranks n: Int) throws -> Int {
+        if let perRankBatch { return perRankBatch * n }
+        let yaml = try String(contentsOfFile: config, encoding: .utf8)
+        return yaml.split(separator: "\n").compactMap { line -> Int? in
+            let t = line.trimmingCharacters(in: .whitespaces)
+            return t.hasPrefix("global_batch:") ? Int(t.dropFirst(13).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") : nil
+        }.first ?? 64
+    }
+
+    static func execute(_ command: [String], log: String) throws -> Int32 {
+        guard FileManager.default.createFile(atPath: log, contents: nil) else {
+            throw ValidationError("cannot create \(log); choose a writable --out directory")
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        defer { try? handle.close() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    static func timestamp() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        return f.string(from: Date())
+    }
+}
+
+/// The fields of a run's summary.json that the table uses.
+struct ScalingSummary: Decodable {
+    let samples_per_second: Double
+    let steps: Int
+    let resumed_from_step: Int
+    let compute_seconds: Double
+    let comm_seconds: Double
+    let codec_seconds: Double
+    let wire_bytes_per_step: Double?
+    let test_accuracy: Double
+    let peak_rss_mb: Double
+    let codec: String
+}
+
+/// One (ranks, codec) run.
+struct ScalingRow: Encodable {
+    let ranks: Int
+    let hosts: Int?
+    let link: String
+    let codec: String
+    let codecUsed: String
+    let samplesPerSecond: Double
+    let stepSeconds: Double
+    let speedup: Double
+    let efficiency: Double
+    let computePerStep: Double, commPerStep: Double, codecPerStep: Double
+    let wireBytesPerStep: Double?
+    let testAccuracy: Double
+    let peakRSS: Double
+
+    init(ranks: Int, hosts: Int?, link: String, codec: String, codecUsed: String, summary s: ScalingSummary, base: ScalingRow?, globalBatch: Int) {
+        let steps = Double(max(1, s.steps - s.resumed_from_step))
+        (self.ranks, self.hosts, self.link, self.codec, self.codecUsed) = (ranks, hosts, link, codec, codecUsed)
+        samplesPerSecond = s.samples_per_second
+        stepSeconds = Double(globalBatch) / max(s.samples_per_second, 1e-9)
+        let baseRanks = Double(base?.ranks ?? ranks), baseRate = base?.samplesPerSecond ?? s.samples_per_second
+        speedup = s.samples_per_second / baseRate
+        efficiency = speedup / (Double(ranks) / baseRanks)
+        (computePerStep, commPerStep, codecPerStep) = (s.compute_seconds / steps, s.comm_seconds / steps, s.codec_seconds / steps)
+        wireBytesPerStep = s.wire_bytes_per_step
+        testAccuracy = s.test_accuracy
+        peakRSS = s.peak_rss_mb
+    }
+
+    static let columns = ["ranks", "hosts", "link", "codec", "codec_used", "samples_per_second", "step_seconds", "speedup", "efficiency",
+                          "compute_s_per_step", "comm_s_per_step", "codec_s_per_step", "wire_bytes_per_step_per_rank", "test_accuracy", "peak_rss_mb"]
+    static let header = [pad("ranks", 5), pad("hosts", 5), pad("codec", -14), pad("samples/s", 11), pad("step_ms", 9), pad("speedup", 8),
+                         pad("eff", 5), pad("compute_ms", 11), pad("comm_ms", 9), pad("codec_ms", 9), pad("wire_MB/step", 13), pad("test_acc", 9)].joined(separator: " ")
+
+    var line: String {
+        [Self.pad("\(ranks)", 5), Self.pad(hosts.map(String.init) ?? "-", 5), Self.pad(codec == codecUsed ? codec : "\(codec)→\(codecUsed)", -14),
+         Self.pad(String(format: "%.0f", samplesPerSecond), 11), Self.pad(String(format: "%.2f", stepSeconds * 1e3), 9),
+         Self.pad(String(format: "%.2f", speedup), 8), Self.pad(String(format: "%.0f%%", efficiency * 100), 5),
+         Self.pad(String(format: "%.2f", computePerStep * 1e3), 11), Self.pad(String(format: "%.2f", commPerStep * 1e3), 9),
+         Self.pad(String(format: "%.2f", codecPerStep * 1e3), 9), Self.pad(wireBytesPerStep.map { String(format: "%.3f", $0 / 1e6) } ?? "?", 13),
+         Self.pad(String(format: "%.4f", testAccuracy), 9)].joined(separator: " ")
+    }
+
+    /// Right-aligned in `width` columns (left-aligned for a negative width).
+    static func pad(_ text: String, _ width: Int) -> String {
+        let fill = String(repeating: " ", count: max(0, abs(width) - text.count))
+        return width < 0 ? text + fill : fill + text
+    }
+
+    var csv: String {
+        let fields: [String] = ["\(ranks)", hosts.map(String.init) ?? "", link, codec, codecUsed, String(format: "%.1f", samplesPerSecond),
+                                String(format: "%.6f", stepSeconds), String(format: "%.4f", speedup), String(format: "%.4f", efficiency),
+                                String(format: "%.6f", computePerStep), String(format: "%.6f", commPerStep), String(format: "%.6f", codecPerStep),
+                                wireBytesPerStep.map { String(format: "%.0f", $0) } ?? "", String(format: "%.4f", testAccuracy), String(format: "%.1f", peakRSS)]
+        return fields.map { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }.joined(separator: ",")
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case ranks, hosts, link, codec
+        case codecUsed = "codec_used", samplesPerSecond = "samples_per_second", stepSeconds = "step_seconds", speedup, efficiency
+        case computePerStep = "compute_s_per_step", commPerStep = "comm_s_per_step", codecPerStep = "codec_s_per_step"
+        case wireBytesPerStep = "wire_bytes_per_step_per_rank", testAccuracy = "test_accuracy", peakRSS = "peak_rss_mb"
+    }
+}
+
+/// scaling.csv, scaling.json and the plot (gnuplot, SVG).
+struct ScalingReport: Encodable {
+    let config: String
+    let link: String
+    let steps: Int
+    let rows: [ScalingRow]
+    let wallSeconds: Double
+
+    enum CodingKeys: String, CodingKey { case config, link, steps, rows, wallSeconds = "wall_seconds" }
+
+    func write(to directory: String) throws {
+        let csv = ([ScalingRow.columns.joined(separator: ",")] + rows.map(\.csv)).joined(separator: "\n") + "\n"
+        try csv.write(toFile: directory + "/scaling.csv", atomically: true, encoding: .utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/scaling.json"))
+        try plot(directory)
+    }
+
+    /// Two panels — samples/s and efficiency against ranks — one line per codec.
+    func plot(_ directory: String) throws {
+        let codecs = rows.map(\.codec).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        var data = ""
+        for codec in codecs {
+            data += "# \(codec)\n"
+            for row in rows where row.codec == codec { data += "\(row.ranks) \(row.samplesPerSecond) \(row.efficiency * 100)\n" }
+            data += "\n\n"
+        }
+        try data.write(toFile: directory + "/scaling.dat", atomically: true, encoding: .utf8)
+        let title = "\((config as NSString).lastPathComponent), \(steps) steps per run, link: \(link)"
+        let lines = { (column: Int) in
+            codecs.enumerated().map { "'scaling.dat' index \($0.offset) using 1:\(column) with linespoints lw 2 pt 7 title '\($0.element)'" }.joined(separator: ", ")
+        }
+        let script = """
+        set terminal svg size 1000,420 dynamic font 'sans,12' background '#ffffff'
+        set output 'scaling.svg'
+        set multiplot layout 1,2 title "\(title.replacingOccurrences(of: "\"", with: "'"))"
+        set grid
+        set key top left
+        set xlabel 'ranks'
+        set ylabel 'samples/s'
+        set yrange [0:*]
+        set title 'throughput'
+        plot \(lines(2))
+        set ylabel 'efficiency (%)'
+        set yrange [0:*]
+        set title 'scaling efficiency vs the smallest run'
+        plot \(lines(3))
+        unset multiplot
+
+        """
+        try script.write(toFile: directory + "/scaling.gp", atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["gnuplot", "scaling.gp"]
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        let errors = Pipe()
+        process.standardError = errors
+        do { try process.run() } catch {
+            throw ValidationError("cannot run gnuplot (\(error)); install it with launch/setup.sh (Debian package gnuplot-nox). scaling.csv and scaling.json are written")
+        }
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw ValidationError("gnuplot failed on \(directory)/scaling.gp: \(message.split(separator: "\n").first ?? ""); install gnuplot with launch/setup.sh")
+        }
+    }
+}
