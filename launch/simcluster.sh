@@ -135,16 +135,20 @@ for i in $(seq 1 "$hosts"); do
 done
 
 # The agent mpirun runs instead of ssh: skip ssh-style options, find the host's namespace,
-# run OpenMPI's command line there through a shell (as sshd would), with that host's own
-# shared-memory directory.
+# run OpenMPI's command line there through a shell (as sshd would). Each host also gets what
+# a real host has of its own: a hostname (a UTS namespace), a temporary directory (OpenMPI's
+# session directory and PMIx's store are named after the hostname and would collide between
+# daemons: "ORTE_ERROR_LOG … session_dir.c", crashes at start-up) and a shared-memory
+# directory (vader's segments would collide too).
 cat >"$work/agent" <<EOF
 #!/usr/bin/env bash
 while [ \$# -gt 0 ] && [[ "\$1" == -* ]]; do shift; done
 host=\$1; shift
 ns=\$(awk -v h="\$host" '\$1 == h { print \$2 }' "$work/hosts.map")
 [ -n "\$ns" ] || { echo "simcluster agent: unknown host \$host" >&2; exit 255; }
-export OMPI_MCA_btl_vader_backing_directory=/dev/shm/\$ns
-exec ip netns exec "\$ns" /bin/sh -c "\$*"
+export OMPI_MCA_btl_vader_backing_directory=/dev/shm/\$ns TMPDIR=$work/tmp-\$ns
+mkdir -p "\$TMPDIR"
+exec ip netns exec "\$ns" unshare --uts /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$ns" "\$*"
 EOF
 chmod +x "$work/agent"
 

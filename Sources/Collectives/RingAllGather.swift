@@ -43,6 +43,15 @@ public enum RingAllGather {
         }
     }
 
+    /// Gathers an array per rank (the same count on every rank): rank i's values at
+    /// `i * values.count`.
+    public static func gather<T: BitwiseCopyable>(_ values: [T], over transport: Transport) throws -> [T] {
+        let all = try gather(values.withUnsafeBytes { Array($0) }, over: transport)
+        return all.withUnsafeBytes { raw in
+            (0 ..< transport.size * values.count).map { raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.stride, as: T.self) }
+        }
+    }
+
     /// Gathers an array of Doubles per rank (same count on every rank) and returns each
     /// element's sum in rank order: deterministic and identical on every rank.
     public static func sum(_ values: [Double], over transport: Transport) throws -> [Double] {

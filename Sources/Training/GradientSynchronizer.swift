@@ -18,16 +18,23 @@ import GradientCodecs
 public final class GradientSynchronizer {
     public let transport: Transport
     let config: TrainingConfig
+    private let count: Int
     /// The all-reduce of the steps after the warm-up (the ring with the configured codec, or
     /// MPI_Allreduce with `comm.algorithm: mpi`), and the exact one of the warm-up steps.
-    private let configured: AllReduce, exact: AllReduce
+    private var configured: AllReduce
+    private let exact: AllReduce
     /// The ring's int8 codec, reseeded every step (stochastic rounding); nil for other codecs.
-    private let int8: Int8BlockCodec?
+    private var int8: Int8BlockCodec?
     /// This rank's error-feedback memory; nil when error feedback is off or the codec is exact.
     private var residual: UnsafeMutableBufferPointer<Float>?
     /// The fp32 ring for collective sums of checkpointed state (residuals).
     private let fp32Ring: RingAllReduce
+    private let segmentBytes: Int?
 
+    /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
+    public private(set) var codecName: String
+    /// With `comm.codec: auto`, the probe that chose the codec (after `chooseCodecIfAutomatic`).
+    public private(set) var probe: CodecProbe?
     /// Seconds the last `average` spent in all (communication + codec) and in codec work alone.
     public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0
     /// Bytes this rank sent in the last `average` (after compression), where known.
@@ -35,26 +42,48 @@ public final class GradientSynchronizer {
     /// What the steps after the warm-up run, for the log.
     public var description: String { configured.name }
 
+    /// Local: builds the all-reduces. With `comm.codec: auto` the codec is fp32 until
+    /// `chooseCodecIfAutomatic` (collective) has measured the candidates.
     public init(config: TrainingConfig, transport: Transport, count: Int) throws {
         self.config = config
         self.transport = transport
-        let segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
+        self.count = count
+        segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
         fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
-        let codec = try CodecRegistry.make(config.codec)
-        int8 = codec.int8Base
-        switch config.allReduceAlgorithm {
-        case "mpi":
-            guard let native = TransportAllReduce(transport: transport) else {
-                throw ConfigError("comm.algorithm: mpi needs the MPI transport; this transport has no all-reduce of its own")
-            }
-            (configured, exact) = (native, native)
-        default:
-            (configured, exact) = (RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes), fp32Ring)
+        exact = config.allReduceAlgorithm == "mpi" ? try Self.native(transport) : fp32Ring
+        configured = exact
+        codecName = "none"
+        if config.allReduceAlgorithm == "ring" && config.codec != "auto" { try use(codec: config.codec) }
+    }
+
+    private static func native(_ transport: Transport) throws -> AllReduce {
+        guard let native = TransportAllReduce(transport: transport) else {
+            throw ConfigError("comm.algorithm: mpi needs the MPI transport; this transport has no all-reduce of its own")
         }
-        if config.errorFeedback && !codec.isIdentity && configured is RingAllReduce {
+        return native
+    }
+
+    /// Makes `name` the codec of the steps after the warm-up, with a fresh error-feedback memory.
+    private func use(codec name: String) throws {
+        let codec = try CodecRegistry.make(name)
+        codecName = name
+        int8 = codec.int8Base
+        configured = codec.isIdentity ? fp32Ring : RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes)
+        residual?.deallocate()
+        residual = nil
+        if config.errorFeedback && !codec.isIdentity {
             residual = .allocate(capacity: count)
             residual!.initialize(repeating: 0)
         }
+    }
+
+    /// `comm.codec: auto`: measures the candidates on `gradients` (left zeroed) and uses the
+    /// fastest on every rank (see `CodecProbe`). Collective; does nothing for a fixed codec.
+    public func chooseCodecIfAutomatic(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
+        guard config.codec == "auto" else { return }
+        let probe = try CodecProbe.run(on: gradients, transport: transport, segmentBytes: segmentBytes)
+        try use(codec: probe.choice)
+        self.probe = probe
     }
 
     deinit { residual?.deallocate() }

@@ -29,6 +29,9 @@ extension Trainer {
                     try GradientSynchronizer(config: config, transport: transport, count: parameters.count), totalSteps)
         }
 
+        try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
+        if let probe = synchronizer.probe, rank == 0 { log(probe.report) }
+
         // Start: rank 0's initial parameters everywhere (the seeded init already agrees; the
         // broadcast makes it a guarantee), or the newest valid checkpoint.
         model.initialize(seed: config.seed)

@@ -92,7 +92,7 @@ public final class Trainer {
                                  samples_per_second: Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9),
                                  steps: run.endStep, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
-                                 codec: config.codec, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,
+                                 codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,
                                  comm_seconds: epoch.runClock.comm, codec_seconds: epoch.runClock.codec,
                                  resumed_from_step: run.startStep,
                                  wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },

@@ -121,7 +121,9 @@ public struct TrainingConfig {
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
         checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
         try r.rejectUnknownKeys()
-        do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error)") }
+        if codec != "auto" {
+            do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error) (or auto: measured at start)") }
+        }
         if allReduceAlgorithm == "mpi" && !["none", "fp32"].contains(codec) {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Collectives
 import Foundation
+import Training
 import GradientCodecs
 import MPITransport
 

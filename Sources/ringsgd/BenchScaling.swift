@@ -105,7 +105,7 @@ struct BenchScaling: ParsableCommand {
                 let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
                 var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
                              "--set", "train.max_steps=\(steps)", "--set", "comm.codec=\(codec)",
-                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" || codec == "auto" ? "false" : "true")"]
+                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")"]
                 if let perRankBatch { train += ["--set", "train.global_batch=\(perRankBatch * n)"] }
                 for o in overrides { train += ["--set", o] }
                 let command = launchCommand(root: root, ranks: n) + train

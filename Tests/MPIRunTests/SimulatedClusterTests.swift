@@ -7,7 +7,10 @@ import XCTest
 final class SimulatedClusterTests: XCTestCase {
     static let script = MPIRun.packageRoot.path + "/launch/simcluster.sh"
 
-    override func setUpWithError() throws {
+    override func setUpWithError() throws { try Self.requireNamespaces() }
+
+    /// Throws XCTSkip, saying why, where network namespaces cannot be created.
+    static func requireNamespaces() throws {
         guard getuid() == 0 else { throw XCTSkip("the simulated cluster needs root to create network namespaces; this test runs as uid \(getuid())") }
         let probe = try MPIRun.runProcess(["ip", "netns", "add", "ringsgd-test-probe"], timeout: 10)
         guard probe.status == 0 else {
@@ -78,5 +81,34 @@ final class SimulatedClusterTests: XCTestCase {
             XCTAssertTrue(last.contains(expected), "last line: \(last)\n\(outcome.output)")
         }
         try assertTornDown("after bad input")
+    }
+}
+
+/// `comm.codec: auto` on both sides of the break-even: zero-copy fp32 on one host, a
+/// compressing codec across a 1 Gbit/s link; every rank uses the choice (the replica checks
+/// pass only if every rank averaged with the same codec).
+final class AutomaticCodecTests: XCTestCase {
+    func chosenCodec(_ outcome: MPIRun.Outcome, _ dir: String) throws -> String? {
+        assertSucceeded(outcome, "auto")
+        XCTAssertTrue(outcome.output.contains("comm.codec auto: probe of"), outcome.output)
+        XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+        return (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as? [String: Any])?["codec"] as? String
+    }
+
+    func testAutoPicksFP32OnOneHostAndCompressionAcrossASlowLink() throws {
+        let local = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-auto-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: local) }
+        let auto = ["--set", "comm.codec=auto", "--set", "comm.error_feedback=true"]
+        let oneHost = try MPIRun.run(np: 2, ["train"] + TrainUnderMPIRunTests.short + auto + ["--run-dir", local], timeout: 180)
+        XCTAssertEqual(try chosenCodec(oneHost, local), "none", "one host: the zero-copy fp32 ring beats every codec")
+
+        try SimulatedClusterTests.requireNamespaces()   // skips, saying why, without namespaces
+        let remote = local + "-sim"
+        defer { try? FileManager.default.removeItem(atPath: remote) }
+        let config = MPIRun.packageRoot.appendingPathComponent("configs/synthetic-large.yaml").path
+        let slow = try MPIRun.runProcess([SimulatedClusterTests.script, "--hosts", "2", "--rate", "1gbit", "--", "train", "--config", config,
+                                          "--set", "train.max_steps=3", "--run-dir", remote] + auto, timeout: 240)
+        let chosen = try chosenCodec(slow, remote)
+        XCTAssertNotNil(chosen.flatMap { ["bf16", "int8", "int8+zstd"].contains($0) ? $0 : nil }, "1 Gbit/s, 40 MB gradient: a compressing codec, got \(chosen ?? "nil")\n\(slow.output)")
     }
 }

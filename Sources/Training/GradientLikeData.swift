@@ -5,8 +5,8 @@
 /// lossless compressors alike, so benchmarks use this: per 4096-value "layer" a log-uniform
 /// scale in [1e-5, 1e-1], Laplace-distributed values, and 10 % exact zeros. Values depend
 /// on (seed, index) only, and `rank` shifts the seed so ranks hold distinct data.
-enum GradientLikeData {
-    static func fill(_ buffer: UnsafeMutableBufferPointer<Float>, seed: UInt64, rank: Int) {
+public enum GradientLikeData {
+    public static func fill(_ buffer: UnsafeMutableBufferPointer<Float>, seed: UInt64, rank: Int) {
         var generator = SeededGenerator(seed: seed, stream: UInt64(rank))
         func uniform() -> Double { Double(generator.next() >> 11) * 0x1p-53 }
         var scale = 1e-3
