@@ -90,6 +90,7 @@ struct BenchScaling: ParsableCommand {
     }
 
     func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)   // a row as each run ends, also into a file or pipe
         let rankCounts = Self.counts(ranks)!
         let root = Self.packageRoot.path
         let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
