@@ -7,8 +7,11 @@ import CMPI
 /// The process's MPI session: initialised once, finalised once.
 ///
 /// MPI allows `MPI_Init_thread` exactly once per process, so this is a process-wide
-/// singleton. We ask for `MPI_THREAD_FUNNELED` (only the main thread calls MPI; that is how
-/// ringsgd uses it) and report what the library granted.
+/// singleton. We ask for `MPI_THREAD_SERIALIZED` — the gradient all-reduces run on a
+/// communication thread while backward runs, and the training thread calls MPI between
+/// steps, never at the same time as it — and fail clearly if the library grants less.
+/// (`MPI_THREAD_MULTIPLE` would allow concurrent calls we never make, at the cost of locks
+/// inside the library.)
 public final class MPIRuntime: @unchecked Sendable {
     public static let shared = MPIRuntime()
 
@@ -24,9 +27,13 @@ public final class MPIRuntime: @unchecked Sendable {
     public func worldTransport() throws -> MPITransport {
         if let world { return world }
         var provided: Int32 = 0
-        try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided), call: "MPI_Init_thread")
+        try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided), call: "MPI_Init_thread")
         isInitialised = true
         threadLevel = Self.threadLevelName(Int(provided))
+        guard provided >= Int32(MPI_THREAD_SERIALIZED) else {
+            throw CollectiveError.transport(rank: -1, peer: nil, call: "MPI_Init_thread",
+                detail: "the MPI library granted \(threadLevel); ringsgd needs MPI_THREAD_SERIALIZED (its communication thread calls MPI); use an MPI built with thread support, such as Debian's OpenMPI")
+        }
         let comm = ringsgd_mpi_comm_world()!
         try check(MPI_Comm_set_errhandler(comm, ringsgd_mpi_errors_return()), call: "MPI_Comm_set_errhandler")
         let transport = try MPITransport(communicator: comm)

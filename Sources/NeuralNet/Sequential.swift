@@ -86,8 +86,13 @@ public final class Sequential {
 
     /// One local training step's gradient: forward, loss, backward. Writes the mean-loss
     /// gradient of every parameter into `parameters.gradients`.
-    public func computeGradients(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>,
-                                 batch: Int) throws -> SoftmaxCrossEntropy.Result {
+    ///
+    /// `layerDone(i, loss)` is called as soon as layer i's parameter gradients are final —
+    /// backward runs from the last layer to the first, so in decreasing i — with the batch's
+    /// loss: what a data-parallel trainer needs to start averaging a bucket of gradients while
+    /// backward goes on (PyTorch DDP's autograd hooks).
+    public func computeGradients(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>, batch: Int,
+                                 layerDone: ((Int, SoftmaxCrossEntropy.Result) -> Void)? = nil) throws -> SoftmaxCrossEntropy.Result {
         guard labels.count == batch else {
             throw ShapeError("got \(labels.count) labels for a batch of \(batch)")
         }
@@ -97,10 +102,33 @@ public final class Sequential {
         for (index, layer) in layers.enumerated().reversed() {
             // The first layer with parameters needs no input gradient (its input is data).
             let needsInput = layers[..<index].contains { !$0.parameters.isEmpty }
-            guard let next = layer.backward(gradient, batch: batch, needsInputGradient: needsInput) else { break }
+            let next = layer.backward(gradient, batch: batch, needsInputGradient: needsInput)
+            layerDone?(index, result)
+            guard let next else { break }
             gradient = next
         }
         return result
+    }
+
+    /// Each layer's extent in the flat buffers: from its first parameter to the next
+    /// parameterised layer's first (alignment padding included), the last layer's to the end;
+    /// nil for a layer without parameters. The extents tile `0 ..< parameters.count`.
+    public var layerExtents: [Range<Int>?] {
+        var starts: [Int?] = []
+        var viewIndex = 0
+        for layer in layers {
+            let n = layer.parameters.count
+            starts.append(n == 0 ? nil : parameters.views[viewIndex].offset)
+            viewIndex += n
+        }
+        var extents: [Range<Int>?] = Array(repeating: nil, count: layers.count)
+        var end = parameters.count
+        for i in layers.indices.reversed() {
+            guard let start = starts[i] else { continue }
+            extents[i] = start ..< end
+            end = start
+        }
+        return extents
     }
 
     /// Loss and correct count without gradients (evaluation; dropout off).

@@ -5,9 +5,16 @@ import GradientCodecs
 /// Everything between backward and the optimizer: averaging the flat gradient across ranks.
 ///
 /// It owns which all-reduce runs at a step (fp32 during `comm.warmup_steps`, then the
-/// configured codec), the codec's per-step seeding, the error-feedback memory and how that
-/// memory is checkpointed and restored, and the time the averaging took. The trainer calls
-/// `average` once per step and `discardStep` when every rank skips a step.
+/// configured codec), the bucket plan and the communication thread that averages buckets
+/// while backward runs (`comm.overlap`), the codec's per-bucket seeding, the error-feedback
+/// memory and how that memory is checkpointed and restored, and the time the averaging took.
+/// Per step the trainer calls `beginStep`, `bucketReady` as backward completes each bucket,
+/// `finishStep` before the optimizer, and `discardStep` when every rank skips the step.
+///
+/// **Bit-identical with or without overlap.** Both paths make the same all-reduce calls —
+/// one per bucket, in the plan's order, on the same values — and only *when* they run
+/// differs: with overlap on the communication thread as each bucket completes, without it on
+/// the training thread after backward.
 ///
 /// **Error feedback** (EF-SGD, Karimireddy et al. 2019; see `RingAllReduce`): each rank keeps
 /// the error of every encoding it performs and adds it to its next gradient. On a skipped
@@ -30,24 +37,33 @@ public final class GradientSynchronizer {
     /// The fp32 ring for collective sums of checkpointed state (residuals).
     private let fp32Ring: RingAllReduce
     private let segmentBytes: Int?
+    /// The buckets, in the order backward completes them.
+    public let plan: BucketPlan
+    private let thread: CommunicationThread?
+    private var gradients: UnsafeMutableBufferPointer<Float>?
+    private var step = 0, submitted = 0
 
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
     public private(set) var codecName: String
     /// With `comm.codec: auto`, the probe that chose the codec (after `chooseCodecIfAutomatic`).
     public private(set) var probe: CodecProbe?
-    /// Seconds the last `average` spent in all (communication + codec) and in codec work alone.
-    public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0
-    /// Bytes this rank sent in the last `average` (after compression), where known.
+    /// The last step's seconds of averaging (communication + codec, summed over buckets), of
+    /// codec work alone, and of the training thread waiting for communication after backward
+    /// ended (the part overlap did not hide).
+    public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0
+    /// Bytes this rank sent in the last step (after compression), where known.
     public private(set) var lastBytesSent: Int?
     /// What the steps after the warm-up run, for the log.
     public var description: String { configured.name }
 
     /// Local: builds the all-reduces. With `comm.codec: auto` the codec is fp32 until
     /// `chooseCodecIfAutomatic` (collective) has measured the candidates.
-    public init(config: TrainingConfig, transport: Transport, count: Int) throws {
+    public init(config: TrainingConfig, transport: Transport, plan: BucketPlan) throws {
         self.config = config
         self.transport = transport
-        self.count = count
+        self.plan = plan
+        self.count = plan.buckets.map(\.upperBound).max() ?? 0
+        thread = config.overlap ? CommunicationThread() : nil
         segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
         fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         exact = config.allReduceAlgorithm == "mpi" ? try Self.native(transport) : fp32Ring
@@ -86,19 +102,58 @@ public final class GradientSynchronizer {
         self.probe = probe
     }
 
-    deinit { residual?.deallocate() }
+    deinit {
+        thread?.stop()
+        residual?.deallocate()
+    }
 
-    /// Averages `gradients` in place across all ranks for global step `step`.
-    public func average(_ gradients: UnsafeMutableBufferPointer<Float>, step: Int) throws {
+    // MARK: - The step
+
+    /// Starts step `step`'s averaging of `gradients` (the flat buffer the plan cuts).
+    public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
+        precondition(gradients.count == count)
+        self.gradients = gradients
+        self.step = step
+        submitted = 0
+        lastSeconds = 0
+        lastCodecSeconds = 0
+        lastBytesSent = 0
+    }
+
+    /// Bucket `b`'s gradients are final: with overlap, its all-reduce starts now on the
+    /// communication thread. Buckets must be reported in the plan's order.
+    public func bucketReady(_ b: Int) {
+        precondition(b == submitted, "buckets complete in the plan's order")
+        submitted += 1
+        if let thread { thread.submit { [unowned self] in try self.averageBucket(b) } }
+    }
+
+    /// Waits until every bucket is averaged (without overlap: averages them now, in order).
+    public func finishStep() throws {
+        precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
         let start = ContinuousClock.now
+        if let thread {
+            try thread.waitForAll()
+        } else {
+            for b in plan.buckets.indices { try averageBucket(b) }
+        }
+        lastExposedSeconds = (ContinuousClock.now - start).seconds
+    }
+
+    /// Averages bucket `b` of the current step in place, with its slice of the EF memory.
+    private func averageBucket(_ b: Int) throws {
+        let start = ContinuousClock.now
+        let range = plan.buckets[b]
+        let values = UnsafeMutableBufferPointer(rebasing: gradients![range])
         let active = step < config.uncompressedWarmupSteps ? exact : configured
-        // Stochastic rounding draws from (seed, rank, step): resumable without state.
-        // (Round-to-nearest int8 never draws, so reseeding it changes nothing.)
-        int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
-        try active.average(gradients, residual: active === configured ? residual : nil)
-        lastBytesSent = active.lastBytesSentIfKnown
-        lastCodecSeconds = active.lastCodecSeconds
-        lastSeconds = (ContinuousClock.now - start).seconds
+        // Stochastic rounding draws from (seed, rank, step, bucket): resumable without state
+        // and the same whichever thread runs it. (Round-to-nearest never draws.)
+        int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03)
+        let memory = active === configured ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
+        try active.average(values, residual: memory)
+        lastBytesSent = lastBytesSent.flatMap { sent in active.lastBytesSentIfKnown.map { sent + $0 } }
+        lastCodecSeconds += active.lastCodecSeconds
+        lastSeconds += (ContinuousClock.now - start).seconds
     }
 
     /// Every rank skips this step (its averaged gradient is not finite): clear the

@@ -14,6 +14,10 @@ public struct RunSummary: Codable, Equatable {
     public var compute_seconds: Double
     public var comm_seconds: Double
     public var codec_seconds: Double
+    /// Seconds the steps waited for averaging after backward ended, and the share of the
+    /// averaging time that overlap with backward hid (1 − exposed / comm).
+    public var comm_exposed_seconds: Double
+    public var comm_hidden_fraction: Double
     public var resumed_from_step: Int
     /// Bytes rank 0 sent per step in the gradient all-reduce, after compression (the ring is
     /// symmetric: every rank sends as much); absent when the all-reduce does not say (MPI's).
@@ -34,5 +38,7 @@ public struct EpochMetrics: Codable {
     public var compute_seconds: Double
     public var comm_seconds: Double
     public var codec_seconds: Double
+    public var comm_exposed_seconds: Double
+    public var comm_hidden_fraction: Double
     public var skipped_steps: Int
 }

@@ -51,7 +51,8 @@ extension Trainer {
                                    train_accuracy: sums[2] > 0 ? sums[1] / sums[2] : 0, test_accuracy: epoch.lastTestAccuracy,
                                    samples_per_second: Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9),
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
-                                   codec_seconds: epoch.clock.codec, skipped_steps: run.skipped)
+                                   codec_seconds: epoch.clock.codec, comm_exposed_seconds: epoch.clock.exposed,
+                                   comm_hidden_fraction: epoch.clock.hiddenFraction, skipped_steps: run.skipped)
         try Agreement.run("append to metrics.jsonl", over: transport) {
             guard let file = run.metrics else { return }
             try file.appendLine(try JSONEncoder.sorted.encode(metrics))

@@ -26,7 +26,8 @@ extension Trainer {
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             return (sampler, try config.makeOptimizer(parameters: parameters), try config.makeSchedule(total: units, worldSize: n),
-                    try GradientSynchronizer(config: config, transport: transport, count: parameters.count), totalSteps)
+                    try GradientSynchronizer(config: config, transport: transport,
+                                             plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes)), totalSteps)
         }
 
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
@@ -154,6 +155,7 @@ extension Trainer {
         let zeroCopy = (transport as? SharedMemoryTransport)?.sharedRegion(containing: run.parameters.gradients) != nil
         log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), all-reduce \(run.synchronizer.description)"
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
+            + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
             + "global batch \(config.globalBatch) (\(run.sampler.localBatch) per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
     }
 }

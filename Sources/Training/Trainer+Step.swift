@@ -18,20 +18,30 @@ extension Trainer {
         let batch = run.sampler.localBatch
         var clock = StepClock()
 
-        // 1. Local gradient.
+        // 1–2. Local gradient; each bucket is handed to the synchronizer as soon as backward
+        // has finished it (with comm.overlap its average starts while backward goes on).
         let start = ContinuousClock.now
         run.fillBatch(step: step)
         run.model.reseedDropout(seed: config.seed, rank: rank, step: step)
-        let local = try run.model.computeGradients(input: UnsafeBufferPointer(run.input), labels: UnsafeBufferPointer(run.labels), batch: batch)
-        // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets an
-        // infinite gradient; the test suite checks that every rank skips that step.
-        if config.injectNonFiniteAt.contains(step) && step % n == rank { parameters.gradients[parameters.count / 2] = .infinity }
-        if !local.loss.isFinite { parameters.gradients[0] = .nan }
-        clock.compute = (ContinuousClock.now - start).seconds
-
-        // 2. Average across ranks.
-        try run.synchronizer.average(parameters.gradients, step: step)
+        run.synchronizer.beginStep(step, gradients: parameters.gradients)
+        let plan = run.synchronizer.plan
+        let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
+        let local = try run.model.computeGradients(input: UnsafeBufferPointer(run.input), labels: UnsafeBufferPointer(run.labels),
+                                                   batch: batch) { layer, loss in
+            guard let b = plan.completedBy[layer] else { return }
+            let bucket = plan.buckets[b]
+            // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets an
+            // infinite gradient; the test suite checks that every rank skips that step.
+            if injectHere && bucket.contains(parameters.count / 2) { parameters.gradients[parameters.count / 2] = .infinity }
+            // A non-finite loss poisons the gradient, so that every rank skips the step.
+            if !loss.loss.isFinite && bucket.contains(0) { parameters.gradients[0] = .nan }
+            run.synchronizer.bucketReady(b)
+        }
+        let backwardEnd = ContinuousClock.now
+        try run.synchronizer.finishStep()
+        clock.compute = (backwardEnd - start).seconds
         clock.comm = run.synchronizer.lastSeconds
+        clock.exposed = run.synchronizer.lastExposedSeconds
         clock.codec = run.synchronizer.lastCodecSeconds
         clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
         if let gradientDumpPath, rank == 0, step == run.endStep - 1 {

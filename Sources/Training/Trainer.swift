@@ -94,6 +94,7 @@ public final class Trainer {
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,
                                  comm_seconds: epoch.runClock.comm, codec_seconds: epoch.runClock.codec,
+                                 comm_exposed_seconds: epoch.runClock.exposed, comm_hidden_fraction: epoch.runClock.hiddenFraction,
                                  resumed_from_step: run.startStep,
                                  wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },
                                  config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges)
@@ -108,14 +109,19 @@ public final class Trainer {
 
 /// Seconds spent per kind of work.
 struct StepClock {
-    var compute = 0.0, comm = 0.0, codec = 0.0
+    /// Forward and backward; averaging (summed over buckets); codec work; the wait for
+    /// averaging after backward ended (the part overlap did not hide).
+    var compute = 0.0, comm = 0.0, codec = 0.0, exposed = 0.0
     /// Bytes sent by the all-reduce (nil once any step's count was unknown).
     var wireBytes: Double? = 0
 
     mutating func add(_ other: StepClock) {
-        compute += other.compute; comm += other.comm; codec += other.codec
+        compute += other.compute; comm += other.comm; codec += other.codec; exposed += other.exposed
         wireBytes = wireBytes.flatMap { mine in other.wireBytes.map { mine + $0 } }
     }
+
+    /// 1 − exposed / total averaging time (0 without communication).
+    var hiddenFraction: Double { comm > 0 ? max(0, 1 - exposed / comm) : 0 }
 }
 
 func formatDuration(_ seconds: Double) -> String {

@@ -43,6 +43,8 @@ public struct TrainingConfig {
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
     public var segmentBytes = 0                    // comm.segment_bytes (0: the ring's default for the codec)
     public var sharedMemory = true                 // comm.shared_memory
+    public var bucketBytes = 25 << 20              // comm.bucket_bytes (0: one bucket)
+    public var overlap = true                      // comm.overlap: average buckets during backward
 
     public var checkEverySteps = 100               // consistency.check_every_steps
     public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)
@@ -116,6 +118,8 @@ public struct TrainingConfig {
             throw ConfigError("comm.segment_bytes must be 0 (the ring's default) or ≥ 4 (one float), got \(segmentBytes)")
         }
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
+        bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)
+        overlap = try r.bool("comm.overlap", default: overlap)
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)

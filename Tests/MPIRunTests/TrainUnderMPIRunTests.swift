@@ -54,6 +54,26 @@ final class TrainUnderMPIRunTests: XCTestCase {
         XCTAssertEqual(try summary(shared)["param_hash"] as? String, try summary(messages)["param_hash"] as? String)
     }
 
+    /// Property: with comm.overlap the buckets' all-reduces run on the communication thread
+    /// during backward under real MPI (MPI_THREAD_SERIALIZED), and the parameters are the same
+    /// bits as averaging after backward — np 2 and 3, fp32 and int8 + error feedback, several
+    /// buckets (256 KiB) and the cnn's shared-memory zero-copy ring included.
+    func testOverlapIsBitIdenticalUnderMPI() throws {
+        for np in [2, 3] {
+            for codec in [[String](), ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true"]] {
+                var hashes: [String?] = []
+                for overlap in ["true", "false"] {
+                    let dir = runDirectory()
+                    let outcome = try train(np: np, codec + ["--set", "comm.bucket_bytes=262144", "--set", "comm.overlap=\(overlap)"], dir: dir)
+                    XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+                    hashes.append(try summary(dir)["param_hash"] as? String)
+                }
+                XCTAssertEqual(hashes[0], hashes[1], "np \(np) \(codec)")
+            }
+        }
+        assertOneLineError(try train(np: 2, ["--set", "comm.bucket_bytes=-1"], dir: runDirectory(), expectSuccess: false), "comm.bucket_bytes")
+    }
+
     /// Property: `comm.algorithm: mpi` (OpenMPI's MPI_Allreduce, the baseline) trains with
     /// replicas identical and to the same loss as our fp32 ring up to summation order; a codec
     /// with it is a one-line error.

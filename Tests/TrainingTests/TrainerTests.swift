@@ -69,6 +69,25 @@ final class TrainerTests: XCTestCase {
         XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6, "trains on after the skipped step")
     }
 
+    /// Property: averaging buckets on the communication thread while backward runs gives the
+    /// same bits as averaging them after backward, for every codec and bucket size (the same
+    /// calls on the same values; only when they run differs).
+    func testOverlapIsBitIdenticalToAveragingAfterBackward() throws {
+        let mlp = ["model.kind=mlp", "model.hidden=[32, 16]"]
+        for codec in [[String](), ["comm.codec=int8", "comm.error_feedback=true"], ["comm.codec=int8sr+zstd", "comm.error_feedback=true"]] {
+            for bucketBytes in [0, 256, 2048] {
+                var hashes: [String] = []
+                for overlap in [true, false] {
+                    let config = try Self.config(mlp + codec + ["comm.bucket_bytes=\(bucketBytes)", "comm.overlap=\(overlap)"])
+                    let summaries = try train(ranks: 3, config, dir: temporaryDirectory(), sends: .rendezvous).map { $0! }
+                    XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
+                    hashes.append(summaries[0].param_hash)
+                }
+                XCTAssertEqual(hashes[0], hashes[1], "\(codec) bucket_bytes \(bucketBytes): overlap changed the result")
+            }
+        }
+    }
+
     /// Property: the world size changes only the summation order: the same run on 1 and on 3
     /// ranks sees the same samples, so the losses are close.
     func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {
@@ -76,6 +95,24 @@ final class TrainerTests: XCTestCase {
         let one = try train(ranks: 1, config, dir: temporaryDirectory())[0]!
         let three = try train(ranks: 3, config, dir: temporaryDirectory())[0]!
         XCTAssertEqual(one.train_loss!, three.train_loss!, accuracy: 1e-3 * max(1, abs(one.train_loss!)))
+    }
+}
+
+/// How the flat gradient is cut into buckets.
+final class BucketPlanTests: XCTestCase {
+    /// Layers of 100, 50 (no parameters), 300, 20, 600 floats, in forward order.
+    let extents: [Range<Int>?] = [0 ..< 100, nil, 100 ..< 400, 400 ..< 420, 420 ..< 1020]
+
+    /// Property: buckets tile the buffer from its end in backward order, hold whole layers,
+    /// start small, and each is reported complete by its lowest layer.
+    func testBucketsTileTheBufferInBackwardOrderFromASmallFirstOne() {
+        let plan = BucketPlan(extents: extents, bucketBytes: 1200, firstBucketBytes: 400)
+        XCTAssertEqual(plan.buckets, [420 ..< 1020, 100 ..< 420, 0 ..< 100])
+        XCTAssertEqual(plan.completedBy, [2, nil, 1, nil, 0])
+        XCTAssertEqual(BucketPlan(extents: extents, bucketBytes: 1600, firstBucketBytes: 400).buckets, [420 ..< 1020, 0 ..< 420],
+                       "a bucket closes once it reaches the target: 20 + 300 floats are 1280 bytes, + 100 make 1680")
+        XCTAssertEqual(BucketPlan(extents: extents, bucketBytes: 0).buckets, [0 ..< 1020], "0: one bucket")
+        XCTAssertEqual(BucketPlan(extents: extents, bucketBytes: 4).buckets, [420 ..< 1020, 400 ..< 420, 100 ..< 400, 0 ..< 100], "a layer per bucket")
     }
 }
 

@@ -1,0 +1,76 @@
+import Foundation
+
+/// One thread per rank that runs the gradient all-reduces, in the order they are submitted,
+/// while the training thread goes on with backward.
+///
+/// Why one thread, in submission order: every rank must make the same collective calls in
+/// the same order, and one thread that takes buckets first-in first-out does that by
+/// construction. MPI sees calls from two threads (this one during backward, the training
+/// thread between steps for agreements and checks), never at the same time — the training
+/// thread calls MPI only after `waitForAll` — which is what `MPI_THREAD_SERIALIZED` permits
+/// (`MPIRuntime` asks for it and fails clearly if it is not granted).
+///
+/// A job's error is kept and rethrown by `waitForAll`; later jobs of that round are skipped
+/// (the collective is broken; the caller ends the job, as the ring's own errors do).
+final class CommunicationThread {
+    private let condition = NSCondition()
+    private var queue: [() throws -> Void] = []
+    private var running = false, stopping = false
+    private var failure: Error?
+    private var thread: Thread?
+
+    init() {
+        let thread = Thread { self.loop() }   // holds self until `stop` ends the loop
+        thread.name = "ringsgd-comm"
+        thread.stackSize = 1 << 20
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Runs `job` on the communication thread after every job submitted before it.
+    func submit(_ job: @escaping () throws -> Void) {
+        condition.lock()
+        queue.append(job)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Returns once every submitted job has run; rethrows the first error among them.
+    func waitForAll() throws {
+        condition.lock()
+        while !queue.isEmpty || running { condition.wait() }
+        let error = failure
+        failure = nil
+        condition.unlock()
+        if let error { throw error }
+    }
+
+    /// Ends the thread (after the jobs already submitted).
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty && stopping { condition.unlock(); return }
+            let job = queue.removeFirst()
+            running = true
+            let skip = failure != nil
+            condition.unlock()
+            var error: Error?
+            if !skip {
+                do { try job() } catch let e { error = e }
+            }
+            condition.lock()
+            running = false
+            if let error, failure == nil { failure = error }
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}
