@@ -23,6 +23,9 @@ extension Trainer {
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
             let sampler = try DistributedSampler(datasetSize: train.count, globalBatch: config.globalBatch, worldSize: n, rank: rank, seed: config.seed)
+            guard sampler.localBatch % config.accumulateSteps == 0 else {
+                throw ConfigError("train.accumulate_steps \(config.accumulateSteps) does not divide the per-rank batch (train.global_batch \(config.globalBatch) over \(n) ranks = \(sampler.localBatch)); choose a divisor of \(sampler.localBatch)")
+            }
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             return (sampler, try config.makeOptimizer(parameters: parameters), try config.makeSchedule(total: units, worldSize: n),

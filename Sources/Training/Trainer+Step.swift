@@ -1,4 +1,5 @@
 import Foundation
+import GradientCodecs
 import NeuralNet
 import Optimizers
 
@@ -20,23 +21,46 @@ extension Trainer {
 
         // 1–2. Local gradient; each bucket is handed to the synchronizer as soon as backward
         // has finished it (with comm.overlap its average starts while backward goes on).
+        // With train.accumulate_steps K the rank's batch runs as K micro-batches: the first
+        // K − 1 gradients are summed locally (no communication: DDP's no_sync), and the last
+        // micro-batch's backward completes each bucket with the sum, divided by K — the mean
+        // over the rank's whole batch, as one batch would give up to float rounding.
         let start = ContinuousClock.now
         run.fillBatch(step: step)
-        run.model.reseedDropout(seed: config.seed, rank: rank, step: step)
-        run.synchronizer.beginStep(step, gradients: parameters.gradients)
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
-        let local = try run.model.computeGradients(input: UnsafeBufferPointer(run.input), labels: UnsafeBufferPointer(run.labels),
-                                                   batch: batch) { layer, loss in
-            guard let b = plan.completedBy[layer] else { return }
-            let bucket = plan.buckets[b]
-            // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets an
-            // infinite gradient; the test suite checks that every rank skips that step.
-            if injectHere && bucket.contains(parameters.count / 2) { parameters.gradients[parameters.count / 2] = .infinity }
-            // A non-finite loss poisons the gradient, so that every rank skips the step.
-            if !loss.loss.isFinite && bucket.contains(0) { parameters.gradients[0] = .nan }
-            run.synchronizer.bucketReady(b)
+        let k = run.microBatches
+        var lossSum = 0.0, correct = 0
+        for micro in 0 ..< k {
+            run.model.reseedDropout(seed: config.seed, rank: rank, step: step * k + micro)
+            let (input, labels) = run.microBatch(micro)
+            if micro < k - 1 {
+                let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch)
+                let sum = run.accumulated!
+                if micro == 0 { _ = sum.update(fromContentsOf: parameters.gradients) }
+                else { FloatKernels.add(parameters.gradients.baseAddress!, into: sum.baseAddress!, count: sum.count) }
+                lossSum += local.loss; correct += local.correct
+                continue
+            }
+            run.synchronizer.beginStep(step, gradients: parameters.gradients)
+            let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch) { layer, loss in
+                guard let b = plan.completedBy[layer] else { return }
+                let bucket = plan.buckets[b]
+                if let sum = run.accumulated {
+                    let g = parameters.gradients.baseAddress! + bucket.lowerBound
+                    FloatKernels.add(sum.baseAddress! + bucket.lowerBound, into: g, count: bucket.count)
+                    FloatKernels.scale(g, by: 1 / Float(k), count: bucket.count)
+                }
+                // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets
+                // an infinite gradient; the test suite checks that every rank skips that step.
+                if injectHere && bucket.contains(parameters.count / 2) { parameters.gradients[parameters.count / 2] = .infinity }
+                // A non-finite loss poisons the gradient, so that every rank skips the step.
+                if !(lossSum + loss.loss).isFinite && bucket.contains(0) { parameters.gradients[0] = .nan }
+                run.synchronizer.bucketReady(b)
+            }
+            lossSum += local.loss; correct += local.correct
         }
+        let local = (loss: lossSum / Double(k), correct: correct)
         let backwardEnd = ContinuousClock.now
         try run.synchronizer.finishStep()
         clock.compute = (backwardEnd - start).seconds

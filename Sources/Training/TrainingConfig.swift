@@ -19,7 +19,8 @@ public struct TrainingConfig {
 
     public var epochs = 5                          // train.epochs
     public var maxSteps = 0                        // train.max_steps (0: no limit)
-    public var globalBatch = 128                   // train.global_batch
+    public var globalBatch = 128                   // train.global_batch (samples per optimizer step, all ranks)
+    public var accumulateSteps = 1                 // train.accumulate_steps: micro-batches per optimizer step
     public var clipGradNorm = 0.0                  // train.clip_grad_norm (0: off)
     public var logEverySteps = 100                 // train.log_every_steps
     public var evalBatch = 1000                    // train.eval_batch
@@ -75,6 +76,7 @@ public struct TrainingConfig {
         epochs = try r.int("train.epochs", default: epochs, min: 1)
         maxSteps = try r.int("train.max_steps", default: maxSteps, min: 0)
         globalBatch = try r.int("train.global_batch", default: globalBatch, min: 1)
+        accumulateSteps = try r.int("train.accumulate_steps", default: accumulateSteps, min: 1)
         clipGradNorm = try r.double("train.clip_grad_norm", default: clipGradNorm, min: 0)
         logEverySteps = try r.int("train.log_every_steps", default: logEverySteps, min: 1)
         evalBatch = try r.int("train.eval_batch", default: evalBatch, min: 1)

@@ -29,6 +29,10 @@ final class TrainingRun {
 
     /// This rank's batch, filled each step (allocated once).
     let input: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<Int32>
+    /// Micro-batches per step (`train.accumulate_steps`), their size, and the sum of the
+    /// earlier micro-batches' gradients (allocated only when there are several).
+    let microBatches: Int, microBatch: Int
+    let accumulated: UnsafeMutableBufferPointer<Float>?
     private var order: [Int] = [], orderEpoch = -1
 
     var parameters: FlatParameters { model.parameters }
@@ -44,9 +48,19 @@ final class TrainingRun {
         (self.perEpoch, self.startStep, self.endStep, self.skipped, self.configChanges) = (perEpoch, startStep, endStep, skipped, configChanges)
         input = .allocate(capacity: sampler.localBatch * train.inputSize)
         labels = .allocate(capacity: sampler.localBatch)
+        microBatches = synchronizer.config.accumulateSteps
+        microBatch = sampler.localBatch / microBatches
+        accumulated = microBatches > 1 ? .allocate(capacity: model.parameters.count) : nil
     }
 
-    deinit { input.deallocate(); labels.deallocate() }
+    deinit { input.deallocate(); labels.deallocate(); accumulated?.deallocate() }
+
+    /// Micro-batch k of this rank's batch: its inputs and labels.
+    func microBatch(_ k: Int) -> (input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>) {
+        let size = train.inputSize
+        return (UnsafeBufferPointer(rebasing: input[k * microBatch * size ..< (k + 1) * microBatch * size]),
+                UnsafeBufferPointer(rebasing: labels[k * microBatch ..< (k + 1) * microBatch]))
+    }
 
     /// Gathers this rank's samples of global step `step` into `input` and `labels`.
     func fillBatch(step: Int) {
