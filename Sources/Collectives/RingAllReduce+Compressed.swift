@@ -31,7 +31,9 @@ extension RingAllReduce {
                     let residual = call.residual.map { $0 + call.part.segment(j, ofChunk: call.sendChunk(step: t)).lowerBound }
                     let written = try codec.encode(segment, into: out, residual: residual,
                                                    residualScale: becomesOwner ? Float(n) : 1, roundTrip: becomesOwner)
-                    lastCodecSeconds += (ContinuousClock.now - start).seconds
+                    let end = ContinuousClock.now
+                    lastCodecSeconds += (end - start).seconds
+                    onPhase?(.encode, start, end)
                     bytes = UnsafeRawBufferPointer(rebasing: out[0 ..< written])
                 }
                 lastBytesSent += bytes.count
@@ -48,7 +50,11 @@ extension RingAllReduce {
                 let t = k / m
                 let payload = UnsafeRawBufferPointer(rebasing: scratch.slot(step: t, segment: k % m)[0 ..< bytes])
                 let start = ContinuousClock.now
-                defer { lastCodecSeconds += (ContinuousClock.now - start).seconds }
+                defer {
+                    let end = ContinuousClock.now
+                    lastCodecSeconds += (end - start).seconds
+                    onPhase?(.decode, start, end)
+                }
                 do {
                     if call.isReduceScatter(step: t) { try codec.decodeAccumulate(payload, into: call.receiveSegment(unit: k)) }
                     else { try codec.decode(payload, into: call.receiveSegment(unit: k)) }

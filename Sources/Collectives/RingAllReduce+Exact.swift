@@ -39,11 +39,13 @@ extension RingAllReduce {
                 // All-gather units were received straight into the buffer: nothing to do.
                 guard call.isReduceScatter(step: t), let d = segment.baseAddress else { return }
                 let source = scratch.slot(step: t, segment: k % m).baseAddress!.assumingMemoryBound(to: Float.self)
+                let start = ContinuousClock.now
                 if t == n - 2 {
                     FloatKernels.addThenScale(source, into: d, by: 1 / Float(n), count: segment.count)
                 } else {
                     FloatKernels.add(source, into: d, count: segment.count)
                 }
+                onPhase?(.reduce, start, .now)
             })
     }
 }

@@ -100,6 +100,10 @@ public final class RingAllReduce: AllReduce {
     /// Seconds spent in codec work (encode/decode) in the last call.
     public internal(set) var lastCodecSeconds = 0.0
 
+    /// What the ring spends time on, reported per segment when set (the timeline): nil costs nothing.
+    public enum Phase { case encode, decode, reduce, wait }
+    public var onPhase: ((Phase, ContinuousClock.Instant, ContinuousClock.Instant) -> Void)?
+
     let agreement = RingCallAgreement()
     let scratch = RingScratch()
     var pendingSends: [TransportRequest?] = []
@@ -162,7 +166,9 @@ public final class RingAllReduce: AllReduce {
         for k in 0 ..< min(window, units) { try receive(k) }
         try agreement.confirm()   // the left neighbour's header, before its data is used
         for k in 0 ..< units {
+            let waitStart = onPhase == nil ? nil : Optional(ContinuousClock.now)
             let got = try transport.wait(pendingReceives[k]!)
+            if let waitStart { onPhase?(.wait, waitStart, .now) }
             pendingReceives[k] = nil
             receivedBytes[k] = got
             try absorb(k, got)

@@ -87,17 +87,19 @@ public final class Sequential {
     /// One local training step's gradient: forward, loss, backward. Writes the mean-loss
     /// gradient of every parameter into `parameters.gradients`.
     ///
-    /// `layerDone(i, loss)` is called as soon as layer i's parameter gradients are final —
+    /// `forwardDone` is called once the loss is known; `layerDone(i, loss)` is called as soon as layer i's parameter gradients are final —
     /// backward runs from the last layer to the first, so in decreasing i — with the batch's
     /// loss: what a data-parallel trainer needs to start averaging a bucket of gradients while
     /// backward goes on (PyTorch DDP's autograd hooks).
     public func computeGradients(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>, batch: Int,
+                                 forwardDone: (() -> Void)? = nil,
                                  layerDone: ((Int, SoftmaxCrossEntropy.Result) -> Void)? = nil) throws -> SoftmaxCrossEntropy.Result {
         guard labels.count == batch else {
             throw ShapeError("got \(labels.count) labels for a batch of \(batch)")
         }
         let logits = try forward(input, batch: batch, training: true)
         let result = try loss.evaluate(logits: logits, labels: labels.baseAddress!, batch: batch, gradient: true)
+        forwardDone?()
         var gradient = loss.lastGradient
         for (index, layer) in layers.enumerated().reversed() {
             // The first layer with parameters needs no input gradient (its input is data).

@@ -45,6 +45,8 @@ public final class GradientSynchronizer {
 
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
     public private(set) var codecName: String
+    /// Where spans go (`train --timeline`); nil records nothing.
+    public var timeline: Timeline?
     /// With `comm.codec: auto`, the probe that chose the codec (after `chooseCodecIfAutomatic`).
     public private(set) var probe: CodecProbe?
     /// The last step's seconds of averaging (communication + codec, summed over buckets), of
@@ -150,7 +152,18 @@ public final class GradientSynchronizer {
         // and the same whichever thread runs it. (Round-to-nearest never draws.)
         int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03)
         let memory = active === configured ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
-        try active.average(values, residual: memory)
+        if let timeline {
+            // The span goes on the lane of the thread that runs it.
+            let lane = thread != nil ? timeline.communication : timeline.training
+            (active as? RingAllReduce)?.onPhase = { phase, from, to in
+                let kind: Timeline.Kind = switch phase { case .encode: .encode; case .decode: .decode; case .reduce: .reduce; case .wait: .wait }
+                timeline.record(kind, from: from, to: to, on: lane)
+            }
+            defer { timeline.record(.allReduce, b, from: start, to: .now, on: lane) }
+            try active.average(values, residual: memory)
+        } else {
+            try active.average(values, residual: memory)
+        }
         lastBytesSent = lastBytesSent.flatMap { sent in active.lastBytesSentIfKnown.map { sent + $0 } }
         lastCodecSeconds += active.lastCodecSeconds
         lastSeconds += (ContinuousClock.now - start).seconds

@@ -9,6 +9,8 @@ extension Trainer {
     /// also the barrier: no rank goes on before the checkpoint is in place, and a failed write
     /// (a full disk) is one error on every rank, the previous checkpoint left intact.
     func saveCheckpoint(_ run: TrainingRun, step: Int) throws {
+        let spanStart = ContinuousClock.now
+        defer { run.recordSpan(.checkpoint, since: spanStart) }
         let residualSum = try run.synchronizer.residualSum()   // collective
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
             try run.synchronizer.writeOwnResidual(to: run.store, step: step)
@@ -23,6 +25,8 @@ extension Trainer {
     /// stops every rank, naming the ranks and their hashes.
     @discardableResult
     func checkReplicas(_ run: TrainingRun, step: Int) throws -> UInt64 {
+        let spanStart = ContinuousClock.now
+        defer { run.recordSpan(.replicaCheck, since: spanStart) }
         let hash = FastHash.hash([run.parameters.parameters] + run.optimizer.stateBuffers)
         let all = try RingAllGather.gather(hash, over: transport)
         if all.contains(where: { $0 != all[0] }) {

@@ -68,6 +68,8 @@ extension Trainer {
 
     /// Test accuracy, evaluation sharded across ranks and reduced.
     func evaluate(_ run: TrainingRun) throws -> Double {
+        let spanStart = ContinuousClock.now
+        defer { run.recordSpan(.evaluate, since: spanStart) }
         let n = transport.size, rank = transport.rank, test = run.test, model = run.model
         let range = (rank * test.count / n) ..< ((rank + 1) * test.count / n)
         let batch = max(1, min(config.evalBatch, model.reservedBatch))

@@ -34,8 +34,12 @@ extension Trainer {
         for micro in 0 ..< k {
             run.model.reseedDropout(seed: config.seed, rank: rank, step: step * k + micro)
             let (input, labels) = run.microBatch(micro)
+            var mark = ContinuousClock.now
+            let forwardDone = { run.timeline.map { $0.record(.forward, micro, from: mark, to: .now, on: $0.training) }; mark = .now }
             if micro < k - 1 {
-                let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch)
+                let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch, forwardDone: forwardDone) { layer, _ in
+                    run.timeline.map { $0.record(.backward, layer, from: mark, to: .now, on: $0.training) }; mark = .now
+                }
                 let sum = run.accumulated!
                 if micro == 0 { _ = sum.update(fromContentsOf: parameters.gradients) }
                 else { FloatKernels.add(parameters.gradients.baseAddress!, into: sum.baseAddress!, count: sum.count) }
@@ -43,7 +47,8 @@ extension Trainer {
                 continue
             }
             run.synchronizer.beginStep(step, gradients: parameters.gradients)
-            let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch) { layer, loss in
+            let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch, forwardDone: forwardDone) { layer, loss in
+                run.timeline.map { $0.record(.backward, layer, from: mark, to: .now, on: $0.training) }; mark = .now
                 guard let b = plan.completedBy[layer] else { return }
                 let bucket = plan.buckets[b]
                 if let sum = run.accumulated {
@@ -89,7 +94,9 @@ extension Trainer {
         if let momentum = run.schedule.momentum(at: unit), let scheduled = run.optimizer as? MomentumScheduled {
             scheduled.scheduledMomentum = momentum
         }
+        let optimizerStart = ContinuousClock.now
         run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
+        run.timeline.map { $0.record(.optimizer, from: optimizerStart, to: .now, on: $0.training) }
         return StepOutcome(loss: local.loss, correct: local.correct, samples: batch, applied: true, lr: lr, clock: clock)
     }
 

@@ -36,6 +36,8 @@ public final class Trainer {
     /// If set, rank 0 writes the last step's averaged gradient here (raw Float32, little-endian):
     /// real gradients for `bench allreduce --gradient`.
     public var gradientDumpPath: String?
+    /// If set, spans of every rank go to this Chrome trace-event file (`Timeline`), written at the end.
+    public var timelinePath: String?
     let log: (String) -> Void
     let isTerminal: Bool
 
@@ -60,12 +62,24 @@ public final class Trainer {
             }
             return nil
         }
+        if timelinePath != nil {
+            let timeline = Timeline()
+            timeline.layerNames = run.model.layers.enumerated().map { "\($0.offset) \($0.element.summary)" }
+            try timeline.start(over: transport)
+            run.timeline = timeline
+            run.synchronizer.timeline = timeline
+        }
         var epoch = EpochAccumulator(startStep: run.startStep)
         for step in run.startStep ..< run.endStep {
             epoch.record(try trainStep(step, run))
             try afterStep(step, run, &epoch)
         }
-        return try finish(run, &epoch)
+        let summary = try finish(run, &epoch)
+        if let timelinePath, let timeline = run.timeline {
+            try timeline.write(to: timelinePath, over: transport)
+            if transport.rank == 0 { log("timeline: \(timelinePath) (open in https://ui.perfetto.dev or chrome://tracing)") }
+        }
+        return summary
     }
 
     /// Everything due after step `step`: replica check, checkpoint, progress, epoch end.

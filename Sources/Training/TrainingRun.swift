@@ -26,6 +26,8 @@ final class TrainingRun {
     /// Keys that differ from the resumed checkpoint's config ("key: old → new").
     let configChanges: [String]
     let wallStart = ContinuousClock.now
+    /// `train --timeline`: spans of this run (nil: not recorded).
+    var timeline: Timeline?
 
     /// This rank's batch, filled each step (allocated once).
     let input: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<Int32>
@@ -54,6 +56,11 @@ final class TrainingRun {
     }
 
     deinit { input.deallocate(); labels.deallocate(); accumulated?.deallocate() }
+
+    /// Records a training-thread span of `kind` from `start` until now, if a timeline is on.
+    func recordSpan(_ kind: Timeline.Kind, since start: ContinuousClock.Instant) {
+        timeline.map { $0.record(kind, from: start, to: .now, on: $0.training) }
+    }
 
     /// Micro-batch k of this rank's batch: its inputs and labels.
     func microBatch(_ k: Int) -> (input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>) {

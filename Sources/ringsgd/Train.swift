@@ -32,6 +32,9 @@ struct Train: ParsableCommand {
             help: "Stop cleanly after this global step, with a checkpoint (time-boxed jobs; resume later with --resume).")
     var stopAfter: Int?
 
+    @Option(help: "Write a Chrome trace-event timeline of every rank to this file (open in https://ui.perfetto.dev).")
+    var timeline: String?
+
     @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
     var dumpGradient: String?
 
@@ -56,6 +59,7 @@ struct Train: ParsableCommand {
                 fflush(stdout)
             }
             trainer.gradientDumpPath = dumpGradient
+            trainer.timelinePath = timeline
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
