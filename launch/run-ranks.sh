@@ -1,28 +1,47 @@
 # Sourced by the launchers: run_ranks MPIRUN_ARGUMENTS… runs mpirun and makes the job's cause
 # the last line the user sees.
 #
-# mpirun runs with -q, which drops its ~11-line "Primary job terminated normally, but…" notes.
-# Then, if the job failed: the first "ringsgd: error:" line a rank printed is printed again
-# unless it already is the last line (MPI_Abort's notice can follow it); if no rank printed
-# one (a rank was killed, crashed or ran out of memory), a line says so and how to continue.
+# mpirun's own notes after a failure ("Primary job terminated normally, but…", "MPI_ABORT was
+# invoked…", "mpirun noticed that process rank…", "mpirun detected that one or more
+# processes exited…": ~11 lines each) are dropped from what is
+# shown — other mpirun messages (no slots, a daemon that cannot start) pass through. Then,
+# if the job failed: the first "ringsgd: error:" line a rank printed is printed again unless it
+# already is the last line; if no rank printed one (a rank was killed, crashed or ran out of
+# memory), a line names the rank mpirun saw die, and says how to continue.
 run_ranks() {
-  local log status line
+  local log shown status line lost
   log=$(mktemp)
+  shown=$(mktemp)   # the last line the user saw
   set +e
-  # stdout goes straight through (fd 3); stderr through tee into $log and back to stderr.
-  { mpirun -q "$@" 2>&1 1>&3 3>&- | tee "$log" >&2; } 3>&1
+  # stdout goes straight through (fd 3); stderr through the log and the filter back to stderr.
+  { mpirun "$@" 2>&1 1>&3 3>&- | tee "$log" | awk -v shown="$shown" '
+      length($0) >= 60 && /^-+$/ {   # mawk has no {n,} intervals
+        if (inblock) { inblock = 0; if (!boiler) { printf "%s%s\n", block, $0; fflush(); last = $0 } block = ""; boiler = 0 }
+        else { inblock = 1; block = $0 "\n" }
+        next
+      }
+      inblock {
+        block = block $0 "\n"
+        if ($0 ~ /Primary job +terminated normally|mpirun noticed that process rank|mpirun detected that one or more processes exited|MPI_ABORT was invoked|Per user-direction/) boiler = 1
+        next
+      }
+      { print; fflush(); if ($0 != "") last = $0 }
+      END { if (inblock && !boiler) printf "%s", block; print last > shown }' >&2; } 3>&1
   status=${PIPESTATUS[0]}
   set -e
   if [ "$status" -ne 0 ]; then
     line=$(grep -a -m1 '^ringsgd: error:' "$log" || true)
     if [ -n "$line" ]; then
-      [ "$(tail -n1 "$log")" == "$line" ] || echo "$line" >&2
+      [ "$(cat "$shown")" == "$line" ] || echo "$line" >&2
     else
-      local why="exit status $status"
-      [ "$status" -gt 128 ] && why="a rank was killed by signal $((status - 128))"
-      echo "ringsgd: error: the job ended abnormally ($why); every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
+      lost=$(sed -n 's/.*process rank \([0-9]*\) with PID [0-9]* on node \([^ ]*\) exited on signal \([0-9]*\).*/rank \1 (on host \2) was killed by signal \3/p' "$log" | head -n1)
+      if [ -z "$lost" ]; then
+        lost="exit status $status"
+        [ "$status" -gt 128 ] && lost="a rank was killed by signal $((status - 128))"
+      fi
+      echo "ringsgd: error: the job ended abnormally: $lost; every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
     fi
   fi
-  rm -f "$log"
+  rm -f "$log" "$shown"
   return "$status"
 }

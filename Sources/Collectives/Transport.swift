@@ -49,7 +49,18 @@ public protocol Transport: AnyObject {
     func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws
 }
 
+/// A transport that can say what its rank was doing when a wait failed (the stall message).
+public protocol ActivityReporting: AnyObject {
+    /// e.g. "the gradient all-reduce of step 120 (bucket 2)"; set before a collective starts.
+    var activity: String { get set }
+}
+
 extension Transport {
+    /// Says what the next collectives are for, if the transport reports it.
+    public func setActivity(_ text: @autoclosure () -> String) {
+        (self as? ActivityReporting)?.activity = text()
+    }
+
     /// The rank we send to in a ring: `(rank + 1) mod size`.
     public var rightNeighbour: Int { (rank + 1) % size }
     /// The rank we receive from in a ring: `(rank - 1) mod size`.
@@ -82,6 +93,8 @@ public enum CollectiveError: Error, CustomStringConvertible {
     case badPayload(rank: Int, peer: Int, detail: String)
     /// Ranks disagree on a value they must share (config hash, parameter count, checksum).
     case disagreement(rank: Int, what: String, values: [String])
+    /// A wait outlasted the deadline: the peer (nil: some rank of a barrier) is stalled or gone.
+    case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double)
 
     public var description: String {
         switch self {
@@ -93,6 +106,9 @@ public enum CollectiveError: Error, CustomStringConvertible {
             return "rank \(rank): all-reduce called with different buffer lengths (\(shown)); every rank must reduce the same number of values"
         case let .badPayload(rank, peer, detail):
             return "rank \(rank) received an invalid payload from rank \(peer): \(detail)"
+        case let .stalled(rank, peer, activity, seconds, deadline):
+            let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
+            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline)))"
         case let .disagreement(rank, what, values):
             let shown = values.enumerated().map { "rank \($0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): ranks disagree on \(what) (\(shown))"

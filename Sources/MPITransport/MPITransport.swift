@@ -1,11 +1,12 @@
 import CMPI
 import Collectives
+import Foundation
 
 /// `Transport` over an MPI communicator: `MPI_Isend`/`MPI_Irecv` of bytes, `MPI_Wait`.
 ///
 /// A request handle is the `MPI_Request` itself (an opaque pointer in OpenMPI) stored as
 /// bits; a received message's length comes from `MPI_Get_count` on its status.
-public final class MPITransport: Transport {
+public final class MPITransport: Transport, ActivityReporting {
     public let rank: Int
     public let size: Int
     let comm: MPI_Comm
@@ -43,10 +44,20 @@ public final class MPITransport: Transport {
         return TransportRequest(handle: UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) }), peer: peer, isSend: false)
     }
 
+    /// The longest any wait may last (`comm.timeout_seconds`); nil waits forever.
+    ///
+    /// Why: a rank that is alive but stuck (stopped, swapping, wedged in I/O) makes its peers
+    /// wait in the next collective forever — MPI has no timeout of its own. With a deadline the
+    /// waiting ranks say whom they waited for, in which collective, and for how long, and the
+    /// job ends (Horovod's stall inspector and PyTorch's NCCL watchdog are the anchors). Waits
+    /// then poll (`MPI_Test`) instead of blocking in `MPI_Wait`; both spin inside OpenMPI, so
+    /// progress is the same.
+    public var deadlineSeconds: Double?
+
     public func wait(_ request: TransportRequest) throws -> Int {
         var handle: MPI_Request? = UnsafeMutableRawPointer(bitPattern: request.handle).map { MPI_Request($0) }
         var status = MPI_Status()
-        let code = MPI_Wait(&handle, &status)
+        let code = try complete(&handle, &status, peer: request.peer)
         if code != MPI_SUCCESS {
             // MPI_ERR_IN_STATUS is not used by MPI_Wait; the status's MPI_ERROR may say more.
             let detail = status.MPI_ERROR != MPI_SUCCESS ? mpiErrorString(status.MPI_ERROR) : mpiErrorString(code)
@@ -60,13 +71,47 @@ public final class MPITransport: Transport {
         return Int(count)
     }
 
+    /// Completes `handle`: `MPI_Wait` without a deadline, else `MPI_Test` until done or the
+    /// deadline passes (then an error naming the peer and the collective).
+    private func complete(_ handle: inout MPI_Request?, _ status: inout MPI_Status, peer: Int?) throws -> Int32 {
+        guard let deadline = deadlineSeconds else { return MPI_Wait(&handle, &status) }
+        let start = MPI_Wtime()
+        var polls = 0
+        while true {
+            var done: Int32 = 0
+            let code = MPI_Test(&handle, &done, &status)
+            if code != MPI_SUCCESS || done != 0 { return code }
+            polls += 1
+            if polls & 255 == 0 {
+                let waited = MPI_Wtime() - start
+                if waited > deadline {
+                    throw CollectiveError.stalled(rank: rank, peer: peer, activity: activity, seconds: waited, deadline: deadline)
+                }
+                if waited > 0.001 { sched_yield() }
+            }
+        }
+    }
+
+    /// What the rank is doing, for the deadline message (`ActivityReporting`).
+    public var activity = "start-up"
+
     public func barrier() throws {
-        try check(MPI_Barrier(comm), call: "MPI_Barrier", rank: rank)
+        guard deadlineSeconds != nil else { return try check(MPI_Barrier(comm), call: "MPI_Barrier", rank: rank) }
+        var handle: MPI_Request? = ringsgd_mpi_request_null()
+        try check(MPI_Ibarrier(comm, &handle), call: "MPI_Ibarrier", rank: rank)
+        var status = MPI_Status()
+        try check(try complete(&handle, &status, peer: nil), call: "MPI_Barrier", rank: rank)
     }
 
     public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
-        try check(MPI_Bcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm),
-                  call: "MPI_Bcast of \(bytes.count) bytes from rank \(root)", rank: rank, peer: root)
+        let call = "MPI_Bcast of \(bytes.count) bytes from rank \(root)"
+        guard deadlineSeconds != nil else {
+            return try check(MPI_Bcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm), call: call, rank: rank, peer: root)
+        }
+        var handle: MPI_Request? = ringsgd_mpi_request_null()
+        try check(MPI_Ibcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm, &handle), call: call, rank: rank, peer: root)
+        var status = MPI_Status()
+        try check(try complete(&handle, &status, peer: root), call: call, rank: rank, peer: root)
     }
 
     /// OpenMPI's own `MPI_Allreduce` (sum, in place), then the same division by n as ours:

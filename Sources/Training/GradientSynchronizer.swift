@@ -151,6 +151,7 @@ public final class GradientSynchronizer {
         // Stochastic rounding draws from (seed, rank, step, bucket): resumable without state
         // and the same whichever thread runs it. (Round-to-nearest never draws.)
         int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03)
+        transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
         let memory = active === configured ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
         if let timeline {
             // The span goes on the lane of the thread that runs it.

@@ -9,6 +9,7 @@ extension Trainer {
     /// also the barrier: no rank goes on before the checkpoint is in place, and a failed write
     /// (a full disk) is one error on every rank, the previous checkpoint left intact.
     func saveCheckpoint(_ run: TrainingRun, step: Int) throws {
+        transport.setActivity("the checkpoint of step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.checkpoint, since: spanStart) }
         let residualSum = try run.synchronizer.residualSum()   // collective
@@ -25,6 +26,7 @@ extension Trainer {
     /// stops every rank, naming the ranks and their hashes.
     @discardableResult
     func checkReplicas(_ run: TrainingRun, step: Int) throws -> UInt64 {
+        transport.setActivity("the replica check after step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.replicaCheck, since: spanStart) }
         let hash = FastHash.hash([run.parameters.parameters] + run.optimizer.stateBuffers)

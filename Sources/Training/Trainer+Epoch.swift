@@ -68,6 +68,7 @@ extension Trainer {
 
     /// Test accuracy, evaluation sharded across ranks and reduced.
     func evaluate(_ run: TrainingRun) throws -> Double {
+        transport.setActivity("the evaluation")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.evaluate, since: spanStart) }
         let n = transport.size, rank = transport.rank, test = run.test, model = run.model

@@ -46,6 +46,7 @@ public struct TrainingConfig {
     public var sharedMemory = true                 // comm.shared_memory
     public var bucketBytes = 25 << 20              // comm.bucket_bytes (0: one bucket)
     public var overlap = true                      // comm.overlap: average buckets during backward
+    public var timeoutSeconds = 300.0              // comm.timeout_seconds: longest wait for a peer (0: forever)
 
     public var checkEverySteps = 100               // consistency.check_every_steps
     public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)
@@ -122,6 +123,7 @@ public struct TrainingConfig {
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)
         overlap = try r.bool("comm.overlap", default: overlap)
+        timeoutSeconds = try r.double("comm.timeout_seconds", default: timeoutSeconds, min: 0)
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)

@@ -28,6 +28,9 @@ enum MPIJob {
             switch error {
             case .lengthMismatch, .disagreement:
                 finishTogether("\(error)", transport: transport)
+            case .stalled:   // names this rank already; its peers cannot be waited for
+                printError("\(error)")
+                runtime.abort(code: 1)
             default:
                 printError("rank \(transport.rank): \(error)")
                 runtime.abort(code: 1)

@@ -50,6 +50,8 @@ struct Train: ParsableCommand {
             let parsed = try Agreement.run("read the config", over: transport) {
                 try TrainingConfig.load(path: config, overrides: overrides)
             }
+            // From here on no wait for a peer lasts longer than comm.timeout_seconds.
+            transport.deadlineSeconds = parsed.timeoutSeconds > 0 ? parsed.timeoutSeconds : nil
             BLASThreads.set(1)
             // OpenMPI hands ranks a pty for stdout even when mpirun's own output is a file, so a
             // live \r progress line is used only when stdin is a terminal too.

@@ -1,0 +1,135 @@
+import Foundation
+import XCTest
+
+/// Faults a real job meets — a rank killed, a rank stalled, a full or read-only disk — under
+/// real mpirun through the launcher: the job ends within a bound with one line naming the
+/// cause, leaves no process behind and loses no complete checkpoint.
+final class FaultTests: XCTestCase {
+    static let local = MPIRun.packageRoot.path + "/launch/local.sh"
+    var config: String { TrainUnderMPIRunTests.short[1] }
+
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-fault-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func hash(_ dir: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
+    }
+
+    /// Starts `launch/local.sh 2 train …` in its own process group; returns it and its log path.
+    func start(_ arguments: [String], dir: String) throws -> (Process, String) {
+        let log = dir + ".log"
+        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: log) }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        let job = Process()
+        job.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        job.arguments = ["setsid", "--wait", Self.local, "2", "train", "--config", config, "--run-dir", dir] + arguments
+        job.standardOutput = handle; job.standardError = handle; job.standardInput = FileHandle.nullDevice
+        try job.run()
+        addTeardownBlock { if job.isRunning { kill(-job.processIdentifier, SIGKILL) } }
+        return (job, log)
+    }
+
+    /// Rank 1's pid once the run has written its first checkpoint (≤ 60 s).
+    func rankOne(of dir: String) throws -> Int32 {
+        for _ in 0 ..< 600 {
+            usleep(100_000)
+            let checkpoints = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? []
+            guard checkpoints.contains(where: { $0.hasSuffix(".ckpt") }) else { continue }
+            let pids = try MPIRun.runProcess(["pgrep", "-f", "^[^ ]*ringsgd train .*--run-dir \(dir)( |$)"], timeout: 10).output
+                .split(separator: "\n").compactMap { Int32($0) }.sorted()
+            if pids.count == 2 { return pids[1] }   // started after rank 0 (mpirun forks in rank order)
+        }
+        XCTFail("the ranks never wrote a checkpoint")
+        return 0
+    }
+
+    func waitForEnd(_ job: Process, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while job.isRunning && Date() < deadline { usleep(50_000) }
+        return !job.isRunning
+    }
+
+    func lastLine(_ log: String) -> String {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? ""
+    }
+
+    func assertNothingLeft(_ dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let left = try MPIRun.runProcess(["pgrep", "-f", "--", "--run-dir \(dir)( |$)"], timeout: 10).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertEqual(left, "", "processes left behind", file: file, line: line)
+    }
+
+    /// A rank killed mid-run: the job ends within 30 s naming the lost rank, nothing is left
+    /// running, and `--resume` from the newest checkpoint ends bit-identical to a run that
+    /// was never interrupted.
+    func testAKilledRankEndsTheJobAndResumeMatchesAnUninterruptedRun() throws {
+        let steps = ["--set", "train.max_steps=1500", "--set", "checkpoint.every_steps=100", "--set", "train.log_every_steps=500"]
+        let whole = temporaryDirectory(), dir = temporaryDirectory()
+        let (job, log) = try start(steps, dir: dir)
+        let victim = try rankOne(of: dir)
+        kill(victim, SIGKILL)
+        XCTAssertTrue(waitForEnd(job, within: 30), "the job must end within 30 s of a killed rank")
+        job.waitUntilExit()
+        XCTAssertNotEqual(job.terminationStatus, 0)
+        XCTAssertTrue(lastLine(log).contains("rank 1 (on host") && lastLine(log).contains("was killed by signal 9") && lastLine(log).contains("--resume"),
+                      "last line: \(lastLine(log))")
+        try assertNothingLeft(dir)
+        let resumed = try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", dir, "--resume"] + steps, timeout: 180)
+        assertSucceeded(resumed, "resume after the kill")
+        XCTAssertTrue(resumed.output.contains("resumed at step"), resumed.output)
+        assertSucceeded(try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", whole] + steps, timeout: 180), "uninterrupted")
+        XCTAssertEqual(hash(dir), hash(whole))
+    }
+
+    /// A stalled rank (SIGSTOP): the others wait no longer than comm.timeout_seconds, say
+    /// whom they waited for and in which collective, and the job ends; nothing is left.
+    func testAStalledRankEndsTheJobAfterTheDeadline() throws {
+        let dir = temporaryDirectory()
+        let (job, log) = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3"], dir: dir)
+        let victim = try rankOne(of: dir)
+        kill(victim, SIGSTOP)
+        let stopped = Date()
+        XCTAssertTrue(waitForEnd(job, within: 30), "the job must end within 30 s of a stalled rank")
+        job.waitUntilExit()
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
+        let last = lastLine(log)
+        XCTAssertTrue(last.hasPrefix("ringsgd: error: rank 0 waited 3 s for rank 1 in ") && last.contains("comm.timeout_seconds is 3"), "last line: \(last)")
+        try assertNothingLeft(dir)
+    }
+
+    /// A full disk while writing a checkpoint (a 7 MB tmpfs: one 4.3 MB checkpoint fits, the
+    /// next does not): one line, non-zero exit, no partial file under a checkpoint's name, and
+    /// the earlier checkpoint still loads. A read-only run directory: one line, nothing written.
+    func testAFullOrReadOnlyDiskKeepsTheEarlierCheckpoint() throws {
+        let mountPoint = temporaryDirectory()
+        let mounted = try MPIRun.runProcess(["mount", "-t", "tmpfs", "-o", "size=7m", "tmpfs", mountPoint], timeout: 10)
+        guard mounted.status == 0 else { throw XCTSkip("cannot mount a small tmpfs here (\(mounted.output.trimmingCharacters(in: .whitespacesAndNewlines))): no full-disk test") }
+        defer { _ = try? MPIRun.runProcess(["umount", "-l", mountPoint], timeout: 10) }
+        let dir = mountPoint + "/run"
+        let full = try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", dir,
+                                          "--set", "train.max_steps=200", "--set", "checkpoint.every_steps=50"], timeout: 180)
+        XCTAssertNotEqual(full.status, 0)
+        let last = full.output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(last.hasPrefix("ringsgd: error:") && last.contains("No space left on device"), "last line: \(last)\n\(full.output)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")
+        XCTAssertEqual(files.filter { $0.hasPrefix("step-") }, ["step-00000050.ckpt"], "only the complete checkpoint: \(files)")
+        // It still loads: resume elsewhere from a copy.
+        let copy = temporaryDirectory() + "/run"
+        assertSucceeded(try MPIRun.runProcess(["cp", "-r", dir, copy], timeout: 30), "copy")
+        let resumed = try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", copy, "--resume",
+                                             "--set", "train.max_steps=200", "--set", "checkpoint.every_steps=50"], timeout: 180)
+        assertSucceeded(resumed, "resume from the checkpoint kept on the full disk")
+        XCTAssertTrue(resumed.output.contains("resumed at step 50"), resumed.output)
+
+        assertSucceeded(try MPIRun.runProcess(["mount", "-o", "remount,ro", mountPoint], timeout: 10), "remount read-only")
+        let readOnly = try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", mountPoint + "/other"], timeout: 120)
+        XCTAssertNotEqual(readOnly.status, 0)
+        let line = readOnly.output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(line.hasPrefix("ringsgd: error: cannot create run directory \(mountPoint)/other: Read-only file system"), "last line: \(line)")
+    }
+}
