@@ -13,7 +13,7 @@
 #
 # Options:
 #   --hosts H            simulated hosts (1 … 64)
-#   --ranks-per-host K   ranks on each host (default 1)
+#   --ranks-per-host K   ranks on each host (default 1), or one count per host (2,1: uneven hosts)
 #   --rate R             each host's link rate in tc's units (100mbit, 1gbit, 10gbit, …) or
 #                        "none" for an unshaped veth
 #   --subnet A.B.C       the private /24 to use (default: the first of 10.213.1 … 10.213.250
@@ -42,8 +42,18 @@ while [ $# -gt 0 ]; do
 done
 [[ "$hosts" =~ ^[0-9]+$ ]] && [ "$hosts" -ge 1 ] && [ "$hosts" -le 64 ] \
   || fail "--hosts must be a whole number in 1…64, got '${hosts}'; $usage"
-[[ "$per_host" =~ ^[0-9]+$ ]] && [ "$per_host" -ge 1 ] && [ "$per_host" -le 64 ] \
-  || fail "--ranks-per-host must be a whole number in 1…64, got '${per_host}'"
+IFS=, read -r -a slots <<<"$per_host"
+for k in "${slots[@]}"; do
+  [[ "$k" =~ ^[0-9]+$ ]] && [ "$k" -ge 1 ] && [ "$k" -le 64 ] \
+    || fail "--ranks-per-host must be a whole number in 1…64 (or one per host, comma-separated), got '${per_host}'"
+done
+if [ "${#slots[@]}" -eq 1 ]; then
+  for _ in $(seq 2 "$hosts"); do slots+=("${slots[0]}"); done
+elif [ "${#slots[@]}" -ne "$hosts" ]; then
+  fail "--ranks-per-host lists ${#slots[@]} counts for $hosts hosts; give one count, or one per host"
+fi
+ranks=0; most=0
+for k in "${slots[@]}"; do ranks=$((ranks + k)); [ "$k" -gt "$most" ] && most=$k; done
 [ -n "$rate" ] || fail "--rate is required (e.g. 1gbit, 10gbit, or none); $usage"
 if [ "$rate" != none ] && ! [[ "$rate" =~ ^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)$ ]]; then
   fail "--rate '$rate' is not a rate tc accepts: a number and a unit such as 100mbit, 1gbit, 10gbit (or none)"
@@ -130,7 +140,7 @@ for i in $(seq 1 "$hosts"); do
   tbf eth0 ip netns exec "$ns"    # the host's uplink
   tbf "$veth"                     # and its downlink
   mkdir -p "/dev/shm/$ns"
-  echo "$subnet.$i slots=$per_host" >>"$work/hostfile"
+  echo "$subnet.$i slots=${slots[$((i - 1))]}" >>"$work/hostfile"
   echo "$subnet.$i $ns" >>"$work/hosts.map"
 done
 
@@ -152,13 +162,13 @@ exec ip netns exec "\$ns" unshare --uts /bin/sh -c 'hostname "\$0" && exec /bin/
 EOF
 chmod +x "$work/agent"
 
-echo "simcluster: $hosts hosts × $per_host ranks on $subnet.0/24, links shaped to $rate" >&2
+echo "simcluster: $hosts hosts × ${per_host} ranks on $subnet.0/24, links shaped to $rate" >&2
 "$root/launch/build.sh"
 # shellcheck source=launch/run-ranks.sh
 source "$root/launch/run-ranks.sh"
 btl="tcp,self"
-[ "$per_host" -gt 1 ] && btl="tcp,vader,self"
-args=(--hostfile "$work/hostfile" -np $((hosts * per_host)) --map-by slot --bind-to none
+[ "$most" -gt 1 ] && btl="tcp,vader,self"
+args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none
       --mca plm_rsh_agent "$work/agent" --mca btl "$btl"
       --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24"
       --mca mpi_yield_when_idle 1

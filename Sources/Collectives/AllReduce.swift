@@ -58,3 +58,21 @@ public final class TransportAllReduce: AllReduce {
         try native.nativeAverage(buffer)
     }
 }
+
+/// The ranks of a job grouped by host: the ranks of this host (sharing memory), and the ranks
+/// that have this rank's local rank on every host (one per host, in host order).
+public struct HostSplit {
+    public let local: SharedMemoryTransport
+    public let cross: Transport
+    public let hosts: Int
+    public init(local: SharedMemoryTransport, cross: Transport, hosts: Int) {
+        (self.local, self.cross, self.hosts) = (local, cross, hosts)
+    }
+}
+
+/// A transport that knows which ranks share a host.
+public protocol HostTopologyTransport: Transport {
+    /// Collective. The split when every host has the same k > 1 ranks and there are h > 1
+    /// hosts; otherwise nil on every rank and why.
+    func splitByHost() throws -> (split: HostSplit?, reason: String)
+}

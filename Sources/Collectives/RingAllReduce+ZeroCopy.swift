@@ -18,9 +18,19 @@ import GradientCodecs
 extension RingAllReduce {
     func averageInSharedMemory(_ buffer: UnsafeMutableBufferPointer<Float>, region: SharedRegion,
                                offsets: [Int]) throws {
+        let part = RingPartition(count: buffer.count, ranks: transport.size, maxSegmentValues: buffer.count)
+        try reduceScatterInSharedMemory(buffer, region: region, offsets: offsets, part: part)
+        try allGatherInSharedMemory(buffer, region: region, offsets: offsets, part: part)
+        lastBytesSent = part.chunkSum(ranks: transport.size) * 4   // what the message ring would have sent
+        lastCallWasZeroCopy = true
+    }
+
+    /// The reduce-scatter half: afterwards this rank's chunk (r + 1) mod n holds the average
+    /// of every rank's chunk (its "owned" chunk; see the step table).
+    func reduceScatterInSharedMemory(_ buffer: UnsafeMutableBufferPointer<Float>, region: SharedRegion,
+                                     offsets: [Int], part: RingPartition) throws {
         let n = transport.size, r = transport.rank
         let mine = buffer.baseAddress!, left = region.base(of: transport.leftNeighbour) + offsets[transport.leftNeighbour]
-        let part = RingPartition(count: buffer.count, ranks: n, maxSegmentValues: buffer.count)
         try region.synchronize(over: transport)
         for s in 0 ..< n - 1 {
             let chunk = part.chunk((r - s - 1 + 2 * n) % n)
@@ -31,12 +41,30 @@ extension RingAllReduce {
             }
             try region.synchronize(over: transport)
         }
+    }
+
+    /// The all-gather half: copies every owner's chunk around the ring, so that every rank
+    /// ends with every owned chunk.
+    func allGatherInSharedMemory(_ buffer: UnsafeMutableBufferPointer<Float>, region: SharedRegion,
+                                 offsets: [Int], part: RingPartition) throws {
+        let n = transport.size, r = transport.rank
+        let mine = buffer.baseAddress!, left = region.base(of: transport.leftNeighbour) + offsets[transport.leftNeighbour]
         for s in 0 ..< n - 1 {
             let chunk = part.chunk((r - s + n) % n)
             (mine + chunk.lowerBound).update(from: left + chunk.lowerBound, count: chunk.count)
             try region.synchronize(over: transport)
         }
-        lastBytesSent = part.chunkSum(ranks: n) * 4   // what the message ring would have sent
-        lastCallWasZeroCopy = true
+    }
+
+    /// Agrees with the other ranks on an exact call over `buffer` and returns every rank's
+    /// offset in its shared region, or nil when some rank's buffer is not in one.
+    func agreedSharedOffsets(_ buffer: UnsafeMutableBufferPointer<Float>) throws -> (region: SharedRegion, offsets: [Int])? {
+        let region = (transport as? SharedMemoryTransport)?.sharedRegion(containing: buffer)
+        let shape = RingCallShape(count: buffer.count, offsetInSharedRegion: region?.offset(of: buffer) ?? -1,
+                                  segmentBytes: segmentBytes, codecName: "exact")
+        let plan = try agreement.begin(shape, over: transport)
+        try agreement.confirm()
+        guard let region, let offsets = plan.sharedOffsets else { return nil }
+        return (region, offsets)
     }
 }

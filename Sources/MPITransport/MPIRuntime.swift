@@ -48,6 +48,7 @@ public final class MPIRuntime: @unchecked Sendable {
         MPI_Finalized(&finalized)
         if finalized == 0 {
             world?.freeSharedWindows()   // collective, like MPI_Finalize itself
+            for sub in world?.subTransports ?? [] { sub.freeSharedWindows(); sub.free() }
             MPI_Finalize()
         }
         isInitialised = false

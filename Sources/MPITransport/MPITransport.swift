@@ -12,6 +12,9 @@ public final class MPITransport: Transport, ActivityReporting {
     let comm: MPI_Comm
     /// Shared-memory windows allocated through `allocateShared` (MPISharedWindow.swift).
     var sharedWindows: [SharedWindow] = []
+    /// Transports over communicators split from this one (`splitByHost`), freed at finalisation.
+    var subTransports: [MPITransport] = []
+    private var ownsCommunicator = false
 
     init(communicator: MPI_Comm) throws {
         comm = communicator
@@ -20,6 +23,14 @@ public final class MPITransport: Transport, ActivityReporting {
         try check(MPI_Comm_size(comm, &s), call: "MPI_Comm_size")
         rank = Int(r)
         size = Int(s)
+    }
+
+    /// Frees the communicator if this transport created it (collective over it).
+    func free() {
+        guard ownsCommunicator else { return }
+        var c: MPI_Comm? = comm
+        MPI_Comm_free(&c)
+        ownsCommunicator = false
     }
 
     /// The host this rank runs on (for logs: "rank 3 on node17").
@@ -138,4 +149,37 @@ public final class MPITransport: Transport, ActivityReporting {
 extension MPITransport: NativeAllReduceTransport {
     public func nativeAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try mpiAllReduceAverage(buffer) }
     public var nativeAllReduceName: String { "MPI_Allreduce" }
+}
+
+extension MPITransport: HostTopologyTransport {
+    /// `MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)` for the ranks of this host, then
+    /// `MPI_Comm_split` by local rank for the ranks that hold the same slice on every host.
+    /// Collective; nil (on every rank) unless every host has the same k > 1 ranks and there
+    /// are h > 1 hosts, with the reason.
+    public func splitByHost() throws -> (split: HostSplit?, reason: String) {
+        var node: MPI_Comm? = nil
+        try check(MPI_Comm_split_type(comm, ringsgd_mpi_comm_type_shared(), Int32(rank), ringsgd_mpi_info_null(), &node),
+                  call: "MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)", rank: rank)
+        var localRank: Int32 = 0, localSize: Int32 = 0
+        MPI_Comm_rank(node, &localRank)
+        MPI_Comm_size(node, &localSize)
+        // Every rank learns every host's size (rank order), so all decide alike.
+        let sizes = try RingAllGather.gather(Int64(localSize), over: self)
+        let hosts = size / Int(localSize)
+        let even = sizes.allSatisfy { $0 == sizes[0] }
+        guard even, localSize > 1, hosts > 1 else {
+            MPI_Comm_free(&node)
+            let reason = !even ? "hosts have different numbers of ranks (per rank: \(sizes.map(String.init).joined(separator: ",")))"
+                : localSize <= 1 ? "one rank per host" : "one host"
+            return (nil, reason)
+        }
+        var cross: MPI_Comm? = nil
+        try check(MPI_Comm_split(comm, localRank, Int32(rank), &cross), call: "MPI_Comm_split by local rank", rank: rank)
+        let local = try MPITransport(communicator: node!), across = try MPITransport(communicator: cross!)
+        local.ownsCommunicator = true
+        across.ownsCommunicator = true
+        (local.deadlineSeconds, across.deadlineSeconds) = (deadlineSeconds, deadlineSeconds)
+        subTransports += [local, across]
+        return (HostSplit(local: local, cross: across, hosts: hosts), "")
+    }
 }

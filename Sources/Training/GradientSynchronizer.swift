@@ -60,15 +60,20 @@ public final class GradientSynchronizer {
 
     /// Local: builds the all-reduces. With `comm.codec: auto` the codec is fp32 until
     /// `chooseCodecIfAutomatic` (collective) has measured the candidates.
-    public init(config: TrainingConfig, transport: Transport, plan: BucketPlan) throws {
+    /// The host split when the all-reduce is hierarchical (`comm.topology: auto`).
+    private let hosts: HostSplit?
+
+    public init(config: TrainingConfig, transport: Transport, plan: BucketPlan, hosts: HostSplit? = nil) throws {
         self.config = config
         self.transport = transport
         self.plan = plan
+        self.hosts = hosts
         self.count = plan.buckets.map(\.upperBound).max() ?? 0
         thread = config.overlap ? CommunicationThread() : nil
         segmentBytes = config.segmentBytes > 0 ? config.segmentBytes : nil
         fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
-        exact = config.allReduceAlgorithm == "mpi" ? try Self.native(transport) : fp32Ring
+        exact = config.allReduceAlgorithm == "mpi" ? try Self.native(transport)
+            : hosts.map { HierarchicalAllReduce(world: transport, split: $0, segmentBytes: config.segmentBytes > 0 ? config.segmentBytes : nil) as AllReduce } ?? fp32Ring
         configured = exact
         codecName = "none"
         if config.allReduceAlgorithm == "ring" && config.codec != "auto" { try use(codec: config.codec) }
@@ -86,7 +91,11 @@ public final class GradientSynchronizer {
         let codec = try CodecRegistry.make(name)
         codecName = name
         int8 = codec.int8Base
-        configured = codec.isIdentity ? fp32Ring : RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes)
+        if let hosts {
+            configured = codec.isIdentity ? exact : HierarchicalAllReduce(world: transport, split: hosts, codec: codec, segmentBytes: segmentBytes)
+        } else {
+            configured = codec.isIdentity ? fp32Ring : RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes)
+        }
         residual?.deallocate()
         residual = nil
         if config.errorFeedback && !codec.isIdentity {
@@ -156,10 +165,12 @@ public final class GradientSynchronizer {
         if let timeline {
             // The span goes on the lane of the thread that runs it.
             let lane = thread != nil ? timeline.communication : timeline.training
-            (active as? RingAllReduce)?.onPhase = { phase, from, to in
+            let onPhase: (RingAllReduce.Phase, ContinuousClock.Instant, ContinuousClock.Instant) -> Void = { phase, from, to in
                 let kind: Timeline.Kind = switch phase { case .encode: .encode; case .decode: .decode; case .reduce: .reduce; case .wait: .wait }
                 timeline.record(kind, from: from, to: to, on: lane)
             }
+            (active as? RingAllReduce)?.onPhase = onPhase
+            (active as? HierarchicalAllReduce)?.onPhase = onPhase
             defer { timeline.record(.allReduce, b, from: start, to: .now, on: lane) }
             try active.average(values, residual: memory)
         } else {

@@ -18,7 +18,16 @@ extension Trainer {
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
         let (train, test) = try Agreement.run("load the dataset", over: transport) { try loadData() }
-        let model = try buildModel(train)
+        // Hosts with several ranks each: shared memory inside a host, the ring across hosts.
+        var split: HostSplit?
+        if config.topology == "auto" && config.allReduceAlgorithm == "ring" && config.sharedMemory && n > 1,
+           let topology = transport as? HostTopologyTransport {
+            let (found, reason) = try topology.splitByHost()
+            split = found
+            if let found, rank == 0 { log("topology: \(found.hosts) hosts × \(n / found.hosts) ranks: hierarchical all-reduce") }
+            if found == nil && reason.hasPrefix("hosts have different") && rank == 0 { log("topology: \(reason): every rank uses the flat ring") }
+        }
+        let model = try buildModel(train, sharing: split?.local)
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
@@ -30,7 +39,11 @@ extension Trainer {
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             return (sampler, try config.makeOptimizer(parameters: parameters), try config.makeSchedule(total: units, worldSize: n),
                     try GradientSynchronizer(config: config, transport: transport,
-                                             plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes)), totalSteps)
+                                             plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes),
+                                             hosts: split.flatMap { s in
+                                                 // Only when the gradients lie in the host's shared memory (a window could be refused).
+                                                 s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
+                                             }), totalSteps)
         }
 
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
@@ -90,8 +103,8 @@ extension Trainer {
     /// The model, with its gradient buffer in a shared-memory window when every rank is on
     /// one host (the fp32 ring's steps are then loads from the peers' buffers:
     /// RingAllReduce+ZeroCopy.swift). Allocating the window is collective.
-    private func buildModel(_ train: Dataset) throws -> Sequential {
-        let sharing = config.sharedMemory && transport.size > 1 ? transport as? SharedMemoryTransport : nil
+    private func buildModel(_ train: Dataset, sharing hostTransport: SharedMemoryTransport?) throws -> Sequential {
+        let sharing = hostTransport ?? (config.sharedMemory && transport.size > 1 ? transport as? SharedMemoryTransport : nil)
         let rank = transport.rank
         // If the window cannot be had (e.g. a small /dev/shm), this rank keeps private memory:
         // the ring agrees on its path every call, so every rank then uses messages.

@@ -39,6 +39,7 @@ public struct TrainingConfig {
     public var cycleMomentum = true, baseMomentum = 0.85, maxMomentum = 0.95   // onecycle (PyTorch's defaults)
 
     public var allReduceAlgorithm = "ring"         // comm.algorithm: ring | mpi (MPI_Allreduce, fp32)
+    public var topology = "auto"                   // comm.topology: auto (hierarchical when hosts have k > 1 ranks) | flat
     public var codec = "none"                      // comm.codec
     public var errorFeedback = false               // comm.error_feedback
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
@@ -113,6 +114,7 @@ public struct TrainingConfig {
         baseMomentum = try r.double("schedule.base_momentum", default: baseMomentum, min: 0, max: 1, exclusiveMax: true)
         maxMomentum = try r.double("schedule.max_momentum", default: maxMomentum, min: baseMomentum, max: 1, exclusiveMax: true)
         allReduceAlgorithm = try r.string("comm.algorithm", default: allReduceAlgorithm, allowed: ["ring", "mpi"])
+        topology = try r.string("comm.topology", default: topology, allowed: ["auto", "flat"])
         codec = try r.string("comm.codec", default: codec)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)

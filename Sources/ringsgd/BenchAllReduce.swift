@@ -41,6 +41,9 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
     var gradient: String?
 
+    @Option(help: "Also time the hierarchical all-reduce (shared memory inside each host, the ring across hosts) side by side: hierarchical. (default: flat only)")
+    var topology: String = "flat"
+
     @Option(help: "Write results as JSON to this file (rank 0).")
     var json: String?
 
@@ -50,6 +53,7 @@ struct BenchAllReduce: ParsableCommand {
             throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes, got \(minBytes) and \(maxBytes)")
         }
         for name in codecNames { _ = try CodecRegistry.make(name) }
+        guard ["flat", "hierarchical"].contains(topology) else { throw ValidationError("--topology must be flat or hierarchical, got '\(topology)'") }
         if let gradient, ((try? FileManager.default.attributesOfItem(atPath: gradient))?[.size] as? Int ?? 0) < 4 {
             throw ValidationError("--gradient \(gradient) is missing or empty; write one with `ringsgd train --dump-gradient FILE`")
         }
@@ -85,9 +89,19 @@ struct BenchAllReduce: ParsableCommand {
         }
         var results: [[String: Any]] = []
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
+        // Hierarchical: its buffers in this host's shared-memory window, timed beside the others.
+        var hosts: (split: HostSplit, region: SharedRegion)?
+        if topology == "hierarchical" {
+            let (split, reason) = try transport.splitByHost()
+            guard let split, let region = try split.local.allocateShared(count: max(1, sizes.last! / 4)) else {
+                throw AgreedError("--topology hierarchical needs h > 1 hosts with the same k > 1 ranks each and shared memory on each: \(reason)")
+            }
+            hosts = (split, region)
+        }
         for name in codecNames {
             let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentBytes)
             let compressed = !ring.codec.isIdentity
+            let hierarchical = hosts.map { HierarchicalAllReduce(world: transport, split: $0.split, codec: ring.codec, segmentBytes: segmentBytes) }
             for size in sizes {
                 let count = size / 4
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
@@ -100,8 +114,16 @@ struct BenchAllReduce: ParsableCommand {
                 } else {
                     GradientLikeData.fill(pristine, seed: 42, rank: rank)
                 }
-                var ringTimes: [Double] = [], mpiTimes: [Double] = [], fp32Times: [Double] = [], codecTimes: [Double] = []
+                var ringTimes: [Double] = [], mpiTimes: [Double] = [], fp32Times: [Double] = [], codecTimes: [Double] = [], hierTimes: [Double] = []
                 for i in 0 ..< warmup + iterations {
+                    if let hierarchical, let region = hosts?.region {
+                        let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
+                        _ = shared.update(fromContentsOf: pristine)
+                        try transport.barrier()
+                        let t = MPITransport.wallTime()
+                        try hierarchical.average(shared, residual: nil)
+                        if i >= warmup { hierTimes.append(MPITransport.wallTime() - t) }
+                    }
                     if compressed {
                         _ = work.update(fromContentsOf: pristine)
                         try transport.barrier()
@@ -128,6 +150,12 @@ struct BenchAllReduce: ParsableCommand {
                                           "ring_busbw_gbps": ringBus, "mpi_busbw_gbps": mpiBus,
                                           "wire_bytes_per_rank": ring.lastBytesSent]
                 var extra = ""
+                if hierarchical != nil {
+                    let hierMedian = try RingAllGather.gather(median(hierTimes), over: transport).max()!
+                    row["hierarchical_us"] = hierMedian * 1e6
+                    extra += String(format: "  hierarchical %.1f us: %.2fx the flat ring, %.2fx MPI_Allreduce", hierMedian * 1e6,
+                                    ringMedian / hierMedian, mpiMedian / hierMedian)
+                }
                 if compressed {
                     // fp32 ring bytes: every rank sends 2(n−1) chunks of the buffer.
                     let fp32Wire = Double(RingPartition(count: count, ranks: n, maxSegmentValues: 1).chunkSum(ranks: n)) * 4
@@ -143,7 +171,7 @@ struct BenchAllReduce: ParsableCommand {
                     row["speedup_vs_fp32_ring"] = fp32Median / ringMedian
                     row["codec_seconds_per_rank"] = codecSeconds
                     row["break_even_link_gbps"] = breakEven
-                    extra = String(format: "  wire %.3f  enc %.2f GB/s  dec %.2f GB/s  vs fp32 ring %.2fx  break-even link %.2f GB/s",
+                    extra += String(format: "  wire %.3f  enc %.2f GB/s  dec %.2f GB/s  vs fp32 ring %.2fx  break-even link %.2f GB/s",
                                    Double(ring.lastBytesSent) / fp32Wire, encode, decode, fp32Median / ringMedian, breakEven)
                 }
                 if rank == 0 {

@@ -34,11 +34,15 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: ArgumentHelp("Where the buffers live (auto, shared, private).", discussion: BufferPlacement.help))
     var buffers: BufferPlacement = .private
 
+    @Option(help: "flat: one ring over all ranks; hierarchical: shared memory inside each host, the ring across hosts (needs hosts with the same k > 1 ranks).")
+    var topology: String = "flat"
+
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
 
     func validate() throws {
         _ = try CodecRegistry.make(codec)
+        guard ["flat", "hierarchical"].contains(topology) else { throw ValidationError("--topology must be flat or hierarchical, got '\(topology)'") }
     }
 
     func run() throws {
@@ -54,8 +58,24 @@ struct CheckAllReduce: ParsableCommand {
         if buffers == .shared && segment == nil {
             throw AgreedError("--buffers shared needs every rank on one host; these ranks span several")
         }
+        var hierarchical: (HierarchicalAllReduce, SharedRegion)?
+        if topology == "hierarchical" {
+            let (split, reason) = try transport.splitByHost()
+            guard let split else { throw AgreedError("--topology hierarchical needs h > 1 hosts with the same k > 1 ranks each: \(reason)") }
+            guard let region = try split.local.allocateShared(count: max(1, parsed.max() ?? 1)) else {
+                throw AgreedError("--topology hierarchical: no shared-memory window on this host")
+            }
+            hierarchical = (HierarchicalAllReduce(world: transport, split: split, codec: ring.codec, segmentBytes: segmentBytes), region)
+        }
         /// Averages `values` with the ring, in the shared segment when there is one.
         func average(_ values: inout [Float]) throws {
+            if let (h, region) = hierarchical {
+                let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< values.count])
+                _ = shared.update(fromContentsOf: values)
+                try h.average(shared, residual: nil)
+                values = Array(shared)
+                return
+            }
             guard let segment else { return try ring.average(&values) }
             let shared = UnsafeMutableBufferPointer(rebasing: segment.local[0 ..< values.count])
             _ = shared.update(fromContentsOf: values)
@@ -72,7 +92,7 @@ struct CheckAllReduce: ParsableCommand {
             let int8 = ring.codec.int8Base
             int8?.reseed(UInt64(rank) &+ 99)
             try average(&first)
-            let path = ring.lastCallWasZeroCopy ? "zero-copy" : "messages"
+            let path = hierarchical != nil ? "hierarchical" : ring.lastCallWasZeroCopy ? "zero-copy" : "messages"
             int8?.reseed(UInt64(rank) &+ 99)
             try average(&second)
             // In shared memory, also against the message ring on private memory (there it *is* `first`).

@@ -67,6 +67,34 @@ final class SimulatedClusterTests: XCTestCase {
         try assertTornDown("after check allreduce")
     }
 
+    /// Property: the hierarchical all-reduce (2 hosts × 2 ranks: shared memory inside a host,
+    /// the ring across hosts) equals MPI_Allreduce within rounding and is bit-identical on
+    /// every rank, exact and with int8; training with it keeps replicas identical; a layout of
+    /// uneven hosts falls back to the flat ring on every rank, saying why.
+    func testHierarchicalAllReduceAndItsUnevenFallback() throws {
+        for codec in ["none", "int8"] {
+            let outcome = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "10gbit"],
+                                         ["check", "allreduce", "--topology", "hierarchical", "--codec", codec,
+                                          "--counts", "0,1,3,1000003", "--segment-bytes", "65536"])
+            assertSucceeded(outcome, "hierarchical check allreduce --codec \(codec)")
+            XCTAssertEqual(outcome.output.components(separatedBy: "path=hierarchical identical_across_ranks=true").count - 1, 4, outcome.output)
+            XCTAssertEqual(outcome.output.components(separatedBy: " PASS").count - 1, 4, outcome.output)
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-hier-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir + "-uneven") }
+        let training = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
+                                      ["train"] + TrainUnderMPIRunTests.short + ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true", "--run-dir", dir])
+        assertSucceeded(training, "hierarchical training")
+        XCTAssertTrue(training.output.contains("topology: 2 hosts × 2 ranks: hierarchical all-reduce"), training.output)
+        XCTAssertTrue(training.output.contains("replicas identical"), training.output)
+        let uneven = try simcluster(["--hosts", "2", "--ranks-per-host", "2,1", "--rate", "1gbit"],
+                                    ["train"] + TrainUnderMPIRunTests.short + ["--run-dir", dir + "-uneven"])
+        assertSucceeded(uneven, "uneven hosts")
+        XCTAssertTrue(uneven.output.contains("topology: hosts have different numbers of ranks") && uneven.output.contains("every rank uses the flat ring"), uneven.output)
+        XCTAssertTrue(uneven.output.contains("replicas identical"), uneven.output)
+        try assertTornDown("after the hierarchical tests")
+    }
+
     /// Bad input is one line, exits non-zero, and leaves nothing behind.
     func testBadInputIsOneLineAndTearsDown() throws {
         let short = ["train"] + TrainUnderMPIRunTests.short
