@@ -6,7 +6,7 @@
 /// bytes than level 1 at half the encode speed (fp16+zstd 0.402 vs 0.409 of fp32 at 0.46 vs
 /// 1.04 GB/s). An unknown name is an error listing these.
 public enum CodecRegistry {
-    public static let validNames = "none, fp16, bf16, int8[:BLOCK], int8sr[:BLOCK], each optionally +zstd[:LEVEL], or zstd[:LEVEL]"
+    public static let validNames = "none, fp16, bf16, int8[:BLOCK], int8sr[:BLOCK], sign[:BLOCK], each optionally +zstd[:LEVEL], or zstd[:LEVEL]"
 
     /// A codec name that does not parse; says which part is wrong and what is allowed.
     public struct UnknownCodec: Error, CustomStringConvertible {
@@ -73,6 +73,15 @@ public enum CodecRegistry {
                 block = b
             }
             return Int8BlockCodec(blockSize: block, stochasticRounding: base == "int8sr")
+        case "sign":
+            var block = 1024
+            if pieces.count > 1 {
+                guard pieces.count == 2, let b = Int(parameter), int8BlockSizes.contains(b) else {
+                    throw UnknownCodec(name: fullName, problem: "sign block size must be an integer in \(int8BlockSizes.lowerBound)…\(int8BlockSizes.upperBound), got '\(parameter)'")
+                }
+                block = b
+            }
+            return SignCodec(blockSize: block)
         default: throw UnknownCodec(name: fullName)
         }
     }

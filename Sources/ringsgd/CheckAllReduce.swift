@@ -121,7 +121,11 @@ struct CheckAllReduce: ParsableCommand {
                 }
             }
             var worst = 0.0
-            for i in 0 ..< count {
+            // The sign codec keeps only signs and block means: a single call has no useful
+            // per-value bound (error feedback makes it converge over steps, which training tests);
+            // here it is held to bit-identity and repeatability alone.
+            let boundless = codec.lowercased().hasPrefix("sign")
+            for i in 0 ..< count where !boundless {
                 let allowed = block != nil ? 1.05 * steps * Double(n) * Double(windowMax[i]) / 254 + 1e-30
                                            : bound * Double(magnitude[i]) + 1e-30
                 worst = max(worst, Double(abs(first[i] - reference[i])) / allowed)

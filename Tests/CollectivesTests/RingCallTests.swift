@@ -5,7 +5,7 @@ import XCTest
 
 /// The ring under rendezvous sends, and its per-shape agreement.
 final class RingCallTests: XCTestCase {
-    static let codecs = ["none", "fp16", "bf16", "int8", "int8sr:64", "int8+zstd", "zstd"]
+    static let codecs = ["none", "fp16", "bf16", "int8", "int8sr:64", "sign", "int8+zstd", "sign+zstd", "zstd"]
 
     /// Property: with rendezvous sends (a send's bytes are read only when the receive is
     /// posted, as MPI does for large messages) every codec gives the same bits as with
@@ -99,7 +99,7 @@ final class RingErrorFeedbackTests: XCTestCase {
     /// Property: after a call, the sum over ranks of the residuals equals the call's whole
     /// compression error: Σ_r (g_r + e_r) − n · average. Nothing is lost or counted twice.
     func testTheResidualsSumToTheCallsCompressionError() throws {
-        for name in ["fp16", "bf16", "int8", "int8sr:32", "int8+zstd"] {
+        for name in ["fp16", "bf16", "int8", "int8sr:32", "int8+zstd", "sign", "sign:32"] {
             let n = 3, count = 5_001
             let outcomes = try InProcessCluster.run(size: n) { transport -> (input: [Double], output: [Float], residual: [Float]) in
                 let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: 1024)

@@ -81,6 +81,25 @@ final class CodecTests: XCTestCase {
         XCTAssertLessThanOrEqual(Double(Int8BlockCodec().maxEncodedBytes(count: 1 << 20)) / Double(4 << 20), 0.26)
     }
 
+    /// Property: the sign codec keeps every non-zero value's sign and each block's L1 norm
+    /// (decode = ±mean|x| of the block), in 1/31 of fp32's bytes at its default block.
+    func testSignDecodeKeepsSignsAndBlockL1NormsInAThirtyFirstOfTheBytes() throws {
+        let x = Self.sample(10_000)
+        for name in ["sign", "sign:64", "sign+zstd"] {
+            let (decoded, bytes, _) = try roundTrip(try CodecRegistry.make(name), x)
+            let block = name == "sign:64" ? 64 : 1024
+            for i in x.indices where x[i] != 0 {
+                XCTAssertEqual(decoded[i].sign, x[i].sign, "\(name): value \(i) changed sign"); break
+            }
+            for start in stride(from: 0, to: x.count, by: block) {
+                let range = start ..< min(x.count, start + block)
+                let before = range.reduce(0.0) { $0 + Double(abs(x[$1])) }, after = range.reduce(0.0) { $0 + Double(abs(decoded[$1])) }
+                XCTAssertEqual(after, before, accuracy: 1e-5 * max(before, 1e-30), "\(name): block at \(start) changed its L1 norm")
+            }
+            if name == "sign" { XCTAssertLessThan(Double(bytes), Double(x.count * 4) / 31 + 8) }
+        }
+    }
+
     func testZstdStageIsExactlyLosslessOnTopOfEveryBase() throws {
         let x = Self.sample(20_000)
         for base in ["none", "fp16", "bf16", "int8"] {
@@ -95,7 +114,7 @@ final class CodecTests: XCTestCase {
     func testNonFiniteValuesSurviveEveryCodec() throws {
         var x = Self.sample(600)
         x[300] = .infinity
-        for name in ["fp16", "bf16", "int8", "int8+zstd"] {
+        for name in ["fp16", "bf16", "int8", "int8+zstd", "sign"] {
             let (d, _, _) = try roundTrip(try CodecRegistry.make(name), x)
             XCTAssertFalse(d.allSatisfy(\.isFinite), "\(name) must keep a non-finite gradient non-finite")
         }
@@ -103,7 +122,7 @@ final class CodecTests: XCTestCase {
 
     func testCorruptPayloadsAreRejectedWithAnError() throws {
         let x = Self.sample(1000)
-        for name in ["fp16", "bf16", "int8", "fp16+zstd", "int8+zstd", "zstd"] {
+        for name in ["fp16", "bf16", "int8", "sign", "fp16+zstd", "int8+zstd", "zstd"] {
             let codec = try CodecRegistry.make(name)
             var source = x
             var payload = [UInt8](repeating: 0, count: codec.maxEncodedBytes(count: x.count))

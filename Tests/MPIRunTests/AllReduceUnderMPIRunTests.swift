@@ -28,7 +28,7 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
 
     func testEveryCodecIsBitIdenticalAcrossRanksAtNp2To4() throws {
         for np in 2 ... 4 {
-            for codec in ["fp16", "bf16", "int8", "int8sr:128", "fp16+zstd", "int8+zstd:1", "zstd"] {
+            for codec in ["fp16", "bf16", "int8", "int8sr:128", "sign", "fp16+zstd", "int8+zstd:1", "sign+zstd", "zstd"] {
                 let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--codec", codec, "--counts", "0,1,\(np - 1),100003",
                                                       "--segment-bytes", "16384"], timeout: 120)
                 assertSucceeded(outcome, "check allreduce --codec \(codec) at np \(np)")

@@ -36,7 +36,7 @@ final class TrainerTests: XCTestCase {
     /// parameters (the trainer's replica checks pass, and the summaries agree), and the model
     /// learns (the synthetic classes are separable).
     func testEveryCodecKeepsReplicasBitIdenticalAndLearns() throws {
-        for codec in ["none", "fp16", "bf16", "int8", "int8sr+zstd"] {
+        for codec in ["none", "fp16", "bf16", "int8", "int8sr+zstd", "sign"] {
             let config = try Self.config(["comm.codec=\(codec)", "comm.error_feedback=\(codec != "none")"])
             let summaries = try train(ranks: 3, config, dir: temporaryDirectory(), sends: .rendezvous).map { $0! }
             XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "\(codec): \(summaries.map(\.param_hash))")

@@ -1,0 +1,81 @@
+/// 1-bit sign compression with a per-block scale (1-bit SGD, Seide et al. 2014; scaled sign
+/// with error feedback, Karimireddy et al. 2019, "EF-SGD": the sign of x times the block's
+/// mean |x|, so that decode(encode(x)) keeps the block's L1 norm and every value's sign).
+///
+/// Payload: ⌈n/B⌉ Float32 scales, then ⌈n/8⌉ bytes of sign bits (bit i % 8 of byte i / 8 set
+/// when value i is negative): 1/31 of fp32's bytes at the default B = 1024.
+/// Decoding is ±scale. A block holding a NaN or ±Inf gets a NaN scale, so a non-finite
+/// gradient survives compression and the trainer skips the step on every rank. Zero encodes
+/// as +scale; error feedback carries the difference to the next step, which is what makes
+/// this converge (without it, sign compression is biased).
+public final class SignCodec: GradientCodec {
+    public let blockSize: Int
+
+    public init(blockSize: Int = 1024) {
+        precondition(blockSize >= 1)
+        self.blockSize = blockSize
+    }
+
+    public var name: String { blockSize == 1024 ? "sign" : "sign:\(blockSize)" }
+    public var isIdentity: Bool { false }
+    func blocks(_ count: Int) -> Int { (count + blockSize - 1) / blockSize }
+    public func maxEncodedBytes(count: Int) -> Int { blocks(count) * 4 + (count + 7) / 8 }
+
+    public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
+                       residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
+        let n = source.count
+        try checkCapacity(destination, count: n)
+        guard let x = source.baseAddress, let d = destination.baseAddress else { return 0 }
+        let nb = blocks(n)
+        let scales = d.bindMemory(to: Float.self, capacity: nb)
+        let bits = (d + nb * 4).bindMemory(to: UInt8.self, capacity: (n + 7) / 8)
+        bits.update(repeating: 0, count: (n + 7) / 8)
+        for b in 0 ..< nb {
+            let start = b * blockSize, end = min(n, start + blockSize)
+            // Mean |x| in index order (the same bits on every rank); NaN/Inf makes it non-finite.
+            var sum: Float = 0
+            for i in start ..< end { sum += abs(x[i]) }
+            let scale = sum.isFinite ? sum / Float(end - start) : .nan
+            scales[b] = scale
+            for i in start ..< end where x[i].sign == .minus { bits[i >> 3] |= 1 << UInt8(i & 7) }
+            if let residual {
+                for i in start ..< end { residual[i] = residualScale * (x[i] - (x[i].sign == .minus ? -scale : scale)) }
+            }
+            if roundTrip { for i in start ..< end { x[i] = x[i].sign == .minus ? -scale : scale } }
+        }
+        return maxEncodedBytes(count: n)
+    }
+
+    private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<UInt8>)? {
+        try checkLength(payload, count: n, expected: maxEncodedBytes(count: n))
+        guard n > 0, let p = payload.baseAddress else { return nil }
+        let nb = blocks(n), scales = p.assumingMemoryBound(to: Float.self)
+        for b in 0 ..< nb where scales[b] < 0 || scales[b] == .infinity {
+            throw CodecError.badHeader(codec: name, detail: "block \(b) has scale \(scales[b]); scales are ≥ 0 and finite (or NaN)")
+        }
+        return (scales, (p + nb * 4).assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// ±scale of value i's block.
+    @inline(__always) private static func value(_ i: Int, _ bits: UnsafePointer<UInt8>, _ scale: Float) -> Float {
+        (bits[i >> 3] >> UInt8(i & 7)) & 1 == 1 ? -scale : scale
+    }
+
+    public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
+        let d = destination.baseAddress!
+        for b in 0 ..< blocks(destination.count) {
+            let s = scales[b]
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Self.value(i, bits, s) }
+        }
+    }
+
+    public func decodeAccumulate(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
+        let d = destination.baseAddress!
+        for b in 0 ..< blocks(destination.count) {
+            let s = scales[b]
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Self.value(i, bits, s) }
+        }
+    }
+}
