@@ -32,18 +32,35 @@ public final class SignCodec: GradientCodec {
         bits.update(repeating: 0, count: (n + 7) / 8)
         for b in 0 ..< nb {
             let start = b * blockSize, end = min(n, start + blockSize)
-            // Mean |x| in index order (the same bits on every rank); NaN/Inf makes it non-finite.
-            var sum: Float = 0
-            for i in start ..< end { sum += abs(x[i]) }
-            let scale = sum.isFinite ? sum / Float(end - start) : .nan
+            let scale = Self.meanMagnitude(x + start, count: end - start)
             scales[b] = scale
-            for i in start ..< end where x[i].sign == .minus { bits[i >> 3] |= 1 << UInt8(i & 7) }
+            // Sign bits, branch-free: bit 31 of each value, 8 values to a byte.
+            for i in start ..< end { bits[i >> 3] |= UInt8(truncatingIfNeeded: x[i].bitPattern >> 31) << UInt8(i & 7) }
+            let magnitude = scale.bitPattern
             if let residual {
-                for i in start ..< end { residual[i] = residualScale * (x[i] - (x[i].sign == .minus ? -scale : scale)) }
+                for i in start ..< end {
+                    let decoded = Float(bitPattern: magnitude | (x[i].bitPattern & 0x8000_0000))
+                    residual[i] = residualScale * (x[i] - decoded)
+                }
             }
-            if roundTrip { for i in start ..< end { x[i] = x[i].sign == .minus ? -scale : scale } }
+            if roundTrip { for i in start ..< end { x[i] = Float(bitPattern: magnitude | (x[i].bitPattern & 0x8000_0000)) } }
         }
         return maxEncodedBytes(count: n)
+    }
+
+    /// Mean |x| of a block, summed in eight fixed lanes (vectorised; the same order, hence the
+    /// same bits, on every rank); NaN when the block holds a NaN or ±Inf.
+    @inline(__always) static func meanMagnitude(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD8<Float>(), i = 0
+        let mask = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            lanes += unsafeBitCast(unsafeBitCast(v, to: SIMD8<UInt32>.self) & mask, to: SIMD8<Float>.self)
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < count { sum += abs(x[i]); i += 1 }
+        return sum.isFinite ? sum / Float(count) : .nan
     }
 
     private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<UInt8>)? {
@@ -56,17 +73,17 @@ public final class SignCodec: GradientCodec {
         return (scales, (p + nb * 4).assumingMemoryBound(to: UInt8.self))
     }
 
-    /// ±scale of value i's block.
-    @inline(__always) private static func value(_ i: Int, _ bits: UnsafePointer<UInt8>, _ scale: Float) -> Float {
-        (bits[i >> 3] >> UInt8(i & 7)) & 1 == 1 ? -scale : scale
+    /// ±scale of value i's block, branch-free: the scale's magnitude with the sign bit stored.
+    @inline(__always) private static func value(_ i: Int, _ bits: UnsafePointer<UInt8>, _ magnitude: UInt32) -> Float {
+        Float(bitPattern: magnitude | UInt32((bits[i >> 3] >> UInt8(i & 7)) & 1) << 31)
     }
 
     public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
         guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
         let d = destination.baseAddress!
         for b in 0 ..< blocks(destination.count) {
-            let s = scales[b]
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Self.value(i, bits, s) }
+            let m = scales[b].bitPattern
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Self.value(i, bits, m) }
         }
     }
 
@@ -74,8 +91,8 @@ public final class SignCodec: GradientCodec {
         guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
         let d = destination.baseAddress!
         for b in 0 ..< blocks(destination.count) {
-            let s = scales[b]
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Self.value(i, bits, s) }
+            let m = scales[b].bitPattern
+            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Self.value(i, bits, m) }
         }
     }
 }

@@ -4,7 +4,7 @@ import COpenBLAS
 /// `cblas_sgemm`. Shapes: op(A) is m×k, op(B) is k×n, C is m×n; leading dimensions are the
 /// row lengths of the matrices as stored.
 @inline(__always)
-func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+public func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
            alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
            b: UnsafePointer<Float>, ldb: Int,
            beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {

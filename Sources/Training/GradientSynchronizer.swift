@@ -1,6 +1,7 @@
 import Collectives
 import Foundation
 import GradientCodecs
+import NeuralNet
 
 /// Everything between backward and the optimizer: averaging the flat gradient across ranks.
 ///
@@ -63,7 +64,13 @@ public final class GradientSynchronizer {
     /// The host split when the all-reduce is hierarchical (`comm.topology: auto`).
     private let hosts: HostSplit?
 
-    public init(config: TrainingConfig, transport: Transport, plan: BucketPlan, hosts: HostSplit? = nil) throws {
+    /// `comm.compressor: powersgd`: the low-rank all-reduce of the large matrices, from its
+    /// start step on. Its state (Q's, the vectors' EF memory) follows the gradient-sized EF
+    /// memory in `residual`, so the checkpoint saves and restores both as one buffer.
+    private let powerSGD: PowerSGD?
+
+    public init(config: TrainingConfig, transport: Transport, plan: BucketPlan, hosts: HostSplit? = nil,
+                views: [ParameterView] = []) throws {
         self.config = config
         self.transport = transport
         self.plan = plan
@@ -76,8 +83,15 @@ public final class GradientSynchronizer {
             : hosts.map { HierarchicalAllReduce(world: transport, split: $0, segmentBytes: config.segmentBytes > 0 ? config.segmentBytes : nil) as AllReduce } ?? fp32Ring
         configured = exact
         codecName = "none"
+        powerSGD = config.compressor == "powersgd"
+            ? try PowerSGD(views: views, count: count, rank: config.powerSGDRank, minCompressionRate: config.powerSGDMinCompressionRate,
+                           transport: transport, codec: try CodecRegistry.make(config.codec), segmentBytes: segmentBytes)
+            : nil
         if config.allReduceAlgorithm == "ring" && config.codec != "auto" { try use(codec: config.codec) }
     }
+
+    /// Whether this step runs PowerSGD (after `comm.powersgd.start_step`).
+    private var powerSGDActive: Bool { powerSGD != nil && step >= config.powerSGDStartStep }
 
     private static func native(_ transport: Transport) throws -> AllReduce {
         guard let native = TransportAllReduce(transport: transport) else {
@@ -98,7 +112,11 @@ public final class GradientSynchronizer {
         }
         residual?.deallocate()
         residual = nil
-        if config.errorFeedback && !codec.isIdentity {
+        if let powerSGD {
+            residual = .allocate(capacity: count + powerSGD.stateCount)
+            residual!.initialize(repeating: 0)
+            PowerSGD.initialize(UnsafeMutableBufferPointer(rebasing: residual![count ..< count + powerSGD.qCount]), seed: config.seed)
+        } else if config.errorFeedback && !codec.isIdentity {
             residual = .allocate(capacity: count)
             residual!.initialize(repeating: 0)
         }
@@ -136,6 +154,7 @@ public final class GradientSynchronizer {
     public func bucketReady(_ b: Int) {
         precondition(b == submitted, "buckets complete in the plan's order")
         submitted += 1
+        if powerSGDActive { return }   // PowerSGD needs every matrix: it runs in finishStep
         if let thread { thread.submit { [unowned self] in try self.averageBucket(b) } }
     }
 
@@ -143,7 +162,16 @@ public final class GradientSynchronizer {
     public func finishStep() throws {
         precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
         let start = ContinuousClock.now
-        if let thread {
+        if let powerSGD, powerSGDActive {
+            let memory = residual!
+            powerSGD.restCodec.int8Base?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
+            transport.setActivity("the PowerSGD all-reduce of step \(step)")
+            try powerSGD.average(gradients!, residual: config.powerSGDErrorFeedback ? UnsafeMutableBufferPointer(rebasing: memory[0 ..< count]) : nil,
+                                 state: UnsafeMutableBufferPointer(rebasing: memory[count...]), restErrorFeedback: config.errorFeedback)
+            lastBytesSent = powerSGD.lastBytesSent
+            lastCodecSeconds = powerSGD.lastCodecSeconds
+            lastSeconds = (ContinuousClock.now - start).seconds
+        } else if let thread {
             try thread.waitForAll()
         } else {
             for b in plan.buckets.indices { try averageBucket(b) }
@@ -161,7 +189,7 @@ public final class GradientSynchronizer {
         // and the same whichever thread runs it. (Round-to-nearest never draws.)
         int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03)
         transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
-        let memory = active === configured ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
+        let memory = active === configured && (powerSGD == nil || config.errorFeedback) ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
         if let timeline {
             // The span goes on the lane of the thread that runs it.
             let lane = thread != nil ? timeline.communication : timeline.training

@@ -43,7 +43,7 @@ extension Trainer {
                                              hosts: split.flatMap { s in
                                                  // Only when the gradients lie in the host's shared memory (a window could be refused).
                                                  s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
-                                             }), totalSteps)
+                                             }, views: parameters.views), totalSteps)
         }
 
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)

@@ -41,6 +41,11 @@ public struct TrainingConfig {
     public var allReduceAlgorithm = "ring"         // comm.algorithm: ring | mpi (MPI_Allreduce, fp32)
     public var topology = "auto"                   // comm.topology: auto (hierarchical when hosts have k > 1 ranks) | flat
     public var codec = "none"                      // comm.codec
+    public var compressor = "none"                 // comm.compressor: none | powersgd
+    public var powerSGDRank = 4                    // comm.powersgd.rank
+    public var powerSGDStartStep = 10              // comm.powersgd.start_step (plain all-reduce before)
+    public var powerSGDMinCompressionRate = 2.0    // comm.powersgd.min_compression_rate (DDP's default)
+    public var powerSGDErrorFeedback = true        // comm.powersgd.error_feedback (DDP: on)
     public var errorFeedback = false               // comm.error_feedback
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
     public var segmentBytes = 0                    // comm.segment_bytes (0: the ring's default for the codec)
@@ -116,6 +121,11 @@ public struct TrainingConfig {
         allReduceAlgorithm = try r.string("comm.algorithm", default: allReduceAlgorithm, allowed: ["ring", "mpi"])
         topology = try r.string("comm.topology", default: topology, allowed: ["auto", "flat"])
         codec = try r.string("comm.codec", default: codec)
+        compressor = try r.string("comm.compressor", default: compressor, allowed: ["none", "powersgd"])
+        powerSGDRank = try r.int("comm.powersgd.rank", default: powerSGDRank, min: 1)
+        powerSGDStartStep = try r.int("comm.powersgd.start_step", default: powerSGDStartStep, min: 0)
+        powerSGDMinCompressionRate = try r.double("comm.powersgd.min_compression_rate", default: powerSGDMinCompressionRate, min: 0)
+        powerSGDErrorFeedback = try r.bool("comm.powersgd.error_feedback", default: powerSGDErrorFeedback)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
@@ -133,6 +143,9 @@ public struct TrainingConfig {
         try r.rejectUnknownKeys()
         if codec != "auto" {
             do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error) (or auto: measured at start)") }
+        }
+        if compressor == "powersgd" && (allReduceAlgorithm == "mpi" || codec == "auto") {
+            throw ConfigError("comm.compressor: powersgd runs on our ring with a fixed comm.codec for the vectors; it cannot be combined with comm.algorithm: mpi or comm.codec: auto")
         }
         if allReduceAlgorithm == "mpi" && !["none", "fp32"].contains(codec) {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")

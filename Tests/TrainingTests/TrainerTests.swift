@@ -117,6 +117,40 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try Self.config(["comm.bucket_bytes=-1"])) { XCTAssertTrue("\($0)".contains("comm.bucket_bytes"), "\($0)") }
     }
 
+    /// Property: PowerSGD at full rank (r ≥ min(n, m)) projects onto the whole column space,
+    /// so it reproduces the exact average up to rounding: the run ends where the fp32 run does.
+    /// At rank 2 every rank stays bit-identical and a resume ends bit-identical (Q's and
+    /// residuals are checkpointed). A model with no matrix worth compressing is an error that
+    /// says so.
+    func testPowerSGD() throws {
+        let mlp = ["model.kind=mlp", "model.hidden=[32]", "comm.powersgd.start_step=0", "comm.powersgd.min_compression_rate=0"]
+        func parameters(_ extra: [String], ranks: Int = 2) throws -> (hash: String, values: [Float]) {
+            let dir = temporaryDirectory()
+            let summaries = try train(ranks: ranks, try Self.config(mlp + extra), dir: dir).map { $0! }
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "replicas differ with \(extra)")
+            let values = try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint.parameters
+            return (summaries[0].param_hash, values)
+        }
+        let exact = try parameters([]).values
+        let fullRank = try parameters(["comm.compressor=powersgd", "comm.powersgd.rank=32"]).values
+        let scale = exact.map { abs($0) }.max()!
+        let worst = zip(exact, fullRank).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(worst, 1e-4 * (1 + scale), "full-rank PowerSGD must be the exact average up to rounding (worst \(worst))")
+        for ranks in [2, 3, 4] {
+            let low = try parameters(["comm.compressor=powersgd", "comm.powersgd.rank=2", "comm.codec=int8", "comm.error_feedback=true"], ranks: ranks)
+            XCTAssertNotEqual(low.values, exact, "rank 2 compresses")
+        }
+        // Resume: Q's and residuals come back from the checkpoint.
+        let config = try Self.config(mlp + ["comm.compressor=powersgd", "comm.powersgd.rank=2"])
+        let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        XCTAssertEqual(try train(ranks: 2, config, dir: dir, resume: true)[0]!.param_hash, whole.param_hash, "PowerSGD resume")
+        XCTAssertThrowsError(try train(ranks: 2, try Self.config(["comm.compressor=powersgd"]), dir: temporaryDirectory())) {
+            XCTAssertTrue("\($0)".contains("no weight matrix of this model compresses"), "\($0)")
+        }
+    }
+
     /// Property: the world size changes only the summation order: the same run on 1 and on 3
     /// ranks sees the same samples, so the losses are close.
     func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {
