@@ -66,6 +66,9 @@ let package = Package(
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: hot),
 
+        // Coverage-guided fuzzing of every decoder (launch/fuzz.sh); built normally, a corpus replayer.
+        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "Training"], swiftSettings: hot),
+
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",
                     dependencies: ["Collectives", "InProcessTransport", "GradientCodecs"]),

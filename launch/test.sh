@@ -7,6 +7,7 @@ cd "$root"
 "$root/launch/setup.sh"
 export SWIFT_BACKTRACE=enable=no OPENBLAS_NUM_THREADS=1
 swift build -c release --product ringsgd
+swift build -c release --product fuzz-decoders   # the corpus replayer (FuzzTests)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The whole suite is bounded: nothing here can hang CI. (Our tests are XCTest only.)

@@ -45,27 +45,44 @@ public final class IDXFile {
         }
         mapping = map
         mappingLength = length
-        let header = map.assumingMemoryBound(to: UInt8.self)
-        guard header[0] == 0, header[1] == 0, header[2] == 0x08, header[3] >= 1, header[3] <= 4 else {
-            // Format the message while the mapping is still there to read.
-            let magic = String(format: "%02x%02x%02x%02x", header[0], header[1], header[2], header[3])
+        do {
+            (dimensions, headerLength) = try Self.parseHeader(UnsafeRawBufferPointer(start: map, count: length), file: gzPath)
+        } catch {
             munmap(map, length)
-            throw DatasetError("\(gzPath) is not an unsigned-byte IDX file (bad magic \(magic); expected 000008 then 1–4 dimensions)")
+            throw error
         }
-        let ndim = Int(header[3])
-        headerLength = 4 + 4 * ndim
+    }
+
+    /// Reads and checks an unsigned-byte IDX header (magic 00 00 08 D, then D big-endian
+    /// dimensions) against the file's length. Every malformed header is an error naming the
+    /// file — including dimensions whose product overflows (a crafted header once trapped here).
+    public static func parseHeader(_ bytes: UnsafeRawBufferPointer, file: String) throws -> (dimensions: [Int], headerLength: Int) {
+        let length = bytes.count
+        guard length >= 4 else { throw DatasetError("\(file) is truncated: \(length) bytes, an IDX header needs at least 4") }
+        guard bytes[0] == 0, bytes[1] == 0, bytes[2] == 0x08, bytes[3] >= 1, bytes[3] <= 4 else {
+            let magic = String(format: "%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3])
+            throw DatasetError("\(file) is not an unsigned-byte IDX file (bad magic \(magic); expected 000008 then 1–4 dimensions)")
+        }
+        let ndim = Int(bytes[3])
+        let headerLength = 4 + 4 * ndim
         guard length >= headerLength else {
-            munmap(map, length)
-            throw DatasetError("\(gzPath) is truncated: the header needs \(headerLength) bytes, the file has \(length)")
+            throw DatasetError("\(file) is truncated: the header needs \(headerLength) bytes, the file has \(length)")
         }
-        dimensions = (0 ..< ndim).map { i in
-            (0 ..< 4).reduce(0) { $0 << 8 | Int(header[4 + 4 * i + $1]) }
+        let dimensions = (0 ..< ndim).map { i in (0 ..< 4).reduce(0) { $0 << 8 | Int(bytes[4 + 4 * i + $1]) } }
+        var expected = headerLength
+        var product = 1
+        for d in dimensions {
+            let (next, overflow) = product.multipliedReportingOverflow(by: d)
+            guard !overflow, next <= length else {
+                throw DatasetError("\(file) is truncated or corrupt: dimensions \(dimensions) describe more bytes than the file's \(length); reinstall dataset-fashion-mnist")
+            }
+            product = next
         }
-        let expected = headerLength + dimensions.reduce(1, *)
+        expected += product
         guard length == expected else {
-            munmap(map, length)
-            throw DatasetError("\(gzPath) is truncated or corrupt: dimensions \(dimensions) need \(expected) bytes, it has \(length); reinstall dataset-fashion-mnist")
+            throw DatasetError("\(file) is truncated or corrupt: dimensions \(dimensions) need \(expected) bytes, it has \(length); reinstall dataset-fashion-mnist")
         }
+        return (dimensions, headerLength)
     }
 
     deinit { munmap(mapping, mappingLength) }

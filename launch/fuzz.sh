@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of every decoder ringsgd feeds with outside bytes — codec payloads
+# (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs — with libFuzzer:
+#   launch/fuzz.sh [SECONDS]     (default 60)
+# Starts from Tests/FuzzCorpus; any input that crashes, traps or leaks past the limits is
+# written to $FUZZ_OUT (default runs/fuzz)/crash-… and the script exits non-zero. Add such an
+# input to Tests/FuzzCorpus once fixed: the test suite replays the corpus on every run.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+seconds=${1:-60}
+[[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || { echo "usage: launch/fuzz.sh [SECONDS]  (a whole number ≥ 1, got '$seconds')" >&2; exit 2; }
+"$root/launch/setup.sh"
+cd "$root"
+swift build -c release --sanitize=fuzzer --product fuzz-decoders -Xswiftc -DFUZZING --scratch-path "$root/.build-fuzz" >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r "$root/Tests/FuzzCorpus" "$work/corpus"
+out=${FUZZ_OUT:-$root/runs/fuzz}
+mkdir -p "$out"
+"$root/.build-fuzz/release/fuzz-decoders" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -timeout=10 \
+  -print_final_stats=1 -artifact_prefix="$out/" "$work/corpus"
