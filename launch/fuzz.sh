@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every decoder ringsgd feeds with outside bytes — codec payloads
-# (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs — with libFuzzer:
+# (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs and --set
+# overrides — with libFuzzer and AddressSanitizer:
 #   launch/fuzz.sh [SECONDS]     (default 60)
 # Starts from Tests/FuzzCorpus; any input that crashes, traps or leaks past the limits is
 # written to $FUZZ_OUT (default runs/fuzz)/crash-… and the script exits non-zero. Add such an
@@ -11,7 +12,9 @@ seconds=${1:-60}
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || { echo "usage: launch/fuzz.sh [SECONDS]  (a whole number ≥ 1, got '$seconds')" >&2; exit 2; }
 "$root/launch/setup.sh"
 cd "$root"
-swift build -c release --sanitize=fuzzer --product fuzz-decoders -Xswiftc -DFUZZING --scratch-path "$root/.build-fuzz" >&2
+# libFuzzer's coverage guidance plus AddressSanitizer, so an out-of-bounds read is a crash too.
+swift build -c release --sanitize=fuzzer --sanitize=address --product fuzz-decoders -Xswiftc -DFUZZING --scratch-path "$root/.build-fuzz" >&2
+export ASAN_OPTIONS=detect_leaks=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/Tests/FuzzCorpus" "$work/corpus"

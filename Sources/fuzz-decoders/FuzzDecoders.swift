@@ -1,5 +1,6 @@
 // fuzz-decoders — coverage-guided fuzzing of everything ringsgd decodes from outside:
-// codec payloads (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs.
+// codec payloads (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs
+// and `--set` overrides.
 //
 // Built normally it replays inputs (files or directories of files) through the same entry
 // point — how the test suite keeps the corpus and every crash found as regressions:
@@ -20,7 +21,7 @@ enum FuzzDecoders {
     static func run(_ data: UnsafeRawBufferPointer) {
         guard let selector = data.first else { return }
         let rest = UnsafeRawBufferPointer(rebasing: data.dropFirst())
-        switch Int(selector) % 4 {
+        switch Int(selector) % 5 {
         case 0:
             // A codec payload for `count` values: bytes 1–2 give the count (≤ 65535).
             guard rest.count >= 3 else { return }
@@ -36,8 +37,12 @@ enum FuzzDecoders {
             _ = try? Checkpoint(decoding: Array(rest))
         case 2:
             _ = try? IDXFile.parseHeader(rest, file: "fuzz")
-        default:
+        case 3:
             _ = try? TrainingConfig(yaml: String(decoding: rest, as: UTF8.self), source: "fuzz")
+        default:
+            // `--set KEY=VALUE` overrides, one per line, over the defaults.
+            let overrides = String(decoding: rest, as: UTF8.self).split(separator: "\n").map(String.init)
+            _ = try? TrainingConfig(yaml: nil, source: "fuzz", overrides: overrides)
         }
     }
 }
