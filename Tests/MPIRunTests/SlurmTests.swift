@@ -1,0 +1,111 @@
+import Foundation
+import XCTest
+
+/// `launch/slurm.sbatch` under a real SLURM (munged, slurmctld, slurmd from Debian's packages,
+/// started by `launch/testslurm.sh` in a temporary directory): a job runs to completion, a
+/// config error is the job's last line and a failed job, and `scancel` ends every rank with
+/// the newest checkpoint intact, from which a resubmitted job finishes bit-identical.
+/// Skipped, saying why, where SLURM cannot start (no root, packages missing).
+final class SlurmTests: XCTestCase {
+    let root = MPIRun.packageRoot.path
+    var directory = "", conf = ""
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-slurm-\(UUID().uuidString.prefix(8))").path
+        let started = try MPIRun.runProcess([root + "/launch/testslurm.sh", "start", directory], timeout: 60)
+        guard started.status == 0 else {
+            throw XCTSkip("SLURM could not start here: \(started.output.split(separator: "\n").last ?? "")")
+        }
+        conf = started.output.split(separator: "\n").last.map(String.init) ?? ""
+    }
+
+    override func tearDownWithError() throws {
+        _ = try MPIRun.runProcess([root + "/launch/testslurm.sh", "stop", directory], timeout: 60)
+    }
+
+    func slurm(_ command: [String], environment: [String] = [], timeout: TimeInterval = 60) throws -> MPIRun.Outcome {
+        try MPIRun.runProcess(["env", "SLURM_CONF=\(conf)"] + environment + command, timeout: timeout)
+    }
+
+    /// Submits `launch/slurm.sbatch ARGS` from the checkout; returns the job id.
+    func submit(_ arguments: [String], environment: [String] = []) throws -> String {
+        let outcome = try slurm(["sbatch", "--parsable", "--chdir", root, "--output", directory + "/job-%j.out", "--nodes=1", "--ntasks-per-node=2",
+                                 root + "/launch/slurm.sbatch"] + arguments, environment: environment)
+        XCTAssertEqual(outcome.status, 0, outcome.output)
+        return outcome.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Waits for the job to end; returns its state and exit code ("COMPLETED", "0:0").
+    func wait(_ job: String, within seconds: Double = 180) throws -> (state: String, exit: String, output: String) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let info = try slurm(["scontrol", "show", "job", "-o", job]).output
+            let field = { (key: String) in info.split(separator: " ").first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) } ?? "" }
+            let state = field("JobState")
+            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"].contains(state) {
+                usleep(300_000)
+                return (state, field("ExitCode"), (try? String(contentsOfFile: directory + "/job-\(job).out", encoding: .utf8)) ?? "")
+            }
+            usleep(200_000)
+        }
+        XCTFail("job \(job) did not end within \(seconds) s")
+        return ("", "", "")
+    }
+
+    func hash(_ dir: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
+    }
+
+    var short: [String] { ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=300", "--set", "checkpoint.every_steps=50"] }
+
+    /// Property: `sbatch --nodes=1 --ntasks-per-node=2 launch/slurm.sbatch train …` trains with
+    /// two ranks placed by SLURM (srun --mpi=pmix), replicas identical, job COMPLETED 0:0.
+    func testAJobOfTwoTasksTrainsToCompletion() throws {
+        let run = directory + "/run"
+        let (state, exit, output) = try wait(try submit(short + ["--run-dir", run]))
+        XCTAssertEqual(state, "COMPLETED", output)
+        XCTAssertEqual(exit, "0:0", output)
+        XCTAssertTrue(output.contains("ringsgd train: 2 ranks") && output.contains("replicas identical"), output)
+        XCTAssertNotNil(hash(run))
+    }
+
+    /// Property: a config error inside a job is the job's last line and a failed job.
+    func testAConfigErrorIsTheJobsLastLine() throws {
+        let (state, exit, output) = try wait(try submit(["train", "--config", "/nonexistent.yaml"]))
+        XCTAssertEqual(state, "FAILED", output)
+        XCTAssertNotEqual(exit, "0:0")
+        let last = output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(last.hasPrefix("ringsgd: error: cannot read config file /nonexistent.yaml"), "last line: \(last)\n\(output)")
+    }
+
+    /// Property: `scancel` mid-run ends every rank; the newest checkpoint is intact; the job
+    /// resubmitted with RINGSGD_RESUME=1 finishes with the parameters of an uninterrupted job.
+    func testScancelThenResubmitFinishesBitIdentical() throws {
+        let whole = directory + "/whole", cut = directory + "/cut"
+        let long = ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=2000",
+                    "--set", "checkpoint.every_steps=100", "--set", "train.log_every_steps=1000"]
+        let job = try submit(long + ["--run-dir", cut])
+        for _ in 0 ..< 600 {
+            if ((try? FileManager.default.contentsOfDirectory(atPath: cut + "/checkpoints")) ?? []).contains(where: { $0.hasSuffix(".ckpt") }) { break }
+            usleep(100_000)
+        }
+        let cancelled = Date()
+        XCTAssertEqual(try slurm(["scancel", job]).status, 0)
+        let (state, _, _) = try wait(job, within: 60)
+        XCTAssertEqual(state, "CANCELLED")
+        var gone = false
+        for _ in 0 ..< 300 where !gone {
+            gone = try MPIRun.runProcess(["pgrep", "-f", "--", "--run-dir \(cut)( |$)"], timeout: 10).output.isEmpty
+            if !gone { usleep(100_000) }
+        }
+        XCTAssertTrue(gone, "ranks left after scancel")
+        print("scancel → every rank gone in \(String(format: "%.2f", Date().timeIntervalSince(cancelled))) s")
+        let resumed = try wait(try submit(long + ["--run-dir", cut], environment: ["RINGSGD_RESUME=1"]))
+        XCTAssertEqual(resumed.state, "COMPLETED", resumed.output)
+        XCTAssertTrue(resumed.output.contains("resumed at step"), resumed.output)
+        let uninterrupted = try wait(try submit(long + ["--run-dir", whole]))
+        XCTAssertEqual(uninterrupted.state, "COMPLETED", uninterrupted.output)
+        XCTAssertEqual(hash(cut), hash(whole))
+    }
+}
