@@ -62,24 +62,32 @@ public final class Trainer {
             }
             return nil
         }
-        if timelinePath != nil {
-            let timeline = Timeline()
-            timeline.layerNames = run.model.layers.enumerated().map { "\($0.offset) \($0.element.summary)" }
-            try timeline.start(over: transport)
-            run.timeline = timeline
-            run.synchronizer.timeline = timeline
-        }
+        try startTimeline(run)
         var epoch = EpochAccumulator(startStep: run.startStep)
         for step in run.startStep ..< run.endStep {
             epoch.record(try trainStep(step, run))
             try afterStep(step, run, &epoch)
         }
         let summary = try finish(run, &epoch)
-        if let timelinePath, let timeline = run.timeline {
-            try timeline.write(to: timelinePath, over: transport)
-            if transport.rank == 0 { log("timeline: \(timelinePath) (open in https://ui.perfetto.dev or chrome://tracing)") }
-        }
+        try writeTimeline(run)
         return summary
+    }
+
+    /// `--timeline`: every rank starts its clock after a barrier (collective).
+    private func startTimeline(_ run: TrainingRun) throws {
+        guard timelinePath != nil else { return }
+        let timeline = Timeline()
+        timeline.layerNames = run.model.layers.enumerated().map { "\($0.offset) \($0.element.summary)" }
+        try timeline.start(over: transport)
+        run.timeline = timeline
+        run.synchronizer.timeline = timeline
+    }
+
+    /// Rank 0 gathers every rank's spans and writes the trace (collective).
+    private func writeTimeline(_ run: TrainingRun) throws {
+        guard let timelinePath, let timeline = run.timeline else { return }
+        try timeline.write(to: timelinePath, over: transport)
+        if transport.rank == 0 { log("timeline: \(timelinePath) (open in https://ui.perfetto.dev or chrome://tracing)") }
     }
 
     /// Everything due after step `step`: replica check, checkpoint, progress, epoch end.
