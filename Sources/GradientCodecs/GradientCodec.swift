@@ -88,6 +88,20 @@ extension GradientCodec {
         }
     }
 
+    /// Validates a block-scaled payload (int8, sign): exactly `maxEncodedBytes(count)` bytes
+    /// holding `blocks` Float32 scales, each ≥ 0 and finite (or NaN: a non-finite block), then
+    /// the body. Returns the scales and the body, or nil for an empty payload.
+    @inlinable
+    public func blockScaledPayload(_ payload: UnsafeRawBufferPointer, count n: Int, blocks: Int) throws -> (scales: UnsafePointer<Float>, body: UnsafeRawPointer)? {
+        try checkLength(payload, count: n, expected: maxEncodedBytes(count: n))
+        guard n > 0, let p = payload.baseAddress else { return nil }
+        let scales = p.assumingMemoryBound(to: Float.self)
+        for b in 0 ..< blocks where scales[b] < 0 || scales[b] == .infinity {
+            throw CodecError.badHeader(codec: name, detail: "block \(b) has scale \(scales[b]); scales are ≥ 0 and finite (or NaN)")
+        }
+        return (scales, p + blocks * 4)
+    }
+
     /// Checks that a fixed-rate payload has exactly `expected` bytes.
     @inlinable
     public func checkLength(_ payload: UnsafeRawBufferPointer, count: Int, expected: Int) throws {

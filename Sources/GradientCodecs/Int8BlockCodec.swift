@@ -76,13 +76,7 @@ public final class Int8BlockCodec: GradientCodec {
     }
 
     private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<Int8>)? {
-        try checkLength(payload, count: n, expected: maxEncodedBytes(count: n))
-        guard n > 0, let p = payload.baseAddress else { return nil }
-        let nb = blocks(n), scales = p.assumingMemoryBound(to: Float.self)
-        for b in 0 ..< nb where scales[b] < 0 || scales[b] == .infinity {
-            throw CodecError.badHeader(codec: name, detail: "block \(b) has scale \(scales[b]); scales are ≥ 0 and finite (or NaN)")
-        }
-        return (scales, (p + nb * 4).assumingMemoryBound(to: Int8.self))
+        try blockScaledPayload(payload, count: n, blocks: blocks(n)).map { ($0.scales, $0.body.assumingMemoryBound(to: Int8.self)) }
     }
 
     public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {

@@ -64,13 +64,7 @@ public final class SignCodec: GradientCodec {
     }
 
     private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<UInt8>)? {
-        try checkLength(payload, count: n, expected: maxEncodedBytes(count: n))
-        guard n > 0, let p = payload.baseAddress else { return nil }
-        let nb = blocks(n), scales = p.assumingMemoryBound(to: Float.self)
-        for b in 0 ..< nb where scales[b] < 0 || scales[b] == .infinity {
-            throw CodecError.badHeader(codec: name, detail: "block \(b) has scale \(scales[b]); scales are ≥ 0 and finite (or NaN)")
-        }
-        return (scales, (p + nb * 4).assumingMemoryBound(to: UInt8.self))
+        try blockScaledPayload(payload, count: n, blocks: blocks(n)).map { ($0.scales, $0.body.assumingMemoryBound(to: UInt8.self)) }
     }
 
     /// ±scale of value i's block, branch-free: the scale's magnitude with the sign bit stored.
