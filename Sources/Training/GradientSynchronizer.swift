@@ -47,7 +47,7 @@ public final class GradientSynchronizer {
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
     public private(set) var codecName: String
     /// Where spans go (`train --timeline`); nil records nothing.
-    public var timeline: Timeline?
+    public var timeline: Timeline? { didSet { connectTimeline() } }
     /// With `comm.codec: auto`, the probe that chose the codec (after `chooseCodecIfAutomatic`).
     public private(set) var probe: CodecProbe?
     /// The last step's seconds of averaging (communication + codec, summed over buckets), of
@@ -112,6 +112,7 @@ public final class GradientSynchronizer {
         }
         residual?.deallocate()
         residual = nil
+        connectTimeline()
         if let powerSGD {
             residual = .allocate(capacity: count + powerSGD.stateCount)
             residual!.initialize(repeating: 0)
@@ -164,7 +165,7 @@ public final class GradientSynchronizer {
         let start = ContinuousClock.now
         if let powerSGD, powerSGDActive {
             let memory = residual!
-            powerSGD.restCodec.int8Base?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9)
+            powerSGD.restCodec.int8Base?.reseed(roundingSeed(bucket: 0))
             transport.setActivity("the PowerSGD all-reduce of step \(step)")
             try powerSGD.average(gradients!, residual: config.powerSGDErrorFeedback ? UnsafeMutableBufferPointer(rebasing: memory[0 ..< count]) : nil,
                                  state: UnsafeMutableBufferPointer(rebasing: memory[count...]), restErrorFeedback: config.errorFeedback)
@@ -185,28 +186,39 @@ public final class GradientSynchronizer {
         let range = plan.buckets[b]
         let values = UnsafeMutableBufferPointer(rebasing: gradients![range])
         let active = step < config.uncompressedWarmupSteps ? exact : configured
-        // Stochastic rounding draws from (seed, rank, step, bucket): resumable without state
-        // and the same whichever thread runs it. (Round-to-nearest never draws.)
-        int8?.reseed(config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03)
+        int8?.reseed(roundingSeed(bucket: b))
         transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
         let memory = active === configured && (powerSGD == nil || config.errorFeedback) ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
-        if let timeline {
-            // The span goes on the lane of the thread that runs it.
-            let lane = thread != nil ? timeline.communication : timeline.training
-            let onPhase: (RingAllReduce.Phase, ContinuousClock.Instant, ContinuousClock.Instant) -> Void = { phase, from, to in
-                let kind: Timeline.Kind = switch phase { case .encode: .encode; case .decode: .decode; case .reduce: .reduce; case .wait: .wait }
-                timeline.record(kind, from: from, to: to, on: lane)
-            }
-            (active as? RingAllReduce)?.onPhase = onPhase
-            (active as? HierarchicalAllReduce)?.onPhase = onPhase
-            defer { timeline.record(.allReduce, b, from: start, to: .now, on: lane) }
-            try active.average(values, residual: memory)
-        } else {
-            try active.average(values, residual: memory)
-        }
+        try active.average(values, residual: memory)
+        if let timeline { timeline.record(.allReduce, b, from: start, to: .now, on: timelineLane(timeline)) }
         lastBytesSent = lastBytesSent.flatMap { sent in active.lastBytesSentIfKnown.map { sent + $0 } }
         lastCodecSeconds += active.lastCodecSeconds
         lastSeconds += (ContinuousClock.now - start).seconds
+    }
+
+    /// Stochastic rounding draws from (seed, rank, step, bucket): resumable without state and
+    /// the same whichever thread runs it. (Round-to-nearest never draws.)
+    private func roundingSeed(bucket b: Int) -> UInt64 {
+        config.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03
+    }
+
+    /// Spans go on the lane of the thread that runs the all-reduces.
+    private func timelineLane(_ timeline: Timeline) -> Timeline.Lane {
+        thread != nil ? timeline.communication : timeline.training
+    }
+
+    /// Points the all-reduces' per-segment phases at the timeline (once, not per call).
+    private func connectTimeline() {
+        guard let timeline else { return }
+        let lane = timelineLane(timeline)
+        let onPhase: (RingAllReduce.Phase, ContinuousClock.Instant, ContinuousClock.Instant) -> Void = { phase, from, to in
+            let kind: Timeline.Kind = switch phase { case .encode: .encode; case .decode: .decode; case .reduce: .reduce; case .wait: .wait }
+            timeline.record(kind, from: from, to: to, on: lane)
+        }
+        for allReduce in [configured, exact] {
+            (allReduce as? RingAllReduce)?.onPhase = onPhase
+            (allReduce as? HierarchicalAllReduce)?.onPhase = onPhase
+        }
     }
 
     /// Every rank skips this step (its averaged gradient is not finite): clear the
