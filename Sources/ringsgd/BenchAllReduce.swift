@@ -42,7 +42,7 @@ struct BenchAllReduce: ParsableCommand {
     var gradient: String?
 
     @Option(help: "Also time the hierarchical all-reduce (shared memory inside each host, the ring across hosts) side by side: hierarchical. (default: flat only)")
-    var topology: String = "flat"
+    var topology: AllReduceTopology = .flat
 
     @Option(help: "Write results as JSON to this file (rank 0).")
     var json: String?
@@ -53,7 +53,6 @@ struct BenchAllReduce: ParsableCommand {
             throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes, got \(minBytes) and \(maxBytes)")
         }
         for name in codecNames { _ = try CodecRegistry.make(name) }
-        guard ["flat", "hierarchical"].contains(topology) else { throw ValidationError("--topology must be flat or hierarchical, got '\(topology)'") }
         if let gradient, ((try? FileManager.default.attributesOfItem(atPath: gradient))?[.size] as? Int ?? 0) < 4 {
             throw ValidationError("--gradient \(gradient) is missing or empty; write one with `ringsgd train --dump-gradient FILE`")
         }
@@ -90,14 +89,7 @@ struct BenchAllReduce: ParsableCommand {
         var results: [[String: Any]] = []
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         // Hierarchical: its buffers in this host's shared-memory window, timed beside the others.
-        var hosts: (split: HostSplit, region: SharedRegion)?
-        if topology == "hierarchical" {
-            let (split, reason) = try transport.splitByHost()
-            guard let split, let region = try split.local.allocateShared(count: max(1, sizes.last! / 4)) else {
-                throw AgreedError("--topology hierarchical needs h > 1 hosts with the same k > 1 ranks each and shared memory on each: \(reason)")
-            }
-            hosts = (split, region)
-        }
+        let hosts = topology == .hierarchical ? try AllReduceTopology.hostBuffers(transport, count: sizes.last! / 4) : nil
         for name in codecNames {
             let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentBytes)
             let compressed = !ring.codec.isIdentity

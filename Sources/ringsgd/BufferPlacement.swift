@@ -1,5 +1,8 @@
 import ArgumentParser
+import Collectives
 import Foundation
+import MPITransport
+import Training
 
 /// Where `bench allreduce` and `check allreduce` keep the buffers they reduce.
 ///
@@ -18,5 +21,22 @@ enum BufferPlacement: String, ExpressibleByArgument, CaseIterable {
         guard self == .auto else { return self }
         guard let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] else { return .shared }
         return btl.contains("vader") || btl.contains("sm") ? .shared : .private
+    }
+}
+
+/// Which all-reduce `bench allreduce` and `check allreduce` exercise besides the flat ring.
+enum AllReduceTopology: String, ExpressibleByArgument, CaseIterable {
+    case flat, hierarchical
+
+    /// The host split and a buffer of `count` floats in this host's shared-memory window, as
+    /// `HierarchicalAllReduce` needs them; an error on every rank where the layout has no
+    /// hierarchy (h > 1 hosts with the same k > 1 ranks) or the window cannot be had. Collective.
+    static func hostBuffers(_ transport: MPITransport, count: Int) throws -> (split: HostSplit, region: SharedRegion) {
+        let (split, reason) = try transport.splitByHost()
+        guard let split else { throw AgreedError("--topology hierarchical needs h > 1 hosts with the same k > 1 ranks each: \(reason)") }
+        guard let region = try split.local.allocateShared(count: max(1, count)) else {
+            throw AgreedError("--topology hierarchical: no shared-memory window on this host")
+        }
+        return (split, region)
     }
 }

@@ -35,14 +35,13 @@ struct CheckAllReduce: ParsableCommand {
     var buffers: BufferPlacement = .private
 
     @Option(help: "flat: one ring over all ranks; hierarchical: shared memory inside each host, the ring across hosts (needs hosts with the same k > 1 ranks).")
-    var topology: String = "flat"
+    var topology: AllReduceTopology = .flat
 
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
 
     func validate() throws {
         _ = try CodecRegistry.make(codec)
-        guard ["flat", "hierarchical"].contains(topology) else { throw ValidationError("--topology must be flat or hierarchical, got '\(topology)'") }
     }
 
     func run() throws {
@@ -59,12 +58,8 @@ struct CheckAllReduce: ParsableCommand {
             throw AgreedError("--buffers shared needs every rank on one host; these ranks span several")
         }
         var hierarchical: (HierarchicalAllReduce, SharedRegion)?
-        if topology == "hierarchical" {
-            let (split, reason) = try transport.splitByHost()
-            guard let split else { throw AgreedError("--topology hierarchical needs h > 1 hosts with the same k > 1 ranks each: \(reason)") }
-            guard let region = try split.local.allocateShared(count: max(1, parsed.max() ?? 1)) else {
-                throw AgreedError("--topology hierarchical: no shared-memory window on this host")
-            }
+        if topology == .hierarchical {
+            let (split, region) = try AllReduceTopology.hostBuffers(transport, count: parsed.max() ?? 1)
             hierarchical = (HierarchicalAllReduce(world: transport, split: split, codec: ring.codec, segmentBytes: segmentBytes), region)
         }
         /// Averages `values` with the ring, in the shared segment when there is one.
