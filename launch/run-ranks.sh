@@ -8,8 +8,17 @@
 # if the job failed: the first "ringsgd: error:" line a rank printed is printed again unless it
 # already is the last line; if no rank printed one (a rank was killed, crashed or ran out of
 # memory), a line names the rank mpirun saw die, and says how to continue.
+# repeat_first_error LOG LAST_SHOWN: prints LOG's first "ringsgd: error:" line again unless it is
+# already the last line shown; fails when LOG holds none (the job died without saying why).
+repeat_first_error() {
+  local line
+  line=$(grep -a -m1 '^ringsgd: error:' "$1" || true)
+  [ -n "$line" ] || return 1
+  [ "$2" == "$line" ] || echo "$line" >&2
+}
+
 run_ranks() {
-  local log shown status line lost
+  local log shown status lost
   log=$(mktemp)
   shown=$(mktemp)   # the last line the user saw
   set +e
@@ -30,10 +39,7 @@ run_ranks() {
   status=${PIPESTATUS[0]}
   set -e
   if [ "$status" -ne 0 ]; then
-    line=$(grep -a -m1 '^ringsgd: error:' "$log" || true)
-    if [ -n "$line" ]; then
-      [ "$(cat "$shown")" == "$line" ] || echo "$line" >&2
-    else
+    if ! repeat_first_error "$log" "$(cat "$shown")"; then
       lost=$(sed -n 's/.*process rank \([0-9]*\) with PID [0-9]* on node \([^ ]*\) exited on signal \([0-9]*\).*/rank \1 (on host \2) was killed by signal \3/p' "$log" | head -n1)
       if [ -z "$lost" ]; then
         lost="exit status $status"
