@@ -167,32 +167,12 @@ final class FailuresUnderMPIRunTests: XCTestCase {
 
         // A rank killed mid-run: the job ends, and the last line says how to continue.
         let dir = temporaryDirectory()
-        let job = Process()
-        job.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        job.arguments = ["setsid", "--wait", local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir]
-        let log = dir + ".log"
-        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        job.standardOutput = handle; job.standardError = handle; job.standardInput = FileHandle.nullDevice
-        try job.run()
-        defer { kill(-job.processIdentifier, SIGKILL) }
-        var victim: Int32 = 0
-        for _ in 0 ..< 600 where victim == 0 {   // ≤ 60 s for the ranks to start training
-            usleep(100_000)
-            let pids = try MPIRun.runProcess(["pgrep", "-f", "ringsgd train .*--run-dir \(dir)$"], timeout: 10).output
-            if let pid = pids.split(separator: "\n").compactMap({ Int32($0) }).first,
-               (try? String(contentsOfFile: log, encoding: .utf8))?.contains("ringsgd train:") == true { victim = pid }
-        }
+        let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
+        let victim = try job.rank(of: dir) { job.output.contains("ringsgd train:") }   // ≤ 60 s for the ranks to start training
         XCTAssertNotEqual(victim, 0, "no rank found")
         kill(victim, SIGKILL)
-        let deadline = Date().addingTimeInterval(30)
-        while job.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(job.isRunning, "the job must end within 30 s of a killed rank")
-        job.waitUntilExit()
-        try handle.close()
-        let output = try String(contentsOfFile: log, encoding: .utf8)
-        try? FileManager.default.removeItem(atPath: log)
-        let lastLine = output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
+        let output = job.output, lastLine = job.lastLine
         XCTAssertTrue(lastLine.contains("the job ended abnormally") && lastLine.contains("--resume"), "last line: \(lastLine)\n\(output)")
     }
 }

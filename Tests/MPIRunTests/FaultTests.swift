@@ -20,43 +20,18 @@ final class FaultTests: XCTestCase {
         return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
     }
 
-    /// Starts `launch/local.sh 2 train …` in its own process group; returns it and its log path.
-    func start(_ arguments: [String], dir: String) throws -> (Process, String) {
-        let log = dir + ".log"
-        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: log) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        let job = Process()
-        job.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        job.arguments = ["setsid", "--wait", Self.local, "2", "train", "--config", config, "--run-dir", dir] + arguments
-        job.standardOutput = handle; job.standardError = handle; job.standardInput = FileHandle.nullDevice
-        try job.run()
-        addTeardownBlock { if job.isRunning { kill(-job.processIdentifier, SIGKILL) } }
-        return (job, log)
+    /// Starts `launch/local.sh 2 train …` into `dir` in the background.
+    func start(_ arguments: [String], dir: String) throws -> BackgroundJob {
+        try BackgroundJob([Self.local, "2", "train", "--config", config, "--run-dir", dir] + arguments, log: dir + ".log")
     }
 
     /// Rank 1's pid once the run has written its first checkpoint (≤ 60 s).
-    func rankOne(of dir: String) throws -> Int32 {
-        for _ in 0 ..< 600 {
-            usleep(100_000)
-            let checkpoints = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? []
-            guard checkpoints.contains(where: { $0.hasSuffix(".ckpt") }) else { continue }
-            let pids = try MPIRun.runProcess(["pgrep", "-f", "^[^ ]*ringsgd train .*--run-dir \(dir)( |$)"], timeout: 10).output
-                .split(separator: "\n").compactMap { Int32($0) }.sorted()
-            if pids.count == 2 { return pids[1] }   // started after rank 0 (mpirun forks in rank order)
+    func rankOne(of job: BackgroundJob, dir: String) throws -> Int32 {
+        let pid = try job.rank(of: dir) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? []).contains { $0.hasSuffix(".ckpt") }
         }
-        XCTFail("the ranks never wrote a checkpoint")
-        return 0
-    }
-
-    func waitForEnd(_ job: Process, within seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while job.isRunning && Date() < deadline { usleep(50_000) }
-        return !job.isRunning
-    }
-
-    func lastLine(_ log: String) -> String {
-        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertNotEqual(pid, 0, "the ranks never wrote a checkpoint")
+        return pid
     }
 
     func assertNothingLeft(_ dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
@@ -70,14 +45,12 @@ final class FaultTests: XCTestCase {
     func testAKilledRankEndsTheJobAndResumeMatchesAnUninterruptedRun() throws {
         let steps = ["--set", "train.max_steps=1500", "--set", "checkpoint.every_steps=100", "--set", "train.log_every_steps=500"]
         let whole = temporaryDirectory(), dir = temporaryDirectory()
-        let (job, log) = try start(steps, dir: dir)
-        let victim = try rankOne(of: dir)
-        kill(victim, SIGKILL)
-        XCTAssertTrue(waitForEnd(job, within: 30), "the job must end within 30 s of a killed rank")
-        job.waitUntilExit()
-        XCTAssertNotEqual(job.terminationStatus, 0)
-        XCTAssertTrue(lastLine(log).contains("rank 1 (on host") && lastLine(log).contains("was killed by signal 9") && lastLine(log).contains("--resume"),
-                      "last line: \(lastLine(log))")
+        let job = try start(steps, dir: dir)
+        kill(try rankOne(of: job, dir: dir), SIGKILL)
+        XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
+        XCTAssertNotEqual(job.process.terminationStatus, 0)
+        XCTAssertTrue(job.lastLine.contains("rank 1 (on host") && job.lastLine.contains("was killed by signal 9") && job.lastLine.contains("--resume"),
+                      "last line: \(job.lastLine)")
         try assertNothingLeft(dir)
         let resumed = try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", dir, "--resume"] + steps, timeout: 180)
         assertSucceeded(resumed, "resume after the kill")
@@ -90,14 +63,12 @@ final class FaultTests: XCTestCase {
     /// whom they waited for and in which collective, and the job ends; nothing is left.
     func testAStalledRankEndsTheJobAfterTheDeadline() throws {
         let dir = temporaryDirectory()
-        let (job, log) = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3"], dir: dir)
-        let victim = try rankOne(of: dir)
-        kill(victim, SIGSTOP)
+        let job = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3"], dir: dir)
+        kill(try rankOne(of: job, dir: dir), SIGSTOP)
         let stopped = Date()
-        XCTAssertTrue(waitForEnd(job, within: 30), "the job must end within 30 s of a stalled rank")
-        job.waitUntilExit()
+        XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a stalled rank")
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
-        let last = lastLine(log)
+        let last = job.lastLine
         XCTAssertTrue(last.hasPrefix("ringsgd: error: rank 0 waited 3 s for rank 1 in ") && last.contains("comm.timeout_seconds is 3"), "last line: \(last)")
         try assertNothingLeft(dir)
     }

@@ -103,3 +103,57 @@ extension XCTestCase {
         XCTAssertEqual(outcome.status, 0, "\(what) failed; output:\n\(outcome.output)", file: file, line: line)
     }
 }
+
+/// A launcher running in its own session with its output in a log: for tests that act on a
+/// job while it runs (kill or stop a rank) and then read how it ended.
+final class BackgroundJob {
+    let process = Process()
+    let log: String
+    private let handle: FileHandle
+
+    /// Starts `command`; `log` receives stdout and stderr.
+    init(_ command: [String], log: String) throws {
+        self.log = log
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["setsid", "--wait"] + command
+        process.standardOutput = handle; process.standardError = handle; process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(-process.processIdentifier, SIGKILL) }
+        try? handle.close()
+        try? FileManager.default.removeItem(atPath: log)
+    }
+
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+    var lastLine: String { output.split(separator: "\n").last.map(String.init) ?? "" }
+
+    /// The pids of the ringsgd ranks training into `runDirectory`, in increasing order.
+    static func rankPIDs(runDirectory: String) throws -> [Int32] {
+        try MPIRun.runProcess(["pgrep", "-f", "^[^ ]*ringsgd train .*--run-dir \(runDirectory)( |$)"], timeout: 10).output
+            .split(separator: "\n").compactMap { Int32($0) }.sorted()
+    }
+
+    /// The last of `ranks` rank pids once `ready` holds (polled for ≤ 60 s), or 0.
+    func rank(of runDirectory: String, ranks: Int = 2, once ready: () -> Bool) throws -> Int32 {
+        for _ in 0 ..< 600 {
+            usleep(100_000)
+            guard ready() else { continue }
+            let pids = try Self.rankPIDs(runDirectory: runDirectory)
+            if pids.count == ranks { return pids[ranks - 1] }
+        }
+        return 0
+    }
+
+    /// Waits up to `seconds` for the job to end; true if it did.
+    func end(within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        guard !process.isRunning else { return false }
+        process.waitUntilExit()
+        return true
+    }
+}

@@ -99,33 +99,14 @@ final class SimulatedClusterTests: XCTestCase {
     /// line naming the lost rank, and the cluster is torn down (no namespace, link or rank left).
     func testAKilledRankOnASimulatedHostEndsTheJob() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-simkill-\(UUID().uuidString)").path
-        let log = dir + ".log"
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: log) }
-        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil))
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        let job = Process()
-        job.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        job.arguments = ["setsid", "--wait", Self.script, "--hosts", "2", "--rate", "1gbit", "--", "train"] + TrainUnderMPIRunTests.short
-            + ["--set", "train.max_steps=100000", "--run-dir", dir]
-        job.standardOutput = handle; job.standardError = handle; job.standardInput = FileHandle.nullDevice
-        try job.run()
-        defer { if job.isRunning { kill(-job.processIdentifier, SIGKILL) } }
-        var victim: Int32 = 0
-        for _ in 0 ..< 600 where victim == 0 {
-            usleep(100_000)
-            guard (try? String(contentsOfFile: log, encoding: .utf8))?.contains("ringsgd train:") == true else { continue }
-            let pids = try MPIRun.runProcess(["pgrep", "-f", "^[^ ]*ringsgd train .*--run-dir \(dir)( |$)"], timeout: 10).output
-                .split(separator: "\n").compactMap { Int32($0) }.sorted()
-            if pids.count == 2 { victim = pids[1] }
-        }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let job = try BackgroundJob([Self.script, "--hosts", "2", "--rate", "1gbit", "--", "train"] + TrainUnderMPIRunTests.short
+                                    + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
+        let victim = try job.rank(of: dir) { job.output.contains("ringsgd train:") }
         XCTAssertNotEqual(victim, 0, "no rank found")
         kill(victim, SIGKILL)
-        let deadline = Date().addingTimeInterval(30)
-        while job.isRunning && Date() < deadline { usleep(50_000) }
-        XCTAssertFalse(job.isRunning, "the job must end within 30 s of a killed rank")
-        job.waitUntilExit()
-        try handle.close()
-        let last = (try String(contentsOfFile: log, encoding: .utf8)).split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
+        let last = job.lastLine
         XCTAssertTrue(last.contains("was killed by signal 9") && last.contains("--resume"), "last line: \(last)")
         XCTAssertEqual(try MPIRun.runProcess(["pgrep", "-f", "--", "--run-dir \(dir)( |$)"], timeout: 10).output.trimmingCharacters(in: .whitespacesAndNewlines), "")
         try assertTornDown("after a killed rank")

@@ -158,14 +158,20 @@ final class TrainUnderMPIRunTests: XCTestCase {
         }
     }
 
-    func testResumeIsBitIdenticalWithStochasticRoundingAndErrorFeedback() throws {
-        let settings = ["--set", "comm.codec=int8sr", "--set", "comm.error_feedback=true", "--set", "comm.warmup_steps=5"]
+    /// Trains with `settings` uninterrupted, and stopped after step 20 then resumed: both must
+    /// end with the same parameters, bit for bit.
+    func assertResumeAfterStep20IsBitIdentical(_ settings: [String], _ message: String,
+                                              file: StaticString = #filePath, line: UInt = #line) throws {
         let whole = runDirectory(), split = runDirectory()
         _ = try train(np: 2, settings, dir: whole)
         _ = try train(np: 2, settings + ["--stop-after", "20"], dir: split)
         _ = try train(np: 2, settings + ["--resume"], dir: split)
-        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String,
-                       "residuals and stochastic-rounding streams must be restored exactly")
+        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String, message, file: file, line: line)
+    }
+
+    func testResumeIsBitIdenticalWithStochasticRoundingAndErrorFeedback() throws {
+        let settings = ["--set", "comm.codec=int8sr", "--set", "comm.error_feedback=true", "--set", "comm.warmup_steps=5"]
+        try assertResumeAfterStep20IsBitIdentical(settings, "residuals and stochastic-rounding streams must be restored exactly")
     }
 
     /// Property: for every model kind, exact and compressed with error feedback, a run stopped
@@ -174,13 +180,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     func testResumeIsBitIdenticalForEveryModelKindAndCodec() throws {
         for model in ["mlp", "cnn", "linear"] {
             for codec in [["--set", "comm.codec=none"], ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true"]] {
-                let settings = ["--set", "model.kind=\(model)"] + codec
-                let whole = runDirectory(), split = runDirectory()
-                _ = try train(np: 2, settings, dir: whole)
-                _ = try train(np: 2, settings + ["--stop-after", "20"], dir: split)
-                _ = try train(np: 2, settings + ["--resume"], dir: split)
-                XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String,
-                               "\(model) \(codec): resumed run must equal the uninterrupted one")
+                try assertResumeAfterStep20IsBitIdentical(["--set", "model.kind=\(model)"] + codec, "\(model) \(codec): resumed run must equal the uninterrupted one")
             }
         }
     }
