@@ -50,13 +50,14 @@ public final class Conv2d: Layer {
     private var winogradApplies: Bool { kernel == 3 && stride == 1 && padding == 1 }
 
     public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
+    public var pytorchModule: String { "nn.Conv2d(\(inChannels), \(outChannels), kernel_size=\(kernel), stride=\(stride), padding=\(padding))" }
     /// The algorithm in use (known once the input shape is).
     public var algorithm: Algorithm { winograd == nil ? .im2col : .winograd }
     private var fieldSize: Int { inChannels * kernel * kernel }
     private var positions: Int { outHeight * outWidth }
 
     public var parameters: [ParameterSpec] {
-        [ParameterSpec(name: "weight", count: outChannels * fieldSize), ParameterSpec(name: "bias", count: outChannels)]
+        [ParameterSpec(name: "weight", shape: [outChannels, inChannels, kernel, kernel]), ParameterSpec(name: "bias", shape: [outChannels])]
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {

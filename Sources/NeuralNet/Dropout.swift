@@ -17,6 +17,7 @@ public final class Dropout: Layer {
     }
 
     public var summary: String { "Dropout(p=\(probability))" }
+    public var pytorchModule: String { "nn.Dropout(p=\(probability))" }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
         size = input.reduce(1, *)

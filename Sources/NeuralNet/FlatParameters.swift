@@ -9,7 +9,16 @@ public struct ParameterView: Equatable, CustomStringConvertible {
     /// "0.weight", "0.bias", "3.weight", …: PyTorch's `state_dict` keys for the same model.
     public let name: String
     public let offset: Int
+    /// PyTorch's shape of the tensor ([out, in] for a Linear weight, [out, in, k, k] for a Conv2d's).
+    public let shape: [Int]
     public let count: Int
+
+    public init(name: String, offset: Int, shape: [Int]) {
+        self.name = name
+        self.offset = offset
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+    }
 
     public var range: Range<Int> { offset ..< offset + count }
     public var description: String { "\(name)[\(offset)..<\(offset + count)]" }

@@ -3,6 +3,7 @@
 public final class Flatten: Layer {
     public init() {}
     public var summary: String { "Flatten" }
+    public var pytorchModule: String { "nn.Flatten()" }
     public func outputShape(for input: [Int]) throws -> [Int] { [input.reduce(1, *)] }
     public func reserve(batch: Int) {}
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> { x }

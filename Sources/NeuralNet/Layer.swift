@@ -5,10 +5,16 @@ public struct ShapeError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A parameter a layer declares: its name suffix and size.
+/// A parameter a layer declares: its name suffix and shape (PyTorch's: a Linear weight is
+/// [out, in], a Conv2d weight [out, in, k, k], a bias [out]), so that exports carry shapes.
 public struct ParameterSpec {
     public let name: String
-    public let count: Int
+    public let shape: [Int]
+    public var count: Int { shape.reduce(1, *) }
+    public init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape
+    }
 }
 
 /// One layer: forward and backward on a batch, in place in buffers it owns.
@@ -24,6 +30,9 @@ public struct ParameterSpec {
 public protocol Layer: AnyObject {
     /// A short description, e.g. "Linear(784→512)".
     var summary: String { get }
+    /// The equivalent PyTorch module, e.g. "nn.Linear(784, 512)": exports carry it so that a
+    /// user can rebuild the model whose `state_dict` the exported tensors are.
+    var pytorchModule: String { get }
     /// Parameters this layer owns, in state_dict order (weight, then bias).
     var parameters: [ParameterSpec] { get }
     /// Per-sample output shape for a per-sample input shape; throws on a mismatch.

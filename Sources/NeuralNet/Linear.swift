@@ -17,8 +17,9 @@ public final class Linear: Layer {
     }
 
     public var summary: String { "Linear(\(inputs)→\(outputs))" }
+    public var pytorchModule: String { "nn.Linear(\(inputs), \(outputs))" }
     public var parameters: [ParameterSpec] {
-        [ParameterSpec(name: "weight", count: outputs * inputs), ParameterSpec(name: "bias", count: outputs)]
+        [ParameterSpec(name: "weight", shape: [outputs, inputs]), ParameterSpec(name: "bias", shape: [outputs])]
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {

@@ -17,6 +17,7 @@ public final class MaxPool2d: Layer {
     deinit { winners.deallocate() }
 
     public var summary: String { "MaxPool2d(\(kernel))" }
+    public var pytorchModule: String { "nn.MaxPool2d(\(kernel))" }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
         guard input.count == 3, input[1] >= kernel, input[2] >= kernel else {

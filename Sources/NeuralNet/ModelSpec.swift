@@ -1,15 +1,21 @@
-/// A model as a config describes it.
+/// A model as a config describes it: a list of layers, or a shorthand that expands to one.
 ///
-/// - `mlp(hidden:)`: Flatten → [Linear → ReLU]* → Linear, default hidden 512, 256 (784-512-256-10).
-/// - `cnn`: Conv(1→32, 3×3, pad 1)-ReLU-MaxPool2 → Conv(32→64, 3×3, pad 1)-ReLU-MaxPool2 →
-///   Flatten → Linear(3136→128)-ReLU → Linear(128→10), the peer's exact function (built with
+/// - `layers`: any stack of `LayerSpec`s (`model.layers` in YAML).
+/// - `mlp(hidden:)`: flatten → [linear → relu (→ dropout)]* → linear, default hidden 512, 256
+///   (784-512-256-10).
+/// - `cnn`: conv(32, 3×3, pad 1)-maxpool 2-relu → conv(64, 3×3, pad 1)-maxpool 2-relu →
+///   flatten → linear(128)-relu → linear(classes), the peer's exact function (written with
 ///   each ReLU after its pool, which computes the same thing on fewer values).
-/// - `linear`: one Linear(inputs → classes): multinomial logistic regression, as wide as
-///   the input, for communication-bound benchmarks (100,000 inputs × 100 classes = 10 M).
+/// - `linear`: flatten → one linear(classes): multinomial logistic regression, as wide as the
+///   input, for communication-bound benchmarks (100,000 inputs × 100 classes = 10 M).
+///
+/// A shorthand is nothing but its expansion (`layers`): both build through one path, so a
+/// config that writes the expansion out trains the very same model.
 public enum ModelSpec: Equatable, CustomStringConvertible {
     case mlp(hidden: [Int], dropout: Float)
     case cnn
     case linear
+    case layers([LayerSpec])
 
     public static let defaultMLPHidden = [512, 256]
 
@@ -18,38 +24,55 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
         case let .mlp(hidden, dropout): return "mlp(hidden: \(hidden)\(dropout > 0 ? ", dropout: \(dropout)" : ""))"
         case .cnn: return "cnn"
         case .linear: return "linear"
+        case let .layers(list): return "layers(\(list.map(\.description).joined(separator: ", ")))"
         }
     }
 
-    /// Builds the model for inputs of `inputShape` ([C, H, W]) and `classes` outputs.
-    public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0,
-                      gradientStorage: GradientStorage? = nil) throws -> Sequential {
-        let features = inputShape.reduce(1, *)
-        var layers: [Layer] = []
+    /// The layer list this model is.
+    public var expanded: [LayerSpec] {
         switch self {
         case let .mlp(hidden, dropout):
-            layers.append(Flatten())
-            var width = features
-            for (i, h) in hidden.enumerated() {
-                layers += [Linear(width, h), ReLU()]
-                if dropout > 0 { layers.append(Dropout(probability: dropout, seed: seed &+ UInt64(i))) }
-                width = h
+            var list: [LayerSpec] = [.flatten]
+            for h in hidden {
+                list += [.linear(out: h), .relu]
+                if dropout > 0 { list.append(.dropout(p: Double(dropout))) }
             }
-            layers.append(Linear(width, classes))
+            return list + [.linear(out: nil)]
         case .cnn:
-            guard inputShape.count == 3, inputShape[1] % 4 == 0, inputShape[2] % 4 == 0 else {
-                throw ShapeError("cnn needs [C, H, W] input with H and W divisible by 4, got \(inputShape)")
-            }
-            let flat = 64 * (inputShape[1] / 4) * (inputShape[2] / 4)
             // Pool before ReLU: max commutes with the monotone ReLU, so ReLU(MaxPool(x)) is
             // the peer's MaxPool(ReLU(x)) exactly — same values, same gradients (a window with
             // no positive value gives 0 and routes no gradient either way) — with the ReLU on
             // 4× fewer values. Parameter names ("0.weight", "3.weight", …) are unchanged.
-            layers = [Conv2d(inputShape[0], 32, kernel: 3, padding: 1), MaxPool2d(2), ReLU(),
-                      Conv2d(32, 64, kernel: 3, padding: 1), MaxPool2d(2), ReLU(),
-                      Flatten(), Linear(flat, 128), ReLU(), Linear(128, classes)]
+            return [.conv2d(out: 32, kernel: 3, stride: 1, padding: 1), .maxpool2d(kernel: 2), .relu,
+                    .conv2d(out: 64, kernel: 3, stride: 1, padding: 1), .maxpool2d(kernel: 2), .relu,
+                    .flatten, .linear(out: 128), .relu, .linear(out: nil)]
         case .linear:
-            layers = [Flatten(), Linear(features, classes)]
+            return [.flatten, .linear(out: nil)]
+        case let .layers(list):
+            return list
+        }
+    }
+
+    /// Builds the model for inputs of `inputShape` ([C, H, W] or [features]) and `classes`
+    /// outputs, inferring each layer's input size from the one before. A layer that cannot take
+    /// its input is a `ShapeError` naming it: "model.layers[3] (conv2d): …".
+    public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0,
+                      gradientStorage: GradientStorage? = nil) throws -> Sequential {
+        let specs = expanded
+        guard !specs.isEmpty else { throw ShapeError("model.layers is empty; list at least one linear layer") }
+        var layers: [Layer] = []
+        var shape = inputShape
+        for (index, spec) in specs.enumerated() {
+            do {
+                let layer = try spec.make(input: shape, classes: classes, isLast: index == specs.count - 1, seed: seed &+ UInt64(index))
+                shape = try layer.outputShape(for: shape)
+                layers.append(layer)
+            } catch let error as ShapeError {
+                throw ShapeError("model.layers[\(index)] (\(spec.name)): \(error.message)")
+            }
+        }
+        guard shape == [classes] else {
+            throw ShapeError("model.layers[\(specs.count - 1)] (\(specs[specs.count - 1].name)): the model ends with shape \(shape), but the data has \(classes) classes; end with a linear layer whose out is \(classes) (or omit its out)")
         }
         return try Sequential(layers, inputShape: inputShape, gradientStorage: gradientStorage)
     }

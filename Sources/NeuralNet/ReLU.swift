@@ -5,6 +5,7 @@ public final class ReLU: Layer {
 
     public init() {}
     public var summary: String { "ReLU" }
+    public var pytorchModule: String { "nn.ReLU()" }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
         size = input.reduce(1, *)

@@ -26,7 +26,7 @@ public final class Sequential {
         for (index, layer) in layers.enumerated() {
             shape = try layer.outputShape(for: shape)
             for spec in layer.parameters {
-                views.append(ParameterView(name: "\(index).\(spec.name)", offset: offset, count: spec.count))
+                views.append(ParameterView(name: "\(index).\(spec.name)", offset: offset, shape: spec.shape))
                 // Keep every view 16-float (64-byte) aligned: vector loops start on a cache line.
                 offset += (spec.count + 15) & ~15
             }
@@ -150,6 +150,12 @@ public final class Sequential {
             if !layer.parameters.isEmpty { seenParameters = true }
         }
         return total
+    }
+
+    /// The same model as PyTorch code: `nn.Sequential(nn.Flatten(), nn.Linear(784, 512), …)`,
+    /// whose `state_dict` keys are this model's parameter names.
+    public var pytorchModule: String {
+        "nn.Sequential(" + layers.map(\.pytorchModule).joined(separator: ", ") + ")"
     }
 
     public var summary: String {

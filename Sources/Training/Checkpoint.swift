@@ -17,7 +17,8 @@ import Foundation
 /// Sections: `CONF` the canonical config text; `PRMS` the flat parameters (Float32, in the
 /// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
 /// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
-/// feedback is on. The sampler position and every random stream are functions of (seed,
+/// feedback is on; `MODL` the `ModelDescription` as JSON (a reader that predates it skips
+/// it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
     public static let magic = Array("RSGDCKPT".utf8)
@@ -30,11 +31,13 @@ public struct Checkpoint: Equatable {
     public var parameters: [Float]
     public var optimizerState: [UInt8]
     public var residualSum: [Float]?
+    public var model: ModelDescription?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
-                optimizerState: [UInt8], residualSum: [Float]?) {
+                optimizerState: [UInt8], residualSum: [Float]?, model: ModelDescription? = nil) {
         self.worldSize = worldSize; self.step = step; self.skippedSteps = skippedSteps; self.config = config
         self.parameters = parameters; self.optimizerState = optimizerState; self.residualSum = residualSum
+        self.model = model
     }
 
     public func encoded() -> [UInt8] {
@@ -45,6 +48,7 @@ public struct Checkpoint: Equatable {
                                              ("PRMS", parameters.withUnsafeBytes { Array($0) }),
                                              ("OPTM", optimizerState)]
         if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
+        if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
             out += Array(tag.utf8)
@@ -95,6 +99,31 @@ public struct Checkpoint: Equatable {
         parameters = prms.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         optimizerState = optm
         residualSum = sections["EFRS"].map { e in e.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
+        if let json = sections["MODL"] {
+            do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
+                throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
+            }
+        }
+    }
+}
+
+extension Checkpoint {
+    /// The checkpoint to use: the file given, or else the newest valid one of the run directory.
+    /// Errors name the file or directory and say what to do.
+    public static func locate(file: String?, runDirectory: String) throws -> (checkpoint: Checkpoint, path: String) {
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw FileError("cannot read checkpoint \(file): \(FileManager.default.fileExists(atPath: file) ? String(cString: strerror(errno)) : "it does not exist")")
+            }
+            do { return (try Checkpoint(decoding: Array(data)), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error)") }
+        }
+        let store = CheckpointStore(runDirectory: runDirectory, keep: .max)
+        let (found, skipped) = try store.loadNewestValid(validate: { _ in })
+        guard let found else {
+            let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
+            throw FileError("no valid checkpoint in \(store.directory) (\(why)); train first, or pass --checkpoint FILE")
+        }
+        return found
     }
 }
 

@@ -72,6 +72,15 @@ struct ConfigReader {
         values[key] = node
     }
 
+    /// Whether the document (or an override) sets `key`.
+    func has(_ key: String) -> Bool { values[key] != nil }
+
+    /// The raw YAML under `key` (a list of layers), for a reader of its own.
+    mutating func node(_ key: String) -> Node? {
+        read.insert(key)
+        return values[key]
+    }
+
     mutating func string(_ key: String, default value: String, allowed: [String]? = nil) throws -> String {
         read.insert(key)
         guard let node = values[key] else { return value }

@@ -18,7 +18,7 @@ extension Trainer {
             guard transport.rank == 0 else { return }
             try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
                                            parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
-                                           residualSum: residualSum))
+                                           residualSum: residualSum, model: run.modelDescription))
         }
     }
 

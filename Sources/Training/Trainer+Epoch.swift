@@ -71,25 +71,8 @@ extension Trainer {
         transport.setActivity("the evaluation")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.evaluate, since: spanStart) }
-        let n = transport.size, rank = transport.rank, test = run.test, model = run.model
-        let range = (rank * test.count / n) ..< ((rank + 1) * test.count / n)
-        let batch = max(1, min(config.evalBatch, model.reservedBatch))
-        let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * test.inputSize)
-        let y = UnsafeMutableBufferPointer<Int32>.allocate(capacity: batch)
-        defer { x.deallocate(); y.deallocate() }
-        let indices = Array(range)
-        var correct = 0
-        var start = 0
-        while start < indices.count {
-            let count = min(batch, indices.count - start)
-            test.fill(indices[start ..< start + count], input: x.baseAddress!, labels: y.baseAddress!)
-            let r = try model.evaluate(input: UnsafeBufferPointer(rebasing: x[0 ..< count * test.inputSize]),
-                                       labels: UnsafeBufferPointer(rebasing: y[0 ..< count]), batch: count)
-            correct += r.correct
-            start += count
-        }
-        let sums = try RingAllGather.sum([Double(correct), Double(indices.count)], over: transport)
-        return sums[1] > 0 ? sums[0] / sums[1] : 0
+        let batch = max(1, min(config.evalBatch, run.model.reservedBatch))
+        return try Evaluation.run(run.model, on: run.test, over: transport, batch: batch).accuracy
     }
 
     /// The progress line: a live `\r` line on a terminal, a log line every `train.log_every_steps` otherwise.

@@ -17,7 +17,9 @@ extension Trainer {
         try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
-        let (train, test) = try Agreement.run("load the dataset", over: transport) { try loadData() }
+        let (train, test) = try Agreement.run("load the dataset", over: transport) {
+            try config.loadDatasets(log: { line in if rank == 0 { log(line) } })
+        }
         // Hosts with several ranks each: shared memory inside a host, the ring across hosts.
         var split: HostSplit?
         if config.topology == "auto" && config.allReduceAlgorithm == "ring" && config.sharedMemory && n > 1,
@@ -85,19 +87,6 @@ extension Trainer {
         if overwrite && !resume {
             try Agreement.run("remove the earlier run's checkpoints", over: transport) { try store.removeAll() }
         }
-    }
-
-    private func loadData() throws -> (Dataset, Dataset) {
-        if config.dataset == "synthetic" {
-            let train = try SyntheticDataset(count: config.syntheticTrainSize, features: config.syntheticFeatures,
-                                             classes: config.syntheticClasses, seed: config.seed)
-            let test = try SyntheticDataset(count: max(config.syntheticTestSize, 1), features: config.syntheticFeatures,
-                                            classes: config.syntheticClasses, seed: config.seed, firstIndex: config.syntheticTrainSize)
-            return (train, test)
-        }
-        let cache = config.resolvedCacheDirectory
-        return (try FashionMNIST(directory: config.dataDirectory, split: "train", cacheDirectory: cache),
-                try FashionMNIST(directory: config.dataDirectory, split: "t10k", cacheDirectory: cache))
     }
 
     /// The model, with its gradient buffer in a shared-memory window when every rank is on

@@ -7,11 +7,16 @@ import Optimizers
 public struct TrainingConfig {
     public var seed: UInt64 = 0
 
-    public var modelKind = "mlp"                   // model.kind: mlp | cnn | linear
+    public var modelKind = "mlp"                   // model.kind: mlp | cnn | linear (shorthands for layer lists)
+    public var layers: [LayerSpec]?                // model.layers: the model as a list of layers
     public var hidden = ModelSpec.defaultMLPHidden // model.hidden (mlp)
     public var dropout = 0.0                       // model.dropout (mlp)
 
-    public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | synthetic
+    public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | idx | npy | synthetic
+    public var trainImages = "", trainLabels = ""  // data.train_images, data.train_labels (idx, npy)
+    public var testImages = "", testLabels = ""    // data.test_images, data.test_labels (idx, npy)
+    public var classes = 0                         // data.classes (idx, npy; 0: the largest label + 1)
+    public var normalization: Normalization?       // data.mean and data.std (nil: the dataset's own)
     public var dataDirectory = FashionMNIST.defaultDirectory
     public var cacheDirectory = ""                 // data.cache_dir ("" = ~/.cache/ringsgd)
     public var syntheticFeatures = 784, syntheticClasses = 10
@@ -73,7 +78,35 @@ public struct TrainingConfig {
         modelKind = try r.string("model.kind", default: modelKind, allowed: ["mlp", "cnn", "linear"])
         hidden = try r.ints("model.hidden", default: hidden, min: 1)
         dropout = try r.double("model.dropout", default: dropout, min: 0, max: 1, exclusiveMax: true)
-        dataset = try r.string("data.dataset", default: dataset, allowed: ["fashion-mnist", "synthetic"])
+        if let list = r.node("model.layers") {
+            if let shorthand = ["model.kind", "model.hidden", "model.dropout"].first(where: r.has) {
+                throw ConfigError("model.layers describes the whole model; remove \(shorthand) (model.kind is a shorthand for a layer list)")
+            }
+            layers = try LayerListReader.read(list)
+        }
+        dataset = try r.string("data.dataset", default: dataset, allowed: ["fashion-mnist", "idx", "npy", "synthetic"])
+        trainImages = try r.string("data.train_images", default: trainImages)
+        trainLabels = try r.string("data.train_labels", default: trainLabels)
+        testImages = try r.string("data.test_images", default: testImages)
+        testLabels = try r.string("data.test_labels", default: testLabels)
+        classes = try r.int("data.classes", default: classes, min: 0)
+        if classes == 1 { throw ConfigError("data.classes must be ≥ 2 (or 0: the largest label + 1), got 1") }
+        let mean = try r.double("data.mean", default: 0), std = try r.double("data.std", default: 1, min: 0, exclusiveMin: true)
+        if r.has("data.mean") != r.has("data.std") {
+            throw ConfigError("data.mean and data.std go together; give both (the dataset's own are used when neither is given)")
+        }
+        if r.has("data.mean") { normalization = Normalization(mean: mean, std: std) }
+        let files = ["data.train_images", "data.train_labels", "data.test_images", "data.test_labels"]
+        if ["idx", "npy"].contains(dataset) {
+            if let missing = files.first(where: { !r.has($0) }) {
+                throw ConfigError("data.dataset: \(dataset) needs \(files.joined(separator: ", ")) (\(dataset == "idx" ? "IDX files, gzipped or not" : ".npy files")); \(missing) is missing")
+            }
+        } else if let stray = (files + ["data.classes"]).first(where: r.has) {
+            throw ConfigError("\(stray) is read only with data.dataset: idx or npy (data.dataset is \(dataset))")
+        }
+        if dataset == "synthetic" && normalization != nil {
+            throw ConfigError("data.mean and data.std do not apply to data.dataset: synthetic (its values are generated normalised)")
+        }
         dataDirectory = try r.string("data.dir", default: dataDirectory)
         cacheDirectory = try r.string("data.cache_dir", default: cacheDirectory)
         syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1)
@@ -154,6 +187,16 @@ public struct TrainingConfig {
         canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
     }
 
+    /// The config a checkpoint was written with (its canonical text: one `key: value` per line,
+    /// each read back as a `--set`), then `overrides`.
+    public init(canonicalText text: String, overrides: [String] = []) throws {
+        let assignments = text.split(separator: "\n").compactMap { line -> String? in
+            guard let separator = line.range(of: ": ") else { return nil }
+            return line[..<separator.lowerBound] + "=" + line[separator.upperBound...]
+        }
+        try self.init(yaml: nil, source: "the checkpoint's config", overrides: assignments + overrides)
+    }
+
     /// Reads a config file; `path` errors name the file and what is wrong with it.
     public static func load(path: String, overrides: [String]) throws -> TrainingConfig {
         let hint = "pass --config with a YAML file such as configs/fashion-mlp.yaml"
@@ -192,6 +235,7 @@ public struct TrainingConfig {
     public var hash: UInt64 { FastHash.hash(Array(canonicalText.utf8)) }
 
     public var modelSpec: ModelSpec {
+        if let layers { return .layers(layers) }
         switch modelKind {
         case "cnn": return .cnn
         case "linear": return .linear
@@ -269,7 +313,7 @@ extension Node {
         switch self {
         case let .scalar(s): return s.string
         case let .sequence(items): return "[" + items.map(\.scalarOrListText).joined(separator: ", ") + "]"
-        default: return "?"
+        case let .mapping(pairs): return "{" + pairs.map { "\($0.key.scalarOrListText): \($0.value.scalarOrListText)" }.joined(separator: ", ") + "}"
         }
     }
 }

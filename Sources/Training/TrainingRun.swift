@@ -39,6 +39,12 @@ final class TrainingRun {
 
     var parameters: FlatParameters { model.parameters }
 
+    /// What the checkpoints' parameters are the parameters of (written with each checkpoint).
+    var modelDescription: ModelDescription {
+        ModelDescription(model: model, layers: synchronizer.config.modelSpec.expanded,
+                         normalization: (train as? ArrayDataset)?.normalization)
+    }
+
     init(train: Dataset, test: Dataset, model: Sequential, sampler: DistributedSampler, optimizer: Optimizer,
          schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, store: CheckpointStore, metrics: AppendOnlyFile?,
          totalSteps: Int, perEpoch: Bool, startStep: Int, endStep: Int, skipped: Int, configChanges: [String]) {

@@ -1,0 +1,85 @@
+import NeuralNet
+import Yams
+
+/// Reads `model.layers`: a YAML list whose items are a layer name (`relu`, `flatten`) or a
+/// one-key mapping from the name to its fields (`conv2d: {out: 32, kernel: 3, padding: 1}`).
+/// Every mistake is one line naming the item's index: an unknown layer, a missing,
+/// unknown or wrong-typed field. Shapes are checked when the model is built, against the data.
+enum LayerListReader {
+    /// Each layer's fields: required ones, and optional ones with their defaults (PyTorch's).
+    private static let fields: [String: (required: [String], optional: [String: Double])] = [
+        "linear": ([], ["out": 0]),
+        "conv2d": (["out", "kernel"], ["stride": 1, "padding": 0]),
+        "maxpool2d": (["kernel"], [:]),
+        "relu": ([], [:]),
+        "flatten": ([], [:]),
+        "dropout": ([], ["p": 0.5]),
+    ]
+
+    static func read(_ node: Node) throws -> [LayerSpec] {
+        guard case let .sequence(items) = node else {
+            throw ConfigError("model.layers must be a list of layers (- conv2d: {out: 32, kernel: 3}, - relu, …)")
+        }
+        guard !items.isEmpty else { throw ConfigError("model.layers is empty; list the model's layers, ending with a linear layer") }
+        return try items.enumerated().map { index, item in try layer(item, at: index) }
+    }
+
+    private static func layer(_ item: Node, at index: Int) throws -> LayerSpec {
+        let here = "model.layers[\(index)]"
+        let name: String, body: Node?
+        switch item {
+        case let .scalar(s):
+            (name, body) = (s.string, nil)
+        case let .mapping(pairs) where pairs.count == 1:
+            guard let key = pairs.first!.key.string else { throw ConfigError("\(here): the layer name must be a string") }
+            let value = pairs.first!.value
+            (name, body) = (key, value.scalar?.string == "" || value.scalar?.string == "null" || value.scalar?.string == "~" ? nil : value)
+        default:
+            throw ConfigError("\(here) must be a layer name or one 'name: {fields}' mapping (e.g. conv2d: {out: 32, kernel: 3}), got \(item.scalarOrListText)")
+        }
+        guard let known = fields[name] else {
+            throw ConfigError("\(here): unknown layer '\(name)' (known: \(LayerSpec.names.joined(separator: ", ")))")
+        }
+        var values: [String: Node] = [:]
+        if let body {
+            guard case let .mapping(pairs) = body else {
+                throw ConfigError("\(here) (\(name)): its fields must be a mapping like {\(known.required.first ?? known.optional.keys.sorted().first ?? "field"): …}, got \(body.scalarOrListText)")
+            }
+            for (key, value) in pairs {
+                guard let field = key.string, known.required.contains(field) || known.optional[field] != nil else {
+                    let allowed = known.required + known.optional.keys.sorted()
+                    throw ConfigError("\(here) (\(name)): unknown field '\(key.scalarOrListText)' (\(allowed.isEmpty ? "\(name) takes no fields" : "fields: \(allowed.joined(separator: ", "))"))")
+                }
+                values[field] = value
+            }
+        }
+        if let missing = known.required.first(where: { values[$0] == nil }) {
+            throw ConfigError("\(here) (\(name)): missing field '\(missing)' (required: \(known.required.joined(separator: ", ")))")
+        }
+        func int(_ field: String, min: Int) throws -> Int {
+            guard let node = values[field] else { return Int(known.optional[field]!) }
+            guard let v = node.scalar.flatMap({ Int($0.string) }) else {
+                throw ConfigError("\(here) (\(name)): \(field) must be an integer, got \(node.scalarOrListText)")
+            }
+            guard v >= min else { throw ConfigError("\(here) (\(name)): \(field) must be ≥ \(min), got \(v)") }
+            return v
+        }
+        switch name {
+        case "linear": return .linear(out: values["out"] == nil ? nil : try int("out", min: 1))
+        case "conv2d":
+            return .conv2d(out: try int("out", min: 1), kernel: try int("kernel", min: 1), stride: try int("stride", min: 1),
+                           padding: try int("padding", min: 0))
+        case "maxpool2d": return .maxpool2d(kernel: try int("kernel", min: 1))
+        case "relu": return .relu
+        case "flatten": return .flatten
+        default:
+            let p = try values["p"].map { node -> Double in
+                guard let v = node.scalar.flatMap({ Double($0.string) }), v >= 0, v < 1 else {
+                    throw ConfigError("\(here) (dropout): p must be a number in [0, 1), got \(node.scalarOrListText)")
+                }
+                return v
+            } ?? 0.5
+            return .dropout(p: p)
+        }
+    }
+}

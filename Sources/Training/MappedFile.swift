@@ -1,0 +1,28 @@
+import Foundation
+
+/// A whole file memory-mapped read-only (MAP_SHARED): every rank on a host that maps the same
+/// dataset file shares one copy in the page cache, and nothing is read until it is touched.
+public final class MappedFile {
+    public let path: String
+    public let bytes: UnsafeRawBufferPointer
+
+    /// `what` names the file for the user ("data.train_images").
+    public init(path: String, what: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw DatasetError("cannot open \(what) \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            throw DatasetError("\(what) \(path) is not a regular file")
+        }
+        let length = Int(info.st_size)
+        guard length > 0 else { throw DatasetError("\(what) \(path) is empty") }
+        guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
+            throw DatasetError("cannot map \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        self.path = path
+        bytes = UnsafeRawBufferPointer(start: map, count: length)
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count) }
+}

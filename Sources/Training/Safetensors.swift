@@ -1,0 +1,97 @@
+import Foundation
+
+/// A named Float32 tensor, C order, as exported.
+public struct NamedTensor: Equatable {
+    public let name: String
+    public let shape: [Int]
+    public let values: [Float]
+
+    public init(name: String, shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) for \(values.count) values")
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
+}
+
+/// The safetensors format (Hugging Face, https://huggingface.co/docs/safetensors), written
+/// and read by us: it is small and documented, and loading it executes no code (unlike a
+/// pickled `torch.save`).
+///
+///     8 bytes      N, the header's length (UInt64 little-endian)
+///     N bytes      a JSON object: for each tensor {"dtype": "F32", "shape": […],
+///                  "data_offsets": [begin, end]} (offsets into the data, end exclusive), and
+///                  "__metadata__": a string → string map; padded with spaces to 8 bytes
+///     the rest     the tensors' bytes, little-endian, one after another with no gap
+public enum Safetensors {
+    public static func encode(_ tensors: [NamedTensor], metadata: [String: String]) -> [UInt8] {
+        func quoted(_ s: String) -> String {
+            String(decoding: try! JSONEncoder().encode(s), as: UTF8.self)
+        }
+        var entries: [String] = []
+        if !metadata.isEmpty {
+            entries.append("\"__metadata__\":{" + metadata.keys.sorted().map { "\(quoted($0)):\(quoted(metadata[$0]!))" }.joined(separator: ",") + "}")
+        }
+        var offset = 0
+        for tensor in tensors {
+            let end = offset + tensor.values.count * 4
+            entries.append("\(quoted(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
+            offset = end
+        }
+        var header = Array(("{" + entries.joined(separator: ",") + "}").utf8)
+        while header.count % 8 != 0 { header.append(0x20) }   // the data then starts 8-byte aligned
+        var out: [UInt8] = []
+        out.reserveCapacity(8 + header.count + offset)
+        withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
+        out += header
+        for tensor in tensors {
+            tensor.values.withUnsafeBufferPointer { values in
+                for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
+            }
+        }
+        return out
+    }
+
+    public struct FormatError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Reads a file of F32 tensors back, checking what the format requires: a header inside
+    /// the file, known fields, offsets that tile the data exactly.
+    public static func decode(_ bytes: [UInt8]) throws -> (tensors: [NamedTensor], metadata: [String: String]) {
+        guard bytes.count >= 8 else { throw FormatError(description: "shorter than the 8-byte header length") }
+        let length = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard length <= UInt64(bytes.count - 8) else { throw FormatError(description: "header length \(length) overruns the file") }
+        let dataStart = 8 + Int(length)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes[8 ..< dataStart])) as? [String: Any] else {
+            throw FormatError(description: "the header is not a JSON object")
+        }
+        var metadata: [String: String] = [:]
+        var found: [(begin: Int, tensor: NamedTensor)] = []
+        for (name, value) in object {
+            if name == "__metadata__" {
+                guard let map = value as? [String: String] else { throw FormatError(description: "__metadata__ is not a string map") }
+                metadata = map
+                continue
+            }
+            guard let info = value as? [String: Any], info["dtype"] as? String == "F32",
+                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2,
+                  offsets[0] >= 0, offsets[0] <= offsets[1], dataStart + offsets[1] <= bytes.count,
+                  (offsets[1] - offsets[0]) == 4 * shape.reduce(1, *) else {
+                throw FormatError(description: "tensor \(name): not an F32 tensor whose shape fits its data_offsets")
+            }
+            let values = (0 ..< shape.reduce(1, *)).map { i in
+                bytes.withUnsafeBytes { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: dataStart + offsets[0] + 4 * i, as: UInt32.self))) }
+            }
+            found.append((offsets[0], NamedTensor(name: name, shape: shape, values: values)))
+        }
+        found.sort { $0.begin < $1.begin }
+        var expected = 0
+        for (begin, tensor) in found {
+            guard begin == expected else { throw FormatError(description: "tensor \(tensor.name) starts at \(begin), expected \(expected): a hole or an overlap") }
+            expected += tensor.values.count * 4
+        }
+        guard dataStart + expected == bytes.count else { throw FormatError(description: "\(bytes.count - dataStart - expected) bytes after the last tensor") }
+        return (found.map(\.tensor), metadata)
+    }
+}

@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import MPITransport
+import NeuralNet
+import Training
+
+/// `ringsgd evaluate`: a checkpoint's test loss, accuracy, per-class accuracy and confusion
+/// matrix; one process or under mpirun (each rank a shard of the test set).
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a checkpoint on the test set: loss, accuracy, per-class accuracy, confusion matrix.",
+        discussion: "Example:\n  ringsgd evaluate --run-dir runs/fashion-cnn\n  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn --set data.test_images=other.npy --set data.test_labels=other-labels.npy"
+    )
+
+    @Option(help: "Run directory whose newest valid checkpoint is evaluated; evaluation.json is written there.")
+    var runDir: String?
+
+    @Option(help: "Evaluate this checkpoint file instead of the run directory's newest.")
+    var checkpoint: String?
+
+    @Option(name: .customLong("set"), help: "Override a data key of the checkpoint's config: --set data.test_images=FILE (repeatable; data.* and train.eval_batch).")
+    var overrides: [String] = []
+
+    @Option(help: "Where to write the results as JSON (default: RUN-DIR/evaluation.json).")
+    var out: String?
+
+    func validate() throws {
+        if runDir == nil && checkpoint == nil { throw ValidationError("pass --run-dir DIR (its newest checkpoint) or --checkpoint FILE") }
+        if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
+            throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
+        }
+    }
+
+    func run() throws {
+        let destination = out ?? runDir.map { ($0 as NSString).appendingPathComponent("evaluation.json") }
+        MPIJob.run { transport in
+            BLASThreads.set(1)
+            // Rank 0 reads the checkpoint and sends it: ranks on other hosts need no copy.
+            var source = ""
+            let bytes = try Agreement.fromRankZero("read the checkpoint", over: transport) {
+                let (found, path) = try Checkpoint.locate(file: checkpoint, runDirectory: runDir ?? ".")
+                source = path
+                return found.encoded()
+            }
+            let found = try Checkpoint(decoding: bytes)
+            let (model, test) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset) in
+                var config = try TrainingConfig(canonicalText: found.config, overrides: overrides)
+                // Data the model was not trained on is normalised as its training data was.
+                if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
+                    config.normalization = trained
+                }
+                let test = try config.loadDatasets().test
+                let model = try config.modelSpec.build(inputShape: test.inputShape, classes: test.classes, seed: config.seed)
+                guard model.parameters.count == found.parameters.count else {
+                    throw ConfigError("the checkpoint holds \(found.parameters.count) parameters, its model on this data \(model.parameters.count) (input \(test.inputShape), \(test.classes) classes); evaluate on data shaped like the training data")
+                }
+                _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
+                return (model, test)
+            }
+            let batch = (try? TrainingConfig(canonicalText: found.config, overrides: overrides).evalBatch) ?? 1000
+            let result = try Evaluation.run(model, on: test, over: transport, batch: batch)
+            try Agreement.run("write the evaluation", over: transport) {
+                guard transport.rank == 0 else { return }
+                print("evaluated \(source) (step \(found.step)) on \(transport.size) rank\(transport.size == 1 ? "" : "s")")
+                print(result.report)
+                if let destination {
+                    try ModelExport.write(try result.encoded(), to: destination)
+                    print("results: \(destination)")
+                }
+            }
+        }
+    }
+}
