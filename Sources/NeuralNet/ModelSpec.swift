@@ -58,6 +58,12 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
     /// its input is a `ShapeError` naming it: "model.layers[3] (conv2d): …".
     public func build(inputShape: [Int], classes: Int, seed: UInt64 = 0,
                       gradientStorage: GradientStorage? = nil) throws -> Sequential {
+        try Sequential(layers(inputShape: inputShape, classes: classes, seed: seed), inputShape: inputShape, gradientStorage: gradientStorage)
+    }
+
+    /// The layers for this input and class count, sizes inferred, without parameters yet: how a
+    /// trainer checks that the model fits the data before any buffer (or shared window) exists.
+    public func layers(inputShape: [Int], classes: Int, seed: UInt64 = 0) throws -> [Layer] {
         let specs = expanded
         guard !specs.isEmpty else { throw ShapeError("model.layers is empty; list at least one linear layer") }
         var layers: [Layer] = []
@@ -74,6 +80,6 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
         guard shape == [classes] else {
             throw ShapeError("model.layers[\(specs.count - 1)] (\(specs[specs.count - 1].name)): the model ends with shape \(shape), but the data has \(classes) classes; end with a linear layer whose out is \(classes) (or omit its out)")
         }
-        return try Sequential(layers, inputShape: inputShape, gradientStorage: gradientStorage)
+        return layers
     }
 }

@@ -29,6 +29,10 @@ extension Trainer {
             if let found, rank == 0 { log("topology: \(found.hosts) hosts × \(n / found.hosts) ranks: hierarchical all-reduce") }
             if found == nil && reason.hasPrefix("hosts have different") && rank == 0 { log("topology: \(reason): every rank uses the flat ring") }
         }
+        // Every rank checks the model against the data before the (collective) allocation.
+        try Agreement.run("check the model against the data", over: transport) {
+            _ = try config.modelSpec.layers(inputShape: train.inputShape, classes: train.classes)
+        }
         let model = try buildModel(train, sharing: split?.local)
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)

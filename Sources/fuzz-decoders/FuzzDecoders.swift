@@ -1,6 +1,6 @@
 // fuzz-decoders — coverage-guided fuzzing of everything ringsgd decodes from outside:
-// codec payloads (every codec, alone and under zstd), checkpoints, IDX headers, YAML configs
-// and `--set` overrides.
+// codec payloads (every codec, alone and under zstd), checkpoints, IDX and .npy headers, YAML
+// configs (model.layers included) and `--set` overrides.
 //
 // Built normally it replays inputs (files or directories of files) through the same entry
 // point — how the test suite keeps the corpus and every crash found as regressions:
@@ -36,7 +36,12 @@ enum FuzzDecoders {
         case 1:
             _ = try? Checkpoint(decoding: Array(rest))
         case 2:
-            _ = try? IDXFile.parseHeader(rest, file: "fuzz")
+            // Dataset headers: a .npy when it starts with its magic byte, else IDX.
+            if rest.first == 0x93 {
+                _ = try? NumpyFile.parseHeader(rest, file: "fuzz")
+            } else {
+                _ = try? IDXFile.parseHeader(rest, file: "fuzz")
+            }
         case 3:
             _ = try? TrainingConfig(yaml: String(decoding: rest, as: UTF8.self), source: "fuzz")
         default:

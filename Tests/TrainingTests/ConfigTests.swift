@@ -80,3 +80,45 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(TrainingConfig.differences(a.canonicalText, a.canonicalText), [])
     }
 }
+
+/// `model.layers`: every mistake in a layer list is one line naming the item's index.
+final class LayerListConfigTests: XCTestCase {
+    func testLayerListsParseWithDefaults() throws {
+        let config = try TrainingConfig(yaml: """
+            model:
+              layers:
+                - conv2d: {out: 8, kernel: 5}
+                - relu
+                - maxpool2d: {kernel: 2}
+                - flatten
+                - dropout
+                - linear: {out: 32}
+                - linear
+            """, source: "test")
+        XCTAssertEqual(config.modelSpec.expanded, [.conv2d(out: 8, kernel: 5, stride: 1, padding: 0), .relu, .maxpool2d(kernel: 2), .flatten,
+                                                   .dropout(p: 0.5), .linear(out: 32), .linear(out: nil)])
+    }
+
+    func testMistakesNameTheLayer() {
+        let cases: [(String, String)] = [
+            ("[conv3d]", "model.layers[0]: unknown layer 'conv3d' (known: linear, conv2d, maxpool2d, relu, flatten, dropout)"),
+            ("[flatten, {conv2d: {out: 8}}]", "model.layers[1] (conv2d): missing field 'kernel' (required: out, kernel)"),
+            ("[{conv2d: {out: 8, kernel: 3, kernal: 3}}]", "model.layers[0] (conv2d): unknown field 'kernal' (fields: out, kernel, padding, stride)"),
+            ("[{linear: {out: many}}]", "model.layers[0] (linear): out must be an integer, got many"),
+            ("[{linear: {out: 0}}]", "model.layers[0] (linear): out must be ≥ 1, got 0"),
+            ("[{dropout: {p: 1}}]", "model.layers[0] (dropout): p must be a number in [0, 1), got 1"),
+            ("[{relu: {inplace: true}}]", "model.layers[0] (relu): unknown field 'inplace' (relu takes no fields)"),
+            ("[{linear: 10}]", "model.layers[0] (linear): its fields must be a mapping"),
+            ("[]", "model.layers is empty"),
+            ("relu", "model.layers must be a list of layers"),
+        ]
+        for (list, expected) in cases {
+            XCTAssertThrowsError(try TrainingConfig(yaml: nil, source: "test", overrides: ["model.layers=\(list)"])) { error in
+                XCTAssertTrue("\(error)".hasPrefix(expected), "\(error)\nexpected: \(expected)")
+            }
+        }
+        XCTAssertThrowsError(try TrainingConfig(yaml: nil, source: "test", overrides: ["model.kind=cnn", "model.layers=[flatten, linear]"])) { error in
+            XCTAssertTrue("\(error)".contains("remove model.kind"), "\(error)")
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import XCTest
+
+/// The user's doors under real mpirun on the real Fashion-MNIST files: a model written as a
+/// layer list, the same data as .npy and as IDX, `ringsgd evaluate` sharded over ranks, and
+/// `ringsgd export`.
+final class ModelsDataExportTests: XCTestCase {
+    static let fashion = "/usr/share/datasets/fashion-mnist"
+    static let short = ["--set", "train.max_steps=30", "--set", "train.global_batch=96", "--set", "consistency.check_every_steps=10"]
+
+    func directory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func summary(_ dir: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
+    }
+
+    func train(_ config: String, _ extra: [String], dir: String) throws -> String {
+        let outcome = try MPIRun.run(np: 2, ["train", "--config", config, "--run-dir", dir] + Self.short + extra, timeout: 180)
+        assertSucceeded(outcome, "train \(config) \(extra)")
+        return try summary(dir)["param_hash"] as? String ?? "none"
+    }
+
+    func config(_ name: String) -> String { MPIRun.packageRoot.appendingPathComponent("configs/\(name)").path }
+
+    /// Property: `model.kind: cnn` and its expansion written out as `model.layers` train to the
+    /// same parameters (same param_hash), at np 2.
+    func testCNNShorthandAndItsLayerListTrainTheSameParameters() throws {
+        let dir = directory()
+        let yaml = dir + "/cnn-as-layers.yaml"
+        try """
+        model:
+          layers:
+            - conv2d: {out: 32, kernel: 3, padding: 1}
+            - maxpool2d: {kernel: 2}
+            - relu
+            - conv2d: {out: 64, kernel: 3, padding: 1}
+            - maxpool2d: {kernel: 2}
+            - relu
+            - flatten
+            - linear: {out: 128}
+            - relu
+            - linear: {out: 10}
+        optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+        train: {eval_batch: 250}
+        """.write(toFile: yaml, atomically: true, encoding: .utf8)
+        let shorthand = try train(config("fashion-cnn.yaml"), [], dir: dir + "/a")
+        XCTAssertEqual(try train(yaml, ["--set", "train.epochs=5"], dir: dir + "/b"), shorthand)
+    }
+
+    /// Gunzips an IDX file and writes its payload as a .npy of `descr` with the IDX's dimensions.
+    func writeNumpyCopy(of idx: String, descr: String, to path: String) throws {
+        let gunzip = try MPIRun.runProcess(["sh", "-c", "gzip -dc '\(idx)' > '\(path).raw'"], timeout: 60)
+        XCTAssertEqual(gunzip.status, 0, gunzip.output)
+        let raw = try Data(contentsOf: URL(fileURLWithPath: path + ".raw"))
+        try FileManager.default.removeItem(atPath: path + ".raw")
+        let ndim = Int(raw[3])
+        let dims = (0 ..< ndim).map { i in (0 ..< 4).reduce(0) { $0 << 8 | Int(raw[4 + 4 * i + $1]) } }
+        let payload = raw.dropFirst(4 + 4 * ndim)
+        let shape = dims.count == 1 ? "(\(dims[0]),)" : "(" + dims.map(String.init).joined(separator: ", ") + ")"
+        var header = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }".utf8)
+        while (10 + header.count + 1) % 64 != 0 { header.append(0x20) }
+        header.append(0x0A)
+        var out = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xFF), UInt8(header.count >> 8)] + header)
+        if descr == "<i8" {
+            for b in payload { withUnsafeBytes(of: Int64(b).littleEndian) { out.append(contentsOf: $0) } }
+        } else {
+            out.append(payload)
+        }
+        try out.write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Property: a .npy copy of Fashion-MNIST (uint8 images, int64 labels) trains to the same
+    /// parameters as the IDX files — with the default normalisation, as the built-in dataset;
+    /// with the normalisation computed from the data, as `data.dataset: idx` on the .gz files.
+    /// Then `ringsgd evaluate` (np 1 and 2) reproduces the run's test accuracy, and
+    /// `ringsgd export` writes a safetensors file with the cnn's names and shapes.
+    func testNumpyCopyTrainsLikeTheIDXFilesAndEvaluateAndExportAgree() throws {
+        let dir = directory()
+        for (split, name) in [("train", "train"), ("t10k", "test")] {
+            try writeNumpyCopy(of: "\(Self.fashion)/\(split)-images-idx3-ubyte.gz", descr: "|u1", to: "\(dir)/\(name)-images.npy")
+            try writeNumpyCopy(of: "\(Self.fashion)/\(split)-labels-idx1-ubyte.gz", descr: "<i8", to: "\(dir)/\(name)-labels.npy")
+        }
+        let npy = ["--set", "data.dataset=npy", "--set", "data.train_images=\(dir)/train-images.npy", "--set", "data.train_labels=\(dir)/train-labels.npy",
+                   "--set", "data.test_images=\(dir)/test-images.npy", "--set", "data.test_labels=\(dir)/test-labels.npy",
+                   "--set", "data.cache_dir=\(dir)/cache"]
+        let idx = ["--set", "data.dataset=idx", "--set", "data.train_images=\(Self.fashion)/train-images-idx3-ubyte.gz",
+                   "--set", "data.train_labels=\(Self.fashion)/train-labels-idx1-ubyte.gz",
+                   "--set", "data.test_images=\(Self.fashion)/t10k-images-idx3-ubyte.gz",
+                   "--set", "data.test_labels=\(Self.fashion)/t10k-labels-idx1-ubyte.gz", "--set", "data.cache_dir=\(dir)/cache"]
+        let fixed = ["--set", "data.mean=0.2860", "--set", "data.std=0.3530"]
+        let builtIn = try train(config("fashion-mlp.yaml"), [], dir: dir + "/builtin")
+        XCTAssertEqual(try train(config("fashion-mlp.yaml"), npy + fixed, dir: dir + "/npy-fixed"), builtIn)
+        let computed = try train(config("fashion-mlp.yaml"), npy, dir: dir + "/npy")
+        XCTAssertNotEqual(computed, builtIn, "the computed normalisation is not the rounded one")
+        XCTAssertEqual(try train(config("fashion-mlp.yaml"), idx, dir: dir + "/idx"), computed)
+
+        let accuracy = try summary(dir + "/npy")["test_accuracy"] as! Double
+        for np in [1, 2] {
+            let outcome = try MPIRun.run(np: np, ["evaluate", "--run-dir", dir + "/npy"], timeout: 120)
+            assertSucceeded(outcome, "evaluate np \(np)")
+            XCTAssertTrue(outcome.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), outcome.output)
+            XCTAssertTrue(outcome.output.contains("confusion matrix"), outcome.output)
+            let evaluation = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/npy/evaluation.json"))) as! [String: Any]
+            XCTAssertEqual(evaluation["accuracy"] as! Double, accuracy, accuracy: 1e-12)
+            XCTAssertEqual((evaluation["confusion"] as! [[Int]]).joined().reduce(0, +), 10000)
+            XCTAssertEqual((evaluation["per_class"] as! [Any]).count, 10)
+        }
+
+        let exported = dir + "/mlp.safetensors"
+        let outcome = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir + "/npy", "--out", exported], timeout: 60)
+        assertSucceeded(outcome, "export")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: exported))
+        let length = bytes.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try JSONSerialization.jsonObject(with: bytes[8 ..< 8 + length]) as! [String: Any]
+        XCTAssertEqual((header["1.weight"] as? [String: Any])?["shape"] as? [Int], [512, 784])
+        XCTAssertEqual((header["5.bias"] as? [String: Any])?["data_offsets"] as? [Int], [4 * (512 * 784 + 512 + 256 * 512 + 256 + 10 * 256), 4 * 535_818])
+        XCTAssertEqual(bytes.count, 8 + length + 4 * 535_818)
+        let metadata = header["__metadata__"] as! [String: String]
+        XCTAssertTrue(metadata["ringsgd.pytorch"]!.hasPrefix("nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU()"), "\(metadata)")
+    }
+
+    /// Property: a layer list that does not fit the data, and a bad evaluate/export request,
+    /// are one line naming what is wrong, before any rank trains.
+    func testBadModelsAndRequestsAreOneLineErrors() throws {
+        let dir = directory()
+        let conv = try MPIRun.run(np: 2, ["train", "--config", config("fashion-mlp.yaml"), "--run-dir", dir + "/a",
+                                          "--set", "model.kind=mlp", "--set", "model.layers=[flatten, {conv2d: {out: 8, kernel: 3}}, flatten, linear]"])
+        assertOneLineError(conv, "model.layers describes the whole model; remove model.kind")
+        let shape = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/b",
+                                           "--set", "model.layers=[flatten, {conv2d: {out: 8, kernel: 3}}, flatten, linear]"])
+        assertOneLineError(shape, "model.layers[1] (conv2d): needs a [C, H, W] image input, got [784]")
+        XCTAssertFalse(shape.output.contains("epoch 1/"), shape.output)
+        let kernel = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/c",
+                                            "--set", "model.layers=[{conv2d: {out: 8, kernel: 29}}, flatten, linear]"])
+        assertOneLineError(kernel, "model.layers[0] (conv2d): kernel 29 is larger than its 28×28 input")
+        let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
+        assertOneLineError(empty, "no valid checkpoint in \(dir)/none/checkpoints")
+        let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])
+        assertOneLineError(setModel, "an evaluation takes only data.* keys")
+        let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)
+        assertOneLineError(format, "--format must be one of safetensors, npz, got 'onnx'")
+    }
+}

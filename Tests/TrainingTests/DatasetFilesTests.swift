@@ -1,0 +1,170 @@
+import Foundation
+import Training
+import XCTest
+
+/// Writes `.npy` files byte by byte as numpy.save does (format 1.0), for fixtures.
+enum NpyFixture {
+    static func bytes(descr: String, shape: [Int], data: [UInt8], fortran: Bool = false, version: UInt8 = 1) -> [UInt8] {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var header = Array("{'descr': '\(descr)', 'fortran_order': \(fortran ? "True" : "False"), 'shape': \(shapeText), }".utf8)
+        let preamble = version == 1 ? 10 : 12
+        while (preamble + header.count + 1) % 64 != 0 { header.append(0x20) }
+        header.append(0x0A)
+        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [version, 0]
+        if version == 1 { withUnsafeBytes(of: UInt16(header.count).littleEndian) { out += $0 } } else { withUnsafeBytes(of: UInt32(header.count).littleEndian) { out += $0 } }
+        return out + header + data
+    }
+
+    static func write(_ bytes: [UInt8], _ path: String) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+
+    static func floats(_ values: [Float]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
+    static func int64s(_ values: [Int64]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }
+}
+
+/// IDX (gzipped or not) and NumPy datasets: what they read, the normalisation they compute,
+/// and one line naming the file for every malformed one.
+final class DatasetFilesTests: XCTestCase {
+    private func directory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-data-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    private func config(_ dir: String, dataset: String, extra: [String] = []) throws -> TrainingConfig {
+        let ext = dataset == "idx" ? "idx" : "npy"
+        return try TrainingConfig(yaml: nil, source: "test", overrides: [
+            "data.dataset=\(dataset)", "data.cache_dir=\(dir)/cache",
+            "data.train_images=\(dir)/train-x.\(ext)", "data.train_labels=\(dir)/train-y.\(ext)",
+            "data.test_images=\(dir)/test-x.\(ext)", "data.test_labels=\(dir)/test-y.\(ext)"] + extra)
+    }
+
+    /// Four 2×3 images with values 0…23 and labels 0, 1, 2, 1, as IDX and as .npy (u1 and f4).
+    private func writeFixtures(_ dir: String) throws {
+        let pixels = (0 ..< 24).map { UInt8($0 * 10) }, labels: [UInt8] = [0, 1, 2, 1]
+        func idx(_ dims: [Int], _ data: [UInt8]) -> [UInt8] {
+            [0, 0, 8, UInt8(dims.count)] + dims.flatMap { d in (0 ..< 4).map { UInt8(truncatingIfNeeded: d >> (8 * (3 - $0))) } } + data
+        }
+        for split in ["train", "test"] {
+            try NpyFixture.write(idx([4, 2, 3], pixels), "\(dir)/\(split)-x.idx")
+            try NpyFixture.write(idx([4], labels), "\(dir)/\(split)-y.idx")
+            try NpyFixture.write(NpyFixture.bytes(descr: "|u1", shape: [4, 2, 3], data: pixels), "\(dir)/\(split)-x.npy")
+            try NpyFixture.write(NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s(labels.map(Int64.init))), "\(dir)/\(split)-y.npy")
+        }
+    }
+
+    private func batch(_ dataset: Dataset) -> (x: [Float], y: [Int32]) {
+        var x = [Float](repeating: 0, count: dataset.count * dataset.inputSize), y = [Int32](repeating: 0, count: dataset.count)
+        x.withUnsafeMutableBufferPointer { xs in y.withUnsafeMutableBufferPointer { dataset.fill(Array(0 ..< dataset.count)[...], input: xs.baseAddress!, labels: $0.baseAddress!) } }
+        return (x, y)
+    }
+
+    /// Property: the same arrays as IDX and as .npy give the same samples, shape, classes
+    /// (largest label + 1) and normalisation — mean 0 and std 1 after it.
+    func testIDXAndNumpyCopiesAreTheSameDataset() throws {
+        let dir = directory()
+        try writeFixtures(dir)
+        let idx = try config(dir, dataset: "idx").loadDatasets(), npy = try config(dir, dataset: "npy").loadDatasets()
+        XCTAssertEqual(idx.train.inputShape, [1, 2, 3])
+        XCTAssertEqual(idx.train.classes, 3)
+        XCTAssertEqual(npy.train.classes, 3)
+        let a = batch(idx.train), b = batch(npy.train)
+        XCTAssertEqual(a.x, b.x)
+        XCTAssertEqual(a.y, [0, 1, 2, 1])
+        XCTAssertEqual(a.y, b.y)
+        let mean = a.x.reduce(0, +) / Float(a.x.count)
+        let variance = a.x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(a.x.count)
+        XCTAssertEqual(mean, 0, accuracy: 1e-5)
+        XCTAssertEqual(variance, 1, accuracy: 1e-4)
+        // Cached per training file: a second load reads the stored numbers and adds none.
+        func cached() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: dir + "/cache").filter { $0.hasPrefix("normalization-") }
+        }
+        XCTAssertEqual(try cached().count, 2)
+        XCTAssertEqual(batch(try config(dir, dataset: "idx").loadDatasets().train).x, a.x)
+        XCTAssertEqual(try cached().count, 2)
+    }
+
+    /// Property: given data.mean/std replace the computed ones; data.classes widens the model.
+    func testConfiguredNormalisationAndClasses() throws {
+        let dir = directory()
+        try writeFixtures(dir)
+        let data = try config(dir, dataset: "npy", extra: ["data.mean=0.5", "data.std=0.25", "data.classes=5"]).loadDatasets()
+        XCTAssertEqual(data.train.classes, 5)
+        XCTAssertEqual(batch(data.train).x[1], (10 / 255 - 0.5) / 0.25, accuracy: 1e-5)
+    }
+
+    /// Property: float32 samples are normalised as stored (no /255).
+    func testFloatSamples() throws {
+        let dir = directory()
+        try writeFixtures(dir)
+        let values: [Float] = (0 ..< 8).map { Float($0) }
+        try NpyFixture.write(NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats(values)), "\(dir)/train-x.npy")
+        try NpyFixture.write(NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats(values)), "\(dir)/test-x.npy")
+        let data = try config(dir, dataset: "npy", extra: ["data.mean=1", "data.std=2"]).loadDatasets()
+        XCTAssertEqual(data.train.inputShape, [2])
+        XCTAssertEqual(batch(data.train).x, values.map { ($0 - 1) / 2 })
+    }
+
+    /// Property: every malformed file is one line naming the file and what is wrong.
+    func testMalformedFilesAreOneLineErrorsNamingTheFile() throws {
+        let dir = directory()
+        let labels = NpyFixture.int64s([0, 1, 2, 1])
+        let cases: [(String, [UInt8], String)] = [
+            ("train-x.npy", Array("not numpy".utf8), "is not a NumPy .npy file"),
+            ("train-x.npy", NpyFixture.bytes(descr: ">f4", shape: [4, 2], data: [UInt8](repeating: 0, count: 32)), "big-endian"),
+            ("train-x.npy", NpyFixture.bytes(descr: "<f8", shape: [4, 2], data: [UInt8](repeating: 0, count: 64)), "dtype '<f8'"),
+            ("train-x.npy", NpyFixture.bytes(descr: "|u1", shape: [4, 2], data: [UInt8](repeating: 0, count: 8), fortran: true), "Fortran order"),
+            ("train-x.npy", NpyFixture.bytes(descr: "|u1", shape: [4, 2, 3], data: [UInt8](repeating: 0, count: 20)), "needs 24 data bytes, it has 20"),
+            ("train-x.npy", NpyFixture.bytes(descr: "|u1", shape: [99999999999, 99999999999], data: []), "describes more bytes"),
+            ("train-x.npy", NpyFixture.bytes(descr: "|u1", shape: [24], data: [UInt8](repeating: 0, count: 24)), "samples must be [N, D]"),
+            ("train-x.npy", NpyFixture.bytes(descr: "<i4", shape: [4, 2], data: [UInt8](repeating: 0, count: 32)), "<f4 or |u1 samples"),
+            ("train-y.npy", NpyFixture.bytes(descr: "<f4", shape: [4], data: [UInt8](repeating: 0, count: 16)), "labels must be integers"),
+            ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [3], data: Array(labels[0 ..< 24])), "holds 3 labels for the 4 samples"),
+            ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, -1, 2, 1])), "is negative"),
+            ("test-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, 2, 1])), ""),
+        ]
+        for (file, bytes, expected) in cases where !expected.isEmpty {
+            try writeFixtures(dir)
+            try NpyFixture.write(bytes, "\(dir)/\(file)")
+            XCTAssertThrowsError(try config(dir, dataset: "npy").loadDatasets(), expected) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains(expected) && message.contains("\(dir)/\(file)") && !message.contains("\n"),
+                              "\(message)\nexpected '\(expected)' naming \(file)")
+            }
+        }
+        try writeFixtures(dir)
+        try NpyFixture.write([0, 0, 0x0D, 1, 0, 0, 0, 1, 0, 0, 0, 0], "\(dir)/train-x.idx")
+        XCTAssertThrowsError(try config(dir, dataset: "idx").loadDatasets()) { error in
+            XCTAssertTrue("\(error)".contains("\(dir)/train-x.idx is not an unsigned-byte IDX file (element type 0x0d"), "\(error)")
+        }
+        try writeFixtures(dir)
+        try NpyFixture.write(NpyFixture.bytes(descr: "|u1", shape: [4, 3, 2], data: [UInt8](repeating: 0, count: 24)), "\(dir)/test-x.npy")
+        XCTAssertThrowsError(try config(dir, dataset: "npy").loadDatasets()) { error in
+            XCTAssertTrue("\(error)".contains("have shape [1, 3, 2], the training samples"), "\(error)")
+        }
+        try writeFixtures(dir)
+        try NpyFixture.write(NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, 7, 1])), "\(dir)/test-y.npy")
+        XCTAssertThrowsError(try config(dir, dataset: "npy", extra: ["data.classes=3"]).loadDatasets()) { error in
+            XCTAssertTrue("\(error)".contains("label 7 of sample 2 is outside 0…2 (3 classes)"), "\(error)")
+        }
+    }
+
+    /// Property: the data keys are checked together at parse time, naming the key.
+    func testDataKeysAreValidatedWhenTheConfigIsRead() {
+        let cases: [([String], String)] = [
+            (["data.dataset=npy", "data.train_images=a"], "data.dataset: npy needs data.train_images, data.train_labels, data.test_images, data.test_labels (.npy files); data.train_labels is missing"),
+            (["data.train_images=a.npy"], "data.train_images is read only with data.dataset: idx or npy"),
+            (["data.mean=0.5"], "data.mean and data.std go together"),
+            (["data.std=0"], "data.std must be > 0.0"),
+            (["data.classes=1"], "data.classes must be ≥ 2"),
+        ]
+        for (overrides, expected) in cases {
+            XCTAssertThrowsError(try TrainingConfig(yaml: nil, source: "test", overrides: overrides)) { error in
+                XCTAssertTrue("\(error)".hasPrefix(expected), "\(error)\nexpected: \(expected)")
+            }
+        }
+    }
+}
