@@ -4,9 +4,9 @@
 #   launch/simcluster.sh --hosts 4 --ranks-per-host 1 --rate 1gbit -- train --config configs/synthetic-large.yaml
 #
 # Each host is a Linux network namespace with one veth link to a bridge in the root
-# namespace; the bridge has an address of its own, through which the OpenMPI daemons in the
-# namespaces reach mpirun. Every host link is shaped in both directions with a token bucket
-# (tc tbf: this kernel has no netem, so rates, not delays). mpirun reaches a host through a
+# namespace (launch/simhosts.sh); the bridge has an address of its own, through which the
+# OpenMPI daemons in the namespaces reach mpirun. Every host link is shaped in both directions
+# with a token bucket (tc tbf: this kernel has no netem, so rates, not delays). mpirun reaches a
 # small agent (--mca plm_rsh_agent) that does what ssh would: runs the command OpenMPI
 # passes, inside that host's namespace. Ranks talk TCP between hosts (and shared memory
 # within one, each host with its own backing directory).
@@ -26,6 +26,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fail() { echo "simcluster: error: $*" >&2; exit 2; }
+# shellcheck source=launch/simhosts.sh
+source "$root/launch/simhosts.sh"
 usage="usage: launch/simcluster.sh --hosts H [--ranks-per-host K] --rate R [--subnet A.B.C] -- [ringsgd arguments…]"
 
 hosts="" per_host=1 rate="" subnet=""
@@ -54,94 +56,37 @@ elif [ "${#slots[@]}" -ne "$hosts" ]; then
 fi
 ranks=0; most=0
 for k in "${slots[@]}"; do ranks=$((ranks + k)); [ "$k" -gt "$most" ] && most=$k; done
-[ -n "$rate" ] || fail "--rate is required (e.g. 1gbit, 10gbit, or none); $usage"
-if [ "$rate" != none ] && ! [[ "$rate" =~ ^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit|tbit|bps|kbps|mbps|gbps|tbps)$ ]]; then
-  fail "--rate '$rate' is not a rate tc accepts: a number and a unit such as 100mbit, 1gbit, 10gbit (or none)"
-fi
+simhosts_check_rate "$rate"
 [ $# -gt 0 ] || fail "nothing to run: put ringsgd's arguments after --; $usage"
-[ "$(id -u)" -eq 0 ] || fail "creating network namespaces needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN); run as root"
-command -v ip >/dev/null && command -v tc >/dev/null || fail "ip and tc are missing: run launch/setup.sh (Debian package iproute2)"
 
 # Names unique to this run (interface names are at most 15 characters).
 tag="rs$$"
-bridge="${tag}br"
 work=$(mktemp -d /tmp/simcluster.XXXXXX)
-namespaces=()
 teardown() {
   local status=$?
   trap - EXIT INT TERM
   if [ "${SIMCLUSTER_KEEP:-0}" = 1 ]; then
-    echo "simcluster: kept namespaces ${namespaces[*]:-} and bridge $bridge (SIMCLUSTER_KEEP=1)" >&2
+    echo "simcluster: kept what $work/simhosts lists (SIMCLUSTER_KEEP=1); remove with ip netns del and ip link del" >&2
   else
-    for ns in "${namespaces[@]}"; do
-      # Nothing may outlive its host: kill what still runs inside, then delete the namespace
-      # (which deletes its end of the veth pair, and with it the pair and their qdiscs).
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
-      ip netns del "$ns" 2>/dev/null || true
-      rm -rf "/dev/shm/$ns"
-    done
-    for i in $(seq 1 "${#namespaces[@]}"); do ip link del "${tag}v$i" 2>/dev/null || true; done
-    ip link del "$bridge" 2>/dev/null || true
+    simhosts_destroy "$work"
+    rm -rf "$work"
   fi
-  rm -rf "$work"
   exit "$status"
 }
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-probe="${tag}probe"
-ip netns add "$probe" 2>"$work/probe.err" \
-  || fail "cannot create network namespaces here ($(head -n1 "$work/probe.err")); the simulated cluster needs root with CAP_SYS_ADMIN (not available in an unprivileged container)"
-ip netns del "$probe"
-
-if [ -z "$subnet" ]; then
-  for c in $(seq 1 250); do
-    if [ -z "$(ip -4 route show to match "10.213.$c.1" | grep -v '^default')" ] && ! ip -4 addr | grep -q "inet 10\.213\.$c\."; then
-      subnet="10.213.$c"; break
-    fi
-  done
-  [ -n "$subnet" ] || fail "no free /24 in 10.213.1…250; pass --subnet A.B.C"
-fi
+simhosts_probe "$work"
+[ -n "$subnet" ] || subnet=$(simhosts_pick_subnet)
 [[ "$subnet" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "--subnet must be the first three numbers of a /24, e.g. 10.213.7, got '$subnet'"
 
-# tbf's bucket must hold at least one (GSO) packet and a tick's worth of tokens; 1/100 s of
-# the rate, at least 256 KiB.
-tbf() {
-  local dev=$1; shift
-  [ "$rate" = none ] && return 0
-  local bits bytes burst
-  bits=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = substr(r, length(n "") + 1);
-    m["bit"]=1; m["kbit"]=1e3; m["mbit"]=1e6; m["gbit"]=1e9; m["tbit"]=1e12;
-    m["bps"]=8; m["kbps"]=8e3; m["mbps"]=8e6; m["gbps"]=8e9; m["tbps"]=8e12; printf "%.0f", n * m[u] }')
-  bytes=$((bits / 8 / 100))
-  burst=$((bytes > 262144 ? bytes : 262144))
-  "$@" tc qdisc add dev "$dev" root tbf rate "$rate" burst "$burst" latency 100ms 2>"$work/tc.err" \
-    || fail "tc refused rate '$rate': $(head -n1 "$work/tc.err")"
-}
-
-ip link add "$bridge" type bridge
-ip addr add "$subnet.254/24" dev "$bridge"
-ip link set "$bridge" up
+simhosts_create "$tag" "$hosts" "$rate" "$subnet" "$work"
 : >"$work/hostfile"
 : >"$work/hosts.map"
 for i in $(seq 1 "$hosts"); do
-  ns="${tag}h$i" veth="${tag}v$i"
-  namespaces+=("$ns")
-  ip netns add "$ns"
-  ip link add "$veth" type veth peer name "${tag}p$i"
-  ip link set "${tag}p$i" netns "$ns"
-  ip link set "$veth" master "$bridge" up
-  ip -n "$ns" link set "${tag}p$i" name eth0
-  ip -n "$ns" addr add "$subnet.$i/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-  tbf eth0 ip netns exec "$ns"    # the host's uplink
-  tbf "$veth"                     # and its downlink
-  mkdir -p "/dev/shm/$ns"
   echo "$subnet.$i slots=${slots[$((i - 1))]}" >>"$work/hostfile"
-  echo "$subnet.$i $ns" >>"$work/hosts.map"
+  echo "$subnet.$i ${tag}h$i" >>"$work/hosts.map"
 done
 
 # The agent mpirun runs instead of ssh: skip ssh-style options, find the host's namespace,

@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
 # A real SLURM on this machine for tests and trials: munged, slurmctld and slurmd from
 # Debian's packages, with their own configuration, state, spool, ports and munge key under DIR.
-#   launch/testslurm.sh start DIR     # prints the SLURM_CONF to export
-#   launch/testslurm.sh stop DIR      # stops the daemons, removes DIR
-# One node (this host, CPUs = its cores), one partition; jobs run as root with
+#   launch/testslurm.sh start DIR                        # prints the SLURM_CONF to export
+#   launch/testslurm.sh start DIR --nodes N --rate R     # N simulated nodes (N ≥ 2)
+#   launch/testslurm.sh stop DIR                         # stops the daemons, removes DIR
+# Default: one node (this host, CPUs = its cores). With --nodes: N simulated hosts
+# (launch/simhosts.sh: network namespaces on a bridge, links shaped to R), one slurmd in each
+# with its own hostname (simnode1…N), NodeAddr and spool directory, slurmctld in the root
+# namespace at the bridge's address — so `sbatch --nodes=2` places ranks on different hosts and
+# their traffic crosses the shaped links. One partition; jobs run as root with
 # proctrack/linuxproc (no cgroups needed) and srun --mpi=pmix available.
 set -euo pipefail
-usage="usage: launch/testslurm.sh start|stop DIR"
-[ $# -eq 2 ] || { echo "$usage" >&2; exit 2; }
+root="$(cd "$(dirname "$0")/.." && pwd)"
+usage="usage: launch/testslurm.sh start DIR [--nodes N --rate R] | stop DIR"
+fail() { echo "testslurm: error: $*" >&2; exit 3; }
+# shellcheck source=launch/simhosts.sh
+source "$root/launch/simhosts.sh"
+[ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 command=$1 dir=$2
+shift 2
+nodes=1 rate=none
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) nodes=${2-}; shift 2 || { echo "$usage" >&2; exit 2; } ;;
+    --rate) rate=${2-}; shift 2 || { echo "$usage" >&2; exit 2; } ;;
+    *) echo "testslurm: error: unknown option '$1'; $usage" >&2; exit 2 ;;
+  esac
+done
+pidfiles() { ls "$dir"/slurmd*.pid "$dir/slurmctld.pid" "$dir/munge/munged.pid" 2>/dev/null || true; }
 stop() {
-  for daemon in slurmd slurmctld; do
-    [ -f "$dir/$daemon.pid" ] && kill "$(cat "$dir/$daemon.pid")" 2>/dev/null || true
-  done
-  [ -f "$dir/munge/munged.pid" ] && kill "$(cat "$dir/munge/munged.pid")" 2>/dev/null || true
+  for pidfile in $(pidfiles); do kill "$(cat "$pidfile")" 2>/dev/null || true; done
   # Wait (up to 10 s) until they are gone, then make sure.
   for _ in $(seq 1 50); do
     alive=0
-    for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
-      [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1
-    done
+    for pidfile in $(pidfiles); do kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1; done
     [ $alive -eq 0 ] && break
     sleep 0.2
   done
-  for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munge/munged.pid"; do
-    [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
-  done
+  for pidfile in $(pidfiles); do kill -9 "$(cat "$pidfile")" 2>/dev/null || true; done
+  simhosts_destroy "$dir"
   rm -rf "$dir"
 }
 case "$command" in
@@ -33,9 +46,11 @@ case "$command" in
   start) ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
-[ "$(id -u)" -eq 0 ] || { echo "testslurm: error: starting slurmd needs root" >&2; exit 3; }
+[[ "$nodes" =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] && [ "$nodes" -le 16 ] || fail "--nodes must be a whole number in 1…16, got '$nodes'"
+simhosts_check_rate "$rate"
+[ "$(id -u)" -eq 0 ] || fail "starting slurmd needs root"
 for tool in munged slurmctld slurmd sbatch; do
-  command -v "$tool" >/dev/null || { echo "testslurm: error: $tool is missing: run launch/setup.sh (Debian packages slurmctld slurmd slurm-client munge)" >&2; exit 3; }
+  command -v "$tool" >/dev/null || fail "$tool is missing: run launch/setup.sh (Debian packages slurmctld slurmd slurm-client munge)"
 done
 # The daemons outlive this script: they must not inherit any descriptor of our caller beyond
 # 0–2 (a caller that waits for EOF on one — Foundation's Process does — would wait forever).
@@ -52,9 +67,21 @@ munged --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" --pi
 # Ports nothing else here uses, derived from DIR so that two harnesses do not collide.
 base=$(( 17000 + $(cksum <<<"$dir" | cut -d' ' -f1) % 2000 * 2 ))
 host=$(hostname)
+controller=127.0.0.1
+if [ "$nodes" -gt 1 ]; then
+  simhosts_probe "$dir"
+  subnet=$(simhosts_pick_subnet)
+  simhosts_create "sl$$" "$nodes" "$rate" "$subnet" "$dir"
+  controller=$subnet.254
+  node_lines=$(for i in $(seq 1 "$nodes"); do
+    echo "NodeName=simnode$i NodeAddr=$subnet.$i CPUs=$(nproc) RealMemory=2000 State=UNKNOWN"
+  done)
+else
+  node_lines="NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=2000 State=UNKNOWN"
+fi
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=ringsgd-test
-SlurmctldHost=$host(127.0.0.1)
+SlurmctldHost=$host($controller)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort=$base
@@ -63,11 +90,11 @@ AuthType=auth/munge
 AuthInfo=socket=$dir/munge/munge.socket
 CredType=cred/munge
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
+SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -81,16 +108,33 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/log/jobcomp.txt
 SwitchType=switch/none
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=2000 State=UNKNOWN
+$node_lines
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 export SLURM_CONF="$dir/slurm.conf"
 # The daemons must not hold our caller's stdout/stderr open (a test reading them would wait forever).
 slurmctld -f "$SLURM_CONF" </dev/null >"$dir/log/slurmctld.out" 2>&1
-slurmd -f "$SLURM_CONF" </dev/null >"$dir/log/slurmd.out" 2>&1
-for _ in $(seq 1 100); do
-  if sinfo -h -o %T 2>/dev/null | grep -q idle; then echo "$SLURM_CONF"; exit 0; fi
+if [ "$nodes" -gt 1 ]; then
+  # Each slurmd in its host's namespace, with the host's own hostname (a UTS namespace): it
+  # finds its NodeName by hostname, as on a real node.
+  # nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup filesystem
+  # slurmd initialises. Each node also gets a private PMIx directory (a bind mount in its own
+  # mount namespace over the one path mpi.conf names): the PMIx plugin names its per-step
+  # directory by job and step alone, and nodes sharing one /tmp collide ("File exists").
+  echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
+  mkdir -p "$dir/pmix"
+  for i in $(seq 1 "$nodes"); do
+    mkdir -p "$dir/spool/simnode$i" "$dir/pmix-simnode$i"
+    nsenter --net="/run/netns/sl$$h$i" unshare --uts --mount --propagation private /bin/sh -c \
+      'mount --bind "$2" "$3" && hostname "$0" && exec slurmd -f "$1"' "simnode$i" "$SLURM_CONF" "$dir/pmix-simnode$i" "$dir/pmix" \
+      </dev/null >"$dir/log/slurmd-simnode$i.out" 2>&1
+  done
+else
+  mkdir -p "$dir/spool/$host"
+  slurmd -f "$SLURM_CONF" </dev/null >"$dir/log/slurmd.out" 2>&1
+fi
+for _ in $(seq 1 150); do
+  if [ "$(sinfo -h -N -o %T 2>/dev/null | grep -c idle)" -ge "$nodes" ]; then echo "$SLURM_CONF"; exit 0; fi
   sleep 0.2
 done
-echo "testslurm: error: the node did not become idle within 20 s; see $dir/log" >&2
-exit 1
+fail "$nodes node(s) did not become idle within 30 s ($(sinfo -h -N -o '%N %T' 2>/dev/null | tr '\n' ' ')); see $dir/log"

@@ -8,54 +8,20 @@ import XCTest
 /// Skipped, saying why, where SLURM cannot start (no root, packages missing).
 final class SlurmTests: XCTestCase {
     let root = MPIRun.packageRoot.path
-    var directory = "", conf = ""
+    var harness: SlurmHarness!
+    var directory: String { harness.directory }
 
-    override func setUpWithError() throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-slurm-\(UUID().uuidString.prefix(8))").path
-        let started = try MPIRun.runProcess([root + "/launch/testslurm.sh", "start", directory], timeout: 60)
-        guard started.status == 0 else {
-            throw XCTSkip("SLURM could not start here: \(started.output.split(separator: "\n").last ?? "")")
-        }
-        conf = started.output.split(separator: "\n").last.map(String.init) ?? ""
-    }
+    override func setUpWithError() throws { harness = try SlurmHarness.start() }
+    override func tearDownWithError() throws { try harness?.stop() }
 
-    override func tearDownWithError() throws {
-        _ = try MPIRun.runProcess([root + "/launch/testslurm.sh", "stop", directory], timeout: 60)
-    }
-
-    func slurm(_ command: [String], environment: [String] = [], timeout: TimeInterval = 60) throws -> MPIRun.Outcome {
-        try MPIRun.runProcess(["env", "SLURM_CONF=\(conf)"] + environment + command, timeout: timeout)
-    }
-
-    /// Submits `launch/slurm.sbatch ARGS` from the checkout; returns the job id.
+    func slurm(_ command: [String], environment: [String] = []) throws -> MPIRun.Outcome { try harness.slurm(command, environment: environment) }
     func submit(_ arguments: [String], environment: [String] = []) throws -> String {
-        let outcome = try slurm(["sbatch", "--parsable", "--chdir", root, "--output", directory + "/job-%j.out", "--nodes=1", "--ntasks-per-node=2",
-                                 root + "/launch/slurm.sbatch"] + arguments, environment: environment)
-        XCTAssertEqual(outcome.status, 0, outcome.output)
-        return outcome.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        try harness.submit(arguments, nodes: 1, tasksPerNode: 2, environment: environment)
     }
-
-    /// Waits for the job to end; returns its state and exit code ("COMPLETED", "0:0").
     func wait(_ job: String, within seconds: Double = 180) throws -> (state: String, exit: String, output: String) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let info = try slurm(["scontrol", "show", "job", "-o", job]).output
-            let field = { (key: String) in info.split(separator: " ").first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) } ?? "" }
-            let state = field("JobState")
-            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"].contains(state) {
-                usleep(300_000)
-                return (state, field("ExitCode"), (try? String(contentsOfFile: directory + "/job-\(job).out", encoding: .utf8)) ?? "")
-            }
-            usleep(200_000)
-        }
-        XCTFail("job \(job) did not end within \(seconds) s")
-        return ("", "", "")
+        try harness.wait(job, within: seconds)
     }
-
-    func hash(_ dir: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
-        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
-    }
+    func hash(_ dir: String) -> String? { SlurmHarness.hash(dir) }
 
     var short: [String] { ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=300", "--set", "checkpoint.every_steps=50"] }
 
@@ -63,11 +29,13 @@ final class SlurmTests: XCTestCase {
     /// two ranks placed by SLURM (srun --mpi=pmix), replicas identical, job COMPLETED 0:0.
     func testAJobOfTwoTasksTrainsToCompletion() throws {
         let run = directory + "/run"
-        let (state, exit, output) = try wait(try submit(short + ["--run-dir", run]))
+        let job = try submit(short + ["--run-dir", run])
+        let (state, exit, output) = try wait(job)
         XCTAssertEqual(state, "COMPLETED", output)
         XCTAssertEqual(exit, "0:0", output)
         XCTAssertTrue(output.contains("ringsgd train: 2 ranks") && output.contains("replicas identical"), output)
         XCTAssertNotNil(hash(run))
+        XCTAssertEqual(try harness.accounting(job: job)?.state, "COMPLETED")
     }
 
     /// Property: a config error inside a job is the job's last line and a failed job.
@@ -107,5 +75,102 @@ final class SlurmTests: XCTestCase {
         let uninterrupted = try wait(try submit(long + ["--run-dir", whole]))
         XCTAssertEqual(uninterrupted.state, "COMPLETED", uninterrupted.output)
         XCTAssertEqual(hash(cut), hash(whole))
+    }
+}
+
+/// `launch/slurm.sbatch` across two simulated nodes: `launch/testslurm.sh start DIR --nodes 2
+/// --rate 1gbit` runs one slurmd in each of two network namespaces (own hostname, NodeAddr,
+/// spool and PMIx directories), so SLURM places one rank on each and the ring crosses the
+/// shaped links. Skipped, saying why, where namespaces or SLURM are not available.
+final class SlurmAcrossSimulatedNodesTests: XCTestCase {
+    /// Property: `sbatch --nodes=2 --ntasks-per-node=1` puts the two ranks on different
+    /// simulated hosts (no shared-memory window between them; the gradient crosses the 1 Gbit/s
+    /// link, which the communication time shows), the job completes, and the parameters are the
+    /// bits of the same training under mpirun on one host.
+    func testTwoNodesOneTaskEachTrainLikeMPIRun() throws {
+        let harness = try SlurmHarness.start(extra: ["--nodes", "2", "--rate", "1gbit"])
+        defer { try? harness.stop() }
+        let root = MPIRun.packageRoot.path
+        let args = ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=300"]
+        let job = try harness.submit(args + ["--run-dir", harness.directory + "/run"], nodes: 2, tasksPerNode: 1)
+        let (state, exit, output) = try harness.wait(job)
+        XCTAssertEqual(state, "COMPLETED", output)
+        XCTAssertEqual(exit, "0:0", output)
+        XCTAssertTrue(output.contains("ringsgd train: 2 ranks") && !output.contains("gradients in shared memory"), output)
+        let accounting = try harness.accounting(job: job)
+        XCTAssertEqual(accounting?.state, "COMPLETED")
+        XCTAssertEqual(accounting?.nodes, "simnode[1-2]")
+        let local = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: local) }
+        assertSucceeded(try MPIRun.run(np: 2, args + ["--run-dir", local]), "mpirun np 2")
+        XCTAssertEqual(SlurmHarness.hash(harness.directory + "/run"), SlurmHarness.hash(local))
+        // 300 steps × 2.1 MB per rank at 1 Gbit/s is ≥ 5 s of communication; on one host, < 1 s.
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: harness.directory + "/run/summary.json"))) as! [String: Any]
+        XCTAssertGreaterThan(summary["comm_seconds"] as! Double, 3, "the ring did not cross the shaped link: \(summary)")
+    }
+}
+
+/// A SLURM started by `launch/testslurm.sh` in a temporary directory, and the commands the
+/// tests run against it (with its SLURM_CONF).
+struct SlurmHarness {
+    let directory: String, conf: String
+    static let root = MPIRun.packageRoot.path
+
+    /// Starts the daemons (`extra`: e.g. --nodes 2 --rate 1gbit), or skips, saying why not.
+    static func start(extra: [String] = []) throws -> SlurmHarness {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-slurm-\(UUID().uuidString.prefix(8))").path
+        let started = try MPIRun.runProcess([root + "/launch/testslurm.sh", "start", directory] + extra, timeout: 60)
+        guard started.status == 0 else {
+            throw XCTSkip("SLURM could not start here: \(started.output.split(separator: "\n").last ?? "")")
+        }
+        return SlurmHarness(directory: directory, conf: started.output.split(separator: "\n").last.map(String.init) ?? "")
+    }
+
+    func stop() throws {
+        _ = try MPIRun.runProcess([Self.root + "/launch/testslurm.sh", "stop", directory], timeout: 60)
+    }
+
+    func slurm(_ command: [String], environment: [String] = [], timeout: TimeInterval = 60) throws -> MPIRun.Outcome {
+        try MPIRun.runProcess(["env", "SLURM_CONF=\(conf)"] + environment + command, timeout: timeout)
+    }
+
+    /// Submits `launch/slurm.sbatch ARGS` from the checkout; returns the job id.
+    func submit(_ arguments: [String], nodes: Int, tasksPerNode: Int, environment: [String] = []) throws -> String {
+        let outcome = try slurm(["sbatch", "--parsable", "--chdir", Self.root, "--output", directory + "/job-%j.out",
+                                 "--nodes=\(nodes)", "--ntasks-per-node=\(tasksPerNode)", Self.root + "/launch/slurm.sbatch"] + arguments,
+                                environment: environment)
+        XCTAssertEqual(outcome.status, 0, outcome.output)
+        return outcome.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Waits for the job to end; returns its state and exit code ("COMPLETED", "0:0").
+    func wait(_ job: String, within seconds: Double = 180) throws -> (state: String, exit: String, output: String) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let info = try slurm(["scontrol", "show", "job", "-o", job]).output
+            let field = { (key: String) in info.split(separator: " ").first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) } ?? "" }
+            let state = field("JobState")
+            if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"].contains(state) {
+                usleep(300_000)
+                return (state, field("ExitCode"), (try? String(contentsOfFile: directory + "/job-\(job).out", encoding: .utf8)) ?? "")
+            }
+            usleep(200_000)
+        }
+        XCTFail("job \(job) did not end within \(seconds) s")
+        return ("", "", "")
+    }
+
+    /// The job's record as `sacct -c` reads it from the job-completion log (there is no
+    /// accounting database here): its state and node list.
+    func accounting(job: String) throws -> (state: String, nodes: String)? {
+        let outcome = try slurm(["sacct", "-c", "-n", "-P", "-j", job, "-o", "JobID,State,NodeList"])
+        let fields = outcome.output.split(separator: "\n").first { $0.hasPrefix(job + "|") }?.split(separator: "|").map(String.init)
+        guard let fields, fields.count == 3 else { return nil }
+        return (fields[1], fields[2])
+    }
+
+    static func hash(_ dir: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
     }
 }
