@@ -5,7 +5,7 @@
 // gradient buffer to the all-reduce and the flat parameter buffer to the optimizer.
 
 /// One layer's slice of the flat buffers.
-public struct ParameterView: Equatable, CustomStringConvertible {
+public struct ParameterView: Equatable, Codable, CustomStringConvertible {
     /// "0.weight", "0.bias", "3.weight", …: PyTorch's `state_dict` keys for the same model.
     public let name: String
     public let offset: Int
@@ -18,6 +18,19 @@ public struct ParameterView: Equatable, CustomStringConvertible {
         self.offset = offset
         self.shape = shape
         self.count = shape.reduce(1, *)
+    }
+
+    enum CodingKeys: String, CodingKey { case name, offset, shape }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name), offset: try c.decode(Int.self, forKey: .offset),
+                  shape: try c.decode([Int].self, forKey: .shape))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name); try c.encode(offset, forKey: .offset); try c.encode(shape, forKey: .shape)
     }
 
     public var range: Range<Int> { offset ..< offset + count }

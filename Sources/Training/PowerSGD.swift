@@ -24,7 +24,7 @@ import NeuralNet
 ///
 /// Every rank ends bit-identical: P and Q leave the ring identical everywhere, and M̂ is computed
 /// from them alone. The state — Q's and the residuals — lives in one buffer the checkpoint saves.
-final class PowerSGD {
+public final class PowerSGD {
     struct Matrix {
         let offset: Int, rows: Int, columns: Int
         /// min(rank, rows, columns), as DDP clamps it: more columns than that would only
@@ -34,27 +34,30 @@ final class PowerSGD {
         let p: Int, q: Int
     }
 
-    let rank: Int
+    public let rank: Int
     let matrices: [Matrix]
     /// Flat ranges averaged by the ordinary ring (vectors, small matrices, alignment padding).
     let rest: [Range<Int>]
-    let pCount: Int, qCount: Int, restCount: Int
+    public let pCount: Int, qCount: Int, restCount: Int
     private var p: [Float]
     private var restValues: [Float]
     private let pqRing: RingAllReduce, restRing: RingAllReduce
     /// Bytes sent and codec seconds of the last step.
-    private(set) var lastBytesSent = 0
-    private(set) var lastCodecSeconds = 0.0
+    public private(set) var lastBytesSent = 0
+    public private(set) var lastCodecSeconds = 0.0
 
     /// The vectors' codec (the trainer reseeds its stochastic rounding per step).
     var restCodec: GradientCodec { restRing.codec }
 
     /// Floats of state beyond the gradient-sized residual: every Q, then the rest's EF memory.
-    var stateCount: Int { qCount + restCount }
+    public var stateCount: Int { qCount + restCount }
+    /// Matrices compressed, and values they hold.
+    public var matrixCount: Int { matrices.count }
+    public var matrixValues: Int { matrices.reduce(0) { $0 + $1.rows * $1.columns } }
 
     /// The plan for a model: its parameter views (weights named "i.weight", with "i.bias"
     /// giving the number of rows). Throws when no matrix is worth compressing.
-    init(views: [ParameterView], count: Int, rank: Int, minCompressionRate: Double, transport: Transport,
+    public init(views: [ParameterView], count: Int, rank: Int, minCompressionRate: Double, transport: Transport,
          codec: GradientCodec, segmentBytes: Int?) throws {
         self.rank = rank
         let bias = Dictionary(views.filter { $0.name.hasSuffix(".bias") }.map { ($0.name.dropLast(5), $0.count) }, uniquingKeysWith: { a, _ in a })
@@ -90,14 +93,14 @@ final class PowerSGD {
     }
 
     /// Seeds every Q (the same on every rank): uniform in [−1, 1).
-    static func initialize(_ q: UnsafeMutableBufferPointer<Float>, seed: UInt64) {
+    public static func initialize(_ q: UnsafeMutableBufferPointer<Float>, seed: UInt64) {
         var generator = SeededGenerator(seed: seed, stream: 0x9_05E)
         for i in q.indices { q[i] = Float(Int64(bitPattern: generator.next()) >> 40) * 0x1p-23 }
     }
 
     /// One step: `gradients` in, their PowerSGD average out. `residual` (gradient-sized) is the
     /// matrices' EF memory, or nil without error feedback; `state` is Q's then the rest's EF.
-    func average(_ gradients: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?,
+    public func average(_ gradients: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?,
                  state: UnsafeMutableBufferPointer<Float>, restErrorFeedback: Bool) throws {
         lastBytesSent = 0
         lastCodecSeconds = 0

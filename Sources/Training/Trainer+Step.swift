@@ -75,6 +75,9 @@ extension Trainer {
         clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
         if let gradientDumpPath, rank == 0, step == run.endStep - 1 {
             try FileSystem.writeAtomically(Array(UnsafeRawBufferPointer(parameters.gradients)), to: gradientDumpPath, what: "gradient dump")
+            // Its layout (each view's name, offset and shape), for `bench allreduce --compressor powersgd`.
+            try FileSystem.writeAtomically(Array(try JSONEncoder.sorted.encode(parameters.views)), to: gradientDumpPath + ".views.json",
+                                           what: "gradient dump layout")
         }
 
         // 3–4. Norm (non-finite → skip everywhere), clip, update.

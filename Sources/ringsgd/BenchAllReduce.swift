@@ -47,21 +47,43 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Write results as JSON to this file (rank 0).")
     var json: String?
 
+    @Option(help: "powersgd: time PowerSGD's low-rank all-reduce on the --gradient dump, with its layer shapes (FILE.views.json), against the fp32 ring and MPI_Allreduce; --codec is then the vectors' codec. (default: none)")
+    var compressor: String = "none"
+
+    @Option(help: "PowerSGD ranks to time, comma-separated.")
+    var powersgdRank: String = "1,2,4"
+
     func validate() throws {
         if iterations < 1 { throw ValidationError("--iterations must be ≥ 1, got \(iterations)") }
         if minBytes < 4 || maxBytes < minBytes {
             throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes, got \(minBytes) and \(maxBytes)")
         }
         for name in codecNames { _ = try CodecRegistry.make(name) }
+        guard ["none", "powersgd"].contains(compressor) else {
+            throw ValidationError("--compressor must be none or powersgd, got '\(compressor)'")
+        }
+        if compressor == "powersgd" {
+            guard let gradient, FileManager.default.fileExists(atPath: gradient + ".views.json") else {
+                throw ValidationError("--compressor powersgd needs --gradient FILE and its layer shapes FILE.views.json; write both with `ringsgd train --dump-gradient FILE`")
+            }
+            if powerSGDRanks.isEmpty || powerSGDRanks.contains(where: { $0 < 1 }) {
+                throw ValidationError("--powersgd-rank must be a comma-separated list of ranks ≥ 1, got '\(powersgdRank)'")
+            }
+            if codecNames.count != 1 { throw ValidationError("--compressor powersgd takes one --codec (the vectors'), got \(codec)") }
+        }
         if let gradient, ((try? FileManager.default.attributesOfItem(atPath: gradient))?[.size] as? Int ?? 0) < 4 {
             throw ValidationError("--gradient \(gradient) is missing or empty; write one with `ringsgd train --dump-gradient FILE`")
         }
     }
 
+    var powerSGDRanks: [Int] { powersgdRank.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) ?? 0 } }
+
     var codecNames: [String] { codec.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
     func run() throws {
-        MPIJob.run { transport in try measure(transport) }
+        MPIJob.run { transport in
+            if compressor == "powersgd" { try measurePowerSGD(transport) } else { try measure(transport) }
+        }
     }
 
     private func measure(_ transport: MPITransport) throws {

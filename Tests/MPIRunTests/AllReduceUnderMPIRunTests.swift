@@ -59,6 +59,25 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         }
     }
 
+    /// Property: PowerSGD is timed on a real dumped gradient with its layer shapes (written by
+    /// `train --dump-gradient`), each rank r reporting its wire bytes — 1/172, 1/99 and 1/53
+    /// of the fp32 ring's for the mlp at r = 1, 2, 4 — beside the fp32 ring and MPI_Allreduce.
+    func testPowerSGDBenchmarkRunsOnADumpedGradientWithItsShapes() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-bench-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = MPIRun.packageRoot.appendingPathComponent("configs/fashion-mlp.yaml").path
+        assertSucceeded(try MPIRun.run(np: 1, ["train", "--config", config, "--set", "train.max_steps=20", "--run-dir", dir,
+                                               "--dump-gradient", dir + "/mlp.grad"]), "dump")
+        let outcome = try MPIRun.run(np: 2, ["bench", "allreduce", "--compressor", "powersgd", "--gradient", dir + "/mlp.grad",
+                                             "--warmup", "1", "--iterations", "2", "--json", dir + "/bench.json"], timeout: 120)
+        assertSucceeded(outcome, "bench allreduce --compressor powersgd")
+        let results = (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/bench.json"))) as! [String: Any])["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["rank"] as! Int }, [1, 2, 4])
+        XCTAssertEqual(results.map { Int((1 / ($0["wire_ratio"] as! Double)).rounded()) }, [172, 99, 53], outcome.output)
+        let missing = try MPIRun.run(np: 1, ["bench", "allreduce", "--compressor", "powersgd", "--gradient", config])
+        assertOneLineError(missing, "--compressor powersgd needs --gradient FILE and its layer shapes FILE.views.json")
+    }
+
     func testUnknownCodecIsAOneLineErrorWithTheValidNames() throws {
         let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--codec", "fp12"], timeout: 60)
         XCTAssertNotEqual(outcome.status, 0, outcome.output)
