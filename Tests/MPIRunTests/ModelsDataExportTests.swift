@@ -111,6 +111,15 @@ final class ModelsDataExportTests: XCTestCase {
             XCTAssertEqual((evaluation["per_class"] as! [Any]).count, 10)
         }
 
+        // The same test set from other files (the IDX .gz), normalised as the run's training data
+        // was (the checkpoint's normalisation), gives the same accuracy.
+        let elsewhere = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/npy", "--out", dir + "/other.json"] + idx.filter { $0 != "--set" }.flatMap { ["--set", $0] })
+        assertSucceeded(elsewhere, "evaluate on the IDX files")
+        XCTAssertTrue(elsewhere.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), elsewhere.output)
+        let wrongShape = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/builtin", "--set", "data.dataset=synthetic",
+                                                "--set", "data.synthetic.features=100"])
+        assertOneLineError(wrongShape, "evaluate on data shaped like the training data")
+
         let exported = dir + "/mlp.safetensors"
         let outcome = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir + "/npy", "--out", exported], timeout: 60)
         assertSucceeded(outcome, "export")
