@@ -13,7 +13,7 @@ import Foundation
 ///
 /// Source: PyTorch docs, torch.optim.Adam / AdamW, "Algorithm"; torch/optim/adam.py,
 /// `_single_tensor_adam` for the order of operations (bias corrections in float64).
-public final class Adam: MomentumScheduled {
+public final class Adam: MomentumScheduled, MomentumCarrying {
     /// β₁; a schedule may change it per step (OneCycleLR), and the bias correction then uses
     /// the current β₁, as torch.optim.Adam does.
     public private(set) var beta1: Double
@@ -46,6 +46,11 @@ public final class Adam: MomentumScheduled {
 
     public var name: String { decoupled ? "adamw" : "adam" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [m, v, vMax] }
+
+    /// m' = β₁·m + (1 − β₁)·g: β₁/(1 − β₁).
+    public var momentumCarry: (buffer: UnsafeMutableBufferPointer<Float>, scale: Float)? {
+        beta1 > 0 ? (m, Float(beta1 / (1 - beta1))) : nil
+    }
 
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeMutableBufferPointer<Float>, lr: Double) {
         stepCount += 1

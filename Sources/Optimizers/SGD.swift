@@ -9,7 +9,7 @@
 ///     θ ← θ − γ·g
 ///
 /// Source: PyTorch docs, torch.optim.SGD, "Algorithm" section.
-public final class SGD: MomentumScheduled {
+public final class SGD: MomentumScheduled, MomentumCarrying {
     /// μ; a schedule may change it per step (see `MomentumScheduled`). The momentum buffer
     /// exists when μ ≠ 0 at construction.
     public private(set) var momentum: Double
@@ -40,6 +40,13 @@ public final class SGD: MomentumScheduled {
             precondition(buffer.count > 0 || newValue == 0, "SGD built with momentum 0 has no momentum buffer to schedule")
             momentum = newValue
         }
+    }
+
+    /// b' = μ·b + (1 − τ)·g: μ/(1 − τ). (The first step sets b = g; b is then zero, so the
+    /// carried momentum is nothing, as it should be.)
+    public var momentumCarry: (buffer: UnsafeMutableBufferPointer<Float>, scale: Float)? {
+        guard buffer.count > 0, momentum > 0, dampening < 1 else { return nil }
+        return (buffer, Float(momentum / (1 - dampening)))
     }
 
     public var name: String { "sgd" }

@@ -2,6 +2,7 @@ import Collectives
 import Foundation
 import GradientCodecs
 import NeuralNet
+import Optimizers
 
 /// Everything between backward and the optimizer: averaging the flat gradient across ranks.
 ///
@@ -56,6 +57,9 @@ public final class GradientSynchronizer {
     public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0
     /// Bytes this rank sent in the last step (after compression), where known.
     public private(set) var lastBytesSent: Int?
+    /// With `comm.compress_momentum`, the optimizer whose momentum rides in the compressed
+    /// all-reduce (see `MomentumCarrying`); nil averages plain gradients.
+    public weak var momentumCarrier: MomentumCarrying?
     /// What the steps after the warm-up run, for the log.
     public var description: String { configured.name }
 
@@ -189,11 +193,22 @@ public final class GradientSynchronizer {
         int8?.reseed(roundingSeed(bucket: b))
         transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
         let memory = active === configured && (powerSGD == nil || config.errorFeedback) ? residual.map { UnsafeMutableBufferPointer(rebasing: $0[range]) } : nil
+        // Compressed steps with comm.compress_momentum average g + s·b (the next momentum) and
+        // take s·b back off: the optimizer still receives an averaged gradient.
+        let carry = active === configured ? momentumCarrier?.momentumCarry : nil
+        if let carry { Self.addScaled(carry.buffer.baseAddress! + range.lowerBound, carry.scale, into: values) }
         try active.average(values, residual: memory)
+        if let carry { Self.addScaled(carry.buffer.baseAddress! + range.lowerBound, -carry.scale, into: values) }
         if let timeline { timeline.record(.allReduce, b, from: start, to: .now, on: timelineLane(timeline)) }
         lastBytesSent = lastBytesSent.flatMap { sent in active.lastBytesSentIfKnown.map { sent + $0 } }
         lastCodecSeconds += active.lastCodecSeconds
         lastSeconds += (ContinuousClock.now - start).seconds
+    }
+
+    /// values += scale · b, elementwise.
+    private static func addScaled(_ b: UnsafePointer<Float>, _ scale: Float, into values: UnsafeMutableBufferPointer<Float>) {
+        let v = values.baseAddress!
+        for i in 0 ..< values.count { v[i] = v[i].addingProduct(b[i], scale) }
     }
 
     /// Stochastic rounding draws from (seed, rank, step, bucket): resumable without state and

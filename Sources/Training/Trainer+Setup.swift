@@ -43,13 +43,20 @@ extension Trainer {
             }
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
-            return (sampler, try config.makeOptimizer(parameters: parameters), try config.makeSchedule(total: units, worldSize: n),
-                    try GradientSynchronizer(config: config, transport: transport,
-                                             plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes),
-                                             hosts: split.flatMap { s in
-                                                 // Only when the gradients lie in the host's shared memory (a window could be refused).
-                                                 s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
-                                             }, views: parameters.views), totalSteps)
+            let optimizer = try config.makeOptimizer(parameters: parameters)
+            let synchronizer = try GradientSynchronizer(config: config, transport: transport,
+                                                        plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes),
+                                                        hosts: split.flatMap { s in
+                                                            // Only when the gradients lie in the host's shared memory (a window could be refused).
+                                                            s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
+                                                        }, views: parameters.views)
+            if config.compressMomentum {
+                guard let carrier = optimizer as? MomentumCarrying, carrier.momentumCarry != nil else {
+                    throw ConfigError("comm.compress_momentum needs an optimizer with a momentum to carry (sgd with momentum > 0 and dampening < 1, adam, adamw); optimizer.name is \(config.optimizer)")
+                }
+                synchronizer.momentumCarrier = carrier
+            }
+            return (sampler, optimizer, try config.makeSchedule(total: units, worldSize: n), synchronizer, totalSteps)
         }
 
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)

@@ -52,6 +52,7 @@ public struct TrainingConfig {
     public var powerSGDMinCompressionRate = 2.0    // comm.powersgd.min_compression_rate (DDP's default)
     public var powerSGDErrorFeedback = true        // comm.powersgd.error_feedback (DDP: on)
     public var errorFeedback = false               // comm.error_feedback
+    public var compressMomentum = false            // comm.compress_momentum: compress g + s·momentum (MomentumCarrying)
     public var uncompressedWarmupSteps = 0         // comm.warmup_steps
     public var segmentBytes = 0                    // comm.segment_bytes (0: the ring's default for the codec)
     public var sharedMemory = true                 // comm.shared_memory
@@ -160,6 +161,7 @@ public struct TrainingConfig {
         powerSGDMinCompressionRate = try r.double("comm.powersgd.min_compression_rate", default: powerSGDMinCompressionRate, min: 0)
         powerSGDErrorFeedback = try r.bool("comm.powersgd.error_feedback", default: powerSGDErrorFeedback)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
+        compressMomentum = try r.bool("comm.compress_momentum", default: compressMomentum)
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
         if (1 ... 3).contains(segmentBytes) {
@@ -179,6 +181,9 @@ public struct TrainingConfig {
         }
         if compressor == "powersgd" && (allReduceAlgorithm == "mpi" || codec == "auto") {
             throw ConfigError("comm.compressor: powersgd runs on our ring with a fixed comm.codec for the vectors; it cannot be combined with comm.algorithm: mpi or comm.codec: auto")
+        }
+        if compressMomentum && compressor == "powersgd" {
+            throw ConfigError("comm.compress_momentum applies to comm.codec's all-reduce; comm.compressor: powersgd averages gradients (its own error feedback keeps it accurate): set one of them")
         }
         if allReduceAlgorithm == "mpi" && !["none", "fp32"].contains(codec) {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")

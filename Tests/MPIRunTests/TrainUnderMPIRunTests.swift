@@ -100,12 +100,13 @@ final class TrainUnderMPIRunTests: XCTestCase {
                        "all-reduces run on the communication thread")
     }
 
-    /// Property: PowerSGD (rank 2, after 5 plain steps) and the sign codec, both with error
-    /// feedback, keep every replica bit-identical at np 2–4 under real MPI.
+    /// Property: PowerSGD (rank 2, after 5 plain steps) and the sign codec (also carrying the
+    /// momentum), all with error feedback, keep every replica bit-identical at np 2–4 under real MPI.
     func testPowerSGDAndSignKeepReplicasIdenticalAtNp2To4() throws {
         for np in 2 ... 4 {
             for extra in [["--set", "comm.compressor=powersgd", "--set", "comm.powersgd.rank=2", "--set", "comm.powersgd.start_step=5"],
-                          ["--set", "comm.codec=sign", "--set", "comm.error_feedback=true"]] {
+                          ["--set", "comm.codec=sign", "--set", "comm.error_feedback=true"],
+                          ["--set", "comm.codec=sign", "--set", "comm.error_feedback=true", "--set", "comm.compress_momentum=true"]] {
                 let outcome = try train(np: np, extra + ["--set", "train.global_batch=96", "--set", "train.max_steps=30"], dir: runDirectory())
                 XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
             }

@@ -151,6 +151,43 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Property: with comm.compress_momentum the all-reduce carries g + s·b (the next momentum)
+    /// and hands the optimizer ĝ = avg − s·b: with an exact all-reduce that is the plain average
+    /// up to rounding, so SGD and Adam end where plain averaging does; with sign + error
+    /// feedback every rank stays bit-identical, the run learns, and a resume ends bit-identical
+    /// (the momentum is optimizer state, the residual EF memory: both checkpointed). An optimizer
+    /// without momentum is refused with what to do.
+    func testCompressedMomentum() throws {
+        func run(_ extra: [String], ranks: Int = 2) throws -> (hash: String, accuracy: Double, values: [Float]) {
+            let dir = temporaryDirectory()
+            let summaries = try train(ranks: ranks, try Self.config(extra), dir: dir).map { $0! }
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "replicas differ with \(extra)")
+            let values = try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint.parameters
+            return (summaries[0].param_hash, summaries[0].test_accuracy, values)
+        }
+        for optimizer in [["optimizer.name=sgd"], ["optimizer.name=sgd", "optimizer.nesterov=true"], ["optimizer.name=adam", "optimizer.lr=0.01"]] {
+            let plain = try run(optimizer).values
+            let carried = try run(optimizer + ["comm.compress_momentum=true"]).values
+            let scale = plain.map { abs($0) }.max()!
+            let worst = zip(plain, carried).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-4 * (1 + scale), "\(optimizer): carried momentum must average like plain gradients (worst \(worst))")
+            XCTAssertNotEqual(plain, carried, "\(optimizer): the momentum was carried (bitwise equal would mean it was not)")
+        }
+        let sign = ["comm.codec=sign", "comm.error_feedback=true", "comm.compress_momentum=true"]
+        for ranks in [2, 3] { XCTAssertGreaterThan(try run(sign, ranks: ranks).accuracy, 0.6, "sign with carried momentum learns at np \(ranks)") }
+        let config = try Self.config(sign)
+        let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        XCTAssertEqual(try train(ranks: 2, config, dir: dir, resume: true)[0]!.param_hash, whole.param_hash, "resume")
+        XCTAssertThrowsError(try train(ranks: 2, try Self.config(["optimizer.momentum=0", "comm.compress_momentum=true"]), dir: temporaryDirectory())) {
+            XCTAssertTrue("\($0)".contains("comm.compress_momentum needs an optimizer with a momentum to carry"), "\($0)")
+        }
+        XCTAssertThrowsError(try Self.config(["comm.compressor=powersgd", "comm.compress_momentum=true"])) {
+            XCTAssertTrue("\($0)".contains("comm.compress_momentum applies to comm.codec"), "\($0)")
+        }
+    }
+
     /// Property: the world size changes only the summation order: the same run on 1 and on 3
     /// ranks sees the same samples, so the losses are close.
     func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {

@@ -1,0 +1,12 @@
+/// An optimizer whose first moment is a linear recurrence in the gradient, b' = μ·b + c·g, so
+/// that averaging u = g + (μ/c)·b across ranks averages the *next momentum* (scaled by 1/c):
+/// avg(u) = ḡ + (μ/c)·b = b'/c. A compressed all-reduce of u compresses a momentum-sized,
+/// far less noisy vector than a gradient — what 1-bit Adam (Tang et al., ICML 2021) does with
+/// Adam's m, and Signum (Bernstein et al., ICML 2018) with sign of momentum — and subtracting
+/// (μ/c)·b after the all-reduce hands the optimizer a gradient, so its rule is unchanged.
+/// `b` is the optimizer's state, identical on every rank, as the all-reduce needs it to be.
+public protocol MomentumCarrying: Optimizer {
+    /// The momentum buffer b and μ/c, or nil while the optimizer has no momentum to carry
+    /// (SGD with μ = 0 or dampening 1).
+    var momentumCarry: (buffer: UnsafeMutableBufferPointer<Float>, scale: Float)? { get }
+}
