@@ -43,7 +43,7 @@ struct Evaluate: ParsableCommand {
                 return found.encoded()
             }
             let found = try Checkpoint(decoding: bytes)
-            let (model, test) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset) in
+            let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset, Int) in
                 var config = try TrainingConfig(canonicalText: found.config, overrides: overrides)
                 // Data the model was not trained on is normalised as its training data was.
                 if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
@@ -55,9 +55,8 @@ struct Evaluate: ParsableCommand {
                     throw ConfigError("the checkpoint holds \(found.parameters.count) parameters, its model on this data \(model.parameters.count) (input \(test.inputShape), \(test.classes) classes); evaluate on data shaped like the training data")
                 }
                 _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
-                return (model, test)
+                return (model, test, config.evalBatch)
             }
-            let batch = (try? TrainingConfig(canonicalText: found.config, overrides: overrides).evalBatch) ?? 1000
             let result = try Evaluation.run(model, on: test, over: transport, batch: batch)
             try Agreement.run("write the evaluation", over: transport) {
                 guard transport.rank == 0 else { return }
