@@ -40,6 +40,27 @@ extension TrainingConfig {
         }
     }
 
+    /// The test split alone — what an evaluation needs. For idx and npy data the training files
+    /// are read only when the class count or the normalisation must be derived from them (an
+    /// evaluation takes both from the checkpoint, so it runs where only the test files are).
+    public func loadTestSet() throws -> Dataset {
+        switch dataset {
+        case "synthetic":
+            return try SyntheticDataset(count: max(syntheticTestSize, 1), features: syntheticFeatures,
+                                        classes: syntheticClasses, seed: seed, firstIndex: syntheticTrainSize)
+        case "fashion-mnist":
+            return try FashionMNIST.load(directory: dataDirectory, split: "t10k", cacheDirectory: resolvedCacheDirectory,
+                                         normalization: normalization ?? FashionMNIST.normalization)
+        default:
+            guard let normalization, classes > 0 else { return try loadDatasets().test }
+            let test = dataset == "idx"
+                ? try LabelledArrays(idxImages: testImages, labels: testLabels, cacheDirectory: resolvedCacheDirectory, what: "data.test",
+                                     remedy: "check data.test_images and data.test_labels (unsigned-byte IDX files, gzipped or not)")
+                : try LabelledArrays(npyImages: testImages, labels: testLabels, what: "data.test")
+            return try test.dataset(classes: classes, normalization: normalization)
+        }
+    }
+
     /// The training samples' mean and std, computed once and cached beside the IDX caches
     /// (keyed by the file's path, size and modification time), so later runs and every rank
     /// after the first read 40 bytes instead of every value.

@@ -49,7 +49,11 @@ struct Evaluate: ParsableCommand {
                 if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
                     config.normalization = trained
                 }
-                let test = try config.loadDatasets().test
+                // …and has the model's classes: the training files need not be at hand.
+                if config.classes == 0, let classes = found.model?.classes, ["idx", "npy"].contains(config.dataset) {
+                    config.classes = classes
+                }
+                let test = try config.loadTestSet()
                 let model = try config.modelSpec.build(inputShape: test.inputShape, classes: test.classes, seed: config.seed)
                 guard model.parameters.count == found.parameters.count else {
                     throw ConfigError("the checkpoint holds \(found.parameters.count) parameters, its model on this data \(model.parameters.count) (input \(test.inputShape), \(test.classes) classes); evaluate on data shaped like the training data")
