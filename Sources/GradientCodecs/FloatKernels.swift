@@ -17,6 +17,13 @@ public enum FloatKernels {
         for i in 0..<count { destination[i] = (destination[i] + source[i]) * factor }
     }
 
+    /// `destination[i] += factor · source[i]`, one fused multiply-add each (a momentum carried
+    /// into, and back out of, the compressed all-reduce: `MomentumCarrying`).
+    @inlinable
+    public static func add(_ source: UnsafePointer<Float>, times factor: Float, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { destination[i] = destination[i].addingProduct(source[i], factor) }
+    }
+
     /// `buffer[i] *= factor`.
     @inlinable
     public static func scale(_ buffer: UnsafeMutablePointer<Float>, by factor: Float, count: Int) {

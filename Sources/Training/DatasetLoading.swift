@@ -5,28 +5,13 @@ import Foundation
 extension TrainingConfig {
     /// Loads both splits. `log` receives one line about a computed normalisation.
     public func loadDatasets(log: (String) -> Void = { _ in }) throws -> (train: Dataset, test: Dataset) {
-        let cache = resolvedCacheDirectory
         switch dataset {
         case "synthetic":
-            let train = try SyntheticDataset(count: syntheticTrainSize, features: syntheticFeatures,
-                                             classes: syntheticClasses, seed: seed)
-            let test = try SyntheticDataset(count: max(syntheticTestSize, 1), features: syntheticFeatures,
-                                            classes: syntheticClasses, seed: seed, firstIndex: syntheticTrainSize)
-            return (train, test)
+            return (try synthetic(train: true), try synthetic(train: false))
         case "fashion-mnist":
-            let normalization = self.normalization ?? FashionMNIST.normalization
-            return (try FashionMNIST.load(directory: dataDirectory, split: "train", cacheDirectory: cache, normalization: normalization),
-                    try FashionMNIST.load(directory: dataDirectory, split: "t10k", cacheDirectory: cache, normalization: normalization))
+            return (try fashionMNIST("train"), try fashionMNIST("t10k"))
         default:
-            let train: LabelledArrays, test: LabelledArrays
-            if dataset == "idx" {
-                let remedy = "check data.train_images, data.train_labels, data.test_images and data.test_labels (unsigned-byte IDX files, gzipped or not)"
-                train = try LabelledArrays(idxImages: trainImages, labels: trainLabels, cacheDirectory: cache, what: "data.train", remedy: remedy)
-                test = try LabelledArrays(idxImages: testImages, labels: testLabels, cacheDirectory: cache, what: "data.test", remedy: remedy)
-            } else {
-                train = try LabelledArrays(npyImages: trainImages, labels: trainLabels, what: "data.train")
-                test = try LabelledArrays(npyImages: testImages, labels: testLabels, what: "data.test")
-            }
+            let train = try arrays(train: true), test = try arrays(train: false)
             guard train.shape == test.shape else {
                 throw DatasetError("the test samples (\(testImages)) have shape \(test.shape), the training samples (\(trainImages)) \(train.shape); they must match")
             }
@@ -34,7 +19,7 @@ extension TrainingConfig {
             guard classes >= 2 else {
                 throw DatasetError("\(trainLabels) holds a single class (every label is 0); a classifier needs ≥ 2 classes (or set data.classes)")
             }
-            let normalization = try self.normalization ?? measuredNormalization(of: train, cacheDirectory: cache, log: log)
+            let normalization = try self.normalization ?? measuredNormalization(of: train, log: log)
             return (try train.dataset(classes: classes, normalization: normalization),
                     try test.dataset(classes: classes, normalization: normalization))
         }
@@ -45,28 +30,41 @@ extension TrainingConfig {
     /// evaluation takes both from the checkpoint, so it runs where only the test files are).
     public func loadTestSet() throws -> Dataset {
         switch dataset {
-        case "synthetic":
-            return try SyntheticDataset(count: max(syntheticTestSize, 1), features: syntheticFeatures,
-                                        classes: syntheticClasses, seed: seed, firstIndex: syntheticTrainSize)
-        case "fashion-mnist":
-            return try FashionMNIST.load(directory: dataDirectory, split: "t10k", cacheDirectory: resolvedCacheDirectory,
-                                         normalization: normalization ?? FashionMNIST.normalization)
+        case "synthetic": return try synthetic(train: false)
+        case "fashion-mnist": return try fashionMNIST("t10k")
         default:
             guard let normalization, classes > 0 else { return try loadDatasets().test }
-            let test = dataset == "idx"
-                ? try LabelledArrays(idxImages: testImages, labels: testLabels, cacheDirectory: resolvedCacheDirectory, what: "data.test",
-                                     remedy: "check data.test_images and data.test_labels (unsigned-byte IDX files, gzipped or not)")
-                : try LabelledArrays(npyImages: testImages, labels: testLabels, what: "data.test")
-            return try test.dataset(classes: classes, normalization: normalization)
+            return try arrays(train: false).dataset(classes: classes, normalization: normalization)
         }
+    }
+
+    /// A split of the synthetic task: the test split shares the seed (the task) and starts
+    /// past the training samples.
+    private func synthetic(train: Bool) throws -> SyntheticDataset {
+        try SyntheticDataset(count: train ? syntheticTrainSize : max(syntheticTestSize, 1), features: syntheticFeatures,
+                             classes: syntheticClasses, seed: seed, firstIndex: train ? 0 : syntheticTrainSize)
+    }
+
+    /// A split ("train" or "t10k") of the built-in Fashion-MNIST.
+    private func fashionMNIST(_ split: String) throws -> ArrayDataset {
+        try FashionMNIST.load(directory: dataDirectory, split: split, cacheDirectory: resolvedCacheDirectory,
+                              normalization: normalization ?? FashionMNIST.normalization)
+    }
+
+    /// A split's files of `data.dataset: idx` or `npy`.
+    private func arrays(train: Bool) throws -> LabelledArrays {
+        let (images, labels, what) = train ? (trainImages, trainLabels, "data.train") : (testImages, testLabels, "data.test")
+        guard dataset == "idx" else { return try LabelledArrays(npyImages: images, labels: labels, what: what) }
+        return try LabelledArrays(idxImages: images, labels: labels, cacheDirectory: resolvedCacheDirectory, what: what,
+                                  remedy: "check \(what)_images and \(what)_labels (unsigned-byte IDX files, gzipped or not)")
     }
 
     /// The training samples' mean and std, computed once and cached beside the IDX caches
     /// (keyed by the file's path, size and modification time), so later runs and every rank
     /// after the first read 40 bytes instead of every value.
-    private func measuredNormalization(of train: LabelledArrays, cacheDirectory: String, log: (String) -> Void) throws -> Normalization {
-        let attributes = (try? FileManager.default.attributesOfItem(atPath: train.sampleFile)) ?? [:]
-        let key = "\(train.sampleFile)|\((attributes[.size] as? Int) ?? 0)|\(((attributes[.modificationDate] as? Date) ?? .distantPast).timeIntervalSince1970)"
+    private func measuredNormalization(of train: LabelledArrays, log: (String) -> Void) throws -> Normalization {
+        let cacheDirectory = resolvedCacheDirectory
+        let key = "\(train.sampleFile)|\(FileSystem.stamp(of: train.sampleFile))"
         let cached = (cacheDirectory as NSString).appendingPathComponent(String(format: "normalization-%016llx.json", FastHash.hash(Array(key.utf8))))
         if let data = FileManager.default.contents(atPath: cached), let stored = try? JSONDecoder().decode(Normalization.self, from: data),
            stored.std > 0 {

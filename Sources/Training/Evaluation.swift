@@ -55,7 +55,7 @@ public enum Evaluation {
         let y = UnsafeMutableBufferPointer<Int32>.allocate(capacity: batch)
         defer { x.deallocate(); y.deallocate() }
         let indices = Array(range)
-        var lossSum = 0.0, correct = 0
+        var lossSum = 0.0
         var confusion = [Int](repeating: 0, count: classes * classes)
         var start = 0
         while start < indices.count {
@@ -64,9 +64,8 @@ public enum Evaluation {
             let logits = try model.forward(UnsafeBufferPointer(rebasing: x[0 ..< count * test.inputSize]), batch: count, training: false)
             let r = try model.loss.evaluate(logits: logits, labels: y.baseAddress!, batch: count, gradient: false)
             lossSum += r.loss * Double(count)
-            correct += r.correct
             for row in 0 ..< count {
-                // The first maximum, as the loss counts a correct prediction.
+                // The first maximum, as the loss picks its prediction.
                 let z = logits + row * classes
                 var best = 0
                 for c in 1 ..< classes where z[c] > z[best] { best = c }
@@ -74,14 +73,15 @@ public enum Evaluation {
             }
             start += count
         }
-        let sums = try RingAllGather.sum([lossSum, Double(correct), Double(indices.count)] + confusion.map(Double.init), over: transport)
-        let samples = Int(sums[2])
-        let matrix = (0 ..< classes).map { c in (0 ..< classes).map { Int(sums[3 + c * classes + $0]) } }
+        let sums = try RingAllGather.sum([lossSum, Double(indices.count)] + confusion.map(Double.init), over: transport)
+        let samples = Int(sums[1])
+        let matrix = (0 ..< classes).map { c in (0 ..< classes).map { Int(sums[2 + c * classes + $0]) } }
+        let correct = matrix.indices.reduce(0) { $0 + matrix[$1][$1] }
         let perClass = matrix.enumerated().map { c, row in
             let total = row.reduce(0, +)
             return EvaluationResult.PerClass(class: c, samples: total, accuracy: total > 0 ? Double(row[c]) / Double(total) : 0)
         }
-        return EvaluationResult(samples: samples, loss: samples > 0 ? sums[0] / sums[2] : 0,
-                                accuracy: samples > 0 ? sums[1] / sums[2] : 0, per_class: perClass, confusion: matrix)
+        return EvaluationResult(samples: samples, loss: samples > 0 ? sums[0] / Double(samples) : 0,
+                                accuracy: samples > 0 ? Double(correct) / Double(samples) : 0, per_class: perClass, confusion: matrix)
     }
 }

@@ -29,6 +29,13 @@ enum FileSystem {
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw FileError.posix("create \(what)", path) }
     }
 
+    /// "SIZE-MTIME" of a file (seconds), what names a cache derived from it: a changed source
+    /// gets a new cache instead of a stale one. "0-…" for a file that cannot be read.
+    static func stamp(of path: String) -> String {
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
+        return "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
+    }
+
     /// Writes all of `bytes` to `fd`, or throws naming `path` (a full disk is ENOSPC here).
     static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32, path: String, what: String) throws {
         var written = 0

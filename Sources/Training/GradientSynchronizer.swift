@@ -196,19 +196,14 @@ public final class GradientSynchronizer {
         // Compressed steps with comm.compress_momentum average g + s·b (the next momentum) and
         // take s·b back off: the optimizer still receives an averaged gradient.
         let carry = active === configured ? momentumCarrier?.momentumCarry : nil
-        if let carry { Self.addScaled(carry.buffer.baseAddress! + range.lowerBound, carry.scale, into: values) }
+        let carried = carry.map { UnsafePointer($0.buffer.baseAddress! + range.lowerBound) }
+        if let carry, let carried { FloatKernels.add(carried, times: carry.scale, into: values.baseAddress!, count: values.count) }
         try active.average(values, residual: memory)
-        if let carry { Self.addScaled(carry.buffer.baseAddress! + range.lowerBound, -carry.scale, into: values) }
+        if let carry, let carried { FloatKernels.add(carried, times: -carry.scale, into: values.baseAddress!, count: values.count) }
         if let timeline { timeline.record(.allReduce, b, from: start, to: .now, on: timelineLane(timeline)) }
         lastBytesSent = lastBytesSent.flatMap { sent in active.lastBytesSentIfKnown.map { sent + $0 } }
         lastCodecSeconds += active.lastCodecSeconds
         lastSeconds += (ContinuousClock.now - start).seconds
-    }
-
-    /// values += scale · b, elementwise.
-    private static func addScaled(_ b: UnsafePointer<Float>, _ scale: Float, into values: UnsafeMutableBufferPointer<Float>) {
-        let v = values.baseAddress!
-        for i in 0 ..< values.count { v[i] = v[i].addingProduct(b[i], scale) }
     }
 
     /// Stochastic rounding draws from (seed, rank, step, bucket): resumable without state and

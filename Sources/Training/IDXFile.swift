@@ -32,10 +32,8 @@ public final class IDXFile {
         }
         if try Self.isGzip(source) {
             try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache (data.cache_dir)")
-            let attributes = try FileManager.default.attributesOfItem(atPath: source)
-            let stamp = "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
             let name = (source as NSString).lastPathComponent.replacingOccurrences(of: ".gz", with: "")
-            path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(stamp)")
+            path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(FileSystem.stamp(of: source))")
             if !FileManager.default.fileExists(atPath: path) {
                 try Self.decompress(source, to: path, remedy: remedy)
             }

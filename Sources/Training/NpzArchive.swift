@@ -43,19 +43,10 @@ public enum NpzArchive {
         return out
     }
 
-    /// One `.npy` (format 1.0): magic, version, header dict padded with spaces and a newline
-    /// so that the data starts 64-byte aligned, then the little-endian Float32 values.
+    /// One `.npy`: `NumpyFile.header`, then the little-endian Float32 values.
     static func npy(_ tensor: NamedTensor) -> [UInt8] {
-        let shape = tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
-        var header = Array("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }".utf8)
-        while (10 + header.count + 1) % 64 != 0 { header.append(0x20) }
-        header.append(0x0A)
-        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
-        withUnsafeBytes(of: UInt16(header.count).littleEndian) { out += $0 }
-        out += header
-        tensor.values.withUnsafeBufferPointer { values in
-            for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
-        }
+        var out = NumpyFile.header(descr: "<f4", shape: tensor.shape)
+        tensor.appendLittleEndianBytes(to: &out)
         return out
     }
 }

@@ -45,6 +45,18 @@ public final class NumpyFile {
         (element, shape, dataOffset) = try Self.parseHeader(file.bytes, file: "\(what) \(path)")
     }
 
+    /// A format-1.0 preamble and header, as `numpy.save` writes them: magic, version, length,
+    /// then the dict padded with spaces and a newline so that the data starts 64-byte aligned.
+    public static func header(descr: String, shape: [Int], fortranOrder: Bool = false) -> [UInt8] {
+        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var dictionary = Array("{'descr': '\(descr)', 'fortran_order': \(fortranOrder ? "True" : "False"), 'shape': \(shapeText), }".utf8)
+        while (10 + dictionary.count + 1) % 64 != 0 { dictionary.append(0x20) }
+        dictionary.append(0x0A)
+        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
+        withUnsafeBytes(of: UInt16(dictionary.count).littleEndian) { out += $0 }
+        return out + dictionary
+    }
+
     /// Reads and checks a `.npy` header against the file's length; every malformed header is
     /// one error naming `file` (also the fuzz target's entry point).
     public static func parseHeader(_ bytes: UnsafeRawBufferPointer, file: String) throws -> (element: Element, shape: [Int], dataOffset: Int) {

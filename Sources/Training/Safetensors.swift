@@ -12,6 +12,16 @@ public struct NamedTensor: Equatable {
         self.shape = shape
         self.values = values
     }
+
+    /// The values as little-endian Float32 bytes, appended to `out` (a bulk copy on a
+    /// little-endian host).
+    func appendLittleEndianBytes(to out: inout [UInt8]) {
+        #if _endian(little)
+        values.withUnsafeBytes { out += $0 }
+        #else
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
+        #endif
+    }
 }
 
 /// The safetensors format (Hugging Face, https://huggingface.co/docs/safetensors), written
@@ -44,11 +54,7 @@ public enum Safetensors {
         out.reserveCapacity(8 + header.count + offset)
         withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
         out += header
-        for tensor in tensors {
-            tensor.values.withUnsafeBufferPointer { values in
-                for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out += $0 } }
-            }
-        }
+        for tensor in tensors { tensor.appendLittleEndianBytes(to: &out) }
         return out
     }
 

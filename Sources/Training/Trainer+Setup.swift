@@ -30,10 +30,10 @@ extension Trainer {
             if found == nil && reason.hasPrefix("hosts have different") && rank == 0 { log("topology: \(reason): every rank uses the flat ring") }
         }
         // Every rank checks the model against the data before the (collective) allocation.
-        try Agreement.run("check the model against the data", over: transport) {
-            _ = try config.modelSpec.layers(inputShape: train.inputShape, classes: train.classes)
+        let layers = try Agreement.run("check the model against the data", over: transport) {
+            try config.modelSpec.layers(inputShape: train.inputShape, classes: train.classes, seed: config.seed)
         }
-        let model = try buildModel(train, sharing: split?.local)
+        let model = try buildModel(layers, inputShape: train.inputShape, sharing: split?.local)
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
@@ -103,13 +103,12 @@ extension Trainer {
     /// The model, with its gradient buffer in a shared-memory window when every rank is on
     /// one host (the fp32 ring's steps are then loads from the peers' buffers:
     /// RingAllReduce+ZeroCopy.swift). Allocating the window is collective.
-    private func buildModel(_ train: Dataset, sharing hostTransport: SharedMemoryTransport?) throws -> Sequential {
+    private func buildModel(_ layers: [Layer], inputShape: [Int], sharing hostTransport: SharedMemoryTransport?) throws -> Sequential {
         let sharing = hostTransport ?? (config.sharedMemory && transport.size > 1 ? transport as? SharedMemoryTransport : nil)
         let rank = transport.rank
         // If the window cannot be had (e.g. a small /dev/shm), this rank keeps private memory:
         // the ring agrees on its path every call, so every rank then uses messages.
-        return try config.modelSpec.build(inputShape: train.inputShape, classes: train.classes, seed: config.seed,
-                                          gradientStorage: sharing.map { shared in { count in
+        return try Sequential(layers, inputShape: inputShape, gradientStorage: sharing.map { shared in { count in
             do { return try shared.allocateShared(count: max(1, count))?.local } catch {
                 self.log("warning: rank \(rank): no shared-memory window for the gradients (\(error)); the all-reduce uses messages")
                 return nil

@@ -195,11 +195,17 @@ public struct TrainingConfig {
     /// The config a checkpoint was written with (its canonical text: one `key: value` per line,
     /// each read back as a `--set`), then `overrides`.
     public init(canonicalText text: String, overrides: [String] = []) throws {
-        let assignments = text.split(separator: "\n").compactMap { line -> String? in
-            guard let separator = line.range(of: ": ") else { return nil }
-            return line[..<separator.lowerBound] + "=" + line[separator.upperBound...]
-        }
+        let assignments = Self.canonicalEntries(text).map { "\($0.key)=\($0.value)" }
         try self.init(yaml: nil, source: "the checkpoint's config", overrides: assignments + overrides)
+    }
+
+    /// The `key: value` lines of a canonical config text, in order.
+    static func canonicalEntries(_ text: String) -> [(key: String, value: String)] {
+        text.split(separator: "\n").compactMap { line -> (key: String, value: String)? in
+            guard let colon = line.firstIndex(of: ":") else { return nil }
+            let value = line[colon...].dropFirst()
+            return (String(line[..<colon]), value.trimmingCharacters(in: .whitespaces))
+        }
     }
 
     /// Reads a config file; `path` errors name the file and what is wrong with it.
@@ -223,12 +229,7 @@ public struct TrainingConfig {
     /// (a key absent on one side shows its default as "(default)"), in key order.
     public static func differences(_ a: String, _ b: String) -> [String] {
         func entries(_ text: String) -> [String: String] {
-            var result: [String: String] = [:]
-            for line in text.split(separator: "\n") {
-                guard let colon = line.firstIndex(of: ":") else { continue }
-                result[String(line[..<colon])] = String(line[line.index(after: colon)...]).trimmingCharacters(in: .whitespaces)
-            }
-            return result
+            Dictionary(canonicalEntries(text).map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
         }
         let left = entries(a), right = entries(b)
         return Set(left.keys).union(right.keys).sorted().compactMap { key in

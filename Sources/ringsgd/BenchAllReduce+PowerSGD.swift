@@ -29,37 +29,39 @@ extension BenchAllReduce {
         }
         // Ranks differ: each starts the dumped gradient at its own offset.
         let pristine = (0 ..< count).map { values[($0 + rank * 7919) % count] }
-        var work = pristine
+        // Refilled in place before each timed call (an array assignment would copy on write
+        // inside the timed region).
+        let work = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+        defer { work.deallocate() }
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         var results: [[String: Any]] = []
+        /// The collective is as slow as its slowest rank: the largest per-rank median.
+        func slowest(_ times: [Double]) throws -> Double { try RingAllGather.gather(median(times), over: transport).max()! }
         for r in powerSGDRanks {
             let powerSGD = try PowerSGD(views: views, count: count, rank: r, minCompressionRate: 2, transport: transport,
                                         codec: try CodecRegistry.make(codecNames[0]), segmentBytes: segmentBytes)
             var residual = [Float](repeating: 0, count: count)
             var state = [Float](repeating: 0, count: powerSGD.stateCount)
             state.withUnsafeMutableBufferPointer { PowerSGD.initialize(UnsafeMutableBufferPointer(rebasing: $0[0 ..< powerSGD.qCount]), seed: 0) }
-            var times: [Double] = [], fp32Times: [Double] = [], mpiTimes: [Double] = []
+            // Per contender (PowerSGD, the fp32 ring, MPI_Allreduce), the timed iterations.
+            var samples: [[Double]] = [[], [], []]
             for i in 0 ..< warmup + iterations {
                 for which in (i % 2 == 0 ? [0, 1, 2] : [2, 1, 0]) {
-                    work = pristine
+                    _ = work.update(fromContentsOf: pristine)
                     try transport.barrier()
                     let t = MPITransport.wallTime()
-                    try work.withUnsafeMutableBufferPointer { w in
-                        switch which {
-                        case 0:
-                            try residual.withUnsafeMutableBufferPointer { res in
-                                try state.withUnsafeMutableBufferPointer { try powerSGD.average(w, residual: res, state: $0, restErrorFeedback: true) }
-                            }
-                        case 1: try fp32Ring.average(w)
-                        default: try transport.mpiAllReduceSum(w)
+                    switch which {
+                    case 0:
+                        try residual.withUnsafeMutableBufferPointer { res in
+                            try state.withUnsafeMutableBufferPointer { try powerSGD.average(work, residual: res, state: $0, restErrorFeedback: true) }
                         }
+                    case 1: try fp32Ring.average(work)
+                    default: try transport.mpiAllReduceSum(work)
                     }
-                    if i >= warmup { [0: { times.append($0) }, 1: { fp32Times.append($0) }, 2: { mpiTimes.append($0) }][which]!(MPITransport.wallTime() - t) }
+                    if i >= warmup { samples[which].append(MPITransport.wallTime() - t) }
                 }
             }
-            let time = try RingAllGather.gather(median(times), over: transport).max()!
-            let fp32 = try RingAllGather.gather(median(fp32Times), over: transport).max()!
-            let mpi = try RingAllGather.gather(median(mpiTimes), over: transport).max()!
+            let (time, fp32, mpi) = try (slowest(samples[0]), slowest(samples[1]), slowest(samples[2]))
             let fp32Wire = Double(RingPartition(count: count, ranks: n, maxSegmentValues: 1).chunkSum(ranks: n)) * 4
             let ratio = Double(powerSGD.lastBytesSent) / fp32Wire
             if rank == 0 {

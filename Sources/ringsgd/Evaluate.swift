@@ -12,11 +12,7 @@ struct Evaluate: ParsableCommand {
         discussion: "Example:\n  ringsgd evaluate --run-dir runs/fashion-cnn\n  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn --set data.test_images=other.npy --set data.test_labels=other-labels.npy"
     )
 
-    @Option(help: "Run directory whose newest valid checkpoint is evaluated; evaluation.json is written there.")
-    var runDir: String?
-
-    @Option(help: "Evaluate this checkpoint file instead of the run directory's newest.")
-    var checkpoint: String?
+    @OptionGroup var source: CheckpointChoice
 
     @Option(name: .customLong("set"), help: "Override a data key of the checkpoint's config: --set data.test_images=FILE (repeatable; data.* and train.eval_batch).")
     var overrides: [String] = []
@@ -25,22 +21,21 @@ struct Evaluate: ParsableCommand {
     var out: String?
 
     func validate() throws {
-        if runDir == nil && checkpoint == nil { throw ValidationError("pass --run-dir DIR (its newest checkpoint) or --checkpoint FILE") }
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
         }
     }
 
     func run() throws {
-        let destination = out ?? runDir.map { ($0 as NSString).appendingPathComponent("evaluation.json") }
+        let destination = out ?? source.inRunDirectory("evaluation.json")
         MPIJob.run { transport in
             BLASThreads.set(1)
             // Rank 0 reads the checkpoint and sends it: ranks on other hosts need no copy.
-            var source = ""
+            var path = ""
             let bytes = try Agreement.fromRankZero("read the checkpoint", over: transport) {
-                let (found, path) = try Checkpoint.locate(file: checkpoint, runDirectory: runDir ?? ".")
-                source = path
-                return found.encoded()
+                let located = try source.locate()
+                path = located.path
+                return located.checkpoint.encoded()
             }
             let found = try Checkpoint(decoding: bytes)
             let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset, Int) in
@@ -64,7 +59,7 @@ struct Evaluate: ParsableCommand {
             let result = try Evaluation.run(model, on: test, over: transport, batch: batch)
             try Agreement.run("write the evaluation", over: transport) {
                 guard transport.rank == 0 else { return }
-                print("evaluated \(source) (step \(found.step)) on \(transport.size) rank\(transport.size == 1 ? "" : "s")")
+                print("evaluated \(path) (step \(found.step)) on \(transport.size) rank\(transport.size == 1 ? "" : "s")")
                 print(result.report)
                 if let destination {
                     try ModelExport.write(try result.encoded(), to: destination)

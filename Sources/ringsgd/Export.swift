@@ -10,11 +10,7 @@ struct Export: ParsableCommand {
         discussion: "Example:\n  ringsgd export --run-dir runs/fashion-cnn --out cnn.safetensors\nThe file's __metadata__ holds the PyTorch module (ringsgd.pytorch) and the input normalisation."
     )
 
-    @Option(help: "Run directory whose newest valid checkpoint is exported.")
-    var runDir: String?
-
-    @Option(help: "Export this checkpoint file instead of the run directory's newest.")
-    var checkpoint: String?
+    @OptionGroup var source: CheckpointChoice
 
     @Option(help: "safetensors or npz.")
     var format: String = "safetensors"
@@ -23,17 +19,16 @@ struct Export: ParsableCommand {
     var out: String?
 
     func validate() throws {
-        if runDir == nil && checkpoint == nil { throw ValidationError("pass --run-dir DIR (its newest checkpoint) or --checkpoint FILE") }
         if ModelExport.Format(rawValue: format) == nil {
             throw ValidationError("--format must be one of \(ModelExport.Format.allCases.map(\.rawValue).joined(separator: ", ")), got '\(format)'")
         }
-        if out == nil && runDir == nil { throw ValidationError("with --checkpoint, say where to write with --out FILE") }
+        if out == nil && source.runDir == nil { throw ValidationError("with --checkpoint, say where to write with --out FILE") }
     }
 
     func run() throws {
         let format = ModelExport.Format(rawValue: format)!
-        let (found, path) = try Checkpoint.locate(file: checkpoint, runDirectory: runDir ?? ".")
-        let destination = out ?? ((runDir ?? ".") as NSString).appendingPathComponent("model.\(format.rawValue)")
+        let (found, path) = try source.locate()
+        let destination = out ?? source.inRunDirectory("model.\(format.rawValue)")!
         let (bytes, tensors) = try ModelExport.encode(found, format: format)
         try ModelExport.write(bytes, to: destination)
         let parameters = tensors.reduce(0) { $0 + $1.values.count }

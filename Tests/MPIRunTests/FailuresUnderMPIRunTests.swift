@@ -7,17 +7,6 @@ import XCTest
 final class FailuresUnderMPIRunTests: XCTestCase {
     var short: [String] { TrainUnderMPIRunTests.short }
 
-    func temporaryDirectory() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
-
-    func summary(_ dir: String) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
-    }
-
     func train(_ extra: [String], dir: String, np: Int = 2) throws -> MPIRun.Outcome {
         try MPIRun.run(np: np, ["train"] + short + ["--run-dir", dir] + extra, timeout: 180)
     }

@@ -8,17 +8,6 @@ final class FaultTests: XCTestCase {
     static let local = MPIRun.packageRoot.path + "/launch/local.sh"
     var config: String { TrainUnderMPIRunTests.short[1] }
 
-    func temporaryDirectory() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-fault-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
-
-    func hash(_ dir: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
-        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
-    }
 
     /// Starts `launch/local.sh 2 train …` into `dir` in the background.
     func start(_ arguments: [String], dir: String) throws -> BackgroundJob {
@@ -56,7 +45,7 @@ final class FaultTests: XCTestCase {
         assertSucceeded(resumed, "resume after the kill")
         XCTAssertTrue(resumed.output.contains("resumed at step"), resumed.output)
         assertSucceeded(try MPIRun.runProcess([Self.local, "2", "train", "--config", config, "--run-dir", whole] + steps, timeout: 180), "uninterrupted")
-        XCTAssertEqual(hash(dir), hash(whole))
+        XCTAssertEqual(parameterHash(dir), parameterHash(whole))
     }
 
     /// A stalled rank (SIGSTOP): the others wait no longer than comm.timeout_seconds, say

@@ -83,6 +83,24 @@ enum MPIRun {
 }
 
 extension XCTestCase {
+    /// A fresh directory under the temporary directory, removed when the test ends.
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    /// A run directory's `summary.json`.
+    func summary(_ dir: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
+    }
+
+    /// The run's `param_hash`, nil when it wrote no summary.
+    func parameterHash(_ dir: String) -> String? {
+        (try? summary(dir))?["param_hash"] as? String
+    }
+
     /// Asserts a failed job that ended on its own (no hang), within `seconds`, printing exactly
     /// one `ringsgd: error:` line that contains `expected`, and no crash dump.
     func assertOneLineError(_ outcome: MPIRun.Outcome, _ expected: String, within seconds: Double = 60,

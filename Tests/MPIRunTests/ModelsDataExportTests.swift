@@ -8,21 +8,10 @@ final class ModelsDataExportTests: XCTestCase {
     static let fashion = "/usr/share/datasets/fashion-mnist"
     static let short = ["--set", "train.max_steps=30", "--set", "train.global_batch=96", "--set", "consistency.check_every_steps=10"]
 
-    func directory() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
-
-    func summary(_ dir: String) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
-    }
-
     func train(_ config: String, _ extra: [String], dir: String) throws -> String {
         let outcome = try MPIRun.run(np: 2, ["train", "--config", config, "--run-dir", dir] + Self.short + extra, timeout: 180)
         assertSucceeded(outcome, "train \(config) \(extra)")
-        return try summary(dir)["param_hash"] as? String ?? "none"
+        return parameterHash(dir) ?? "none"
     }
 
     func config(_ name: String) -> String { MPIRun.packageRoot.appendingPathComponent("configs/\(name)").path }
@@ -30,7 +19,7 @@ final class ModelsDataExportTests: XCTestCase {
     /// Property: `model.kind: cnn` and its expansion written out as `model.layers` train to the
     /// same parameters (same param_hash), at np 2.
     func testCNNShorthandAndItsLayerListTrainTheSameParameters() throws {
-        let dir = directory()
+        let dir = temporaryDirectory()
         let yaml = dir + "/cnn-as-layers.yaml"
         try """
         model:
@@ -80,7 +69,7 @@ final class ModelsDataExportTests: XCTestCase {
     /// Then `ringsgd evaluate` (np 1 and 2) reproduces the run's test accuracy, and
     /// `ringsgd export` writes a safetensors file with the cnn's names and shapes.
     func testNumpyCopyTrainsLikeTheIDXFilesAndEvaluateAndExportAgree() throws {
-        let dir = directory()
+        let dir = temporaryDirectory()
         for (split, name) in [("train", "train"), ("t10k", "test")] {
             try writeNumpyCopy(of: "\(Self.fashion)/\(split)-images-idx3-ubyte.gz", descr: "|u1", to: "\(dir)/\(name)-images.npy")
             try writeNumpyCopy(of: "\(Self.fashion)/\(split)-labels-idx1-ubyte.gz", descr: "<i8", to: "\(dir)/\(name)-labels.npy")
@@ -138,7 +127,7 @@ final class ModelsDataExportTests: XCTestCase {
     /// Property: a layer list that does not fit the data, and a bad evaluate/export request,
     /// are one line naming what is wrong, before any rank trains.
     func testBadModelsAndRequestsAreOneLineErrors() throws {
-        let dir = directory()
+        let dir = temporaryDirectory()
         let conv = try MPIRun.run(np: 2, ["train", "--config", config("fashion-mlp.yaml"), "--run-dir", dir + "/a",
                                           "--set", "model.kind=mlp", "--set", "model.layers=[flatten, {conv2d: {out: 8, kernel: 3}}, flatten, linear]"])
         assertOneLineError(conv, "model.layers describes the whole model; remove model.kind")

@@ -14,14 +14,10 @@ final class SlurmTests: XCTestCase {
     override func setUpWithError() throws { harness = try SlurmHarness.start() }
     override func tearDownWithError() throws { try harness?.stop() }
 
-    func slurm(_ command: [String], environment: [String] = []) throws -> MPIRun.Outcome { try harness.slurm(command, environment: environment) }
+    /// Submits to one node, two tasks.
     func submit(_ arguments: [String], environment: [String] = []) throws -> String {
         try harness.submit(arguments, nodes: 1, tasksPerNode: 2, environment: environment)
     }
-    func wait(_ job: String, within seconds: Double = 180) throws -> (state: String, exit: String, output: String) {
-        try harness.wait(job, within: seconds)
-    }
-    func hash(_ dir: String) -> String? { SlurmHarness.hash(dir) }
 
     var short: [String] { ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=300", "--set", "checkpoint.every_steps=50"] }
 
@@ -30,17 +26,17 @@ final class SlurmTests: XCTestCase {
     func testAJobOfTwoTasksTrainsToCompletion() throws {
         let run = directory + "/run"
         let job = try submit(short + ["--run-dir", run])
-        let (state, exit, output) = try wait(job)
+        let (state, exit, output) = try harness.wait(job)
         XCTAssertEqual(state, "COMPLETED", output)
         XCTAssertEqual(exit, "0:0", output)
         XCTAssertTrue(output.contains("ringsgd train: 2 ranks") && output.contains("replicas identical"), output)
-        XCTAssertNotNil(hash(run))
+        XCTAssertNotNil(parameterHash(run))
         XCTAssertEqual(try harness.accounting(job: job)?.state, "COMPLETED")
     }
 
     /// Property: a config error inside a job is the job's last line and a failed job.
     func testAConfigErrorIsTheJobsLastLine() throws {
-        let (state, exit, output) = try wait(try submit(["train", "--config", "/nonexistent.yaml"]))
+        let (state, exit, output) = try harness.wait(try submit(["train", "--config", "/nonexistent.yaml"]))
         XCTAssertEqual(state, "FAILED", output)
         XCTAssertNotEqual(exit, "0:0")
         let last = output.split(separator: "\n").last.map(String.init) ?? ""
@@ -59,8 +55,8 @@ final class SlurmTests: XCTestCase {
             usleep(100_000)
         }
         let cancelled = Date()
-        XCTAssertEqual(try slurm(["scancel", job]).status, 0)
-        let (state, _, _) = try wait(job, within: 60)
+        XCTAssertEqual(try harness.slurm(["scancel", job]).status, 0)
+        let (state, _, _) = try harness.wait(job, within: 60)
         XCTAssertEqual(state, "CANCELLED")
         var gone = false
         for _ in 0 ..< 300 where !gone {
@@ -69,12 +65,12 @@ final class SlurmTests: XCTestCase {
         }
         XCTAssertTrue(gone, "ranks left after scancel")
         print("scancel → every rank gone in \(String(format: "%.2f", Date().timeIntervalSince(cancelled))) s")
-        let resumed = try wait(try submit(long + ["--run-dir", cut], environment: ["RINGSGD_RESUME=1"]))
+        let resumed = try harness.wait(try submit(long + ["--run-dir", cut], environment: ["RINGSGD_RESUME=1"]))
         XCTAssertEqual(resumed.state, "COMPLETED", resumed.output)
         XCTAssertTrue(resumed.output.contains("resumed at step"), resumed.output)
-        let uninterrupted = try wait(try submit(long + ["--run-dir", whole]))
+        let uninterrupted = try harness.wait(try submit(long + ["--run-dir", whole]))
         XCTAssertEqual(uninterrupted.state, "COMPLETED", uninterrupted.output)
-        XCTAssertEqual(hash(cut), hash(whole))
+        XCTAssertEqual(parameterHash(cut), parameterHash(whole))
     }
 }
 
@@ -100,14 +96,12 @@ final class SlurmAcrossSimulatedNodesTests: XCTestCase {
         let accounting = try harness.accounting(job: job)
         XCTAssertEqual(accounting?.state, "COMPLETED")
         XCTAssertEqual(accounting?.nodes, "simnode[1-2]")
-        let local = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: local) }
+        let local = temporaryDirectory()
         assertSucceeded(try MPIRun.run(np: 2, args + ["--run-dir", local]), "mpirun np 2")
-        XCTAssertEqual(SlurmHarness.hash(harness.directory + "/run"), SlurmHarness.hash(local))
+        XCTAssertEqual(parameterHash(harness.directory + "/run"), parameterHash(local))
         // The gradients crossed the simulated link: each node's shaped uplink (tbf on its eth0)
         // carried at least its rank's share of the ring, 300 steps × 2.14 MB.
-        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: harness.directory + "/run/summary.json"))) as! [String: Any]
-        let perStep = summary["wire_bytes_per_step"] as! Int
+        let perStep = try summary(harness.directory + "/run")["wire_bytes_per_step"] as! Int
         for host in try harness.simulatedHosts() {
             let stats = try MPIRun.runProcess(["tc", "-n", host, "-s", "qdisc", "show", "dev", "eth0"], timeout: 10).output
             let sent = stats.split(separator: "\n").first { $0.contains("Sent ") }.flatMap { line in
@@ -182,8 +176,4 @@ struct SlurmHarness {
             .filter { $0.hasPrefix("ns ") }.map { String($0.dropFirst(3)) }
     }
 
-    static func hash(_ dir: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: dir + "/summary.json") else { return nil }
-        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["param_hash"] as? String
-    }
 }

@@ -10,17 +10,6 @@ final class TrainUnderMPIRunTests: XCTestCase {
                         "--set", "train.max_steps=40", "--set", "train.global_batch=96", "--set", "train.log_every_steps=20",
                         "--set", "consistency.check_every_steps=10", "--set", "checkpoint.every_steps=10"]
 
-    func runDirectory() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-test-\(UUID().uuidString)").path
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        return dir
-    }
-
-    func summary(_ dir: String) throws -> [String: Any] {
-        let data = try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))
-        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
-    }
-
     func train(np: Int, _ extra: [String], dir: String, expectSuccess: Bool = true) throws -> MPIRun.Outcome {
         let outcome = try MPIRun.run(np: np, ["train"] + Self.short + ["--run-dir", dir] + extra, timeout: 180)
         if expectSuccess { assertSucceeded(outcome, "train np \(np) \(extra)") }
@@ -29,7 +18,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
 
     func testReplicasStayBitIdenticalAtNp2And3() throws {
         for np in [2, 3] {
-            let dir = runDirectory()
+            let dir = temporaryDirectory()
             let outcome = try train(np: np, [], dir: dir)
             XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
             let s = try summary(dir)
@@ -46,7 +35,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// Property: gradients in a shared-memory window (the ring's zero-copy steps, the default
     /// on one host) and in private memory (messages) train to bit-identical parameters.
     func testZeroCopyAndMessageRingsTrainToTheSameParameters() throws {
-        let shared = runDirectory(), messages = runDirectory()
+        let shared = temporaryDirectory(), messages = temporaryDirectory()
         let outcome = try train(np: 2, [], dir: shared)
         XCTAssertTrue(outcome.output.contains("gradients in shared memory"), outcome.output)
         let other = try train(np: 2, ["--set", "comm.shared_memory=false"], dir: messages)
@@ -63,7 +52,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             for codec in [[String](), ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true"]] {
                 var hashes: [String?] = []
                 for overlap in ["true", "false"] {
-                    let dir = runDirectory()
+                    let dir = temporaryDirectory()
                     let outcome = try train(np: np, codec + ["--set", "comm.bucket_bytes=262144", "--set", "comm.overlap=\(overlap)"], dir: dir)
                     XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
                     hashes.append(try summary(dir)["param_hash"] as? String)
@@ -71,7 +60,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
                 XCTAssertEqual(hashes[0], hashes[1], "np \(np) \(codec)")
             }
         }
-        assertOneLineError(try train(np: 2, ["--set", "comm.bucket_bytes=-1"], dir: runDirectory(), expectSuccess: false), "comm.bucket_bytes")
+        assertOneLineError(try train(np: 2, ["--set", "comm.bucket_bytes=-1"], dir: temporaryDirectory(), expectSuccess: false), "comm.bucket_bytes")
     }
 
     /// Property: `--timeline` writes one well-formed Chrome trace-event file with a process
@@ -79,7 +68,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// bucket's all-reduce with its encode / wait / decode, the optimizer step, checkpoint,
     /// evaluation, replica check.
     func testTimelineIsAWellFormedTraceOfEveryRank() throws {
-        let dir = runDirectory(), file = runDirectory() + ".json"
+        let dir = temporaryDirectory(), file = temporaryDirectory() + ".json"
         defer { try? FileManager.default.removeItem(atPath: file) }
         let outcome = try train(np: 2, ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true", "--set", "comm.bucket_bytes=262144",
                                         "--set", "train.max_steps=12", "--timeline", file], dir: dir)
@@ -107,7 +96,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             for extra in [["--set", "comm.compressor=powersgd", "--set", "comm.powersgd.rank=2", "--set", "comm.powersgd.start_step=5"],
                           ["--set", "comm.codec=sign", "--set", "comm.error_feedback=true"],
                           ["--set", "comm.codec=sign", "--set", "comm.error_feedback=true", "--set", "comm.compress_momentum=true"]] {
-                let outcome = try train(np: np, extra + ["--set", "train.global_batch=96", "--set", "train.max_steps=30"], dir: runDirectory())
+                let outcome = try train(np: np, extra + ["--set", "train.global_batch=96", "--set", "train.max_steps=30"], dir: temporaryDirectory())
                 XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
             }
         }
@@ -117,7 +106,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// replicas identical and to the same loss as our fp32 ring up to summation order; a codec
     /// with it is a one-line error.
     func testMPIAllreduceAlgorithmTrainsLikeTheRing() throws {
-        let ring = runDirectory(), mpi = runDirectory()
+        let ring = temporaryDirectory(), mpi = temporaryDirectory()
         assertSucceeded(try train(np: 2, [], dir: ring), "ring")
         let outcome = try train(np: 2, ["--set", "comm.algorithm=mpi"], dir: mpi)
         assertSucceeded(outcome, "mpi")
@@ -125,13 +114,13 @@ final class TrainUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
         let a = try summary(ring)["train_loss"] as? Double ?? .nan, b = try summary(mpi)["train_loss"] as? Double ?? .nan
         XCTAssertEqual(a, b, accuracy: 1e-3 * max(1, abs(a)))
-        assertOneLineError(try train(np: 2, ["--set", "comm.algorithm=mpi", "--set", "comm.codec=int8"], dir: runDirectory(), expectSuccess: false),
+        assertOneLineError(try train(np: 2, ["--set", "comm.algorithm=mpi", "--set", "comm.codec=int8"], dir: temporaryDirectory(), expectSuccess: false),
                            "comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is int8)")
     }
 
     /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both.
     func testScalingBenchmarkTabulatesAndPlotsEveryRankCountAndCodec() throws {
-        let out = runDirectory()
+        let out = temporaryDirectory()
         let outcome = try MPIRun.runProcess([MPIRun.binary, "bench", "scaling", "--config", TrainUnderMPIRunTests.short[1],
                                              "--ranks", "1,2", "--codecs", "none,int8", "--steps", "20", "--out", out,
                                              "--set", "train.global_batch=96"], timeout: 240)
@@ -151,7 +140,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
 
     func testReplicasStayBitIdenticalWithEveryCodec() throws {
         for codec in ["fp16", "bf16", "int8", "int8sr+zstd", "zstd"] {
-            let dir = runDirectory()
+            let dir = temporaryDirectory()
             let outcome = try train(np: 3, ["--set", "comm.codec=\(codec)", "--set", "comm.error_feedback=true",
                                             "--set", "comm.segment_bytes=65536"], dir: dir)
             XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
@@ -163,7 +152,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// end with the same parameters, bit for bit.
     func assertResumeAfterStep20IsBitIdentical(_ settings: [String], _ message: String,
                                               file: StaticString = #filePath, line: UInt = #line) throws {
-        let whole = runDirectory(), split = runDirectory()
+        let whole = temporaryDirectory(), split = temporaryDirectory()
         _ = try train(np: 2, settings, dir: whole)
         _ = try train(np: 2, settings + ["--stop-after", "20"], dir: split)
         _ = try train(np: 2, settings + ["--resume"], dir: split)
@@ -187,7 +176,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     }
 
     func testResumedRunEndsBitIdenticalToUninterruptedRun() throws {
-        let whole = runDirectory(), split = runDirectory()
+        let whole = temporaryDirectory(), split = temporaryDirectory()
         _ = try train(np: 2, [], dir: whole)
         _ = try train(np: 2, ["--stop-after", "20"], dir: split)
         XCTAssertEqual(try summary(split)["steps"] as? Int, 20)
@@ -198,7 +187,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     }
 
     func testCorruptNewestCheckpointIsReportedAndThePreviousUsed() throws {
-        let whole = runDirectory(), split = runDirectory()
+        let whole = temporaryDirectory(), split = temporaryDirectory()
         _ = try train(np: 2, [], dir: whole)
         _ = try train(np: 2, ["--stop-after", "30"], dir: split)
         let newest = split + "/checkpoints/step-00000030.ckpt"
@@ -212,7 +201,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     }
 
     func testResumeFromTwoRanksOntoThree() throws {
-        let dir = runDirectory()
+        let dir = temporaryDirectory()
         _ = try train(np: 2, ["--stop-after", "20"], dir: dir)
         let resumed = try train(np: 3, ["--resume"], dir: dir)
         XCTAssertTrue(resumed.output.contains("written by 2 ranks, now 3"), resumed.output)
@@ -223,7 +212,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     }
 
     func testNonFiniteGradientOnOneRankIsSkippedByAllRanks() throws {
-        let dir = runDirectory()
+        let dir = temporaryDirectory()
         let outcome = try train(np: 3, ["--set", "consistency.inject_nonfinite_at=[5, 7, 8]"], dir: dir)
         XCTAssertEqual(try summary(dir)["skipped_steps"] as? Int, 3, outcome.output)
         XCTAssertTrue(outcome.output.contains("step 7: non-finite gradient"), outcome.output)
@@ -234,7 +223,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// at the config-hash check, before any training, naming each rank's hash.
     func testRanksWithDifferentConfigsFailTogether() throws {
         guard FileManager.default.isExecutableFile(atPath: MPIRun.binary) else { throw XCTSkip("binary not built") }
-        let dir = runDirectory()
+        let dir = temporaryDirectory()
         var command = ["mpirun", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { command.append("--allow-run-as-root") }
         let base = [MPIRun.binary, "train"] + Self.short + ["--run-dir", dir]
@@ -278,7 +267,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             (["--resume", "--overwrite"], "pass one"),
         ]
         for (arguments, expected) in cases {
-            let outcome = try train(np: 2, arguments, dir: runDirectory(), expectSuccess: false)
+            let outcome = try train(np: 2, arguments, dir: temporaryDirectory(), expectSuccess: false)
             XCTAssertFalse(outcome.timedOut, "\(arguments) hung")
             XCTAssertNotEqual(outcome.status, 0, "\(arguments) must fail")
             XCTAssertTrue(outcome.output.contains(expected), "\(arguments): expected '\(expected)' in:\n\(outcome.output)")

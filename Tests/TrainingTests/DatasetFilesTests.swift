@@ -2,17 +2,10 @@ import Foundation
 import Training
 import XCTest
 
-/// Writes `.npy` files byte by byte as numpy.save does (format 1.0), for fixtures.
+/// `.npy` fixtures: the header numpy.save writes (format 1.0), then the given bytes.
 enum NpyFixture {
-    static func bytes(descr: String, shape: [Int], data: [UInt8], fortran: Bool = false, version: UInt8 = 1) -> [UInt8] {
-        let shapeText = shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        var header = Array("{'descr': '\(descr)', 'fortran_order': \(fortran ? "True" : "False"), 'shape': \(shapeText), }".utf8)
-        let preamble = version == 1 ? 10 : 12
-        while (preamble + header.count + 1) % 64 != 0 { header.append(0x20) }
-        header.append(0x0A)
-        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [version, 0]
-        if version == 1 { withUnsafeBytes(of: UInt16(header.count).littleEndian) { out += $0 } } else { withUnsafeBytes(of: UInt32(header.count).littleEndian) { out += $0 } }
-        return out + header + data
+    static func bytes(descr: String, shape: [Int], data: [UInt8], fortran: Bool = false) -> [UInt8] {
+        NumpyFile.header(descr: descr, shape: shape, fortranOrder: fortran) + data
     }
 
     static func write(_ bytes: [UInt8], _ path: String) throws {
