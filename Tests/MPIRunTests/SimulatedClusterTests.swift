@@ -137,20 +137,43 @@ final class AutomaticCodecTests: XCTestCase {
         return (try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as? [String: Any])?["codec"] as? String
     }
 
-    func testAutoPicksFP32OnOneHostAndCompressionAcrossASlowLink() throws {
-        let local = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-auto-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: local) }
+    /// The probe's estimates as printed ("none 0.5 ms, bf16 0.8 ms, …").
+    func estimates(_ output: String) -> [String: Double] {
+        guard let line = output.split(separator: "\n").first(where: { $0.contains("comm.codec auto: probe of") }),
+              let list = line.components(separatedBy: "estimated all-reduce of the gradient: ").last?.components(separatedBy: " (slowest rank)").first
+        else { return [:] }
+        var result: [String: Double] = [:]
+        for item in list.components(separatedBy: ", ") {
+            let parts = item.split(separator: " ")
+            if parts.count == 3, let ms = Double(parts[1]) { result[String(parts[0])] = ms }
+        }
+        return result
+    }
+
+    /// Property: on one host the choice follows the measurement — fp32 unless a codec's
+    /// estimate beats it (by the 10 % margin, so its printed estimate is no larger) — and every
+    /// rank uses it. Which side of that line this machine falls on is a measurement, not a
+    /// property (the zero-copy fp32 ring and int8 messages are within 0.1 ms of each other on
+    /// some machines of this kind). Across a 1 Gbit/s link fp32 is 3× slower than int8: a
+    /// compressing codec is chosen.
+    func testAutoFollowsTheProbeOnOneHostAndCompressesAcrossASlowLink() throws {
+        let local = temporaryDirectory()
         let auto = ["--set", "comm.codec=auto", "--set", "comm.error_feedback=true"]
         let oneHost = try MPIRun.run(np: 2, ["train"] + TrainUnderMPIRunTests.short + auto + ["--run-dir", local], timeout: 180)
-        XCTAssertEqual(try chosenCodec(oneHost, local), "none", "one host: the zero-copy fp32 ring beats every codec")
+        let chosen = try chosenCodec(oneHost, local) ?? "nil"
+        let printed = estimates(oneHost.output)
+        XCTAssertEqual(Set(printed.keys), ["none", "bf16", "int8", "int8+zstd"], oneHost.output)
+        XCTAssertLessThanOrEqual(printed[chosen] ?? .infinity, printed["none"] ?? 0, "chose \(chosen) against the probe:\n\(oneHost.output)")
+        if chosen != "none" {
+            XCTAssertEqual(printed[chosen], printed.values.min(), "a codec is chosen only as the fastest:\n\(oneHost.output)")
+        }
 
         try SimulatedClusterTests.requireNamespaces()   // skips, saying why, without namespaces
-        let remote = local + "-sim"
-        defer { try? FileManager.default.removeItem(atPath: remote) }
+        let remote = temporaryDirectory()
         let config = MPIRun.packageRoot.appendingPathComponent("configs/synthetic-large.yaml").path
         let slow = try MPIRun.runProcess([SimulatedClusterTests.script, "--hosts", "2", "--rate", "1gbit", "--", "train", "--config", config,
                                           "--set", "train.max_steps=3", "--run-dir", remote] + auto, timeout: 240)
-        let chosen = try chosenCodec(slow, remote)
-        XCTAssertNotNil(chosen.flatMap { ["bf16", "int8", "int8+zstd"].contains($0) ? $0 : nil }, "1 Gbit/s, 40 MB gradient: a compressing codec, got \(chosen ?? "nil")\n\(slow.output)")
+        let compressing = try chosenCodec(slow, remote)
+        XCTAssertNotNil(compressing.flatMap { ["bf16", "int8", "int8+zstd"].contains($0) ? $0 : nil }, "1 Gbit/s, 40 MB gradient: a compressing codec, got \(compressing ?? "nil")\n\(slow.output)")
     }
 }
