@@ -96,7 +96,10 @@ public final class MPITransport: Transport, ActivityReporting {
             if polls & 255 == 0 {
                 let waited = MPI_Wtime() - start
                 if waited > deadline {
-                    throw CollectiveError.stalled(rank: rank, peer: peer, activity: activity, seconds: waited, deadline: deadline)
+                    // A collective (barrier, broadcast) waits for every other rank; with two
+                    // ranks that is one rank, which the message can then name.
+                    let whom = peer ?? (size == 2 ? 1 - rank : nil)
+                    throw CollectiveError.stalled(rank: rank, peer: whom, activity: activity, seconds: waited, deadline: deadline)
                 }
                 if waited > 0.001 { sched_yield() }
             }
