@@ -11,8 +11,23 @@
 //   InProcessTransport                     threads + mailboxes, only for fast unit tests
 //   NeuralNet        (COpenBLAS)           flat parameter buffer, layers, models, loss
 //   Optimizers                             SGD/RMSProp/Adam/AdamW/LAMB/LARS, LR schedules
-//   Training         (all of the above)    data, sampler, config, checkpoint, trainer step
-//   ringsgd          (executable)          `ringsgd train | bench allreduce | bench compute`
+//   FileFormats      (CZlib)               IDX, .npy, .npz, safetensors, atomic file writes
+//   Datasets         (FileFormats, NeuralNet)
+//                                          Dataset, distributed sampler, labelled arrays,
+//                                          normalisation, Fashion-MNIST, synthetic data
+//   ModelFiles       (FileFormats, Datasets, NeuralNet)
+//                                          the model description, export to safetensors/npz
+//   GradientSync     (Collectives, GradientCodecs, NeuralNet, Optimizers)
+//                                          backward → optimizer: buckets, the communication
+//                                          thread, error feedback, codec choice, PowerSGD,
+//                                          the momentum carry
+//   Training         (all of the above, Yams)
+//                                          config, the trainer and its step, agreement,
+//                                          checkpoints, timeline, evaluation
+//   ringsgd          (executable)          `ringsgd train | evaluate | export | bench …`
+//
+// Nothing below Training reads YAML or sees the config; Datasets and GradientSync do not see
+// each other.
 import PackageDescription
 
 // Hot loops (codecs, reductions, element-wise layers, optimizer updates) are written as
@@ -55,19 +70,28 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["COpenBLAS"], swiftSettings: hot),
         .target(name: "Optimizers", swiftSettings: hot),
 
+        // MARK: - Data and files
+        .target(name: "FileFormats", dependencies: ["CZlib"], swiftSettings: hot),
+        .target(name: "Datasets", dependencies: ["FileFormats", "NeuralNet"], swiftSettings: hot),
+        .target(name: "ModelFiles", dependencies: ["FileFormats", "Datasets", "NeuralNet"], swiftSettings: hot),
+
+        // MARK: - Synchronisation
+        .target(name: "GradientSync", dependencies: ["Collectives", "GradientCodecs", "NeuralNet", "Optimizers"],
+                swiftSettings: hot),
+
         // MARK: - The product
         .target(name: "Training",
-                dependencies: ["Collectives", "GradientCodecs", "NeuralNet", "Optimizers", "CZlib",
-                               .product(name: "Yams", package: "Yams")],
+                dependencies: ["Collectives", "GradientCodecs", "NeuralNet", "Optimizers", "FileFormats", "Datasets",
+                               "ModelFiles", "GradientSync", .product(name: "Yams", package: "Yams")],
                 swiftSettings: hot),
         .executableTarget(name: "ringsgd",
                           dependencies: ["Training", "MPITransport", "Collectives", "GradientCodecs",
-                                         "NeuralNet", "Optimizers",
+                                         "NeuralNet", "Optimizers", "FileFormats", "Datasets", "ModelFiles", "GradientSync",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: hot),
 
         // Coverage-guided fuzzing of every decoder (launch/fuzz.sh); built normally, a corpus replayer.
-        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "Training"], swiftSettings: hot),
+        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "FileFormats", "Training"], swiftSettings: hot),
 
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",
@@ -75,7 +99,12 @@ let package = Package(
         .testTarget(name: "GradientCodecsTests", dependencies: ["GradientCodecs", "Collectives", "InProcessTransport"]),
         .testTarget(name: "NeuralNetTests", dependencies: ["NeuralNet"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"], resources: [.copy("Reference")]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "InProcessTransport", "GradientCodecs"]),
+        .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "FileFormats"]),
+        .testTarget(name: "GradientSyncTests",
+                    dependencies: ["GradientSync", "Collectives", "InProcessTransport", "GradientCodecs", "NeuralNet"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "InProcessTransport", "GradientCodecs",
+                                                          "Datasets", "FileFormats", "ModelFiles", "GradientSync"]),
         .testTarget(name: "MPIRunTests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bin=.build/release/ringsgd
 if [ ! -x "$bin" ] || [ -n "$(find Package.swift Sources -newer "$bin" -print -quit)" ]; then
   swift build -c release --product ringsgd >&2
+  touch "$bin"   # built after every change, even one SwiftPM did not relink for
 fi

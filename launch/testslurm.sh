@@ -13,7 +13,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 usage="usage: launch/testslurm.sh start DIR [--nodes N --rate R] | stop DIR"
-fail() { echo "testslurm: error: $*" >&2; exit 3; }
+# Exit 3 only where this machine cannot run SLURM (no root, a package missing, no network
+# namespaces): the tests skip on it. Any other failure to start exits 1 (usage: 2).
+fail() { echo "testslurm: error: $*" >&2; exit 1; }
+unavailable() { echo "testslurm: error: $*" >&2; exit 3; }
 # shellcheck source=launch/simhosts.sh
 source "$root/launch/simhosts.sh"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
@@ -48,9 +51,9 @@ case "$command" in
 esac
 [[ "$nodes" =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] && [ "$nodes" -le 16 ] || fail "--nodes must be a whole number in 1…16, got '$nodes'"
 simhosts_check_rate "$rate"
-[ "$(id -u)" -eq 0 ] || fail "starting slurmd needs root"
+[ "$(id -u)" -eq 0 ] || unavailable "starting slurmd needs root"
 for tool in munged slurmctld slurmd sbatch; do
-  command -v "$tool" >/dev/null || fail "$tool is missing: run launch/setup.sh (Debian packages slurmctld slurmd slurm-client munge)"
+  command -v "$tool" >/dev/null || unavailable "$tool is missing: run launch/setup.sh (Debian packages slurmctld slurmd slurm-client munge)"
 done
 # The daemons outlive this script: they must not inherit any descriptor of our caller beyond
 # 0–2 (a caller that waits for EOF on one — Foundation's Process does — would wait forever).
@@ -69,7 +72,7 @@ base=$(( 17000 + $(cksum <<<"$dir" | cut -d' ' -f1) % 2000 * 2 ))
 host=$(hostname)
 controller=127.0.0.1
 if [ "$nodes" -gt 1 ]; then
-  simhosts_probe "$dir"
+  (fail() { unavailable "$@"; }; simhosts_probe "$dir")   # its failures: no root, ip/tc or namespaces
   subnet=$(simhosts_pick_subnet)
   simhosts_create "sl$$" "$nodes" "$rate" "$subnet" "$dir"
   controller=$subnet.254

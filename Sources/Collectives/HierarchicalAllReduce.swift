@@ -44,9 +44,11 @@ public final class HierarchicalAllReduce: AllReduce {
         set { crossRing.onPhase = newValue }
     }
 
-    /// Whether `buffer` lies in this host's shared memory, as `average` needs.
-    public func canAverage(_ buffer: UnsafeMutableBufferPointer<Float>) -> Bool {
-        local.sharedRegion(containing: buffer) != nil
+    /// The values of a `count`-value buffer that this rank's cross-host ring averages — the
+    /// chunk it owns after the host's reduce-scatter — and so the only ones whose
+    /// error-feedback memory it uses.
+    public func ownedRange(ofCount count: Int) -> Range<Int> {
+        RingPartition(count: count, ranks: local.size, maxSegmentValues: max(1, count)).chunk((local.rank + 1) % local.size)
     }
 
     public func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws {
@@ -54,10 +56,9 @@ public final class HierarchicalAllReduce: AllReduce {
             throw CollectiveError.transport(rank: transport.rank, peer: nil, call: "hierarchical all-reduce",
                 detail: "the buffer is not in this host's shared memory on every rank (comm.shared_memory must be on)")
         }
-        let k = local.size, j = local.rank
-        let part = RingPartition(count: buffer.count, ranks: k, maxSegmentValues: max(1, buffer.count))
+        let part = RingPartition(count: buffer.count, ranks: local.size, maxSegmentValues: max(1, buffer.count))
         try localRing.reduceScatterInSharedMemory(buffer, region: region, offsets: offsets, part: part)
-        let owned = part.chunk((j + 1) % k)
+        let owned = ownedRange(ofCount: buffer.count)
         try crossRing.average(UnsafeMutableBufferPointer(rebasing: buffer[owned]),
                               residual: residual.map { UnsafeMutableBufferPointer(rebasing: $0[owned]) })
         try region.synchronize(over: local)   // the owned chunks' new values, visible to the host

@@ -24,8 +24,13 @@ public final class MPIRuntime: @unchecked Sendable {
 
     /// Initialises MPI if needed and returns the transport over `MPI_COMM_WORLD`, whose error
     /// handler is set to `MPI_ERRORS_RETURN` so that failures come back as Swift errors.
+    ///
+    /// Reads `RINGSGD_MPI_MAX_MESSAGE_BYTES` (`MPITransport.maxMessageBytes`) first, so that a
+    /// bad value is an error before MPI starts.
     public func worldTransport() throws -> MPITransport {
         if let world { return world }
+        let maxMessageBytes = try MPITransport.maxMessageBytes(
+            fromEnvironment: ProcessInfo.processInfo.environment[MPITransport.maxMessageBytesVariable])
         var provided: Int32 = 0
         try check(MPI_Init_thread(nil, nil, Int32(MPI_THREAD_SERIALIZED), &provided), call: "MPI_Init_thread")
         isInitialised = true
@@ -36,7 +41,7 @@ public final class MPIRuntime: @unchecked Sendable {
         }
         let comm = ringsgd_mpi_comm_world()!
         try check(MPI_Comm_set_errhandler(comm, ringsgd_mpi_errors_return()), call: "MPI_Comm_set_errhandler")
-        let transport = try MPITransport(communicator: comm)
+        let transport = try MPITransport(communicator: comm, maxMessageBytes: maxMessageBytes)
         world = transport
         return transport
     }
@@ -87,9 +92,13 @@ func mpiErrorString(_ code: Int32) -> String {
 }
 
 /// Throws unless `code` is `MPI_SUCCESS`, naming the call.
-func check(_ code: Int32, call: String, rank: Int = -1, peer: Int? = nil) throws {
+///
+/// `call` is an autoclosure so that the name ("MPI_Isend of 524288 bytes") is only formatted
+/// on failure: the sends and receives of every ring step pass through here, and an
+/// interpolated string that long would otherwise be a heap allocation per message.
+func check(_ code: Int32, call: @autoclosure () -> String, rank: Int = -1, peer: Int? = nil) throws {
     if code != MPI_SUCCESS {
-        throw CollectiveError.transport(rank: rank, peer: peer, call: call, detail: mpiErrorString(code))
+        throw CollectiveError.transport(rank: rank, peer: peer, call: call(), detail: mpiErrorString(code))
     }
 }
 

@@ -5,19 +5,37 @@ import Foundation
 /// `Transport` over an MPI communicator: `MPI_Isend`/`MPI_Irecv` of bytes, `MPI_Wait`.
 ///
 /// A request handle is the `MPI_Request` itself (an opaque pointer in OpenMPI) stored as
-/// bits; a received message's length comes from `MPI_Get_count` on its status.
+/// bits; a received message's length comes from `MPI_Get_count` on its status. Transfers of
+/// `maxMessageBytes` or more are split (MPI counts are 32-bit): see MPILargeMessages.swift.
 public final class MPITransport: Transport, ActivityReporting {
     public let rank: Int
     public let size: Int
     let comm: MPI_Comm
+    /// The most bytes one MPI call of this transport moves: longer transfers, and messages and
+    /// receive buffers of exactly this length, go as several calls (MPILargeMessages.swift).
+    ///
+    /// Why: every MPI count is a C `int`, so one call moves at most 2³¹ − 1 elements, and
+    /// `Int32(count)` traps past that — a parameter broadcast of ~537 M fp32 values, a
+    /// checkpoint broadcast at resume or a large ring segment would crash the job. Every rank
+    /// must use the same limit (both ends of a message compute its pieces from it):
+    /// `RINGSGD_MPI_MAX_MESSAGE_BYTES`, read once at MPI initialisation, sets it (tests use a
+    /// few KiB to exercise the split path); the default is `defaultMaxMessageBytes`.
+    public let maxMessageBytes: Int
+    /// How many transfers took more than one MPI call, by kind: the evidence a test of the
+    /// split path needs (a limit that was ignored would otherwise pass unnoticed).
+    public internal(set) var splitTransfers = SplitTransfers()
+    /// Receives of at least `maxMessageBytes` whose length is not known yet, in posting order
+    /// (MPILargeMessages.swift).
+    var unexpandedReceives: [LargeTransfer] = []
     /// Shared-memory windows allocated through `allocateShared` (MPISharedWindow.swift).
     var sharedWindows: [SharedWindow] = []
     /// Transports over communicators split from this one (`splitByHost`), freed at finalisation.
     var subTransports: [MPITransport] = []
     private var ownsCommunicator = false
 
-    init(communicator: MPI_Comm) throws {
+    init(communicator: MPI_Comm, maxMessageBytes: Int) throws {
         comm = communicator
+        self.maxMessageBytes = maxMessageBytes
         var r: Int32 = 0, s: Int32 = 0
         try check(MPI_Comm_rank(comm, &r), call: "MPI_Comm_rank")
         try check(MPI_Comm_size(comm, &s), call: "MPI_Comm_size")
@@ -33,26 +51,28 @@ public final class MPITransport: Transport, ActivityReporting {
         ownsCommunicator = false
     }
 
-    /// The host this rank runs on (for logs: "rank 3 on node17").
-    public var processorName: String {
-        var buffer = [CChar](repeating: 0, count: Int(ringsgd_mpi_max_processor_name()) + 1)
-        var length: Int32 = 0
-        MPI_Get_processor_name(&buffer, &length)
-        return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
     public func send(_ bytes: UnsafeRawBufferPointer, to peer: Int, tag: Int) throws -> TransportRequest {
+        if bytes.count >= maxMessageBytes { return try sendLarge(bytes, to: peer, tag: tag) }
         var request: MPI_Request? = ringsgd_mpi_request_null()
         try check(MPI_Isend(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(peer), Int32(tag), comm, &request),
                   call: "MPI_Isend of \(bytes.count) bytes", rank: rank, peer: peer)
-        return TransportRequest(handle: UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) }), peer: peer, isSend: true)
+        return TransportRequest(handle: Self.handle(request), peer: peer, isSend: true)
     }
 
     public func receive(into bytes: UnsafeMutableRawBufferPointer, from peer: Int, tag: Int) throws -> TransportRequest {
+        if bytes.count >= maxMessageBytes { return try receiveLarge(into: bytes, from: peer, tag: tag) }
         var request: MPI_Request? = ringsgd_mpi_request_null()
         try check(MPI_Irecv(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(peer), Int32(tag), comm, &request),
                   call: "MPI_Irecv of up to \(bytes.count) bytes", rank: rank, peer: peer)
-        return TransportRequest(handle: UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) }), peer: peer, isSend: false)
+        return TransportRequest(handle: Self.handle(request), peer: peer, isSend: false)
+    }
+
+    /// An `MPI_Request`'s bits as a handle. OpenMPI's requests are pointers to word-aligned
+    /// structs, so bit 0 is clear: a set bit 0 marks a split transfer (`LargeTransfer`).
+    static func handle(_ request: MPI_Request?) -> UInt {
+        let bits = UInt(bitPattern: request.map { UnsafeMutableRawPointer($0) })
+        assert(bits & 1 == 0, "an MPI_Request with bit 0 set would be taken for a split transfer")
+        return bits
     }
 
     /// The longest any wait may last (`comm.timeout_seconds`); nil waits forever.
@@ -66,19 +86,24 @@ public final class MPITransport: Transport, ActivityReporting {
     public var deadlineSeconds: Double?
 
     public func wait(_ request: TransportRequest) throws -> Int {
+        if request.handle & 1 != 0 { return try waitLarge(request) }
         var handle: MPI_Request? = UnsafeMutableRawPointer(bitPattern: request.handle).map { MPI_Request($0) }
+        return try finish(&handle, peer: request.peer, isSend: request.isSend)
+    }
+
+    /// Completes one MPI request of a send or receive; returns the bytes it received (0 for a send).
+    func finish(_ handle: inout MPI_Request?, peer: Int, isSend: Bool) throws -> Int {
         var status = MPI_Status()
-        let code = try complete(&handle, &status, peer: request.peer)
+        let code = try complete(&handle, &status, peer: peer)
         if code != MPI_SUCCESS {
             // MPI_ERR_IN_STATUS is not used by MPI_Wait; the status's MPI_ERROR may say more.
             let detail = status.MPI_ERROR != MPI_SUCCESS ? mpiErrorString(status.MPI_ERROR) : mpiErrorString(code)
-            throw CollectiveError.transport(rank: rank, peer: request.peer,
-                                            call: request.isSend ? "MPI_Wait on a send" : "MPI_Wait on a receive",
+            throw CollectiveError.transport(rank: rank, peer: peer, call: isSend ? "MPI_Wait on a send" : "MPI_Wait on a receive",
                                             detail: detail)
         }
-        if request.isSend { return 0 }
+        if isSend { return 0 }
         var count: Int32 = 0
-        try check(MPI_Get_count(&status, ringsgd_mpi_byte(), &count), call: "MPI_Get_count", rank: rank, peer: request.peer)
+        try check(MPI_Get_count(&status, ringsgd_mpi_byte(), &count), call: "MPI_Get_count", rank: rank, peer: peer)
         return Int(count)
     }
 
@@ -117,32 +142,51 @@ public final class MPITransport: Transport, ActivityReporting {
         try check(try complete(&handle, &status, peer: nil), call: "MPI_Barrier", rank: rank)
     }
 
+    /// One `MPI_Bcast` per piece of at most `maxMessageBytes`: every rank passes the same
+    /// length, so every rank makes the same calls.
     public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
-        let call = "MPI_Bcast of \(bytes.count) bytes from rank \(root)"
-        guard deadlineSeconds != nil else {
-            return try check(MPI_Bcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm), call: call, rank: rank, peer: root)
-        }
-        var handle: MPI_Request? = ringsgd_mpi_request_null()
-        try check(MPI_Ibcast(bytes.baseAddress, Int32(bytes.count), ringsgd_mpi_byte(), Int32(root), comm, &handle), call: call, rank: rank, peer: root)
-        var status = MPI_Status()
-        try check(try complete(&handle, &status, peer: root), call: call, rank: rank, peer: root)
+        if bytes.count > maxMessageBytes { splitTransfers.collectives += 1 }
+        var offset = 0
+        repeat {   // at least once: a broadcast of 0 bytes is still a collective call
+            let piece = min(maxMessageBytes, bytes.count - offset), start = bytes.baseAddress.map { $0 + offset }
+            if deadlineSeconds == nil {
+                try check(MPI_Bcast(start, Int32(piece), ringsgd_mpi_byte(), Int32(root), comm),
+                          call: Self.broadcastCall(bytes.count, root, offset, piece), rank: rank, peer: root)
+            } else {
+                var handle: MPI_Request? = ringsgd_mpi_request_null()
+                try check(MPI_Ibcast(start, Int32(piece), ringsgd_mpi_byte(), Int32(root), comm, &handle),
+                          call: Self.broadcastCall(bytes.count, root, offset, piece), rank: rank, peer: root)
+                var status = MPI_Status()
+                try check(try complete(&handle, &status, peer: root),
+                          call: Self.broadcastCall(bytes.count, root, offset, piece), rank: rank, peer: root)
+            }
+            offset += piece
+        } while offset < bytes.count
     }
 
-    /// OpenMPI's own `MPI_Allreduce` (sum, in place), then the same division by n as ours:
-    /// the baseline the ring is measured and tested against.
-    public func mpiAllReduceAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), ringsgd_mpi_float(),
-                                ringsgd_mpi_sum(), comm),
-                  call: "MPI_Allreduce of \(buffer.count) floats", rank: rank)
+    /// Names a broadcast call for an error message, with the piece when it is one of several.
+    private static func broadcastCall(_ count: Int, _ root: Int, _ offset: Int, _ piece: Int) -> String {
+        "MPI_Bcast of \(count) bytes from rank \(root)" + (piece < count ? " (bytes \(offset) ..< \(offset + piece))" : "")
+    }
+
+    /// OpenMPI's own `MPI_Allreduce` (sum, in place), then — if `average` — the same division
+    /// by n as our ring's: the baseline the ring is measured (`bench allreduce` times the bare
+    /// sum) and tested against. One call per piece of at most `maxMessageBytes`.
+    public func mpiAllReduce(_ buffer: UnsafeMutableBufferPointer<Float>, average: Bool) throws {
+        let most = max(1, maxMessageBytes / 4)
+        if buffer.count > most { splitTransfers.collectives += 1 }
+        var offset = 0
+        repeat {   // at least once, like the broadcast
+            let piece = min(most, buffer.count - offset)
+            try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress.map { $0 + offset }, Int32(piece), ringsgd_mpi_float(),
+                                    ringsgd_mpi_sum(), comm),
+                      call: "MPI_Allreduce of \(buffer.count) floats" + (piece < buffer.count ? " (values \(offset) ..< \(offset + piece))" : ""),
+                      rank: rank)
+            offset += piece
+        } while offset < buffer.count
+        guard average else { return }
         let scale = 1 / Float(size)
         for i in buffer.indices { buffer[i] *= scale }
-    }
-
-    /// `MPI_Allreduce` sum without the division (bench: the raw collective's time).
-    public func mpiAllReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), ringsgd_mpi_float(),
-                                ringsgd_mpi_sum(), comm),
-                  call: "MPI_Allreduce of \(buffer.count) floats", rank: rank)
     }
 
     /// Wall-clock seconds (MPI_Wtime), the clock MPI benchmarks use.
@@ -150,7 +194,7 @@ public final class MPITransport: Transport, ActivityReporting {
 }
 
 extension MPITransport: NativeAllReduceTransport {
-    public func nativeAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try mpiAllReduceAverage(buffer) }
+    public func nativeAverage(_ buffer: UnsafeMutableBufferPointer<Float>) throws { try mpiAllReduce(buffer, average: true) }
     public var nativeAllReduceName: String { "MPI_Allreduce" }
 }
 
@@ -178,7 +222,8 @@ extension MPITransport: HostTopologyTransport {
         }
         var cross: MPI_Comm? = nil
         try check(MPI_Comm_split(comm, localRank, Int32(rank), &cross), call: "MPI_Comm_split by local rank", rank: rank)
-        let local = try MPITransport(communicator: node!), across = try MPITransport(communicator: cross!)
+        let local = try MPITransport(communicator: node!, maxMessageBytes: maxMessageBytes)
+        let across = try MPITransport(communicator: cross!, maxMessageBytes: maxMessageBytes)
         local.ownsCommunicator = true
         across.ownsCommunicator = true
         (local.deadlineSeconds, across.deadlineSeconds) = (deadlineSeconds, deadlineSeconds)

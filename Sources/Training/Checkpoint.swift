@@ -1,4 +1,8 @@
+import GradientSync
+import Datasets
+import FileFormats
 import Foundation
+import ModelFiles
 
 /// A training checkpoint: everything needed to continue bit-identically.
 ///
@@ -17,8 +21,9 @@ import Foundation
 /// Sections: `CONF` the canonical config text; `PRMS` the flat parameters (Float32, in the
 /// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
 /// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
-/// feedback is on; `MODL` the `ModelDescription` as JSON (a reader that predates it skips
-/// it). The sampler position and every random stream are functions of (seed,
+/// feedback is on; `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
+/// identical on every rank), present with `comm.compressor: powersgd`; `MODL` the
+/// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
     public static let magic = Array("RSGDCKPT".utf8)
@@ -31,13 +36,14 @@ public struct Checkpoint: Equatable {
     public var parameters: [Float]
     public var optimizerState: [UInt8]
     public var residualSum: [Float]?
+    public var powerSGDState: [UInt8]?
     public var model: ModelDescription?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
-                optimizerState: [UInt8], residualSum: [Float]?, model: ModelDescription? = nil) {
+                optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil) {
         self.worldSize = worldSize; self.step = step; self.skippedSteps = skippedSteps; self.config = config
         self.parameters = parameters; self.optimizerState = optimizerState; self.residualSum = residualSum
-        self.model = model
+        self.powerSGDState = powerSGDState; self.model = model
     }
 
     public func encoded() -> [UInt8] {
@@ -48,6 +54,7 @@ public struct Checkpoint: Equatable {
                                              ("PRMS", parameters.withUnsafeBytes { Array($0) }),
                                              ("OPTM", optimizerState)]
         if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
+        if let powerSGDState { sections.append(("PSGD", powerSGDState)) }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
@@ -99,6 +106,7 @@ public struct Checkpoint: Equatable {
         parameters = prms.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         optimizerState = optm
         residualSum = sections["EFRS"].map { e in e.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
+        powerSGDState = sections["PSGD"]
         if let json = sections["MODL"] {
             do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
@@ -223,5 +231,17 @@ public struct CheckpointStore {
             }
         }
         return (nil, skipped)
+    }
+}
+
+extension ModelExport {
+    /// A checkpoint's parameters as the file's bytes (its step and config hash in the metadata).
+    public static func encode(_ checkpoint: Checkpoint, format: Format) throws -> (bytes: [UInt8], tensors: [NamedTensor]) {
+        guard let description = checkpoint.model else {
+            throw Checkpoint.Corrupt(reason: "has no model description (written before ringsgd could export); resume the run once to write a new checkpoint")
+        }
+        return try encode(checkpoint.parameters, model: description, format: format,
+                          extra: ["ringsgd.step": "\(checkpoint.step)",
+                                  "ringsgd.config_hash": String(format: "%016llx", FastHash.hash(Array(checkpoint.config.utf8)))])
     }
 }

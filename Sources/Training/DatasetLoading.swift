@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Foundation
 
 /// The training and test sets a config names (`data.dataset`), for the trainer and for
@@ -41,7 +45,7 @@ extension TrainingConfig {
     /// A split of the synthetic task: the test split shares the seed (the task) and starts
     /// past the training samples.
     private func synthetic(train: Bool) throws -> SyntheticDataset {
-        try SyntheticDataset(count: train ? syntheticTrainSize : max(syntheticTestSize, 1), features: syntheticFeatures,
+        try SyntheticDataset(count: train ? syntheticTrainSize : syntheticTestSize, features: syntheticFeatures,
                              classes: syntheticClasses, seed: seed, firstIndex: train ? 0 : syntheticTrainSize)
     }
 

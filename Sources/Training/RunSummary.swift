@@ -3,6 +3,8 @@ public struct RunSummary: Codable, Equatable {
     public var test_accuracy: Double
     public var samples_per_second: Double
     public var steps: Int
+    /// Samples per optimizer step, all ranks together (`train.global_batch`).
+    public var global_batch: Int
     public var wall_seconds: Double
     public var skipped_steps: Int
     public var param_hash: String
@@ -14,9 +16,11 @@ public struct RunSummary: Codable, Equatable {
     public var compute_seconds: Double
     public var comm_seconds: Double
     public var codec_seconds: Double
-    /// Seconds the steps waited for averaging after backward ended, and the share of the
-    /// averaging time that overlap with backward hid (1 − exposed / comm).
+    /// Seconds the steps waited for averaging after backward ended; what their averaging costs
+    /// when nobody waits (measured before the first step, `CommunicationCost`); and the share
+    /// of that cost overlap with backward hid: 1 − exposed / isolated, in [0, 1].
     public var comm_exposed_seconds: Double
+    public var comm_isolated_seconds: Double
     public var comm_hidden_fraction: Double
     public var resumed_from_step: Int
     /// Bytes rank 0 sent per step in the gradient all-reduce, after compression (the ring is
@@ -39,6 +43,7 @@ public struct EpochMetrics: Codable {
     public var comm_seconds: Double
     public var codec_seconds: Double
     public var comm_exposed_seconds: Double
+    public var comm_isolated_seconds: Double
     public var comm_hidden_fraction: Double
     public var skipped_steps: Int
 }

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Collectives
 import Foundation
 import NeuralNet
@@ -12,13 +16,16 @@ extension Trainer {
         transport.setActivity("the checkpoint of step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.checkpoint, since: spanStart) }
-        let residualSum = try run.synchronizer.residualSum()   // collective
+        let residualSum = try run.synchronizer.errorFeedbackSum()   // collective
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
-            try run.synchronizer.writeOwnResidual(to: run.store, step: step)
+            if let memory = run.synchronizer.memory {
+                try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
+            }
             guard transport.rank == 0 else { return }
             try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
                                            parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
-                                           residualSum: residualSum, model: run.modelDescription))
+                                           residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
+                                           model: run.modelDescription))
         }
     }
 

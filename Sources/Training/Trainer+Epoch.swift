@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Collectives
 import Foundation
 import NeuralNet
@@ -52,6 +56,7 @@ extension Trainer {
                                    samples_per_second: Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9),
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
                                    codec_seconds: epoch.clock.codec, comm_exposed_seconds: epoch.clock.exposed,
+                                   comm_isolated_seconds: epoch.clock.isolated,
                                    comm_hidden_fraction: epoch.clock.hiddenFraction, skipped_steps: run.skipped)
         try Agreement.run("append to metrics.jsonl", over: transport) {
             guard let file = run.metrics else { return }

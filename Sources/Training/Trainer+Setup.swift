@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Collectives
 import Foundation
 import NeuralNet
@@ -20,14 +24,25 @@ extension Trainer {
         let (train, test) = try Agreement.run("load the dataset", over: transport) {
             try config.loadDatasets(log: { line in if rank == 0 { log(line) } })
         }
-        // Hosts with several ranks each: shared memory inside a host, the ring across hosts.
+        // Hosts with several ranks each: shared memory inside a host, the ring across hosts —
+        // unless something rules the hierarchical all-reduce out, which the log then says.
         var split: HostSplit?
-        if config.topology == "auto" && config.allReduceAlgorithm == "ring" && config.sharedMemory && n > 1,
-           let topology = transport as? HostTopologyTransport {
+        if config.topology == "auto" && config.allReduceAlgorithm == "ring" && n > 1, let topology = transport as? HostTopologyTransport {
             let (found, reason) = try topology.splitByHost()
-            split = found
-            if let found, rank == 0 { log("topology: \(found.hosts) hosts × \(n / found.hosts) ranks: hierarchical all-reduce") }
-            if found == nil && reason.hasPrefix("hosts have different") && rank == 0 { log("topology: \(reason): every rank uses the flat ring") }
+            let note = { (line: String) in if rank == 0 { self.log("topology: \(line)") } }
+            if let found {
+                let layout = "\(found.hosts) hosts × \(n / found.hosts) ranks"
+                if !config.sharedMemory {
+                    note("\(layout), but comm.shared_memory is false: the hierarchical all-reduce needs the host's shared memory; every rank uses the flat ring")
+                } else if config.compressor == "powersgd" {
+                    note("\(layout), but comm.compressor: powersgd averages its P and Q matrices (not in the host's shared memory) on the flat ring; every rank uses the flat ring")
+                } else {
+                    split = found
+                    note("\(layout): hierarchical all-reduce")
+                }
+            } else if reason.hasPrefix("hosts have different") {
+                note("\(reason): every rank uses the flat ring")
+            }
         }
         // Every rank checks the model against the data before the (collective) allocation.
         let layers = try Agreement.run("check the model against the data", over: transport) {
@@ -44,7 +59,7 @@ extension Trainer {
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             let optimizer = try config.makeOptimizer(parameters: parameters)
-            let synchronizer = try GradientSynchronizer(config: config, transport: transport,
+            let synchronizer = try GradientSynchronizer(settings: config.syncSettings, transport: transport,
                                                         plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes),
                                                         hosts: split.flatMap { s in
                                                             // Only when the gradients lie in the host's shared memory (a window could be refused).
@@ -61,6 +76,7 @@ extension Trainer {
 
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
         if let probe = synchronizer.probe, rank == 0 { log(probe.report) }
+        try synchronizer.measureIsolatedCost(probing: parameters.gradients)
 
         // Start: rank 0's initial parameters everywhere (the seeded init already agrees; the
         // broadcast makes it a guarantee), or the newest valid checkpoint.
@@ -77,7 +93,7 @@ extension Trainer {
             return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("metrics.jsonl"), truncate: !resume)
         }
         let run = TrainingRun(train: train, test: test, model: model, sampler: sampler, optimizer: optimizer, schedule: schedule,
-                              synchronizer: synchronizer, store: store, metrics: metrics, totalSteps: totalSteps,
+                              synchronizer: synchronizer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
         if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere
@@ -143,12 +159,14 @@ extension Trainer {
             return found.checkpoint.encoded()
         }
         let checkpoint = try Checkpoint(decoding: bytes)
-        let warning = try Agreement.run("load the checkpoint", over: transport) { () -> String? in
+        let warnings = try Agreement.run("load the checkpoint", over: transport) { () -> [String] in
             try fits(checkpoint)
             _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
-            return synchronizer.restore(from: checkpoint, store: store)
+            let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank) : nil
+            return synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
+                                        step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)
         }
-        if let warning { log("warning: \(warning)") }
+        for warning in warnings { log("warning: \(warning)") }
         if transport.rank == 0 {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
         }

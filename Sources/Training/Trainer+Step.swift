@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Foundation
 import GradientCodecs
 import NeuralNet
@@ -71,6 +75,7 @@ extension Trainer {
         clock.compute = (backwardEnd - start).seconds
         clock.comm = run.synchronizer.lastSeconds
         clock.exposed = run.synchronizer.lastExposedSeconds
+        clock.isolated = run.synchronizer.lastIsolatedSeconds
         clock.codec = run.synchronizer.lastCodecSeconds
         clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
         if let gradientDumpPath, rank == 0, step == run.endStep - 1 {

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Collectives
 import Foundation
 import NeuralNet
@@ -80,7 +84,15 @@ public final class Trainer {
         timeline.layerNames = run.model.layers.enumerated().map { "\($0.offset) \($0.element.summary)" }
         try timeline.start(over: transport)
         run.timeline = timeline
-        run.synchronizer.timeline = timeline
+        let lane = run.synchronizer.averagesOnOwnThread ? timeline.communication : timeline.training
+        run.synchronizer.onSpan = { span, from, to in
+            switch span {
+            case let .allReduce(bucket): timeline.record(.allReduce, bucket, from: from, to: to, on: lane)
+            case let .phase(phase):
+                let kind: Timeline.Kind = switch phase { case .encode: .encode; case .decode: .decode; case .reduce: .reduce; case .wait: .wait }
+                timeline.record(kind, from: from, to: to, on: lane)
+            }
+        }
     }
 
     /// Rank 0 gathers every rank's spans and writes the trace (collective).
@@ -112,11 +124,12 @@ public final class Trainer {
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy,
                                  samples_per_second: Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9),
-                                 steps: run.endStep, wall_seconds: wall, skipped_steps: run.skipped,
+                                 steps: run.endStep, global_batch: config.globalBatch, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,
                                  comm_seconds: epoch.runClock.comm, codec_seconds: epoch.runClock.codec,
-                                 comm_exposed_seconds: epoch.runClock.exposed, comm_hidden_fraction: epoch.runClock.hiddenFraction,
+                                 comm_exposed_seconds: epoch.runClock.exposed, comm_isolated_seconds: epoch.runClock.isolated,
+                                 comm_hidden_fraction: epoch.runClock.hiddenFraction,
                                  resumed_from_step: run.startStep,
                                  wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },
                                  config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges)
@@ -131,19 +144,21 @@ public final class Trainer {
 
 /// Seconds spent per kind of work.
 struct StepClock {
-    /// Forward and backward; averaging (summed over buckets); codec work; the wait for
-    /// averaging after backward ended (the part overlap did not hide).
-    var compute = 0.0, comm = 0.0, codec = 0.0, exposed = 0.0
+    /// Forward and backward; averaging (summed over buckets, from each bucket's start: waits
+    /// for slower peers included); codec work; the wait for averaging after backward ended
+    /// (the part overlap did not hide); what the averaging costs when nobody waits
+    /// (`CommunicationCost`).
+    var compute = 0.0, comm = 0.0, codec = 0.0, exposed = 0.0, isolated = 0.0
     /// Bytes sent by the all-reduce (nil once any step's count was unknown).
     var wireBytes: Double? = 0
 
     mutating func add(_ other: StepClock) {
-        compute += other.compute; comm += other.comm; codec += other.codec; exposed += other.exposed
+        compute += other.compute; comm += other.comm; codec += other.codec; exposed += other.exposed; isolated += other.isolated
         wireBytes = wireBytes.flatMap { mine in other.wireBytes.map { mine + $0 } }
     }
 
-    /// 1 − exposed / total averaging time (0 without communication).
-    var hiddenFraction: Double { comm > 0 ? max(0, 1 - exposed / comm) : 0 }
+    /// 1 − exposed / the cost of averaging when nobody waits, in [0, 1] (0 without communication).
+    var hiddenFraction: Double { isolated > 0 ? min(1, max(0, 1 - exposed / isolated)) : 0 }
 }
 
 func formatDuration(_ seconds: Double) -> String {
@@ -159,10 +174,3 @@ func peakResidentMegabytes() -> Double {
     return Double(usage.ru_maxrss) / 1024
 }
 
-extension JSONEncoder {
-    static var sorted: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return e
-    }
-}

@@ -1,5 +1,9 @@
+import ModelFiles
+import FileFormats
+import Datasets
 import Foundation
 import GradientCodecs
+import GradientSync
 import NeuralNet
 import Optimizers
 
@@ -65,6 +69,9 @@ public struct TrainingConfig {
     public var checkpointEverySteps = 0            // checkpoint.every_steps (0: only at the end)
     public var checkpointKeep = 3                  // checkpoint.keep
 
+    /// The largest `comm.segment_bytes`: a segment is one message, with its buffers, per peer.
+    public static let maxSegmentBytes = 1 << 30
+
     /// The config as read, canonical: sorted `key: value` lines (hashed; stored in checkpoints).
     public private(set) var canonicalText = ""
 
@@ -113,7 +120,7 @@ public struct TrainingConfig {
         syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1)
         syntheticClasses = try r.int("data.synthetic.classes", default: syntheticClasses, min: 2)
         syntheticTrainSize = try r.int("data.synthetic.train_size", default: syntheticTrainSize, min: 1)
-        syntheticTestSize = try r.int("data.synthetic.test_size", default: syntheticTestSize, min: 0)
+        syntheticTestSize = try r.int("data.synthetic.test_size", default: syntheticTestSize, min: 1)
         epochs = try r.int("train.epochs", default: epochs, min: 1)
         maxSteps = try r.int("train.max_steps", default: maxSteps, min: 0)
         globalBatch = try r.int("train.global_batch", default: globalBatch, min: 1)
@@ -167,6 +174,9 @@ public struct TrainingConfig {
         if (1 ... 3).contains(segmentBytes) {
             throw ConfigError("comm.segment_bytes must be 0 (the ring's default) or ≥ 4 (one float), got \(segmentBytes)")
         }
+        if segmentBytes > Self.maxSegmentBytes {
+            throw ConfigError("comm.segment_bytes \(segmentBytes) exceeds \(Self.maxSegmentBytes) (1 GiB): a segment is one message and its receive buffer; use 0 (the ring's default) or a smaller size")
+        }
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)
         overlap = try r.bool("comm.overlap", default: overlap)
@@ -187,6 +197,13 @@ public struct TrainingConfig {
         }
         if allReduceAlgorithm == "mpi" && !["none", "fp32"].contains(codec) {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")
+        }
+        // Keys that exist but would do nothing with the chosen model or optimizer: refused, not ignored.
+        if let stray = ["model.hidden", "model.dropout"].first(where: r.has), modelKind != "mlp" {
+            throw ConfigError("\(stray) applies to model.kind: mlp only (model.kind is \(modelKind)); remove it, or describe the model with model.layers")
+        }
+        if let stray = ["optimizer.nesterov", "optimizer.dampening"].first(where: r.has), optimizer != "sgd" {
+            throw ConfigError("\(stray) applies to optimizer.name: sgd only (torch.optim.SGD's; \(optimizer) has none); remove it")
         }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
         canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
@@ -235,6 +252,24 @@ public struct TrainingConfig {
         return Set(left.keys).union(right.keys).sorted().compactMap { key in
             left[key] == right[key] ? nil : "\(key): \(left[key] ?? "(default)") → \(right[key] ?? "(default)")"
         }
+    }
+
+    /// What the gradient synchronizer is told (`comm.*` and the seed).
+    public var syncSettings: SyncSettings {
+        var s = SyncSettings()
+        s.algorithm = allReduceAlgorithm == "mpi" ? .mpi : .ring
+        s.codec = codec
+        s.errorFeedback = errorFeedback
+        s.warmupSteps = uncompressedWarmupSteps
+        s.segmentBytes = segmentBytes > 0 ? segmentBytes : nil
+        s.overlap = overlap
+        s.compressMomentum = compressMomentum
+        s.seed = seed
+        if compressor == "powersgd" {
+            s.powerSGD = PowerSGDSettings(rank: powerSGDRank, startStep: powerSGDStartStep,
+                                          minCompressionRate: powerSGDMinCompressionRate, errorFeedback: powerSGDErrorFeedback)
+        }
+        return s
     }
 
     /// A 64-bit hash of the canonical config: ranks compare it before training.

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Foundation
 import NeuralNet
 import Optimizers
@@ -12,6 +16,7 @@ final class TrainingRun {
     let optimizer: Optimizer
     let schedule: LearningRateSchedule
     let synchronizer: GradientSynchronizer
+    let config: TrainingConfig
     let store: CheckpointStore
     /// `metrics.jsonl`, open on rank 0 only.
     let metrics: AppendOnlyFile?
@@ -41,22 +46,22 @@ final class TrainingRun {
 
     /// What the checkpoints' parameters are the parameters of (written with each checkpoint).
     var modelDescription: ModelDescription {
-        ModelDescription(model: model, layers: synchronizer.config.modelSpec.expanded,
+        ModelDescription(model: model, layers: config.modelSpec.expanded,
                          normalization: (train as? ArrayDataset)?.normalization)
     }
 
     init(train: Dataset, test: Dataset, model: Sequential, sampler: DistributedSampler, optimizer: Optimizer,
-         schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, store: CheckpointStore, metrics: AppendOnlyFile?,
+         schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, config: TrainingConfig, store: CheckpointStore, metrics: AppendOnlyFile?,
          totalSteps: Int, perEpoch: Bool, startStep: Int, endStep: Int, skipped: Int, configChanges: [String]) {
         (self.train, self.test, self.model, self.sampler, self.optimizer) = (train, test, model, sampler, optimizer)
-        (self.schedule, self.synchronizer, self.store, self.metrics) = (schedule, synchronizer, store, metrics)
+        (self.schedule, self.synchronizer, self.config, self.store, self.metrics) = (schedule, synchronizer, config, store, metrics)
         stepsPerEpoch = sampler.stepsPerEpoch
         self.totalSteps = totalSteps
         epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch
         (self.perEpoch, self.startStep, self.endStep, self.skipped, self.configChanges) = (perEpoch, startStep, endStep, skipped, configChanges)
         input = .allocate(capacity: sampler.localBatch * train.inputSize)
         labels = .allocate(capacity: sampler.localBatch)
-        microBatches = synchronizer.config.accumulateSteps
+        microBatches = config.accumulateSteps
         microBatch = sampler.localBatch / microBatches
         accumulated = microBatches > 1 ? .allocate(capacity: model.parameters.count) : nil
     }

@@ -10,6 +10,7 @@
 //     .build-fuzz/release/fuzz-decoders -max_total_time=60 Tests/FuzzCorpus
 // The property: any input is either decoded or rejected with a thrown error — never a crash,
 // a trap, an out-of-bounds access or a hang.
+import FileFormats
 import Foundation
 import GradientCodecs
 import Training

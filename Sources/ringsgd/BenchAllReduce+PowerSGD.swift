@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import ArgumentParser
 import Collectives
 import Foundation
@@ -10,7 +14,7 @@ import Training
 /// is timed on a real gradient dumped by `train --dump-gradient FILE` (values in FILE, views in
 /// FILE.views.json), a step at a time as in training — Q warm-started from the previous
 /// iteration, error feedback on — against the fp32 ring and MPI_Allreduce on the same buffer,
-/// alternating which goes first.
+/// the order rotating each round (`BenchAllReduce.timeInRotation(_:input:over:)`).
 extension BenchAllReduce {
     func measurePowerSGD(_ transport: MPITransport) throws {
         let n = transport.size, rank = transport.rank
@@ -23,7 +27,7 @@ extension BenchAllReduce {
         }
         if rank == 0 {
             print("# ringsgd bench allreduce --compressor powersgd: np \(n), gradient \(path) (\(count) values, \(views.count) tensors)")
-            print("# \(warmup) warm-up + \(iterations) timed steps (Q warm-started, error feedback on), median of per-rank medians' max")
+            print("# \(warmup) warm-up + \(iterations) timed steps (Q warm-started, error feedback on; contenders interleaved, order rotating), median of per-rank medians' max")
             print(pad("mode", 18) + " " + ["wire_bytes", "wire_vs_fp32", "us", "fp32_ring_us", "mpi_us", "vs_fp32_ring", "vs_mpi"].enumerated()
                 .map { pad($0.element, [12, 12, 10, 12, 10, 12, 8][$0.offset], right: true) }.joined(separator: " "))
         }
@@ -35,33 +39,20 @@ extension BenchAllReduce {
         defer { work.deallocate() }
         let fp32Ring = RingAllReduce(transport: transport, segmentBytes: segmentBytes)
         var results: [[String: Any]] = []
-        /// The collective is as slow as its slowest rank: the largest per-rank median.
-        func slowest(_ times: [Double]) throws -> Double { try RingAllGather.gather(median(times), over: transport).max()! }
         for r in powerSGDRanks {
-            let powerSGD = try PowerSGD(views: views, count: count, rank: r, minCompressionRate: 2, transport: transport,
-                                        codec: try CodecRegistry.make(codecNames[0]), segmentBytes: segmentBytes)
-            var residual = [Float](repeating: 0, count: count)
-            var state = [Float](repeating: 0, count: powerSGD.stateCount)
-            state.withUnsafeMutableBufferPointer { PowerSGD.initialize(UnsafeMutableBufferPointer(rebasing: $0[0 ..< powerSGD.qCount]), seed: 0) }
-            // Per contender (PowerSGD, the fp32 ring, MPI_Allreduce), the timed iterations.
-            var samples: [[Double]] = [[], [], []]
-            for i in 0 ..< warmup + iterations {
-                for which in (i % 2 == 0 ? [0, 1, 2] : [2, 1, 0]) {
-                    _ = work.update(fromContentsOf: pristine)
-                    try transport.barrier()
-                    let t = MPITransport.wallTime()
-                    switch which {
-                    case 0:
-                        try residual.withUnsafeMutableBufferPointer { res in
-                            try state.withUnsafeMutableBufferPointer { try powerSGD.average(work, residual: res, state: $0, restErrorFeedback: true) }
-                        }
-                    case 1: try fp32Ring.average(work)
-                    default: try transport.mpiAllReduceSum(work)
-                    }
-                    if i >= warmup { samples[which].append(MPITransport.wallTime() - t) }
-                }
-            }
-            let (time, fp32, mpi) = try (slowest(samples[0]), slowest(samples[1]), slowest(samples[2]))
+            // The whole gradient as one bucket, error feedback on (for the matrices and the rest).
+            let powerSGD = try PowerSGD(views: views, plan: BucketPlan(extents: [0 ..< count], bucketBytes: 0), count: count,
+                                        settings: PowerSGDSettings(rank: r, minCompressionRate: 2), transport: transport,
+                                        codec: try CodecRegistry.make(codecNames[0]), errorFeedback: true, segmentBytes: segmentBytes, seed: 0)
+            let memory = ErrorFeedbackMemory(count: count, sharers: n)
+            let contenders = [
+                Contender(buffer: work) { try powerSGD.average(work, memory: memory) },
+                Contender(buffer: work) { try fp32Ring.average(work) },
+                Contender(buffer: work) { try transport.mpiAllReduce(work, average: false) },
+            ]
+            let samples = try pristine.withUnsafeBufferPointer { try timeInRotation(contenders, input: $0, over: transport) }
+            let (time, fp32, mpi) = try (slowest(samples[0], over: transport), slowest(samples[1], over: transport),
+                                         slowest(samples[2], over: transport))
             let fp32Wire = Double(RingPartition(count: count, ranks: n, maxSegmentValues: 1).chunkSum(ranks: n)) * 4
             let ratio = Double(powerSGD.lastBytesSent) / fp32Wire
             if rank == 0 {

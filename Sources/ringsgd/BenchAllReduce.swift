@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import ArgumentParser
 import Collectives
 import Foundation
@@ -6,8 +10,10 @@ import GradientCodecs
 import MPITransport
 
 /// `ringsgd bench allreduce`: our ring against OpenMPI's `MPI_Allreduce` on the same buffers,
-/// in the same run, alternating — and alternating which goes first — so that machine noise and
-/// cache state favour neither.
+/// in the same run — with `--topology hierarchical` also the hierarchical all-reduce, with a
+/// lossy codec also the fp32 ring — interleaved call by call, the order rotating each round so
+/// that every variant goes first (and second, …) equally often: machine noise, drift and
+/// cache state favour none (`timeInRotation(_:input:over:)`).
 ///
 /// busbw follows nccl-tests: algbw = bytes / time, busbw = algbw · 2(n−1)/n, the rate each
 /// link must sustain; it is comparable across world sizes and against the link speed.
@@ -104,7 +110,7 @@ struct BenchAllReduce: ParsableCommand {
             print("# input: \(gradient.map { "gradient dumped from a training run, \($0)" } ?? "synthetic gradient-like data (Laplace, log-uniform scales per 4096 values, 10 % zeros)")")
             print("# buffers: " + (segment != nil ? "MPI shared-memory window (fp32 ring steps are direct loads)"
                                                   : "private (every ring step is an MPI message)"))
-            print("# \(warmup) warm-up + \(iterations) timed iterations, median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
+            print("# \(warmup) warm-up + \(iterations) timed rounds (contenders interleaved, order rotating), median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
             print(pad("codec", 10) + " " + ["bytes", "ring_us", "mpi_us", "ring_GB/s", "mpi_GB/s", "mpi/ring"].enumerated()
                 .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
         }
@@ -128,36 +134,18 @@ struct BenchAllReduce: ParsableCommand {
                 } else {
                     GradientLikeData.fill(pristine, seed: 42, rank: rank)
                 }
-                var ringTimes: [Double] = [], mpiTimes: [Double] = [], fp32Times: [Double] = [], codecTimes: [Double] = [], hierTimes: [Double] = []
-                for i in 0 ..< warmup + iterations {
-                    if let hierarchical, let region = hosts?.region {
-                        let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
-                        _ = shared.update(fromContentsOf: pristine)
-                        try transport.barrier()
-                        let t = MPITransport.wallTime()
-                        try hierarchical.average(shared, residual: nil)
-                        if i >= warmup { hierTimes.append(MPITransport.wallTime() - t) }
-                    }
-                    if compressed {
-                        _ = work.update(fromContentsOf: pristine)
-                        try transport.barrier()
-                        let t = MPITransport.wallTime()
-                        try fp32Ring.average(work)
-                        if i >= warmup { fp32Times.append(MPITransport.wallTime() - t) }
-                    }
-                    var ringTime = 0.0, mpiTime = 0.0
-                    for ringFirst in (i % 2 == 0 ? [true, false] : [false, true]) {
-                        _ = work.update(fromContentsOf: pristine)
-                        try transport.barrier()
-                        let t0 = MPITransport.wallTime()
-                        if ringFirst { try ring.average(work); ringTime = MPITransport.wallTime() - t0 }
-                        else { try transport.mpiAllReduceSum(work); mpiTime = MPITransport.wallTime() - t0 }
-                    }
-                    if i >= warmup { ringTimes.append(ringTime); mpiTimes.append(mpiTime); codecTimes.append(ring.lastCodecSeconds) }
+                // The contenders, all on the same input; the optional ones only where asked for.
+                var codecTimes: [Double] = []
+                codecTimes.reserveCapacity(warmup + iterations)   // no allocation inside a timed call
+                var contenders = [Contender(buffer: work) { try ring.average(work); codecTimes.append(ring.lastCodecSeconds) },
+                                  Contender(buffer: work) { try transport.mpiAllReduce(work, average: false) }]
+                if compressed { contenders.append(Contender(buffer: work) { try fp32Ring.average(work) }) }
+                if let hierarchical, let region = hosts?.region {
+                    let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
+                    contenders.append(Contender(buffer: shared) { try hierarchical.average(shared, residual: nil) })
                 }
-                // The collective is as slow as its slowest rank.
-                let ringMedian = try RingAllGather.gather(median(ringTimes), over: transport).max()!
-                let mpiMedian = try RingAllGather.gather(median(mpiTimes), over: transport).max()!
+                let samples = try timeInRotation(contenders, input: UnsafeBufferPointer(pristine), over: transport)
+                let ringMedian = try slowest(samples[0], over: transport), mpiMedian = try slowest(samples[1], over: transport)
                 let ringBus = Double(size) / ringMedian * busFactor / 1e9
                 let mpiBus = Double(size) / mpiMedian * busFactor / 1e9
                 var row: [String: Any] = ["codec": name, "bytes": size, "ring_us": ringMedian * 1e6, "mpi_us": mpiMedian * 1e6,
@@ -165,7 +153,7 @@ struct BenchAllReduce: ParsableCommand {
                                           "wire_bytes_per_rank": ring.lastBytesSent]
                 var extra = ""
                 if hierarchical != nil {
-                    let hierMedian = try RingAllGather.gather(median(hierTimes), over: transport).max()!
+                    let hierMedian = try slowest(samples.last!, over: transport)
                     row["hierarchical_us"] = hierMedian * 1e6
                     extra += String(format: "  hierarchical %.1f us: %.2fx the flat ring, %.2fx MPI_Allreduce", hierMedian * 1e6,
                                     ringMedian / hierMedian, mpiMedian / hierMedian)
@@ -173,8 +161,8 @@ struct BenchAllReduce: ParsableCommand {
                 if compressed {
                     // fp32 ring bytes: every rank sends 2(n−1) chunks of the buffer.
                     let fp32Wire = Double(RingPartition(count: count, ranks: n, maxSegmentValues: 1).chunkSum(ranks: n)) * 4
-                    let fp32Median = try RingAllGather.gather(median(fp32Times), over: transport).max()!
-                    let codecSeconds = try RingAllGather.gather(median(codecTimes), over: transport).max()!
+                    let fp32Median = try slowest(samples[2], over: transport)
+                    let codecSeconds = try slowest(Array(codecTimes.suffix(iterations)), over: transport)
                     let (encode, decode) = try codecThroughput(name, pristine)
                     let saved = fp32Wire - Double(ring.lastBytesSent)
                     let breakEven = codecSeconds > 0 && saved > 0 ? saved / codecSeconds / 1e9 : 0
@@ -204,11 +192,46 @@ struct BenchAllReduce: ParsableCommand {
         }
     }
 
+    /// Times every contender on the same input: `warmup` untimed rounds, then `iterations` timed
+    /// ones; returns each contender's timed seconds, in contender order.
+    ///
+    /// Every call starts from `input` copied into its buffer, then a barrier, so no call inherits
+    /// another's result or a rank's lateness. Round i runs the contenders starting at i mod k
+    /// (k of them): the order rotates, so over the timed rounds each runs first — straight after
+    /// the barrier — and in every later position equally often (±1 when k does not divide
+    /// `iterations`), and drift, warm-up and the cache state one leaves the next favour none.
+    func timeInRotation(_ contenders: [Contender], input: UnsafeBufferPointer<Float>, over transport: MPITransport) throws -> [[Double]] {
+        var samples = [[Double]](repeating: [], count: contenders.count)
+        for round in 0 ..< warmup + iterations {
+            for position in contenders.indices {
+                let which = (round + position) % contenders.count, contender = contenders[which]
+                _ = contender.buffer.update(fromContentsOf: input)
+                try transport.barrier()
+                let start = MPITransport.wallTime()
+                try contender.call()
+                if round >= warmup { samples[which].append(MPITransport.wallTime() - start) }
+            }
+        }
+        return samples
+    }
+
+    /// A collective is as slow as its slowest rank: the largest of the ranks' median times.
+    func slowest(_ times: [Double], over transport: MPITransport) throws -> Double {
+        try RingAllGather.gather(median(times), over: transport).max()!
+    }
+
     /// "mpi (btl tcp,self)" when the BTL was chosen on the command line, else "mpi (default btl)".
     private func transportLabel() -> String {
         if let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] { return "mpi (btl \(btl))" }
         return "mpi (default btl)"
     }
+}
+
+/// One collective `bench allreduce` times: the buffer it averages in place (refilled from the
+/// input before every call) and the call.
+struct Contender {
+    let buffer: UnsafeMutableBufferPointer<Float>
+    let call: () throws -> Void
 }
 
 /// Single-core codec throughput on `data` (encode, decode), in GB/s of fp32 input, segment by

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import ArgumentParser
 import Foundation
 
@@ -5,8 +9,12 @@ import Foundation
 /// a launcher (this machine, the simulated cluster, or a hostfile), tabulated and plotted.
 ///
 /// Run it directly, not under mpirun: it starts one job per (ranks, codec) and reads each
-/// job's `summary.json`. Every figure is the trainer's own (samples/s excludes evaluation);
-/// speed-up and efficiency are against the smallest rank count of the same codec.
+/// job's `summary.json`. Every figure is the trainer's own (samples/s excludes evaluation),
+/// and so is every input to a derived one: the step time is the run's own global batch over
+/// its samples/s, per-step times divide by the steps it ran — never what this command guesses
+/// from the YAML, which `--set` overrides and the trainer's defaults would make wrong. Speed-up
+/// and efficiency are against the smallest rank count of the same codec: rank counts run in
+/// increasing order, so that baseline is known when each row is printed.
 struct BenchScaling: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scaling",
@@ -91,7 +99,7 @@ struct BenchScaling: ParsableCommand {
 
     func run() throws {
         setvbuf(stdout, nil, _IOLBF, 0)   // a row as each run ends, also into a file or pipe
-        let rankCounts = Self.counts(ranks)!
+        let rankCounts = Set(Self.counts(ranks)!).sorted()   // smallest first: the baseline
         let root = Self.packageRoot.path
         let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
         try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
@@ -117,9 +125,12 @@ struct BenchScaling: ParsableCommand {
                     throw ValidationError("the run at \(n) ranks with codec \(codec) failed (exit \(status)): \(tail) — full output in \(log)")
                 }
                 let summary = try JSONDecoder().decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
-                let base = rows.first { $0.codec == codec }
+                guard let globalBatch = summary.global_batch else {
+                    throw ValidationError("\(runDirectory)/summary.json has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
+                }
+                let base = rows.filter { $0.codec == codec }.min { $0.ranks < $1.ranks }
                 let row = ScalingRow(ranks: n, hosts: launcher == "simcluster" ? n / ranksPerHost : nil, link: link, codec: codec,
-                                     codecUsed: summary.codec, summary: summary, base: base, globalBatch: try globalBatch(ranks: n))
+                                     codecUsed: summary.codec, summary: summary, globalBatch: globalBatch, base: base)
                 rows.append(row)
                 print(row.line)
             }
@@ -136,16 +147,6 @@ struct BenchScaling: ParsableCommand {
         }
         if launcher.hasPrefix("hostfile:") { return [root + "/launch/hostfile.sh", String(launcher.dropFirst(9)), "\(n)"] }
         return [root + "/launch/local.sh", "\(n)"]
-    }
-
-    /// The global batch a run uses (the config's, or per-rank × ranks), read the way the trainer reads it.
-    func globalBatch(ranks n: Int) throws -> Int {
-        if let perRankBatch { return perRankBatch * n }
-        let yaml = try String(contentsOfFile: config, encoding: .utf8)
-        return yaml.split(separator: "\n").compactMap { line -> Int? in
-            let t = line.trimmingCharacters(in: .whitespaces)
-            return t.hasPrefix("global_batch:") ? Int(t.dropFirst(13).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") : nil
-        }.first ?? 64
     }
 
     static func execute(_ command: [String], log: String) throws -> Int32 {
@@ -172,9 +173,12 @@ struct BenchScaling: ParsableCommand {
     }
 }
 
-/// The fields of a run's summary.json that the table uses.
+/// The fields of a run's summary.json (`RunSummary`) that the table uses.
 struct ScalingSummary: Decodable {
     let samples_per_second: Double
+    /// Samples per optimizer step over all ranks, as the run used it (config, `--set`, default).
+    /// Optional only so that a summary without it is a clear error rather than a decoding one.
+    let global_batch: Int?
     let steps: Int
     let resumed_from_step: Int
     let compute_seconds: Double
@@ -194,6 +198,9 @@ struct ScalingRow: Encodable {
     let codec: String
     let codecUsed: String
     let samplesPerSecond: Double
+    /// The run's global batch and the steps it ran (after any resume), from its summary.
+    let globalBatch: Int
+    let steps: Int
     let stepSeconds: Double
     let speedup: Double
     let efficiency: Double
@@ -202,10 +209,14 @@ struct ScalingRow: Encodable {
     let testAccuracy: Double
     let peakRSS: Double
 
-    init(ranks: Int, hosts: Int?, link: String, codec: String, codecUsed: String, summary s: ScalingSummary, base: ScalingRow?, globalBatch: Int) {
-        let steps = Double(max(1, s.steps - s.resumed_from_step))
+    /// `base`: the same codec's row at the smallest rank count (nil: this is it).
+    init(ranks: Int, hosts: Int?, link: String, codec: String, codecUsed: String, summary s: ScalingSummary, globalBatch: Int, base: ScalingRow?) {
         (self.ranks, self.hosts, self.link, self.codec, self.codecUsed) = (ranks, hosts, link, codec, codecUsed)
+        self.globalBatch = globalBatch
+        self.steps = s.steps - s.resumed_from_step
+        let steps = Double(max(1, self.steps))
         samplesPerSecond = s.samples_per_second
+        // samples/s is (steps · global batch) / training seconds, so this is seconds per step.
         stepSeconds = Double(globalBatch) / max(s.samples_per_second, 1e-9)
         let baseRanks = Double(base?.ranks ?? ranks), baseRate = base?.samplesPerSecond ?? s.samples_per_second
         speedup = s.samples_per_second / baseRate
@@ -217,7 +228,8 @@ struct ScalingRow: Encodable {
     }
 
     static let columns = ["ranks", "hosts", "link", "codec", "codec_used", "samples_per_second", "step_seconds", "speedup", "efficiency",
-                          "compute_s_per_step", "comm_s_per_step", "codec_s_per_step", "wire_bytes_per_step_per_rank", "test_accuracy", "peak_rss_mb"]
+                          "compute_s_per_step", "comm_s_per_step", "codec_s_per_step", "wire_bytes_per_step_per_rank", "test_accuracy", "peak_rss_mb",
+                          "global_batch", "steps"]
     static let header = [pad("ranks", 5), pad("hosts", 5), pad("codec", -14), pad("samples/s", 11), pad("step_ms", 9), pad("speedup", 8),
                          pad("eff", 5), pad("compute_ms", 11), pad("comm_ms", 9), pad("codec_ms", 9), pad("wire_MB/step", 13), pad("test_acc", 9)].joined(separator: " ")
 
@@ -240,7 +252,8 @@ struct ScalingRow: Encodable {
         let fields: [String] = ["\(ranks)", hosts.map(String.init) ?? "", link, codec, codecUsed, String(format: "%.1f", samplesPerSecond),
                                 String(format: "%.6f", stepSeconds), String(format: "%.4f", speedup), String(format: "%.4f", efficiency),
                                 String(format: "%.6f", computePerStep), String(format: "%.6f", commPerStep), String(format: "%.6f", codecPerStep),
-                                wireBytesPerStep.map { String(format: "%.0f", $0) } ?? "", String(format: "%.4f", testAccuracy), String(format: "%.1f", peakRSS)]
+                                wireBytesPerStep.map { String(format: "%.0f", $0) } ?? "", String(format: "%.4f", testAccuracy), String(format: "%.1f", peakRSS),
+                                "\(globalBatch)", "\(steps)"]
         return fields.map { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }.joined(separator: ",")
     }
 
@@ -249,6 +262,7 @@ struct ScalingRow: Encodable {
         case codecUsed = "codec_used", samplesPerSecond = "samples_per_second", stepSeconds = "step_seconds", speedup, efficiency
         case computePerStep = "compute_s_per_step", commPerStep = "comm_s_per_step", codecPerStep = "codec_s_per_step"
         case wireBytesPerStep = "wire_bytes_per_step_per_rank", testAccuracy = "test_accuracy", peakRSS = "peak_rss_mb"
+        case globalBatch = "global_batch", steps
     }
 }
 

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import ArgumentParser
 import Collectives
 import Foundation
@@ -14,8 +18,12 @@ import Training
 ///    taken in another order, `n · 2⁻²³ · mean|x|` per element (fp32), or the codec's bound;
 /// 3. all-gathers a 64-bit hash of the result: every rank must hold bit-identical values;
 /// 4. with `--buffers shared`, runs the ring on buffers in an MPI shared-memory window (fp32:
-///    zero-copy steps) and also on private memory (messages): the two must be bit-equal.
-/// Prints one line per count; any failure is an error on every rank (exit 1).
+///    zero-copy steps) and also on private memory (messages): the two must be bit-equal;
+/// 5. broadcasts the last rank's input: every rank must then hold its bits (inputs differ per
+///    rank, so a broadcast that moved nothing, or only part, shows).
+/// Prints one line per count — with the MPI message limit and, per rank, how many sends,
+/// receives and collectives so far took several MPI calls (`RINGSGD_MPI_MAX_MESSAGE_BYTES` set
+/// low makes them) — and any failure is an error on every rank (exit 1).
 struct CheckAllReduce: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allreduce",
@@ -98,9 +106,11 @@ struct CheckAllReduce: ParsableCommand {
                 try ring.average(&viaMessages)
                 sameAsMessages = first.withUnsafeBytes { a in viaMessages.withUnsafeBytes { b in a.elementsEqual(b) } }
             }
-            try reference.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
+            try reference.withUnsafeMutableBufferPointer { try transport.mpiAllReduce($0, average: true) }
             var magnitude = input.map { abs($0) }
-            try magnitude.withUnsafeMutableBufferPointer { try transport.mpiAllReduceAverage($0) }
+            try magnitude.withUnsafeMutableBufferPointer { try transport.mpiAllReduce($0, average: true) }
+            var broadcast = input
+            try transport.broadcast(&broadcast, root: n - 1)
 
             let repeatable = first.withUnsafeBytes { a in second.withUnsafeBytes { b in a.elementsEqual(b) } }
             // int8's error is half a step of its block, s = blockmax/127, at each of the n
@@ -127,16 +137,25 @@ struct CheckAllReduce: ParsableCommand {
             }
             let hashes = try RingAllGather.gather(first.withUnsafeBytes { FastHash.hash($0) }, over: transport)
             let identical = hashes.allSatisfy { $0 == hashes[0] }
+            // What each rank received against what the root sent (its input, a broadcast's root keeps).
+            let received = try RingAllGather.gather(SIMD2(broadcast.withUnsafeBytes { FastHash.hash($0) },
+                                                          input.withUnsafeBytes { FastHash.hash($0) }), over: transport)
+            let broadcastIdentical = received.allSatisfy { $0.x == received[n - 1].y }
             let verdicts = try RingAllGather.gather(repeatable && sameAsMessages && worst <= 1 ? 1 as Int32 : 0, over: transport)
-            let ok = identical && verdicts.allSatisfy { $0 == 1 }
+            let ok = identical && broadcastIdentical && verdicts.allSatisfy { $0 == 1 }
+            let split = transport.splitTransfers
+            let splits = try RingAllGather.gather(SIMD3(Int64(split.sends), Int64(split.receives), Int64(split.collectives)), over: transport)
+            let perRank = { (lane: Int) in splits.map { String($0[lane]) }.joined(separator: ",") }
             if rank == 0 {
                 print("check allreduce np=\(n) codec=\(codec) count=\(count) segment_bytes=\(ring.segmentBytes) buffers=\(segment != nil ? "shared" : "private") path=\(path) "
                       + "identical_across_ranks=\(identical) repeatable=\(repeatable) shared_equals_messages=\(sameAsMessages) "
+                      + "broadcast_identical=\(broadcastIdentical) max_message_bytes=\(transport.maxMessageBytes) "
+                      + "split_sends=\(perRank(0)) split_receives=\(perRank(1)) split_collectives=\(perRank(2)) "
                       + String(format: "worst_error_vs_mpi=%.3f_of_bound", worst) + " \(ok ? "PASS" : "FAIL")")
             }
             if !ok {
                 throw AgreedError("all-reduce check failed for \(count) values with codec \(codec) at np \(n) "
-                                  + "(identical=\(identical), per-rank verdicts \(verdicts))")
+                                  + "(identical=\(identical), broadcast identical=\(broadcastIdentical), per-rank verdicts \(verdicts))")
             }
         }
     }

@@ -1,3 +1,7 @@
+import GradientSync
+import ModelFiles
+import FileFormats
+import Datasets
 import Collectives
 import Foundation
 import MPITransport
@@ -16,6 +20,8 @@ enum MPIJob {
         let transport: MPITransport
         do {
             transport = try runtime.worldTransport()
+        } catch let error as MPISettingError {
+            fail("\(error)")   // a bad setting, not a missing mpirun
         } catch {
             fail("cannot initialise MPI: \(error). Run under mpirun (launch/local.sh NP …)")
         }

@@ -85,6 +85,8 @@ final class FailuresUnderMPIRunTests: XCTestCase {
                            "cannot write metrics to \(dir)/metrics.jsonl: No space left on device", within: 60)
     }
 
+    /// A run directory that cannot be created (no such parent, or a file of that name) is a
+    /// one-line error saying why.
     func testARunDirectoryThatCannotBeCreatedIsOneLine() throws {
         assertOneLineError(try train([], dir: "/proc/ringsgd-run"), "cannot create run directory /proc/ringsgd-run: No such file or directory")
         let file = temporaryDirectory() + "/a-file"
@@ -159,9 +161,8 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         // A rank killed mid-run: the job ends, and the last line says how to continue.
         let dir = temporaryDirectory()
         let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
-        let victim = try job.rank(of: dir) { job.output.contains("ringsgd train:") }   // ≤ 60 s for the ranks to start training
-        XCTAssertNotEqual(victim, 0, "no rank found")
-        kill(victim, SIGKILL)
+        let victim = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
+        try BackgroundJob.send(SIGKILL, to: victim)
         XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
         let output = job.output, lastLine = job.lastLine
         XCTAssertTrue(lastLine.contains("the job ended abnormally") && lastLine.contains("--resume"), "last line: \(lastLine)\n\(output)")

@@ -14,13 +14,12 @@ final class FaultTests: XCTestCase {
         try BackgroundJob([Self.local, "2", "train", "--config", config, "--run-dir", dir] + arguments, log: dir + ".log")
     }
 
-    /// Rank 1's pid once the run has written its first checkpoint (≤ 60 s).
+    /// Rank 1's pid once the run has written its first checkpoint (≤ 60 s); throws, saying
+    /// why, when there is none.
     func rankOne(of job: BackgroundJob, dir: String) throws -> Int32 {
-        let pid = try job.rank(of: dir) {
+        try job.rank(of: dir, when: "a checkpoint was in \(dir)/checkpoints") {
             ((try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? []).contains { $0.hasSuffix(".ckpt") }
         }
-        XCTAssertNotEqual(pid, 0, "the ranks never wrote a checkpoint")
-        return pid
     }
 
     func assertNothingLeft(_ dir: String, file: StaticString = #filePath, line: UInt = #line) throws {
@@ -35,7 +34,7 @@ final class FaultTests: XCTestCase {
         let steps = ["--set", "train.max_steps=1500", "--set", "checkpoint.every_steps=100", "--set", "train.log_every_steps=500"]
         let whole = temporaryDirectory(), dir = temporaryDirectory()
         let job = try start(steps, dir: dir)
-        kill(try rankOne(of: job, dir: dir), SIGKILL)
+        try BackgroundJob.send(SIGKILL, to: try rankOne(of: job, dir: dir))
         XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
         XCTAssertNotEqual(job.process.terminationStatus, 0)
         XCTAssertTrue(job.lastLine.contains("rank 1 (on host") && job.lastLine.contains("was killed by signal 9") && job.lastLine.contains("--resume"),
@@ -53,7 +52,7 @@ final class FaultTests: XCTestCase {
     func testAStalledRankEndsTheJobAfterTheDeadline() throws {
         let dir = temporaryDirectory()
         let job = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3"], dir: dir)
-        kill(try rankOne(of: job, dir: dir), SIGSTOP)
+        try BackgroundJob.send(SIGSTOP, to: try rankOne(of: job, dir: dir))
         let stopped = Date()
         XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a stalled rank")
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")

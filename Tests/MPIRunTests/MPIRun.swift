@@ -8,11 +8,57 @@ enum MPIRun {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
 
-    /// The release binary the README's commands build (`RINGSGD_BINARY` overrides).
+    /// The release binary the README's commands build (`RINGSGD_BINARY` overrides, unchecked
+    /// for age): skips where it is not built, fails where it is stale (`built`).
     static var binary: String {
-        if let path = ProcessInfo.processInfo.environment["RINGSGD_BINARY"] { return path }
-        return packageRoot.appendingPathComponent(".build/release/ringsgd").path
+        get throws {
+            guard let path = ProcessInfo.processInfo.environment["RINGSGD_BINARY"] else { return try built("ringsgd") }
+            guard FileManager.default.isExecutableFile(atPath: path) else { throw XCTSkip("RINGSGD_BINARY \(path) is not an executable") }
+            return path
+        }
     }
+
+    /// `.build/release/PRODUCT`, checked: skips where it is not built; fails where it is older
+    /// than a source — a plain `swift test` builds only the test targets, and would test a
+    /// stale binary.
+    static func built(_ product: String) throws -> String {
+        let path = packageRoot.appendingPathComponent(".build/release/" + product).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw XCTSkip("\(product) not built at \(path): run `swift build -c release --product \(product)` first (launch/test.sh does)")
+        }
+        if let source = newerSource[product] {
+            throw TestFailure("\(path) is older than \(source): run `swift build -c release --product \(product)` (launch/test.sh does)")
+        }
+        return path
+    }
+
+    /// Per built product, the newest source newer than it, if any: Package.swift, or a file
+    /// (hidden ones aside: an editor's swap file is no source) under the Sources/ folders —
+    /// whatever they are — of the modules linked into it, as its Objects.LinkFileList names
+    /// them (…/MODULE.build/FILE.o, by C99 name); without that list, all of Sources/. Another
+    /// product's source would not make `swift build --product` relink it. Found once per process.
+    static let newerSource: [String: String] = {
+        let files = FileManager.default, root = packageRoot.path + "/"
+        let modified = { (path: String) in (try? files.attributesOfItem(atPath: root + path))?[.modificationDate] as? Date }
+        let isSource = { (path: String) in
+            !path.split(separator: "/").contains { $0.hasPrefix(".") }
+                && (try? files.attributesOfItem(atPath: root + path))?[.type] as? FileAttributeType == .typeRegular
+        }
+        let folders = (try? files.contentsOfDirectory(atPath: root + "Sources")) ?? []
+        var result: [String: String] = [:]
+        for product in ["ringsgd", "fuzz-decoders"] {
+            guard let built = modified(".build/release/" + product) else { continue }
+            let linked = (try? String(contentsOfFile: root + ".build/release/\(product).product/Objects.LinkFileList", encoding: .utf8))
+                .map { Set($0.split { $0 == "\n" || $0 == "/" }.filter { $0.hasSuffix(".build") }.map { $0.dropLast(6) }) }
+            let sources = folders.filter { folder in linked?.contains(Substring(folder.map { $0.isLetter || $0.isNumber ? $0 : "_" })) ?? true }
+                .flatMap { folder in (files.enumerator(atPath: root + "Sources/" + folder)?.allObjects as? [String] ?? []).map { "Sources/\(folder)/\($0)" } }
+                .filter(isSource) + ["Package.swift"]
+            if let (newest, time) = sources.compactMap({ path in modified(path).map { (path, $0) } }).max(by: { $0.1 < $1.1 }), time > built {
+                result[product] = newest
+            }
+        }
+        return result
+    }()
 
     struct Outcome {
         let status: Int32
@@ -24,9 +70,7 @@ enum MPIRun {
 
     static func run(np: Int, _ arguments: [String], timeout: TimeInterval = 120,
                     mpiArguments: [String] = []) throws -> Outcome {
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw XCTSkip("ringsgd binary not found at \(binary): run `swift build -c release` first (launch/test.sh does)")
-        }
+        let binary = try Self.binary
         var command = ["mpirun", "-np", "\(np)", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { command.append("--allow-run-as-root") }
         command += mpiArguments + [binary] + arguments
@@ -36,9 +80,7 @@ enum MPIRun {
     /// An MPMD launch: one rank per entry, each with its own `ringsgd` arguments and extra
     /// environment (`-x NAME=value`) — how a test gives one rank a different view of the world.
     static func runRanks(_ ranks: [(arguments: [String], environment: [String])], timeout: TimeInterval = 120) throws -> Outcome {
-        guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw XCTSkip("ringsgd binary not found at \(binary): run `swift build -c release` first (launch/test.sh does)")
-        }
+        let binary = try Self.binary
         var command = ["mpirun", "--oversubscribe", "-x", "OPENBLAS_NUM_THREADS=1"]
         if getuid() == 0 { command.append("--allow-run-as-root") }
         for (index, rank) in ranks.enumerated() {
@@ -80,6 +122,12 @@ enum MPIRun {
         return Outcome(status: timedOut ? -1 : process.terminationStatus, output: output, timedOut: timedOut,
                        seconds: Date().timeIntervalSince(started))
     }
+}
+
+/// A test's failure, described: thrown where the test cannot go on (XCTest records it).
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 extension XCTestCase {
@@ -149,21 +197,40 @@ final class BackgroundJob {
     var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
     var lastLine: String { output.split(separator: "\n").last.map(String.init) ?? "" }
 
+    /// The `pgrep -f` pattern of the ringsgd ranks training into `runDirectory`.
+    static func rankPattern(_ runDirectory: String) -> String { "^[^ ]*ringsgd train .*--run-dir \(runDirectory)( |$)" }
+
     /// The pids of the ringsgd ranks training into `runDirectory`, in increasing order.
     static func rankPIDs(runDirectory: String) throws -> [Int32] {
-        try MPIRun.runProcess(["pgrep", "-f", "^[^ ]*ringsgd train .*--run-dir \(runDirectory)( |$)"], timeout: 10).output
+        try MPIRun.runProcess(["pgrep", "-f", rankPattern(runDirectory)], timeout: 10).output
             .split(separator: "\n").compactMap { Int32($0) }.sorted()
     }
 
-    /// The last of `ranks` rank pids once `ready` holds (polled for ≤ 60 s), or 0.
-    func rank(of runDirectory: String, ranks: Int = 2, once ready: () -> Bool) throws -> Int32 {
-        for _ in 0 ..< 600 {
+    /// The last of `ranks` rank pids once `ready` (described by `when`) holds, polled for
+    /// ≤ 60 s while the job runs. Throws, saying what it looked for and what the job printed,
+    /// when there is none — never 0, which kill(2) reads as the test runner's process group.
+    func rank(of runDirectory: String, ranks: Int = 2, when readiness: String, _ ready: () -> Bool) throws -> Int32 {
+        var held = false, found: [Int32] = []
+        for _ in 0 ..< 600 where process.isRunning {
             usleep(100_000)
             guard ready() else { continue }
-            let pids = try Self.rankPIDs(runDirectory: runDirectory)
-            if pids.count == ranks { return pids[ranks - 1] }
+            held = true
+            found = try Self.rankPIDs(runDirectory: runDirectory)
+            if found.count == ranks { return found[ranks - 1] }
         }
-        return 0
+        let job = process.isRunning ? "still runs" : "ended with status \(process.terminationStatus)"
+        throw TestFailure("""
+            no rank to signal: looked ≤ 60 s for \(ranks) ranks (pgrep -f '\(Self.rankPattern(runDirectory))') once \(readiness); \
+            \(held ? "that happened, but pgrep found \(found)" : "that never happened"); the job \(job). It printed:
+            \(output)
+            """)
+    }
+
+    /// Sends `signal` to the rank `pid`: never to a pid ≤ 0 (kill(2) would signal the test
+    /// runner's own process group, or every process it may signal), and throws if kill fails.
+    static func send(_ signal: Int32, to pid: Int32) throws {
+        guard pid > 0 else { throw TestFailure("refusing to send signal \(signal) to pid \(pid): not a rank") }
+        guard kill(pid, signal) == 0 else { throw TestFailure("kill(\(pid), \(signal)): \(String(cString: strerror(errno)))") }
     }
 
     /// Waits up to `seconds` for the job to end; true if it did.

@@ -5,7 +5,8 @@ import XCTest
 /// started by `launch/testslurm.sh` in a temporary directory): a job runs to completion, a
 /// config error is the job's last line and a failed job, and `scancel` ends every rank with
 /// the newest checkpoint intact, from which a resubmitted job finishes bit-identical.
-/// Skipped, saying why, where SLURM cannot start (no root, packages missing).
+/// Skipped, saying why, where SLURM is not available (no root, packages missing); a SLURM that
+/// is available but does not start is a failure.
 final class SlurmTests: XCTestCase {
     let root = MPIRun.packageRoot.path
     var harness: SlurmHarness!
@@ -77,7 +78,7 @@ final class SlurmTests: XCTestCase {
 /// `launch/slurm.sbatch` across two simulated nodes: `launch/testslurm.sh start DIR --nodes 2
 /// --rate 1gbit` runs one slurmd in each of two network namespaces (own hostname, NodeAddr,
 /// spool and PMIx directories), so SLURM places one rank on each and the ring crosses the
-/// shaped links. Skipped, saying why, where namespaces or SLURM are not available.
+/// shaped links. Skipped, saying why, where namespaces or SLURM are not available (as above).
 final class SlurmAcrossSimulatedNodesTests: XCTestCase {
     /// Property: `sbatch --nodes=2 --ntasks-per-node=1` puts the two ranks on different
     /// simulated hosts (no shared-memory window between them; the gradient crosses the 1 Gbit/s
@@ -117,12 +118,23 @@ struct SlurmHarness {
     let directory: String, conf: String
     static let root = MPIRun.packageRoot.path
 
-    /// Starts the daemons (`extra`: e.g. --nodes 2 --rate 1gbit), or skips, saying why not.
+    /// testslurm.sh's exit status when this machine cannot run SLURM at all (no root, a
+    /// package missing, no network namespaces): the one failure to start that is a skip.
+    static let unavailable: Int32 = 3
+
+    /// Starts the daemons (`extra`: e.g. --nodes 2 --rate 1gbit). Skips, saying why, where
+    /// SLURM is unavailable; any other failure to start (daemons that do not come up, a bad
+    /// option, a timeout) fails the test with the script's output.
     static func start(extra: [String] = []) throws -> SlurmHarness {
+        _ = try MPIRun.built("ringsgd")   // slurm.sbatch runs .build/release/ringsgd as it is
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-slurm-\(UUID().uuidString.prefix(8))").path
         let started = try MPIRun.runProcess([root + "/launch/testslurm.sh", "start", directory] + extra, timeout: 60)
+        if started.status == unavailable {
+            throw XCTSkip("SLURM is not available here: \(started.output.split(separator: "\n").last ?? "")")
+        }
         guard started.status == 0 else {
-            throw XCTSkip("SLURM could not start here: \(started.output.split(separator: "\n").last ?? "")")
+            throw TestFailure("\((["launch/testslurm.sh", "start", directory] + extra).joined(separator: " ")) "
+                              + "\(started.timedOut ? "timed out" : "failed (status \(started.status))"):\n\(started.output)")
         }
         return SlurmHarness(directory: directory, conf: started.output.split(separator: "\n").last.map(String.init) ?? "")
     }

@@ -1,4 +1,17 @@
+// FileFormats — the bytes ringsgd reads and writes on disk.
+//
+// Owns: the file formats (IDX, NumPy .npy and .npz, safetensors), memory-mapped reading, and
+// the few POSIX file operations every writer shares (atomic replace, append-only logs, the
+// stamp that names caches). Knows nothing of datasets, models or training.
 import Foundation
+
+/// A file whose contents are not what its format says (or that cannot be read as one): the
+/// file, what is wrong and what to do, in one line.
+public struct FileFormatError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
 
 /// A file-system failure, in one line: what could not be done, where, and the OS's reason.
 public struct FileError: Error, CustomStringConvertible {
@@ -7,7 +20,7 @@ public struct FileError: Error, CustomStringConvertible {
     public var description: String { message }
 
     /// "cannot WHAT PATH: strerror(errno)[; HINT]".
-    static func posix(_ what: String, _ path: String, hint: String? = nil, errno code: Int32 = errno) -> FileError {
+    public static func posix(_ what: String, _ path: String, hint: String? = nil, errno code: Int32 = errno) -> FileError {
         FileError("cannot \(what) \(path): \(String(cString: strerror(code)))" + (hint.map { "; \($0)" } ?? ""))
     }
 }
@@ -15,10 +28,10 @@ public struct FileError: Error, CustomStringConvertible {
 /// The few file operations the trainer needs, on POSIX calls so that every failure carries
 /// errno's reason in one line (Foundation's errors print as multi-line NSError dumps, and
 /// `FileHandle.write` traps on a full disk instead of throwing).
-enum FileSystem {
+public enum FileSystem {
     /// `mkdir -p`: creates `path` and its missing parents; `what` names it in errors
     /// ("run directory", "dataset cache").
-    static func makeDirectory(_ path: String, what: String) throws {
+    public static func makeDirectory(_ path: String, what: String) throws {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
             guard isDirectory.boolValue else { throw FileError("cannot create \(what) \(path): a file of that name exists") }
@@ -31,13 +44,13 @@ enum FileSystem {
 
     /// "SIZE-MTIME" of a file (seconds), what names a cache derived from it: a changed source
     /// gets a new cache instead of a stale one. "0-…" for a file that cannot be read.
-    static func stamp(of path: String) -> String {
+    public static func stamp(of path: String) -> String {
         let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
         return "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
     }
 
     /// Writes all of `bytes` to `fd`, or throws naming `path` (a full disk is ENOSPC here).
-    static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32, path: String, what: String) throws {
+    public static func writeAll(_ bytes: UnsafeRawBufferPointer, to fd: Int32, path: String, what: String) throws {
         var written = 0
         while written < bytes.count {
             let n = Foundation.write(fd, bytes.baseAddress! + written, bytes.count - written)
@@ -50,7 +63,7 @@ enum FileSystem {
     /// Replaces `path` with `bytes` atomically: a temporary file beside it, fsync, rename,
     /// fsync of the directory. A crash or a full disk leaves the old file (or none), never
     /// a partial one under the real name; the temporary file is removed on failure.
-    static func writeAtomically(_ bytes: [UInt8], to path: String, what: String) throws {
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, what: String) throws {
         let temporary = path + ".tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw FileError.posix("write \(what)", temporary) }
@@ -73,12 +86,12 @@ enum FileSystem {
 }
 
 /// A line-oriented file opened once for appending (`metrics.jsonl`); every write is checked.
-final class AppendOnlyFile {
+public final class AppendOnlyFile {
     let path: String
     private let fd: Int32
 
     /// `truncate`: start empty (a fresh run) rather than continue (a resumed one).
-    init(path: String, truncate: Bool) throws {
+    public init(path: String, truncate: Bool) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | (truncate ? O_TRUNC : 0), 0o644)
         guard fd >= 0 else { throw FileError.posix("open", path) }
@@ -86,7 +99,16 @@ final class AppendOnlyFile {
 
     deinit { close(fd) }
 
-    func appendLine(_ data: Data) throws {
+    public func appendLine(_ data: Data) throws {
         try (data + Data("\n".utf8)).withUnsafeBytes { try FileSystem.writeAll($0, to: fd, path: path, what: "metrics to") }
+    }
+}
+
+extension JSONEncoder {
+    /// Keys in order: the files ringsgd writes are stable byte for byte.
+    public static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
     }
 }

@@ -1,20 +1,21 @@
+import FileFormats
 import Foundation
 
 /// One split's samples and labels as read from files (IDX or `.npy`), checked against each
 /// other, before the classes and the normalisation make them an `ArrayDataset`.
-struct LabelledArrays {
-    let samples: ArrayDataset.Samples
+public struct LabelledArrays {
+    public let samples: ArrayDataset.Samples
     /// Per-sample shape ([1, 28, 28]).
-    let shape: [Int]
-    let labels: [Int64]
-    let sampleFile: String, labelFile: String
+    public let shape: [Int]
+    public let labels: [Int64]
+    public let sampleFile: String, labelFile: String
     let storage: [AnyObject]
 
-    var count: Int { labels.count }
-    var valueCount: Int { count * shape.reduce(1, *) }
+    public var count: Int { labels.count }
+    public var valueCount: Int { count * shape.reduce(1, *) }
 
     /// Unsigned-byte IDX files, gzipped or not.
-    init(idxImages: String, labels labelPath: String, cacheDirectory: String, what: String, remedy: String) throws {
+    public init(idxImages: String, labels labelPath: String, cacheDirectory: String, what: String, remedy: String) throws {
         let images = try IDXFile(path: idxImages, cacheDirectory: cacheDirectory, what: "\(what) images", remedy: remedy)
         let labelFile = try IDXFile(path: labelPath, cacheDirectory: cacheDirectory, what: "\(what) labels", remedy: remedy)
         guard labelFile.dimensions.count == 1 else {
@@ -28,7 +29,7 @@ struct LabelledArrays {
     }
 
     /// NumPy `.npy` files: `<f4` or `|u1` samples, integer labels.
-    init(npyImages: String, labels labelPath: String, what: String) throws {
+    public init(npyImages: String, labels labelPath: String, what: String) throws {
         let images = try NumpyFile(path: npyImages, what: "\(what) samples")
         let labelFile = try NumpyFile(path: labelPath, what: "\(what) labels")
         let samples: ArrayDataset.Samples
@@ -62,9 +63,9 @@ struct LabelledArrays {
     }
 
     /// The largest label plus one.
-    var inferredClasses: Int { Int(labels.max() ?? 0) + 1 }
+    public var inferredClasses: Int { Int(labels.max() ?? 0) + 1 }
 
-    func dataset(classes: Int, normalization: Normalization) throws -> ArrayDataset {
+    public func dataset(classes: Int, normalization: Normalization) throws -> ArrayDataset {
         if let bad = labels.firstIndex(where: { $0 >= classes }) {
             throw DatasetError("\(labelFile): label \(labels[bad]) of sample \(bad) is outside 0…\(classes - 1) (\(classes) classes); fix the labels or set data.classes")
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Datasets
 import NeuralNet
 
 /// What a checkpoint's flat parameters are the parameters of: the layer list (every size

@@ -1,3 +1,4 @@
+import FileFormats
 import Foundation
 
 /// Fashion-MNIST (Xiao, Rasul & Vollgraf 2017) from the IDX files of Debian's

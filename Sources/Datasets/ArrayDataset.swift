@@ -1,3 +1,4 @@
+import FileFormats
 import Foundation
 
 /// The one in-memory-mapped classification dataset: samples of one shape stored row after row

@@ -28,7 +28,7 @@ public final class IDXFile {
     public init(path source: String, cacheDirectory: String, what: String = "IDX file",
                 remedy: String = "reinstall dataset-fashion-mnist") throws {
         guard FileManager.default.fileExists(atPath: source) else {
-            throw DatasetError("missing \(what) \(source): \(remedy)")
+            throw FileFormatError("missing \(what) \(source): \(remedy)")
         }
         if try Self.isGzip(source) {
             try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache (data.cache_dir)")
@@ -46,7 +46,7 @@ public final class IDXFile {
 
     private static func isGzip(_ path: String) throws -> Bool {
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw DatasetError("cannot read \(path): \(String(cString: strerror(errno)))")
+            throw FileFormatError("cannot read \(path): \(String(cString: strerror(errno)))")
         }
         defer { try? handle.close() }
         let magic = (try? handle.read(upToCount: 2)) ?? nil
@@ -59,18 +59,18 @@ public final class IDXFile {
     public static func parseHeader(_ bytes: UnsafeRawBufferPointer, file: String,
                                    remedy: String = "reinstall dataset-fashion-mnist") throws -> (dimensions: [Int], headerLength: Int) {
         let length = bytes.count
-        guard length >= 4 else { throw DatasetError("\(file) is truncated: \(length) bytes, an IDX header needs at least 4") }
+        guard length >= 4 else { throw FileFormatError("\(file) is truncated: \(length) bytes, an IDX header needs at least 4") }
         guard bytes[0] == 0, bytes[1] == 0, bytes[2] == 0x08, bytes[3] >= 1, bytes[3] <= 4 else {
             let magic = String(format: "%02x%02x%02x%02x", bytes[0], bytes[1], bytes[2], bytes[3])
             let why = bytes[0] == 0 && bytes[1] == 0 && bytes[2] != 0x08
                 ? "element type 0x\(String(format: "%02x", bytes[2])); ringsgd reads unsigned-byte (0x08) IDX files — convert it to .npy (data.dataset: npy)"
                 : "bad magic \(magic); expected 000008 then 1–4 dimensions"
-            throw DatasetError("\(file) is not an unsigned-byte IDX file (\(why))")
+            throw FileFormatError("\(file) is not an unsigned-byte IDX file (\(why))")
         }
         let ndim = Int(bytes[3])
         let headerLength = 4 + 4 * ndim
         guard length >= headerLength else {
-            throw DatasetError("\(file) is truncated: the header needs \(headerLength) bytes, the file has \(length)")
+            throw FileFormatError("\(file) is truncated: the header needs \(headerLength) bytes, the file has \(length)")
         }
         let dimensions = (0 ..< ndim).map { i in (0 ..< 4).reduce(0) { $0 << 8 | Int(bytes[4 + 4 * i + $1]) } }
         var expected = headerLength
@@ -78,20 +78,20 @@ public final class IDXFile {
         for d in dimensions {
             let (next, overflow) = product.multipliedReportingOverflow(by: d)
             guard !overflow, next <= length else {
-                throw DatasetError("\(file) is truncated or corrupt: dimensions \(dimensions) describe more bytes than the file's \(length); \(remedy)")
+                throw FileFormatError("\(file) is truncated or corrupt: dimensions \(dimensions) describe more bytes than the file's \(length); \(remedy)")
             }
             product = next
         }
         expected += product
         guard length == expected else {
-            throw DatasetError("\(file) is truncated or corrupt: dimensions \(dimensions) need \(expected) bytes, it has \(length); \(remedy)")
+            throw FileFormatError("\(file) is truncated or corrupt: dimensions \(dimensions) need \(expected) bytes, it has \(length); \(remedy)")
         }
         return (dimensions, headerLength)
     }
 
     /// gunzip with zlib into a temporary file, then rename: a reader never sees half a cache.
     private static func decompress(_ gzPath: String, to path: String, remedy: String) throws {
-        guard let gz = gzopen(gzPath, "rb") else { throw DatasetError("cannot open \(gzPath) with zlib") }
+        guard let gz = gzopen(gzPath, "rb") else { throw FileFormatError("cannot open \(gzPath) with zlib") }
         defer { gzclose(gz) }
         let temporary = path + ".tmp.\(getpid())"
         let hint = "free space there or set data.cache_dir"
@@ -101,7 +101,7 @@ public final class IDXFile {
         do {
             while true {
                 let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
-                if n < 0 { throw DatasetError("\(gzPath) is corrupt (zlib could not decompress it); \(remedy)") }
+                if n < 0 { throw FileFormatError("\(gzPath) is corrupt (zlib could not decompress it); \(remedy)") }
                 if n == 0 { break }
                 // A short write (a full disk) must fail here: a truncated cache renamed into
                 // place would later be blamed on the dataset.

@@ -38,7 +38,7 @@ public final class NumpyFile {
     /// `what` names the file in errors ("data.train_images").
     public init(path: String, what: String) throws {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw DatasetError("missing \(what) \(path): write it with numpy.save, or fix the path")
+            throw FileFormatError("missing \(what) \(path): write it with numpy.save, or fix the path")
         }
         file = try MappedFile(path: path, what: what)
         self.path = path
@@ -62,16 +62,16 @@ public final class NumpyFile {
     public static func parseHeader(_ bytes: UnsafeRawBufferPointer, file: String) throws -> (element: Element, shape: [Int], dataOffset: Int) {
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]   // "\x93NUMPY"
         guard bytes.count >= 10, Array(bytes[0 ..< 6]) == magic else {
-            throw DatasetError("\(file) is not a NumPy .npy file (no \\x93NUMPY magic); write it with numpy.save")
+            throw FileFormatError("\(file) is not a NumPy .npy file (no \\x93NUMPY magic); write it with numpy.save")
         }
         let major = bytes[6]
-        guard (1 ... 3).contains(major) else { throw DatasetError("\(file): .npy format version \(major) is not one ringsgd reads (1–3)") }
+        guard (1 ... 3).contains(major) else { throw FileFormatError("\(file): .npy format version \(major) is not one ringsgd reads (1–3)") }
         let lengthBytes = major == 1 ? 2 : 4
-        guard bytes.count >= 8 + lengthBytes else { throw DatasetError("\(file) is truncated inside its .npy header") }
+        guard bytes.count >= 8 + lengthBytes else { throw FileFormatError("\(file) is truncated inside its .npy header") }
         let headerLength = (0 ..< lengthBytes).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
         let start = 8 + lengthBytes, dataOffset = start + headerLength
         guard dataOffset <= bytes.count else {
-            throw DatasetError("\(file) is truncated: its .npy header claims \(headerLength) bytes, the file has \(bytes.count - start) after the preamble")
+            throw FileFormatError("\(file) is truncated: its .npy header claims \(headerLength) bytes, the file has \(bytes.count - start) after the preamble")
         }
         let header = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start ..< dataOffset]), as: UTF8.self)
         let dictionary = try HeaderDictionary(header, file: file)
@@ -79,25 +79,25 @@ public final class NumpyFile {
         let descr = try dictionary.string("descr")
         guard let element = Element(rawValue: descr == "<u1" ? "|u1" : descr == "<i1" ? "|i1" : descr) else {
             let hint = descr.hasPrefix(">") ? "it is big-endian; save arr.astype(arr.dtype.newbyteorder('<'))" : "save arr.astype('float32') for samples or arr.astype('int64') for labels"
-            throw DatasetError("\(file) holds dtype '\(descr)', which ringsgd does not read (<f4, |u1 or little-endian integers); \(hint)")
+            throw FileFormatError("\(file) holds dtype '\(descr)', which ringsgd does not read (<f4, |u1 or little-endian integers); \(hint)")
         }
         guard try dictionary.bool("fortran_order") == false else {
-            throw DatasetError("\(file) is stored in Fortran order; save numpy.ascontiguousarray(arr) instead")
+            throw FileFormatError("\(file) is stored in Fortran order; save numpy.ascontiguousarray(arr) instead")
         }
         let shape = try dictionary.shape("shape")
         var product = element.size
         for d in shape {
             let (next, overflow) = product.multipliedReportingOverflow(by: d)
             guard !overflow, next <= bytes.count else {
-                throw DatasetError("\(file) is truncated or corrupt: shape \(shape) of \(descr) describes more bytes than the file's \(bytes.count)")
+                throw FileFormatError("\(file) is truncated or corrupt: shape \(shape) of \(descr) describes more bytes than the file's \(bytes.count)")
             }
             product = next
         }
         guard bytes.count - dataOffset == product else {
-            throw DatasetError("\(file) is truncated or corrupt: shape \(shape) of \(descr) needs \(product) data bytes, it has \(bytes.count - dataOffset)")
+            throw FileFormatError("\(file) is truncated or corrupt: shape \(shape) of \(descr) needs \(product) data bytes, it has \(bytes.count - dataOffset)")
         }
         guard dataOffset % element.size == 0 else {
-            throw DatasetError("\(file): its data starts at byte \(dataOffset), not aligned to its \(element.size)-byte elements; re-save it with numpy.save")
+            throw FileFormatError("\(file): its data starts at byte \(dataOffset), not aligned to its \(element.size)-byte elements; re-save it with numpy.save")
         }
         return (element, shape, dataOffset)
     }
@@ -111,22 +111,22 @@ public final class NumpyFile {
         init(_ text: String, file: String) throws {
             self.file = file
             var body = Substring(text.trimmingCharacters(in: .whitespacesAndNewlines))
-            guard body.hasPrefix("{"), body.hasSuffix("}") else { throw DatasetError("\(file): the .npy header is not a dict literal") }
+            guard body.hasPrefix("{"), body.hasSuffix("}") else { throw FileFormatError("\(file): the .npy header is not a dict literal") }
             body = body.dropFirst().dropLast()
             while let keyStart = body.firstIndex(where: { $0 == "'" || $0 == "\"" }) {
                 let quote = body[keyStart]
                 let afterQuote = body.index(after: keyStart)
                 guard let keyEnd = body[afterQuote...].firstIndex(of: quote),
-                      let colon = body[keyEnd...].firstIndex(of: ":") else { throw DatasetError("\(file): malformed .npy header \(text.debugDescription)") }
+                      let colon = body[keyEnd...].firstIndex(of: ":") else { throw FileFormatError("\(file): malformed .npy header \(text.debugDescription)") }
                 let key = String(body[afterQuote ..< keyEnd])
                 var rest = body[body.index(after: colon)...].drop { $0 == " " }
                 let value: Substring
                 if rest.first == "(" {
-                    guard let close = rest.firstIndex(of: ")") else { throw DatasetError("\(file): malformed shape in the .npy header") }
+                    guard let close = rest.firstIndex(of: ")") else { throw FileFormatError("\(file): malformed shape in the .npy header") }
                     value = rest[...close]
                     rest = rest[rest.index(after: close)...]
                 } else if let q = rest.first, q == "'" || q == "\"" {
-                    guard let close = rest.dropFirst().firstIndex(of: q) else { throw DatasetError("\(file): malformed string in the .npy header") }
+                    guard let close = rest.dropFirst().firstIndex(of: q) else { throw FileFormatError("\(file): malformed string in the .npy header") }
                     value = rest[...close]
                     rest = rest[rest.index(after: close)...]
                 } else {
@@ -140,14 +140,14 @@ public final class NumpyFile {
         }
 
         func raw(_ key: String) throws -> String {
-            guard let value = values[key] else { throw DatasetError("\(file): the .npy header has no '\(key)'") }
+            guard let value = values[key] else { throw FileFormatError("\(file): the .npy header has no '\(key)'") }
             return value
         }
 
         func string(_ key: String) throws -> String {
             let value = try raw(key)
             guard value.count >= 2, let q = value.first, q == "'" || q == "\"", value.last == q else {
-                throw DatasetError("\(file): '\(key)' in the .npy header is not a string (\(value))")
+                throw FileFormatError("\(file): '\(key)' in the .npy header is not a string (\(value))")
             }
             return String(value.dropFirst().dropLast())
         }
@@ -156,16 +156,16 @@ public final class NumpyFile {
             switch try raw(key) {
             case "True": return true
             case "False": return false
-            case let other: throw DatasetError("\(file): '\(key)' in the .npy header is not True or False (\(other))")
+            case let other: throw FileFormatError("\(file): '\(key)' in the .npy header is not True or False (\(other))")
             }
         }
 
         func shape(_ key: String) throws -> [Int] {
             let value = try raw(key)
-            guard value.hasPrefix("("), value.hasSuffix(")") else { throw DatasetError("\(file): '\(key)' in the .npy header is not a tuple (\(value))") }
+            guard value.hasPrefix("("), value.hasSuffix(")") else { throw FileFormatError("\(file): '\(key)' in the .npy header is not a tuple (\(value))") }
             let items = value.dropFirst().dropLast().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             return try items.map { item in
-                guard let d = Int(item), d >= 0 else { throw DatasetError("\(file): shape \(value) in the .npy header holds '\(item)', not a size") }
+                guard let d = Int(item), d >= 0 else { throw FileFormatError("\(file): shape \(value) in the .npy header holds '\(item)', not a size") }
                 return d
             }
         }

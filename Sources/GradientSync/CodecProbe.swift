@@ -9,9 +9,11 @@ import GradientCodecs
 /// latency, whether the fp32 ring runs as zero-copy loads over shared memory), on the
 /// codec's encode/decode rate on this CPU, and on how well the pipeline overlaps the two — a
 /// model of all three is easy to get wrong by more than the differences it decides. So each
-/// candidate runs the real ring, with error feedback, on a probe buffer that lies where the
-/// gradient lies (a shared-memory window on one host), filled with gradient-like data
-/// (`GradientLikeData`: heavy-tailed, layer-wise scales, zeros — what zstd and int8 see).
+/// candidate runs the all-reduce that training will run with it (`AllReduceChoice`: the flat
+/// ring, or the hierarchical all-reduce across hosts), with error feedback, on a probe buffer
+/// that lies where the gradient lies (a shared-memory window on one host), filled with
+/// gradient-like data (`GradientLikeData`: heavy-tailed, layer-wise scales, zeros — what zstd
+/// and int8 see).
 ///
 /// The probe is `min(gradient, 4 Mi)` floats; a call on the whole gradient is estimated as
 /// the probe's time scaled by size (at ≥ 16 MB the ring is bandwidth-bound, and the
@@ -31,8 +33,10 @@ public struct CodecProbe {
     public let fp32BusGBps: Double
     public let probeValues: Int
 
-    /// Collective: every rank calls it with its gradient buffer (left zeroed).
-    public static func run(on gradients: UnsafeMutableBufferPointer<Float>, transport: Transport, segmentBytes: Int?) throws -> CodecProbe {
+    /// Collective: every rank calls it with its gradient buffer (left zeroed); `allReduce`
+    /// builds the all-reduce that would run with a codec.
+    static func run(on gradients: UnsafeMutableBufferPointer<Float>, transport: Transport,
+                    allReduce: (GradientCodec) -> AllReduce) throws -> CodecProbe {
         let n = transport.size
         let count = min(gradients.count, probeValues)
         guard n > 1, count > 0 else {
@@ -45,7 +49,7 @@ public struct CodecProbe {
         var mine: [Double] = []
         for name in candidates {
             let codec = try CodecRegistry.make(name)
-            let ring = RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes)
+            let ring = allReduce(codec)
             residual.update(repeating: 0)
             var best = Double.infinity
             for call in 0 ..< 3 {
@@ -74,7 +78,7 @@ public struct CodecProbe {
 
     /// One log line: each candidate's estimate and the choice.
     public var report: String {
-        let times = Self.candidates.compactMap { name in seconds[name].map { "\(name) \(String(format: "%.1f", $0 * 1e3)) ms" } }.joined(separator: ", ")
+        let times = Self.candidates.compactMap { name in seconds[name].map { "\(name) \(String(format: "%.2f", $0 * 1e3)) ms" } }.joined(separator: ", ")
         return "comm.codec auto: probe of \(probeValues) floats, fp32 ring busbw \(String(format: "%.2f", fp32BusGBps)) GB/s; estimated all-reduce of the gradient: \(times) (slowest rank); chose \(choice)"
     }
 }

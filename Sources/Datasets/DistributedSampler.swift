@@ -1,3 +1,4 @@
+import FileFormats
 import NeuralNet
 
 /// Which samples each rank trains on at each step.

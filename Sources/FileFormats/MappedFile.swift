@@ -9,16 +9,16 @@ public final class MappedFile {
     /// `what` names the file for the user ("data.train_images").
     public init(path: String, what: String) throws {
         let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw DatasetError("cannot open \(what) \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FileFormatError("cannot open \(what) \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            throw DatasetError("\(what) \(path) is not a regular file")
+            throw FileFormatError("\(what) \(path) is not a regular file")
         }
         let length = Int(info.st_size)
-        guard length > 0 else { throw DatasetError("\(what) \(path) is empty") }
+        guard length > 0 else { throw FileFormatError("\(what) \(path) is empty") }
         guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw DatasetError("cannot map \(what) \(path): \(String(cString: strerror(errno)))")
+            throw FileFormatError("cannot map \(what) \(path): \(String(cString: strerror(errno)))")
         }
         self.path = path
         bytes = UnsafeRawBufferPointer(start: map, count: length)

@@ -1,8 +1,10 @@
-// Training — the distributed trainer users run.
+// Datasets — what a rank trains on.
 //
-// Owns: datasets and the distributed sampler, the YAML config, checkpoints, the replica
-// checks, metrics, and the training loop. It talks to other ranks only through
-// `Collectives` (a `Transport`), so it runs on MPI in production and on threads in tests.
+// Owns: the `Dataset` protocol, the distributed sampler (disjoint shards of a seeded
+// permutation), labelled arrays from IDX and .npy files with their normalisation, the
+// built-in Fashion-MNIST and the synthetic set. Knows nothing of the config or the trainer:
+// `Training` builds datasets from the config.
+import FileFormats
 import Foundation
 
 /// A labelled classification dataset that can materialise any sample as normalised floats.

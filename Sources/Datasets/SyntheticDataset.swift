@@ -1,3 +1,4 @@
+import FileFormats
 import NeuralNet
 
 /// A seeded synthetic classification task of any input size and class count, for scaling

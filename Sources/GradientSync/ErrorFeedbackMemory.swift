@@ -1,0 +1,72 @@
+import Collectives
+
+/// This rank's error-feedback memory (EF-SGD, Karimireddy et al., ICML 2019; see
+/// `RingAllReduce`): the error of every encoding this rank performed, added to its next
+/// gradient. One gradient-sized buffer; a bucket uses its slice.
+///
+/// **Which entries are live.** The flat ring encodes every value on every rank, so every entry
+/// is live and n ranks share each value's error. The hierarchical all-reduce encodes, per
+/// bucket, only the chunk this rank owns after the host's reduce-scatter
+/// (`HierarchicalAllReduce.ownedRange`): only those entries are live, and h ranks (one per
+/// host) share each. The other entries stay zero, so in either layout the sum over ranks is
+/// the total error the run carries.
+///
+/// **Checkpoint section.** Rank 0 stores the sum over ranks — what error feedback preserves,
+/// and what a run resumed on another number of ranks (or another layout) re-shards: each live
+/// entry takes sum / sharers. Every rank also stores its own memory for an exact resume on the
+/// same ranks.
+///
+/// **Non-finite steps.** The codecs record NaN errors for a non-finite input, and adding those
+/// back would make every later step non-finite, so a skipped step clears the memory on every
+/// rank. It holds at most one step's compression error, so clearing loses no more than that;
+/// restoring the previous memory exactly would cost a copy of the whole memory every step.
+public final class ErrorFeedbackMemory {
+    public let values: UnsafeMutableBufferPointer<Float>
+    /// The entries this rank's all-reduce uses (sorted, disjoint), and how many ranks share each.
+    public let live: [Range<Int>]
+    public let sharers: Int
+
+    /// A zeroed memory of `count` values; `live` nil: every entry.
+    public init(count: Int, live: [Range<Int>]? = nil, sharers: Int) {
+        values = .allocate(capacity: count)
+        values.initialize(repeating: 0)
+        self.live = live ?? [0 ..< count]
+        self.sharers = sharers
+    }
+
+    deinit { values.deallocate() }
+
+    public var count: Int { values.count }
+
+    /// The memory of `range` of the flat gradient.
+    public func slice(_ range: Range<Int>) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: values[range])
+    }
+
+    public func clear() { values.update(repeating: 0) }
+
+    /// The sum over ranks (collective). A ring of its own, dropped after the call, so that its
+    /// scratch does not stay allocated for the rest of the run.
+    public func sum(over transport: Transport) throws -> [Float] {
+        var sum = Array(values)
+        try RingAllReduce(transport: transport).average(&sum)   // the fp32 ring's average times n
+        let n = Float(transport.size)
+        for i in sum.indices { sum[i] *= n }
+        return sum
+    }
+
+    /// Restores the memory: `own` (this rank's file) when the world is unchanged and it fits,
+    /// else an equal share of the checkpoint's `sum` in the live entries. Returns a warning, if any.
+    public func restore(own: [Float]?, sum: [Float]?, sameWorld: Bool, rank: Int, step: Int) -> String? {
+        if sameWorld, let own, own.count == count {
+            _ = values.update(fromContentsOf: own)
+            return nil
+        }
+        clear()
+        guard let sum, sum.count == count else {
+            return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
+        }
+        for range in live { for i in range { values[i] = sum[i] / Float(sharers) } }
+        return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing; it takes an equal share of the checkpoint's sum" : nil
+    }
+}

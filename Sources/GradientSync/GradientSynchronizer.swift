@@ -1,0 +1,216 @@
+import Collectives
+import Foundation
+import GradientCodecs
+import NeuralNet
+import Optimizers
+
+/// The story of a gradient from backward to the optimizer: averaged across ranks, bucket by
+/// bucket, while backward goes on.
+///
+/// Per step the trainer calls `beginStep`, `bucketReady` as backward completes each bucket of
+/// the `BucketPlan`, `finishStep` before the optimizer, and `discardStep` when every rank skips
+/// the step. Each bucket is averaged by the step's `BucketAverager` — the exact all-reduce
+/// during `comm.warmup_steps`, PowerSGD from its start step, else the configured codec on the
+/// all-reduce `AllReduceChoice` picked for the topology — with its slice of the
+/// `ErrorFeedbackMemory`, carrying the momentum on compressed steps (`MomentumCarry`).
+///
+/// **Bit-identical with or without overlap.** Both paths make the same calls — one per
+/// bucket, in the plan's order, on the same values — and only *when* differs: with
+/// `comm.overlap` on the `CommunicationThread` as each bucket completes, without it on the
+/// training thread after backward.
+public final class GradientSynchronizer {
+    public let transport: Transport
+    public let settings: SyncSettings
+    /// The buckets, in the order backward completes them.
+    public let plan: BucketPlan
+    private let choice: AllReduceChoice
+    private let exact: BucketAverager
+    private var configured: BucketAverager
+    /// Whether the configured averager keeps error feedback (a lossy codec with `comm.error_feedback`).
+    private var configuredKeepsErrors = false
+    /// The configured codec's int8 base, reseeded every step (stochastic rounding); nil otherwise.
+    private var int8: Int8BlockCodec?
+    public private(set) var memory: ErrorFeedbackMemory?
+    public let powerSGD: PowerSGD?
+    private var carry = MomentumCarry()
+    private let thread: CommunicationThread?
+    private var gradients: UnsafeMutableBufferPointer<Float>?
+    private var step = 0, submitted = 0
+
+    /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
+    public private(set) var codecName = "none"
+    /// With `comm.codec: auto`, the probe that chose the codec.
+    public private(set) var probe: CodecProbe?
+    /// The last step: seconds of averaging (summed over buckets, from each bucket's start —
+    /// waits for slower peers included), of codec work, and of the training thread waiting
+    /// after backward ended (the part overlap did not hide); bytes this rank sent, where known.
+    public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0
+    public private(set) var lastBytesSent: Int?
+    /// What the last step's averaging costs when nobody waits (`CommunicationCost`).
+    public private(set) var lastIsolatedSeconds = 0.0
+    private var cost: CommunicationCost?
+    /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).
+    public var momentumCarrier: MomentumCarrying? { get { carry.carrier } set { carry.carrier = newValue } }
+    /// Where spans go (the trainer's timeline): each bucket's all-reduce, and the ring's phases.
+    public var onSpan: ((SyncSpan, ContinuousClock.Instant, ContinuousClock.Instant) -> Void)? { didSet { connectPhases() } }
+    /// Whether buckets are averaged on a thread of their own (the timeline's lane).
+    public var averagesOnOwnThread: Bool { thread != nil }
+    /// What the steps after the warm-up run, for the log.
+    public var description: String { configured.name }
+
+    /// `hosts`: the host split when the all-reduce is hierarchical; `views`: the parameters'
+    /// names and shapes (PowerSGD's matrices). With `comm.codec: auto` the codec is fp32 until
+    /// `chooseCodecIfAutomatic` (collective) has measured the candidates.
+    public init(settings: SyncSettings, transport: Transport, plan: BucketPlan, hosts: HostSplit? = nil,
+                views: [ParameterView] = []) throws {
+        (self.settings, self.transport, self.plan) = (settings, transport, plan)
+        let count = plan.buckets.map(\.upperBound).max() ?? 0
+        thread = settings.overlap ? CommunicationThread() : nil
+        // PowerSGD's P and Q calls run on the flat ring (their buffers are not in shared memory).
+        choice = try AllReduceChoice(transport: transport, hosts: settings.powerSGD == nil ? hosts : nil,
+                                     segmentBytes: settings.segmentBytes, algorithm: settings.algorithm)
+        exact = AllReduceBuckets(choice.exact)
+        configured = exact
+        powerSGD = try settings.powerSGD.map {
+            try PowerSGD(views: views, plan: plan, count: count, settings: $0, transport: transport, codec: try CodecRegistry.make(settings.codec),
+                         errorFeedback: settings.errorFeedback, segmentBytes: settings.segmentBytes, seed: settings.seed)
+        }
+        if settings.algorithm == .ring && settings.codec != "auto" { try use(codec: settings.codec) }
+    }
+
+    /// Makes `name` the codec of the steps after the warm-up, with a fresh error-feedback memory.
+    private func use(codec name: String) throws {
+        let codec = try CodecRegistry.make(name)
+        codecName = name
+        int8 = codec.int8Base
+        configured = AllReduceBuckets(choice.allReduce(codec: codec))
+        configuredKeepsErrors = settings.errorFeedback && !codec.isIdentity
+        let count = plan.buckets.map(\.upperBound).max() ?? 0
+        memory = configuredKeepsErrors || powerSGD != nil ? choice.errorFeedbackMemory(count: count, plan: plan) : nil
+        connectPhases()
+    }
+
+    /// `comm.codec: auto`: measures the candidates on the all-reduce that will run, on
+    /// `gradients` (left zeroed), and uses the fastest on every rank. Collective.
+    public func chooseCodecIfAutomatic(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
+        guard settings.codec == "auto" else { return }
+        let probe = try CodecProbe.run(on: gradients, transport: transport) { choice.allReduce(codec: $0) }
+        try use(codec: probe.choice)
+        self.probe = probe
+    }
+
+    /// Measures what averaging the gradient costs when nobody waits (collective; `gradients`
+    /// left zeroed, every state of the synchronizer as it was).
+    public func measureIsolatedCost(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
+        let averagers = (settings.warmupSteps > 0 ? [exact] : []) + [configured] + (powerSGD.map { [$0] } ?? [])
+        let state = powerSGD?.stateBytes()
+        defer { _ = state.map { powerSGD?.restore(stateBytes: $0) } }
+        cost = try CommunicationCost.measure(on: gradients, plan: plan, transport: transport, seed: settings.seed,
+                                             averagers: averagers.map { ($0, keepsErrors($0)) })
+    }
+
+    /// Whether `averager` takes the error-feedback memory.
+    private func keepsErrors(_ averager: BucketAverager) -> Bool {
+        averager === powerSGD || (averager === configured && configuredKeepsErrors)
+    }
+
+    deinit { thread?.stop() }
+
+    // MARK: - The step
+
+    /// The averager of the current step, and whether its steps are compressed ones.
+    private var active: (averager: BucketAverager, compressed: Bool) {
+        if step < settings.warmupSteps { return (exact, false) }
+        if let powerSGD, step >= powerSGD.settings.startStep { return (powerSGD, true) }
+        return (configured, true)
+    }
+
+    /// Starts step `step`'s averaging of `gradients` (the flat buffer the plan cuts).
+    public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
+        precondition(gradients.count == memory?.count ?? gradients.count)
+        (self.gradients, self.step, submitted) = (gradients, step, 0)
+        (lastSeconds, lastCodecSeconds, lastBytesSent) = (0, 0, 0)
+        lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0
+    }
+
+    /// Bucket `b`'s gradients are final: with overlap, its all-reduce starts now on the
+    /// communication thread. Buckets must be reported in the plan's order.
+    public func bucketReady(_ b: Int) {
+        precondition(b == submitted, "buckets complete in the plan's order")
+        submitted += 1
+        if let thread { thread.submit { [unowned self] in try self.averageBucket(b) } }
+    }
+
+    /// Waits until every bucket is averaged (without overlap: averages them now, in order).
+    public func finishStep() throws {
+        precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
+        let start = ContinuousClock.now
+        if let thread { try thread.waitForAll() } else { for b in plan.buckets.indices { try averageBucket(b) } }
+        lastExposedSeconds = (ContinuousClock.now - start).seconds
+    }
+
+    /// Averages bucket `b` of the current step in place.
+    private func averageBucket(_ b: Int) throws {
+        let start = ContinuousClock.now
+        let range = plan.buckets[b], values = gradients!
+        let (averager, compressed) = active
+        int8?.reseed(roundingSeed(bucket: b))
+        powerSGD?.restCodec.int8Base?.reseed(roundingSeed(bucket: b))
+        transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
+        if compressed { carry.add(1, to: values.baseAddress!, range) }
+        try averager.average(bucket: b, range, of: values, memory: compressed && keepsErrors(averager) ? memory : nil)
+        if compressed { carry.add(-1, to: values.baseAddress!, range) }
+        onSpan?(.allReduce(bucket: b), start, .now)
+        lastBytesSent = lastBytesSent.flatMap { sent in averager.lastBytesSentIfKnown.map { sent + $0 } }
+        lastCodecSeconds += averager.lastCodecSeconds
+        lastSeconds += (ContinuousClock.now - start).seconds
+    }
+
+    /// Stochastic rounding draws from (seed, rank, step, bucket): resumable without state and
+    /// the same whichever thread runs it. (Round-to-nearest never draws.)
+    private func roundingSeed(bucket b: Int) -> UInt64 {
+        settings.seed &+ UInt64(transport.rank) << 40 &+ UInt64(step) &* 0x9E37_79B9 &+ UInt64(b) &* 0xD1B5_4A32_D192_ED03
+    }
+
+    /// Every rank skips this step (its averaged gradient is not finite): clear what the
+    /// non-finite values poisoned — the error-feedback memory, and PowerSGD's new Q's (the
+    /// previous ones are put back; see `ErrorFeedbackMemory` and `PowerSGD`).
+    public func discardStep() {
+        memory?.clear()
+        if let powerSGD, step >= settings.warmupSteps && step >= powerSGD.settings.startStep { powerSGD.discardStep() }
+    }
+
+    /// Points the all-reduces' per-segment phases at `onSpan` (once, not per call).
+    private func connectPhases() {
+        let onPhase = onSpan.map { onSpan in { (phase: RingAllReduce.Phase, from: ContinuousClock.Instant, to: ContinuousClock.Instant) in
+            onSpan(.phase(phase), from, to)
+        } }
+        for case let averager as AllReduceBuckets in [configured, exact] {
+            (averager.allReduce as? RingAllReduce)?.onPhase = onPhase
+            (averager.allReduce as? HierarchicalAllReduce)?.onPhase = onPhase
+        }
+    }
+
+    // MARK: - Checkpointed state
+
+    /// The sum over ranks of the error-feedback memory, or nil without one (collective).
+    public func errorFeedbackSum() throws -> [Float]? { try memory?.sum(over: transport) }
+
+    /// Restores the error-feedback memory (`own`: this rank's file, exact on the same ranks;
+    /// `sum`: the checkpoint's, re-sharded) and PowerSGD's Q's. Returns warnings.
+    public func restore(ownErrorFeedback own: [Float]?, errorFeedbackSum sum: [Float]?, writtenBy worldSize: Int,
+                        step: Int, powerSGDState: [UInt8]?) -> [String] {
+        var warnings: [String] = []
+        if let memory, let warning = memory.restore(own: own, sum: sum, sameWorld: worldSize == transport.size, rank: transport.rank, step: step) {
+            warnings.append(warning)
+        }
+        if let powerSGD, let warning = powerSGD.restore(stateBytes: powerSGDState), transport.rank == 0 { warnings.append(warning) }
+        return warnings
+    }
+}
+
+/// A span the synchronizer reports: one bucket's all-reduce, or a phase inside the ring.
+public enum SyncSpan {
+    case allReduce(bucket: Int)
+    case phase(RingAllReduce.Phase)
+}

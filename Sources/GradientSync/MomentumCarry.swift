@@ -1,0 +1,18 @@
+import GradientCodecs
+import Optimizers
+
+/// `comm.compress_momentum`: the compressed all-reduce carries u = g + s·b, the next momentum
+/// scaled (see `MomentumCarrying`: SGD's μ/(1−τ), Adam's β₁/(1−β₁)), and s·b is taken back off
+/// its average, so the optimizer still receives an averaged gradient while the codec
+/// compresses a momentum-sized, far less noisy vector. b is optimizer state, identical on
+/// every rank. Only compressed steps carry it: an exact average gains nothing.
+struct MomentumCarry {
+    weak var carrier: MomentumCarrying?
+
+    /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet).
+    func add(_ sign: Float, to values: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
+        guard let carry = carrier?.momentumCarry else { return }
+        FloatKernels.add(UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), times: sign * carry.scale,
+                         into: values + range.lowerBound, count: range.count)
+    }
+}

@@ -1,0 +1,52 @@
+import FileFormats
+import Foundation
+import NeuralNet
+
+/// A model's flat parameters as named tensors for other tools: PyTorch's `state_dict` names and
+/// shapes ("0.weight" [32, 1, 3, 3], …), the alignment padding of the flat buffer left out.
+public enum ModelExport {
+    public enum Format: String, CaseIterable {
+        case safetensors, npz
+    }
+
+    /// Parameters that do not fit their model description.
+    public struct Mismatch: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func tensors(of parameters: [Float], model description: ModelDescription) throws -> [NamedTensor] {
+        let model = try description.build()
+        guard model.parameters.count == parameters.count else {
+            throw Mismatch(description: "holds \(parameters.count) parameters, its model description \(model.parameters.count)")
+        }
+        return model.parameters.views.map { view in
+            NamedTensor(name: view.name, shape: view.shape, values: Array(parameters[view.range]))
+        }
+    }
+
+    /// The file's bytes. safetensors carries metadata: the PyTorch module, the layer list, input
+    /// shape, classes, normalisation (all strings, as the format requires), and `extra` (the
+    /// step and config hash of the checkpoint).
+    public static func encode(_ parameters: [Float], model description: ModelDescription, format: Format,
+                              extra: [String: String] = [:]) throws -> (bytes: [UInt8], tensors: [NamedTensor]) {
+        let tensors = try tensors(of: parameters, model: description)
+        switch format {
+        case .npz:
+            return (try NpzArchive.encode(tensors), tensors)
+        case .safetensors:
+            func json<T: Encodable>(_ value: T) -> String { String(decoding: (try? JSONEncoder.sorted.encode(value)) ?? Data(), as: UTF8.self) }
+            var metadata = ["format": "pt", "ringsgd.pytorch": description.pytorch, "ringsgd.layers": json(description.layers),
+                            "ringsgd.input_shape": json(description.inputShape), "ringsgd.classes": "\(description.classes)"]
+            if let n = description.normalization {
+                metadata["ringsgd.normalization"] = json(n)
+            }
+            metadata.merge(extra) { _, new in new }
+            return (Safetensors.encode(tensors, metadata: metadata), tensors)
+        }
+    }
+
+    /// Writes the export atomically (a reader never sees half a file).
+    public static func write(_ bytes: [UInt8], to path: String) throws {
+        try FileSystem.writeAtomically(bytes, to: path, what: "export")
+    }
+}

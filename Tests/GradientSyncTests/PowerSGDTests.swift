@@ -1,0 +1,139 @@
+import Collectives
+import Foundation
+import GradientCodecs
+import GradientSync
+import InProcessTransport
+import NeuralNet
+import XCTest
+
+/// PowerSGD against an independent reference computed here in Double: the same Algorithm 1
+/// (Vogels et al. 2019) written as plain loops over [[Double]] matrices.
+final class PowerSGDTests: XCTestCase {
+    /// Two layers: a 6 × 5 weight and its 6 biases, then a 4 × 6 weight and its 4 biases.
+    static let views = [ParameterView(name: "0.weight", offset: 0, shape: [6, 5]), ParameterView(name: "0.bias", offset: 30, shape: [6]),
+                        ParameterView(name: "1.weight", offset: 36, shape: [4, 6]), ParameterView(name: "1.bias", offset: 60, shape: [4])]
+    static let count = 64
+    static let matrices = [(offset: 0, rows: 6, columns: 5), (offset: 36, rows: 4, columns: 6)]
+
+    /// Rank r's gradient for step s: distinct, deterministic, of full rank.
+    static func gradient(rank: Int, step: Int) -> [Float] {
+        (0 ..< count).map { i in Float(sin(Double(i * 7 + rank * 13 + step * 29) * 0.37) + 0.1 * Double(rank - step)) }
+    }
+
+    typealias Matrix = [[Double]]
+    static func matrix(_ g: [Float], _ m: (offset: Int, rows: Int, columns: Int)) -> Matrix {
+        (0 ..< m.rows).map { i in (0 ..< m.columns).map { j in Double(g[m.offset + i * m.columns + j]) } }
+    }
+    static func product(_ a: Matrix, _ b: Matrix) -> Matrix {
+        a.map { row in (0 ..< b[0].count).map { j in zip(row, b.map { $0[j] }).reduce(0) { $0 + $1.0 * $1.1 } } }
+    }
+    static func transpose(_ a: Matrix) -> Matrix { (0 ..< a[0].count).map { j in a.map { $0[j] } } }
+    static func mean(_ ms: [Matrix]) -> Matrix {
+        ms[0].indices.map { i in ms[0][i].indices.map { j in ms.map { $0[i][j] }.reduce(0, +) / Double(ms.count) } }
+    }
+    /// Classical Gram–Schmidt on the columns (exact arithmetic agrees with the modified form).
+    static func orthonormalized(_ p: Matrix) -> Matrix {
+        var columns = transpose(p)
+        for c in columns.indices {
+            for k in 0 ..< c {
+                let dot = zip(columns[c], columns[k]).reduce(0) { $0 + $1.0 * $1.1 }
+                columns[c] = zip(columns[c], columns[k]).map { $0 - dot * $1 }
+            }
+            let norm = columns[c].reduce(0) { $0 + $1 * $1 }.squareRoot()
+            columns[c] = columns[c].map { $0 / norm }
+        }
+        return transpose(columns)
+    }
+
+    /// Property: two steps of rank-2 PowerSGD with error feedback over 2 ranks give, on every
+    /// rank and to float rounding, the reference's M̂ = P̂·Q̄ᵀ for each matrix (P̂ the
+    /// orthonormalised mean of Mᵣ·Q, Q̄ the mean of Mᵣᵀ·P̂, Q warm-started from the previous
+    /// step), the exact mean for the biases, and the residual Mᵣ − M̂ — and the result is not
+    /// the plain average (rank 2 < 5 compresses).
+    func testTwoStepsMatchADoublePrecisionReference() throws {
+        let r = 2, ranks = 2
+        let results = try InProcessCluster.run(size: ranks) { transport -> ([[Float]], [UInt8]) in
+            let powerSGD = try PowerSGD(views: Self.views, plan: BucketPlan(extents: [0 ..< 36, 36 ..< 64], bucketBytes: 4),
+                                        count: Self.count, settings: PowerSGDSettings(rank: r, minCompressionRate: 0), transport: transport,
+                                        codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
+            let initialQ = powerSGD.stateBytes()
+            let memory = ErrorFeedbackMemory(count: Self.count, sharers: ranks)
+            var outputs: [[Float]] = []
+            for step in 0 ..< 2 {
+                var g = Self.gradient(rank: transport.rank, step: step)
+                try g.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+                outputs.append(g)
+                outputs.append(Array(memory.values))
+            }
+            return (outputs, initialQ)
+        }
+        XCTAssertEqual(results[0].0[0], results[1].0[0], "every rank ends bit-identical")
+        XCTAssertEqual(results[0].0[2], results[1].0[2], "every rank ends bit-identical (step 2)")
+        // The reference: Q from the state's bytes (the layout line, then Float32 Q's in matrix order).
+        let state = results[0].1
+        let floats = state[(state.firstIndex(of: 10)! + 1)...].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        var q: [Matrix] = [], cursor = 0
+        for m in Self.matrices {
+            q.append((0 ..< m.columns).map { i in (0 ..< r).map { j in Double(floats[cursor + i * r + j]) } })
+            cursor += m.columns * r
+        }
+        var residuals = (0 ..< ranks).map { _ in [Double](repeating: 0, count: Self.count) }
+        for step in 0 ..< 2 {
+            let g = (0 ..< ranks).map { Self.gradient(rank: $0, step: step) }
+            var expected = [Double](repeating: 0, count: Self.count)
+            for (k, m) in Self.matrices.enumerated() {
+                let M = (0 ..< ranks).map { rank in Self.matrix(g[rank], m).enumerated().map { i, row in
+                    row.enumerated().map { j, v in v + residuals[rank][m.offset + i * m.columns + j] } } }
+                let P = Self.orthonormalized(Self.mean(M.map { Self.product($0, q[k]) }))
+                q[k] = Self.mean(M.map { Self.product(Self.transpose($0), P) })
+                let approximation = Self.product(P, Self.transpose(q[k]))
+                for i in 0 ..< m.rows { for j in 0 ..< m.columns {
+                    expected[m.offset + i * m.columns + j] = approximation[i][j]
+                    for rank in 0 ..< ranks { residuals[rank][m.offset + i * m.columns + j] = M[rank][i][j] - approximation[i][j] }
+                } }
+            }
+            for i in [30 ..< 36, 60 ..< 64].joined() { expected[i] = g.map { Double($0[i]) }.reduce(0, +) / Double(ranks) }
+            let got = results[0].0[2 * step], scale = expected.map(abs).max()!
+            for i in 0 ..< Self.count {
+                XCTAssertEqual(Double(got[i]), expected[i], accuracy: 2e-5 * scale, "step \(step), value \(i)")
+            }
+            for rank in 0 ..< ranks {
+                let memory = results[rank].0[2 * step + 1]
+                for i in 0 ..< Self.count { XCTAssertEqual(Double(memory[i]), residuals[rank][i], accuracy: 2e-5 * scale, "residual, rank \(rank) step \(step) value \(i)") }
+            }
+            let plain = (0 ..< Self.count).map { i in g.map { Double($0[i]) }.reduce(0, +) / Double(ranks) }
+            XCTAssertGreaterThan(zip(plain, expected).map { abs($0 - $1) }.max()!, 1e-3 * scale, "rank 2 is a real compression")
+        }
+    }
+}
+
+/// The error-feedback memory's checkpoint section.
+final class ErrorFeedbackMemoryTests: XCTestCase {
+    /// Property: a memory re-sharded from a checkpoint's sum holds sum / sharers in exactly the
+    /// entries its all-reduce uses — for the hierarchical all-reduce the chunk each bucket's
+    /// reduce-scatter gives the rank — and zero elsewhere, so the sum over every rank of the
+    /// restored memories is the checkpoint's sum again (no stale entries counted twice).
+    func testReshardingFillsOnlyTheEntriesTheAllReduceUses() throws {
+        let buckets = [40 ..< 100, 0 ..< 40], count = 100, hosts = 2
+        let sum = (0 ..< count).map { Float($0 % 7) - 3 }
+        // Two hosts of two ranks: a rank's owned chunks depend on its local rank only.
+        let restored = try InProcessCluster.run(size: 2) { local -> [Float] in
+            let hierarchical = HierarchicalAllReduce(world: local, split: HostSplit(local: local, cross: local, hosts: hosts))
+            let live = buckets.map { b in
+                let owned = hierarchical.ownedRange(ofCount: b.count)
+                return b.lowerBound + owned.lowerBound ..< b.lowerBound + owned.upperBound
+            }.sorted { $0.lowerBound < $1.lowerBound }
+            let memory = ErrorFeedbackMemory(count: count, live: live, sharers: hosts)
+            XCTAssertNil(memory.restore(own: nil, sum: sum, sameWorld: false, rank: local.rank, step: 8))
+            return Array(memory.values)
+        }
+        // Every host holds one copy of each local rank's memory: the world's sum is hosts × this.
+        for i in 0 ..< count {
+            XCTAssertEqual(Float(hosts) * (restored[0][i] + restored[1][i]), sum[i], accuracy: 1e-6, "value \(i)")
+            XCTAssertTrue(restored[0][i] == 0 || restored[1][i] == 0, "value \(i) is live on one local rank only")
+        }
+        let flat = ErrorFeedbackMemory(count: count, sharers: 4)
+        XCTAssertNil(flat.restore(own: nil, sum: sum, sameWorld: false, rank: 0, step: 8))
+        XCTAssertEqual(Array(flat.values), sum.map { $0 / 4 }, "the flat ring: every entry takes an equal share")
+    }
+}
