@@ -159,7 +159,7 @@ public final class RingAllReduce: AllReduce {
                   absorb: (_ unit: Int, _ bytes: Int) throws -> Void) throws {
         let m = call.m, units = 2 * (call.n - 1) * m
         let window = min(self.window, m)
-        scratch.reserve(slotsPerStripe: m, slotBytes: slotBytes)
+        scratch.reserve(slotsPerStripe: m, slotBytes: slotBytes, sendStripes: !codec.isIdentity)
         resetRequests(units: units)
         // Step 0 of the reduce-scatter sends this rank's own chunk r, untouched by anyone else.
         for j in 0 ..< m { try send(j) }
@@ -233,23 +233,26 @@ struct RingCall {
 }
 
 /// Receive and send slots: two stripes (even and odd ring steps) of m slots each, so a step
-/// can fill its slots while the previous step's are still being forwarded. Allocated once
-/// and grown only when a larger buffer or codec needs it: no allocation per call.
+/// can fill its slots while the previous step's are still being forwarded. Send stripes only
+/// for a codec (the fp32 ring sends straight from the buffer). Allocated once and grown only
+/// when a larger buffer or codec needs it: no allocation per call.
 final class RingScratch {
     private var storage: UnsafeMutableRawBufferPointer?
     private var slotsPerStripe = 0
     private var slotBytes = 0
+    private var hasSendStripes = false
 
     deinit { storage?.deallocate() }
 
-    func reserve(slotsPerStripe m: Int, slotBytes bytes: Int) {
+    func reserve(slotsPerStripe m: Int, slotBytes bytes: Int, sendStripes: Bool) {
         let rounded = (max(bytes, 1) + 63) & ~63
-        if m <= slotsPerStripe && rounded <= slotBytes { return }
+        if m <= slotsPerStripe && rounded <= slotBytes && (hasSendStripes || !sendStripes) { return }
         storage?.deallocate()
         slotsPerStripe = max(m, slotsPerStripe)
         slotBytes = max(rounded, slotBytes)
-        // 2 receive stripes + 2 send stripes.
-        storage = .allocate(byteCount: 4 * slotsPerStripe * slotBytes, alignment: 64)
+        hasSendStripes = hasSendStripes || sendStripes
+        // 2 receive stripes (+ 2 send stripes).
+        storage = .allocate(byteCount: (hasSendStripes ? 4 : 2) * slotsPerStripe * slotBytes, alignment: 64)
     }
 
     func slot(step t: Int, segment j: Int) -> UnsafeMutableRawBufferPointer {
@@ -258,6 +261,7 @@ final class RingScratch {
     }
 
     func sendSlot(step t: Int, segment j: Int) -> UnsafeMutableRawBufferPointer {
+        precondition(hasSendStripes, "send slots are reserved for a codec")
         let index = (2 + t % 2) * slotsPerStripe + j
         return UnsafeMutableRawBufferPointer(rebasing: storage![index * slotBytes ..< (index + 1) * slotBytes])
     }

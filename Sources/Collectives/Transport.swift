@@ -30,6 +30,11 @@ public struct TransportRequest {
 ///   read, until `wait` on its request returns.
 /// - A receive accepts any message up to the buffer's size; `wait` returns its true length.
 ///   A longer message is an error, never an overrun.
+/// - A send may complete only once the peer has *waited* on the matching receive, not merely
+///   posted it (MPI's rendezvous for large messages; `MPITransport` also posts the later pieces
+///   of a message past its size limit only in that wait). So a rank must not wait on a send
+///   before waiting on the receive its peer needs from it first: the ring waits on its
+///   receives before its sends, and the in-process transport's rendezvous mode tests it.
 public protocol Transport: AnyObject {
     /// This process's rank, 0..<size.
     var rank: Int { get }

@@ -13,12 +13,11 @@ struct AllReduceChoice {
     let transport: Transport
     let hosts: HostSplit?
     let segmentBytes: Int?
-    let algorithm: SyncSettings.Algorithm
     /// The exact all-reduce (warm-up steps, and the configured one for an identity codec).
     let exact: AllReduce
 
     init(transport: Transport, hosts: HostSplit?, segmentBytes: Int?, algorithm: SyncSettings.Algorithm) throws {
-        (self.transport, self.hosts, self.segmentBytes, self.algorithm) = (transport, hosts, segmentBytes, algorithm)
+        (self.transport, self.hosts, self.segmentBytes) = (transport, hosts, segmentBytes)
         switch algorithm {
         case .mpi:
             guard let native = TransportAllReduce(transport: transport) else {
@@ -38,17 +37,11 @@ struct AllReduceChoice {
         return RingAllReduce(transport: transport, codec: codec, segmentBytes: segmentBytes)
     }
 
-    /// The error-feedback memory `allReduce(codec:)` uses for `plan`'s buckets (see
-    /// `ErrorFeedbackMemory`: every entry on the flat ring, the owned chunks on the
-    /// hierarchical all-reduce).
+    /// The error-feedback memory `allReduce(codec:)` uses for `plan`'s buckets.
     func errorFeedbackMemory(count: Int, plan: BucketPlan) -> ErrorFeedbackMemory {
-        guard let hosts, let hierarchical = exact as? HierarchicalAllReduce else {
+        guard let hierarchical = exact as? HierarchicalAllReduce else {
             return ErrorFeedbackMemory(count: count, sharers: transport.size)
         }
-        let live = plan.buckets.map { bucket in
-            let owned = hierarchical.ownedRange(ofCount: bucket.count)
-            return bucket.lowerBound + owned.lowerBound ..< bucket.lowerBound + owned.upperBound
-        }.sorted { $0.lowerBound < $1.lowerBound }
-        return ErrorFeedbackMemory(count: count, live: live, sharers: hosts.hosts)
+        return ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
     }
 }

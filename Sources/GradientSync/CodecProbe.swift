@@ -32,6 +32,8 @@ public struct CodecProbe {
     /// fp32 bus bandwidth of the probe, GB/s (2(n−1)/n · bytes / time): the link as the ring sees it.
     public let fp32BusGBps: Double
     public let probeValues: Int
+    /// The all-reduce probed (fp32's name: the flat ring, or the hierarchical all-reduce).
+    public let probedOn: String
 
     /// Collective: every rank calls it with its gradient buffer (left zeroed); `allReduce`
     /// builds the all-reduce that would run with a codec.
@@ -40,7 +42,7 @@ public struct CodecProbe {
         let n = transport.size
         let count = min(gradients.count, probeValues)
         guard n > 1, count > 0 else {
-            return CodecProbe(seconds: ["none": 0], choice: "none", fp32BusGBps: 0, probeValues: count)
+            return CodecProbe(seconds: ["none": 0], choice: "none", fp32BusGBps: 0, probeValues: count, probedOn: "no all-reduce (one rank)")
         }
         let probe = UnsafeMutableBufferPointer(rebasing: gradients[0 ..< count])
         let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count), residual = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
@@ -73,12 +75,13 @@ public struct CodecProbe {
             choice = name
         }
         let bus = Double(count * 4) * 2 * Double(n - 1) / Double(n) / (fp32 / scale) / 1e9
-        return CodecProbe(seconds: seconds, choice: choice, fp32BusGBps: bus, probeValues: count)
+        return CodecProbe(seconds: seconds, choice: choice, fp32BusGBps: bus, probeValues: count,
+                          probedOn: allReduce(try CodecRegistry.make("none")).name)
     }
 
     /// One log line: each candidate's estimate and the choice.
     public var report: String {
         let times = Self.candidates.compactMap { name in seconds[name].map { "\(name) \(String(format: "%.2f", $0 * 1e3)) ms" } }.joined(separator: ", ")
-        return "comm.codec auto: probe of \(probeValues) floats, fp32 ring busbw \(String(format: "%.2f", fp32BusGBps)) GB/s; estimated all-reduce of the gradient: \(times) (slowest rank); chose \(choice)"
+        return "comm.codec auto: probe of \(probeValues) floats on \(probedOn), fp32 ring busbw \(String(format: "%.2f", fp32BusGBps)) GB/s; estimated all-reduce of the gradient: \(times) (slowest rank); chose \(choice)"
     }
 }

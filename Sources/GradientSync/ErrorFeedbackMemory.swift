@@ -34,6 +34,16 @@ public final class ErrorFeedbackMemory {
         self.sharers = sharers
     }
 
+    /// The memory the hierarchical all-reduce uses for `plan`'s buckets: in each, the chunk it
+    /// owns after the host's reduce-scatter, shared by one rank per host.
+    public convenience init(count: Int, plan: BucketPlan, hierarchical: HierarchicalAllReduce) {
+        let live = plan.buckets.map { bucket in
+            let owned = hierarchical.ownedRange(ofCount: bucket.count)
+            return bucket.lowerBound + owned.lowerBound ..< bucket.lowerBound + owned.upperBound
+        }.sorted { $0.lowerBound < $1.lowerBound }
+        self.init(count: count, live: live, sharers: hierarchical.hosts)
+    }
+
     deinit { values.deallocate() }
 
     public var count: Int { values.count }
@@ -58,11 +68,14 @@ public final class ErrorFeedbackMemory {
     /// Restores the memory: `own` (this rank's file) when the world is unchanged and it fits,
     /// else an equal share of the checkpoint's `sum` in the live entries. Returns a warning, if any.
     public func restore(own: [Float]?, sum: [Float]?, sameWorld: Bool, rank: Int, step: Int) -> String? {
+        clear()
         if sameWorld, let own, own.count == count {
-            _ = values.update(fromContentsOf: own)
+            // Only the live entries: a file written with another layout (the flat ring before,
+            // the hierarchical all-reduce now) must not leave entries nobody uses but every
+            // later checkpoint's sum would count.
+            for range in live { for i in range { values[i] = own[i] } }
             return nil
         }
-        clear()
         guard let sum, sum.count == count else {
             return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
         }

@@ -118,7 +118,10 @@ public final class GradientSynchronizer {
 
     // MARK: - The step
 
-    /// The averager of the current step, and whether its steps are compressed ones.
+    /// The averager of the current step, and whether the step is past the exact warm-up
+    /// (`compressed`: the configured codec or PowerSGD runs, with error feedback and the
+    /// momentum carry — the carry even with an identity codec, where it changes nothing but
+    /// rounding).
     private var active: (averager: BucketAverager, compressed: Bool) {
         if step < settings.warmupSteps { return (exact, false) }
         if let powerSGD, step >= powerSGD.settings.startStep { return (powerSGD, true) }
@@ -127,7 +130,7 @@ public final class GradientSynchronizer {
 
     /// Starts step `step`'s averaging of `gradients` (the flat buffer the plan cuts).
     public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
-        precondition(gradients.count == memory?.count ?? gradients.count)
+        precondition(gradients.count == plan.buckets.map(\.upperBound).max() ?? 0, "the plan cuts this gradient")
         (self.gradients, self.step, submitted) = (gradients, step, 0)
         (lastSeconds, lastCodecSeconds, lastBytesSent) = (0, 0, 0)
         lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0

@@ -5,7 +5,8 @@ import Optimizers
 /// scaled (see `MomentumCarrying`: SGD's μ/(1−τ), Adam's β₁/(1−β₁)), and s·b is taken back off
 /// its average, so the optimizer still receives an averaged gradient while the codec
 /// compresses a momentum-sized, far less noisy vector. b is optimizer state, identical on
-/// every rank. Only compressed steps carry it: an exact average gains nothing.
+/// every rank. The steps after `comm.warmup_steps` carry it (the warm-up's exact average
+/// gains nothing from it).
 struct MomentumCarry {
     weak var carrier: MomentumCarrying?
 

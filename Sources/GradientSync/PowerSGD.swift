@@ -12,10 +12,10 @@ import NeuralNet
 /// step is:
 /// 1. M ← gradient + residual (error feedback, on by default as in DDP);
 /// 2. P = M·Q with the previous step's Q (warm start; the first Q is seeded, the same on every
-///    rank); all P's are averaged in **one** call of our ring over their concatenation;
+///    rank); a bucket's P's are averaged in **one** call of our ring over their concatenation;
 /// 3. P is orthonormalised column by column (Gram–Schmidt, in Double) — the same on every rank,
 ///    since its input is;
-/// 4. Q = Mᵀ·P; all Q's are averaged in one ring call;
+/// 4. Q = Mᵀ·P; a bucket's Q's are averaged in one ring call;
 /// 5. the averaged gradient is M̂ = P·Qᵀ = P·Pᵀ·M̄ (the projection of the average gradient onto
 ///    span P), the residual becomes M − M̂, and Q is kept for the next step.
 /// Vectors and small matrices go through the ordinary ring with the configured codec (and
@@ -53,7 +53,7 @@ public final class PowerSGD: BucketAverager {
     let bucketMatrices: [Range<Int>]
     let bucketRest: [[Range<Int>]]
     let buckets: [Range<Int>]
-    public let pCount: Int, qCount: Int
+    public let qCount: Int
     /// Every P; every Q (the state), and the Q's of before this step (restored on a skipped step).
     private let p: UnsafeMutableBufferPointer<Float>
     let q: UnsafeMutableBufferPointer<Float>
@@ -117,7 +117,7 @@ public final class PowerSGD: BucketAverager {
         self.bucketMatrices = bucketMatrices
         self.bucketRest = bucketRest
         buckets = plan.buckets
-        (pCount, qCount) = (p, q)
+        qCount = q
         let restScratch = bucketRest.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0
         self.p = .allocate(capacity: p)
         self.p.initialize(repeating: 0)

@@ -24,8 +24,6 @@ public struct SyncSettings {
     public var segmentBytes: Int?
     /// `comm.overlap`: average each bucket on the communication thread as backward completes it.
     public var overlap = true
-    /// `comm.compress_momentum`: the compressed all-reduce carries g + s·b (`MomentumCarry`).
-    public var compressMomentum = false
     /// `comm.compressor: powersgd` and its settings; nil: off.
     public var powerSGD: PowerSGDSettings?
     /// The run's seed: stochastic rounding and PowerSGD's first Q draw from it.

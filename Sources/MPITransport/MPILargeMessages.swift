@@ -76,10 +76,10 @@ extension MPITransport {
         let base = UnsafeMutableRawPointer(mutating: bytes.baseAddress!)
         let transfer = LargeTransfer(peer: peer, tag: tag, isSend: true, base: base, capacity: bytes.count)
         let handle = transfer.retainedHandle()
+        let continuation = try continuationTag(tag)   // checked before anything is posted
         splitTransfers.sends += 1
         transfer.length.pointee = Int64(bytes.count)
         try transfer.requests.append(post(send: true, base, count: maxMessageBytes, peer: peer, tag: tag))
-        let continuation = try continuationTag(tag)
         try transfer.requests.append(post(send: true, UnsafeMutableRawPointer(transfer.length), count: 8, peer: peer, tag: continuation))
         for (offset, count) in pieces(of: bytes.count) {
             try transfer.requests.append(post(send: true, base + offset, count: count, peer: peer, tag: continuation))

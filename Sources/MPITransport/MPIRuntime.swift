@@ -43,6 +43,10 @@ public final class MPIRuntime: @unchecked Sendable {
         try check(MPI_Comm_set_errhandler(comm, ringsgd_mpi_errors_return()), call: "MPI_Comm_set_errhandler")
         let transport = try MPITransport(communicator: comm, maxMessageBytes: maxMessageBytes)
         world = transport
+        // Both ends of a split message cut it by the limit: a rank with another would wait
+        // for a length that never comes. (The all-gather's own messages are far below it.)
+        try RingAllGather.requireAgreement(Int64(maxMessageBytes), on: "\(MPITransport.maxMessageBytesVariable) (pass it to every rank: mpirun -x)",
+                                           over: transport)
         return transport
     }
 

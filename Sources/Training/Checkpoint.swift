@@ -1,7 +1,6 @@
-import GradientSync
-import Datasets
 import FileFormats
 import Foundation
+import GradientSync
 import ModelFiles
 
 /// A training checkpoint: everything needed to continue bit-identically.
@@ -21,7 +20,7 @@ import ModelFiles
 /// Sections: `CONF` the canonical config text; `PRMS` the flat parameters (Float32, in the
 /// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
 /// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
-/// feedback is on; `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
+/// feedback is on (always with PowerSGD, whose residuals it holds); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
 /// identical on every rank), present with `comm.compressor: powersgd`; `MODL` the
 /// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.

@@ -1,7 +1,5 @@
-import GradientSync
-import ModelFiles
-import FileFormats
 import Datasets
+import FileFormats
 import Foundation
 
 /// The training and test sets a config names (`data.dataset`), for the trainer and for

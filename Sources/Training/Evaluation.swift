@@ -1,8 +1,6 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
+import Datasets
+import FileFormats
 import Foundation
 import NeuralNet
 

@@ -1,7 +1,4 @@
-import GradientSync
-import ModelFiles
 import FileFormats
-import Datasets
 import NeuralNet
 import Yams
 

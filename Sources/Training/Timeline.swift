@@ -1,8 +1,5 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
+import FileFormats
 import Foundation
 
 /// `train --timeline FILE`: what every rank did when, as Chrome trace-event JSON (open it in
@@ -24,7 +21,7 @@ import Foundation
 /// At the end rank 0 gathers every rank's events and writes one file.
 public final class Timeline {
     public enum Kind: UInt8 {
-        case forward, backward, optimizer, checkpoint, evaluate, replicaCheck, accumulate
+        case forward, backward, optimizer, checkpoint, evaluate, replicaCheck
         case allReduce, encode, decode, reduce, wait
     }
 
@@ -68,12 +65,6 @@ public final class Timeline {
         lane.events.append(Event(kind: kind, index: Int32(clamping: index), start: s, duration: nanoseconds(end) - s))
     }
 
-    /// Runs `body` as a span on the training thread.
-    func span<T>(_ kind: Kind, _ index: Int = -1, _ body: () throws -> T) rethrows -> T {
-        let start = ContinuousClock.now
-        defer { record(kind, index, from: start, to: ContinuousClock.now, on: training) }
-        return try body()
-    }
 
     // MARK: - Output
 
@@ -82,7 +73,6 @@ public final class Timeline {
         switch event.kind {
         case .forward: return ("forward", "compute")
         case .backward: return ("backward \(i < layerNames.count && i >= 0 ? layerNames[i] : "layer \(i)")", "compute")
-        case .accumulate: return ("accumulate micro-batch \(i)", "compute")
         case .optimizer: return ("optimizer step", "compute")
         case .checkpoint: return ("checkpoint", "io")
         case .evaluate: return ("evaluate", "compute")

@@ -1,8 +1,5 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
+import FileFormats
 import Foundation
 import NeuralNet
 

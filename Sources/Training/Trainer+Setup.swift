@@ -1,9 +1,8 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
+import Datasets
+import FileFormats
 import Foundation
+import GradientSync
 import NeuralNet
 import Optimizers
 

@@ -1,9 +1,7 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
+import FileFormats
 import Foundation
+import GradientSync
 import NeuralNet
 import Optimizers
 

@@ -1,6 +1,5 @@
-import ModelFiles
-import FileFormats
 import Datasets
+import FileFormats
 import Foundation
 import GradientCodecs
 import GradientSync
@@ -263,7 +262,6 @@ public struct TrainingConfig {
         s.warmupSteps = uncompressedWarmupSteps
         s.segmentBytes = segmentBytes > 0 ? segmentBytes : nil
         s.overlap = overlap
-        s.compressMomentum = compressMomentum
         s.seed = seed
         if compressor == "powersgd" {
             s.powerSGD = PowerSGDSettings(rank: powerSGDRank, startStep: powerSGDStartStep,

@@ -1,8 +1,8 @@
+import Datasets
+import FileFormats
+import Foundation
 import GradientSync
 import ModelFiles
-import FileFormats
-import Datasets
-import Foundation
 import NeuralNet
 import Optimizers
 

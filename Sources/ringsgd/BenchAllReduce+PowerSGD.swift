@@ -1,11 +1,8 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
 import Collectives
 import Foundation
 import GradientCodecs
+import GradientSync
 import MPITransport
 import NeuralNet
 import Training

@@ -1,13 +1,11 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
 import Collectives
+import FileFormats
 import Foundation
-import Training
 import GradientCodecs
+import GradientSync
 import MPITransport
+import Training
 
 /// `ringsgd bench allreduce`: our ring against OpenMPI's `MPI_Allreduce` on the same buffers,
 /// in the same run — with `--topology hierarchical` also the hierarchical all-reduce, with a

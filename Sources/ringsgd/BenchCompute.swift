@@ -1,7 +1,3 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
 import Collectives
 import Foundation

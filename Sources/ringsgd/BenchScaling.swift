@@ -1,8 +1,5 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
+import FileFormats
 import Foundation
 
 /// `ringsgd bench scaling`: the same training job at several rank counts and codecs, through

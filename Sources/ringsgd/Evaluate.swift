@@ -1,9 +1,7 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
+import Datasets
 import Foundation
+import ModelFiles
 import MPITransport
 import NeuralNet
 import Training

@@ -1,9 +1,6 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import ArgumentParser
 import Foundation
+import ModelFiles
 import Training
 
 /// `ringsgd export`: a checkpoint's parameters as safetensors or .npz, named and shaped as the

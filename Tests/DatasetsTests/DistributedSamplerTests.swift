@@ -1,6 +1,8 @@
 import Datasets
 import XCTest
 
+/// The sampler's promise: each step's global batch is split into disjoint per-rank shards,
+/// and an epoch's batches cover distinct samples.
 final class DistributedSamplerTests: XCTestCase {
     func testShardsAreDisjointAndCoverTheEpochWithoutRepeats() throws {
         for n in [1, 2, 3, 4] {

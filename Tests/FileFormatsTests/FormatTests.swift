@@ -1,4 +1,5 @@
 import FileFormats
+import Foundation
 import XCTest
 
 /// The formats ringsgd writes for other tools, parsed back independently: safetensors by our
@@ -51,5 +52,43 @@ final class FormatTests: XCTestCase {
             for _ in 0 ..< 8 { c = c & 1 == 1 ? (c >> 1) ^ 0xEDB8_8320 : c >> 1 }
         }
         return ~c
+    }
+
+    /// Property: the ZIP64 form (written where a size or offset reaches 4 GiB; here forced for
+    /// a small archive) reads back in Python's `zipfile` — what numpy.load uses — with the same
+    /// entries and bytes as the plain form, and carries the ZIP64 records.
+    func testZip64ArchivesReadBackLikePlainOnes() throws {
+        guard let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first(where: FileManager.default.isExecutableFile) else {
+            throw XCTSkip("python3 is not installed: its zipfile module is the independent reader of this test")
+        }
+        let tensors = [NamedTensor(name: "0.weight", shape: [3, 2], values: [1, 2, 3, 4, 5, 6]), NamedTensor(name: "0.bias", shape: [3], values: [-1, 0, 0.5])]
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-npz-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func listing(_ bytes: [UInt8], _ name: String) throws -> String {
+            let path = directory.appendingPathComponent(name).path
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let process = Process(), pipe = Pipe()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = ["-c", "import zipfile, sys, hashlib\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\n"
+                                 + "for i in z.infolist(): print(i.filename, i.file_size, hashlib.sha256(z.read(i)).hexdigest())", path]
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            XCTAssertEqual(process.terminationStatus, 0, output)
+            return output
+        }
+        let plain = try NpzArchive.encode(tensors), zip64 = try NpzArchive.encode(tensors, zip64At: 0)
+        func contains(_ bytes: [UInt8], signature: UInt32) -> Bool {
+            let s = withUnsafeBytes(of: signature.littleEndian) { Array($0) }
+            return bytes.indices.dropLast(3).contains { Array(bytes[$0 ..< $0 + 4]) == s }
+        }
+        XCTAssertTrue(contains(zip64, signature: 0x0606_4B50) && contains(zip64, signature: 0x0706_4B50), "ZIP64 end record and locator")
+        XCTAssertFalse(contains(plain, signature: 0x0606_4B50), "the plain form has no ZIP64 record")
+        let expected = try listing(plain, "plain.npz")
+        XCTAssertEqual(expected.split(separator: "\n").map { $0.split(separator: " ")[0] }, ["0.weight.npy", "0.bias.npy"])
+        XCTAssertEqual(try listing(zip64, "zip64.npz"), expected)
     }
 }

@@ -18,6 +18,3 @@ final class BucketPlanTests: XCTestCase {
         XCTAssertEqual(BucketPlan(extents: extents, bucketBytes: 4).buckets, [420 ..< 1020, 400 ..< 420, 100 ..< 400, 0 ..< 100], "a layer per bucket")
     }
 }
-
-/// The sampler's promise: each step's global batch is split into disjoint per-rank shards,
-/// and an epoch's batches cover distinct samples.

@@ -67,7 +67,9 @@ final class SimulatedClusterTests: XCTestCase {
     /// Property: the hierarchical all-reduce (2 hosts × 2 ranks: shared memory inside a host,
     /// the ring across hosts) equals MPI_Allreduce within rounding and is bit-identical on
     /// every rank, exact and with int8; training with it keeps replicas identical; a layout of
-    /// uneven hosts falls back to the flat ring on every rank, saying why.
+    /// uneven hosts falls back to the flat ring on every rank, saying why; `comm.codec: auto`
+    /// probes the hierarchical all-reduce that will run (not a flat ring); and
+    /// `comm.shared_memory: false`, which rules the hierarchical all-reduce out, says so.
     func testHierarchicalAllReduceAndItsUnevenFallback() throws {
         for codec in ["none", "int8"] {
             let outcome = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "10gbit"],
@@ -78,12 +80,22 @@ final class SimulatedClusterTests: XCTestCase {
             XCTAssertEqual(outcome.output.components(separatedBy: " PASS").count - 1, 4, outcome.output)
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-hier-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir + "-uneven") }
+        defer { for suffix in ["", "-uneven", "-auto", "-unshared"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
         let training = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
                                       ["train"] + TrainUnderMPIRunTests.short + ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true", "--run-dir", dir])
         assertSucceeded(training, "hierarchical training")
         XCTAssertTrue(training.output.contains("topology: 2 hosts × 2 ranks: hierarchical all-reduce"), training.output)
         XCTAssertTrue(training.output.contains("replicas identical"), training.output)
+        let few = ["--set", "train.max_steps=10", "--set", "consistency.check_every_steps=5", "--set", "checkpoint.every_steps=5"]
+        let automatic = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
+                                       ["train"] + TrainUnderMPIRunTests.short + few + ["--set", "comm.codec=auto", "--run-dir", dir + "-auto"])
+        assertSucceeded(automatic, "comm.codec: auto on the hierarchical all-reduce")
+        XCTAssertTrue(automatic.output.contains("floats on hierarchical (2 hosts × 2 ranks"), automatic.output)
+        let unshared = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
+                                      ["train"] + TrainUnderMPIRunTests.short + few + ["--set", "comm.shared_memory=false", "--run-dir", dir + "-unshared"])
+        assertSucceeded(unshared, "comm.shared_memory: false across 2 × 2")
+        XCTAssertTrue(unshared.output.contains("topology: 2 hosts × 2 ranks, but comm.shared_memory is false") && unshared.output.contains("every rank uses the flat ring"),
+                      unshared.output)
         let uneven = try simcluster(["--hosts", "2", "--ranks-per-host", "2,1", "--rate", "1gbit"],
                                     ["train"] + TrainUnderMPIRunTests.short + ["--run-dir", dir + "-uneven"])
         assertSucceeded(uneven, "uneven hosts")

@@ -12,7 +12,8 @@ final class SplitMessagesUnderMPIRunTests: XCTestCase {
     /// root's bits to every rank — whatever the sizes on each end of a message:
     /// - fp32, 512 KiB segments: messages of many pieces, edge segments not a multiple of
     ///   4 KiB, reduce-scatter slots longer than the message they receive;
-    /// - fp32, 4 KiB segments: messages of exactly the limit (split, no piece after the first);
+    /// - fp32, 4 KiB segments on np·65536 values: every chunk 64 segments of exactly 1024
+    ///   floats, messages of exactly the limit (split, no piece after the first);
     /// - int8: variable-length payloads into slots sized for the worst case;
     /// - the reference MPI_Allreduce and the broadcast: one call per 4 KiB on every rank.
     /// The check reports the limit and, per rank, how many sends, receives and collectives it
@@ -22,14 +23,15 @@ final class SplitMessagesUnderMPIRunTests: XCTestCase {
         for np in [2, 3] {
             for extra in [[], ["--segment-bytes", "4096"], ["--codec", "int8"]] {
                 let what = "check allreduce \(extra.joined(separator: " ")) at np \(np) with 4 KiB MPI calls"
-                let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--counts", "0,1,\(np - 1),1000003"] + extra, timeout: 180,
+                let largeCount = extra.contains("--segment-bytes") ? np * 65536 : 1000003
+                let outcome = try MPIRun.run(np: np, ["check", "allreduce", "--counts", "0,1,\(np - 1),\(largeCount)"] + extra, timeout: 180,
                                              mpiArguments: ["-x", "RINGSGD_MPI_MAX_MESSAGE_BYTES=4096"])
                 assertSucceeded(outcome, what)
                 let lines = outcome.output.split(separator: "\n").filter { $0.hasPrefix("check allreduce") }
                 XCTAssertEqual(lines.filter { $0.hasSuffix(" PASS") }.count, 4, "\(what):\n\(outcome.output)")
                 XCTAssertEqual(lines.filter { $0.contains("broadcast_identical=true") && $0.contains("max_message_bytes=4096") }.count, 4,
                                "\(what):\n\(outcome.output)")
-                let large = lines.first { $0.contains("count=1000003 ") }.map(String.init) ?? ""
+                let large = lines.first { $0.contains("count=\(largeCount) ") }.map(String.init) ?? ""
                 for kind in ["split_sends", "split_receives", "split_collectives"] {
                     let counts = large.split(separator: " ").first { $0.hasPrefix(kind + "=") }?
                         .dropFirst(kind.count + 1).split(separator: ",").compactMap { Int($0) } ?? []

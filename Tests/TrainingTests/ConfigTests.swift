@@ -1,7 +1,3 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Foundation
 import Training
 import XCTest
@@ -52,6 +48,25 @@ final class ConfigTests: XCTestCase {
         }
         XCTAssertEqual(error(nil, ["comm.segment_bytes=4"]), "no error")
         XCTAssertEqual(error(nil, ["comm.segment_bytes=0"]), "no error")
+        // A segment is one message and its receive buffers: bounded well below MPI's 32-bit counts.
+        XCTAssertTrue(error(nil, ["comm.segment_bytes=3000000000"]).contains("comm.segment_bytes 3000000000 exceeds 1073741824 (1 GiB)"))
+        XCTAssertEqual(error(nil, ["comm.segment_bytes=1073741824"]), "no error")
+    }
+
+    /// Property: a key that exists but would do nothing with the chosen model, optimizer or
+    /// data is a one-line error naming it, not silently ignored.
+    func testKeysThatWouldBeIgnoredAreRefused() {
+        let cases: [([String], String)] = [
+            (["model.kind=cnn", "model.hidden=[64]"], "model.hidden applies to model.kind: mlp only (model.kind is cnn)"),
+            (["model.kind=linear", "model.dropout=0.1"], "model.dropout applies to model.kind: mlp only (model.kind is linear)"),
+            (["optimizer.name=lars", "optimizer.nesterov=true"], "optimizer.nesterov applies to optimizer.name: sgd only"),
+            (["optimizer.name=rmsprop", "optimizer.dampening=0.1"], "optimizer.dampening applies to optimizer.name: sgd only"),
+            (["data.dataset=synthetic", "data.synthetic.test_size=0"], "data.synthetic.test_size must be ≥ 1"),
+        ]
+        for (overrides, expected) in cases {
+            XCTAssertTrue(error(nil, overrides).contains(expected), "\(overrides): \(error(nil, overrides))")
+        }
+        XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
     }
 
     func testCodecNamesWithParametersTheyDoNotTakeAreRejected() {

@@ -1,7 +1,5 @@
-import GradientSync
-import ModelFiles
-import FileFormats
 import Datasets
+import FileFormats
 import Foundation
 import Training
 import XCTest
@@ -121,9 +119,8 @@ final class DatasetFilesTests: XCTestCase {
             ("train-y.npy", NpyFixture.bytes(descr: "<f4", shape: [4], data: [UInt8](repeating: 0, count: 16)), "labels must be integers"),
             ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [3], data: Array(labels[0 ..< 24])), "holds 3 labels for the 4 samples"),
             ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, -1, 2, 1])), "is negative"),
-            ("test-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, 2, 1])), ""),
         ]
-        for (file, bytes, expected) in cases where !expected.isEmpty {
+        for (file, bytes, expected) in cases {
             try writeFixtures(dir)
             try NpyFixture.write(bytes, "\(dir)/\(file)")
             XCTAssertThrowsError(try config(dir, dataset: "npy").loadDatasets(), expected) { error in

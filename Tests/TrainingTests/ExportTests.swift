@@ -1,8 +1,7 @@
-import GradientSync
-import ModelFiles
-import FileFormats
 import Datasets
+import FileFormats
 import Foundation
+import ModelFiles
 import NeuralNet
 import Training
 import XCTest

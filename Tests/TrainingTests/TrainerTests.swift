@@ -1,9 +1,6 @@
-import GradientSync
-import ModelFiles
-import FileFormats
-import Datasets
 import Collectives
 import Foundation
+import GradientSync
 import InProcessTransport
 import Training
 import XCTest
