@@ -23,24 +23,24 @@ public final class GradientSynchronizer {
     public let settings: SyncSettings
     /// The buckets, in the order backward completes them.
     public let plan: BucketPlan
-    private let choice: AllReduceChoice
-    private let exact: BucketAverager
-    private var configured: BucketAverager
+    let choice: AllReduceChoice
+    let exact: BucketAverager
+    var configured: BucketAverager
     /// Whether the configured averager keeps error feedback (a lossy codec with `comm.error_feedback`).
-    private var configuredKeepsErrors = false
+    var configuredKeepsErrors = false
     /// The configured codec's int8 base, reseeded every step (stochastic rounding); nil otherwise.
-    private var int8: Int8BlockCodec?
-    public private(set) var memory: ErrorFeedbackMemory?
+    var int8: Int8BlockCodec?
+    public internal(set) var memory: ErrorFeedbackMemory?
     public let powerSGD: PowerSGD?
     private var carry = MomentumCarry()
-    private let thread: CommunicationThread?
+    let thread: CommunicationThread?
     private var gradients: UnsafeMutableBufferPointer<Float>?
     private var step = 0, submitted = 0
 
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
-    public private(set) var codecName = "none"
+    public internal(set) var codecName = "none"
     /// With `comm.codec: auto`, the probe that chose the codec.
-    public private(set) var probe: CodecProbe?
+    public internal(set) var probe: CodecProbe?
     /// The last step: seconds of averaging (summed over buckets, from each bucket's start —
     /// waits for slower peers included), of codec work, and of the training thread waiting
     /// after backward ended (the part overlap did not hide); bytes this rank sent, where known.
@@ -48,7 +48,7 @@ public final class GradientSynchronizer {
     public private(set) var lastBytesSent: Int?
     /// What the last step's averaging costs when nobody waits (`CommunicationCost`).
     public private(set) var lastIsolatedSeconds = 0.0
-    private var cost: CommunicationCost?
+    var cost: CommunicationCost?
     /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).
     public var momentumCarrier: MomentumCarrying? { get { carry.carrier } set { carry.carrier = newValue } }
     /// Where spans go (the trainer's timeline): each bucket's all-reduce, and the ring's phases.
@@ -76,42 +76,6 @@ public final class GradientSynchronizer {
                          errorFeedback: settings.errorFeedback, segmentBytes: settings.segmentBytes, seed: settings.seed)
         }
         if settings.algorithm == .ring && settings.codec != "auto" { try use(codec: settings.codec) }
-    }
-
-    /// Makes `name` the codec of the steps after the warm-up, with a fresh error-feedback memory.
-    private func use(codec name: String) throws {
-        let codec = try CodecRegistry.make(name)
-        codecName = name
-        int8 = codec.int8Base
-        configured = AllReduceBuckets(choice.allReduce(codec: codec))
-        configuredKeepsErrors = settings.errorFeedback && !codec.isIdentity
-        let count = plan.buckets.map(\.upperBound).max() ?? 0
-        memory = configuredKeepsErrors || powerSGD != nil ? choice.errorFeedbackMemory(count: count, plan: plan) : nil
-        connectPhases()
-    }
-
-    /// `comm.codec: auto`: measures the candidates on the all-reduce that will run, on
-    /// `gradients` (left zeroed), and uses the fastest on every rank. Collective.
-    public func chooseCodecIfAutomatic(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
-        guard settings.codec == "auto" else { return }
-        let probe = try CodecProbe.run(on: gradients, transport: transport) { choice.allReduce(codec: $0) }
-        try use(codec: probe.choice)
-        self.probe = probe
-    }
-
-    /// Measures what averaging the gradient costs when nobody waits (collective; `gradients`
-    /// left zeroed, every state of the synchronizer as it was).
-    public func measureIsolatedCost(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
-        let averagers = (settings.warmupSteps > 0 ? [exact] : []) + [configured] + (powerSGD.map { [$0] } ?? [])
-        let state = powerSGD?.stateBytes()
-        defer { _ = state.map { powerSGD?.restore(stateBytes: $0) } }
-        cost = try CommunicationCost.measure(on: gradients, plan: plan, transport: transport, seed: settings.seed,
-                                             averagers: averagers.map { ($0, keepsErrors($0)) })
-    }
-
-    /// Whether `averager` takes the error-feedback memory.
-    private func keepsErrors(_ averager: BucketAverager) -> Bool {
-        averager === powerSGD || (averager === configured && configuredKeepsErrors)
     }
 
     deinit { thread?.stop() }
@@ -183,37 +147,4 @@ public final class GradientSynchronizer {
         if let powerSGD, step >= settings.warmupSteps && step >= powerSGD.settings.startStep { powerSGD.discardStep() }
     }
 
-    /// Points the all-reduces' per-segment phases at `onSpan` (once, not per call).
-    private func connectPhases() {
-        let onPhase = onSpan.map { onSpan in { (phase: RingAllReduce.Phase, from: ContinuousClock.Instant, to: ContinuousClock.Instant) in
-            onSpan(.phase(phase), from, to)
-        } }
-        for case let averager as AllReduceBuckets in [configured, exact] {
-            (averager.allReduce as? RingAllReduce)?.onPhase = onPhase
-            (averager.allReduce as? HierarchicalAllReduce)?.onPhase = onPhase
-        }
-    }
-
-    // MARK: - Checkpointed state
-
-    /// The sum over ranks of the error-feedback memory, or nil without one (collective).
-    public func errorFeedbackSum() throws -> [Float]? { try memory?.sum(over: transport) }
-
-    /// Restores the error-feedback memory (`own`: this rank's file, exact on the same ranks;
-    /// `sum`: the checkpoint's, re-sharded) and PowerSGD's Q's. Returns warnings.
-    public func restore(ownErrorFeedback own: [Float]?, errorFeedbackSum sum: [Float]?, writtenBy worldSize: Int,
-                        step: Int, powerSGDState: [UInt8]?) -> [String] {
-        var warnings: [String] = []
-        if let memory, let warning = memory.restore(own: own, sum: sum, sameWorld: worldSize == transport.size, rank: transport.rank, step: step) {
-            warnings.append(warning)
-        }
-        if let powerSGD, let warning = powerSGD.restore(stateBytes: powerSGDState), transport.rank == 0 { warnings.append(warning) }
-        return warnings
-    }
-}
-
-/// A span the synchronizer reports: one bucket's all-reduce, or a phase inside the ring.
-public enum SyncSpan {
-    case allReduce(bucket: Int)
-    case phase(RingAllReduce.Phase)
 }
