@@ -3,11 +3,14 @@
 #
 # mpirun's own notes after a failure ("Primary job terminated normally, but…", "MPI_ABORT was
 # invoked…", "mpirun noticed that process rank…", "mpirun detected that one or more
-# processes exited…": ~11 lines each) are dropped from what is
+# processes exited…", across hosts "An MPI communication peer process has unexpectedly
+# disconnected…": 11–16 lines each) are dropped from what is
 # shown — other mpirun messages (no slots, a daemon that cannot start) pass through. Then,
 # if the job failed: the first "ringsgd: error:" line a rank printed is printed again unless it
 # already is the last line; if no rank printed one (a rank was killed, crashed or ran out of
-# memory), a line names the rank mpirun saw die, and says how to continue.
+# memory), a line names the rank mpirun saw die, and says how to continue. Ctrl-C or SIGTERM
+# to the job's process group (what a terminal, `timeout` and schedulers send) ends every rank
+# and is reported as an interruption, with exit status 130 or 143 as shells expect.
 # repeat_first_error LOG LAST_SHOWN: prints LOG's first "ringsgd: error:" line again unless it is
 # already the last line shown; fails when LOG holds none (the job died without saying why).
 repeat_first_error() {
@@ -18,9 +21,13 @@ repeat_first_error() {
 }
 
 run_ranks() {
-  local log shown status lost
+  local log shown status lost interrupted=""
   log=$(mktemp)
   shown=$(mktemp)   # the last line the user saw
+  # mpirun, in the same process group, receives the signal too and stops the ranks; the
+  # trap only notes it (bash runs it once the pipeline has ended).
+  trap 'interrupted=INT' INT
+  trap 'interrupted=TERM' TERM
   set +e
   # stdout goes straight through (fd 3); stderr through the log and the filter back to stderr.
   { mpirun "$@" 2>&1 1>&3 3>&- | tee "$log" | awk -v shown="$shown" '
@@ -31,13 +38,20 @@ run_ranks() {
       }
       inblock {
         block = block $0 "\n"
-        if ($0 ~ /Primary job +terminated normally|mpirun noticed that process rank|mpirun detected that one or more processes exited|MPI_ABORT was invoked|Per user-direction/) boiler = 1
+        if ($0 ~ /Primary job +terminated normally|mpirun noticed that process rank|mpirun detected that one or more processes exited|MPI_ABORT was invoked|Per user-direction|peer process has unexpectedly disconnected/) boiler = 1
         next
       }
       { print; fflush(); if ($0 != "") last = $0 }
       END { if (inblock && !boiler) printf "%s", block; print last > shown }' >&2; } 3>&1
   status=${PIPESTATUS[0]}
   set -e
+  trap - INT TERM
+  if [ -n "$interrupted" ]; then
+    echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
+    rm -f "$log" "$shown"
+    [ "$interrupted" = INT ] && return 130
+    return 143
+  fi
   if [ "$status" -ne 0 ]; then
     if ! repeat_first_error "$log" "$(cat "$shown")"; then
       lost=$(sed -n 's/.*process rank \([0-9]*\) with PID [0-9]* on node \([^ ]*\) exited on signal \([0-9]*\).*/rank \1 (on host \2) was killed by signal \3/p' "$log" | head -n1)

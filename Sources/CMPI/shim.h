@@ -23,7 +23,7 @@ static inline int ringsgd_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 static inline int ringsgd_mpi_source_of(const MPI_Status *status) { return status->MPI_SOURCE; }
 static inline int ringsgd_mpi_tag_of(const MPI_Status *status) { return status->MPI_TAG; }
 static inline int ringsgd_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
-static inline int ringsgd_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
+static inline int ringsgd_mpi_max_library_version_string(void) { return MPI_MAX_LIBRARY_VERSION_STRING; }
 static inline MPI_Info ringsgd_mpi_info_null(void) { return MPI_INFO_NULL; }
 static inline int ringsgd_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
 static inline int ringsgd_mpi_mode_nocheck(void) { return MPI_MODE_NOCHECK; }

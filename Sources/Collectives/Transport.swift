@@ -113,7 +113,7 @@ public enum CollectiveError: Error, CustomStringConvertible {
             return "rank \(rank) received an invalid payload from rank \(peer): \(detail)"
         case let .stalled(rank, peer, activity, seconds, deadline):
             let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
-            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline)))"
+            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline))); find the stalled host or rank, or raise comm.timeout_seconds if it is only slow, then continue with 'train … --resume'"
         case let .disagreement(rank, what, values):
             let shown = values.enumerated().map { "rank \($0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): ranks disagree on \(what) (\(shown))"

@@ -19,9 +19,10 @@ public struct FileError: Error, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 
-    /// "cannot WHAT PATH: strerror(errno)[; HINT]".
+    /// "cannot WHAT PATH: strerror(errno)[; HINT]". A full disk or quota says what to do.
     public static func posix(_ what: String, _ path: String, hint: String? = nil, errno code: Int32 = errno) -> FileError {
-        FileError("cannot \(what) \(path): \(String(cString: strerror(code)))" + (hint.map { "; \($0)" } ?? ""))
+        let hint = hint ?? ([ENOSPC, EDQUOT].contains(code) ? "free space on that file system first" : nil)
+        return FileError("cannot \(what) \(path): \(String(cString: strerror(code)))" + (hint.map { "; \($0)" } ?? ""))
     }
 }
 
@@ -29,6 +30,24 @@ public struct FileError: Error, CustomStringConvertible {
 /// errno's reason in one line (Foundation's errors print as multi-line NSError dumps, and
 /// `FileHandle.write` traps on a full disk instead of throwing).
 public enum FileSystem {
+    /// Removes `directory` if it holds nothing but empty files or empty directories named in
+    /// `allowing` (what a run that failed at its start leaves); anything else keeps it whole.
+    public static func removeIfEmpty(_ directory: String, allowing names: Set<String>) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in entries {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard names.contains(name), let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { return }
+            let isDirectory = attributes[.type] as? FileAttributeType == .typeDirectory
+            if isDirectory ? ((try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty != true)
+                           : ((attributes[.size] as? NSNumber)?.intValue ?? 1) != 0 { return }
+        }
+        for name in entries {
+            let path = (directory as NSString).appendingPathComponent(name)
+            _ = rmdir(path) == 0 || unlink(path) == 0
+        }
+        rmdir(directory)
+    }
+
     /// `mkdir -p`: creates `path` and its missing parents; `what` names it in errors
     /// ("run directory", "dataset cache").
     public static func makeDirectory(_ path: String, what: String) throws {
@@ -64,12 +83,13 @@ public enum FileSystem {
     /// fsync of the directory. A crash or a full disk leaves the old file (or none), never
     /// a partial one under the real name; the temporary file is removed on failure.
     public static func writeAtomically(_ bytes: [UInt8], to path: String, what: String) throws {
+        // Errors name `path`, the file the user asked for, not the temporary one.
         let temporary = path + ".tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw FileError.posix("write \(what)", temporary) }
+        guard fd >= 0 else { throw FileError.posix("write \(what)", path) }
         do {
-            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: temporary, what: what) }
-            guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", temporary) }
+            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: path, what: what) }
+            guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", path) }
         } catch {
             close(fd); unlink(temporary)
             throw error

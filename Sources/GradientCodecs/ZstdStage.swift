@@ -12,6 +12,9 @@ import CZstd
 /// bytes | inner length (UInt32) | body. Decoding checks the header, that zstd's output is
 /// exactly the inner length, and reports zstd's own error string otherwise.
 public final class ZstdStage: GradientCodec {
+    /// libzstd's version ("1.5.4"), for bug reports.
+    public static var libraryVersion: String { String(cString: ZSTD_versionString()) }
+
     public let inner: GradientCodec
     public let level: Int32
     private let elementBytes: Int

@@ -11,7 +11,6 @@ extension GradientSynchronizer {
         int8 = codec.int8Base
         configured = AllReduceBuckets(choice.allReduce(codec: codec))
         configuredKeepsErrors = settings.errorFeedback && !codec.isIdentity
-        let count = plan.buckets.map(\.upperBound).max() ?? 0
         memory = configuredKeepsErrors || powerSGD != nil ? choice.errorFeedbackMemory(count: count, plan: plan) : nil
         connectPhases()
     }

@@ -36,18 +36,17 @@ public final class GradientSynchronizer {
     let thread: CommunicationThread?
     private var gradients: UnsafeMutableBufferPointer<Float>?
     private var step = 0, submitted = 0
+    let count: Int   // values the plan cuts: the gradient's length
 
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
     public internal(set) var codecName = "none"
-    /// With `comm.codec: auto`, the probe that chose the codec.
-    public internal(set) var probe: CodecProbe?
+    public internal(set) var probe: CodecProbe?   // with comm.codec: auto, the probe that chose
     /// The last step: seconds of averaging (summed over buckets, from each bucket's start —
     /// waits for slower peers included), of codec work, and of the training thread waiting
     /// after backward ended (the part overlap did not hide); bytes this rank sent, where known.
-    public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0
+    /// And what the step's averaging costs when nobody waits (`CommunicationCost`).
+    public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0, lastIsolatedSeconds = 0.0
     public private(set) var lastBytesSent: Int?
-    /// What the last step's averaging costs when nobody waits (`CommunicationCost`).
-    public private(set) var lastIsolatedSeconds = 0.0
     var cost: CommunicationCost?
     /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).
     public var momentumCarrier: MomentumCarrying? { get { carry.carrier } set { carry.carrier = newValue } }
@@ -65,6 +64,7 @@ public final class GradientSynchronizer {
                 views: [ParameterView] = []) throws {
         (self.settings, self.transport, self.plan) = (settings, transport, plan)
         let count = plan.buckets.map(\.upperBound).max() ?? 0
+        self.count = count
         thread = settings.overlap ? CommunicationThread() : nil
         // PowerSGD's P and Q calls run on the flat ring (their buffers are not in shared memory).
         choice = try AllReduceChoice(transport: transport, hosts: settings.powerSGD == nil ? hosts : nil,
@@ -94,7 +94,7 @@ public final class GradientSynchronizer {
 
     /// Starts step `step`'s averaging of `gradients` (the flat buffer the plan cuts).
     public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
-        precondition(gradients.count == plan.buckets.map(\.upperBound).max() ?? 0, "the plan cuts this gradient")
+        precondition(gradients.count == count, "the plan cuts this gradient")
         (self.gradients, self.step, submitted) = (gradients, step, 0)
         (lastSeconds, lastCodecSeconds, lastBytesSent) = (0, 0, 0)
         lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0

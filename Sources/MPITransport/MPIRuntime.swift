@@ -50,6 +50,15 @@ public final class MPIRuntime: @unchecked Sendable {
         return transport
     }
 
+    /// The MPI library's own version line ("Open MPI v4.1.4, …"); callable before MPI_Init.
+    public static var libraryVersion: String {
+        var buffer = [CChar](repeating: 0, count: Int(ringsgd_mpi_max_library_version_string()) + 1)
+        var length: Int32 = 0
+        guard MPI_Get_library_version(&buffer, &length) == MPI_SUCCESS else { return "unknown" }
+        let text = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return text.split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespacesAndNewlines.union(.controlCharacters)) } ?? "unknown"
+    }
+
     /// Finalises MPI (after a barrier-free shutdown: callers synchronise first if needed).
     public func finalize() {
         guard isInitialised else { return }

@@ -15,6 +15,8 @@ public func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
 /// Which of OpenBLAS's kernel sets this process runs ("Haswell", "SkylakeX", …).
 public enum BLASKernels {
     public static var coreName: String { openblas_get_corename().map { String(cString: $0) } ?? "unknown" }
+    /// OpenBLAS's build ("OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY …"), for bug reports.
+    public static var configuration: String { openblas_get_config().map { String(cString: $0) } ?? "unknown" }
 }
 
 /// OpenBLAS's thread count for this process (ringsgd runs one rank per core: 1).

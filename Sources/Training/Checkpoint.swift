@@ -71,6 +71,7 @@ public struct Checkpoint: Equatable {
     }
 
     public init(decoding bytes: [UInt8]) throws {
+        guard !bytes.isEmpty else { throw Corrupt(reason: "empty (0 bytes: its write never completed)") }
         guard bytes.count >= 44, Array(bytes[0 ..< 8]) == Self.magic else { throw Corrupt(reason: "not a ringsgd checkpoint (bad magic)") }
         let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
         guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else {

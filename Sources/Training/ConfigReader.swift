@@ -153,6 +153,9 @@ struct ConfigReader {
     /// Throws for the first key that no getter asked for, listing the keys of its section.
     func rejectUnknownKeys() throws {
         for key in values.keys.sorted() where !read.contains(key) {
+            if let guess = Self.nearest(to: key, among: read) {
+                throw ConfigError("unknown config key '\(key)'; did you mean \(guess)?")
+            }
             let section = key.split(separator: ".").first.map(String.init) ?? key
             let siblings = read.filter { $0.hasPrefix(section + ".") }.sorted()
             let hint = siblings.isEmpty
@@ -160,6 +163,16 @@ struct ConfigReader {
                 : "known keys in \(section): \(siblings.joined(separator: ", "))"
             throw ConfigError("unknown config key '\(key)' (\(hint))")
         }
+    }
+
+    /// The known key a mistyped one most likely meant: the same last part in another section
+    /// (`train.lr` → `optimizer.lr`), else one edit away (`optimizer.momentun`). Nil if neither
+    /// or several match.
+    static func nearest(to key: String, among known: Set<String>) -> String? {
+        let leaf = key.split(separator: ".").last.map(String.init) ?? key
+        let sameLeaf = known.filter { $0.split(separator: ".").last.map(String.init) == leaf }
+        if sameLeaf.count == 1 { return sameLeaf.first }
+        return Spelling.nearest(to: key, among: known, limit: 1)
     }
 
     private func describe(_ node: Node) -> String {

@@ -33,7 +33,12 @@ public struct RunSummary: Codable, Equatable {
 /// One line of `metrics.jsonl`, written after every epoch.
 public struct EpochMetrics: Codable {
     public var epoch: Int
+    /// The steps the record covers: `from_step` < s ≤ `step`. An epoch a stopped run left
+    /// unfinished has a record marked `partial` (absent: false); the resumed run's record of
+    /// that epoch covers the rest of it.
+    public var from_step: Int
     public var step: Int
+    public var partial: Bool?
     public var lr: Double
     public var train_loss: Double?
     public var train_accuracy: Double

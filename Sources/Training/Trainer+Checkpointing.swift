@@ -15,15 +15,24 @@ extension Trainer {
         defer { run.recordSpan(.checkpoint, since: spanStart) }
         let residualSum = try run.synchronizer.errorFeedbackSum()   // collective
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
-            if let memory = run.synchronizer.memory {
-                try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
+            do { try writeCheckpoint(run, step: step, residualSum: residualSum) } catch {
+                // A full disk: the previous checkpoint is intact, and where to continue from is known.
+                let earlier = run.store.existing().first.map { ", then continue from \(($0 as NSString).lastPathComponent) with 'train … --resume'" } ?? ""
+                throw FileError("\(error)\(earlier)")
             }
-            guard transport.rank == 0 else { return }
-            try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
-                                           parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
-                                           residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
-                                           model: run.modelDescription))
         }
+    }
+
+    /// This rank's error-feedback memory; on rank 0 the checkpoint itself.
+    private func writeCheckpoint(_ run: TrainingRun, step: Int, residualSum: [Float]?) throws {
+        if let memory = run.synchronizer.memory {
+            try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
+        }
+        guard transport.rank == 0 else { return }
+        try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
+                                       parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
+                                       residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
+                                       model: run.modelDescription))
     }
 
     /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference

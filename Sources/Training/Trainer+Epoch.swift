@@ -48,7 +48,8 @@ extension Trainer {
         let evalStart = ContinuousClock.now
         epoch.lastTestAccuracy = try evaluate(run)
         epoch.evalSeconds += (ContinuousClock.now - evalStart).seconds
-        let metrics = EpochMetrics(epoch: epochIndex + 1, step: done, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
+        let partial = done % run.stepsPerEpoch != 0 && done < run.totalSteps
+        let metrics = EpochMetrics(epoch: epochIndex + 1, from_step: epoch.startStep, step: done, partial: partial ? true : nil, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
                                    train_accuracy: sums[2] > 0 ? sums[1] / sums[2] : 0, test_accuracy: epoch.lastTestAccuracy,
                                    samples_per_second: Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9),
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,

@@ -13,11 +13,23 @@ extension Trainer {
     /// state would no longer describe this model, data or optimizer.
     static let keysFixedAcrossResume = ["model.", "data.dataset", "data.synthetic.", "optimizer.name"]
 
+    /// A run that fails before it starts leaves no run directory it created behind (an empty
+    /// one would only be in the way of the next attempt).
     func prepare(resume: Bool, stopAfter: Int?, overwrite: Bool) throws -> TrainingRun {
-        let n = transport.size, rank = transport.rank
         try Agreement.requireSameStart(config: config, resume: resume, over: transport)
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
+        let created = !FileManager.default.fileExists(atPath: runDirectory)
         try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
+        do {
+            return try prepareRun(store, resume: resume, stopAfter: stopAfter)
+        } catch {
+            if created { FileSystem.removeIfEmpty(runDirectory, allowing: ["checkpoints", "metrics.jsonl"]) }
+            throw error
+        }
+    }
+
+    private func prepareRun(_ store: CheckpointStore, resume: Bool, stopAfter: Int?) throws -> TrainingRun {
+        let n = transport.size, rank = transport.rank
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
         let (train, test) = try Agreement.run("load the dataset", over: transport) {
@@ -64,8 +76,11 @@ extension Trainer {
                                                             // Only when the gradients lie in the host's shared memory (a window could be refused).
                                                             s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
                                                         }, views: parameters.views)
-            if config.compressMomentum {
-                guard let carrier = optimizer as? MomentumCarrying, carrier.momentumCarry != nil else {
+            let carrier = (optimizer as? MomentumCarrying).flatMap { $0.momentumCarry != nil ? $0 : nil }
+            if config.compressMomentum == .auto && config.carriesMomentumByDefault, let carrier {
+                synchronizer.momentumCarrier = carrier
+            } else if config.compressMomentum == .on {
+                guard let carrier else {
                     throw ConfigError("comm.compress_momentum needs an optimizer with a momentum to carry (sgd with momentum > 0 and dampening < 1, adam, adamw); optimizer.name is \(config.optimizer)")
                 }
                 synchronizer.momentumCarrier = carrier
@@ -106,6 +121,10 @@ extension Trainer {
     /// earlier run's checkpoints — a later `--resume` would pick them up — unless `overwrite`.
     private func prepareRunDirectory(_ store: CheckpointStore, resume: Bool, overwrite: Bool) throws {
         try Agreement.run("create the run directory", over: transport) {
+            // Rank 0 holds the checkpoints a resume continues from (other ranks may have no copy).
+            if transport.rank == 0 && resume && !FileManager.default.fileExists(atPath: runDirectory) {
+                throw FileError("--resume: the run directory \(runDirectory) does not exist; check --run-dir, or start without --resume")
+            }
             try FileSystem.makeDirectory(runDirectory, what: "run directory")
             guard transport.rank == 0, !resume, !overwrite, let newest = store.existing().first else { return }
             throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")
@@ -187,6 +206,7 @@ extension Trainer {
         let zeroCopy = (transport as? SharedMemoryTransport)?.sharedRegion(containing: run.parameters.gradients) != nil
         log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), all-reduce \(run.synchronizer.description)"
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
+            + (run.synchronizer.momentumCarrier != nil ? "momentum carried in the all-reduce (comm.compress_momentum), " : "")
             + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
             + "global batch \(config.globalBatch) (\(run.sampler.localBatch) per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
     }

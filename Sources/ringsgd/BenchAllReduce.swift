@@ -39,19 +39,19 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
     var segmentBytes: Int?
 
-    @Option(help: ArgumentHelp("Where the buffers live (auto, shared, private).", discussion: BufferPlacement.help))
+    @Option(help: ArgumentHelp("Where the buffers live.", discussion: BufferPlacement.help))
     var buffers: BufferPlacement = .auto
 
     @Option(help: "Fill buffers from a gradient dumped by `train --dump-gradient` (default: synthetic gradient-like data).")
     var gradient: String?
 
-    @Option(help: "Also time the hierarchical all-reduce (shared memory inside each host, the ring across hosts) side by side: hierarchical. (default: flat only)")
+    @Option(help: "hierarchical: also time the hierarchical all-reduce (shared memory inside each host, the ring across hosts) side by side; flat: the flat ring only.")
     var topology: AllReduceTopology = .flat
 
     @Option(help: "Write results as JSON to this file (rank 0).")
     var json: String?
 
-    @Option(help: "powersgd: time PowerSGD's low-rank all-reduce on the --gradient dump, with its layer shapes (FILE.views.json), against the fp32 ring and MPI_Allreduce; --codec is then the vectors' codec. (default: none)")
+    @Option(help: "powersgd: time PowerSGD's low-rank all-reduce on the --gradient dump, with its layer shapes (FILE.views.json), against the fp32 ring and MPI_Allreduce; --codec is then the vectors' codec.")
     var compressor: String = "none"
 
     @Option(help: "PowerSGD ranks to time, comma-separated.")

@@ -19,11 +19,14 @@ struct BenchScaling: ParsableCommand {
         discussion: """
         Examples:
           ringsgd bench scaling --config configs/fashion-mlp.yaml --ranks 1,2
-          ringsgd bench scaling --config configs/synthetic-large.yaml --launcher simcluster --rate 1gbit \\
-              --ranks 1,2,4 --codecs none,fp16,int8,int8+zstd
-          ringsgd bench scaling --config configs/fashion-cnn.yaml --launcher hostfile:hosts --ranks 8,16,32
-        Lossy codecs run with error feedback. With --launcher simcluster, ranks are spread over
-        ranks / ranks-per-host simulated hosts, each link shaped to --rate.
+          ringsgd bench scaling --config configs/synthetic-large.yaml \\
+              --launcher simcluster --rate 1gbit --ranks 1,2,4 \\
+              --codecs none,fp16,int8,int8+zstd
+          ringsgd bench scaling --config configs/fashion-cnn.yaml \\
+              --launcher hostfile:hosts --ranks 8,16,32
+        Lossy codecs run with error feedback. With --launcher simcluster,
+        ranks are spread over ranks / ranks-per-host simulated hosts, each
+        link shaped to --rate.
         """
     )
 

@@ -11,7 +11,14 @@ import Training
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a checkpoint on the test set: loss, accuracy, per-class accuracy, confusion matrix.",
-        discussion: "Example:\n  ringsgd evaluate --run-dir runs/fashion-cnn\n  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn --set data.test_images=other.npy --set data.test_labels=other-labels.npy"
+        discussion: """
+            Examples:
+              ringsgd evaluate --run-dir runs/fashion-cnn
+              launch/local.sh 2 evaluate --run-dir runs/fashion-cnn \\
+                  --set data.test_images=other.npy --set data.test_labels=other-labels.npy
+            Other test files are read as .npy or IDX by their extension, whatever
+            the run trained on; the normalisation and classes are the checkpoint's.
+            """
     )
 
     @OptionGroup var source: CheckpointChoice
@@ -28,6 +35,16 @@ struct Evaluate: ParsableCommand {
         }
     }
 
+    /// Other test files make the data idx or npy (by their extension, unless data.dataset is
+    /// given), whatever the run trained on: an evaluation reads the test files and nothing else.
+    static func testFileOverrides(_ overrides: [String]) -> [String] {
+        guard !overrides.contains(where: { $0.hasPrefix("data.dataset=") }),
+              let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count) else {
+            return overrides
+        }
+        return ["data.dataset=" + (images.lowercased().hasSuffix(".npy") ? "npy" : "idx")] + overrides
+    }
+
     func run() throws {
         let destination = out ?? source.inRunDirectory("evaluation.json")
         MPIJob.run { transport in
@@ -41,7 +58,7 @@ struct Evaluate: ParsableCommand {
             }
             let found = try Checkpoint(decoding: bytes)
             let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset, Int) in
-                var config = try TrainingConfig(canonicalText: found.config, overrides: overrides)
+                var config = try TrainingConfig(canonicalText: found.config, overrides: Self.testFileOverrides(overrides), testOnly: true)
                 // Data the model was not trained on is normalised as its training data was.
                 if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
                     config.normalization = trained

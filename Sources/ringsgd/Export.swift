@@ -8,26 +8,57 @@ import Training
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a checkpoint's weights as safetensors (or .npz) for PyTorch, NumPy and other tools.",
-        discussion: "Example:\n  ringsgd export --run-dir runs/fashion-cnn --out cnn.safetensors\nThe file's __metadata__ holds the PyTorch module (ringsgd.pytorch) and the input normalisation."
+        discussion: """
+            Examples:
+              ringsgd export --run-dir runs/fashion-cnn --out cnn.safetensors
+              ringsgd export --run-dir runs/fashion-cnn --out cnn.npz
+            The format follows the extension. A safetensors file's __metadata__ holds the PyTorch
+            module (ringsgd.pytorch) and the input normalisation.
+            """
     )
 
     @OptionGroup var source: CheckpointChoice
 
-    @Option(help: "safetensors or npz.")
-    var format: String = "safetensors"
+    @Option(help: "safetensors or npz (default: from --out's extension, else safetensors).")
+    var format: String?
 
-    @Option(help: "Output file (default: RUN-DIR/model.FORMAT).")
+    @Option(help: "Output file, .safetensors or .npz (default: RUN-DIR/model.FORMAT).")
     var out: String?
 
-    func validate() throws {
-        if ModelExport.Format(rawValue: format) == nil {
-            throw ValidationError("--format must be one of \(ModelExport.Format.allCases.map(\.rawValue).joined(separator: ", ")), got '\(format)'")
+    /// The format: `--format`, else `--out`'s extension; the two must agree.
+    var chosenFormat: ModelExport.Format {
+        get throws {
+            let names = ModelExport.Format.allCases.map(\.rawValue).joined(separator: ", ")
+            let given = try format.map { name in
+                guard let format = ModelExport.Format(rawValue: name) else { throw ValidationError("--format must be one of \(names), got '\(name)'") }
+                return format
+            }
+            guard let out else { return given ?? .safetensors }
+            let ext = (out as NSString).pathExtension
+            guard let implied = ModelExport.Format(rawValue: ext.lowercased()) else {
+                throw ValidationError("--out \(out): the extension says which format to write; use .safetensors or .npz")
+            }
+            if let given, given != implied {
+                throw ValidationError("--format \(given.rawValue) contradicts --out \(out) (a .\(ext) file); drop --format or change the extension")
+            }
+            return implied
         }
+    }
+
+    func validate() throws {
+        _ = try chosenFormat
         if out == nil && source.runDir == nil { throw ValidationError("with --checkpoint, say where to write with --out FILE") }
+        if let out {
+            let parent = (out as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            if !parent.isEmpty && !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
+                throw ValidationError("--out \(out): the directory \(parent) does not exist; create it first")
+            }
+        }
     }
 
     func run() throws {
-        let format = ModelExport.Format(rawValue: format)!
+        let format = try chosenFormat
         let (found, path) = try source.locate()
         let destination = out ?? source.inRunDirectory("model.\(format.rawValue)")!
         let (bytes, tensors) = try ModelExport.encode(found, format: format)

@@ -1,5 +1,9 @@
 import ArgumentParser
 import Foundation
+import GradientCodecs
+import MPITransport
+import NeuralNet
+import Training
 
 /// `ringsgd` — distributed data-parallel SGD over MPI. Run it under `mpirun`
 /// (`launch/local.sh`, `launch/hostfile.sh`, `launch/slurm.sbatch`).
@@ -14,22 +18,106 @@ struct RingSGD: ParsableCommand {
 
     /// Under mpirun every rank parses the same arguments: rank 0 alone reports a mistake in
     /// them, on one line (ranks printing at once interleave character by character), and
-    /// every rank exits non-zero — before MPI starts, so no rank waits for another.
+    /// every rank exits non-zero — before MPI starts, so no rank waits for another. A mistake
+    /// in the arguments points at `--help`; a failure of the command itself does not.
     static func main() {
+        let environment = ProcessInfo.processInfo.environment
+        let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? "0"
+        func fail(_ message: String, code: Int32) -> Never {
+            if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
+            Foundation.exit(code)
+        }
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // Handled here, not by the parser's `version:`: the report runs git, which every other
+        // command should not pay for.
+        if arguments == ["--version"] || arguments == ["version"] {
+            print(BuildInfo.report)
+            Foundation.exit(0)
+        }
+        if let unknown = unknownCommand(in: arguments) { fail(unknown, code: ExitCode.validationFailure.rawValue) }
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
+            command = try parseAsRoot()
         } catch {
             let code = exitCode(for: error)
-            let environment = ProcessInfo.processInfo.environment
-            let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? "0"
             if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
-            if rank == "0" {
-                let subcommand = CommandLine.arguments.dropFirst().prefix { !$0.hasPrefix("-") }.joined(separator: " ")
-                FileHandle.standardError.write(Data("ringsgd: error: \(message(for: error)) (see 'ringsgd \(subcommand) --help')\n".utf8))
-            }
-            Foundation.exit(code.rawValue)
+            let subcommand = arguments.prefix { !$0.hasPrefix("-") }.joined(separator: " ")
+            fail("\(message(for: error)) (see 'ringsgd \(subcommand.isEmpty ? "" : subcommand + " ")--help')", code: code.rawValue)
         }
+        do { try command.run() } catch {
+            let code = exitCode(for: error)
+            // `--help` is a command of its own that "fails" with the help text.
+            if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
+            fail(message(for: error), code: code.rawValue)
+        }
+    }
+
+    /// "unknown command 'trian'; did you mean 'train'? (…)" when the words before the first
+    /// option name no command (`ringsgd trian`, `ringsgd bench alreduce`); nil otherwise.
+    static func unknownCommand(in arguments: [String]) -> String? {
+        var level: [ParsableCommand.Type] = configuration.subcommands, path = "ringsgd"
+        for word in arguments.prefix(while: { !$0.hasPrefix("-") }) {
+            guard !level.isEmpty else { return nil }   // a leaf's own arguments
+            let names = level.map { $0._commandName }
+            guard let next = level.first(where: { $0._commandName == word }) else {
+                if word == "help" || word == "version" { return nil }
+                let guess = Spelling.nearest(to: word, among: names, limit: 2).map { "; did you mean '\($0)'?" } ?? ""
+                return "unknown command '\(path) \(word)'\(guess) (commands: \(names.joined(separator: ", ")); see '\(path) --help')"
+            }
+            level = next.configuration.subcommands
+            path += " " + word
+        }
+        return nil
+    }
+}
+
+/// What `ringsgd --version` prints, for bug reports: the version, the commit it was built
+/// from, and the versions of Swift and of the libraries it runs on.
+enum BuildInfo {
+    static let version = "0.1.0"
+
+    static var report: String {
+        """
+        ringsgd \(version) (\(commit))
+        Swift \(swiftVersion); \(MPIRuntime.libraryVersion); \(BLASKernels.configuration) (kernels: \(BLASKernels.coreName)); zstd \(ZstdStage.libraryVersion)
+        """
+    }
+
+    /// The compiler that built this binary.
+    static var swiftVersion: String {
+        #if compiler(>=6.4)
+        return "6.4 or later"
+        #elseif compiler(>=6.3)
+        return "6.3"
+        #elseif compiler(>=6.2)
+        return "6.2"
+        #elseif compiler(>=6.1)
+        return "6.1"
+        #else
+        return "6.0"
+        #endif
+    }
+
+    /// `git describe` of the checkout the binary lies in (`.build/…/ringsgd` inside the package).
+    static var commit: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = (executable as NSString).deletingLastPathComponent
+        while directory != "/" && !directory.isEmpty {
+            if FileManager.default.fileExists(atPath: directory + "/Package.swift") && FileManager.default.fileExists(atPath: directory + "/.git") {
+                let process = Process(), pipe = Pipe()
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = ["git", "-C", directory, "describe", "--always", "--dirty", "--abbrev=12"]
+                process.standardOutput = pipe
+                process.standardError = FileHandle.nullDevice
+                guard (try? process.run()) != nil else { break }
+                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                let described = output.trimmingCharacters(in: .whitespacesAndNewlines)
+                return process.terminationStatus == 0 && !described.isEmpty ? "commit \(described), \(directory)" : "commit unknown"
+            }
+            directory = (directory as NSString).deletingLastPathComponent
+        }
+        return "commit unknown: not run from a git checkout"
     }
 }
 

@@ -64,8 +64,10 @@ struct Train: ParsableCommand {
             trainer.timelinePath = timeline
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
-                print(String(format: "done: test accuracy %.4f, %.0f samples/s over %d steps (%.1f s), %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
-                             summary.test_accuracy, summary.samples_per_second, summary.steps, summary.wall_seconds,
+                let ran = summary.steps - summary.resumed_from_step
+                let steps = summary.resumed_from_step > 0 ? "steps \(summary.resumed_from_step + 1)–\(summary.steps) (resumed at \(summary.resumed_from_step))" : "\(ran) steps"
+                print(String(format: "done: test accuracy %.4f, %.0f samples/s over %@ in %.1f s, %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
+                             summary.test_accuracy, summary.samples_per_second, steps, summary.wall_seconds,
                              summary.skipped_steps, summary.peak_rss_mb, summary.param_hash))
                 print("metrics: \(runDirectory)/metrics.jsonl  summary: \(runDirectory)/summary.json  checkpoints: \(runDirectory)/checkpoints/")
             }

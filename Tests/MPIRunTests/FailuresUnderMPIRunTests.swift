@@ -144,6 +144,13 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         try bytes.write(to: URL(fileURLWithPath: path))
         assertOneLineError(try train(["--resume"], dir: dir),
                            "--resume: no valid checkpoint in \(dir)/checkpoints (step-00000010.ckpt: checksum mismatch (truncated or damaged))")
+        // A checkpoint of 0 bytes (a write cut short) is called empty, not a bad magic number.
+        try Data().write(to: URL(fileURLWithPath: path))
+        assertOneLineError(try train(["--resume"], dir: dir), "step-00000010.ckpt: empty (0 bytes: its write never completed)")
+        // A run directory that does not exist is named as such (and is not created).
+        let missing = temporaryDirectory() + "/no-such-run"
+        assertOneLineError(try train(["--resume"], dir: missing), "--resume: the run directory \(missing) does not exist")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: missing), "a failed --resume creates no run directory")
     }
 
     // MARK: - Through the launchers
@@ -166,5 +173,25 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a killed rank")
         let output = job.output, lastLine = job.lastLine
         XCTAssertTrue(lastLine.contains("the job ended abnormally") && lastLine.contains("--resume"), "last line: \(lastLine)\n\(output)")
+    }
+
+    /// Property: SIGTERM (or Ctrl-C's SIGINT) to the job's process group — what a scheduler,
+    /// `timeout` or a terminal sends — ends every rank, and the launcher says it was interrupted
+    /// and how to continue, exiting 143 (130) as shells and schedulers expect.
+    func testAnInterruptedJobSaysSoAndExitsAsShellsExpect() throws {
+        let local = MPIRun.packageRoot.path + "/launch/local.sh"
+        for (signal, status, name) in [(SIGTERM, Int32(143), "SIGTERM"), (SIGINT, Int32(130), "SIGINT")] {
+            let dir = temporaryDirectory()
+            let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
+            let rank = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
+            let group = getpgid(rank)
+            XCTAssertGreaterThan(group, 1, "the ranks' process group")
+            guard group > 1 else { continue }
+            XCTAssertEqual(kill(-group, signal), 0, "signal the job's process group")
+            XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of \(name)")
+            XCTAssertEqual(job.process.terminationStatus, status, "\(name): exit status\n\(job.output)")
+            XCTAssertTrue(job.lastLine.hasPrefix("ringsgd: interrupted (\(name))") && job.lastLine.contains("--resume"), "last line: \(job.lastLine)\n\(job.output)")
+            XCTAssertTrue(try BackgroundJob.rankPIDs(runDirectory: dir).isEmpty, "no rank left running after \(name)")
+        }
     }
 }

@@ -58,6 +58,7 @@ final class FaultTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
         let last = job.lastLine
         XCTAssertTrue(last.hasPrefix("ringsgd: error: rank 0 waited 3 s for rank 1 in ") && last.contains("comm.timeout_seconds is 3"), "last line: \(last)")
+        XCTAssertTrue(last.contains("raise comm.timeout_seconds") && last.contains("--resume"), "the line says what to do next: \(last)")
         try assertNothingLeft(dir)
     }
 
@@ -75,6 +76,8 @@ final class FaultTests: XCTestCase {
         XCTAssertNotEqual(full.status, 0)
         let last = full.output.split(separator: "\n").last.map(String.init) ?? ""
         XCTAssertTrue(last.hasPrefix("ringsgd: error:") && last.contains("No space left on device"), "last line: \(last)\n\(full.output)")
+        XCTAssertTrue(last.contains("free space on that file system first, then continue from step-00000050.ckpt with 'train … --resume'"),
+                      "the line says what to do next: \(last)")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")
         XCTAssertEqual(files.filter { $0.hasPrefix("step-") }, ["step-00000050.ckpt"], "only the complete checkpoint: \(files)")
         // It still loads: resume elsewhere from a copy.

@@ -102,11 +102,19 @@ final class ModelsDataExportTests: XCTestCase {
 
         // The same test set from other files (the IDX .gz), normalised as the run's training data
         // was and with the model's classes (both from the checkpoint), gives the same accuracy —
-        // with no training files at hand.
-        let elsewhere = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/npy", "--out", dir + "/other.json"] + idx
-                                       + ["--set", "data.train_images=/nonexistent/x", "--set", "data.train_labels=/nonexistent/y"])
+        // naming the test files and nothing else.
+        let elsewhere = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/npy", "--out", dir + "/other.json", "--set", "data.dataset=idx",
+                                               "--set", "data.test_images=\(Self.fashion)/t10k-images-idx3-ubyte.gz",
+                                               "--set", "data.test_labels=\(Self.fashion)/t10k-labels-idx1-ubyte.gz"])
         assertSucceeded(elsewhere, "evaluate on the IDX files")
         XCTAssertTrue(elsewhere.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), elsewhere.output)
+        // A run on the built-in dataset evaluates on .npy test files (the format from their
+        // extension) as `evaluate --help` shows: the same samples, so its own accuracy.
+        let builtInAccuracy = try summary(dir + "/builtin")["test_accuracy"] as! Double
+        let onFiles = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/builtin", "--out", dir + "/files.json",
+                                             "--set", "data.test_images=\(dir)/test-images.npy", "--set", "data.test_labels=\(dir)/test-labels.npy"])
+        assertSucceeded(onFiles, "evaluate a built-in-dataset run on .npy test files")
+        XCTAssertTrue(onFiles.output.contains(String(format: "accuracy %.4f  (10000 samples)", builtInAccuracy)), onFiles.output)
         let wrongShape = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/builtin", "--set", "data.dataset=synthetic",
                                                 "--set", "data.synthetic.features=100"])
         assertOneLineError(wrongShape, "evaluate on data shaped like the training data")
@@ -122,6 +130,10 @@ final class ModelsDataExportTests: XCTestCase {
         XCTAssertEqual(bytes.count, 8 + length + 4 * 535_818)
         let metadata = header["__metadata__"] as! [String: String]
         XCTAssertTrue(metadata["ringsgd.pytorch"]!.hasPrefix("nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU()"), "\(metadata)")
+        // The format follows --out's extension: a .npz is a zip archive (local header "PK\3\4").
+        let npz = dir + "/mlp.npz"
+        assertSucceeded(try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir + "/npy", "--out", npz], timeout: 60), "export .npz")
+        XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: npz)).prefix(4)), [0x50, 0x4B, 3, 4], "a .npz is a zip archive")
     }
 
     /// Property: a layer list that does not fit the data, and a bad evaluate/export request,
@@ -138,11 +150,20 @@ final class ModelsDataExportTests: XCTestCase {
         let kernel = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/c",
                                             "--set", "model.layers=[{conv2d: {out: 8, kernel: 29}}, flatten, linear]"])
         assertOneLineError(kernel, "model.layers[0] (conv2d): kernel 29 is larger than its 28×28 input")
+        for failed in ["a", "b", "c"] {
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/" + failed), "a run that failed at its start leaves no run directory (\(failed))")
+        }
         let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
         assertOneLineError(empty, "no valid checkpoint in \(dir)/none/checkpoints")
         let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])
         assertOneLineError(setModel, "an evaluation takes only data.* keys")
         let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)
         assertOneLineError(format, "--format must be one of safetensors, npz, got 'onnx'")
+        let unknown = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--out", dir + "/model.onnx"], timeout: 30)
+        assertOneLineError(unknown, "the extension says which format to write; use .safetensors or .npz")
+        let contradiction = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "npz", "--out", dir + "/m.safetensors"], timeout: 30)
+        assertOneLineError(contradiction, "--format npz contradicts --out \(dir)/m.safetensors")
+        let missing = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--out", dir + "/no/such/dir/m.npz"], timeout: 30)
+        assertOneLineError(missing, "the directory \(dir)/no/such/dir does not exist; create it first")
     }
 }

@@ -53,6 +53,28 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(error(nil, ["comm.segment_bytes=1073741824"]), "no error")
     }
 
+    /// Property: a mistyped key names the key it most likely meant — the same name in another
+    /// section, or one edit away — and otherwise lists the section's keys.
+    func testNearMissKeysSuggestTheKeyMeant() {
+        XCTAssertTrue(error(nil, ["train.lr=0.1"]).contains("unknown config key 'train.lr'; did you mean optimizer.lr?"), error(nil, ["train.lr=0.1"]))
+        XCTAssertTrue(error(nil, ["optimizer.momentun=0.5"]).contains("did you mean optimizer.momentum?"), error(nil, ["optimizer.momentun=0.5"]))
+        XCTAssertTrue(error(nil, ["comm.codex=int8"]).contains("did you mean comm.codec?"), error(nil, ["comm.codex=int8"]))
+        XCTAssertTrue(error(nil, ["optimizer.zzz=1"]).contains("known keys in optimizer:"), error(nil, ["optimizer.zzz=1"]))
+    }
+
+    /// Property: error feedback is on by default (a lossy codec keeps its error unless told not
+    /// to); comm.compress_momentum defaults to auto, which carries the momentum for the sign
+    /// codec only.
+    func testLossyCodecsGetErrorFeedbackAndSignTheMomentumByDefault() throws {
+        XCTAssertTrue(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=int8"]).errorFeedback)
+        XCTAssertFalse(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=int8", "comm.error_feedback=false"]).errorFeedback)
+        XCTAssertTrue(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=sign"]).carriesMomentumByDefault)
+        XCTAssertTrue(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=sign:64+zstd"]).carriesMomentumByDefault)
+        XCTAssertFalse(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=int8"]).carriesMomentumByDefault)
+        XCTAssertEqual(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.compress_momentum=false"]).compressMomentum, .off)
+        XCTAssertTrue(error(nil, ["comm.compress_momentum=maybe"]).contains("comm.compress_momentum must be one of auto, true, false"))
+    }
+
     /// Property: a key that exists but would do nothing with the chosen model, optimizer or
     /// data is a one-line error naming it, not silently ignored.
     func testKeysThatWouldBeIgnoredAreRefused() {

@@ -224,6 +224,22 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Property: a run stopped mid-epoch writes that epoch's record marked partial (steps 0–8),
+    /// and the resumed run writes the rest of it (steps 8–24), unmarked: each record says which
+    /// steps it covers, so no two describe the same steps.
+    func testAStoppedEpochIsRecordedAsPartial() throws {
+        let dir = temporaryDirectory(), config = try Self.config()
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        _ = try train(ranks: 2, config, dir: dir, resume: true)
+        let lines = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        let records = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(records.count, 2, "\(lines)")
+        XCTAssertEqual(records.map { $0["epoch"] as? Int }, [1, 1])
+        XCTAssertEqual(records.map { $0["from_step"] as? Int }, [0, 8])
+        XCTAssertEqual(records.map { $0["step"] as? Int }, [8, 24])
+        XCTAssertEqual(records.map { $0["partial"] as? Bool }, [true, nil])
+    }
+
     /// Property: the world size changes only the summation order: the same run on 1 and on 3
     /// ranks sees the same samples, so the losses are close.
     func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {

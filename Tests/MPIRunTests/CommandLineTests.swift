@@ -1,0 +1,46 @@
+import Foundation
+import XCTest
+
+/// What a user meets first on the command line: `--version`, a mistyped command, `--help`.
+final class CommandLineTests: XCTestCase {
+    func ringsgd(_ arguments: [String]) throws -> MPIRun.Outcome {
+        try MPIRun.runProcess([try MPIRun.binary] + arguments, timeout: 30)
+    }
+
+    /// Property: `--version` names the version, the commit it was built from, and the versions
+    /// of Swift, OpenMPI, OpenBLAS and zstd — what a bug report needs.
+    func testVersionNamesTheBuildAndItsLibraries() throws {
+        let outcome = try ringsgd(["--version"])
+        assertSucceeded(outcome, "--version")
+        for part in ["ringsgd 0.", "commit ", "Swift 6.", "Open MPI v", "OpenBLAS ", "zstd 1."] {
+            XCTAssertTrue(outcome.output.contains(part), "'\(part)' in:\n\(outcome.output)")
+        }
+    }
+
+    /// Property: a mistyped command (at any level) is one line naming it, suggesting the
+    /// command meant and listing the others.
+    func testAnUnknownCommandSuggestsTheOneMeant() throws {
+        assertOneLineError(try ringsgd(["trian", "--config", "x.yaml"]), "unknown command 'ringsgd trian'; did you mean 'train'? (commands: train, evaluate, export, bench, check")
+        assertOneLineError(try ringsgd(["bench", "alreduce"]), "unknown command 'ringsgd bench alreduce'; did you mean 'allreduce'?")
+        assertOneLineError(try ringsgd(["frobnicate"]), "unknown command 'ringsgd frobnicate' (commands: train")
+    }
+
+    /// Property: help states each default once, and example commands keep their line breaks
+    /// (no example is reflowed in mid-command).
+    func testHelpStatesDefaultsOnceAndExamplesStayWhole() throws {
+        for command in [["train"], ["evaluate"], ["export"], ["bench", "allreduce"], ["bench", "scaling"], ["bench", "compute"]] {
+            let help = try ringsgd(command + ["--help"])
+            assertSucceeded(help, "\(command) --help")
+            // An option's text runs until the next line starting with "  -" (help wraps it).
+            let options = help.output.components(separatedBy: "\n  -").dropFirst()
+            for option in options {
+                XCTAssertLessThanOrEqual(option.components(separatedBy: "(default:").count - 1, 1, "\(command): a default stated twice: -\(option)")
+                XCTAssertLessThanOrEqual(option.components(separatedBy: "default:").count - 1, 1, "\(command): a default stated twice: -\(option)")
+            }
+        }
+        let scaling = try ringsgd(["bench", "scaling", "--help"]).output
+        XCTAssertTrue(scaling.contains("  ringsgd bench scaling --config configs/synthetic-large.yaml \\\n      --launcher simcluster --rate 1gbit --ranks 1,2,4 \\\n"), scaling)
+        let evaluate = try ringsgd(["evaluate", "--help"]).output
+        XCTAssertTrue(evaluate.contains("  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn \\\n      --set data.test_images=other.npy --set data.test_labels=other-labels.npy\n"), evaluate)
+    }
+}
