@@ -19,8 +19,8 @@ extension Trainer {
         try Agreement.requireSameStart(config: config, resume: resume, over: transport)
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
         let created = !FileManager.default.fileExists(atPath: runDirectory)
-        try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
         do {
+            try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
             return try prepareRun(store, resume: resume, stopAfter: stopAfter)
         } catch {
             if created { FileSystem.removeIfEmpty(runDirectory, allowing: ["checkpoints", "metrics.jsonl"]) }

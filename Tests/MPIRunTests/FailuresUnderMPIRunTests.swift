@@ -183,9 +183,12 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         for (signal, status, name) in [(SIGTERM, Int32(143), "SIGTERM"), (SIGINT, Int32(130), "SIGINT")] {
             let dir = temporaryDirectory()
             let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
-            let rank = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-            let group = getpgid(rank)
-            XCTAssertGreaterThan(group, 1, "the ranks' process group")
+            _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
+            // The launcher's process group (mpirun's too; the ranks have one of their own).
+            let launcher = try MPIRun.runProcess(["pgrep", "-f", "bash \(local) 2 train .*--run-dir \(dir)( |$)"], timeout: 10).output
+                .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
+            let group = launcher > 1 ? getpgid(launcher) : -1
+            XCTAssertGreaterThan(group, 1, "the launcher's process group (launcher pid \(launcher))")
             guard group > 1 else { continue }
             XCTAssertEqual(kill(-group, signal), 0, "signal the job's process group")
             XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of \(name)")
