@@ -79,17 +79,24 @@ public enum FileSystem {
         }
     }
 
-    /// Replaces `path` with `bytes` atomically: a temporary file beside it, fsync, rename,
-    /// fsync of the directory. A crash or a full disk leaves the old file (or none), never
-    /// a partial one under the real name; the temporary file is removed on failure.
+    /// Replaces `path` with `bytes` atomically (`replaceAtomically`).
     public static func writeAtomically(_ bytes: [UInt8], to path: String, what: String) throws {
-        // Errors name `path`, the file the user asked for, not the temporary one.
+        try replaceAtomically(path, what: what) { fd in
+            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: path, what: what) }
+        }
+    }
+
+    /// Replaces `path` with what `write` writes to a file descriptor, atomically: a temporary
+    /// file beside it, fsync, rename, fsync of the directory. A crash or a full disk leaves the
+    /// old file (or none), never a partial one under the real name; the temporary file is
+    /// removed on failure. Errors name `path`, the file asked for, not the temporary one.
+    public static func replaceAtomically(_ path: String, what: String, hint: String? = nil, write: (Int32) throws -> Void) throws {
         let temporary = path + ".tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw FileError.posix("write \(what)", path) }
+        guard fd >= 0 else { throw FileError.posix("write \(what)", path, hint: hint) }
         do {
-            try bytes.withUnsafeBytes { try writeAll($0, to: fd, path: path, what: what) }
-            guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", path) }
+            try write(fd)
+            guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", path, hint: hint) }
         } catch {
             close(fd); unlink(temporary)
             throw error
@@ -98,7 +105,7 @@ public enum FileSystem {
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
-            throw FileError.posix("move \(what) into place at", path, errno: code)
+            throw FileError.posix("move \(what) into place at", path, hint: hint, errno: code)
         }
         let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY)
         if directory >= 0 { fsync(directory); close(directory) }

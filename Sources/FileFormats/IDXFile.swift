@@ -93,12 +93,8 @@ public final class IDXFile {
     private static func decompress(_ gzPath: String, to path: String, remedy: String) throws {
         guard let gz = gzopen(gzPath, "rb") else { throw FileFormatError("cannot open \(gzPath) with zlib") }
         defer { gzclose(gz) }
-        let temporary = path + ".tmp.\(getpid())"
-        let hint = "free space there or set data.cache_dir"
-        let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard out >= 0 else { throw FileError.posix("write the dataset cache", temporary, hint: hint) }
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        do {
+        try FileSystem.replaceAtomically(path, what: "the dataset cache", hint: "free space there or set data.cache_dir") { out in
             while true {
                 let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
                 if n < 0 { throw FileFormatError("\(gzPath) is corrupt (zlib could not decompress it); \(remedy)") }
@@ -106,20 +102,9 @@ public final class IDXFile {
                 // A short write (a full disk) must fail here: a truncated cache renamed into
                 // place would later be blamed on the dataset.
                 try buffer.withUnsafeBytes {
-                    try FileSystem.writeAll(UnsafeRawBufferPointer(rebasing: $0[0 ..< Int(n)]), to: out, path: temporary,
-                                            what: "the dataset cache")
+                    try FileSystem.writeAll(UnsafeRawBufferPointer(rebasing: $0[0 ..< Int(n)]), to: out, path: path, what: "the dataset cache")
                 }
             }
-            guard fsync(out) == 0 else { throw FileError.posix("write the dataset cache", temporary, hint: hint) }
-        } catch {
-            close(out); unlink(temporary)
-            throw error
-        }
-        close(out)
-        guard rename(temporary, path) == 0 else {
-            let code = errno
-            unlink(temporary)
-            throw FileError.posix("move the dataset cache into place at", path, hint: hint, errno: code)
         }
     }
 }

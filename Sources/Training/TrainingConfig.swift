@@ -6,7 +6,7 @@ import GradientSync
 import NeuralNet
 import Optimizers
 
-/// Everything a run is made of, read from YAML (every key documented in the README).
+/// Everything a run is made of, read from YAML (every key documented in docs/configuration.md).
 public struct TrainingConfig {
     public var seed: UInt64 = 0
 

@@ -8,7 +8,7 @@ import Training
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model on every rank (run under mpirun: launch/local.sh 2 train …).",
-        discussion: "Every config key is documented in the README. Example:\n  launch/local.sh 2 train --config configs/fashion-mlp.yaml --set train.epochs=1"
+        discussion: "Every config key is documented in docs/configuration.md. Example:\n  launch/local.sh 2 train --config configs/fashion-mlp.yaml --set train.epochs=1"
     )
 
     @Option(help: "YAML config file.")
