@@ -69,7 +69,8 @@ final class SimulatedClusterTests: XCTestCase {
     /// every rank, exact and with int8; training with it keeps replicas identical; a layout of
     /// uneven hosts falls back to the flat ring on every rank, saying why; `comm.codec: auto`
     /// probes the hierarchical all-reduce that will run (not a flat ring); and
-    /// `comm.shared_memory: false`, which rules the hierarchical all-reduce out, says so.
+    /// `comm.shared_memory: false` and `comm.compressor: powersgd`, which rule the hierarchical
+    /// all-reduce out, say so.
     func testHierarchicalAllReduceAndItsUnevenFallback() throws {
         for codec in ["none", "int8"] {
             let outcome = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "10gbit"],
@@ -80,7 +81,7 @@ final class SimulatedClusterTests: XCTestCase {
             XCTAssertEqual(outcome.output.components(separatedBy: " PASS").count - 1, 4, outcome.output)
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-hier-\(UUID().uuidString)").path
-        defer { for suffix in ["", "-uneven", "-auto", "-unshared"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
+        defer { for suffix in ["", "-uneven", "-auto", "-unshared", "-powersgd"] { try? FileManager.default.removeItem(atPath: dir + suffix) } }
         let training = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
                                       ["train"] + TrainUnderMPIRunTests.short + ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true", "--run-dir", dir])
         assertSucceeded(training, "hierarchical training")
@@ -96,6 +97,12 @@ final class SimulatedClusterTests: XCTestCase {
         assertSucceeded(unshared, "comm.shared_memory: false across 2 × 2")
         XCTAssertTrue(unshared.output.contains("topology: 2 hosts × 2 ranks, but comm.shared_memory is false") && unshared.output.contains("every rank uses the flat ring"),
                       unshared.output)
+        let lowRank = try simcluster(["--hosts", "2", "--ranks-per-host", "2", "--rate", "1gbit"],
+                                     ["train"] + TrainUnderMPIRunTests.short + few + ["--set", "comm.compressor=powersgd", "--set", "comm.powersgd.start_step=5",
+                                                                                     "--run-dir", dir + "-powersgd"])
+        assertSucceeded(lowRank, "PowerSGD across 2 × 2")
+        XCTAssertTrue(lowRank.output.contains("but comm.compressor: powersgd averages its P and Q matrices") && lowRank.output.contains("replicas identical"),
+                      lowRank.output)
         let uneven = try simcluster(["--hosts", "2", "--ranks-per-host", "2,1", "--rate", "1gbit"],
                                     ["train"] + TrainUnderMPIRunTests.short + ["--run-dir", dir + "-uneven"])
         assertSucceeded(uneven, "uneven hosts")

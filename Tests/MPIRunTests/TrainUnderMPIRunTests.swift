@@ -121,11 +121,13 @@ final class TrainUnderMPIRunTests: XCTestCase {
                            "comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is int8)")
     }
 
-    /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both.
+    /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both. The rank
+    /// counts are given out of order: the baseline is still the smallest, and the step time
+    /// comes from each run's own global batch (the --set one, not the YAML's).
     func testScalingBenchmarkTabulatesAndPlotsEveryRankCountAndCodec() throws {
         let out = temporaryDirectory()
-        let outcome = try MPIRun.runProcess([MPIRun.binary, "bench", "scaling", "--config", TrainUnderMPIRunTests.short[1],
-                                             "--ranks", "1,2", "--codecs", "none,int8", "--steps", "20", "--out", out,
+        let outcome = try MPIRun.runProcess([try MPIRun.binary, "bench", "scaling", "--config", TrainUnderMPIRunTests.short[1],
+                                             "--ranks", "2,1", "--codecs", "none,int8", "--steps", "20", "--out", out,
                                              "--set", "train.global_batch=96"], timeout: 240)
         assertSucceeded(outcome, "bench scaling")
         let rows = try String(contentsOfFile: out + "/scaling.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
@@ -133,6 +135,11 @@ final class TrainUnderMPIRunTests: XCTestCase {
         let column = { (name: String) in rows[0].firstIndex(of: Substring(name))! }
         XCTAssertEqual(rows[1...].map { "\($0[column("ranks")]) \($0[column("codec")])" }, ["1 none", "2 none", "1 int8", "2 int8"])
         XCTAssertEqual(rows[1][column("speedup")], "1.0000", "the smallest run is the baseline")
+        for row in rows[1...] {
+            XCTAssertEqual(row[column("global_batch")], "96", "the run's own global batch (--set), not the YAML's: \(row)")
+            let samplesPerSecond = Double(row[column("samples_per_second")]) ?? 0, stepSeconds = Double(row[column("step_seconds")]) ?? 0
+            XCTAssertEqual(stepSeconds, 96 / samplesPerSecond, accuracy: 1e-3 * stepSeconds + 1e-6, "step_seconds = global batch / samples/s: \(row)")
+        }
         XCTAssertGreaterThan(Double(rows[2][column("wire_bytes_per_step_per_rank")]) ?? 0, 3.5 * (Double(rows[4][column("wire_bytes_per_step_per_rank")]) ?? .infinity),
                              "int8 moves under a quarter of fp32's bytes (plus block scales)")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/scaling.json"))) as? [String: Any]

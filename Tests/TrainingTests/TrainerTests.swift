@@ -75,7 +75,8 @@ final class TrainerTests: XCTestCase {
     /// calls on the same values; only when they run differs).
     func testOverlapIsBitIdenticalToAveragingAfterBackward() throws {
         let mlp = ["model.kind=mlp", "model.hidden=[32, 16]"]
-        for codec in [[String](), ["comm.codec=int8", "comm.error_feedback=true"], ["comm.codec=int8sr+zstd", "comm.error_feedback=true"]] {
+        let powerSGD = ["comm.compressor=powersgd", "comm.powersgd.rank=2", "comm.powersgd.start_step=2", "comm.powersgd.min_compression_rate=0"]
+        for codec in [[String](), ["comm.codec=int8", "comm.error_feedback=true"], ["comm.codec=int8sr+zstd", "comm.error_feedback=true"], powerSGD] {
             for bucketBytes in [0, 256, 2048] {
                 var hashes: [String] = []
                 for overlap in [true, false] {
