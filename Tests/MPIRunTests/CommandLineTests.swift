@@ -28,7 +28,7 @@ final class CommandLineTests: XCTestCase {
     /// Property: help states each default once, and example commands keep their line breaks
     /// (no example is reflowed in mid-command).
     func testHelpStatesDefaultsOnceAndExamplesStayWhole() throws {
-        for command in [["train"], ["evaluate"], ["export"], ["bench", "allreduce"], ["bench", "scaling"], ["bench", "compute"]] {
+        for command in [["train"], ["evaluate"], ["export"], ["bench", "allreduce"], ["bench", "scaling"], ["bench", "compute"], ["bench", "codecs"]] {
             let help = try ringsgd(command + ["--help"])
             assertSucceeded(help, "\(command) --help")
             // An option's text runs until the next line starting with "  -" (help wraps it).
@@ -42,5 +42,26 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(scaling.contains("  ringsgd bench scaling --config configs/synthetic-large.yaml \\\n      --launcher simcluster --rate 1gbit --ranks 1,2,4 \\\n"), scaling)
         let evaluate = try ringsgd(["evaluate", "--help"]).output
         XCTAssertTrue(evaluate.contains("  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn \\\n      --set data.test_images=other.npy --set data.test_labels=other-labels.npy\n"), evaluate)
+    }
+
+    /// Property: `bench codecs` times every pass of every codec asked for beside the memory
+    /// baselines of the same run, and reports each as GB/s and as a fraction of triad's (1.0
+    /// for triad itself).
+    func testBenchCodecsTimesEveryPassBesideTheMemoryBaselines() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-codecs-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let outcome = try ringsgd(["bench", "codecs", "--codec", "int8,sign", "--values", "65536", "--repetitions", "2", "--json", json])
+        assertSucceeded(outcome, "bench codecs")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
+        let rows = object?["results"] as? [[String: Any]] ?? []
+        XCTAssertEqual(Set(rows.map { "\($0["codec"]!) \($0["pass"]!)" }),
+                       ["memory copy", "memory triad", "int8 encode+EF", "int8 decode+acc", "int8 encode-once",
+                        "sign encode+EF", "sign decode+acc", "sign encode-once"], "\(rows)")
+        for row in rows {
+            let rate = row["fp32_gbps"] as? Double ?? 0, fraction = row["fraction_of_triad"] as? Double ?? 0
+            XCTAssertTrue(rate > 0 && rate.isFinite && fraction > 0 && fraction.isFinite, "\(row)")
+        }
+        XCTAssertEqual(rows.first { $0["pass"] as? String == "triad" }?["fraction_of_triad"] as? Double ?? 0, 1, accuracy: 1e-12)
+        assertOneLineError(try ringsgd(["bench", "codecs", "--codec", "int9"]), "--codec: unknown codec 'int9'")
     }
 }

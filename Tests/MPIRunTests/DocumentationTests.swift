@@ -12,7 +12,8 @@ import XCTest
 ///   train.epochs=1 --set checkpoint.every_steps=10` appended (a later `--set` wins), and
 ///   `--stop-after N` becomes `--stop-after 20`;
 /// - `bench allreduce`: sizes up to 1 MiB (or `--min-bytes`), 3 iterations after 1 warm-up;
-///   `bench compute`: 5 steps after 1; `bench scaling`: 10 steps per run;
+///   `bench compute`: 5 steps after 1; `bench codecs`: 64 Ki values, one repetition;
+///   `bench scaling`: 10 steps per run;
 /// - `launch/hostfile.sh HOSTFILE NP`: a generated hostfile `localhost slots=2`, NP 2;
 /// - `sbatch … launch/slurm.sbatch`: submitted to a SLURM of `launch/testslurm.sh` — the one the
 ///   page starts itself (`SLURM_CONF=…`), or else one the test starts, with one node × 2 tasks —
@@ -288,6 +289,8 @@ final class DocumentationTests: XCTestCase {
             return text + " --max-bytes \(max(1 << 20, least)) --iterations 3 --warmup 1"
         case ("bench"?, "compute"?):
             return text + " --steps 5 --warmup 1"
+        case ("bench"?, "codecs"?):
+            return text + " --values 65536 --repetitions 1"
         case ("bench"?, "scaling"?):
             return text + " --steps 10"
         default:
