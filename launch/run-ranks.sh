@@ -21,11 +21,13 @@ repeat_first_error() {
 }
 
 run_ranks() {
-  local log shown status lost interrupted=""
+  local log shown status lost interrupted="" callers_traps
   log=$(mktemp)
   shown=$(mktemp)   # the last line the user saw
   # mpirun, in the same process group, receives the signal too and stops the ranks; the
-  # trap only notes it (bash runs it once the pipeline has ended).
+  # trap only notes it (bash runs it once the pipeline has ended). The caller's traps (the
+  # simulated cluster's teardown) are put back afterwards.
+  callers_traps=$(trap -p INT TERM)
   trap 'interrupted=INT' INT
   trap 'interrupted=TERM' TERM
   set +e
@@ -46,7 +48,8 @@ run_ranks() {
   status=${PIPESTATUS[0]}
   set -e
   trap - INT TERM
-  if [ -n "$interrupted" ]; then
+  eval "$callers_traps"
+  if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
     echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
     rm -f "$log" "$shown"
     [ "$interrupted" = INT ] && return 130

@@ -11,6 +11,7 @@ swift build -c release --product fuzz-decoders   # the corpus replayer (FuzzTest
 # Built after every change (SwiftPM does not relink a product a change did not touch): the
 # MPI tests check that the binaries are newer than the sources.
 touch .build/release/ringsgd .build/release/fuzz-decoders
+if commit=$(git describe --always --dirty --abbrev=12 2>/dev/null); then echo "$commit" > .build/release/ringsgd.commit; fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The whole suite is bounded: nothing here can hang CI. (Our tests are XCTest only.)

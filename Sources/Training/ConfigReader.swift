@@ -116,12 +116,19 @@ struct ConfigReader {
     }
 
     mutating func bool(_ key: String, default value: Bool) throws -> Bool {
+        try toggle(key, default: value ? "true" : "false", allowingAuto: false) == "true"
+    }
+
+    /// A boolean that may also be left to ringsgd: "auto", "true" or "false" (YAML's spellings
+    /// of a boolean — yes/no, on/off, any case — accepted as for every boolean key).
+    mutating func toggle(_ key: String, default value: String, allowingAuto: Bool = true) throws -> String {
         read.insert(key)
         guard let node = values[key] else { return value }
         switch node.scalar?.string.lowercased() {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        default: throw ConfigError("\(key) must be true or false, got \(describe(node))")
+        case "true", "yes", "on": return "true"
+        case "false", "no", "off": return "false"
+        case "auto" where allowingAuto: return "auto"
+        default: throw ConfigError("\(key) must be \(allowingAuto ? "auto, true or false" : "true or false"), got \(describe(node))")
         }
     }
 
@@ -165,11 +172,17 @@ struct ConfigReader {
         }
     }
 
-    /// The known key a mistyped one most likely meant: the same last part in another section
-    /// (`train.lr` → `optimizer.lr`), else one edit away (`optimizer.momentun`). Nil if neither
-    /// or several match.
+    /// The known key a mistyped one most likely meant: a near spelling in its own section
+    /// (`optimizer.momentun`), else the same last part in another section (`train.lr` →
+    /// `optimizer.lr`), else one edit away. Nil if none or several match equally.
     static func nearest(to key: String, among known: Set<String>) -> String? {
-        let leaf = key.split(separator: ".").last.map(String.init) ?? key
+        // A slip inside the right section first: a typo (`optimizer.momentun`), or a longer or
+        // shorter name for the same key (`schedule.warmup_steps` → `schedule.warmup`).
+        let section = key.split(separator: ".").dropLast().joined(separator: "."), leaf = key.split(separator: ".").last.map(String.init) ?? key
+        let siblings = section.isEmpty ? [] : known.filter { $0.hasPrefix(section + ".") && !$0.dropFirst(section.count + 1).contains(".") }
+        if let typo = Spelling.nearest(to: key, among: siblings, limit: 2) { return typo }
+        let extended = siblings.filter { let other = String($0.dropFirst(section.count + 1)); return other.hasPrefix(leaf) || leaf.hasPrefix(other) }
+        if extended.count == 1 { return extended.first }
         let sameLeaf = known.filter { $0.split(separator: ".").last.map(String.init) == leaf }
         if sameLeaf.count == 1 { return sameLeaf.first }
         return Spelling.nearest(to: key, among: known, limit: 1)

@@ -16,9 +16,10 @@ extension Trainer {
     /// A run that fails before it starts leaves no run directory it created behind (an empty
     /// one would only be in the way of the next attempt).
     func prepare(resume: Bool, stopAfter: Int?, overwrite: Bool) throws -> TrainingRun {
+        // Before the first collective: no rank creates the directory before every rank has looked.
+        let created = !FileManager.default.fileExists(atPath: runDirectory)
         try Agreement.requireSameStart(config: config, resume: resume, over: transport)
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
-        let created = !FileManager.default.fileExists(atPath: runDirectory)
         do {
             try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
             return try prepareRun(store, resume: resume, stopAfter: stopAfter)
@@ -120,11 +121,17 @@ extension Trainer {
     /// across hosts each may have its own disk). A fresh run refuses a directory holding an
     /// earlier run's checkpoints — a later `--resume` would pick them up — unless `overwrite`.
     private func prepareRunDirectory(_ store: CheckpointStore, resume: Bool, overwrite: Bool) throws {
-        try Agreement.run("create the run directory", over: transport) {
-            // Rank 0 holds the checkpoints a resume continues from (other ranks may have no copy).
-            if transport.rank == 0 && resume && !FileManager.default.fileExists(atPath: runDirectory) {
-                throw FileError("--resume: the run directory \(runDirectory) does not exist; check --run-dir, or start without --resume")
+        // Rank 0 holds the checkpoints a resume continues from (other ranks may have no copy):
+        // it decides, before any rank creates the directory, whether there is one.
+        if resume {
+            _ = try Agreement.fromRankZero("find the run directory", over: transport) { () -> [UInt8] in
+                guard FileManager.default.fileExists(atPath: runDirectory) else {
+                    throw FileError("--resume: the run directory \(runDirectory) does not exist; check --run-dir, or start without --resume")
+                }
+                return []
             }
+        }
+        try Agreement.run("create the run directory", over: transport) {
             try FileSystem.makeDirectory(runDirectory, what: "run directory")
             guard transport.rank == 0, !resume, !overwrite, let newest = store.existing().first else { return }
             throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")

@@ -168,7 +168,7 @@ public struct TrainingConfig {
         powerSGDMinCompressionRate = try r.double("comm.powersgd.min_compression_rate", default: powerSGDMinCompressionRate, min: 0)
         powerSGDErrorFeedback = try r.bool("comm.powersgd.error_feedback", default: powerSGDErrorFeedback)
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
-        compressMomentum = Toggle(rawValue: try r.string("comm.compress_momentum", default: "auto", allowed: ["auto", "true", "false"]))!
+        compressMomentum = Toggle(rawValue: try r.toggle("comm.compress_momentum", default: "auto"))!
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
         if (1 ... 3).contains(segmentBytes) {
@@ -206,7 +206,14 @@ public struct TrainingConfig {
             throw ConfigError("\(stray) applies to optimizer.name: sgd only (torch.optim.SGD's; \(optimizer) has none); remove it")
         }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
-        canonicalText = r.values.keys.sorted().map { "\($0): \(r.values[$0]!.scalarOrListText)" }.joined(separator: "\n")
+        // The given keys, and the effective value of every key whose default has changed, so
+        // that a checkpoint written under the old default resumes with the change reported
+        // ("comm.error_feedback: (default) → true") instead of silently.
+        var entries = r.values.mapValues(\.scalarOrListText)
+        for (key, value) in [("comm.error_feedback", "\(errorFeedback)"), ("comm.compress_momentum", compressMomentum.rawValue)] where entries[key] == nil {
+            entries[key] = value
+        }
+        canonicalText = entries.keys.sorted().map { "\($0): \(entries[$0]!)" }.joined(separator: "\n")
     }
 
     /// The config a checkpoint was written with (its canonical text: one `key: value` per line,

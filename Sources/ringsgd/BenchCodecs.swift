@@ -15,15 +15,15 @@ import GradientSync
 /// - `encode-once`: the chunk owner's encode that also overwrites its values with what it
 ///   sends (`roundTrip`), before the all-gather.
 /// Beside them, in the same run, two memory baselines on the same size: copy (b ← a) and
-/// triad (a ← b + s·c, STREAM's), each pass rotating to first place in turn and the median
-/// reported.
+/// triad (a ← b + s·c, STREAM's), the order of the passes rotating from round to round and the
+/// median reported.
 ///
 /// Rates are given two ways: GB/s of fp32 values processed (4 bytes a value: what a ring step
-/// consumes), and the memory traffic the pass makes — bytes read plus bytes written, by the
-/// pass's own reads and writes: `encode+EF` reads the values and writes the residual and the
-/// payload (4 + 4 + p bytes a value, p the payload's bytes per value); `decode+acc` reads the
-/// payload and reads and writes the values (p + 8); `encode-once` reads and writes the values
-/// and writes the payload (8 + p); copy 8 and triad 12, as STREAM counts them — as a fraction
+/// consumes), and the memory traffic the pass makes — bytes read plus bytes written to memory:
+/// `encode+EF` reads the values and writes the residual (4 + 4 bytes a value; the payload goes
+/// to a reused, cache-resident slot, as the ring's does); `decode+acc` reads the payload (p
+/// bytes a value, streamed from memory) and reads and writes the values (p + 8); `encode-once`
+/// reads and writes the values (8); copy 8 and triad 12, as STREAM counts them — as a fraction
 /// of triad's measured bandwidth. A pass at 1.0 runs at the memory's speed. STREAM's count
 /// leaves out the read a write to a line not yet in cache costs (write-allocate): triad pays it
 /// for its destination, a pass that reads and writes the same values in place (`decode+acc`)
@@ -102,7 +102,7 @@ struct BenchCodecs: ParsableCommand {
                     try body(UnsafeMutableBufferPointer(rebasing: a[start ..< min(n, start + segment)]), k)
                 }
             }
-            passes.append(Pass(codec: name, kind: "encode+EF", trafficPerValue: 8 + payloadPerValue) {
+            passes.append(Pass(codec: name, kind: "encode+EF", trafficPerValue: 8) {
                 try segments { part, _ in
                     _ = try codec.encode(part, into: slot, residual: c.baseAddress! + (part.baseAddress! - a.baseAddress!), residualScale: 1, roundTrip: false)
                 }
@@ -112,12 +112,12 @@ struct BenchCodecs: ParsableCommand {
                     try segments { part, k in try codec.decodeAccumulate(UnsafeRawBufferPointer(rebasing: payload[offsets[k]]), into: part) }
                 }
             })
-            passes.append(Pass(codec: name, kind: "encode-once", trafficPerValue: 8 + payloadPerValue) {
+            passes.append(Pass(codec: name, kind: "encode-once", trafficPerValue: 8) {
                 try segments { part, _ in _ = try codec.encode(part, into: slot, residual: nil, residualScale: 1, roundTrip: true) }
             })
         }
 
-        // Rounds: every pass once, the order rotating so that each goes first in turn. Before
+        // Rounds: every pass once, the order rotating from round to round. Before
         // each timed pass (outside the timing) the buffer is put back and the caches are
         // flushed by reading 128 MiB, so that every pass starts from memory, as a step's
         // passes over a gradient larger than the caches do.

@@ -30,6 +30,10 @@ struct Evaluate: ParsableCommand {
     var out: String?
 
     func validate() throws {
+        if let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count),
+           !overrides.contains(where: { $0.hasPrefix("data.dataset=") }), Self.format(ofTestFile: String(images)) == nil {
+            throw ValidationError("--set data.test_images=\(images): the format cannot be told from the name (.npy, or IDX: .gz, .idx, …-ubyte); add --set data.dataset=npy or idx")
+        }
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
         }
@@ -39,10 +43,19 @@ struct Evaluate: ParsableCommand {
     /// given), whatever the run trained on: an evaluation reads the test files and nothing else.
     static func testFileOverrides(_ overrides: [String]) -> [String] {
         guard !overrides.contains(where: { $0.hasPrefix("data.dataset=") }),
-              let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count) else {
+              let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count),
+              let format = format(ofTestFile: String(images)) else {
             return overrides
         }
-        return ["data.dataset=" + (images.lowercased().hasSuffix(".npy") ? "npy" : "idx")] + overrides
+        return ["data.dataset=" + format] + overrides
+    }
+
+    /// "npy" or "idx" by a file's name, or nil when it does not say.
+    static func format(ofTestFile name: String) -> String? {
+        let name = name.lowercased()
+        if name.hasSuffix(".npy") { return "npy" }
+        if name.hasSuffix(".gz") || name.hasSuffix(".idx") || name.hasSuffix("-ubyte") || name.contains("idx1") || name.contains("idx3") { return "idx" }
+        return nil
     }
 
     func run() throws {
@@ -66,6 +79,11 @@ struct Evaluate: ParsableCommand {
                 // …and has the model's classes: the training files need not be at hand.
                 if config.classes == 0, let classes = found.model?.classes, ["idx", "npy"].contains(config.dataset) {
                     config.classes = classes
+                }
+                // A run on synthetic data has no normalisation to reuse for files, and no training
+                // files to compute one from.
+                if ["idx", "npy"].contains(config.dataset) && config.normalization == nil && config.trainImages.isEmpty {
+                    throw ConfigError("no input normalisation for \(config.testImages): the checkpoint has none (its run trained on generated data) and no training files are named; give --set data.mean=M --set data.std=S")
                 }
                 let test = try config.loadTestSet()
                 let model = try config.modelSpec.build(inputShape: test.inputShape, classes: test.classes, seed: config.seed)

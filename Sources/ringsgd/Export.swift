@@ -19,7 +19,7 @@ struct Export: ParsableCommand {
 
     @OptionGroup var source: CheckpointChoice
 
-    @Option(help: "safetensors or npz (default: from --out's extension, else safetensors).")
+    @Option(help: "safetensors or npz (default: --out's extension; safetensors without --out).")
     var format: String?
 
     @Option(help: "Output file, .safetensors or .npz (default: RUN-DIR/model.FORMAT).")

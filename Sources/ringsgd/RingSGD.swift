@@ -98,26 +98,37 @@ enum BuildInfo {
         #endif
     }
 
-    /// `git describe` of the checkout the binary lies in (`.build/…/ringsgd` inside the package).
+    /// The commit the binary was built from: `ringsgd.commit` beside it, which launch/build.sh
+    /// and launch/test.sh write when they build (`git describe`); a binary built otherwise says
+    /// so and names the checkout it runs from instead.
     static var commit: String {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        if let recorded = try? String(contentsOfFile: executable + ".commit", encoding: .utf8),
+           !recorded.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            return "built from commit \(recorded.trimmingCharacters(in: .whitespacesAndNewlines))"
+        }
         var directory = (executable as NSString).deletingLastPathComponent
         while directory != "/" && !directory.isEmpty {
             if FileManager.default.fileExists(atPath: directory + "/Package.swift") && FileManager.default.fileExists(atPath: directory + "/.git") {
-                let process = Process(), pipe = Pipe()
-                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                process.arguments = ["git", "-C", directory, "describe", "--always", "--dirty", "--abbrev=12"]
-                process.standardOutput = pipe
-                process.standardError = FileHandle.nullDevice
-                guard (try? process.run()) != nil else { break }
-                let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                let described = output.trimmingCharacters(in: .whitespacesAndNewlines)
-                return process.terminationStatus == 0 && !described.isEmpty ? "commit \(described), \(directory)" : "commit unknown"
+                return "build commit not recorded (built without launch/build.sh); checkout \(directory) at \(describe(directory) ?? "an unknown commit")"
             }
             directory = (directory as NSString).deletingLastPathComponent
         }
-        return "commit unknown: not run from a git checkout"
+        return "build commit not recorded; not run from a git checkout"
+    }
+
+    /// `git describe` of a checkout, or nil.
+    static func describe(_ directory: String) -> String? {
+        let process = Process(), pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "-C", directory, "describe", "--always", "--dirty", "--abbrev=12"]
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let described = output.trimmingCharacters(in: .whitespacesAndNewlines)
+        return process.terminationStatus == 0 && !described.isEmpty ? described : nil
     }
 }
 

@@ -15,11 +15,21 @@ final class CommandLineTests: XCTestCase {
         for part in ["ringsgd 0.", "commit ", "Swift 6.", "Open MPI v", "OpenBLAS ", "zstd 1."] {
             XCTAssertTrue(outcome.output.contains(part), "'\(part)' in:\n\(outcome.output)")
         }
+        // launch/test.sh and build.sh record the commit they built from beside the binary.
+        if let recorded = try? String(contentsOfFile: try MPIRun.binary + ".commit", encoding: .utf8) {
+            XCTAssertTrue(outcome.output.contains("built from commit \(recorded.trimmingCharacters(in: .whitespacesAndNewlines))"), outcome.output)
+        }
     }
 
     /// Property: a mistyped command (at any level) is one line naming it, suggesting the
     /// command meant and listing the others.
     func testAnUnknownCommandSuggestsTheOneMeant() throws {
+        // Valid invocations are not taken for mistakes.
+        for valid in [["help", "train"], ["bench"], ["--help"], ["train", "--help"], ["bench", "codecs", "--help"]] {
+            let outcome = try ringsgd(valid)
+            XCTAssertEqual(outcome.status, 0, "\(valid): \(outcome.output)")
+            XCTAssertFalse(outcome.output.contains("unknown command"), "\(valid): \(outcome.output)")
+        }
         assertOneLineError(try ringsgd(["trian", "--config", "x.yaml"]), "unknown command 'ringsgd trian'; did you mean 'train'? (commands: train, evaluate, export, bench, check")
         assertOneLineError(try ringsgd(["bench", "alreduce"]), "unknown command 'ringsgd bench alreduce'; did you mean 'allreduce'?")
         assertOneLineError(try ringsgd(["frobnicate"]), "unknown command 'ringsgd frobnicate' (commands: train")

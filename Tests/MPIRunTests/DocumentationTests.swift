@@ -115,7 +115,14 @@ final class DocumentationTests: XCTestCase {
         for (index, raw) in text.components(separatedBy: "\n").enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             guard let info = fence else {
-                if line.hasPrefix("```") { fence = line.dropFirst(3).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("```") {
+                    let tag = line.dropFirst(3).trimmingCharacters(in: .whitespaces)
+                    // Commands are `sh` blocks; a shell block under another name would not be run.
+                    if ["bash", "shell", "console", "zsh", "shell-session"].contains(tag.lowercased()) {
+                        throw TestFailure("\(page):\(index + 1): a ```\(tag) block: write commands in ```sh blocks (run by this test), anything else in ```text")
+                    }
+                    fence = tag
+                }
                 continue
             }
             if line == "```" {

@@ -103,7 +103,8 @@ final class ModelsDataExportTests: XCTestCase {
         // The same test set from other files (the IDX .gz), normalised as the run's training data
         // was and with the model's classes (both from the checkpoint), gives the same accuracy —
         // naming the test files and nothing else.
-        let elsewhere = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/npy", "--out", dir + "/other.json", "--set", "data.dataset=idx",
+        // (IDX by the name, .gz.)
+        let elsewhere = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/npy", "--out", dir + "/other.json",
                                                "--set", "data.test_images=\(Self.fashion)/t10k-images-idx3-ubyte.gz",
                                                "--set", "data.test_labels=\(Self.fashion)/t10k-labels-idx1-ubyte.gz"])
         assertSucceeded(elsewhere, "evaluate on the IDX files")
@@ -155,6 +156,8 @@ final class ModelsDataExportTests: XCTestCase {
         }
         let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
         assertOneLineError(empty, "no valid checkpoint in \(dir)/none/checkpoints")
+        let unnamed = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "data.test_images=x.bin", "--set", "data.test_labels=y.bin"])
+        assertOneLineError(unnamed, "--set data.test_images=x.bin: the format cannot be told from the name")
         let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])
         assertOneLineError(setModel, "an evaluation takes only data.* keys")
         let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)

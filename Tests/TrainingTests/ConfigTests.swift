@@ -59,6 +59,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(error(nil, ["train.lr=0.1"]).contains("unknown config key 'train.lr'; did you mean optimizer.lr?"), error(nil, ["train.lr=0.1"]))
         XCTAssertTrue(error(nil, ["optimizer.momentun=0.5"]).contains("did you mean optimizer.momentum?"), error(nil, ["optimizer.momentun=0.5"]))
         XCTAssertTrue(error(nil, ["comm.codex=int8"]).contains("did you mean comm.codec?"), error(nil, ["comm.codex=int8"]))
+        // Its own section first: not comm.warmup_steps, another setting of the same name.
+        XCTAssertTrue(error(nil, ["schedule.warmup_steps=5"]).contains("did you mean schedule.warmup?"), error(nil, ["schedule.warmup_steps=5"]))
         XCTAssertTrue(error(nil, ["optimizer.zzz=1"]).contains("known keys in optimizer:"), error(nil, ["optimizer.zzz=1"]))
     }
 
@@ -72,7 +74,16 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=sign:64+zstd"]).carriesMomentumByDefault)
         XCTAssertFalse(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.codec=int8"]).carriesMomentumByDefault)
         XCTAssertEqual(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.compress_momentum=false"]).compressMomentum, .off)
-        XCTAssertTrue(error(nil, ["comm.compress_momentum=maybe"]).contains("comm.compress_momentum must be one of auto, true, false"))
+        XCTAssertTrue(error(nil, ["comm.compress_momentum=maybe"]).contains("comm.compress_momentum must be auto, true or false"))
+        XCTAssertEqual(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.compress_momentum=yes"]).compressMomentum, .on, "YAML's boolean spellings")
+        XCTAssertEqual(try TrainingConfig(yaml: nil, source: "t", overrides: ["comm.compress_momentum=Off"]).compressMomentum, .off)
+        // The effective values of keys whose defaults changed are recorded, so that a resume of a
+        // run written under the old defaults reports the change instead of making it silently.
+        let old = "comm.codec: int8\nseed: 0"
+        let now = try TrainingConfig(canonicalText: old)
+        XCTAssertTrue(TrainingConfig.differences(old, now.canonicalText).contains("comm.error_feedback: (default) → true"),
+                      "\(TrainingConfig.differences(old, now.canonicalText))")
+        XCTAssertEqual(TrainingConfig.differences(now.canonicalText, try TrainingConfig(canonicalText: now.canonicalText).canonicalText), [])
     }
 
     /// Property: a key that exists but would do nothing with the chosen model, optimizer or
