@@ -242,3 +242,28 @@ final class BackgroundJob {
         return true
     }
 }
+
+/// .npy copies of IDX files, for tests that need NumPy data without NumPy.
+enum NumpyCopy {
+    /// Gunzips an IDX file and writes its payload as a .npy of `descr` with the IDX's dimensions.
+    static func write(of idx: String, descr: String, to path: String) throws {
+        let gunzip = try MPIRun.runProcess(["sh", "-c", "gzip -dc '\(idx)' > '\(path).raw'"], timeout: 60)
+        guard gunzip.status == 0 else { throw TestFailure("gzip -dc \(idx): \(gunzip.output)") }
+        let raw = try Data(contentsOf: URL(fileURLWithPath: path + ".raw"))
+        try FileManager.default.removeItem(atPath: path + ".raw")
+        let ndim = Int(raw[3])
+        let dims = (0 ..< ndim).map { i in (0 ..< 4).reduce(0) { $0 << 8 | Int(raw[4 + 4 * i + $1]) } }
+        let payload = raw.dropFirst(4 + 4 * ndim)
+        let shape = dims.count == 1 ? "(\(dims[0]),)" : "(" + dims.map(String.init).joined(separator: ", ") + ")"
+        var header = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }".utf8)
+        while (10 + header.count + 1) % 64 != 0 { header.append(0x20) }
+        header.append(0x0A)
+        var out = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xFF), UInt8(header.count >> 8)] + header)
+        if descr == "<i8" {
+            for b in payload { withUnsafeBytes(of: Int64(b).littleEndian) { out.append(contentsOf: $0) } }
+        } else {
+            out.append(payload)
+        }
+        try out.write(to: URL(fileURLWithPath: path))
+    }
+}

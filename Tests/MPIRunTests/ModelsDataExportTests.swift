@@ -41,28 +41,6 @@ final class ModelsDataExportTests: XCTestCase {
         XCTAssertEqual(try train(yaml, ["--set", "train.epochs=5"], dir: dir + "/b"), shorthand)
     }
 
-    /// Gunzips an IDX file and writes its payload as a .npy of `descr` with the IDX's dimensions.
-    func writeNumpyCopy(of idx: String, descr: String, to path: String) throws {
-        let gunzip = try MPIRun.runProcess(["sh", "-c", "gzip -dc '\(idx)' > '\(path).raw'"], timeout: 60)
-        XCTAssertEqual(gunzip.status, 0, gunzip.output)
-        let raw = try Data(contentsOf: URL(fileURLWithPath: path + ".raw"))
-        try FileManager.default.removeItem(atPath: path + ".raw")
-        let ndim = Int(raw[3])
-        let dims = (0 ..< ndim).map { i in (0 ..< 4).reduce(0) { $0 << 8 | Int(raw[4 + 4 * i + $1]) } }
-        let payload = raw.dropFirst(4 + 4 * ndim)
-        let shape = dims.count == 1 ? "(\(dims[0]),)" : "(" + dims.map(String.init).joined(separator: ", ") + ")"
-        var header = Array("{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }".utf8)
-        while (10 + header.count + 1) % 64 != 0 { header.append(0x20) }
-        header.append(0x0A)
-        var out = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.count & 0xFF), UInt8(header.count >> 8)] + header)
-        if descr == "<i8" {
-            for b in payload { withUnsafeBytes(of: Int64(b).littleEndian) { out.append(contentsOf: $0) } }
-        } else {
-            out.append(payload)
-        }
-        try out.write(to: URL(fileURLWithPath: path))
-    }
-
     /// Property: a .npy copy of Fashion-MNIST (uint8 images, int64 labels) trains to the same
     /// parameters as the IDX files — with the default normalisation, as the built-in dataset;
     /// with the normalisation computed from the data, as `data.dataset: idx` on the .gz files.
@@ -71,8 +49,8 @@ final class ModelsDataExportTests: XCTestCase {
     func testNumpyCopyTrainsLikeTheIDXFilesAndEvaluateAndExportAgree() throws {
         let dir = temporaryDirectory()
         for (split, name) in [("train", "train"), ("t10k", "test")] {
-            try writeNumpyCopy(of: "\(Self.fashion)/\(split)-images-idx3-ubyte.gz", descr: "|u1", to: "\(dir)/\(name)-images.npy")
-            try writeNumpyCopy(of: "\(Self.fashion)/\(split)-labels-idx1-ubyte.gz", descr: "<i8", to: "\(dir)/\(name)-labels.npy")
+            try NumpyCopy.write(of: "\(Self.fashion)/\(split)-images-idx3-ubyte.gz", descr: "|u1", to: "\(dir)/\(name)-images.npy")
+            try NumpyCopy.write(of: "\(Self.fashion)/\(split)-labels-idx1-ubyte.gz", descr: "<i8", to: "\(dir)/\(name)-labels.npy")
         }
         let npy = ["--set", "data.dataset=npy", "--set", "data.train_images=\(dir)/train-images.npy", "--set", "data.train_labels=\(dir)/train-labels.npy",
                    "--set", "data.test_images=\(dir)/test-images.npy", "--set", "data.test_labels=\(dir)/test-labels.npy",
