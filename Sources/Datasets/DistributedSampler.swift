@@ -5,8 +5,14 @@ import NeuralNet
 ///
 /// Epoch e uses a permutation of 0..<N drawn from (seed, e), the same on every rank. The
 /// permutation is cut into global batches of B; rank r of n takes slice
-/// [r·B/n, (r+1)·B/n) of each: its shard of the epoch is disjoint from every other rank's,
+/// [⌊r·B/n⌋, ⌊(r+1)·B/n⌋) of each: its shard of the epoch is disjoint from every other rank's,
 /// and it samples its own mini-batches from it.
+///
+/// **Any number of ranks.** When n does not divide B the shares differ by one sample (B = 128
+/// on 3 ranks: 42, 43, 43). Each rank's mean gradient is then weighted by `gradientWeight`
+/// = n·share/B before the all-reduce averages over n, so the average is the mean over the
+/// global batch, whatever n (Σ_r (n·b_r/B)·g_r / n = Σ_r b_r·g_r / B). With equal shares the
+/// weight is exactly 1 and is not applied.
 ///
 /// **Drop-last.** An epoch has ⌊N / B⌋ steps; the N mod B samples at the end of each epoch's
 /// permutation are not used that epoch (a different few each epoch). Every rank therefore
@@ -22,8 +28,8 @@ public struct DistributedSampler {
     public let seed: UInt64
 
     public init(datasetSize: Int, globalBatch: Int, worldSize: Int, rank: Int, seed: UInt64) throws {
-        guard globalBatch % worldSize == 0 else {
-            throw DatasetError("train.global_batch \(globalBatch) does not divide over \(worldSize) ranks; use a multiple of \(worldSize)")
+        guard globalBatch >= worldSize else {
+            throw DatasetError("train.global_batch \(globalBatch) is smaller than the \(worldSize) ranks: every rank needs at least one sample a step; use at least \(worldSize)")
         }
         guard globalBatch <= datasetSize else {
             throw DatasetError("train.global_batch \(globalBatch) exceeds the \(datasetSize) training samples")
@@ -35,7 +41,15 @@ public struct DistributedSampler {
         self.seed = seed
     }
 
-    public var localBatch: Int { globalBatch / worldSize }
+    /// Where rank r's share of a global batch starts: ⌊r·B/n⌋.
+    func shareStart(_ r: Int) -> Int { r * globalBatch / worldSize }
+    /// This rank's samples a step: ⌊B/n⌋ or ⌈B/n⌉.
+    public var localBatch: Int { shareStart(rank + 1) - shareStart(rank) }
+    /// The smallest and largest share (equal when n divides B).
+    public var shareRange: ClosedRange<Int> { globalBatch / worldSize ... (globalBatch + worldSize - 1) / worldSize }
+    /// n·share/B: the factor that makes the ranks' average of their mean gradients the mean
+    /// over the global batch (1 with equal shares).
+    public var gradientWeight: Float { globalBatch % worldSize == 0 ? 1 : Float(worldSize * localBatch) / Float(globalBatch) }
     public var stepsPerEpoch: Int { datasetSize / globalBatch }
 
     /// The epoch's permutation (Fisher–Yates from the (seed, epoch) stream).
@@ -51,7 +65,7 @@ public struct DistributedSampler {
 
     /// This rank's sample indices for step `stepInEpoch` of an epoch's permutation.
     public func localIndices(_ order: [Int], stepInEpoch: Int) -> ArraySlice<Int> {
-        let start = stepInEpoch * globalBatch + rank * localBatch
+        let start = stepInEpoch * globalBatch + shareStart(rank)
         return order[start ..< start + localBatch]
     }
 }

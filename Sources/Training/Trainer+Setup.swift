@@ -65,8 +65,10 @@ extension Trainer {
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
             let sampler = try DistributedSampler(datasetSize: train.count, globalBatch: config.globalBatch, worldSize: n, rank: rank, seed: config.seed)
-            guard sampler.localBatch % config.accumulateSteps == 0 else {
-                throw ConfigError("train.accumulate_steps \(config.accumulateSteps) does not divide the per-rank batch (train.global_batch \(config.globalBatch) over \(n) ranks = \(sampler.localBatch)); choose a divisor of \(sampler.localBatch)")
+            let shares = sampler.shareRange
+            guard shares.allSatisfy({ $0 % config.accumulateSteps == 0 }) else {
+                let what = shares.count == 1 ? "\(shares.lowerBound)" : "\(shares.lowerBound) or \(shares.upperBound)"
+                throw ConfigError("train.accumulate_steps \(config.accumulateSteps) does not divide the per-rank batch (train.global_batch \(config.globalBatch) over \(n) ranks = \(what)); choose a divisor of \(what)\(shares.count == 1 ? "" : ", or a global batch the ranks divide")")
             }
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
@@ -215,6 +217,6 @@ extension Trainer {
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
             + (run.synchronizer.momentumCarrier != nil ? "momentum carried in the all-reduce (comm.compress_momentum), " : "")
             + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
-            + "global batch \(config.globalBatch) (\(run.sampler.localBatch) per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
+            + "global batch \(config.globalBatch) (\(run.sampler.shareRange.count == 1 ? "\(run.sampler.localBatch)" : "\(run.sampler.shareRange.lowerBound)–\(run.sampler.shareRange.upperBound)") per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
     }
 }

@@ -30,7 +30,7 @@ extension Trainer {
         run.fillBatch(step: step)
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
-        let k = run.microBatches
+        let k = run.microBatches, weight = run.sampler.gradientWeight
         var lossSum = 0.0, correct = 0
         for micro in 0 ..< k {
             run.model.reseedDropout(seed: config.seed, rank: rank, step: step * k + micro)
@@ -57,6 +57,9 @@ extension Trainer {
                     FloatKernels.add(sum.baseAddress! + bucket.lowerBound, into: g, count: bucket.count)
                     FloatKernels.scale(g, by: 1 / Float(k), count: bucket.count)
                 }
+                // Unequal shares of the global batch: the rank's mean gradient weighted by
+                // n·share/B, so that the all-reduce's average is the global batch's mean.
+                if weight != 1 { FloatKernels.scale(parameters.gradients.baseAddress! + bucket.lowerBound, by: weight, count: bucket.count) }
                 // Fault injection (consistency.inject_nonfinite_at): one rank, step mod n, gets
                 // an infinite gradient; the test suite checks that every rank skips that step.
                 if injectHere && bucket.contains(parameters.count / 2) { parameters.gradients[parameters.count / 2] = .infinity }

@@ -262,7 +262,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             (["--set", "optimizer.name=adagrad"], "optimizer.name must be one of"),
             (["--set", "comm.codec=fp12"], "unknown codec 'fp12'"),
             (["--set", "optimizer.betas=[0.9, 1.5]", "--set", "optimizer.name=adam"], "Invalid beta parameter at index 1: 1.5"),
-            (["--set", "train.global_batch=97"], "does not divide over 2 ranks"),
+            (["--set", "train.global_batch=1"], "train.global_batch 1 is smaller than the 2 ranks"),
             (["--set", "data.dir=/nonexistent"], "install Debian's dataset-fashion-mnist"),
             (["--config", "/nonexistent.yaml"], "cannot read config file /nonexistent.yaml"),
             (["--config", "/bin/ls"], "/bin/ls is not a YAML config (not UTF-8 text)"),

@@ -241,6 +241,24 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(records.map { $0["partial"] as? Bool }, [true, nil])
     }
 
+    /// Property: a global batch the ranks do not divide (25 over 2 and 3 ranks: shares 12/13 and
+    /// 8/8/9) trains like one process with the whole batch, up to float rounding: each rank's
+    /// mean gradient is weighted by n·share/B before the average.
+    func testAGlobalBatchTheRanksDoNotDivideTrainsLikeOneProcess() throws {
+        func finalParameters(ranks: Int) throws -> [Float] {
+            let dir = temporaryDirectory()
+            let summaries = try train(ranks: ranks, try Self.config(["train.global_batch=25", "model.kind=mlp", "model.hidden=[32]"]), dir: dir).map { $0! }
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "replicas identical at np \(ranks)")
+            return try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint.parameters
+        }
+        let one = try finalParameters(ranks: 1)
+        let scale = one.map { abs($0) }.max()!
+        for ranks in [2, 3] {
+            let worst = zip(one, try finalParameters(ranks: ranks)).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-5 * (1 + scale), "np \(ranks): worst parameter difference \(worst) (an unweighted average is off by ~5e-3)")
+        }
+    }
+
     /// Property: the world size changes only the summation order: the same run on 1 and on 3
     /// ranks sees the same samples, so the losses are close.
     func testTheGlobalBatchDoesNotDependOnTheWorldSize() throws {
