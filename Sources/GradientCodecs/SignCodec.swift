@@ -34,8 +34,7 @@ public final class SignCodec: GradientCodec {
             let start = b * blockSize, end = min(n, start + blockSize)
             let scale = Self.meanMagnitude(x + start, count: end - start)
             scales[b] = scale
-            // Sign bits, branch-free: bit 31 of each value, 8 values to a byte.
-            for i in start ..< end { bits[i >> 3] |= UInt8(truncatingIfNeeded: x[i].bitPattern >> 31) << UInt8(i & 7) }
+            Self.packSigns(x, bits, start ..< end)
             let magnitude = scale.bitPattern
             if let residual {
                 for i in start ..< end {
@@ -46,6 +45,39 @@ public final class SignCodec: GradientCodec {
             if roundTrip { for i in start ..< end { x[i] = Float(bitPattern: magnitude | (x[i].bitPattern & 0x8000_0000)) } }
         }
         return maxEncodedBytes(count: n)
+    }
+
+    /// Sign bits of `range` (bit 31 of each value), 8 values to a byte: whole bytes eight lanes
+    /// at a time (each lane's bit weighted by its position, summed), a block's unaligned ends
+    /// one value at a time into the bytes they share with the next block.
+    @inline(__always) static func packSigns(_ x: UnsafePointer<Float>, _ bits: UnsafeMutablePointer<UInt8>, _ range: Range<Int>) {
+        var i = range.lowerBound
+        while i < range.upperBound && i & 7 != 0 { bits[i >> 3] |= UInt8(truncatingIfNeeded: x[i].bitPattern >> 31) << UInt8(i & 7); i += 1 }
+        let weights = SIMD8<UInt32>(1, 2, 4, 8, 16, 32, 64, 128)
+        while i + 8 <= range.upperBound {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<UInt32>.self)
+            bits[i >> 3] = UInt8(truncatingIfNeeded: ((v &>> 31) &* weights).wrappedSum())
+            i += 8
+        }
+        while i < range.upperBound { bits[i >> 3] |= UInt8(truncatingIfNeeded: x[i].bitPattern >> 31) << UInt8(i & 7); i += 1 }
+    }
+
+    /// ±scale for `range` from its sign bits, into `d` (or added to it): whole bytes eight lanes
+    /// at a time, the unaligned ends one value at a time — the same values, hence bits, either way.
+    @inline(__always) static func unpack(_ bits: UnsafePointer<UInt8>, _ magnitude: UInt32, _ d: UnsafeMutablePointer<Float>,
+                                         _ range: Range<Int>, accumulate: Bool) {
+        var i = range.lowerBound
+        func one(_ i: Int) { if accumulate { d[i] += value(i, bits, magnitude) } else { d[i] = value(i, bits, magnitude) } }
+        while i < range.upperBound && i & 7 != 0 { one(i); i += 1 }
+        let shifts = SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7), m = SIMD8<UInt32>(repeating: magnitude)
+        while i + 8 <= range.upperBound {
+            let signs = ((SIMD8<UInt32>(repeating: UInt32(bits[i >> 3])) &>> shifts) & 1) &<< 31
+            var v = unsafeBitCast(signs | m, to: SIMD8<Float>.self)
+            if accumulate { v += UnsafeRawPointer(d + i).loadUnaligned(as: SIMD8<Float>.self) }
+            UnsafeMutableRawPointer(d + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < range.upperBound { one(i); i += 1 }
     }
 
     /// Mean |x| of a block, summed in eight fixed lanes (vectorised; the same order, hence the
@@ -76,8 +108,7 @@ public final class SignCodec: GradientCodec {
         guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
         let d = destination.baseAddress!
         for b in 0 ..< blocks(destination.count) {
-            let m = scales[b].bitPattern
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Self.value(i, bits, m) }
+            Self.unpack(bits, scales[b].bitPattern, d, b * blockSize ..< min(destination.count, (b + 1) * blockSize), accumulate: false)
         }
     }
 
@@ -85,8 +116,7 @@ public final class SignCodec: GradientCodec {
         guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
         let d = destination.baseAddress!
         for b in 0 ..< blocks(destination.count) {
-            let m = scales[b].bitPattern
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Self.value(i, bits, m) }
+            Self.unpack(bits, scales[b].bitPattern, d, b * blockSize ..< min(destination.count, (b + 1) * blockSize), accumulate: true)
         }
     }
 }
