@@ -6,12 +6,11 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 "$root/launch/setup.sh"
 export SWIFT_BACKTRACE=enable=no OPENBLAS_NUM_THREADS=1
-swift build -c release --product ringsgd
+"$root/launch/build.sh"                          # the binary, and the commit it was built from
 swift build -c release --product fuzz-decoders   # the corpus replayer (FuzzTests)
 # Built after every change (SwiftPM does not relink a product a change did not touch): the
 # MPI tests check that the binaries are newer than the sources.
-touch .build/release/ringsgd .build/release/fuzz-decoders
-if commit=$(git describe --always --dirty --abbrev=12 2>/dev/null); then echo "$commit" > .build/release/ringsgd.commit; fi
+touch .build/release/fuzz-decoders
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The whole suite is bounded: nothing here can hang CI. (Our tests are XCTest only.)

@@ -72,7 +72,7 @@ public final class GradientSynchronizer {
         exact = AllReduceBuckets(choice.exact)
         configured = exact
         powerSGD = try settings.powerSGD.map {
-            try PowerSGD(views: views, plan: plan, count: count, settings: $0, transport: transport, codec: try CodecRegistry.make(settings.codec),
+            try PowerSGD(views: views, plan: plan, settings: $0, transport: transport, codec: try CodecRegistry.make(settings.codec),
                          errorFeedback: settings.errorFeedback, segmentBytes: settings.segmentBytes, seed: settings.seed)
         }
         if settings.algorithm == .ring && settings.codec != "auto" { try use(codec: settings.codec) }
@@ -144,7 +144,7 @@ public final class GradientSynchronizer {
     /// previous ones are put back; see `ErrorFeedbackMemory` and `PowerSGD`).
     public func discardStep() {
         memory?.clear()
-        if let powerSGD, step >= settings.warmupSteps && step >= powerSGD.settings.startStep { powerSGD.discardStep() }
+        if let powerSGD, active.averager === powerSGD { powerSGD.discardStep() }
     }
 
 }

@@ -53,7 +53,7 @@ public final class PowerSGD: BucketAverager {
     let bucketMatrices: [Range<Int>]
     let bucketRest: [[Range<Int>]]
     let buckets: [Range<Int>]
-    public let qCount: Int
+    public var qCount: Int { q.count }
     /// Every P; every Q (the state), and the Q's of before this step (restored on a skipped step).
     private let p: UnsafeMutableBufferPointer<Float>
     let q: UnsafeMutableBufferPointer<Float>
@@ -79,7 +79,7 @@ public final class PowerSGD: BucketAverager {
     /// The plan for a model: its parameter views (weights named "i.weight", with "i.bias"
     /// giving the number of rows), cut by `plan`'s buckets. Throws when no matrix is worth
     /// compressing.
-    public init(views: [ParameterView], plan: BucketPlan, count: Int, settings: PowerSGDSettings, transport: Transport,
+    public init(views: [ParameterView], plan: BucketPlan, settings: PowerSGDSettings, transport: Transport,
                 codec: GradientCodec, errorFeedback: Bool, segmentBytes: Int?, seed: UInt64) throws {
         self.settings = settings
         let rank = settings.rank
@@ -117,7 +117,6 @@ public final class PowerSGD: BucketAverager {
         self.bucketMatrices = bucketMatrices
         self.bucketRest = bucketRest
         buckets = plan.buckets
-        qCount = q
         let restScratch = bucketRest.map { $0.reduce(0) { $0 + $1.count } }.max() ?? 0
         self.p = .allocate(capacity: p)
         self.p.initialize(repeating: 0)

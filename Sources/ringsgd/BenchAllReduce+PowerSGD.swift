@@ -38,7 +38,7 @@ extension BenchAllReduce {
         var results: [[String: Any]] = []
         for r in powerSGDRanks {
             // The whole gradient as one bucket, error feedback on (for the matrices and the rest).
-            let powerSGD = try PowerSGD(views: views, plan: BucketPlan(extents: [0 ..< count], bucketBytes: 0), count: count,
+            let powerSGD = try PowerSGD(views: views, plan: BucketPlan(extents: [0 ..< count], bucketBytes: 0),
                                         settings: PowerSGDSettings(rank: r, minCompressionRate: 2), transport: transport,
                                         codec: try CodecRegistry.make(codecNames[0]), errorFeedback: true, segmentBytes: segmentBytes, seed: 0)
             let memory = ErrorFeedbackMemory(count: count, sharers: n)

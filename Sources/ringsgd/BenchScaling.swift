@@ -128,7 +128,7 @@ struct BenchScaling: ParsableCommand {
                 guard let globalBatch = summary.global_batch else {
                     throw ValidationError("\(runDirectory)/summary.json has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
                 }
-                let base = rows.filter { $0.codec == codec }.min { $0.ranks < $1.ranks }
+                let base = rows.first { $0.codec == codec }   // rank counts run in increasing order
                 let row = ScalingRow(ranks: n, hosts: launcher == "simcluster" ? n / ranksPerHost : nil, link: link, codec: codec,
                                      codecUsed: summary.codec, summary: summary, globalBatch: globalBatch, base: base)
                 rows.append(row)

@@ -30,8 +30,7 @@ struct Evaluate: ParsableCommand {
     var out: String?
 
     func validate() throws {
-        if let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count),
-           !overrides.contains(where: { $0.hasPrefix("data.dataset=") }), Self.format(ofTestFile: String(images)) == nil {
+        if let (images, format) = Self.testImages(overrides), format == nil {
             throw ValidationError("--set data.test_images=\(images): the format cannot be told from the name (.npy, or IDX: .gz, .idx, …-ubyte); add --set data.dataset=npy or idx")
         }
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
@@ -42,12 +41,16 @@ struct Evaluate: ParsableCommand {
     /// Other test files make the data idx or npy (by their extension, unless data.dataset is
     /// given), whatever the run trained on: an evaluation reads the test files and nothing else.
     static func testFileOverrides(_ overrides: [String]) -> [String] {
-        guard !overrides.contains(where: { $0.hasPrefix("data.dataset=") }),
-              let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count),
-              let format = format(ofTestFile: String(images)) else {
-            return overrides
-        }
+        guard let (_, format) = testImages(overrides), let format else { return overrides }
         return ["data.dataset=" + format] + overrides
+    }
+
+    /// The test images named by `--set` when data.dataset is not, and the format their name
+    /// says (nil: it does not say).
+    static func testImages(_ overrides: [String]) -> (path: String, format: String?)? {
+        guard !overrides.contains(where: { $0.hasPrefix("data.dataset=") }),
+              let images = overrides.last(where: { $0.hasPrefix("data.test_images=") })?.dropFirst("data.test_images=".count) else { return nil }
+        return (String(images), format(ofTestFile: String(images)))
     }
 
     /// "npy" or "idx" by a file's name, or nil when it does not say.

@@ -35,21 +35,17 @@ struct RingSGD: ParsableCommand {
             Foundation.exit(0)
         }
         if let unknown = unknownCommand(in: arguments) { fail(unknown, code: ExitCode.validationFailure.rawValue) }
-        var command: ParsableCommand
-        do {
-            command = try parseAsRoot()
-        } catch {
+        // `--help` is a command of its own that "fails" with the help text (code .success).
+        func finish(_ error: Error, pointingAtHelp: Bool) -> Never {
             let code = exitCode(for: error)
             if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
             let subcommand = arguments.prefix { !$0.hasPrefix("-") }.joined(separator: " ")
-            fail("\(message(for: error)) (see 'ringsgd \(subcommand.isEmpty ? "" : subcommand + " ")--help')", code: code.rawValue)
+            let hint = pointingAtHelp ? " (see 'ringsgd \(subcommand.isEmpty ? "" : subcommand + " ")--help')" : ""
+            fail(message(for: error) + hint, code: code.rawValue)
         }
-        do { try command.run() } catch {
-            let code = exitCode(for: error)
-            // `--help` is a command of its own that "fails" with the help text.
-            if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
-            fail(message(for: error), code: code.rawValue)
-        }
+        var command: ParsableCommand
+        do { command = try parseAsRoot() } catch { finish(error, pointingAtHelp: true) }
+        do { try command.run() } catch { finish(error, pointingAtHelp: false) }
     }
 
     /// "unknown command 'trian'; did you mean 'train'? (…)" when the words before the first

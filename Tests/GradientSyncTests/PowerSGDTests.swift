@@ -63,7 +63,7 @@ final class PowerSGDTests: XCTestCase {
         let r = 2
         let results = try InProcessCluster.run(size: ranks) { transport -> ([[Float]], [UInt8]) in
             let powerSGD = try PowerSGD(views: Self.views, plan: Self.plan,
-                                        count: Self.count, settings: PowerSGDSettings(rank: r, minCompressionRate: 0), transport: transport,
+                                        settings: PowerSGDSettings(rank: r, minCompressionRate: 0), transport: transport,
                                         codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
             let initialQ = powerSGD.stateBytes()
             let memory = ErrorFeedbackMemory(count: Self.count, sharers: ranks)
