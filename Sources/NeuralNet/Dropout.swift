@@ -8,6 +8,8 @@ public final class Dropout: Layer {
     public let probability: Float
     public var generator: SeededGenerator
     private var size = 0
+    /// Whether the last forward drew a mask (training with p > 0); backward follows it.
+    private var applied = false
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), mask = ActivationBuffer()
 
     public init(probability: Float, seed: UInt64 = 0) {
@@ -29,7 +31,8 @@ public final class Dropout: Layer {
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        guard training && probability > 0 else { return x }
+        applied = training && probability > 0
+        guard applied else { return x }
         let keep = 1 - probability, scale = 1 / keep
         let y = output.pointer, m = mask.pointer
         for i in 0 ..< batch * size {
@@ -39,9 +42,12 @@ public final class Dropout: Layer {
         return UnsafePointer(y)
     }
 
+    /// What the last forward returned for `input`: the masked copy, or `input` itself.
+    func lastOutput(input: UnsafePointer<Float>) -> UnsafePointer<Float> { applied ? UnsafePointer(output.pointer) : input }
+
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         guard needsInputGradient else { return nil }
-        guard probability > 0 else { return dy }
+        guard applied else { return dy }
         let dx = inputGrad.pointer, m = mask.pointer
         for i in 0 ..< batch * size { dx[i] = dy[i] * m[i] }
         return UnsafePointer(dx)

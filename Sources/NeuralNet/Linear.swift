@@ -1,25 +1,32 @@
 /// Fully connected layer, y = x·Wᵀ + b, with W stored [out, in] as PyTorch's `nn.Linear`.
 ///
 /// Forward is one `sgemm` over the batch; backward is dW = dYᵀ·X and dX = dY·W (two more),
-/// and db the column sums of dY.
+/// and db the column sums of dY. `bias: false` is `nn.Linear(…, bias=False)` (a GPT's
+/// language-model head): the layer then declares its weight only.
+///
+/// A layer whose weight is another layer's (a language-model head tied to the token
+/// embedding) is bound to that layer's parameter and gradient pointers; its backward writes
+/// dW first and the owner adds to it (see `Embedding.addsToGradient`).
 public final class Linear: Layer {
     public let inputs: Int
     public let outputs: Int
+    public let hasBias: Bool
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
     private var input: UnsafePointer<Float>?
 
-    public init(_ inputs: Int, _ outputs: Int) {
+    public init(_ inputs: Int, _ outputs: Int, bias: Bool = true) {
         precondition(inputs > 0 && outputs > 0, "Linear needs positive sizes, got \(inputs)→\(outputs)")
         self.inputs = inputs
         self.outputs = outputs
+        self.hasBias = bias
     }
 
-    public var summary: String { "Linear(\(inputs)→\(outputs))" }
-    public var pytorchModule: String { "nn.Linear(\(inputs), \(outputs))" }
+    public var summary: String { "Linear(\(inputs)→\(outputs)\(hasBias ? "" : ", no bias"))" }
+    public var pytorchModule: String { "nn.Linear(\(inputs), \(outputs)\(hasBias ? "" : ", bias=False"))" }
     public var parameters: [ParameterSpec] {
-        [ParameterSpec(name: "weight", shape: [outputs, inputs]), ParameterSpec(name: "bias", shape: [outputs])]
+        [ParameterSpec(name: "weight", shape: [outputs, inputs])] + (hasBias ? [ParameterSpec(name: "bias", shape: [outputs])] : [])
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
@@ -31,15 +38,18 @@ public final class Linear: Layer {
     }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
-        weight = parameters[0]; bias = parameters[1]
-        weightGrad = gradients[0]; biasGrad = gradients[1]
+        weight = parameters[0]; weightGrad = gradients[0]
+        if hasBias { bias = parameters[1]; biasGrad = gradients[1] }
     }
 
     /// PyTorch `nn.Linear.reset_parameters`, with fan_in = inputs.
     public func initialize(using generator: inout SeededGenerator) {
         generator.initializePyTorchDefault(weight: weight, weightCount: outputs * inputs,
-                                           bias: bias, biasCount: outputs, fanIn: inputs)
+                                           bias: hasBias ? bias : weight, biasCount: hasBias ? outputs : 0, fanIn: inputs)
     }
+
+    /// The output of the last forward (valid until the next).
+    var lastOutput: UnsafePointer<Float> { UnsafePointer(output.pointer) }
 
     public func reserve(batch: Int) {
         output.reserve(batch * outputs)
@@ -49,19 +59,21 @@ public final class Linear: Layer {
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
         let y = output.pointer
-        for b in 0 ..< batch { (y + b * outputs).update(from: bias, count: outputs) }
+        if hasBias { for b in 0 ..< batch { (y + b * outputs).update(from: bias, count: outputs) } }
         sgemm(transposeA: false, transposeB: true, m: batch, n: outputs, k: inputs,
-              a: x, lda: inputs, b: weight, ldb: inputs, beta: 1, c: y, ldc: outputs)
+              a: x, lda: inputs, b: weight, ldb: inputs, beta: hasBias ? 1 : 0, c: y, ldc: outputs)
         return UnsafePointer(y)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: batch,
               a: dy, lda: outputs, b: input!, ldb: inputs, beta: 0, c: weightGrad, ldc: inputs)
-        biasGrad.update(repeating: 0, count: outputs)
-        for b in 0 ..< batch {
-            let row = dy + b * outputs
-            for o in 0 ..< outputs { biasGrad[o] += row[o] }
+        if hasBias {
+            biasGrad.update(repeating: 0, count: outputs)
+            for b in 0 ..< batch {
+                let row = dy + b * outputs
+                for o in 0 ..< outputs { biasGrad[o] += row[o] }
+            }
         }
         guard needsInputGradient else { return nil }
         sgemm(transposeA: false, transposeB: false, m: batch, n: inputs, k: outputs,

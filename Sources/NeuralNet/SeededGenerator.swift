@@ -1,3 +1,4 @@
+import Foundation
 /// A small, fast, seedable generator (xoshiro256**, Blackman & Vigna 2018), seeded through
 /// SplitMix64 as its authors recommend.
 ///
@@ -47,6 +48,13 @@ public struct SeededGenerator: RandomNumberGenerator, Equatable {
     /// Uniform in [low, high).
     @inlinable
     public mutating func uniform(_ low: Float, _ high: Float) -> Float { low + (high - low) * nextUnitFloat() }
+
+    /// A standard normal draw (Box–Muller on two uniform draws in (0, 1]), as `torch.nn.init.normal_`
+    /// draws (not its bits: the distribution).
+    public mutating func normal() -> Float {
+        let u1 = 1 - Double(next() >> 11) * 0x1p-53, u2 = Double(next() >> 11) * 0x1p-53
+        return Float((-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2))
+    }
 
     public static func == (a: SeededGenerator, b: SeededGenerator) -> Bool {
         a.state.0 == b.state.0 && a.state.1 == b.state.1 && a.state.2 == b.state.2 && a.state.3 == b.state.3

@@ -3,7 +3,7 @@
 /// Parameter views are named as PyTorch's `nn.Sequential` names them ("0.weight",
 /// "0.bias", "3.weight", … — the layer's index in the stack), so a gradient or checkpoint can
 /// be compared key by key with PyTorch's.
-public final class Sequential {
+public final class Sequential: Model {
     public let layers: [Layer]
     public let inputShape: [Int]
     public let outputShape: [Int]
@@ -11,9 +11,8 @@ public final class Sequential {
     public let loss: SoftmaxCrossEntropy
     public private(set) var reservedBatch = 0
 
-    /// Values per sample at the input (784 for Fashion-MNIST).
-    public var inputSize: Int { inputShape.reduce(1, *) }
     public var classes: Int { outputShape.reduce(1, *) }
+    public var labelsPerSample: Int { 1 }
 
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
     public init(_ layers: [Layer], inputShape: [Int],
@@ -21,30 +20,19 @@ public final class Sequential {
         self.layers = layers
         self.inputShape = inputShape
         var shape = inputShape
-        var views: [ParameterView] = []
-        var offset = 0
+        var specs: [(name: String, shape: [Int])] = []
         for (index, layer) in layers.enumerated() {
             shape = try layer.outputShape(for: shape)
-            for spec in layer.parameters {
-                views.append(ParameterView(name: "\(index).\(spec.name)", offset: offset, shape: spec.shape))
-                // Keep every view 16-float (64-byte) aligned: vector loops start on a cache line.
-                offset += (spec.count + 15) & ~15
-            }
+            specs += layer.parameters.map { ("\(index).\($0.name)", $0.shape) }
         }
         guard shape.count == 1, shape[0] >= 2 else {
             throw ShapeError("the last layer must produce a vector of ≥ 2 class scores, got shape \(shape)")
         }
         outputShape = shape
-        parameters = try FlatParameters(views: views, gradientStorage: gradientStorage)
+        parameters = try FlatParameters(views: FlatParameters.layout(specs), gradientStorage: gradientStorage)
         loss = SoftmaxCrossEntropy(classes: shape[0])
-        var viewIndex = 0
-        for layer in layers {
-            let specs = layer.parameters
-            let mine = views[viewIndex ..< viewIndex + specs.count]
-            layer.bind(parameters: mine.map { parameters.parameters.baseAddress! + $0.offset },
-                       gradients: mine.map { parameters.gradients.baseAddress! + $0.offset })
-            viewIndex += specs.count
-        }
+        var next = 0
+        for layer in layers { next = parameters.bind(layer, from: next) }
     }
 
     /// Draws every parameter from `seed` in layer order: the same seed gives the same model
@@ -75,9 +63,7 @@ public final class Sequential {
 
     /// Logits for `batch` samples of `input` (batch × inputSize values, NCHW).
     public func forward(_ input: UnsafeBufferPointer<Float>, batch: Int, training: Bool) throws -> UnsafePointer<Float> {
-        guard batch >= 1, input.count == batch * inputSize else {
-            throw ShapeError("model input has \(input.count) values; expected batch \(batch) × \(inputShape) = \(batch * inputSize)")
-        }
+        try checkBatch(input: input, labels: nil, batch: batch)
         reserve(batch: batch)
         var x = UnsafePointer(input.baseAddress!)
         for layer in layers { x = layer.forward(x, batch: batch, training: training) }
@@ -87,16 +73,14 @@ public final class Sequential {
     /// One local training step's gradient: forward, loss, backward. Writes the mean-loss
     /// gradient of every parameter into `parameters.gradients`.
     ///
-    /// `forwardDone` is called once the loss is known; `layerDone(i, loss)` is called as soon as layer i's parameter gradients are final —
+    /// `forwardDone` is called once the loss is known; `unitDone(i, loss)` is called as soon as layer i's parameter gradients are final —
     /// backward runs from the last layer to the first, so in decreasing i — with the batch's
     /// loss: what a data-parallel trainer needs to start averaging a bucket of gradients while
     /// backward goes on (PyTorch DDP's autograd hooks).
     public func computeGradients(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>, batch: Int,
-                                 forwardDone: (() -> Void)? = nil,
-                                 layerDone: ((Int, SoftmaxCrossEntropy.Result) -> Void)? = nil) throws -> SoftmaxCrossEntropy.Result {
-        guard labels.count == batch else {
-            throw ShapeError("got \(labels.count) labels for a batch of \(batch)")
-        }
+                                 forwardDone: (() -> Void)?,
+                                 unitDone: ((Int, SoftmaxCrossEntropy.Result) -> Void)?) throws -> SoftmaxCrossEntropy.Result {
+        try checkBatch(input: input, labels: labels, batch: batch)
         let logits = try forward(input, batch: batch, training: true)
         let result = try loss.evaluate(logits: logits, labels: labels.baseAddress!, batch: batch, gradient: true)
         forwardDone?()
@@ -105,7 +89,7 @@ public final class Sequential {
             // The first layer with parameters needs no input gradient (its input is data).
             let needsInput = layers[..<index].contains { !$0.parameters.isEmpty }
             let next = layer.backward(gradient, batch: batch, needsInputGradient: needsInput)
-            layerDone?(index, result)
+            unitDone?(index, result)
             guard let next else { break }
             gradient = next
         }
@@ -115,30 +99,17 @@ public final class Sequential {
     /// Each layer's extent in the flat buffers: from its first parameter to the next
     /// parameterised layer's first (alignment padding included), the last layer's to the end;
     /// nil for a layer without parameters. The extents tile `0 ..< parameters.count`.
-    public var layerExtents: [Range<Int>?] {
-        var starts: [Int?] = []
-        var viewIndex = 0
+    public var unitExtents: [Range<Int>?] {
+        var firsts: [Int?] = [], viewIndex = 0
         for layer in layers {
             let n = layer.parameters.count
-            starts.append(n == 0 ? nil : parameters.views[viewIndex].offset)
+            firsts.append(n == 0 ? nil : viewIndex)
             viewIndex += n
         }
-        var extents: [Range<Int>?] = Array(repeating: nil, count: layers.count)
-        var end = parameters.count
-        for i in layers.indices.reversed() {
-            guard let start = starts[i] else { continue }
-            extents[i] = start ..< end
-            end = start
-        }
-        return extents
+        return parameters.extents(firstViews: firsts)
     }
 
-    /// Loss and correct count without gradients (evaluation; dropout off).
-    public func evaluate(input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>,
-                         batch: Int) throws -> SoftmaxCrossEntropy.Result {
-        let logits = try forward(input, batch: batch, training: false)
-        return try loss.evaluate(logits: logits, labels: labels.baseAddress!, batch: batch, gradient: false)
-    }
+    public var unitNames: [String] { layers.enumerated().map { "\($0.offset) \($0.element.summary)" } }
 
     /// Floating-point operations of one training step per sample (forward, weight gradients,
     /// and input gradients for every layer but the first one with parameters).

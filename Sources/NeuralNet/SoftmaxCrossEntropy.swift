@@ -12,6 +12,9 @@ public final class SoftmaxCrossEntropy {
         self.classes = classes
     }
 
+    /// Allocates the gradient for up to `rows` rows (outside the hot path).
+    public func reserve(rows: Int) { gradient.reserve(rows * classes) }
+
     public struct Result {
         /// Mean loss over the batch.
         public let loss: Double

@@ -74,7 +74,7 @@ extension Trainer {
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             let optimizer = try config.makeOptimizer(parameters: parameters)
             let synchronizer = try GradientSynchronizer(settings: config.syncSettings, transport: transport,
-                                                        plan: BucketPlan(extents: model.layerExtents, bucketBytes: config.bucketBytes),
+                                                        plan: BucketPlan(extents: model.unitExtents, bucketBytes: config.bucketBytes),
                                                         hosts: split.flatMap { s in
                                                             // Only when the gradients lie in the host's shared memory (a window could be refused).
                                                             s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil

@@ -79,7 +79,7 @@ public final class Trainer {
     private func startTimeline(_ run: TrainingRun) throws {
         guard timelinePath != nil else { return }
         let timeline = Timeline()
-        timeline.layerNames = run.model.layers.enumerated().map { "\($0.offset) \($0.element.summary)" }
+        timeline.layerNames = run.model.unitNames
         try timeline.start(over: transport)
         run.timeline = timeline
         let lane = run.synchronizer.averagesOnOwnThread ? timeline.communication : timeline.training

@@ -4,13 +4,21 @@ import XCTest
 /// Finite-difference checks: for a sample of parameters θ_i, the analytic gradient equals
 /// (L(θ + εe_i) − L(θ − εe_i)) / 2ε. Every layer's backward is exercised because the check
 /// covers the parameters *before* it (their gradient flows through its input gradient).
-final class GradientCheckTests: XCTestCase {
-    func checkGradients(_ model: Sequential, batch: Int, samples: Int = 60, seed: UInt64 = 3, epsilon: Float = 1e-2,
+extension XCTestCase {
+    /// `tokens`: the input is token ids below `model.classes` (a language model), not uniform
+    /// values. `uniform`: every parameter is redrawn in ±uniform after the model's own
+    /// initialisation — a GPT's N(0, 0.02) leaves gradients too small for a finite difference
+    /// to tell a wrong one from a right one. `absolute`: the absolute part of the tolerance.
+    func checkGradients(_ model: Model, batch: Int, samples: Int = 60, seed: UInt64 = 3, epsilon: Float = 1e-2,
+                        tokens: Bool = false, uniform: Float? = nil, absolute: Double = 2e-3,
                         file: StaticString = #filePath, line: UInt = #line) throws {
         model.initialize(seed: seed)
         var generator = SeededGenerator(seed: seed + 1)
-        let input = (0 ..< batch * model.inputSize).map { _ in generator.uniform(-1, 1) }
-        let labels = (0 ..< batch).map { _ in Int32(generator.next() % UInt64(model.classes)) }
+        if let uniform { for i in model.parameters.parameters.indices { model.parameters.parameters[i] = generator.uniform(-uniform, uniform) } }
+        let input = (0 ..< batch * model.inputSize).map { _ in
+            tokens ? Float(generator.next() % UInt64(model.classes)) : generator.uniform(-1, 1)
+        }
+        let labels = (0 ..< batch * model.labelsPerSample).map { _ in Int32(generator.next() % UInt64(model.classes)) }
         func loss() throws -> Double {
             try input.withUnsafeBufferPointer { x in
                 try labels.withUnsafeBufferPointer { y in try model.evaluate(input: x, labels: y, batch: batch).loss }
@@ -32,13 +40,15 @@ final class GradientCheckTests: XCTestCase {
                 p[i] = saved
                 let numeric = (plus - minus) / Double(2 * eps)
                 let error = abs(numeric - Double(analytic[i]))
-                XCTAssertLessThanOrEqual(error, 2e-3 + 2e-2 * abs(numeric),
+                XCTAssertLessThanOrEqual(error, absolute + 2e-2 * abs(numeric),
                                          "\(view.name)[\(i - view.offset)]: analytic \(analytic[i]), numeric \(numeric)",
                                          file: file, line: line)
             }
         }
     }
+}
 
+final class GradientCheckTests: XCTestCase {
     func testLinearAndReLU() throws {
         try checkGradients(Sequential([Flatten(), Linear(12, 7), ReLU(), Linear(7, 5), ReLU(), Linear(5, 3)],
                                       inputShape: [12]), batch: 4)

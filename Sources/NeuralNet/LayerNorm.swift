@@ -1,0 +1,101 @@
+/// Layer normalisation over the last dimension (PyTorch `nn.LayerNorm(features)`, eps 1e-5):
+/// y = (x − μ)·rstd·γ + β with μ and σ² the mean and biased variance of one row of
+/// `features` values and rstd = 1/√(σ² + eps) (Ba, Kiros & Hinton 2016).
+///
+/// Any per-sample shape whose last dimension is `features` is a stack of rows; each is
+/// normalised alone. Backward (with n̂ = (x − μ)·rstd and d = dy·γ):
+/// dx = rstd·(d − mean(d) − n̂·mean(d·n̂)), dγ = Σ dy·n̂, dβ = Σ dy over rows.
+public final class LayerNorm: Layer {
+    public let features: Int
+    public let epsilon: Float
+    private var size = 0
+    private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
+    private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    /// Per row: the mean and 1/√(σ² + eps) of the last forward, for backward.
+    private let means = ActivationBuffer(), rstds = ActivationBuffer()
+    private var input: UnsafePointer<Float>?
+
+    public init(_ features: Int, epsilon: Float = 1e-5) {
+        precondition(features > 0, "LayerNorm needs a positive size, got \(features)")
+        self.features = features
+        self.epsilon = epsilon
+    }
+
+    public var summary: String { "LayerNorm(\(features))" }
+    public var pytorchModule: String { "nn.LayerNorm(\(features))" }
+    public var parameters: [ParameterSpec] {
+        [ParameterSpec(name: "weight", shape: [features]), ParameterSpec(name: "bias", shape: [features])]
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        guard input.last == features else {
+            throw ShapeError("\(summary) normalises a last dimension of \(features), got shape \(input)")
+        }
+        size = input.reduce(1, *)
+        return input
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+        weight = parameters[0]; bias = parameters[1]
+        weightGrad = gradients[0]; biasGrad = gradients[1]
+    }
+
+    /// PyTorch's: γ = 1, β = 0.
+    public func initialize(using generator: inout SeededGenerator) {
+        weight.update(repeating: 1, count: features)
+        bias.update(repeating: 0, count: features)
+    }
+
+    public func reserve(batch: Int) {
+        output.reserve(batch * size); inputGrad.reserve(batch * size)
+        means.reserve(batch * size / features); rstds.reserve(batch * size / features)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        input = x
+        let n = features, y = output.pointer, inverse = 1 / Float(n)
+        for row in 0 ..< batch * size / n {
+            let xr = x + row * n, yr = y + row * n
+            var sum: Float = 0
+            for i in 0 ..< n { sum += xr[i] }
+            let mean = sum * inverse
+            var squares: Float = 0
+            for i in 0 ..< n { let d = xr[i] - mean; squares += d * d }
+            let rstd = 1 / (squares * inverse + epsilon).squareRoot()
+            for i in 0 ..< n { yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i] }
+            means.pointer[row] = mean
+            rstds.pointer[row] = rstd
+        }
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        let n = features, x = input!, dx = inputGrad.pointer, inverse = 1 / Float(n)
+        weightGrad.update(repeating: 0, count: n)
+        biasGrad.update(repeating: 0, count: n)
+        for row in 0 ..< batch * size / n {
+            let xr = x + row * n, dyr = dy + row * n, dxr = dx + row * n
+            let mean = means.pointer[row], rstd = rstds.pointer[row]
+            var meanD: Float = 0, meanDN: Float = 0
+            for i in 0 ..< n {
+                let normalized = (xr[i] - mean) * rstd, d = dyr[i] * weight[i]
+                weightGrad[i] += dyr[i] * normalized
+                biasGrad[i] += dyr[i]
+                meanD += d
+                meanDN += d * normalized
+            }
+            guard needsInputGradient else { continue }
+            meanD *= inverse; meanDN *= inverse
+            for i in 0 ..< n {
+                let normalized = (xr[i] - mean) * rstd
+                dxr[i] = rstd * (dyr[i] * weight[i] - meanD - normalized * meanDN)
+            }
+        }
+        return needsInputGradient ? UnsafePointer(dx) : nil
+    }
+
+    public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
+        (Double(8 * size), Double(4 * size), Double(6 * size))
+    }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import NeuralNet
+import XCTest
+
+/// The transformer's layers and the GPT: each layer gradient-checked by finite differences
+/// (alone, behind a flatten and a linear read-out), attention and layer norm against naive
+/// Double references, causality, weight tying and the order backward finishes units in.
+final class TransformerTests: XCTestCase {
+    func testLayerNormGradients() throws {
+        try checkGradients(Sequential([LayerNorm(6), Flatten(), Linear(18, 4)], inputShape: [3, 6]), batch: 3,
+                           uniform: 0.8, absolute: 5e-4)
+    }
+
+    func testGELUGradients() throws {
+        try checkGradients(Sequential([Linear(5, 9), GELU(), Linear(9, 3)], inputShape: [5]), batch: 4,
+                           uniform: 1.5, absolute: 5e-4)
+    }
+
+    func testEmbeddingsGradients() throws {
+        try checkGradients(Sequential([Embedding(7, 4), PositionalEmbedding(5, 4), Flatten(), Linear(20, 7)], inputShape: [5]),
+                           batch: 3, tokens: true, uniform: 0.8, absolute: 5e-4)
+    }
+
+    func testAttentionGradients() throws {
+        try checkGradients(Sequential([CausalSelfAttention(features: 6, heads: 2), Flatten(), Linear(24, 3)], inputShape: [4, 6]),
+                           batch: 2, samples: 120, uniform: 0.6, absolute: 5e-4)
+    }
+
+    func testTransformerBlockGradients() throws {
+        try checkGradients(Sequential([TransformerBlock(features: 8, heads: 2), Flatten(), Linear(32, 3)], inputShape: [4, 8]),
+                           batch: 2, samples: 150, uniform: 0.5, absolute: 5e-4)
+    }
+
+    func testWholeGPTGradientsTiedAndUntied() throws {
+        for tied in [true, false] {
+            let gpt = try GPT(GPTSpec(layers: 2, heads: 2, embed: 8, blockSize: 5, vocab: 7, tieEmbeddings: tied))
+            try checkGradients(gpt, batch: 2, samples: 300, tokens: true, uniform: 0.5, absolute: 5e-4)
+        }
+    }
+
+    /// The attention's output equals a Double implementation of softmax(q·kᵀ/√d + mask)·v
+    /// through the projections, written from the formula.
+    func testAttentionMatchesNaiveReference() throws {
+        let t = 5, c = 6, heads = 3, d = c / heads, batch = 2
+        let attention = CausalSelfAttention(features: c, heads: heads)
+        let model = try Sequential([attention, Flatten(), Linear(t * c, 2)], inputShape: [t, c])
+        var generator = SeededGenerator(seed: 11)
+        for i in model.parameters.parameters.indices { model.parameters.parameters[i] = generator.uniform(-0.7, 0.7) }
+        let x = (0 ..< batch * t * c).map { _ in generator.uniform(-1, 1) }
+        model.reserve(batch: batch)
+        let got = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: attention.forward($0.baseAddress!, batch: batch, training: false), count: batch * t * c)) }
+
+        func view(_ name: String) -> [Double] {
+            let v = model.parameters.views.first { $0.name == name }!
+            return model.parameters.parameters(of: v).map(Double.init)
+        }
+        let wa = view("0.c_attn.weight"), ba = view("0.c_attn.bias"), wp = view("0.c_proj.weight"), bp = view("0.c_proj.bias")
+        for b in 0 ..< batch {
+            // qkv[i][j] = Σ x[i][k]·W[j][k] + b[j]
+            let qkv = (0 ..< t).map { i in (0 ..< 3 * c).map { j in (0 ..< c).reduce(ba[j]) { $0 + Double(x[(b * t + i) * c + $1]) * wa[j * c + $1] } } }
+            var y = Array(repeating: Array(repeating: 0.0, count: c), count: t)
+            for h in 0 ..< heads {
+                for i in 0 ..< t {
+                    let scores = (0 ... i).map { j in (0 ..< d).reduce(0.0) { $0 + qkv[i][h * d + $1] * qkv[j][c + h * d + $1] } / Double(d).squareRoot() }
+                    let m = scores.max()!, e = scores.map { Foundation.exp($0 - m) }, sum = e.reduce(0, +)
+                    for j in 0 ... i { for k in 0 ..< d { y[i][h * d + k] += e[j] / sum * qkv[j][2 * c + h * d + k] } }
+                }
+            }
+            for i in 0 ..< t {
+                for o in 0 ..< c {
+                    let expected = (0 ..< c).reduce(bp[o]) { $0 + y[i][$1] * wp[o * c + $1] }
+                    XCTAssertEqual(Double(got[(b * t + i) * c + o]), expected, accuracy: 1e-5, "sample \(b) position \(i) feature \(o)")
+                }
+            }
+        }
+    }
+
+    /// Layer norm's output equals (x − mean)/√(var + 1e-5)·γ + β computed in Double.
+    func testLayerNormMatchesNaiveReference() throws {
+        let norm = LayerNorm(5)
+        let model = try Sequential([norm, Flatten(), Linear(10, 2)], inputShape: [2, 5])
+        var generator = SeededGenerator(seed: 5)
+        for i in model.parameters.parameters.indices { model.parameters.parameters[i] = generator.uniform(-2, 2) }
+        let x = (0 ..< 3 * 10).map { _ in generator.uniform(-3, 3) }
+        model.reserve(batch: 3)
+        let y = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: norm.forward($0.baseAddress!, batch: 3, training: false), count: 30)) }
+        let gamma = model.parameters.parameters(of: model.parameters.views[0]), beta = model.parameters.parameters(of: model.parameters.views[1])
+        for row in 0 ..< 6 {
+            let values = (0 ..< 5).map { Double(x[row * 5 + $0]) }
+            let mean = values.reduce(0, +) / 5, variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 5
+            for i in 0 ..< 5 {
+                let expected = (values[i] - mean) / (variance + 1e-5).squareRoot() * Double(gamma[i]) + Double(beta[i])
+                XCTAssertEqual(Double(y[row * 5 + i]), expected, accuracy: 1e-5)
+            }
+        }
+    }
+
+    /// GELU's tanh form: the layer against libm's tanh at values across its range.
+    func testGELUMatchesTheTanhFormula() throws {
+        let gelu = GELU()
+        _ = try gelu.outputShape(for: [9])
+        gelu.reserve(batch: 1)
+        let x: [Float] = [-12, -3, -1, -0.25, 0, 0.25, 1, 3, 12]
+        let y = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: gelu.forward($0.baseAddress!, batch: 1, training: false), count: 9)) }
+        for (v, got) in zip(x.map(Double.init), y) {
+            let expected = 0.5 * v * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+            XCTAssertEqual(Double(got), expected, accuracy: 1e-6 + 1e-6 * abs(expected), "GELU(\(v))")
+        }
+    }
+
+    /// Changing the token at position j changes no logit at a position before j.
+    func testLogitsDoNotSeeTheFuture() throws {
+        let gpt = try GPT(GPTSpec(layers: 2, heads: 2, embed: 8, blockSize: 6, vocab: 11))
+        gpt.initialize(seed: 1)
+        var tokens: [Float] = [1, 2, 3, 4, 5, 6]
+        let before = try tokens.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try gpt.forward($0, batch: 1, training: false), count: 6 * 11)) }
+        tokens[3] = 9
+        let after = try tokens.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try gpt.forward($0, batch: 1, training: false), count: 6 * 11)) }
+        XCTAssertEqual(Array(before[..<(3 * 11)]), Array(after[..<(3 * 11)]), "positions 0–2 must not depend on token 3")
+        XCTAssertNotEqual(Array(before[(3 * 11)...]), Array(after[(3 * 11)...]), "positions 3–5 do depend on it")
+    }
+
+    /// nanoGPT's state_dict names and shapes, units tiling the buffer, and backward reporting
+    /// the tied embedding's unit last (after the head wrote its share of that gradient).
+    func testNamesUnitsAndBackwardOrder() throws {
+        let tied = try GPT(GPTSpec(layers: 2, heads: 2, embed: 8, blockSize: 4, vocab: 5))
+        let names = tied.parameters.views.map(\.name)
+        XCTAssertEqual(names.prefix(4), ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias"])
+        XCTAssertTrue(names.contains("transformer.h.1.attn.c_attn.weight"))
+        XCTAssertEqual(tied.parameters.views.first { $0.name == "transformer.h.1.mlp.c_fc.weight" }?.shape, [32, 8])
+        XCTAssertEqual(names.suffix(2), ["transformer.ln_f.weight", "transformer.ln_f.bias"])
+        XCTAssertFalse(names.contains("lm_head.weight"), "tied: the head has no view of its own")
+        let untied = try GPT(GPTSpec(layers: 2, heads: 2, embed: 8, blockSize: 4, vocab: 5, tieEmbeddings: false))
+        XCTAssertEqual(untied.parameters.views.last?.name, "lm_head.weight")
+        XCTAssertEqual(untied.parameters.views.last?.shape, [5, 8])
+
+        for gpt in [tied, untied] {
+            let extents = gpt.unitExtents.compactMap { $0 }
+            XCTAssertEqual(extents.first?.lowerBound, 0)
+            XCTAssertEqual(extents.last?.upperBound, gpt.parameters.count)
+            for (a, b) in zip(extents, extents.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound) }
+            gpt.initialize(seed: 2)
+            let tokens: [Float] = [0, 1, 2, 3, 4, 3, 2, 1], labels: [Int32] = [1, 2, 3, 4, 3, 2, 1, 0]
+            var order: [Int] = []
+            _ = try tokens.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { y in
+                    try gpt.computeGradients(input: x, labels: y, batch: 2, forwardDone: nil) { unit, _ in order.append(unit) }
+                }
+            }
+            XCTAssertEqual(order, Array(gpt.unitExtents.indices.reversed()), "every unit once, the last first, the embeddings last")
+        }
+    }
+}
