@@ -19,9 +19,15 @@ public enum ModelExport {
         guard model.parameters.count == parameters.count else {
             throw Mismatch(description: "holds \(parameters.count) parameters, its model description \(model.parameters.count)")
         }
-        return model.parameters.views.map { view in
+        var tensors = model.parameters.views.map { view in
             NamedTensor(name: view.name, shape: view.shape, values: Array(parameters[view.range]))
         }
+        // A tied head is the token embedding: nanoGPT's state_dict lists it under both names,
+        // so `load_state_dict` (strict) finds both; the file holds a copy (safetensors has no aliases).
+        if let gpt = description.gpt, gpt.tieEmbeddings, let wte = tensors.first(where: { $0.name == "transformer.wte.weight" }) {
+            tensors.append(NamedTensor(name: "lm_head.weight", shape: wte.shape, values: wte.values))
+        }
+        return tensors
     }
 
     /// The file's bytes. safetensors carries metadata: the PyTorch module, the layer list, input
@@ -39,6 +45,10 @@ public enum ModelExport {
                             "ringsgd.input_shape": json(description.inputShape), "ringsgd.classes": "\(description.classes)"]
             if let n = description.normalization {
                 metadata["ringsgd.normalization"] = json(n)
+            }
+            if let gpt = description.gpt {
+                metadata["ringsgd.gpt"] = json(gpt)
+                metadata["ringsgd.pytorch_source"] = GPTModuleSource.python
             }
             metadata.merge(extra) { _, new in new }
             return (Safetensors.encode(tensors, metadata: metadata), tensors)

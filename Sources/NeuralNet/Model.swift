@@ -27,6 +27,8 @@ public protocol Model: AnyObject {
     func reseedDropout(seed: UInt64, rank: Int, step: Int)
     /// Allocates activations for batches up to `batch` samples; the hot path never allocates.
     func reserve(batch: Int)
+    /// The largest batch reserved so far.
+    var reservedBatch: Int { get }
     /// Logits for `batch` samples.
     func forward(_ input: UnsafeBufferPointer<Float>, batch: Int, training: Bool) throws -> UnsafePointer<Float>
     /// One local step's gradient: forward, mean loss over every label, backward, written into

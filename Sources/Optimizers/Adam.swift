@@ -20,6 +20,10 @@ public final class Adam: MomentumScheduled, MomentumCarrying {
     public let beta2: Double, eps: Double, weightDecay: Double
     public let decoupled: Bool, amsgrad: Bool
     public private(set) var stepCount = 0
+    /// Ranges of the flat buffer with no weight decay, sorted and disjoint: nanoGPT's
+    /// parameter groups (`optimizer.decay: matrices` exempts biases and norm weights, the
+    /// tensors of fewer than two dimensions — `configure_optimizers` in nanoGPT's model.py).
+    public var exemptFromDecay: [Range<Int>] = []
     private let m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>
     private let vMax: UnsafeMutableBufferPointer<Float>
 
@@ -58,22 +62,31 @@ public final class Adam: MomentumScheduled, MomentumCarrying {
         let bias1 = 1 - pow(beta1, t), bias2Sqrt = (1 - pow(beta2, t)).squareRoot()
         let stepSize = Float(lr / bias1), bias2SqrtF = Float(bias2Sqrt)
         let b1c = Float(1 - beta1), b2 = Float(beta2), b2c = Float(1 - beta2), epsF = Float(eps)
-        let wd = Float(weightDecay), decay = Float(1 - lr * weightDecay)
         let p = parameters.baseAddress!, g = gradients.baseAddress!
         let m = m.baseAddress!, v = v.baseAddress!, vMax = amsgrad ? vMax.baseAddress : nil
         // Order of operations as torch's CPU kernels compute them (measured bit for bit against
         // torch 2.15): add_(y, alpha) = fma(y, alpha, x); addcmul_(a, b, value=s) =
         // fma(s·a, b, x); addcdiv_(a, b, value=s) = x + (s·a)/b; lerp_ = fma.
-        for i in 0 ..< parameters.count {
-            var grad = g[i]
-            if decoupled { p[i] *= decay } else if wd != 0 { grad = grad.addingProduct(p[i], wd) }
-            m[i] = m[i].addingProduct(b1c, grad - m[i])
-            v[i] = (v[i] * b2).addingProduct(b2c * grad, grad)   // mul_, addcmul_
-            var second = v[i]
-            if let vMax { vMax[i] = max(vMax[i], v[i]); second = vMax[i] }
-            let denominator = second.squareRoot() / bias2SqrtF + epsF
-            p[i] = p[i] + (-stepSize * m[i]) / denominator       // addcdiv_
+        func update(_ range: Range<Int>, weightDecay: Double) {
+            let wd = Float(weightDecay), decay = Float(1 - lr * weightDecay)
+            for i in range {
+                var grad = g[i]
+                if decoupled { p[i] *= decay } else if wd != 0 { grad = grad.addingProduct(p[i], wd) }
+                m[i] = m[i].addingProduct(b1c, grad - m[i])
+                v[i] = (v[i] * b2).addingProduct(b2c * grad, grad)   // mul_, addcmul_
+                var second = v[i]
+                if let vMax { vMax[i] = max(vMax[i], v[i]); second = vMax[i] }
+                let denominator = second.squareRoot() / bias2SqrtF + epsF
+                p[i] = p[i] + (-stepSize * m[i]) / denominator       // addcdiv_
+            }
         }
+        var cursor = 0
+        for exempt in exemptFromDecay {
+            update(cursor ..< exempt.lowerBound, weightDecay: weightDecay)
+            update(exempt, weightDecay: 0)
+            cursor = exempt.upperBound
+        }
+        update(cursor ..< parameters.count, weightDecay: weightDecay)
     }
 
     public func stateBytes() -> [UInt8] { OptimizerState.encode(kind: name, stepCount: stepCount, buffers: stateBuffers) }

@@ -145,6 +145,20 @@ struct ConfigReader {
         }
     }
 
+    /// A list of strings; a single string is a list of one.
+    mutating func strings(_ key: String, default value: [String]) throws -> [String] {
+        read.insert(key)
+        guard let node = values[key] else { return value }
+        if let scalar = node.scalar { return [scalar.string] }
+        guard case let .sequence(sequence) = node, !sequence.isEmpty else {
+            throw ConfigError("\(key) must be a string or a list of strings, got \(describe(node))")
+        }
+        return try sequence.map { item in
+            guard let s = item.scalar?.string else { throw ConfigError("\(key) must be a list of strings, got an item \(describe(item))") }
+            return s
+        }
+    }
+
     mutating func doubles(_ key: String, default value: [Double]) throws -> [Double] {
         read.insert(key)
         guard let node = values[key] else { return value }

@@ -8,6 +8,8 @@ extension TrainingConfig {
     /// Loads both splits. `log` receives one line about a computed normalisation.
     public func loadDatasets(log: (String) -> Void = { _ in }) throws -> (train: Dataset, test: Dataset) {
         switch dataset {
+        case "text", "tokens":
+            return try loadTokenWindows()
         case "synthetic":
             return (try synthetic(train: true), try synthetic(train: false))
         case "fashion-mnist":
@@ -32,6 +34,7 @@ extension TrainingConfig {
     /// evaluation takes both from the checkpoint, so it runs where only the test files are).
     public func loadTestSet() throws -> Dataset {
         switch dataset {
+        case "text", "tokens": return try loadTokenWindows().test
         case "synthetic": return try synthetic(train: false)
         case "fashion-mnist": return try fashionMNIST("t10k")
         default:

@@ -1,7 +1,12 @@
 /// What `summary.json` holds (see the README for each field).
 public struct RunSummary: Codable, Equatable {
     public var test_accuracy: Double
+    /// The last evaluation's mean loss per label (per token: the validation loss of a language
+    /// model) and, for a language model, its perplexity e^loss and training tokens per second.
+    public var test_loss: Double?
+    public var perplexity: Double?
     public var samples_per_second: Double
+    public var tokens_per_second: Double?
     public var steps: Int
     /// Samples per optimizer step, all ranks together (`train.global_batch`).
     public var global_batch: Int
@@ -43,7 +48,10 @@ public struct EpochMetrics: Codable {
     public var train_loss: Double?
     public var train_accuracy: Double
     public var test_accuracy: Double
+    public var test_loss: Double?
+    public var perplexity: Double?
     public var samples_per_second: Double
+    public var tokens_per_second: Double?
     public var compute_seconds: Double
     public var comm_seconds: Double
     public var codec_seconds: Double

@@ -10,6 +10,8 @@ struct EpochAccumulator {
     var startTime = ContinuousClock.now, startStep: Int
     var lastLR = 0.0
     var lastTestAccuracy = 0.0, lastTrainLoss: Double?
+    /// The last evaluation's loss per label and (language models) perplexity.
+    var lastTestLoss: Double?, lastPerplexity: Double?
     /// Evaluation time, excluded from training throughput (as the peer excludes it).
     var evalSeconds = 0.0
 
@@ -45,13 +47,14 @@ extension Trainer {
         let elapsed = (ContinuousClock.now - epoch.startTime).seconds
         let sums = try RingAllGather.sum([epoch.loss, Double(epoch.correct), Double(epoch.samples)], over: transport)
         epoch.lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : nil
-        let evalStart = ContinuousClock.now
-        epoch.lastTestAccuracy = try evaluate(run)
-        epoch.evalSeconds += (ContinuousClock.now - evalStart).seconds
+        try evaluate(run, &epoch)
         let partial = done % run.stepsPerEpoch != 0 && done < run.totalSteps
+        let samplesPerSecond = Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9)
+        let labels = Double(run.train.labelsPerSample)
         let metrics = EpochMetrics(epoch: epochIndex + 1, from_step: epoch.startStep, step: done, partial: partial ? true : nil, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
-                                   train_accuracy: sums[2] > 0 ? sums[1] / sums[2] : 0, test_accuracy: epoch.lastTestAccuracy,
-                                   samples_per_second: Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9),
+                                   train_accuracy: sums[2] > 0 ? sums[1] / (sums[2] * labels) : 0, test_accuracy: epoch.lastTestAccuracy,
+                                   test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
+                                   samples_per_second: samplesPerSecond, tokens_per_second: run.isLanguageModel ? samplesPerSecond * labels : nil,
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
                                    codec_seconds: epoch.clock.codec, comm_exposed_seconds: epoch.clock.exposed,
                                    comm_isolated_seconds: epoch.clock.isolated,
@@ -62,20 +65,32 @@ extension Trainer {
         }
         if transport.rank == 0 {
             if isTerminal { print("") }
-            log(String(format: "epoch %d/%d  step %d  train loss %@  train acc %.4f  test acc %.4f  %.0f samples/s  compute %.1fs comm %.1fs",
-                       epochIndex + 1, run.epochs, done, metrics.train_loss.map { String(format: "%.4f", $0) } ?? "n/a",
-                       metrics.train_accuracy, metrics.test_accuracy, metrics.samples_per_second, epoch.clock.compute, epoch.clock.comm))
+            let trainLoss = metrics.train_loss.map { String(format: "%.4f", $0) } ?? "n/a"
+            if run.isLanguageModel {
+                log(String(format: "epoch %d/%d  step %d  train loss %@  val loss %.4f  perplexity %.2f  %.0f tokens/s  compute %.1fs comm %.1fs",
+                           epochIndex + 1, run.epochs, done, trainLoss, epoch.lastTestLoss ?? .nan, epoch.lastPerplexity ?? .nan,
+                           metrics.tokens_per_second ?? 0, epoch.clock.compute, epoch.clock.comm))
+            } else {
+                log(String(format: "epoch %d/%d  step %d  train loss %@  train acc %.4f  test acc %.4f  %.0f samples/s  compute %.1fs comm %.1fs",
+                           epochIndex + 1, run.epochs, done, trainLoss,
+                           metrics.train_accuracy, metrics.test_accuracy, metrics.samples_per_second, epoch.clock.compute, epoch.clock.comm))
+            }
         }
         epoch.reset(at: done)
     }
 
-    /// Test accuracy, evaluation sharded across ranks and reduced.
-    func evaluate(_ run: TrainingRun) throws -> Double {
+    /// Evaluates on the test (validation) set, sharded across ranks and reduced, into `epoch`'s
+    /// last test figures; its time is excluded from training throughput.
+    func evaluate(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
         transport.setActivity("the evaluation")
         let spanStart = ContinuousClock.now
-        defer { run.recordSpan(.evaluate, since: spanStart) }
+        defer {
+            run.recordSpan(.evaluate, since: spanStart)
+            epoch.evalSeconds += (ContinuousClock.now - spanStart).seconds
+        }
         let batch = max(1, min(config.evalBatch, run.model.reservedBatch))
-        return try Evaluation.run(run.model, on: run.test, over: transport, batch: batch).accuracy
+        let result = try Evaluation.run(run.model, on: run.test, over: transport, batch: batch)
+        (epoch.lastTestAccuracy, epoch.lastTestLoss, epoch.lastPerplexity) = (result.accuracy, result.loss, result.perplexity)
     }
 
     /// The progress line: a live `\r` line on a terminal, a log line every `train.log_every_steps` otherwise.
@@ -83,10 +98,12 @@ extension Trainer {
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let remaining = Double(run.totalSteps - step) * wall / Double(max(step - run.startStep, 1))
         let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max((ContinuousClock.now - epoch.startTime).seconds, 1e-9)
-        let line = String(format: "epoch %d/%d  step %d/%d  loss %@  lr %.5f  %.0f samples/s  ETA %@",
+        let rate = run.isLanguageModel ? String(format: "%.0f tokens/s", samplesPerSecond * Double(run.train.labelsPerSample))
+                                       : String(format: "%.0f samples/s", samplesPerSecond)
+        let line = String(format: "epoch %d/%d  step %d/%d  loss %@  lr %.5f  %@  ETA %@",
                           (step - 1) / run.stepsPerEpoch + 1, run.epochs, step, run.totalSteps,
                           epoch.samples > 0 ? String(format: "%.4f", epoch.loss / Double(epoch.samples)) : "n/a",
-                          epoch.lastLR, samplesPerSecond, formatDuration(remaining))
+                          epoch.lastLR, rate, formatDuration(remaining))
         if isTerminal {
             print("\r" + line, terminator: "")
             fflush(stdout)

@@ -57,10 +57,10 @@ extension Trainer {
             }
         }
         // Every rank checks the model against the data before the (collective) allocation.
-        let layers = try Agreement.run("check the model against the data", over: transport) {
-            try config.modelSpec.layers(inputShape: train.inputShape, classes: train.classes, seed: config.seed)
+        let checked = try Agreement.run("check the model against the data", over: transport) {
+            try config.checkedModel(for: train)
         }
-        let model = try buildModel(layers, inputShape: train.inputShape, sharing: split?.local)
+        let model = try buildModel(checked, sharing: split?.local)
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
@@ -146,12 +146,12 @@ extension Trainer {
     /// The model, with its gradient buffer in a shared-memory window when every rank is on
     /// one host (the fp32 ring's steps are then loads from the peers' buffers:
     /// RingAllReduce+ZeroCopy.swift). Allocating the window is collective.
-    private func buildModel(_ layers: [Layer], inputShape: [Int], sharing hostTransport: SharedMemoryTransport?) throws -> Sequential {
+    private func buildModel(_ checked: CheckedModel, sharing hostTransport: SharedMemoryTransport?) throws -> Model {
         let sharing = hostTransport ?? (config.sharedMemory && transport.size > 1 ? transport as? SharedMemoryTransport : nil)
         let rank = transport.rank
         // If the window cannot be had (e.g. a small /dev/shm), this rank keeps private memory:
         // the ring agrees on its path every call, so every rank then uses messages.
-        return try Sequential(layers, inputShape: inputShape, gradientStorage: sharing.map { shared in { count in
+        return try checked.build(gradientStorage: sharing.map { shared in { count in
             do { return try shared.allocateShared(count: max(1, count))?.local } catch {
                 self.log("warning: rank \(rank): no shared-memory window for the gradients (\(error)); the all-reduce uses messages")
                 return nil
@@ -162,7 +162,7 @@ extension Trainer {
     /// Rank 0 picks the newest checkpoint that fits this model and optimizer and sends it to
     /// every rank (so ranks on hosts without the run directory's files resume too); every
     /// rank loads it; a failure on any rank is a failure on all.
-    private func restore(_ store: CheckpointStore, _ model: Sequential, _ optimizer: Optimizer,
+    private func restore(_ store: CheckpointStore, _ model: Model, _ optimizer: Optimizer,
                          _ synchronizer: GradientSynchronizer) throws -> Checkpoint {
         let count = model.parameters.count
         func fits(_ c: Checkpoint) throws {

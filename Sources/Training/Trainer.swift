@@ -120,8 +120,10 @@ public final class Trainer {
         let hash = try checkReplicas(run, step: run.endStep)
         try saveCheckpoint(run, step: run.endStep)
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
-        let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy,
-                                 samples_per_second: Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9),
+        let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9)
+        let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
+                                 samples_per_second: samplesPerSecond,
+                                 tokens_per_second: run.isLanguageModel ? samplesPerSecond * Double(run.train.labelsPerSample) : nil,
                                  steps: run.endStep, global_batch: config.globalBatch, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,

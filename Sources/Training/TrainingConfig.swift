@@ -10,12 +10,18 @@ import Optimizers
 public struct TrainingConfig {
     public var seed: UInt64 = 0
 
-    public var modelKind = "mlp"                   // model.kind: mlp | cnn | linear (shorthands for layer lists)
+    public var modelKind = "mlp"                   // model.kind: mlp | cnn | linear (shorthands for layer lists) | gpt
+    public var gpt: GPTSpec?                       // model.gpt.* (model.kind: gpt)
     public var layers: [LayerSpec]?                // model.layers: the model as a list of layers
     public var hidden = ModelSpec.defaultMLPHidden // model.hidden (mlp)
     public var dropout = 0.0                       // model.dropout (mlp)
 
-    public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | idx | npy | synthetic
+    public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | idx | npy | synthetic | text | tokens
+    public var textPaths = ["/usr/share/games/fortunes"]   // data.text (text): files or directories, read as bytes
+    public var validationFraction = 0.1            // data.val_fraction (text): the held-out tail
+    public var validationWindows = 0               // data.val_windows (text, tokens): 0 = every window at stride block_size
+    public var windowStride = 0                    // data.stride (text, tokens): training windows start every stride tokens (0: block_size)
+    public var trainTokens = "", validationTokens = ""   // data.train_tokens, data.val_tokens (tokens): uint16 files
     public var trainImages = "", trainLabels = ""  // data.train_images, data.train_labels (idx, npy)
     public var testImages = "", testLabels = ""    // data.test_images, data.test_labels (idx, npy)
     public var classes = 0                         // data.classes (idx, npy; 0: the largest label + 1)
@@ -38,6 +44,7 @@ public struct TrainingConfig {
     public var betas = [0.9, 0.999], eps = 1e-8, amsgrad = false
     public var alpha = 0.99, centered = false, trustCoefficient = 0.001
     public var scaleLRWithWorldSize = false
+    public var decay = "all"                       // optimizer.decay: all | matrices (no decay on biases and norms; gpt's default)
 
     public var schedule = "cosine"                 // schedule.name
     public var scheduleInterval = "step"           // schedule.interval: step | epoch
@@ -83,7 +90,19 @@ public struct TrainingConfig {
         var r = try ConfigReader(yaml: yaml, source: source)
         for o in overrides { try r.override(o) }
         seed = UInt64(try r.int("seed", default: 0, min: 0))
-        modelKind = try r.string("model.kind", default: modelKind, allowed: ["mlp", "cnn", "linear"])
+        modelKind = try r.string("model.kind", default: modelKind, allowed: ["mlp", "cnn", "linear", "gpt"])
+        if modelKind == "gpt" {
+            var g = GPTSpec()
+            g.layers = try r.int("model.gpt.layers", default: g.layers, min: 1)
+            g.heads = try r.int("model.gpt.heads", default: g.heads, min: 1)
+            g.embed = try r.int("model.gpt.embed", default: g.embed, min: 1)
+            g.blockSize = try r.int("model.gpt.block_size", default: g.blockSize, min: 1)
+            g.vocab = try r.int("model.gpt.vocab", default: g.vocab, min: 2)
+            g.dropout = try r.double("model.gpt.dropout", default: g.dropout, min: 0, max: 1, exclusiveMax: true)
+            g.tieEmbeddings = try r.bool("model.gpt.tie_embeddings", default: g.tieEmbeddings)
+            if let problem = g.problem { throw ConfigError(problem) }
+            gpt = g
+        }
         hidden = try r.ints("model.hidden", default: hidden, min: 1)
         dropout = try r.double("model.dropout", default: dropout, min: 0, max: 1, exclusiveMax: true)
         if let list = r.node("model.layers") {
@@ -92,7 +111,9 @@ public struct TrainingConfig {
             }
             layers = try LayerListReader.read(list)
         }
-        dataset = try r.string("data.dataset", default: dataset, allowed: ["fashion-mnist", "idx", "npy", "synthetic"])
+        dataset = try r.string("data.dataset", default: modelKind == "gpt" ? "text" : dataset,
+                               allowed: ["fashion-mnist", "idx", "npy", "synthetic", "text", "tokens"])
+        try readTokenData(&r)
         trainImages = try r.string("data.train_images", default: trainImages)
         trainLabels = try r.string("data.train_labels", default: trainLabels)
         testImages = try r.string("data.test_images", default: testImages)
@@ -141,6 +162,10 @@ public struct TrainingConfig {
         centered = try r.bool("optimizer.centered", default: centered)
         trustCoefficient = try r.double("optimizer.trust_coefficient", default: trustCoefficient, min: 0, exclusiveMin: true)
         scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
+        decay = try r.string("optimizer.decay", default: gpt != nil ? "matrices" : decay, allowed: ["all", "matrices"])
+        if decay == "matrices" && !["adam", "adamw"].contains(optimizer) {
+            throw ConfigError("optimizer.decay: matrices applies to adam and adamw (nanoGPT's parameter groups); \(optimizer) decays every parameter: remove it or choose adamw")
+        }
         schedule = try r.string("schedule.name", default: schedule,
                                 allowed: ["constant", "step", "multistep", "exponential", "cosine", "linear", "onecycle"])
         scheduleInterval = try r.string("schedule.interval", default: scheduleInterval, allowed: ["step", "epoch"])
@@ -199,6 +224,9 @@ public struct TrainingConfig {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")
         }
         // Keys that exist but would do nothing with the chosen model or optimizer: refused, not ignored.
+        if let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("model.gpt.") }), modelKind != "gpt" {
+            throw ConfigError("\(stray) applies to model.kind: gpt only (model.kind is \(modelKind)); remove it, or set model.kind: gpt")
+        }
         if let stray = ["model.hidden", "model.dropout"].first(where: r.has), modelKind != "mlp" {
             throw ConfigError("\(stray) applies to model.kind: mlp only (model.kind is \(modelKind)); remove it, or describe the model with model.layers")
         }
@@ -290,6 +318,7 @@ public struct TrainingConfig {
     /// A 64-bit hash of the canonical config: ranks compare it before training.
     public var hash: UInt64 { FastHash.hash(Array(canonicalText.utf8)) }
 
+    /// The layer list of a classifier (model.kind mlp, cnn, linear or model.layers; empty for gpt).
     public var modelSpec: ModelSpec {
         if let layers { return .layers(layers) }
         switch modelKind {
@@ -320,8 +349,10 @@ public struct TrainingConfig {
             switch optimizer {
             case "sgd": return try SGD(parameterCount: count, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
             case "adam", "adamw":
-                return try Adam(parameterCount: count, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay,
-                                decoupled: optimizer == "adamw", amsgrad: amsgrad)
+                let adam = try Adam(parameterCount: count, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay,
+                                    decoupled: optimizer == "adamw", amsgrad: amsgrad)
+                if decay == "matrices" { adam.exemptFromDecay = parameters.views.filter { $0.shape.count < 2 }.map(\.range) }
+                return adam
             case "rmsprop":
                 return try RMSProp(parameterCount: count, alpha: alpha, eps: eps, weightDecay: weightDecay, momentum: momentum, centered: centered)
             case "lamb": return try LAMB(parameterCount: count, layers: layers, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay)

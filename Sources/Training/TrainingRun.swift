@@ -11,7 +11,7 @@ import Optimizers
 /// `Trainer.prepare`; the step and the bookkeeping read it.
 final class TrainingRun {
     let train: Dataset, test: Dataset
-    let model: Sequential
+    let model: Model
     let sampler: DistributedSampler
     let optimizer: Optimizer
     let schedule: LearningRateSchedule
@@ -43,14 +43,17 @@ final class TrainingRun {
     private var order: [Int] = [], orderEpoch = -1
 
     var parameters: FlatParameters { model.parameters }
+    /// Whether every position of a sample is labelled (a language model): throughput is then
+    /// also reported in tokens per second and the evaluation as a validation loss.
+    var isLanguageModel: Bool { train.labelsPerSample > 1 }
 
     /// What the checkpoints' parameters are the parameters of (written with each checkpoint).
     var modelDescription: ModelDescription {
-        ModelDescription(model: model, layers: config.modelSpec.expanded,
+        ModelDescription(model: model, layers: config.gpt == nil ? config.modelSpec.expanded : [],
                          normalization: (train as? ArrayDataset)?.normalization)
     }
 
-    init(train: Dataset, test: Dataset, model: Sequential, sampler: DistributedSampler, optimizer: Optimizer,
+    init(train: Dataset, test: Dataset, model: Model, sampler: DistributedSampler, optimizer: Optimizer,
          schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, config: TrainingConfig, store: CheckpointStore, metrics: AppendOnlyFile?,
          totalSteps: Int, perEpoch: Bool, startStep: Int, endStep: Int, skipped: Int, configChanges: [String]) {
         (self.train, self.test, self.model, self.sampler, self.optimizer) = (train, test, model, sampler, optimizer)
@@ -60,7 +63,7 @@ final class TrainingRun {
         epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch
         (self.perEpoch, self.startStep, self.endStep, self.skipped, self.configChanges) = (perEpoch, startStep, endStep, skipped, configChanges)
         input = .allocate(capacity: sampler.localBatch * train.inputSize)
-        labels = .allocate(capacity: sampler.localBatch)
+        labels = .allocate(capacity: sampler.localBatch * train.labelsPerSample)
         microBatches = config.accumulateSteps
         microBatch = sampler.localBatch / microBatches
         accumulated = microBatches > 1 ? .allocate(capacity: model.parameters.count) : nil
@@ -75,9 +78,9 @@ final class TrainingRun {
 
     /// Micro-batch k of this rank's batch: its inputs and labels.
     func microBatch(_ k: Int) -> (input: UnsafeBufferPointer<Float>, labels: UnsafeBufferPointer<Int32>) {
-        let size = train.inputSize
+        let size = train.inputSize, perSample = train.labelsPerSample
         return (UnsafeBufferPointer(rebasing: input[k * microBatch * size ..< (k + 1) * microBatch * size]),
-                UnsafeBufferPointer(rebasing: labels[k * microBatch ..< (k + 1) * microBatch]))
+                UnsafeBufferPointer(rebasing: labels[k * microBatch * perSample ..< (k + 1) * microBatch * perSample]))
     }
 
     /// Gathers this rank's samples of global step `step` into `input` and `labels`.

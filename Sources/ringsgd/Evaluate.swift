@@ -73,7 +73,7 @@ struct Evaluate: ParsableCommand {
                 return located.checkpoint.encoded()
             }
             let found = try Checkpoint(decoding: bytes)
-            let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Sequential, Dataset, Int) in
+            let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Model, Dataset, Int) in
                 var config = try TrainingConfig(canonicalText: found.config, overrides: Self.testFileOverrides(overrides), testOnly: true)
                 // Data the model was not trained on is normalised as its training data was.
                 if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
@@ -89,7 +89,7 @@ struct Evaluate: ParsableCommand {
                     throw ConfigError("no input normalisation for \(config.testImages): the checkpoint has none (its run trained on generated data) and no training files are named; give --set data.mean=M --set data.std=S")
                 }
                 let test = try config.loadTestSet()
-                let model = try config.modelSpec.build(inputShape: test.inputShape, classes: test.classes, seed: config.seed)
+                let model = try config.makeModel(for: test)
                 guard model.parameters.count == found.parameters.count else {
                     throw ConfigError("the checkpoint holds \(found.parameters.count) parameters, its model on this data \(model.parameters.count) (input \(test.inputShape), \(test.classes) classes); evaluate on data shaped like the training data")
                 }

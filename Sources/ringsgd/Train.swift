@@ -66,8 +66,11 @@ struct Train: ParsableCommand {
             if transport.rank == 0 {
                 let ran = summary.steps - summary.resumed_from_step
                 let steps = summary.resumed_from_step > 0 ? "steps \(summary.resumed_from_step + 1)–\(summary.steps) (resumed at \(summary.resumed_from_step))" : "\(ran) steps"
-                print(String(format: "done: test accuracy %.4f, %.0f samples/s over %@ in %.1f s, %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
-                             summary.test_accuracy, summary.samples_per_second, steps, summary.wall_seconds,
+                let quality = summary.perplexity.map { String(format: "validation loss %.4f (perplexity %.2f)", summary.test_loss ?? .nan, $0) }
+                    ?? String(format: "test accuracy %.4f", summary.test_accuracy)
+                let rate = summary.tokens_per_second.map { String(format: "%.0f tokens/s", $0) } ?? String(format: "%.0f samples/s", summary.samples_per_second)
+                print(String(format: "done: %@, %@ over %@ in %.1f s, %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
+                             quality, rate, steps, summary.wall_seconds,
                              summary.skipped_steps, summary.peak_rss_mb, summary.param_hash))
                 print("metrics: \(runDirectory)/metrics.jsonl  summary: \(runDirectory)/summary.json  checkpoints: \(runDirectory)/checkpoints/")
             }

@@ -1,0 +1,164 @@
+import FileFormats
+import Foundation
+
+/// A language-modelling dataset: one long sequence of token ids, read as windows of
+/// `blockSize + 1` tokens — the first `blockSize` are the input, the last `blockSize` (shifted
+/// by one) the labels, so every position predicts the next token (nanoGPT's `get_batch`).
+///
+/// Sample i is the window starting at `starts(i)`: every `stride` tokens for training (stride
+/// = blockSize: one epoch reads the text once; stride 1: every position starts a window, as
+/// nanoGPT's random offsets), or `windows` starts spread evenly over the sequence for a
+/// validation set of fixed size (the peer's: step ⌊(n − T − 1)/windows⌋ from 0). The sampler's
+/// seeded permutation of window indices makes the windows disjoint across ranks.
+public final class TokenWindows: Dataset {
+    /// The ids, as stored: bytes (vocabulary 256) or little-endian uint16 (nanoGPT's and
+    /// llm.c's `.bin` token files).
+    public enum Tokens {
+        case bytes(UnsafePointer<UInt8>)
+        case uint16(UnsafeRawPointer)
+
+        @inline(__always) func id(_ i: Int) -> Int {
+            switch self {
+            case let .bytes(p): return Int(p[i])
+            case let .uint16(p): return Int(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            }
+        }
+    }
+
+    public enum Layout: Equatable {
+        /// Windows every `stride` tokens from the first.
+        case stride(Int)
+        /// `count` windows spread evenly (fewer when the sequence is short).
+        case evenlySpaced(Int)
+    }
+
+    public let tokens: Tokens
+    public let tokenCount: Int
+    public let blockSize: Int
+    public let classes: Int
+    public let count: Int
+    private let step: Int
+    /// What keeps the tokens' memory alive (an array or a mapped file).
+    private let storage: AnyObject
+
+    public var inputShape: [Int] { [blockSize] }
+    public var labelsPerSample: Int { blockSize }
+
+    /// `what` names the sequence in errors ("data.val_tokens /data/val.bin").
+    public init(tokens: Tokens, count tokenCount: Int, blockSize: Int, vocab: Int, layout: Layout,
+                storage: AnyObject, what: String) throws {
+        guard tokenCount >= blockSize + 1 else {
+            throw DatasetError("\(what) holds \(tokenCount) tokens, fewer than one window of block_size + 1 = \(blockSize + 1); give more text or lower model.gpt.block_size")
+        }
+        (self.tokens, self.tokenCount, self.blockSize, self.classes, self.storage) = (tokens, tokenCount, blockSize, vocab, storage)
+        let span = tokenCount - blockSize - 1   // the last start is `span`
+        switch layout {
+        case let .stride(stride):
+            step = stride
+            count = span / stride + 1
+        case let .evenlySpaced(windows):
+            step = max(1, span / windows)
+            count = max(1, min(windows, (span + step - 1) / step))   // numpy's arange(0, span, step)[:windows]
+        }
+    }
+
+    /// Where window i starts.
+    public func start(_ i: Int) -> Int { i * step }
+
+    public func fill(_ indices: ArraySlice<Int>, input: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>) {
+        let t = blockSize, tokens = tokens
+        for (row, index) in indices.enumerated() {
+            let start = start(index), x = input + row * t, y = labels + row * t
+            for p in 0 ..< t {
+                x[p] = Float(tokens.id(start + p))
+                y[p] = Int32(tokens.id(start + p + 1))
+            }
+        }
+    }
+}
+
+/// The byte-level corpus of `data.dataset: text`: the bytes of every file given, in order; a
+/// directory contributes its regular files sorted by name, skipping symbolic links and the
+/// `fortune` program's `.dat` indexes and `.u8` links — so that the `fortunes` package's
+/// directory is its text, as `../shared/peer/torch_ddp.py` reads it.
+public enum TextCorpus {
+    public static func read(_ paths: [String]) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        let manager = FileManager.default
+        for path in paths {
+            var isDirectory: ObjCBool = false
+            guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                throw DatasetError("data.text: \(path) does not exist; install the fortunes package (launch/setup.sh) or list text files or directories in data.text")
+            }
+            var files = [path]
+            if isDirectory.boolValue {
+                let names = (try? manager.contentsOfDirectory(atPath: path)) ?? []
+                files = names.sorted().filter { !$0.hasSuffix(".dat") && !$0.hasSuffix(".u8") }
+                    .map { (path as NSString).appendingPathComponent($0) }
+                    .filter { file in
+                        guard let attributes = try? manager.attributesOfItem(atPath: file) else { return false }
+                        return attributes[.type] as? FileAttributeType == .typeRegular
+                    }
+            }
+            for file in files {
+                guard let data = manager.contents(atPath: file) else {
+                    throw DatasetError("data.text: cannot read \(file); check its permissions or remove it from data.text")
+                }
+                bytes += data
+            }
+        }
+        guard !bytes.isEmpty else {
+            throw DatasetError("data.text (\(paths.joined(separator: ", "))) holds no text; list text files or directories that are not empty")
+        }
+        return bytes
+    }
+}
+
+/// The text's bytes, owned (the storage a `TokenWindows` keeps alive).
+final class ByteStorage {
+    let bytes: UnsafeMutableBufferPointer<UInt8>
+    init(_ array: [UInt8]) {
+        bytes = .allocate(capacity: max(1, array.count))
+        _ = bytes.initialize(from: array)
+    }
+    deinit { bytes.deallocate() }
+}
+
+extension TokenWindows {
+    /// `data.dataset: text`: the corpus's bytes; the last `validationFraction` of them held out
+    /// (the split at ⌊n·(1 − fraction)⌋, as the peer's `int(len · 0.9)`). Training windows every
+    /// `stride` bytes, validation windows every `blockSize` bytes or `validationWindows` spread.
+    public static func text(_ paths: [String], blockSize: Int, validationFraction: Double, stride: Int,
+                            validationWindows: Int) throws -> (train: TokenWindows, validation: TokenWindows) {
+        let bytes = try TextCorpus.read(paths)
+        let cut = Int(Double(bytes.count) * (1 - validationFraction))
+        let train = ByteStorage(Array(bytes[..<cut])), held = ByteStorage(Array(bytes[cut...]))
+        return (try TokenWindows(tokens: .bytes(train.bytes.baseAddress!), count: cut, blockSize: blockSize, vocab: 256,
+                                 layout: .stride(stride), storage: train, what: "the training part of data.text"),
+                try TokenWindows(tokens: .bytes(held.bytes.baseAddress!), count: bytes.count - cut, blockSize: blockSize, vocab: 256,
+                                 layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(blockSize),
+                                 storage: held, what: "the held-out part of data.text (data.val_fraction)"))
+    }
+
+    /// `data.dataset: tokens`: a flat file of little-endian uint16 ids (nanoGPT's `train.bin`,
+    /// llm.c's token shards without their header), memory-mapped; every id is checked < `vocab`.
+    public static func tokenFile(_ path: String, key: String, blockSize: Int, vocab: Int, layout: Layout) throws -> TokenWindows {
+        let file: MappedFile
+        do { file = try MappedFile(path: path, what: key) } catch let error as FileFormatError {
+            throw DatasetError("\(error.description); check \(key)")
+        }
+        guard file.bytes.count % 2 == 0 else {
+            throw DatasetError("\(key) \(path) has an odd length (\(file.bytes.count) bytes): it is not a file of uint16 token ids")
+        }
+        let n = file.bytes.count / 2
+        let base = file.bytes.baseAddress!
+        for i in 0 ..< n {
+            let id = Int(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            guard id < vocab else {
+                throw DatasetError("\(key) \(path): token \(id) at position \(i) is outside the vocabulary of \(vocab) (model.gpt.vocab); raise model.gpt.vocab or check the file")
+            }
+        }
+        return try TokenWindows(tokens: .uint16(base), count: n, blockSize: blockSize, vocab: vocab, layout: layout,
+                                storage: file, what: "\(key) \(path)")
+    }
+}

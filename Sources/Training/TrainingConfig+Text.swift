@@ -1,0 +1,87 @@
+import Datasets
+import Foundation
+import NeuralNet
+
+/// The language-model side of a config: `data.dataset: text | tokens` and their keys, which
+/// go with `model.kind: gpt` and with nothing else.
+extension TrainingConfig {
+    static let textKeys = ["data.text", "data.val_fraction"]
+    static let tokenKeys = ["data.train_tokens", "data.val_tokens"]
+    static let windowKeys = ["data.val_windows", "data.stride"]
+
+    mutating func readTokenData(_ r: inout ConfigReader) throws {
+        let isText = dataset == "text", isTokens = dataset == "tokens"
+        if (isText || isTokens) != (modelKind == "gpt") {
+            throw ConfigError(modelKind == "gpt"
+                ? "model.kind: gpt trains on token windows; set data.dataset: text (files read as bytes) or tokens (uint16 token files), not \(dataset)"
+                : "data.dataset: \(dataset) is a language-modelling dataset; it needs model.kind: gpt (model.kind is \(modelKind))")
+        }
+        let present = Set(r.values.keys)
+        let given = { (keys: [String]) in keys.first(where: present.contains) }
+        if !isText, let stray = given(Self.textKeys) { throw ConfigError("\(stray) is read only with data.dataset: text (data.dataset is \(dataset))") }
+        if !isTokens, let stray = given(Self.tokenKeys) { throw ConfigError("\(stray) is read only with data.dataset: tokens (data.dataset is \(dataset))") }
+        if !isText && !isTokens, let stray = given(Self.windowKeys) {
+            throw ConfigError("\(stray) is read only with data.dataset: text or tokens (data.dataset is \(dataset))")
+        }
+        textPaths = try r.strings("data.text", default: textPaths)
+        validationFraction = try r.double("data.val_fraction", default: validationFraction, min: 0, max: 1, exclusiveMin: true, exclusiveMax: true)
+        validationWindows = try r.int("data.val_windows", default: validationWindows, min: 0)
+        windowStride = try r.int("data.stride", default: windowStride, min: 0)
+        trainTokens = try r.string("data.train_tokens", default: trainTokens)
+        validationTokens = try r.string("data.val_tokens", default: validationTokens)
+        if isTokens, let missing = Self.tokenKeys.first(where: { !r.has($0) }) {
+            throw ConfigError("data.dataset: tokens needs data.train_tokens and data.val_tokens (flat little-endian uint16 token files, as nanoGPT's prepare.py writes them); \(missing) is missing")
+        }
+        if isText, let gpt, gpt.vocab < 256 {
+            throw ConfigError("data.dataset: text reads bytes (ids 0…255); model.gpt.vocab must be ≥ 256, got \(gpt.vocab)")
+        }
+    }
+
+    /// The token windows of `data.dataset: text` or `tokens` (training, validation).
+    func loadTokenWindows() throws -> (train: Dataset, test: Dataset) {
+        let gpt = self.gpt ?? GPTSpec()
+        let stride = windowStride > 0 ? windowStride : gpt.blockSize
+        if dataset == "text" {
+            let split = try TokenWindows.text(textPaths, blockSize: gpt.blockSize, validationFraction: validationFraction,
+                                              stride: stride, validationWindows: validationWindows)
+            return (split.train, split.validation)
+        }
+        return (try TokenWindows.tokenFile(trainTokens, key: "data.train_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab, layout: .stride(stride)),
+                try TokenWindows.tokenFile(validationTokens, key: "data.val_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab,
+                                           layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(gpt.blockSize)))
+    }
+
+    /// The model checked against the data, before any buffer exists (every rank checks; the
+    /// allocation that follows is collective when the gradients live in shared memory).
+    public func checkedModel(for data: Dataset) throws -> CheckedModel {
+        if let gpt {
+            guard data.inputShape == [gpt.blockSize], data.labelsPerSample == gpt.blockSize, data.classes <= gpt.vocab else {
+                throw ShapeError("model.gpt (block_size \(gpt.blockSize), vocab \(gpt.vocab)) does not fit the data (windows \(data.inputShape), \(data.classes) token ids)")
+            }
+            return .gpt(gpt)
+        }
+        guard data.labelsPerSample == 1 else {
+            throw ShapeError("data.dataset: \(dataset) gives a label per position; it needs model.kind: gpt")
+        }
+        return .layers(try modelSpec.layers(inputShape: data.inputShape, classes: data.classes, seed: seed), inputShape: data.inputShape)
+    }
+
+    /// The model for `data`, with fresh (zero) parameters.
+    public func makeModel(for data: Dataset, gradientStorage: GradientStorage? = nil) throws -> Model {
+        try checkedModel(for: data).build(gradientStorage: gradientStorage)
+    }
+}
+
+/// A model whose shape has been checked against the data: the layers of a classifier (built
+/// once, the very ones checked) or a GPT's spec.
+public enum CheckedModel {
+    case layers([Layer], inputShape: [Int])
+    case gpt(GPTSpec)
+
+    public func build(gradientStorage: GradientStorage?) throws -> Model {
+        switch self {
+        case let .layers(layers, inputShape): return try Sequential(layers, inputShape: inputShape, gradientStorage: gradientStorage)
+        case let .gpt(spec): return try GPT(spec, gradientStorage: gradientStorage)
+        }
+    }
+}
