@@ -76,18 +76,19 @@ public final class PowerSGD: BucketAverager {
     public var matrixCount: Int { matrices.count }
     public var matrixValues: Int { matrices.reduce(0) { $0 + $1.size } }
 
-    /// The plan for a model: its parameter views (weights named "i.weight", with "i.bias"
-    /// giving the number of rows), cut by `plan`'s buckets. Throws when no matrix is worth
-    /// compressing.
+    /// The plan for a model: every view of two or more dimensions is a matrix of shape[0] rows
+    /// (a Linear's out × in, a Conv2d's out × in·k·k, an embedding's tokens × width) — by its
+    /// shape, not its name, so bias-free projections and embeddings compress too, as DDP's
+    /// PowerSGD hook treats every tensor of ≥ 2 dimensions; cut by `plan`'s buckets. Throws
+    /// when no matrix is worth compressing.
     public init(views: [ParameterView], plan: BucketPlan, settings: PowerSGDSettings, transport: Transport,
                 codec: GradientCodec, errorFeedback: Bool, segmentBytes: Int?, seed: UInt64) throws {
         self.settings = settings
         let rank = settings.rank
-        let bias = Dictionary(views.filter { $0.name.hasSuffix(".bias") }.map { ($0.name.dropLast(5), $0.count) }, uniquingKeysWith: { a, _ in a })
         var matrices: [Matrix] = [], p = 0, q = 0, largest = "none"
-        for view in views.sorted(by: { $0.offset < $1.offset }) where view.name.hasSuffix(".weight") {
-            guard let rows = bias[view.name.dropLast(7)], rows > 1, view.count % rows == 0 else { continue }
-            let columns = view.count / rows
+        for view in views.sorted(by: { $0.offset < $1.offset }) where view.shape.count >= 2 {
+            let rows = view.shape[0], columns = view.count / max(rows, 1)
+            guard rows > 1 else { continue }
             let rate = Double(rows * columns) / Double((rows + columns) * rank)
             largest = "\(view.name) \(rows)×\(columns): \(String(format: "%.2f", rate))"
             guard columns > 1, rate >= settings.minCompressionRate else { continue }

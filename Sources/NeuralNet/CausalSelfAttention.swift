@@ -137,7 +137,7 @@ public final class CausalSelfAttention: Layer {
             var maximum = row[0]
             for j in 1 ..< i + 1 where row[j] > maximum { maximum = row[j] }
             var sum: Float = 0
-            for j in 0 ... i { row[j] = (row[j] - maximum).exponential; sum += row[j] }
+            for j in 0 ... i { row[j] = FastMath.exp(row[j] - maximum); sum += row[j] }
             let inverse = 1 / sum
             for j in 0 ... i { row[j] *= inverse }
             for j in i + 1 ..< t { row[j] = 0 }

@@ -26,7 +26,9 @@ public final class Dropout: Layer {
         return input
     }
 
+    /// Nothing to hold at p = 0 (a GPT has a dropout at every residual branch, off by default).
     public func reserve(batch: Int) {
+        guard probability > 0 else { return }
         output.reserve(batch * size); inputGrad.reserve(batch * size); mask.reserve(batch * size)
     }
 

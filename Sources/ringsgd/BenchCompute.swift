@@ -4,20 +4,22 @@ import Foundation
 import NeuralNet
 import Optimizers
 
-/// `ringsgd bench compute`: one core, one full training step (forward, loss, backward, SGD
-/// momentum update) on a Fashion-MNIST-shaped batch, warm-up then timed steps.
+/// `ringsgd bench compute`: one core, one full training step (forward, loss, backward, and the
+/// optimizer update: SGD momentum for the classifiers, AdamW for the GPT) on a batch shaped
+/// as the real data (Fashion-MNIST images; windows of bytes for configs/tiny-gpt.yaml's GPT),
+/// warm-up then timed steps.
 struct BenchCompute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compute",
         abstract: "Samples/s and GFLOP/s of a full training step on one core."
     )
 
-    enum Model: String, ExpressibleByArgument, CaseIterable { case mlp, cnn }
+    enum Model: String, ExpressibleByArgument, CaseIterable { case mlp, cnn, gpt }
 
     @Option(help: "Model (\(Model.allCases.map(\.rawValue).joined(separator: ", "))).")
     var model: Model = .mlp
-    @Option(help: "Batch size.")
-    var batch: Int = 128
+    @Option(help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16.")
+    var batch: Int?
     @Option(help: "Untimed warm-up steps.")
     var warmup: Int = 5
     @Option(help: "Timed steps (median reported).")
@@ -26,20 +28,28 @@ struct BenchCompute: ParsableCommand {
     var json: String?
 
     func validate() throws {
-        if batch < 1 { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
         if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
     }
 
     func run() throws {
         BLASThreads.set(1)
-        let spec: ModelSpec = model == .mlp ? .mlp(hidden: ModelSpec.defaultMLPHidden, dropout: 0) : .cnn
-        let net = try spec.build(inputShape: [1, 28, 28], classes: 10)
+        let batch = self.batch ?? (model == .gpt ? 16 : 128)
+        let net: NeuralNet.Model, optimizer: Optimizer
+        switch model {
+        case .gpt:
+            net = try GPT(GPTSpec())
+            optimizer = try Adam(parameterCount: net.parameters.count, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, decoupled: true)
+        case .mlp, .cnn:
+            let spec: ModelSpec = model == .mlp ? .mlp(hidden: ModelSpec.defaultMLPHidden, dropout: 0) : .cnn
+            net = try spec.build(inputShape: [1, 28, 28], classes: 10)
+            optimizer = try SGD(parameterCount: net.parameters.count, momentum: 0.9)
+        }
         net.initialize(seed: 0)
         net.reserve(batch: batch)
-        let optimizer = try SGD(parameterCount: net.parameters.count, momentum: 0.9)
         var generator = SeededGenerator(seed: 1)
-        let input = (0 ..< batch * 784).map { _ in generator.uniform(-1, 2) }
-        let labels = (0 ..< batch).map { _ in Int32(generator.next() % 10) }
+        let input = (0 ..< batch * net.inputSize).map { _ in model == .gpt ? Float(generator.next() % 256) : generator.uniform(-1, 2) }
+        let labels = (0 ..< batch * net.labelsPerSample).map { _ in Int32(generator.next() % UInt64(net.classes)) }
         var times: [Double] = []
         try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
@@ -58,11 +68,13 @@ struct BenchCompute: ParsableCommand {
         print("bench compute: \(net.summary)")
         print("bench compute: OpenBLAS kernels \(BLASKernels.coreName)"
               + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""))
-        print(String(format: "model %@ batch %d: %.0f samples/s, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
-                     model.rawValue, batch, samplesPerSecond, perStep * 1e3, gflops, steps))
+        let tokens = net.labelsPerSample > 1 ? String(format: " (%.0f tokens/s)", samplesPerSecond * Double(net.labelsPerSample)) : ""
+        print(String(format: "model %@ batch %d: %.0f samples/s%@, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
+                     model.rawValue, batch, samplesPerSecond, tokens, perStep * 1e3, gflops, steps))
         if let json {
-            let object: [String: Any] = ["model": model.rawValue, "batch": batch,
+            var object: [String: Any] = ["model": model.rawValue, "batch": batch,
                                          "samples_per_second": samplesPerSecond, "gflops": gflops]
+            if net.labelsPerSample > 1 { object["tokens_per_second"] = samplesPerSecond * Double(net.labelsPerSample) }
             try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json), options: .atomic)
         }
     }

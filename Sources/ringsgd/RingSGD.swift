@@ -13,7 +13,7 @@ struct RingSGD: ParsableCommand {
         commandName: "ringsgd",
         abstract: "Distributed data-parallel SGD with a compressed ring all-reduce over MPI.",
         discussion: "Launch under mpirun: launch/local.sh 2 train --config configs/fashion-mlp.yaml",
-        subcommands: [Train.self, Evaluate.self, Export.self, Bench.self, Check.self]
+        subcommands: [Train.self, Evaluate.self, Generate.self, Export.self, Bench.self, Check.self]
     )
 
     /// Under mpirun every rank parses the same arguments: rank 0 alone reports a mistake in

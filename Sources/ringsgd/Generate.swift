@@ -1,0 +1,89 @@
+import ArgumentParser
+import Foundation
+import NeuralNet
+import Training
+
+/// `ringsgd generate`: text from a trained GPT, streamed to the terminal token by token. One
+/// process, no MPI.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sample text from a trained GPT (model.kind: gpt), streaming tokens as they come.",
+        discussion: """
+            Examples:
+              ringsgd generate --run-dir runs/tiny-gpt --prompt "Q: Why" --tokens 300
+              ringsgd generate --run-dir runs/tiny-gpt --temperature 0        (greedy)
+            Each token is one incremental step over a key/value cache (--no-cache: one full
+            forward pass over the window per token, for comparison). A byte-level model's
+            tokens are written as bytes; other vocabularies as token ids.
+            """
+    )
+
+    @OptionGroup var source: CheckpointChoice
+
+    @Option(help: "Text the model continues (bytes for a byte-level model; otherwise space-separated token ids).")
+    var prompt: String = "\n"
+    @Option(help: "Tokens to generate.")
+    var tokens: Int = 256
+    @Option(help: "Softmax temperature; 0 takes the most likely token.")
+    var temperature: Double = 0.8
+    @Option(help: "Sample among the K most likely tokens only (0: all).")
+    var topK: Int = 0
+    @Option(help: "Seed of the sampling.")
+    var seed: UInt64 = 0
+    @Flag(help: "Run a full forward pass per token instead of the key/value cache.")
+    var noCache = false
+
+    func validate() throws {
+        if tokens < 1 { throw ValidationError("--tokens must be ≥ 1, got \(tokens)") }
+        if !(temperature >= 0) || !temperature.isFinite { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
+        if topK < 0 { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
+    }
+
+    func run() throws {
+        BLASThreads.set(1)
+        let (found, path) = try source.locate()
+        guard let description = found.model, let spec = description.gpt else {
+            throw ValidationError("\(path) holds a \(found.model.map { _ in "classifier" } ?? "model without a description"); generate samples from a GPT (model.kind: gpt)")
+        }
+        let model = try GPT(spec)
+        guard model.parameters.count == found.parameters.count else {
+            throw ValidationError("\(path) holds \(found.parameters.count) parameters, its GPT description \(model.parameters.count); the checkpoint is damaged")
+        }
+        _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
+        let bytes = spec.vocab == 256
+        let promptTokens = try bytes ? Array(prompt.utf8).map(Int.init) : prompt.split(separator: " ").map { word in
+            guard let id = Int(word), id >= 0, id < spec.vocab else {
+                throw ValidationError("--prompt: '\(word)' is not a token id below \(spec.vocab) (this model's vocabulary is not bytes: give space-separated ids)")
+            }
+            return id
+        }
+        guard !promptTokens.isEmpty else { throw ValidationError("--prompt is empty; give at least one character") }
+        FileHandle.standardError.write("generating \(tokens) tokens from \(path) (step \(found.step), \(spec)), \(noCache ? "a full forward pass per token" : "key/value cache")\n".data(using: .utf8)!)
+
+        let decoder = GPTDecoder(model)
+        var generator = SeededGenerator(seed: seed)
+        var context: [Int] = []
+        var logits: [Float] = []
+        func feed(_ token: Int) throws {
+            if noCache {
+                context.append(token)
+                if context.count > spec.blockSize { context = GPTDecoder.contextShift(Array(context.dropLast()), blockSize: spec.blockSize) + [token] }
+                logits = try GPTDecoder.fullForward(model, context: context)
+            } else {
+                logits = Array(decoder.append(token))
+            }
+        }
+        for token in promptTokens { try feed(token) }
+        let start = ContinuousClock.now
+        let out = FileHandle.standardOutput
+        for _ in 0 ..< tokens {
+            let next = logits.withUnsafeBufferPointer { TokenSampler.sample($0, temperature: temperature, topK: topK, generator: &generator) }
+            if bytes { out.write(Data([UInt8(next)])) } else { out.write("\(next) ".data(using: .utf8)!) }
+            try feed(next)
+        }
+        out.write("\n".data(using: .utf8)!)
+        let seconds = (ContinuousClock.now - start).seconds
+        FileHandle.standardError.write(String(format: "%d tokens in %.2f s: %.0f tokens/s (%@)\n", tokens, seconds, Double(tokens) / seconds,
+                                              noCache ? "full forward per token" : "key/value cache").data(using: .utf8)!)
+    }
+}
