@@ -98,6 +98,13 @@ extension Trainer {
         // Start: rank 0's initial parameters everywhere (the seeded init already agrees; the
         // broadcast makes it a guarantee), or the newest valid checkpoint.
         model.initialize(seed: config.seed)
+        if let initFromPath, !resume {
+            let loaded = try Agreement.run("load --init-from", over: transport) { () -> Int in
+                guard rank == 0 else { return 0 }
+                return try InitialWeights.load(initFromPath, into: parameters, tiedHead: (model as? GPT)?.spec.tieEmbeddings ?? false)
+            }
+            if rank == 0 { log("initial weights: \(loaded) tensors from \(initFromPath)") }
+        }
         try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.parameters), root: 0)
         var startStep = 0, skipped = 0, changes: [String] = []
         if resume {

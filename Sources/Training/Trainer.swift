@@ -40,6 +40,8 @@ public final class Trainer {
     public var gradientDumpPath: String?
     /// If set, spans of every rank go to this Chrome trace-event file (`Timeline`), written at the end.
     public var timelinePath: String?
+    /// `train --init-from`: a safetensors file whose tensors replace the seeded initialisation.
+    public var initFromPath: String?
     let log: (String) -> Void
     let isTerminal: Bool
 

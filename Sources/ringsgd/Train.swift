@@ -35,11 +35,15 @@ struct Train: ParsableCommand {
     @Option(help: "Write a Chrome trace-event timeline of every rank to this file (open in https://ui.perfetto.dev).")
     var timeline: String?
 
+    @Option(help: "Start from these weights (safetensors, matched to the model by name and shape) instead of the seeded initialisation.")
+    var initFrom: String?
+
     @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
     var dumpGradient: String?
 
     func validate() throws {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
+        if resume && initFrom != nil { throw ValidationError("--resume continues from the run's checkpoint; --init-from starts a new run from given weights: pass one") }
         if resume && overwrite { throw ValidationError("--resume continues the run directory's run, --overwrite replaces it: pass one") }
     }
 
@@ -62,6 +66,7 @@ struct Train: ParsableCommand {
             }
             trainer.gradientDumpPath = dumpGradient
             trainer.timelinePath = timeline
+            trainer.initFromPath = initFrom
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 let ran = summary.steps - summary.resumed_from_step
