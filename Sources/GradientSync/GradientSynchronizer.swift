@@ -55,7 +55,10 @@ public final class GradientSynchronizer {
     /// Whether buckets are averaged on a thread of their own (the timeline's lane).
     public var averagesOnOwnThread: Bool { thread != nil }
     /// What the steps after the warm-up run, for the log.
-    public var description: String { configured.name }
+    public var description: String {
+        guard let powerSGD else { return configured.name }
+        return "\(configured.name), PowerSGD rank \(powerSGD.settings.rank) on \(powerSGD.matrixCount) matrices (\(powerSGD.matrixValues) values) from step \(powerSGD.settings.startStep)"
+    }
 
     /// `hosts`: the host split when the all-reduce is hierarchical; `views`: the parameters'
     /// names and shapes (PowerSGD's matrices). With `comm.codec: auto` the codec is fp32 until

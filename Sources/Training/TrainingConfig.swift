@@ -149,8 +149,9 @@ public struct TrainingConfig {
         clipGradNorm = try r.double("train.clip_grad_norm", default: clipGradNorm, min: 0)
         logEverySteps = try r.int("train.log_every_steps", default: logEverySteps, min: 1)
         evalBatch = try r.int("train.eval_batch", default: evalBatch, min: 1)
-        optimizer = try r.string("optimizer.name", default: optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
-        lr = try r.double("optimizer.lr", default: lr, min: 0)
+        // A GPT's defaults are nanoGPT's: AdamW at 1e-3.
+        optimizer = try r.string("optimizer.name", default: gpt != nil ? "adamw" : optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
+        lr = try r.double("optimizer.lr", default: gpt != nil ? 1e-3 : lr, min: 0)
         momentum = try r.double("optimizer.momentum", default: optimizer == "sgd" || optimizer == "lars" ? momentum : 0, min: 0)
         dampening = try r.double("optimizer.dampening", default: dampening, min: 0, max: 1)
         nesterov = try r.bool("optimizer.nesterov", default: nesterov)
@@ -162,7 +163,8 @@ public struct TrainingConfig {
         centered = try r.bool("optimizer.centered", default: centered)
         trustCoefficient = try r.double("optimizer.trust_coefficient", default: trustCoefficient, min: 0, exclusiveMin: true)
         scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
-        decay = try r.string("optimizer.decay", default: gpt != nil ? "matrices" : decay, allowed: ["all", "matrices"])
+        decay = try r.string("optimizer.decay", default: gpt != nil && ["adam", "adamw"].contains(optimizer) ? "matrices" : decay,
+                             allowed: ["all", "matrices"])
         if decay == "matrices" && !["adam", "adamw"].contains(optimizer) {
             throw ConfigError("optimizer.decay: matrices applies to adam and adamw (nanoGPT's parameter groups); \(optimizer) decays every parameter: remove it or choose adamw")
         }

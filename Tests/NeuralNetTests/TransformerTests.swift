@@ -151,3 +151,44 @@ final class TransformerTests: XCTestCase {
         }
     }
 }
+
+/// The key/value-cache decoder against full forward passes, and the sampler.
+final class GPTDecoderTests: XCTestCase {
+    /// Property: at every step — past block_size, where the context shifts to its last half —
+    /// the cache's logits equal a full forward pass over the same context, within 1e-4.
+    func testCachedLogitsEqualFullPasses() throws {
+        for tied in [true, false] {
+            let gpt = try GPT(GPTSpec(layers: 2, heads: 2, embed: 16, blockSize: 8, vocab: 13, tieEmbeddings: tied))
+            gpt.initialize(seed: 4)
+            for i in gpt.parameters.parameters.indices { gpt.parameters.parameters[i] *= 10 }   // logits far from uniform
+            let decoder = GPTDecoder(gpt)
+            var generator = SeededGenerator(seed: 9)
+            var context: [Int] = []
+            for _ in 0 ..< 20 {
+                let token = Int(generator.next() % 13)
+                let cached = Array(decoder.append(token))
+                context.append(token)
+                if context.count > 8 { context = GPTDecoder.contextShift(Array(context.dropLast()), blockSize: 8) + [token] }
+                XCTAssertEqual(decoder.context, context)
+                let full = try GPTDecoder.fullForward(gpt, context: context)
+                for (a, b) in zip(cached, full) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), "context \(context)") }
+            }
+        }
+    }
+
+    /// Temperature 0 is the arg-max; top-k 1 is too, at any temperature; a seeded draw repeats.
+    func testSamplerGreedyTopKAndSeed() {
+        let logits: [Float] = [0.1, 2.5, -1, 2.4, 0]
+        logits.withUnsafeBufferPointer { z in
+            var g = SeededGenerator(seed: 1)
+            XCTAssertEqual(TokenSampler.sample(z, temperature: 0, topK: 0, generator: &g), 1)
+            for _ in 0 ..< 20 { XCTAssertEqual(TokenSampler.sample(z, temperature: 5, topK: 1, generator: &g), 1) }
+            var a = SeededGenerator(seed: 3), b = SeededGenerator(seed: 3)
+            let first = (0 ..< 50).map { _ in TokenSampler.sample(z, temperature: 1, topK: 0, generator: &a) }
+            let second = (0 ..< 50).map { _ in TokenSampler.sample(z, temperature: 1, topK: 0, generator: &b) }
+            XCTAssertEqual(first, second)
+            XCTAssertEqual(Set(first).isSubset(of: [0, 1, 2, 3, 4]), true)
+            XCTAssertGreaterThan(Set(first).count, 2, "temperature 1 samples more than the top two")
+        }
+    }
+}

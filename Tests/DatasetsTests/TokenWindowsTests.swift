@@ -1,0 +1,77 @@
+import Datasets
+import Foundation
+import XCTest
+
+/// Token windows: inputs and next-token labels, strides and evenly spread validation windows
+/// (the peer's), uint16 token files and their errors, the text corpus's file choice.
+final class TokenWindowsTests: XCTestCase {
+    func directory() throws -> String {
+        let dir = NSTemporaryDirectory() + "ringsgd-tokens-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func write(_ ids: [UInt16], to path: String) {
+        var bytes: [UInt8] = []
+        for id in ids { bytes += [UInt8(id & 0xFF), UInt8(id >> 8)] }
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+    }
+
+    /// Window i starts at i·stride; its labels are its inputs shifted by one.
+    func testWindowsAndShiftedLabels() throws {
+        let path = try directory() + "/t.bin"
+        write((0 ..< 40).map { UInt16($0 * 3) }, to: path)
+        let windows = try TokenWindows.tokenFile(path, key: "data.train_tokens", blockSize: 5, vocab: 200, layout: .stride(4))
+        XCTAssertEqual(windows.count, (40 - 5 - 1) / 4 + 1)
+        XCTAssertEqual(windows.inputShape, [5])
+        XCTAssertEqual(windows.labelsPerSample, 5)
+        var x = [Float](repeating: 0, count: 10), y = [Int32](repeating: 0, count: 10)
+        windows.fill([2, 8], input: &x, labels: &y)
+        XCTAssertEqual(x, [24, 27, 30, 33, 36, 96, 99, 102, 105, 108])
+        XCTAssertEqual(y, [27, 30, 33, 36, 39, 99, 102, 105, 108, 111])
+    }
+
+    /// numpy's arange(0, n − T − 1, max(1, (n − T − 1) // W))[:W], as the peer picks validation windows.
+    func testEvenlySpacedWindowsAreThePeers() throws {
+        let path = try directory() + "/v.bin"
+        for (n, t, w) in [(1000, 16, 64), (100, 16, 64), (18, 16, 8), (17, 16, 4)] {
+            write([UInt16](repeating: 1, count: n), to: path)
+            let windows = try TokenWindows.tokenFile(path, key: "data.val_tokens", blockSize: t, vocab: 2, layout: .evenlySpaced(w))
+            let span = n - t - 1, step = max(1, span / w)
+            let expected = Array(stride(from: 0, to: span, by: step).prefix(w))
+            XCTAssertEqual((0 ..< windows.count).map(windows.start), expected.isEmpty ? [0] : expected, "n \(n)")
+        }
+    }
+
+    func testTokenFileErrorsNameTheFile() throws {
+        let dir = try directory()
+        _ = FileManager.default.createFile(atPath: dir + "/odd.bin", contents: Data([1, 0, 2]))
+        write([1, 2, 300, 4, 5, 6], to: dir + "/big.bin")
+        write([1, 2, 3], to: dir + "/short.bin")
+        let cases = [("odd.bin", "has an odd length (3 bytes)"), ("big.bin", "token 300 at position 2 is outside the vocabulary of 256"),
+                     ("short.bin", "holds 3 tokens, fewer than one window of block_size + 1 = 5"), ("none.bin", "cannot open")]
+        for (name, expected) in cases {
+            XCTAssertThrowsError(try TokenWindows.tokenFile(dir + "/" + name, key: "data.train_tokens", blockSize: 4, vocab: 256, layout: .stride(4))) { error in
+                XCTAssertTrue("\(error)".contains(expected) && "\(error)".contains(name), "\(error)")
+                XCTAssertFalse("\(error)".contains("\n"))
+            }
+        }
+    }
+
+    /// A directory contributes its regular files sorted by name, without fortune's .dat and .u8
+    /// files and without symbolic links; the held-out part is the tail.
+    func testTextCorpusReadsTheTextFilesInOrder() throws {
+        let dir = try directory()
+        _ = FileManager.default.createFile(atPath: dir + "/b", contents: Data("BBBB".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/a", contents: Data("AAAA".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/a.dat", contents: Data("index".utf8))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/a.u8", withDestinationPath: dir + "/a")
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/b")
+        XCTAssertEqual(String(decoding: try TextCorpus.read([dir]), as: UTF8.self), "AAAABBBB")
+        let split = try TokenWindows.text([dir, dir], blockSize: 2, validationFraction: 0.25, stride: 1, validationWindows: 0)
+        XCTAssertEqual(split.train.count, 12 - 2)          // 12 bytes: starts 0…9
+        XCTAssertEqual(split.validation.count, 1)          // the last 4 bytes: one window of 3
+        XCTAssertThrowsError(try TextCorpus.read([dir + "/missing"])) { XCTAssertTrue("\($0)".contains("does not exist")) }
+    }
+}

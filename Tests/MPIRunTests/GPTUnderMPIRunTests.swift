@@ -1,0 +1,142 @@
+import Foundation
+import XCTest
+
+/// A tiny GPT (2 blocks, width 32, windows of 32 bytes) on real text from the fortunes package,
+/// under real mpirun: every codec keeps replicas identical and reports validation loss and
+/// tokens/s, overlap and accumulation are bit-identical to plain averaging, resume is
+/// bit-identical, the timeline names the blocks, generate's cache matches full passes, an
+/// export read back with --init-from reproduces the validation loss, bad input is one line.
+final class GPTUnderMPIRunTests: XCTestCase {
+    static let corpus = "/usr/share/games/fortunes/goedel"
+
+    static let tiny = ["--config", MPIRun.packageRoot.appendingPathComponent("configs/tiny-gpt.yaml").path,
+                       "--set", "model.gpt.layers=2", "--set", "model.gpt.heads=2", "--set", "model.gpt.embed=32",
+                       "--set", "model.gpt.block_size=32",
+                       "--set", "data.text=\(corpus)", "--set", "data.val_windows=8", "--set", "data.stride=8",
+                       "--set", "train.max_steps=8", "--set", "train.global_batch=8", "--set", "train.eval_batch=4",
+                       "--set", "consistency.check_every_steps=4", "--set", "checkpoint.every_steps=4",
+                       "--set", "comm.bucket_bytes=16384"]
+
+    override func setUpWithError() throws {
+        guard FileManager.default.fileExists(atPath: Self.corpus) else {
+            throw XCTSkip("\(Self.corpus) is missing: the fortunes package is not installed (launch/setup.sh installs it)")
+        }
+    }
+
+    func train(np: Int = 2, _ extra: [String], dir: String) throws -> MPIRun.Outcome {
+        let outcome = try MPIRun.run(np: np, ["train"] + Self.tiny + ["--run-dir", dir] + extra, timeout: 180)
+        assertSucceeded(outcome, "train gpt np \(np) \(extra)")
+        return outcome
+    }
+
+    /// Property: with every codec (error feedback on), sign with its momentum carry and
+    /// PowerSGD (bias-free and embedding matrices included), the replicas end identical and the
+    /// summary reports a finite validation loss, its perplexity and tokens/s.
+    func testEveryCodecKeepsReplicasIdentical() throws {
+        let variants: [[String]] = [[], ["--set", "comm.codec=fp16"], ["--set", "comm.codec=bf16"], ["--set", "comm.codec=int8"],
+                                    ["--set", "comm.codec=sign"],
+                                    ["--set", "comm.compressor=powersgd", "--set", "comm.powersgd.start_step=2", "--set", "comm.powersgd.rank=2"]]
+        for variant in variants {
+            let dir = temporaryDirectory()
+            let outcome = try train(variant, dir: dir)
+            XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+            XCTAssertTrue(outcome.output.contains("tokens/s"), outcome.output)
+            let s = try summary(dir)
+            let loss = try XCTUnwrap(s["test_loss"] as? Double, "\(variant): \(s)")
+            XCTAssertTrue(loss.isFinite && loss > 0 && loss < 6, "\(variant): validation loss \(loss)")
+            XCTAssertEqual(s["perplexity"] as? Double ?? 0, Foundation.exp(loss), accuracy: 1e-6 * Foundation.exp(loss))
+            XCTAssertGreaterThan(s["tokens_per_second"] as? Double ?? 0, 0)
+            if variant.contains("comm.codec=sign") { XCTAssertTrue(outcome.output.contains("momentum carried"), outcome.output) }
+            // Every matrix of the GPT, the bias-free embedding (the tied head) included: 2 blocks × 4 + wte + wpe.
+            if variant.contains("comm.compressor=powersgd") { XCTAssertTrue(outcome.output.contains("PowerSGD rank 2 on 10 matrices"), outcome.output) }
+        }
+    }
+
+    /// Property: averaging buckets during backward (the tied embedding's bucket last) and
+    /// accumulating two micro-batches give the same bits as averaging after backward.
+    func testOverlapIsBitIdenticalWithAccumulation() throws {
+        var hashes: [String?] = []
+        for overlap in ["true", "false"] {
+            let dir = temporaryDirectory()
+            _ = try train(["--set", "comm.overlap=\(overlap)", "--set", "train.accumulate_steps=2", "--set", "comm.codec=int8"], dir: dir)
+            hashes.append(parameterHash(dir))
+        }
+        XCTAssertNotNil(hashes[0])
+        XCTAssertEqual(hashes[0], hashes[1])
+    }
+
+    /// Property: stopping after step 4 and resuming ends on the bits of the uninterrupted run
+    /// (int8 with error feedback, dropout on: masks are a function of seed, rank and step).
+    func testResumeIsBitIdentical() throws {
+        let extra = ["--set", "comm.codec=int8", "--set", "model.gpt.dropout=0.1"]
+        let straight = temporaryDirectory(), stopped = temporaryDirectory()
+        _ = try train(extra, dir: straight)
+        _ = try train(extra + ["--stop-after", "4"], dir: stopped)
+        _ = try train(extra + ["--resume"], dir: stopped)
+        XCTAssertNotNil(parameterHash(straight))
+        XCTAssertEqual(parameterHash(straight), parameterHash(stopped))
+    }
+
+    /// The timeline names the GPT's units (embeddings, blocks) in its backward spans.
+    func testTimelineNamesTheBlocks() throws {
+        let dir = temporaryDirectory(), trace = dir + "/trace.json"
+        _ = try train(["--timeline", trace], dir: dir)
+        let text = try String(contentsOfFile: trace, encoding: .utf8)
+        XCTAssertTrue(text.contains("h.1") && text.contains("embeddings"), String(text.prefix(2000)))
+    }
+
+    /// Property: generate's key/value cache writes the same text as a full forward pass per
+    /// token (greedy, past the context shift at block_size); an export read back with
+    /// --init-from (and a zero learning rate) gives the run's validation loss exactly.
+    func testGenerateExportAndInitFrom() throws {
+        let dir = temporaryDirectory()
+        _ = try train([], dir: dir)
+        let binary = try MPIRun.binary
+        var texts: [String] = []
+        for extra in [[String](), ["--no-cache"]] {
+            let outcome = try MPIRun.runProcess([binary, "generate", "--run-dir", dir, "--prompt", "God", "--tokens", "60", "--temperature", "0"] + extra,
+                                                timeout: 60)
+            XCTAssertEqual(outcome.status, 0, outcome.output)
+            texts.append(outcome.output.components(separatedBy: "\n").filter { !$0.hasPrefix("generating ") && !$0.contains("tokens/s") }.joined(separator: "\n"))
+        }
+        XCTAssertGreaterThan(texts[0].utf8.count, 40)
+        XCTAssertEqual(texts[0], texts[1])
+
+        let export = dir + "/tiny.safetensors"
+        let exported = try MPIRun.runProcess([binary, "export", "--run-dir", dir, "--out", export], timeout: 60)
+        XCTAssertEqual(exported.status, 0, exported.output)
+        XCTAssertTrue(exported.output.contains("lm_head.weight"), exported.output)
+        let again = temporaryDirectory()
+        _ = try train(["--init-from", export, "--set", "optimizer.lr=0", "--set", "train.max_steps=1"], dir: again)
+        XCTAssertEqual(try summary(again)["test_loss"] as? Double, try summary(dir)["test_loss"] as? Double)
+
+        let mismatch = try MPIRun.run(np: 2, ["train"] + Self.tiny + ["--run-dir", temporaryDirectory(), "--init-from", export,
+                                                                   "--set", "model.gpt.embed=64"], timeout: 120)
+        assertOneLineError(mismatch, "--init-from \(export): ")
+        XCTAssertTrue(mismatch.output.contains("transformer.wte.weight has shape [256, 32], the model [256, 64]"), mismatch.output)
+    }
+
+    func testBadInputsAreOneLineErrors() throws {
+        let odd = temporaryDirectory() + "/odd.bin"
+        _ = FileManager.default.createFile(atPath: odd, contents: Data([1, 0, 2]))
+        let cases: [([String], String)] = [
+            (["--set", "model.kind=mlp"], "data.dataset: text is a language-modelling dataset; it needs model.kind: gpt"),
+            (["--set", "data.dataset=tokens", "--set", "data.train_tokens=\(odd)", "--set", "data.val_tokens=\(odd)"],
+             "data.train_tokens \(odd) has an odd length (3 bytes)"),
+            (["--set", "data.text=/nonexistent/corpus"], "data.text: /nonexistent/corpus does not exist"),
+            (["--set", "model.gpt.embed=31"], "model.gpt.embed (31) must be a positive multiple of model.gpt.heads (2)"),
+            (["--init-from", "/nonexistent.safetensors"], "--init-from /nonexistent.safetensors: cannot read it (no such file)"),
+        ]
+        for (extra, expected) in cases {
+            // Token files: a config of their own (tiny-gpt.yaml names a data.text).
+            var tiny = Self.tiny
+            if extra.contains("data.dataset=tokens") {
+                let config = temporaryDirectory() + "/tokens.yaml"
+                _ = FileManager.default.createFile(atPath: config, contents: Data("model: {kind: gpt, gpt: {layers: 1, heads: 1, embed: 8, block_size: 4}}\n".utf8))
+                tiny = ["--config", config]
+            }
+            let outcome = try MPIRun.run(np: 2, ["train"] + tiny + ["--run-dir", temporaryDirectory()] + extra, timeout: 120)
+            assertOneLineError(outcome, expected)
+        }
+    }
+}
