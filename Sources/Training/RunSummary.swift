@@ -60,3 +60,13 @@ public struct EpochMetrics: Codable {
     public var comm_hidden_fraction: Double
     public var skipped_steps: Int
 }
+
+/// One line of `curve.jsonl` (`train.eval_every_steps`): an evaluation during training.
+public struct CurvePoint: Codable {
+    public var step: Int
+    /// Seconds since the run started, evaluations excluded.
+    public var train_seconds: Double
+    public var test_loss: Double
+    public var test_accuracy: Double
+    public var perplexity: Double?
+}

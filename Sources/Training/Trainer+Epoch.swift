@@ -79,6 +79,25 @@ extension Trainer {
         epoch.reset(at: done)
     }
 
+    /// One line of `curve.jsonl`: the step, the training seconds so far (evaluations
+    /// excluded, as the peer's `--eval-every-steps` counts them) and the last evaluation — a
+    /// curve for time-to-target comparisons.
+    func recordCurvePoint(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) throws {
+        let trainSeconds = (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
+        let point = CurvePoint(step: step, train_seconds: trainSeconds, test_loss: epoch.lastTestLoss ?? 0,
+                               test_accuracy: epoch.lastTestAccuracy, perplexity: epoch.lastPerplexity)
+        try Agreement.run("append to curve.jsonl", over: transport) {
+            guard let file = run.curve else { return }
+            try file.appendLine(try JSONEncoder.sorted.encode(point))
+        }
+        if transport.rank == 0 {
+            if isTerminal { print("") }
+            log(String(format: "step %d  %@  (%.1f s of training)", step,
+                       epoch.lastPerplexity.map { String(format: "val loss %.4f  perplexity %.2f", epoch.lastTestLoss ?? .nan, $0) }
+                           ?? String(format: "test loss %.4f  test acc %.4f", epoch.lastTestLoss ?? .nan, epoch.lastTestAccuracy), trainSeconds))
+        }
+    }
+
     /// Evaluates on the test (validation) set, sharded across ranks and reduced, into `epoch`'s
     /// last test figures; its time is excluded from training throughput.
     func evaluate(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {

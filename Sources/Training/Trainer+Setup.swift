@@ -120,6 +120,12 @@ extension Trainer {
                               synchronizer: synchronizer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
+        if config.evalEverySteps > 0 {
+            run.curve = try Agreement.run("open curve.jsonl", over: transport) { () -> AppendOnlyFile? in
+                guard rank == 0 else { return nil }
+                return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("curve.jsonl"), truncate: !resume)
+            }
+        }
         if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere
         model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
         if rank == 0 && startStep < run.endStep { logStart(run) }

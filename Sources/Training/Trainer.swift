@@ -110,8 +110,11 @@ public final class Trainer {
             try saveCheckpoint(run, step: done)
         }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
-        if step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep {
-            try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done)
+        let closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
+        if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
+        if config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep) {
+            if !closing { try evaluate(run, &epoch) }   // an epoch's end has just evaluated
+            try recordCurvePoint(run, epoch, step: done)
         }
     }
 

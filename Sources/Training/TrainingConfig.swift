@@ -38,6 +38,7 @@ public struct TrainingConfig {
     public var clipGradNorm = 0.0                  // train.clip_grad_norm (0: off)
     public var logEverySteps = 100                 // train.log_every_steps
     public var evalBatch = 1000                    // train.eval_batch
+    public var evalEverySteps = 0                  // train.eval_every_steps: also evaluate every N steps, into curve.jsonl (0: epoch ends only)
 
     public var optimizer = "sgd"                   // optimizer.name
     public var lr = 0.05, momentum = 0.9, dampening = 0.0, nesterov = false, weightDecay = 0.0
@@ -149,6 +150,7 @@ public struct TrainingConfig {
         clipGradNorm = try r.double("train.clip_grad_norm", default: clipGradNorm, min: 0)
         logEverySteps = try r.int("train.log_every_steps", default: logEverySteps, min: 1)
         evalBatch = try r.int("train.eval_batch", default: evalBatch, min: 1)
+        evalEverySteps = try r.int("train.eval_every_steps", default: evalEverySteps, min: 0)
         // A GPT's defaults are nanoGPT's: AdamW at 1e-3.
         optimizer = try r.string("optimizer.name", default: gpt != nil ? "adamw" : optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
         lr = try r.double("optimizer.lr", default: gpt != nil ? 1e-3 : lr, min: 0)

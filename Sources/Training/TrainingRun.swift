@@ -20,6 +20,8 @@ final class TrainingRun {
     let store: CheckpointStore
     /// `metrics.jsonl`, open on rank 0 only.
     let metrics: AppendOnlyFile?
+    /// `curve.jsonl` (`train.eval_every_steps`), open on rank 0 only.
+    var curve: AppendOnlyFile?
 
     let stepsPerEpoch: Int, totalSteps: Int, epochs: Int
     /// Whether the schedule counts epochs rather than steps.
