@@ -91,7 +91,7 @@ let package = Package(
                           swiftSettings: hot),
 
         // Coverage-guided fuzzing of every decoder (launch/fuzz.sh); built normally, a corpus replayer.
-        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "FileFormats", "Training"], swiftSettings: hot),
+        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "FileFormats", "Datasets", "Training"], swiftSettings: hot),
 
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",
@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "GradientSyncTests",
                     dependencies: ["GradientSync", "Collectives", "InProcessTransport", "GradientCodecs", "NeuralNet"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "InProcessTransport", "GradientCodecs",
-                                                          "Datasets", "FileFormats", "ModelFiles", "GradientSync"]),
+                                                          "Datasets", "FileFormats", "ModelFiles", "GradientSync", "NeuralNet"]),
         .testTarget(name: "MPIRunTests", dependencies: []),
     ],
     swiftLanguageModes: [.v5]

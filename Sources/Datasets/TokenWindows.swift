@@ -48,7 +48,7 @@ public final class TokenWindows: Dataset {
     public init(tokens: Tokens, count tokenCount: Int, blockSize: Int, vocab: Int, layout: Layout,
                 storage: AnyObject, what: String) throws {
         guard tokenCount >= blockSize + 1 else {
-            throw DatasetError("\(what) holds \(tokenCount) tokens, fewer than one window of block_size + 1 = \(blockSize + 1); give more text or lower model.gpt.block_size")
+            throw DatasetError("\(what) holds \(tokenCount) tokens, fewer than one window of block_size + 1 = \(blockSize + 1); give more tokens (a held-out part: raise data.val_fraction) or lower model.gpt.block_size")
         }
         (self.tokens, self.tokenCount, self.blockSize, self.classes, self.storage) = (tokens, tokenCount, blockSize, vocab, storage)
         let span = tokenCount - blockSize - 1   // the last start is `span`
@@ -147,18 +147,23 @@ extension TokenWindows {
         do { file = try MappedFile(path: path, what: key) } catch let error as FileFormatError {
             throw DatasetError("\(error.description); check \(key)")
         }
-        guard file.bytes.count % 2 == 0 else {
-            throw DatasetError("\(key) \(path) has an odd length (\(file.bytes.count) bytes): it is not a file of uint16 token ids")
+        let n = try checkTokens(file.bytes, vocab: vocab, what: "\(key) \(path)")
+        return try TokenWindows(tokens: .uint16(file.bytes.baseAddress!), count: n, blockSize: blockSize, vocab: vocab, layout: layout,
+                                storage: file, what: "\(key) \(path)")
+    }
+
+    /// The number of uint16 ids in `bytes`, each checked < `vocab`; `what` names the file.
+    public static func checkTokens(_ bytes: UnsafeRawBufferPointer, vocab: Int, what: String) throws -> Int {
+        guard bytes.count % 2 == 0 else {
+            throw DatasetError("\(what) has an odd length (\(bytes.count) bytes): it is not a file of uint16 token ids")
         }
-        let n = file.bytes.count / 2
-        let base = file.bytes.baseAddress!
+        let n = bytes.count / 2
         for i in 0 ..< n {
-            let id = Int(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            let id = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
             guard id < vocab else {
-                throw DatasetError("\(key) \(path): token \(id) at position \(i) is outside the vocabulary of \(vocab) (model.gpt.vocab); raise model.gpt.vocab or check the file")
+                throw DatasetError("\(what): token \(id) at position \(i) is outside the vocabulary of \(vocab) (model.gpt.vocab); raise model.gpt.vocab or check the file")
             }
         }
-        return try TokenWindows(tokens: .uint16(base), count: n, blockSize: blockSize, vocab: vocab, layout: layout,
-                                storage: file, what: "\(key) \(path)")
+        return n
     }
 }

@@ -134,11 +134,9 @@ public final class CausalSelfAttention: Layer {
     static func causalSoftmax(_ p: UnsafeMutablePointer<Float>, length t: Int) {
         for i in 0 ..< t {
             let row = p + i * t
-            var maximum = row[0]
-            for j in 1 ..< i + 1 where row[j] > maximum { maximum = row[j] }
-            var sum: Float = 0
-            for j in 0 ... i { row[j] = FastMath.exp(row[j] - maximum); sum += row[j] }
-            let inverse = 1 / sum
+            let maximum = VectorReductions.maximum(row, i + 1)
+            for j in 0 ... i { row[j] = FastMath.exp(row[j] - maximum) }
+            let inverse = 1 / VectorReductions.sum(row, i + 1)
             for j in 0 ... i { row[j] *= inverse }
             for j in i + 1 ..< t { row[j] = 0 }
         }
@@ -149,8 +147,7 @@ public final class CausalSelfAttention: Layer {
                                 into ds: UnsafeMutablePointer<Float>, length t: Int) {
         for i in 0 ..< t {
             let pr = p + i * t, dpr = dp + i * t, dsr = ds + i * t
-            var dot: Float = 0
-            for j in 0 ... i { dot += pr[j] * dpr[j] }
+            let dot = VectorReductions.dot(pr, dpr, i + 1)
             for j in 0 ... i { dsr[j] = pr[j] * (dpr[j] - dot) }
             for j in i + 1 ..< t { dsr[j] = 0 }
         }

@@ -55,14 +55,15 @@ public final class GELU: Layer {
 enum FastMath {
     /// e^x as Cephes' `expf` computes it: x = n·ln 2 + r with |r| ≤ ½ ln 2 (ln 2 split in two
     /// parts so n·ln 2 is exact), e^r by a degree-7 polynomial, 2ⁿ put into the exponent bits.
-    /// Within 2 ulp of the true value on [−87.3, 88.7], the arguments clamped there (so e^x
-    /// is never ∞ or a denormal: ≈ 1e-38 below, 3e38 above).
+    /// Within 2 ulp of the true value on [−87.3, 88.3], the arguments clamped there (so e^x
+    /// is never ∞ or a denormal: ≈ 1e-38 below, 2e38 above; from 88.38 on, n would be 128,
+    /// past the largest exponent).
     ///
     /// n is rounded by adding 1.5·2²³ (the float addition rounds to an integer, which then sits
     /// in the low mantissa bits): no rounding call and no trapping Float→Int conversion, which
     /// would each keep the loop from vectorising.
     @inline(__always) static func exp(_ x: Float) -> Float {
-        let x = min(max(x, -87.3), 88.7)
+        let x = min(max(x, -87.3), 88.3)
         let magic: Float = 12_582_912, shifted = x * 1.442_695_04 + magic
         let n = shifted - magic
         let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4

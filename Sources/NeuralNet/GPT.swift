@@ -97,8 +97,8 @@ public final class GPT: Model {
         }
     }
 
-    /// Every dropout in forward order.
-    private var dropouts: [Dropout] { [embeddingDropout] + blocks.flatMap(\.dropouts) }
+    /// Every dropout in forward order (built once: reseeding allocates nothing).
+    private lazy var dropouts: [Dropout] = [embeddingDropout] + blocks.flatMap(\.dropouts)
 
     /// Each dropout's mask stream as a function of (seed, rank, dropout index, step) alone.
     public func reseedDropout(seed: UInt64, rank: Int, step: Int) {

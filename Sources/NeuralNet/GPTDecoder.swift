@@ -57,8 +57,9 @@ public final class GPTDecoder {
         for buffer in [x, normed, qkv, attended, hidden, scores, logitsBuffer] { buffer.deallocate() }
     }
 
-    /// The tokens kept when the context is full: its last half.
-    public static func contextShift(_ context: [Int], blockSize: Int) -> [Int] { Array(context.suffix(max(1, blockSize / 2))) }
+    /// The tokens kept when the context is full: its last half (at least one, fewer than
+    /// block_size, which is ≥ 2: there is room for the next).
+    public static func contextShift(_ context: [Int], blockSize: Int) -> [Int] { Array(context.suffix(blockSize / 2)) }
 
     /// Appends `token` to the context and returns the logits for the next token (valid until
     /// the next call). When the context is full, it first shifts (see the type's comment).

@@ -27,7 +27,7 @@ public struct GPTSpec: Codable, Equatable, CustomStringConvertible {
         if heads < 1 || embed < 1 || embed % heads != 0 {
             return "model.gpt.embed (\(embed)) must be a positive multiple of model.gpt.heads (\(heads))"
         }
-        if blockSize < 1 { return "model.gpt.block_size must be ≥ 1, got \(blockSize)" }
+        if blockSize < 2 { return "model.gpt.block_size must be ≥ 2 (a window predicts its next tokens), got \(blockSize)" }
         if vocab < 2 || vocab > 1 << 24 { return "model.gpt.vocab must be in 2…16777216, got \(vocab)" }
         if !(dropout >= 0 && dropout < 1) { return "model.gpt.dropout must be in [0, 1), got \(dropout)" }
         return nil

@@ -12,8 +12,10 @@ public final class LayerNorm: Layer {
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
-    /// Per row: the mean and 1/√(σ² + eps) of the last forward, for backward.
+    /// Per row: the mean and 1/√(σ² + eps) of the last forward, for backward; a row's n̂ and
+    /// dy·γ (backward's scratch).
     private let means = ActivationBuffer(), rstds = ActivationBuffer()
+    private let normalizedRow = ActivationBuffer(), scaledRow = ActivationBuffer()
     private var input: UnsafePointer<Float>?
 
     public init(_ features: Int, epsilon: Float = 1e-5) {
@@ -50,6 +52,7 @@ public final class LayerNorm: Layer {
     public func reserve(batch: Int) {
         output.reserve(batch * size); inputGrad.reserve(batch * size)
         means.reserve(batch * size / features); rstds.reserve(batch * size / features)
+        normalizedRow.reserve(features); scaledRow.reserve(features)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -57,12 +60,8 @@ public final class LayerNorm: Layer {
         let n = features, y = output.pointer, inverse = 1 / Float(n)
         for row in 0 ..< batch * size / n {
             let xr = x + row * n, yr = y + row * n
-            var sum: Float = 0
-            for i in 0 ..< n { sum += xr[i] }
-            let mean = sum * inverse
-            var squares: Float = 0
-            for i in 0 ..< n { let d = xr[i] - mean; squares += d * d }
-            let rstd = 1 / (squares * inverse + epsilon).squareRoot()
+            let mean = VectorReductions.sum(xr, n) * inverse
+            let rstd = 1 / (VectorReductions.squaredDeviations(xr, n, from: mean) * inverse + epsilon).squareRoot()
             for i in 0 ..< n { yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i] }
             means.pointer[row] = mean
             rstds.pointer[row] = rstd
@@ -74,23 +73,19 @@ public final class LayerNorm: Layer {
         let n = features, x = input!, dx = inputGrad.pointer, inverse = 1 / Float(n)
         weightGrad.update(repeating: 0, count: n)
         biasGrad.update(repeating: 0, count: n)
+        let normalized = normalizedRow.pointer, scaled = scaledRow.pointer
         for row in 0 ..< batch * size / n {
             let xr = x + row * n, dyr = dy + row * n, dxr = dx + row * n
             let mean = means.pointer[row], rstd = rstds.pointer[row]
-            var meanD: Float = 0, meanDN: Float = 0
             for i in 0 ..< n {
-                let normalized = (xr[i] - mean) * rstd, d = dyr[i] * weight[i]
-                weightGrad[i] += dyr[i] * normalized
+                normalized[i] = (xr[i] - mean) * rstd
+                scaled[i] = dyr[i] * weight[i]
+                weightGrad[i] += dyr[i] * normalized[i]
                 biasGrad[i] += dyr[i]
-                meanD += d
-                meanDN += d * normalized
             }
             guard needsInputGradient else { continue }
-            meanD *= inverse; meanDN *= inverse
-            for i in 0 ..< n {
-                let normalized = (xr[i] - mean) * rstd
-                dxr[i] = rstd * (dyr[i] * weight[i] - meanD - normalized * meanDN)
-            }
+            let meanD = VectorReductions.sum(scaled, n) * inverse, meanDN = VectorReductions.dot(scaled, normalized, n) * inverse
+            for i in 0 ..< n { dxr[i] = rstd * (scaled[i] - meanD - normalized[i] * meanDN) }
         }
         return needsInputGradient ? UnsafePointer(dx) : nil
     }

@@ -34,8 +34,6 @@ public final class TransformerBlock: Layer {
 
     /// Every dropout of the block (residual and attention), for per-step reseeding.
     var dropouts: [Dropout] { [attention.attentionDropout, dropout1, dropout2] }
-    /// The output projections, initialised with GPT-2's residual scaling.
-    var residualProjections: [Linear] { [attention.output, contract] }
 
     public var summary: String { "Block(\(features), \(attention.heads) heads)" }
     public var pytorchModule: String { "Block(\(features), \(attention.heads))" }

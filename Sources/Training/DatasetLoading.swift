@@ -34,7 +34,7 @@ extension TrainingConfig {
     /// evaluation takes both from the checkpoint, so it runs where only the test files are).
     public func loadTestSet() throws -> Dataset {
         switch dataset {
-        case "text", "tokens": return try loadTokenWindows().test
+        case "text", "tokens": return try loadTokenValidation()
         case "synthetic": return try synthetic(train: false)
         case "fashion-mnist": return try fashionMNIST("t10k")
         default:

@@ -1,3 +1,6 @@
+import FileFormats
+import Foundation
+
 /// What `summary.json` holds (see the README for each field).
 public struct RunSummary: Codable, Equatable {
     public var test_accuracy: Double
@@ -69,4 +72,16 @@ public struct CurvePoint: Codable {
     public var test_loss: Double
     public var test_accuracy: Double
     public var perplexity: Double?
+
+    /// Keeps the points of `path` up to step `step` (a resumed run records the later ones
+    /// again) and returns the last kept point's training seconds (0 without one).
+    static func keep(_ path: String, upTo step: Int) throws -> Double {
+        guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+        let kept = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, CurvePoint)? in
+            guard let point = try? JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8)), point.step <= step else { return nil }
+            return (String(line), point)
+        }
+        try FileSystem.writeAtomically(Array(kept.map { $0.0 + "\n" }.joined().utf8), to: path, what: "curve.jsonl")
+        return kept.last?.1.train_seconds ?? 0
+    }
 }

@@ -83,7 +83,7 @@ extension Trainer {
     /// excluded, as the peer's `--eval-every-steps` counts them) and the last evaluation — a
     /// curve for time-to-target comparisons.
     func recordCurvePoint(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) throws {
-        let trainSeconds = (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
+        let trainSeconds = run.curveSecondsBefore + (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
         let point = CurvePoint(step: step, train_seconds: trainSeconds, test_loss: epoch.lastTestLoss ?? 0,
                                test_accuracy: epoch.lastTestAccuracy, perplexity: epoch.lastPerplexity)
         try Agreement.run("append to curve.jsonl", over: transport) {

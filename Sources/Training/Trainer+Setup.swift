@@ -11,7 +11,8 @@ import Optimizers
 extension Trainer {
     /// Config keys that cannot change on resume: the checkpoint's parameters and optimizer
     /// state would no longer describe this model, data or optimizer.
-    static let keysFixedAcrossResume = ["model.", "data.dataset", "data.synthetic.", "optimizer.name"]
+    static let keysFixedAcrossResume = ["model.", "data.dataset", "data.synthetic.", "optimizer.name",
+                                        "data.text", "data.val_fraction", "data.stride", "data.train_tokens"]
 
     /// A run that fails before it starts leaves no run directory it created behind (an empty
     /// one would only be in the way of the next attempt).
@@ -123,7 +124,10 @@ extension Trainer {
         if config.evalEverySteps > 0 {
             run.curve = try Agreement.run("open curve.jsonl", over: transport) { () -> AppendOnlyFile? in
                 guard rank == 0 else { return nil }
-                return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("curve.jsonl"), truncate: !resume)
+                let path = (runDirectory as NSString).appendingPathComponent("curve.jsonl")
+                // Resumed: the points after the checkpoint are run again, so they go; time goes on.
+                if resume { run.curveSecondsBefore = try CurvePoint.keep(path, upTo: startStep) }
+                return try AppendOnlyFile(path: path, truncate: !resume)
             }
         }
         if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere

@@ -9,7 +9,8 @@ extension TrainingConfig {
     static let tokenKeys = ["data.train_tokens", "data.val_tokens"]
     static let windowKeys = ["data.val_windows", "data.stride"]
 
-    mutating func readTokenData(_ r: inout ConfigReader) throws {
+    /// `testOnly`: an evaluation, which needs only the validation tokens.
+    mutating func readTokenData(_ r: inout ConfigReader, testOnly: Bool) throws {
         let isText = dataset == "text", isTokens = dataset == "tokens"
         if (isText || isTokens) != (modelKind == "gpt") {
             throw ConfigError(modelKind == "gpt"
@@ -20,6 +21,9 @@ extension TrainingConfig {
         let given = { (keys: [String]) in keys.first(where: present.contains) }
         if !isText, let stray = given(Self.textKeys) { throw ConfigError("\(stray) is read only with data.dataset: text (data.dataset is \(dataset))") }
         if !isTokens, let stray = given(Self.tokenKeys) { throw ConfigError("\(stray) is read only with data.dataset: tokens (data.dataset is \(dataset))") }
+        if isText || isTokens, let stray = given(["data.mean", "data.std", "data.dir", "data.cache_dir"]) {
+            throw ConfigError("\(stray) does not apply to data.dataset: \(dataset) (token ids are not normalised, and nothing is cached); remove it")
+        }
         if !isText && !isTokens, let stray = given(Self.windowKeys) {
             throw ConfigError("\(stray) is read only with data.dataset: text or tokens (data.dataset is \(dataset))")
         }
@@ -29,12 +33,21 @@ extension TrainingConfig {
         windowStride = try r.int("data.stride", default: windowStride, min: 0)
         trainTokens = try r.string("data.train_tokens", default: trainTokens)
         validationTokens = try r.string("data.val_tokens", default: validationTokens)
-        if isTokens, let missing = Self.tokenKeys.first(where: { !r.has($0) }) {
+        if isTokens, let missing = Self.tokenKeys.dropFirst(testOnly ? 1 : 0).first(where: { !r.has($0) }) {
             throw ConfigError("data.dataset: tokens needs data.train_tokens and data.val_tokens (flat little-endian uint16 token files, as nanoGPT's prepare.py writes them); \(missing) is missing")
         }
         if isText, let gpt, gpt.vocab < 256 {
             throw ConfigError("data.dataset: text reads bytes (ids 0…255); model.gpt.vocab must be ≥ 256, got \(gpt.vocab)")
         }
+    }
+
+    /// The validation windows alone (an evaluation: for `tokens` the training file is neither
+    /// needed nor read; `text` splits one corpus, so it is read whole).
+    func loadTokenValidation() throws -> Dataset {
+        guard dataset == "tokens" else { return try loadTokenWindows().test }
+        let gpt = self.gpt ?? GPTSpec()
+        return try TokenWindows.tokenFile(validationTokens, key: "data.val_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab,
+                                          layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(gpt.blockSize))
     }
 
     /// The token windows of `data.dataset: text` or `tokens` (training, validation).

@@ -114,7 +114,7 @@ public struct TrainingConfig {
         }
         dataset = try r.string("data.dataset", default: modelKind == "gpt" ? "text" : dataset,
                                allowed: ["fashion-mnist", "idx", "npy", "synthetic", "text", "tokens"])
-        try readTokenData(&r)
+        try readTokenData(&r, testOnly: testOnly)
         trainImages = try r.string("data.train_images", default: trainImages)
         trainLabels = try r.string("data.train_labels", default: trainLabels)
         testImages = try r.string("data.test_images", default: testImages)
@@ -149,16 +149,20 @@ public struct TrainingConfig {
         accumulateSteps = try r.int("train.accumulate_steps", default: accumulateSteps, min: 1)
         clipGradNorm = try r.double("train.clip_grad_norm", default: clipGradNorm, min: 0)
         logEverySteps = try r.int("train.log_every_steps", default: logEverySteps, min: 1)
-        evalBatch = try r.int("train.eval_batch", default: evalBatch, min: 1)
+        // A GPT's evaluation reserves the training buffers for its batch (≈ 13 MB a window for
+        // configs/tiny-gpt.yaml's model): 16 windows, not 1000.
+        evalBatch = try r.int("train.eval_batch", default: modelKind == "gpt" ? 16 : evalBatch, min: 1)
         evalEverySteps = try r.int("train.eval_every_steps", default: evalEverySteps, min: 0)
-        // A GPT's defaults are nanoGPT's: AdamW at 1e-3.
+        // A GPT's defaults are nanoGPT's train.py's: AdamW at 1e-3, betas (0.9, 0.95), weight
+        // decay 0.1 on matrices only.
         optimizer = try r.string("optimizer.name", default: gpt != nil ? "adamw" : optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
-        lr = try r.double("optimizer.lr", default: gpt != nil ? 1e-3 : lr, min: 0)
+        let nanoGPTDefaults = gpt != nil && ["adam", "adamw"].contains(optimizer)
+        lr = try r.double("optimizer.lr", default: nanoGPTDefaults ? 1e-3 : lr, min: 0)
         momentum = try r.double("optimizer.momentum", default: optimizer == "sgd" || optimizer == "lars" ? momentum : 0, min: 0)
         dampening = try r.double("optimizer.dampening", default: dampening, min: 0, max: 1)
         nesterov = try r.bool("optimizer.nesterov", default: nesterov)
-        weightDecay = try r.double("optimizer.weight_decay", default: optimizer == "adamw" ? 0.01 : 0, min: 0)
-        betas = try r.doubles("optimizer.betas", default: betas)
+        weightDecay = try r.double("optimizer.weight_decay", default: optimizer == "adamw" ? (nanoGPTDefaults ? 0.1 : 0.01) : 0, min: 0)
+        betas = try r.doubles("optimizer.betas", default: nanoGPTDefaults ? [0.9, 0.95] : betas)
         eps = try r.double("optimizer.eps", default: optimizer == "lamb" ? 1e-6 : eps, min: 0, exclusiveMin: true)
         amsgrad = try r.bool("optimizer.amsgrad", default: amsgrad)
         alpha = try r.double("optimizer.alpha", default: alpha, min: 0, max: 1)
@@ -214,6 +218,9 @@ public struct TrainingConfig {
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
         checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
+        if let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("model.gpt.") }), modelKind != "gpt" {
+            throw ConfigError("\(stray) applies to model.kind: gpt only (model.kind is \(modelKind)); remove it, or set model.kind: gpt")
+        }
         try r.rejectUnknownKeys()
         if codec != "auto" {
             do { _ = try CodecRegistry.make(codec) } catch { throw ConfigError("comm.codec: \(error) (or auto: measured at start)") }
@@ -228,9 +235,6 @@ public struct TrainingConfig {
             throw ConfigError("comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is \(codec)); use comm.algorithm: ring to compress")
         }
         // Keys that exist but would do nothing with the chosen model or optimizer: refused, not ignored.
-        if let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("model.gpt.") }), modelKind != "gpt" {
-            throw ConfigError("\(stray) applies to model.kind: gpt only (model.kind is \(modelKind)); remove it, or set model.kind: gpt")
-        }
         if let stray = ["model.hidden", "model.dropout"].first(where: r.has), modelKind != "mlp" {
             throw ConfigError("\(stray) applies to model.kind: mlp only (model.kind is \(modelKind)); remove it, or describe the model with model.layers")
         }

@@ -20,8 +20,10 @@ final class TrainingRun {
     let store: CheckpointStore
     /// `metrics.jsonl`, open on rank 0 only.
     let metrics: AppendOnlyFile?
-    /// `curve.jsonl` (`train.eval_every_steps`), open on rank 0 only.
+    /// `curve.jsonl` (`train.eval_every_steps`), open on rank 0 only, and the training seconds
+    /// of the run this one resumes (its curve's time axis continues from there).
     var curve: AppendOnlyFile?
+    var curveSecondsBefore = 0.0
 
     let stepsPerEpoch: Int, totalSteps: Int, epochs: Int
     /// Whether the schedule counts epochs rather than steps.

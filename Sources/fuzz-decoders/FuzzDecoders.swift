@@ -1,6 +1,7 @@
 // fuzz-decoders — coverage-guided fuzzing of everything ringsgd decodes from outside:
 // codec payloads (every codec, alone and under zstd), checkpoints, IDX and .npy headers, YAML
-// configs (model.layers included) and `--set` overrides.
+// configs (model.layers and model.gpt included) and `--set` overrides, safetensors files
+// (`train --init-from`) and uint16 token files read as windows (`data.dataset: tokens`).
 //
 // Built normally it replays inputs (files or directories of files) through the same entry
 // point — how the test suite keeps the corpus and every crash found as regressions:
@@ -10,6 +11,7 @@
 //     .build-fuzz/release/fuzz-decoders -max_total_time=60 Tests/FuzzCorpus
 // The property: any input is either decoded or rejected with a thrown error — never a crash,
 // a trap, an out-of-bounds access or a hang.
+import Datasets
 import FileFormats
 import Foundation
 import GradientCodecs
@@ -18,10 +20,20 @@ import Training
 enum FuzzDecoders {
     static let codecs = ["fp16", "bf16", "int8", "int8:16", "int8sr:8", "sign", "sign:16", "zstd", "fp16+zstd", "int8+zstd", "sign+zstd"]
 
-    /// The first byte picks what decodes the rest.
+    /// The first byte picks what decodes the rest (0xF0 and above: the decoders added after the
+    /// corpus's first seeds, so that their selectors keep meaning what they meant).
     static func run(_ data: UnsafeRawBufferPointer) {
         guard let selector = data.first else { return }
         let rest = UnsafeRawBufferPointer(rebasing: data.dropFirst())
+        switch selector {
+        case 0xF0 ... 0xF7:
+            _ = try? Safetensors.decode(Array(rest))
+            return
+        case 0xF8 ... 0xFF:
+            tokenWindows(rest)
+            return
+        default: break
+        }
         switch Int(selector) % 5 {
         case 0:
             // A codec payload for `count` values: bytes 1–2 give the count (≤ 65535).
@@ -50,6 +62,23 @@ enum FuzzDecoders {
             let overrides = String(decoding: rest, as: UTF8.self).split(separator: "\n").map(String.init)
             _ = try? TrainingConfig(yaml: nil, source: "fuzz", overrides: overrides)
         }
+    }
+}
+
+extension FuzzDecoders {
+    /// A token file: byte 0 the vocabulary (as 2^(b % 17) ids, 1 … 65536), byte 1 the block
+    /// size, byte 2 the layout (even: a stride, odd: evenly spaced windows), then the ids; every
+    /// window the layout names is read.
+    static func tokenWindows(_ rest: UnsafeRawBufferPointer) {
+        guard rest.count >= 3 else { return }
+        let vocab = 1 << (Int(rest[0]) % 17), block = max(1, Int(rest[1]) % 64), mode = Int(rest[2])
+        let bytes = UnsafeRawBufferPointer(rebasing: rest.dropFirst(3))
+        guard let n = try? TokenWindows.checkTokens(bytes, vocab: max(2, vocab), what: "fuzz"), let base = bytes.baseAddress else { return }
+        let layout: TokenWindows.Layout = mode % 2 == 0 ? .stride(1 + mode / 2) : .evenlySpaced(1 + mode / 2)
+        guard let windows = try? TokenWindows(tokens: .uint16(base), count: n, blockSize: block, vocab: max(2, vocab), layout: layout,
+                                              storage: NSNull(), what: "fuzz") else { return }
+        var input = [Float](repeating: 0, count: block), labels = [Int32](repeating: 0, count: block)
+        for i in 0 ..< windows.count { windows.fill([i], input: &input, labels: &labels) }
     }
 }
 

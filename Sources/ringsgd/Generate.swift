@@ -50,7 +50,8 @@ struct Generate: ParsableCommand {
             throw ValidationError("\(path) holds \(found.parameters.count) parameters, its GPT description \(model.parameters.count); the checkpoint is damaged")
         }
         _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
-        let bytes = spec.vocab == 256
+        // Trained on text: tokens are bytes (whatever the vocabulary's size); on token files, ids.
+        let bytes = (try? TrainingConfig(canonicalText: found.config))?.dataset == "text"
         let promptTokens = try bytes ? Array(prompt.utf8).map(Int.init) : prompt.split(separator: " ").map { word in
             guard let id = Int(word), id >= 0, id < spec.vocab else {
                 throw ValidationError("--prompt: '\(word)' is not a token id below \(spec.vocab) (this model's vocabulary is not bytes: give space-separated ids)")

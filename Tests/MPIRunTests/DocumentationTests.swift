@@ -30,7 +30,7 @@ final class DocumentationTests: XCTestCase {
 
     /// The pages whose commands are run; each must show at least one.
     static let pages = ["README.md", "docs/configuration.md", "docs/compression.md", "docs/across-hosts.md",
-                        "docs/faults.md", "docs/models-and-data.md", "docs/design.md", "docs/benchmarks.md"]
+                        "docs/faults.md", "docs/models-and-data.md", "docs/design.md", "docs/benchmarks.md", "docs/transformer.md"]
 
     /// What every `train` gets appended.
     static let trainShortening = " --set train.max_steps=30 --set train.epochs=1 --set checkpoint.every_steps=10"
@@ -47,6 +47,7 @@ final class DocumentationTests: XCTestCase {
     func testModelsAndData() throws { try run(page: "docs/models-and-data.md") }
     func testDesign() throws { try run(page: "docs/design.md") }
     func testBenchmarks() throws { try run(page: "docs/benchmarks.md") }
+    func testTransformer() throws { try run(page: "docs/transformer.md") }
 
     /// Property: no page of `docs/` escapes this test.
     func testEveryPageIsRun() throws {
@@ -275,7 +276,7 @@ final class DocumentationTests: XCTestCase {
             return .skip("creates a Python venv for PyTorch in the home directory, outside the scratch checkout (PyTorch is never a dependency of ringsgd)")
         case let pip where pip.hasSuffix("/bin/pip"):
             return .skip("downloads PyTorch from PyPI (network access, gigabytes)")
-        case let python where python.hasSuffix("/bin/python") && arguments.first == "launch/peer/torch_step.py":
+        case let python where python.hasSuffix("/bin/python") && ["launch/peer/torch_step.py", "launch/peer/torch_gpt_check.py"].contains(arguments.first ?? ""):
             let expanded = python.hasPrefix("~/") ? NSHomeDirectory() + String(python.dropFirst(1)) : python
             return .torch(text, python: expanded)
         default:
@@ -289,7 +290,7 @@ final class DocumentationTests: XCTestCase {
         case ("train"?, _):
             let stopped = text.replacingOccurrences(of: #"--stop-after [0-9]+"#, with: "--stop-after 20", options: .regularExpression)
             return stopped + trainShortening
-        case ("evaluate"?, _), ("export"?, _), ("--version"?, _), ("check"?, "allreduce"?):
+        case ("evaluate"?, _), ("export"?, _), ("generate"?, _), ("--version"?, _), ("check"?, "allreduce"?):
             return text
         case ("bench"?, "allreduce"?):
             let least = arguments.firstIndex(of: "--min-bytes").flatMap { arguments.indices.contains($0 + 1) ? Int(arguments[$0 + 1]) : nil } ?? 0

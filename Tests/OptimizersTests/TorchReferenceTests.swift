@@ -195,3 +195,30 @@ final class TorchReferenceTests: XCTestCase {
         XCTAssertTrue(message { try LinearLR(base: 0.1, startFactor: 0) }.contains("0.0"))
     }
 }
+
+/// nanoGPT's parameter groups (`optimizer.decay: matrices`): AdamW with ranges exempt from
+/// weight decay is, bit for bit, AdamW(weight_decay) on the other indices and AdamW(0) on the
+/// exempt ones — torch.optim.AdamW with two parameter groups.
+final class DecayGroupTests: XCTestCase {
+    func testExemptRangesAreAdamWithoutDecay() throws {
+        let n = 40, exempt = [3 ..< 7, 20 ..< 21, 30 ..< 40]
+        var generator = (0 ..< 5 * n).map { Float(($0 * 7919) % 97) / 97 - 0.5 }.makeIterator()
+        let initial = (0 ..< n).map { _ in generator.next()! * 2 }
+        let grouped = try Adam(parameterCount: n, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, decoupled: true)
+        grouped.exemptFromDecay = exempt
+        let decayed = try Adam(parameterCount: n, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, decoupled: true)
+        let plain = try Adam(parameterCount: n, beta1: 0.9, beta2: 0.95, weightDecay: 0, decoupled: true)
+        var p = [initial, initial, initial]
+        for _ in 0 ..< 4 {
+            var g = (0 ..< n).map { _ in generator.next()! }
+            for (k, optimizer) in [grouped, decayed, plain].enumerated() {
+                p[k].withUnsafeMutableBufferPointer { params in g.withUnsafeMutableBufferPointer { optimizer.step(parameters: params, gradients: $0, lr: 0.05) } }
+            }
+        }
+        for i in 0 ..< n {
+            let isExempt = exempt.contains { $0.contains(i) }
+            XCTAssertEqual(p[0][i].bitPattern, p[isExempt ? 2 : 1][i].bitPattern, "index \(i) (\(isExempt ? "exempt" : "decayed"))")
+        }
+        XCTAssertNotEqual(p[1], p[2], "weight decay changes something")
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import NeuralNet
 import Training
 import XCTest
 
@@ -171,6 +172,49 @@ final class LayerListConfigTests: XCTestCase {
         }
         XCTAssertThrowsError(try TrainingConfig(yaml: nil, source: "test", overrides: ["model.kind=cnn", "model.layers=[flatten, linear]"])) { error in
             XCTAssertTrue("\(error)".contains("remove model.kind"), "\(error)")
+        }
+    }
+}
+
+/// `model.kind: gpt` and its data: nanoGPT's defaults, and every key that would do nothing refused.
+final class GPTConfigTests: XCTestCase {
+    func error(_ yaml: String?, _ overrides: [String] = []) -> String {
+        do { _ = try TrainingConfig(yaml: yaml, source: "c.yaml", overrides: overrides); return "no error" } catch { return "\(error)" }
+    }
+
+    func testGPTDefaultsAreNanoGPTs() throws {
+        let config = try TrainingConfig(yaml: "model: {kind: gpt}\n", source: "c.yaml")
+        XCTAssertEqual(config.gpt, GPTSpec())
+        XCTAssertEqual(config.dataset, "text")
+        XCTAssertEqual(config.optimizer, "adamw")
+        XCTAssertEqual(config.lr, 1e-3)
+        XCTAssertEqual(config.betas, [0.9, 0.95])
+        XCTAssertEqual(config.weightDecay, 0.1)
+        XCTAssertEqual(config.decay, "matrices")
+        XCTAssertEqual(config.evalBatch, 16)
+        // With SGD none of Adam's defaults applies.
+        let sgd = try TrainingConfig(yaml: "model: {kind: gpt}\noptimizer: {name: sgd}\n", source: "c.yaml")
+        XCTAssertEqual(sgd.lr, 0.05)
+        XCTAssertEqual(sgd.decay, "all")
+    }
+
+    func testKeysThatWouldDoNothingAreRefused() {
+        let cases: [(String, String)] = [
+            ("model: {kind: mlp, gpt: {layers: 2}}\n", "model.gpt.layers applies to model.kind: gpt only"),
+            ("model: {kind: gpt}\ndata: {mean: 0.5, std: 0.2}\n", "data.mean does not apply to data.dataset: text"),
+            ("model: {kind: gpt}\ndata: {dataset: fashion-mnist}\n", "model.kind: gpt trains on token windows"),
+            ("data: {dataset: text}\n", "data.dataset: text is a language-modelling dataset; it needs model.kind: gpt"),
+            ("model: {kind: gpt}\ndata: {train_tokens: a.bin}\n", "data.train_tokens is read only with data.dataset: tokens"),
+            ("model: {kind: gpt}\ndata: {dataset: tokens, train_tokens: a.bin}\n", "data.val_tokens is missing"),
+            ("data: {stride: 4}\n", "data.stride is read only with data.dataset: text or tokens"),
+            ("model: {kind: gpt, gpt: {vocab: 100}}\n", "model.gpt.vocab must be ≥ 256"),
+            ("model: {kind: gpt}\noptimizer: {name: sgd, decay: matrices}\n", "optimizer.decay: matrices applies to adam and adamw"),
+            ("model: {kind: gpt, gpt: {block_size: 1}}\n", "model.gpt.block_size must be ≥ 2"),
+        ]
+        for (yaml, expected) in cases {
+            let message = error(yaml)
+            XCTAssertTrue(message.contains(expected), "\(yaml): \(message)")
+            XCTAssertFalse(message.contains("\n"), message)
         }
     }
 }

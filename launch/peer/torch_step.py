@@ -1,19 +1,37 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `ringsgd bench compute`: one core, the same mlp/cnn, batch 128, a full
-training step (forward, cross-entropy, backward, SGD momentum 0.9), 5 warm-up + 30 timed steps,
-median. Usage: python torch_step.py mlp|cnn  (PyTorch is never a dependency of ringsgd.)"""
-import sys, time, torch, torch.nn as nn, torch.nn.functional as F
+"""PyTorch reference for `ringsgd bench compute`: one core, the same mlp/cnn (batch 128, SGD
+momentum 0.9) or GPT (configs/tiny-gpt.yaml's: 4 blocks, width 128, 16 windows of 128 bytes,
+AdamW with weight decay on matrices), a full training step (forward, cross-entropy, backward,
+update), 5 warm-up + 30 timed steps, median. Usage: python torch_step.py mlp|cnn|gpt
+(PyTorch is never a dependency of ringsgd.) The GPT is the module of ringsgd's exports, read
+from Sources/ModelFiles/GPTModuleSource.swift."""
+import os, sys, time, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
 model = sys.argv[1]
-if model == "mlp":
+batch = 16 if model == "gpt" else 128
+if model == "gpt":
+    source = open(os.path.join(os.path.dirname(__file__), "../../Sources/ModelFiles/GPTModuleSource.swift")).read()
+    scope = {}
+    exec(source.split('"""')[1].split("\n", 1)[1], scope)
+    net = scope["GPT"](256, 128, 4, 4, 128)
+    for n, w in net.named_parameters():
+        if w.dim() >= 2: torch.nn.init.normal_(w, 0.0, 0.02)
+    matrices = [p for p in net.parameters() if p.dim() >= 2]; rest = [p for p in net.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95))
+    x = torch.randint(0, 256, (batch, 128)); y = torch.randint(0, 256, (batch, 128))
+    loss = lambda: F.cross_entropy(net(x).flatten(0, 1), y.flatten())
+elif model == "mlp":
     net = nn.Sequential(nn.Flatten(), nn.Linear(784,512), nn.ReLU(), nn.Linear(512,256), nn.ReLU(), nn.Linear(256,10))
 else:
     net = nn.Sequential(nn.Conv2d(1,32,3,padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32,64,3,padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear(3136,128), nn.ReLU(), nn.Linear(128,10))
-opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-x = torch.randn(128,1,28,28); y = torch.randint(0,10,(128,))
+if model != "gpt":
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(128,1,28,28); y = torch.randint(0,10,(128,))
+    loss = lambda: F.cross_entropy(net(x), y)
 times=[]
 for i in range(35):
-    t=time.perf_counter(); opt.zero_grad(set_to_none=True); F.cross_entropy(net(x), y).backward(); opt.step(); times.append(time.perf_counter()-t)
+    t=time.perf_counter(); opt.zero_grad(set_to_none=True); loss().backward(); opt.step(); times.append(time.perf_counter()-t)
 t=sorted(times[5:])[15]
-print(f"torch {torch.__version__} {model} batch 128: {128/t:.0f} samples/s, {t*1e3:.2f} ms/step (median of 30, 1 thread)")
+tokens = f" ({batch*128/t:.0f} tokens/s)" if model == "gpt" else ""
+print(f"torch {torch.__version__} {model} batch {batch}: {batch/t:.0f} samples/s{tokens}, {t*1e3:.2f} ms/step (median of 30, 1 thread)")

@@ -1,0 +1,51 @@
+/// Sums, dot products and maxima over Float rows in eight SIMD lanes, combined in a fixed
+/// order: the same inputs give the same bits on every rank. Written by hand because a
+/// floating-point reduction in a plain loop stays scalar (LLVM may not reorder the additions),
+/// and rows of 128 values — a layer norm's, a softmax's — are where a GPT step spends its
+/// non-GEMM time.
+enum VectorReductions {
+    @inline(__always) static func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var lanes = SIMD8<Float>(), i = 0
+        while i + 8 <= n { lanes += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self); i += 8 }
+        var total = lanes.sum()
+        while i < n { total += p[i]; i += 1 }
+        return total
+    }
+
+    /// Σ (p[i] − shift)².
+    @inline(__always) static func squaredDeviations(_ p: UnsafePointer<Float>, _ n: Int, from shift: Float) -> Float {
+        var lanes = SIMD8<Float>(), i = 0
+        let center = SIMD8<Float>(repeating: shift)
+        while i + 8 <= n {
+            let d = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self) - center
+            lanes += d * d
+            i += 8
+        }
+        var total = lanes.sum()
+        while i < n { let d = p[i] - shift; total += d * d; i += 1 }
+        return total
+    }
+
+    @inline(__always) static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var lanes = SIMD8<Float>(), i = 0
+        while i + 8 <= n {
+            lanes += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = lanes.sum()
+        while i < n { total += a[i] * b[i]; i += 1 }
+        return total
+    }
+
+    @inline(__always) static func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+        var i = 0, best = -Float.infinity
+        if n >= 8 {
+            var lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+            i = 8
+            while i + 8 <= n { lanes = pointwiseMax(lanes, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
+            best = lanes.max()
+        }
+        while i < n { best = Swift.max(best, p[i]); i += 1 }
+        return best
+    }
+}
