@@ -74,9 +74,11 @@ struct Generate: ParsableCommand {
                 logits = Array(decoder.append(token))
             }
         }
-        for token in promptTokens { try feed(token) }
-        let start = ContinuousClock.now
         let out = FileHandle.standardOutput
+        for token in promptTokens { try feed(token) }
+        // The prompt first, as it continues it (nanoGPT prints decode(prompt + sample) too).
+        if bytes { out.write(Data(promptTokens.map(UInt8.init))) } else { out.write(Data(promptTokens.map { "\($0) " }.joined().utf8)) }
+        let start = ContinuousClock.now
         for _ in 0 ..< tokens {
             let next = logits.withUnsafeBufferPointer { TokenSampler.sample($0, temperature: temperature, topK: topK, generator: &generator) }
             if bytes { out.write(Data([UInt8(next)])) } else { out.write("\(next) ".data(using: .utf8)!) }
