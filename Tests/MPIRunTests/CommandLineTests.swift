@@ -30,7 +30,7 @@ final class CommandLineTests: XCTestCase {
             XCTAssertEqual(outcome.status, 0, "\(valid): \(outcome.output)")
             XCTAssertFalse(outcome.output.contains("unknown command"), "\(valid): \(outcome.output)")
         }
-        assertOneLineError(try ringsgd(["trian", "--config", "x.yaml"]), "unknown command 'ringsgd trian'; did you mean 'train'? (commands: train, evaluate, export, bench, check")
+        assertOneLineError(try ringsgd(["trian", "--config", "x.yaml"]), "unknown command 'ringsgd trian'; did you mean 'train'? (commands: train, evaluate, generate, export, bench, check")
         assertOneLineError(try ringsgd(["bench", "alreduce"]), "unknown command 'ringsgd bench alreduce'; did you mean 'allreduce'?")
         assertOneLineError(try ringsgd(["frobnicate"]), "unknown command 'ringsgd frobnicate' (commands: train")
     }
