@@ -83,6 +83,17 @@ public final class GradientSynchronizer {
 
     deinit { thread?.stop() }
 
+    /// Runs a collective `job` of the training thread in the place it would have among the
+    /// buckets: on the communication thread after every bucket submitted before it, waiting for
+    /// it (with `comm.overlap`; directly otherwise). A synchronised batch norm's reductions
+    /// during backward go through here: MPI is at THREAD_SERIALIZED, so the two threads must
+    /// never call it at once, and every rank must make the same calls in the same order.
+    public func runCollective(_ job: @escaping () throws -> Void) throws {
+        guard let thread else { return try job() }
+        thread.submit(job)
+        try thread.waitForAll()
+    }
+
     // MARK: - The step
 
     /// The averager of the current step, and whether the step is past the exact warm-up

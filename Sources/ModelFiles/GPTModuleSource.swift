@@ -1,4 +1,4 @@
-/// The PyTorch module a GPT export's tensors are the `state_dict` of, as Python source: an
+/// The PyTorch modules an export's tensors may need beyond `torch.nn`, as Python source: an
 /// export's `ringsgd.pytorch_source` metadata. `exec` it, then `eval` the `ringsgd.pytorch`
 /// expression (`GPT(vocab=256, block_size=128, …)`), and `load_state_dict` the file:
 ///
@@ -56,5 +56,20 @@ class GPT(nn.Module):
         for block in t.h:
             x = block(x)
         return self.lm_head(t.ln_f(x))
+"""
+}
+
+extension GPTModuleSource {
+    /// A residual block of a layer list (`Residual` in NeuralNet): `exec` it before `eval`-ing
+    /// the export's `ringsgd.pytorch` (`nn.Sequential(…, Residual(nn.Sequential(…), nn.Sequential(…)), …)`).
+    public static let residual = """
+import torch.nn as nn
+
+class Residual(nn.Module):
+    def __init__(self, layers, shortcut):
+        super().__init__()
+        self.layers, self.shortcut = layers, shortcut
+    def forward(self, x):
+        return self.layers(x) + self.shortcut(x)
 """
 }

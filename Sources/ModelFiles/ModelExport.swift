@@ -14,13 +14,21 @@ public enum ModelExport {
         public let description: String
     }
 
-    public static func tensors(of parameters: [Float], model description: ModelDescription) throws -> [NamedTensor] {
+    /// `buffers`: the model's non-trained state (batch norms' running statistics), exported
+    /// under PyTorch's buffer names so that `load_state_dict` restores `model.eval()`'s behaviour.
+    public static func tensors(of parameters: [Float], buffers: [Float] = [], model description: ModelDescription) throws -> [NamedTensor] {
         let model = try description.build()
         guard model.parameters.count == parameters.count else {
             throw Mismatch(description: "holds \(parameters.count) parameters, its model description \(model.parameters.count)")
         }
+        guard model.parameters.buffers.count == buffers.count else {
+            throw Mismatch(description: "holds \(buffers.count) buffer values, its model description \(model.parameters.buffers.count)")
+        }
         var tensors = model.parameters.views.map { view in
             NamedTensor(name: view.name, shape: view.shape, values: Array(parameters[view.range]))
+        }
+        tensors += model.parameters.bufferViews.map { view in
+            NamedTensor(name: view.name, shape: view.shape, values: Array(buffers[view.range]))
         }
         // A tied head is the token embedding: nanoGPT's state_dict lists it under both names,
         // so `load_state_dict` (strict) finds both; the file holds a copy (safetensors has no aliases).
@@ -33,9 +41,9 @@ public enum ModelExport {
     /// The file's bytes. safetensors carries metadata: the PyTorch module, the layer list, input
     /// shape, classes, normalisation (all strings, as the format requires), and `extra` (the
     /// step and config hash of the checkpoint).
-    public static func encode(_ parameters: [Float], model description: ModelDescription, format: Format,
+    public static func encode(_ parameters: [Float], buffers: [Float] = [], model description: ModelDescription, format: Format,
                               extra: [String: String] = [:]) throws -> (bytes: [UInt8], tensors: [NamedTensor]) {
-        let tensors = try tensors(of: parameters, model: description)
+        let tensors = try tensors(of: parameters, buffers: buffers, model: description)
         switch format {
         case .npz:
             return (try NpzArchive.encode(tensors), tensors)
@@ -49,6 +57,8 @@ public enum ModelExport {
             if let gpt = description.gpt {
                 metadata["ringsgd.gpt"] = json(gpt)
                 metadata["ringsgd.pytorch_source"] = GPTModuleSource.python
+            } else if description.pytorch.contains("Residual(") {
+                metadata["ringsgd.pytorch_source"] = GPTModuleSource.residual
             }
             metadata.merge(extra) { _, new in new }
             return (Safetensors.encode(tensors, metadata: metadata), tensors)

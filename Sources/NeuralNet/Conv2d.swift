@@ -19,6 +19,10 @@ public final class Conv2d: Layer {
     }
 
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
+    /// `bias: false` (a convolution before a batch norm, whose β is the bias): the layer then
+    /// declares its weight only, and the kernels add a zero bias they own.
+    public let hasBias: Bool
+    private let zeroBias: UnsafeMutableBufferPointer<Float>, unusedBiasGrad: UnsafeMutableBufferPointer<Float>
     /// The algorithm asked for at construction; nil picks per shape (see `algorithm`).
     private let requestedAlgorithm: Algorithm?
     private var winograd: Winograd3x3?
@@ -33,7 +37,7 @@ public final class Conv2d: Layer {
     /// input has at least 8 channels — with fewer, its 16 products are too thin for sgemm and
     /// the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
-                algorithm: Algorithm? = nil) {
+                bias: Bool = true, algorithm: Algorithm? = nil) {
         precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                      "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
         self.requestedAlgorithm = algorithm
@@ -42,22 +46,28 @@ public final class Conv2d: Layer {
         self.kernel = kernel
         self.stride = stride
         self.padding = padding
+        hasBias = bias
+        zeroBias = .allocate(capacity: bias ? 0 : outChannels); zeroBias.initialize(repeating: 0)
+        unusedBiasGrad = .allocate(capacity: bias ? 0 : outChannels); unusedBiasGrad.initialize(repeating: 0)
         precondition(algorithm != .winograd || winogradApplies,
                      "Conv2d: Winograd F(2×2, 3×3) needs kernel 3, stride 1, padding 1")
     }
+
+    deinit { zeroBias.deallocate(); unusedBiasGrad.deallocate() }
 
     /// Winograd F(2×2, 3×3) computes exactly this shape of convolution.
     private var winogradApplies: Bool { kernel == 3 && stride == 1 && padding == 1 }
 
     public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
-    public var pytorchModule: String { "nn.Conv2d(\(inChannels), \(outChannels), kernel_size=\(kernel), stride=\(stride), padding=\(padding))" }
+    public var pytorchModule: String { "nn.Conv2d(\(inChannels), \(outChannels), kernel_size=\(kernel), stride=\(stride), padding=\(padding)\(hasBias ? "" : ", bias=False"))" }
     /// The algorithm in use (known once the input shape is).
     public var algorithm: Algorithm { winograd == nil ? .im2col : .winograd }
     private var fieldSize: Int { inChannels * kernel * kernel }
     private var positions: Int { outHeight * outWidth }
 
     public var parameters: [ParameterSpec] {
-        [ParameterSpec(name: "weight", shape: [outChannels, inChannels, kernel, kernel]), ParameterSpec(name: "bias", shape: [outChannels])]
+        [ParameterSpec(name: "weight", shape: [outChannels, inChannels, kernel, kernel])]
+            + (hasBias ? [ParameterSpec(name: "bias", shape: [outChannels])] : [])
     }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
@@ -76,14 +86,14 @@ public final class Conv2d: Layer {
     }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
-        weight = parameters[0]; bias = parameters[1]
-        weightGrad = gradients[0]; biasGrad = gradients[1]
+        weight = parameters[0]; weightGrad = gradients[0]
+        (bias, biasGrad) = hasBias ? (parameters[1], gradients[1]) : (zeroBias.baseAddress!, unusedBiasGrad.baseAddress!)
     }
 
     /// PyTorch `_ConvNd.reset_parameters`, with fan_in = in·k·k.
     public func initialize(using generator: inout SeededGenerator) {
         generator.initializePyTorchDefault(weight: weight, weightCount: outChannels * fieldSize,
-                                           bias: bias, biasCount: outChannels, fanIn: fieldSize)
+                                           bias: bias, biasCount: hasBias ? outChannels : 0, fanIn: fieldSize)
     }
 
     /// Images per chunk: `cols` of about 128 Ki floats (512 KB, L2-sized; measured against

@@ -51,6 +51,11 @@ public final class FlatParameters {
     public let views: [ParameterView]
     public let parameters: UnsafeMutableBufferPointer<Float>
     public let gradients: UnsafeMutableBufferPointer<Float>
+    /// Non-trained state (batch norms' running statistics), in layer order: views named as
+    /// PyTorch's state_dict names buffers ("1.running_mean", "1.num_batches_tracked", …). Empty
+    /// for most models. Never averaged as a gradient; `model.batchnorm` says how ranks agree on it.
+    public let bufferViews: [ParameterView]
+    public let buffers: UnsafeMutableBufferPointer<Float>
 
     public var count: Int { parameters.count }
     /// Whether `gradients` was provided by the caller (who owns it) rather than allocated here.
@@ -59,8 +64,10 @@ public final class FlatParameters {
     /// `gradientStorage`, if given, provides the gradient buffer for the total count — e.g. an
     /// MPI shared-memory window, so that the all-reduce can read peers' gradients in place. It
     /// must be zero-filled, should be 64-byte aligned, and must outlive this object; nil means allocate here.
-    init(views: [ParameterView], gradientStorage: GradientStorage? = nil) throws {
+    init(views: [ParameterView], bufferViews: [ParameterView] = [], gradientStorage: GradientStorage? = nil) throws {
         self.views = views
+        self.bufferViews = bufferViews
+        buffers = Self.allocate(bufferViews.last.map { $0.offset + $0.count } ?? 0)
         let total = views.last.map { $0.offset + $0.count } ?? 0
         // 64-byte alignment: vector loads never split a cache line at a view's start.
         parameters = Self.allocate(total)
@@ -76,6 +83,7 @@ public final class FlatParameters {
 
     deinit {
         parameters.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
+        buffers.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() }
         if !gradientsProvided { gradients.baseAddress.map { UnsafeMutableRawPointer($0).deallocate() } }
     }
 
@@ -88,6 +96,11 @@ public final class FlatParameters {
     /// The parameters of one view.
     public func parameters(of view: ParameterView) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(rebasing: parameters[view.range])
+    }
+
+    /// The values of one buffer view.
+    public func buffer(of view: ParameterView) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: buffers[view.range])
     }
 
     /// The gradients of one view.

@@ -39,6 +39,12 @@ public protocol Layer: AnyObject {
     func outputShape(for input: [Int]) throws -> [Int]
     /// Receives pointers to its parameters and gradients (in `parameters` order).
     func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>])
+    /// State this layer keeps that is not trained by gradients — a batch norm's running mean and
+    /// variance, PyTorch's *buffers* — in state_dict order; it lives in the model's flat buffer
+    /// of buffers, so checkpoints, the replica hash and exports carry it.
+    var buffers: [ParameterSpec] { get }
+    /// Receives pointers to its buffers (in `buffers` order).
+    func bind(buffers: [UnsafeMutablePointer<Float>])
     /// PyTorch's default initialisation, drawn from `generator`.
     func initialize(using generator: inout SeededGenerator)
     /// Allocates buffers for batches of up to `batch` samples.
@@ -54,6 +60,8 @@ public protocol Layer: AnyObject {
 extension Layer {
     public var parameters: [ParameterSpec] { [] }
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {}
+    public var buffers: [ParameterSpec] { [] }
+    public func bind(buffers: [UnsafeMutablePointer<Float>]) {}
     public func initialize(using generator: inout SeededGenerator) {}
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) { (0, 0, 0) }
 }

@@ -8,17 +8,36 @@
 public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
     /// `nn.Linear`; `out` nil only on the last layer, where it is the data's class count.
     case linear(out: Int?)
-    /// `nn.Conv2d` with a square kernel and zero padding.
-    case conv2d(out: Int, kernel: Int, stride: Int, padding: Int)
+    /// `nn.Conv2d` with a square kernel and zero padding; `bias` nil means true (and is how
+    /// descriptions written before the field existed read back).
+    case conv2d(out: Int, kernel: Int, stride: Int, padding: Int, bias: Bool? = nil)
     /// `nn.MaxPool2d(kernel)`: stride = kernel, floor mode.
     case maxpool2d(kernel: Int)
     case relu
     case flatten
     /// `nn.Dropout(p)`.
     case dropout(p: Double)
+    /// `nn.BatchNorm2d` / `nn.BatchNorm1d` over the input's channels (eps, momentum: PyTorch's).
+    case batchnorm2d(eps: Double, momentum: Double)
+    case batchnorm1d(eps: Double, momentum: Double)
+    /// `nn.AdaptiveAvgPool2d(1)` and flatten: [C, H, W] → [C].
+    case globalavgpool2d
+    /// A residual block: `layers` plus a shortcut, `identity` or `projection` (1×1 convolution
+    /// with the block's stride, no bias, then batch norm).
+    case residual(layers: [LayerSpec], shortcut: String)
 
     /// The names a config may use, in the order the README lists them.
-    public static let names = ["linear", "conv2d", "maxpool2d", "relu", "flatten", "dropout"]
+    public static let names = ["linear", "conv2d", "maxpool2d", "relu", "flatten", "dropout", "batchnorm2d", "batchnorm1d",
+                               "globalavgpool2d", "residual"]
+
+    /// Whether this layer is or holds a batch norm (a projection shortcut has one).
+    public var containsBatchNorm: Bool {
+        switch self {
+        case .batchnorm1d, .batchnorm2d: return true
+        case let .residual(layers, shortcut): return shortcut == "projection" || layers.contains(where: \.containsBatchNorm)
+        default: return false
+        }
+    }
 
     /// The config's name of this layer ("conv2d").
     public var name: String {
@@ -29,13 +48,22 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
         case .relu: return "relu"
         case .flatten: return "flatten"
         case .dropout: return "dropout"
+        case .batchnorm2d: return "batchnorm2d"
+        case .batchnorm1d: return "batchnorm1d"
+        case .globalavgpool2d: return "globalavgpool2d"
+        case .residual: return "residual"
         }
     }
 
     public var description: String {
         switch self {
         case let .linear(out): return out.map { "linear(out: \($0))" } ?? "linear(out: classes)"
-        case let .conv2d(out, kernel, stride, padding): return "conv2d(out: \(out), kernel: \(kernel), stride: \(stride), padding: \(padding))"
+        case let .conv2d(out, kernel, stride, padding, bias):
+            return "conv2d(out: \(out), kernel: \(kernel), stride: \(stride), padding: \(padding)\(bias == false ? ", bias: false" : ""))"
+        case let .batchnorm2d(eps, momentum): return "batchnorm2d(eps: \(eps), momentum: \(momentum))"
+        case let .batchnorm1d(eps, momentum): return "batchnorm1d(eps: \(eps), momentum: \(momentum))"
+        case .globalavgpool2d: return "globalavgpool2d"
+        case let .residual(layers, shortcut): return "residual(layers: [\(layers.map(\.description).joined(separator: ", "))], shortcut: \(shortcut))"
         case let .maxpool2d(kernel): return "maxpool2d(kernel: \(kernel))"
         case .relu: return "relu"
         case .flatten: return "flatten"
@@ -63,7 +91,7 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
             }
             guard width >= 1 else { throw ShapeError("out must be ≥ 1, got \(width)") }
             return Linear(input[0], width)
-        case let .conv2d(out, kernel, stride, padding):
+        case let .conv2d(out, kernel, stride, padding, bias):
             let (channels, height, width) = try image()
             guard out >= 1, kernel >= 1, stride >= 1, padding >= 0 else {
                 throw ShapeError("needs out, kernel, stride ≥ 1 and padding ≥ 0, got out \(out), kernel \(kernel), stride \(stride), padding \(padding)")
@@ -71,7 +99,7 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
             guard kernel <= height + 2 * padding, kernel <= width + 2 * padding else {
                 throw ShapeError("kernel \(kernel) is larger than its \(height)×\(width) input (padded by \(padding))")
             }
-            return Conv2d(channels, out, kernel: kernel, stride: stride, padding: padding)
+            return Conv2d(channels, out, kernel: kernel, stride: stride, padding: padding, bias: bias ?? true)
         case let .maxpool2d(kernel):
             let (_, height, width) = try image()
             guard kernel >= 1 else { throw ShapeError("kernel must be ≥ 1, got \(kernel)") }
@@ -86,6 +114,40 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
         case let .dropout(p):
             guard p >= 0, p < 1 else { throw ShapeError("p must be in [0, 1), got \(p)") }
             return Dropout(probability: Float(p), seed: seed)
+        case let .batchnorm2d(eps, momentum):
+            let (channels, _, _) = try image()
+            return BatchNorm(channels: channels, dimensions: 2, epsilon: Float(eps), momentum: Float(momentum))
+        case let .batchnorm1d(eps, momentum):
+            guard input.count == 1 || input.count == 2 else { throw ShapeError("needs a [C] or [C, L] input, got \(input)") }
+            return BatchNorm(channels: input[0], dimensions: 1, epsilon: Float(eps), momentum: Float(momentum))
+        case .globalavgpool2d:
+            _ = try image()
+            return GlobalAvgPool2d()
+        case let .residual(specs, shortcut):
+            guard !specs.isEmpty else { throw ShapeError("a residual block needs at least one layer") }
+            var inner: [Layer] = [], shape = input
+            for (index, spec) in specs.enumerated() {
+                do {
+                    let layer = try spec.make(input: shape, classes: classes, isLast: false, seed: seed &+ UInt64(index + 1) << 20)
+                    shape = try layer.outputShape(for: shape)
+                    inner.append(layer)
+                } catch let error as ShapeError {
+                    throw ShapeError("layers[\(index)] (\(spec.name)): \(error.message)")
+                }
+            }
+            switch shortcut {
+            case "identity":
+                return Residual(layers: inner, shortcut: [])
+            case "projection":
+                let (channels, height, width) = try image()
+                guard shape.count == 3, height % shape[1] == 0, width % shape[2] == 0, height / shape[1] == width / shape[2] else {
+                    throw ShapeError("a projection shortcut maps [C, H, W] to the block's output by a strided 1×1 convolution; the block gives \(shape) from \(input)")
+                }
+                return Residual(layers: inner, shortcut: [Conv2d(channels, shape[0], kernel: 1, stride: height / shape[1], bias: false),
+                                                          BatchNorm(channels: shape[0], dimensions: 2)])
+            default:
+                throw ShapeError("shortcut must be identity or projection, got '\(shortcut)'")
+            }
         }
     }
 }

@@ -89,6 +89,14 @@ extension FlatParameters {
         return first + n
     }
 
+    /// Binds `layer` to its buffer views from index `first`; returns the next index.
+    func bindBuffers(_ layer: Layer, from first: Int) -> Int {
+        let n = layer.buffers.count
+        guard n > 0 else { return first }
+        layer.bind(buffers: bufferViews[first ..< first + n].map { buffers.baseAddress! + $0.offset })
+        return first + n
+    }
+
     /// Unit extents from the index of each unit's first view (nil: none): from its first view
     /// to the next unit's first (alignment padding included), the last to the end.
     func extents(firstViews: [Int?]) -> [Range<Int>?] {

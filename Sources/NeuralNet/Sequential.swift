@@ -20,19 +20,24 @@ public final class Sequential: Model {
         self.layers = layers
         self.inputShape = inputShape
         var shape = inputShape
-        var specs: [(name: String, shape: [Int])] = []
+        var specs: [(name: String, shape: [Int])] = [], bufferSpecs: [(name: String, shape: [Int])] = []
         for (index, layer) in layers.enumerated() {
             shape = try layer.outputShape(for: shape)
             specs += layer.parameters.map { ("\(index).\($0.name)", $0.shape) }
+            bufferSpecs += layer.buffers.map { ("\(index).\($0.name)", $0.shape) }
         }
         guard shape.count == 1, shape[0] >= 2 else {
             throw ShapeError("the last layer must produce a vector of ≥ 2 class scores, got shape \(shape)")
         }
         outputShape = shape
-        parameters = try FlatParameters(views: FlatParameters.layout(specs), gradientStorage: gradientStorage)
+        parameters = try FlatParameters(views: FlatParameters.layout(specs), bufferViews: FlatParameters.layout(bufferSpecs),
+                                        gradientStorage: gradientStorage)
         loss = SoftmaxCrossEntropy(classes: shape[0])
-        var next = 0
-        for layer in layers { next = parameters.bind(layer, from: next) }
+        var next = 0, nextBuffer = 0
+        for layer in layers {
+            next = parameters.bind(layer, from: next)
+            nextBuffer = parameters.bindBuffers(layer, from: nextBuffer)
+        }
     }
 
     /// Draws every parameter from `seed` in layer order: the same seed gives the same model
@@ -48,9 +53,12 @@ public final class Sequential: Model {
     /// its own stream — layers sharing one would drop the same units in every layer of equal width.
     public func reseedDropout(seed: UInt64, rank: Int, step: Int) {
         for (index, layer) in layers.enumerated() {
-            guard let dropout = layer as? Dropout else { continue }
-            var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | UInt64(index))
-            dropout.generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
+            // A dropout inside a residual block: its own stream, numbered after the block's index.
+            let nested = (layer as? Residual)?.dropouts.enumerated().map { (UInt64(index) | UInt64($0.offset + 1) << 16, $0.element) } ?? []
+            for (stream, dropout) in ((layer as? Dropout).map { [(UInt64(index), $0)] } ?? []) + nested {
+                var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | stream)
+                dropout.generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
+            }
         }
     }
 
@@ -67,6 +75,7 @@ public final class Sequential: Model {
         reserve(batch: batch)
         var x = UnsafePointer(input.baseAddress!)
         for layer in layers { x = layer.forward(x, batch: batch, training: training) }
+        try raiseCollectiveFailure()
         return x
     }
 
@@ -93,6 +102,7 @@ public final class Sequential: Model {
             guard let next else { break }
             gradient = next
         }
+        try raiseCollectiveFailure()
         return result
     }
 
@@ -107,6 +117,14 @@ public final class Sequential: Model {
             viewIndex += n
         }
         return parameters.extents(firstViews: firsts)
+    }
+
+    /// A synchronised batch norm's reduction that failed during the pass (a rank died): raised
+    /// here, once the pass is over, since layers do not throw.
+    private func raiseCollectiveFailure() throws {
+        for layer in layers {
+            if let failure = (layer as? CollectiveLayer)?.takeFailure() { throw failure }
+        }
     }
 
     public var unitNames: [String] { layers.enumerated().map { "\($0.offset) \($0.element.summary)" } }

@@ -21,7 +21,9 @@ import ModelFiles
 /// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
 /// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
 /// feedback is on (always with PowerSGD, whose residuals it holds); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
-/// identical on every rank), present with `comm.compressor: powersgd`; `MODL` the
+/// identical on every rank), present with `comm.compressor: powersgd`; `BUFS` the model's
+/// buffers (Float32, batch norms' running statistics, in the buffer views' order), present when
+/// it has any; `MODL` the
 /// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
@@ -37,12 +39,15 @@ public struct Checkpoint: Equatable {
     public var residualSum: [Float]?
     public var powerSGDState: [UInt8]?
     public var model: ModelDescription?
+    /// The model's buffers (empty when it has none).
+    public var buffers: [Float]
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
-                optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil) {
+                optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
+                buffers: [Float] = []) {
         self.worldSize = worldSize; self.step = step; self.skippedSteps = skippedSteps; self.config = config
         self.parameters = parameters; self.optimizerState = optimizerState; self.residualSum = residualSum
-        self.powerSGDState = powerSGDState; self.model = model
+        self.powerSGDState = powerSGDState; self.model = model; self.buffers = buffers
     }
 
     public func encoded() -> [UInt8] {
@@ -54,6 +59,7 @@ public struct Checkpoint: Equatable {
                                              ("OPTM", optimizerState)]
         if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
         if let powerSGDState { sections.append(("PSGD", powerSGDState)) }
+        if !buffers.isEmpty { sections.append(("BUFS", buffers.withUnsafeBytes { Array($0) })) }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
@@ -107,6 +113,8 @@ public struct Checkpoint: Equatable {
         optimizerState = optm
         residualSum = sections["EFRS"].map { e in e.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
         powerSGDState = sections["PSGD"]
+        guard (sections["BUFS"]?.count ?? 0) % 4 == 0 else { throw Corrupt(reason: "its BUFS section is not whole Float32 values") }
+        buffers = sections["BUFS"].map { b in b.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } } ?? []
         if let json = sections["MODL"] {
             do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
@@ -240,7 +248,7 @@ extension ModelExport {
         guard let description = checkpoint.model else {
             throw Checkpoint.Corrupt(reason: "has no model description (written before ringsgd could export); resume the run once to write a new checkpoint")
         }
-        return try encode(checkpoint.parameters, model: description, format: format,
+        return try encode(checkpoint.parameters, buffers: checkpoint.buffers, model: description, format: format,
                           extra: ["ringsgd.step": "\(checkpoint.step)",
                                   "ringsgd.config_hash": String(format: "%016llx", FastHash.hash(Array(checkpoint.config.utf8)))])
     }

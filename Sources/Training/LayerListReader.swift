@@ -10,23 +10,26 @@ enum LayerListReader {
     /// Each layer's fields: required ones, and optional ones with their defaults (PyTorch's).
     private static let fields: [String: (required: [String], optional: [String: Double])] = [
         "linear": ([], ["out": 0]),
-        "conv2d": (["out", "kernel"], ["stride": 1, "padding": 0]),
+        "conv2d": (["out", "kernel"], ["stride": 1, "padding": 0, "bias": 1]),
         "maxpool2d": (["kernel"], [:]),
         "relu": ([], [:]),
         "flatten": ([], [:]),
         "dropout": ([], ["p": 0.5]),
+        "batchnorm2d": ([], ["eps": 1e-5, "momentum": 0.1]),
+        "batchnorm1d": ([], ["eps": 1e-5, "momentum": 0.1]),
+        "globalavgpool2d": ([], [:]),
+        "residual": (["layers"], ["shortcut": 0]),
     ]
 
-    static func read(_ node: Node) throws -> [LayerSpec] {
+    static func read(_ node: Node, path: String = "model.layers") throws -> [LayerSpec] {
         guard case let .sequence(items) = node else {
-            throw ConfigError("model.layers must be a list of layers (- conv2d: {out: 32, kernel: 3}, - relu, …)")
+            throw ConfigError("\(path) must be a list of layers (- conv2d: {out: 32, kernel: 3}, - relu, …)")
         }
-        guard !items.isEmpty else { throw ConfigError("model.layers is empty; list the model's layers, ending with a linear layer") }
-        return try items.enumerated().map { index, item in try layer(item, at: index) }
+        guard !items.isEmpty else { throw ConfigError("\(path) is empty; list the \(path == "model.layers" ? "model's layers, ending with a linear layer" : "block's layers")") }
+        return try items.enumerated().map { index, item in try layer(item, at: "\(path)[\(index)]") }
     }
 
-    private static func layer(_ item: Node, at index: Int) throws -> LayerSpec {
-        let here = "model.layers[\(index)]"
+    private static func layer(_ item: Node, at here: String) throws -> LayerSpec {
         let name: String, body: Node?
         switch item {
         case let .scalar(s):
@@ -68,9 +71,33 @@ enum LayerListReader {
         switch name {
         case "linear": return .linear(out: values["out"] == nil ? nil : try int("out", min: 1))
         case "conv2d":
+            var bias: Bool?
+            if let node = values["bias"] {
+                guard let b = node.scalar.flatMap({ Bool($0.string.lowercased()) }) else {
+                    throw ConfigError("\(here) (conv2d): bias must be true or false, got \(node.scalarOrListText)")
+                }
+                bias = b ? nil : false
+            }
             return .conv2d(out: try int("out", min: 1), kernel: try int("kernel", min: 1), stride: try int("stride", min: 1),
-                           padding: try int("padding", min: 0))
+                           padding: try int("padding", min: 0), bias: bias)
         case "maxpool2d": return .maxpool2d(kernel: try int("kernel", min: 1))
+        case "batchnorm2d", "batchnorm1d":
+            func number(_ field: String, _ valid: (Double) -> Bool, _ rule: String) throws -> Double {
+                guard let node = values[field] else { return known.optional[field]! }
+                guard let v = node.scalar.flatMap({ Double($0.string) }), valid(v) else {
+                    throw ConfigError("\(here) (\(name)): \(field) must be \(rule), got \(node.scalarOrListText)")
+                }
+                return v
+            }
+            let eps = try number("eps", { $0 > 0 }, "a number > 0"), momentum = try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1]")
+            return name == "batchnorm2d" ? .batchnorm2d(eps: eps, momentum: momentum) : .batchnorm1d(eps: eps, momentum: momentum)
+        case "globalavgpool2d": return .globalavgpool2d
+        case "residual":
+            let shortcut = values["shortcut"]?.scalar?.string ?? "identity"
+            guard ["identity", "projection"].contains(shortcut) else {
+                throw ConfigError("\(here) (residual): shortcut must be identity or projection, got \(values["shortcut"]!.scalarOrListText)")
+            }
+            return .residual(layers: try read(values["layers"]!, path: "\(here).layers"), shortcut: shortcut)
         case "relu": return .relu
         case "flatten": return .flatten
         default:

@@ -13,6 +13,7 @@ extension Trainer {
         transport.setActivity("the checkpoint of step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.checkpoint, since: spanStart) }
+        try broadcastBuffers(run)   // model.batchnorm: broadcast — rank 0's buffers are the model's
         let residualSum = try run.synchronizer.errorFeedbackSum()   // collective
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
             do { try writeCheckpoint(run, step: step, residualSum: residualSum) } catch {
@@ -32,7 +33,7 @@ extension Trainer {
         try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
                                        parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
                                        residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
-                                       model: run.modelDescription))
+                                       model: run.modelDescription, buffers: Array(run.parameters.buffers)))
     }
 
     /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference
@@ -42,12 +43,13 @@ extension Trainer {
         transport.setActivity("the replica check after step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.replicaCheck, since: spanStart) }
-        let hash = FastHash.hash([run.parameters.parameters] + run.optimizer.stateBuffers)
+        try broadcastBuffers(run)
+        let hash = FastHash.hash([run.parameters.parameters, run.parameters.buffers] + run.optimizer.stateBuffers)
         let all = try RingAllGather.gather(hash, over: transport)
         if all.contains(where: { $0 != all[0] }) {
             let groups = Dictionary(grouping: all.indices, by: { all[$0] })
             let detail = groups.map { "ranks \($0.value.map(String.init).joined(separator: ",")): \(String(format: "%016llx", $0.key))" }
-            throw CollectiveError.disagreement(rank: transport.rank, what: "parameters and optimizer state after step \(step) (replicas diverged)",
+            throw CollectiveError.disagreement(rank: transport.rank, what: "parameters, buffers and optimizer state after step \(step) (replicas diverged)",
                                                values: detail.sorted())
         }
         return hash

@@ -107,6 +107,7 @@ extension Trainer {
             run.recordSpan(.evaluate, since: spanStart)
             epoch.evalSeconds += (ContinuousClock.now - spanStart).seconds
         }
+        try broadcastBuffers(run)
         let batch = max(1, min(config.evalBatch, run.model.reservedBatch))
         let result = try Evaluation.run(run.model, on: run.test, over: transport, batch: batch)
         (epoch.lastTestAccuracy, epoch.lastTestLoss, epoch.lastPerplexity) = (result.accuracy, result.loss, result.perplexity)

@@ -92,6 +92,7 @@ extension Trainer {
             return (sampler, optimizer, try config.makeSchedule(total: units, worldSize: n), synchronizer, totalSteps)
         }
 
+        installBatchNormSync(model, synchronizer: synchronizer)
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
         if let probe = synchronizer.probe, rank == 0 { log(probe.report) }
         try synchronizer.measureIsolatedCost(probing: parameters.gradients)
@@ -107,6 +108,7 @@ extension Trainer {
             if rank == 0 { log("initial weights: \(loaded) tensors from \(initFromPath)") }
         }
         try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.parameters), root: 0)
+        if !parameters.buffers.isEmpty { try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.buffers), root: 0) }
         var startStep = 0, skipped = 0, changes: [String] = []
         if resume {
             let checkpoint = try restore(store, model, optimizer, synchronizer)
@@ -190,6 +192,9 @@ extension Trainer {
             guard c.parameters.count == count else {
                 throw Checkpoint.Corrupt(reason: "holds \(c.parameters.count) parameters, this model has \(count)")
             }
+            guard c.buffers.count == model.parameters.buffers.count else {
+                throw Checkpoint.Corrupt(reason: "holds \(c.buffers.count) buffer values, this model has \(model.parameters.buffers.count)")
+            }
             try optimizer.loadState(c.optimizerState)
         }
         let bytes = try Agreement.fromRankZero("find a checkpoint", over: transport) {
@@ -206,6 +211,7 @@ extension Trainer {
         let warnings = try Agreement.run("load the checkpoint", over: transport) { () -> [String] in
             try fits(checkpoint)
             _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
+            _ = model.parameters.buffers.update(fromContentsOf: checkpoint.buffers)
             let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank) : nil
             return synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
                                         step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)

@@ -27,6 +27,7 @@ extension Trainer {
         // micro-batch's backward completes each bucket with the sum, divided by K — the mean
         // over the rank's whole batch, as one batch would give up to float rounding.
         let start = ContinuousClock.now
+        try broadcastBuffers(run)   // model.batchnorm: broadcast
         run.fillBatch(step: step)
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
@@ -72,6 +73,7 @@ extension Trainer {
         let local = (loss: lossSum / Double(k), correct: correct)
         let backwardEnd = ContinuousClock.now
         try run.synchronizer.finishStep()
+        try averageBuffers(run)     // model.batchnorm: local
         clock.compute = (backwardEnd - start).seconds
         clock.comm = run.synchronizer.lastSeconds
         clock.exposed = run.synchronizer.lastExposedSeconds

@@ -15,6 +15,7 @@ public struct TrainingConfig {
     public var layers: [LayerSpec]?                // model.layers: the model as a list of layers
     public var hidden = ModelSpec.defaultMLPHidden // model.hidden (mlp)
     public var dropout = 0.0                       // model.dropout (mlp)
+    public var batchNorm = "sync"                  // model.batchnorm: sync | local | broadcast (models with batch norms)
 
     public var dataset = "fashion-mnist"           // data.dataset: fashion-mnist | idx | npy | synthetic | text | tokens
     public var textPaths = ["/usr/share/games/fortunes"]   // data.text (text): files or directories, read as bytes
@@ -111,6 +112,10 @@ public struct TrainingConfig {
                 throw ConfigError("model.layers describes the whole model; remove \(shorthand) (model.kind is a shorthand for a layer list)")
             }
             layers = try LayerListReader.read(list)
+        }
+        batchNorm = try r.string("model.batchnorm", default: batchNorm, allowed: ["sync", "local", "broadcast"])
+        if r.has("model.batchnorm") && !(layers ?? []).contains(where: \.containsBatchNorm) {
+            throw ConfigError("model.batchnorm applies to models with batch norm layers (batchnorm2d, batchnorm1d, a residual projection); this model has none: remove it")
         }
         dataset = try r.string("data.dataset", default: modelKind == "gpt" ? "text" : dataset,
                                allowed: ["fashion-mnist", "idx", "npy", "synthetic", "text", "tokens"])

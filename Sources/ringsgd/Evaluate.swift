@@ -94,6 +94,10 @@ struct Evaluate: ParsableCommand {
                     throw ConfigError("the checkpoint holds \(found.parameters.count) parameters, its model on this data \(model.parameters.count) (input \(test.inputShape), \(test.classes) classes); evaluate on data shaped like the training data")
                 }
                 _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
+                guard model.parameters.buffers.count == found.buffers.count else {
+                    throw ConfigError("the checkpoint holds \(found.buffers.count) buffer values, its model \(model.parameters.buffers.count); the checkpoint does not describe this model")
+                }
+                _ = model.parameters.buffers.update(fromContentsOf: found.buffers)
                 return (model, test, config.evalBatch)
             }
             let result = try Evaluation.run(model, on: test, over: transport, batch: batch)

@@ -10,7 +10,7 @@ extension XCTestCase {
     /// initialisation — a GPT's N(0, 0.02) leaves gradients too small for a finite difference
     /// to tell a wrong one from a right one. `absolute`: the absolute part of the tolerance.
     func checkGradients(_ model: Model, batch: Int, samples: Int = 60, seed: UInt64 = 3, epsilon: Float = 1e-2,
-                        tokens: Bool = false, uniform: Float? = nil, absolute: Double = 2e-3,
+                        tokens: Bool = false, uniform: Float? = nil, absolute: Double = 2e-3, trainingLoss: Bool = false,
                         file: StaticString = #filePath, line: UInt = #line) throws {
         model.initialize(seed: seed)
         var generator = SeededGenerator(seed: seed + 1)
@@ -19,9 +19,14 @@ extension XCTestCase {
             tokens ? Float(generator.next() % UInt64(model.classes)) : generator.uniform(-1, 1)
         }
         let labels = (0 ..< batch * model.labelsPerSample).map { _ in Int32(generator.next() % UInt64(model.classes)) }
+        // `trainingLoss`: the loss of a training pass (a batch norm normalises with the batch's
+        // statistics there, with the running ones in evaluation).
         func loss() throws -> Double {
             try input.withUnsafeBufferPointer { x in
-                try labels.withUnsafeBufferPointer { y in try model.evaluate(input: x, labels: y, batch: batch).loss }
+                try labels.withUnsafeBufferPointer { y in
+                    trainingLoss ? try model.computeGradients(input: x, labels: y, batch: batch).loss
+                                 : try model.evaluate(input: x, labels: y, batch: batch).loss
+                }
             }
         }
         try input.withUnsafeBufferPointer { x in

@@ -154,9 +154,9 @@ final class LayerListConfigTests: XCTestCase {
 
     func testMistakesNameTheLayer() {
         let cases: [(String, String)] = [
-            ("[conv3d]", "model.layers[0]: unknown layer 'conv3d' (known: linear, conv2d, maxpool2d, relu, flatten, dropout)"),
+            ("[conv3d]", "model.layers[0]: unknown layer 'conv3d' (known: linear, conv2d, maxpool2d, relu, flatten, dropout, batchnorm2d, batchnorm1d, globalavgpool2d, residual)"),
             ("[flatten, {conv2d: {out: 8}}]", "model.layers[1] (conv2d): missing field 'kernel' (required: out, kernel)"),
-            ("[{conv2d: {out: 8, kernel: 3, kernal: 3}}]", "model.layers[0] (conv2d): unknown field 'kernal' (fields: out, kernel, padding, stride)"),
+            ("[{conv2d: {out: 8, kernel: 3, kernal: 3}}]", "model.layers[0] (conv2d): unknown field 'kernal' (fields: out, kernel, bias, padding, stride)"),
             ("[{linear: {out: many}}]", "model.layers[0] (linear): out must be an integer, got many"),
             ("[{linear: {out: 0}}]", "model.layers[0] (linear): out must be ≥ 1, got 0"),
             ("[{dropout: {p: 1}}]", "model.layers[0] (dropout): p must be a number in [0, 1), got 1"),

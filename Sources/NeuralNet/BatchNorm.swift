@@ -1,0 +1,178 @@
+/// Batch normalisation (Ioffe & Szegedy 2015) with PyTorch's semantics — `nn.BatchNorm2d` on
+/// [C, H, W] samples, `nn.BatchNorm1d` on [C] or [C, L] samples: per channel,
+///
+///     training:   y = (x − μ_B)/√(σ²_B + eps)·γ + β,  μ_B, σ²_B the batch's mean and biased variance
+///                 running_mean ← (1 − momentum)·running_mean + momentum·μ_B
+///                 running_var  ← (1 − momentum)·running_var  + momentum·σ²_B·m/(m − 1)   (unbiased)
+///                 num_batches_tracked += 1
+///     evaluation: y = (x − running_mean)/√(running_var + eps)·γ + β
+///
+/// over the m = batch·H·W values of a channel. The running statistics are *buffers*: state in
+/// the model's flat buffer of buffers (checkpointed, hashed, exported), not parameters.
+///
+/// Backward, with x̂ the normalised input: dγ = Σ dy·x̂, dβ = Σ dy,
+/// dx = γ/√(σ² + eps) · (dy − Σdy/m − x̂·Σ(dy·x̂)/m).
+///
+/// `statisticsReducer`, when set, sums the per-channel statistics over every rank — PyTorch's
+/// `SyncBatchNorm`: forward's Σx, Σx² and m, and backward's Σdy, Σdy·x̂ (the parameter gradients
+/// stay this rank's sums, which the gradient all-reduce then averages). A step on n ranks is
+/// then one step on the global batch. A reducer that throws leaves its error in
+/// `failure`, which the model raises when the pass ends.
+public final class BatchNorm: Layer, CollectiveLayer {
+    public let channels: Int
+    public let epsilon: Float, momentum: Float
+    /// 2 for `nn.BatchNorm2d` ([C, H, W]), 1 for `nn.BatchNorm1d` ([C] or [C, L]).
+    public let dimensions: Int
+    public var statisticsReducer: ((UnsafeMutableBufferPointer<Double>) throws -> Void)?
+    public private(set) var failure: Error?
+    private var spatial = 1
+    private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
+    private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
+    private var runningMean: UnsafeMutablePointer<Float>!, runningVar: UnsafeMutablePointer<Float>!
+    private var batchesTracked: UnsafeMutablePointer<Float>!
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), normalized = ActivationBuffer()
+    /// Per channel: the last forward's 1/√(σ² + eps), and the statistics being reduced.
+    private let rstds = ActivationBuffer()
+    private let sums: UnsafeMutableBufferPointer<Double>
+    /// The batch's values per channel, all ranks together with a reducer (for backward).
+    private var count = 0.0
+
+    public init(channels: Int, dimensions: Int, epsilon: Float = 1e-5, momentum: Float = 0.1) {
+        precondition(channels > 0 && (dimensions == 1 || dimensions == 2), "BatchNorm needs channels > 0 and 1 or 2 dimensions")
+        self.channels = channels
+        self.dimensions = dimensions
+        self.epsilon = epsilon
+        self.momentum = momentum
+        sums = .allocate(capacity: 2 * channels + 1)
+        sums.initialize(repeating: 0)
+    }
+
+    deinit { sums.deallocate() }
+
+    public var summary: String { "BatchNorm\(dimensions)d(\(channels))" }
+    public var pytorchModule: String { "nn.BatchNorm\(dimensions)d(\(channels))" }
+    public var parameters: [ParameterSpec] {
+        [ParameterSpec(name: "weight", shape: [channels]), ParameterSpec(name: "bias", shape: [channels])]
+    }
+    /// PyTorch's buffer names and shapes (num_batches_tracked is a 0-dimensional tensor).
+    public var buffers: [ParameterSpec] {
+        [ParameterSpec(name: "running_mean", shape: [channels]), ParameterSpec(name: "running_var", shape: [channels]),
+         ParameterSpec(name: "num_batches_tracked", shape: [])]
+    }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        let expected = dimensions == 2 ? "[\(channels), H, W]" : "[\(channels)] or [\(channels), L]"
+        let fits = input.first == channels && (dimensions == 2 ? input.count == 3 : (input.count == 1 || input.count == 2))
+        guard fits else { throw ShapeError("\(summary) takes \(expected), got \(input)") }
+        spatial = input.dropFirst().reduce(1, *)
+        return input
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+        weight = parameters[0]; bias = parameters[1]
+        weightGrad = gradients[0]; biasGrad = gradients[1]
+    }
+
+    public func bind(buffers: [UnsafeMutablePointer<Float>]) {
+        runningMean = buffers[0]; runningVar = buffers[1]; batchesTracked = buffers[2]
+    }
+
+    /// PyTorch's: γ = 1, β = 0, running mean 0, running variance 1, no batches tracked.
+    public func initialize(using generator: inout SeededGenerator) {
+        weight.update(repeating: 1, count: channels); bias.update(repeating: 0, count: channels)
+        runningMean?.update(repeating: 0, count: channels); runningVar?.update(repeating: 1, count: channels)
+        batchesTracked?.pointee = 0
+    }
+
+    public func reserve(batch: Int) {
+        let n = batch * channels * spatial
+        output.reserve(n); inputGrad.reserve(n); normalized.reserve(n); rstds.reserve(channels)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        let c = channels, s = spatial, y = output.pointer, xhat = normalized.pointer, rstd = rstds.pointer
+        if training {
+            for ch in 0 ..< c {
+                var s1 = 0.0, s2 = 0.0
+                for b in 0 ..< batch {
+                    let row = x + (b * c + ch) * s
+                    for i in 0 ..< s { let v = Double(row[i]); s1 += v; s2 += v * v }
+                }
+                sums[ch] = s1; sums[c + ch] = s2
+            }
+            sums[2 * c] = Double(batch * s)
+            reduce()
+            count = sums[2 * c]
+            for ch in 0 ..< c {
+                let mean = sums[ch] / count, variance = max(0, sums[c + ch] / count - mean * mean)
+                rstd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
+                runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mean)
+                runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(variance * count / max(1, count - 1))
+                sums[ch] = mean   // kept for the normalisation below
+            }
+            batchesTracked.pointee += 1
+        } else {
+            for ch in 0 ..< c {
+                sums[ch] = Double(runningMean[ch])
+                rstd[ch] = 1 / (runningVar[ch] + epsilon).squareRoot()
+            }
+        }
+        for b in 0 ..< batch {
+            for ch in 0 ..< c {
+                let offset = (b * c + ch) * s, mean = Float(sums[ch]), r = rstd[ch], g = weight[ch], beta = bias[ch]
+                for i in 0 ..< s {
+                    let n = (x[offset + i] - mean) * r
+                    xhat[offset + i] = n
+                    y[offset + i] = n * g + beta
+                }
+            }
+        }
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        let c = channels, s = spatial, xhat = normalized.pointer, rstd = rstds.pointer, dx = inputGrad.pointer
+        for ch in 0 ..< c {
+            var sdy = 0.0, sdyx = 0.0
+            for b in 0 ..< batch {
+                let offset = (b * c + ch) * s
+                for i in 0 ..< s { let d = Double(dy[offset + i]); sdy += d; sdyx += d * Double(xhat[offset + i]) }
+            }
+            weightGrad[ch] = Float(sdyx); biasGrad[ch] = Float(sdy)
+            sums[ch] = sdy; sums[c + ch] = sdyx
+        }
+        guard needsInputGradient else { return nil }
+        sums[2 * c] = 0
+        reduce()
+        for b in 0 ..< batch {
+            for ch in 0 ..< c {
+                let offset = (b * c + ch) * s, scale = weight[ch] * rstd[ch]
+                let meanDy = Float(sums[ch] / count), meanDyX = Float(sums[c + ch] / count)
+                for i in 0 ..< s { dx[offset + i] = scale * (dy[offset + i] - meanDy - xhat[offset + i] * meanDyX) }
+            }
+        }
+        return UnsafePointer(dx)
+    }
+
+    /// Sums `sums` over the ranks when synchronised; a failure is kept for the model to raise.
+    private func reduce() {
+        guard let statisticsReducer, failure == nil else { return }
+        do { try statisticsReducer(sums) } catch { failure = error }
+    }
+
+    public func takeFailure() -> Error? {
+        defer { failure = nil }
+        return failure
+    }
+
+    public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
+        let n = Double(channels * spatial)
+        return (6 * n, 4 * n, 5 * n)
+    }
+}
+
+/// A layer whose pass may run a collective (a synchronised batch norm): its failure is kept
+/// until the model asks, because `Layer.forward` and `backward` do not throw.
+public protocol CollectiveLayer: AnyObject {
+    func takeFailure() -> Error?
+}

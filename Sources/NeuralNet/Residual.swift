@@ -1,0 +1,112 @@
+/// A residual block (He et al. 2016): out = F(x) + shortcut(x), F a chain of layers and the
+/// shortcut the identity or a projection — a 1×1 convolution with F's stride and no bias,
+/// then a batch norm (the "option B" shortcut of ResNets, `torchvision`'s `downsample`).
+///
+/// Backward adds the two paths' input gradients. Names follow a PyTorch module with
+/// `self.layers = nn.Sequential(…)` and `self.shortcut = nn.Sequential(…)` (empty for the
+/// identity): "3.layers.0.weight", "3.shortcut.1.running_mean", … (`ResidualModuleSource`).
+/// The ReLU that ResNets apply after the sum is the next layer of the list, not part of the block.
+public final class Residual: Layer, CollectiveLayer {
+    public let layers: [Layer]
+    public let shortcut: [Layer]
+    private var inputShape: [Int] = [], size = 0
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+
+    /// `layers` must already have their shapes (built from `input` on), `shortcut` too.
+    public init(layers: [Layer], shortcut: [Layer]) {
+        self.layers = layers
+        self.shortcut = shortcut
+    }
+
+    public var summary: String {
+        "Residual(\(layers.map(\.summary).joined(separator: " → "))\(shortcut.isEmpty ? "" : "; shortcut \(shortcut.map(\.summary).joined(separator: " → "))"))"
+    }
+    public var pytorchModule: String {
+        "Residual(nn.Sequential(\(layers.map(\.pytorchModule).joined(separator: ", "))), nn.Sequential(\(shortcut.map(\.pytorchModule).joined(separator: ", "))))"
+    }
+
+    private var named: [(prefix: String, layer: Layer)] {
+        layers.enumerated().map { ("layers.\($0.offset)", $0.element) } + shortcut.enumerated().map { ("shortcut.\($0.offset)", $0.element) }
+    }
+    public var parameters: [ParameterSpec] {
+        named.flatMap { part in part.layer.parameters.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
+    }
+    public var buffers: [ParameterSpec] {
+        named.flatMap { part in part.layer.buffers.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
+    }
+    /// Dropouts inside the block, for the model's per-step reseeding.
+    public var dropouts: [Dropout] { layers.compactMap { $0 as? Dropout } }
+
+    public func outputShape(for input: [Int]) throws -> [Int] {
+        var main = input
+        for layer in layers { main = try layer.outputShape(for: main) }
+        var side = input
+        for layer in shortcut { side = try layer.outputShape(for: side) }
+        guard main == side else {
+            throw ShapeError("the block's layers give \(main) but its shortcut \(side)\(shortcut.isEmpty ? " (identity): use shortcut: projection when the block changes channels or size" : "")")
+        }
+        inputShape = input
+        size = main.reduce(1, *)
+        return main
+    }
+
+    public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+        var next = 0
+        for part in named {
+            let n = part.layer.parameters.count
+            part.layer.bind(parameters: Array(parameters[next ..< next + n]), gradients: Array(gradients[next ..< next + n]))
+            next += n
+        }
+    }
+
+    public func bind(buffers: [UnsafeMutablePointer<Float>]) {
+        var next = 0
+        for part in named {
+            let n = part.layer.buffers.count
+            if n > 0 { part.layer.bind(buffers: Array(buffers[next ..< next + n])) }
+            next += n
+        }
+    }
+
+    public func initialize(using generator: inout SeededGenerator) {
+        for part in named { part.layer.initialize(using: &generator) }
+    }
+
+    public func reserve(batch: Int) {
+        for part in named { part.layer.reserve(batch: batch) }
+        output.reserve(batch * size)
+        inputGrad.reserve(batch * inputShape.reduce(1, *))
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        var main = x
+        for layer in layers { main = layer.forward(main, batch: batch, training: training) }
+        var side = x
+        for layer in shortcut { side = layer.forward(side, batch: batch, training: training) }
+        let y = output.pointer
+        for i in 0 ..< batch * size { y[i] = main[i] + side[i] }
+        return UnsafePointer(y)
+    }
+
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        var main: UnsafePointer<Float>? = dy
+        for layer in layers.reversed() { main = layer.backward(main!, batch: batch, needsInputGradient: true) }
+        var side: UnsafePointer<Float>? = dy
+        for layer in shortcut.reversed() { side = layer.backward(side!, batch: batch, needsInputGradient: true) }
+        guard needsInputGradient, let main, let side else { return nil }
+        let dx = inputGrad.pointer
+        for i in 0 ..< batch * inputShape.reduce(1, *) { dx[i] = main[i] + side[i] }
+        return UnsafePointer(dx)
+    }
+
+    public func takeFailure() -> Error? {
+        named.lazy.compactMap { ($0.layer as? CollectiveLayer)?.takeFailure() }.first
+    }
+
+    public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
+        named.reduce((0, 0, 0)) { total, part in
+            let f = part.layer.flopsPerSample
+            return (total.0 + f.forward, total.1 + f.weightGradient, total.2 + f.inputGradient)
+        }
+    }
+}

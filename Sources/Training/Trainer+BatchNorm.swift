@@ -1,0 +1,58 @@
+import Collectives
+import GradientSync
+import Foundation
+import NeuralNet
+
+/// `model.batchnorm`: the question data parallelism asks of batch normalisation. Each rank
+/// sees its own share of the batch, and the running statistics are buffers that no gradient
+/// all-reduce touches, so without an answer the replicas would drift apart.
+///
+/// - `sync` (PyTorch's `SyncBatchNorm`): every batch norm sums its per-channel statistics over
+///   the ranks — Σx, Σx² and the count in forward, Σdy and Σdy·x̂ in backward — so a step on n
+///   ranks is a step of one process on the global batch, and the running statistics are the
+///   same everywhere. The reductions during backward are handed to the communication thread
+///   (`GradientSynchronizer.runCollective`), behind the buckets already submitted.
+/// - `local`: each rank normalises with its own batch; the running buffers are then averaged
+///   over the ranks after every step (one small all-reduce), so evaluation, checkpoints and the
+///   replica hash see one model and a resumed run continues bit-identically.
+/// - `broadcast` (DDP's default, `broadcast_buffers=True`): rank 0's buffers are copied to
+///   every rank before each step's forward; the other ranks' updates are overwritten.
+extension Trainer {
+    /// Every batch norm of the model, nested ones (residual blocks) included.
+    static func batchNorms(of model: Model) -> [BatchNorm] {
+        func collect(_ layer: Layer) -> [BatchNorm] {
+            if let norm = layer as? BatchNorm { return [norm] }
+            if let block = layer as? Residual { return (block.layers + block.shortcut).flatMap(collect) }
+            return []
+        }
+        return (model as? Sequential)?.layers.flatMap(collect) ?? []
+    }
+
+    /// `sync`: installs the reducers (with one rank there is nothing to sum).
+    func installBatchNormSync(_ model: Model, synchronizer: GradientSynchronizer) {
+        guard config.batchNorm == "sync", transport.size > 1 else { return }
+        let transport = self.transport
+        for norm in Self.batchNorms(of: model) {
+            norm.statisticsReducer = { sums in
+                try synchronizer.runCollective {
+                    let total = try RingAllGather.sum(Array(sums), over: transport)
+                    _ = sums.update(fromContentsOf: total)
+                }
+            }
+        }
+    }
+
+    /// `broadcast`: rank 0's buffers everywhere, before the step's forward.
+    func broadcastBuffers(_ run: TrainingRun) throws {
+        guard config.batchNorm == "broadcast", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
+        try transport.broadcast(UnsafeMutableRawBufferPointer(run.parameters.buffers), root: 0)
+    }
+
+    /// `local`: the ranks' running buffers averaged, after the step.
+    func averageBuffers(_ run: TrainingRun) throws {
+        guard config.batchNorm == "local", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
+        let buffers = run.parameters.buffers, n = Double(transport.size)
+        let sums = try RingAllGather.sum(buffers.map(Double.init), over: transport)
+        for i in buffers.indices { buffers[i] = Float(sums[i] / n) }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import NeuralNet
+import XCTest
+
+/// Batch normalisation, global average pooling and residual blocks: gradients by finite
+/// differences (training-mode losses: batch statistics), batch norm against a Double reference
+/// with PyTorch's running-statistics update, PyTorch's state_dict names for buffers.
+final class BatchNormResidualTests: XCTestCase {
+    func testBatchNorm2dGradients() throws {
+        try checkGradients(Sequential([Conv2d(2, 3, kernel: 3, padding: 1), BatchNorm(channels: 3, dimensions: 2), ReLU(), Flatten(), Linear(48, 3)],
+                                      inputShape: [2, 4, 4]), batch: 3, uniform: 0.6, absolute: 5e-4, trainingLoss: true)
+    }
+
+    func testBatchNorm1dGradients() throws {
+        try checkGradients(Sequential([Linear(5, 6), BatchNorm(channels: 6, dimensions: 1), ReLU(), Linear(6, 3)], inputShape: [5]),
+                           batch: 4, uniform: 0.8, absolute: 5e-4, trainingLoss: true)
+    }
+
+    func testGlobalAveragePoolGradients() throws {
+        try checkGradients(Sequential([Conv2d(1, 4, kernel: 3, padding: 1), GlobalAvgPool2d(), Linear(4, 3)], inputShape: [1, 5, 5]),
+                           batch: 2, uniform: 0.8, absolute: 5e-4)
+    }
+
+    /// Both shortcuts: identity, and a projection (1×1 stride-2 convolution + batch norm).
+    func testResidualBlockGradients() throws {
+        for projection in [false, true] {
+            let spec: [LayerSpec] = [
+                .conv2d(out: 3, kernel: 3, stride: 1, padding: 1, bias: false), .batchnorm2d(eps: 1e-5, momentum: 0.1), .relu,
+                .residual(layers: [.conv2d(out: projection ? 4 : 3, kernel: 3, stride: projection ? 2 : 1, padding: 1, bias: false),
+                                   .batchnorm2d(eps: 1e-5, momentum: 0.1), .relu,
+                                   .conv2d(out: projection ? 4 : 3, kernel: 3, stride: 1, padding: 1, bias: false), .batchnorm2d(eps: 1e-5, momentum: 0.1)],
+                          shortcut: projection ? "projection" : "identity"),
+                .relu, .globalavgpool2d, .linear(out: nil)]
+            let model = try ModelSpec.layers(spec).build(inputShape: [2, 6, 6], classes: 3)
+            // ε 2e-3: normalised activations sit near the ReLUs' kinks, which a wider step crosses.
+            try checkGradients(model, batch: 3, samples: 120, epsilon: 2e-3, uniform: 0.6, absolute: 5e-4, trainingLoss: true)
+        }
+    }
+
+    /// Training: (x − μ_B)/√(σ²_B + eps)·γ + β per channel, running mean and (unbiased)
+    /// variance moved by momentum 0.1, num_batches_tracked 1; evaluation: the running statistics.
+    func testBatchNormMatchesTheDefinitionAndPyTorchsRunningUpdate() throws {
+        let norm = BatchNorm(channels: 2, dimensions: 2)
+        let model = try Sequential([norm, Flatten(), Linear(8, 2)], inputShape: [2, 2, 2])
+        model.initialize(seed: 1)
+        let gamma = model.parameters.parameters(of: model.parameters.views[0]), beta = model.parameters.parameters(of: model.parameters.views[1])
+        gamma[0] = 1.5; gamma[1] = -0.5; beta[0] = 0.25; beta[1] = 2
+        var generator = SeededGenerator(seed: 7)
+        let batch = 3, x = (0 ..< batch * 8).map { _ in generator.uniform(-2, 3) }
+        model.reserve(batch: batch)
+        let y = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: norm.forward($0.baseAddress!, batch: batch, training: true), count: batch * 8)) }
+        let buffers = model.parameters.bufferViews
+        XCTAssertEqual(buffers.map(\.name), ["0.running_mean", "0.running_var", "0.num_batches_tracked"])
+        XCTAssertEqual(buffers.map(\.shape), [[2], [2], []])
+        for c in 0 ..< 2 {
+            let values = (0 ..< batch).flatMap { b in (0 ..< 4).map { Double(x[(b * 2 + c) * 4 + $0]) } }
+            let mean = values.reduce(0, +) / 12, variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 12
+            for b in 0 ..< batch {
+                for i in 0 ..< 4 {
+                    let expected = (Double(x[(b * 2 + c) * 4 + i]) - mean) / (variance + 1e-5).squareRoot() * Double(gamma[c]) + Double(beta[c])
+                    XCTAssertEqual(Double(y[(b * 2 + c) * 4 + i]), expected, accuracy: 1e-5)
+                }
+            }
+            XCTAssertEqual(Double(model.parameters.buffer(of: buffers[0])[c]), 0.1 * mean, accuracy: 1e-6)
+            XCTAssertEqual(Double(model.parameters.buffer(of: buffers[1])[c]), 0.9 + 0.1 * variance * 12 / 11, accuracy: 1e-5)
+        }
+        XCTAssertEqual(model.parameters.buffer(of: buffers[2])[0], 1)
+        // Evaluation uses the running statistics and changes none of them.
+        let before = Array(model.parameters.buffers)
+        let z = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: norm.forward($0.baseAddress!, batch: batch, training: false), count: batch * 8)) }
+        XCTAssertEqual(Array(model.parameters.buffers), before)
+        let mean0 = Double(model.parameters.buffer(of: buffers[0])[0]), var0 = Double(model.parameters.buffer(of: buffers[1])[0])
+        XCTAssertEqual(Double(z[0]), (Double(x[0]) - mean0) / (var0 + 1e-5).squareRoot() * 1.5 + 0.25, accuracy: 1e-5)
+    }
+
+    /// A statistics reducer that doubles the sums (as if a second rank held the same batch)
+    /// changes nothing in forward or backward: the global batch's statistics are this one's.
+    func testReducerSeesTheSumsAndTheirCount() throws {
+        let reduced = BatchNorm(channels: 3, dimensions: 2), plain = BatchNorm(channels: 3, dimensions: 2)
+        var calls = 0
+        reduced.statisticsReducer = { sums in calls += 1; for i in sums.indices { sums[i] *= 2 } }
+        var outputs: [[Float]] = [], gradients: [[Float]] = []
+        for norm in [reduced, plain] {
+            let model = try Sequential([Conv2d(1, 3, kernel: 1), norm, Flatten(), Linear(12, 2)], inputShape: [1, 2, 2])
+            model.initialize(seed: 3)
+            var generator = SeededGenerator(seed: 4)
+            let x = (0 ..< 16).map { _ in generator.uniform(-1, 1) }, labels: [Int32] = [0, 1, 1, 0]
+            let result = try x.withUnsafeBufferPointer { x in try labels.withUnsafeBufferPointer { try model.computeGradients(input: x, labels: $0, batch: 4) } }
+            outputs.append([Float(result.loss)])
+            gradients.append(Array(model.parameters.gradients))
+        }
+        XCTAssertEqual(calls, 2, "one reduction in forward, one in backward")
+        XCTAssertEqual(outputs[0][0], outputs[1][0], accuracy: 1e-6)
+        for (a, b) in zip(gradients[0], gradients[1]) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+    }
+
+    /// Layer lists with residual blocks name parameters and buffers as a PyTorch module with
+    /// `layers` and `shortcut` sub-Sequentials would.
+    func testResidualNamesAreAPyTorchModulesStateDict() throws {
+        let model = try ModelSpec.layers([
+            .residual(layers: [.conv2d(out: 4, kernel: 3, stride: 2, padding: 1, bias: false), .batchnorm2d(eps: 1e-5, momentum: 0.1)], shortcut: "projection"),
+            .globalavgpool2d, .linear(out: nil)]).build(inputShape: [2, 4, 4], classes: 3)
+        XCTAssertEqual(model.parameters.views.map(\.name), ["0.layers.0.weight", "0.layers.1.weight", "0.layers.1.bias",
+                                                           "0.shortcut.0.weight", "0.shortcut.1.weight", "0.shortcut.1.bias", "2.weight", "2.bias"])
+        XCTAssertEqual(model.parameters.bufferViews.map(\.name).filter { $0.hasSuffix("running_var") }, ["0.layers.1.running_var", "0.shortcut.1.running_var"])
+        XCTAssertEqual(model.parameters.views[3].shape, [4, 2, 1, 1])
+        XCTAssertTrue(model.pytorchModule.contains("Residual(nn.Sequential(nn.Conv2d(2, 4, kernel_size=3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4)), nn.Sequential(nn.Conv2d(2, 4, kernel_size=1, stride=2, padding=0, bias=False), nn.BatchNorm2d(4)))"), model.pytorchModule)
+        XCTAssertThrowsError(try ModelSpec.layers([.residual(layers: [.conv2d(out: 4, kernel: 3, stride: 1, padding: 1)], shortcut: "identity"),
+                                                   .flatten, .linear(out: nil)]).build(inputShape: [2, 4, 4], classes: 3)) { error in
+            XCTAssertTrue("\(error)".contains("use shortcut: projection"), "\(error)")
+        }
+    }
+}
