@@ -62,7 +62,9 @@ public enum Safetensors {
         public let description: String
     }
 
-    /// Reads a file of F32 tensors back, checking what the format requires: a header inside
+    private static func info(_ value: Any) -> [String: Any]? { value as? [String: Any] }
+
+    /// Reads a file of F32 (and I64, as Float) tensors back, checking what the format requires: a header inside
     /// the file, known fields, offsets that tile the data exactly.
     public static func decode(_ bytes: [UInt8]) throws -> (tensors: [NamedTensor], metadata: [String: String]) {
         guard bytes.count >= 8 else { throw FormatError(description: "shorter than the 8-byte header length") }
@@ -73,29 +75,38 @@ public enum Safetensors {
             throw FormatError(description: "the header is not a JSON object")
         }
         var metadata: [String: String] = [:]
-        var found: [(begin: Int, tensor: NamedTensor)] = []
+        var found: [(begin: Int, end: Int, tensor: NamedTensor)] = []
         for (name, value) in object {
             if name == "__metadata__" {
                 guard let map = value as? [String: String] else { throw FormatError(description: "__metadata__ is not a string map") }
                 metadata = map
                 continue
             }
-            guard let info = value as? [String: Any], info["dtype"] as? String == "F32",
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2,
+            // F32 tensors, and I64 ones read as Float (PyTorch's `num_batches_tracked` is int64).
+            let dtype = info(value)?["dtype"] as? String
+            let width = dtype == "F32" ? 4 : dtype == "I64" ? 8 : 0
+            guard let info = value as? [String: Any], width > 0,
+                  let shape = info["shape"] as? [Int], shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 40 }),
+                  let offsets = info["data_offsets"] as? [Int], offsets.count == 2,
                   offsets[0] >= 0, offsets[0] <= offsets[1], dataStart + offsets[1] <= bytes.count,
-                  (offsets[1] - offsets[0]) == 4 * shape.reduce(1, *) else {
-                throw FormatError(description: "tensor \(name): not an F32 tensor whose shape fits its data_offsets")
+                  shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= (offsets[1] - offsets[0]) / width,
+                  (offsets[1] - offsets[0]) == width * shape.reduce(1, *) else {
+                throw FormatError(description: "tensor \(name): not an F32 or I64 tensor whose shape fits its data_offsets")
             }
             let values = (0 ..< shape.reduce(1, *)).map { i in
-                bytes.withUnsafeBytes { Float(bitPattern: UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: dataStart + offsets[0] + 4 * i, as: UInt32.self))) }
+                bytes.withUnsafeBytes { raw -> Float in
+                    let at = dataStart + offsets[0] + width * i
+                    return width == 4 ? Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+                                      : Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
+                }
             }
-            found.append((offsets[0], NamedTensor(name: name, shape: shape, values: values)))
+            found.append((offsets[0], offsets[1], NamedTensor(name: name, shape: shape, values: values)))
         }
         found.sort { $0.begin < $1.begin }
         var expected = 0
-        for (begin, tensor) in found {
+        for (begin, end, tensor) in found {
             guard begin == expected else { throw FormatError(description: "tensor \(tensor.name) starts at \(begin), expected \(expected): a hole or an overlap") }
-            expected += tensor.values.count * 4
+            expected = end
         }
         guard dataStart + expected == bytes.count else { throw FormatError(description: "\(bytes.count - dataStart - expected) bytes after the last tensor") }
         return (found.map(\.tensor), metadata)

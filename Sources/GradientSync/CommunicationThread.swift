@@ -45,6 +45,20 @@ final class CommunicationThread {
         if let error { throw error }
     }
 
+    /// Runs `job` after every job submitted before it and returns when it has run — the training
+    /// thread's own collective (a synchronised batch norm) in its place among the buckets. A
+    /// failure (this job's or an earlier one's, which skips it) is rethrown and *kept*, so that
+    /// later buckets are skipped and `waitForAll` reports it too. Only the training thread
+    /// submits, so an empty queue and an idle thread mean `job` is done.
+    func runAndWait(_ job: @escaping () throws -> Void) throws {
+        submit(job)
+        condition.lock()
+        while !queue.isEmpty || running { condition.wait() }
+        let error = failure
+        condition.unlock()
+        if let error { throw error }
+    }
+
     /// Ends the thread (after the jobs already submitted).
     func stop() {
         condition.lock()

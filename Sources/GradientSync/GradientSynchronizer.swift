@@ -87,11 +87,12 @@ public final class GradientSynchronizer {
     /// buckets: on the communication thread after every bucket submitted before it, waiting for
     /// it (with `comm.overlap`; directly otherwise). A synchronised batch norm's reductions
     /// during backward go through here: MPI is at THREAD_SERIALIZED, so the two threads must
-    /// never call it at once, and every rank must make the same calls in the same order.
+    /// never call it at once, and every rank must make the same calls in the same order. A
+    /// failure stays with the thread (later buckets are skipped); a step that fails calls
+    /// `abandonStep`, which drains the thread before the job ends.
     public func runCollective(_ job: @escaping () throws -> Void) throws {
         guard let thread else { return try job() }
-        thread.submit(job)
-        try thread.waitForAll()
+        try thread.runAndWait(job)
     }
 
     // MARK: - The step
@@ -128,6 +129,13 @@ public final class GradientSynchronizer {
         let start = ContinuousClock.now
         if let thread { try thread.waitForAll() } else { for b in plan.buckets.indices { try averageBucket(b) } }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
+    }
+
+    /// Ends a step whose backward failed part-way (a synchronised batch norm's collective):
+    /// waits for the buckets already on the communication thread, whatever they throw, so that
+    /// no collective is in flight when the job ends. Buckets never reported are not averaged.
+    public func abandonStep() {
+        try? thread?.waitForAll()
     }
 
     /// Averages bucket `b` of the current step in place.

@@ -24,6 +24,11 @@ public final class BatchNorm: Layer, CollectiveLayer {
     /// 2 for `nn.BatchNorm2d` ([C, H, W]), 1 for `nn.BatchNorm1d` ([C] or [C, L]).
     public let dimensions: Int
     public var statisticsReducer: ((UnsafeMutableBufferPointer<Double>) throws -> Void)?
+    /// This rank's weight in the global batch's mean gradient (n·share/B: 1 when the ranks hold
+    /// equal shares). Its dy is the gradient of its own batch's mean loss; backward's sums are
+    /// scaled by it before they are added across ranks — so that they are the global batch's —
+    /// and back after.
+    public var gradientWeight: Double = 1
     public private(set) var failure: Error?
     private var spatial = 1
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
@@ -50,7 +55,10 @@ public final class BatchNorm: Layer, CollectiveLayer {
     deinit { sums.deallocate() }
 
     public var summary: String { "BatchNorm\(dimensions)d(\(channels))" }
-    public var pytorchModule: String { "nn.BatchNorm\(dimensions)d(\(channels))" }
+    public var pytorchModule: String {
+        let options = (epsilon != 1e-5 ? ", eps=\(epsilon)" : "") + (momentum != 0.1 ? ", momentum=\(momentum)" : "")
+        return "nn.BatchNorm\(dimensions)d(\(channels)\(options))"
+    }
     public var parameters: [ParameterSpec] {
         [ParameterSpec(name: "weight", shape: [channels]), ParameterSpec(name: "bias", shape: [channels])]
     }
@@ -143,7 +151,13 @@ public final class BatchNorm: Layer, CollectiveLayer {
         }
         guard needsInputGradient else { return nil }
         sums[2 * c] = 0
-        reduce()
+        if statisticsReducer != nil && gradientWeight != 1 {
+            for i in 0 ..< 2 * c { sums[i] *= gradientWeight }
+            reduce()
+            for i in 0 ..< 2 * c { sums[i] /= gradientWeight }
+        } else {
+            reduce()
+        }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s, scale = weight[ch] * rstd[ch]

@@ -53,9 +53,7 @@ public final class CausalSelfAttention: Layer {
     }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
-        let split = project.parameters.count
-        project.bind(parameters: Array(parameters[..<split]), gradients: Array(gradients[..<split]))
-        output.bind(parameters: Array(parameters[split...]), gradients: Array(gradients[split...]))
+        bindParts([project, output], parameters: parameters, gradients: gradients)
     }
 
     public func initialize(using generator: inout SeededGenerator) {

@@ -66,6 +66,17 @@ extension Layer {
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) { (0, 0, 0) }
 }
 
+/// Binds a composite layer's parts in order: each takes as many of `parameters` and
+/// `gradients` as it declares (a block's sub-layers, in state_dict order).
+func bindParts(_ parts: [Layer], parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
+    var next = 0
+    for part in parts {
+        let n = part.parameters.count
+        part.bind(parameters: Array(parameters[next ..< next + n]), gradients: Array(gradients[next ..< next + n]))
+        next += n
+    }
+}
+
 /// A growable, 64-byte aligned Float buffer owned by a layer; grows in `reserve`, never in
 /// the hot path.
 final class ActivationBuffer {

@@ -140,10 +140,11 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
                 return Residual(layers: inner, shortcut: [])
             case "projection":
                 let (channels, height, width) = try image()
-                guard shape.count == 3, height % shape[1] == 0, width % shape[2] == 0, height / shape[1] == width / shape[2] else {
-                    throw ShapeError("a projection shortcut maps [C, H, W] to the block's output by a strided 1×1 convolution; the block gives \(shape) from \(input)")
+                // A 1×1 convolution of stride s gives ⌊(H − 1)/s⌋ + 1 rows: the s that gives the block's.
+                guard shape.count == 3, let stride = (1 ... max(1, height)).first(where: { (height - 1) / $0 + 1 == shape[1] && (width - 1) / $0 + 1 == shape[2] }) else {
+                    throw ShapeError("a projection shortcut maps [C, H, W] to the block's output by a strided 1×1 convolution; no stride gives \(shape) from \(input)")
                 }
-                return Residual(layers: inner, shortcut: [Conv2d(channels, shape[0], kernel: 1, stride: height / shape[1], bias: false),
+                return Residual(layers: inner, shortcut: [Conv2d(channels, shape[0], kernel: 1, stride: stride, bias: false),
                                                           BatchNorm(channels: shape[0], dimensions: 2)])
             default:
                 throw ShapeError("shortcut must be identity or projection, got '\(shortcut)'")

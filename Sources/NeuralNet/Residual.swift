@@ -4,7 +4,8 @@
 ///
 /// Backward adds the two paths' input gradients. Names follow a PyTorch module with
 /// `self.layers = nn.Sequential(…)` and `self.shortcut = nn.Sequential(…)` (empty for the
-/// identity): "3.layers.0.weight", "3.shortcut.1.running_mean", … (`ResidualModuleSource`).
+/// identity): "3.layers.0.weight", "3.shortcut.1.running_mean", … (the module's source:
+/// `GPTModuleSource.residual`, in exports' metadata).
 /// The ReLU that ResNets apply after the sum is the next layer of the list, not part of the block.
 public final class Residual: Layer, CollectiveLayer {
     public let layers: [Layer]
@@ -34,8 +35,10 @@ public final class Residual: Layer, CollectiveLayer {
     public var buffers: [ParameterSpec] {
         named.flatMap { part in part.layer.buffers.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
     }
-    /// Dropouts inside the block, for the model's per-step reseeding.
-    public var dropouts: [Dropout] { layers.compactMap { $0 as? Dropout } }
+    /// Dropouts inside the block (nested blocks' included), for the model's per-step reseeding.
+    public var dropouts: [Dropout] {
+        layers.flatMap { layer -> [Dropout] in (layer as? Dropout).map { [$0] } ?? (layer as? Residual)?.dropouts ?? [] }
+    }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
         var main = input
@@ -51,12 +54,7 @@ public final class Residual: Layer, CollectiveLayer {
     }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
-        var next = 0
-        for part in named {
-            let n = part.layer.parameters.count
-            part.layer.bind(parameters: Array(parameters[next ..< next + n]), gradients: Array(gradients[next ..< next + n]))
-            next += n
-        }
+        bindParts(named.map(\.layer), parameters: parameters, gradients: gradients)
     }
 
     public func bind(buffers: [UnsafeMutablePointer<Float>]) {
@@ -99,8 +97,9 @@ public final class Residual: Layer, CollectiveLayer {
         return UnsafePointer(dx)
     }
 
+    /// Every part's failure is taken (so none is left to silence a later reduction); the first returned.
     public func takeFailure() -> Error? {
-        named.lazy.compactMap { ($0.layer as? CollectiveLayer)?.takeFailure() }.first
+        named.compactMap { ($0.layer as? CollectiveLayer)?.takeFailure() }.first
     }
 
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {

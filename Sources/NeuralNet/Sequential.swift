@@ -122,9 +122,8 @@ public final class Sequential: Model {
     /// A synchronised batch norm's reduction that failed during the pass (a rank died): raised
     /// here, once the pass is over, since layers do not throw.
     private func raiseCollectiveFailure() throws {
-        for layer in layers {
-            if let failure = (layer as? CollectiveLayer)?.takeFailure() { throw failure }
-        }
+        let failures = layers.compactMap { ($0 as? CollectiveLayer)?.takeFailure() }
+        if let first = failures.first { throw first }
     }
 
     public var unitNames: [String] { layers.enumerated().map { "\($0.offset) \($0.element.summary)" } }

@@ -55,12 +55,7 @@ public final class TransformerBlock: Layer {
     }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
-        var next = 0
-        for part in named {
-            let n = part.layer.parameters.count
-            part.layer.bind(parameters: Array(parameters[next ..< next + n]), gradients: Array(gradients[next ..< next + n]))
-            next += n
-        }
+        bindParts(named.map(\.layer), parameters: parameters, gradients: gradients)
     }
 
     public func initialize(using generator: inout SeededGenerator) {

@@ -5,7 +5,7 @@ import NeuralNet
 /// `train --init-from FILE.safetensors`: start from given weights (a PyTorch-initialised or
 /// pre-trained model, an export of another run) instead of the seeded initialisation.
 ///
-/// Tensors are matched to the model's parameter views by name and shape; every view must be
+/// Tensors are matched to the model's parameter and buffer views by name and shape; every view must be
 /// given and every tensor must be used, except `lm_head.weight` when the head is tied to
 /// `transformer.wte.weight` (nanoGPT's state_dict lists it; it must then equal the embedding)
 /// and nanoGPT's causal-mask buffers (`….attn.bias`, not parameters).
@@ -29,12 +29,14 @@ enum InitialWeights {
         }
         var byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         var problems: [String] = []
-        for view in parameters.views {
+        // Parameters, then buffers (batch norms' running statistics: an export of a model with
+        // batch norms carries them, and they are restored with the weights).
+        for (view, storage) in parameters.views.map({ ($0, parameters.parameters) }) + parameters.bufferViews.map({ ($0, parameters.buffers) }) {
             guard let tensor = byName.removeValue(forKey: view.name) else { problems.append("\(view.name) \(view.shape) is missing"); continue }
             guard tensor.shape == view.shape else {
                 problems.append("\(view.name) has shape \(tensor.shape), the model \(view.shape)"); continue
             }
-            _ = parameters.parameters(of: view).update(fromContentsOf: tensor.values)
+            _ = UnsafeMutableBufferPointer(rebasing: storage[view.range]).update(fromContentsOf: tensor.values)
         }
         if tiedHead, let head = byName.removeValue(forKey: "lm_head.weight"),
            head.values != byName["transformer.wte.weight"]?.values ?? tensors.first(where: { $0.name == "transformer.wte.weight" })?.values {
@@ -47,6 +49,6 @@ enum InitialWeights {
             if problems.count > 1 { for line in problems { FileHandle.standardError.write(Data("--init-from: \(line)\n".utf8)) } }
             throw Mismatch(lines: problems, path: path)
         }
-        return parameters.views.count
+        return parameters.views.count + parameters.bufferViews.count
     }
 }

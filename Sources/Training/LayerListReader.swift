@@ -89,11 +89,11 @@ enum LayerListReader {
                 }
                 return v
             }
-            let eps = try number("eps", { $0 > 0 }, "a number > 0"), momentum = try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1]")
+            let eps = try number("eps", { $0 >= 1e-30 && $0.isFinite }, "a finite number > 0"), momentum = try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1]")
             return name == "batchnorm2d" ? .batchnorm2d(eps: eps, momentum: momentum) : .batchnorm1d(eps: eps, momentum: momentum)
         case "globalavgpool2d": return .globalavgpool2d
         case "residual":
-            let shortcut = values["shortcut"]?.scalar?.string ?? "identity"
+            let shortcut = values["shortcut"].map { $0.scalar?.string ?? $0.scalarOrListText } ?? "identity"
             guard ["identity", "projection"].contains(shortcut) else {
                 throw ConfigError("\(here) (residual): shortcut must be identity or projection, got \(values["shortcut"]!.scalarOrListText)")
             }

@@ -28,11 +28,13 @@ extension Trainer {
         return (model as? Sequential)?.layers.flatMap(collect) ?? []
     }
 
-    /// `sync`: installs the reducers (with one rank there is nothing to sum).
-    func installBatchNormSync(_ model: Model, synchronizer: GradientSynchronizer) {
+    /// `sync`: installs the reducers (with one rank there is nothing to sum); `weight` is the
+    /// rank's share of the global batch's mean gradient (unequal shares: see `BatchNorm.gradientWeight`).
+    func installBatchNormSync(_ model: Model, synchronizer: GradientSynchronizer, weight: Double) {
         guard config.batchNorm == "sync", transport.size > 1 else { return }
         let transport = self.transport
         for norm in Self.batchNorms(of: model) {
+            norm.gradientWeight = weight
             norm.statisticsReducer = { sums in
                 try synchronizer.runCollective {
                     let total = try RingAllGather.sum(Array(sums), over: transport)

@@ -44,7 +44,9 @@ extension Trainer {
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.replicaCheck, since: spanStart) }
         try broadcastBuffers(run)
-        let hash = FastHash.hash([run.parameters.parameters, run.parameters.buffers] + run.optimizer.stateBuffers)
+        // Buffers only when there are any: the hash of a model without them stays what it was.
+        let buffers = run.parameters.buffers.isEmpty ? [] : [run.parameters.buffers]
+        let hash = FastHash.hash([run.parameters.parameters] + buffers + run.optimizer.stateBuffers)
         let all = try RingAllGather.gather(hash, over: transport)
         if all.contains(where: { $0 != all[0] }) {
             let groups = Dictionary(grouping: all.indices, by: { all[$0] })

@@ -92,7 +92,7 @@ extension Trainer {
             return (sampler, optimizer, try config.makeSchedule(total: units, worldSize: n), synchronizer, totalSteps)
         }
 
-        installBatchNormSync(model, synchronizer: synchronizer)
+        installBatchNormSync(model, synchronizer: synchronizer, weight: Double(sampler.gradientWeight))
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
         if let probe = synchronizer.probe, rank == 0 { log(probe.report) }
         try synchronizer.measureIsolatedCost(probing: parameters.gradients)

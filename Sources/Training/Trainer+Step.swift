@@ -49,7 +49,10 @@ extension Trainer {
                 continue
             }
             run.synchronizer.beginStep(step, gradients: parameters.gradients)
-            let local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch, forwardDone: forwardDone) { layer, loss in
+            // A failed pass (a synchronised batch norm's collective) may leave buckets in flight on
+            // the communication thread: drain it before the error ends the job.
+            let local: SoftmaxCrossEntropy.Result
+            do { local = try run.model.computeGradients(input: input, labels: labels, batch: run.microBatch, forwardDone: forwardDone) { layer, loss in
                 run.timeline.map { $0.record(.backward, layer, from: mark, to: .now, on: $0.training) }; mark = .now
                 guard let b = plan.completedBy[layer] else { return }
                 let bucket = plan.buckets[b]
@@ -67,6 +70,9 @@ extension Trainer {
                 // A non-finite loss poisons the gradient, so that every rank skips the step.
                 if !(lossSum + loss.loss).isFinite && bucket.contains(0) { parameters.gradients[0] = .nan }
                 run.synchronizer.bucketReady(b)
+            } } catch {
+                run.synchronizer.abandonStep()
+                throw error
             }
             lossSum += local.loss; correct += local.correct
         }

@@ -13,6 +13,23 @@ final class FormatTests: XCTestCase {
         XCTAssertThrowsError(try Safetensors.decode(bytes))
     }
 
+    /// PyTorch writes `num_batches_tracked` as a 0-dimensional I64: read as a Float, beside F32
+    /// tensors; a dtype neither is refused, as is a shape whose element count overflows.
+    func testSafetensorsReaderTakesI64AsFloat() throws {
+        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
+            let json = Array(header.utf8)
+            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
+        }
+        let f32 = withUnsafeBytes(of: Float(2.5).bitPattern.littleEndian) { Array($0) }
+        let i64 = withUnsafeBytes(of: Int64(1234).littleEndian) { Array($0) }
+        let decoded = try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"n":{"dtype":"I64","shape":[],"data_offsets":[4,12]}}"#, f32 + i64))
+        XCTAssertEqual(decoded.tensors.map(\.name), ["a", "n"])
+        XCTAssertEqual(decoded.tensors.map(\.values), [[2.5], [1234]])
+        XCTAssertEqual(decoded.tensors[1].shape, [])
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, f32)))
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#, f32)))
+    }
+
     /// Property: the .npz is a stored zip whose entries are NAME.npy files numpy reads: local
     /// headers with matching CRC-32, the central directory and end record pointing at them.
     func testNpzEntriesAreNpyFilesOfEachTensor() throws {

@@ -6,7 +6,7 @@ import XCTest
 /// batch (and `local` is not), every mode keeps the replicas identical — buffers included in
 /// the hash — and resumes bit-identically, the synchronised reductions during backward run
 /// behind the buckets on the communication thread without deadlock, and exports carry the
-/// running statistics.
+/// running statistics, which `--init-from` reads back.
 final class ResNetUnderMPIRunTests: XCTestCase {
     static let layers = """
     model:
@@ -20,7 +20,7 @@ final class ResNetUnderMPIRunTests: XCTestCase {
         - relu
         - globalavgpool2d
         - linear
-    train: {max_steps: 6, global_batch: 24, eval_batch: 500}
+    train: {max_steps: 6, global_batch: 25, eval_batch: 500}
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
     consistency: {check_every_steps: 2}
     checkpoint: {every_steps: 2}
@@ -41,8 +41,9 @@ final class ResNetUnderMPIRunTests: XCTestCase {
     }
 
     /// Property: synchronised batch norms make a step on n ranks a step on the global batch —
-    /// the evaluation loss after 6 steps at np 2 and 3 equals np 1's within 1e-4 (relative), and
-    /// `local` (each rank's own statistics) does not.
+    /// the evaluation loss after 6 steps at np 2 and 3 equals np 1's within 1e-4 (relative), with
+    /// unequal shares too (25 samples: 13/12 and 9/8/8) — and `local` (each rank's own
+    /// statistics) does not.
     func testSyncAtSeveralRanksIsOneProcessOnTheGlobalBatch() throws {
         func loss(np: Int, mode: String) throws -> Double {
             let dir = temporaryDirectory()
@@ -84,5 +85,13 @@ final class ResNetUnderMPIRunTests: XCTestCase {
         }
         let header = try String(decoding: Data(contentsOf: URL(fileURLWithPath: dir + "/resnet.safetensors")).prefix(20000), as: UTF8.self)
         XCTAssertTrue(header.contains("class Residual(nn.Module)"), "the module source is in the metadata")
+        // Read back with --init-from (running statistics included) and a zero learning rate,
+        // evaluation gives the exported model's loss.
+        let again = temporaryDirectory()
+        _ = try train(np: 2, ["--init-from", dir + "/resnet.safetensors", "--set", "optimizer.lr=0", "--set", "train.max_steps=1",
+                              "--set", "optimizer.momentum=0", "--set", "model.batchnorm=broadcast"], dir: again)
+        let initial = try XCTUnwrap(try summary(again)["test_loss"] as? Double), exported = try XCTUnwrap(try summary(dir)["test_loss"] as? Double)
+        // One training step moves the running statistics by momentum 0.1 towards that batch's.
+        XCTAssertEqual(initial, exported, accuracy: 0.05 * exported)
     }
 }

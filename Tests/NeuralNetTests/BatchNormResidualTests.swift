@@ -73,25 +73,39 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertEqual(Double(z[0]), (Double(x[0]) - mean0) / (var0 + 1e-5).squareRoot() * 1.5 + 0.25, accuracy: 1e-5)
     }
 
-    /// A statistics reducer that doubles the sums (as if a second rank held the same batch)
-    /// changes nothing in forward or backward: the global batch's statistics are this one's.
-    func testReducerSeesTheSumsAndTheirCount() throws {
-        let reduced = BatchNorm(channels: 3, dimensions: 2), plain = BatchNorm(channels: 3, dimensions: 2)
-        var calls = 0
-        reduced.statisticsReducer = { sums in calls += 1; for i in sums.indices { sums[i] *= 2 } }
-        var outputs: [[Float]] = [], gradients: [[Float]] = []
-        for norm in [reduced, plain] {
-            let model = try Sequential([Conv2d(1, 3, kernel: 1), norm, Flatten(), Linear(12, 2)], inputShape: [1, 2, 2])
-            model.initialize(seed: 3)
-            var generator = SeededGenerator(seed: 4)
-            let x = (0 ..< 16).map { _ in generator.uniform(-1, 1) }, labels: [Int32] = [0, 1, 1, 0]
-            let result = try x.withUnsafeBufferPointer { x in try labels.withUnsafeBufferPointer { try model.computeGradients(input: x, labels: $0, batch: 4) } }
-            outputs.append([Float(result.loss)])
-            gradients.append(Array(model.parameters.gradients))
+    /// The reducer sees [Σx per channel, Σx² per channel, count] in forward, and its result is
+    /// what normalises: a reducer that adds a second batch of m zeros (as another rank holding
+    /// zeros would) gives, on this batch's rows, exactly a plain batch norm over both batches —
+    /// outputs and running statistics (the global count in the unbiased variance).
+    func testReducerSumsAreTheGlobalBatchsStatistics() throws {
+        let batch = 3, c = 2, s = 4
+        var generator = SeededGenerator(seed: 9)
+        let x = (0 ..< batch * c * s).map { _ in generator.uniform(-1, 2) }
+        let reduced = BatchNorm(channels: c, dimensions: 2)
+        var seen: [Double] = []
+        reduced.statisticsReducer = { sums in
+            seen = Array(sums)
+            sums[2 * c] *= 2   // the other "rank" adds m zeros: Σx and Σx² unchanged, count doubled
         }
-        XCTAssertEqual(calls, 2, "one reduction in forward, one in backward")
-        XCTAssertEqual(outputs[0][0], outputs[1][0], accuracy: 1e-6)
-        for (a, b) in zip(gradients[0], gradients[1]) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        let plain = BatchNorm(channels: c, dimensions: 2)
+        var outputs: [[Float]] = [], buffers: [[Float]] = []
+        for (norm, input) in [(reduced, x), (plain, x + [Float](repeating: 0, count: batch * c * s))] {
+            let rows = input.count / (c * s)
+            let model = try Sequential([norm, Flatten(), Linear(c * s, 2)], inputShape: [c, 2, 2])
+            model.initialize(seed: 1)
+            model.reserve(batch: rows)
+            let y = input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: norm.forward($0.baseAddress!, batch: rows, training: true), count: batch * c * s)) }
+            outputs.append(y)
+            buffers.append(model.parameters.bufferViews.flatMap { Array(model.parameters.buffer(of: $0)) })
+        }
+        for ch in 0 ..< c {
+            let values = (0 ..< batch).flatMap { b in (0 ..< s).map { Double(x[(b * c + ch) * s + $0]) } }
+            XCTAssertEqual(seen[ch], values.reduce(0, +), accuracy: 1e-9)
+            XCTAssertEqual(seen[c + ch], values.map { $0 * $0 }.reduce(0, +), accuracy: 1e-9)
+        }
+        XCTAssertEqual(seen[2 * c], Double(batch * s), "the count of this rank's values per channel")
+        for (a, b) in zip(outputs[0], outputs[1]) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        for (a, b) in zip(buffers[0], buffers[1]) { XCTAssertEqual(a, b, accuracy: 1e-6) }
     }
 
     /// Layer lists with residual blocks name parameters and buffers as a PyTorch module with
