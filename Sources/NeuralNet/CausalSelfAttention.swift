@@ -72,43 +72,65 @@ public final class CausalSelfAttention: Layer {
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        let t = length, c = features, d = headSize, scale = 1 / Float(d).squareRoot()
+        let t = length, c = features, d = headSize, scale = 1 / Float(d).squareRoot(), top = t / 2, rest = t - top
         let qkv = project.forward(x, batch: batch * t, training: training)
         for b in 0 ..< batch {
             for h in 0 ..< heads {
                 let q = qkv + b * t * 3 * c + h * d, k = q + c
                 let p = probabilities.pointer + (b * heads + h) * t * t
-                sgemm(transposeA: false, transposeB: true, m: t, n: t, k: d, alpha: scale,
-                      a: q, lda: 3 * c, b: k, ldb: 3 * c, beta: 0, c: p, ldc: t)
+                // Causal blocks: the first half of the rows sees only the first half of the keys
+                // (the upper-right quarter is masked: never computed; the softmax writes its zeros).
+                if top > 0 {
+                    sgemm(transposeA: false, transposeB: true, m: top, n: top, k: d, alpha: scale,
+                          a: q, lda: 3 * c, b: k, ldb: 3 * c, beta: 0, c: p, ldc: t)
+                }
+                sgemm(transposeA: false, transposeB: true, m: rest, n: t, k: d, alpha: scale,
+                      a: q + top * 3 * c, lda: 3 * c, b: k, ldb: 3 * c, beta: 0, c: p + top * t, ldc: t)
                 Self.causalSoftmax(p, length: t)
             }
         }
         let kept = attentionDropout.forward(probabilities.pointer, batch: batch, training: training)
         for b in 0 ..< batch {
             for h in 0 ..< heads {
-                let v = qkv + b * t * 3 * c + 2 * c + h * d
-                sgemm(transposeA: false, transposeB: false, m: t, n: d, k: t,
-                      a: kept + (b * heads + h) * t * t, lda: t, b: v, ldb: 3 * c,
-                      beta: 0, c: headOutputs.pointer + b * t * c + h * d, ldc: c)
+                let v = qkv + b * t * 3 * c + 2 * c + h * d, p = kept + (b * heads + h) * t * t
+                let y = headOutputs.pointer + b * t * c + h * d
+                if top > 0 {
+                    sgemm(transposeA: false, transposeB: false, m: top, n: d, k: top,
+                          a: p, lda: t, b: v, ldb: 3 * c, beta: 0, c: y, ldc: c)
+                }
+                sgemm(transposeA: false, transposeB: false, m: rest, n: d, k: t,
+                      a: p + top * t, lda: t, b: v, ldb: 3 * c, beta: 0, c: y + top * c, ldc: c)
             }
         }
         return output.forward(headOutputs.pointer, batch: batch * t, training: training)
     }
 
     public func backward(_ dOut: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let t = length, c = features, d = headSize, scale = 1 / Float(d).squareRoot()
+        let t = length, c = features, d = headSize, scale = 1 / Float(d).squareRoot(), top = t / 2, rest = t - top
         let dy = output.backward(dOut, batch: batch * t, needsInputGradient: true)!
         let qkv = project.lastOutput, dqkv = projectionGrad.pointer
         let kept = attentionDropout.lastOutput(input: probabilities.pointer)
+        // The same causal blocks as forward: products that would only meet the masked quarter
+        // (zeros of P and dS, or entries the softmax's backward never reads) are not computed.
         for b in 0 ..< batch {
             for h in 0 ..< heads {
                 let v = qkv + b * t * 3 * c + 2 * c + h * d, dyh = dy + b * t * c + h * d
-                let pair = (b * heads + h) * t * t
-                // dP = dy·vᵀ; dv = dropout(P)ᵀ·dy.
-                sgemm(transposeA: false, transposeB: true, m: t, n: t, k: d,
-                      a: dyh, lda: c, b: v, ldb: 3 * c, beta: 0, c: probabilityGrad.pointer + pair, ldc: t)
-                sgemm(transposeA: true, transposeB: false, m: t, n: d, k: t,
-                      a: kept + pair, lda: t, b: dyh, ldb: c, beta: 0, c: dqkv + b * t * 3 * c + 2 * c + h * d, ldc: 3 * c)
+                let pair = (b * heads + h) * t * t, dp = probabilityGrad.pointer + pair, p = kept + pair
+                let dv = dqkv + b * t * 3 * c + 2 * c + h * d
+                // dP = dy·vᵀ.
+                if top > 0 {
+                    sgemm(transposeA: false, transposeB: true, m: top, n: top, k: d,
+                          a: dyh, lda: c, b: v, ldb: 3 * c, beta: 0, c: dp, ldc: t)
+                }
+                sgemm(transposeA: false, transposeB: true, m: rest, n: t, k: d,
+                      a: dyh + top * c, lda: c, b: v, ldb: 3 * c, beta: 0, c: dp + top * t, ldc: t)
+                // dv = dropout(P)ᵀ·dy: the first keys are seen by every row, the last only by the last half.
+                if top > 0 {
+                    sgemm(transposeA: true, transposeB: false, m: top, n: d, k: t,
+                          a: p, lda: t, b: dyh, ldb: c, beta: 0, c: dv, ldc: 3 * c)
+                }
+                sgemm(transposeA: true, transposeB: false, m: rest, n: d, k: rest,
+                      a: p + top * t + top, lda: t, b: dyh + top * c, ldb: c, beta: 0, c: dv + top * 3 * c, ldc: 3 * c)
             }
         }
         let dp = attentionDropout.backward(probabilityGrad.pointer, batch: batch, needsInputGradient: true)!
@@ -119,10 +141,20 @@ public final class CausalSelfAttention: Layer {
                 Self.softmaxBackward(probabilities: probabilities.pointer + pair, gradient: dp + pair, into: ds, length: t)
                 let q = qkv + b * t * 3 * c + h * d, k = q + c
                 let dq = dqkv + b * t * 3 * c + h * d, dk = dq + c
-                sgemm(transposeA: false, transposeB: false, m: t, n: d, k: t, alpha: scale,
-                      a: ds, lda: t, b: k, ldb: 3 * c, beta: 0, c: dq, ldc: 3 * c)
-                sgemm(transposeA: true, transposeB: false, m: t, n: d, k: t, alpha: scale,
-                      a: ds, lda: t, b: q, ldb: 3 * c, beta: 0, c: dk, ldc: 3 * c)
+                // dq = dS·k/√d.
+                if top > 0 {
+                    sgemm(transposeA: false, transposeB: false, m: top, n: d, k: top, alpha: scale,
+                          a: ds, lda: t, b: k, ldb: 3 * c, beta: 0, c: dq, ldc: 3 * c)
+                }
+                sgemm(transposeA: false, transposeB: false, m: rest, n: d, k: t, alpha: scale,
+                      a: ds + top * t, lda: t, b: k, ldb: 3 * c, beta: 0, c: dq + top * 3 * c, ldc: 3 * c)
+                // dk = dSᵀ·q/√d.
+                if top > 0 {
+                    sgemm(transposeA: true, transposeB: false, m: top, n: d, k: t, alpha: scale,
+                          a: ds, lda: t, b: q, ldb: 3 * c, beta: 0, c: dk, ldc: 3 * c)
+                }
+                sgemm(transposeA: true, transposeB: false, m: rest, n: d, k: rest, alpha: scale,
+                      a: ds + top * t + top, lda: t, b: q + top * 3 * c, ldb: 3 * c, beta: 0, c: dk + top * 3 * c, ldc: 3 * c)
             }
         }
         return project.backward(dqkv, batch: batch * t, needsInputGradient: needsInputGradient)
@@ -154,7 +186,7 @@ public final class CausalSelfAttention: Layer {
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
         let t = Double(length), c = Double(features)
         let projections = 2 * t * (3 * c * c + c * c)
-        let scores = 2 * 2 * t * t * c          // q·kᵀ and P·v over all heads
+        let scores = 2 * 2 * t * t * c * 0.75   // q·kᵀ and P·v over all heads, three causal quarters
         return (projections + scores, projections, projections + 2 * scores)
     }
 }

@@ -42,7 +42,11 @@ enum VectorReductions {
         if n >= 8 {
             var lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
             i = 8
-            while i + 8 <= n { lanes = pointwiseMax(lanes, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)); i += 8 }
+            while i + 8 <= n {
+                let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+                lanes.replace(with: v, where: v .> lanes)   // inlines (the generic pointwiseMax did not)
+                i += 8
+            }
             best = lanes.max()
         }
         while i < n { best = Swift.max(best, p[i]); i += 1 }
