@@ -218,3 +218,30 @@ final class GPTConfigTests: XCTestCase {
         }
     }
 }
+
+/// Residual blocks and batch norms in layer lists: every mistake one line naming the place.
+final class ResidualConfigTests: XCTestCase {
+    func error(_ yaml: String) -> String {
+        do { _ = try TrainingConfig(yaml: yaml, source: "c.yaml"); return "no error" } catch { return "\(error)" }
+    }
+
+    func testMistakesAreOneLineNamingThePlace() {
+        let cases: [(String, String)] = [
+            ("model: {batchnorm: local}\n", "model.batchnorm applies to models with batch norm layers"),
+            ("model: {batchnorm: sync, layers: [flatten, linear]}\n", "model.batchnorm applies to models with batch norm layers"),
+            ("model: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d: {momentum: 2}, flatten, linear]}\n",
+             "model.layers[1] (batchnorm2d): momentum must be a number in [0, 1], got 2"),
+            ("model: {layers: [residual: {layers: [relu], shortcut: sideways}, flatten, linear]}\n",
+             "model.layers[0] (residual): shortcut must be identity or projection, got sideways"),
+            ("model: {layers: [residual: {layers: [relu, {conv2d: {out: 4}}]}, flatten, linear]}\n",
+             "model.layers[0].layers[1] (conv2d): missing field 'kernel'"),
+            ("model: {layers: [residual: {shortcut: projection}, flatten, linear]}\n", "model.layers[0] (residual): missing field 'layers'"),
+        ]
+        for (yaml, expected) in cases {
+            let message = error(yaml)
+            XCTAssertTrue(message.contains(expected), "\(yaml): \(message)")
+            XCTAssertFalse(message.contains("\n"), message)
+        }
+        XCTAssertEqual(error("model: {batchnorm: broadcast, layers: [conv2d: {out: 4, kernel: 3, bias: false}, batchnorm2d, globalavgpool2d, linear]}\n"), "no error")
+    }
+}
