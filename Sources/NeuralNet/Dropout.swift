@@ -44,6 +44,14 @@ public final class Dropout: Layer {
         return UnsafePointer(y)
     }
 
+    /// Sets the mask stream for one training step as a function of (seed, rank, stream, step)
+    /// alone — `stream` numbers this dropout within its model — so a resumed run draws the same
+    /// masks with nothing checkpointed and ranks and layers draw different ones.
+    public func reseed(seed: UInt64, rank: Int, stream: UInt64, step: Int) {
+        var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | stream)
+        generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
+    }
+
     /// What the last forward returned for `input`: the masked copy, or `input` itself.
     func lastOutput(input: UnsafePointer<Float>) -> UnsafePointer<Float> { applied ? UnsafePointer(output.pointer) : input }
 

@@ -26,11 +26,15 @@ public final class GELU: Layer {
         input = x
         let y = output.pointer, t = tanhs.pointer
         for i in 0 ..< batch * size {
-            let v = x[i]
-            t[i] = FastMath.tanh(Self.scale * (v + Self.cubic * v * v * v))
-            y[i] = 0.5 * v * (1 + t[i])
+            (y[i], t[i]) = Self.value(x[i])
         }
         return UnsafePointer(y)
+    }
+
+    /// GELU(v) and the tanh it used (kept for backward; the GPT decoder calls this too).
+    @inline(__always) static func value(_ v: Float) -> (y: Float, tanh: Float) {
+        let t = FastMath.tanh(scale * (v + cubic * v * v * v))
+        return (0.5 * v * (1 + t), t)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {

@@ -103,10 +103,7 @@ public final class GPT: Model {
     /// Each dropout's mask stream as a function of (seed, rank, dropout index, step) alone.
     public func reseedDropout(seed: UInt64, rank: Int, step: Int) {
         guard spec.dropout > 0 else { return }
-        for (index, dropout) in dropouts.enumerated() {
-            var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | UInt64(index))
-            dropout.generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
-        }
+        for (index, dropout) in dropouts.enumerated() { dropout.reseed(seed: seed, rank: rank, stream: UInt64(index), step: step) }
     }
 
     public func reserve(batch: Int) {

@@ -111,10 +111,7 @@ public final class GPTDecoder {
             for i in 0 ..< c { x[i] += normed[i] }
             Self.layerNorm(x, w.ln2w, w.ln2b, into: normed, count: c)
             Self.matrixVector(w.fcW, w.fcB, normed, into: hidden, rows: 4 * c, columns: c)
-            for i in 0 ..< 4 * c {
-                let v = hidden[i]
-                hidden[i] = 0.5 * v * (1 + FastMath.tanh(GELU.scale * (v + GELU.cubic * v * v * v)))
-            }
+            for i in 0 ..< 4 * c { hidden[i] = GELU.value(hidden[i]).y }
             Self.matrixVector(w.fc2W, w.fc2B, hidden, into: normed, rows: c, columns: 4 * c)
             for i in 0 ..< c { x[i] += normed[i] }
         }
@@ -130,16 +127,10 @@ public final class GPTDecoder {
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(rows), Int32(columns), 1, w, Int32(columns), v, 1, b == nil ? 0 : 1, y, 1)
     }
 
-    /// LayerNorm of one vector, as `LayerNorm.forward` computes it.
+    /// LayerNorm of one vector, as `LayerNorm.forward` computes it (eps 1e-5, as the model's).
     private static func layerNorm(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                                   into y: UnsafeMutablePointer<Float>, count n: Int) {
-        var sum: Float = 0
-        for i in 0 ..< n { sum += x[i] }
-        let mean = sum / Float(n)
-        var squares: Float = 0
-        for i in 0 ..< n { let d = x[i] - mean; squares += d * d }
-        let rstd = 1 / (squares / Float(n) + 1e-5).squareRoot()
-        for i in 0 ..< n { y[i] = (x[i] - mean) * rstd * w[i] + b[i] }
+        _ = LayerNorm.normalize(x, weight: w, bias: b, into: y, count: n, epsilon: 1e-5)
     }
 
     /// The logits for the next token after `context` (≤ block_size tokens) by one full forward

@@ -57,16 +57,24 @@ public final class LayerNorm: Layer {
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
-        let n = features, y = output.pointer, inverse = 1 / Float(n)
+        let n = features, y = output.pointer
         for row in 0 ..< batch * size / n {
-            let xr = x + row * n, yr = y + row * n
-            let mean = VectorReductions.sum(xr, n) * inverse
-            let rstd = 1 / (VectorReductions.squaredDeviations(xr, n, from: mean) * inverse + epsilon).squareRoot()
-            for i in 0 ..< n { yr[i] = (xr[i] - mean) * rstd * weight[i] + bias[i] }
-            means.pointer[row] = mean
-            rstds.pointer[row] = rstd
+            (means.pointer[row], rstds.pointer[row]) = Self.normalize(x + row * n, weight: weight, bias: bias, into: y + row * n,
+                                                                     count: n, epsilon: epsilon)
         }
         return UnsafePointer(y)
+    }
+
+    /// One row: y = (x − μ)·rstd·γ + β; returns (μ, rstd). The GPT decoder's incremental step
+    /// normalises with this too, so it computes what the batch forward does.
+    @inline(__always)
+    static func normalize(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                          into y: UnsafeMutablePointer<Float>, count n: Int, epsilon: Float) -> (mean: Float, rstd: Float) {
+        let inverse = 1 / Float(n)
+        let mean = VectorReductions.sum(x, n) * inverse
+        let rstd = 1 / (VectorReductions.squaredDeviations(x, n, from: mean) * inverse + epsilon).squareRoot()
+        for i in 0 ..< n { y[i] = (x[i] - mean) * rstd * weight[i] + bias[i] }
+        return (mean, rstd)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {

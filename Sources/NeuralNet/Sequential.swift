@@ -53,11 +53,11 @@ public final class Sequential: Model {
     /// its own stream — layers sharing one would drop the same units in every layer of equal width.
     public func reseedDropout(seed: UInt64, rank: Int, step: Int) {
         for (index, layer) in layers.enumerated() {
+            if let dropout = layer as? Dropout { dropout.reseed(seed: seed, rank: rank, stream: UInt64(index), step: step) }
             // A dropout inside a residual block: its own stream, numbered after the block's index.
-            let nested = (layer as? Residual)?.dropouts.enumerated().map { (UInt64(index) | UInt64($0.offset + 1) << 16, $0.element) } ?? []
-            for (stream, dropout) in ((layer as? Dropout).map { [(UInt64(index), $0)] } ?? []) + nested {
-                var root = SeededGenerator(seed: seed, stream: UInt64(rank) << 32 | stream)
-                dropout.generator = SeededGenerator(seed: root.next(), stream: UInt64(step))
+            guard let block = layer as? Residual else { continue }
+            for (k, dropout) in block.dropouts.enumerated() {
+                dropout.reseed(seed: seed, rank: rank, stream: UInt64(index) | UInt64(k + 1) << 16, step: step)
             }
         }
     }
