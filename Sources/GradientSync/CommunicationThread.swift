@@ -36,11 +36,14 @@ final class CommunicationThread {
     }
 
     /// Returns once every submitted job has run; rethrows the first error among them.
-    func waitForAll() throws {
+    func waitForAll() throws { try drain(clearingFailure: true) }
+
+    /// Waits until every submitted job has run; rethrows the first failure, cleared or kept.
+    private func drain(clearingFailure: Bool) throws {
         condition.lock()
         while !queue.isEmpty || running { condition.wait() }
         let error = failure
-        failure = nil
+        if clearingFailure { failure = nil }
         condition.unlock()
         if let error { throw error }
     }
@@ -52,11 +55,7 @@ final class CommunicationThread {
     /// submits, so an empty queue and an idle thread mean `job` is done.
     func runAndWait(_ job: @escaping () throws -> Void) throws {
         submit(job)
-        condition.lock()
-        while !queue.isEmpty || running { condition.wait() }
-        let error = failure
-        condition.unlock()
-        if let error { throw error }
+        try drain(clearingFailure: false)
     }
 
     /// Ends the thread (after the jobs already submitted).

@@ -29,7 +29,7 @@ public final class BatchNorm: Layer, CollectiveLayer {
     /// scaled by it before they are added across ranks — so that they are the global batch's —
     /// and back after.
     public var gradientWeight: Double = 1
-    public private(set) var failure: Error?
+    private var failure: Error?
     private var spatial = 1
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!

@@ -75,9 +75,6 @@ public final class GPTDecoder {
         return UnsafeBufferPointer(start: logitsBuffer, count: spec.vocab)
     }
 
-    /// Forgets the context.
-    public func reset() { context = [] }
-
     /// One incremental step at position `context.count`.
     private func step(_ token: Int) {
         let c = spec.embed, position = context.count, d = c / spec.heads

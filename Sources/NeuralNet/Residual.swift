@@ -10,7 +10,7 @@
 public final class Residual: Layer, CollectiveLayer {
     public let layers: [Layer]
     public let shortcut: [Layer]
-    private var inputShape: [Int] = [], size = 0
+    private var inputSize = 0, size = 0
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
 
     /// `layers` must already have their shapes (built from `input` on), `shortcut` too.
@@ -36,9 +36,10 @@ public final class Residual: Layer, CollectiveLayer {
         named.flatMap { part in part.layer.buffers.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
     }
     /// Dropouts inside the block (nested blocks' included), for the model's per-step reseeding.
-    public var dropouts: [Dropout] {
+    public private(set) lazy var dropouts: [Dropout] =
         layers.flatMap { layer -> [Dropout] in (layer as? Dropout).map { [$0] } ?? (layer as? Residual)?.dropouts ?? [] }
-    }
+    /// The parts whose passes may run a collective (batch norms, nested blocks).
+    private lazy var collectiveParts: [CollectiveLayer] = (layers + shortcut).compactMap { $0 as? CollectiveLayer }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
         var main = input
@@ -48,7 +49,7 @@ public final class Residual: Layer, CollectiveLayer {
         guard main == side else {
             throw ShapeError("the block's layers give \(main) but its shortcut \(side)\(shortcut.isEmpty ? " (identity): use shortcut: projection when the block changes channels or size" : "")")
         }
-        inputShape = input
+        inputSize = input.reduce(1, *)
         size = main.reduce(1, *)
         return main
     }
@@ -73,7 +74,7 @@ public final class Residual: Layer, CollectiveLayer {
     public func reserve(batch: Int) {
         for part in named { part.layer.reserve(batch: batch) }
         output.reserve(batch * size)
-        inputGrad.reserve(batch * inputShape.reduce(1, *))
+        inputGrad.reserve(batch * inputSize)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -93,13 +94,13 @@ public final class Residual: Layer, CollectiveLayer {
         for layer in shortcut.reversed() { side = layer.backward(side!, batch: batch, needsInputGradient: true) }
         guard needsInputGradient, let main, let side else { return nil }
         let dx = inputGrad.pointer
-        for i in 0 ..< batch * inputShape.reduce(1, *) { dx[i] = main[i] + side[i] }
+        for i in 0 ..< batch * inputSize { dx[i] = main[i] + side[i] }
         return UnsafePointer(dx)
     }
 
     /// Every part's failure is taken (so none is left to silence a later reduction); the first returned.
     public func takeFailure() -> Error? {
-        named.compactMap { ($0.layer as? CollectiveLayer)?.takeFailure() }.first
+        collectiveParts.compactMap { $0.takeFailure() }.first
     }
 
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {

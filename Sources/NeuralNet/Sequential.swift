@@ -5,6 +5,11 @@
 /// be compared key by key with PyTorch's.
 public final class Sequential: Model {
     public let layers: [Layer]
+    /// The first layer with parameters (its input is data: it is never asked for an input
+    /// gradient), and the layers whose passes may run a collective — both fixed at build time,
+    /// so that backward asks no layer for its parameter list.
+    private let firstParameterised: Int?
+    private let collectiveLayers: [CollectiveLayer]
     public let inputShape: [Int]
     public let outputShape: [Int]
     public let parameters: FlatParameters
@@ -19,6 +24,8 @@ public final class Sequential: Model {
                 gradientStorage: GradientStorage? = nil) throws {
         self.layers = layers
         self.inputShape = inputShape
+        firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
+        collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }
         var shape = inputShape
         var specs: [(name: String, shape: [Int])] = [], bufferSpecs: [(name: String, shape: [Int])] = []
         for (index, layer) in layers.enumerated() {
@@ -96,7 +103,7 @@ public final class Sequential: Model {
         var gradient = loss.lastGradient
         for (index, layer) in layers.enumerated().reversed() {
             // The first layer with parameters needs no input gradient (its input is data).
-            let needsInput = layers[..<index].contains { !$0.parameters.isEmpty }
+            let needsInput = firstParameterised.map { $0 < index } ?? false
             let next = layer.backward(gradient, batch: batch, needsInputGradient: needsInput)
             unitDone?(index, result)
             guard let next else { break }
@@ -122,7 +129,7 @@ public final class Sequential: Model {
     /// A synchronised batch norm's reduction that failed during the pass (a rank died): raised
     /// here, once the pass is over, since layers do not throw.
     private func raiseCollectiveFailure() throws {
-        let failures = layers.compactMap { ($0 as? CollectiveLayer)?.takeFailure() }
+        let failures = collectiveLayers.compactMap { $0.takeFailure() }
         if let first = failures.first { throw first }
     }
 

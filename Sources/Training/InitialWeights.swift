@@ -39,7 +39,7 @@ enum InitialWeights {
             _ = UnsafeMutableBufferPointer(rebasing: storage[view.range]).update(fromContentsOf: tensor.values)
         }
         if tiedHead, let head = byName.removeValue(forKey: "lm_head.weight"),
-           head.values != byName["transformer.wte.weight"]?.values ?? tensors.first(where: { $0.name == "transformer.wte.weight" })?.values {
+           head.values != tensors.first(where: { $0.name == "transformer.wte.weight" })?.values {
             problems.append("lm_head.weight differs from transformer.wte.weight, but this model ties them (model.gpt.tie_embeddings: false unties)")
         }
         for name in byName.keys.sorted() where !name.hasSuffix(".attn.bias") {

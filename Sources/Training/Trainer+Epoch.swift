@@ -54,7 +54,7 @@ extension Trainer {
         let metrics = EpochMetrics(epoch: epochIndex + 1, from_step: epoch.startStep, step: done, partial: partial ? true : nil, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
                                    train_accuracy: sums[2] > 0 ? sums[1] / (sums[2] * labels) : 0, test_accuracy: epoch.lastTestAccuracy,
                                    test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
-                                   samples_per_second: samplesPerSecond, tokens_per_second: run.isLanguageModel ? samplesPerSecond * labels : nil,
+                                   samples_per_second: samplesPerSecond, tokens_per_second: run.tokensPerSecond(samplesPerSecond),
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
                                    codec_seconds: epoch.clock.codec, comm_exposed_seconds: epoch.clock.exposed,
                                    comm_isolated_seconds: epoch.clock.isolated,
@@ -118,8 +118,8 @@ extension Trainer {
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let remaining = Double(run.totalSteps - step) * wall / Double(max(step - run.startStep, 1))
         let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max((ContinuousClock.now - epoch.startTime).seconds, 1e-9)
-        let rate = run.isLanguageModel ? String(format: "%.0f tokens/s", samplesPerSecond * Double(run.train.labelsPerSample))
-                                       : String(format: "%.0f samples/s", samplesPerSecond)
+        let rate = run.tokensPerSecond(samplesPerSecond).map { String(format: "%.0f tokens/s", $0) }
+            ?? String(format: "%.0f samples/s", samplesPerSecond)
         let line = String(format: "epoch %d/%d  step %d/%d  loss %@  lr %.5f  %@  ETA %@",
                           (step - 1) / run.stepsPerEpoch + 1, run.epochs, step, run.totalSteps,
                           epoch.samples > 0 ? String(format: "%.4f", epoch.loss / Double(epoch.samples)) : "n/a",

@@ -128,7 +128,7 @@ public final class Trainer {
         let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9)
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
                                  samples_per_second: samplesPerSecond,
-                                 tokens_per_second: run.isLanguageModel ? samplesPerSecond * Double(run.train.labelsPerSample) : nil,
+                                 tokens_per_second: run.tokensPerSecond(samplesPerSecond),
                                  steps: run.endStep, global_batch: config.globalBatch, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,

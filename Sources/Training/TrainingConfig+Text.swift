@@ -41,13 +41,18 @@ extension TrainingConfig {
         }
     }
 
+    /// How validation windows are laid out: `data.val_windows` spread evenly, else every block.
+    var validationLayout: TokenWindows.Layout {
+        validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride((gpt ?? GPTSpec()).blockSize)
+    }
+
     /// The validation windows alone (an evaluation: for `tokens` the training file is neither
     /// needed nor read; `text` splits one corpus, so it is read whole).
     func loadTokenValidation() throws -> Dataset {
         guard dataset == "tokens" else { return try loadTokenWindows().test }
         let gpt = self.gpt ?? GPTSpec()
         return try TokenWindows.tokenFile(validationTokens, key: "data.val_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab,
-                                          layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(gpt.blockSize))
+                                          layout: validationLayout)
     }
 
     /// The token windows of `data.dataset: text` or `tokens` (training, validation).
@@ -60,8 +65,7 @@ extension TrainingConfig {
             return (split.train, split.validation)
         }
         return (try TokenWindows.tokenFile(trainTokens, key: "data.train_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab, layout: .stride(stride)),
-                try TokenWindows.tokenFile(validationTokens, key: "data.val_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab,
-                                           layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(gpt.blockSize)))
+                try loadTokenValidation())
     }
 
     /// The model checked against the data, before any buffer exists (every rank checks; the

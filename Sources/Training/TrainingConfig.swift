@@ -174,7 +174,7 @@ public struct TrainingConfig {
         centered = try r.bool("optimizer.centered", default: centered)
         trustCoefficient = try r.double("optimizer.trust_coefficient", default: trustCoefficient, min: 0, exclusiveMin: true)
         scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
-        decay = try r.string("optimizer.decay", default: gpt != nil && ["adam", "adamw"].contains(optimizer) ? "matrices" : decay,
+        decay = try r.string("optimizer.decay", default: nanoGPTDefaults ? "matrices" : decay,
                              allowed: ["all", "matrices"])
         if decay == "matrices" && !["adam", "adamw"].contains(optimizer) {
             throw ConfigError("optimizer.decay: matrices applies to adam and adamw (nanoGPT's parameter groups); \(optimizer) decays every parameter: remove it or choose adamw")

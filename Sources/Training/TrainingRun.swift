@@ -50,6 +50,10 @@ final class TrainingRun {
     /// Whether every position of a sample is labelled (a language model): throughput is then
     /// also reported in tokens per second and the evaluation as a validation loss.
     var isLanguageModel: Bool { train.labelsPerSample > 1 }
+    /// A language model's tokens per second at `samplesPerSecond` windows per second; nil otherwise.
+    func tokensPerSecond(_ samplesPerSecond: Double) -> Double? {
+        isLanguageModel ? samplesPerSecond * Double(train.labelsPerSample) : nil
+    }
 
     /// What the checkpoints' parameters are the parameters of (written with each checkpoint).
     var modelDescription: ModelDescription {

@@ -154,6 +154,7 @@ final class TransformerTests: XCTestCase {
                     }
                 }
             }
+            XCTAssertEqual(snapshots.count, extents.count, "every unit reported")
             for (unit, snapshot) in snapshots {
                 XCTAssertEqual(snapshot, Array(gpt.parameters.gradients[extents[unit]!]), "unit \(gpt.unitNames[unit]) changed after it was reported")
             }
