@@ -23,7 +23,9 @@ import ModelFiles
 /// feedback is on (always with PowerSGD, whose residuals it holds); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
 /// identical on every rank), present with `comm.compressor: powersgd`; `BUFS` the model's
 /// buffers (Float32, batch norms' running statistics, in the buffer views' order), present when
-/// it has any; `MODL` the
+/// it has any; `OUTR` the outer optimizer's state with `comm.sync: local_sgd | diloco`
+/// (`OuterSynchronizer.stateBytes`; PRMS then holds θ_outer, OPTM rank 0's inner state, and
+/// each rank's inner parameters and state lie beside it in `step-N.local-rank-R`); `MODL` the
 /// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
@@ -41,13 +43,15 @@ public struct Checkpoint: Equatable {
     public var model: ModelDescription?
     /// The model's buffers (empty when it has none).
     public var buffers: [Float]
+    /// The outer optimizer's state (`comm.sync: local_sgd | diloco`, once local steps began).
+    public var outerState: [UInt8]?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
-                buffers: [Float] = []) {
+                buffers: [Float] = [], outerState: [UInt8]? = nil) {
         self.worldSize = worldSize; self.step = step; self.skippedSteps = skippedSteps; self.config = config
         self.parameters = parameters; self.optimizerState = optimizerState; self.residualSum = residualSum
-        self.powerSGDState = powerSGDState; self.model = model; self.buffers = buffers
+        self.powerSGDState = powerSGDState; self.model = model; self.buffers = buffers; self.outerState = outerState
     }
 
     public func encoded() -> [UInt8] {
@@ -60,6 +64,7 @@ public struct Checkpoint: Equatable {
         if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
         if let powerSGDState { sections.append(("PSGD", powerSGDState)) }
         if !buffers.isEmpty { sections.append(("BUFS", buffers.withUnsafeBytes { Array($0) })) }
+        if let outerState { sections.append(("OUTR", outerState)) }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
@@ -115,6 +120,7 @@ public struct Checkpoint: Equatable {
         powerSGDState = sections["PSGD"]
         guard (sections["BUFS"]?.count ?? 0) % 4 == 0 else { throw Corrupt(reason: "its BUFS section is not whole Float32 values") }
         buffers = sections["BUFS"].map { b in b.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } } ?? []
+        outerState = sections["OUTR"]
         if let json = sections["MODL"] {
             do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
@@ -174,7 +180,8 @@ public struct CheckpointStore {
         try FileSystem.writeAtomically(checkpoint.encoded(), to: path(step: checkpoint.step), what: "checkpoint")
         for old in existing().dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: old)
-            let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + ".ef-rank-"
+            // Its per-rank files: error feedback (`.ef-rank-R`) and inner state (`.local-rank-R`).
+            let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + "."
             for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
                 try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(name))
             }
@@ -214,12 +221,44 @@ public struct CheckpointStore {
     }
 
     public func loadResidual(step: Int, rank: Int) -> [Float]? {
-        guard let data = FileManager.default.contents(atPath: residualPath(step: step, rank: rank)), data.count >= 8,
-              (data.count - 8) % 4 == 0 else { return nil }
+        guard let bytes = Self.checkedBytes(residualPath(step: step, rank: rank)), bytes.count % 4 == 0 else { return nil }
+        return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    /// Each rank's inner parameters and inner optimizer state between outer steps
+    /// (`comm.sync: local_sgd | diloco`), beside the checkpoint (`step-N.local-rank-R`): the
+    /// parameter count (UInt64), the parameters (Float32), the optimizer's state bytes, then
+    /// their FastHash. Written atomically like the checkpoint.
+    public func localStatePath(step: Int, rank: Int) -> String {
+        path(step: step).replacingOccurrences(of: ".ckpt", with: ".local-rank-\(rank)")
+    }
+
+    public func writeLocalState(parameters: UnsafeBufferPointer<Float>, optimizerState: [UInt8], step: Int, rank: Int) throws {
+        try FileSystem.makeDirectory(directory, what: "checkpoint directory")
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: UInt64(parameters.count).littleEndian) { bytes += $0 }
+        bytes += Array(UnsafeRawBufferPointer(parameters)) + optimizerState
+        let hash = FastHash.hash(bytes)
+        withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
+        try FileSystem.writeAtomically(bytes, to: localStatePath(step: step, rank: rank), what: "inner state")
+    }
+
+    /// This rank's inner parameters and optimizer state of `step`; nil when the file is
+    /// missing, damaged, or holds another parameter count.
+    public func loadLocalState(step: Int, rank: Int, count: Int) -> (parameters: [Float], optimizerState: [UInt8])? {
+        guard let bytes = Self.checkedBytes(localStatePath(step: step, rank: rank)), bytes.count >= 8 + 4 * count,
+              bytes.withUnsafeBytes({ UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }) == UInt64(count) else { return nil }
+        let parameters = bytes[8 ..< 8 + 4 * count].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return (parameters, Array(bytes[(8 + 4 * count)...]))
+    }
+
+    /// A per-rank file's payload, if its trailing FastHash matches.
+    static func checkedBytes(_ path: String) -> [UInt8]? {
+        guard let data = FileManager.default.contents(atPath: path), data.count >= 8 else { return nil }
         let bytes = Array(data)
         let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
         guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else { return nil }
-        return bytes[0 ..< bytes.count - 8].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        return Array(bytes[0 ..< bytes.count - 8])
     }
 
     /// The newest checkpoint that passes its checks (nil if none does), and for each newer

@@ -36,6 +36,19 @@ public struct RunSummary: Codable, Equatable {
     public var wire_bytes_per_step: Double?
     /// Config keys that differ from the resumed checkpoint's ("key: old → new"); absent when none.
     public var config_changes_on_resume: [String]?
+    /// Bytes rank 0 sent in all-reduces (gradients, or pseudo-gradients at outer steps) over
+    /// this run's steps; absent when the all-reduce does not say.
+    public var bytes_sent: Double?
+    /// `comm.sync` (every_step, local_sgd, diloco), and the outer steps taken by the end
+    /// (absent for every_step).
+    public var sync: String?
+    public var outer_steps: Int?
+    /// `train --target`: the target, and — when reached — the step, the training seconds to it
+    /// (evaluations excluded; continued across a resume) and the bytes rank 0 had sent by then.
+    public var target: String?
+    public var target_step: Int?
+    public var time_to_target_seconds: Double?
+    public var bytes_to_target: Double?
 }
 
 /// One line of `metrics.jsonl`, written after every epoch.
@@ -72,16 +85,19 @@ public struct CurvePoint: Codable {
     public var test_loss: Double
     public var test_accuracy: Double
     public var perplexity: Double?
+    /// Bytes this rank had sent in all-reduces by then (absent when the all-reduce does not say).
+    public var bytes_sent: Double?
 
     /// Keeps the points of `path` up to step `step` (a resumed run records the later ones
-    /// again) and returns the last kept point's training seconds (0 without one).
-    static func keep(_ path: String, upTo step: Int) throws -> Double {
-        guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+    /// again) and returns the last kept point's training seconds and bytes sent (0 without one).
+    static func keep(_ path: String, upTo step: Int) throws -> (seconds: Double, bytes: Double?) {
+        guard let data = FileManager.default.contents(atPath: path) else { return (0, 0) }
         let kept = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, CurvePoint)? in
             guard let point = try? JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8)), point.step <= step else { return nil }
             return (String(line), point)
         }
         try FileSystem.writeAtomically(Array(kept.map { $0.0 + "\n" }.joined().utf8), to: path, what: "curve.jsonl")
-        return kept.last?.1.train_seconds ?? 0
+        guard let last = kept.last?.1 else { return (0, 0) }
+        return (last.train_seconds, last.bytes_sent)
     }
 }

@@ -21,7 +21,7 @@ import Foundation
 /// At the end rank 0 gathers every rank's events and writes one file.
 public final class Timeline {
     public enum Kind: UInt8 {
-        case forward, backward, optimizer, checkpoint, evaluate, replicaCheck
+        case forward, backward, optimizer, checkpoint, evaluate, replicaCheck, outerStep
         case allReduce, encode, decode, reduce, wait
     }
 
@@ -77,6 +77,7 @@ public final class Timeline {
         case .checkpoint: return ("checkpoint", "io")
         case .evaluate: return ("evaluate", "compute")
         case .replicaCheck: return ("replica check", "comm")
+        case .outerStep: return ("outer step", "comm")
         case .allReduce: return ("all-reduce bucket \(i)", "comm")
         case .encode: return ("encode", "codec")
         case .decode: return ("decode", "codec")

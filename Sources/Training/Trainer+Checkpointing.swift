@@ -29,15 +29,25 @@ extension Trainer {
         if let memory = run.synchronizer.memory {
             try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
         }
+        // Local SGD, DiLoCo: the checkpoint holds θ_outer; each rank's inner parameters and
+        // inner optimizer state (which differ by design) go beside it, one file per rank.
+        let outer = run.outer.flatMap { $0.started ? $0 : nil }
+        if outer != nil {
+            try run.store.writeLocalState(parameters: UnsafeBufferPointer(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
+                                          step: step, rank: transport.rank)
+        }
         guard transport.rank == 0 else { return }
+        let parameters = outer?.sharedParameters(run.parameters.parameters) ?? run.parameters.parameters
         try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
-                                       parameters: Array(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
+                                       parameters: Array(parameters), optimizerState: run.optimizer.stateBytes(),
                                        residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
-                                       model: run.modelDescription, buffers: Array(run.parameters.buffers)))
+                                       model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes()))
     }
 
     /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference
-    /// stops every rank, naming the ranks and their hashes.
+    /// stops every rank, naming the ranks and their hashes. With local steps (local SGD,
+    /// DiLoCo) the state that must agree is θ_outer and the outer optimizer's; the inner
+    /// parameters and optimizer state differ by design.
     @discardableResult
     func checkReplicas(_ run: TrainingRun, step: Int) throws -> UInt64 {
         transport.setActivity("the replica check after step \(step)")
@@ -46,7 +56,13 @@ extension Trainer {
         try broadcastBuffers(run)
         // Buffers only when there are any: the hash of a model without them stays what it was.
         let buffers = run.parameters.buffers.isEmpty ? [] : [run.parameters.buffers]
-        let hash = FastHash.hash([run.parameters.parameters] + buffers + run.optimizer.stateBuffers)
+        let shared: [UnsafeMutableBufferPointer<Float>]
+        if let outer = run.outer, outer.started {
+            shared = [outer.outer] + buffers + outer.optimizer.stateBuffers
+        } else {
+            shared = [run.parameters.parameters] + buffers + run.optimizer.stateBuffers
+        }
+        let hash = FastHash.hash(shared)
         let all = try RingAllGather.gather(hash, over: transport)
         if all.contains(where: { $0 != all[0] }) {
             let groups = Dictionary(grouping: all.indices, by: { all[$0] })

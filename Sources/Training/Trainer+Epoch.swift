@@ -43,11 +43,12 @@ struct EpochAccumulator {
 
 /// The end of an epoch: global training metrics, test accuracy, `metrics.jsonl`, the log line.
 extension Trainer {
-    func closeEpoch(_ run: TrainingRun, _ epoch: inout EpochAccumulator, epochIndex: Int, step done: Int) throws {
+    /// `evaluated`: the evaluation of this step has just run (the target's check).
+    func closeEpoch(_ run: TrainingRun, _ epoch: inout EpochAccumulator, epochIndex: Int, step done: Int, evaluated: Bool = false) throws {
         let elapsed = (ContinuousClock.now - epoch.startTime).seconds
         let sums = try RingAllGather.sum([epoch.loss, Double(epoch.correct), Double(epoch.samples)], over: transport)
         epoch.lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : nil
-        try evaluate(run, &epoch)
+        if !evaluated { try evaluate(run, &epoch) }
         let partial = done % run.stepsPerEpoch != 0 && done < run.totalSteps
         let samplesPerSecond = Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9)
         let labels = Double(run.train.labelsPerSample)
@@ -83,9 +84,9 @@ extension Trainer {
     /// excluded, as the peer's `--eval-every-steps` counts them) and the last evaluation — a
     /// curve for time-to-target comparisons.
     func recordCurvePoint(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) throws {
-        let trainSeconds = run.curveSecondsBefore + (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
+        let trainSeconds = trainingSeconds(run, epoch)
         let point = CurvePoint(step: step, train_seconds: trainSeconds, test_loss: epoch.lastTestLoss ?? 0,
-                               test_accuracy: epoch.lastTestAccuracy, perplexity: epoch.lastPerplexity)
+                               test_accuracy: epoch.lastTestAccuracy, perplexity: epoch.lastPerplexity, bytes_sent: bytesSent(run, epoch))
         try Agreement.run("append to curve.jsonl", over: transport) {
             guard let file = run.curve else { return }
             try file.appendLine(try JSONEncoder.sorted.encode(point))
@@ -109,7 +110,10 @@ extension Trainer {
         }
         try broadcastBuffers(run)
         let batch = max(1, min(config.evalBatch, run.model.reservedBatch))
-        let result = try Evaluation.run(run.model, on: run.test, over: transport, batch: batch)
+        // Between outer steps (local SGD, DiLoCo) the model is θ_outer, which every rank agrees on.
+        let result = try run.outer.map { outer in
+            try outer.withSharedParameters(in: run.parameters.parameters) { try Evaluation.run(run.model, on: run.test, over: transport, batch: batch) }
+        } ?? Evaluation.run(run.model, on: run.test, over: transport, batch: batch)
         (epoch.lastTestAccuracy, epoch.lastTestLoss, epoch.lastPerplexity) = (result.accuracy, result.loss, result.perplexity)
     }
 

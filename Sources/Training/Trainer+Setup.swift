@@ -91,6 +91,10 @@ extension Trainer {
             }
             return (sampler, optimizer, try config.makeSchedule(total: units, worldSize: n), synchronizer, totalSteps)
         }
+        let outer = try Agreement.run("set up the outer steps", over: transport) { () -> OuterSynchronizer? in
+            try target?.check(languageModel: train.labelsPerSample > 1)
+            return try config.outerSettings.map { try OuterSynchronizer(settings: $0, count: parameters.count) }
+        }
 
         installBatchNormSync(model, synchronizer: synchronizer, weight: Double(sampler.gradientWeight))
         try synchronizer.chooseCodecIfAutomatic(probing: parameters.gradients)
@@ -111,7 +115,7 @@ extension Trainer {
         if !parameters.buffers.isEmpty { try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.buffers), root: 0) }
         var startStep = 0, skipped = 0, changes: [String] = []
         if resume {
-            let checkpoint = try restore(store, model, optimizer, synchronizer)
+            let checkpoint = try restore(store, model, optimizer, synchronizer, outer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
             changes = configChanges(since: checkpoint)
         }
@@ -120,7 +124,7 @@ extension Trainer {
             return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("metrics.jsonl"), truncate: !resume)
         }
         let run = TrainingRun(train: train, test: test, model: model, sampler: sampler, optimizer: optimizer, schedule: schedule,
-                              synchronizer: synchronizer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
+                              synchronizer: synchronizer, outer: outer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
         if config.evalEverySteps > 0 {
@@ -128,7 +132,7 @@ extension Trainer {
                 guard rank == 0 else { return nil }
                 let path = (runDirectory as NSString).appendingPathComponent("curve.jsonl")
                 // Resumed: the points after the checkpoint are run again, so they go; time goes on.
-                if resume { run.curveSecondsBefore = try CurvePoint.keep(path, upTo: startStep) }
+                if resume { (run.curveSecondsBefore, run.bytesSentBefore) = try CurvePoint.keep(path, upTo: startStep) }
                 return try AppendOnlyFile(path: path, truncate: !resume)
             }
         }
@@ -182,7 +186,7 @@ extension Trainer {
     /// every rank (so ranks on hosts without the run directory's files resume too); every
     /// rank loads it; a failure on any rank is a failure on all.
     private func restore(_ store: CheckpointStore, _ model: Model, _ optimizer: Optimizer,
-                         _ synchronizer: GradientSynchronizer) throws -> Checkpoint {
+                         _ synchronizer: GradientSynchronizer, _ outer: OuterSynchronizer?) throws -> Checkpoint {
         let count = model.parameters.count
         func fits(_ c: Checkpoint) throws {
             let changes = TrainingConfig.differences(c.config, config.canonicalText)
@@ -213,14 +217,36 @@ extension Trainer {
             _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
             _ = model.parameters.buffers.update(fromContentsOf: checkpoint.buffers)
             let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank) : nil
-            return synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
-                                        step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)
+            var warnings = synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
+                                                step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)
+            if let outer, let state = checkpoint.outerState {
+                warnings += try restoreLocalSteps(outer, state, checkpoint, store, model.parameters.parameters, optimizer)
+            }
+            return warnings
         }
         for warning in warnings { log("warning: \(warning)") }
         if transport.rank == 0 {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
         }
         return checkpoint
+    }
+
+    /// `comm.sync: local_sgd | diloco`: θ_outer and the outer optimizer from the checkpoint, and
+    /// this rank's inner parameters and optimizer state from its own file — or, when that is
+    /// missing (another world size, a host without the file), θ_outer and rank 0's inner state,
+    /// with a warning: the run goes on, but no longer as the uninterrupted one would.
+    private func restoreLocalSteps(_ outer: OuterSynchronizer, _ state: [UInt8], _ checkpoint: Checkpoint, _ store: CheckpointStore,
+                                   _ parameters: UnsafeMutableBufferPointer<Float>, _ optimizer: Optimizer) throws -> [String] {
+        try outer.restore(state, outer: checkpoint.parameters)
+        let rank = transport.rank
+        guard checkpoint.worldSize == transport.size,
+              let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count) else {
+            return ["rank \(rank) has no inner state of step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size)): it continues from θ_outer with rank 0's inner optimizer state"]
+        }
+        try optimizer.loadState(own.optimizerState)
+        _ = parameters.update(fromContentsOf: own.parameters)
+        if own.parameters != checkpoint.parameters { outer.resumedBetweenOuterSteps() }
+        return []
     }
 
     /// The config keys that differ from the checkpoint's (those that make it meaningless were
@@ -239,6 +265,9 @@ extension Trainer {
         log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), all-reduce \(run.synchronizer.description)"
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
             + (run.synchronizer.momentumCarrier != nil ? "momentum carried in the all-reduce (comm.compress_momentum), " : "")
+            + (run.outer.map { "\(config.syncMode): \($0.settings.every) local steps between outer steps"
+                + ($0.settings.warmupSteps > 0 ? " after \($0.settings.warmupSteps) averaged every step" : "")
+                + ", outer \($0.settings.rule.rawValue)\($0.settings.rule == .average ? "" : " lr \($0.settings.lr) momentum \($0.settings.momentum)"), pseudo-gradient " } ?? "")
             + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
             + "global batch \(config.globalBatch) (\(run.sampler.shareRange.count == 1 ? "\(run.sampler.localBatch)" : "\(run.sampler.shareRange.lowerBound)–\(run.sampler.shareRange.upperBound)") per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")
     }

@@ -31,7 +31,11 @@ extension Trainer {
         run.fillBatch(step: step)
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
-        let k = run.microBatches, weight = run.sampler.gradientWeight
+        let k = run.microBatches
+        // comm.sync: local_sgd | diloco — a local step: this rank's own mean gradient, no all-reduce.
+        let localStep = run.outer?.isLocal(step) ?? false
+        if localStep, let outer = run.outer, !outer.started { outer.start(from: parameters.parameters) }
+        let weight = localStep ? 1 : run.sampler.gradientWeight
         var lossSum = 0.0, correct = 0
         for micro in 0 ..< k {
             run.model.reseedDropout(seed: config.seed, rank: rank, step: step * k + micro)
@@ -48,7 +52,7 @@ extension Trainer {
                 lossSum += local.loss; correct += local.correct
                 continue
             }
-            run.synchronizer.beginStep(step, gradients: parameters.gradients)
+            if !localStep { run.synchronizer.beginStep(step, gradients: parameters.gradients) }
             // A failed pass (a synchronised batch norm's collective) may leave buckets in flight on
             // the communication thread: drain it before the error ends the job.
             let local: SoftmaxCrossEntropy.Result
@@ -69,23 +73,25 @@ extension Trainer {
                 if injectHere && bucket.contains(parameters.count / 2) { parameters.gradients[parameters.count / 2] = .infinity }
                 // A non-finite loss poisons the gradient, so that every rank skips the step.
                 if !(lossSum + loss.loss).isFinite && bucket.contains(0) { parameters.gradients[0] = .nan }
-                run.synchronizer.bucketReady(b)
+                if !localStep { run.synchronizer.bucketReady(b) }
             } } catch {
                 run.synchronizer.abandonStep()
                 throw error
             }
             lossSum += local.loss; correct += local.correct
         }
-        let local = (loss: lossSum / Double(k), correct: correct)
+        let result = (loss: lossSum / Double(k), correct: correct)
         let backwardEnd = ContinuousClock.now
-        try run.synchronizer.finishStep()
-        try averageBuffers(run)     // model.batchnorm: local
         clock.compute = (backwardEnd - start).seconds
-        clock.comm = run.synchronizer.lastSeconds
-        clock.exposed = run.synchronizer.lastExposedSeconds
-        clock.isolated = run.synchronizer.lastIsolatedSeconds
-        clock.codec = run.synchronizer.lastCodecSeconds
-        clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
+        if !localStep {
+            try run.synchronizer.finishStep()
+            try averageBuffers(run)     // model.batchnorm: local
+            clock.comm = run.synchronizer.lastSeconds
+            clock.exposed = run.synchronizer.lastExposedSeconds
+            clock.isolated = run.synchronizer.lastIsolatedSeconds
+            clock.codec = run.synchronizer.lastCodecSeconds
+            clock.wireBytes = run.synchronizer.lastBytesSent.map(Double.init)
+        }
         if let gradientDumpPath, rank == 0, step == run.endStep - 1 {
             try FileSystem.writeAtomically(Array(UnsafeRawBufferPointer(parameters.gradients)), to: gradientDumpPath, what: "gradient dump")
             // Its layout (each view's name, offset and shape), for `bench allreduce --compressor powersgd`.
@@ -98,10 +104,15 @@ extension Trainer {
         let unit = run.perEpoch ? step / run.stepsPerEpoch : step
         let lr = run.schedule.learningRate(at: unit)
         guard norm.isFinite else {
-            run.skipped += 1
-            run.synchronizer.discardStep()
-            if rank == 0 { log("warning: step \(step): non-finite gradient (norm \(norm)); skipped on every rank (\(run.skipped) so far)") }
-            return StepOutcome(loss: local.loss, correct: 0, samples: 0, applied: false, lr: lr, clock: clock)
+            if localStep {
+                run.locallySkipped += 1
+                log("warning: rank \(rank) step \(step): non-finite local gradient (norm \(norm)); skipped on this rank (\(run.locallySkipped) so far; the outer step agrees on the rest)")
+            } else {
+                run.skipped += 1
+                run.synchronizer.discardStep()
+                if rank == 0 { log("warning: step \(step): non-finite gradient (norm \(norm)); skipped on every rank (\(run.skipped) so far)") }
+            }
+            return StepOutcome(loss: result.loss, correct: 0, samples: 0, applied: false, lr: lr, clock: clock)
         }
         if config.clipGradNorm > 0 && norm > config.clipGradNorm {
             let scale = Float(config.clipGradNorm / (norm + 1e-6))   // torch.nn.utils.clip_grad_norm_
@@ -112,8 +123,9 @@ extension Trainer {
         }
         let optimizerStart = ContinuousClock.now
         run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
+        if localStep { run.outer?.tookLocalStep() }
         run.timeline.map { $0.record(.optimizer, from: optimizerStart, to: .now, on: $0.training) }
-        return StepOutcome(loss: local.loss, correct: local.correct, samples: batch, applied: true, lr: lr, clock: clock)
+        return StepOutcome(loss: result.loss, correct: result.correct, samples: batch, applied: true, lr: lr, clock: clock)
     }
 
     /// ‖g‖₂ in Double, in index order: identical on every rank for identical g.

@@ -42,6 +42,8 @@ public final class Trainer {
     public var timelinePath: String?
     /// `train --init-from`: a safetensors file whose tensors replace the seeded initialisation.
     public var initFromPath: String?
+    /// `train --target`: stop at the first evaluation that reaches it (`TrainingTarget`).
+    public var target: TrainingTarget?
     let log: (String) -> Void
     let isTerminal: Bool
 
@@ -71,6 +73,7 @@ public final class Trainer {
         for step in run.startStep ..< run.endStep {
             epoch.record(try trainStep(step, run))
             try afterStep(step, run, &epoch)
+            if run.targetReached != nil { break }
         }
         let summary = try finish(run, &epoch)
         try writeTimeline(run)
@@ -102,25 +105,58 @@ public final class Trainer {
         if transport.rank == 0 { log("timeline: \(timelinePath) (open in https://ui.perfetto.dev or chrome://tracing)") }
     }
 
-    /// Everything due after step `step`: replica check, checkpoint, progress, epoch end.
+    /// Everything due after step `step`: the outer step (local SGD, DiLoCo), replica check,
+    /// checkpoint, progress, epoch end, evaluation and the target.
     private func afterStep(_ step: Int, _ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
         let done = step + 1
-        if config.checkEverySteps > 0 && done % config.checkEverySteps == 0 { try checkReplicas(run, step: done) }
+        let outerStepRan = run.outer?.isDue(after: step, lastStep: run.totalSteps) ?? false
+        if outerStepRan { try outerStep(run, after: step, &epoch) }
+        // Between outer steps the shared state (θ_outer) cannot have moved: the check that
+        // matters is right after an outer step.
+        if config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan) { try checkReplicas(run, step: done) }
         if config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.totalSteps {
             try saveCheckpoint(run, step: done)
         }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         let closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
+        var evaluated = closing
         if config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep) {
-            if !closing { try evaluate(run, &epoch) }   // an epoch's end has just evaluated
+            if !closing { try evaluate(run, &epoch); evaluated = true }   // an epoch's end has just evaluated
             try recordCurvePoint(run, epoch, step: done)
         }
+        if evaluated, let target, run.targetReached == nil,
+           target.isReached(accuracy: epoch.lastTestAccuracy, loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity) {
+            // The evaluation's figures are reduced over every rank: every rank stops here.
+            run.targetReached = TargetReached(step: done, trainSeconds: trainingSeconds(run, epoch), bytesSent: bytesSent(run, epoch))
+            run.endStep = done
+            if transport.rank == 0 {
+                if isTerminal { print("") }
+                log(String(format: "target %@ reached at step %d after %.1f s of training%@", target.description, done,
+                           run.targetReached!.trainSeconds, run.targetReached!.bytesSent.map { String(format: " and %.1f MB sent per rank", $0 / 1e6) } ?? ""))
+            }
+            if !closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done, evaluated: true) }
+        }
+    }
+
+    /// Seconds of training so far, evaluations excluded, continuing a resumed run's (the time
+    /// axis of curve.jsonl and of `--target`).
+    func trainingSeconds(_ run: TrainingRun, _ epoch: EpochAccumulator) -> Double {
+        run.curveSecondsBefore + (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
+    }
+
+    /// Bytes this rank has sent in all-reduces so far, continuing a resumed run's when its
+    /// curve.jsonl said (nil: unknown).
+    func bytesSent(_ run: TrainingRun, _ epoch: EpochAccumulator) -> Double? {
+        guard let before = run.bytesSentBefore, let mine = epoch.runClock.wireBytes, let open = epoch.clock.wireBytes else { return nil }
+        return before + mine + open
     }
 
     /// The last replica check, the final checkpoint and `summary.json`.
     private func finish(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws -> RunSummary {
         epoch.closeRunClock()   // steps after the last epoch boundary (none unless stopped early)
+        // Stopped at the target between outer steps: the run ends on the θ_outer it evaluated.
+        if run.targetReached != nil, let outer = run.outer, outer.started, !outer.inSync { outer.reset(run.parameters.parameters) }
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let hash = try checkReplicas(run, step: run.endStep)
         try saveCheckpoint(run, step: run.endStep)
@@ -137,7 +173,10 @@ public final class Trainer {
                                  comm_hidden_fraction: epoch.runClock.hiddenFraction,
                                  resumed_from_step: run.startStep,
                                  wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },
-                                 config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges)
+                                 config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges,
+                                 bytes_sent: epoch.runClock.wireBytes, sync: config.syncMode, outer_steps: run.outer?.steps,
+                                 target: target?.description, target_step: run.targetReached?.step,
+                                 time_to_target_seconds: run.targetReached?.trainSeconds, bytes_to_target: run.targetReached?.bytesSent ?? nil)
         try Agreement.run("write summary.json", over: transport) {
             guard transport.rank == 0 else { return }
             try FileSystem.writeAtomically(Array(try JSONEncoder.sorted.encode(summary)),

@@ -71,6 +71,11 @@ public struct TrainingConfig {
     public var bucketBytes = 25 << 20              // comm.bucket_bytes (0: one bucket)
     public var overlap = true                      // comm.overlap: average buckets during backward
     public var timeoutSeconds = 300.0              // comm.timeout_seconds: longest wait for a peer (0: forever)
+    public var syncMode = "every_step"             // comm.sync: every_step | local_sgd | diloco (TrainingConfig+Sync.swift)
+    public var syncEvery = 0                       // comm.sync_every: H local steps between outer steps
+    public var syncWarmupSteps = 0                 // comm.sync_warmup_steps: every-step averaging before local steps
+    public var outerOptimizer = ""                 // comm.outer.optimizer: nesterov | sgd | average
+    public var outerLR = 1.0, outerMomentum = 0.0  // comm.outer.lr, comm.outer.momentum
 
     public var checkEverySteps = 100               // consistency.check_every_steps
     public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)
@@ -219,6 +224,7 @@ public struct TrainingConfig {
         bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)
         overlap = try r.bool("comm.overlap", default: overlap)
         timeoutSeconds = try r.double("comm.timeout_seconds", default: timeoutSeconds, min: 0)
+        try readSync(&r)
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
@@ -309,7 +315,7 @@ public struct TrainingConfig {
     /// zstd), whose accuracy depends on it — sign + error feedback alone trains fashion-cnn to
     /// 0.85–0.87 against fp32's 0.92, with the momentum carried to fp32's — and off otherwise
     /// (int8 and the 16-bit codecs reach fp32's accuracy with error feedback alone).
-    public var carriesMomentumByDefault: Bool { codec.hasPrefix("sign") && compressor != "powersgd" }
+    public var carriesMomentumByDefault: Bool { codec.hasPrefix("sign") && compressor != "powersgd" && syncMode == "every_step" }
 
     /// What the gradient synchronizer is told (`comm.*` and the seed).
     public var syncSettings: SyncSettings {

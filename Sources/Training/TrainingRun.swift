@@ -16,6 +16,8 @@ final class TrainingRun {
     let optimizer: Optimizer
     let schedule: LearningRateSchedule
     let synchronizer: GradientSynchronizer
+    /// `comm.sync: local_sgd | diloco`: θ_outer and the outer optimizer (nil: every step).
+    let outer: OuterSynchronizer?
     let config: TrainingConfig
     let store: CheckpointStore
     /// `metrics.jsonl`, open on rank 0 only.
@@ -24,14 +26,22 @@ final class TrainingRun {
     /// of the run this one resumes (its curve's time axis continues from there).
     var curve: AppendOnlyFile?
     var curveSecondsBefore = 0.0
+    /// Bytes this rank sent before the run this one resumes (from curve.jsonl; nil: unknown).
+    var bytesSentBefore: Double? = 0
 
     let stepsPerEpoch: Int, totalSteps: Int, epochs: Int
     /// Whether the schedule counts epochs rather than steps.
     let perEpoch: Bool
-    /// First step this process runs, and the step after its last.
-    let startStep: Int, endStep: Int
-    /// Non-finite steps skipped so far (checkpointed).
+    /// First step this process runs, and the step after its last (earlier when `--target` is reached).
+    let startStep: Int
+    var endStep: Int
+    /// Non-finite steps skipped so far by every rank together (checkpointed).
     var skipped: Int
+    /// Local steps (`comm.sync: local_sgd | diloco`) this rank skipped on its own (non-finite
+    /// local gradient); not checkpointed.
+    var locallySkipped = 0
+    /// `--target`: when it was reached (nil: not yet, or no target).
+    var targetReached: TargetReached?
     /// Keys that differ from the resumed checkpoint's config ("key: old → new").
     let configChanges: [String]
     let wallStart = ContinuousClock.now
@@ -62,10 +72,10 @@ final class TrainingRun {
     }
 
     init(train: Dataset, test: Dataset, model: Model, sampler: DistributedSampler, optimizer: Optimizer,
-         schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, config: TrainingConfig, store: CheckpointStore, metrics: AppendOnlyFile?,
+         schedule: LearningRateSchedule, synchronizer: GradientSynchronizer, outer: OuterSynchronizer?, config: TrainingConfig, store: CheckpointStore, metrics: AppendOnlyFile?,
          totalSteps: Int, perEpoch: Bool, startStep: Int, endStep: Int, skipped: Int, configChanges: [String]) {
         (self.train, self.test, self.model, self.sampler, self.optimizer) = (train, test, model, sampler, optimizer)
-        (self.schedule, self.synchronizer, self.config, self.store, self.metrics) = (schedule, synchronizer, config, store, metrics)
+        (self.schedule, self.synchronizer, self.outer, self.config, self.store, self.metrics) = (schedule, synchronizer, outer, config, store, metrics)
         stepsPerEpoch = sampler.stepsPerEpoch
         self.totalSteps = totalSteps
         epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch

@@ -38,12 +38,16 @@ struct Train: ParsableCommand {
     @Option(help: "Start from these weights (safetensors, matched to the model by name and shape) instead of the seeded initialisation.")
     var initFrom: String?
 
+    @Option(help: "Stop at the first evaluation that reaches METRIC=VALUE (test_accuracy, test_loss, val_loss, perplexity) and record the time to it in summary.json; evaluations run every train.eval_every_steps and at epoch ends.")
+    var target: String?
+
     @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
     var dumpGradient: String?
 
     func validate() throws {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
         if resume && initFrom != nil { throw ValidationError("--resume continues from the run's checkpoint; --init-from starts a new run from given weights: pass one") }
+        if let target { do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") } }
         if resume && overwrite { throw ValidationError("--resume continues the run directory's run, --overwrite replaces it: pass one") }
     }
 
@@ -67,6 +71,7 @@ struct Train: ParsableCommand {
             trainer.gradientDumpPath = dumpGradient
             trainer.timelinePath = timeline
             trainer.initFromPath = initFrom
+            trainer.target = try target.map(TrainingTarget.init(parsing:))
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 let ran = summary.steps - summary.resumed_from_step
@@ -74,6 +79,12 @@ struct Train: ParsableCommand {
                 let quality = summary.perplexity.map { String(format: "validation loss %.4f (perplexity %.2f)", summary.test_loss ?? .nan, $0) }
                     ?? String(format: "test accuracy %.4f", summary.test_accuracy)
                 let rate = summary.tokens_per_second.map { String(format: "%.0f tokens/s", $0) } ?? String(format: "%.0f samples/s", summary.samples_per_second)
+                if let reached = summary.time_to_target_seconds, let step = summary.target_step {
+                    print(String(format: "target %@ reached at step %d: %.1f s of training", summary.target ?? "", step, reached)
+                          + (summary.bytes_to_target.map { String(format: ", %.2f MB sent per rank", $0 / 1e6) } ?? ""))
+                } else if let goal = summary.target {
+                    print("target \(goal) not reached in \(summary.steps) steps")
+                }
                 print(String(format: "done: %@, %@ over %@ in %.1f s, %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
                              quality, rate, steps, summary.wall_seconds,
                              summary.skipped_steps, summary.peak_rss_mb, summary.param_hash))
