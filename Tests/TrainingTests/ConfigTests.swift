@@ -1,4 +1,5 @@
 import Foundation
+import GradientSync
 import NeuralNet
 import Training
 import XCTest
@@ -243,5 +244,60 @@ final class ResidualConfigTests: XCTestCase {
             XCTAssertFalse(message.contains("\n"), message)
         }
         XCTAssertEqual(error("model: {batchnorm: broadcast, layers: [conv2d: {out: 4, kernel: 3, bias: false}, batchnorm2d, globalavgpool2d, linear]}\n"), "no error")
+    }
+}
+
+/// `comm.sync`, `comm.outer.*` and `--target`: every mistake one line naming the key.
+final class LocalStepsConfigTests: XCTestCase {
+    func error(_ yaml: String) -> String {
+        do { _ = try TrainingConfig(yaml: yaml, source: "c.yaml"); return "no error" } catch { return "\(error)" }
+    }
+
+    func testMistakesAreOneLineNamingTheKey() {
+        let cases: [(String, String)] = [
+            ("comm: {sync: diloco, sync_every: 0}\n", "comm.sync_every must be ≥ 1, got 0"),
+            ("comm: {sync: every_step, sync_every: 10}\n", "comm.sync_every applies to comm.sync: local_sgd or diloco"),
+            ("comm: {sync_warmup_steps: 10}\n", "comm.sync_warmup_steps applies to comm.sync: local_sgd or diloco"),
+            ("comm: {sync: sometimes}\n", "comm.sync must be one of every_step, local_sgd, diloco, got 'sometimes'"),
+            ("comm: {sync: diloco, outer: {lr: 0}}\n", "comm.outer.lr must be > 0.0, got 0.0"),
+            ("comm: {sync: diloco, outer: {lr: -1}}\n", "comm.outer.lr must be > 0.0"),
+            ("comm: {sync: local_sgd, outer: {lr: 0.5}}\n", "comm.outer.lr: comm.sync: local_sgd averages the parameters"),
+            ("comm: {sync: diloco, outer: {optimizer: average, momentum: 0.9}}\n", "comm.outer.momentum: comm.outer.optimizer: average"),
+            ("comm: {sync: diloco, outer: {optimizer: nesterov, momentum: 0}}\n", "comm.outer.momentum must be > 0 with comm.outer.optimizer: nesterov"),
+            ("comm: {sync: diloco, outer: {optimizer: adam}}\n", "comm.outer.optimizer must be one of nesterov, sgd, average"),
+            ("comm: {sync: diloco, compressor: powersgd}\n", "comm.compressor: powersgd compresses gradients step by step and is not supported with comm.sync: diloco"),
+            ("comm: {sync: local_sgd, codec: sign, compress_momentum: true}\n", "comm.compress_momentum carries the optimizer's momentum"),
+            ("comm: {sync: diloco}\nmodel: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d, flatten, linear]}\n", "with batch norm layers is not supported yet"),
+        ]
+        for (yaml, expected) in cases {
+            let message = error(yaml)
+            XCTAssertTrue(message.contains(expected), "\(yaml): \(message)")
+            XCTAssertFalse(message.contains("\n"), message)
+        }
+    }
+
+    /// Property: DiLoCo's defaults are the paper's (Nesterov, lr 0.7, momentum 0.9, H = 50 unless
+    /// given), local SGD averages, and sign does not carry the momentum (there is no every-step all-reduce).
+    func testDefaults() throws {
+        let diloco = try TrainingConfig(yaml: "comm: {sync: diloco, codec: sign}\n", source: "c.yaml")
+        XCTAssertEqual(diloco.outerSettings, OuterSettings(every: 50, warmupSteps: 0, rule: .nesterov, lr: 0.7, momentum: 0.9))
+        XCTAssertFalse(diloco.carriesMomentumByDefault)
+        let local = try TrainingConfig(yaml: "comm: {sync: local_sgd, sync_every: 8}\n", source: "c.yaml")
+        XCTAssertEqual(local.outerSettings, OuterSettings(every: 8, warmupSteps: 0, rule: .average, lr: 1, momentum: 0))
+        XCTAssertNil(try TrainingConfig(yaml: "comm: {sync: every_step}\n", source: "c.yaml").outerSettings)
+    }
+
+    func testTargetsAreCheckedAgainstTheModel() {
+        func message(_ text: String, languageModel: Bool = false) -> String {
+            do { try TrainingTarget(parsing: text).check(languageModel: languageModel); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssertEqual(message("test_accuracy=0.91"), "no error")
+        XCTAssertEqual(message("val_loss=2.5", languageModel: true), "no error")
+        XCTAssertTrue(message("val_loss=2.5").contains("this model is a classifier, evaluated by test_accuracy and test_loss"))
+        XCTAssertTrue(message("test_accuracy=0.5", languageModel: true).contains("this model is a language model"))
+        XCTAssertTrue(message("accuracy=0.9").contains("--target expects METRIC=VALUE with METRIC one of test_accuracy"))
+        XCTAssertTrue(message("test_accuracy=high").contains("'high' is not a number"))
+        XCTAssertTrue(message("test_accuracy=91").contains("must be in (0, 1]"))
+        XCTAssertTrue(message("test_loss=0").contains("must be > 0"))
     }
 }

@@ -1,0 +1,127 @@
+import Foundation
+import InProcessTransport
+import Training
+import XCTest
+
+/// `comm.sync: local_sgd | diloco` and `train --target` on the in-process transport: the
+/// outer step's algebra, replicas identical where they must be, resume between outer steps.
+final class LocalStepsTests: XCTestCase {
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-local-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    func train(ranks: Int, _ extra: [String], dir: String, resume: Bool = false, stopAfter: Int? = nil,
+               target: String? = nil) throws -> [RunSummary] {
+        let config = try TrainerTests.config(extra)
+        let goal = try target.map(TrainingTarget.init(parsing:))
+        return try InProcessCluster.run(size: ranks, timeout: 60, sends: .rendezvous) { transport in
+            let trainer = Trainer(config: config, transport: transport, runDirectory: dir, log: { _ in })
+            trainer.target = goal
+            return try trainer.run(resume: resume, stopAfter: stopAfter)!
+        }
+    }
+
+    /// The final checkpoint's parameters (θ_outer with local steps).
+    func finalParameters(_ dir: String) throws -> [Float] {
+        try Checkpoint.locate(file: nil, runDirectory: dir).checkpoint.parameters
+    }
+
+    /// Property: with H = 1, the `average` outer rule and plain SGD inside, local SGD is
+    /// every-step averaging of gradients. Exactly: θ' = θ − mean_r(θ − (θ − γ·g_r)) against
+    /// θ' = θ − γ·mean_r(g_r) — equal in real arithmetic, so equal here up to the rounding of
+    /// the pseudo-gradient θ − θ_r (24 steps: every parameter within 2e-6, while the steps move
+    /// them by over 1000 times as much).
+    func testOneLocalStepWithAveragingIsEveryStepAveraging() throws {
+        let plain = ["optimizer.momentum=0", "schedule.name=constant"]
+        let everyStep = temporaryDirectory(), local = temporaryDirectory()
+        _ = try train(ranks: 2, plain, dir: everyStep)
+        let summaries = try train(ranks: 2, plain + ["comm.sync=local_sgd", "comm.sync_every=1"], dir: local)
+        XCTAssertEqual(summaries[0].outer_steps, 24, "one outer step per step")
+        let a = try finalParameters(everyStep), b = try finalParameters(local)
+        XCTAssertEqual(a.count, b.count)
+        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThan(worst, 2e-6, "H = 1 local SGD departs from every-step averaging by \(worst)")
+        // For scale: the last 16 steps moved the parameters by far more than that.
+        let earlier = try Checkpoint.locate(file: CheckpointStore(runDirectory: everyStep, keep: 3).path(step: 8), runDirectory: everyStep)
+        let moved = zip(a, earlier.checkpoint.parameters).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertGreaterThan(moved, 1000 * worst)
+        XCTAssertGreaterThan(zip(a, b).filter { $0 != $1 }.count, 0, "the two paths round differently; an exact match would mean the test compares a run with itself")
+    }
+
+    /// Property: with local steps, θ_outer and the outer optimizer's state are identical on every
+    /// rank after every outer step (the trainer checks after each; the summaries' hashes agree),
+    /// at 2, 3 and 4 ranks, for exact and compressed pseudo-gradients, and the model learns.
+    func testReplicasAgreeAtOuterStepsAndTheModelLearns() throws {
+        for (ranks, codec) in [(2, "none"), (3, "int8"), (4, "sign")] {
+            for mode in ["local_sgd", "diloco"] {
+                let extra = ["comm.sync=\(mode)", "comm.sync_every=5", "comm.codec=\(codec)", "comm.error_feedback=\(codec != "none")"]
+                    + (mode == "diloco" ? ["comm.outer.lr=0.5"] : [])
+                let summaries = try train(ranks: ranks, extra, dir: temporaryDirectory())
+                XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1, "\(mode) \(codec) np \(ranks)")
+                XCTAssertEqual(summaries[0].outer_steps, 5, "outer steps after 5, 10, 15, 20 and the last (24)")
+                XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6, "\(mode) \(codec) np \(ranks) learns")
+                XCTAssertEqual(summaries[0].sync, mode)
+            }
+        }
+    }
+
+    /// Property: only outer steps communicate — bytes sent with H = 6 are a sixth of every-step's
+    /// (the same ring and codec carry the same number of values per all-reduce).
+    func testOnlyOuterStepsSendBytes() throws {
+        let every = try train(ranks: 2, [], dir: temporaryDirectory())[0]
+        let local = try train(ranks: 2, ["comm.sync=diloco", "comm.sync_every=6"], dir: temporaryDirectory())[0]
+        let a = try XCTUnwrap(every.bytes_sent), b = try XCTUnwrap(local.bytes_sent)
+        XCTAssertGreaterThan(b, 0)
+        XCTAssertEqual(a / b, 6, accuracy: 1e-9, "24 all-reduces against 4")
+    }
+
+    /// Property: stopping between outer steps (inner parameters and optimizer state differ per
+    /// rank, error feedback pending) and resuming ends bit-identical to the uninterrupted run —
+    /// also when the stop falls inside the every-step warm-up, or right at an outer step.
+    func testResumeBetweenOuterStepsIsBitIdentical() throws {
+        let base = ["comm.sync=diloco", "comm.sync_every=5", "comm.codec=int8", "comm.error_feedback=true", "optimizer.name=adamw", "optimizer.lr=0.01"]
+        for (extra, stop) in [([String](), 8), (["comm.sync_warmup_steps=6"], 4), (["comm.sync_warmup_steps=6"], 9), ([String](), 10)] {
+            let whole = try train(ranks: 3, base + extra, dir: temporaryDirectory())[0]
+            let dir = temporaryDirectory()
+            _ = try train(ranks: 3, base + extra, dir: dir, stopAfter: stop)
+            let resumed = try train(ranks: 3, base + extra, dir: dir, resume: true)[0]
+            XCTAssertEqual(resumed.resumed_from_step, stop)
+            XCTAssertEqual(resumed.param_hash, whole.param_hash, "\(extra) stopped after \(stop)")
+        }
+    }
+
+    /// Property: a non-finite local gradient is skipped by its rank alone (no step is skipped by
+    /// all), the outer steps go on and replicas agree; a non-finite pseudo-gradient (every local
+    /// step of the interval poisoned on one rank would not do it — the rank skips them — so it is
+    /// not reachable from a gradient) is the every-step rule at the outer step.
+    func testANonFiniteLocalStepIsSkippedByItsRankAlone() throws {
+        let summaries = try train(ranks: 3, ["comm.sync=diloco", "comm.sync_every=4", "consistency.inject_nonfinite_at=[5]"],
+                                  dir: temporaryDirectory())
+        XCTAssertEqual(summaries.map(\.skipped_steps), [0, 0, 0])
+        XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
+        XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6)
+    }
+
+    /// Property: `--target` stops every rank at the first evaluation that reaches it and records
+    /// the step, the training time and the bytes to it; a run between outer steps ends on the
+    /// θ_outer it evaluated (replicas identical).
+    func testATargetStopsTheRunWhereItIsReached() throws {
+        for extra in [["train.eval_every_steps=3"], ["train.eval_every_steps=3", "comm.sync=diloco", "comm.sync_every=4"]] {
+            let summaries = try train(ranks: 2, extra, dir: temporaryDirectory(), target: "test_accuracy=0.5")
+            let s = summaries[0]
+            let step = try XCTUnwrap(s.target_step, "\(extra): reached")
+            XCTAssertEqual(step % 3, 0)
+            XCTAssertLessThan(step, 24, "\(extra): a separable problem reaches 0.5 before the end")
+            XCTAssertEqual(s.steps, step, "the run stops there")
+            XCTAssertGreaterThanOrEqual(s.test_accuracy, 0.5)
+            XCTAssertGreaterThan(try XCTUnwrap(s.time_to_target_seconds), 0)
+            XCTAssertNotNil(s.bytes_to_target)
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
+        }
+        let unreachable = try train(ranks: 2, ["train.eval_every_steps=6"], dir: temporaryDirectory(), target: "test_loss=1e-9")[0]
+        XCTAssertNil(unreachable.target_step)
+        XCTAssertEqual(unreachable.steps, 24, "an unreached target lets the run end as configured")
+    }
+}
