@@ -142,6 +142,11 @@ struct BenchScaling: ParsableCommand {
     }
 
     func launchCommand(root: String, ranks n: Int) -> [String] {
+        Self.launchCommand(root: root, ranks: n, launcher: launcher, rate: rate, ranksPerHost: ranksPerHost)
+    }
+
+    /// How a benchmark starts a run of `n` ranks (`bench target` starts its runs the same way).
+    static func launchCommand(root: String, ranks n: Int, launcher: String, rate: String, ranksPerHost: Int) -> [String] {
         if launcher == "simcluster" {
             return [root + "/launch/simcluster.sh", "--hosts", "\(n / ranksPerHost)", "--ranks-per-host", "\(ranksPerHost)", "--rate", rate, "--"]
         }
@@ -318,19 +323,26 @@ struct ScalingReport: Encodable {
 
         """
         try script.write(toFile: directory + "/scaling.gp", atomically: true, encoding: .utf8)
+        try BenchScaling.gnuplot("scaling.gp", in: directory)
+    }
+}
+
+extension BenchScaling {
+    /// Runs gnuplot on `script` in `directory`; a missing gnuplot says how to install it.
+    static func gnuplot(_ script: String, in directory: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["gnuplot", "scaling.gp"]
+        process.arguments = ["gnuplot", script]
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         let errors = Pipe()
         process.standardError = errors
         do { try process.run() } catch {
-            throw ValidationError("cannot run gnuplot (\(error)); install it with launch/setup.sh (Debian package gnuplot-nox). scaling.csv and scaling.json are written")
+            throw ValidationError("cannot run gnuplot (\(error)); install it with launch/setup.sh (Debian package gnuplot-nox). The CSV and JSON are written")
         }
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw ValidationError("gnuplot failed on \(directory)/scaling.gp: \(message.split(separator: "\n").first ?? ""); install gnuplot with launch/setup.sh")
+            throw ValidationError("gnuplot failed on \(directory)/\(script): \(message.split(separator: "\n").first ?? ""); install gnuplot with launch/setup.sh")
         }
     }
 }

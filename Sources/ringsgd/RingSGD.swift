@@ -131,7 +131,7 @@ enum BuildInfo {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures (run the communication ones under mpirun).",
-        subcommands: [BenchAllReduce.self, BenchCodecs.self, BenchCompute.self, BenchScaling.self]
+        subcommands: [BenchAllReduce.self, BenchCodecs.self, BenchCompute.self, BenchScaling.self, BenchTarget.self]
     )
 }
 

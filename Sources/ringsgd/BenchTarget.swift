@@ -1,0 +1,272 @@
+import ArgumentParser
+import FileFormats
+import Foundation
+import Training
+
+/// `ringsgd bench target`: time to a target for several ways of synchronising — every step,
+/// local SGD and DiLoCo at several H — each with several codecs, through a launcher (this
+/// machine, the simulated cluster, a hostfile), tabulated and plotted as quality against
+/// training time and against bytes sent.
+///
+/// Why a mode of its own: methods that synchronise rarely trade steps for bytes, so their
+/// step time says little; what a user wants is how soon the model is good enough and what it
+/// cost the links. Every figure is the trainer's own (curve.jsonl: training seconds with
+/// evaluations excluded, bytes this rank sent; summary.json), never a guess from the YAML.
+struct BenchTarget: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "target",
+        abstract: "Time to a target: train with sync modes × codecs; write target.csv, target.json and target.svg.",
+        discussion: """
+        Examples:
+          ringsgd bench target --config configs/fashion-cnn.yaml --ranks 2 \\
+              --sync every_step,diloco:50 --codecs none,int8 --set train.epochs=1
+          ringsgd bench target --config configs/fashion-cnn.yaml \\
+              --launcher simcluster --rate 100mbit --ranks 4 \\
+              --sync every_step,local_sgd:50,diloco:10,diloco:50,diloco:200 \\
+              --codecs none,int8,sign --target test_accuracy=0.91
+        --sync lists comm.sync values, with H after a colon for local_sgd
+        and diloco. Lossy codecs run with error feedback. Each run evaluates
+        every --eval-every-steps steps; the time to the target is that of the
+        first evaluation reaching it. --peer LABEL=FILE adds a curve printed by
+        ../shared/peer/torch_ddp.py --eval-every-steps (its final JSON line).
+        """
+    )
+
+    @Option(help: "Training config (YAML).")
+    var config: String = "configs/fashion-cnn.yaml"
+
+    @Option(help: "Ranks per run.")
+    var ranks: Int = 2
+
+    @Option(help: "Comma-separated comm.sync values, H after a colon: every_step, local_sgd:50, diloco:50.")
+    var sync: String = "every_step,diloco:50"
+
+    @Option(help: "Comma-separated codecs (comm.codec values; lossy ones run with error feedback).")
+    var codecs: String = "none"
+
+    @Option(help: "The target, METRIC=VALUE (test_accuracy, test_loss, val_loss, perplexity).")
+    var target: String = "test_accuracy=0.91"
+
+    @Option(help: "Evaluate every N steps (the curve's resolution).")
+    var evalEverySteps: Int = 100
+
+    @Flag(help: "Stop each run at the target (faster; the final-quality column is then the target's).")
+    var stopAtTarget = false
+
+    @Option(help: "How ranks start: local (this machine), simcluster (simulated hosts, needs root), or hostfile:PATH.")
+    var launcher: String = "local"
+
+    @Option(help: "simcluster: each host's link rate (tc units: 100mbit, 1gbit, …, or none).")
+    var rate: String = "1gbit"
+
+    @Option(help: "simcluster: ranks on each simulated host.")
+    var ranksPerHost: Int = 1
+
+    @Option(name: .customLong("set"), help: "Extra config override KEY=VALUE for every run (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "A peer's curve, LABEL=FILE: the output of torch_ddp.py --eval-every-steps (repeatable).")
+    var peer: [String] = []
+
+    @Option(help: "Output directory (default: runs/target-<time>).")
+    var out: String?
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: config) else {
+            throw ValidationError("config \(config) does not exist; pass --config with a YAML file such as configs/fashion-cnn.yaml")
+        }
+        guard ranks >= 1, ranksPerHost >= 1, evalEverySteps >= 1 else { throw ValidationError("--ranks, --ranks-per-host and --eval-every-steps must be ≥ 1") }
+        if launcher == "simcluster" && ranks % ranksPerHost != 0 {
+            throw ValidationError("--ranks \(ranks) is not a multiple of --ranks-per-host \(ranksPerHost): every simulated host runs the same number of ranks")
+        }
+        guard launcher == "local" || launcher == "simcluster" || launcher.hasPrefix("hostfile:") else {
+            throw ValidationError("--launcher must be local, simcluster or hostfile:PATH, got '\(launcher)'")
+        }
+        _ = try syncModes()
+        if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+        do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
+        _ = try peerCurves()
+    }
+
+    var codecList: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+
+    /// `every_step`, `local_sgd:H`, `diloco:H` → (mode, H).
+    func syncModes() throws -> [(mode: String, every: Int?)] {
+        try sync.split(separator: ",").map { item in
+            let parts = item.trimmingCharacters(in: .whitespaces).split(separator: ":").map(String.init)
+            switch (parts.first, parts.count) {
+            case ("every_step", 1): return ("every_step", nil)
+            case ("local_sgd", 2), ("diloco", 2):
+                guard let h = Int(parts[1]), h >= 1 else { throw ValidationError("--sync \(item): H must be a whole number ≥ 1") }
+                return (parts[0], h)
+            default:
+                throw ValidationError("--sync: '\(item)' is not every_step, local_sgd:H or diloco:H")
+            }
+        }
+    }
+
+    func peerCurves() throws -> [(label: String, points: [TargetRow.Point])] {
+        try peer.map { item in
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--peer expects LABEL=FILE, got '\(item)'") }
+            let label = String(item[..<eq]), path = String(item[item.index(after: eq)...])
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("--peer \(label): cannot read \(path)") }
+            for line in text.split(separator: "\n").reversed() {
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let curve = object["curve"] as? [[String: Any]] else { continue }
+                return (label, curve.compactMap { p in
+                    guard let step = p["step"] as? Int, let seconds = p["train_seconds"] as? Double, let metric = p["metric"] as? Double else { return nil }
+                    return TargetRow.Point(step: step, seconds: seconds, metric: metric, bytes: nil)
+                })
+            }
+            throw ValidationError("--peer \(label): \(path) has no JSON line with a curve; run torch_ddp.py with --eval-every-steps")
+        }
+    }
+
+    func run() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let goal = try TrainingTarget(parsing: target)
+        let root = BenchScaling.packageRoot.path
+        let outDirectory = out ?? "runs/target-\(BenchScaling.timestamp())"
+        try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
+        let link = launcher == "simcluster" ? "\(ranks / ranksPerHost) hosts × \(ranksPerHost), \(rate)" : launcher == "local" ? "one host" : launcher
+        print("# ringsgd bench target: \(config), \(ranks) ranks, \(link), target \(goal)")
+        print(TargetRow.header)
+        var rows: [TargetRow] = []
+        let wall = ContinuousClock.now
+        for (mode, every) in try syncModes() {
+            for codec in codecList {
+                let label = (every.map { "\(mode):\($0)" } ?? mode) + " " + codec
+                let name = label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_")
+                let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
+                var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
+                             "--set", "comm.sync=\(mode)", "--set", "comm.codec=\(codec)",
+                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")",
+                             "--set", "train.eval_every_steps=\(evalEverySteps)"]
+                if let every { train += ["--set", "comm.sync_every=\(every)"] }
+                if stopAtTarget { train += ["--target", target] }
+                for o in overrides { train += ["--set", o] }
+                let log = runDirectory + ".log"
+                let status = try BenchScaling.execute(BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate,
+                                                                                     ranksPerHost: ranksPerHost) + train, log: log)
+                guard status == 0 else {
+                    let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+                    throw ValidationError("the run \(label) failed (exit \(status)): \(tail) — full output in \(log)")
+                }
+                let row = try TargetRow(label: label, runDirectory: runDirectory, target: goal, base: rows.first)
+                rows.append(row)
+                print(row.line)
+            }
+        }
+        for (label, points) in try peerCurves() {
+            let row = TargetRow(label: label, points: points, target: goal, base: rows.first)
+            rows.append(row)
+            print(row.line)
+        }
+        let seconds = (ContinuousClock.now - wall).seconds
+        try TargetReport(config: config, link: link, target: goal.description, rows: rows, wallSeconds: seconds).write(to: outDirectory)
+        print("# speed-up and bytes ÷ are against the first row; wall \(String(format: "%.0f", seconds)) s")
+        print("# wrote \(outDirectory)/target.csv, target.json, target.svg")
+    }
+}
+
+/// One run: its curve, and what the table says of it.
+struct TargetRow: Encodable {
+    struct Point: Encodable { let step: Int, seconds: Double, metric: Double, bytes: Double? }
+    let label: String
+    let points: [Point]
+    let finalMetric: Double?
+    let trainSeconds: Double?
+    let secondsToTarget: Double?, stepToTarget: Int?, bytesToTarget: Double?
+    let bytesTotal: Double?
+    let speedup: Double?, bytesRatio: Double?
+
+    /// A ringsgd run: curve.jsonl and summary.json of `runDirectory`.
+    init(label: String, runDirectory: String, target: TrainingTarget, base: TargetRow?) throws {
+        let text = (try? String(contentsOfFile: runDirectory + "/curve.jsonl", encoding: .utf8)) ?? ""
+        let points = text.split(separator: "\n").compactMap { line -> Point? in
+            guard let p = try? JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8)) else { return nil }
+            let metric = target.metric == .testAccuracy ? p.test_accuracy : target.metric == .perplexity ? (p.perplexity ?? .nan) : p.test_loss
+            return Point(step: p.step, seconds: p.train_seconds, metric: metric, bytes: p.bytes_sent)
+        }
+        guard !points.isEmpty else { throw ValidationError("\(runDirectory)/curve.jsonl holds no evaluation; rebuild ringsgd (swift build -c release)") }
+        let summary = try JSONDecoder().decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
+        self.init(label: label, points: points, target: target, base: base, bytesTotal: summary.bytes_sent)
+    }
+
+    init(label: String, points: [Point], target: TrainingTarget, base: TargetRow?, bytesTotal: Double? = nil) {
+        (self.label, self.points, self.bytesTotal) = (label, points, bytesTotal)
+        finalMetric = points.last?.metric
+        trainSeconds = points.last?.seconds
+        let reached = points.first { target.metric == .testAccuracy ? $0.metric >= target.value : $0.metric <= target.value }
+        (secondsToTarget, stepToTarget, bytesToTarget) = (reached?.seconds, reached?.step, reached?.bytes ?? nil)
+        let seconds = reached?.seconds
+        speedup = base?.secondsToTarget.flatMap { b in seconds.map { b / $0 } }
+        bytesRatio = base?.bytesTotal.flatMap { b in bytesTotal.flatMap { $0 > 0 ? b / $0 : nil } }
+    }
+
+    static let header = [ScalingRow.pad("run", -22), ScalingRow.pad("final", 8), ScalingRow.pad("to_target_s", 12), ScalingRow.pad("steps", 6),
+                         ScalingRow.pad("MB_to_target", 13), ScalingRow.pad("MB_total", 10), ScalingRow.pad("bytes÷", 8),
+                         ScalingRow.pad("speed-up", 9), ScalingRow.pad("train_s", 8)].joined(separator: " ")
+
+    var line: String {
+        let f = { (v: Double?, format: String) in v.map { String(format: format, $0) } ?? "-" }
+        return [ScalingRow.pad(label, -22), ScalingRow.pad(f(finalMetric, "%.4f"), 8), ScalingRow.pad(f(secondsToTarget, "%.1f"), 12),
+                ScalingRow.pad(stepToTarget.map(String.init) ?? "-", 6), ScalingRow.pad(f(bytesToTarget.map { $0 / 1e6 }, "%.2f"), 13),
+                ScalingRow.pad(f(bytesTotal.map { $0 / 1e6 }, "%.2f"), 10), ScalingRow.pad(f(bytesRatio, "%.0f×"), 8),
+                ScalingRow.pad(f(speedup, "%.2f×"), 9), ScalingRow.pad(f(trainSeconds, "%.1f"), 8)].joined(separator: " ")
+    }
+
+    static let columns = ["run", "final_metric", "seconds_to_target", "step_to_target", "bytes_to_target_per_rank", "bytes_total_per_rank",
+                          "bytes_ratio_vs_first", "speedup_to_target_vs_first", "train_seconds"]
+    var csv: String {
+        let f = { (v: Double?) in v.map { String(format: "%.6g", $0) } ?? "" }
+        return [label, f(finalMetric), f(secondsToTarget), stepToTarget.map(String.init) ?? "", f(bytesToTarget), f(bytesTotal),
+                f(bytesRatio), f(speedup), f(trainSeconds)].joined(separator: ",")
+    }
+}
+
+/// target.csv, target.json and the plot (gnuplot, SVG): quality against training time and
+/// against bytes sent, one line per run, the target as a horizontal line.
+struct TargetReport: Encodable {
+    let config: String, link: String, target: String
+    let rows: [TargetRow]
+    let wallSeconds: Double
+
+    func write(to directory: String) throws {
+        let csv = ([TargetRow.columns.joined(separator: ",")] + rows.map(\.csv)).joined(separator: "\n") + "\n"
+        try csv.write(toFile: directory + "/target.csv", atomically: true, encoding: .utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/target.json"))
+        var data = ""
+        for row in rows {
+            data += "# \(row.label)\n" + row.points.map { "\($0.seconds) \($0.metric) \($0.bytes.map { String($0 / 1e6) } ?? "NaN")\n" }.joined() + "\n\n"
+        }
+        try data.write(toFile: directory + "/target.dat", atomically: true, encoding: .utf8)
+        let value = target.split(separator: "=").last.map(String.init) ?? "0"
+        let title = "\((config as NSString).lastPathComponent), \(link): \(target)".replacingOccurrences(of: "\"", with: "'")
+        let lines = { (x: Int) in
+            rows.enumerated().map { "'target.dat' index \($0.offset) using \(x):2 with linespoints lw 2 pt 7 ps 0.5 title '\($0.element.label)'" }
+                .joined(separator: ", ") + ", \(value) with lines dt 2 lc rgb '#888888' title 'target'"
+        }
+        let script = """
+        set terminal svg size 1200,480 dynamic font 'sans,11' background '#ffffff'
+        set output 'target.svg'
+        set multiplot layout 1,2 title "\(title)"
+        set grid
+        set key bottom right
+        set ylabel '\(target.split(separator: "=").first ?? "")'
+        set xlabel 'training seconds (evaluation excluded)'
+        set title 'quality against time'
+        plot \(lines(1))
+        set logscale x
+        set xlabel 'MB sent per rank (log)'
+        set title 'quality against bytes'
+        plot \(lines(3))
+        unset multiplot
+
+        """
+        try script.write(toFile: directory + "/target.gp", atomically: true, encoding: .utf8)
+        try BenchScaling.gnuplot("target.gp", in: directory)
+    }
+}
