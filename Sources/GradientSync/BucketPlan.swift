@@ -23,7 +23,9 @@ public struct BucketPlan: Equatable {
     public static let firstBucketBytes = 1 << 20
 
     /// `extents[i]`: layer i's range of the flat buffer (nil without parameters); they tile it.
-    public init(extents: [Range<Int>?], bucketBytes: Int, firstBucketBytes: Int = BucketPlan.firstBucketBytes) {
+    /// `closeAt`: layers that end a bucket whatever its size (the first layer of each streaming
+    /// fragment: a fragment is then whole buckets).
+    public init(extents: [Range<Int>?], bucketBytes: Int, firstBucketBytes: Int = BucketPlan.firstBucketBytes, closeAt: Set<Int> = []) {
         var buckets: [Range<Int>] = [], completedBy: [Int?] = Array(repeating: nil, count: extents.count)
         var current: Range<Int>?
         var lowestLayer = 0
@@ -32,7 +34,7 @@ public struct BucketPlan: Equatable {
             current = current.map { extent.lowerBound ..< $0.upperBound } ?? extent
             lowestLayer = i
             let target = bucketBytes == 0 ? Int.max : buckets.isEmpty ? min(firstBucketBytes, bucketBytes) : bucketBytes
-            if current!.count * 4 >= target {
+            if current!.count * 4 >= target || closeAt.contains(i) {
                 completedBy[lowestLayer] = buckets.count
                 buckets.append(current!)
                 current = nil

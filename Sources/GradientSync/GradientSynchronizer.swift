@@ -36,6 +36,8 @@ public final class GradientSynchronizer {
     let thread: CommunicationThread?
     private var gradients: UnsafeMutableBufferPointer<Float>?
     private var step = 0, submitted = 0
+    /// The buckets `beginBuckets` started (nil: none in flight).
+    private var partial: Range<Int>?
     let count: Int   // values the plan cuts: the gradient's length
 
     /// The codec the steps after the warm-up use (`comm.codec`, or what `auto` chose).
@@ -128,6 +130,25 @@ public final class GradientSynchronizer {
         precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
         let start = ContinuousClock.now
         if let thread { try thread.waitForAll() } else { for b in plan.buckets.indices { try averageBucket(b) } }
+        lastExposedSeconds = (ContinuousClock.now - start).seconds
+    }
+
+    /// Starts averaging only `buckets` of `values` (a streaming outer step's fragment: its Δ in
+    /// a buffer of its own, so that local steps go on in the gradient buffer meanwhile). With
+    /// `comm.overlap` the buckets go to the communication thread at once; without, they are
+    /// averaged in `finishBuckets`. No other collective may run until `finishBuckets` returns.
+    public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>) {
+        beginStep(step, gradients: values)
+        (submitted, partial) = (buckets.lowerBound, buckets)
+        for b in buckets { bucketReady(b) }
+    }
+
+    /// Waits until the buckets `beginBuckets` started are averaged.
+    public func finishBuckets() throws {
+        guard let buckets = partial else { return }
+        partial = nil
+        let start = ContinuousClock.now
+        if let thread { try thread.waitForAll() } else { for b in buckets { try averageBucket(b) } }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
     }
 

@@ -1,27 +1,46 @@
 import Foundation
 import Optimizers
 
-/// `comm.sync: local_sgd | diloco` (`TrainingConfig+Sync.swift`): what the outer step does.
+/// `comm.sync: local_sgd | diloco` (`TrainingConfig+Sync.swift`): what the outer steps do.
 public struct OuterSettings: Equatable {
     /// The outer rule on the averaged pseudo-gradient Δ̄: `torch.optim.SGD` with Nesterov
     /// momentum (DiLoCo), with plain momentum, or θ_outer ← θ_outer − Δ̄ (the mean of the
     /// ranks' parameters: local SGD, Stich 2019, arXiv:1805.09767).
     public enum Rule: String { case nesterov, sgd, average }
-    /// H: local steps between outer steps (`comm.sync_every`).
+    /// H: local steps between a fragment's outer steps (`comm.sync_every`).
     public var every: Int
     /// Steps averaged every step before the local steps begin (`comm.sync_warmup_steps`):
     /// DiLoCo starts from a trained model, and these steps make one.
     public var warmupSteps: Int
     public var rule: Rule
     public var lr: Double, momentum: Double
+    /// Streaming DiLoCo (`comm.fragments`, `comm.outer_delay`, `comm.outer_mix`): P fragments
+    /// synchronised in turn; a fragment's average is applied τ local steps after it started,
+    /// mixed into the local parameters with weight 1 − α.
+    public var fragments = 1, delay = 0, mix = 0.0
 
-    public init(every: Int, warmupSteps: Int, rule: Rule, lr: Double, momentum: Double) {
+    public init(every: Int, warmupSteps: Int, rule: Rule, lr: Double, momentum: Double, fragments: Int = 1, delay: Int = 0, mix: Double = 0) {
         (self.every, self.warmupSteps, self.rule, self.lr, self.momentum) = (every, warmupSteps, rule, lr, momentum)
+        (self.fragments, self.delay, self.mix) = (fragments, delay, mix)
     }
+
+    /// Fragment p's outer steps fall after local steps t ≡ p·H/P (mod H), t ≥ 1 (Streaming
+    /// DiLoCo, Douillard et al. 2025, arXiv:2501.18512, §2.2: one fragment at a time, evenly
+    /// spread over the H steps).
+    public func offset(ofFragment p: Int) -> Int { p * every / fragments }
+}
+
+/// A fragment of the parameters: whole layers, contiguous in the flat buffer, whole buckets
+/// of the synchronizer's plan.
+public struct OuterFragment: Equatable {
+    public let range: Range<Int>
+    public let buckets: Range<Int>
+    public let offset: Int
 }
 
 /// The outer loop of local SGD and DiLoCo (Douillard et al., "DiLoCo: Distributed
-/// Low-Communication Training of Language Models", 2023, Algorithm 1).
+/// Low-Communication Training of Language Models", 2023, Algorithm 1), and of Streaming
+/// DiLoCo (2025, Algorithm 2).
 ///
 /// Every rank takes H inner steps on its own (its own optimizer state, no communication) from
 /// θ_outer, the parameters every rank agrees on. Then each rank's pseudo-gradient
@@ -34,38 +53,96 @@ public struct OuterSettings: Equatable {
 /// is small and centred (a codec's scale fits it; parameters' would waste bits on their
 /// magnitude), and error feedback keeps what one outer step's encoding dropped for the next.
 ///
-/// Replicas agree on θ_outer and the outer optimizer's state at every moment; the inner
+/// **Streaming** (P fragments): fragment p's outer step comes after local steps
+/// t ≡ p·H/P (mod H), so the link carries 1/P of the model at a time; with a delay τ its
+/// average runs on the communication thread while τ more local steps go on, and is then
+/// applied: θ̃_p = OuterOpt_p(θ_outer,p, Δ̄_p), θ_outer,p ← θ̃_p, θ_p ← α·θ_p + (1 − α)·θ̃_p
+/// (the paper's Algorithm 2, lines 8–12; one outer optimizer per fragment, §2.2).
+///
+/// Replicas agree on θ_outer and the outer optimizers' state at every moment; the inner
 /// parameters and inner optimizer state differ between outer steps by design, so the replica
-/// check hashes the former (`sharedParameters`, `optimizer.stateBuffers`).
+/// check hashes the former (`outer`, `stateBuffers`).
 public final class OuterSynchronizer {
     public let settings: OuterSettings
-    /// The outer optimizer: `torch.optim.SGD(lr, momentum, nesterov)`, DiLoCo's choice.
-    public let optimizer: SGD
+    public let fragments: [OuterFragment]
+    /// One outer optimizer per fragment: `torch.optim.SGD(lr, momentum, nesterov)`, DiLoCo's choice.
+    let optimizers: [SGD]
     /// θ_outer.
     public let outer: UnsafeMutableBufferPointer<Float>
+    /// Where a streaming fragment's Δ is averaged (its own buffer: local steps use the
+    /// gradient buffer meanwhile); nil without a delay (the gradient buffer serves).
+    let streamingDelta: UnsafeMutableBufferPointer<Float>?
     /// Whether θ_outer has been taken (at the first local step, or from a checkpoint).
     public private(set) var started = false
-    /// Whether the inner parameters equal θ_outer (just after an outer step or the start).
+    /// Whether the inner parameters equal θ_outer (just after an outer step on every fragment).
     public private(set) var inSync = true
-    /// Outer steps taken, and those every rank discarded (non-finite Δ̄).
+    /// Fragment outer steps taken, and those every rank discarded (non-finite Δ̄).
     public private(set) var steps = 0
     public var discarded = 0
+    /// A streaming fragment whose average has started: applied after step `applyAfter`;
+    /// `averaged` once the all-reduce is complete (after a wait, or from a checkpoint).
+    public struct InFlight: Equatable {
+        public let fragment: Int, applyAfter: Int
+        public var averaged: Bool
+        public init(fragment: Int, applyAfter: Int, averaged: Bool) { (self.fragment, self.applyAfter, self.averaged) = (fragment, applyAfter, averaged) }
+    }
+    public var inFlight: InFlight?
     /// The inner parameters while an evaluation runs on θ_outer (allocated on first use).
     private var parked: UnsafeMutableBufferPointer<Float>?
 
-    public init(settings: OuterSettings, count: Int) throws {
+    /// `extents`: the model's units (layers) in the flat buffer, which fragments keep whole;
+    /// `plan`: the synchronizer's buckets, cut at `fragmentStarts(...)`.
+    public init(settings: OuterSettings, count: Int, extents: [Range<Int>?], plan: BucketPlan) throws {
         self.settings = settings
         let lr = settings.rule == .average ? 1 : settings.lr
         guard lr > 0 else { throw SyncSetupError("comm.outer.lr must be > 0, got \(settings.lr)") }
+        let starts = try Self.fragmentStarts(extents: extents, fragments: settings.fragments)
+        let parameterised = extents.indices.filter { extents[$0] != nil }
+        var fragments: [OuterFragment] = []
+        for (p, first) in starts.enumerated() {
+            let units = parameterised.filter { $0 >= first && (p + 1 == starts.count || $0 < starts[p + 1]) }
+            let range = extents[units.first!]!.lowerBound ..< extents[units.last!]!.upperBound
+            let buckets = plan.buckets.indices.filter { range.contains(plan.buckets[$0].lowerBound) }
+            guard let low = buckets.min(), let high = buckets.max(), buckets.count == high - low + 1,
+                  plan.buckets[low ... high].map(\.count).reduce(0, +) == range.count else {
+                throw SyncSetupError("the bucket plan does not cut at fragment \(p)'s layers (an internal error: build it with closeAt)")
+            }
+            fragments.append(OuterFragment(range: range, buckets: low ..< high + 1, offset: settings.offset(ofFragment: p)))
+        }
+        self.fragments = fragments
         do {
-            optimizer = try SGD(parameterCount: count, momentum: settings.rule == .average ? 0 : settings.momentum,
-                                nesterov: settings.rule == .nesterov)
+            optimizers = try fragments.map {
+                try SGD(parameterCount: $0.range.count, momentum: settings.rule == .average ? 0 : settings.momentum, nesterov: settings.rule == .nesterov)
+            }
         } catch let error as HyperparameterError { throw SyncSetupError("comm.outer: \(error.message)") }
         outer = .allocate(capacity: count)
         outer.initialize(repeating: 0)
+        streamingDelta = settings.delay > 0 ? .allocate(capacity: count) : nil
+        streamingDelta?.initialize(repeating: 0)
     }
 
-    deinit { outer.deallocate(); parked?.deallocate() }
+    deinit { outer.deallocate(); parked?.deallocate(); streamingDelta?.deallocate() }
+
+    /// The first layer of each of P fragments: contiguous runs of whole layers with parameters,
+    /// as equal in size as whole layers allow (each fragment's end is the layer boundary nearest
+    /// to its share of the parameters; every fragment gets at least one layer).
+    public static func fragmentStarts(extents: [Range<Int>?], fragments p: Int) throws -> [Int] {
+        let units = extents.indices.filter { extents[$0] != nil }
+        guard p <= units.count else {
+            throw SyncSetupError("comm.fragments \(p) exceeds the model's \(units.count) layers with parameters (fragments are whole layers); choose at most \(units.count)")
+        }
+        let total = units.map { extents[$0]!.count }.reduce(0, +)
+        var starts = [units[0]], seen = 0
+        for (k, u) in units.enumerated().dropLast() {
+            seen += extents[u]!.count
+            let next = starts.count   // the fragment a cut here would start
+            guard next < p else { break }
+            let left = units.count - (k + 1)   // layers after this one
+            // Cut where the share is reached, or where the remaining fragments need every remaining layer.
+            if seen * p >= next * total || left == p - next { starts.append(units[k + 1]) }
+        }
+        return starts
+    }
 
     /// The outer learning rate (1 for `average`).
     public var lr: Double { settings.rule == .average ? 1 : settings.lr }
@@ -73,11 +150,11 @@ public final class OuterSynchronizer {
     /// Whether step `step` (0-based) is a local step: no gradient all-reduce.
     public func isLocal(_ step: Int) -> Bool { step >= settings.warmupSteps }
 
-    /// Whether an outer step follows step `step` (0-based): every H local steps, and after the
-    /// run's last step, so that the run ends on parameters every rank agrees on.
-    public func isDue(after step: Int, lastStep: Int) -> Bool {
-        let done = step + 1
-        return started && done > settings.warmupSteps && ((done - settings.warmupSteps) % settings.every == 0 || done == lastStep)
+    /// The fragments whose outer step starts after step `step` (0-based).
+    public func fragmentsStarting(after step: Int) -> [Int] {
+        let t = step + 1 - settings.warmupSteps   // local steps done
+        guard started, t >= 1 else { return [] }
+        return fragments.indices.filter { (t - fragments[$0].offset) % settings.every == 0 && t >= fragments[$0].offset }
     }
 
     /// θ_outer ← θ (before the first local step).
@@ -89,24 +166,39 @@ public final class OuterSynchronizer {
     /// A local step changed the inner parameters.
     public func tookLocalStep() { inSync = false }
 
-    /// Δ_r = θ_outer − θ_r into `delta` (the buffer the synchronizer's plan cuts).
-    public func pseudoGradient(of parameters: UnsafeMutableBufferPointer<Float>, into delta: UnsafeMutableBufferPointer<Float>) {
-        let o = outer.baseAddress!, p = parameters.baseAddress!, d = delta.baseAddress!
-        for i in 0 ..< outer.count { d[i] = o[i] - p[i] }
+    /// Where fragment p's Δ is averaged: its own buffer when streaming, else `gradients`.
+    public func deltaBuffer(gradients: UnsafeMutableBufferPointer<Float>) -> UnsafeMutableBufferPointer<Float> {
+        streamingDelta ?? gradients
     }
 
-    /// The outer update with the averaged Δ̄, then every rank's inner parameters ← θ_outer.
-    public func apply(_ averaged: UnsafeMutableBufferPointer<Float>, to parameters: UnsafeMutableBufferPointer<Float>) {
-        optimizer.step(parameters: outer, gradients: averaged, lr: lr)
+    /// Δ_r = θ_outer − θ_r on fragment p's range of `delta`.
+    public func pseudoGradient(_ p: Int, of parameters: UnsafeMutableBufferPointer<Float>, into delta: UnsafeMutableBufferPointer<Float>) {
+        let o = outer.baseAddress!, q = parameters.baseAddress!, d = delta.baseAddress!
+        for i in fragments[p].range { d[i] = o[i] - q[i] }
+    }
+
+    /// Fragment p's outer update with its averaged Δ̄ (in `delta`), then the local parameters
+    /// of the fragment ← θ̃ (α = 0) or α·θ + (1 − α)·θ̃.
+    public func apply(_ p: Int, averaged delta: UnsafeMutableBufferPointer<Float>, to parameters: UnsafeMutableBufferPointer<Float>) {
+        let range = fragments[p].range
+        optimizers[p].step(parameters: UnsafeMutableBufferPointer(rebasing: outer[range]),
+                           gradients: UnsafeMutableBufferPointer(rebasing: delta[range]), lr: lr)
         steps += 1
-        reset(parameters)
+        reset(p, parameters)
     }
 
-    /// Every rank back at θ_outer: a discarded outer step (non-finite Δ̄), or a run that ends
-    /// between outer steps on the model it evaluated.
-    public func reset(_ parameters: UnsafeMutableBufferPointer<Float>) {
-        _ = parameters.update(fromContentsOf: outer)
-        inSync = true
+    /// Fragment p of every rank back at θ_outer (α = 0), or mixed into it (α > 0): after its
+    /// outer step, or when it is discarded (non-finite Δ̄, always α = 0).
+    public func reset(_ p: Int, _ parameters: UnsafeMutableBufferPointer<Float>, mixing: Bool = true) {
+        let range = fragments[p].range, alpha = Float(settings.mix)
+        if mixing && alpha > 0 {
+            let o = outer.baseAddress!, q = parameters.baseAddress!
+            for i in range { q[i] = alpha * q[i] + (1 - alpha) * o[i] }
+        } else {
+            _ = UnsafeMutableBufferPointer(rebasing: parameters[range]).update(fromContentsOf: UnsafeMutableBufferPointer(rebasing: outer[range]))
+        }
+        // In sync again once every fragment equals θ_outer (only possible without mixing).
+        if fragments.count == 1 && !(mixing && alpha > 0) { inSync = true }
     }
 
     /// The parameters every rank agrees on: θ_outer once local steps have begun.
@@ -114,8 +206,15 @@ public final class OuterSynchronizer {
         started ? outer : parameters
     }
 
+    /// Every fragment back at θ_outer: a run that stops at its target ends on the model it evaluated.
+    public func resetAll(_ parameters: UnsafeMutableBufferPointer<Float>) {
+        _ = parameters.update(fromContentsOf: outer)
+        inSync = true
+    }
+
     /// Runs `body` with θ_outer in `parameters` (an evaluation of the model the ranks agree on
-    /// between outer steps), then puts the inner parameters back.
+    /// between outer steps — the paper's best choice, Streaming DiLoCo Table 3), then puts the
+    /// inner parameters back.
     public func withSharedParameters<T>(in parameters: UnsafeMutableBufferPointer<Float>, _ body: () throws -> T) rethrows -> T {
         guard started, !inSync else { return try body() }
         if parked == nil { parked = .allocate(capacity: parameters.count) }
@@ -125,23 +224,65 @@ public final class OuterSynchronizer {
         return try body()
     }
 
+    /// Every Float the ranks agree on besides θ_outer: the outer optimizers' momenta.
+    public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { optimizers.flatMap(\.stateBuffers) }
+
     // MARK: - Checkpointed state
 
-    /// The outer optimizer's state and counters (θ_outer is the checkpoint's parameters).
+    /// Counters, the fragment in flight (its averaged Δ̄ — the checkpoint waits for it) and the
+    /// outer optimizers' states; θ_outer is the checkpoint's parameters.
     public func stateBytes() -> [UInt8] {
         var bytes: [UInt8] = []
-        for v in [UInt64(steps), UInt64(discarded)] { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-        return bytes + optimizer.stateBytes()
+        func put(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        put(UInt64(steps)); put(UInt64(discarded)); put(UInt64(optimizers.count))
+        if let inFlight, let streamingDelta {
+            precondition(inFlight.averaged, "a checkpoint waits for the fragment in flight")
+            put(1); put(UInt64(inFlight.fragment)); put(UInt64(inFlight.applyAfter))
+            bytes += Array(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(streamingDelta)[fragments[inFlight.fragment].range.lowerBound * 4 ..< fragments[inFlight.fragment].range.upperBound * 4]))
+        } else {
+            put(0)
+        }
+        for optimizer in optimizers {
+            let state = optimizer.stateBytes()
+            put(UInt64(state.count))
+            bytes += state
+        }
+        return bytes
     }
 
     /// Restores `stateBytes()` and θ_outer; the inner parameters are the caller's (each
     /// rank's own file, or θ_outer).
     public func restore(_ bytes: [UInt8], outer values: [Float]) throws {
-        guard bytes.count >= 16, values.count == outer.count else { throw SyncSetupError("the outer optimizer's state does not fit this model") }
-        let counters = bytes.withUnsafeBytes { (UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)),
-                                                UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self))) }
-        try optimizer.loadState(Array(bytes[16...]))
-        (steps, discarded) = (Int(counters.0), Int(counters.1))
+        let bad = SyncSetupError("the checkpoint's outer state does not fit this model and comm.fragments / comm.outer_delay; resume with the config it was written with")
+        var offset = 0
+        func get() throws -> Int {
+            guard offset + 8 <= bytes.count else { throw bad }
+            defer { offset += 8 }
+            return Int(UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }))
+        }
+        guard values.count == outer.count else { throw bad }
+        let (steps, discarded, count) = (try get(), try get(), try get())
+        guard count == optimizers.count else { throw bad }
+        var inFlight: InFlight?
+        if try get() == 1 {
+            let (p, after) = (try get(), try get())
+            guard p < fragments.count, let streamingDelta else { throw bad }
+            let range = fragments[p].range
+            guard offset + 4 * range.count <= bytes.count else { throw bad }
+            bytes.withUnsafeBytes { raw in
+                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(streamingDelta)[range.lowerBound * 4 ..< range.upperBound * 4])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset ..< offset + 4 * range.count]))
+            }
+            offset += 4 * range.count
+            inFlight = InFlight(fragment: p, applyAfter: after, averaged: true)
+        }
+        for optimizer in optimizers {
+            let length = try get()
+            guard offset + length <= bytes.count else { throw bad }
+            try optimizer.loadState(Array(bytes[offset ..< offset + length]))
+            offset += length
+        }
+        (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight)
         _ = outer.update(fromContentsOf: values)
         started = true
     }

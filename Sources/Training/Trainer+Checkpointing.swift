@@ -58,7 +58,7 @@ extension Trainer {
         let buffers = run.parameters.buffers.isEmpty ? [] : [run.parameters.buffers]
         let shared: [UnsafeMutableBufferPointer<Float>]
         if let outer = run.outer, outer.started {
-            shared = [outer.outer] + buffers + outer.optimizer.stateBuffers
+            shared = [outer.outer] + buffers + outer.stateBuffers
         } else {
             shared = [run.parameters.parameters] + buffers + run.optimizer.stateBuffers
         }

@@ -2,44 +2,114 @@ import Collectives
 import Foundation
 import GradientSync
 
-/// `comm.sync: local_sgd | diloco`: the outer step every H local steps (`OuterSynchronizer`).
+/// `comm.sync: local_sgd | diloco`: the outer steps (`OuterSynchronizer`), whole or, with
+/// `comm.fragments`, one fragment at a time, each started and applied where its schedule says.
 ///
 /// **Non-finite values.** A local step whose gradient is not finite is skipped by its rank
 /// alone (the others have nothing to agree on: their replicas differ anyway until the next
 /// outer step). The outer step is where ranks must agree, and there the rule of every-step
 /// averaging holds again: a non-finite Δ_r poisons Δ̄ on every rank, so every rank sees the
-/// same non-finite norm, discards the outer step (the interval's local progress is dropped,
-/// every rank back at θ_outer, the error-feedback memory cleared) and counts one skipped step.
+/// same non-finite norm, discards that outer step (the fragment's local progress since its
+/// last outer step is dropped, every rank back at θ_outer on it, the error-feedback memory
+/// cleared) and counts one skipped step.
+///
+/// **One collective at a time.** A streaming fragment's all-reduce runs on the communication
+/// thread while local steps go on (MPI is at THREAD_SERIALIZED); anything the training thread
+/// does with the other ranks — evaluation, replica check, checkpoint, an epoch's sums — first
+/// waits for it (`drainOuterStep`), which changes when the wait happens, never a value.
 extension Trainer {
-    /// Averages the pseudo-gradient through the synchronizer (the step's ring, codec and
-    /// error feedback; its bucket plan cuts the gradient buffer, which holds Δ), applies the
-    /// outer optimizer and puts every rank at the new θ_outer; the time and bytes go to the
-    /// epoch's clock.
-    func outerStep(_ run: TrainingRun, after step: Int, _ epoch: inout EpochAccumulator) throws {
-        guard let outer = run.outer else { return }
+    /// The outer work due after step `step`: the fragment in flight applied, fragments started
+    /// (and, without a delay, applied), and after the run's last step every fragment brought to
+    /// an outer step, so that the run ends on parameters every rank agrees on. Returns whether
+    /// the shared state changed (the replica check runs then).
+    func outerSteps(_ run: TrainingRun, after step: Int, _ epoch: inout EpochAccumulator) throws -> Bool {
+        guard let outer = run.outer, outer.started else { return false }
+        let done = step + 1, last = done == run.totalSteps
+        var touched: Set<Int> = []
+        if let flight = outer.inFlight, flight.applyAfter == done || last {
+            try completeInFlight(run, &epoch)
+            touched.insert(flight.fragment)
+        }
+        for p in outer.fragmentsStarting(after: step) {
+            if outer.settings.delay > 0 && !last {
+                startFragment(p, run, step: step)
+            } else {
+                try synchronizeFragment(p, run, step: step, &epoch)
+                touched.insert(p)
+            }
+        }
+        if last {
+            for p in outer.fragments.indices where !touched.contains(p) {
+                try synchronizeFragment(p, run, step: step, &epoch)
+                touched.insert(p)
+            }
+        }
+        return !touched.isEmpty
+    }
+
+    /// Fragment p's outer step from start to end: Δ, its average, the update.
+    private func synchronizeFragment(_ p: Int, _ run: TrainingRun, step: Int, _ epoch: inout EpochAccumulator) throws {
+        let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.outerStep, since: spanStart) }
-        let parameters = run.parameters, delta = parameters.gradients, synchronizer = run.synchronizer
-        outer.pseudoGradient(of: parameters.parameters, into: delta)
+        outer.pseudoGradient(p, of: run.parameters.parameters, into: delta)
         transport.setActivity("the outer step after step \(step + 1)")
-        synchronizer.beginStep(step, gradients: delta)
-        for b in synchronizer.plan.buckets.indices { synchronizer.bucketReady(b) }
-        try synchronizer.finishStep()
+        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
+        try run.synchronizer.finishBuckets()
+        account(run.synchronizer, &epoch)
+        applyOrDiscard(p, run, averaged: delta, step: step)
+    }
+
+    /// Streaming: fragment p's Δ into the outer synchronizer's own buffer and its average
+    /// started on the communication thread; applied `comm.outer_delay` steps later.
+    private func startFragment(_ p: Int, _ run: TrainingRun, step: Int) {
+        let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
+        precondition(outer.inFlight == nil, "comm.outer_delay ≤ H/P: one fragment in flight at a time")
+        outer.pseudoGradient(p, of: run.parameters.parameters, into: delta)
+        transport.setActivity("the outer step of fragment \(p) after step \(step + 1)")
+        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
+        outer.inFlight = .init(fragment: p, applyAfter: step + 1 + outer.settings.delay, averaged: false)
+    }
+
+    /// Waits for a streaming fragment's all-reduce, if one is running (before any other collective).
+    func drainOuterStep(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
+        guard let outer = run.outer, var flight = outer.inFlight, !flight.averaged else { return }
+        try run.synchronizer.finishBuckets()
+        account(run.synchronizer, &epoch)
+        flight.averaged = true
+        outer.inFlight = flight
+    }
+
+    /// The fragment in flight: its average awaited (if not yet) and applied.
+    private func completeInFlight(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
+        try drainOuterStep(run, &epoch)
+        let outer = run.outer!, flight = outer.inFlight!
+        outer.inFlight = nil
+        applyOrDiscard(flight.fragment, run, averaged: outer.deltaBuffer(gradients: run.parameters.gradients), step: flight.applyAfter - 1)
+    }
+
+    /// The outer update of fragment p — or, for a non-finite Δ̄, the same discard on every rank.
+    private func applyOrDiscard(_ p: Int, _ run: TrainingRun, averaged delta: UnsafeMutableBufferPointer<Float>, step: Int) {
+        let outer = run.outer!, range = outer.fragments[p].range
+        let norm = globalNorm(UnsafeMutableBufferPointer(rebasing: delta[range]))
+        guard norm.isFinite else {
+            run.skipped += 1
+            outer.discarded += 1
+            run.synchronizer.discardStep()
+            outer.reset(p, run.parameters.parameters, mixing: false)
+            if transport.rank == 0 {
+                log("warning: outer step\(outer.fragments.count > 1 ? " of fragment \(p)" : "") after step \(step + 1): non-finite pseudo-gradient (norm \(norm)); discarded on every rank, back at θ_outer (\(run.skipped) skipped so far)")
+            }
+            return
+        }
+        outer.apply(p, averaged: delta, to: run.parameters.parameters)
+    }
+
+    /// The averaging's time and bytes, into the epoch's clock.
+    private func account(_ synchronizer: GradientSynchronizer, _ epoch: inout EpochAccumulator) {
         epoch.clock.comm += synchronizer.lastSeconds
         epoch.clock.codec += synchronizer.lastCodecSeconds
         epoch.clock.exposed += synchronizer.lastExposedSeconds
         epoch.clock.wireBytes = epoch.clock.wireBytes.flatMap { sent in synchronizer.lastBytesSent.map { sent + Double($0) } }
-        let norm = globalNorm(delta)
-        guard norm.isFinite else {
-            run.skipped += 1
-            outer.discarded += 1
-            synchronizer.discardStep()
-            outer.reset(parameters.parameters)
-            if transport.rank == 0 {
-                log("warning: outer step after step \(step + 1): non-finite pseudo-gradient (norm \(norm)); discarded on every rank, back at θ_outer (\(run.skipped) skipped so far)")
-            }
-            return
-        }
-        outer.apply(delta, to: parameters.parameters)
     }
 }

@@ -47,6 +47,8 @@ extension Trainer {
                 let layout = "\(found.hosts) hosts × \(n / found.hosts) ranks"
                 if !config.sharedMemory {
                     note("\(layout), but comm.shared_memory is false: the hierarchical all-reduce needs the host's shared memory; every rank uses the flat ring")
+                } else if config.outerDelay > 0 {
+                    note("\(layout), but comm.outer_delay averages a fragment in a buffer of its own (not in the host's shared memory) while local steps go on; every rank uses the flat ring")
                 } else if config.compressor == "powersgd" {
                     note("\(layout), but comm.compressor: powersgd averages its P and Q matrices (not in the host's shared memory) on the flat ring; every rank uses the flat ring")
                 } else {
@@ -74,8 +76,11 @@ extension Trainer {
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             let optimizer = try config.makeOptimizer(parameters: parameters)
+            // Streaming fragments are whole buckets: the plan cuts where each begins.
+            let fragmentStarts = try config.outerSettings.map { try OuterSynchronizer.fragmentStarts(extents: model.unitExtents, fragments: $0.fragments) } ?? []
             let synchronizer = try GradientSynchronizer(settings: config.syncSettings, transport: transport,
-                                                        plan: BucketPlan(extents: model.unitExtents, bucketBytes: config.bucketBytes),
+                                                        plan: BucketPlan(extents: model.unitExtents, bucketBytes: config.bucketBytes,
+                                                                         closeAt: fragmentStarts.count > 1 ? Set(fragmentStarts) : []),
                                                         hosts: split.flatMap { s in
                                                             // Only when the gradients lie in the host's shared memory (a window could be refused).
                                                             s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
@@ -93,7 +98,7 @@ extension Trainer {
         }
         let outer = try Agreement.run("set up the outer steps", over: transport) { () -> OuterSynchronizer? in
             try target?.check(languageModel: train.labelsPerSample > 1)
-            return try config.outerSettings.map { try OuterSynchronizer(settings: $0, count: parameters.count) }
+            return try config.outerSettings.map { try OuterSynchronizer(settings: $0, count: parameters.count, extents: model.unitExtents, plan: synchronizer.plan) }
         }
 
         installBatchNormSync(model, synchronizer: synchronizer, weight: Double(sampler.gradientWeight))
@@ -267,6 +272,8 @@ extension Trainer {
             + (run.synchronizer.momentumCarrier != nil ? "momentum carried in the all-reduce (comm.compress_momentum), " : "")
             + (run.outer.map { "\(config.syncMode): \($0.settings.every) local steps between outer steps"
                 + ($0.settings.warmupSteps > 0 ? " after \($0.settings.warmupSteps) averaged every step" : "")
+                + ($0.fragments.count > 1 ? ", \($0.fragments.count) fragments in turn" : "")
+                + ($0.settings.delay > 0 ? ", each applied \($0.settings.delay) steps after it starts (mix \($0.settings.mix))" : "")
                 + ", outer \($0.settings.rule.rawValue)\($0.settings.rule == .average ? "" : " lr \($0.settings.lr) momentum \($0.settings.momentum)"), pseudo-gradient " } ?? "")
             + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
             + "global batch \(config.globalBatch) (\(run.sampler.shareRange.count == 1 ? "\(run.sampler.localBatch)" : "\(run.sampler.shareRange.lowerBound)–\(run.sampler.shareRange.upperBound)") per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")

@@ -109,19 +109,20 @@ public final class Trainer {
     /// checkpoint, progress, epoch end, evaluation and the target.
     private func afterStep(_ step: Int, _ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
         let done = step + 1
-        let outerStepRan = run.outer?.isDue(after: step, lastStep: run.totalSteps) ?? false
-        if outerStepRan { try outerStep(run, after: step, &epoch) }
+        let outerStepRan = try outerSteps(run, after: step, &epoch)
         // Between outer steps the shared state (θ_outer) cannot have moved: the check that
         // matters is right after an outer step.
-        if config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan) { try checkReplicas(run, step: done) }
-        if config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.totalSteps {
-            try saveCheckpoint(run, step: done)
-        }
-        if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
+        let checkDue = config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan)
+        let checkpointDue = config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.totalSteps
         let closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
+        let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
+        if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
+        if checkDue { try checkReplicas(run, step: done) }
+        if checkpointDue { try saveCheckpoint(run, step: done) }
+        if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
         var evaluated = closing
-        if config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep) {
+        if evaluationDue {
             if !closing { try evaluate(run, &epoch); evaluated = true }   // an epoch's end has just evaluated
             try recordCurvePoint(run, epoch, step: done)
         }
@@ -154,9 +155,10 @@ public final class Trainer {
 
     /// The last replica check, the final checkpoint and `summary.json`.
     private func finish(_ run: TrainingRun, _ epoch: inout EpochAccumulator) throws -> RunSummary {
+        try drainOuterStep(run, &epoch)
         epoch.closeRunClock()   // steps after the last epoch boundary (none unless stopped early)
         // Stopped at the target between outer steps: the run ends on the θ_outer it evaluated.
-        if run.targetReached != nil, let outer = run.outer, outer.started, !outer.inSync { outer.reset(run.parameters.parameters) }
+        if run.targetReached != nil, let outer = run.outer, outer.started, !outer.inSync { outer.resetAll(run.parameters.parameters) }
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let hash = try checkReplicas(run, step: run.endStep)
         try saveCheckpoint(run, step: run.endStep)

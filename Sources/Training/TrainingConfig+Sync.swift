@@ -6,7 +6,8 @@ import GradientSync
 /// Δ = θ_outer − θ_local and an outer optimizer moves θ_outer.
 extension TrainingConfig {
     static let outerKeys = ["comm.outer.optimizer", "comm.outer.lr", "comm.outer.momentum"]
-    static let localSyncKeys = ["comm.sync_every", "comm.sync_warmup_steps"] + outerKeys
+    static let streamingKeys = ["comm.fragments", "comm.outer_delay", "comm.outer_mix"]
+    static let localSyncKeys = ["comm.sync_every", "comm.sync_warmup_steps"] + outerKeys + streamingKeys
 
     /// Reads `comm.sync*` and `comm.outer.*` (after the model, optimizer and `comm.*` keys it
     /// is checked against).
@@ -35,6 +36,17 @@ extension TrainingConfig {
         if outerOptimizer == "nesterov" && outerMomentum == 0 {
             throw ConfigError("comm.outer.momentum must be > 0 with comm.outer.optimizer: nesterov (got 0); choose sgd for no momentum")
         }
+        // Streaming DiLoCo (arXiv:2501.18512): fragments in turn, each applied τ steps after it
+        // starts, mixed with weight 1 − α into the local parameters.
+        fragments = try r.int("comm.fragments", default: 1, min: 1)
+        outerDelay = try r.int("comm.outer_delay", default: 0, min: 0)
+        outerMix = try r.double("comm.outer_mix", default: 0, min: 0, max: 1, exclusiveMax: true)
+        if fragments > syncEvery {
+            throw ConfigError("comm.fragments \(fragments) exceeds comm.sync_every \(syncEvery): each fragment needs a step of its own in every H; choose at most \(syncEvery)")
+        }
+        if outerDelay > syncEvery / fragments {
+            throw ConfigError("comm.outer_delay \(outerDelay) exceeds H/P = \(syncEvery)/\(fragments) = \(syncEvery / fragments) steps: a fragment's average must be applied before the next fragment starts; choose at most \(syncEvery / fragments)")
+        }
         if compressor == "powersgd" {
             throw ConfigError("comm.compressor: powersgd compresses gradients step by step and is not supported with comm.sync: \(syncMode); compress the pseudo-gradient with comm.codec (e.g. int8 or sign) instead")
         }
@@ -50,6 +62,7 @@ extension TrainingConfig {
     public var outerSettings: OuterSettings? {
         guard syncMode != "every_step" else { return nil }
         return OuterSettings(every: syncEvery, warmupSteps: syncWarmupSteps,
-                             rule: OuterSettings.Rule(rawValue: outerOptimizer)!, lr: outerLR, momentum: outerMomentum)
+                             rule: OuterSettings.Rule(rawValue: outerOptimizer)!, lr: outerLR, momentum: outerMomentum,
+                             fragments: fragments, delay: outerDelay, mix: outerMix)
     }
 }

@@ -76,6 +76,8 @@ public struct TrainingConfig {
     public var syncWarmupSteps = 0                 // comm.sync_warmup_steps: every-step averaging before local steps
     public var outerOptimizer = ""                 // comm.outer.optimizer: nesterov | sgd | average
     public var outerLR = 1.0, outerMomentum = 0.0  // comm.outer.lr, comm.outer.momentum
+    public var fragments = 1, outerDelay = 0       // comm.fragments, comm.outer_delay (streaming DiLoCo)
+    public var outerMix = 0.0                      // comm.outer_mix: α, the local parameters' weight when a fragment's average is applied
 
     public var checkEverySteps = 100               // consistency.check_every_steps
     public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)

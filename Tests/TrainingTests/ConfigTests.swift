@@ -268,6 +268,10 @@ final class LocalStepsConfigTests: XCTestCase {
             ("comm: {sync: diloco, compressor: powersgd}\n", "comm.compressor: powersgd compresses gradients step by step and is not supported with comm.sync: diloco"),
             ("comm: {sync: local_sgd, codec: sign, compress_momentum: true}\n", "comm.compress_momentum carries the optimizer's momentum"),
             ("comm: {sync: diloco}\nmodel: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d, flatten, linear]}\n", "with batch norm layers is not supported yet"),
+            ("comm: {sync: diloco, sync_every: 4, fragments: 5}\n", "comm.fragments 5 exceeds comm.sync_every 4"),
+            ("comm: {sync: diloco, sync_every: 8, fragments: 4, outer_delay: 3}\n", "comm.outer_delay 3 exceeds H/P = 8/4 = 2 steps"),
+            ("comm: {fragments: 2}\n", "comm.fragments applies to comm.sync: local_sgd or diloco"),
+            ("comm: {sync: diloco, outer_mix: 1}\n", "comm.outer_mix must be < 1.0, got 1.0"),
         ]
         for (yaml, expected) in cases {
             let message = error(yaml)

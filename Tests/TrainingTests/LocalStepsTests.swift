@@ -1,4 +1,5 @@
 import Foundation
+import GradientSync
 import InProcessTransport
 import Training
 import XCTest
@@ -123,5 +124,57 @@ final class LocalStepsTests: XCTestCase {
         let unreachable = try train(ranks: 2, ["train.eval_every_steps=6"], dir: temporaryDirectory(), target: "test_loss=1e-9")[0]
         XCTAssertNil(unreachable.target_step)
         XCTAssertEqual(unreachable.steps, 24, "an unreached target lets the run end as configured")
+    }
+
+    /// Property: streaming fragments (P of them in turn, each applied τ local steps after its
+    /// all-reduce starts on the communication thread, with and without mixing) keep θ_outer
+    /// identical on every rank, learn, give the same bits without the communication thread, and
+    /// resume bit-identically from a checkpoint taken while a fragment was in flight.
+    func testStreamingFragments() throws {
+        // An mlp has three layers with parameters: three fragments of whole layers.
+        let mlp = ["model.kind=mlp", "model.hidden=[32, 16]"]
+        for streaming in [["comm.fragments=3", "comm.sync_every=6", "comm.outer_delay=1"],
+                          ["comm.fragments=2", "comm.sync_every=8", "comm.outer_delay=3", "comm.outer_mix=0.5"]] {
+            let extra = mlp + streaming + ["comm.sync=diloco", "comm.codec=int8", "comm.error_feedback=true", "comm.outer.lr=0.5"]
+            let whole = try train(ranks: 3, extra, dir: temporaryDirectory())
+            XCTAssertEqual(Set(whole.map(\.param_hash)).count, 1, "\(streaming)")
+            XCTAssertGreaterThan(whole[0].test_accuracy, 0.6, "\(streaming) learns")
+            let serial = try train(ranks: 3, extra + ["comm.overlap=false"], dir: temporaryDirectory())[0]
+            XCTAssertEqual(serial.param_hash, whole[0].param_hash, "\(streaming): the thread changes when, not what")
+            // Offsets: P = 3, H = 6 → fragments start after local steps ≡ 0, 2, 4 (mod 6); the one
+            // started after step 8 (≡ 2) is in flight at step 8 (delay 1). P = 2, H = 8 → ≡ 0, 4;
+            // the one started after step 4 is applied after step 7: in flight at 5 and 6.
+            let stop = streaming.contains("comm.fragments=3") ? 8 : 6
+            let dir = temporaryDirectory()
+            _ = try train(ranks: 3, extra, dir: dir, stopAfter: stop)
+            let resumed = try train(ranks: 3, extra, dir: dir, resume: true)[0]
+            XCTAssertEqual(resumed.param_hash, whole[0].param_hash, "\(streaming): resumed after step \(stop) with a fragment in flight")
+        }
+    }
+
+    /// Property: P fragments tile the parameters — every value in exactly one fragment, each
+    /// fragment whole layers and whole buckets — for every P up to the layer count, with buckets
+    /// of any size; more fragments than layers is refused.
+    func testFragmentsCoverEveryParameterOnce() throws {
+        let extents: [Range<Int>?] = [0 ..< 300, nil, 300 ..< 310, nil, 310 ..< 5000, 5000 ..< 5040, nil, 5040 ..< 5050]
+        for p in 1 ... 5 {
+            for bucketBytes in [0, 64, 4096] {
+                let starts = try OuterSynchronizer.fragmentStarts(extents: extents, fragments: p)
+                XCTAssertEqual(starts.count, p)
+                let plan = BucketPlan(extents: extents, bucketBytes: bucketBytes, closeAt: Set(starts))
+                let outer = try OuterSynchronizer(settings: OuterSettings(every: 10, warmupSteps: 0, rule: .nesterov, lr: 0.7, momentum: 0.9, fragments: p),
+                                                  count: 5050, extents: extents, plan: plan)
+                var covered = [Int](repeating: 0, count: 5050)
+                for f in outer.fragments {
+                    for i in f.range { covered[i] += 1 }
+                    XCTAssertEqual(plan.buckets[f.buckets].map(\.count).reduce(0, +), f.range.count, "whole buckets")
+                    XCTAssertTrue(extents.contains { $0?.lowerBound == f.range.lowerBound }, "starts at a layer")
+                }
+                XCTAssertEqual(Set(covered), [1], "P = \(p), buckets of \(bucketBytes) B")
+            }
+        }
+        XCTAssertThrowsError(try OuterSynchronizer.fragmentStarts(extents: extents, fragments: 6)) { error in
+            XCTAssertTrue("\(error)".contains("comm.fragments 6 exceeds the model's 5 layers with parameters"), "\(error)")
+        }
     }
 }
