@@ -132,10 +132,23 @@ public final class AppendOnlyFile {
 }
 
 extension JSONEncoder {
-    /// Keys in order: the files ringsgd writes are stable byte for byte.
+    /// Keys in order: the files ringsgd writes are stable byte for byte. A diverged run's
+    /// figures (a NaN loss) are written as the strings "NaN", "Infinity", "-Infinity" — JSON
+    /// has no such numbers, and a run must not fail over writing down that it diverged
+    /// (`JSONDecoder.ringsgd` reads them back; Python's `float("NaN")` does too).
     public static var sorted: JSONEncoder {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
         return e
+    }
+}
+
+extension JSONDecoder {
+    /// Reads what `JSONEncoder.sorted` writes, non-finite figures included.
+    public static var ringsgd: JSONDecoder {
+        let d = JSONDecoder()
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
+        return d
     }
 }

@@ -23,7 +23,8 @@ import ModelFiles
 /// feedback is on (always with PowerSGD, whose residuals it holds); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
 /// identical on every rank), present with `comm.compressor: powersgd`; `BUFS` the model's
 /// buffers (Float32, batch norms' running statistics, in the buffer views' order), present when
-/// it has any; `OUTR` the outer optimizer's state with `comm.sync: local_sgd | diloco`
+/// it has any; `CLCK` the training seconds and bytes sent so far (two Float64, NaN: unknown);
+/// `OUTR` the outer optimizer's state with `comm.sync: local_sgd | diloco`
 /// (`OuterSynchronizer.stateBytes`; PRMS then holds θ_outer, OPTM rank 0's inner state, and
 /// each rank's inner parameters and state lie beside it in `step-N.local-rank-R`); `MODL` the
 /// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
@@ -45,6 +46,10 @@ public struct Checkpoint: Equatable {
     public var buffers: [Float]
     /// The outer optimizer's state (`comm.sync: local_sgd | diloco`, once local steps began).
     public var outerState: [UInt8]?
+    /// Training seconds (evaluations excluded) and bytes rank 0 had sent by this step, so that a
+    /// resumed run's time and bytes to a target continue (nil: written before they were kept;
+    /// bytes nil also when the all-reduce does not say).
+    public var trainSeconds: Double?, bytesSent: Double?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
@@ -65,6 +70,11 @@ public struct Checkpoint: Equatable {
         if let powerSGDState { sections.append(("PSGD", powerSGDState)) }
         if !buffers.isEmpty { sections.append(("BUFS", buffers.withUnsafeBytes { Array($0) })) }
         if let outerState { sections.append(("OUTR", outerState)) }
+        if let trainSeconds {
+            var clock: [UInt8] = []
+            for v in [trainSeconds, bytesSent ?? .nan] { withUnsafeBytes(of: v.bitPattern.littleEndian) { clock += $0 } }
+            sections.append(("CLCK", clock))
+        }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
@@ -121,6 +131,12 @@ public struct Checkpoint: Equatable {
         guard (sections["BUFS"]?.count ?? 0) % 4 == 0 else { throw Corrupt(reason: "its BUFS section is not whole Float32 values") }
         buffers = sections["BUFS"].map { b in b.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } } ?? []
         outerState = sections["OUTR"]
+        if let clock = sections["CLCK"] {
+            guard clock.count == 16 else { throw Corrupt(reason: "its CLCK section is not two Float64 values") }
+            let values = clock.withUnsafeBytes { raw in (0 ..< 2).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) } }
+            trainSeconds = values[0]
+            bytesSent = values[1].isNaN ? nil : values[1]
+        }
         if let json = sections["MODL"] {
             do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")

@@ -42,7 +42,10 @@ public struct RunSummary: Codable, Equatable {
     /// `comm.sync` (every_step, local_sgd, diloco), and the outer steps taken by the end
     /// (absent for every_step).
     public var sync: String?
+    /// Fragment outer steps taken (P per round of H local steps with `comm.fragments: P`), and
+    /// the local steps this rank skipped on its own (non-finite local gradient).
     public var outer_steps: Int?
+    public var locally_skipped_steps: Int?
     /// `train --target`: the target, and — when reached — the step, the training seconds to it
     /// (evaluations excluded; continued across a resume) and the bytes rank 0 had sent by then.
     public var target: String?
@@ -93,7 +96,7 @@ public struct CurvePoint: Codable {
     static func keep(_ path: String, upTo step: Int) throws -> (seconds: Double, bytes: Double?) {
         guard let data = FileManager.default.contents(atPath: path) else { return (0, 0) }
         let kept = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, CurvePoint)? in
-            guard let point = try? JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8)), point.step <= step else { return nil }
+            guard let point = try? JSONDecoder.ringsgd.decode(CurvePoint.self, from: Data(line.utf8)), point.step <= step else { return nil }
             return (String(line), point)
         }
         try FileSystem.writeAtomically(Array(kept.map { $0.0 + "\n" }.joined().utf8), to: path, what: "curve.jsonl")

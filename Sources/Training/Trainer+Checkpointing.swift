@@ -9,14 +9,15 @@ extension Trainer {
     /// the error-feedback memory; every rank its own memory. The agreement that closes it is
     /// also the barrier: no rank goes on before the checkpoint is in place, and a failed write
     /// (a full disk) is one error on every rank, the previous checkpoint left intact.
-    func saveCheckpoint(_ run: TrainingRun, step: Int) throws {
+    /// `clock`: the training seconds and bytes sent so far (continued by a resume).
+    func saveCheckpoint(_ run: TrainingRun, step: Int, clock: (seconds: Double, bytes: Double?)) throws {
         transport.setActivity("the checkpoint of step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.checkpoint, since: spanStart) }
         try broadcastBuffers(run)   // model.batchnorm: broadcast — rank 0's buffers are the model's
         let residualSum = try run.synchronizer.errorFeedbackSum()   // collective
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
-            do { try writeCheckpoint(run, step: step, residualSum: residualSum) } catch {
+            do { try writeCheckpoint(run, step: step, residualSum: residualSum, clock: clock) } catch {
                 // A full disk: the previous checkpoint is intact, and where to continue from is known.
                 let earlier = run.store.existing().first.map { ", then continue from \(($0 as NSString).lastPathComponent) with 'train … --resume'" } ?? ""
                 throw FileError("\(error)\(earlier)")
@@ -25,7 +26,7 @@ extension Trainer {
     }
 
     /// This rank's error-feedback memory; on rank 0 the checkpoint itself.
-    private func writeCheckpoint(_ run: TrainingRun, step: Int, residualSum: [Float]?) throws {
+    private func writeCheckpoint(_ run: TrainingRun, step: Int, residualSum: [Float]?, clock: (seconds: Double, bytes: Double?)) throws {
         if let memory = run.synchronizer.memory {
             try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
         }
@@ -38,10 +39,12 @@ extension Trainer {
         }
         guard transport.rank == 0 else { return }
         let parameters = outer?.sharedParameters(run.parameters.parameters) ?? run.parameters.parameters
-        try run.store.write(Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
-                                       parameters: Array(parameters), optimizerState: run.optimizer.stateBytes(),
-                                       residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
-                                       model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes()))
+        var checkpoint = Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
+                                    parameters: Array(parameters), optimizerState: run.optimizer.stateBytes(),
+                                    residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
+                                    model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes())
+        (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
+        try run.store.write(checkpoint)
     }
 
     /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference

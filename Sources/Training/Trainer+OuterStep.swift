@@ -18,11 +18,13 @@ import GradientSync
 /// does with the other ranks — evaluation, replica check, checkpoint, an epoch's sums — first
 /// waits for it (`drainOuterStep`), which changes when the wait happens, never a value.
 extension Trainer {
-    /// The outer work due after step `step`: the fragment in flight applied, fragments started
-    /// (and, without a delay, applied), and after the run's last step every fragment brought to
-    /// an outer step, so that the run ends on parameters every rank agrees on. Returns whether
-    /// the shared state changed (the replica check runs then).
-    func outerSteps(_ run: TrainingRun, after step: Int, _ epoch: inout EpochAccumulator) throws -> Bool {
+    /// The outer updates due after step `step`: the fragment in flight applied, fragments whose
+    /// outer step starts now synchronised whole (without a delay), and after the run's last step
+    /// every fragment brought to an outer step, so that the run ends on parameters every rank
+    /// agrees on. Returns whether the shared state changed (the replica check runs then).
+    /// Streaming fragments start afterwards (`startOuterSteps`), behind the step's other
+    /// collectives, so that their all-reduce overlaps the next local steps.
+    func finishOuterSteps(_ run: TrainingRun, after step: Int, _ epoch: inout EpochAccumulator) throws -> Bool {
         guard let outer = run.outer, outer.started else { return false }
         let done = step + 1, last = done == run.totalSteps
         var touched: Set<Int> = []
@@ -30,10 +32,8 @@ extension Trainer {
             try completeInFlight(run, &epoch)
             touched.insert(flight.fragment)
         }
-        for p in outer.fragmentsStarting(after: step) {
-            if outer.settings.delay > 0 && !last {
-                startFragment(p, run, step: step)
-            } else {
+        if outer.settings.delay == 0 || last {
+            for p in outer.fragmentsStarting(after: step) {
                 try synchronizeFragment(p, run, step: step, &epoch)
                 touched.insert(p)
             }
@@ -47,12 +47,19 @@ extension Trainer {
         return !touched.isEmpty
     }
 
+    /// Streaming (`comm.outer_delay` > 0): the fragments whose outer step starts after step
+    /// `step`, started on the communication thread.
+    func startOuterSteps(_ run: TrainingRun, after step: Int) {
+        guard let outer = run.outer, outer.started, outer.settings.delay > 0, step + 1 < run.totalSteps else { return }
+        for p in outer.fragmentsStarting(after: step) { startFragment(p, run, step: step) }
+    }
+
     /// Fragment p's outer step from start to end: Δ, its average, the update.
     private func synchronizeFragment(_ p: Int, _ run: TrainingRun, step: Int, _ epoch: inout EpochAccumulator) throws {
         let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.outerStep, since: spanStart) }
-        outer.pseudoGradient(p, of: run.parameters.parameters, into: delta)
+        pseudoGradient(p, run, step: step, into: delta)
         transport.setActivity("the outer step after step \(step + 1)")
         run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
         try run.synchronizer.finishBuckets()
@@ -65,10 +72,21 @@ extension Trainer {
     private func startFragment(_ p: Int, _ run: TrainingRun, step: Int) {
         let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
         precondition(outer.inFlight == nil, "comm.outer_delay ≤ H/P: one fragment in flight at a time")
-        outer.pseudoGradient(p, of: run.parameters.parameters, into: delta)
+        pseudoGradient(p, run, step: step, into: delta)
         transport.setActivity("the outer step of fragment \(p) after step \(step + 1)")
         run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
         outer.inFlight = .init(fragment: p, applyAfter: step + 1 + outer.settings.delay, averaged: false)
+    }
+
+    /// Fragment p's Δ — with the fault injection `consistency.inject_nonfinite_outer_at`: after
+    /// the listed steps, rank step mod n sends an infinite Δ (the test suite checks that every
+    /// rank then discards that outer step).
+    private func pseudoGradient(_ p: Int, _ run: TrainingRun, step: Int, into delta: UnsafeMutableBufferPointer<Float>) {
+        let outer = run.outer!
+        outer.pseudoGradient(p, of: run.parameters.parameters, into: delta)
+        if config.injectNonFiniteOuterAt.contains(step) && step % transport.size == transport.rank {
+            delta[outer.fragments[p].range.lowerBound] = .infinity
+        }
     }
 
     /// Waits for a streaming fragment's all-reduce, if one is running (before any other collective).

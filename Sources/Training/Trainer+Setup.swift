@@ -12,7 +12,9 @@ extension Trainer {
     /// Config keys that cannot change on resume: the checkpoint's parameters and optimizer
     /// state would no longer describe this model, data or optimizer.
     static let keysFixedAcrossResume = ["model.", "data.dataset", "data.synthetic.", "optimizer.name",
-                                        "data.text", "data.val_fraction", "data.stride", "data.train_tokens"]
+                                        "data.text", "data.val_fraction", "data.stride", "data.train_tokens",
+                                        // Local steps: θ_outer, the schedule of outer steps and a fragment in flight belong to these.
+                                        "comm.sync", "comm.sync_every", "comm.sync_warmup_steps", "comm.fragments", "comm.outer_delay"]
 
     /// A run that fails before it starts leaves no run directory it created behind (an empty
     /// one would only be in the way of the next attempt).
@@ -119,9 +121,11 @@ extension Trainer {
         try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.parameters), root: 0)
         if !parameters.buffers.isEmpty { try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.buffers), root: 0) }
         var startStep = 0, skipped = 0, changes: [String] = []
+        var clockBefore: (seconds: Double, bytes: Double?)?
         if resume {
             let checkpoint = try restore(store, model, optimizer, synchronizer, outer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
+            clockBefore = checkpoint.trainSeconds.map { ($0, checkpoint.bytesSent) }
             changes = configChanges(since: checkpoint)
         }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
@@ -141,6 +145,9 @@ extension Trainer {
                 return try AppendOnlyFile(path: path, truncate: !resume)
             }
         }
+        // The checkpoint's own clock, on every rank (the curve's last point may lie before it).
+        if let clockBefore { (run.curveSecondsBefore, run.bytesSentBefore) = clockBefore }
+        else if resume && run.curve == nil { run.bytesSentBefore = nil }   // an older checkpoint: the bytes before it are unknown
         if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere
         model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
         if rank == 0 && startStep < run.endStep { logStart(run) }
@@ -246,7 +253,9 @@ extension Trainer {
         let rank = transport.rank
         guard checkpoint.worldSize == transport.size,
               let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count) else {
-            return ["rank \(rank) has no inner state of step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size)): it continues from θ_outer with rank 0's inner optimizer state"]
+            let why = checkpoint.worldSize == transport.size ? "its file \((store.localStatePath(step: checkpoint.step, rank: rank) as NSString).lastPathComponent) is missing or damaged"
+                : "the checkpoint was written by \(checkpoint.worldSize) ranks, now \(transport.size)"
+            return ["rank \(rank) has no inner state of step \(checkpoint.step) (\(why)): it continues from θ_outer with rank 0's inner optimizer state"]
         }
         try optimizer.loadState(own.optimizerState)
         _ = parameters.update(fromContentsOf: own.parameters)

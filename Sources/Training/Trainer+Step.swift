@@ -34,7 +34,12 @@ extension Trainer {
         let k = run.microBatches
         // comm.sync: local_sgd | diloco — a local step: this rank's own mean gradient, no all-reduce.
         let localStep = run.outer?.isLocal(step) ?? false
-        if localStep, let outer = run.outer, !outer.started { outer.start(from: parameters.parameters) }
+        if localStep, let outer = run.outer, !outer.started {
+            outer.start(from: parameters.parameters)
+            // The memory held gradient residuals (the every-step warm-up); from now on it holds
+            // the pseudo-gradient's, in other units.
+            run.synchronizer.memory?.clear()
+        }
         let weight = localStep ? 1 : run.sampler.gradientWeight
         var lossSum = 0.0, correct = 0
         for micro in 0 ..< k {

@@ -109,7 +109,7 @@ public final class Trainer {
     /// checkpoint, progress, epoch end, evaluation and the target.
     private func afterStep(_ step: Int, _ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
         let done = step + 1
-        let outerStepRan = try outerSteps(run, after: step, &epoch)
+        let outerStepRan = try finishOuterSteps(run, after: step, &epoch)
         // Between outer steps the shared state (θ_outer) cannot have moved: the check that
         // matters is right after an outer step.
         let checkDue = config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan)
@@ -118,7 +118,7 @@ public final class Trainer {
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
-        if checkpointDue { try saveCheckpoint(run, step: done) }
+        if checkpointDue { try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch))) }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
         var evaluated = closing
@@ -138,6 +138,8 @@ public final class Trainer {
             }
             if !closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done, evaluated: true) }
         }
+        // Streaming: started last, behind every collective of this step, overlapped with the next local steps.
+        if run.targetReached == nil { startOuterSteps(run, after: step) }
     }
 
     /// Seconds of training so far, evaluations excluded, continuing a resumed run's (the time
@@ -158,10 +160,14 @@ public final class Trainer {
         try drainOuterStep(run, &epoch)
         epoch.closeRunClock()   // steps after the last epoch boundary (none unless stopped early)
         // Stopped at the target between outer steps: the run ends on the θ_outer it evaluated.
-        if run.targetReached != nil, let outer = run.outer, outer.started, !outer.inSync { outer.resetAll(run.parameters.parameters) }
+        // A fragment in flight is dropped with it (the checkpoint then holds none).
+        if run.targetReached != nil, let outer = run.outer, outer.started {
+            outer.inFlight = nil
+            if !outer.inSync { outer.resetAll(run.parameters.parameters) }
+        }
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let hash = try checkReplicas(run, step: run.endStep)
-        try saveCheckpoint(run, step: run.endStep)
+        try saveCheckpoint(run, step: run.endStep, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9)
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
@@ -176,7 +182,8 @@ public final class Trainer {
                                  resumed_from_step: run.startStep,
                                  wire_bytes_per_step: epoch.runClock.wireBytes.map { $0 / Double(max(1, run.endStep - run.startStep)) },
                                  config_changes_on_resume: run.configChanges.isEmpty ? nil : run.configChanges,
-                                 bytes_sent: epoch.runClock.wireBytes, sync: config.syncMode, outer_steps: run.outer?.steps,
+                                 bytes_sent: bytesSent(run, epoch), sync: config.syncMode, outer_steps: run.outer?.steps,
+                                 locally_skipped_steps: run.outer.map { _ in run.locallySkipped },
                                  target: target?.description, target_step: run.targetReached?.step,
                                  time_to_target_seconds: run.targetReached?.trainSeconds, bytes_to_target: run.targetReached?.bytesSent ?? nil)
         try Agreement.run("write summary.json", over: transport) {

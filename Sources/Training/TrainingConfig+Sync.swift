@@ -7,7 +7,7 @@ import GradientSync
 extension TrainingConfig {
     static let outerKeys = ["comm.outer.optimizer", "comm.outer.lr", "comm.outer.momentum"]
     static let streamingKeys = ["comm.fragments", "comm.outer_delay", "comm.outer_mix"]
-    static let localSyncKeys = ["comm.sync_every", "comm.sync_warmup_steps"] + outerKeys + streamingKeys
+    static let localSyncKeys = ["comm.sync_every", "comm.sync_warmup_steps", "consistency.inject_nonfinite_outer_at"] + outerKeys + streamingKeys
 
     /// Reads `comm.sync*` and `comm.outer.*` (after the model, optimizer and `comm.*` keys it
     /// is checked against).
@@ -43,6 +43,12 @@ extension TrainingConfig {
         outerMix = try r.double("comm.outer_mix", default: 0, min: 0, max: 1, exclusiveMax: true)
         if fragments > syncEvery {
             throw ConfigError("comm.fragments \(fragments) exceeds comm.sync_every \(syncEvery): each fragment needs a step of its own in every H; choose at most \(syncEvery)")
+        }
+        if fragments == 1 && outerDelay >= syncEvery && outerDelay > 0 {
+            throw ConfigError("comm.outer_delay \(outerDelay) must be below comm.sync_every \(syncEvery) with one fragment: its average would be applied when its next outer step starts, which would then average nothing; choose at most \(syncEvery - 1)")
+        }
+        if outerDelay > 0 && !overlap {
+            throw ConfigError("comm.outer_delay overlaps a fragment's all-reduce with local steps on the communication thread, which comm.overlap: false turns off; set comm.overlap: true, or comm.outer_delay: 0")
         }
         if outerDelay > syncEvery / fragments {
             throw ConfigError("comm.outer_delay \(outerDelay) exceeds H/P = \(syncEvery)/\(fragments) = \(syncEvery / fragments) steps: a fragment's average must be applied before the next fragment starts; choose at most \(syncEvery / fragments)")

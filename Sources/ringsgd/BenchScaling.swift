@@ -124,7 +124,7 @@ struct BenchScaling: ParsableCommand {
                     let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
                     throw ValidationError("the run at \(n) ranks with codec \(codec) failed (exit \(status)): \(tail) — full output in \(log)")
                 }
-                let summary = try JSONDecoder().decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
+                let summary = try JSONDecoder.ringsgd.decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
                 guard let globalBatch = summary.global_batch else {
                     throw ValidationError("\(runDirectory)/summary.json has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
                 }

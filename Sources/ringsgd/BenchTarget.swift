@@ -25,7 +25,8 @@ struct BenchTarget: ParsableCommand {
               --sync every_step,local_sgd:50,diloco:10,diloco:50,diloco:200 \\
               --codecs none,int8,sign --target test_accuracy=0.91
         --sync lists comm.sync values, with H after a colon for local_sgd
-        and diloco. Lossy codecs run with error feedback. Each run evaluates
+        and diloco, and comm.* settings of that run after further colons
+        (diloco:50:fragments=4:outer_delay=2). Lossy codecs run with error feedback. Each run evaluates
         every --eval-every-steps steps; the time to the target is that of the
         first evaluation reaching it. --peer LABEL=FILE adds a curve printed by
         ../shared/peer/torch_ddp.py --eval-every-steps (its final JSON line).
@@ -90,15 +91,20 @@ struct BenchTarget: ParsableCommand {
 
     var codecList: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
 
-    /// `every_step`, `local_sgd:H`, `diloco:H` → (mode, H).
-    func syncModes() throws -> [(mode: String, every: Int?)] {
+    /// `every_step`, `local_sgd:H`, `diloco:H`, each optionally followed by `:KEY=VALUE` of
+    /// `comm.*` for that run alone (`diloco:50:fragments=4:outer_delay=2`) → (mode, H, overrides).
+    func syncModes() throws -> [(mode: String, every: Int?, extra: [String])] {
         try sync.split(separator: ",").map { item in
             let parts = item.trimmingCharacters(in: .whitespaces).split(separator: ":").map(String.init)
-            switch (parts.first, parts.count) {
-            case ("every_step", 1): return ("every_step", nil)
-            case ("local_sgd", 2), ("diloco", 2):
-                guard let h = Int(parts[1]), h >= 1 else { throw ValidationError("--sync \(item): H must be a whole number ≥ 1") }
-                return (parts[0], h)
+            let extra = parts.dropFirst(parts.first == "every_step" ? 1 : 2)
+            guard extra.allSatisfy({ $0.contains("=") && !$0.hasPrefix("=") }) else {
+                throw ValidationError("--sync \(item): what follows the mode (and H) must be comm.* settings KEY=VALUE, e.g. diloco:50:fragments=4")
+            }
+            switch parts.first {
+            case "every_step"?: return ("every_step", nil, extra.map { "comm." + $0 })
+            case "local_sgd"?, "diloco"?:
+                guard parts.count >= 2, let h = Int(parts[1]), h >= 1 else { throw ValidationError("--sync \(item): H must be a whole number ≥ 1 (\(parts[0]):H)") }
+                return (parts[0], h, extra.map { "comm." + $0 })
             default:
                 throw ValidationError("--sync: '\(item)' is not every_step, local_sgd:H or diloco:H")
             }
@@ -133,16 +139,18 @@ struct BenchTarget: ParsableCommand {
         print(TargetRow.header)
         var rows: [TargetRow] = []
         let wall = ContinuousClock.now
-        for (mode, every) in try syncModes() {
+        for (mode, every, extra) in try syncModes() {
             for codec in codecList {
-                let label = (every.map { "\(mode):\($0)" } ?? mode) + " " + codec
-                let name = label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_")
+                let label = (every.map { "\(mode):\($0)" } ?? mode) + extra.map { ":" + $0.dropFirst(5) }.joined() + " " + codec
+                let name = label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: ":", with: "_")
+                    .replacingOccurrences(of: "+", with: "_").replacingOccurrences(of: "=", with: "")
                 let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
                 var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
                              "--set", "comm.sync=\(mode)", "--set", "comm.codec=\(codec)",
                              "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")",
                              "--set", "train.eval_every_steps=\(evalEverySteps)"]
                 if let every { train += ["--set", "comm.sync_every=\(every)"] }
+                for setting in extra { train += ["--set", setting] }
                 if stopAtTarget { train += ["--target", target] }
                 for o in overrides { train += ["--set", o] }
                 let log = runDirectory + ".log"
@@ -184,12 +192,12 @@ struct TargetRow: Encodable {
     init(label: String, runDirectory: String, target: TrainingTarget, base: TargetRow?) throws {
         let text = (try? String(contentsOfFile: runDirectory + "/curve.jsonl", encoding: .utf8)) ?? ""
         let points = text.split(separator: "\n").compactMap { line -> Point? in
-            guard let p = try? JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8)) else { return nil }
+            guard let p = try? JSONDecoder.ringsgd.decode(CurvePoint.self, from: Data(line.utf8)) else { return nil }
             let metric = target.metric == .testAccuracy ? p.test_accuracy : target.metric == .perplexity ? (p.perplexity ?? .nan) : p.test_loss
             return Point(step: p.step, seconds: p.train_seconds, metric: metric, bytes: p.bytes_sent)
         }
         guard !points.isEmpty else { throw ValidationError("\(runDirectory)/curve.jsonl holds no evaluation; rebuild ringsgd (swift build -c release)") }
-        let summary = try JSONDecoder().decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
+        let summary = try JSONDecoder.ringsgd.decode(RunSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
         self.init(label: label, points: points, target: target, base: base, bytesTotal: summary.bytes_sent)
     }
 

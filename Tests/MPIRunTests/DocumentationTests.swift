@@ -13,7 +13,7 @@ import XCTest
 ///   `--stop-after N` becomes `--stop-after 20`;
 /// - `bench allreduce`: sizes up to 1 MiB (or `--min-bytes`), 3 iterations after 1 warm-up;
 ///   `bench compute`: 5 steps after 1; `bench codecs`: 64 Ki values, one repetition;
-///   `bench scaling`: 10 steps per run;
+///   `bench scaling`: 10 steps per run; `bench target`: 30 steps per run, evaluated every 10;
 /// - `launch/hostfile.sh HOSTFILE NP`: a generated hostfile `localhost slots=2`, NP 2;
 /// - `sbatch … launch/slurm.sbatch`: submitted to a SLURM of `launch/testslurm.sh` — the one the
 ///   page starts itself (`SLURM_CONF=…`), or else one the test starts, with one node × 2 tasks —
@@ -30,7 +30,8 @@ final class DocumentationTests: XCTestCase {
 
     /// The pages whose commands are run; each must show at least one.
     static let pages = ["README.md", "docs/configuration.md", "docs/compression.md", "docs/across-hosts.md",
-                        "docs/faults.md", "docs/models-and-data.md", "docs/design.md", "docs/benchmarks.md", "docs/transformer.md"]
+                        "docs/faults.md", "docs/models-and-data.md", "docs/design.md", "docs/benchmarks.md", "docs/transformer.md",
+                        "docs/slow-links.md"]
 
     /// What every `train` gets appended.
     static let trainShortening = " --set train.max_steps=30 --set train.epochs=1 --set checkpoint.every_steps=10"
@@ -45,6 +46,7 @@ final class DocumentationTests: XCTestCase {
     func testAcrossHosts() throws { try run(page: "docs/across-hosts.md") }
     func testFaults() throws { try run(page: "docs/faults.md") }
     func testModelsAndData() throws { try run(page: "docs/models-and-data.md") }
+    func testSlowLinks() throws { try run(page: "docs/slow-links.md") }
     func testDesign() throws { try run(page: "docs/design.md") }
     func testBenchmarks() throws { try run(page: "docs/benchmarks.md") }
     func testTransformer() throws { try run(page: "docs/transformer.md") }
@@ -301,6 +303,8 @@ final class DocumentationTests: XCTestCase {
             return text + " --values 65536 --repetitions 1"
         case ("bench"?, "scaling"?):
             return text + " --steps 10"
+        case ("bench"?, "target"?):
+            return text + " --set train.max_steps=30 --eval-every-steps 10"
         default:
             throw unknown(command, "ringsgd \(arguments.prefix(2).joined(separator: " ")) has no shortening")
         }

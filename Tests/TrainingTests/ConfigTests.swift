@@ -272,6 +272,9 @@ final class LocalStepsConfigTests: XCTestCase {
             ("comm: {sync: diloco, sync_every: 8, fragments: 4, outer_delay: 3}\n", "comm.outer_delay 3 exceeds H/P = 8/4 = 2 steps"),
             ("comm: {fragments: 2}\n", "comm.fragments applies to comm.sync: local_sgd or diloco"),
             ("comm: {sync: diloco, outer_mix: 1}\n", "comm.outer_mix must be < 1.0, got 1.0"),
+            ("comm: {sync: diloco, sync_every: 8, outer_delay: 8}\n", "comm.outer_delay 8 must be below comm.sync_every 8 with one fragment"),
+            ("comm: {sync: diloco, fragments: 2, outer_delay: 1, overlap: false}\n", "comm.outer_delay overlaps a fragment's all-reduce with local steps on the communication thread"),
+            ("consistency: {inject_nonfinite_outer_at: [3]}\n", "consistency.inject_nonfinite_outer_at applies to comm.sync: local_sgd or diloco"),
         ]
         for (yaml, expected) in cases {
             let message = error(yaml)

@@ -93,16 +93,28 @@ final class LocalStepsTests: XCTestCase {
         }
     }
 
-    /// Property: a non-finite local gradient is skipped by its rank alone (no step is skipped by
-    /// all), the outer steps go on and replicas agree; a non-finite pseudo-gradient (every local
-    /// step of the interval poisoned on one rank would not do it — the rank skips them — so it is
-    /// not reachable from a gradient) is the every-step rule at the outer step.
+    /// Property: a non-finite local gradient (injected on rank 5 mod 3 = 2 at step 5) is skipped
+    /// by that rank alone — no step is skipped by all — the outer steps go on and replicas agree.
     func testANonFiniteLocalStepIsSkippedByItsRankAlone() throws {
         let summaries = try train(ranks: 3, ["comm.sync=diloco", "comm.sync_every=4", "consistency.inject_nonfinite_at=[5]"],
                                   dir: temporaryDirectory())
         XCTAssertEqual(summaries.map(\.skipped_steps), [0, 0, 0])
+        XCTAssertEqual(summaries.map(\.locally_skipped_steps), [0, 0, 1])
         XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
         XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6)
+    }
+
+    /// Property: a non-finite pseudo-gradient on one rank (injected at the outer step after step 7)
+    /// makes every rank discard that outer step — one skipped step everywhere, replicas identical
+    /// — and training goes on to learn; whole and with streaming fragments.
+    func testANonFiniteOuterStepIsDiscardedByEveryRank() throws {
+        for streaming in [[String](), ["model.kind=mlp", "model.hidden=[32, 16]", "comm.fragments=2", "comm.outer_delay=1"]] {
+            let summaries = try train(ranks: 3, ["comm.sync=diloco", "comm.sync_every=4", "comm.codec=int8", "comm.error_feedback=true",
+                                                 "consistency.inject_nonfinite_outer_at=[7]"] + streaming, dir: temporaryDirectory())
+            XCTAssertEqual(summaries.map(\.skipped_steps), [1, 1, 1], "\(streaming)")
+            XCTAssertEqual(Set(summaries.map(\.param_hash)).count, 1)
+            XCTAssertGreaterThan(summaries[0].test_accuracy, 0.6, "trains on after the discarded outer step")
+        }
     }
 
     /// Property: `--target` stops every rank at the first evaluation that reaches it and records
@@ -128,19 +140,22 @@ final class LocalStepsTests: XCTestCase {
 
     /// Property: streaming fragments (P of them in turn, each applied τ local steps after its
     /// all-reduce starts on the communication thread, with and without mixing) keep θ_outer
-    /// identical on every rank, learn, give the same bits without the communication thread, and
+    /// identical on every rank, learn, differ from the same fragments without a delay, and
     /// resume bit-identically from a checkpoint taken while a fragment was in flight.
     func testStreamingFragments() throws {
         // An mlp has three layers with parameters: three fragments of whole layers.
         let mlp = ["model.kind=mlp", "model.hidden=[32, 16]"]
         for streaming in [["comm.fragments=3", "comm.sync_every=6", "comm.outer_delay=1"],
                           ["comm.fragments=2", "comm.sync_every=8", "comm.outer_delay=3", "comm.outer_mix=0.5"]] {
-            let extra = mlp + streaming + ["comm.sync=diloco", "comm.codec=int8", "comm.error_feedback=true", "comm.outer.lr=0.5"]
+            // No replica checks or checkpoints between outer steps: nothing but the schedule waits for a fragment.
+            let extra = mlp + streaming + ["comm.sync=diloco", "comm.codec=int8", "comm.error_feedback=true", "comm.outer.lr=0.5",
+                                           "consistency.check_every_steps=0", "checkpoint.every_steps=0"]
             let whole = try train(ranks: 3, extra, dir: temporaryDirectory())
             XCTAssertEqual(Set(whole.map(\.param_hash)).count, 1, "\(streaming)")
             XCTAssertGreaterThan(whole[0].test_accuracy, 0.6, "\(streaming) learns")
-            let serial = try train(ranks: 3, extra + ["comm.overlap=false"], dir: temporaryDirectory())[0]
-            XCTAssertEqual(serial.param_hash, whole[0].param_hash, "\(streaming): the thread changes when, not what")
+            // The same fragments without a delay: a different algorithm, different bits (the delay is real).
+            let blocking = try train(ranks: 3, extra + ["comm.outer_delay=0"], dir: temporaryDirectory())[0]
+            XCTAssertNotEqual(blocking.param_hash, whole[0].param_hash, "\(streaming)")
             // Offsets: P = 3, H = 6 → fragments start after local steps ≡ 0, 2, 4 (mod 6); the one
             // started after step 8 (≡ 2) is in flight at step 8 (delay 1). P = 2, H = 8 → ≡ 0, 4;
             // the one started after step 4 is applied after step 7: in flight at 5 and 6.
