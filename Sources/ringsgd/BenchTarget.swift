@@ -72,6 +72,9 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "Output directory (default: runs/target-<time>).")
     var out: String?
 
+    @Flag(help: "Tabulate runs already in --out (their summary.json and curve.jsonl) instead of running them again.")
+    var reuse = false
+
     func validate() throws {
         guard FileManager.default.fileExists(atPath: config) else {
             throw ValidationError("config \(config) does not exist; pass --config with a YAML file such as configs/fashion-cnn.yaml")
@@ -154,7 +157,8 @@ struct BenchTarget: ParsableCommand {
                 if stopAtTarget { train += ["--target", target] }
                 for o in overrides { train += ["--set", o] }
                 let log = runDirectory + ".log"
-                let status = try BenchScaling.execute(BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate,
+                let finished = reuse && FileManager.default.fileExists(atPath: runDirectory + "/summary.json")
+                let status = finished ? 0 : try BenchScaling.execute(BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate,
                                                                                      ranksPerHost: ranksPerHost) + train, log: log)
                 guard status == 0 else {
                     let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
