@@ -138,7 +138,7 @@ public struct Checkpoint: Equatable {
             bytesSent = values[1].isNaN ? nil : values[1]
         }
         if let json = sections["MODL"] {
-            do { model = try JSONDecoder().decode(ModelDescription.self, from: Data(json)) } catch {
+            do { model = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
             }
         }

@@ -69,6 +69,9 @@ public final class Trainer {
             return nil
         }
         try startTimeline(run)
+        // A checkpoint written at a step where a streaming fragment starts holds it not yet
+        // started (the checkpoint comes first): it starts now, as it did in the run that wrote it.
+        if run.startStep > 0 && run.outer?.inFlight == nil { startOuterSteps(run, after: run.startStep - 1) }
         var epoch = EpochAccumulator(startStep: run.startStep)
         for step in run.startStep ..< run.endStep {
             epoch.record(try trainStep(step, run))

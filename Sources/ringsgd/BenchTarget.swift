@@ -72,7 +72,7 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "Output directory (default: runs/target-<time>).")
     var out: String?
 
-    @Flag(help: "Tabulate runs already in --out (their summary.json and curve.jsonl) instead of running them again.")
+    @Flag(help: "Tabulate runs already in --out that ran with the same arguments (their summary.json and curve.jsonl) instead of running them again.")
     var reuse = false
 
     func validate() throws {
@@ -102,6 +102,13 @@ struct BenchTarget: ParsableCommand {
             let extra = parts.dropFirst(parts.first == "every_step" ? 1 : 2)
             guard extra.allSatisfy({ $0.contains("=") && !$0.hasPrefix("=") }) else {
                 throw ValidationError("--sync \(item): what follows the mode (and H) must be comm.* settings KEY=VALUE, e.g. diloco:50:fragments=4")
+            }
+            // What the row's label and --codecs already say is not set again behind them.
+            if let taken = extra.first(where: { ["codec", "sync", "sync_every", "error_feedback"].contains($0.split(separator: "=")[0]) }) {
+                throw ValidationError("--sync \(item): \(taken) is set by the mode, H and --codecs; remove it")
+            }
+            if let clash = overrides.first(where: { o in extra.contains { o.hasPrefix("comm." + $0.split(separator: "=")[0] + "=") } }) {
+                throw ValidationError("--set \(clash) and --sync \(item) both set it; keep one")
             }
             switch parts.first {
             case "every_step"?: return ("every_step", nil, extra.map { "comm." + $0 })
@@ -156,14 +163,19 @@ struct BenchTarget: ParsableCommand {
                 for setting in extra { train += ["--set", setting] }
                 if stopAtTarget { train += ["--target", target] }
                 for o in overrides { train += ["--set", o] }
-                let log = runDirectory + ".log"
+                let log = runDirectory + ".log", argumentsFile = runDirectory + ".args"
+                let launch = BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate, ranksPerHost: ranksPerHost)
+                // --reuse takes a run only if it ran with exactly these arguments, and to its end.
+                let asked = (launch + train).joined(separator: " ")
                 let finished = reuse && FileManager.default.fileExists(atPath: runDirectory + "/summary.json")
-                let status = finished ? 0 : try BenchScaling.execute(BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate,
-                                                                                     ranksPerHost: ranksPerHost) + train, log: log)
+                    && (try? String(contentsOfFile: argumentsFile, encoding: .utf8)) == asked
+                if !finished { try? FileManager.default.removeItem(atPath: argumentsFile) }
+                let status = finished ? 0 : try BenchScaling.execute(launch + train, log: log)
                 guard status == 0 else {
                     let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
                     throw ValidationError("the run \(label) failed (exit \(status)): \(tail) — full output in \(log)")
                 }
+                if !finished { try asked.write(toFile: argumentsFile, atomically: true, encoding: .utf8) }
                 let row = try TargetRow(label: label, runDirectory: runDirectory, target: goal, base: rows.first)
                 rows.append(row)
                 print(row.line)

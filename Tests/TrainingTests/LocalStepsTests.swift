@@ -167,6 +167,24 @@ final class LocalStepsTests: XCTestCase {
         }
     }
 
+    /// Property: a checkpoint written at a step where a streaming fragment starts (the
+    /// checkpoint comes first, the fragment starts after it) resumes bit-identically: the resumed
+    /// run starts that fragment as the uninterrupted one did. (P = 3, H = 6: a fragment starts
+    /// after local step 8 ≡ 2; the periodic checkpoint of step 8 is resumed from.)
+    func testResumeFromACheckpointWhereAFragmentStarts() throws {
+        let extra = ["model.kind=mlp", "model.hidden=[32, 16]", "comm.sync=diloco", "comm.sync_every=6", "comm.fragments=3",
+                     "comm.outer_delay=1", "comm.codec=int8", "comm.error_feedback=true", "checkpoint.every_steps=8"]
+        let whole = try train(ranks: 2, extra, dir: temporaryDirectory())[0]
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, extra, dir: dir, stopAfter: 10)
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints") where name.hasPrefix("step-00000010") {
+            try FileManager.default.removeItem(atPath: dir + "/checkpoints/" + name)
+        }
+        let resumed = try train(ranks: 2, extra, dir: dir, resume: true)[0]
+        XCTAssertEqual(resumed.resumed_from_step, 8)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+    }
+
     /// Property: P fragments tile the parameters — every value in exactly one fragment, each
     /// fragment whole layers and whole buckets — for every P up to the layer count, with buckets
     /// of any size; more fragments than layers is refused.
