@@ -45,14 +45,7 @@ struct BenchScaling: ParsableCommand {
     @Option(help: "Samples per rank per step (weak scaling); default: the config's global batch at every rank count (strong scaling).")
     var perRankBatch: Int?
 
-    @Option(help: "How ranks start: local (this machine), simcluster (simulated hosts, needs root), or hostfile:PATH.")
-    var launcher: String = "local"
-
-    @Option(help: "simcluster: each host's link rate (tc units: 1gbit, 10gbit, …, or none).")
-    var rate: String = "1gbit"
-
-    @Option(help: "simcluster: ranks on each simulated host.")
-    var ranksPerHost: Int = 1
+    @OptionGroup var launch: BenchLauncher
 
     @Option(name: .customLong("set"), help: "Extra config override KEY=VALUE for every run (repeatable).")
     var overrides: [String] = []
@@ -67,14 +60,9 @@ struct BenchScaling: ParsableCommand {
         guard let list = Self.counts(ranks), !list.isEmpty else {
             throw ValidationError("--ranks must be comma-separated whole numbers ≥ 1, got '\(ranks)'")
         }
-        if launcher == "simcluster", let bad = list.first(where: { $0 % ranksPerHost != 0 }) {
-            throw ValidationError("--ranks \(bad) is not a multiple of --ranks-per-host \(ranksPerHost): every simulated host runs the same number of ranks")
-        }
-        guard launcher == "local" || launcher == "simcluster" || launcher.hasPrefix("hostfile:") else {
-            throw ValidationError("--launcher must be local, simcluster or hostfile:PATH, got '\(launcher)'")
-        }
-        guard steps >= 1, ranksPerHost >= 1, (perRankBatch ?? 1) >= 1 else {
-            throw ValidationError("--steps, --ranks-per-host and --per-rank-batch must be ≥ 1")
+        try launch.check(rankCounts: list)
+        guard steps >= 1, (perRankBatch ?? 1) >= 1 else {
+            throw ValidationError("--steps and --per-rank-batch must be ≥ 1")
         }
         if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
     }
@@ -103,8 +91,8 @@ struct BenchScaling: ParsableCommand {
         let root = Self.packageRoot.path
         let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
         try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
-        let link = launcher == "simcluster" ? rate : launcher == "local" ? "shared memory (one host)" : launcher
-        print("# ringsgd bench scaling: \(config), \(steps) steps per run, launcher \(launcher)" + (launcher == "simcluster" ? " (\(ranksPerHost) ranks per host, links \(rate))" : ""))
+        let link = launch.launcher == "simcluster" ? launch.rate : launch.launcher == "local" ? "shared memory (one host)" : launch.launcher
+        print("# ringsgd bench scaling: \(config), \(steps) steps per run, launcher \(launch.launcher)" + (launch.launcher == "simcluster" ? " (\(launch.ranksPerHost) ranks per host, links \(launch.rate))" : ""))
         print(ScalingRow.header)
         var rows: [ScalingRow] = []
         let wall = ContinuousClock.now
@@ -117,7 +105,7 @@ struct BenchScaling: ParsableCommand {
                              "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")"]
                 if let perRankBatch { train += ["--set", "train.global_batch=\(perRankBatch * n)"] }
                 for o in overrides { train += ["--set", o] }
-                let command = launchCommand(root: root, ranks: n) + train
+                let command = launch.command(root: root, ranks: n) + train
                 let log = runDirectory + ".log"
                 let status = try Self.execute(command, log: log)
                 guard status == 0 else {
@@ -129,7 +117,7 @@ struct BenchScaling: ParsableCommand {
                     throw ValidationError("\(runDirectory)/summary.json has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
                 }
                 let base = rows.first { $0.codec == codec }   // rank counts run in increasing order
-                let row = ScalingRow(ranks: n, hosts: launcher == "simcluster" ? n / ranksPerHost : nil, link: link, codec: codec,
+                let row = ScalingRow(ranks: n, hosts: launch.launcher == "simcluster" ? n / launch.ranksPerHost : nil, link: link, codec: codec,
                                      codecUsed: summary.codec, summary: summary, globalBatch: globalBatch, base: base)
                 rows.append(row)
                 print(row.line)
@@ -139,19 +127,6 @@ struct BenchScaling: ParsableCommand {
         try ScalingReport(config: config, link: link, steps: steps, rows: rows, wallSeconds: seconds).write(to: outDirectory)
         print("# wall \(String(format: "%.0f", seconds)) s; peak RSS per rank ≤ \(String(format: "%.0f", rows.map(\.peakRSS).max() ?? 0)) MB")
         print("# wrote \(outDirectory)/scaling.csv, scaling.json, scaling.svg")
-    }
-
-    func launchCommand(root: String, ranks n: Int) -> [String] {
-        Self.launchCommand(root: root, ranks: n, launcher: launcher, rate: rate, ranksPerHost: ranksPerHost)
-    }
-
-    /// How a benchmark starts a run of `n` ranks (`bench target` starts its runs the same way).
-    static func launchCommand(root: String, ranks n: Int, launcher: String, rate: String, ranksPerHost: Int) -> [String] {
-        if launcher == "simcluster" {
-            return [root + "/launch/simcluster.sh", "--hosts", "\(n / ranksPerHost)", "--ranks-per-host", "\(ranksPerHost)", "--rate", rate, "--"]
-        }
-        if launcher.hasPrefix("hostfile:") { return [root + "/launch/hostfile.sh", String(launcher.dropFirst(9)), "\(n)"] }
-        return [root + "/launch/local.sh", "\(n)"]
     }
 
     static func execute(_ command: [String], log: String) throws -> Int32 {

@@ -54,14 +54,7 @@ struct BenchTarget: ParsableCommand {
     @Flag(help: "Stop each run at the target (faster; the final-quality column is then the target's).")
     var stopAtTarget = false
 
-    @Option(help: "How ranks start: local (this machine), simcluster (simulated hosts, needs root), or hostfile:PATH.")
-    var launcher: String = "local"
-
-    @Option(help: "simcluster: each host's link rate (tc units: 100mbit, 1gbit, …, or none).")
-    var rate: String = "1gbit"
-
-    @Option(help: "simcluster: ranks on each simulated host.")
-    var ranksPerHost: Int = 1
+    @OptionGroup var launch: BenchLauncher
 
     @Option(name: .customLong("set"), help: "Extra config override KEY=VALUE for every run (repeatable).")
     var overrides: [String] = []
@@ -79,13 +72,8 @@ struct BenchTarget: ParsableCommand {
         guard FileManager.default.fileExists(atPath: config) else {
             throw ValidationError("config \(config) does not exist; pass --config with a YAML file such as configs/fashion-cnn.yaml")
         }
-        guard ranks >= 1, ranksPerHost >= 1, evalEverySteps >= 1 else { throw ValidationError("--ranks, --ranks-per-host and --eval-every-steps must be ≥ 1") }
-        if launcher == "simcluster" && ranks % ranksPerHost != 0 {
-            throw ValidationError("--ranks \(ranks) is not a multiple of --ranks-per-host \(ranksPerHost): every simulated host runs the same number of ranks")
-        }
-        guard launcher == "local" || launcher == "simcluster" || launcher.hasPrefix("hostfile:") else {
-            throw ValidationError("--launcher must be local, simcluster or hostfile:PATH, got '\(launcher)'")
-        }
+        guard ranks >= 1, evalEverySteps >= 1 else { throw ValidationError("--ranks and --eval-every-steps must be ≥ 1") }
+        try launch.check(rankCounts: [ranks])
         _ = try syncModes()
         if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
         do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
@@ -144,7 +132,8 @@ struct BenchTarget: ParsableCommand {
         let root = BenchScaling.packageRoot.path
         let outDirectory = out ?? "runs/target-\(BenchScaling.timestamp())"
         try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
-        let link = launcher == "simcluster" ? "\(ranks / ranksPerHost) hosts × \(ranksPerHost), \(rate)" : launcher == "local" ? "one host" : launcher
+        let link = launch.launcher == "simcluster" ? "\(ranks / launch.ranksPerHost) hosts × \(launch.ranksPerHost), \(launch.rate)"
+            : launch.launcher == "local" ? "one host" : launch.launcher
         print("# ringsgd bench target: \(config), \(ranks) ranks, \(link), target \(goal)")
         print(TargetRow.header)
         var rows: [TargetRow] = []
@@ -164,13 +153,13 @@ struct BenchTarget: ParsableCommand {
                 if stopAtTarget { train += ["--target", target] }
                 for o in overrides { train += ["--set", o] }
                 let log = runDirectory + ".log", argumentsFile = runDirectory + ".args"
-                let launch = BenchScaling.launchCommand(root: root, ranks: ranks, launcher: launcher, rate: rate, ranksPerHost: ranksPerHost)
+                let starter = launch.command(root: root, ranks: ranks)
                 // --reuse takes a run only if it ran with exactly these arguments, and to its end.
-                let asked = (launch + train).joined(separator: " ")
+                let asked = (starter + train).joined(separator: " ")
                 let finished = reuse && FileManager.default.fileExists(atPath: runDirectory + "/summary.json")
                     && (try? String(contentsOfFile: argumentsFile, encoding: .utf8)) == asked
                 if !finished { try? FileManager.default.removeItem(atPath: argumentsFile) }
-                let status = finished ? 0 : try BenchScaling.execute(launch + train, log: log)
+                let status = finished ? 0 : try BenchScaling.execute(starter + train, log: log)
                 guard status == 0 else {
                     let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
                     throw ValidationError("the run \(label) failed (exit \(status)): \(tail) — full output in \(log)")
