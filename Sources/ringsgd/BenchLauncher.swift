@@ -33,3 +33,15 @@ struct BenchLauncher: ParsableArguments {
         return [root + "/launch/local.sh", "\(n)"]
     }
 }
+
+/// The codecs a benchmark runs each configuration with (`bench scaling`, `bench target`).
+struct BenchCodecList: ParsableArguments {
+    @Option(help: "Comma-separated codecs (comm.codec values; lossy ones run with error feedback).")
+    var codecs: String = "none"
+
+    var list: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+
+    func check() throws {
+        if list.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+    }
+}

@@ -36,8 +36,7 @@ struct BenchScaling: ParsableCommand {
     @Option(help: "Comma-separated rank counts.")
     var ranks: String = "1,2"
 
-    @Option(help: "Comma-separated codecs (comm.codec values; lossy ones run with error feedback).")
-    var codecs: String = "none"
+    @OptionGroup var codecs: BenchCodecList
 
     @Option(help: "Training steps per run.")
     var steps: Int = 100
@@ -64,7 +63,7 @@ struct BenchScaling: ParsableCommand {
         guard steps >= 1, (perRankBatch ?? 1) >= 1 else {
             throw ValidationError("--steps and --per-rank-batch must be ≥ 1")
         }
-        if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+        try codecs.check()
     }
 
     static func counts(_ text: String) -> [Int]? {
@@ -73,7 +72,6 @@ struct BenchScaling: ParsableCommand {
         return values.map { $0! }
     }
 
-    var codecList: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
 
     /// The checkout's root: where `launch/` is (the binary lives in .build/release).
     static var packageRoot: URL {
@@ -96,7 +94,7 @@ struct BenchScaling: ParsableCommand {
         print(ScalingRow.header)
         var rows: [ScalingRow] = []
         let wall = ContinuousClock.now
-        for codec in codecList {
+        for codec in codecs.list {
             for n in rankCounts {
                 let name = "np\(n)-\(codec.replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_"))"
                 let runDirectory = (outDirectory as NSString).appendingPathComponent(name)

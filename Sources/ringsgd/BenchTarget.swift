@@ -42,8 +42,7 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "Comma-separated comm.sync values, H after a colon: every_step, local_sgd:50, diloco:50.")
     var sync: String = "every_step,diloco:50"
 
-    @Option(help: "Comma-separated codecs (comm.codec values; lossy ones run with error feedback).")
-    var codecs: String = "none"
+    @OptionGroup var codecs: BenchCodecList
 
     @Option(help: "The target, METRIC=VALUE (test_accuracy, test_loss, val_loss, perplexity).")
     var target: String = "test_accuracy=0.91"
@@ -75,12 +74,11 @@ struct BenchTarget: ParsableCommand {
         guard ranks >= 1, evalEverySteps >= 1 else { throw ValidationError("--ranks and --eval-every-steps must be ≥ 1") }
         try launch.check(rankCounts: [ranks])
         _ = try syncModes()
-        if codecList.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+        try codecs.check()
         do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
         _ = try peerCurves()
     }
 
-    var codecList: [String] { codecs.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
 
     /// `every_step`, `local_sgd:H`, `diloco:H`, each optionally followed by `:KEY=VALUE` of
     /// `comm.*` for that run alone (`diloco:50:fragments=4:outer_delay=2`) → (mode, H, overrides).
@@ -139,7 +137,7 @@ struct BenchTarget: ParsableCommand {
         var rows: [TargetRow] = []
         let wall = ContinuousClock.now
         for (mode, every, extra) in try syncModes() {
-            for codec in codecList {
+            for codec in codecs.list {
                 let label = (every.map { "\(mode):\($0)" } ?? mode) + extra.map { ":" + $0.dropFirst(5) }.joined() + " " + codec
                 let name = label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: ":", with: "_")
                     .replacingOccurrences(of: "+", with: "_").replacingOccurrences(of: "=", with: "")
