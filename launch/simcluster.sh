@@ -19,7 +19,9 @@
 #   --subnet A.B.C       the private /24 to use (default: the first of 10.213.1 … 10.213.250
 #                        that no route or address here uses)
 # Environment: MPIRUN_ARGS (extra mpirun options), SIMCLUSTER_KEEP=1 (leave the namespaces up
-# after the run, to inspect them; remove with `ip netns del` and `ip link del`).
+# after the run, to inspect them; remove with `ip netns del` and `ip link del`),
+# RINGSGD_BINARY (run this ringsgd instead of building and running .build/release/ringsgd: two
+# builds measured side by side, alternating).
 #
 # Everything created — namespaces, veths, bridge, qdiscs, /dev/shm directories, the agent —
 # is removed on exit, on error and on Ctrl-C. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
@@ -108,7 +110,9 @@ EOF
 chmod +x "$work/agent"
 
 echo "simcluster: $hosts hosts × ${per_host} ranks on $subnet.0/24, links shaped to $rate" >&2
-"$root/launch/build.sh"
+binary=${RINGSGD_BINARY:-}
+if [ -z "$binary" ]; then "$root/launch/build.sh"; binary="$root/.build/release/ringsgd"; fi
+[ -x "$binary" ] || fail "RINGSGD_BINARY '$binary' is not an executable"
 # shellcheck source=launch/run-ranks.sh
 source "$root/launch/run-ranks.sh"
 btl="tcp,self"
@@ -121,7 +125,7 @@ args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 set +e
 # shellcheck disable=SC2086
-run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"
+run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "$@"
 status=$?
 set -e
 exit "$status"

@@ -43,8 +43,8 @@ import GradientCodecs
 ///
 /// ## Error feedback
 ///
-/// Given a residual buffer, each rank adds it to its gradient, then records the error of
-/// every encoding it performs (each value is encoded exactly once per rank: chunks it
+/// Given a residual buffer, each rank adds it to its gradient (as it first encodes each value:
+/// `FusedSegmentPass`), then records the error of every encoding it performs (each value is encoded exactly once per rank: chunks it
 /// forwards in the reduce-scatter plus the chunk it owns, scaled by n into sum space). The
 /// sum of all ranks' residuals is then exactly the compression error of this call, fed back
 /// next call (EF-SGD, Karimireddy et al. 2019, applied hop by hop).
@@ -99,6 +99,9 @@ public final class RingAllReduce: AllReduce {
     public internal(set) var lastCallWasZeroCopy = false
     /// Seconds spent in codec work (encode/decode) in the last call.
     public internal(set) var lastCodecSeconds = 0.0
+    /// Σ x² of the averaged buffer, when the last call took it on the way (a lossy codec's
+    /// decodes; nil otherwise): bit-identical on every rank, summed segment by segment in index order.
+    public internal(set) var lastSquaredSum: Double?
 
     /// What the ring spends time on, reported per segment when set (the timeline): nil costs nothing.
     public enum Phase { case encode, decode, reduce, wait }
@@ -109,6 +112,9 @@ public final class RingAllReduce: AllReduce {
     var pendingSends: [TransportRequest?] = []
     var pendingReceives: [TransportRequest?] = []
     var receivedBytes: [Int] = []
+    var encodedBytes: [Int] = []
+    /// Each segment's sum of squares in the last compressed call, at chunk · m + segment.
+    var squares: [Double] = []
 
     public init(transport: Transport, codec: GradientCodec = FP32Codec(),
                 segmentBytes: Int? = nil, window: Int = 4) {
@@ -128,12 +134,35 @@ public final class RingAllReduce: AllReduce {
     /// `buffer`), applies error feedback as described above.
     public func average(_ buffer: UnsafeMutableBufferPointer<Float>,
                         residual: UnsafeMutableBufferPointer<Float>? = nil) throws {
+        try average(buffer, residual: residual, carry: nil)
+    }
+
+    /// Averages `buffer` with `carry` riding along: the codec encodes buffer + s·b and the
+    /// caller gets the average back without it (see `CarriedAddend`). A lossy codec folds both
+    /// into its sweeps; the exact ring adds s·b before and takes it off after, as separate passes.
+    public func average(_ buffer: UnsafeMutableBufferPointer<Float>,
+                        residual: UnsafeMutableBufferPointer<Float>?, carry: CarriedAddend?) throws {
         lastBytesSent = 0
         lastCodecSeconds = 0
         lastCallWasZeroCopy = false
+        lastSquaredSum = nil
         if let residual, residual.count != buffer.count {
             preconditionFailure("error-feedback residual has \(residual.count) values, gradient \(buffer.count)")
         }
+        let folds = !codec.isIdentity && transport.size > 1
+        if let carry, !folds { Self.add(carry, sign: 1, to: buffer) }
+        defer { if let carry, !folds { Self.add(carry, sign: -1, to: buffer) } }
+        try averageFolding(buffer, residual: residual, carry: folds ? carry : nil)
+    }
+
+    /// buffer ← buffer + sign·s·b, one fused multiply-add a value.
+    private static func add(_ carry: CarriedAddend, sign: Float, to buffer: UnsafeMutableBufferPointer<Float>) {
+        guard let p = buffer.baseAddress else { return }
+        FloatKernels.add(carry.values, times: sign * carry.scale, into: p, count: buffer.count)
+    }
+
+    private func averageFolding(_ buffer: UnsafeMutableBufferPointer<Float>,
+                                residual: UnsafeMutableBufferPointer<Float>?, carry: CarriedAddend?) throws {
         let n = transport.size
         guard n > 1 else { return }
         let region = codec.isIdentity ? (transport as? SharedMemoryTransport)?.sharedRegion(containing: buffer) : nil
@@ -141,13 +170,14 @@ public final class RingAllReduce: AllReduce {
                                   segmentBytes: segmentBytes, codecName: codec.name)
         let plan = try agreement.begin(shape, over: transport)
         guard buffer.count > 0 else { return try agreement.confirm() }
-        if let residual { FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count) }
+        // A lossy codec adds the residual as it encodes (`FusedSegmentPass`); the exact ring has none to add.
+        if let residual, codec.isIdentity { FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count) }
         if let region, let offsets = plan.sharedOffsets {
             try agreement.confirm()
             return try averageInSharedMemory(buffer, region: region, offsets: offsets)
         }
         let part = RingPartition(count: buffer.count, ranks: n, maxSegmentValues: max(1, segmentBytes / 4))
-        let call = RingCall(buffer: buffer, residual: residual?.baseAddress, part: part, n: n, r: transport.rank)
+        let call = RingCall(buffer: buffer, residual: residual?.baseAddress, carry: carry, part: part, n: n, r: transport.rank)
         if codec.isIdentity { try averageExact(call) } else { try averageCompressed(call) }
     }
 
@@ -192,6 +222,7 @@ public final class RingAllReduce: AllReduce {
             pendingSends = Array(repeating: nil, count: units)
             pendingReceives = Array(repeating: nil, count: units)
             receivedBytes = Array(repeating: 0, count: units)
+            encodedBytes = Array(repeating: 0, count: units)
         } else {
             // Requests left behind by a failed call belong to a broken job; forget them.
             for u in 0 ..< units { pendingSends[u] = nil; pendingReceives[u] = nil }
@@ -210,6 +241,7 @@ public final class RingAllReduce: AllReduce {
 struct RingCall {
     let buffer: UnsafeMutableBufferPointer<Float>
     let residual: UnsafeMutablePointer<Float>?
+    let carry: CarriedAddend?
     let part: RingPartition
     let n: Int, r: Int
     var m: Int { part.segmentsPerChunk }
@@ -242,7 +274,10 @@ final class RingScratch {
     private var slotBytes = 0
     private var hasSendStripes = false
 
-    deinit { storage?.deallocate() }
+    private var tileStorage: UnsafeMutableRawBufferPointer?
+    private var tileValues = 0
+
+    deinit { storage?.deallocate(); tileStorage?.deallocate() }
 
     func reserve(slotsPerStripe m: Int, slotBytes bytes: Int, sendStripes: Bool) {
         let rounded = (max(bytes, 1) + 63) & ~63
@@ -258,6 +293,16 @@ final class RingScratch {
     func slot(step t: Int, segment j: Int) -> UnsafeMutableRawBufferPointer {
         let index = (t % 2) * slotsPerStripe + j
         return UnsafeMutableRawBufferPointer(rebasing: storage![index * slotBytes ..< (index + 1) * slotBytes])
+    }
+
+    /// A scratch of `values` floats for a fused pass's tile, kept across calls.
+    func tile(values: Int) -> UnsafeMutablePointer<Float> {
+        if tileValues < values {
+            tileStorage?.deallocate()
+            tileStorage = .allocate(byteCount: values * 4, alignment: 64)
+            tileValues = values
+        }
+        return tileStorage!.baseAddress!.assumingMemoryBound(to: Float.self)
     }
 
     func sendSlot(step t: Int, segment j: Int) -> UnsafeMutableRawBufferPointer {

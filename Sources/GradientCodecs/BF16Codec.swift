@@ -3,11 +3,11 @@
 ///
 /// Encoding rounds to nearest even on the bit pattern: add 0x7FFF plus the lowest kept bit,
 /// then keep the top 16 bits (the rounding TensorFlow and PyTorch use); NaN stays a quiet NaN.
-public final class BF16Codec: GradientCodec {
+public final class BF16Codec: TiledCodec {
     public init() {}
     public var name: String { "bf16" }
     public var isIdentity: Bool { false }
-    public func maxEncodedBytes(count: Int) -> Int { count * 2 }
+    public let layout = FixedRateLayout(blockSize: nil, bitsPerValue: 16)
 
     @inline(__always) static func round(_ x: Float) -> UInt16 {
         let bits = x.bitPattern
@@ -16,28 +16,20 @@ public final class BF16Codec: GradientCodec {
     }
     @inline(__always) static func widen(_ h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
 
-    public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
-                       residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
-        try checkCapacity(destination, count: source.count)
-        guard let x = source.baseAddress, let d = destination.baseAddress else { return 0 }
-        let h = d.bindMemory(to: UInt16.self, capacity: source.count), n = source.count
+    public func encodeTile(_ x: UnsafeMutablePointer<Float>, count n: Int, into tile: PayloadTile,
+                           residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) {
+        let h = tile.body.assumingMemoryBound(to: UInt16.self)
         for i in 0 ..< n { h[i] = Self.round(x[i]) }
         if let residual { for i in 0 ..< n { residual[i] = residualScale * (x[i] - Self.widen(h[i])) } }
         if roundTrip { for i in 0 ..< n { x[i] = Self.widen(h[i]) } }
-        return n * 2
     }
 
-    public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        try checkLength(payload, count: destination.count, expected: destination.count * 2)
-        guard let d = destination.baseAddress, let p = payload.baseAddress else { return }
-        let h = p.assumingMemoryBound(to: UInt16.self)
-        for i in 0 ..< destination.count { d[i] = Self.widen(h[i]) }
+    public func decodeTile(_ tile: PayloadTile, count n: Int, into d: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let h = tile.body.assumingMemoryBound(to: UInt16.self)
+        if accumulate { for i in 0 ..< n { d[i] += Self.widen(h[i]) } } else { for i in 0 ..< n { d[i] = Self.widen(h[i]) } }
     }
 
-    public func decodeAccumulate(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        try checkLength(payload, count: destination.count, expected: destination.count * 2)
-        guard let d = destination.baseAddress, let p = payload.baseAddress else { return }
-        let h = p.assumingMemoryBound(to: UInt16.self)
-        for i in 0 ..< destination.count { d[i] += Self.widen(h[i]) }
+    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
+        try checkLength(payload, count: count, expected: count * 2)
     }
 }

@@ -9,7 +9,7 @@
 ///
 /// Stochastic rounding (optional): q = ⌊x/s + u⌋ with u uniform in [0, 1) from a seeded
 /// generator, which makes the quantiser unbiased (E[q·s] = x).
-public final class Int8BlockCodec: GradientCodec {
+public final class Int8BlockCodec: TiledCodec {
     public let blockSize: Int
     public let stochasticRounding: Bool
     private var state: UInt64
@@ -17,14 +17,14 @@ public final class Int8BlockCodec: GradientCodec {
     public init(blockSize: Int = 256, stochasticRounding: Bool = false, seed: UInt64 = 0x1B8) {
         precondition(blockSize >= 1)
         self.blockSize = blockSize
+        self.layout = FixedRateLayout(blockSize: blockSize, bitsPerValue: 8)
         self.stochasticRounding = stochasticRounding
         self.state = seed
     }
 
     public var name: String { (stochasticRounding ? "int8sr" : "int8") + (blockSize == 256 ? "" : ":\(blockSize)") }
     public var isIdentity: Bool { false }
-    func blocks(_ count: Int) -> Int { (count + blockSize - 1) / blockSize }
-    public func maxEncodedBytes(count: Int) -> Int { blocks(count) * 4 + count }
+    public let layout: FixedRateLayout
 
     /// Re-seeds the stochastic rounding stream (the trainer derives it from seed, rank, step).
     public func reseed(_ seed: UInt64) { state = seed }
@@ -46,16 +46,12 @@ public final class Int8BlockCodec: GradientCodec {
         return Int8(truncatingIfNeeded: (clamped + 12_582_912).bitPattern)
     }
 
-    public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
-                       residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
-        let n = source.count
-        try checkCapacity(destination, count: n)
-        guard let x = source.baseAddress, let d = destination.baseAddress else { return 0 }
-        let nb = blocks(n)
-        let scales = d.bindMemory(to: Float.self, capacity: nb)
-        let q = (d + nb * 4).bindMemory(to: Int8.self, capacity: n)
-        for b in 0 ..< nb {
-            let start = b * blockSize, end = min(n, start + blockSize)
+    public func encodeTile(_ x: UnsafeMutablePointer<Float>, count n: Int, into tile: PayloadTile,
+                           residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) {
+        let scales = tile.scales, q = tile.body.assumingMemoryBound(to: Int8.self)
+        for b in 0 ..< layout.blocks(n) {
+            let start = b * blockSize
+            let end = min(n, start + blockSize)
             // absmax as an integer reduction (vectorises, unlike a float max/sum chain): the bit
             // patterns of |x| order as the values do, and a pattern ≥ 0x7F800000 is Inf or NaN.
             var largest: UInt32 = 0
@@ -72,29 +68,19 @@ public final class Int8BlockCodec: GradientCodec {
             if let residual { for i in start ..< end { residual[i] = residualScale * (x[i] - Float(q[i]) * scale) } }
             if roundTrip { for i in start ..< end { x[i] = Float(q[i]) * scale } }
         }
-        return nb * 4 + n
     }
 
-    private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<Int8>)? {
-        try blockScaledPayload(payload, count: n, blocks: blocks(n)).map { ($0.scales, $0.body.assumingMemoryBound(to: Int8.self)) }
-    }
-
-    public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        guard let (scales, q) = try validate(payload, count: destination.count) else { return }
-        let d = destination.baseAddress!
-        for b in 0 ..< blocks(destination.count) {
-            let s = scales[b]
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] = Float(q[i]) * s }
+    public func decodeTile(_ tile: PayloadTile, count n: Int, into d: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let scales = tile.scales, q = tile.body.assumingMemoryBound(to: Int8.self)
+        for b in 0 ..< layout.blocks(n) {
+            let start = b * blockSize
+            let s = scales[b], end = min(n, start + blockSize)
+            if accumulate { for i in start ..< end { d[i] += Float(q[i]) * s } } else { for i in start ..< end { d[i] = Float(q[i]) * s } }
         }
     }
 
-    public func decodeAccumulate(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        guard let (scales, q) = try validate(payload, count: destination.count) else { return }
-        let d = destination.baseAddress!
-        for b in 0 ..< blocks(destination.count) {
-            let s = scales[b]
-            for i in b * blockSize ..< min(destination.count, (b + 1) * blockSize) { d[i] += Float(q[i]) * s }
-        }
+    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
+        _ = try blockScaledPayload(payload, count: count, blocks: layout.blocks(count))
     }
 }
 

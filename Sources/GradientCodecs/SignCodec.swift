@@ -8,30 +8,26 @@
 /// gradient survives compression and the trainer skips the step on every rank. Zero encodes
 /// as +scale; error feedback carries the difference to the next step, which is what makes
 /// this converge (without it, sign compression is biased).
-public final class SignCodec: GradientCodec {
+public final class SignCodec: TiledCodec {
     public let blockSize: Int
 
     public init(blockSize: Int = 1024) {
         precondition(blockSize >= 1)
         self.blockSize = blockSize
+        self.layout = FixedRateLayout(blockSize: blockSize, bitsPerValue: 1)
     }
 
     public var name: String { blockSize == 1024 ? "sign" : "sign:\(blockSize)" }
     public var isIdentity: Bool { false }
-    func blocks(_ count: Int) -> Int { (count + blockSize - 1) / blockSize }
-    public func maxEncodedBytes(count: Int) -> Int { blocks(count) * 4 + (count + 7) / 8 }
+    public let layout: FixedRateLayout
 
-    public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
-                       residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {
-        let n = source.count
-        try checkCapacity(destination, count: n)
-        guard let x = source.baseAddress, let d = destination.baseAddress else { return 0 }
-        let nb = blocks(n)
-        let scales = d.bindMemory(to: Float.self, capacity: nb)
-        let bits = (d + nb * 4).bindMemory(to: UInt8.self, capacity: (n + 7) / 8)
+    public func encodeTile(_ x: UnsafeMutablePointer<Float>, count n: Int, into tile: PayloadTile,
+                           residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) {
+        let scales = tile.scales, bits = tile.body.assumingMemoryBound(to: UInt8.self)
         bits.update(repeating: 0, count: (n + 7) / 8)
-        for b in 0 ..< nb {
-            let start = b * blockSize, end = min(n, start + blockSize)
+        for b in 0 ..< layout.blocks(n) {
+            let start = b * blockSize
+            let end = min(n, start + blockSize)
             let scale = Self.meanMagnitude(x + start, count: end - start)
             scales[b] = scale
             Self.packSigns(x, bits, start ..< end)
@@ -44,7 +40,6 @@ public final class SignCodec: GradientCodec {
             }
             if roundTrip { for i in start ..< end { x[i] = Float(bitPattern: magnitude | (x[i].bitPattern & 0x8000_0000)) } }
         }
-        return maxEncodedBytes(count: n)
     }
 
     /// Sign bits of `range` (bit 31 of each value), 8 values to a byte: whole bytes eight lanes
@@ -95,8 +90,8 @@ public final class SignCodec: GradientCodec {
         return sum.isFinite ? sum / Float(count) : .nan
     }
 
-    private func validate(_ payload: UnsafeRawBufferPointer, count n: Int) throws -> (UnsafePointer<Float>, UnsafePointer<UInt8>)? {
-        try blockScaledPayload(payload, count: n, blocks: blocks(n)).map { ($0.scales, $0.body.assumingMemoryBound(to: UInt8.self)) }
+    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
+        _ = try blockScaledPayload(payload, count: count, blocks: layout.blocks(count))
     }
 
     /// ±scale of value i's block, branch-free: the scale's magnitude with the sign bit stored.
@@ -104,19 +99,11 @@ public final class SignCodec: GradientCodec {
         Float(bitPattern: magnitude | UInt32((bits[i >> 3] >> UInt8(i & 7)) & 1) << 31)
     }
 
-    public func decode(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
-        let d = destination.baseAddress!
-        for b in 0 ..< blocks(destination.count) {
-            Self.unpack(bits, scales[b].bitPattern, d, b * blockSize ..< min(destination.count, (b + 1) * blockSize), accumulate: false)
-        }
-    }
-
-    public func decodeAccumulate(_ payload: UnsafeRawBufferPointer, into destination: UnsafeMutableBufferPointer<Float>) throws {
-        guard let (scales, bits) = try validate(payload, count: destination.count) else { return }
-        let d = destination.baseAddress!
-        for b in 0 ..< blocks(destination.count) {
-            Self.unpack(bits, scales[b].bitPattern, d, b * blockSize ..< min(destination.count, (b + 1) * blockSize), accumulate: true)
+    public func decodeTile(_ tile: PayloadTile, count n: Int, into d: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let bits = UnsafePointer(tile.body.assumingMemoryBound(to: UInt8.self))
+        for b in 0 ..< layout.blocks(n) {
+            let start = b * blockSize
+            Self.unpack(bits, tile.scales[b].bitPattern, d, start ..< min(n, start + blockSize), accumulate: accumulate)
         }
     }
 }

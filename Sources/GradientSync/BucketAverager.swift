@@ -18,6 +18,25 @@ protocol BucketAverager: AnyObject {
     var lastBytesSentIfKnown: Int? { get }
     /// Seconds of codec work in the last call.
     var lastCodecSeconds: Double { get }
+    /// Whether `average(…, carry:)` folds the momentum carry into its own passes; when not,
+    /// the caller adds it before and takes it off after.
+    var foldsCarry: Bool { get }
+    /// `average` with the carry riding along (only when `foldsCarry`).
+    func average(bucket: Int, _ range: Range<Int>, of gradients: UnsafeMutableBufferPointer<Float>,
+                 memory: ErrorFeedbackMemory?, carry: CarriedAddend?) throws
+    /// Σ x² of the last call's averaged values when it took it on the way (identical on every
+    /// rank), else nil.
+    var lastSquaredSum: Double? { get }
+}
+
+extension BucketAverager {
+    var foldsCarry: Bool { false }
+    var lastSquaredSum: Double? { nil }
+    func average(bucket: Int, _ range: Range<Int>, of gradients: UnsafeMutableBufferPointer<Float>,
+                 memory: ErrorFeedbackMemory?, carry: CarriedAddend?) throws {
+        precondition(carry == nil, "\(name) does not fold the momentum carry")
+        try average(bucket: bucket, range, of: gradients, memory: memory)
+    }
 }
 
 /// An `AllReduce` (a ring with a codec, the hierarchical all-reduce, MPI_Allreduce) averaging
@@ -30,8 +49,22 @@ final class AllReduceBuckets: BucketAverager {
     var lastBytesSentIfKnown: Int? { allReduce.lastBytesSentIfKnown }
     var lastCodecSeconds: Double { allReduce.lastCodecSeconds }
 
+    /// Our flat ring folds the carry (and takes the squared norm as it decodes).
+    var foldsCarry: Bool { allReduce is RingAllReduce }
+    var lastSquaredSum: Double? { (allReduce as? RingAllReduce)?.lastSquaredSum }
+
     func average(bucket: Int, _ range: Range<Int>, of gradients: UnsafeMutableBufferPointer<Float>,
                  memory: ErrorFeedbackMemory?) throws {
-        try allReduce.average(UnsafeMutableBufferPointer(rebasing: gradients[range]), residual: memory?.slice(range))
+        try average(bucket: bucket, range, of: gradients, memory: memory, carry: nil)
+    }
+
+    func average(bucket: Int, _ range: Range<Int>, of gradients: UnsafeMutableBufferPointer<Float>,
+                 memory: ErrorFeedbackMemory?, carry: CarriedAddend?) throws {
+        let values = UnsafeMutableBufferPointer(rebasing: gradients[range])
+        if let ring = allReduce as? RingAllReduce {
+            return try ring.average(values, residual: memory?.slice(range), carry: carry)
+        }
+        precondition(carry == nil, "\(name) does not fold the momentum carry")
+        try allReduce.average(values, residual: memory?.slice(range))
     }
 }

@@ -49,6 +49,10 @@ public final class GradientSynchronizer {
     /// And what the step's averaging costs when nobody waits (`CommunicationCost`).
     public private(set) var lastSeconds = 0.0, lastCodecSeconds = 0.0, lastExposedSeconds = 0.0, lastIsolatedSeconds = 0.0
     public private(set) var lastBytesSent: Int?
+    /// ‖averaged gradient‖² of the last step, summed bucket by bucket in the plan's order when
+    /// every bucket's all-reduce took it on the way (our ring with a lossy codec), else nil:
+    /// the trainer then needs no pass of its own for the norm. Identical on every rank.
+    public private(set) var lastSquaredNorm: Double?
     var cost: CommunicationCost?
     /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).
     public var momentumCarrier: MomentumCarrying? { get { carry.carrier } set { carry.carrier = newValue } }
@@ -113,7 +117,7 @@ public final class GradientSynchronizer {
     public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
         precondition(gradients.count == count, "the plan cuts this gradient")
         (self.gradients, self.step, submitted) = (gradients, step, 0)
-        (lastSeconds, lastCodecSeconds, lastBytesSent) = (0, 0, 0)
+        (lastSeconds, lastCodecSeconds, lastBytesSent, lastSquaredNorm) = (0, 0, 0, 0)
         lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0
     }
 
@@ -167,9 +171,15 @@ public final class GradientSynchronizer {
         int8?.reseed(roundingSeed(bucket: b))
         powerSGD?.restCodec.int8Base?.reseed(roundingSeed(bucket: b))
         transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
-        if compressed { carry.add(1, to: values.baseAddress!, range) }
-        try averager.average(bucket: b, range, of: values, memory: compressed && keepsErrors(averager) ? memory : nil)
-        if compressed { carry.add(-1, to: values.baseAddress!, range) }
+        let memory = compressed && keepsErrors(averager) ? self.memory : nil
+        if compressed && averager.foldsCarry {
+            try averager.average(bucket: b, range, of: values, memory: memory, carry: carry.addend(range))
+        } else {
+            if compressed { carry.add(1, to: values.baseAddress!, range) }
+            try averager.average(bucket: b, range, of: values, memory: memory)
+            if compressed { carry.add(-1, to: values.baseAddress!, range) }
+        }
+        lastSquaredNorm = lastSquaredNorm.flatMap { sum in averager.lastSquaredSum.map { sum + $0 } }
         onSpan?(.allReduce(bucket: b), start, .now)
         lastBytesSent = lastBytesSent.flatMap { sent in averager.lastBytesSentIfKnown.map { sent + $0 } }
         lastCodecSeconds += averager.lastCodecSeconds

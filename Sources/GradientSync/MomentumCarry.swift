@@ -1,3 +1,4 @@
+import Collectives
 import GradientCodecs
 import Optimizers
 
@@ -9,6 +10,12 @@ import Optimizers
 /// gains nothing from it).
 struct MomentumCarry {
     weak var carrier: MomentumCarrying?
+
+    /// s·b over `range` of the flat buffer, for an all-reduce that folds it (nil without momentum yet).
+    func addend(_ range: Range<Int>) -> CarriedAddend? {
+        guard let carry = carrier?.momentumCarry else { return nil }
+        return CarriedAddend(values: UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), scale: carry.scale)
+    }
 
     /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet).
     func add(_ sign: Float, to values: UnsafeMutablePointer<Float>, _ range: Range<Int>) {

@@ -105,7 +105,8 @@ extension Trainer {
         }
 
         // 3–4. Norm (non-finite → skip everywhere), clip, update.
-        let norm = globalNorm(parameters.gradients)
+        // The norm: taken by the ring as it decoded (a lossy codec), else a pass of its own.
+        let norm = (localStep ? nil : run.synchronizer.lastSquaredNorm).map { $0.squareRoot() } ?? globalNorm(parameters.gradients)
         let unit = run.perEpoch ? step / run.stepsPerEpoch : step
         let lr = run.schedule.learningRate(at: unit)
         guard norm.isFinite else {

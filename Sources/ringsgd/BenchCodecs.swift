@@ -14,6 +14,12 @@ import GradientSync
 /// - `decode+acc`: decode a payload and add it into the buffer (the ring's reduce step);
 /// - `encode-once`: the chunk owner's encode that also overwrites its values with what it
 ///   sends (`roundTrip`), before the all-gather.
+/// - `hop passes` / `hop fused`: a reduce-scatter hop with error feedback and the momentum
+///   carry — g + s·b and + r over the whole buffer, then per segment decode-accumulate and
+///   encode+EF, as the ring did before its passes were fused — against `FusedSegmentPass`'s one
+///   sweep over the same values;
+/// - `gather passes` / `gather fused`: the all-gather's decode, the carry taken off (a pass)
+///   and the norm taken (a pass), against the fused decode that does all three.
 /// Beside them, in the same run, two memory baselines on the same size: copy (b ← a) and
 /// triad (a ← b + s·c, STREAM's), the order of the passes rotating from round to round and the
 /// median reported.
@@ -64,6 +70,20 @@ struct BenchCodecs: ParsableCommand {
         var seconds: [Double] = []
     }
 
+    /// Σ x² in eight Double lanes: the trainer's norm pass.
+    static func squares(_ x: UnsafeMutableBufferPointer<Float>) -> Double {
+        var lanes = SIMD8<Double>(), i = 0
+        let p = x.baseAddress!
+        while i + 8 <= x.count {
+            let v = SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
+            lanes += v * v
+            i += 8
+        }
+        var sum = lanes.sum()
+        while i < x.count { sum += Double(p[i]) * Double(p[i]); i += 1 }
+        return sum
+    }
+
     func run() throws {
         let n = values
         let a = UnsafeMutableBufferPointer<Float>.allocate(capacity: n), b = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
@@ -80,7 +100,9 @@ struct BenchCodecs: ParsableCommand {
             },
         ]
         var slots: [UnsafeMutableRawBufferPointer] = [], payloads: [[UInt8]] = []
-        defer { slots.forEach { $0.deallocate() } }
+        var tiles: [UnsafeMutablePointer<Float>] = []
+        var sink: Float = 0
+        defer { slots.forEach { $0.deallocate() }; tiles.forEach { $0.deallocate() } }
         for name in codec.split(separator: ",").map(String.init) {
             let codec = try CodecRegistry.make(name)
             let segment = RingAllReduce.defaultSegmentBytes(for: codec) / 4
@@ -115,6 +137,51 @@ struct BenchCodecs: ParsableCommand {
             passes.append(Pass(codec: name, kind: "encode-once", trafficPerValue: 8) {
                 try segments { part, _ in _ = try codec.encode(part, into: slot, residual: nil, residualScale: 1, roundTrip: true) }
             })
+            // A reduce-scatter hop with error feedback and the momentum carry (residual in c,
+            // carry in b), as separate passes — the carry and the residual added over the
+            // whole buffer, then per segment decode-accumulate and encode+EF — and fused.
+            let carry = CarriedAddend(values: b.baseAddress!, scale: 0.1)
+            let tile = UnsafeMutablePointer<Float>.allocate(capacity: FusedSegmentPass.tileValues(for: codec, maxSegmentValues: segment))
+            tiles.append(tile)
+            let fused = FusedSegmentPass(codec: codec, buffer: a.baseAddress!, residual: c.baseAddress!, carry: carry,
+                                         scratch: tile, maxSegmentValues: segment)
+            passes.append(Pass(codec: name, kind: "hop passes", trafficPerValue: 12 + 12 + 8 + payloadPerValue + 8) {
+                FloatKernels.add(b.baseAddress!, times: 0.1, into: a.baseAddress!, count: n)
+                FloatKernels.add(c.baseAddress!, into: a.baseAddress!, count: n)
+                try payloads[stored].withUnsafeBytes { payload in
+                    try segments { part, k in
+                        try codec.decodeAccumulate(UnsafeRawBufferPointer(rebasing: payload[offsets[k]]), into: part)
+                        _ = try codec.encode(part, into: slot, residual: c.baseAddress! + (part.baseAddress! - a.baseAddress!), residualScale: 1, roundTrip: false)
+                    }
+                }
+            })
+            passes.append(Pass(codec: name, kind: "hop fused", trafficPerValue: 16 + payloadPerValue) {
+                try payloads[stored].withUnsafeBytes { payload in
+                    try segments { part, k in
+                        let start = part.baseAddress! - a.baseAddress!
+                        _ = try fused.encode(start ..< start + part.count, incoming: UnsafeRawBufferPointer(rebasing: payload[offsets[k]]),
+                                             owner: nil, into: slot)
+                    }
+                }
+            })
+            // The all-gather's decode, the carry taken off and the norm taken: passes, and fused.
+            passes.append(Pass(codec: name, kind: "gather passes", trafficPerValue: 4 + payloadPerValue + 12 + 4) {
+                try payloads[stored].withUnsafeBytes { payload in
+                    try segments { part, k in try codec.decode(UnsafeRawBufferPointer(rebasing: payload[offsets[k]]), into: part) }
+                }
+                FloatKernels.add(b.baseAddress!, times: -0.1, into: a.baseAddress!, count: n)
+                sink += Float(Self.squares(a))
+            })
+            passes.append(Pass(codec: name, kind: "gather fused", trafficPerValue: 8 + payloadPerValue) {
+                var total = 0.0
+                try payloads[stored].withUnsafeBytes { payload in
+                    try segments { part, k in
+                        let start = part.baseAddress! - a.baseAddress!
+                        total += try fused.decode(UnsafeRawBufferPointer(rebasing: payload[offsets[k]]), into: start ..< start + part.count)
+                    }
+                }
+                sink += Float(total)
+            })
         }
 
         // Rounds: every pass once, the order rotating from round to round. Before
@@ -124,7 +191,6 @@ struct BenchCodecs: ParsableCommand {
         let flush = UnsafeMutableBufferPointer<Float>.allocate(capacity: 32 << 20)
         defer { flush.deallocate() }
         flush.initialize(repeating: 1)
-        var sink: Float = 0
         for round in 0 ..< repetitions + 1 {
             for k in passes.indices {
                 let i = (k + round) % passes.count

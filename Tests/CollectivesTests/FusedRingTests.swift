@@ -1,0 +1,139 @@
+import Collectives
+import GradientCodecs
+import InProcessTransport
+import XCTest
+
+/// The compressed ring's fused sweeps against the ring as it was before they were fused: one
+/// pass per operation, with each codec's whole-segment calls.
+final class FusedRingTests: XCTestCase {
+    static let codecs = ["fp16", "bf16", "int8", "int8sr:64", "sign", "sign:7", "int8+zstd", "sign+zstd"]
+
+    /// Property: for every codec, world size 2–4, with and without error feedback and the
+    /// momentum carry, the fused ring leaves the same bits — averaged values and residuals, on
+    /// every rank — as the unfused sequence of passes (carry add, residual add, decode-accumulate,
+    /// ÷ n, encode, decode, carry subtraction) in the ring's order. Segments of 5,000 values, so
+    /// that a segment holds several tiles and a partial one; and 3 values on 4 ranks.
+    func testFusedSweepsGiveTheBitsOfSeparatePasses() throws {
+        let segmentValues = 5_000
+        for name in Self.codecs {
+            for (n, count) in [(2, 40_037), (3, 40_037), (4, 40_037), (4, 3)] {   // 3 values: empty chunks
+                for (feedback, carried) in [(true, true), (true, false), (false, true), (false, false)] {
+                    let carry = carried ? Self.values(count: count, seed: 99, scale: 0.3) : nil
+                    let expected = Self.reference(name: name, n: n, count: count, segmentValues: segmentValues,
+                                                  feedback: feedback, carry: carry, scale: 0.7)
+                    let got = try InProcessCluster.run(size: n) { transport -> (values: [Float], residual: [Float], squares: Double?) in
+                        let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentValues * 4)
+                        var buffer = Self.values(count: count, seed: UInt64(transport.rank), scale: 1)
+                        var residual = Self.values(count: count, seed: 50 + UInt64(transport.rank), scale: 0.01)
+                        try buffer.withUnsafeMutableBufferPointer { b in
+                            try residual.withUnsafeMutableBufferPointer { r in
+                                try (carry ?? []).withUnsafeBufferPointer { c in
+                                    try ring.average(b, residual: feedback ? r : nil,
+                                                     carry: carried ? CarriedAddend(values: c.baseAddress!, scale: 0.7) : nil)
+                                }
+                            }
+                        }
+                        return (buffer, residual, ring.lastSquaredSum)
+                    }
+                    let label = "\(name) np \(n) feedback \(feedback) carry \(carried)"
+                    for rank in 0 ..< n {
+                        Self.assertSameBits(got[rank].values, expected.values[rank], "\(label): rank \(rank) values")
+                        if feedback { Self.assertSameBits(got[rank].residual, expected.residuals[rank], "\(label): rank \(rank) residual") }
+                        XCTAssertEqual(got[rank].squares?.bitPattern, got[0].squares?.bitPattern, "\(label): rank \(rank)'s squared norm differs")
+                    }
+                    // The norm taken on the way is the averaged values' (to Double rounding of another order).
+                    let direct = got[0].values.reduce(0.0) { $0 + Double($1) * Double($1) }
+                    XCTAssertEqual(got[0].squares ?? -1, direct, accuracy: 1e-12 * max(direct, 1e-30), label)
+                }
+            }
+        }
+    }
+
+    /// Property: an exact ring (fp32) with a carry adds it before and takes it off after, so
+    /// its result is plain averaging up to that rounding; it takes no norm on the way.
+    func testTheExactRingCarriesAndTakesNoNorm() throws {
+        let count = 1_001
+        let carry = Self.values(count: count, seed: 7, scale: 1)
+        let got = try InProcessCluster.run(size: 3) { transport -> (values: [Float], squares: Double?) in
+            let ring = RingAllReduce(transport: transport)
+            var buffer = Self.values(count: count, seed: UInt64(transport.rank), scale: 1)
+            try buffer.withUnsafeMutableBufferPointer { b in
+                try carry.withUnsafeBufferPointer { try ring.average(b, residual: nil, carry: CarriedAddend(values: $0.baseAddress!, scale: 2)) }
+            }
+            return (buffer, ring.lastSquaredSum)
+        }
+        let plain = (0 ..< count).map { i in (0 ..< 3).reduce(0.0) { $0 + Double(Self.values(count: count, seed: UInt64($1), scale: 1)[i]) } / 3 }
+        for i in 0 ..< count { XCTAssertEqual(Double(got[0].values[i]), plain[i], accuracy: 1e-5) }
+        XCTAssertNil(got[0].squares)
+    }
+
+    // MARK: - The unfused ring
+
+    /// The compressed ring rank by rank and step by step, one pass per operation. Each rank's
+    /// codec encodes in the ring's order (step by step, segment by segment), so stochastic
+    /// rounding draws the same numbers.
+    static func reference(name: String, n: Int, count: Int, segmentValues: Int, feedback: Bool,
+                          carry: [Float]?, scale s: Float) -> (values: [[Float]], residuals: [[Float]]) {
+        let codecs = (0 ..< n).map { _ in try! CodecRegistry.make(name) }
+        var g = (0 ..< n).map { values(count: count, seed: UInt64($0), scale: 1) }
+        var r = (0 ..< n).map { values(count: count, seed: 50 + UInt64($0), scale: 0.01) }
+        for rank in 0 ..< n {
+            if let carry { for i in 0 ..< count { g[rank][i] = g[rank][i].addingProduct(carry[i], s) } }
+            if feedback { for i in 0 ..< count { g[rank][i] += r[rank][i] } }
+        }
+        let part = RingPartition(count: count, ranks: n, maxSegmentValues: segmentValues)
+        let m = part.segmentsPerChunk
+        var sent = [[[UInt8]]](repeating: [[UInt8]](repeating: [], count: m), count: n)
+        for t in 0 ..< n {   // t = n − 1: the owner's encoding
+            var next = sent
+            for rank in 0 ..< n {
+                let chunk = ((rank - t) % n + n) % n, owner = t == n - 1
+                for j in 0 ..< m {
+                    let range = part.segment(j, ofChunk: chunk)
+                    g[rank].withUnsafeMutableBufferPointer { all in
+                        let segment = UnsafeMutableBufferPointer(rebasing: all[range])
+                        if t > 0 { sent[(rank + n - 1) % n][j].withUnsafeBytes { try! codecs[rank].decodeAccumulate($0, into: segment) } }
+                        if owner { for i in segment.indices { segment[i] *= 1 / Float(n) } }
+                        var out = [UInt8](repeating: 0, count: codecs[rank].maxEncodedBytes(count: range.count))
+                        let bytes = r[rank].withUnsafeMutableBufferPointer { residual in
+                            out.withUnsafeMutableBytes { try! codecs[rank].encode(segment, into: $0, residual: feedback ? residual.baseAddress! + range.lowerBound : nil,
+                                                                                  residualScale: owner ? Float(n) : 1, roundTrip: owner) }
+                        }
+                        next[rank][j] = Array(out[0 ..< bytes])
+                    }
+                }
+            }
+            sent = next
+        }
+        // The all-gather: every other rank decodes the owner's bytes.
+        for rank in 0 ..< n {
+            for chunk in 0 ..< n where (chunk + n - 1) % n != rank {
+                for j in 0 ..< m {
+                    let range = part.segment(j, ofChunk: chunk)
+                    g[rank].withUnsafeMutableBufferPointer { all in
+                        sent[(chunk + n - 1) % n][j].withUnsafeBytes { try! codecs[rank].decode($0, into: UnsafeMutableBufferPointer(rebasing: all[range])) }
+                    }
+                }
+            }
+            if let carry { for i in 0 ..< count { g[rank][i] = g[rank][i].addingProduct(carry[i], -s) } }
+        }
+        return (g, r)
+    }
+
+    /// Gradient-like values: a seeded sequence over several magnitudes, both signs.
+    static func values(count: Int, seed: UInt64, scale: Float) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
+        return (0 ..< count).map { i in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            let u = Float(state >> 40) * 0x1p-24 - 0.5
+            return scale * u * Float(1 << (i % 5))
+        }
+    }
+
+    static func assertSameBits(_ a: [Float], _ b: [Float], _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, message, file: file, line: line)
+        if let i = a.indices.first(where: { a[$0].bitPattern != b[$0].bitPattern }) {
+            XCTFail("\(message) differ at \(i): \(a[i]) vs \(b[i])", file: file, line: line)
+        }
+    }
+}
