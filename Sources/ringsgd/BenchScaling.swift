@@ -278,7 +278,7 @@ struct ScalingReport: Encodable {
             codecs.enumerated().map { "'scaling.dat' index \($0.offset) using 1:\(column) with linespoints lw 2 pt 7 title '\($0.element)'" }.joined(separator: ", ")
         }
         let script = """
-        set terminal svg size 1000,420 dynamic font 'sans,12' background '#ffffff'
+        set terminal svg size 1000,420 dynamic font 'sans,12' background '#ffffff' noenhanced
         set output 'scaling.svg'
         set multiplot layout 1,2 title "\(title.replacingOccurrences(of: "\"", with: "'"))"
         set grid

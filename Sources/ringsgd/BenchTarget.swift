@@ -261,11 +261,11 @@ struct TargetReport: Encodable {
                 .joined(separator: ", ") + ", \(value) with lines dt 2 lc rgb '#888888' title 'target'"
         }
         let script = """
-        set terminal svg size 1200,480 dynamic font 'sans,11' background '#ffffff'
+        set terminal svg size 1200,480 dynamic font 'sans,11' background '#ffffff' noenhanced
         set output 'target.svg'
         set multiplot layout 1,2 title "\(title)"
         set grid
-        set key bottom right
+        set key \(target.hasPrefix("test_accuracy") ? "bottom" : "top") right font ',10'
         set ylabel '\(target.split(separator: "=").first ?? "")'
         set xlabel 'training seconds (evaluation excluded)'
         set title 'quality against time'
@@ -273,6 +273,7 @@ struct TargetReport: Encodable {
         set logscale x
         set xlabel 'MB sent per rank (log)'
         set title 'quality against bytes'
+        unset key
         plot \(lines(3))
         unset multiplot
 
