@@ -167,20 +167,32 @@ public struct FusedSegmentPass {
     }
 }
 
-/// Σ x² in Double, eight lanes over whole groups of eight and a scalar tail per call: the same
-/// calls on the same values give the same bits.
+/// Σ x² in Double: per call, eight lanes over whole groups of eight and a scalar tail, added to
+/// the running lanes — the same calls on the same values give the same bits.
 struct SquareSum {
     private var lanes = SIMD8<Double>(), tail = 0.0
 
     @inline(__always)
     mutating func add(_ x: UnsafePointer<Float>, count: Int) {
-        var i = 0
+        let (partial, rest) = Self.squares(x, count: count)
+        lanes += partial
+        tail += rest
+    }
+
+    /// A function of its own, so that its accumulator stays in registers (inlined into the
+    /// tile loops, LLVM kept it in memory and stored and reloaded it every eight values: the
+    /// fused all-gather decode ran 15 % slower than three separate passes until this).
+    @inline(never)
+    static func squares(_ x: UnsafePointer<Float>, count: Int) -> (SIMD8<Double>, Double) {
+        var sum = SIMD8<Double>(), i = 0
         while i + 8 <= count {
             let v = SIMD8<Double>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
-            lanes += v * v
+            sum += v * v
             i += 8
         }
-        while i < count { tail += Double(x[i]) * Double(x[i]); i += 1 }
+        var rest = 0.0
+        while i < count { rest += Double(x[i]) * Double(x[i]); i += 1 }
+        return (sum, rest)
     }
 
     var total: Double { lanes.sum() + tail }
