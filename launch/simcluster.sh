@@ -59,6 +59,12 @@ fi
 ranks=0; most=0
 for k in "${slots[@]}"; do ranks=$((ranks + k)); [ "$k" -gt "$most" ] && most=$k; done
 simhosts_check_rate "$rate"
+# Another build to run (absolute: mpirun would look a bare name up on PATH), checked before any host exists.
+binary=""
+if [ -n "${RINGSGD_BINARY:-}" ]; then
+  binary=$(realpath -e -- "$RINGSGD_BINARY" 2>/dev/null) && [ -f "$binary" ] && [ -x "$binary" ] \
+    || fail "RINGSGD_BINARY '$RINGSGD_BINARY' is not an executable file; give the path of a ringsgd build, or unset it"
+fi
 [ $# -gt 0 ] || fail "nothing to run: put ringsgd's arguments after --; $usage"
 
 # Names unique to this run (interface names are at most 15 characters).
@@ -110,9 +116,7 @@ EOF
 chmod +x "$work/agent"
 
 echo "simcluster: $hosts hosts × ${per_host} ranks on $subnet.0/24, links shaped to $rate" >&2
-binary=${RINGSGD_BINARY:-}
 if [ -z "$binary" ]; then "$root/launch/build.sh"; binary="$root/.build/release/ringsgd"; fi
-[ -x "$binary" ] || fail "RINGSGD_BINARY '$binary' is not an executable"
 # shellcheck source=launch/run-ranks.sh
 source "$root/launch/run-ranks.sh"
 btl="tcp,self"

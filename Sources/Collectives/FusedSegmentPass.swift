@@ -68,6 +68,7 @@ public struct FusedSegmentPass {
         var squares = SquareSum()
         let residualScale = n.map(Float.init) ?? 1
         guard let tiled else {
+            precondition(count <= tileValues, "a segment of \(count) values in a scratch of \(tileValues)")
             prepare(scratch, at: range.lowerBound, count: count)
             let x = UnsafeMutableBufferPointer(start: scratch, count: count)
             if let incoming { try Self.incoming { try codec.decodeAccumulate(incoming, into: x) } }
@@ -116,7 +117,10 @@ public struct FusedSegmentPass {
 
     /// A payload from the left neighbour that does not decode (told apart from this rank's own
     /// encoding failing, so that the ring can name the sender).
-    struct BadIncoming: Error { let error: Error }
+    public struct BadIncoming: Error, CustomStringConvertible {
+        public let error: Error
+        public var description: String { "the left neighbour's payload does not decode: \(error)" }
+    }
 
     private static func incoming(_ body: () throws -> Void) throws {
         do { try body() } catch { throw BadIncoming(error: error) }

@@ -6,8 +6,8 @@
 /// Why tiles: the ring's compressed step forms what it encodes from several gradient-sized
 /// buffers (the gradient, the error-feedback residual, the momentum carry, a neighbour's
 /// payload). Encoding a tile of a few thousand values at a time from a scratch that stays in
-/// L1 makes that one sweep over memory instead of one per buffer (`RingAllReduce`'s
-/// "Fused passes"). A segment's `encode` and `decode` are the one-tile case of the same
+/// L1 makes that one sweep over memory instead of one per buffer (`FusedSegmentPass` in
+/// Collectives). A segment's `encode` and `decode` are the one-tile case of the same
 /// kernels, so tiled and whole-segment coding give the same bytes and values.
 public protocol TiledCodec: GradientCodec {
     var layout: FixedRateLayout { get }

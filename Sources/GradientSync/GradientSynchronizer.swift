@@ -143,6 +143,7 @@ public final class GradientSynchronizer {
     /// averaged in `finishBuckets`. No other collective may run until `finishBuckets` returns.
     public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>) {
         beginStep(step, gradients: values)
+        lastSquaredNorm = nil   // a fragment's Δ, not a step's gradient: no norm to hand the trainer
         (submitted, partial) = (buckets.lowerBound, buckets)
         for b in buckets { bucketReady(b) }
     }

@@ -46,7 +46,7 @@ public struct Checkpoint: Equatable {
     public var buffers: [Float]
     /// The outer optimizer's state (`comm.sync: local_sgd | diloco`, once local steps began).
     public var outerState: [UInt8]?
-    /// Training seconds (evaluations excluded) and bytes rank 0 had sent by this step, so that a
+    /// Training seconds (evaluations and checkpoint writes excluded) and bytes rank 0 had sent by this step, so that a
     /// resumed run's time and bytes to a target continue (nil: written before they were kept;
     /// bytes nil also when the all-reduce does not say).
     public var trainSeconds: Double?, bytesSent: Double?

@@ -47,7 +47,7 @@ public struct RunSummary: Codable, Equatable {
     public var outer_steps: Int?
     public var locally_skipped_steps: Int?
     /// `train --target`: the target, and — when reached — the step, the training seconds to it
-    /// (evaluations excluded; continued across a resume) and the bytes rank 0 had sent by then.
+    /// (evaluations and checkpoint writes excluded; continued across a resume) and the bytes rank 0 had sent by then.
     public var target: String?
     public var target_step: Int?
     public var time_to_target_seconds: Double?

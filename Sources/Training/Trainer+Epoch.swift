@@ -14,6 +14,11 @@ struct EpochAccumulator {
     var lastTestLoss: Double?, lastPerplexity: Double?
     /// Evaluation time, excluded from training throughput (as the peer excludes it).
     var evalSeconds = 0.0
+    /// Time spent writing checkpoints, excluded from the training time axis (curve.jsonl,
+    /// `--target`): a resumed run continues from the clock its checkpoint recorded before it
+    /// was written, so the run that wrote it must not count the writing either — else the two
+    /// time axes disagree, and a resumed curve can run backwards.
+    var checkpointSeconds = 0.0
 
     init(startStep: Int) { self.startStep = startStep }
 

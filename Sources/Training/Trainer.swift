@@ -121,7 +121,11 @@ public final class Trainer {
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
-        if checkpointDue { try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch))) }
+        if checkpointDue {
+            let writing = ContinuousClock.now
+            try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
+            epoch.checkpointSeconds += (ContinuousClock.now - writing).seconds
+        }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
         var evaluated = closing
@@ -145,10 +149,10 @@ public final class Trainer {
         if run.targetReached == nil { startOuterSteps(run, after: step) }
     }
 
-    /// Seconds of training so far, evaluations excluded, continuing a resumed run's (the time
-    /// axis of curve.jsonl and of `--target`).
+    /// Seconds of training so far, evaluations and checkpoint writes excluded, continuing a
+    /// resumed run's (the time axis of curve.jsonl and of `--target`).
     func trainingSeconds(_ run: TrainingRun, _ epoch: EpochAccumulator) -> Double {
-        run.curveSecondsBefore + (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds
+        run.curveSecondsBefore + (ContinuousClock.now - run.wallStart).seconds - epoch.evalSeconds - epoch.checkpointSeconds
     }
 
     /// Bytes this rank has sent in all-reduces so far, continuing a resumed run's when its

@@ -11,7 +11,7 @@ import Training
 /// Why a mode of its own: methods that synchronise rarely trade steps for bytes, so their
 /// step time says little; what a user wants is how soon the model is good enough and what it
 /// cost the links. Every figure is the trainer's own (curve.jsonl: training seconds with
-/// evaluations excluded, bytes this rank sent; summary.json), never a guess from the YAML.
+/// evaluations and checkpoint writes excluded, bytes this rank sent; summary.json), never a guess from the YAML.
 struct BenchTarget: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "target",
@@ -267,7 +267,7 @@ struct TargetReport: Encodable {
         set grid
         set key \(target.hasPrefix("test_accuracy") ? "bottom" : "top") right font ',10'
         set ylabel '\(target.split(separator: "=").first ?? "")'
-        set xlabel 'training seconds (evaluation excluded)'
+        set xlabel 'training seconds (evaluations and checkpoints excluded)'
         set title 'quality against time'
         plot \(lines(1))
         set logscale x

@@ -6,7 +6,9 @@ import XCTest
 /// The compressed ring's fused sweeps against the ring as it was before they were fused: one
 /// pass per operation, with each codec's whole-segment calls.
 final class FusedRingTests: XCTestCase {
-    static let codecs = ["fp16", "bf16", "int8", "int8sr:64", "sign", "sign:7", "int8+zstd", "sign+zstd"]
+    /// int8:4096: a granule (block) larger than the usual tile; sign:20 and sign:7: blocks that
+    /// do not fill whole bytes (granules 40 and 56).
+    static let codecs = ["fp16", "bf16", "int8", "int8:4096", "int8sr:64", "sign", "sign:20", "sign:7", "int8+zstd", "sign+zstd"]
 
     /// Property: for every codec, world size 2–4, with and without error feedback and the
     /// momentum carry, the fused ring leaves the same bits — averaged values and residuals, on
@@ -49,22 +51,36 @@ final class FusedRingTests: XCTestCase {
         }
     }
 
-    /// Property: an exact ring (fp32) with a carry adds it before and takes it off after, so
-    /// its result is plain averaging up to that rounding; it takes no norm on the way.
-    func testTheExactRingCarriesAndTakesNoNorm() throws {
-        let count = 1_001
+    /// Property: the exact ring (fp32) with a carry gives the bits of adding s·b to every
+    /// rank's buffer, averaging without it, and taking s·b off again — on every rank — and
+    /// takes no norm on the way (the trainer takes its own).
+    func testTheExactRingAddsTheCarryBeforeAndTakesItOffAfter() throws {
+        let count = 1_001, scale: Float = 2
         let carry = Self.values(count: count, seed: 7, scale: 1)
-        let got = try InProcessCluster.run(size: 3) { transport -> (values: [Float], squares: Double?) in
-            let ring = RingAllReduce(transport: transport)
-            var buffer = Self.values(count: count, seed: UInt64(transport.rank), scale: 1)
-            try buffer.withUnsafeMutableBufferPointer { b in
-                try carry.withUnsafeBufferPointer { try ring.average(b, residual: nil, carry: CarriedAddend(values: $0.baseAddress!, scale: 2)) }
+        for n in [1, 3] {
+            let got = try InProcessCluster.run(size: n) { transport -> (folded: [Float], separate: [Float], squares: Double?) in
+                let ring = RingAllReduce(transport: transport)
+                var folded = Self.values(count: count, seed: UInt64(transport.rank), scale: 1), separate = folded
+                try carry.withUnsafeBufferPointer { c in
+                    try folded.withUnsafeMutableBufferPointer { try ring.average($0, residual: nil, carry: CarriedAddend(values: c.baseAddress!, scale: scale)) }
+                    try separate.withUnsafeMutableBufferPointer { b in
+                        FloatKernels.add(c.baseAddress!, times: scale, into: b.baseAddress!, count: count)
+                        try ring.average(b, residual: nil)
+                        FloatKernels.add(c.baseAddress!, times: -scale, into: b.baseAddress!, count: count)
+                    }
+                }
+                return (folded, separate, ring.lastSquaredSum)
             }
-            return (buffer, ring.lastSquaredSum)
+            for rank in 0 ..< n {
+                Self.assertSameBits(got[rank].folded, got[rank].separate, "np \(n) rank \(rank)")
+                Self.assertSameBits(got[rank].folded, got[0].folded, "np \(n) rank \(rank) against rank 0")
+                XCTAssertNil(got[rank].squares, "np \(n): the exact ring takes no norm")
+            }
+            if n == 3 {   // the carry changed rounding, not the average
+                let plain = (0 ..< count).map { i in (0 ..< 3).reduce(0.0) { $0 + Double(Self.values(count: count, seed: UInt64($1), scale: 1)[i]) } / 3 }
+                for i in 0 ..< count { XCTAssertEqual(Double(got[0].folded[i]), plain[i], accuracy: 1e-5) }
+            }
         }
-        let plain = (0 ..< count).map { i in (0 ..< 3).reduce(0.0) { $0 + Double(Self.values(count: count, seed: UInt64($1), scale: 1)[i]) } / 3 }
-        for i in 0 ..< count { XCTAssertEqual(Double(got[0].values[i]), plain[i], accuracy: 1e-5) }
-        XCTAssertNil(got[0].squares)
     }
 
     // MARK: - The unfused ring

@@ -54,8 +54,8 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(evaluate.contains("  launch/local.sh 2 evaluate --run-dir runs/fashion-cnn \\\n      --set data.test_images=other.npy --set data.test_labels=other-labels.npy\n"), evaluate)
     }
 
-    /// Property: `bench codecs` times every pass of every codec asked for beside the memory
-    /// baselines of the same run, and reports each as GB/s and as a fraction of triad's (1.0
+    /// Property: `bench codecs` times every pass of every codec asked for (and a ring hop and
+    /// the all-gather, as separate passes and fused) beside the memory baselines of the same run, and reports each as GB/s and as a fraction of triad's (1.0
     /// for triad itself).
     func testBenchCodecsTimesEveryPassBesideTheMemoryBaselines() throws {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-codecs-\(UUID().uuidString).json").path
@@ -65,8 +65,9 @@ final class CommandLineTests: XCTestCase {
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any]
         let rows = object?["results"] as? [[String: Any]] ?? []
         XCTAssertEqual(Set(rows.map { "\($0["codec"]!) \($0["pass"]!)" }),
-                       ["memory copy", "memory triad", "int8 encode+EF", "int8 decode+acc", "int8 encode-once",
-                        "sign encode+EF", "sign decode+acc", "sign encode-once"], "\(rows)")
+                       Set(["memory copy", "memory triad"] + ["int8", "sign"].flatMap { codec in
+                           ["encode+EF", "decode+acc", "encode-once", "hop passes", "hop fused", "gather passes", "gather fused"].map { "\(codec) \($0)" }
+                       }), "\(rows)")
         for row in rows {
             let rate = row["fp32_gbps"] as? Double ?? 0, fraction = row["fraction_of_triad"] as? Double ?? 0
             XCTAssertTrue(rate > 0 && rate.isFinite && fraction > 0 && fraction.isFinite, "\(row)")
