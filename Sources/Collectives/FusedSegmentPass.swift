@@ -173,11 +173,13 @@ public struct FusedSegmentPass {
 
 /// Σ x² in Double: per call, eight lanes over whole groups of eight and a scalar tail, added to
 /// the running lanes — the same calls on the same values give the same bits.
-struct SquareSum {
+public struct SquareSum {
     private var lanes = SIMD8<Double>(), tail = 0.0
 
+    public init() {}
+
     @inline(__always)
-    mutating func add(_ x: UnsafePointer<Float>, count: Int) {
+    public mutating func add(_ x: UnsafePointer<Float>, count: Int) {
         let (partial, rest) = Self.squares(x, count: count)
         lanes += partial
         tail += rest
@@ -199,5 +201,5 @@ struct SquareSum {
         return (sum, rest)
     }
 
-    var total: Double { lanes.sum() + tail }
+    public var total: Double { lanes.sum() + tail }
 }

@@ -29,7 +29,4 @@ public final class BF16Codec: TiledCodec {
         if accumulate { for i in 0 ..< n { d[i] += Self.widen(h[i]) } } else { for i in 0 ..< n { d[i] = Self.widen(h[i]) } }
     }
 
-    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
-        try checkLength(payload, count: count, expected: count * 2)
-    }
 }

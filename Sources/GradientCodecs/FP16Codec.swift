@@ -23,7 +23,4 @@ public final class FP16Codec: TiledCodec {
         if accumulate { for i in 0 ..< n { d[i] += Float(h[i]) } } else { for i in 0 ..< n { d[i] = Float(h[i]) } }
     }
 
-    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
-        try checkLength(payload, count: count, expected: count * 2)
-    }
 }

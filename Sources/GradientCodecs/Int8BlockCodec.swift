@@ -79,9 +79,6 @@ public final class Int8BlockCodec: TiledCodec {
         }
     }
 
-    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
-        _ = try blockScaledPayload(payload, count: count, blocks: layout.blocks(count))
-    }
 }
 
 extension GradientCodec {

@@ -90,9 +90,6 @@ public final class SignCodec: TiledCodec {
         return sum.isFinite ? sum / Float(count) : .nan
     }
 
-    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
-        _ = try blockScaledPayload(payload, count: count, blocks: layout.blocks(count))
-    }
 
     /// ±scale of value i's block, branch-free: the scale's magnitude with the sign bit stored.
     @inline(__always) private static func value(_ i: Int, _ bits: UnsafePointer<UInt8>, _ magnitude: UInt32) -> Float {

@@ -63,6 +63,12 @@ public struct FixedRateLayout: Sendable {
 extension TiledCodec {
     public func maxEncodedBytes(count: Int) -> Int { layout.bytes(count: count) }
 
+    /// The layout's length; with blocks, scales ≥ 0 and finite (or NaN: a non-finite block).
+    public func validate(_ payload: UnsafeRawBufferPointer, count: Int) throws {
+        if layout.blockSize == nil { return try checkLength(payload, count: count, expected: layout.bytes(count: count)) }
+        _ = try blockScaledPayload(payload, count: count, blocks: layout.blocks(count))
+    }
+
     /// The whole segment as one tile.
     public func encode(_ source: UnsafeMutableBufferPointer<Float>, into destination: UnsafeMutableRawBufferPointer,
                        residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) throws -> Int {

@@ -70,20 +70,6 @@ struct BenchCodecs: ParsableCommand {
         var seconds: [Double] = []
     }
 
-    /// Σ x² in eight Double lanes: the trainer's norm pass.
-    static func squares(_ x: UnsafeMutableBufferPointer<Float>) -> Double {
-        var lanes = SIMD8<Double>(), i = 0
-        let p = x.baseAddress!
-        while i + 8 <= x.count {
-            let v = SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
-            lanes += v * v
-            i += 8
-        }
-        var sum = lanes.sum()
-        while i < x.count { sum += Double(p[i]) * Double(p[i]); i += 1 }
-        return sum
-    }
-
     func run() throws {
         let n = values
         let a = UnsafeMutableBufferPointer<Float>.allocate(capacity: n), b = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
@@ -170,7 +156,9 @@ struct BenchCodecs: ParsableCommand {
                     try segments { part, k in try codec.decode(UnsafeRawBufferPointer(rebasing: payload[offsets[k]]), into: part) }
                 }
                 FloatKernels.add(b.baseAddress!, times: -0.1, into: a.baseAddress!, count: n)
-                sink += Float(Self.squares(a))
+                var norm = SquareSum()
+                norm.add(a.baseAddress!, count: n)
+                sink += Float(norm.total)
             })
             passes.append(Pass(codec: name, kind: "gather fused", trafficPerValue: 8 + payloadPerValue) {
                 var total = 0.0
