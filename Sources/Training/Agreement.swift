@@ -51,16 +51,22 @@ public enum Agreement {
     }
 
     /// Runs `body` on rank 0 only and gives every rank its result (or its error): for what
-    /// one rank decides for all, such as which checkpoint to resume from.
+    /// one rank decides for all.
     public static func fromRankZero(_ what: String, over transport: Transport, _ body: () throws -> [UInt8]) throws -> [UInt8] {
+        try fromRank(0, what, over: transport, body)
+    }
+
+    /// Runs `body` on rank `root` only and gives every rank its result (or its error): for
+    /// what one rank has for all, such as the checkpoint to resume from.
+    public static func fromRank(_ root: Int, _ what: String, over transport: Transport, _ body: () throws -> [UInt8]) throws -> [UInt8] {
         var payload: [UInt8] = [], failed = false
-        if transport.rank == 0 {
+        if transport.rank == root {
             do { payload = try body() } catch { payload = Array("\(error)".utf8); failed = true }
         }
         var header = [Int64(payload.count), failed ? 1 : 0]
-        try transport.broadcast(&header, root: 0)
-        if transport.rank != 0 { payload = [UInt8](repeating: 0, count: Int(header[0])) }
-        if header[0] > 0 { try transport.broadcast(&payload, root: 0) }
+        try transport.broadcast(&header, root: root)
+        if transport.rank != root { payload = [UInt8](repeating: 0, count: Int(header[0])) }
+        if header[0] > 0 { try transport.broadcast(&payload, root: root) }
         if header[1] != 0 { throw AgreedError(String(decoding: payload, as: UTF8.self)) }
         return payload
     }

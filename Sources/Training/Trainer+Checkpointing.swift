@@ -5,46 +5,58 @@ import NeuralNet
 
 /// Checkpoints and the replica check.
 extension Trainer {
-    /// Writes the checkpoint of `step`: rank 0 the parameters, optimizer state and the sum of
-    /// the error-feedback memory; every rank its own memory. The agreement that closes it is
-    /// also the barrier: no rank goes on before the checkpoint is in place, and a failed write
-    /// (a full disk) is one error on every rank, the previous checkpoint left intact.
+    /// Writes the checkpoint of `step`: the writing ranks (`checkpoint.replicate`: one in each
+    /// run directory, or rank 0) the parameters, optimizer state and the sum of the
+    /// error-feedback memory; every rank its own memory. With `checkpoint.async` the bytes go
+    /// to disk on the writer's thread while the steps go on (`CheckpointWriter`); the next
+    /// checkpoint, a stop and the end of the run wait for them and agree on the outcome, so a
+    /// failed write (a full disk) is one error on every rank, the previous checkpoint left
+    /// intact. `wait`: this write must be on disk before returning (the last one of a run).
     /// `clock`: the training seconds and bytes sent so far (continued by a resume).
-    func saveCheckpoint(_ run: TrainingRun, step: Int, clock: (seconds: Double, bytes: Double?)) throws {
+    func saveCheckpoint(_ run: TrainingRun, step: Int, clock: (seconds: Double, bytes: Double?), wait: Bool = false) throws {
         transport.setActivity("the checkpoint of step \(step)")
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.checkpoint, since: spanStart) }
         try broadcastBuffers(run)   // model.batchnorm: broadcast — rank 0's buffers are the model's
         let residualSum = try run.synchronizer.errorFeedbackSum()   // collective
+        try settlePendingWrite(run)
+        let snapshot = checkpointSnapshot(run, step: step, residualSum: residualSum, clock: clock)
+        let store = run.store
+        run.checkpointWriter.submit(step: step) { try snapshot.write(to: store) }
+        if wait || !config.checkpointAsync { try settlePendingWrite(run) }
+    }
+
+    /// Waits for the checkpoint being written (if any) and agrees on its outcome across ranks
+    /// (collective; every rank has the same write pending).
+    func settlePendingWrite(_ run: TrainingRun) throws {
+        guard let step = run.checkpointWriter.pendingStep else { return }
+        transport.setActivity("the checkpoint of step \(step) (its write)")
         try Agreement.run("write the checkpoint of step \(step)", over: transport) {
-            do { try writeCheckpoint(run, step: step, residualSum: residualSum, clock: clock) } catch {
-                // A full disk: the previous checkpoint is intact, and where to continue from is known.
-                let earlier = run.store.existing().first.map { ", then continue from \(($0 as NSString).lastPathComponent) with 'train … --resume'" } ?? ""
-                throw FileError("\(error)\(earlier)")
-            }
+            guard let error = run.checkpointWriter.wait()?.error else { return }
+            // A full disk: the previous checkpoint is intact, and where to continue from is known.
+            let earlier = run.store.existing().first.map { ", then continue from \(($0 as NSString).lastPathComponent) with 'train … --resume'" } ?? ""
+            throw FileError("\(error)\(earlier)")
         }
     }
 
-    /// This rank's error-feedback memory; on rank 0 the checkpoint itself.
-    private func writeCheckpoint(_ run: TrainingRun, step: Int, residualSum: [Float]?, clock: (seconds: Double, bytes: Double?)) throws {
-        if let memory = run.synchronizer.memory {
-            try run.store.writeResidual(UnsafeBufferPointer(memory.values), step: step, rank: transport.rank)
-        }
+    /// Copies of what this rank writes for `step` (the step goes on changing the buffers).
+    private func checkpointSnapshot(_ run: TrainingRun, step: Int, residualSum: [Float]?,
+                                    clock: (seconds: Double, bytes: Double?)) -> CheckpointSnapshot {
+        var snapshot = CheckpointSnapshot(step: step, rank: transport.rank)
+        snapshot.residual = run.synchronizer.memory.map { Array($0.values) }
         // Local SGD, DiLoCo: the checkpoint holds θ_outer; each rank's inner parameters and
         // inner optimizer state (which differ by design) go beside it, one file per rank.
         let outer = run.outer.flatMap { $0.started ? $0 : nil }
-        if outer != nil {
-            try run.store.writeLocalState(parameters: UnsafeBufferPointer(run.parameters.parameters), optimizerState: run.optimizer.stateBytes(),
-                                          step: step, rank: transport.rank)
-        }
-        guard transport.rank == 0 else { return }
+        if outer != nil { snapshot.local = (Array(run.parameters.parameters), run.optimizer.stateBytes()) }
+        guard run.writesCheckpoint else { return snapshot }
         let parameters = outer?.sharedParameters(run.parameters.parameters) ?? run.parameters.parameters
         var checkpoint = Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
                                     parameters: Array(parameters), optimizerState: run.optimizer.stateBytes(),
                                     residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
                                     model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes())
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
-        try run.store.write(checkpoint)
+        snapshot.checkpoint = checkpoint
+        return snapshot
     }
 
     /// Compares a 64-bit hash of parameters and optimizer state across ranks; a difference

@@ -21,18 +21,19 @@ extension Trainer {
     func prepare(resume: Bool, stopAfter: Int?, overwrite: Bool) throws -> TrainingRun {
         // Before the first collective: no rank creates the directory before every rank has looked.
         let created = !FileManager.default.fileExists(atPath: runDirectory)
-        try Agreement.requireSameStart(config: config, resume: resume, over: transport)
+        try Agreement.requireSameStart(config: config, resume: resume || resumeIfPresent, over: transport)
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
         do {
-            try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
-            return try prepareRun(store, resume: resume, stopAfter: stopAfter)
+            let (resume, placement) = try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
+            let run = try prepareRun(store, placement, resume: resume, stopAfter: stopAfter)
+            return run
         } catch {
             if created { FileSystem.removeIfEmpty(runDirectory, allowing: ["checkpoints", "metrics.jsonl"]) }
             throw error
         }
     }
 
-    private func prepareRun(_ store: CheckpointStore, resume: Bool, stopAfter: Int?) throws -> TrainingRun {
+    private func prepareRun(_ store: CheckpointStore, _ placement: CheckpointPlacement, resume: Bool, stopAfter: Int?) throws -> TrainingRun {
         let n = transport.size, rank = transport.rank
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
@@ -123,7 +124,7 @@ extension Trainer {
         var startStep = 0, skipped = 0, changes: [String] = []
         var clockBefore: (seconds: Double, bytes: Double?)?
         if resume {
-            let checkpoint = try restore(store, model, optimizer, synchronizer, outer)
+            let checkpoint = try restore(store, placement, model, optimizer, synchronizer, outer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
             clockBefore = checkpoint.trainSeconds.map { ($0, checkpoint.bytesSent) }
             changes = configChanges(since: checkpoint)
@@ -136,6 +137,7 @@ extension Trainer {
                               synchronizer: synchronizer, outer: outer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
+        run.writesCheckpoint = placement.writes
         if config.evalEverySteps > 0 {
             run.curve = try Agreement.run("open curve.jsonl", over: transport) { () -> AppendOnlyFile? in
                 guard rank == 0 else { return nil }
@@ -155,27 +157,38 @@ extension Trainer {
     }
 
     /// Creates the run directory on every rank (each writes its own error-feedback files;
-    /// across hosts each may have its own disk). A fresh run refuses a directory holding an
-    /// earlier run's checkpoints — a later `--resume` would pick them up — unless `overwrite`.
-    private func prepareRunDirectory(_ store: CheckpointStore, resume: Bool, overwrite: Bool) throws {
-        // Rank 0 holds the checkpoints a resume continues from (other ranks may have no copy):
-        // it decides, before any rank creates the directory, whether there is one.
+    /// across hosts each may have its own disk) and finds which ranks share it
+    /// (`placeCheckpoints`). A fresh run refuses a directory holding an earlier run's
+    /// checkpoints — a later `--resume` would pick them up — unless `overwrite`. Returns
+    /// whether the run resumes (`--resume-if-present`: when any directory holds a checkpoint).
+    private func prepareRunDirectory(_ store: CheckpointStore, resume: Bool, overwrite: Bool) throws -> (resume: Bool, placement: CheckpointPlacement) {
+        // The checkpoints a resume continues from may lie in any rank's directory (another
+        // host's disk): it is an error only when no rank has one — decided before any rank
+        // creates its own.
         if resume {
-            _ = try Agreement.fromRankZero("find the run directory", over: transport) { () -> [UInt8] in
-                guard FileManager.default.fileExists(atPath: runDirectory) else {
-                    throw FileError("--resume: the run directory \(runDirectory) does not exist; check --run-dir, or start without --resume")
-                }
-                return []
+            let found = try RingAllGather.gather(UInt8(FileManager.default.fileExists(atPath: runDirectory) ? 1 : 0), over: transport)
+            guard found.contains(1) else {
+                throw AgreedError("--resume: the run directory \(runDirectory) does not exist; check --run-dir, or start without --resume")
             }
         }
         try Agreement.run("create the run directory", over: transport) {
             try FileSystem.makeDirectory(runDirectory, what: "run directory")
-            guard transport.rank == 0, !resume, !overwrite, let newest = store.existing().first else { return }
+        }
+        let placement = try placeCheckpoints()
+        var resume = resume
+        if resumeIfPresent && !resume {
+            let held = try RingAllGather.gather(UInt8(placement.looks && !store.existing().isEmpty ? 1 : 0), over: transport)
+            resume = held.contains(1)
+            if transport.rank == 0 && !resume { log("--resume-if-present: no checkpoint in \(store.directory) on any rank; starting the run") }
+        }
+        try Agreement.run("check the run directory", over: transport) {
+            guard placement.looks, !resume, !overwrite, let newest = store.existing().first else { return }
             throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")
         }
         if overwrite && !resume {
             try Agreement.run("remove the earlier run's checkpoints", over: transport) { try store.removeAll() }
         }
+        return (resume, placement)
     }
 
     /// The model, with its gradient buffer in a shared-memory window when every rank is on
@@ -194,10 +207,10 @@ extension Trainer {
         } })
     }
 
-    /// Rank 0 picks the newest checkpoint that fits this model and optimizer and sends it to
-    /// every rank (so ranks on hosts without the run directory's files resume too); every
-    /// rank loads it; a failure on any rank is a failure on all.
-    private func restore(_ store: CheckpointStore, _ model: Model, _ optimizer: Optimizer,
+    /// The newest checkpoint that fits this model and optimizer, in whichever run directory
+    /// holds it, sent to every rank (so ranks on hosts without the run directory's files
+    /// resume too); every rank loads it; a failure on any rank is a failure on all.
+    private func restore(_ store: CheckpointStore, _ placement: CheckpointPlacement, _ model: Model, _ optimizer: Optimizer,
                          _ synchronizer: GradientSynchronizer, _ outer: OuterSynchronizer?) throws -> Checkpoint {
         let count = model.parameters.count
         func fits(_ c: Checkpoint) throws {
@@ -213,16 +226,7 @@ extension Trainer {
             }
             try optimizer.loadState(c.optimizerState)
         }
-        let bytes = try Agreement.fromRankZero("find a checkpoint", over: transport) {
-            let (found, skipped) = try store.loadNewestValid(validate: fits)
-            guard let found else {
-                let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
-                throw FileError("--resume: no valid checkpoint in \(store.directory) (\(why)); start without --resume")
-            }
-            for note in skipped { log("warning: skipping checkpoint \(note)") }
-            log("resuming from \(found.path)")
-            return found.checkpoint.encoded()
-        }
+        let bytes = try newestCheckpoint(store, placement, fits: fits)
         let checkpoint = try Checkpoint(decoding: bytes)
         let warnings = try Agreement.run("load the checkpoint", over: transport) { () -> [String] in
             try fits(checkpoint)
@@ -241,6 +245,36 @@ extension Trainer {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
         }
         return checkpoint
+    }
+
+    /// One rank per run directory looks for its newest valid checkpoint; the newest step any
+    /// of them holds wins (agreed: every rank gathers the steps), and the lowest rank holding
+    /// it sends its bytes to all. So a resume after a lost host takes the newest checkpoint a
+    /// surviving host has, whichever rank that is. A checkpoint of another model or optimizer
+    /// (a `Refusal`) on any rank is an error on all.
+    private func newestCheckpoint(_ store: CheckpointStore, _ placement: CheckpointPlacement,
+                                  fits: (Checkpoint) throws -> Void) throws -> [UInt8] {
+        var found: (checkpoint: Checkpoint, path: String)?, skipped: [String] = []
+        let step = try Agreement.run("find a checkpoint", over: transport) { () -> Int64 in
+            guard placement.looks else { return -1 }
+            (found, skipped) = try store.loadNewestValid(validate: fits)
+            return Int64(found?.checkpoint.step ?? -1)
+        }
+        let steps = try RingAllGather.gather(step, over: transport)
+        let best = steps.max() ?? -1
+        let tag = transport.rank == 0 ? "" : "rank \(transport.rank): "
+        for note in skipped { log("warning: \(tag)skipping checkpoint \(note)") }
+        guard best >= 0 else {
+            let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
+            let anywhere = placement.directories.count > 1 ? " nor in any other rank's run directory" : ""
+            throw AgreedError("--resume: no valid checkpoint in \(store.directory) (\(why))\(anywhere); start without --resume")
+        }
+        let holder = steps.firstIndex(of: best)!
+        if transport.rank == holder, let found {
+            let whose = placement.directories.count > 1 ? " (rank \(holder)'s copy; newest of \(placement.directories.count) run directories)" : ""
+            log("resuming from \(found.path)\(whose)")
+        }
+        return try Agreement.fromRank(holder, "send the checkpoint", over: transport) { found!.checkpoint.encoded() }
     }
 
     /// `comm.sync: local_sgd | diloco`: θ_outer and the outer optimizer from the checkpoint, and

@@ -44,6 +44,14 @@ public final class Trainer {
     public var initFromPath: String?
     /// `train --target`: stop at the first evaluation that reaches it (`TrainingTarget`).
     public var target: TrainingTarget?
+    /// `train --resume-if-present` (what `launch/elastic.sh` relaunches with): resume when any
+    /// rank's run directory holds a checkpoint, start the run otherwise.
+    public var resumeIfPresent = false
+    /// `train` listens for SIGUSR1 (`StopRequest`): the run then stops at its next checkpoint.
+    public var stopRequest: StopRequest?
+    /// Every this many steps rank 0 prints "ringsgd: at step N" (`launch/elastic.sh` sets
+    /// RINGSGD_STEP_LINES to know how far a run got; 0: never).
+    public var stepLines = 0
     let log: (String) -> Void
     let isTerminal: Bool
 
@@ -76,11 +84,20 @@ public final class Trainer {
         for step in run.startStep ..< run.endStep {
             epoch.record(try trainStep(step, run))
             try afterStep(step, run, &epoch)
-            if run.targetReached != nil { break }
+            if run.targetReached != nil || run.stoppedOnRequest { break }
         }
         let summary = try finish(run, &epoch)
         try writeTimeline(run)
+        if run.stoppedOnRequest && transport.rank == 0 {
+            log("stopped at step \(run.endStep) on request (SIGUSR1), with a checkpoint; 'train … --resume' continues")
+        }
         return summary
+    }
+
+    /// Whether any rank has been asked to stop (`StopRequest`); collective, at checkpoints.
+    private func stopIsRequested() throws -> Bool {
+        guard let stopRequest else { return false }
+        return try RingAllGather.gather(UInt8(stopRequest.isRequested ? 1 : 0), over: transport).contains(1)
     }
 
     /// `--timeline`: every rank starts its clock after a barrier (collective).
@@ -121,11 +138,15 @@ public final class Trainer {
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
-        if checkpointDue {
+        if checkpointDue, try stopIsRequested() {
+            run.endStep = done   // the checkpoint is the end's (finish)
+            run.stoppedOnRequest = true
+        } else if checkpointDue {
             let writing = ContinuousClock.now
             try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
             epoch.checkpointSeconds += (ContinuousClock.now - writing).seconds
         }
+        if stepLines > 0 && transport.rank == 0 && done % stepLines == 0 { log("ringsgd: at step \(done)") }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
         var evaluated = closing
@@ -174,7 +195,7 @@ public final class Trainer {
         }
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let hash = try checkReplicas(run, step: run.endStep)
-        try saveCheckpoint(run, step: run.endStep, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
+        try saveCheckpoint(run, step: run.endStep, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)), wait: true)
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9)
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,

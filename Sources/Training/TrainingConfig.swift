@@ -84,6 +84,8 @@ public struct TrainingConfig {
     public var injectNonFiniteOuterAt: [Int] = []  // consistency.inject_nonfinite_outer_at: outer steps after these steps get a non-finite Δ on one rank
     public var checkpointEverySteps = 0            // checkpoint.every_steps (0: only at the end)
     public var checkpointKeep = 3                  // checkpoint.keep
+    public var checkpointReplicate = "per_host"    // checkpoint.replicate: per_host | rank0 (CheckpointReplication.swift)
+    public var checkpointAsync = true              // checkpoint.async: write off the training thread (CheckpointWriter.swift)
 
     /// The largest `comm.segment_bytes`: a segment is one message, with its buffers, per peer.
     public static let maxSegmentBytes = 1 << 30
@@ -233,6 +235,8 @@ public struct TrainingConfig {
         injectNonFiniteOuterAt = try r.ints("consistency.inject_nonfinite_outer_at", default: injectNonFiniteOuterAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
         checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
+        checkpointReplicate = try r.string("checkpoint.replicate", default: checkpointReplicate, allowed: ["per_host", "rank0"])
+        checkpointAsync = try r.bool("checkpoint.async", default: checkpointAsync)
         if let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("model.gpt.") }), modelKind != "gpt" {
             throw ConfigError("\(stray) applies to model.kind: gpt only (model.kind is \(modelKind)); remove it, or set model.kind: gpt")
         }

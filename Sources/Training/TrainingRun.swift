@@ -47,6 +47,12 @@ final class TrainingRun {
     let wallStart = ContinuousClock.now
     /// `train --timeline`: spans of this run (nil: not recorded).
     var timeline: Timeline?
+    /// Whether this rank writes the checkpoint (`checkpoint.replicate`), and the writer
+    /// thread that writes this rank's files (`checkpoint.async`).
+    var writesCheckpoint = true
+    let checkpointWriter = CheckpointWriter()
+    /// Stopped at a checkpoint because a rank was asked to (SIGUSR1: `launch/elastic.sh` grows the job).
+    var stoppedOnRequest = false
 
     /// This rank's batch, filled each step (allocated once).
     let input: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<Int32>

@@ -23,6 +23,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
+    @Flag(help: "Continue from the newest valid checkpoint if any rank's run directory holds one, else start the run (what launch/elastic.sh relaunches with).")
+    var resumeIfPresent = false
+
     @Flag(help: "Start over in a run directory that holds an earlier run's checkpoints (deletes them).")
     var overwrite = false
 
@@ -49,6 +52,9 @@ struct Train: ParsableCommand {
         if resume && initFrom != nil { throw ValidationError("--resume continues from the run's checkpoint; --init-from starts a new run from given weights: pass one") }
         if let target { do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") } }
         if resume && overwrite { throw ValidationError("--resume continues the run directory's run, --overwrite replaces it: pass one") }
+        if resumeIfPresent && (resume || overwrite || initFrom != nil) {
+            throw ValidationError("--resume-if-present decides by itself whether to resume: pass it without --resume, --overwrite or --init-from")
+        }
     }
 
     func run() throws {
@@ -72,6 +78,11 @@ struct Train: ParsableCommand {
             trainer.timelinePath = timeline
             trainer.initFromPath = initFrom
             trainer.target = try target.map(TrainingTarget.init(parsing:))
+            trainer.resumeIfPresent = resumeIfPresent
+            // SIGUSR1 (forwarded by mpirun): stop at the next checkpoint (launch/elastic.sh grows the job there).
+            StopRequest.shared.listen()
+            trainer.stopRequest = StopRequest.shared
+            trainer.stepLines = Int(ProcessInfo.processInfo.environment["RINGSGD_STEP_LINES"] ?? "") ?? 0
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 let ran = summary.steps - summary.resumed_from_step

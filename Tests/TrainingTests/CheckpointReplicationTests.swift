@@ -1,0 +1,119 @@
+import Collectives
+import Foundation
+import InProcessTransport
+import Training
+import XCTest
+
+/// Checkpoints when ranks do not share one run directory (a node-local disk per host), the
+/// asynchronous write, a stop requested from outside and `--resume-if-present`: ranks as
+/// threads, each given its own directory the way each host would see its own disk.
+final class CheckpointReplicationTests: XCTestCase {
+    func temporaryDirectory() -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-replica-\(UUID().uuidString)").path
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        return dir
+    }
+
+    /// Trains with rank r in `dirs[r]`; every rank's summary.
+    func train(_ dirs: [String], _ extra: [String] = [], resume: Bool = false, resumeIfPresent: Bool = false,
+               stopAfter: Int? = nil, stop: StopRequest? = nil, log: LockedLines? = nil) throws -> [RunSummary?] {
+        let config = try TrainerTests.config(["train.epochs=2"] + extra)   // 48 steps, checkpoints every 8
+        return try InProcessCluster.run(size: dirs.count, timeout: 60) { transport in
+            let trainer = Trainer(config: config, transport: transport, runDirectory: dirs[transport.rank],
+                                  log: { line in log?.append("rank \(transport.rank): \(line)") })
+            trainer.resumeIfPresent = resumeIfPresent
+            trainer.stopRequest = stop
+            return try trainer.run(resume: resume, stopAfter: stopAfter)
+        }
+    }
+
+    func checkpoints(_ dir: String) -> [String] {
+        CheckpointStore(runDirectory: dir, keep: .max).existing().map { ($0 as NSString).lastPathComponent }
+    }
+
+    func newest(_ dir: String) throws -> Checkpoint {
+        try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: .max).loadNewestValid(validate: { _ in }).found).checkpoint
+    }
+
+    /// Property: with `per_host` (the default) every distinct run directory gets the whole
+    /// checkpoint — from one rank per directory, found by looking (ranks 1 and 2 share one
+    /// and it is written once) — and the copies hold the same parameters and optimizer state;
+    /// with `rank0` only rank 0's directory does, and the log says what that risks.
+    func testEveryRunDirectoryHoldsTheCheckpointWithPerHost() throws {
+        let a = temporaryDirectory(), b = temporaryDirectory()
+        let lines = LockedLines()
+        _ = try train([a, b, b], stopAfter: 16, log: lines)
+        XCTAssertEqual(checkpoints(a), ["step-00000016.ckpt", "step-00000008.ckpt"])
+        XCTAssertEqual(checkpoints(b), checkpoints(a))
+        let (inA, inB) = (try newest(a), try newest(b))
+        XCTAssertEqual(inA.parameters, inB.parameters)
+        XCTAssertEqual(inA.optimizerState, inB.optimizerState)
+        XCTAssertTrue(lines.all.contains { $0.contains("one copy in each of 2 run directories") && $0.contains("ranks 0, 1") }, "\(lines.all)")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: b).filter { $0.contains("probe") }
+        XCTAssertEqual(leftovers, [], "probe files are removed")
+
+        let c = temporaryDirectory(), d = temporaryDirectory()
+        let warned = LockedLines()
+        _ = try train([c, d, d], ["checkpoint.replicate=rank0"], stopAfter: 16, log: warned)
+        XCTAssertEqual(checkpoints(c), ["step-00000016.ckpt", "step-00000008.ckpt"])
+        XCTAssertEqual(checkpoints(d), [], "rank0: no copy beside rank 0's")
+        XCTAssertTrue(warned.all.contains { $0.contains("losing rank 0's host loses every checkpoint") }, "\(warned.all)")
+    }
+
+    /// Property: a resume takes the newest valid checkpoint that any rank's directory holds —
+    /// rank 0's directory gone entirely (its host lost), or holding an older one than another
+    /// rank's — and ends bit-identical to a run that was never interrupted.
+    func testResumeTakesTheNewestCheckpointAnySurvivingDirectoryHolds() throws {
+        let whole = try train([temporaryDirectory(), temporaryDirectory()])[0]!
+        // Rank 0's host lost with its disk: the directory does not exist on rank 0.
+        let (a, b) = (temporaryDirectory(), temporaryDirectory())
+        _ = try train([a, b], stopAfter: 16)
+        try FileManager.default.removeItem(atPath: a)
+        let lines = LockedLines()
+        let resumed = try train([a, b], resume: true, log: lines)[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 16)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+        XCTAssertTrue(lines.all.contains { $0.hasPrefix("rank 1: resuming from \(b)/checkpoints/step-00000016.ckpt (rank 1's copy") }, "\(lines.all)")
+
+        // Rank 0 holds an older checkpoint than rank 1 (its newest was lost): rank 1's wins;
+        // then the other way round.
+        for older in [0, 1] {
+            let dirs = [temporaryDirectory(), temporaryDirectory()]
+            _ = try train(dirs, stopAfter: 16)
+            try FileManager.default.removeItem(atPath: dirs[older] + "/checkpoints/step-00000016.ckpt")
+            let again = try train(dirs, resume: true)[0]!
+            XCTAssertEqual(again.resumed_from_step, 16, "rank \(older) held only step 8")
+            XCTAssertEqual(again.param_hash, whole.param_hash)
+        }
+    }
+
+    /// Property: a stop requested on one rank (SIGUSR1's effect) stops every rank at the next
+    /// checkpoint, with the checkpoint on disk, and the resumed run ends bit-identical to an
+    /// uninterrupted one — with the write asynchronous and synchronous alike.
+    func testAStopRequestStopsAtTheNextCheckpointAndResumesBitIdentically() throws {
+        for async in [true, false] {
+            let extra = ["checkpoint.async=\(async)", "comm.codec=int8"]
+            let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
+            let dir = temporaryDirectory()
+            let stop = StopRequest()
+            stop.request()
+            let stopped = try train([dir, dir], extra, stop: stop)[0]!
+            XCTAssertEqual(stopped.steps, 8, "async \(async): the first checkpoint is at step 8")
+            XCTAssertEqual(checkpoints(dir), ["step-00000008.ckpt"])
+            let resumed = try train([dir, dir], extra, resume: true)[0]!
+            XCTAssertEqual(resumed.resumed_from_step, 8)
+            XCTAssertEqual(resumed.param_hash, whole.param_hash, "async \(async)")
+        }
+    }
+
+    /// Property: `--resume-if-present` starts a fresh run where no rank's directory holds a
+    /// checkpoint, and resumes where any does (here only rank 1's).
+    func testResumeIfPresentStartsOrResumes() throws {
+        let (a, b) = (temporaryDirectory(), temporaryDirectory())
+        let first = try train([a, b], resumeIfPresent: true, stopAfter: 16)[0]!
+        XCTAssertEqual(first.resumed_from_step, 0)
+        try FileManager.default.removeItem(atPath: a)
+        let second = try train([a, b], resumeIfPresent: true)[0]!
+        XCTAssertEqual(second.resumed_from_step, 16)
+    }
+}
