@@ -20,6 +20,30 @@ repeat_first_error() {
   [ "$2" == "$line" ] || echo "$line" >&2
 }
 
+# filter_mpirun_notes SHOWN [EXTRA]: stdin to stdout without mpirun's notes after a failure
+# (and its notes whose text matches the awk pattern EXTRA); the last non-empty line shown goes
+# to the file SHOWN.
+filter_mpirun_notes() {
+  # mawk reads its input in blocks unless told it is interactive: lines would show late.
+  local live=()
+  [[ "$(awk -W version 2>&1 | head -n1)" == mawk* ]] && live=(-W interactive)
+  awk "${live[@]}" -v shown="$1" -v extra="${2:-}" '
+      length($0) >= 60 && /^-+$/ {   # mawk has no {n,} intervals
+        if (inblock) { inblock = 0; if (!boiler) { printf "%s%s\n", block, $0; fflush(); last = $0 } block = ""; boiler = 0 }
+        else { inblock = 1; block = $0 "\n" }
+        next
+      }
+      inblock {
+        block = block $0 "\n"
+        if ($0 ~ /Primary job +terminated normally|mpirun noticed that process rank|mpirun detected that one or more processes exited|MPI_ABORT was invoked|Per user-direction|peer process has unexpectedly disconnected/) boiler = 1
+        if (extra != "" && $0 ~ extra) boiler = 1
+        next
+      }
+      extra != "" && $0 ~ extra { next }
+      { print; fflush(); if ($0 != "") last = $0 }
+      END { if (inblock && !boiler) printf "%s", block; print last > shown }'
+}
+
 run_ranks() {
   local log shown status lost interrupted="" callers_traps
   log=$(mktemp)
@@ -32,19 +56,7 @@ run_ranks() {
   trap 'interrupted=TERM' TERM
   set +e
   # stdout goes straight through (fd 3); stderr through the log and the filter back to stderr.
-  { mpirun "$@" 2>&1 1>&3 3>&- | tee "$log" | awk -v shown="$shown" '
-      length($0) >= 60 && /^-+$/ {   # mawk has no {n,} intervals
-        if (inblock) { inblock = 0; if (!boiler) { printf "%s%s\n", block, $0; fflush(); last = $0 } block = ""; boiler = 0 }
-        else { inblock = 1; block = $0 "\n" }
-        next
-      }
-      inblock {
-        block = block $0 "\n"
-        if ($0 ~ /Primary job +terminated normally|mpirun noticed that process rank|mpirun detected that one or more processes exited|MPI_ABORT was invoked|Per user-direction|peer process has unexpectedly disconnected/) boiler = 1
-        next
-      }
-      { print; fflush(); if ($0 != "") last = $0 }
-      END { if (inblock && !boiler) printf "%s", block; print last > shown }' >&2; } 3>&1
+  { mpirun "$@" 2>&1 1>&3 3>&- | tee "$log" | filter_mpirun_notes "$shown" >&2; } 3>&1
   status=${PIPESTATUS[0]}
   set -e
   trap - INT TERM

@@ -18,6 +18,8 @@
 #                        "none" for an unshaped veth
 #   --subnet A.B.C       the private /24 to use (default: the first of 10.213.1 … 10.213.250
 #                        that no route or address here uses)
+#   --local-dir PATH     a node-local disk: each host sees a directory of its own at PATH
+#                        (a run directory under it is then not shared between hosts)
 # Environment: MPIRUN_ARGS (extra mpirun options), SIMCLUSTER_KEEP=1 (leave the namespaces up
 # after the run, to inspect them; remove with `ip netns del` and `ip link del`),
 # RINGSGD_BINARY (run this ringsgd instead of building and running .build/release/ringsgd: two
@@ -30,17 +32,18 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 fail() { echo "simcluster: error: $*" >&2; exit 2; }
 # shellcheck source=launch/simhosts.sh
 source "$root/launch/simhosts.sh"
-usage="usage: launch/simcluster.sh --hosts H [--ranks-per-host K] --rate R [--subnet A.B.C] -- [ringsgd arguments…]"
+usage="usage: launch/simcluster.sh --hosts H [--ranks-per-host K] --rate R [--subnet A.B.C] [--local-dir PATH] -- [ringsgd arguments…]"
 
-hosts="" per_host=1 rate="" subnet=""
+hosts="" per_host=1 rate="" subnet="" local_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) hosts=${2-}; shift 2 || fail "--hosts needs a value; $usage" ;;
     --ranks-per-host) per_host=${2-}; shift 2 || fail "--ranks-per-host needs a value; $usage" ;;
     --rate) rate=${2-}; shift 2 || fail "--rate needs a value; $usage" ;;
     --subnet) subnet=${2-}; shift 2 || fail "--subnet needs a value; $usage" ;;
+    --local-dir) local_dir=${2-}; shift 2 || fail "--local-dir needs a value; $usage" ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1'; $usage" ;;
   esac
 done
@@ -87,33 +90,13 @@ trap 'exit 143' TERM
 
 simhosts_probe "$work"
 [ -n "$subnet" ] || subnet=$(simhosts_pick_subnet)
+[ -z "$local_dir" ] || [[ "$local_dir" == /* ]] || fail "--local-dir must be an absolute path, got '$local_dir'"
 [[ "$subnet" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "--subnet must be the first three numbers of a /24, e.g. 10.213.7, got '$subnet'"
 
 simhosts_create "$tag" "$hosts" "$rate" "$subnet" "$work"
 : >"$work/hostfile"
-: >"$work/hosts.map"
-for i in $(seq 1 "$hosts"); do
-  echo "$subnet.$i slots=${slots[$((i - 1))]}" >>"$work/hostfile"
-  echo "$subnet.$i ${tag}h$i" >>"$work/hosts.map"
-done
-
-# The agent mpirun runs instead of ssh: skip ssh-style options, find the host's namespace,
-# run OpenMPI's command line there through a shell (as sshd would). Each host also gets what
-# a real host has of its own: a hostname (a UTS namespace), a temporary directory (OpenMPI's
-# session directory and PMIx's store are named after the hostname and would collide between
-# daemons: "ORTE_ERROR_LOG … session_dir.c", crashes at start-up) and a shared-memory
-# directory (vader's segments would collide too).
-cat >"$work/agent" <<EOF
-#!/usr/bin/env bash
-while [ \$# -gt 0 ] && [[ "\$1" == -* ]]; do shift; done
-host=\$1; shift
-ns=\$(awk -v h="\$host" '\$1 == h { print \$2 }' "$work/hosts.map")
-[ -n "\$ns" ] || { echo "simcluster agent: unknown host \$host" >&2; exit 255; }
-export OMPI_MCA_btl_vader_backing_directory=/dev/shm/\$ns TMPDIR=$work/tmp-\$ns
-mkdir -p "\$TMPDIR"
-exec ip netns exec "\$ns" unshare --uts /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$ns" "\$*"
-EOF
-chmod +x "$work/agent"
+for i in $(seq 1 "$hosts"); do echo "$subnet.$i slots=${slots[$((i - 1))]}" >>"$work/hostfile"; done
+simhosts_agent "$work" "$subnet" "$tag" "$hosts" "$local_dir"
 
 echo "simcluster: $hosts hosts × ${per_host} ranks on $subnet.0/24, links shaped to $rate" >&2
 if [ -z "$binary" ]; then "$root/launch/build.sh"; binary="$root/.build/release/ringsgd"; fi

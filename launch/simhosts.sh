@@ -10,6 +10,9 @@
 #   simhosts_create TAG HOSTS RATE SUBNET WORK
 #       bridge TAGbr at SUBNET.254; host i is namespace TAGhi at SUBNET.i with eth0;
 #       records what it made in WORK/simhosts (for simhosts_destroy)
+#   simhosts_agent WORK SUBNET TAG HOSTS [LOCAL_DIR]
+#       writes WORK/agent (what mpirun runs instead of ssh: --mca plm_rsh_agent) and
+#       WORK/hosts.map; with LOCAL_DIR every host sees a directory of its own at that path
 #   simhosts_destroy WORK                    kills what runs inside the namespaces, deletes
 #                                            them, their veths, the bridge and /dev/shm/NS
 #                                            (idempotent; safe on a partial creation)
@@ -80,6 +83,37 @@ simhosts_create() {
     simhosts_shape "$rate" "$work" "$veth"                    # and its downlink
     mkdir -p "/dev/shm/$ns"
   done
+}
+
+# The agent mpirun runs instead of ssh: skip ssh-style options, find the host's namespace,
+# run OpenMPI's command line there through a shell (as sshd would). Each host also gets what
+# a real host has of its own: a hostname (a UTS namespace), a temporary directory (OpenMPI's
+# session directory and PMIx's store are named after the hostname and would collide between
+# daemons: "ORTE_ERROR_LOG … session_dir.c", crashes at start-up), a shared-memory directory
+# (vader's segments would collide too) and, with LOCAL_DIR, a node-local disk: its own
+# WORK/disk-NS bind-mounted at LOCAL_DIR in a mount namespace of its own, so that every host
+# sees the same path with different contents.
+simhosts_agent() {
+  local work=$1 subnet=$2 tag=$3 hosts=$4 local_dir=${5:-} i
+  : >"$work/hosts.map"
+  for i in $(seq 1 "$hosts"); do
+    echo "$subnet.$i ${tag}h$i" >>"$work/hosts.map"
+    [ -z "$local_dir" ] || mkdir -p "$work/disk-${tag}h$i"
+  done
+  [ -z "$local_dir" ] || mkdir -p "$local_dir"
+  {
+    echo '#!/usr/bin/env bash'
+    echo 'while [ $# -gt 0 ] && [[ "$1" == -* ]]; do shift; done'
+    echo 'host=$1; shift'
+    echo "ns=\$(awk -v h=\"\$host\" '\$1 == h { print \$2 }' \"$work/hosts.map\")"
+    echo '[ -n "$ns" ] || { echo "simcluster agent: unknown host $host" >&2; exit 255; }'
+    echo "export OMPI_MCA_btl_vader_backing_directory=/dev/shm/\$ns TMPDIR=$work/tmp-\$ns"
+    echo 'mkdir -p "$TMPDIR"'
+    echo "work=$work local_dir=$local_dir"
+    # shellcheck disable=SC2016
+    echo 'exec ip netns exec "$ns" unshare --uts --mount /bin/sh -c '"'"'hostname "$0" && { [ -z "$2" ] || mount --bind "$1/disk-$0" "$2"; } && exec /bin/sh -c "$3"'"'"' "$ns" "$work" "$local_dir" "$*"'
+  } >"$work/agent"
+  chmod +x "$work/agent"
 }
 
 simhosts_destroy() {

@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# A training job that heals itself: runs `ringsgd train` under mpirun on the hosts that answer,
+# and when a rank or a host dies, relaunches it on the survivors from the newest checkpoint —
+# without a human. When a lost host answers again (or discovery lists a new one), the job
+# grows back at its next checkpoint.
+#
+#   launch/elastic.sh HOSTS [options] -- train --config … --run-dir DIR …
+#   launch/elastic.sh --simulated-hosts 4 --rate 1gbit --min-hosts 2 -- train --config configs/fashion-cnn.yaml
+#
+# HOSTS, one of:
+#   --hostfile FILE        "host slots=K" lines (OpenMPI's format); hosts reached by ssh,
+#                          probed with `ssh host true`
+#   --discover CMD         a command printing one "host slots" (or "host:slots") line per
+#                          usable host, as Horovod's host discovery script; run before every
+#                          launch and every --probe-every seconds (a host it stops listing is lost)
+#   --simulated-hosts N    N simulated hosts on this machine (launch/simhosts.sh, as
+#                          launch/simcluster.sh), created here and torn down on every exit;
+#                          with --rate R (required), --ranks-per-host K, --local-dir PATH (each
+#                          host sees a disk of its own at PATH: put the run directory there)
+# Options:
+#   --min-hosts M          launch only on at least M answering hosts (default 1); wait for them
+#   --max-restarts R       relaunches after failures before giving up (default 3; growing
+#                          back does not count)
+#   --probe-every S        seconds between probes of the hosts while the job runs (default 2)
+#   --cooldown S           a host where a rank died, or that stopped answering, rejoins only
+#                          after answering for S seconds (default 10)
+#   --wait S               longest wait for --min-hosts answering hosts (default 300)
+#
+# What counts as lost: a host that stops answering the probe (its link down, ssh failing,
+# discovery no longer listing it) — the job is then stopped at once instead of waiting for
+# comm.timeout_seconds — and a host on which mpirun saw a rank or its daemon die, or for
+# which a rank waited past comm.timeout_seconds. A job that fails with every host healthy (a
+# configuration error, a NaN run) ends the supervisor for good with the job's own last line.
+# Relaunches pass `--resume-if-present` (and drop --resume, --overwrite): the run continues
+# from the newest checkpoint any surviving host holds (checkpoint.replicate: per_host keeps one
+# on every host whose run directory is its own). Every event is one line "elastic: …"; the
+# last sums up restarts, hosts lost and added, and steps redone.
+#
+# Growing back stops the job at a checkpoint (SIGUSR1, which mpirun forwards to every rank),
+# so the run should checkpoint (checkpoint.every_steps); without checkpoints it grows only
+# when relaunched after a failure. Needs root for --simulated-hosts. Environment:
+# ELASTIC_LOG_DIR (keep each job's whole output there, job-1.log, job-2.log, …), MPIRUN_ARGS.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+fail() { echo "elastic: error: $*" >&2; exit 2; }
+say() { echo "elastic: $*" >&2; }
+# shellcheck source=launch/simhosts.sh
+source "$root/launch/simhosts.sh"
+# shellcheck source=launch/run-ranks.sh
+source "$root/launch/run-ranks.sh"
+usage="usage: launch/elastic.sh (--hostfile FILE | --discover CMD | --simulated-hosts N --rate R [--ranks-per-host K] [--local-dir PATH]) [--min-hosts M] [--max-restarts R] [--probe-every S] [--cooldown S] [--wait S] -- train …"
+
+hostfile="" discover="" simulated="" rate="" per_host=1 local_dir=""
+min_hosts=1 max_restarts=3 probe_every=2 cooldown=10 wait_limit=300
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --hostfile) hostfile=${2-}; shift 2 || fail "--hostfile needs a value; $usage" ;;
+    --discover) discover=${2-}; shift 2 || fail "--discover needs a value; $usage" ;;
+    --simulated-hosts) simulated=${2-}; shift 2 || fail "--simulated-hosts needs a value; $usage" ;;
+    --rate) rate=${2-}; shift 2 || fail "--rate needs a value; $usage" ;;
+    --ranks-per-host) per_host=${2-}; shift 2 || fail "--ranks-per-host needs a value; $usage" ;;
+    --local-dir) local_dir=${2-}; shift 2 || fail "--local-dir needs a value; $usage" ;;
+    --min-hosts) min_hosts=${2-}; shift 2 || fail "--min-hosts needs a value; $usage" ;;
+    --max-restarts) max_restarts=${2-}; shift 2 || fail "--max-restarts needs a value; $usage" ;;
+    --probe-every) probe_every=${2-}; shift 2 || fail "--probe-every needs a value; $usage" ;;
+    --cooldown) cooldown=${2-}; shift 2 || fail "--cooldown needs a value; $usage" ;;
+    --wait) wait_limit=${2-}; shift 2 || fail "--wait needs a value; $usage" ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) fail "unknown option '$1'; $usage" ;;
+  esac
+done
+sources=0
+for s in "$hostfile" "$discover" "$simulated"; do [ -z "$s" ] || sources=$((sources + 1)); done
+[ "$sources" -eq 1 ] || fail "give the hosts one way: --hostfile FILE, --discover CMD or --simulated-hosts N; $usage"
+for pair in "min-hosts:$min_hosts" "max-restarts:$max_restarts" "probe-every:$probe_every" "cooldown:$cooldown" "wait:$wait_limit" "ranks-per-host:$per_host"; do
+  [[ "${pair#*:}" =~ ^[0-9]+$ ]] || fail "--${pair%%:*} must be a whole number, got '${pair#*:}'"
+done
+[ "$min_hosts" -ge 1 ] || fail "--min-hosts must be at least 1"
+[ "$probe_every" -ge 1 ] || fail "--probe-every must be at least 1 second"
+[ "$per_host" -ge 1 ] || fail "--ranks-per-host must be at least 1"
+[ $# -gt 0 ] && [ "$1" = train ] || fail "put 'train' and its arguments after --: only training heals itself; $usage"
+[ -z "$local_dir" ] || [ -n "$simulated" ] || fail "--local-dir simulates node-local disks: it goes with --simulated-hosts"
+[ -z "$local_dir" ] || [[ "$local_dir" == /* ]] || fail "--local-dir must be an absolute path, got '$local_dir'"
+train=("$@")
+# What a relaunch runs: resume if any host holds a checkpoint; never delete them again.
+relaunch=()
+for a in "${train[@]}"; do case "$a" in --resume|--overwrite) ;; *) relaunch+=("$a") ;; esac; done
+relaunch+=(--resume-if-present)
+
+# The hosts: names (shown), addresses (the hostfile's), slots; when each was lost (0: never)
+# and since when it has answered without a break (0: not answering).
+names=() addrs=() slots=() lost_at=() answering_since=()
+add_host() {   # NAME ADDRESS SLOTS
+  local i
+  for i in "${!addrs[@]}"; do [ "${addrs[$i]}" = "$2" ] && { slots[$i]=$3; return 0; }; done
+  names+=("$1"); addrs+=("$2"); slots+=("$3"); lost_at+=(0); answering_since+=(0)
+}
+
+# --discover: "host slots" or "host:slots" lines; anything else is garbage (status 1, the line in $bad).
+discovered="" bad=""
+discover_hosts() {
+  local out line host count
+  discovered="" bad=""
+  if ! out=$(timeout 30 bash -c "$discover" 2>&1); then bad="the command failed: ${out%%$'\n'*}"; return 1; fi
+  while IFS= read -r line; do
+    [ -n "${line// /}" ] || continue
+    if [[ "$line" =~ ^[[:space:]]*([A-Za-z0-9._-]+)(:|[[:space:]]+)([0-9]+)[[:space:]]*$ ]] && [ "${BASH_REMATCH[3]}" -ge 1 ]; then
+      host=${BASH_REMATCH[1]} count=${BASH_REMATCH[3]}
+      discovered+="$host $count"$'\n'
+    else
+      bad="it printed '$line', not 'host slots'"; return 1
+    fi
+  done <<<"$out"
+  [ -n "$discovered" ] || { bad="it listed no host"; return 1; }
+}
+
+work=$(mktemp -d /tmp/elastic.XXXXXX)
+tag="re$$" subnet="" mpirun_pid="" display_pid=""
+stop_job() {   # ends the running job (mpirun, then everything it started), within ~10 s
+  [ -n "$mpirun_pid" ] || return 0
+  kill -TERM "$mpirun_pid" 2>/dev/null || true
+  for _ in $(seq 1 25); do kill -0 "$mpirun_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$mpirun_pid" 2>/dev/null || true
+  wait "$mpirun_pid" 2>/dev/null || true
+  [ -z "$simulated" ] || kill_simulated_ranks
+  [ -z "$display_pid" ] || wait "$display_pid" 2>/dev/null || true
+  mpirun_pid="" display_pid=""
+}
+kill_simulated_ranks() {   # what a lost simulated host still runs (a host powered off runs nothing)
+  local ns pids
+  while read -r _ ns; do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  done <"$work/hosts.map"
+}
+teardown() {
+  local status=$?
+  trap - EXIT INT TERM
+  stop_job
+  [ -z "$simulated" ] || simhosts_destroy "$work"
+  rm -rf "$work"
+  exit "$status"
+}
+trap teardown EXIT
+trap 'say "interrupted: the job was stopped; launch/elastic.sh … again (or train … --resume) continues from the newest checkpoint"; exit 130' INT
+trap 'say "terminated: the job was stopped; launch/elastic.sh … again (or train … --resume) continues from the newest checkpoint"; exit 143' TERM
+
+if [ -n "$hostfile" ]; then
+  [ -f "$hostfile" ] || fail "--hostfile $hostfile does not exist"
+  while read -r host rest; do
+    [ -n "$host" ] && [[ "$host" != \#* ]] || continue
+    count=$(sed -n 's/.*slots=\([0-9]*\).*/\1/p' <<<"$rest"); count=${count:-1}
+    add_host "$host" "$host" "$count"
+  done <"$hostfile"
+  [ "${#addrs[@]}" -gt 0 ] || fail "--hostfile $hostfile lists no host"
+elif [ -n "$discover" ]; then
+  discover_hosts || fail "--discover '$discover': $bad; it must print one 'host slots' line per host"
+  while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
+else
+  [[ "$simulated" =~ ^[0-9]+$ ]] && [ "$simulated" -ge 1 ] && [ "$simulated" -le 64 ] \
+    || fail "--simulated-hosts must be a whole number in 1…64, got '$simulated'"
+  simhosts_check_rate "$rate"
+  simhosts_probe "$work"
+  subnet=$(simhosts_pick_subnet)
+  simhosts_create "$tag" "$simulated" "$rate" "$subnet" "$work"
+  simhosts_agent "$work" "$subnet" "$tag" "$simulated" "$local_dir"
+  for i in $(seq 1 "$simulated"); do
+    add_host "h$i" "$subnet.$i" "$per_host"
+    say "simulated host h$i is $subnet.$i: network namespace ${tag}h$i, link ${tag}v$i"
+  done
+fi
+if [ -z "$discover" ] && [ "$min_hosts" -gt "${#addrs[@]}" ]; then
+  fail "--min-hosts $min_hosts is more than the ${#addrs[@]} hosts there are; lower it or add hosts"
+fi
+
+# Whether host i answers now.
+probe() {
+  local i=$1
+  if [ -n "$simulated" ]; then
+    local ns="${tag}h$((i + 1))" veth="${tag}v$((i + 1))"
+    [ -e "/run/netns/$ns" ] && [[ "$(ip -o link show dev "$veth" 2>/dev/null)" == *"state UP"* ]] \
+      && [[ "$(ip -n "$ns" -o link show dev eth0 2>/dev/null)" == *"state UP"* ]]
+  elif [ -n "$discover" ]; then
+    [[ $'\n'"$discovered" == *$'\n'"${addrs[$i]} "* ]]
+  else
+    timeout 10 ssh -o BatchMode=yes -o ConnectTimeout=5 "${addrs[$i]}" true >/dev/null 2>&1
+  fi
+}
+# Probes every host: refreshes discovery, answering_since; prints nothing.
+probe_all() {
+  local i now
+  now=$(date +%s)
+  if [ -n "$discover" ]; then
+    if discover_hosts; then
+      while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
+    else
+      say "warning: --discover failed ($bad); keeping the hosts it listed before"
+      return 0
+    fi
+  fi
+  for i in "${!addrs[@]}"; do
+    if probe "$i"; then [ "${answering_since[$i]}" -gt 0 ] || answering_since[$i]=$now
+    else answering_since[$i]=0; fi
+  done
+}
+# Hosts usable for a launch: answering, and for --cooldown seconds if they were lost.
+usable() {
+  local i now
+  now=$(date +%s)
+  for i in "${!addrs[@]}"; do
+    [ "${answering_since[$i]}" -gt 0 ] || continue
+    [ "${lost_at[$i]}" -eq 0 ] || [ $((now - answering_since[$i])) -ge "$cooldown" ] || continue
+    echo "$i"
+  done
+}
+last_step_in() { { grep -a '^ringsgd: at step ' "$1" || true; } | tail -n1 | awk '{print $4}'; }
+host_list() { local i out=""; for i in "$@"; do out+="${out:+, }${names[$i]}"; done; echo "$out"; }
+
+# mpirun's notes about a lost daemon or peer: the supervisor says what happened instead.
+lost_notes='unable to reliably start one or more daemons|lost communication with a remote daemon|more process(es)? ha(s|ve) sent help message|orte_base_help_aggregate'
+"$root/launch/build.sh"
+binary="$root/.build/release/ringsgd"
+restarts=0 grows=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names=""
+started=$(date +%s)
+current=() last_step=-1 ended_at=0 cause=""
+first=1
+while true; do
+  # Wait for --min-hosts usable hosts.
+  deadline=$(($(date +%s) + wait_limit))
+  while true; do
+    probe_all
+    mapfile -t current < <(usable)
+    [ "${#current[@]}" -ge "$min_hosts" ] && break
+    [ "$(date +%s)" -lt "$deadline" ] || fail "only ${#current[@]} of the --min-hosts $min_hosts hosts answered within --wait $wait_limit s; nothing is running. Bring hosts back, then run launch/elastic.sh … again (it resumes from the newest checkpoint)"
+    sleep 1
+  done
+  for i in "${current[@]}"; do lost_at[$i]=0; done
+  : >"$work/hostfile"
+  ranks=0
+  for i in "${current[@]}"; do echo "${addrs[$i]} slots=${slots[$i]}" >>"$work/hostfile"; ranks=$((ranks + slots[i])); done
+  args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none
+        -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no -x RINGSGD_STEP_LINES=1)
+  [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
+  if [ -n "$simulated" ]; then
+    most=0; for i in "${current[@]}"; do [ "${slots[$i]}" -gt "$most" ] && most=${slots[$i]}; done
+    btl="tcp,self"; [ "$most" -gt 1 ] && btl="tcp,vader,self"
+    args+=(--mca plm_rsh_agent "$work/agent" --mca btl "$btl" --mca btl_tcp_if_include "$subnet.0/24"
+           --mca oob_tcp_if_include "$subnet.0/24" --mca mpi_yield_when_idle 1
+           -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="${#current[@]}")
+  fi
+  if [ "$first" -eq 1 ]; then command=("${train[@]}"); else command=("${relaunch[@]}"); fi
+  say "launching on ${#current[@]} hosts ($(host_list "${current[@]}")), $ranks ranks"
+  raw="$work/job.log" shown="$work/shown"
+  : >"$raw"
+  # shellcheck disable=SC2086
+  mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
+  mpirun_pid=$!
+  { tail -n +1 -s 0.2 -F --pid="$mpirun_pid" "$raw" 2>/dev/null \
+      | grep --line-buffered -v -e '^ringsgd: at step ' -e '^mpirun: Forwarding signal' \
+      | filter_mpirun_notes "$shown" "$lost_notes" >&2; } &
+  display_pid=$!
+  launched_at=$(date +%s.%N) resumed_step="" training_again=0 grow_requested=0 killed_lost=()
+  while kill -0 "$mpirun_pid" 2>/dev/null; do
+    sleep "$probe_every" &
+    wait $! || true
+    kill -0 "$mpirun_pid" 2>/dev/null || break
+    step=$(last_step_in "$raw")
+    if [ "$training_again" -eq 0 ] && [ -n "$step" ]; then
+      training_again=1
+      resumed_step=$(sed -n 's/^resumed at step \([0-9]*\).*/\1/p' "$raw" | head -n1)
+      if [ "$first" -eq 0 ] && [ "$ended_at" != 0 ]; then
+        gap=$(awk -v a="$ended_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        from=${resumed_step:-0}
+        [ "$last_step" -ge 0 ] && redone=$((redone + last_step - from))
+        say "training again on ${#current[@]} hosts from step $from, ${gap} s after the job ended ($cause); $((last_step > from ? last_step - from : 0)) steps redone"
+      fi
+    fi
+    probe_all
+    # A host of the job that stopped answering: stop the job now (its peers would wait for
+    # comm.timeout_seconds) and relaunch without it.
+    for i in "${current[@]}"; do
+      if [ "${answering_since[$i]}" -eq 0 ]; then killed_lost+=("$i"); fi
+    done
+    if [ "${#killed_lost[@]}" -gt 0 ]; then
+      say "host $(host_list "${killed_lost[@]}") stopped answering at step ${step:-?}; stopping the job"
+      stop_job
+      break
+    fi
+    # A host not in the job answers (again) and is past its cooldown: grow at the next checkpoint.
+    if [ "$grow_requested" -eq 0 ] && [ "$training_again" -eq 1 ]; then
+      mapfile -t candidates < <(usable)
+      if [ "${#candidates[@]}" -gt "${#current[@]}" ]; then
+        extra=()
+        for i in "${candidates[@]}"; do [[ " ${current[*]} " == *" $i "* ]] || extra+=("$i"); done
+        say "host $(host_list "${extra[@]}") answers: growing to ${#candidates[@]} hosts at the next checkpoint"
+        kill -USR1 "$mpirun_pid" 2>/dev/null || true
+        grow_requested=1
+      fi
+    fi
+  done
+  status=0
+  if [ -n "$mpirun_pid" ]; then wait "$mpirun_pid" || status=$?; fi
+  [ -z "$display_pid" ] || wait "$display_pid" 2>/dev/null || true
+  mpirun_pid="" display_pid=""
+  ended_at=$(date +%s.%N)
+  first=0
+  jobs_run=$((${jobs_run:-0} + 1))
+  if [ -n "${ELASTIC_LOG_DIR:-}" ]; then mkdir -p "$ELASTIC_LOG_DIR" && cp "$raw" "$ELASTIC_LOG_DIR/job-$jobs_run.log"; fi
+  step=$(last_step_in "$raw")
+  [ -z "$step" ] || last_step=$step
+  now=$(date +%s)
+  if [ "${#killed_lost[@]}" -eq 0 ] && [ "$status" -eq 0 ]; then
+    stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
+    if [ -n "$stopped" ]; then
+      mapfile -t next < <(usable)
+      for i in "${next[@]}"; do
+        [[ " ${current[*]} " == *" $i "* ]] || { added_total=$((added_total + 1)); added_names+="${added_names:+, }${names[$i]}"; }
+      done
+      grows=$((grows + 1))
+      cause="grown at the checkpoint of step $stopped" last_step=$stopped
+      say "stopped at the checkpoint of step $stopped; relaunching on ${#next[@]} hosts"
+      continue
+    fi
+    elapsed=$(( $(date +%s) - started ))
+    say "done in ${elapsed} s: $restarts restarts, $lost_total hosts lost${lost_names:+ ($lost_names)}, $added_total added back${added_names:+ ($added_names)}, $redone steps redone"
+    exit 0
+  fi
+  # Which hosts failed: those that stopped answering, and those mpirun or a rank names.
+  lost=("${killed_lost[@]}")
+  if [ "${#lost[@]}" -eq 0 ]; then
+    probe_all
+    named=$( { sed -n 's/.*process rank [0-9]* with PID [0-9]* on node \([^ ]*\) exited on signal.*/\1/p' "$raw"
+               sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"
+               # The first peer that vanished (later ones may be mpirun's own clean-up).
+               sed -n 's/^ *Peer host: *\([^ ]*\).*/\1/p' "$raw" | head -n1; } | sort -u)
+    # "ringsgd: error: rank R waited N s for rank M": rank M's host (ranks fill hosts in order).
+    for m in $(sed -n 's/^ringsgd: error: rank [0-9]* waited .* for rank \([0-9]*\) in .*/\1/p' "$raw" | sort -u); do
+      r=0
+      for i in "${current[@]}"; do
+        if [ "$m" -lt $((r + slots[i])) ]; then named+=$'\n'"${addrs[$i]}"; break; fi
+        r=$((r + slots[i]))
+      done
+    done
+    for i in "${current[@]}"; do
+      if [ "${answering_since[$i]}" -eq 0 ] || grep -qxF -- "${addrs[$i]}" <<<"$named" || grep -qxF -- "${names[$i]}" <<<"$named"; then lost+=("$i"); fi
+    done
+  fi
+  abnormal=0
+  grep -aqE 'peer process has unexpectedly disconnected|mpirun noticed that process rank|unable to reliably start one or more daemons|lost communication with a remote daemon|exited on signal|waited .* for rank' "$raw" && abnormal=1
+  if [ "${#lost[@]}" -eq 0 ] && [ "$abnormal" -eq 0 ]; then
+    # Every host is healthy and every rank ended by itself: the job failed (bad input, a
+    # diverged run) — for good.
+    repeat_first_error "$raw" "$(cat "$shown" 2>/dev/null)" || echo "ringsgd: error: the job ended with exit status $status on healthy hosts; see the lines above" >&2
+    exit "$status"
+  fi
+  for i in "${lost[@]}"; do
+    lost_at[$i]=$now
+    answering_since[$i]=0   # the cooldown starts when it answers again
+    lost_total=$((lost_total + 1)); lost_names+="${lost_names:+, }${names[$i]}"
+  done
+  if [ -n "$simulated" ]; then kill_simulated_ranks; fi   # a lost simulated host is powered off: nothing of it runs on
+  restarts=$((restarts + 1))
+  if [ "${#lost[@]}" -eq 0 ]; then
+    # A rank died abnormally and nothing names its host: every answering host is tried again.
+    cause="a rank died on an unknown host"
+    [ "$restarts" -le "$max_restarts" ] || fail "the job failed $restarts times, more than --max-restarts $max_restarts (last: $cause at step ${last_step}); nothing is running. launch/elastic.sh … again resumes from the newest checkpoint"
+    say "a rank died at step ${last_step} and no host is named; relaunching on the answering hosts (restart $restarts of at most $max_restarts)"
+    continue
+  fi
+  cause="lost host $(host_list "${lost[@]}")"
+  if [ "$restarts" -gt "$max_restarts" ]; then
+    fail "the job failed $restarts times, more than --max-restarts $max_restarts (last: $cause at step ${last_step}); nothing is running. launch/elastic.sh … again resumes from the newest checkpoint"
+  fi
+  survivors=$(( ${#current[@]} - ${#lost[@]} ))
+  say "lost host $(host_list "${lost[@]}") at step ${last_step}; relaunching on the $survivors hosts left (restart $restarts of at most $max_restarts)"
+done
