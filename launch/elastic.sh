@@ -161,6 +161,7 @@ else
   [[ "$simulated" =~ ^[0-9]+$ ]] && [ "$simulated" -ge 1 ] && [ "$simulated" -le 64 ] \
     || fail "--simulated-hosts must be a whole number in 1…64, got '$simulated'"
   simhosts_check_rate "$rate"
+  [ "$min_hosts" -le "$simulated" ] || fail "--min-hosts $min_hosts is more than the $simulated hosts there are; lower it or add hosts"
   simhosts_probe "$work"
   subnet=$(simhosts_pick_subnet)
   simhosts_create "$tag" "$simulated" "$rate" "$subnet" "$work"
