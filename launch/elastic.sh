@@ -13,6 +13,11 @@
 #   --discover CMD         a command printing one "host slots" (or "host:slots") line per
 #                          usable host, as Horovod's host discovery script; run before every
 #                          launch and every --probe-every seconds (a host it stops listing is lost)
+#   --slurm                the nodes of the SLURM allocation this runs in (sbatch, salloc;
+#                          launch/slurm.sbatch does it with RINGSGD_ELASTIC set); ranks are
+#                          started by srun --mpi=pmix on the nodes left, a node is probed with a
+#                          one-task `srun --overlap`. Submit with --no-kill, so that SLURM does
+#                          not end the allocation when one of its nodes fails
 #   --simulated-hosts N    N simulated hosts on this machine (launch/simhosts.sh, as
 #                          launch/simcluster.sh), created here and torn down on every exit;
 #                          with --rate R (required), --ranks-per-host K, --local-dir PATH (each
@@ -48,14 +53,15 @@ say() { echo "elastic: $*" >&2; }
 source "$root/launch/simhosts.sh"
 # shellcheck source=launch/run-ranks.sh
 source "$root/launch/run-ranks.sh"
-usage="usage: launch/elastic.sh (--hostfile FILE | --discover CMD | --simulated-hosts N --rate R [--ranks-per-host K] [--local-dir PATH]) [--min-hosts M] [--max-restarts R] [--probe-every S] [--cooldown S] [--wait S] -- train …"
+usage="usage: launch/elastic.sh (--hostfile FILE | --discover CMD | --slurm | --simulated-hosts N --rate R [--ranks-per-host K] [--local-dir PATH]) [--min-hosts M] [--max-restarts R] [--probe-every S] [--cooldown S] [--wait S] -- train …"
 
-hostfile="" discover="" simulated="" rate="" per_host=1 local_dir=""
+hostfile="" discover="" simulated="" slurm="" rate="" per_host=1 local_dir=""
 min_hosts=1 max_restarts=3 probe_every=2 cooldown=10 wait_limit=300
 while [ $# -gt 0 ]; do
   case "$1" in
     --hostfile) hostfile=${2-}; shift 2 || fail "--hostfile needs a value; $usage" ;;
     --discover) discover=${2-}; shift 2 || fail "--discover needs a value; $usage" ;;
+    --slurm) slurm=1; shift ;;
     --simulated-hosts) simulated=${2-}; shift 2 || fail "--simulated-hosts needs a value; $usage" ;;
     --rate) rate=${2-}; shift 2 || fail "--rate needs a value; $usage" ;;
     --ranks-per-host) per_host=${2-}; shift 2 || fail "--ranks-per-host needs a value; $usage" ;;
@@ -71,8 +77,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 sources=0
-for s in "$hostfile" "$discover" "$simulated"; do [ -z "$s" ] || sources=$((sources + 1)); done
-[ "$sources" -eq 1 ] || fail "give the hosts one way: --hostfile FILE, --discover CMD or --simulated-hosts N; $usage"
+for s in "$hostfile" "$discover" "$simulated" "$slurm"; do [ -z "$s" ] || sources=$((sources + 1)); done
+[ "$sources" -eq 1 ] || fail "give the hosts one way: --hostfile FILE, --discover CMD, --slurm or --simulated-hosts N; $usage"
 for pair in "min-hosts:$min_hosts" "max-restarts:$max_restarts" "probe-every:$probe_every" "cooldown:$cooldown" "wait:$wait_limit" "ranks-per-host:$per_host"; do
   [[ "${pair#*:}" =~ ^[0-9]+$ ]] || fail "--${pair%%:*} must be a whole number, got '${pair#*:}'"
 done
@@ -116,16 +122,16 @@ discover_hosts() {
 }
 
 work=$(mktemp -d /tmp/elastic.XXXXXX)
-tag="re$$" subnet="" mpirun_pid="" display_pid=""
+tag="re$$" subnet="" job_pid="" display_pid=""
 stop_job() {   # ends the running job (mpirun, then everything it started), within ~10 s
-  [ -n "$mpirun_pid" ] || return 0
-  kill -TERM "$mpirun_pid" 2>/dev/null || true
-  for _ in $(seq 1 25); do kill -0 "$mpirun_pid" 2>/dev/null || break; sleep 0.2; done
-  kill -KILL "$mpirun_pid" 2>/dev/null || true
-  wait "$mpirun_pid" 2>/dev/null || true
+  [ -n "$job_pid" ] || return 0
+  kill -TERM "$job_pid" 2>/dev/null || true
+  for _ in $(seq 1 25); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$job_pid" 2>/dev/null || true
+  wait "$job_pid" 2>/dev/null || true
   [ -z "$simulated" ] || kill_simulated_ranks
   [ -z "$display_pid" ] || wait "$display_pid" 2>/dev/null || true
-  mpirun_pid="" display_pid=""
+  job_pid="" display_pid=""
 }
 kill_simulated_ranks() {   # what a lost simulated host still runs (a host powered off runs nothing)
   local ns pids
@@ -154,6 +160,15 @@ if [ -n "$hostfile" ]; then
     add_host "$host" "$host" "$count"
   done <"$hostfile"
   [ "${#addrs[@]}" -gt 0 ] || fail "--hostfile $hostfile lists no host"
+elif [ -n "$slurm" ]; then
+  [ -n "${SLURM_JOB_NODELIST:-}" ] || fail "--slurm runs inside a SLURM allocation (sbatch, salloc): SLURM_JOB_NODELIST is not set"
+  [[ "${SLURM_NTASKS_PER_NODE:-}" =~ ^[0-9]+$ ]] || fail "--slurm needs the same number of tasks on every node: submit with --ntasks-per-node=K"
+  while read -r node; do
+    [ -n "$node" ] || continue
+    addr=$(scontrol show node -o "$node" 2>/dev/null | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+    add_host "$node" "${addr:-$node}" "$SLURM_NTASKS_PER_NODE"
+  done < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+  [ "${#addrs[@]}" -gt 0 ] || fail "--slurm: scontrol lists no node of the allocation ($SLURM_JOB_NODELIST)"
 elif [ -n "$discover" ]; then
   discover_hosts || fail "--discover '$discover': $bad; it must print one 'host slots' line per host"
   while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
@@ -182,15 +197,20 @@ probe() {
     local ns="${tag}h$((i + 1))" veth="${tag}v$((i + 1))"
     [ -e "/run/netns/$ns" ] && [[ "$(ip -o link show dev "$veth" 2>/dev/null)" == *"state UP"* ]] \
       && [[ "$(ip -n "$ns" -o link show dev eth0 2>/dev/null)" == *"state UP"* ]]
+  elif [ -n "$slurm" ]; then
+    # A one-task step beside the job's (--overlap): fails at once when the node's slurmd is gone.
+    timeout 10 srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1
   elif [ -n "$discover" ]; then
     [[ $'\n'"$discovered" == *$'\n'"${addrs[$i]} "* ]]
   else
     timeout 10 ssh -o BatchMode=yes -o ConnectTimeout=5 "${addrs[$i]}" true >/dev/null 2>&1
   fi
 }
-# Probes every host: refreshes discovery, answering_since; prints nothing.
+# Probes every host at once (with "outside": only those not in the running job; never those in
+# $known_lost): refreshes discovery and answering_since; prints nothing.
+known_lost=" "
 probe_all() {
-  local i now
+  local i k now pids=() probed=()
   now=$(date +%s)
   if [ -n "$discover" ]; then
     if discover_hosts; then
@@ -201,7 +221,14 @@ probe_all() {
     fi
   fi
   for i in "${!addrs[@]}"; do
-    if probe "$i"; then [ "${answering_since[$i]}" -gt 0 ] || answering_since[$i]=$now
+    if [ "${1:-}" = outside ] && [[ " ${current[*]} " == *" $i "* ]]; then continue; fi
+    if [[ "$known_lost" == *" $i "* ]]; then answering_since[$i]=0; continue; fi
+    probe "$i" &
+    pids+=($!) probed+=("$i")
+  done
+  for k in "${!pids[@]}"; do
+    i=${probed[$k]}
+    if wait "${pids[$k]}"; then [ "${answering_since[$i]}" -gt 0 ] || answering_since[$i]=$now
     else answering_since[$i]=0; fi
   done
 }
@@ -219,9 +246,14 @@ last_step_in() { { grep -a '^ringsgd: at step ' "$1" || true; } | tail -n1 | awk
 host_list() { local i out=""; for i in "$@"; do out+="${out:+, }${names[$i]}"; done; echo "$out"; }
 
 # mpirun's notes about a lost daemon or peer: the supervisor says what happened instead.
-lost_notes='unable to reliably start one or more daemons|lost communication with a remote daemon|more process(es)? ha(s|ve) sent help message|orte_base_help_aggregate'
-"$root/launch/build.sh"
+lost_notes='unable to reliably start one or more daemons|lost communication with a remote daemon|more process(es)? ha(s|ve) sent help message|orte_base_help_aggregate|^srun: |^slurmstepd(-[^:]*)?: '
 binary="$root/.build/release/ringsgd"
+if [ -n "$slurm" ]; then
+  # Inside an allocation the checkout was built beforehand (a compute node may have no compiler).
+  [ -x "$binary" ] || fail "$binary is missing: build on the login node first (launch/build.sh)"
+else
+  "$root/launch/build.sh"
+fi
 restarts=0 grows=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names=""
 started=$(date +%s)
 current=() last_step=-1 ended_at=0 cause=""
@@ -230,7 +262,14 @@ while true; do
   # Wait for --min-hosts usable hosts.
   deadline=$(($(date +%s) + wait_limit))
   while true; do
+    # Hosts lost less than --cooldown ago cannot be used yet: not asked (a dead one may take
+    # the probe's whole timeout to say so).
+    known_lost=" " now=$(date +%s)
+    for i in "${!addrs[@]}"; do
+      if [ "${lost_at[$i]}" -gt 0 ] && [ $((now - lost_at[i])) -lt "$cooldown" ]; then known_lost+="$i "; fi
+    done
     probe_all
+    known_lost=" "
     mapfile -t current < <(usable)
     [ "${#current[@]}" -ge "$min_hosts" ] && break
     [ "$(date +%s)" -lt "$deadline" ] || fail "only ${#current[@]} of the --min-hosts $min_hosts hosts answered within --wait $wait_limit s; nothing is running. Bring hosts back, then run launch/elastic.sh … again (it resumes from the newest checkpoint)"
@@ -254,18 +293,27 @@ while true; do
   say "launching on ${#current[@]} hosts ($(host_list "${current[@]}")), $ranks ranks"
   raw="$work/job.log" shown="$work/shown"
   : >"$raw"
-  # shellcheck disable=SC2086
-  mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
-  mpirun_pid=$!
-  { tail -n +1 -s 0.2 -F --pid="$mpirun_pid" "$raw" 2>/dev/null \
+  if [ -n "$slurm" ]; then
+    # --overlap: a step that lost a node lingers on it until SLURM marks the node down, and
+    # would hold the CPUs of the nodes left (whose ranks are gone) until then.
+    nodes=(); for i in "${current[@]}"; do nodes+=("${names[$i]}"); done
+    OPENBLAS_NUM_THREADS=1 SWIFT_BACKTRACE=enable=no RINGSGD_STEP_LINES=1 \
+      srun --mpi="${RINGSGD_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 --overlap --nodes="${#current[@]}" --ntasks="$ranks" --nodelist="$(IFS=,; echo "${nodes[*]}")" \
+      --ntasks-per-node="$SLURM_NTASKS_PER_NODE" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
+  else
+    # shellcheck disable=SC2086
+    mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
+  fi
+  job_pid=$!
+  { tail -n +1 -s 0.2 -F --pid="$job_pid" "$raw" 2>/dev/null \
       | grep --line-buffered -v -e '^ringsgd: at step ' -e '^mpirun: Forwarding signal' \
       | filter_mpirun_notes "$shown" "$lost_notes" >&2; } &
   display_pid=$!
-  launched_at=$(date +%s.%N) resumed_step="" training_again=0 grow_requested=0 killed_lost=()
-  while kill -0 "$mpirun_pid" 2>/dev/null; do
+  resumed_step="" training_again=0 grow_requested=0 killed_lost=() stopped_broken=0
+  while kill -0 "$job_pid" 2>/dev/null; do
     sleep "$probe_every" &
     wait $! || true
-    kill -0 "$mpirun_pid" 2>/dev/null || break
+    kill -0 "$job_pid" 2>/dev/null || break
     step=$(last_step_in "$raw")
     if [ "$training_again" -eq 0 ] && [ -n "$step" ]; then
       training_again=1
@@ -277,7 +325,9 @@ while true; do
         say "training again on ${#current[@]} hosts from step $from, ${gap} s after the job ended ($cause); $((last_step > from ? last_step - from : 0)) steps redone"
       fi
     fi
-    probe_all
+    # Under SLURM a probe is a job step: the job's own nodes are probed when it fails (a
+    # node whose slurmd and ranks die ends the step at once).
+    if [ -n "$slurm" ]; then probe_all outside; else probe_all; fi
     # A host of the job that stopped answering: stop the job now (its peers would wait for
     # comm.timeout_seconds) and relaunch without it.
     for i in "${current[@]}"; do
@@ -286,6 +336,15 @@ while true; do
     if [ "${#killed_lost[@]}" -gt 0 ]; then
       say "host $(host_list "${killed_lost[@]}") stopped answering at step ${step:-?}; stopping the job"
       stop_job
+      stopped_broken=1
+      break
+    fi
+    # A rank saw a peer hang up: MPI cannot go on, but the ranks left would only notice at
+    # comm.timeout_seconds (under srun nothing ends them before).
+    if grep -aq 'peer process has unexpectedly disconnected' "$raw"; then
+      say "a rank lost its peer at step ${step:-?}; stopping the job"
+      stop_job
+      stopped_broken=1
       break
     fi
     # A host not in the job answers (again) and is past its cooldown: grow at the next checkpoint.
@@ -295,15 +354,15 @@ while true; do
         extra=()
         for i in "${candidates[@]}"; do [[ " ${current[*]} " == *" $i "* ]] || extra+=("$i"); done
         say "host $(host_list "${extra[@]}") answers: growing to ${#candidates[@]} hosts at the next checkpoint"
-        kill -USR1 "$mpirun_pid" 2>/dev/null || true
+        kill -USR1 "$job_pid" 2>/dev/null || true
         grow_requested=1
       fi
     fi
   done
   status=0
-  if [ -n "$mpirun_pid" ]; then wait "$mpirun_pid" || status=$?; fi
+  if [ -n "$job_pid" ]; then wait "$job_pid" || status=$?; fi
   [ -z "$display_pid" ] || wait "$display_pid" 2>/dev/null || true
-  mpirun_pid="" display_pid=""
+  job_pid="" display_pid=""
   ended_at=$(date +%s.%N)
   first=0
   jobs_run=$((${jobs_run:-0} + 1))
@@ -311,7 +370,7 @@ while true; do
   step=$(last_step_in "$raw")
   [ -z "$step" ] || last_step=$step
   now=$(date +%s)
-  if [ "${#killed_lost[@]}" -eq 0 ] && [ "$status" -eq 0 ]; then
+  if [ "$stopped_broken" -eq 0 ] && [ "$status" -eq 0 ]; then
     stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
     if [ -n "$stopped" ]; then
       mapfile -t next < <(usable)
@@ -330,7 +389,6 @@ while true; do
   # Which hosts failed: those that stopped answering, and those mpirun or a rank names.
   lost=("${killed_lost[@]}")
   if [ "${#lost[@]}" -eq 0 ]; then
-    probe_all
     named=$( { sed -n 's/.*process rank [0-9]* with PID [0-9]* on node \([^ ]*\) exited on signal.*/\1/p' "$raw"
                sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"
                # The first peer that vanished (later ones may be mpirun's own clean-up).
@@ -343,16 +401,24 @@ while true; do
         r=$((r + slots[i]))
       done
     done
+    # Hosts named are lost; the others are asked (a dead one fails its probe).
+    known_lost=" "
+    for i in "${current[@]}"; do
+      if grep -qxF -- "${addrs[$i]}" <<<"$named" || grep -qxF -- "${names[$i]}" <<<"$named"; then known_lost+="$i "; fi
+    done
+    probe_all
+    known_lost=" "
     for i in "${current[@]}"; do
       if [ "${answering_since[$i]}" -eq 0 ] || grep -qxF -- "${addrs[$i]}" <<<"$named" || grep -qxF -- "${names[$i]}" <<<"$named"; then lost+=("$i"); fi
     done
   fi
   abnormal=0
-  grep -aqE 'peer process has unexpectedly disconnected|mpirun noticed that process rank|unable to reliably start one or more daemons|lost communication with a remote daemon|exited on signal|waited .* for rank' "$raw" && abnormal=1
+  grep -aqE 'peer process has unexpectedly disconnected|mpirun noticed that process rank|unable to reliably start one or more daemons|lost communication with a remote daemon|exited on signal|waited .* for rank|^srun: error: .*(Killed|Terminated|Node failure|launch failed)' "$raw" && abnormal=1
   if [ "${#lost[@]}" -eq 0 ] && [ "$abnormal" -eq 0 ]; then
     # Every host is healthy and every rank ended by itself: the job failed (bad input, a
     # diverged run) — for good.
-    repeat_first_error "$raw" "$(cat "$shown" 2>/dev/null)" || echo "ringsgd: error: the job ended with exit status $status on healthy hosts; see the lines above" >&2
+    repeat_first_error "$raw" "$(cat "$shown" 2>/dev/null)" \
+      || echo "elastic: error: the job ended with exit status $status on healthy hosts: $( { grep -av '^ringsgd: at step' "$raw" || true; } | tail -n1)" >&2
     exit "$status"
   fi
   for i in "${lost[@]}"; do

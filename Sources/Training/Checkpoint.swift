@@ -25,7 +25,7 @@ import ModelFiles
 /// buffers (Float32, batch norms' running statistics, in the buffer views' order), present when
 /// it has any; `CLCK` the training seconds and bytes sent so far (two Float64, NaN: unknown);
 /// `OUTR` the outer optimizer's state with `comm.sync: local_sgd | diloco`
-/// (`OuterSynchronizer.stateBytes`; PRMS then holds θ_outer, OPTM rank 0's inner state, and
+/// (`OuterSynchronizer.stateBytes`; PRMS then holds θ_outer, OPTM the writing rank's inner state, and
 /// each rank's inner parameters and state lie beside it in `step-N.local-rank-R`); `MODL` the
 /// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.

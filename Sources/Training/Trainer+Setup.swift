@@ -279,7 +279,7 @@ extension Trainer {
 
     /// `comm.sync: local_sgd | diloco`: θ_outer and the outer optimizer from the checkpoint, and
     /// this rank's inner parameters and optimizer state from its own file — or, when that is
-    /// missing (another world size, a host without the file), θ_outer and rank 0's inner state,
+    /// missing (another world size, a host without the file), θ_outer and the writing rank's inner state,
     /// with a warning: the run goes on, but no longer as the uninterrupted one would.
     private func restoreLocalSteps(_ outer: OuterSynchronizer, _ state: [UInt8], _ checkpoint: Checkpoint, _ store: CheckpointStore,
                                    _ parameters: UnsafeMutableBufferPointer<Float>, _ optimizer: Optimizer) throws -> [String] {
@@ -289,7 +289,7 @@ extension Trainer {
               let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count) else {
             let why = checkpoint.worldSize == transport.size ? "its file \((store.localStatePath(step: checkpoint.step, rank: rank) as NSString).lastPathComponent) is missing or damaged"
                 : "the checkpoint was written by \(checkpoint.worldSize) ranks, now \(transport.size)"
-            return ["rank \(rank) has no inner state of step \(checkpoint.step) (\(why)): it continues from θ_outer with rank 0's inner optimizer state"]
+            return ["rank \(rank) has no inner state of step \(checkpoint.step) (\(why)): it continues from θ_outer with the checkpoint's inner optimizer state"]
         }
         try optimizer.loadState(own.optimizerState)
         _ = parameters.update(fromContentsOf: own.parameters)

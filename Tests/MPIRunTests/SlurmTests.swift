@@ -112,6 +112,42 @@ final class SlurmAcrossSimulatedNodesTests: XCTestCase {
     }
 }
 
+/// `launch/slurm.sbatch` with RINGSGD_ELASTIC: `launch/elastic.sh --slurm` inside the
+/// allocation, across three simulated SLURM nodes. Skipped, saying why, where namespaces or
+/// SLURM are not available.
+final class ElasticSlurmTests: XCTestCase {
+    /// Property: one node of a 3-node allocation (submitted with --no-kill) loses its slurmd
+    /// and its rank (every process in its namespace killed) after the first checkpoint; the
+    /// job goes on by itself on the 2 nodes left, from that checkpoint, and completes every
+    /// step, saying so in one line per event.
+    func testANodeLostInsideTheAllocationIsDroppedAndTheJobCompletes() throws {
+        let harness = try SlurmHarness.start(extra: ["--nodes", "3", "--rate", "1gbit"])
+        defer { try? harness.stop() }
+        let run = harness.directory + "/run"
+        let args = ["train", "--config", SlurmHarness.root + "/configs/fashion-mlp.yaml", "--set", "train.epochs=2",
+                    "--set", "checkpoint.every_steps=100", "--set", "train.log_every_steps=100", "--run-dir", run]
+        let job = try harness.submit(args, nodes: 3, tasksPerNode: 1, options: ["--no-kill"],
+                                     environment: ["RINGSGD_ELASTIC=--min-hosts 2 --cooldown 3"])
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: run + "/checkpoints/step-00000100.ckpt") && Date() < deadline { usleep(100_000) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: run + "/checkpoints/step-00000100.ckpt"), "no checkpoint within 120 s")
+        let third = try XCTUnwrap(try harness.simulatedHosts().last)
+        let pids = try MPIRun.runProcess(["ip", "netns", "pids", third], timeout: 10).output.split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertGreaterThanOrEqual(pids.count, 2, "the node runs its slurmd and a rank")
+        for pid in pids { kill(pid, SIGKILL) }
+        let (state, exit, output) = try harness.wait(job, within: 240)
+        XCTAssertEqual(state, "COMPLETED", output)
+        XCTAssertEqual(exit, "0:0", output)
+        XCTAssertTrue(output.contains("elastic: lost host simnode3 at step "), output)
+        XCTAssertTrue(output.contains("elastic: launching on 2 hosts (simnode1, simnode2), 2 ranks"), output)
+        XCTAssertTrue(output.contains("elastic: training again on 2 hosts from step 100,"), output)
+        XCTAssertTrue(output.contains("elastic: done in ") && output.contains("1 restarts, 1 hosts lost (simnode3)"), output)
+        let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
+        XCTAssertEqual(summary["steps"] as? Int, 936)
+        XCTAssertEqual(summary["resumed_from_step"] as? Int, 100)
+    }
+}
+
 /// A SLURM started by `launch/testslurm.sh` in a temporary directory, and the commands the
 /// tests run against it (with its SLURM_CONF).
 struct SlurmHarness {
@@ -148,9 +184,9 @@ struct SlurmHarness {
     }
 
     /// Submits `launch/slurm.sbatch ARGS` from the checkout; returns the job id.
-    func submit(_ arguments: [String], nodes: Int, tasksPerNode: Int, environment: [String] = []) throws -> String {
+    func submit(_ arguments: [String], nodes: Int, tasksPerNode: Int, options: [String] = [], environment: [String] = []) throws -> String {
         let outcome = try slurm(["sbatch", "--parsable", "--chdir", Self.root, "--output", directory + "/job-%j.out",
-                                 "--nodes=\(nodes)", "--ntasks-per-node=\(tasksPerNode)", Self.root + "/launch/slurm.sbatch"] + arguments,
+                                 "--nodes=\(nodes)", "--ntasks-per-node=\(tasksPerNode)"] + options + [Self.root + "/launch/slurm.sbatch"] + arguments,
                                 environment: environment)
         XCTAssertEqual(outcome.status, 0, outcome.output)
         return outcome.output.trimmingCharacters(in: .whitespacesAndNewlines)
