@@ -21,7 +21,8 @@
 #   --simulated-hosts N    N simulated hosts on this machine (launch/simhosts.sh, as
 #                          launch/simcluster.sh), created here and torn down on every exit;
 #                          with --rate R (required), --ranks-per-host K, --local-dir PATH (each
-#                          host sees a disk of its own at PATH: put the run directory there)
+#                          host sees a disk of its own at PATH: put the run directory there;
+#                          the disks stay, as PATH/.simulated-disk-h1 … from this machine)
 # Options:
 #   --min-hosts M          launch only on at least M answering hosts (default 1); wait for them
 #   --max-restarts R       relaunches after failures before giving up (default 3; growing
@@ -165,7 +166,7 @@ elif [ -n "$slurm" ]; then
   [[ "${SLURM_NTASKS_PER_NODE:-}" =~ ^[0-9]+$ ]] || fail "--slurm needs the same number of tasks on every node: submit with --ntasks-per-node=K"
   while read -r node; do
     [ -n "$node" ] || continue
-    addr=$(scontrol show node -o "$node" 2>/dev/null | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+    addr=$( { scontrol show node -o "$node" 2>/dev/null || true; } | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
     add_host "$node" "${addr:-$node}" "$SLURM_NTASKS_PER_NODE"
   done < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
   [ "${#addrs[@]}" -gt 0 ] || fail "--slurm: scontrol lists no node of the allocation ($SLURM_JOB_NODELIST)"
@@ -203,6 +204,8 @@ probe() {
   elif [ -n "$discover" ]; then
     [[ $'\n'"$discovered" == *$'\n'"${addrs[$i]} "* ]]
   else
+    # This machine itself answers (mpirun starts its ranks without ssh).
+    case "${addrs[$i]}" in localhost|127.0.0.1|::1|"$(hostname)"|"$(hostname -f 2>/dev/null || true)") return 0 ;; esac
     timeout 10 ssh -o BatchMode=yes -o ConnectTimeout=5 "${addrs[$i]}" true >/dev/null 2>&1
   fi
 }
@@ -254,7 +257,7 @@ if [ -n "$slurm" ]; then
 else
   "$root/launch/build.sh"
 fi
-restarts=0 grows=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names=""
+restarts=0 grows=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names="" run_id="" previous=()
 started=$(date +%s)
 current=() last_step=-1 ended_at=0 cause=""
 first=1
@@ -275,12 +278,21 @@ while true; do
     [ "$(date +%s)" -lt "$deadline" ] || fail "only ${#current[@]} of the --min-hosts $min_hosts hosts answered within --wait $wait_limit s; nothing is running. Bring hosts back, then run launch/elastic.sh … again (it resumes from the newest checkpoint)"
     sleep 1
   done
-  for i in "${current[@]}"; do lost_at[$i]=0; done
+  for i in "${current[@]}"; do
+    lost_at[$i]=0
+    # A host of this launch that the previous one did not have was added back (or found).
+    if [ "${#previous[@]}" -gt 0 ] && [[ " ${previous[*]} " != *" $i "* ]]; then
+      added_total=$((added_total + 1)); added_names+="${added_names:+, }${names[$i]}"
+    fi
+  done
+  previous=("${current[@]}")
   : >"$work/hostfile"
   ranks=0
   for i in "${current[@]}"; do echo "${addrs[$i]} slots=${slots[$i]}" >>"$work/hostfile"; ranks=$((ranks + slots[i])); done
   args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none
         -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no -x RINGSGD_STEP_LINES=1)
+  # The run to continue: its checkpoints only, not an earlier run's left on a host's disk.
+  [ -z "$run_id" ] || args+=(-x RINGSGD_RUN_ID="$run_id")
   [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
   if [ -n "$simulated" ]; then
     most=0; for i in "${current[@]}"; do [ "${slots[$i]}" -gt "$most" ] && most=${slots[$i]}; done
@@ -297,7 +309,7 @@ while true; do
     # --overlap: a step that lost a node lingers on it until SLURM marks the node down, and
     # would hold the CPUs of the nodes left (whose ranks are gone) until then.
     nodes=(); for i in "${current[@]}"; do nodes+=("${names[$i]}"); done
-    OPENBLAS_NUM_THREADS=1 SWIFT_BACKTRACE=enable=no RINGSGD_STEP_LINES=1 \
+    OPENBLAS_NUM_THREADS=1 SWIFT_BACKTRACE=enable=no RINGSGD_STEP_LINES=1 RINGSGD_RUN_ID="$run_id" \
       srun --mpi="${RINGSGD_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 --overlap --nodes="${#current[@]}" --ntasks="$ranks" --nodelist="$(IFS=,; echo "${nodes[*]}")" \
       --ntasks-per-node="$SLURM_NTASKS_PER_NODE" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
   else
@@ -321,8 +333,9 @@ while true; do
       if [ "$first" -eq 0 ] && [ "$ended_at" != 0 ]; then
         gap=$(awk -v a="$ended_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
         from=${resumed_step:-0}
-        [ "$last_step" -ge 0 ] && redone=$((redone + last_step - from))
-        say "training again on ${#current[@]} hosts from step $from, ${gap} s after the job ended ($cause); $((last_step > from ? last_step - from : 0)) steps redone"
+        again=$((last_step > from ? last_step - from : 0))
+        redone=$((redone + again))
+        say "training again on ${#current[@]} hosts from step $from, ${gap} s after the job ended ($cause); $again steps redone"
       fi
     fi
     # Under SLURM a probe is a job step: the job's own nodes are probed when it fails (a
@@ -369,14 +382,12 @@ while true; do
   if [ -n "${ELASTIC_LOG_DIR:-}" ]; then mkdir -p "$ELASTIC_LOG_DIR" && cp "$raw" "$ELASTIC_LOG_DIR/job-$jobs_run.log"; fi
   step=$(last_step_in "$raw")
   [ -z "$step" ] || last_step=$step
+  [ -n "$run_id" ] || run_id=$(sed -n '/^run id [0-9a-f]\{16\}$/{s/^run id //p;q}' "$raw")
   now=$(date +%s)
   if [ "$stopped_broken" -eq 0 ] && [ "$status" -eq 0 ]; then
     stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
     if [ -n "$stopped" ]; then
       mapfile -t next < <(usable)
-      for i in "${next[@]}"; do
-        [[ " ${current[*]} " == *" $i "* ]] || { added_total=$((added_total + 1)); added_names+="${added_names:+, }${names[$i]}"; }
-      done
       grows=$((grows + 1))
       cause="grown at the checkpoint of step $stopped" last_step=$stopped
       say "stopped at the checkpoint of step $stopped; relaunching on ${#next[@]} hosts"
@@ -392,7 +403,7 @@ while true; do
     named=$( { sed -n 's/.*process rank [0-9]* with PID [0-9]* on node \([^ ]*\) exited on signal.*/\1/p' "$raw"
                sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"
                # The first peer that vanished (later ones may be mpirun's own clean-up).
-               sed -n 's/^ *Peer host: *\([^ ]*\).*/\1/p' "$raw" | head -n1; } | sort -u)
+               sed -n '/^ *Peer host: */{s/^ *Peer host: *\([^ ]*\).*/\1/p;q}' "$raw"; } | sort -u)
     # "ringsgd: error: rank R waited N s for rank M": rank M's host (ranks fill hosts in order).
     for m in $(sed -n 's/^ringsgd: error: rank [0-9]* waited .* for rank \([0-9]*\) in .*/\1/p' "$raw" | sort -u); do
       r=0

@@ -19,7 +19,8 @@
 #   --subnet A.B.C       the private /24 to use (default: the first of 10.213.1 … 10.213.250
 #                        that no route or address here uses)
 #   --local-dir PATH     a node-local disk: each host sees a directory of its own at PATH
-#                        (a run directory under it is then not shared between hosts)
+#                        (a run directory under it is then not shared between hosts); the
+#                        disks stay, as PATH/.simulated-disk-h1 … from this machine
 # Environment: MPIRUN_ARGS (extra mpirun options), SIMCLUSTER_KEEP=1 (leave the namespaces up
 # after the run, to inspect them; remove with `ip netns del` and `ip link del`),
 # RINGSGD_BINARY (run this ringsgd instead of building and running .build/release/ringsgd: two

@@ -91,16 +91,18 @@ simhosts_create() {
 # session directory and PMIx's store are named after the hostname and would collide between
 # daemons: "ORTE_ERROR_LOG … session_dir.c", crashes at start-up), a shared-memory directory
 # (vader's segments would collide too) and, with LOCAL_DIR, a node-local disk: its own
-# WORK/disk-NS bind-mounted at LOCAL_DIR in a mount namespace of its own, so that every host
-# sees the same path with different contents.
+# LOCAL_DIR/.simulated-disk-hI bind-mounted at LOCAL_DIR in a mount namespace of its own, so
+# that every host sees the same path with different contents. The disks stay after the hosts
+# are gone (a later run on the same LOCAL_DIR finds its checkpoints); from this machine they
+# are the .simulated-disk-h* directories of LOCAL_DIR.
 simhosts_agent() {
   local work=$1 subnet=$2 tag=$3 hosts=$4 local_dir=${5:-} i
   : >"$work/hosts.map"
-  for i in $(seq 1 "$hosts"); do
-    echo "$subnet.$i ${tag}h$i" >>"$work/hosts.map"
-    [ -z "$local_dir" ] || mkdir -p "$work/disk-${tag}h$i"
-  done
   [ -z "$local_dir" ] || mkdir -p "$local_dir"
+  for i in $(seq 1 "$hosts"); do
+    [ -z "$local_dir" ] || mkdir -p "$local_dir/.simulated-disk-h$i"
+    echo "$subnet.$i ${tag}h$i" >>"$work/hosts.map"
+  done
   {
     echo '#!/usr/bin/env bash'
     echo 'while [ $# -gt 0 ] && [[ "$1" == -* ]]; do shift; done'
@@ -109,9 +111,11 @@ simhosts_agent() {
     echo '[ -n "$ns" ] || { echo "simcluster agent: unknown host $host" >&2; exit 255; }'
     echo "export OMPI_MCA_btl_vader_backing_directory=/dev/shm/\$ns TMPDIR=$work/tmp-\$ns"
     echo 'mkdir -p "$TMPDIR"'
-    echo "work=$work local_dir=$local_dir"
+    printf 'local_dir=%q\n' "$local_dir"
+    echo 'disk="$local_dir/.simulated-disk-h${ns##*h}"   # host i of namespace TAGhi'
+
     # shellcheck disable=SC2016
-    echo 'exec ip netns exec "$ns" unshare --uts --mount /bin/sh -c '"'"'hostname "$0" && { [ -z "$2" ] || mount --bind "$1/disk-$0" "$2"; } && exec /bin/sh -c "$3"'"'"' "$ns" "$work" "$local_dir" "$*"'
+    echo 'exec ip netns exec "$ns" unshare --uts --mount /bin/sh -c '"'"'hostname "$0" && { [ -z "$2" ] || mount --bind "$1" "$2"; } && exec /bin/sh -c "$3"'"'"' "$ns" "$disk" "$local_dir" "$*"'
   } >"$work/agent"
   chmod +x "$work/agent"
 }

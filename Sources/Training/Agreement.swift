@@ -72,10 +72,16 @@ public enum Agreement {
     }
 
     /// Checks, as the first collective of a run, that every rank was started the same way:
-    /// with or without `--resume`, and with the same config. A difference is an error on
-    /// every rank that names it — for the config, the first key that differs.
-    public static func requireSameStart(config: TrainingConfig, resume: Bool, over transport: Transport) throws {
-        let all = try RingAllGather.gather(SIMD2<UInt64>(config.hash, resume ? 1 : 0), over: transport)
+    /// with `--resume`, `--resume-if-present` or neither, and with the same config. A
+    /// difference is an error on every rank that names it — for the config, the first key
+    /// that differs.
+    public static func requireSameStart(config: TrainingConfig, resume: Bool, resumeIfPresent: Bool = false, over transport: Transport) throws {
+        let all = try RingAllGather.gather(SIMD2<UInt64>(config.hash, resume ? 1 : resumeIfPresent ? 2 : 0), over: transport)
+        let ifPresent = all.indices.filter { all[$0].y == 2 }
+        if !ifPresent.isEmpty && ifPresent.count != all.count {
+            let list = ifPresent.map(String.init).joined(separator: ", ")
+            throw AgreedError("ranks disagree on --resume-if-present (given to rank\(ifPresent.count > 1 ? "s" : "") \(list) only); pass it to every rank or to none")
+        }
         let resuming = all.indices.filter { all[$0].y == 1 }
         if !resuming.isEmpty && resuming.count != all.count {
             let list = resuming.map(String.init).joined(separator: ", ")

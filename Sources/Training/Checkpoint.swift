@@ -27,7 +27,10 @@ import ModelFiles
 /// `OUTR` the outer optimizer's state with `comm.sync: local_sgd | diloco`
 /// (`OuterSynchronizer.stateBytes`; PRMS then holds θ_outer, OPTM the writing rank's inner state, and
 /// each rank's inner parameters and state lie beside it in `step-N.local-rank-R`); `MODL` the
-/// `ModelDescription` as JSON (a reader that predates a section skips it). The sampler position and every random stream are functions of (seed,
+/// `ModelDescription` as JSON; `RUNI` the run's identity (UInt64: chosen when the run started,
+/// kept by every resume, so that a supervisor relaunching a run takes only its checkpoints —
+/// not an earlier run's left on a host's disk under the same run directory). A reader that
+/// predates a section skips it. The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
     public static let magic = Array("RSGDCKPT".utf8)
@@ -50,6 +53,8 @@ public struct Checkpoint: Equatable {
     /// resumed run's time and bytes to a target continue (nil: written before they were kept;
     /// bytes nil also when the all-reduce does not say).
     public var trainSeconds: Double?, bytesSent: Double?
+    /// The run's identity (nil: written before runs had one).
+    public var runID: UInt64?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
@@ -76,6 +81,7 @@ public struct Checkpoint: Equatable {
             sections.append(("CLCK", clock))
         }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
+        if let runID { sections.append(("RUNI", withUnsafeBytes(of: runID.littleEndian) { Array($0) })) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
             out += Array(tag.utf8)
@@ -136,6 +142,10 @@ public struct Checkpoint: Equatable {
             let values = clock.withUnsafeBytes { raw in (0 ..< 2).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) } }
             trainSeconds = values[0]
             bytesSent = values[1].isNaN ? nil : values[1]
+        }
+        if let id = sections["RUNI"] {
+            guard id.count == 8 else { throw Corrupt(reason: "its RUNI section is not one UInt64") }
+            runID = id.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         }
         if let json = sections["MODL"] {
             do { model = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json)) } catch {

@@ -55,6 +55,7 @@ extension Trainer {
                                     residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
                                     model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes())
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
+        checkpoint.runID = run.runID
         snapshot.checkpoint = checkpoint
         return snapshot
     }

@@ -21,7 +21,7 @@ extension Trainer {
     func prepare(resume: Bool, stopAfter: Int?, overwrite: Bool) throws -> TrainingRun {
         // Before the first collective: no rank creates the directory before every rank has looked.
         let created = !FileManager.default.fileExists(atPath: runDirectory)
-        try Agreement.requireSameStart(config: config, resume: resume || resumeIfPresent, over: transport)
+        try Agreement.requireSameStart(config: config, resume: resume, resumeIfPresent: resumeIfPresent, over: transport)
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
         do {
             let (resume, placement) = try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
@@ -123,9 +123,11 @@ extension Trainer {
         if !parameters.buffers.isEmpty { try transport.broadcast(UnsafeMutableRawBufferPointer(parameters.buffers), root: 0) }
         var startStep = 0, skipped = 0, changes: [String] = []
         var clockBefore: (seconds: Double, bytes: Double?)?
+        var runID = continuingRunID
         if resume {
             let checkpoint = try restore(store, placement, model, optimizer, synchronizer, outer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
+            runID = checkpoint.runID ?? runID
             clockBefore = checkpoint.trainSeconds.map { ($0, checkpoint.bytesSent) }
             changes = configChanges(since: checkpoint)
         }
@@ -138,6 +140,10 @@ extension Trainer {
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
         run.writesCheckpoint = placement.writes
+        run.runID = try runID ?? Agreement.fromRankZero("choose the run's identity", over: transport) {
+            withUnsafeBytes(of: UInt64.random(in: 1 ... .max)) { Array($0) }
+        }.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        if rank == 0 && startStep < run.endStep { log(String(format: "run id %016llx", run.runID)) }
         if config.evalEverySteps > 0 {
             run.curve = try Agreement.run("open curve.jsonl", over: transport) { () -> AppendOnlyFile? in
                 guard rank == 0 else { return nil }
@@ -177,7 +183,7 @@ extension Trainer {
         let placement = try placeCheckpoints()
         var resume = resume
         if resumeIfPresent && !resume {
-            let held = try RingAllGather.gather(UInt8(placement.looks && !store.existing().isEmpty ? 1 : 0), over: transport)
+            let held = try RingAllGather.gather(UInt8(placement.looks && holdsCheckpointOfThisRun(store) ? 1 : 0), over: transport)
             resume = held.contains(1)
             if transport.rank == 0 && !resume { log("--resume-if-present: no checkpoint in \(store.directory) on any rank; starting the run") }
         }
@@ -214,6 +220,7 @@ extension Trainer {
                          _ synchronizer: GradientSynchronizer, _ outer: OuterSynchronizer?) throws -> Checkpoint {
         let count = model.parameters.count
         func fits(_ c: Checkpoint) throws {
+            try requireThisRun(c)
             let changes = TrainingConfig.differences(c.config, config.canonicalText)
             if let fixed = changes.first(where: { change in Self.keysFixedAcrossResume.contains { change.hasPrefix($0) } }) {
                 throw CheckpointStore.Refusal("--resume: the checkpoint was written with a different \(fixed); resume with the config it was written with, or start a new run")
@@ -245,6 +252,19 @@ extension Trainer {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
         }
         return checkpoint
+    }
+
+    /// With `continuingRunID` (a supervisor's relaunch): a checkpoint of another run is not
+    /// this run's to continue — an earlier run's left on a host's disk under the same path.
+    private func requireThisRun(_ c: Checkpoint) throws {
+        guard let id = continuingRunID, c.runID != id else { return }
+        throw Checkpoint.Corrupt(reason: "belongs to another run (run id \(c.runID.map { String(format: "%016llx", $0) } ?? "none"), this is run \(String(format: "%016llx", id)))")
+    }
+
+    /// Whether this rank's run directory holds a valid checkpoint this run may continue.
+    private func holdsCheckpointOfThisRun(_ store: CheckpointStore) -> Bool {
+        guard continuingRunID != nil else { return !store.existing().isEmpty }
+        return (try? store.loadNewestValid(validate: requireThisRun).found) != nil
     }
 
     /// One rank per run directory looks for its newest valid checkpoint; the newest step any

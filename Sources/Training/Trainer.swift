@@ -47,6 +47,10 @@ public final class Trainer {
     /// `train --resume-if-present` (what `launch/elastic.sh` relaunches with): resume when any
     /// rank's run directory holds a checkpoint, start the run otherwise.
     public var resumeIfPresent = false
+    /// The identity of the run to continue (RINGSGD_RUN_ID, which `launch/elastic.sh` sets
+    /// from the first job's "run id" line): a resume then takes only this run's checkpoints,
+    /// and a fresh start takes this identity.
+    public var continuingRunID: UInt64?
     /// `train` listens for SIGUSR1 (`StopRequest`): the run then stops at its next checkpoint.
     public var stopRequest: StopRequest?
     /// Every this many steps rank 0 prints "ringsgd: at step N" (`launch/elastic.sh` sets
@@ -96,8 +100,7 @@ public final class Trainer {
 
     /// Whether any rank has been asked to stop (`StopRequest`); collective, at checkpoints.
     private func stopIsRequested() throws -> Bool {
-        guard let stopRequest else { return false }
-        return try RingAllGather.gather(UInt8(stopRequest.isRequested ? 1 : 0), over: transport).contains(1)
+        try RingAllGather.gather(UInt8(stopRequest?.isRequested == true ? 1 : 0), over: transport).contains(1)
     }
 
     /// `--timeline`: every rank starts its clock after a barrier (collective).

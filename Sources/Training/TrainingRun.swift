@@ -53,6 +53,8 @@ final class TrainingRun {
     let checkpointWriter = CheckpointWriter()
     /// Stopped at a checkpoint because a rank was asked to (SIGUSR1: `launch/elastic.sh` grows the job).
     var stoppedOnRequest = false
+    /// This run's identity (`Checkpoint.runID`): chosen at a fresh start, kept by a resume.
+    var runID: UInt64 = 0
 
     /// This rank's batch, filled each step (allocated once).
     let input: UnsafeMutableBufferPointer<Float>, labels: UnsafeMutableBufferPointer<Int32>

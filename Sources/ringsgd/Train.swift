@@ -23,7 +23,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run directory.")
     var resume = false
 
-    @Flag(help: "Continue from the newest valid checkpoint if any rank's run directory holds one, else start the run (what launch/elastic.sh relaunches with).")
+    @Flag(help: "Continue from the newest valid checkpoint if any rank's run directory holds one, else start the run (from --init-from if given; what launch/elastic.sh relaunches with).")
     var resumeIfPresent = false
 
     @Flag(help: "Start over in a run directory that holds an earlier run's checkpoints (deletes them).")
@@ -47,13 +47,22 @@ struct Train: ParsableCommand {
     @Option(help: "Write the last step's averaged gradient to this file (raw Float32) for `bench allreduce --gradient`.")
     var dumpGradient: String?
 
+    /// RINGSGD_RUN_ID (set by launch/elastic.sh), 16 hex digits; nil when unset.
+    static func continuingRunID() throws -> UInt64? {
+        guard let text = ProcessInfo.processInfo.environment["RINGSGD_RUN_ID"], !text.isEmpty else { return nil }
+        guard text.count == 16, let id = UInt64(text, radix: 16) else {
+            throw ValidationError("RINGSGD_RUN_ID must be a run id of 16 hex digits as a run's 'run id' line prints it, got '\(text)'; unset it to resume any run's checkpoints")
+        }
+        return id
+    }
+
     func validate() throws {
         if let stopAfter, stopAfter < 1 { throw ValidationError("--stop-after must be ≥ 1, got \(stopAfter)") }
         if resume && initFrom != nil { throw ValidationError("--resume continues from the run's checkpoint; --init-from starts a new run from given weights: pass one") }
         if let target { do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") } }
         if resume && overwrite { throw ValidationError("--resume continues the run directory's run, --overwrite replaces it: pass one") }
-        if resumeIfPresent && (resume || overwrite || initFrom != nil) {
-            throw ValidationError("--resume-if-present decides by itself whether to resume: pass it without --resume, --overwrite or --init-from")
+        if resumeIfPresent && (resume || overwrite) {
+            throw ValidationError("--resume-if-present decides by itself whether to resume: pass it without --resume or --overwrite")
         }
     }
 
@@ -79,6 +88,7 @@ struct Train: ParsableCommand {
             trainer.initFromPath = initFrom
             trainer.target = try target.map(TrainingTarget.init(parsing:))
             trainer.resumeIfPresent = resumeIfPresent
+            trainer.continuingRunID = try Agreement.run("read RINGSGD_RUN_ID", over: transport) { try Self.continuingRunID() }
             // SIGUSR1 (forwarded by mpirun): stop at the next checkpoint (launch/elastic.sh grows the job there).
             StopRequest.shared.listen()
             trainer.stopRequest = StopRequest.shared

@@ -15,6 +15,8 @@ import XCTest
 ///   `bench compute`: 5 steps after 1; `bench codecs`: 64 Ki values, one repetition;
 ///   `bench scaling`: 10 steps per run; `bench target`: 30 steps per run, evaluated every 10;
 /// - `launch/hostfile.sh HOSTFILE NP`: a generated hostfile `localhost slots=2`, NP 2;
+/// - `launch/elastic.sh`: its `train` shortened; `--hostfile` the generated one; on simulated
+///   hosts as the simulated cluster; `--slurm` skipped (it runs inside an allocation);
 /// - `sbatch … launch/slurm.sbatch`: submitted to a SLURM of `launch/testslurm.sh` — the one the
 ///   page starts itself (`SLURM_CONF=…`), or else one the test starts, with one node × 2 tasks —
 ///   and waited for; it must end COMPLETED 0:0.
@@ -248,6 +250,15 @@ final class DocumentationTests: XCTestCase {
         case "launch/simcluster.sh":
             guard let dashes = arguments.firstIndex(of: "--") else { throw unknown(command, "launch/simcluster.sh OPTIONS -- ARGS") }
             return .simulatedCluster(try shorten(text, ringsgd: Array(arguments[(dashes + 1)...]), command))
+        case "launch/elastic.sh":
+            guard let dashes = arguments.firstIndex(of: "--") else { throw unknown(command, "launch/elastic.sh HOSTS -- train …") }
+            var shell = try shorten(text, ringsgd: Array(arguments[(dashes + 1)...]), command)
+            if arguments.contains("--simulated-hosts") { return .simulatedCluster(shell) }
+            if arguments.contains("--slurm") { return .skip("runs inside a SLURM allocation (launch/slurm.sbatch with RINGSGD_ELASTIC does it)") }
+            if let range = shell.range(of: #"--hostfile +[^ ]+"#, options: .regularExpression) {
+                shell.replaceSubrange(range, with: "--hostfile '\(scratch.hostfile)'")
+            }
+            return .shell(shell, timeout: 240)
         case "sbatch":
             guard let script = arguments.firstIndex(of: "launch/slurm.sbatch") else { throw unknown(command, "sbatch of launch/slurm.sbatch only") }
             var shell = try shorten(text, ringsgd: Array(arguments[(script + 1)...]), command)

@@ -122,6 +122,14 @@ final class ElasticTests: XCTestCase {
         XCTAssertEqual(lines(job, containing: "elastic: training again on 2 hosts from step ").count, 1, job.output)
         XCTAssertTrue(job.lastLine.contains("1 restarts, 1 hosts lost (h1), 0 added back"), "last line: \(job.lastLine)")
         XCTAssertTrue(job.output.contains("done: test accuracy") && job.output.contains("(resumed at "), job.output)
+        // The disks stay: the survivors' hold the last checkpoint, the lost host's only earlier ones.
+        let last = String(format: "step-%08d.ckpt", Self.totalSteps)
+        for host in ["h2", "h3"] {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: "\(disk)/.simulated-disk-\(host)/run/checkpoints")) ?? []
+            XCTAssertTrue(files.contains(last), "\(host)'s disk holds \(files)")
+        }
+        let lost = (try? FileManager.default.contentsOfDirectory(atPath: "\(disk)/.simulated-disk-h1/run/checkpoints")) ?? []
+        XCTAssertFalse(lost.isEmpty || lost.contains(last), "h1's disk holds \(lost)")
         try assertNothingLeft(dir)
     }
 
@@ -166,6 +174,7 @@ final class ElasticTests: XCTestCase {
         let few = try MPIRun.runProcess([Self.script, "--simulated-hosts", "2", "--rate", "1gbit", "--min-hosts", "3", "--"] + short, timeout: 120)
         XCTAssertNotEqual(few.status, 0)
         XCTAssertTrue(few.output.hasSuffix("elastic: error: --min-hosts 3 is more than the 2 hosts there are; lower it or add hosts\n"), few.output)
+        try assertNothingLeft("/nonexistent-run-directory")
 
         let dir = temporaryPath("restarts")
         let job = try BackgroundJob([Self.script, "--simulated-hosts", "2", "--rate", "1gbit", "--max-restarts", "0", "--"]

@@ -16,13 +16,16 @@ final class CheckpointReplicationTests: XCTestCase {
 
     /// Trains with rank r in `dirs[r]`; every rank's summary.
     func train(_ dirs: [String], _ extra: [String] = [], resume: Bool = false, resumeIfPresent: Bool = false,
-               stopAfter: Int? = nil, stop: StopRequest? = nil, log: LockedLines? = nil) throws -> [RunSummary?] {
+               stopAfter: Int? = nil, stops: [StopRequest?] = [], continuing: UInt64? = nil,
+               log: LockedLines? = nil, onLine: ((String) -> Void)? = nil) throws -> [RunSummary?] {
         let config = try TrainerTests.config(["train.epochs=2"] + extra)   // 48 steps, checkpoints every 8
         return try InProcessCluster.run(size: dirs.count, timeout: 60) { transport in
             let trainer = Trainer(config: config, transport: transport, runDirectory: dirs[transport.rank],
-                                  log: { line in log?.append("rank \(transport.rank): \(line)") })
+                                  log: { line in log?.append("rank \(transport.rank): \(line)"); if transport.rank == 0 { onLine?(line) } })
             trainer.resumeIfPresent = resumeIfPresent
-            trainer.stopRequest = stop
+            trainer.stopRequest = stops.indices.contains(transport.rank) ? stops[transport.rank] : nil
+            trainer.continuingRunID = continuing
+            trainer.stepLines = onLine == nil ? 0 : 1
             return try trainer.run(resume: resume, stopAfter: stopAfter)
         }
     }
@@ -87,8 +90,9 @@ final class CheckpointReplicationTests: XCTestCase {
         }
     }
 
-    /// Property: a stop requested on one rank (SIGUSR1's effect) stops every rank at the next
-    /// checkpoint, with the checkpoint on disk, and the resumed run ends bit-identical to an
+    /// Property: a stop requested on one rank only (SIGUSR1's effect; here rank 1, after step
+    /// 12, while the checkpoint of step 8 may still be being written) stops every rank at the
+    /// next checkpoint (16), with it on disk, and the resumed run ends bit-identical to an
     /// uninterrupted one — with the write asynchronous and synchronous alike.
     func testAStopRequestStopsAtTheNextCheckpointAndResumesBitIdentically() throws {
         for async in [true, false] {
@@ -96,14 +100,37 @@ final class CheckpointReplicationTests: XCTestCase {
             let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
             let dir = temporaryDirectory()
             let stop = StopRequest()
-            stop.request()
-            let stopped = try train([dir, dir], extra, stop: stop)[0]!
-            XCTAssertEqual(stopped.steps, 8, "async \(async): the first checkpoint is at step 8")
-            XCTAssertEqual(checkpoints(dir), ["step-00000008.ckpt"])
+            let stopped = try train([dir, dir], extra, stops: [nil, stop], onLine: { if $0 == "ringsgd: at step 12" { stop.request() } })
+            XCTAssertEqual(stopped.map { $0?.steps }, [16, 16], "async \(async): every rank stops at the checkpoint after the request")
+            XCTAssertEqual(checkpoints(dir), ["step-00000016.ckpt", "step-00000008.ckpt"])
             let resumed = try train([dir, dir], extra, resume: true)[0]!
-            XCTAssertEqual(resumed.resumed_from_step, 8)
+            XCTAssertEqual(resumed.resumed_from_step, 16)
             XCTAssertEqual(resumed.param_hash, whole.param_hash, "async \(async)")
         }
+    }
+
+    /// Property: with the run's identity to continue (RINGSGD_RUN_ID, set by the supervisor), a
+    /// resume skips a newer checkpoint of another run left in one rank's directory under the
+    /// same path, and continues its own; without it, the newest checkpoint wins.
+    func testAResumeContinuesOnlyItsOwnRunWhenToldWhichOne() throws {
+        let whole = try train([temporaryDirectory(), temporaryDirectory()])[0]!
+        let (a, b) = (temporaryDirectory(), temporaryDirectory())
+        _ = try train([a, b], stopAfter: 16)
+        let ours = try XCTUnwrap(try newest(a).runID)
+        let other = temporaryDirectory()
+        _ = try train([other, other], stopAfter: 24)
+        XCTAssertNotEqual(try newest(other).runID, ours, "a fresh run has an identity of its own")
+        try FileManager.default.copyItem(atPath: other + "/checkpoints/step-00000024.ckpt", toPath: b + "/checkpoints/step-00000024.ckpt")
+        let untold = temporaryDirectory()
+        try FileManager.default.copyItem(atPath: b, toPath: untold)
+        let lines = LockedLines()
+        let resumed = try train([a, b], resumeIfPresent: true, continuing: ours, log: lines)[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 16)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+        XCTAssertTrue(lines.all.contains { $0.contains("skipping checkpoint step-00000024.ckpt: belongs to another run") }, "\(lines.all)")
+        XCTAssertEqual(try newest(a).runID, ours, "the resumed run keeps its identity")
+        let newestWins = try train([temporaryDirectory(), untold], resume: true)[0]!
+        XCTAssertEqual(newestWins.resumed_from_step, 24)
     }
 
     /// Property: `--resume-if-present` starts a fresh run where no rank's directory holds a
