@@ -12,19 +12,32 @@ import Foundation
 /// directory — a process killed mid-write leaves the previous checkpoint.
 ///
 /// One write at a time: `submit` is called only after `wait` has returned.
-final class CheckpointWriter: @unchecked Sendable {
+public final class CheckpointWriter: @unchecked Sendable {
     private let queue = DispatchQueue(label: "ringsgd.checkpoint-writer", qos: .utility)
     private let group = DispatchGroup()
+    /// Every writer's writes: what a process about to end on an error waits for.
+    private static let everyWrite = DispatchGroup()
+
+    /// Waits up to `seconds` for every write handed over in this process (a rank ending on
+    /// an error would otherwise kill a checkpoint already taken, mid-write). True if none is left.
+    @discardableResult
+    public static func finishPendingWrites(within seconds: Double) -> Bool {
+        everyWrite.wait(timeout: .now() + seconds) == .success
+    }
     private let lock = NSLock()
     private var failure: Error?
     /// The step of the write handed over and not yet waited for.
     private(set) var pendingStep: Int?
 
+    init() {}
+
     /// Starts `write` on the writer's thread.
     func submit(step: Int, _ write: @escaping () throws -> Void) {
         precondition(pendingStep == nil, "a checkpoint write was submitted while another is pending")
         pendingStep = step
+        Self.everyWrite.enter()
         queue.async(group: group) { [self] in
+            defer { Self.everyWrite.leave() }
             do { try write() } catch {
                 lock.lock(); failure = error; lock.unlock()
             }

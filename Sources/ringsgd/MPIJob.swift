@@ -27,6 +27,7 @@ enum MPIJob {
             runtime.finalize()
             exit(0)
         } catch let error as CollectiveError {
+            CheckpointWriter.finishPendingWrites(within: 30)
             switch error {
             case .lengthMismatch, .disagreement:
                 finishTogether("\(error)", transport: transport)
@@ -38,8 +39,10 @@ enum MPIJob {
                 runtime.abort(code: 1)
             }
         } catch let error as AgreedError {
+            CheckpointWriter.finishPendingWrites(within: 30)
             finishTogether(error.message, transport: transport)
         } catch {
+            CheckpointWriter.finishPendingWrites(within: 30)
             printError("rank \(transport.rank): \(error)")
             runtime.abort(code: 1)
         }
