@@ -51,10 +51,7 @@ final class ElasticTests: XCTestCase {
 
     /// Nothing the supervisor made is left: no namespace or interface, no rank.
     func assertNothingLeft(_ runDirectory: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        usleep(300_000)   // the kernel removes a deleted namespace's links asynchronously
-        let namespaces = try MPIRun.runProcess(["ip", "netns", "list"], timeout: 10).output
-        let links = try MPIRun.runProcess(["ip", "-o", "link"], timeout: 10).output
-        let ours = (namespaces + links).split(separator: "\n").filter { $0.range(of: #"\bre[0-9]+(h|v|p|br)"#, options: .regularExpression) != nil }
+        let ours = try SimulatedClusterTests.simulatedHostsLeft(tag: "re")
         XCTAssertTrue(ours.isEmpty, "left behind: \(ours)", file: file, line: line)
         let ranks = try MPIRun.runProcess(["pgrep", "-f", "--", "--run-dir \(runDirectory)( |$)"], timeout: 10).output
         XCTAssertEqual(ranks.trimmingCharacters(in: .whitespacesAndNewlines), "", "ranks left behind", file: file, line: line)

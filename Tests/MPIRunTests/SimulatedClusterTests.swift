@@ -25,11 +25,17 @@ final class SimulatedClusterTests: XCTestCase {
 
     /// Nothing the script made is left: no namespace or interface of ours.
     func assertTornDown(_ context: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let ours = try Self.simulatedHostsLeft(tag: "rs")
+        XCTAssertTrue(ours.isEmpty, "\(context): left behind: \(ours)", file: file, line: line)
+    }
+
+    /// The namespaces and interfaces of simulated hosts whose names start with `tag` and a
+    /// number (simcluster.sh's "rs", elastic.sh's "re") that are still there.
+    static func simulatedHostsLeft(tag: String) throws -> [Substring] {
         usleep(300_000)   // the kernel removes a deleted namespace's links asynchronously
         let namespaces = try MPIRun.runProcess(["ip", "netns", "list"], timeout: 10).output
         let links = try MPIRun.runProcess(["ip", "-o", "link"], timeout: 10).output
-        let ours = (namespaces + links).split(separator: "\n").filter { $0.range(of: #"\brs[0-9]+(h|v|p|br)"#, options: .regularExpression) != nil }
-        XCTAssertTrue(ours.isEmpty, "\(context): left behind: \(ours)", file: file, line: line)
+        return (namespaces + links).split(separator: "\n").filter { $0.range(of: "\\b\(tag)[0-9]+(h|v|p|br)", options: .regularExpression) != nil }
     }
 
     /// Property: training across 2 simulated hosts at 1 Gbit/s keeps replicas bit-identical
