@@ -7,7 +7,13 @@ import GradientCodecs
 public struct CarriedAddend {
     public let values: UnsafePointer<Float>
     public let scale: Float
-    public init(values: UnsafePointer<Float>, scale: Float) { (self.values, self.scale) = (values, scale) }
+    /// The caller takes the average of g + s·b as it is (an optimizer that reads its next
+    /// momentum from it: `MomentumCarrying.takesCarriedAverage`): the carry is not taken back
+    /// off, which saves reading b twice more.
+    public let staysOn: Bool
+    public init(values: UnsafePointer<Float>, scale: Float, staysOn: Bool = false) {
+        (self.values, self.scale, self.staysOn) = (values, scale, staysOn)
+    }
 }
 
 /// What a compressed ring step does to one segment of the buffer, as one sweep over memory.
@@ -146,11 +152,11 @@ public struct FusedSegmentPass {
         }
     }
 
-    /// The owner keeps what it sent: g ← x − s·b, counted in the squares.
+    /// The owner keeps what it sent: g ← x − s·b (x when the carry stays on), counted in the squares.
     @inline(__always)
     private func keep(_ x: UnsafeMutablePointer<Float>, at: Int, count: Int, squares: inout SquareSum) {
         let g = buffer + at
-        if let carry {
+        if let carry, !carry.staysOn {
             let b = carry.values + at, s = -carry.scale
             for i in 0 ..< count { g[i] = x[i].addingProduct(b[i], s) }
         } else {
@@ -159,11 +165,11 @@ public struct FusedSegmentPass {
         squares.add(g, count: count)
     }
 
-    /// After a decode into g: g ← g − s·b, counted in the squares.
+    /// After a decode into g: g ← g − s·b (unless the carry stays on), counted in the squares.
     @inline(__always)
     private func finish(at: Int, count: Int, squares: inout SquareSum) {
         let g = buffer + at
-        if let carry {
+        if let carry, !carry.staysOn {
             let b = carry.values + at, s = -carry.scale
             for i in 0 ..< count { g[i] = g[i].addingProduct(b[i], s) }
         }

@@ -138,7 +138,7 @@ public final class RingAllReduce: AllReduce {
     }
 
     /// Averages `buffer` with `carry` riding along: the codec encodes buffer + s·b and the
-    /// caller gets the average back without it (see `CarriedAddend`). A lossy codec folds both
+    /// caller gets the average back without it (see `CarriedAddend`; with `staysOn`, with it). A lossy codec folds both
     /// into its sweeps; the exact ring adds s·b before and takes it off after, as separate passes.
     public func average(_ buffer: UnsafeMutableBufferPointer<Float>,
                         residual: UnsafeMutableBufferPointer<Float>?, carry: CarriedAddend?) throws {
@@ -151,7 +151,7 @@ public final class RingAllReduce: AllReduce {
         }
         let folds = !codec.isIdentity && transport.size > 1
         if let carry, !folds { Self.add(carry, sign: 1, to: buffer) }
-        defer { if let carry, !folds { Self.add(carry, sign: -1, to: buffer) } }
+        defer { if let carry, !folds, !carry.staysOn { Self.add(carry, sign: -1, to: buffer) } }
         try averageFolding(buffer, residual: residual, carry: folds ? carry : nil)
     }
 

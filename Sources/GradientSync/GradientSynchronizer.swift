@@ -56,6 +56,11 @@ public final class GradientSynchronizer {
     var cost: CommunicationCost?
     /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).
     public var momentumCarrier: MomentumCarrying? { get { carry.carrier } set { carry.carrier = newValue } }
+    /// Set before a step: its optimizer takes the carried average as it is
+    /// (`MomentumCarrying.takesCarriedAverage`), so the all-reduce leaves s·b on.
+    public var carryStaysOn: Bool { get { carry.staysOn } set { carry.staysOn = newValue } }
+    /// Whether the last step's average is of g + s·b (the carry left on), not of g.
+    public private(set) var lastAverageCarried = false
     /// Where spans go (the trainer's timeline): each bucket's all-reduce, and the ring's phases.
     public var onSpan: ((SyncSpan, ContinuousClock.Instant, ContinuousClock.Instant) -> Void)? { didSet { connectPhases() } }
     /// Whether buckets are averaged on a thread of their own (the timeline's lane).
@@ -119,6 +124,7 @@ public final class GradientSynchronizer {
         (self.gradients, self.step, submitted) = (gradients, step, 0)
         (lastSeconds, lastCodecSeconds, lastBytesSent, lastSquaredNorm) = (0, 0, 0, 0)
         lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0
+        lastAverageCarried = active.compressed && carry.staysOn && carry.carries
     }
 
     /// Bucket `b`'s gradients are final: with overlap, its all-reduce starts now on the
@@ -144,6 +150,7 @@ public final class GradientSynchronizer {
     public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>) {
         beginStep(step, gradients: values)
         lastSquaredNorm = nil   // a fragment's Δ, not a step's gradient: no norm to hand the trainer
+        lastAverageCarried = false
         (submitted, partial) = (buckets.lowerBound, buckets)
         for b in buckets { bucketReady(b) }
     }

@@ -10,16 +10,23 @@ import Optimizers
 /// gains nothing from it).
 struct MomentumCarry {
     weak var carrier: MomentumCarrying?
+    /// The step's optimizer reads its next momentum from the carried average itself
+    /// (`MomentumCarrying.takesCarriedAverage`): s·b is not taken back off.
+    var staysOn = false
 
     /// s·b over `range` of the flat buffer, for an all-reduce that folds it (nil without momentum yet).
     func addend(_ range: Range<Int>) -> CarriedAddend? {
         guard let carry = carrier?.momentumCarry else { return nil }
-        return CarriedAddend(values: UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), scale: carry.scale)
+        return CarriedAddend(values: UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), scale: carry.scale, staysOn: staysOn)
     }
 
-    /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet).
+    /// Whether a step's average carries s·b (there is momentum to carry).
+    var carries: Bool { carrier?.momentumCarry != nil }
+
+    /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet,
+    /// and for the subtraction when the carry stays on).
     func add(_ sign: Float, to values: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
-        guard let carry = carrier?.momentumCarry else { return }
+        guard let carry = carrier?.momentumCarry, sign > 0 || !staysOn else { return }
         FloatKernels.add(UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), times: sign * carry.scale,
                          into: values + range.lowerBound, count: range.count)
     }

@@ -9,4 +9,19 @@ public protocol MomentumCarrying: Optimizer {
     /// The momentum buffer b and μ/c, or nil while the optimizer has no momentum to carry
     /// (SGD with μ = 0 or dampening 1).
     var momentumCarry: (buffer: UnsafeMutableBufferPointer<Float>, scale: Float)? { get }
+
+    /// Whether its next step can be taken from the carried average u = ḡ + (μ/c)·b itself,
+    /// which is b'/c with the weight decay left out — so that the all-reduce need not take
+    /// (μ/c)·b back off and the step need not read b: two passes over b fewer.
+    var takesCarriedAverage: Bool { get }
+
+    /// The step from the carried average `average` (u) instead of the averaged gradient.
+    func step(parameters: UnsafeMutableBufferPointer<Float>, carriedAverage average: UnsafeMutableBufferPointer<Float>, lr: Double)
+}
+
+extension MomentumCarrying {
+    public var takesCarriedAverage: Bool { false }
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, carriedAverage average: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        preconditionFailure("\(name) takes its step from an averaged gradient, not from a carried average")
+    }
 }

@@ -49,6 +49,25 @@ public final class SGD: MomentumScheduled, MomentumCarrying {
         return (buffer, Float(momentum / (1 - dampening)))
     }
 
+    /// Plain momentum (not Nesterov's, which needs ḡ itself) after the first step (which sets
+    /// b = ḡ): b' = μ·b + (1−τ)·(ḡ + λ·p) = (1−τ)·(u + λ·p) with u = ḡ + μ/(1−τ)·b.
+    public var takesCarriedAverage: Bool { momentumCarry != nil && !nesterov && stepCount > 0 }
+
+    /// b ← (1−τ)·(u + λ·p); p ← p − lr·b. The same rule as `step` with the carry's algebra done
+    /// in the all-reduce: the result differs from `step` on ḡ = u − μ/(1−τ)·b by rounding only.
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, carriedAverage average: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        precondition(takesCarriedAverage, "SGD takes a carried average only with momentum, without Nesterov, after its first step")
+        let p = parameters.baseAddress!, u = average.baseAddress!, b = buffer.baseAddress!, n = parameters.count
+        let lr = Float(lr), wd = Float(weightDecay), damp = 1 - Float(dampening)
+        for i in 0 ..< n {
+            let d = wd != 0 ? u[i].addingProduct(p[i], wd) : u[i]
+            let m = damp == 1 ? d : d * damp
+            b[i] = m
+            p[i] = p[i].addingProduct(m, -lr)
+        }
+        stepCount += 1
+    }
+
     public var name: String { "sgd" }
     public var stateBuffers: [UnsafeMutableBufferPointer<Float>] { [buffer] }
 

@@ -57,7 +57,10 @@ extension Trainer {
                 lossSum += local.loss; correct += local.correct
                 continue
             }
-            if !localStep { run.synchronizer.beginStep(step, gradients: parameters.gradients) }
+            if !localStep {
+                run.synchronizer.carryStaysOn = takesCarriedAverage(run, step: step)
+                run.synchronizer.beginStep(step, gradients: parameters.gradients)
+            }
             // A failed pass (a synchronised batch norm's collective) may leave buckets in flight on
             // the communication thread: drain it before the error ends the job.
             let local: SoftmaxCrossEntropy.Result
@@ -128,13 +131,27 @@ extension Trainer {
             scheduled.scheduledMomentum = momentum
         }
         let optimizerStart = ContinuousClock.now
-        run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
+        if run.synchronizer.lastAverageCarried && !localStep, let carrying = run.optimizer as? MomentumCarrying {
+            carrying.step(parameters: parameters.parameters, carriedAverage: parameters.gradients, lr: lr)
+        } else {
+            run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
+        }
         if localStep { run.outer?.tookLocalStep() }
         run.timeline.map { $0.record(.optimizer, from: optimizerStart, to: .now, on: $0.training) }
         return StepOutcome(loss: result.loss, correct: result.correct, samples: batch, applied: true, lr: lr, clock: clock)
     }
 
     /// ‖g‖₂ in Double, in index order: identical on every rank for identical g.
+    /// Whether this step's update can be taken from the carried average itself
+    /// (`MomentumCarrying.takesCarriedAverage`), so that the all-reduce leaves the carry on: not
+    /// when the averaged gradient itself is wanted — clipping scales ḡ, a momentum schedule
+    /// changes μ between the carry and the step, a gradient dump writes ḡ.
+    func takesCarriedAverage(_ run: TrainingRun, step: Int) -> Bool {
+        guard let carrying = run.optimizer as? MomentumCarrying, carrying.takesCarriedAverage,
+              config.clipGradNorm == 0, gradientDumpPath == nil else { return false }
+        return run.schedule.momentum(at: run.perEpoch ? step / run.stepsPerEpoch : step) == nil
+    }
+
     func globalNorm(_ g: UnsafeMutableBufferPointer<Float>) -> Double {
         var lanes = SIMD8<Double>()
         var i = 0

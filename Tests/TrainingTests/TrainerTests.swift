@@ -190,7 +190,8 @@ final class TrainerTests: XCTestCase {
 
     /// Property: with comm.compress_momentum the all-reduce carries g + s·b (the next momentum)
     /// and hands the optimizer ĝ = avg − s·b: with an exact all-reduce that is the plain average
-    /// up to rounding, so SGD and Adam end where plain averaging does; with sign + error
+    /// up to rounding, so SGD and Adam end where plain averaging does (plain SGD taking its
+    /// step from the carried average itself within rounding of the step from ḡ); with sign + error
     /// feedback every rank stays bit-identical, the run learns, and a resume ends bit-identical
     /// (the momentum is optimizer state, the residual EF memory: both checkpointed). An optimizer
     /// without momentum is refused with what to do.
@@ -210,6 +211,14 @@ final class TrainerTests: XCTestCase {
             XCTAssertLessThan(worst, 1e-4 * (1 + scale), "\(optimizer): carried momentum must average like plain gradients (worst \(worst))")
             XCTAssertNotEqual(plain, carried, "\(optimizer): the momentum was carried (bitwise equal would mean it was not)")
         }
+        // Plain SGD takes its step from the carried average itself (the carry stays on): the
+        // same rule with the carry's algebra moved, so within rounding of the step from ḡ —
+        // which a clipping threshold never reached forces — and not bitwise equal to it.
+        let fused = try run(["optimizer.name=sgd", "comm.compress_momentum=true"]).values
+        let unfused = try run(["optimizer.name=sgd", "comm.compress_momentum=true", "train.clip_grad_norm=1e9"]).values
+        let worst = zip(fused, unfused).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(worst, 1e-5 * (1 + unfused.map { abs($0) }.max()!), "the step from the carried average (worst \(worst))")
+        XCTAssertNotEqual(fused, unfused, "the step from the carried average was taken")
         let sign = ["comm.codec=sign", "comm.error_feedback=true", "comm.compress_momentum=true"]
         for ranks in [2, 3] { XCTAssertGreaterThan(try run(sign, ranks: ranks).accuracy, 0.6, "sign with carried momentum learns at np \(ranks)") }
         let config = try Self.config(sign)
