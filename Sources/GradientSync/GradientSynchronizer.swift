@@ -51,7 +51,9 @@ public final class GradientSynchronizer {
     public private(set) var lastBytesSent: Int?
     /// ‖averaged gradient‖² of the last step, summed bucket by bucket in the plan's order when
     /// every bucket's all-reduce took it on the way (our ring with a lossy codec), else nil:
-    /// the trainer then needs no pass of its own for the norm. Identical on every rank.
+    /// the trainer then needs no pass of its own for the norm. Identical on every rank. When
+    /// the carry stayed on (`lastAverageCarried`) it is ‖ḡ + s·b‖², good for the non-finite
+    /// check only (the trainer then does not clip).
     public private(set) var lastSquaredNorm: Double?
     var cost: CommunicationCost?
     /// The optimizer whose momentum rides in compressed all-reduces (`comm.compress_momentum`).

@@ -141,17 +141,17 @@ extension Trainer {
         return StepOutcome(loss: result.loss, correct: result.correct, samples: batch, applied: true, lr: lr, clock: clock)
     }
 
-    /// ‖g‖₂ in Double, in index order: identical on every rank for identical g.
     /// Whether this step's update can be taken from the carried average itself
     /// (`MomentumCarrying.takesCarriedAverage`), so that the all-reduce leaves the carry on: not
     /// when the averaged gradient itself is wanted — clipping scales ḡ, a momentum schedule
-    /// changes μ between the carry and the step, a gradient dump writes ḡ.
+    /// changes μ between the carry and the step, the gradient dump (the last step's) writes ḡ.
     func takesCarriedAverage(_ run: TrainingRun, step: Int) -> Bool {
         guard let carrying = run.optimizer as? MomentumCarrying, carrying.takesCarriedAverage,
-              config.clipGradNorm == 0, gradientDumpPath == nil else { return false }
+              config.clipGradNorm == 0, gradientDumpPath == nil || step != run.endStep - 1 else { return false }
         return run.schedule.momentum(at: run.perEpoch ? step / run.stepsPerEpoch : step) == nil
     }
 
+    /// ‖g‖₂ in Double, in index order: identical on every rank for identical g.
     func globalNorm(_ g: UnsafeMutableBufferPointer<Float>) -> Double {
         var lanes = SIMD8<Double>()
         var i = 0
