@@ -13,16 +13,17 @@ final class FusedRingTests: XCTestCase {
     /// Property: for every codec, world size 2–4, with and without error feedback and the
     /// momentum carry, the fused ring leaves the same bits — averaged values and residuals, on
     /// every rank — as the unfused sequence of passes (carry add, residual add, decode-accumulate,
-    /// ÷ n, encode, decode, carry subtraction) in the ring's order. Segments of 5,000 values, so
-    /// that a segment holds several tiles and a partial one; and 3 values on 4 ranks.
+    /// ÷ n, encode, decode, carry subtraction — none when the carry stays on) in the ring's
+    /// order. Segments of 5,000 values, so that a segment holds several tiles and a partial
+    /// one; and 3 values on 4 ranks.
     func testFusedSweepsGiveTheBitsOfSeparatePasses() throws {
         let segmentValues = 5_000
         for name in Self.codecs {
             for (n, count) in [(2, 40_037), (3, 40_037), (4, 40_037), (4, 3)] {   // 3 values: empty chunks
-                for (feedback, carried) in [(true, true), (true, false), (false, true), (false, false)] {
+                for (feedback, carried, staysOn) in [(true, true, false), (true, false, false), (false, true, false), (false, false, false), (true, true, true)] {
                     let carry = carried ? Self.values(count: count, seed: 99, scale: 0.3) : nil
                     let expected = Self.reference(name: name, n: n, count: count, segmentValues: segmentValues,
-                                                  feedback: feedback, carry: carry, scale: 0.7)
+                                                  feedback: feedback, carry: carry, scale: 0.7, staysOn: staysOn)
                     let got = try InProcessCluster.run(size: n) { transport -> (values: [Float], residual: [Float], squares: Double?) in
                         let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(name), segmentBytes: segmentValues * 4)
                         var buffer = Self.values(count: count, seed: UInt64(transport.rank), scale: 1)
@@ -31,13 +32,13 @@ final class FusedRingTests: XCTestCase {
                             try residual.withUnsafeMutableBufferPointer { r in
                                 try (carry ?? []).withUnsafeBufferPointer { c in
                                     try ring.average(b, residual: feedback ? r : nil,
-                                                     carry: carried ? CarriedAddend(values: c.baseAddress!, scale: 0.7) : nil)
+                                                     carry: carried ? CarriedAddend(values: c.baseAddress!, scale: 0.7, staysOn: staysOn) : nil)
                                 }
                             }
                         }
                         return (buffer, residual, ring.lastSquaredSum)
                     }
-                    let label = "\(name) np \(n) feedback \(feedback) carry \(carried)"
+                    let label = "\(name) np \(n) feedback \(feedback) carry \(carried)\(staysOn ? " (stays on)" : "")"
                     for rank in 0 ..< n {
                         Self.assertSameBits(got[rank].values, expected.values[rank], "\(label): rank \(rank) values")
                         if feedback { Self.assertSameBits(got[rank].residual, expected.residuals[rank], "\(label): rank \(rank) residual") }
@@ -89,7 +90,7 @@ final class FusedRingTests: XCTestCase {
     /// codec encodes in the ring's order (step by step, segment by segment), so stochastic
     /// rounding draws the same numbers.
     static func reference(name: String, n: Int, count: Int, segmentValues: Int, feedback: Bool,
-                          carry: [Float]?, scale s: Float) -> (values: [[Float]], residuals: [[Float]]) {
+                          carry: [Float]?, scale s: Float, staysOn: Bool = false) -> (values: [[Float]], residuals: [[Float]]) {
         let codecs = (0 ..< n).map { _ in try! CodecRegistry.make(name) }
         var g = (0 ..< n).map { values(count: count, seed: UInt64($0), scale: 1) }
         var r = (0 ..< n).map { values(count: count, seed: 50 + UInt64($0), scale: 0.01) }
@@ -131,7 +132,7 @@ final class FusedRingTests: XCTestCase {
                     }
                 }
             }
-            if let carry { for i in 0 ..< count { g[rank][i] = g[rank][i].addingProduct(carry[i], -s) } }
+            if let carry, !staysOn { for i in 0 ..< count { g[rank][i] = g[rank][i].addingProduct(carry[i], -s) } }
         }
         return (g, r)
     }
