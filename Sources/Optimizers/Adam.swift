@@ -57,6 +57,21 @@ public final class Adam: MomentumScheduled, MomentumCarrying {
     }
 
     public func step(parameters: UnsafeMutableBufferPointer<Float>, gradients: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        step(parameters, gradients, carried: nil, lr: lr)
+    }
+
+    /// Adam needs ḡ itself (for v), and reads m anyway: it takes ḡ = u − s·m off the carried
+    /// average in its own loop, with the fused multiply-add the all-reduce would have used —
+    /// so the step is bit-identical to the one from ḡ, and the all-reduce skips two reads of m.
+    public var takesCarriedAverage: Bool { momentumCarry != nil }
+
+    public func step(parameters: UnsafeMutableBufferPointer<Float>, carriedAverage average: UnsafeMutableBufferPointer<Float>, lr: Double) {
+        guard let carry = momentumCarry else { preconditionFailure("Adam takes a carried average only with β₁ > 0") }
+        step(parameters, average, carried: -carry.scale, lr: lr)
+    }
+
+    /// `carried`: −s when `gradients` holds the carried average u = ḡ + s·m.
+    private func step(_ parameters: UnsafeMutableBufferPointer<Float>, _ gradients: UnsafeMutableBufferPointer<Float>, carried: Float?, lr: Double) {
         stepCount += 1
         let t = Double(stepCount)
         let bias1 = 1 - pow(beta1, t), bias2Sqrt = (1 - pow(beta2, t)).squareRoot()
@@ -70,7 +85,7 @@ public final class Adam: MomentumScheduled, MomentumCarrying {
         func update(_ range: Range<Int>, weightDecay: Double) {
             let wd = Float(weightDecay), decay = Float(1 - lr * weightDecay)
             for i in range {
-                var grad = g[i]
+                var grad = carried.map { g[i].addingProduct(m[i], $0) } ?? g[i]
                 if decoupled { p[i] *= decay } else if wd != 0 { grad = grad.addingProduct(p[i], wd) }
                 m[i] = m[i].addingProduct(b1c, grad - m[i])
                 v[i] = (v[i] * b2).addingProduct(b2c * grad, grad)   // mul_, addcmul_

@@ -10,9 +10,10 @@ public protocol MomentumCarrying: Optimizer {
     /// (SGD with μ = 0 or dampening 1).
     var momentumCarry: (buffer: UnsafeMutableBufferPointer<Float>, scale: Float)? { get }
 
-    /// Whether its next step can be taken from the carried average u = ḡ + (μ/c)·b itself,
-    /// which is b'/c with the weight decay left out — so that the all-reduce need not take
-    /// (μ/c)·b back off and the step need not read b: two passes over b fewer.
+    /// Whether its next step can be taken from the carried average u = ḡ + (μ/c)·b itself, so
+    /// that the all-reduce need not take (μ/c)·b back off (two reads of b fewer): SGD's u is
+    /// b'/c with the weight decay left out (its step then does not read b either); Adam takes
+    /// ḡ = u − (μ/c)·b off in its own loop, which reads m anyway, bit for bit as the ring did.
     var takesCarriedAverage: Bool { get }
 
     /// The step from the carried average `average` (u) instead of the averaged gradient.

@@ -227,6 +227,12 @@ final class TrainerTests: XCTestCase {
             XCTAssertLessThan(worst, bound * (1 + unfused.map { abs($0) }.max()!), "\(extra): the step from the carried average (worst \(worst))")
             XCTAssertNotEqual(fused, unfused, "\(extra): the step from the carried average was taken")
         }
+        // Adam takes ḡ = u − s·m off in its own loop with the ring's fused multiply-add: the
+        // same bits as the step from ḡ, exact and lossy codec alike.
+        for extra in [[String](), ["comm.codec=bf16", "comm.error_feedback=true"]] {
+            let base = ["optimizer.name=adam", "optimizer.lr=0.01", "comm.compress_momentum=true"] + extra
+            XCTAssertEqual(try run(base).values, try run(base + ["train.clip_grad_norm=1e9"]).values, "adam \(extra): bit for bit")
+        }
         let sign = ["comm.codec=sign", "comm.error_feedback=true", "comm.compress_momentum=true"]
         for ranks in [2, 3] { XCTAssertGreaterThan(try run(sign, ranks: ranks).accuracy, 0.6, "sign with carried momentum learns at np \(ranks)") }
         let config = try Self.config(sign)
