@@ -104,6 +104,11 @@ add_host() {   # NAME ADDRESS SLOTS
   names+=("$1"); addrs+=("$2"); slots+=("$3"); lost_at+=(0); answering_since+=(0)
 }
 
+# The hosts discovery listed, added to those known (new ones become candidates to grow onto).
+add_discovered() {
+  local host count
+  while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
+}
 # --discover: "host slots" or "host:slots" lines; anything else is garbage (status 1, the line in $bad).
 discovered="" bad=""
 discover_hosts() {
@@ -130,16 +135,9 @@ stop_job() {   # ends the running job (mpirun, then everything it started), with
   for _ in $(seq 1 25); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$job_pid" 2>/dev/null || true
   wait "$job_pid" 2>/dev/null || true
-  [ -z "$simulated" ] || kill_simulated_ranks
+  [ -z "$simulated" ] || simhosts_kill "$work"
   [ -z "$display_pid" ] || wait "$display_pid" 2>/dev/null || true
   job_pid="" display_pid=""
-}
-kill_simulated_ranks() {   # what a lost simulated host still runs (a host powered off runs nothing)
-  local ns pids
-  while read -r _ ns; do
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
-  done <"$work/hosts.map"
 }
 teardown() {
   local status=$?
@@ -172,7 +170,7 @@ elif [ -n "$slurm" ]; then
   [ "${#addrs[@]}" -gt 0 ] || fail "--slurm: scontrol lists no node of the allocation ($SLURM_JOB_NODELIST)"
 elif [ -n "$discover" ]; then
   discover_hosts || fail "--discover '$discover': $bad; it must print one 'host slots' line per host"
-  while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
+  add_discovered
 else
   [[ "$simulated" =~ ^[0-9]+$ ]] && [ "$simulated" -ge 1 ] && [ "$simulated" -le 64 ] \
     || fail "--simulated-hosts must be a whole number in 1…64, got '$simulated'"
@@ -217,7 +215,7 @@ probe_all() {
   now=$(date +%s)
   if [ -n "$discover" ]; then
     if discover_hosts; then
-      while read -r host count; do [ -z "$host" ] || add_host "$host" "$host" "$count"; done <<<"$discovered"
+      add_discovered
     else
       say "warning: --discover failed ($bad); keeping the hosts it listed before"
       return 0
@@ -257,7 +255,7 @@ if [ -n "$slurm" ]; then
 else
   "$root/launch/build.sh"
 fi
-restarts=0 grows=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names="" run_id="" previous=()
+restarts=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names="" run_id="" previous=()
 started=$(date +%s)
 current=() last_step=-1 ended_at=0 cause=""
 first=1
@@ -296,9 +294,8 @@ while true; do
   [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
   if [ -n "$simulated" ]; then
     most=0; for i in "${current[@]}"; do [ "${slots[$i]}" -gt "$most" ] && most=${slots[$i]}; done
-    btl="tcp,self"; [ "$most" -gt 1 ] && btl="tcp,vader,self"
-    args+=(--mca plm_rsh_agent "$work/agent" --mca btl "$btl" --mca btl_tcp_if_include "$subnet.0/24"
-           --mca oob_tcp_if_include "$subnet.0/24" --mca mpi_yield_when_idle 1
+    simhosts_mca "$work" "$subnet" "$most"
+    args+=("${SIMHOSTS_MCA[@]}"
            -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="${#current[@]}")
   fi
   if [ "$first" -eq 1 ]; then command=("${train[@]}"); else command=("${relaunch[@]}"); fi
@@ -387,10 +384,8 @@ while true; do
   if [ "$stopped_broken" -eq 0 ] && [ "$status" -eq 0 ]; then
     stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
     if [ -n "$stopped" ]; then
-      mapfile -t next < <(usable)
-      grows=$((grows + 1))
       cause="grown at the checkpoint of step $stopped" last_step=$stopped
-      say "stopped at the checkpoint of step $stopped; relaunching on ${#next[@]} hosts"
+      say "stopped at the checkpoint of step $stopped; relaunching on $(usable | wc -l) hosts"
       continue
     fi
     elapsed=$(( $(date +%s) - started ))
@@ -437,19 +432,15 @@ while true; do
     answering_since[$i]=0   # the cooldown starts when it answers again
     lost_total=$((lost_total + 1)); lost_names+="${lost_names:+, }${names[$i]}"
   done
-  if [ -n "$simulated" ]; then kill_simulated_ranks; fi   # a lost simulated host is powered off: nothing of it runs on
+  if [ -n "$simulated" ]; then simhosts_kill "$work"; fi   # a lost simulated host is powered off: nothing of it runs on
   restarts=$((restarts + 1))
+  # A rank died abnormally and nothing names its host: every answering host is tried again.
+  cause="a rank died on an unknown host"
+  [ "${#lost[@]}" -eq 0 ] || cause="lost host $(host_list "${lost[@]}")"
+  [ "$restarts" -le "$max_restarts" ] || fail "the job failed $restarts times, more than --max-restarts $max_restarts (last: $cause at step ${last_step}); nothing is running. launch/elastic.sh … again resumes from the newest checkpoint"
   if [ "${#lost[@]}" -eq 0 ]; then
-    # A rank died abnormally and nothing names its host: every answering host is tried again.
-    cause="a rank died on an unknown host"
-    [ "$restarts" -le "$max_restarts" ] || fail "the job failed $restarts times, more than --max-restarts $max_restarts (last: $cause at step ${last_step}); nothing is running. launch/elastic.sh … again resumes from the newest checkpoint"
     say "a rank died at step ${last_step} and no host is named; relaunching on the answering hosts (restart $restarts of at most $max_restarts)"
-    continue
+  else
+    say "lost host $(host_list "${lost[@]}") at step ${last_step}; relaunching on the $(( ${#current[@]} - ${#lost[@]} )) hosts left (restart $restarts of at most $max_restarts)"
   fi
-  cause="lost host $(host_list "${lost[@]}")"
-  if [ "$restarts" -gt "$max_restarts" ]; then
-    fail "the job failed $restarts times, more than --max-restarts $max_restarts (last: $cause at step ${last_step}); nothing is running. launch/elastic.sh … again resumes from the newest checkpoint"
-  fi
-  survivors=$(( ${#current[@]} - ${#lost[@]} ))
-  say "lost host $(host_list "${lost[@]}") at step ${last_step}; relaunching on the $survivors hosts left (restart $restarts of at most $max_restarts)"
 done

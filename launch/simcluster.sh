@@ -103,12 +103,8 @@ echo "simcluster: $hosts hosts × ${per_host} ranks on $subnet.0/24, links shape
 if [ -z "$binary" ]; then "$root/launch/build.sh"; binary="$root/.build/release/ringsgd"; fi
 # shellcheck source=launch/run-ranks.sh
 source "$root/launch/run-ranks.sh"
-btl="tcp,self"
-[ "$most" -gt 1 ] && btl="tcp,vader,self"
-args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none
-      --mca plm_rsh_agent "$work/agent" --mca btl "$btl"
-      --mca btl_tcp_if_include "$subnet.0/24" --mca oob_tcp_if_include "$subnet.0/24"
-      --mca mpi_yield_when_idle 1
+simhosts_mca "$work" "$subnet" "$most"
+args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none "${SIMHOSTS_MCA[@]}"
       -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="$hosts")
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 set +e

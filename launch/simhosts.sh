@@ -13,6 +13,10 @@
 #   simhosts_agent WORK SUBNET TAG HOSTS [LOCAL_DIR]
 #       writes WORK/agent (what mpirun runs instead of ssh: --mca plm_rsh_agent) and
 #       WORK/hosts.map; with LOCAL_DIR every host sees a directory of its own at that path
+#   simhosts_mca WORK SUBNET MOST            sets the array SIMHOSTS_MCA to mpirun's options for
+#                                            these hosts (the agent, TCP on SUBNET, shared memory
+#                                            too when a host runs MOST > 1 ranks)
+#   simhosts_kill WORK                       kills what runs inside the namespaces
 #   simhosts_destroy WORK                    kills what runs inside the namespaces, deletes
 #                                            them, their veths, the bridge and /dev/shm/NS
 #                                            (idempotent; safe on a partial creation)
@@ -120,15 +124,32 @@ simhosts_agent() {
   chmod +x "$work/agent"
 }
 
-simhosts_destroy() {
+simhosts_mca() {
+  local btl="tcp,self"
+  if [ "$3" -gt 1 ]; then btl="tcp,vader,self"; fi
+  SIMHOSTS_MCA=(--mca plm_rsh_agent "$1/agent" --mca btl "$btl"
+                --mca btl_tcp_if_include "$2.0/24" --mca oob_tcp_if_include "$2.0/24"
+                --mca mpi_yield_when_idle 1)
+}
+
+simhosts_kill() {
   local work=$1 kind name pids
   [ -f "$work/simhosts" ] || return 0
-  # Nothing may outlive its host: kill what still runs inside, then delete the namespace
-  # (which deletes its end of the veth pair, and with it the pair and their qdiscs).
   while read -r kind name; do
     [ "$kind" = ns ] || continue
     pids=$(ip netns pids "$name" 2>/dev/null || true)
     [ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+  done <"$work/simhosts"
+}
+
+simhosts_destroy() {
+  local work=$1 kind name
+  [ -f "$work/simhosts" ] || return 0
+  # Nothing may outlive its host: kill what still runs inside, then delete the namespace
+  # (which deletes its end of the veth pair, and with it the pair and their qdiscs).
+  simhosts_kill "$work"
+  while read -r kind name; do
+    [ "$kind" = ns ] || continue
     ip netns del "$name" 2>/dev/null || true
     rm -rf "/dev/shm/$name"
   done <"$work/simhosts"

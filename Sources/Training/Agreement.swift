@@ -56,6 +56,12 @@ public enum Agreement {
         try fromRank(0, what, over: transport, body)
     }
 
+    /// A random non-zero UInt64 drawn on rank 0 and given to every rank (a nonce, an identity).
+    public static func randomFromRankZero(_ what: String, over transport: Transport) throws -> UInt64 {
+        try fromRankZero(what, over: transport) { withUnsafeBytes(of: UInt64.random(in: 1 ... .max)) { Array($0) } }
+            .withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+    }
+
     /// Runs `body` on rank `root` only and gives every rank its result (or its error): for
     /// what one rank has for all, such as the checkpoint to resume from.
     public static func fromRank(_ root: Int, _ what: String, over transport: Transport, _ body: () throws -> [UInt8]) throws -> [UInt8] {

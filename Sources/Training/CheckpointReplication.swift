@@ -37,10 +37,8 @@ extension Trainer {
     func placeCheckpoints() throws -> CheckpointPlacement {
         guard transport.size > 1 else { return .single }
         let rank = transport.rank
-        let nonce = try Agreement.fromRankZero("choose a probe name", over: transport) {
-            withUnsafeBytes(of: UInt64.random(in: .min ... .max)) { Array($0) }
-        }
-        let prefix = ".replica-probe-" + nonce.map { String(format: "%02x", $0) }.joined() + "-rank-"
+        let nonce = try Agreement.randomFromRankZero("choose a probe name", over: transport)
+        let prefix = ".replica-probe-" + String(format: "%016llx", nonce) + "-rank-"
         let probe = (runDirectory as NSString).appendingPathComponent(prefix + "\(rank)")
         try Agreement.run("write a probe file into the run directory", over: transport) {
             try FileSystem.writeAtomically([], to: probe, what: "probe file")

@@ -47,11 +47,12 @@ extension Trainer {
         // Local SGD, DiLoCo: the checkpoint holds θ_outer; each rank's inner parameters and
         // inner optimizer state (which differ by design) go beside it, one file per rank.
         let outer = run.outer.flatMap { $0.started ? $0 : nil }
-        if outer != nil { snapshot.local = (Array(run.parameters.parameters), run.optimizer.stateBytes()) }
+        let optimizerState = outer != nil || run.writesCheckpoint ? run.optimizer.stateBytes() : []
+        if outer != nil { snapshot.local = (Array(run.parameters.parameters), optimizerState) }
         guard run.writesCheckpoint else { return snapshot }
         let parameters = outer?.sharedParameters(run.parameters.parameters) ?? run.parameters.parameters
         var checkpoint = Checkpoint(worldSize: transport.size, step: step, skippedSteps: run.skipped, config: config.canonicalText,
-                                    parameters: Array(parameters), optimizerState: run.optimizer.stateBytes(),
+                                    parameters: Array(parameters), optimizerState: optimizerState,
                                     residualSum: residualSum, powerSGDState: run.synchronizer.powerSGD?.stateBytes(),
                                     model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes())
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock

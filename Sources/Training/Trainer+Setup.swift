@@ -25,8 +25,7 @@ extension Trainer {
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
         do {
             let (resume, placement) = try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
-            let run = try prepareRun(store, placement, resume: resume, stopAfter: stopAfter)
-            return run
+            return try prepareRun(store, placement, resume: resume, stopAfter: stopAfter)
         } catch {
             if created { FileSystem.removeIfEmpty(runDirectory, allowing: ["checkpoints", "metrics.jsonl"]) }
             throw error
@@ -140,9 +139,7 @@ extension Trainer {
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
                               endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
         run.writesCheckpoint = placement.writes
-        run.runID = try runID ?? Agreement.fromRankZero("choose the run's identity", over: transport) {
-            withUnsafeBytes(of: UInt64.random(in: 1 ... .max)) { Array($0) }
-        }.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        run.runID = try runID ?? Agreement.randomFromRankZero("choose the run's identity", over: transport)
         if rank == 0 && startStep < run.endStep { log(String(format: "run id %016llx", run.runID)) }
         if config.evalEverySteps > 0 {
             run.curve = try Agreement.run("open curve.jsonl", over: transport) { () -> AppendOnlyFile? in

@@ -228,7 +228,9 @@ final class TrainerTests: XCTestCase {
             XCTAssertNotEqual(fused, unfused, "\(extra): the step from the carried average was taken")
         }
         // Adam takes ḡ = u − s·m off in its own loop with the ring's fused multiply-add: the
-        // same bits as the step from ḡ, exact and lossy codec alike.
+        // same bits as the step from ḡ, exact and lossy codec alike. (That the step from u is
+        // taken is SGD's inequality above — the trainer's choice is the same for both — and
+        // CarriedAverageTests checks Adam's step from u itself.)
         for extra in [[String](), ["comm.codec=bf16", "comm.error_feedback=true"]] {
             let base = ["optimizer.name=adam", "optimizer.lr=0.01", "comm.compress_momentum=true"] + extra
             XCTAssertEqual(try run(base).values, try run(base + ["train.clip_grad_norm=1e9"]).values, "adam \(extra): bit for bit")
