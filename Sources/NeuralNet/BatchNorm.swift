@@ -103,8 +103,8 @@ public final class BatchNorm: Layer, CollectiveLayer {
             for ch in 0 ..< c {
                 var s1 = 0.0, s2 = 0.0
                 for b in 0 ..< batch {
-                    let row = x + (b * c + ch) * s
-                    for i in 0 ..< s { let v = Double(row[i]); s1 += v; s2 += v * v }
+                    let (r1, r2) = VectorReductions.sumAndSquares(x + (b * c + ch) * s, s)
+                    s1 += r1; s2 += r2
                 }
                 sums[ch] = s1; sums[c + ch] = s2
             }
@@ -127,12 +127,9 @@ public final class BatchNorm: Layer, CollectiveLayer {
         }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
-                let offset = (b * c + ch) * s, mean = Float(sums[ch]), r = rstd[ch], g = weight[ch], beta = bias[ch]
-                for i in 0 ..< s {
-                    let n = (x[offset + i] - mean) * r
-                    xhat[offset + i] = n
-                    y[offset + i] = n * g + beta
-                }
+                let offset = (b * c + ch) * s
+                Self.normalize(x + offset, s, mean: Float(sums[ch]), rstd: rstd[ch], gamma: weight[ch], beta: bias[ch],
+                               xhat: xhat + offset, y: y + offset)
             }
         }
         return UnsafePointer(y)
@@ -144,7 +141,8 @@ public final class BatchNorm: Layer, CollectiveLayer {
             var sdy = 0.0, sdyx = 0.0
             for b in 0 ..< batch {
                 let offset = (b * c + ch) * s
-                for i in 0 ..< s { let d = Double(dy[offset + i]); sdy += d; sdyx += d * Double(xhat[offset + i]) }
+                let (r1, r2) = VectorReductions.sumAndDot(dy + offset, xhat + offset, s)
+                sdy += r1; sdyx += r2
             }
             weightGrad[ch] = Float(sdyx); biasGrad[ch] = Float(sdy)
             sums[ch] = sdy; sums[c + ch] = sdyx
@@ -160,12 +158,44 @@ public final class BatchNorm: Layer, CollectiveLayer {
         }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
-                let offset = (b * c + ch) * s, scale = weight[ch] * rstd[ch]
-                let meanDy = Float(sums[ch] / count), meanDyX = Float(sums[c + ch] / count)
-                for i in 0 ..< s { dx[offset + i] = scale * (dy[offset + i] - meanDy - xhat[offset + i] * meanDyX) }
+                let offset = (b * c + ch) * s
+                Self.inputGradient(dy + offset, xhat + offset, s, scale: weight[ch] * rstd[ch],
+                                   meanDy: Float(sums[ch] / count), meanDyX: Float(sums[c + ch] / count), into: dx + offset)
             }
         }
         return UnsafePointer(dx)
+    }
+
+    /// x̂ = (x − μ)·rstd and y = x̂·γ + β over one row, eight lanes at a time (a plain loop stays
+    /// scalar: LLVM cannot rule out that the three pointers overlap).
+    @inline(__always)
+    private static func normalize(_ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float, gamma: Float, beta: Float,
+                                  xhat: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        let m = V(repeating: mean), r = V(repeating: rstd), g = V(repeating: gamma), b = V(repeating: beta)
+        var i = 0
+        while i + 8 <= n {
+            let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
+            UnsafeMutableRawPointer(xhat + i).storeBytes(of: v, as: V.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: v * g + b, as: V.self)
+            i += 8
+        }
+        while i < n { let v = (x[i] - mean) * rstd; xhat[i] = v; y[i] = v * gamma + beta; i += 1 }
+    }
+
+    /// dx = scale·(dy − mean(dy) − x̂·mean(dy·x̂)) over one row, eight lanes at a time.
+    @inline(__always)
+    private static func inputGradient(_ dy: UnsafePointer<Float>, _ xhat: UnsafePointer<Float>, _ n: Int,
+                                      scale: Float, meanDy: Float, meanDyX: Float, into dx: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        let k = V(repeating: scale), md = V(repeating: meanDy), mdx = V(repeating: meanDyX)
+        var i = 0
+        while i + 8 <= n {
+            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self), h = UnsafeRawPointer(xhat + i).loadUnaligned(as: V.self)
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: k * (d - md - h * mdx), as: V.self)
+            i += 8
+        }
+        while i < n { dx[i] = scale * (dy[i] - meanDy - xhat[i] * meanDyX); i += 1 }
     }
 
     /// Sums `sums` over the ranks when synchronised; a failure is kept for the model to raise.

@@ -25,6 +25,7 @@ public final class Conv2d: Layer {
     private let zeroBias: UnsafeMutableBufferPointer<Float>, unusedBiasGrad: UnsafeMutableBufferPointer<Float>
     /// The algorithm asked for at construction; nil picks per shape (see `algorithm`).
     private let requestedAlgorithm: Algorithm?
+    private let winogradLanes: Int
     private var winograd: Winograd3x3?
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
@@ -36,11 +37,14 @@ public final class Conv2d: Layer {
     /// `algorithm` nil chooses: Winograd where it applies (3×3, stride 1, padding 1) and the
     /// input has at least 8 channels — with fewer, its 16 products are too thin for sgemm and
     /// the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
+    /// `winogradLanes` (8, 4 or 1) caps the SIMD width of Winograd's transforms; the result is
+    /// the same bit for bit at every width (tests compare them).
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
-                bias: Bool = true, algorithm: Algorithm? = nil) {
+                bias: Bool = true, algorithm: Algorithm? = nil, winogradLanes: Int = 8) {
         precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                      "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
         self.requestedAlgorithm = algorithm
+        self.winogradLanes = winogradLanes
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernel = kernel
@@ -81,7 +85,8 @@ public final class Conv2d: Layer {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
         let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd : .im2col)
-        winograd = chosen == .winograd ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width) : nil
+        winograd = chosen == .winograd ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
+                                                             maximumLanes: winogradLanes) : nil
         return [outChannels, outHeight, outWidth]
     }
 
@@ -135,7 +140,7 @@ public final class Conv2d: Layer {
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         if let winograd {
-            winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: biasGrad,
+            winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
                               inputGradient: needsInputGradient ? inputGrad.pointer : nil, batch: batch)
             return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
         }

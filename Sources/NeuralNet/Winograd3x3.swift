@@ -26,16 +26,30 @@
 /// Images are processed in chunks so that V and M stay near the L2 cache; V is recomputed
 /// in the backward pass rather than kept for the whole batch (recomputing in cache is
 /// cheaper than streaming it back from DRAM).
+///
+/// The transforms work on a row of tiles at once, in SIMD lanes of consecutive tiles
+/// (`TileLanes`): tile tx reads columns 2tx … 2tx + 3, so with each padded row split into its
+/// even and odd columns, the k-th column of tiles tx, tx + 1, … is a contiguous run — E[tx] and
+/// O[tx] for k = 0, 1, E[tx + 1] and O[tx + 1] for k = 2, 3 — and so is each of the 16
+/// elements of V for those tiles. A row of n tiles is covered by blocks of 8 (or 4) lanes,
+/// the last block shifted back to end at n (its overlap recomputes the same values), so there
+/// is no scalar tail. Each element is computed by the same operations in the same order as
+/// tile by tile, so the lane width does not change a bit (`WinogradTests`). Measured with
+/// `ringsgd bench compute --config configs/fashion-resnet.yaml --batch 64` (one core, AMD EPYC):
+/// the transforms were 40 % of a step tile by tile.
 final class Winograd3x3 {
     let inChannels: Int, outChannels: Int, height: Int, width: Int
     /// Tiles per image: ⌈H/2⌉ × ⌈W/2⌉.
     let tileRows: Int, tileColumns: Int
     /// Images per chunk.
     let chunk: Int
+    /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
+    let maximumLanes: Int
     private var tilesPerImage: Int { tileRows * tileColumns }
     private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
     private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
-    /// Two planes of (2·tileRows + 2) × (2·tileColumns + 2), each with its own invariant:
+    /// Two padded planes of 2·tileRows + 2 rows, each row stored as its even columns E then its
+    /// odd columns O (`half` = tileColumns + 1 of each), each plane with its own invariant:
     /// `inputPlane` is the zero-padded input of the forward transform — only its interior is
     /// ever written, so its border stays zero (the convolution's padding) for the layer's
     /// life; `gradientPlane` accumulates the overlapping windows of the input gradient, border
@@ -43,15 +57,20 @@ final class Winograd3x3 {
     /// that follows a backward read the last gradient's border values as padding: results
     /// then depended on the previous step, and a resumed run diverged from an uninterrupted one.
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
-    private var planeWidth: Int { 2 * tileColumns + 2 }
-    private var planeCount: Int { (2 * tileRows + 2) * planeWidth }
+    /// One row of tiles' worth of scratch: 16 runs of `tileColumns` values.
+    private let rowScratch: UnsafeMutablePointer<Float>
+    private var half: Int { tileColumns + 1 }
+    private var planeRowStride: Int { 2 * half }
+    private var planeCount: Int { (2 * tileRows + 2) * planeRowStride }
 
     /// Images per chunk: V and M together about 2 MB (swept 256 KB – 8 MB with `bench compute
     /// --model cnn`: 27.8–29.4 ms per step throughout, within noise; 2 MB was best on average).
     static let chunkBytes = 2 << 20
 
-    init(inChannels: Int, outChannels: Int, height: Int, width: Int) {
+    init(inChannels: Int, outChannels: Int, height: Int, width: Int, maximumLanes: Int = 8) {
+        precondition([1, 4, 8].contains(maximumLanes), "Winograd3x3: lanes are 1, 4 or 8")
         (self.inChannels, self.outChannels, self.height, self.width) = (inChannels, outChannels, height, width)
+        self.maximumLanes = maximumLanes
         (tileRows, tileColumns) = ((height + 1) / 2, (width + 1) / 2)
         let tiles = tileRows * tileColumns
         chunk = max(1, Winograd3x3.chunkBytes / (16 * (inChannels + outChannels) * tiles * 4))
@@ -63,12 +82,30 @@ final class Winograd3x3 {
         du = allocate(16 * outChannels * inChannels)
         v = allocate(16 * inChannels * chunk * tiles)
         m = allocate(16 * outChannels * chunk * tiles)
-        inputPlane = allocate((2 * tileRows + 2) * (2 * tileColumns + 2))
-        gradientPlane = allocate((2 * tileRows + 2) * (2 * tileColumns + 2))
+        inputPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1))
+        gradientPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1))
+        rowScratch = allocate(16 * tileColumns)
     }
 
     deinit {
-        for p in [u, du, v, m, inputPlane, gradientPlane] { UnsafeMutableRawPointer(p).deallocate() }
+        for p in [u, du, v, m, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
+    }
+
+    /// The widest lanes that fit a row of tiles (and `maximumLanes`).
+    private var lanes: Int { maximumLanes >= 8 && tileColumns >= 8 ? 8 : maximumLanes >= 4 && tileColumns >= 4 ? 4 : 1 }
+
+    /// The first tile of each block of `L.count` lanes covering a row of `tileColumns` tiles;
+    /// the last block ends at the row's end, overlapping the one before.
+    @inline(__always)
+    private func forEachBlock<L: TileLanes>(_: L.Type, _ body: (Int) -> Void) {
+        let n = tileColumns, w = L.count
+        var tx = 0
+        while true {
+            let start = min(tx, n - w)
+            body(start)
+            if start + w >= n { return }
+            tx += w
+        }
     }
 
     // MARK: Forward
@@ -85,11 +122,10 @@ final class Winograd3x3 {
                 sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
                       b: v + xi * C * T, ldb: T, beta: 0, c: m + xi * O * T, ldc: T)
             }
-            for g in 0 ..< images {
-                for o in 0 ..< O {
-                    transformOutput(from: m + o * T + g * tilesPerImage, stride: O * T, bias: bias[o],
-                                    into: y + ((first + g) * O + o) * height * width)
-                }
+            switch lanes {
+            case 8: transformOutputs(SIMD8<Float>.self, images: first ..< first + images, bias: bias, into: y)
+            case 4: transformOutputs(SIMD4<Float>.self, images: first ..< first + images, bias: bias, into: y)
+            default: transformOutputs(Float.self, images: first ..< first + images, bias: bias, into: y)
             }
         }
     }
@@ -114,74 +150,123 @@ final class Winograd3x3 {
         }
     }
 
+    /// Copies one image plane into `inputPlane`'s interior, split into even and odd padded
+    /// columns: input column w is padded column w + 1.
+    private func fillInputPlane(from source: UnsafePointer<Float>) {
+        let h2 = half, odd = width / 2, even = (width + 1) / 2
+        for h in 0 ..< height {
+            let row = source + h * width, e = inputPlane + (h + 1) * planeRowStride, o = e + h2
+            // Padded column 2j + 1 (odd) is input column 2j; padded column 2j (even) is input column 2j − 1.
+            EvenOdd.split(row, pairs: odd, even: o, odd: e + 1)
+            if even > odd { o[odd] = row[width - 1] }
+        }
+    }
+
     /// V = Bᵀ d B for every 4×4 input tile d of the chunk's images, with
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. Tile (ty, tx) reads
     /// input rows 2ty − 1 … 2ty + 2 and columns 2tx − 1 … 2tx + 2, zero outside the image.
     private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
-        let C = inChannels, T = images.count * tilesPerImage, PW = planeWidth, CT = C * T
+        switch lanes {
+        case 8: transformInput(SIMD8<Float>.self, x, images: images)
+        case 4: transformInput(SIMD4<Float>.self, x, images: images)
+        default: transformInput(Float.self, x, images: images)
+        }
+    }
+
+    private func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+        let C = inChannels, T = images.count * tilesPerImage, CT = C * T, h2 = half, stride = planeRowStride
         for (g, image) in images.enumerated() {
             for c in 0 ..< C {
-                let source = x + (image * C + c) * height * width
-                for h in 0 ..< height { (inputPlane + (h + 1) * PW + 1).update(from: source + h * width, count: width) }
+                fillInputPlane(from: x + (image * C + c) * height * width)
                 for ty in 0 ..< tileRows {
-                    let p0 = inputPlane + 2 * ty * PW, p1 = p0 + PW, p2 = p1 + PW, p3 = p2 + PW
+                    let p0 = UnsafePointer(inputPlane + 2 * ty * stride), p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride
                     let out = v + c * T + g * tilesPerImage + ty * tileColumns
-                    for tx in 0 ..< tileColumns {
-                        let k = 2 * tx
+                    forEachBlock(lanes) { tx in
+                        // Column k of the block's tiles: E[tx], O[tx], E[tx + 1], O[tx + 1].
+                        @inline(__always) func column(_ p: UnsafePointer<Float>, _ k: Int) -> L {
+                            L(loading: p + (k & 1) * h2 + tx + (k >> 1))
+                        }
                         // Bᵀ d: four rows of four.
-                        let a0 = p0[k] - p2[k], a1 = p0[k + 1] - p2[k + 1], a2 = p0[k + 2] - p2[k + 2], a3 = p0[k + 3] - p2[k + 3]
-                        let b0 = p1[k] + p2[k], b1 = p1[k + 1] + p2[k + 1], b2 = p1[k + 2] + p2[k + 2], b3 = p1[k + 3] + p2[k + 3]
-                        let c0 = p2[k] - p1[k], c1 = p2[k + 1] - p1[k + 1], c2 = p2[k + 2] - p1[k + 2], c3 = p2[k + 3] - p1[k + 3]
-                        let d0 = p1[k] - p3[k], d1 = p1[k + 1] - p3[k + 1], d2 = p1[k + 2] - p3[k + 2], d3 = p1[k + 3] - p3[k + 3]
+                        let a0 = column(p0, 0) - column(p2, 0), a1 = column(p0, 1) - column(p2, 1)
+                        let a2 = column(p0, 2) - column(p2, 2), a3 = column(p0, 3) - column(p2, 3)
+                        let b0 = column(p1, 0) + column(p2, 0), b1 = column(p1, 1) + column(p2, 1)
+                        let b2 = column(p1, 2) + column(p2, 2), b3 = column(p1, 3) + column(p2, 3)
+                        let c0 = column(p2, 0) - column(p1, 0), c1 = column(p2, 1) - column(p1, 1)
+                        let c2 = column(p2, 2) - column(p1, 2), c3 = column(p2, 3) - column(p1, 3)
+                        let d0 = column(p1, 0) - column(p3, 0), d1 = column(p1, 1) - column(p3, 1)
+                        let d2 = column(p1, 2) - column(p3, 2), d3 = column(p1, 3) - column(p3, 3)
                         // (Bᵀ d) B, element ξ = 4·row + column at out[ξ·C·T].
                         let o = out + tx
-                        o[0] = a0 - a2; o[CT] = a1 + a2; o[2 * CT] = a2 - a1; o[3 * CT] = a1 - a3
-                        o[4 * CT] = b0 - b2; o[5 * CT] = b1 + b2; o[6 * CT] = b2 - b1; o[7 * CT] = b1 - b3
-                        o[8 * CT] = c0 - c2; o[9 * CT] = c1 + c2; o[10 * CT] = c2 - c1; o[11 * CT] = c1 - c3
-                        o[12 * CT] = d0 - d2; o[13 * CT] = d1 + d2; o[14 * CT] = d2 - d1; o[15 * CT] = d1 - d3
+                        (a0 - a2).store(o); (a1 + a2).store(o + CT); (a2 - a1).store(o + 2 * CT); (a1 - a3).store(o + 3 * CT)
+                        (b0 - b2).store(o + 4 * CT); (b1 + b2).store(o + 5 * CT); (b2 - b1).store(o + 6 * CT); (b1 - b3).store(o + 7 * CT)
+                        (c0 - c2).store(o + 8 * CT); (c1 + c2).store(o + 9 * CT); (c2 - c1).store(o + 10 * CT); (c1 - c3).store(o + 11 * CT)
+                        (d0 - d2).store(o + 12 * CT); (d1 + d2).store(o + 13 * CT); (d2 - d1).store(o + 14 * CT); (d1 - d3).store(o + 15 * CT)
                     }
                 }
             }
         }
     }
 
-    /// One output plane: y = Aᵀ M A + bias per tile, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
-    /// `from` points at M[0][o][first tile of the image]; element ξ is `stride` further each.
-    private func transformOutput(from mt: UnsafePointer<Float>, stride s: Int, bias: Float, into y: UnsafeMutablePointer<Float>) {
-        for ty in 0 ..< tileRows {
-            let row0 = y + 2 * ty * width, hasRow1 = 2 * ty + 1 < height
-            for tx in 0 ..< tileColumns {
-                let q = mt + ty * tileColumns + tx
-                // Aᵀ M: two rows of four.
-                let e0 = q[0] + q[4 * s] + q[8 * s], f0 = q[4 * s] - q[8 * s] - q[12 * s]
-                let e1 = q[s] + q[5 * s] + q[9 * s], f1 = q[5 * s] - q[9 * s] - q[13 * s]
-                let e2 = q[2 * s] + q[6 * s] + q[10 * s], f2 = q[6 * s] - q[10 * s] - q[14 * s]
-                let e3 = q[3 * s] + q[7 * s] + q[11 * s], f3 = q[7 * s] - q[11 * s] - q[15 * s]
-                let column = 2 * tx, hasColumn1 = column + 1 < width
-                row0[column] = e0 + e1 + e2 + bias
-                if hasColumn1 { row0[column + 1] = e1 - e2 - e3 + bias }
-                if hasRow1 {
-                    row0[width + column] = f0 + f1 + f2 + bias
-                    if hasColumn1 { row0[width + column + 1] = f1 - f2 - f3 + bias }
-                }
+    /// y = Aᵀ M A + bias for every output plane of the chunk's images (M holds them).
+    private func transformOutputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, bias: UnsafePointer<Float>,
+                                                into y: UnsafeMutablePointer<Float>) {
+        let O = outChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for o in 0 ..< O {
+                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: O * T, bias: bias[o],
+                                into: y + (image * O + o) * height * width)
             }
         }
+    }
+
+    /// One output plane: y = Aᵀ M A + bias per tile, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+    /// `from` points at M[0][o][first tile of the image]; element ξ is `stride` further each.
+    /// A row of tiles gives two output rows, each as its even and odd columns in `rowScratch`,
+    /// then interleaved into y.
+    private func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
+                                               into y: UnsafeMutablePointer<Float>) {
+        let n = tileColumns, even0 = rowScratch, odd0 = even0 + n, even1 = odd0 + n, odd1 = even1 + n
+        let beta = L(repeating: bias)
+        for ty in 0 ..< tileRows {
+            let row = mt + ty * n
+            forEachBlock(L.self) { tx in
+                let q = row + tx
+                @inline(__always) func at(_ xi: Int) -> L { L(loading: q + xi * s) }
+                // Aᵀ M: two rows of four.
+                let e0 = at(0) + at(4) + at(8), f0 = at(4) - at(8) - at(12)
+                let e1 = at(1) + at(5) + at(9), f1 = at(5) - at(9) - at(13)
+                let e2 = at(2) + at(6) + at(10), f2 = at(6) - at(10) - at(14)
+                let e3 = at(3) + at(7) + at(11), f3 = at(7) - at(11) - at(15)
+                (e0 + e1 + e2 + beta).store(even0 + tx)
+                (e1 - e2 - e3 + beta).store(odd0 + tx)
+                (f0 + f1 + f2 + beta).store(even1 + tx)
+                (f1 - f2 - f3 + beta).store(odd1 + tx)
+            }
+            interleave(even0, odd0, into: y + 2 * ty * width)
+            if 2 * ty + 1 < height { interleave(even1, odd1, into: y + (2 * ty + 1) * width) }
+        }
+    }
+
+    /// row[2j] = even[j], row[2j + 1] = odd[j], for the row's `width` columns.
+    @inline(__always)
+    private func interleave(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>) {
+        EvenOdd.merge(even: even, odd: odd, pairs: width / 2, into: row)
+        if width & 1 == 1 { row[width - 1] = even[width / 2] }
     }
 
     // MARK: Backward
 
     /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx.
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
-                  biasGrad: UnsafeMutablePointer<Float>, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
+                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
         let (C, O) = (inChannels, outChannels)
-        biasGrad.update(repeating: 0, count: O)
+        biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), T = images * tilesPerImage
-            for g in 0 ..< images {
-                for o in 0 ..< O {
-                    biasGrad[o] += transformGradient(dy + ((first + g) * O + o) * height * width,
-                                                     into: m + o * T + g * tilesPerImage, stride: O * T)
-                }
+            switch lanes {
+            case 8: transformGradients(SIMD8<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
+            case 4: transformGradients(SIMD4<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
+            default: transformGradients(Float.self, dy, images: first ..< first + images, biasGrad: biasGrad)
             }
             transformInput(x, images: first ..< first + images)
             for xi in 0 ..< 16 {
@@ -193,61 +278,143 @@ final class Winograd3x3 {
                 sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
                       b: m + xi * O * T, ldb: T, beta: 0, c: v + xi * C * T, ldc: T)
             }
-            for g in 0 ..< images {
-                for c in 0 ..< C {
-                    inverseTransformInput(from: v + c * T + g * tilesPerImage, stride: C * T,
-                                          into: dx + ((first + g) * C + c) * height * width)
-                }
+            switch lanes {
+            case 8: inverseTransformInputs(SIMD8<Float>.self, images: first ..< first + images, into: dx)
+            case 4: inverseTransformInputs(SIMD4<Float>.self, images: first ..< first + images, into: dx)
+            default: inverseTransformInputs(Float.self, images: first ..< first + images, into: dx)
             }
         }
         inverseTransformWeightGradient(into: weightGrad)
     }
 
+    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
+    private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
+                                                  biasGrad: UnsafeMutablePointer<Float>?) {
+        let O = outChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for o in 0 ..< O {
+                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
+                                            into: m + o * T + g * tilesPerImage, stride: O * T, sums: biasGrad != nil)
+                biasGrad?[o] += sum
+            }
+        }
+    }
+
     /// dM = A dy Aᵀ for each 2×2 tile of one gradient plane (zero beyond the image); returns
-    /// the plane's sum, its share of the bias gradient.
-    private func transformGradient(_ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>, stride s: Int) -> Float {
+    /// the plane's sum (its share of the bias gradient) when `sums`, added tile by tile in the
+    /// tiles' order, else 0.
+    private func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
+                                                 stride s: Int, sums: Bool) -> Float {
+        let n = tileColumns, g00 = rowScratch, g01 = g00 + n, g10 = g01 + n, g11 = g10 + n
         var sum: Float = 0
         for ty in 0 ..< tileRows {
-            let row0 = dy + 2 * ty * width, hasRow1 = 2 * ty + 1 < height
-            for tx in 0 ..< tileColumns {
-                let column = 2 * tx, hasColumn1 = column + 1 < width
-                let g00 = row0[column], g01 = hasColumn1 ? row0[column + 1] : 0
-                let g10 = hasRow1 ? row0[width + column] : 0, g11 = hasRow1 && hasColumn1 ? row0[width + column + 1] : 0
-                sum += (g00 + g01) + (g10 + g11)
+            // The tile row's two gradient rows as even and odd columns, zero beyond the image.
+            deinterleave(dy + 2 * ty * width, into: g00, g01)
+            if 2 * ty + 1 < height { deinterleave(dy + (2 * ty + 1) * width, into: g10, g11) }
+            else { g10.update(repeating: 0, count: 2 * n) }
+            if sums { for t in 0 ..< n { sum += (g00[t] + g01[t]) + (g10[t] + g11[t]) } }
+            let out = mt + ty * n
+            forEachBlock(L.self) { tx in
+                let a = L(loading: g00 + tx), b = L(loading: g01 + tx), c = L(loading: g10 + tx), d = L(loading: g11 + tx)
                 // A g: rows (g0), (g0 + g1), (g0 − g1), (−g1); then each row (p, q) · Aᵀ = (p, p + q, p − q, −q).
-                let o = mt + ty * tileColumns + tx
-                func row(_ i: Int, _ p: Float, _ q: Float) {
-                    o[4 * i * s] = p; o[(4 * i + 1) * s] = p + q; o[(4 * i + 2) * s] = p - q; o[(4 * i + 3) * s] = -q
+                let o = out + tx
+                @inline(__always) func row(_ i: Int, _ p: L, _ q: L) {
+                    p.store(o + 4 * i * s); (p + q).store(o + (4 * i + 1) * s); (p - q).store(o + (4 * i + 2) * s)
+                    (-q).store(o + (4 * i + 3) * s)
                 }
-                row(0, g00, g01)
-                row(1, g00 + g10, g01 + g11)
-                row(2, g00 - g10, g01 - g11)
-                row(3, -g10, -g11)
+                row(0, a, b)
+                row(1, a + c, b + d)
+                row(2, a - c, b - d)
+                row(3, -c, -d)
             }
         }
         return sum
     }
 
-    /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 4×4 input window, for one plane; the
-    /// windows overlap, so they are summed in `gradientPlane` and its interior copied out.
-    private func inverseTransformInput(from vt: UnsafePointer<Float>, stride s: Int, into dx: UnsafeMutablePointer<Float>) {
-        let PW = planeWidth, plane = gradientPlane
-        plane.update(repeating: 0, count: planeCount)
-        for ty in 0 ..< tileRows {
-            for tx in 0 ..< tileColumns {
-                let q = vt + ty * tileColumns + tx
-                // B dV: rows f0 = e0, f1 = e1 − e2 + e3, f2 = −e0 + e1 + e2, f3 = −e3 (e_i = row i of dV).
-                let e0 = SIMD4(q[0], q[s], q[2 * s], q[3 * s]), e1 = SIMD4(q[4 * s], q[5 * s], q[6 * s], q[7 * s])
-                let e2 = SIMD4(q[8 * s], q[9 * s], q[10 * s], q[11 * s]), e3 = SIMD4(q[12 * s], q[13 * s], q[14 * s], q[15 * s])
-                // Each row r · Bᵀ = (r0, r1 − r2 + r3, −r0 + r1 + r2, −r3), added into the window.
-                func add(_ i: Int, _ r: SIMD4<Float>) {
-                    let d = plane + (2 * ty + i) * PW + 2 * tx
-                    d[0] += r[0]; d[1] += r[1] - r[2] + r[3]; d[2] += r[1] + r[2] - r[0]; d[3] -= r[3]
-                }
-                add(0, e0); add(1, e1 - e2 + e3); add(2, e1 + e2 - e0); add(3, -e3)
+    /// even[j] = row[2j], odd[j] = row[2j + 1] for the `tileColumns` tiles, 0 beyond the row.
+    @inline(__always)
+    private func deinterleave(_ row: UnsafePointer<Float>, into even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>) {
+        EvenOdd.split(row, pairs: width / 2, even: even, odd: odd)
+        if width & 1 == 1 { even[width / 2] = row[width - 1]; odd[width / 2] = 0 }
+    }
+
+    /// dx for every input plane of the chunk's images (V holds dV).
+    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
+        let C = inChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for c in 0 ..< C {
+                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: C * T,
+                                      into: dx + (image * C + c) * height * width)
             }
         }
-        for h in 0 ..< height { dx.advanced(by: h * width).update(from: plane + (h + 1) * PW + 1, count: width) }
+    }
+
+    /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 4×4 input window, for one plane; the
+    /// windows overlap, so they are summed in `gradientPlane` — each row of tiles' four window
+    /// rows computed in lanes into `rowScratch`, then added tile by tile in order (tile tx − 1's
+    /// columns 2, 3 before tile tx's 0, 1, as tile-by-tile accumulation adds them) — and its
+    /// interior copied out.
+    private func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
+                                                     into dx: UnsafeMutablePointer<Float>) {
+        let n = tileColumns, h2 = half, plane = gradientPlane
+        plane.update(repeating: 0, count: planeCount)
+        for ty in 0 ..< tileRows {
+            let row = vt + ty * n
+            forEachBlock(L.self) { tx in
+                let q = row + tx
+                @inline(__always) func at(_ xi: Int) -> L { L(loading: q + xi * s) }
+                // B dV: rows f0 = e0, f1 = e1 − e2 + e3, f2 = −e0 + e1 + e2, f3 = −e3 (e_i = row i of dV),
+                // column by column.
+                for k in 0 ..< 4 {
+                    let e0 = at(k), e1 = at(4 + k), e2 = at(8 + k), e3 = at(12 + k)
+                    (e0).store(rowScratch + (0 * 4 + k) * n + tx)
+                    (e1 - e2 + e3).store(rowScratch + (1 * 4 + k) * n + tx)
+                    (e1 + e2 - e0).store(rowScratch + (2 * 4 + k) * n + tx)
+                    (-e3).store(rowScratch + (3 * 4 + k) * n + tx)
+                }
+            }
+            // Each window row r · Bᵀ = (r0, r1 − r2 + r3, −r0 + r1 + r2, −r3), added into the plane.
+            for i in 0 ..< 4 {
+                let r0 = rowScratch + (i * 4) * n, r1 = r0 + n, r2 = r1 + n, r3 = r2 + n
+                let e = plane + (2 * ty + i) * planeRowStride, o = e + h2
+                // Padded column 2t + k is E[t + k/2] (k even) or O[t + k/2] (k odd): tile t − 1's
+                // columns 2 and 3 go in first, then tile t's columns 0 and 1.
+                Self.addWindowColumns(r0, r1, r2, r3, count: n, even: e, odd: o)
+            }
+        }
+        let odd = width / 2, even = (width + 1) / 2
+        for h in 0 ..< height {
+            let target = dx + h * width, e = UnsafePointer(plane + (h + 1) * planeRowStride), o = e + h2
+            EvenOdd.merge(even: o, odd: e + 1, pairs: odd, into: target)
+            if even > odd { target[width - 1] = o[odd] }
+        }
+    }
+
+    /// Adds one window row's four columns per tile into a plane row's even and odd halves:
+    /// E[t + 1] += r1 + r2 − r0 and O[t + 1] −= r3 (tile t's columns 2, 3), then E[t] += r0 and
+    /// O[t] += r1 − r2 + r3 (columns 0, 1) — for each element, the order tile-by-tile
+    /// accumulation adds in. Eight lanes, then a scalar tail.
+    @inline(__always)
+    private static func addWindowColumns(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
+                                         _ r3: UnsafePointer<Float>, count n: Int,
+                                         even e: UnsafeMutablePointer<Float>, odd o: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+        @inline(__always) func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+        var t = 0
+        while t + 8 <= n {
+            store(load(e + t + 1) + (load(r1 + t) + load(r2 + t) - load(r0 + t)), e + t + 1)
+            store(load(o + t + 1) - load(r3 + t), o + t + 1)
+            t += 8
+        }
+        while t < n { e[t + 1] += r1[t] + r2[t] - r0[t]; o[t + 1] -= r3[t]; t += 1 }
+        t = 0
+        while t + 8 <= n {
+            store(load(e + t) + load(r0 + t), e + t)
+            store(load(o + t) + (load(r1 + t) - load(r2 + t) + load(r3 + t)), o + t)
+            t += 8
+        }
+        while t < n { e[t] += r0[t]; o[t] += r1[t] - r2[t] + r3[t]; t += 1 }
     }
 
     /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
@@ -270,4 +437,65 @@ final class Winograd3x3 {
             store(2, half * (r1 + r2) + r3)
         }
     }
+}
+
+/// Rows split into their even and odd columns and merged back, sixteen values at a time.
+enum EvenOdd {
+    /// even[j] = row[2j], odd[j] = row[2j + 1] for j < pairs.
+    @inline(__always)
+    static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
+        var j = 0
+        while j + 8 <= pairs {
+            let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(even + j).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(odd + j).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self)
+            j += 8
+        }
+        while j < pairs { even[j] = row[2 * j]; odd[j] = row[2 * j + 1]; j += 1 }
+    }
+
+    /// row[2j] = even[j], row[2j + 1] = odd[j] for j < pairs.
+    @inline(__always)
+    static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
+        var j = 0
+        while j + 8 <= pairs {
+            var v = SIMD16<Float>()
+            v.evenHalf = UnsafeRawPointer(even + j).loadUnaligned(as: SIMD8<Float>.self)
+            v.oddHalf = UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
+            j += 8
+        }
+        while j < pairs { row[2 * j] = even[j]; row[2 * j + 1] = odd[j]; j += 1 }
+    }
+}
+
+/// Consecutive tiles a Winograd transform handles at once: one (`Float`) or a SIMD vector of
+/// 4 or 8, loaded from and stored to unaligned runs of floats.
+protocol TileLanes {
+    static var count: Int { get }
+    init(loading p: UnsafePointer<Float>)
+    init(repeating value: Float)
+    func store(_ p: UnsafeMutablePointer<Float>)
+    static func + (a: Self, b: Self) -> Self
+    static func - (a: Self, b: Self) -> Self
+    static prefix func - (x: Self) -> Self
+}
+
+extension Float: TileLanes {
+    static var count: Int { 1 }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { self = p.pointee }
+    @inline(__always) init(repeating value: Float) { self = value }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { p.pointee = self }
+}
+
+extension SIMD4: TileLanes where Scalar == Float {
+    static var count: Int { 4 }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { self = UnsafeRawPointer(p).loadUnaligned(as: Self.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
+}
+
+extension SIMD8: TileLanes where Scalar == Float {
+    static var count: Int { 8 }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { self = UnsafeRawPointer(p).loadUnaligned(as: Self.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
 }

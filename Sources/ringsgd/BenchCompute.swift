@@ -3,11 +3,13 @@ import Collectives
 import Foundation
 import NeuralNet
 import Optimizers
+import Training
 
 /// `ringsgd bench compute`: one core, one full training step (forward, loss, backward, and the
 /// optimizer update: SGD momentum for the classifiers, AdamW for the GPT) on a batch shaped
 /// as the real data (Fashion-MNIST images; windows of bytes for configs/tiny-gpt.yaml's GPT),
-/// warm-up then timed steps.
+/// warm-up then timed steps. `--config` times any config's model instead, on the first samples
+/// of its training set, with its optimizer: e.g. configs/fashion-resnet.yaml.
 struct BenchCompute: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compute",
@@ -18,6 +20,8 @@ struct BenchCompute: ParsableCommand {
 
     @Option(help: "Model (\(Model.allCases.map(\.rawValue).joined(separator: ", "))).")
     var model: Model = .mlp
+    @Option(help: "A config whose model and optimizer to time, on its training set's first samples (instead of --model).")
+    var config: String?
     @Option(help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16.")
     var batch: Int?
     @Option(help: "Untimed warm-up steps.")
@@ -35,6 +39,7 @@ struct BenchCompute: ParsableCommand {
     func run() throws {
         BLASThreads.set(1)
         let batch = self.batch ?? (model == .gpt ? 16 : 128)
+        if let config { return try run(config: config, batch: self.batch ?? 128) }
         let net: NeuralNet.Model, optimizer: Optimizer
         switch model {
         case .gpt:
@@ -50,6 +55,29 @@ struct BenchCompute: ParsableCommand {
         var generator = SeededGenerator(seed: 1)
         let input = (0 ..< batch * net.inputSize).map { _ in model == .gpt ? Float(generator.next() % 256) : generator.uniform(-1, 2) }
         let labels = (0 ..< batch * net.labelsPerSample).map { _ in Int32(generator.next() % UInt64(net.classes)) }
+        try report(net, name: model.rawValue, batch: batch,
+                   perStep: time(net, optimizer, input: input, labels: labels, batch: batch))
+    }
+
+    /// `--config`: the config's model and optimizer on the first `batch` training samples.
+    private func run(config path: String, batch: Int) throws {
+        let config = try TrainingConfig.load(path: path, overrides: [])
+        let train = try config.loadDatasets().train
+        let net = try config.makeModel(for: train)
+        net.initialize(seed: config.seed)
+        net.reserve(batch: batch)
+        let optimizer = try config.makeOptimizer(parameters: net.parameters)
+        guard train.count >= batch else { throw ValidationError("--batch \(batch) is larger than \(path)'s training set (\(train.count) samples)") }
+        var input = [Float](repeating: 0, count: batch * net.inputSize), labels = [Int32](repeating: 0, count: batch * net.labelsPerSample)
+        input.withUnsafeMutableBufferPointer { x in
+            labels.withUnsafeMutableBufferPointer { y in train.fill(Array(0 ..< batch)[...], input: x.baseAddress!, labels: y.baseAddress!) }
+        }
+        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        try report(net, name: name, batch: batch, perStep: time(net, optimizer, input: input, labels: labels, batch: batch))
+    }
+
+    /// The median time of one step: gradients, then the optimizer's update.
+    private func time(_ net: NeuralNet.Model, _ optimizer: Optimizer, input: [Float], labels: [Int32], batch: Int) throws -> Double {
         var times: [Double] = []
         try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
@@ -62,7 +90,10 @@ struct BenchCompute: ParsableCommand {
                 }
             }
         }
-        let perStep = median(times)
+        return median(times)
+    }
+
+    private func report(_ net: NeuralNet.Model, name: String, batch: Int, perStep: Double) throws {
         let samplesPerSecond = Double(batch) / perStep
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")
@@ -70,9 +101,9 @@ struct BenchCompute: ParsableCommand {
               + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""))
         let tokens = net.labelsPerSample > 1 ? String(format: " (%.0f tokens/s)", samplesPerSecond * Double(net.labelsPerSample)) : ""
         print(String(format: "model %@ batch %d: %.0f samples/s%@, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
-                     model.rawValue, batch, samplesPerSecond, tokens, perStep * 1e3, gflops, steps))
+                     name, batch, samplesPerSecond, tokens, perStep * 1e3, gflops, steps))
         if let json {
-            var object: [String: Any] = ["model": model.rawValue, "batch": batch,
+            var object: [String: Any] = ["model": name, "batch": batch,
                                          "samples_per_second": samplesPerSecond, "gflops": gflops]
             if net.labelsPerSample > 1 { object["tokens_per_second"] = samplesPerSecond * Double(net.labelsPerSample) }
             try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json), options: .atomic)

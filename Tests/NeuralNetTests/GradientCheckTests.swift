@@ -204,7 +204,7 @@ final class WinogradTests: XCTestCase {
     /// up to float rounding, on even and odd image sizes (partial edge tiles) and a batch
     /// that does not fill the last chunk.
     func testWinogradMatchesIm2colOnEvenAndOddShapes() throws {
-        for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67)] {
+        for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67), (8, 9, 17, 2), (8, 6, 16, 3)] {
             func model(_ algorithm: Conv2d.Algorithm) throws -> Sequential {
                 try Sequential([Conv2d(channels, 8, kernel: 3, padding: 1, algorithm: .im2col),
                                 Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
@@ -227,6 +227,31 @@ final class WinogradTests: XCTestCase {
                 let worst = zip(a, b).map { abs($0 - $1) }.max()!
                 XCTAssertLessThanOrEqual(worst, 1e-5 * scale, "\(view.name) at \(channels)×\(height)×\(width), batch \(batch)")
             }
+        }
+    }
+
+    /// Property: the transforms' SIMD width changes no bit — lanes of 8, 4 and 1 tile give the
+    /// same loss, gradients and input gradient, on rows of tiles shorter than, equal to, and
+    /// between multiples of the lane width (the last block of a row overlaps the one before),
+    /// with and without a bias.
+    func testWinogradLaneWidthsGiveTheSameBits() throws {
+        for (height, width, bias) in [(5, 3, true), (7, 7, false), (9, 15, true), (6, 17, false), (28, 28, false), (3, 30, true)] {
+            func model(lanes: Int) throws -> Sequential {
+                try Sequential([Conv2d(2, 8, kernel: 3, padding: 1, algorithm: .im2col), ReLU(),
+                                Conv2d(8, 5, kernel: 3, padding: 1, bias: bias, algorithm: .winograd, winogradLanes: lanes),
+                                Flatten(), Linear(5 * height * width, 3)], inputShape: [2, height, width])
+            }
+            let models = try [8, 4, 1].map { try model(lanes: $0) }
+            var g = SeededGenerator(seed: 7)
+            let x = (0 ..< 3 * 2 * height * width).map { _ in g.uniform(-1, 1) }, y: [Int32] = [0, 2, 1]
+            var results: [[UInt32]] = []
+            for m in models {
+                m.initialize(seed: 3)
+                let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: 3).loss } }
+                results.append([UInt32(truncatingIfNeeded: loss.bitPattern)] + m.parameters.gradients.map(\.bitPattern))
+            }
+            XCTAssertEqual(results[0], results[2], "8 lanes against 1 at \(height)×\(width)")
+            XCTAssertEqual(results[1], results[2], "4 lanes against 1 at \(height)×\(width)")
         }
     }
 
