@@ -33,7 +33,9 @@
 /// O[tx] for k = 0, 1, E[tx + 1] and O[tx + 1] for k = 2, 3 — and so is each of the 16
 /// elements of V for those tiles. A row of n tiles is covered by blocks of 8 (or 4) lanes,
 /// the last block shifted back to end at n (its overlap recomputes the same values), so there
-/// is no scalar tail. Each element is computed by the same operations in the same order as
+/// is no scalar tail; a row shorter than the block (7 tiles of a 14×14 image in 8 lanes)
+/// spills past its end, into the next row's tiles — which are written after it, in the order
+/// the loops go (channel, then image, then row) — or into slack after the last. Each element is computed by the same operations in the same order as
 /// tile by tile, so the lane width does not change a bit (`WinogradTests`). Measured with
 /// `ringsgd bench compute --config configs/fashion-resnet.yaml --batch 64` (one core, AMD EPYC):
 /// the transforms were 40 % of a step tile by tile.
@@ -57,8 +59,12 @@ final class Winograd3x3 {
     /// that follows a backward read the last gradient's border values as padding: results
     /// then depended on the previous step, and a resumed run diverged from an uninterrupted one.
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
-    /// One row of tiles' worth of scratch: 16 runs of `tileColumns` values.
+    /// One row of tiles' worth of scratch: 16 runs of `runStride` values.
     private let rowScratch: UnsafeMutablePointer<Float>
+    /// Floats of slack after every run a block may spill past: V's and M's 16 matrices, the
+    /// scratch runs and the planes.
+    private static let slack = 16
+    private var runStride: Int { tileColumns + Self.slack }
     private var half: Int { tileColumns + 1 }
     private var planeRowStride: Int { 2 * half }
     private var planeCount: Int { (2 * tileRows + 2) * planeRowStride }
@@ -80,25 +86,33 @@ final class Winograd3x3 {
         }
         u = allocate(16 * outChannels * inChannels)
         du = allocate(16 * outChannels * inChannels)
-        v = allocate(16 * inChannels * chunk * tiles)
-        m = allocate(16 * outChannels * chunk * tiles)
-        inputPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1))
-        gradientPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1))
-        rowScratch = allocate(16 * tileColumns)
+        v = allocate(16 * (inChannels * chunk * tiles + Self.slack))
+        m = allocate(16 * (outChannels * chunk * tiles + Self.slack))
+        inputPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
+        gradientPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
+        rowScratch = allocate(16 * (tileColumns + Self.slack))
     }
 
     deinit {
         for p in [u, du, v, m, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
-    /// The widest lanes that fit a row of tiles (and `maximumLanes`).
-    private var lanes: Int { maximumLanes >= 8 && tileColumns >= 8 ? 8 : maximumLanes >= 4 && tileColumns >= 4 ? 4 : 1 }
+    /// The lanes for a row of tiles (at most `maximumLanes`): 8 from 5 tiles on, else 4.
+    /// (Measured with `bench compute --model cnn`, whose 14×14 rows have 7 tiles: one block of 8
+    /// spilling one lane beat two overlapping blocks of 4.)
+    private var lanes: Int { maximumLanes == 1 ? 1 : maximumLanes >= 8 && tileColumns >= 5 ? 8 : 4 }
+
+    /// The distance between V's 16 matrices, and M's, for a chunk of T tiles.
+    private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
+    private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
 
     /// The first tile of each block of `L.count` lanes covering a row of `tileColumns` tiles;
-    /// the last block ends at the row's end, overlapping the one before.
+    /// the last block ends at the row's end, overlapping the one before — or, in a row
+    /// shorter than a block, the one block spills past it.
     @inline(__always)
     private func forEachBlock<L: TileLanes>(_: L.Type, _ body: (Int) -> Void) {
         let n = tileColumns, w = L.count
+        guard n >= w else { body(0); return }
         var tx = 0
         while true {
             let start = min(tx, n - w)
@@ -120,7 +134,7 @@ final class Winograd3x3 {
             transformInput(x, images: first ..< first + images)
             for xi in 0 ..< 16 {
                 sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
-                      b: v + xi * C * T, ldb: T, beta: 0, c: m + xi * O * T, ldc: T)
+                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
             }
             switch lanes {
             case 8: transformOutputs(SIMD8<Float>.self, images: first ..< first + images, bias: bias, into: y)
@@ -174,9 +188,10 @@ final class Winograd3x3 {
     }
 
     private func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
-        let C = inChannels, T = images.count * tilesPerImage, CT = C * T, h2 = half, stride = planeRowStride
-        for (g, image) in images.enumerated() {
-            for c in 0 ..< C {
+        let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), h2 = half, stride = planeRowStride
+        // Channel, then image: a spilling block writes only into tiles written after it.
+        for c in 0 ..< C {
+            for (g, image) in images.enumerated() {
                 fillInputPlane(from: x + (image * C + c) * height * width)
                 for ty in 0 ..< tileRows {
                     let p0 = UnsafePointer(inputPlane + 2 * ty * stride), p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride
@@ -213,7 +228,7 @@ final class Winograd3x3 {
         let O = outChannels, T = images.count * tilesPerImage
         for (g, image) in images.enumerated() {
             for o in 0 ..< O {
-                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: O * T, bias: bias[o],
+                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: mStride(T), bias: bias[o],
                                 into: y + (image * O + o) * height * width)
             }
         }
@@ -225,7 +240,7 @@ final class Winograd3x3 {
     /// then interleaved into y.
     private func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
                                                into y: UnsafeMutablePointer<Float>) {
-        let n = tileColumns, even0 = rowScratch, odd0 = even0 + n, even1 = odd0 + n, odd1 = even1 + n
+        let n = tileColumns, r = runStride, even0 = rowScratch, odd0 = even0 + r, even1 = odd0 + r, odd1 = even1 + r
         let beta = L(repeating: bias)
         for ty in 0 ..< tileRows {
             let row = mt + ty * n
@@ -270,13 +285,13 @@ final class Winograd3x3 {
             }
             transformInput(x, images: first ..< first + images)
             for xi in 0 ..< 16 {
-                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * O * T, lda: T,
-                      b: v + xi * C * T, ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
+                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
+                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
             }
             guard let dx else { continue }
             for xi in 0 ..< 16 {
                 sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
-                      b: m + xi * O * T, ldb: T, beta: 0, c: v + xi * C * T, ldc: T)
+                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {
             case 8: inverseTransformInputs(SIMD8<Float>.self, images: first ..< first + images, into: dx)
@@ -291,10 +306,11 @@ final class Winograd3x3 {
     private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
                                                   biasGrad: UnsafeMutablePointer<Float>?) {
         let O = outChannels, T = images.count * tilesPerImage
-        for (g, image) in images.enumerated() {
-            for o in 0 ..< O {
+        // Channel, then image: a spilling block writes only into tiles written after it.
+        for o in 0 ..< O {
+            for (g, image) in images.enumerated() {
                 let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
-                                            into: m + o * T + g * tilesPerImage, stride: O * T, sums: biasGrad != nil)
+                                            into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
                 biasGrad?[o] += sum
             }
         }
@@ -305,13 +321,13 @@ final class Winograd3x3 {
     /// tiles' order, else 0.
     private func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
                                                  stride s: Int, sums: Bool) -> Float {
-        let n = tileColumns, g00 = rowScratch, g01 = g00 + n, g10 = g01 + n, g11 = g10 + n
+        let n = tileColumns, r = runStride, g00 = rowScratch, g01 = g00 + r, g10 = g01 + r, g11 = g10 + r
         var sum: Float = 0
         for ty in 0 ..< tileRows {
             // The tile row's two gradient rows as even and odd columns, zero beyond the image.
             deinterleave(dy + 2 * ty * width, into: g00, g01)
             if 2 * ty + 1 < height { deinterleave(dy + (2 * ty + 1) * width, into: g10, g11) }
-            else { g10.update(repeating: 0, count: 2 * n) }
+            else { g10.update(repeating: 0, count: n); g11.update(repeating: 0, count: n) }
             if sums { for t in 0 ..< n { sum += (g00[t] + g01[t]) + (g10[t] + g11[t]) } }
             let out = mt + ty * n
             forEachBlock(L.self) { tx in
@@ -343,7 +359,7 @@ final class Winograd3x3 {
         let C = inChannels, T = images.count * tilesPerImage
         for (g, image) in images.enumerated() {
             for c in 0 ..< C {
-                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: C * T,
+                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
                                       into: dx + (image * C + c) * height * width)
             }
         }
@@ -356,7 +372,7 @@ final class Winograd3x3 {
     /// interior copied out.
     private func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
                                                      into dx: UnsafeMutablePointer<Float>) {
-        let n = tileColumns, h2 = half, plane = gradientPlane
+        let n = tileColumns, r = runStride, h2 = half, plane = gradientPlane
         plane.update(repeating: 0, count: planeCount)
         for ty in 0 ..< tileRows {
             let row = vt + ty * n
@@ -367,15 +383,15 @@ final class Winograd3x3 {
                 // column by column.
                 for k in 0 ..< 4 {
                     let e0 = at(k), e1 = at(4 + k), e2 = at(8 + k), e3 = at(12 + k)
-                    (e0).store(rowScratch + (0 * 4 + k) * n + tx)
-                    (e1 - e2 + e3).store(rowScratch + (1 * 4 + k) * n + tx)
-                    (e1 + e2 - e0).store(rowScratch + (2 * 4 + k) * n + tx)
-                    (-e3).store(rowScratch + (3 * 4 + k) * n + tx)
+                    (e0).store(rowScratch + (0 * 4 + k) * r + tx)
+                    (e1 - e2 + e3).store(rowScratch + (1 * 4 + k) * r + tx)
+                    (e1 + e2 - e0).store(rowScratch + (2 * 4 + k) * r + tx)
+                    (-e3).store(rowScratch + (3 * 4 + k) * r + tx)
                 }
             }
             // Each window row r · Bᵀ = (r0, r1 − r2 + r3, −r0 + r1 + r2, −r3), added into the plane.
             for i in 0 ..< 4 {
-                let r0 = rowScratch + (i * 4) * n, r1 = r0 + n, r2 = r1 + n, r3 = r2 + n
+                let r0 = rowScratch + (i * 4) * r, r1 = r0 + r, r2 = r1 + r, r3 = r2 + r
                 let e = plane + (2 * ty + i) * planeRowStride, o = e + h2
                 // Padded column 2t + k is E[t + k/2] (k even) or O[t + k/2] (k odd): tile t − 1's
                 // columns 2 and 3 go in first, then tile t's columns 0 and 1.
