@@ -166,6 +166,7 @@ final class Winograd3x3 {
 
     /// Copies one image plane into `inputPlane`'s interior, split into even and odd padded
     /// columns: input column w is padded column w + 1.
+    @inline(__always)
     private func fillInputPlane(from source: UnsafePointer<Float>) {
         let h2 = half, odd = width / 2, even = (width + 1) / 2
         for h in 0 ..< height {
@@ -389,6 +390,10 @@ final class Winograd3x3 {
                     (-e3).store(rowScratch + (3 * 4 + k) * r + tx)
                 }
             }
+            // Zeros after the row's n tiles in every run (a spilling block, or another transform, left
+            // values there): the additions below go in blocks of 8, and adding +0 changes no plane
+            // value (a sum that starts at +0 is never −0).
+            if n % Self.additionBlock(n) != 0 { for run in 0 ..< 16 { SIMD8<Float>().store(rowScratch + run * r + n) } }
             // Each window row r · Bᵀ = (r0, r1 − r2 + r3, −r0 + r1 + r2, −r3), added into the plane.
             for i in 0 ..< 4 {
                 let r0 = rowScratch + (i * 4) * r, r1 = r0 + r, r2 = r1 + r, r3 = r2 + r
@@ -409,28 +414,39 @@ final class Winograd3x3 {
     /// Adds one window row's four columns per tile into a plane row's even and odd halves:
     /// E[t + 1] += r1 + r2 − r0 and O[t + 1] −= r3 (tile t's columns 2, 3), then E[t] += r0 and
     /// O[t] += r1 − r2 + r3 (columns 0, 1) — for each element, the order tile-by-tile
-    /// accumulation adds in. Eight lanes, then a scalar tail.
+    /// accumulation adds in. In blocks of 8 (or 4) tiles, the last one running past the row's
+    /// `n` tiles, where the runs hold zeros, into the next plane row's values or the plane's slack.
     @inline(__always)
     private static func addWindowColumns(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
                                          _ r3: UnsafePointer<Float>, count n: Int,
                                          even e: UnsafeMutablePointer<Float>, odd o: UnsafeMutablePointer<Float>) {
-        typealias V = SIMD8<Float>
-        @inline(__always) func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
-        @inline(__always) func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+        if additionBlock(n) == 8 {
+            addWindowColumns(SIMD8<Float>.self, r0, r1, r2, r3, count: n, even: e, odd: o)
+        } else {
+            addWindowColumns(SIMD4<Float>.self, r0, r1, r2, r3, count: n, even: e, odd: o)
+        }
+    }
+
+    /// The block of `addWindowColumns` for rows of n tiles: 4 up to 4 tiles, else 8.
+    @inline(__always)
+    private static func additionBlock(_ n: Int) -> Int { n <= 4 ? 4 : 8 }
+
+    @inline(__always)
+    private static func addWindowColumns<V: TileLanes>(_: V.Type, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>,
+                                                       _ r2: UnsafePointer<Float>, _ r3: UnsafePointer<Float>, count n: Int,
+                                                       even e: UnsafeMutablePointer<Float>, odd o: UnsafeMutablePointer<Float>) {
         var t = 0
-        while t + 8 <= n {
-            store(load(e + t + 1) + (load(r1 + t) + load(r2 + t) - load(r0 + t)), e + t + 1)
-            store(load(o + t + 1) - load(r3 + t), o + t + 1)
-            t += 8
+        while t < n {
+            (V(loading: e + t + 1) + (V(loading: r1 + t) + V(loading: r2 + t) - V(loading: r0 + t))).store(e + t + 1)
+            (V(loading: o + t + 1) - V(loading: r3 + t)).store(o + t + 1)
+            t += V.count
         }
-        while t < n { e[t + 1] += r1[t] + r2[t] - r0[t]; o[t + 1] -= r3[t]; t += 1 }
         t = 0
-        while t + 8 <= n {
-            store(load(e + t) + load(r0 + t), e + t)
-            store(load(o + t) + (load(r1 + t) - load(r2 + t) + load(r3 + t)), o + t)
-            t += 8
+        while t < n {
+            (V(loading: e + t) + V(loading: r0 + t)).store(e + t)
+            (V(loading: o + t) + (V(loading: r1 + t) - V(loading: r2 + t) + V(loading: r3 + t))).store(o + t)
+            t += V.count
         }
-        while t < n { e[t] += r0[t]; o[t] += r1[t] - r2[t] + r3[t]; t += 1 }
     }
 
     /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
@@ -455,33 +471,54 @@ final class Winograd3x3 {
     }
 }
 
-/// Rows split into their even and odd columns and merged back, sixteen values at a time.
+/// Rows split into their even and odd columns and merged back, in blocks of 8 (or 4) pairs,
+/// the last block shifted back to end at the last pair (copies: repeating one changes nothing).
 enum EvenOdd {
     /// even[j] = row[2j], odd[j] = row[2j + 1] for j < pairs.
     @inline(__always)
     static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
-        var j = 0
-        while j + 8 <= pairs {
-            let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(even + j).storeBytes(of: v.evenHalf, as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(odd + j).storeBytes(of: v.oddHalf, as: SIMD8<Float>.self)
-            j += 8
+        if pairs >= 8 {
+            forEachBlock(of: 8, pairs) { j in
+                let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
+                v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
+            }
+        } else if pairs >= 4 {
+            forEachBlock(of: 4, pairs) { j in
+                let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD8<Float>.self)
+                v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
+            }
+        } else {
+            for j in 0 ..< pairs { even[j] = row[2 * j]; odd[j] = row[2 * j + 1] }
         }
-        while j < pairs { even[j] = row[2 * j]; odd[j] = row[2 * j + 1]; j += 1 }
     }
 
     /// row[2j] = even[j], row[2j + 1] = odd[j] for j < pairs.
     @inline(__always)
     static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
-        var j = 0
-        while j + 8 <= pairs {
-            var v = SIMD16<Float>()
-            v.evenHalf = UnsafeRawPointer(even + j).loadUnaligned(as: SIMD8<Float>.self)
-            v.oddHalf = UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
-            j += 8
+        if pairs >= 8 {
+            forEachBlock(of: 8, pairs) { j in
+                var v = SIMD16<Float>()
+                v.evenHalf = SIMD8(loading: even + j); v.oddHalf = SIMD8(loading: odd + j)
+                UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
+            }
+        } else if pairs >= 4 {
+            forEachBlock(of: 4, pairs) { j in
+                var v = SIMD8<Float>()
+                v.evenHalf = SIMD4(loading: even + j); v.oddHalf = SIMD4(loading: odd + j)
+                v.store(row + 2 * j)
+            }
+        } else {
+            for j in 0 ..< pairs { row[2 * j] = even[j]; row[2 * j + 1] = odd[j] }
         }
-        while j < pairs { row[2 * j] = even[j]; row[2 * j + 1] = odd[j]; j += 1 }
+    }
+
+    /// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block
+    /// ending at n.
+    @inline(__always)
+    private static func forEachBlock(of width: Int, _ n: Int, _ body: (Int) -> Void) {
+        var j = 0
+        while j + width < n { body(j); j += width }
+        body(n - width)
     }
 }
 
