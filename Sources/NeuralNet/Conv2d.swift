@@ -32,6 +32,10 @@ public final class Conv2d: Layer {
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
     private let cols = ActivationBuffer(), product = ActivationBuffer()
+    /// Stride 2: one input plane split into its even and odd columns (`EvenOdd`), so that each
+    /// row of `cols` is a contiguous copy — and col2im's sums, merged back once per plane.
+    private let halves = ActivationBuffer()
+    private var halfWidth: Int { (width + 1) / 2 }
     private var input: UnsafePointer<Float>?
 
     /// `algorithm` nil chooses: Winograd where it applies (3×3, stride 1, padding 1) and the
@@ -43,6 +47,7 @@ public final class Conv2d: Layer {
                 bias: Bool = true, algorithm: Algorithm? = nil, winogradLanes: Int = 8) {
         precondition(inChannels > 0 && outChannels > 0 && kernel > 0 && stride > 0 && padding >= 0,
                      "Conv2d needs positive channels, kernel and stride and padding ≥ 0")
+        precondition([1, 4, 8].contains(winogradLanes), "Conv2d: winogradLanes is 1, 4 or 8")
         self.requestedAlgorithm = algorithm
         self.winogradLanes = winogradLanes
         self.inChannels = inChannels
@@ -112,6 +117,7 @@ public final class Conv2d: Layer {
         let g = min(batch, chunk)
         product.reserve(g * outChannels * positions)
         cols.reserve(fieldSize * g * positions)
+        if stride == 2 { halves.reserve(2 * height * halfWidth) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -146,7 +152,8 @@ public final class Conv2d: Layer {
         }
         let P = positions, d = product.pointer
         biasGrad.update(repeating: 0, count: outChannels)
-        if needsInputGradient { inputGrad.pointer.update(repeating: 0, count: batch * inChannels * height * width) }
+        // Stride 2 writes every input-gradient plane whole (col2im's merge); others add into zeros.
+        if needsInputGradient && stride != 2 { inputGrad.pointer.update(repeating: 0, count: batch * inChannels * height * width) }
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             // NCHW dY → [out, G·P], and the bias gradient on the way.
@@ -174,14 +181,26 @@ public final class Conv2d: Layer {
     /// or 0 outside the image, for the images of one chunk. For stride 1 each output row is one
     /// contiguous copy.
     private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>) {
+        let hw = halfWidth, even = halves.pointer, odd = even + height * hw
         forEachKernelRow(images: images) { planeOffset, row, ki, kj in
             let plane = x + planeOffset
+            // Stride 2: the plane's first kernel offset splits it (see `halves`).
+            if stride == 2 && ki == 0 && kj == 0 {
+                for h in 0 ..< height {
+                    EvenOdd.split(plane + h * width, pairs: width / 2, even: even + h * hw, odd: odd + h * hw)
+                    if width & 1 == 1 { even[h * hw + width / 2] = plane[h * width + width - 1] }
+                }
+            }
             forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
                 let dst = row + oh * outWidth
                 guard let ih else { dst.update(repeating: 0, count: outWidth); return }
                 if owStart > 0 { dst.update(repeating: 0, count: owStart) }
                 if stride == 1 {
                     (dst + owStart).update(from: plane + ih * width + iwStart, count: owEnd - owStart)
+                } else if stride == 2 {
+                    // Columns iwStart, iwStart + 2, …: a run of the even or the odd half.
+                    let half = iwStart & 1 == 0 ? even : odd
+                    (dst + owStart).update(from: half + ih * hw + iwStart / 2, count: owEnd - owStart)
                 } else {
                     for ow in owStart ..< owEnd { dst[ow] = plane[ih * width + iwStart + (ow - owStart) * stride] }
                 }
@@ -192,18 +211,31 @@ public final class Conv2d: Layer {
 
     /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] += the dcols entries that read it.
     private func col2im(images: Range<Int>) {
-        let dx = inputGrad.pointer
+        let dx = inputGrad.pointer, hw = halfWidth, even = halves.pointer, odd = even + height * hw, k = kernel
         forEachKernelRow(images: images) { planeOffset, row, ki, kj in
             let plane = dx + planeOffset
+            // Stride 2: the sums go into the zeroed halves, merged into the plane after its last
+            // kernel offset — each value added in the order the plane itself would take them.
+            if stride == 2 && ki == 0 && kj == 0 { even.update(repeating: 0, count: 2 * height * hw) }
             forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
                 guard let ih else { return }
-                let src = row + oh * outWidth, dst = plane + ih * width + iwStart
+                let src = row + oh * outWidth
                 if stride == 1 {
                     // Contiguous: a plain vectorisable add of one row segment.
-                    let s = src + owStart
+                    let dst = plane + ih * width + iwStart, s = src + owStart
+                    for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
+                } else if stride == 2 {
+                    let dst = (iwStart & 1 == 0 ? even : odd) + ih * hw + iwStart / 2, s = src + owStart
                     for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
                 } else {
+                    let dst = plane + ih * width + iwStart
                     for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+                }
+            }
+            if stride == 2 && ki == k - 1 && kj == k - 1 {
+                for h in 0 ..< height {
+                    EvenOdd.merge(even: even + h * hw, odd: odd + h * hw, pairs: width / 2, into: plane + h * width)
+                    if width & 1 == 1 { plane[h * width + width - 1] = even[h * hw + width / 2] }
                 }
             }
         }

@@ -415,7 +415,8 @@ final class Winograd3x3 {
     /// E[t + 1] += r1 + r2 − r0 and O[t + 1] −= r3 (tile t's columns 2, 3), then E[t] += r0 and
     /// O[t] += r1 − r2 + r3 (columns 0, 1) — for each element, the order tile-by-tile
     /// accumulation adds in. In blocks of 8 (or 4) tiles, the last one running past the row's
-    /// `n` tiles, where the runs hold zeros, into the next plane row's values or the plane's slack.
+    /// `n` tiles, where the runs hold zeros: its +0 lands on the row's own odd half, the next
+    /// plane row or the plane's slack.
     @inline(__always)
     private static func addWindowColumns(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
                                          _ r3: UnsafePointer<Float>, count n: Int,
@@ -469,86 +470,4 @@ final class Winograd3x3 {
             store(2, half * (r1 + r2) + r3)
         }
     }
-}
-
-/// Rows split into their even and odd columns and merged back, in blocks of 8 (or 4) pairs,
-/// the last block shifted back to end at the last pair (copies: repeating one changes nothing).
-enum EvenOdd {
-    /// even[j] = row[2j], odd[j] = row[2j + 1] for j < pairs.
-    @inline(__always)
-    static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
-        if pairs >= 8 {
-            forEachBlock(of: 8, pairs) { j in
-                let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
-                v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
-            }
-        } else if pairs >= 4 {
-            forEachBlock(of: 4, pairs) { j in
-                let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD8<Float>.self)
-                v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
-            }
-        } else {
-            for j in 0 ..< pairs { even[j] = row[2 * j]; odd[j] = row[2 * j + 1] }
-        }
-    }
-
-    /// row[2j] = even[j], row[2j + 1] = odd[j] for j < pairs.
-    @inline(__always)
-    static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
-        if pairs >= 8 {
-            forEachBlock(of: 8, pairs) { j in
-                var v = SIMD16<Float>()
-                v.evenHalf = SIMD8(loading: even + j); v.oddHalf = SIMD8(loading: odd + j)
-                UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
-            }
-        } else if pairs >= 4 {
-            forEachBlock(of: 4, pairs) { j in
-                var v = SIMD8<Float>()
-                v.evenHalf = SIMD4(loading: even + j); v.oddHalf = SIMD4(loading: odd + j)
-                v.store(row + 2 * j)
-            }
-        } else {
-            for j in 0 ..< pairs { row[2 * j] = even[j]; row[2 * j + 1] = odd[j] }
-        }
-    }
-
-    /// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block
-    /// ending at n.
-    @inline(__always)
-    private static func forEachBlock(of width: Int, _ n: Int, _ body: (Int) -> Void) {
-        var j = 0
-        while j + width < n { body(j); j += width }
-        body(n - width)
-    }
-}
-
-/// Consecutive tiles a Winograd transform handles at once: one (`Float`) or a SIMD vector of
-/// 4 or 8, loaded from and stored to unaligned runs of floats.
-protocol TileLanes {
-    static var count: Int { get }
-    init(loading p: UnsafePointer<Float>)
-    init(repeating value: Float)
-    func store(_ p: UnsafeMutablePointer<Float>)
-    static func + (a: Self, b: Self) -> Self
-    static func - (a: Self, b: Self) -> Self
-    static prefix func - (x: Self) -> Self
-}
-
-extension Float: TileLanes {
-    static var count: Int { 1 }
-    @inline(__always) init(loading p: UnsafePointer<Float>) { self = p.pointee }
-    @inline(__always) init(repeating value: Float) { self = value }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { p.pointee = self }
-}
-
-extension SIMD4: TileLanes where Scalar == Float {
-    static var count: Int { 4 }
-    @inline(__always) init(loading p: UnsafePointer<Float>) { self = UnsafeRawPointer(p).loadUnaligned(as: Self.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
-}
-
-extension SIMD8: TileLanes where Scalar == Float {
-    static var count: Int { 8 }
-    @inline(__always) init(loading p: UnsafePointer<Float>) { self = UnsafeRawPointer(p).loadUnaligned(as: Self.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
 }

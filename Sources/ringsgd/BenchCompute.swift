@@ -18,11 +18,11 @@ struct BenchCompute: ParsableCommand {
 
     enum Model: String, ExpressibleByArgument, CaseIterable { case mlp, cnn, gpt }
 
-    @Option(help: "Model (\(Model.allCases.map(\.rawValue).joined(separator: ", "))).")
-    var model: Model = .mlp
+    @Option(help: "Model (\(Model.allCases.map(\.rawValue).joined(separator: ", "))). Default: mlp.")
+    var model: Model?
     @Option(help: "A config whose model and optimizer to time, on its training set's first samples (instead of --model).")
     var config: String?
-    @Option(help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16.")
+    @Option(help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16, a config's global batch.")
     var batch: Int?
     @Option(help: "Untimed warm-up steps.")
     var warmup: Int = 5
@@ -33,13 +33,15 @@ struct BenchCompute: ParsableCommand {
 
     func validate() throws {
         if let batch, batch < 1 { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
+        if model != nil && config != nil { throw ValidationError("give --model or --config, not both") }
         if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
     }
 
     func run() throws {
         BLASThreads.set(1)
+        if let config { return try run(config: config, batch: self.batch) }
+        let model = self.model ?? .mlp
         let batch = self.batch ?? (model == .gpt ? 16 : 128)
-        if let config { return try run(config: config, batch: self.batch ?? 128) }
         let net: NeuralNet.Model, optimizer: Optimizer
         switch model {
         case .gpt:
@@ -59,9 +61,11 @@ struct BenchCompute: ParsableCommand {
                    perStep: time(net, optimizer, input: input, labels: labels, batch: batch))
     }
 
-    /// `--config`: the config's model and optimizer on the first `batch` training samples.
-    private func run(config path: String, batch: Int) throws {
+    /// `--config`: the config's model and optimizer (at its learning rate) on the first `batch`
+    /// training samples (by default the global batch: one process's step).
+    private func run(config path: String, batch: Int?) throws {
         let config = try TrainingConfig.load(path: path, overrides: [])
+        let batch = batch ?? config.globalBatch
         let train = try config.loadDatasets().train
         let net = try config.makeModel(for: train)
         net.initialize(seed: config.seed)
@@ -73,18 +77,19 @@ struct BenchCompute: ParsableCommand {
             labels.withUnsafeMutableBufferPointer { y in train.fill(Array(0 ..< batch)[...], input: x.baseAddress!, labels: y.baseAddress!) }
         }
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        try report(net, name: name, batch: batch, perStep: time(net, optimizer, input: input, labels: labels, batch: batch))
+        try report(net, name: name, batch: batch, perStep: time(net, optimizer, input: input, labels: labels, batch: batch, lr: config.lr))
     }
 
     /// The median time of one step: gradients, then the optimizer's update.
-    private func time(_ net: NeuralNet.Model, _ optimizer: Optimizer, input: [Float], labels: [Int32], batch: Int) throws -> Double {
+    private func time(_ net: NeuralNet.Model, _ optimizer: Optimizer, input: [Float], labels: [Int32], batch: Int,
+                      lr: Double = 0.01) throws -> Double {
         var times: [Double] = []
         try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
                 for i in 0 ..< warmup + steps {
                     let start = ContinuousClock.now
                     _ = try net.computeGradients(input: x, labels: y, batch: batch)
-                    optimizer.step(parameters: net.parameters.parameters, gradients: net.parameters.gradients, lr: 0.01)
+                    optimizer.step(parameters: net.parameters.parameters, gradients: net.parameters.gradients, lr: lr)
                     let elapsed = ContinuousClock.now - start
                     if i >= warmup { times.append(elapsed.seconds) }
                 }

@@ -201,10 +201,12 @@ final class PoolReLUOrderTests: XCTestCase {
 final class WinogradTests: XCTestCase {
     /// Property: Winograd F(2×2, 3×3) computes the same convolution as im2col — output, loss,
     /// and every gradient (weights, bias, and the input gradient through the layer before) —
-    /// up to float rounding, on even and odd image sizes (partial edge tiles) and a batch
-    /// that does not fill the last chunk.
+    /// up to float rounding, on even and odd image sizes (partial edge tiles; rows of 1 to 9
+    /// tiles, which the transforms' blocks overlap or spill past) and batches that do not fill
+    /// the last chunk (28×28: two chunks).
     func testWinogradMatchesIm2colOnEvenAndOddShapes() throws {
-        for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67), (8, 9, 17, 2), (8, 6, 16, 3)] {
+        for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67), (8, 9, 17, 2), (8, 6, 16, 3),
+                                                 (8, 2, 1, 3), (8, 3, 8, 3), (8, 5, 11, 2), (8, 28, 28, 13)] {
             func model(_ algorithm: Conv2d.Algorithm) throws -> Sequential {
                 try Sequential([Conv2d(channels, 8, kernel: 3, padding: 1, algorithm: .im2col),
                                 Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
@@ -231,12 +233,18 @@ final class WinogradTests: XCTestCase {
     }
 
     /// Property: the transforms' SIMD width changes no bit — lanes of 8, 4 and 1 tile give the
-    /// same loss, gradients and input gradient, on rows of tiles shorter than (a block spills
+    /// same loss and gradients (the first conv's weight gradients carry the Winograd layer's input
+    /// gradient), on rows of tiles shorter than (a block spills
     /// into the next row's tiles), equal to, and between multiples of the lane width (the last
     /// block of a row overlaps the one before), over several images and channels, with and
     /// without a bias.
     func testWinogradLaneWidthsGiveTheSameBits() throws {
-        for (height, width, bias) in [(5, 3, true), (7, 7, false), (4, 10, true), (6, 13, false), (9, 15, true), (6, 17, false), (28, 28, false), (3, 30, true)] {
+        // Tiles per row n = ⌈width/2⌉: 1 (a block spills over several rows and images; no column
+        // pairs), 2, 3, 4 (exactly 4 lanes; 4 pairs), 5, 6, 7 (8 lanes spilling), 8, 9 (overlapping),
+        // 14 and 15; the 28×28 batch of 14 fills more than one chunk (12 images), the last one smaller.
+        for (height, width, bias, batch) in [(3, 1, true, 3), (2, 2, false, 3), (5, 3, true, 3), (4, 5, false, 3), (7, 7, false, 3),
+                                             (3, 8, true, 3), (4, 10, true, 3), (5, 11, false, 3), (6, 13, false, 3), (9, 15, true, 3),
+                                             (6, 17, false, 3), (28, 28, false, 14), (3, 30, true, 3)] {
             func model(lanes: Int) throws -> Sequential {
                 try Sequential([Conv2d(2, 8, kernel: 3, padding: 1, algorithm: .im2col), ReLU(),
                                 Conv2d(8, 5, kernel: 3, padding: 1, bias: bias, algorithm: .winograd, winogradLanes: lanes),
@@ -244,15 +252,15 @@ final class WinogradTests: XCTestCase {
             }
             let models = try [8, 4, 1].map { try model(lanes: $0) }
             var g = SeededGenerator(seed: 7)
-            let x = (0 ..< 3 * 2 * height * width).map { _ in g.uniform(-1, 1) }, y: [Int32] = [0, 2, 1]
+            let x = (0 ..< batch * 2 * height * width).map { _ in g.uniform(-1, 1) }, y = (0 ..< batch).map { Int32($0 % 3) }
             var results: [[UInt32]] = []
             for m in models {
                 m.initialize(seed: 3)
-                let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: 3).loss } }
+                let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: batch).loss } }
                 results.append([UInt32(truncatingIfNeeded: loss.bitPattern)] + m.parameters.gradients.map(\.bitPattern))
             }
-            XCTAssertEqual(results[0], results[2], "8 lanes against 1 at \(height)×\(width)")
-            XCTAssertEqual(results[1], results[2], "4 lanes against 1 at \(height)×\(width)")
+            XCTAssertEqual(results[0], results[2], "8 lanes against 1 at \(height)×\(width), batch \(batch)")
+            XCTAssertEqual(results[1], results[2], "4 lanes against 1 at \(height)×\(width), batch \(batch)")
         }
     }
 

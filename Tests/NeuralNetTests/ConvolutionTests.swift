@@ -1,0 +1,64 @@
+import NeuralNet
+import XCTest
+
+/// Conv2d against the definition, computed directly in Double: y[n, o, i, j] = b[o] +
+/// Σ_{c, p, q} w[o, c, p, q] · x[n, c, i·s − pad + p, j·s − pad + q] (zero outside the image),
+/// and its input gradient, the adjoint: dx[n, c, h, w] = Σ over the outputs that read x[n, c, h, w].
+final class ConvolutionTests: XCTestCase {
+    /// Property: im2col's forward output, weight and bias gradients and input gradient equal the
+    /// definition to float rounding, for strides 1, 2 (the even/odd-split path) and 3, kernels
+    /// 1 and 3, with and without padding, on even and odd image sizes.
+    func testIm2colMatchesTheDefinition() throws {
+        let cases: [(c: Int, o: Int, k: Int, s: Int, pad: Int, h: Int, w: Int)] = [
+            (3, 4, 3, 2, 1, 7, 7), (3, 4, 3, 2, 1, 8, 6), (2, 5, 1, 2, 0, 9, 10), (2, 3, 3, 2, 0, 9, 11),
+            (2, 3, 3, 1, 1, 5, 6), (2, 2, 3, 3, 1, 10, 8), (1, 2, 3, 2, 1, 1, 2)]
+        for t in cases {
+            let conv = Conv2d(t.c, t.o, kernel: t.k, stride: t.s, padding: t.pad, algorithm: .im2col)
+            let model = try Sequential([conv, Flatten(), Linear(try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *), 2)],
+                                       inputShape: [t.c, t.h, t.w])
+            model.initialize(seed: 2)
+            let (oh, ow) = ((t.h + 2 * t.pad - t.k) / t.s + 1, (t.w + 2 * t.pad - t.k) / t.s + 1)
+            let batch = 2
+            var g = SeededGenerator(seed: 4)
+            let x = (0 ..< batch * t.c * t.h * t.w).map { _ in g.uniform(-1, 1) }
+            let dy = (0 ..< batch * t.o * oh * ow).map { _ in g.uniform(-1, 1) }
+            model.reserve(batch: batch)
+            let y = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: conv.forward($0.baseAddress!, batch: batch, training: true), count: dy.count)) }
+            let dx = dy.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: conv.backward($0.baseAddress!, batch: batch, needsInputGradient: true)!, count: x.count)) }
+            let views = model.parameters.views
+            let w = Array(model.parameters.parameters(of: views[0])), b = Array(model.parameters.parameters(of: views[1]))
+            let dw = Array(model.parameters.gradients(of: views[0])), db = Array(model.parameters.gradients(of: views[1]))
+            var yRef = [Double](repeating: 0, count: y.count), dxRef = [Double](repeating: 0, count: x.count)
+            var dwRef = [Double](repeating: 0, count: w.count), dbRef = [Double](repeating: 0, count: b.count)
+            for n in 0 ..< batch {
+                for o in 0 ..< t.o {
+                    for i in 0 ..< oh {
+                        for j in 0 ..< ow {
+                            let out = ((n * t.o + o) * oh + i) * ow + j
+                            var sum = Double(b[o])
+                            dbRef[o] += Double(dy[out])
+                            for c in 0 ..< t.c {
+                                for p in 0 ..< t.k {
+                                    for q in 0 ..< t.k {
+                                        let r = i * t.s - t.pad + p, s = j * t.s - t.pad + q
+                                        guard r >= 0, r < t.h, s >= 0, s < t.w else { continue }
+                                        let input = ((n * t.c + c) * t.h + r) * t.w + s, weight = ((o * t.c + c) * t.k + p) * t.k + q
+                                        sum += Double(w[weight]) * Double(x[input])
+                                        dxRef[input] += Double(w[weight]) * Double(dy[out])
+                                        dwRef[weight] += Double(x[input]) * Double(dy[out])
+                                    }
+                                }
+                            }
+                            yRef[out] = sum
+                        }
+                    }
+                }
+            }
+            let shape = "\(t.c)→\(t.o), k \(t.k), stride \(t.s), pad \(t.pad), \(t.h)×\(t.w)"
+            for (name, got, want) in [("output", y, yRef), ("input gradient", dx, dxRef), ("weight gradient", dw, dwRef), ("bias gradient", db, dbRef)] {
+                let worst = zip(got, want).map { abs(Double($0) - $1) }.max() ?? 0
+                XCTAssertLessThanOrEqual(worst, 1e-5 * max(1, want.map(abs).max() ?? 0), "\(name), \(shape)")
+            }
+        }
+    }
+}
