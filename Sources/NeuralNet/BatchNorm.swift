@@ -35,9 +35,12 @@ public final class BatchNorm: Layer, CollectiveLayer {
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private var runningMean: UnsafeMutablePointer<Float>!, runningVar: UnsafeMutablePointer<Float>!
     private var batchesTracked: UnsafeMutablePointer<Float>!
-    private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), normalized = ActivationBuffer()
-    /// Per channel: the last forward's 1/√(σ² + eps), and the statistics being reduced.
-    private let rstds = ActivationBuffer()
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    /// The last forward's input and, per channel, the mean and 1/√(σ² + eps) it normalised
+    /// with: backward recomputes x̂ = (x − μ)·rstd from them, bit for bit as forward did, instead
+    /// of forward writing x̂ out (one stream less, and a batch-sized buffer less per batch norm).
+    private var input: UnsafePointer<Float>?
+    private let means = ActivationBuffer(), rstds = ActivationBuffer()
     private let sums: UnsafeMutableBufferPointer<Double>
     /// The batch's values per channel, all ranks together with a reducer (for backward).
     private var count = 0.0
@@ -94,11 +97,12 @@ public final class BatchNorm: Layer, CollectiveLayer {
 
     public func reserve(batch: Int) {
         let n = batch * channels * spatial
-        output.reserve(n); inputGrad.reserve(n); normalized.reserve(n); rstds.reserve(channels)
+        output.reserve(n); inputGrad.reserve(n); means.reserve(channels); rstds.reserve(channels)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
-        let c = channels, s = spatial, y = output.pointer, xhat = normalized.pointer, rstd = rstds.pointer
+        let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
+        input = x
         if training {
             for ch in 0 ..< c {
                 var s1 = 0.0, s2 = 0.0
@@ -116,32 +120,31 @@ public final class BatchNorm: Layer, CollectiveLayer {
                 rstd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
                 runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mean)
                 runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(variance * count / max(1, count - 1))
-                sums[ch] = mean   // kept for the normalisation below
+                self.means.pointer[ch] = Float(mean)
             }
             batchesTracked.pointee += 1
         } else {
             for ch in 0 ..< c {
-                sums[ch] = Double(runningMean[ch])
+                mean[ch] = runningMean[ch]
                 rstd[ch] = 1 / (runningVar[ch] + epsilon).squareRoot()
             }
         }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
-                Self.normalize(x + offset, s, mean: Float(sums[ch]), rstd: rstd[ch], gamma: weight[ch], beta: bias[ch],
-                               xhat: xhat + offset, y: y + offset)
+                Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], y: y + offset)
             }
         }
         return UnsafePointer(y)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let c = channels, s = spatial, xhat = normalized.pointer, rstd = rstds.pointer, dx = inputGrad.pointer
+        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer, dx = inputGrad.pointer
         for ch in 0 ..< c {
             var sdy = 0.0, sdyx = 0.0
             for b in 0 ..< batch {
                 let offset = (b * c + ch) * s
-                let (r1, r2) = VectorReductions.sumAndDot(dy + offset, xhat + offset, s)
+                let (r1, r2) = Self.sumsOfGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch])
                 sdy += r1; sdyx += r2
             }
             weightGrad[ch] = Float(sdyx); biasGrad[ch] = Float(sdy)
@@ -159,43 +162,65 @@ public final class BatchNorm: Layer, CollectiveLayer {
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
-                Self.inputGradient(dy + offset, xhat + offset, s, scale: weight[ch] * rstd[ch],
+                Self.inputGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch], scale: weight[ch] * rstd[ch],
                                    meanDy: Float(sums[ch] / count), meanDyX: Float(sums[c + ch] / count), into: dx + offset)
             }
         }
         return UnsafePointer(dx)
     }
 
-    /// x̂ = (x − μ)·rstd and y = x̂·γ + β over one row, eight lanes at a time (a plain loop stays
-    /// scalar: LLVM cannot rule out that the three pointers overlap).
+    /// y = x̂·γ + β with x̂ = (x − μ)·rstd over one row, eight lanes at a time (a plain loop stays
+    /// scalar: LLVM cannot rule out that the pointers overlap).
     @inline(__always)
     private static func normalize(_ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float, gamma: Float, beta: Float,
-                                  xhat: UnsafeMutablePointer<Float>, y: UnsafeMutablePointer<Float>) {
+                                  y: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>
         let m = V(repeating: mean), r = V(repeating: rstd), g = V(repeating: gamma), b = V(repeating: beta)
         var i = 0
         while i + 8 <= n {
             let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
-            UnsafeMutableRawPointer(xhat + i).storeBytes(of: v, as: V.self)
             UnsafeMutableRawPointer(y + i).storeBytes(of: v * g + b, as: V.self)
             i += 8
         }
-        while i < n { let v = (x[i] - mean) * rstd; xhat[i] = v; y[i] = v * gamma + beta; i += 1 }
+        while i < n { let v = (x[i] - mean) * rstd; y[i] = v * gamma + beta; i += 1 }
     }
 
-    /// dx = scale·(dy − mean(dy) − x̂·mean(dy·x̂)) over one row, eight lanes at a time.
+    /// (Σ dy, Σ dy·x̂) over one row in double precision (four double lanes), x̂ recomputed from x
+    /// as `normalize` computes it.
     @inline(__always)
-    private static func inputGradient(_ dy: UnsafePointer<Float>, _ xhat: UnsafePointer<Float>, _ n: Int,
+    private static func sumsOfGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+                                       mean: Float, rstd: Float) -> (Double, Double) {
+        let m = SIMD4<Float>(repeating: mean), r = SIMD4<Float>(repeating: rstd)
+        var s1 = SIMD4<Double>(), s2 = SIMD4<Double>(), i = 0
+        while i + 4 <= n {
+            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
+            let h = (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self) - m) * r
+            let dd = SIMD4<Double>(Double(d[0]), Double(d[1]), Double(d[2]), Double(d[3]))
+            s1 += dd
+            s2 += dd * SIMD4<Double>(Double(h[0]), Double(h[1]), Double(h[2]), Double(h[3]))
+            i += 4
+        }
+        var total1 = s1.sum(), total2 = s2.sum()
+        while i < n { let d = Double(dy[i]); total1 += d; total2 += d * Double((x[i] - mean) * rstd); i += 1 }
+        return (total1, total2)
+    }
+
+    /// dx = scale·(dy − mean(dy) − x̂·mean(dy·x̂)) over one row, eight lanes at a time, x̂
+    /// recomputed from x as `normalize` computes it.
+    @inline(__always)
+    private static func inputGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float,
                                       scale: Float, meanDy: Float, meanDyX: Float, into dx: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>
         let k = V(repeating: scale), md = V(repeating: meanDy), mdx = V(repeating: meanDyX)
+        let m = V(repeating: mean), r = V(repeating: rstd)
         var i = 0
         while i + 8 <= n {
-            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self), h = UnsafeRawPointer(xhat + i).loadUnaligned(as: V.self)
+            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self)
+            let h = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
             UnsafeMutableRawPointer(dx + i).storeBytes(of: k * (d - md - h * mdx), as: V.self)
             i += 8
         }
-        while i < n { dx[i] = scale * (dy[i] - meanDy - xhat[i] * meanDyX); i += 1 }
+        while i < n { dx[i] = scale * (dy[i] - meanDy - (x[i] - mean) * rstd * meanDyX); i += 1 }
     }
 
     /// Sums `sums` over the ranks when synchronised; a failure is kept for the model to raise.

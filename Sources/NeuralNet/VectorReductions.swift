@@ -68,20 +68,4 @@ enum VectorReductions {
         while i < n { let d = Double(p[i]); total1 += d; total2 += d * d; i += 1 }
         return (total1, total2)
     }
-
-    /// (Σ a[i], Σ a[i]·b[i]) in double precision, in four double lanes: a batch norm's
-    /// backward sums (Σdy, Σdy·x̂).
-    @inline(__always) static func sumAndDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
-        var s1 = SIMD4<Double>(), s2 = SIMD4<Double>(), i = 0
-        while i + 4 <= n {
-            let v = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD4<Float>.self), w = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD4<Float>.self)
-            let d = SIMD4<Double>(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3]))
-            let e = SIMD4<Double>(Double(w[0]), Double(w[1]), Double(w[2]), Double(w[3]))
-            s1 += d; s2 += d * e
-            i += 4
-        }
-        var total1 = s1.sum(), total2 = s2.sum()
-        while i < n { let d = Double(a[i]); total1 += d; total2 += d * Double(b[i]); i += 1 }
-        return (total1, total2)
-    }
 }
