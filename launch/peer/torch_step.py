@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """PyTorch reference for `ringsgd bench compute`: one core, the same mlp/cnn (batch 128, SGD
-momentum 0.9) or GPT (configs/tiny-gpt.yaml's: 4 blocks, width 128, 16 windows of 128 bytes,
+momentum 0.9), configs/fashion-resnet.yaml's ResNet (batch 64, a rank's share at np 2; SGD
+momentum 0.9, weight decay 5e-4), or GPT (configs/tiny-gpt.yaml's: 4 blocks, width 128, 16 windows of 128 bytes,
 AdamW with weight decay on matrices), a full training step (forward, cross-entropy, backward,
-update), 5 warm-up + 30 timed steps, median. Usage: python torch_step.py mlp|cnn|gpt
+update), 5 warm-up + 30 timed steps, median. Usage: python torch_step.py mlp|cnn|resnet|gpt
 (PyTorch is never a dependency of ringsgd.) The GPT is the module of ringsgd's exports, read
 from Sources/ModelFiles/GPTModuleSource.swift."""
 import os, sys, time, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
 model = sys.argv[1]
-batch = 16 if model == "gpt" else 128
+batch = {"gpt": 16, "resnet": 64}.get(model, 128)
 if model == "gpt":
     source = open(os.path.join(os.path.dirname(__file__), "../../Sources/ModelFiles/GPTModuleSource.swift")).read()
     scope = {}
@@ -22,12 +23,25 @@ if model == "gpt":
     loss = lambda: F.cross_entropy(net(x).flatten(0, 1), y.flatten())
 elif model == "mlp":
     net = nn.Sequential(nn.Flatten(), nn.Linear(784,512), nn.ReLU(), nn.Linear(512,256), nn.ReLU(), nn.Linear(256,10))
+elif model == "resnet":
+    class Block(nn.Module):
+        """A basic block: conv-BN-ReLU-conv-BN plus the shortcut (a 1×1 conv + BN when the shape changes)."""
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.layers = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                                        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        def forward(self, x): return self.layers(x) + self.shortcut(x)
+    stages = [(16, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)]
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                        *[m for cin, cout, s in stages for m in (Block(cin, cout, s), nn.ReLU())],
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 else:
     net = nn.Sequential(nn.Conv2d(1,32,3,padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32,64,3,padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear(3136,128), nn.ReLU(), nn.Linear(128,10))
 if model != "gpt":
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(128,1,28,28); y = torch.randint(0,10,(128,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4 if model == "resnet" else 0)
+    x = torch.randn(batch,1,28,28); y = torch.randint(0,10,(batch,))
     loss = lambda: F.cross_entropy(net(x), y)
 times=[]
 for i in range(35):
