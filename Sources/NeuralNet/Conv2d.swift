@@ -1,6 +1,7 @@
 /// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
 /// im2col + `sgemm` over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
-/// channels — Winograd's F(2×2, 3×3) (`Winograd3x3`), which does 2.25× less arithmetic.
+/// channels — Winograd's F(4×4, 3×3) (`Winograd4x4`), which does 4× less arithmetic (or
+/// F(2×2, 3×3), `Winograd3x3`, 2.25× less, when asked for).
 ///
 /// Weight is [out, in, k, k] = a matrix W of [out, K] with K = in·k·k. For a chunk of G
 /// images, im2col lays the receptive fields out as columns, `cols` = [K, G·OH·OW] (column
@@ -15,7 +16,8 @@
 public final class Conv2d: Layer {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
-        case im2col, winograd
+        /// im2col + sgemm; Winograd F(2×2, 3×3) (`Winograd3x3`); Winograd F(4×4, 3×3) (`Winograd4x4`).
+        case im2col, winograd, winograd4x4
     }
 
     public let inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int
@@ -26,7 +28,7 @@ public final class Conv2d: Layer {
     /// The algorithm asked for at construction; nil picks per shape (see `algorithm`).
     private let requestedAlgorithm: Algorithm?
     private let winogradLanes: Int
-    private var winograd: Winograd3x3?
+    private var winograd: WinogradConvolution?
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
@@ -38,9 +40,12 @@ public final class Conv2d: Layer {
     private var halfWidth: Int { (width + 1) / 2 }
     private var input: UnsafePointer<Float>?
 
-    /// `algorithm` nil chooses: Winograd where it applies (3×3, stride 1, padding 1) and the
-    /// input has at least 8 channels — with fewer, its 16 products are too thin for sgemm and
-    /// the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
+    /// `algorithm` nil chooses: Winograd F(4×4, 3×3) where it applies (3×3, stride 1, padding 1)
+    /// and the input has at least 8 channels — with fewer, its products are too thin for sgemm
+    /// and the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
+    /// Measured with `bench compute --config configs/fashion-resnet.yaml --batch 64`, five
+    /// alternating rounds: F(4×4) everywhere 107.6 ms a step, F(4×4) at 28×28 only 109.5,
+    /// F(2×2) everywhere 116.0.
     /// `winogradLanes` (8, 4 or 1) caps the SIMD width of Winograd's transforms; the result is
     /// the same bit for bit at every width (tests compare them).
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
@@ -58,8 +63,8 @@ public final class Conv2d: Layer {
         hasBias = bias
         zeroBias = .allocate(capacity: bias ? 0 : outChannels); zeroBias.initialize(repeating: 0)
         unusedBiasGrad = .allocate(capacity: bias ? 0 : outChannels); unusedBiasGrad.initialize(repeating: 0)
-        precondition(algorithm != .winograd || winogradApplies,
-                     "Conv2d: Winograd F(2×2, 3×3) needs kernel 3, stride 1, padding 1")
+        precondition(algorithm == nil || algorithm == .im2col || winogradApplies,
+                     "Conv2d: Winograd needs kernel 3, stride 1, padding 1")
     }
 
     deinit { zeroBias.deallocate(); unusedBiasGrad.deallocate() }
@@ -70,7 +75,13 @@ public final class Conv2d: Layer {
     public var summary: String { "Conv2d(\(inChannels)→\(outChannels), \(kernel)×\(kernel), stride \(stride), pad \(padding))" }
     public var pytorchModule: String { "nn.Conv2d(\(inChannels), \(outChannels), kernel_size=\(kernel), stride=\(stride), padding=\(padding)\(hasBias ? "" : ", bias=False"))" }
     /// The algorithm in use (known once the input shape is).
-    public var algorithm: Algorithm { winograd == nil ? .im2col : .winograd }
+    public var algorithm: Algorithm {
+        switch winograd {
+        case is Winograd4x4: return .winograd4x4
+        case nil: return .im2col
+        default: return .winograd
+        }
+    }
     private var fieldSize: Int { inChannels * kernel * kernel }
     private var positions: Int { outHeight * outWidth }
 
@@ -89,9 +100,14 @@ public final class Conv2d: Layer {
         guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
-        let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd : .im2col)
-        winograd = chosen == .winograd ? Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
-                                                             maximumLanes: winogradLanes) : nil
+        let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd4x4 : .im2col)
+        switch chosen {
+        case .im2col: winograd = nil
+        case .winograd: winograd = Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
+                                               maximumLanes: winogradLanes)
+        case .winograd4x4: winograd = Winograd4x4(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
+                                                  maximumLanes: winogradLanes)
+        }
         return [outChannels, outHeight, outWidth]
     }
 
@@ -276,7 +292,7 @@ public final class Conv2d: Layer {
     }
 
     /// FLOPs of the direct convolution, whatever the algorithm (the conventional measure, so
-    /// that figures compare across implementations; Winograd does 2.25× fewer multiplications).
+    /// that figures compare across implementations; Winograd F(4×4, 3×3) does 4× fewer multiplications).
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
         let macs = Double(outChannels * fieldSize * positions)
         return (2 * macs, 2 * macs, 2 * macs)

@@ -7,6 +7,7 @@ protocol TileLanes {
     func store(_ p: UnsafeMutablePointer<Float>)
     static func + (a: Self, b: Self) -> Self
     static func - (a: Self, b: Self) -> Self
+    static func * (a: Self, b: Self) -> Self
     static prefix func - (x: Self) -> Self
 }
 

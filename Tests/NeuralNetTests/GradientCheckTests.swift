@@ -199,9 +199,10 @@ final class PoolReLUOrderTests: XCTestCase {
 }
 
 final class WinogradTests: XCTestCase {
-    /// Property: Winograd F(2×2, 3×3) computes the same convolution as im2col — output, loss,
-    /// and every gradient (weights, bias, and the input gradient through the layer before) —
-    /// up to float rounding, on even and odd image sizes (partial edge tiles; rows of 1 to 9
+    /// Property: Winograd F(2×2, 3×3) and F(4×4, 3×3) compute the same convolution as im2col —
+    /// output, loss, and every gradient (weights, bias, and the input gradient through the layer
+    /// before) — up to float rounding (1e-5 of the scale for F(2×2), 1e-4 for F(4×4), whose
+    /// matrices' entries reach 5 and 1/24), on even and odd image sizes (partial edge tiles; rows of 1 to 9
     /// tiles, which the transforms' blocks overlap or spill past) and batches that do not fill
     /// the last chunk (28×28: two chunks).
     func testWinogradMatchesIm2colOnEvenAndOddShapes() throws {
@@ -212,8 +213,9 @@ final class WinogradTests: XCTestCase {
                                 Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
                                 Flatten(), Linear(6 * height * width, 4)], inputShape: [channels, height, width])
             }
-            let reference = try model(.im2col), winograd = try model(.winograd)
-            XCTAssertEqual((winograd.layers[1] as! Conv2d).algorithm, .winograd)
+          for (algorithm, tolerance) in [(Conv2d.Algorithm.winograd, 1e-5), (.winograd4x4, 1e-4)] {
+            let reference = try model(.im2col), winograd = try model(algorithm)
+            XCTAssertEqual((winograd.layers[1] as! Conv2d).algorithm, algorithm)
             reference.initialize(seed: 11); winograd.initialize(seed: 11)
             var g = SeededGenerator(seed: 12)
             let x = (0 ..< batch * reference.inputSize).map { _ in g.uniform(-1, 1) }
@@ -222,13 +224,14 @@ final class WinogradTests: XCTestCase {
                 try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: batch).loss } }
             }
             let lossR = try run(reference), lossW = try run(winograd)
-            XCTAssertEqual(lossW, lossR, accuracy: 1e-5 * max(1, abs(lossR)), "loss at \(channels)×\(height)×\(width)")
+            XCTAssertEqual(lossW, lossR, accuracy: tolerance * max(1, abs(lossR)), "\(algorithm): loss at \(channels)×\(height)×\(width)")
             for view in reference.parameters.views {
                 let a = reference.parameters.gradients(of: view), b = winograd.parameters.gradients(of: view)
                 let scale = max(a.map(abs).max()!, 1e-6)
                 let worst = zip(a, b).map { abs($0 - $1) }.max()!
-                XCTAssertLessThanOrEqual(worst, 1e-5 * scale, "\(view.name) at \(channels)×\(height)×\(width), batch \(batch)")
+                XCTAssertLessThanOrEqual(worst, Float(tolerance) * scale, "\(algorithm): \(view.name) at \(channels)×\(height)×\(width), batch \(batch)")
             }
+          }
         }
     }
 
@@ -245,9 +248,10 @@ final class WinogradTests: XCTestCase {
         for (height, width, bias, batch) in [(3, 1, true, 3), (2, 2, false, 3), (5, 3, true, 3), (4, 5, false, 3), (7, 7, false, 3),
                                              (3, 8, true, 3), (4, 10, true, 3), (5, 11, false, 3), (6, 13, false, 3), (9, 15, true, 3),
                                              (6, 17, false, 3), (28, 28, false, 14), (3, 30, true, 3)] {
+          for algorithm in [Conv2d.Algorithm.winograd, .winograd4x4] {
             func model(lanes: Int) throws -> Sequential {
                 try Sequential([Conv2d(2, 8, kernel: 3, padding: 1, algorithm: .im2col), ReLU(),
-                                Conv2d(8, 5, kernel: 3, padding: 1, bias: bias, algorithm: .winograd, winogradLanes: lanes),
+                                Conv2d(8, 5, kernel: 3, padding: 1, bias: bias, algorithm: algorithm, winogradLanes: lanes),
                                 Flatten(), Linear(5 * height * width, 3)], inputShape: [2, height, width])
             }
             let models = try [8, 4, 1].map { try model(lanes: $0) }
@@ -259,15 +263,16 @@ final class WinogradTests: XCTestCase {
                 let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: batch).loss } }
                 results.append([UInt32(truncatingIfNeeded: loss.bitPattern)] + m.parameters.gradients.map(\.bitPattern))
             }
-            XCTAssertEqual(results[0], results[2], "8 lanes against 1 at \(height)×\(width), batch \(batch)")
-            XCTAssertEqual(results[1], results[2], "4 lanes against 1 at \(height)×\(width), batch \(batch)")
+            XCTAssertEqual(results[0], results[2], "\(algorithm): 8 lanes against 1 at \(height)×\(width), batch \(batch)")
+            XCTAssertEqual(results[1], results[2], "\(algorithm): 4 lanes against 1 at \(height)×\(width), batch \(batch)")
+          }
         }
     }
 
     func testAutomaticChoice() throws {
         let cnn = try ModelSpec.cnn.build(inputShape: [1, 28, 28], classes: 10)
         let convolutions = cnn.layers.compactMap { $0 as? Conv2d }
-        XCTAssertEqual(convolutions.map(\.algorithm), [.im2col, .winograd], "1 input channel: im2col; 32: Winograd")
+        XCTAssertEqual(convolutions.map(\.algorithm), [.im2col, .winograd4x4], "1 input channel: im2col; 32: Winograd F(4×4, 3×3)")
     }
 }
 

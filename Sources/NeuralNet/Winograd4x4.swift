@@ -1,0 +1,461 @@
+/// 3×3, stride 1, padding 1 convolution by Winograd's F(4×4, 3×3) (Lavin & Gray, "Fast
+/// Algorithms for Convolutional Neural Networks", CVPR 2016, the 6×6-tile matrices of §4.2).
+///
+/// Why: F(2×2, 3×3) (`Winograd3x3`) spends 16 products on 4 outputs; F(4×4, 3×3) spends 36 on
+/// 16 — 4× fewer than the direct sum and 1.78× fewer than F(2×2) — and its V and M hold 2.25
+/// values per output instead of 4, so the transforms write and read less too. The price is
+/// rounding: the matrices' entries reach 5 and 1/24, so results differ from the direct sum by
+/// about 10× F(2×2)'s error (tested against im2col to 1e-4 of the values' scale).
+///
+/// Per output channel o, input channel c and tile t (6×6 input window, 4×4 outputs):
+///
+///     U[ξ][o][c] = (G g[o,c] Gᵀ)[ξ]        V[ξ][c][t] = (Bᵀ d[c,t] B)[ξ]
+///     M[ξ][o][t] = Σ_c U[ξ][o][c] · V[ξ][c][t]   (36 GEMMs)     y[o,t] = Aᵀ M[·][o][t] A + bias
+///
+/// and backward the adjoints, as `Winograd3x3` explains: dM = A dy Aᵀ, dU = Σ_t dM·V,
+/// dg = Gᵀ dU G, dV = Σ_o U·dM, dx += B dV Bᵀ over overlapping 6×6 windows.
+///
+/// The transforms work on a row of tiles in SIMD lanes (`TileLanes`): tile tx reads padded
+/// columns 4tx … 4tx + 5, so with each padded row split into its four column phases
+/// (column 4j + k is phase k's j-th value), column c of tiles tx, tx + 1, … is a contiguous run
+/// of phase c mod 4 from j = tx + c/4. Blocks overlap at a row's end or spill past a short row
+/// into tiles written later, as in `Winograd3x3`; each value is computed by the same
+/// operations at every lane width (`WinogradTests`).
+final class Winograd4x4 {
+    let inChannels: Int, outChannels: Int, height: Int, width: Int
+    /// Tiles per image: ⌈H/4⌉ × ⌈W/4⌉.
+    let tileRows: Int, tileColumns: Int
+    /// Images per chunk.
+    let chunk: Int
+    /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
+    let maximumLanes: Int
+    private var tilesPerImage: Int { tileRows * tileColumns }
+    private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
+    private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of
+    /// `phase` = tileColumns + 1 values: `inputPlane` (only the interior ever written, so its
+    /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
+    private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
+    /// 36 runs of `runStride` values for a row of tiles, and 36 lane vectors of a block's
+    /// intermediate rows.
+    private let runs: UnsafeMutablePointer<Float>, block: UnsafeMutablePointer<Float>
+    private static let slack = 16
+    private var runStride: Int { tileColumns + Self.slack }
+    /// Values per column phase of a padded row: tileColumns + 1, rounded up to whole blocks of 8
+    /// so that a block never reaches into the next phase.
+    private var phase: Int { (tileColumns + 1 + 7) / 8 * 8 }
+    private var planeRowStride: Int { 4 * phase }
+    private var planeCount: Int { (4 * tileRows + 2) * planeRowStride }
+
+    /// Images per chunk: V and M together about 2 MB, as `Winograd3x3`.
+    static let chunkBytes = 2 << 20
+
+    init(inChannels: Int, outChannels: Int, height: Int, width: Int, maximumLanes: Int = 8) {
+        precondition([1, 4, 8].contains(maximumLanes), "Winograd4x4: lanes are 1, 4 or 8")
+        (self.inChannels, self.outChannels, self.height, self.width) = (inChannels, outChannels, height, width)
+        self.maximumLanes = maximumLanes
+        (tileRows, tileColumns) = ((height + 3) / 4, (width + 3) / 4)
+        let tiles = tileRows * tileColumns
+        chunk = max(1, Winograd4x4.chunkBytes / (36 * (inChannels + outChannels) * tiles * 4))
+        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+            UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+                .initializeMemory(as: Float.self, repeating: 0, count: count)
+        }
+        u = allocate(36 * outChannels * inChannels)
+        du = allocate(36 * outChannels * inChannels)
+        v = allocate(36 * (inChannels * chunk * tiles + Self.slack))
+        m = allocate(36 * (outChannels * chunk * tiles + Self.slack))
+        let planeFloats = (4 * tileRows + 2) * 4 * ((tileColumns + 1 + 7) / 8 * 8) + Self.slack
+        inputPlane = allocate(planeFloats)
+        gradientPlane = allocate(planeFloats)
+        runs = allocate(36 * (tileColumns + Self.slack))
+        block = allocate(36 * 8)
+    }
+
+    deinit {
+        for p in [u, du, v, m, inputPlane, gradientPlane, runs, block] { UnsafeMutableRawPointer(p).deallocate() }
+    }
+
+    /// The lanes for a row of tiles (at most `maximumLanes`): 8 from 5 tiles on, else 4.
+    private var lanes: Int { maximumLanes == 1 ? 1 : maximumLanes >= 8 && tileColumns >= 5 ? 8 : 4 }
+    private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
+    private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
+
+    /// The first tile of each block of `L.count` lanes over a row of tiles (see `Winograd3x3`).
+    @inline(__always)
+    private func forEachBlock<L: TileLanes>(_: L.Type, _ body: (Int) -> Void) {
+        let n = tileColumns, w = L.count
+        guard n >= w else { body(0); return }
+        var tx = 0
+        while true {
+            let start = min(tx, n - w)
+            body(start)
+            if start + w >= n { return }
+            tx += w
+        }
+    }
+
+    // MARK: The one-dimensional transforms (Lavin & Gray's matrices), on lane vectors
+
+    /// Bᵀ d for d of 6: rows [4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0],
+    /// [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1].
+    @inline(__always)
+    private static func bt<L: TileLanes>(_ d: (L, L, L, L, L, L)) -> (L, L, L, L, L, L) {
+        let four = L(repeating: 4), five = L(repeating: 5), two = L(repeating: 2)
+        let p = d.4 - four * d.2, q = d.3 - four * d.1
+        let r = d.4 - d.2, s = two * (d.3 - d.1)
+        return (four * d.0 - five * d.2 + d.4, p + q, p - q, r + s, r - s, four * d.1 - five * d.3 + d.5)
+    }
+
+    /// B w for w of 6, Bᵀ's adjoint: (4w₀, −4(w₁ − w₂) − 2(w₃ − w₄) + 4w₅, −5w₀ − 4(w₁ + w₂) − (w₃ + w₄),
+    /// (w₁ − w₂) + 2(w₃ − w₄) − 5w₅, w₀ + (w₁ + w₂) + (w₃ + w₄), w₅).
+    @inline(__always)
+    private static func b<L: TileLanes>(_ w: (L, L, L, L, L, L)) -> (L, L, L, L, L, L) {
+        let four = L(repeating: 4), five = L(repeating: 5), two = L(repeating: 2)
+        let d12 = w.1 - w.2, s12 = w.1 + w.2, d34 = w.3 - w.4, s34 = w.3 + w.4
+        return (four * w.0, four * w.5 - four * d12 - two * d34, -(five * w.0) - four * s12 - s34,
+                d12 + two * d34 - five * w.5, w.0 + s12 + s34, w.5)
+    }
+
+    /// Aᵀ m for m of 6: (m₀ + (m₁ + m₂) + (m₃ + m₄), (m₁ − m₂) + 2(m₃ − m₄), (m₁ + m₂) + 4(m₃ + m₄),
+    /// (m₁ − m₂) + 8(m₃ − m₄) + m₅).
+    @inline(__always)
+    private static func at<L: TileLanes>(_ m: (L, L, L, L, L, L)) -> (L, L, L, L) {
+        let s12 = m.1 + m.2, d12 = m.1 - m.2, s34 = m.3 + m.4, d34 = m.3 - m.4
+        return (m.0 + s12 + s34, d12 + L(repeating: 2) * d34, s12 + L(repeating: 4) * s34, d12 + L(repeating: 8) * d34 + m.5)
+    }
+
+    /// A g for g of 4, Aᵀ's adjoint: (g₀, (g₀ + g₂) + (g₁ + g₃), (g₀ + g₂) − (g₁ + g₃),
+    /// (g₀ + 4g₂) + (2g₁ + 8g₃), (g₀ + 4g₂) − (2g₁ + 8g₃), g₃).
+    @inline(__always)
+    private static func a<L: TileLanes>(_ g: (L, L, L, L)) -> (L, L, L, L, L, L) {
+        let e = g.0 + g.2, f = g.1 + g.3
+        let e4 = g.0 + L(repeating: 4) * g.2, f4 = L(repeating: 2) * g.1 + L(repeating: 8) * g.3
+        return (g.0, e + f, e - f, e4 + f4, e4 - f4, g.3)
+    }
+
+    // MARK: Forward
+
+    /// y = conv(x, weight) + bias for `batch` NCHW images.
+    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                 into y: UnsafeMutablePointer<Float>, batch: Int) {
+        transformWeights(weight)
+        let (C, O) = (inChannels, outChannels)
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let images = min(chunk, batch - first), T = images * tilesPerImage
+            transformInput(x, images: first ..< first + images)
+            for xi in 0 ..< 36 {
+                sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
+                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
+            }
+            switch lanes {
+            case 8: transformOutputs(SIMD8<Float>.self, images: first ..< first + images, bias: bias, into: y)
+            case 4: transformOutputs(SIMD4<Float>.self, images: first ..< first + images, bias: bias, into: y)
+            default: transformOutputs(Float.self, images: first ..< first + images, bias: bias, into: y)
+            }
+        }
+    }
+
+    /// U = G g Gᵀ for every (o, c), G's rows [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙],
+    /// [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1].
+    private func transformWeights(_ weight: UnsafePointer<Float>) {
+        let pairs = outChannels * inChannels
+        let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
+        func g(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float, Float, Float) {
+            (a * 0.25, -(a + b + c) * sixth, -(a - b + c) * sixth, a * twentyFourth + b * twelfth + c * sixth,
+             a * twentyFourth - b * twelfth + c * sixth, c)
+        }
+        for pair in 0 ..< pairs {
+            let w = weight + pair * 9
+            // G applied to each column of g, then to each row of the 6×3 result.
+            let c0 = g(w[0], w[3], w[6]), c1 = g(w[1], w[4], w[7]), c2 = g(w[2], w[5], w[8])
+            func store(_ i: Int, _ a: Float, _ b: Float, _ c: Float) {
+                let r = g(a, b, c), out = u + 6 * i * pairs + pair
+                out[0] = r.0; out[pairs] = r.1; out[2 * pairs] = r.2; out[3 * pairs] = r.3; out[4 * pairs] = r.4; out[5 * pairs] = r.5
+            }
+            store(0, c0.0, c1.0, c2.0); store(1, c0.1, c1.1, c2.1); store(2, c0.2, c1.2, c2.2)
+            store(3, c0.3, c1.3, c2.3); store(4, c0.4, c1.4, c2.4); store(5, c0.5, c1.5, c2.5)
+        }
+    }
+
+    /// Copies one image plane into `inputPlane`'s interior by column phase: input column w is
+    /// padded column w + 1.
+    @inline(__always)
+    private func fillInputPlane(from source: UnsafePointer<Float>) {
+        let q = phase
+        for h in 0 ..< height {
+            // Input column 4j + k is padded column 4j + k + 1: phase k + 1, or phase 0 at j + 1 for k = 3.
+            let out = inputPlane + (h + 1) * planeRowStride
+            ColumnPhases.split(source + h * width, count: width, into: (out + q, out + 2 * q, out + 3 * q, out + 1))
+        }
+    }
+
+    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
+        switch lanes {
+        case 8: transformInput(SIMD8<Float>.self, x, images: images)
+        case 4: transformInput(SIMD4<Float>.self, x, images: images)
+        default: transformInput(Float.self, x, images: images)
+        }
+    }
+
+    /// V = Bᵀ d B for every 6×6 input window d of the chunk's images: tile (ty, tx) reads
+    /// padded rows 4ty … 4ty + 5 and columns 4tx … 4tx + 5.
+    private func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+        let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), q = phase, stride = planeRowStride
+        let scratch = block, w = L.count
+        // Channel, then image: a spilling block writes only into tiles written after it.
+        for c in 0 ..< C {
+            for (g, image) in images.enumerated() {
+                fillInputPlane(from: x + (image * C + c) * height * width)
+                for ty in 0 ..< tileRows {
+                    let top = UnsafePointer(inputPlane + 4 * ty * stride)
+                    let out = v + c * T + g * tilesPerImage + ty * tileColumns
+                    forEachBlock(L.self) { tx in
+                        // Column k of the window, rows 0 … 5: phase k mod 4 from j = tx + k/4.
+                        for k in 0 ..< 6 {
+                            let p = top + (k & 3) * q + tx + (k >> 2)
+                            let t = Self.bt((L(loading: p), L(loading: p + stride), L(loading: p + 2 * stride), L(loading: p + 3 * stride),
+                                             L(loading: p + 4 * stride), L(loading: p + 5 * stride)))
+                            t.0.store(scratch + (0 * 6 + k) * w); t.1.store(scratch + (1 * 6 + k) * w); t.2.store(scratch + (2 * 6 + k) * w)
+                            t.3.store(scratch + (3 * 6 + k) * w); t.4.store(scratch + (4 * 6 + k) * w); t.5.store(scratch + (5 * 6 + k) * w)
+                        }
+                        for i in 0 ..< 6 {
+                            let r = UnsafePointer(scratch + i * 6 * w)
+                            let e = Self.bt((L(loading: r), L(loading: r + w), L(loading: r + 2 * w), L(loading: r + 3 * w),
+                                             L(loading: r + 4 * w), L(loading: r + 5 * w)))
+                            let o = out + tx + 6 * i * CT
+                            e.0.store(o); e.1.store(o + CT); e.2.store(o + 2 * CT); e.3.store(o + 3 * CT); e.4.store(o + 4 * CT); e.5.store(o + 5 * CT)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y = Aᵀ M A + bias for every output plane of the chunk's images.
+    private func transformOutputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, bias: UnsafePointer<Float>,
+                                                into y: UnsafeMutablePointer<Float>) {
+        let O = outChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for o in 0 ..< O {
+                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: mStride(T), bias: bias[o],
+                                into: y + (image * O + o) * height * width)
+            }
+        }
+    }
+
+    /// One output plane: each row of tiles gives four output rows, as four column phases in
+    /// `runs` (output column 4j + k is run k's j-th value), then interleaved into y.
+    private func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
+                                               into y: UnsafeMutablePointer<Float>) {
+        let n = tileColumns, r = runStride, beta = L(repeating: bias), scratch = block, w = L.count
+        for ty in 0 ..< tileRows {
+            let row = mt + ty * n
+            forEachBlock(L.self) { tx in
+                let q = row + tx
+                @inline(__always) func at(_ xi: Int) -> L { L(loading: q + xi * s) }
+                // Aᵀ on each column k of M (rows ξ = 6i + k), then on each of the four result rows.
+                for k in 0 ..< 6 {
+                    let e = Self.at((at(k), at(6 + k), at(12 + k), at(18 + k), at(24 + k), at(30 + k)))
+                    e.0.store(scratch + (0 * 6 + k) * w); e.1.store(scratch + (1 * 6 + k) * w)
+                    e.2.store(scratch + (2 * 6 + k) * w); e.3.store(scratch + (3 * 6 + k) * w)
+                }
+                for i in 0 ..< 4 {
+                    let p = UnsafePointer(scratch + i * 6 * w)
+                    let f = Self.at((L(loading: p), L(loading: p + w), L(loading: p + 2 * w), L(loading: p + 3 * w),
+                                     L(loading: p + 4 * w), L(loading: p + 5 * w)))
+                    let out = runs + (4 * i) * r + tx
+                    (f.0 + beta).store(out); (f.1 + beta).store(out + r); (f.2 + beta).store(out + 2 * r); (f.3 + beta).store(out + 3 * r)
+                }
+            }
+            for i in 0 ..< 4 where 4 * ty + i < height {
+                let phases = UnsafePointer(runs + 4 * i * r)
+                ColumnPhases.merge((phases, phases + r, phases + 2 * r, phases + 3 * r), count: width, into: y + (4 * ty + i) * width)
+            }
+        }
+    }
+
+    // MARK: Backward
+
+    /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx.
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
+                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
+        let (C, O) = (inChannels, outChannels)
+        biasGrad?.update(repeating: 0, count: O)
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let images = min(chunk, batch - first), T = images * tilesPerImage
+            switch lanes {
+            case 8: transformGradients(SIMD8<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
+            case 4: transformGradients(SIMD4<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
+            default: transformGradients(Float.self, dy, images: first ..< first + images, biasGrad: biasGrad)
+            }
+            transformInput(x, images: first ..< first + images)
+            for xi in 0 ..< 36 {
+                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
+                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
+            }
+            guard let dx else { continue }
+            for xi in 0 ..< 36 {
+                sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
+                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
+            }
+            switch lanes {
+            case 8: inverseTransformInputs(SIMD8<Float>.self, images: first ..< first + images, into: dx)
+            case 4: inverseTransformInputs(SIMD4<Float>.self, images: first ..< first + images, into: dx)
+            default: inverseTransformInputs(Float.self, images: first ..< first + images, into: dx)
+            }
+        }
+        inverseTransformWeightGradient(into: weightGrad)
+    }
+
+    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
+    private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
+                                                  biasGrad: UnsafeMutablePointer<Float>?) {
+        let O = outChannels, T = images.count * tilesPerImage
+        // Channel, then image: a spilling block writes only into tiles written after it.
+        for o in 0 ..< O {
+            for (g, image) in images.enumerated() {
+                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
+                                            into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
+                biasGrad?[o] += sum
+            }
+        }
+    }
+
+    /// dM = A dy Aᵀ for each 4×4 tile of one gradient plane (zero beyond the image); returns the
+    /// plane's sum when `sums`, row by row, else 0.
+    private func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
+                                                 stride s: Int, sums: Bool) -> Float {
+        let n = tileColumns, r = runStride, scratch = block, w = L.count
+        var sum: Float = 0
+        for ty in 0 ..< tileRows {
+            // The tile row's four gradient rows by column phase (run 4i + k), zero beyond the image.
+            for i in 0 ..< 4 {
+                let phases = runs + 4 * i * r
+                for k in 0 ..< 4 { (phases + k * r).update(repeating: 0, count: n) }
+                guard 4 * ty + i < height else { continue }
+                let row = dy + (4 * ty + i) * width
+                ColumnPhases.split(row, count: width, into: (phases, phases + r, phases + 2 * r, phases + 3 * r))
+                if sums { for col in 0 ..< width { sum += row[col] } }
+            }
+            let out = mt + ty * n
+            forEachBlock(L.self) { tx in
+                @inline(__always) func g(_ i: Int, _ k: Int) -> L { L(loading: runs + (4 * i + k) * r + tx) }
+                // A on each column k of the tile (rows i), then on each of the six result rows.
+                for k in 0 ..< 4 {
+                    let e = Self.a((g(0, k), g(1, k), g(2, k), g(3, k)))
+                    e.0.store(scratch + (0 * 4 + k) * w); e.1.store(scratch + (1 * 4 + k) * w); e.2.store(scratch + (2 * 4 + k) * w)
+                    e.3.store(scratch + (3 * 4 + k) * w); e.4.store(scratch + (4 * 4 + k) * w); e.5.store(scratch + (5 * 4 + k) * w)
+                }
+                for j in 0 ..< 6 {
+                    let p = UnsafePointer(scratch + j * 4 * w)
+                    let f = Self.a((L(loading: p), L(loading: p + w), L(loading: p + 2 * w), L(loading: p + 3 * w)))
+                    let o = out + tx + 6 * j * s
+                    f.0.store(o); f.1.store(o + s); f.2.store(o + 2 * s); f.3.store(o + 3 * s); f.4.store(o + 4 * s); f.5.store(o + 5 * s)
+                }
+            }
+        }
+        return sum
+    }
+
+    /// dx for every input plane of the chunk's images (V holds dV).
+    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
+        let C = inChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for c in 0 ..< C {
+                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
+                                      into: dx + (image * C + c) * height * width)
+            }
+        }
+    }
+
+    /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 6×6 window, for one plane: each row of
+    /// tiles' six window rows computed in lanes into `runs` (run 6i + k: window row i, column k),
+    /// then added into `gradientPlane` by phase (`addWindowRow`), and its interior copied out.
+    private func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
+                                                     into dx: UnsafeMutablePointer<Float>) {
+        let n = tileColumns, r = runStride, q = phase, plane = gradientPlane, scratch = block, w = L.count
+        plane.update(repeating: 0, count: planeCount)
+        for ty in 0 ..< tileRows {
+            let row = vt + ty * n
+            forEachBlock(L.self) { tx in
+                let p = row + tx
+                @inline(__always) func at(_ xi: Int) -> L { L(loading: p + xi * s) }
+                // B on each column k of dV (rows ξ = 6i + k), then on each of the six result rows.
+                for k in 0 ..< 6 {
+                    let e = Self.b((at(k), at(6 + k), at(12 + k), at(18 + k), at(24 + k), at(30 + k)))
+                    e.0.store(scratch + (0 * 6 + k) * w); e.1.store(scratch + (1 * 6 + k) * w); e.2.store(scratch + (2 * 6 + k) * w)
+                    e.3.store(scratch + (3 * 6 + k) * w); e.4.store(scratch + (4 * 6 + k) * w); e.5.store(scratch + (5 * 6 + k) * w)
+                }
+                for i in 0 ..< 6 {
+                    let h = UnsafePointer(scratch + i * 6 * w)
+                    let f = Self.b((L(loading: h), L(loading: h + w), L(loading: h + 2 * w), L(loading: h + 3 * w),
+                                    L(loading: h + 4 * w), L(loading: h + 5 * w)))
+                    // Columns 4 and 5 of tile t land on phases 0 and 1 at t + 1: stored one further.
+                    let out = runs + 6 * i * r + tx
+                    f.0.store(out); f.1.store(out + r); f.2.store(out + 2 * r); f.3.store(out + 3 * r)
+                    f.4.store(out + 4 * r + 1); f.5.store(out + 5 * r + 1)
+                }
+            }
+            // Zeros where no tile contributes — before the first tile's columns 4 and 5, after the
+            // row's n tiles (where a spilling block left values) — since the additions go in whole
+            // blocks of 8, and adding +0 changes no plane value (a sum that starts at +0 is never −0).
+            for i in 0 ..< 6 {
+                let c = runs + 6 * i * r
+                for k in 0 ..< 4 { SIMD8<Float>().store(c + k * r + n) }
+                c[4 * r] = 0; c[5 * r] = 0
+                SIMD8<Float>().store(c + 4 * r + n + 1); SIMD8<Float>().store(c + 5 * r + n + 1)
+            }
+            for i in 0 ..< 6 {
+                addWindowRow(UnsafePointer(runs + 6 * i * r), into: plane + (4 * ty + i) * planeRowStride)
+            }
+        }
+        for h in 0 ..< height {
+            let phases = UnsafePointer(plane + (h + 1) * planeRowStride)
+            ColumnPhases.merge((phases + q, phases + 2 * q, phases + 3 * q, phases + 1), count: width, into: dx + h * width)
+        }
+    }
+
+    /// One window row's six columns (runs `c`, `c + r`, …; columns 4 and 5 already shifted onto
+    /// the phase index they reach) added into a plane row's four phases, eight values at a time:
+    /// phase 0 takes column 4 of the tile before and column 0, phase 1 columns 5 and 1, phases
+    /// 2 and 3 columns 2 and 3. No block reaches past its phase.
+    @inline(__always)
+    private func addWindowRow(_ c: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        let n = tileColumns, r = runStride, q = phase
+        var t = 0
+        while t <= n {
+            (V(loading: target + t) + (V(loading: c + 4 * r + t) + V(loading: c + t))).store(target + t)
+            (V(loading: target + q + t) + (V(loading: c + 5 * r + t) + V(loading: c + r + t))).store(target + q + t)
+            (V(loading: target + 2 * q + t) + V(loading: c + 2 * r + t)).store(target + 2 * q + t)
+            (V(loading: target + 3 * q + t) + V(loading: c + 3 * r + t)).store(target + 3 * q + t)
+            t += 8
+        }
+    }
+
+    /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
+    private func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
+        let pairs = outChannels * inChannels
+        let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
+        func gt(_ w: (Float, Float, Float, Float, Float, Float)) -> (Float, Float, Float) {
+            (w.0 * 0.25 - (w.1 + w.2) * sixth + (w.3 + w.4) * twentyFourth,
+             (w.2 - w.1) * sixth + (w.3 - w.4) * twelfth,
+             (w.3 + w.4 - w.1 - w.2) * sixth + w.5)
+        }
+        for pair in 0 ..< pairs {
+            let d = du + pair
+            func e(_ i: Int, _ k: Int) -> Float { d[(6 * i + k) * pairs] }
+            // Gᵀ on each column k of dU, then on each of the three result rows.
+            func column(_ k: Int) -> (Float, Float, Float) { gt((e(0, k), e(1, k), e(2, k), e(3, k), e(4, k), e(5, k))) }
+            let k0 = column(0), k1 = column(1), k2 = column(2), k3 = column(3), k4 = column(4), k5 = column(5)
+            let out = weightGrad + pair * 9
+            let r0 = gt((k0.0, k1.0, k2.0, k3.0, k4.0, k5.0))
+            let r1 = gt((k0.1, k1.1, k2.1, k3.1, k4.1, k5.1))
+            let r2 = gt((k0.2, k1.2, k2.2, k3.2, k4.2, k5.2))
+            out[0] = r0.0; out[1] = r0.1; out[2] = r0.2
+            out[3] = r1.0; out[4] = r1.1; out[5] = r1.2
+            out[6] = r2.0; out[7] = r2.1; out[8] = r2.2
+        }
+    }
+}
