@@ -32,8 +32,8 @@ final class Winograd4x4 {
     private var tilesPerImage: Int { tileRows * tileColumns }
     private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
     private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
-    /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of
-    /// `phase` = tileColumns + 1 values: `inputPlane` (only the interior ever written, so its
+    /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
+    /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
     /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
     /// 36 runs of `runStride` values for a row of tiles, and 36 lane vectors of a block's

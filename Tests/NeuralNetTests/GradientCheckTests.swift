@@ -202,12 +202,13 @@ final class WinogradTests: XCTestCase {
     /// Property: Winograd F(2×2, 3×3) and F(4×4, 3×3) compute the same convolution as im2col —
     /// output, loss, and every gradient (weights, bias, and the input gradient through the layer
     /// before) — up to float rounding (1e-5 of the scale for F(2×2), 1e-4 for F(4×4), whose
-    /// matrices' entries reach 5 and 1/24), on even and odd image sizes (partial edge tiles; rows of 1 to 9
-    /// tiles, which the transforms' blocks overlap or spill past) and batches that do not fill
-    /// the last chunk (28×28: two chunks).
+    /// matrices' entries reach 5 and 1/24), on even and odd image sizes (partial edge tiles;
+    /// rows of 1 to 15 tiles, which the transforms' blocks overlap or spill past) and batches
+    /// that do not fill the last chunk (28×28, batch 25: two chunks for both).
     func testWinogradMatchesIm2colOnEvenAndOddShapes() throws {
         for (channels, height, width, batch) in [(8, 14, 14, 5), (9, 7, 5, 3), (16, 1, 3, 2), (8, 4, 4, 67), (8, 9, 17, 2), (8, 6, 16, 3),
-                                                 (8, 2, 1, 3), (8, 3, 8, 3), (8, 5, 11, 2), (8, 28, 28, 13)] {
+                                                 (8, 2, 1, 3), (8, 3, 8, 3), (8, 5, 11, 2), (8, 28, 28, 25), (8, 5, 24, 2), (8, 4, 32, 2),
+                                                 (8, 6, 36, 2), (8, 3, 60, 2)] {
             func model(_ algorithm: Conv2d.Algorithm) throws -> Sequential {
                 try Sequential([Conv2d(channels, 8, kernel: 3, padding: 1, algorithm: .im2col),
                                 Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
@@ -242,12 +243,14 @@ final class WinogradTests: XCTestCase {
     /// block of a row overlaps the one before), over several images and channels, with and
     /// without a bias.
     func testWinogradLaneWidthsGiveTheSameBits() throws {
-        // Tiles per row n = ⌈width/2⌉: 1 (a block spills over several rows and images; no column
-        // pairs), 2, 3, 4 (exactly 4 lanes; 4 pairs), 5, 6, 7 (8 lanes spilling), 8, 9 (overlapping),
-        // 14 and 15; the 28×28 batch of 14 fills more than one chunk (12 images), the last one smaller.
+        // Tiles per row n = ⌈width/2⌉ for F(2×2): 1 (a block spills over several rows and images; no
+        // column pairs), 2, 3, 4 (exactly 4 lanes; 4 pairs), 5, 6, 7 (8 lanes spilling), 8, 9
+        // (overlapping), 14 and 15; for F(4×4) n = ⌈width/4⌉: 1 to 8, 9 (36) and 15 (60). The 28×28
+        // batch of 25 fills more than one chunk for both (12 and 22 images), the last one smaller.
         for (height, width, bias, batch) in [(3, 1, true, 3), (2, 2, false, 3), (5, 3, true, 3), (4, 5, false, 3), (7, 7, false, 3),
                                              (3, 8, true, 3), (4, 10, true, 3), (5, 11, false, 3), (6, 13, false, 3), (9, 15, true, 3),
-                                             (6, 17, false, 3), (28, 28, false, 14), (3, 30, true, 3)] {
+                                             (6, 17, false, 3), (28, 28, false, 25), (3, 30, true, 3), (3, 24, false, 2),
+                                             (2, 36, true, 2), (2, 60, false, 2)] {
           for algorithm in [Conv2d.Algorithm.winograd, .winograd4x4] {
             func model(lanes: Int) throws -> Sequential {
                 try Sequential([Conv2d(2, 8, kernel: 3, padding: 1, algorithm: .im2col), ReLU(),
