@@ -97,29 +97,17 @@ final class Winograd3x3 {
         for p in [u, du, v, m, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
-    /// The lanes for a row of tiles (at most `maximumLanes`): 8 from 5 tiles on, else 4.
-    /// (Measured with `bench compute --model cnn`, whose 14×14 rows have 7 tiles: one block of 8
-    /// spilling one lane beat two overlapping blocks of 4.)
-    private var lanes: Int { maximumLanes == 1 ? 1 : maximumLanes >= 8 && tileColumns >= 5 ? 8 : 4 }
+    /// The lanes for a row of tiles (`tileLanes`).
+    private var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
 
     /// The distance between V's 16 matrices, and M's, for a chunk of T tiles.
     private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
     private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
 
-    /// The first tile of each block of `L.count` lanes covering a row of `tileColumns` tiles;
-    /// the last block ends at the row's end, overlapping the one before — or, in a row
-    /// shorter than a block, the one block spills past it.
+    /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)
     private func forEachBlock<L: TileLanes>(_: L.Type, _ body: (Int) -> Void) {
-        let n = tileColumns, w = L.count
-        guard n >= w else { body(0); return }
-        var tx = 0
-        while true {
-            let start = min(tx, n - w)
-            body(start)
-            if start + w >= n { return }
-            tx += w
-        }
+        L.forEachBlock(over: tileColumns, body)
     }
 
     // MARK: Forward

@@ -76,23 +76,15 @@ final class Winograd4x4 {
         for p in [u, du, v, m, inputPlane, gradientPlane, runs, block] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
-    /// The lanes for a row of tiles (at most `maximumLanes`): 8 from 5 tiles on, else 4.
-    private var lanes: Int { maximumLanes == 1 ? 1 : maximumLanes >= 8 && tileColumns >= 5 ? 8 : 4 }
+    /// The lanes for a row of tiles (`tileLanes`).
+    private var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
     private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
     private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
 
-    /// The first tile of each block of `L.count` lanes over a row of tiles (see `Winograd3x3`).
+    /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)
     private func forEachBlock<L: TileLanes>(_: L.Type, _ body: (Int) -> Void) {
-        let n = tileColumns, w = L.count
-        guard n >= w else { body(0); return }
-        var tx = 0
-        while true {
-            let start = min(tx, n - w)
-            body(start)
-            if start + w >= n { return }
-            tx += w
-        }
+        L.forEachBlock(over: tileColumns, body)
     }
 
     // MARK: The one-dimensional transforms (Lavin & Gray's matrices), on lane vectors
