@@ -39,7 +39,7 @@
 /// tile by tile, so the lane width does not change a bit (`WinogradTests`). Measured with
 /// `ringsgd bench compute --config configs/fashion-resnet.yaml --batch 64` (one core, AMD EPYC):
 /// the transforms were 40 % of a step tile by tile.
-final class Winograd3x3 {
+final class Winograd3x3: WinogradConvolution {
     let inChannels: Int, outChannels: Int, height: Int, width: Int
     /// Tiles per image: ⌈H/2⌉ × ⌈W/2⌉.
     let tileRows: Int, tileColumns: Int
@@ -47,9 +47,9 @@ final class Winograd3x3 {
     let chunk: Int
     /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
     let maximumLanes: Int
-    private var tilesPerImage: Int { tileRows * tileColumns }
-    private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    var tilesPerImage: Int { tileRows * tileColumns }
+    let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
+    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
     /// Two padded planes of 2·tileRows + 2 rows, each row stored as its even columns E then its
     /// odd columns O (`half` = tileColumns + 1 of each), each plane with its own invariant:
     /// `inputPlane` is the zero-padded input of the forward transform — only its interior is
@@ -63,7 +63,6 @@ final class Winograd3x3 {
     private let rowScratch: UnsafeMutablePointer<Float>
     /// Floats of slack after every run a block may spill past: V's and M's 16 matrices, the
     /// scratch runs and the planes.
-    private static let slack = 16
     private var runStride: Int { tileColumns + Self.slack }
     private var half: Int { tileColumns + 1 }
     private var planeRowStride: Int { 2 * half }
@@ -84,10 +83,10 @@ final class Winograd3x3 {
             UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
                 .initializeMemory(as: Float.self, repeating: 0, count: count)
         }
-        u = allocate(16 * outChannels * inChannels)
-        du = allocate(16 * outChannels * inChannels)
-        v = allocate(16 * (inChannels * chunk * tiles + Self.slack))
-        m = allocate(16 * (outChannels * chunk * tiles + Self.slack))
+        u = allocate(Self.products * outChannels * inChannels)
+        du = allocate(Self.products * outChannels * inChannels)
+        v = allocate(Self.products * (inChannels * chunk * tiles + Self.slack))
+        m = allocate(Self.products * (outChannels * chunk * tiles + Self.slack))
         inputPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
         gradientPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
         rowScratch = allocate(16 * (tileColumns + Self.slack))
@@ -97,12 +96,8 @@ final class Winograd3x3 {
         for p in [u, du, v, m, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
-    /// The lanes for a row of tiles (`tileLanes`).
-    private var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
-
-    /// The distance between V's 16 matrices, and M's, for a chunk of T tiles.
-    private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
-    private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
+    /// Matrices of U, V and M: one per element of a transformed tile.
+    static let products = 16
 
     /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)
@@ -112,28 +107,8 @@ final class Winograd3x3 {
 
     // MARK: Forward
 
-    /// y = conv(x, weight) + bias for `batch` NCHW images.
-    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                 into y: UnsafeMutablePointer<Float>, batch: Int) {
-        transformWeights(weight)
-        let (C, O) = (inChannels, outChannels)
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let images = min(chunk, batch - first), T = images * tilesPerImage
-            transformInput(x, images: first ..< first + images)
-            for xi in 0 ..< 16 {
-                sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
-                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
-            }
-            switch lanes {
-            case 8: transformOutputs(SIMD8<Float>.self, images: first ..< first + images, bias: bias, into: y)
-            case 4: transformOutputs(SIMD4<Float>.self, images: first ..< first + images, bias: bias, into: y)
-            default: transformOutputs(Float.self, images: first ..< first + images, bias: bias, into: y)
-            }
-        }
-    }
-
     /// U = G g Gᵀ for every (o, c), with G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-    private func transformWeights(_ weight: UnsafePointer<Float>) {
+    func transformWeights(_ weight: UnsafePointer<Float>) {
         let pairs = outChannels * inChannels
         for pair in 0 ..< pairs {
             let g = weight + pair * 9
@@ -168,15 +143,7 @@ final class Winograd3x3 {
     /// V = Bᵀ d B for every 4×4 input tile d of the chunk's images, with
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. Tile (ty, tx) reads
     /// input rows 2ty − 1 … 2ty + 2 and columns 2tx − 1 … 2tx + 2, zero outside the image.
-    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
-        switch lanes {
-        case 8: transformInput(SIMD8<Float>.self, x, images: images)
-        case 4: transformInput(SIMD4<Float>.self, x, images: images)
-        default: transformInput(Float.self, x, images: images)
-        }
-    }
-
-    private func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+    func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
         let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), h2 = half, stride = planeRowStride
         // Channel, then image: a spilling block writes only into tiles written after it.
         for c in 0 ..< C {
@@ -211,23 +178,11 @@ final class Winograd3x3 {
         }
     }
 
-    /// y = Aᵀ M A + bias for every output plane of the chunk's images (M holds them).
-    private func transformOutputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, bias: UnsafePointer<Float>,
-                                                into y: UnsafeMutablePointer<Float>) {
-        let O = outChannels, T = images.count * tilesPerImage
-        for (g, image) in images.enumerated() {
-            for o in 0 ..< O {
-                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: mStride(T), bias: bias[o],
-                                into: y + (image * O + o) * height * width)
-            }
-        }
-    }
-
     /// One output plane: y = Aᵀ M A + bias per tile, Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
     /// `from` points at M[0][o][first tile of the image]; element ξ is `stride` further each.
     /// A row of tiles gives two output rows, each as its even and odd columns in `rowScratch`,
     /// then interleaved into y.
-    private func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
+    func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
                                                into y: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, even0 = rowScratch, odd0 = even0 + r, even1 = odd0 + r, odd1 = even1 + r
         let beta = L(repeating: bias)
@@ -260,55 +215,10 @@ final class Winograd3x3 {
 
     // MARK: Backward
 
-    /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx.
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
-                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
-        let (C, O) = (inChannels, outChannels)
-        biasGrad?.update(repeating: 0, count: O)
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let images = min(chunk, batch - first), T = images * tilesPerImage
-            switch lanes {
-            case 8: transformGradients(SIMD8<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            case 4: transformGradients(SIMD4<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            default: transformGradients(Float.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            }
-            transformInput(x, images: first ..< first + images)
-            for xi in 0 ..< 16 {
-                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
-                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
-            }
-            guard let dx else { continue }
-            for xi in 0 ..< 16 {
-                sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
-                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
-            }
-            switch lanes {
-            case 8: inverseTransformInputs(SIMD8<Float>.self, images: first ..< first + images, into: dx)
-            case 4: inverseTransformInputs(SIMD4<Float>.self, images: first ..< first + images, into: dx)
-            default: inverseTransformInputs(Float.self, images: first ..< first + images, into: dx)
-            }
-        }
-        inverseTransformWeightGradient(into: weightGrad)
-    }
-
-    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
-    private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
-                                                  biasGrad: UnsafeMutablePointer<Float>?) {
-        let O = outChannels, T = images.count * tilesPerImage
-        // Channel, then image: a spilling block writes only into tiles written after it.
-        for o in 0 ..< O {
-            for (g, image) in images.enumerated() {
-                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
-                                            into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
-                biasGrad?[o] += sum
-            }
-        }
-    }
-
     /// dM = A dy Aᵀ for each 2×2 tile of one gradient plane (zero beyond the image); returns
     /// the plane's sum (its share of the bias gradient) when `sums`, added tile by tile in the
     /// tiles' order, else 0.
-    private func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
+    func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
                                                  stride s: Int, sums: Bool) -> Float {
         let n = tileColumns, r = runStride, g00 = rowScratch, g01 = g00 + r, g10 = g01 + r, g11 = g10 + r
         var sum: Float = 0
@@ -343,23 +253,12 @@ final class Winograd3x3 {
         if width & 1 == 1 { even[width / 2] = row[width - 1]; odd[width / 2] = 0 }
     }
 
-    /// dx for every input plane of the chunk's images (V holds dV).
-    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
-        let C = inChannels, T = images.count * tilesPerImage
-        for (g, image) in images.enumerated() {
-            for c in 0 ..< C {
-                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
-                                      into: dx + (image * C + c) * height * width)
-            }
-        }
-    }
-
     /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 4×4 input window, for one plane; the
     /// windows overlap, so they are summed in `gradientPlane` — each row of tiles' four window
     /// rows computed in lanes into `rowScratch`, then added tile by tile in order (tile tx − 1's
     /// columns 2, 3 before tile tx's 0, 1, as tile-by-tile accumulation adds them) — and its
     /// interior copied out.
-    private func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
+    func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
                                                      into dx: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, h2 = half, plane = gradientPlane
         plane.update(repeating: 0, count: planeCount)
@@ -439,7 +338,7 @@ final class Winograd3x3 {
     }
 
     /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
-    private func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
+    func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
         let pairs = outChannels * inChannels
         for pair in 0 ..< pairs {
             let d = du + pair

@@ -21,7 +21,7 @@
 /// of phase c mod 4 from j = tx + c/4. Blocks overlap at a row's end or spill past a short row
 /// into tiles written later, as in `Winograd3x3`; each value is computed by the same
 /// operations at every lane width (`WinogradTests`).
-final class Winograd4x4 {
+final class Winograd4x4: WinogradConvolution {
     let inChannels: Int, outChannels: Int, height: Int, width: Int
     /// Tiles per image: ⌈H/4⌉ × ⌈W/4⌉.
     let tileRows: Int, tileColumns: Int
@@ -29,9 +29,9 @@ final class Winograd4x4 {
     let chunk: Int
     /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
     let maximumLanes: Int
-    private var tilesPerImage: Int { tileRows * tileColumns }
-    private let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    private let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    var tilesPerImage: Int { tileRows * tileColumns }
+    let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
+    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
     /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
     /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
     /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
@@ -39,7 +39,6 @@ final class Winograd4x4 {
     /// 36 runs of `runStride` values for a row of tiles, and 36 lane vectors of a block's
     /// intermediate rows.
     private let runs: UnsafeMutablePointer<Float>, block: UnsafeMutablePointer<Float>
-    private static let slack = 16
     private var runStride: Int { tileColumns + Self.slack }
     /// Values per column phase of a padded row: tileColumns + 1, rounded up to whole blocks of 8
     /// so that a block never reaches into the next phase.
@@ -61,10 +60,10 @@ final class Winograd4x4 {
             UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
                 .initializeMemory(as: Float.self, repeating: 0, count: count)
         }
-        u = allocate(36 * outChannels * inChannels)
-        du = allocate(36 * outChannels * inChannels)
-        v = allocate(36 * (inChannels * chunk * tiles + Self.slack))
-        m = allocate(36 * (outChannels * chunk * tiles + Self.slack))
+        u = allocate(Self.products * outChannels * inChannels)
+        du = allocate(Self.products * outChannels * inChannels)
+        v = allocate(Self.products * (inChannels * chunk * tiles + Self.slack))
+        m = allocate(Self.products * (outChannels * chunk * tiles + Self.slack))
         let planeFloats = (4 * tileRows + 2) * 4 * ((tileColumns + 1 + 7) / 8 * 8) + Self.slack
         inputPlane = allocate(planeFloats)
         gradientPlane = allocate(planeFloats)
@@ -76,10 +75,8 @@ final class Winograd4x4 {
         for p in [u, du, v, m, inputPlane, gradientPlane, runs, block] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
-    /// The lanes for a row of tiles (`tileLanes`).
-    private var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
-    private func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
-    private func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
+    /// Matrices of U, V and M: one per element of a transformed tile.
+    static let products = 36
 
     /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)
@@ -128,29 +125,9 @@ final class Winograd4x4 {
 
     // MARK: Forward
 
-    /// y = conv(x, weight) + bias for `batch` NCHW images.
-    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                 into y: UnsafeMutablePointer<Float>, batch: Int) {
-        transformWeights(weight)
-        let (C, O) = (inChannels, outChannels)
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let images = min(chunk, batch - first), T = images * tilesPerImage
-            transformInput(x, images: first ..< first + images)
-            for xi in 0 ..< 36 {
-                sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
-                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
-            }
-            switch lanes {
-            case 8: transformOutputs(SIMD8<Float>.self, images: first ..< first + images, bias: bias, into: y)
-            case 4: transformOutputs(SIMD4<Float>.self, images: first ..< first + images, bias: bias, into: y)
-            default: transformOutputs(Float.self, images: first ..< first + images, bias: bias, into: y)
-            }
-        }
-    }
-
     /// U = G g Gᵀ for every (o, c), G's rows [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙],
     /// [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1].
-    private func transformWeights(_ weight: UnsafePointer<Float>) {
+    func transformWeights(_ weight: UnsafePointer<Float>) {
         let pairs = outChannels * inChannels
         let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
         func g(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float, Float, Float) {
@@ -182,17 +159,9 @@ final class Winograd4x4 {
         }
     }
 
-    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
-        switch lanes {
-        case 8: transformInput(SIMD8<Float>.self, x, images: images)
-        case 4: transformInput(SIMD4<Float>.self, x, images: images)
-        default: transformInput(Float.self, x, images: images)
-        }
-    }
-
     /// V = Bᵀ d B for every 6×6 input window d of the chunk's images: tile (ty, tx) reads
     /// padded rows 4ty … 4ty + 5 and columns 4tx … 4tx + 5.
-    private func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
         let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), q = phase, stride = planeRowStride
         let scratch = block, w = L.count
         // Channel, then image: a spilling block writes only into tiles written after it.
@@ -224,21 +193,9 @@ final class Winograd4x4 {
         }
     }
 
-    /// y = Aᵀ M A + bias for every output plane of the chunk's images.
-    private func transformOutputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, bias: UnsafePointer<Float>,
-                                                into y: UnsafeMutablePointer<Float>) {
-        let O = outChannels, T = images.count * tilesPerImage
-        for (g, image) in images.enumerated() {
-            for o in 0 ..< O {
-                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: mStride(T), bias: bias[o],
-                                into: y + (image * O + o) * height * width)
-            }
-        }
-    }
-
     /// One output plane: each row of tiles gives four output rows, as four column phases in
     /// `runs` (output column 4j + k is run k's j-th value), then interleaved into y.
-    private func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
+    func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
                                                into y: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, beta = L(repeating: bias), scratch = block, w = L.count
         for ty in 0 ..< tileRows {
@@ -269,54 +226,9 @@ final class Winograd4x4 {
 
     // MARK: Backward
 
-    /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx.
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
-                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
-        let (C, O) = (inChannels, outChannels)
-        biasGrad?.update(repeating: 0, count: O)
-        for first in stride(from: 0, to: batch, by: chunk) {
-            let images = min(chunk, batch - first), T = images * tilesPerImage
-            switch lanes {
-            case 8: transformGradients(SIMD8<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            case 4: transformGradients(SIMD4<Float>.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            default: transformGradients(Float.self, dy, images: first ..< first + images, biasGrad: biasGrad)
-            }
-            transformInput(x, images: first ..< first + images)
-            for xi in 0 ..< 36 {
-                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
-                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
-            }
-            guard let dx else { continue }
-            for xi in 0 ..< 36 {
-                sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
-                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
-            }
-            switch lanes {
-            case 8: inverseTransformInputs(SIMD8<Float>.self, images: first ..< first + images, into: dx)
-            case 4: inverseTransformInputs(SIMD4<Float>.self, images: first ..< first + images, into: dx)
-            default: inverseTransformInputs(Float.self, images: first ..< first + images, into: dx)
-            }
-        }
-        inverseTransformWeightGradient(into: weightGrad)
-    }
-
-    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
-    private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
-                                                  biasGrad: UnsafeMutablePointer<Float>?) {
-        let O = outChannels, T = images.count * tilesPerImage
-        // Channel, then image: a spilling block writes only into tiles written after it.
-        for o in 0 ..< O {
-            for (g, image) in images.enumerated() {
-                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
-                                            into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
-                biasGrad?[o] += sum
-            }
-        }
-    }
-
     /// dM = A dy Aᵀ for each 4×4 tile of one gradient plane (zero beyond the image); returns the
     /// plane's sum when `sums`, row by row, else 0.
-    private func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
+    func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
                                                  stride s: Int, sums: Bool) -> Float {
         let n = tileColumns, r = runStride, scratch = block, w = L.count
         var sum: Float = 0
@@ -350,21 +262,10 @@ final class Winograd4x4 {
         return sum
     }
 
-    /// dx for every input plane of the chunk's images (V holds dV).
-    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
-        let C = inChannels, T = images.count * tilesPerImage
-        for (g, image) in images.enumerated() {
-            for c in 0 ..< C {
-                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
-                                      into: dx + (image * C + c) * height * width)
-            }
-        }
-    }
-
     /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 6×6 window, for one plane: each row of
     /// tiles' six window rows computed in lanes into `runs` (run 6i + k: window row i, column k),
     /// then added into `gradientPlane` by phase (`addWindowRow`), and its interior copied out.
-    private func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
+    func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
                                                      into dx: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, q = phase, plane = gradientPlane, scratch = block, w = L.count
         plane.update(repeating: 0, count: planeCount)
@@ -427,7 +328,7 @@ final class Winograd4x4 {
     }
 
     /// dg = Gᵀ dU G for every (o, c), into the [out, in, 3, 3] weight gradient.
-    private func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
+    func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>) {
         let pairs = outChannels * inChannels
         let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
         func gt(_ w: (Float, Float, Float, Float, Float, Float)) -> (Float, Float, Float) {

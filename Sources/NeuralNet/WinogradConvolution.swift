@@ -1,5 +1,47 @@
-/// A Winograd convolution: F(2×2, 3×3) (`Winograd3x3`) or F(4×4, 3×3) (`Winograd4x4`).
+/// A Winograd convolution — F(2×2, 3×3) (`Winograd3x3`) or F(4×4, 3×3) (`Winograd4x4`) — as
+/// the transforms of one tile size, and the one driver both share: chunks of images, the
+/// `products` GEMMs per product of the transformed tile, and which SIMD lanes the transforms
+/// run in.
+///
+/// V and M hold `products` matrices each, `vStride`/`mStride` apart for a chunk of T tiles
+/// (with `slack` after each, for a transform block that spills past a short row). The
+/// `forward` and `backward` requirements are satisfied by the extension's implementations,
+/// so each class's witness is that code specialised for it: the lane-generic transforms it
+/// calls are specialised too.
 protocol WinogradConvolution: AnyObject {
+    var inChannels: Int { get }
+    var outChannels: Int { get }
+    var height: Int { get }
+    var width: Int { get }
+    var tileColumns: Int { get }
+    var tilesPerImage: Int { get }
+    /// Images per chunk.
+    var chunk: Int { get }
+    /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
+    var maximumLanes: Int { get }
+    /// Elements of a transformed tile: 16 for 4×4, 36 for 6×6.
+    static var products: Int { get }
+    var u: UnsafeMutablePointer<Float> { get }
+    var du: UnsafeMutablePointer<Float> { get }
+    var v: UnsafeMutablePointer<Float> { get }
+    var m: UnsafeMutablePointer<Float> { get }
+
+    /// U = G g Gᵀ for every (output, input) channel pair.
+    func transformWeights(_ weight: UnsafePointer<Float>)
+    /// V = Bᵀ d B for every input tile of the chunk's images.
+    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>)
+    /// One output plane y = Aᵀ M A + bias from M at `from`, element ξ `stride` further each.
+    func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
+                                       into y: UnsafeMutablePointer<Float>)
+    /// dM = A dy Aᵀ for one gradient plane; returns its sum when `sums`.
+    func transformGradient<L: TileLanes>(_: L.Type, _ dy: UnsafePointer<Float>, into mt: UnsafeMutablePointer<Float>,
+                                         stride s: Int, sums: Bool) -> Float
+    /// dx += B dV Bᵀ over the overlapping windows of one input plane.
+    func inverseTransformInput<L: TileLanes>(_: L.Type, from vt: UnsafePointer<Float>, stride s: Int,
+                                             into dx: UnsafeMutablePointer<Float>)
+    /// dg = Gᵀ dU G for every channel pair, into the [out, in, 3, 3] weight gradient.
+    func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>)
+
     /// y = conv(x, weight) + bias for `batch` NCHW images.
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int)
@@ -8,5 +50,107 @@ protocol WinogradConvolution: AnyObject {
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int)
 }
 
-extension Winograd3x3: WinogradConvolution {}
-extension Winograd4x4: WinogradConvolution {}
+extension WinogradConvolution {
+    /// Floats of slack after every run a transform block may spill past.
+    static var slack: Int { 16 }
+    /// The lanes for a row of tiles (`tileLanes`).
+    var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
+    /// The distance between V's matrices, and M's, for a chunk of T tiles.
+    func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
+    func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
+
+    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                 into y: UnsafeMutablePointer<Float>, batch: Int) {
+        transformWeights(weight)
+        let (C, O) = (inChannels, outChannels)
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
+            transformInput(x, images: images)
+            for xi in 0 ..< Self.products {
+                sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
+                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
+            }
+            switch lanes {
+            case 8: transformOutputs(SIMD8<Float>.self, images: images, bias: bias, into: y)
+            case 4: transformOutputs(SIMD4<Float>.self, images: images, bias: bias, into: y)
+            default: transformOutputs(Float.self, images: images, bias: bias, into: y)
+            }
+        }
+    }
+
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
+                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
+        let (C, O) = (inChannels, outChannels)
+        biasGrad?.update(repeating: 0, count: O)
+        for first in stride(from: 0, to: batch, by: chunk) {
+            let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
+            switch lanes {
+            case 8: transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad)
+            case 4: transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad)
+            default: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad)
+            }
+            transformInput(x, images: images)
+            for xi in 0 ..< Self.products {
+                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
+                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
+            }
+            guard let dx else { continue }
+            for xi in 0 ..< Self.products {
+                sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
+                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
+            }
+            switch lanes {
+            case 8: inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx)
+            case 4: inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx)
+            default: inverseTransformInputs(Float.self, images: images, into: dx)
+            }
+        }
+        inverseTransformWeightGradient(into: weightGrad)
+    }
+
+    /// V for the chunk's images, in the lanes that fit a row of tiles.
+    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
+        switch lanes {
+        case 8: transformInput(SIMD8<Float>.self, x, images: images)
+        case 4: transformInput(SIMD4<Float>.self, x, images: images)
+        default: transformInput(Float.self, x, images: images)
+        }
+    }
+
+    /// y for every output plane of the chunk's images (M holds them).
+    private func transformOutputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, bias: UnsafePointer<Float>,
+                                                into y: UnsafeMutablePointer<Float>) {
+        let O = outChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for o in 0 ..< O {
+                transformOutput(lanes, from: m + o * T + g * tilesPerImage, stride: mStride(T), bias: bias[o],
+                                into: y + (image * O + o) * height * width)
+            }
+        }
+    }
+
+    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
+    private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
+                                                  biasGrad: UnsafeMutablePointer<Float>?) {
+        let O = outChannels, T = images.count * tilesPerImage
+        // Channel, then image: a spilling block writes only into tiles written after it.
+        for o in 0 ..< O {
+            for (g, image) in images.enumerated() {
+                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
+                                            into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
+                biasGrad?[o] += sum
+            }
+        }
+    }
+
+    /// dx for every input plane of the chunk's images (V holds dV).
+    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
+        let C = inChannels, T = images.count * tilesPerImage
+        for (g, image) in images.enumerated() {
+            for c in 0 ..< C {
+                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
+                                      into: dx + (image * C + c) * height * width)
+            }
+        }
+    }
+}
