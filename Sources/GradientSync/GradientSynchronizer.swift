@@ -187,7 +187,8 @@ public final class GradientSynchronizer {
         } else {
             if compressed { carry.add(1, to: values.baseAddress!, range) }
             try averager.average(bucket: b, range, of: values, memory: memory)
-            if compressed { carry.add(-1, to: values.baseAddress!, range) }
+            // The carry stays on for an optimizer that steps from the carried average.
+            if compressed && !carry.staysOn { carry.add(-1, to: values.baseAddress!, range) }
         }
         lastSquaredNorm = lastSquaredNorm.flatMap { sum in averager.lastSquaredSum.map { sum + $0 } }
         onSpan?(.allReduce(bucket: b), start, .now)

@@ -23,10 +23,9 @@ struct MomentumCarry {
     /// Whether a step's average carries s·b (there is momentum to carry).
     var carries: Bool { carrier?.momentumCarry != nil }
 
-    /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet,
-    /// and for the subtraction when the carry stays on).
+    /// values ← values + sign·s·b over `range` of the flat buffer (no-op without momentum yet).
     func add(_ sign: Float, to values: UnsafeMutablePointer<Float>, _ range: Range<Int>) {
-        guard let carry = carrier?.momentumCarry, sign > 0 || !staysOn else { return }
+        guard let carry = carrier?.momentumCarry else { return }
         FloatKernels.add(UnsafePointer(carry.buffer.baseAddress! + range.lowerBound), times: sign * carry.scale,
                          into: values + range.lowerBound, count: range.count)
     }

@@ -116,11 +116,11 @@ public final class BatchNorm: Layer, CollectiveLayer {
             reduce()
             count = sums[2 * c]
             for ch in 0 ..< c {
-                let mean = sums[ch] / count, variance = max(0, sums[c + ch] / count - mean * mean)
+                let mu = sums[ch] / count, variance = max(0, sums[c + ch] / count - mu * mu)
                 rstd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())
-                runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mean)
+                runningMean[ch] = (1 - momentum) * runningMean[ch] + momentum * Float(mu)
                 runningVar[ch] = (1 - momentum) * runningVar[ch] + momentum * Float(variance * count / max(1, count - 1))
-                self.means.pointer[ch] = Float(mean)
+                mean[ch] = Float(mu)
             }
             batchesTracked.pointee += 1
         } else {

@@ -1,8 +1,8 @@
 /// Rows split into their four column phases (column 4j + k is phase k's j-th value) and merged
 /// back — how `Winograd4x4` reads a 6×6 window of every tile in a row as contiguous runs. In
-/// blocks of 4 (or 2) quads through SIMD16 (SIMD8) registers, the last block shifted back to
-/// end at the last whole quad (copies: repeating one changes nothing), then the row's last
-/// 1–3 values one by one.
+/// blocks of 4 quads through SIMD16 registers, the last block shifted back to end at the last
+/// whole quad (copies: repeating one changes nothing) — rows of fewer than 4 quads value by
+/// value — then the row's last 1–3 values one by one.
 enum ColumnPhases {
     /// phases.k[j] = row[4j + k] for 4j + k < count.
     @inline(__always)
@@ -10,7 +10,7 @@ enum ColumnPhases {
                       into p: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)) {
         let quads = count / 4
         if quads >= 4 {
-            forEachBlock(of: 4, quads) { j in
+            forEachOverlappingBlock(of: 4, covering: quads) { j in
                 let v = UnsafeRawPointer(row + 4 * j).loadUnaligned(as: SIMD16<Float>.self)
                 let e = v.evenHalf, o = v.oddHalf
                 e.evenHalf.store(p.0 + j); o.evenHalf.store(p.1 + j); e.oddHalf.store(p.2 + j); o.oddHalf.store(p.3 + j)
@@ -30,7 +30,7 @@ enum ColumnPhases {
                       into row: UnsafeMutablePointer<Float>) {
         let quads = count / 4
         if quads >= 4 {
-            forEachBlock(of: 4, quads) { j in
+            forEachOverlappingBlock(of: 4, covering: quads) { j in
                 var e = SIMD8<Float>(), o = SIMD8<Float>()
                 e.evenHalf = SIMD4(loading: p.0 + j); o.evenHalf = SIMD4(loading: p.1 + j)
                 e.oddHalf = SIMD4(loading: p.2 + j); o.oddHalf = SIMD4(loading: p.3 + j)
@@ -45,13 +45,5 @@ enum ColumnPhases {
         if i < count { row[i] = p.0[quads]; i += 1 }
         if i < count { row[i] = p.1[quads]; i += 1 }
         if i < count { row[i] = p.2[quads] }
-    }
-
-    /// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block ending at n.
-    @inline(__always)
-    private static func forEachBlock(of width: Int, _ n: Int, _ body: (Int) -> Void) {
-        var j = 0
-        while j + width < n { body(j); j += width }
-        body(n - width)
     }
 }

@@ -5,12 +5,12 @@ enum EvenOdd {
     @inline(__always)
     static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
         if pairs >= 8 {
-            forEachBlock(of: 8, pairs) { j in
+            forEachOverlappingBlock(of: 8, covering: pairs) { j in
                 let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
                 v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
             }
         } else if pairs >= 4 {
-            forEachBlock(of: 4, pairs) { j in
+            forEachOverlappingBlock(of: 4, covering: pairs) { j in
                 let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD8<Float>.self)
                 v.evenHalf.store(even + j); v.oddHalf.store(odd + j)
             }
@@ -23,13 +23,13 @@ enum EvenOdd {
     @inline(__always)
     static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
         if pairs >= 8 {
-            forEachBlock(of: 8, pairs) { j in
+            forEachOverlappingBlock(of: 8, covering: pairs) { j in
                 var v = SIMD16<Float>()
                 v.evenHalf = SIMD8(loading: even + j); v.oddHalf = SIMD8(loading: odd + j)
                 UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: v, as: SIMD16<Float>.self)
             }
         } else if pairs >= 4 {
-            forEachBlock(of: 4, pairs) { j in
+            forEachOverlappingBlock(of: 4, covering: pairs) { j in
                 var v = SIMD8<Float>()
                 v.evenHalf = SIMD4(loading: even + j); v.oddHalf = SIMD4(loading: odd + j)
                 v.store(row + 2 * j)
@@ -38,13 +38,13 @@ enum EvenOdd {
             for j in 0 ..< pairs { row[2 * j] = even[j]; row[2 * j + 1] = odd[j] }
         }
     }
+}
 
-    /// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block
-    /// ending at n.
-    @inline(__always)
-    private static func forEachBlock(of width: Int, _ n: Int, _ body: (Int) -> Void) {
-        var j = 0
-        while j + width < n { body(j); j += width }
-        body(n - width)
-    }
+/// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block
+/// shifted back to end at n — for copies, where repeating a value changes nothing.
+@inline(__always)
+func forEachOverlappingBlock(of width: Int, covering n: Int, _ body: (Int) -> Void) {
+    var j = 0
+    while j + width < n { body(j); j += width }
+    body(n - width)
 }

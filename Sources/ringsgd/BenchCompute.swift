@@ -67,11 +67,11 @@ struct BenchCompute: ParsableCommand {
         let config = try TrainingConfig.load(path: path, overrides: [])
         let batch = batch ?? config.globalBatch
         let train = try config.loadDatasets().train
+        guard train.count >= batch else { throw ValidationError("--batch \(batch) is larger than \(path)'s training set (\(train.count) samples)") }
         let net = try config.makeModel(for: train)
         net.initialize(seed: config.seed)
         net.reserve(batch: batch)
         let optimizer = try config.makeOptimizer(parameters: net.parameters)
-        guard train.count >= batch else { throw ValidationError("--batch \(batch) is larger than \(path)'s training set (\(train.count) samples)") }
         var input = [Float](repeating: 0, count: batch * net.inputSize), labels = [Int32](repeating: 0, count: batch * net.labelsPerSample)
         input.withUnsafeMutableBufferPointer { x in
             labels.withUnsafeMutableBufferPointer { y in train.fill(Array(0 ..< batch)[...], input: x.baseAddress!, labels: y.baseAddress!) }

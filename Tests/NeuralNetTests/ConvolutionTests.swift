@@ -11,7 +11,9 @@ final class ConvolutionTests: XCTestCase {
     func testIm2colMatchesTheDefinition() throws {
         let cases: [(c: Int, o: Int, k: Int, s: Int, pad: Int, h: Int, w: Int)] = [
             (3, 4, 3, 2, 1, 7, 7), (3, 4, 3, 2, 1, 8, 6), (2, 5, 1, 2, 0, 9, 10), (2, 3, 3, 2, 0, 9, 11),
-            (2, 3, 3, 1, 1, 5, 6), (2, 2, 3, 3, 1, 10, 8), (1, 2, 3, 2, 1, 1, 2)]
+            (2, 3, 3, 1, 1, 5, 6), (2, 2, 3, 3, 1, 10, 8), (1, 2, 3, 2, 1, 1, 2),
+            // Rows of 14 and 8 column pairs: the split's SIMD blocks, the last one overlapping.
+            (3, 4, 3, 2, 1, 5, 28), (2, 3, 1, 2, 0, 4, 17)]
         for t in cases {
             let conv = Conv2d(t.c, t.o, kernel: t.k, stride: t.s, padding: t.pad, algorithm: .im2col)
             let model = try Sequential([conv, Flatten(), Linear(try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *), 2)],
