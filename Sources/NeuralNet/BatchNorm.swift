@@ -18,7 +18,10 @@
 /// stay this rank's sums, which the gradient all-reduce then averages). A step on n ranks is
 /// then one step on the global batch. A reducer that throws leaves its error in
 /// `failure`, which the model raises when the pass ends.
-public final class BatchNorm: Layer, CollectiveLayer {
+///
+/// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
+/// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
+public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
     public let channels: Int
     public let epsilon: Float, momentum: Float
     /// 2 for `nn.BatchNorm2d` ([C, H, W]), 1 for `nn.BatchNorm1d` ([C] or [C, L]).
@@ -29,6 +32,7 @@ public final class BatchNorm: Layer, CollectiveLayer {
     /// scaled by it before they are added across ranks — so that they are the global batch's —
     /// and back after.
     public var gradientWeight: Double = 1
+    var appliesReLU = false
     private var failure: Error?
     private var spatial = 1
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
@@ -132,7 +136,8 @@ public final class BatchNorm: Layer, CollectiveLayer {
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
-                Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], y: y + offset)
+                Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], relu: appliesReLU,
+                               y: y + offset)
             }
         }
         return UnsafePointer(y)
@@ -144,7 +149,8 @@ public final class BatchNorm: Layer, CollectiveLayer {
             var sdy = 0.0, sdyx = 0.0
             for b in 0 ..< batch {
                 let offset = (b * c + ch) * s
-                let (r1, r2) = Self.sumsOfGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch])
+                let (r1, r2) = Self.sumsOfGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch],
+                                                   relu: appliesReLU ? (weight[ch], bias[ch]) : nil)
                 sdy += r1; sdyx += r2
             }
             weightGrad[ch] = Float(sdyx); biasGrad[ch] = Float(sdy)
@@ -163,45 +169,61 @@ public final class BatchNorm: Layer, CollectiveLayer {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
                 Self.inputGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch], scale: weight[ch] * rstd[ch],
-                                   meanDy: Float(sums[ch] / count), meanDyX: Float(sums[c + ch] / count), into: dx + offset)
+                                   meanDy: Float(sums[ch] / count), meanDyX: Float(sums[c + ch] / count),
+                                   relu: appliesReLU ? (weight[ch], bias[ch]) : nil, into: dx + offset)
             }
         }
         return UnsafePointer(dx)
     }
 
-    /// y = x̂·γ + β with x̂ = (x − μ)·rstd over one row, eight lanes at a time (a plain loop stays
-    /// scalar: LLVM cannot rule out that the pointers overlap).
+    /// y = x̂·γ + β with x̂ = (x − μ)·rstd over one row, then max(y, 0) when `relu`, eight lanes
+    /// at a time (a plain loop stays scalar: LLVM cannot rule out that the pointers overlap).
     @inline(__always)
     private static func normalize(_ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float, gamma: Float, beta: Float,
-                                  y: UnsafeMutablePointer<Float>) {
+                                  relu: Bool, y: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>
         let m = V(repeating: mean), r = V(repeating: rstd), g = V(repeating: gamma), b = V(repeating: beta)
         var i = 0
-        while i + 8 <= n {
-            let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
-            UnsafeMutableRawPointer(y + i).storeBytes(of: v * g + b, as: V.self)
-            i += 8
+        if relu {
+            while i + 8 <= n {
+                let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
+                UnsafeMutableRawPointer(y + i).storeBytes(of: rectified(v * g + b), as: V.self)
+                i += 8
+            }
+        } else {
+            while i + 8 <= n {
+                let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
+                UnsafeMutableRawPointer(y + i).storeBytes(of: v * g + b, as: V.self)
+                i += 8
+            }
         }
-        while i < n { let v = (x[i] - mean) * rstd; y[i] = v * gamma + beta; i += 1 }
+        while i < n { let v = (x[i] - mean) * rstd, z = v * gamma + beta; y[i] = relu ? max(z, 0) : z; i += 1 }
     }
 
     /// (Σ dy, Σ dy·x̂) over one row in double precision (four double lanes), x̂ recomputed from x
-    /// as `normalize` computes it.
+    /// as `normalize` computes it. With `relu` = (γ, β), dy is first masked where the fused
+    /// ReLU's pre-activation x̂·γ + β was not positive.
     @inline(__always)
     private static func sumsOfGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
-                                       mean: Float, rstd: Float) -> (Double, Double) {
+                                       mean: Float, rstd: Float, relu: (gamma: Float, beta: Float)?) -> (Double, Double) {
         let m = SIMD4<Float>(repeating: mean), r = SIMD4<Float>(repeating: rstd)
+        let g = SIMD4<Float>(repeating: relu?.gamma ?? 0), b = SIMD4<Float>(repeating: relu?.beta ?? 0)
         var s1 = SIMD4<Double>(), s2 = SIMD4<Double>(), i = 0
         while i + 4 <= n {
-            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
+            var d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
             let h = (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self) - m) * r
+            if relu != nil { d = rectifiedGradient(d, preActivation: h * g + b) }
             let dd = SIMD4<Double>(Double(d[0]), Double(d[1]), Double(d[2]), Double(d[3]))
             s1 += dd
             s2 += dd * SIMD4<Double>(Double(h[0]), Double(h[1]), Double(h[2]), Double(h[3]))
             i += 4
         }
         var total1 = s1.sum(), total2 = s2.sum()
-        while i < n { let d = Double(dy[i]); total1 += d; total2 += d * Double((x[i] - mean) * rstd); i += 1 }
+        while i < n {
+            let h = (x[i] - mean) * rstd
+            let d = Double(relu.map { h * $0.gamma + $0.beta > 0 ? dy[i] : 0 } ?? dy[i])
+            total1 += d; total2 += d * Double(h); i += 1
+        }
         return (total1, total2)
     }
 
@@ -209,18 +231,25 @@ public final class BatchNorm: Layer, CollectiveLayer {
     /// recomputed from x as `normalize` computes it.
     @inline(__always)
     private static func inputGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float,
-                                      scale: Float, meanDy: Float, meanDyX: Float, into dx: UnsafeMutablePointer<Float>) {
+                                      scale: Float, meanDy: Float, meanDyX: Float, relu: (gamma: Float, beta: Float)?,
+                                      into dx: UnsafeMutablePointer<Float>) {
         typealias V = SIMD8<Float>
         let k = V(repeating: scale), md = V(repeating: meanDy), mdx = V(repeating: meanDyX)
         let m = V(repeating: mean), r = V(repeating: rstd)
+        let g = V(repeating: relu?.gamma ?? 0), b = V(repeating: relu?.beta ?? 0)
         var i = 0
         while i + 8 <= n {
-            let d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self)
+            var d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self)
             let h = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
+            if relu != nil { d = rectifiedGradient(d, preActivation: h * g + b) }
             UnsafeMutableRawPointer(dx + i).storeBytes(of: k * (d - md - h * mdx), as: V.self)
             i += 8
         }
-        while i < n { dx[i] = scale * (dy[i] - meanDy - (x[i] - mean) * rstd * meanDyX); i += 1 }
+        while i < n {
+            let h = (x[i] - mean) * rstd
+            let d = relu.map { h * $0.gamma + $0.beta > 0 ? dy[i] : 0 } ?? dy[i]
+            dx[i] = scale * (d - meanDy - h * meanDyX); i += 1
+        }
     }
 
     /// Sums `sums` over the ranks when synchronised; a failure is kept for the model to raise.

@@ -6,12 +6,15 @@
 /// `self.layers = nn.Sequential(…)` and `self.shortcut = nn.Sequential(…)` (empty for the
 /// identity): "3.layers.0.weight", "3.shortcut.1.running_mean", … (the module's source:
 /// `GPTModuleSource.residual`, in exports' metadata).
-/// The ReLU that ResNets apply after the sum is the next layer of the list, not part of the block.
-public final class Residual: Layer, CollectiveLayer {
+/// The ReLU that ResNets apply after the sum is the next layer of the list, not part of the
+/// block; the block applies it in its sum when it is fused (`ReLUFusing`). Backward then
+/// masks dy once, into `maskedGrad`, for both paths.
+public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public let layers: [Layer]
     public let shortcut: [Layer]
+    var appliesReLU = false
     private var inputSize = 0, size = 0
-    private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), maskedGrad = ActivationBuffer()
 
     /// `layers` must already have their shapes (built from `input` on), `shortcut` too.
     public init(layers: [Layer], shortcut: [Layer]) {
@@ -35,6 +38,14 @@ public final class Residual: Layer, CollectiveLayer {
     public var buffers: [ParameterSpec] {
         named.flatMap { part in part.layer.buffers.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
     }
+    /// Fuses the ReLUs inside the block's paths, nested blocks' included (`fuseReLUs`).
+    func fuseReLUs() {
+        for path in [layers, shortcut] {
+            NeuralNet.fuseReLUs(path)
+            for case let block as Residual in path { block.fuseReLUs() }
+        }
+    }
+
     /// Dropouts inside the block (nested blocks' included), for the model's per-step reseeding.
     public private(set) lazy var dropouts: [Dropout] =
         layers.flatMap { layer -> [Dropout] in (layer as? Dropout).map { [$0] } ?? (layer as? Residual)?.dropouts ?? [] }
@@ -75,6 +86,7 @@ public final class Residual: Layer, CollectiveLayer {
         for part in named { part.layer.reserve(batch: batch) }
         output.reserve(batch * size)
         inputGrad.reserve(batch * inputSize)
+        if appliesReLU { maskedGrad.reserve(batch * size) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -82,12 +94,24 @@ public final class Residual: Layer, CollectiveLayer {
         for layer in layers { main = layer.forward(main, batch: batch, training: training) }
         var side = x
         for layer in shortcut { side = layer.forward(side, batch: batch, training: training) }
-        let y = output.pointer
-        for i in 0 ..< batch * size { y[i] = main[i] + side[i] }
+        let y = output.pointer, n = batch * size
+        if appliesReLU {
+            Elementwise.map(main, side, into: y, count: n) { a, b in rectified(a + b) } scalar: { a, b in max(a + b, 0) }
+        } else {
+            for i in 0 ..< n { y[i] = main[i] + side[i] }
+        }
         return UnsafePointer(y)
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        var dy = dy
+        if appliesReLU {
+            let masked = maskedGrad.pointer
+            Elementwise.map(dy, UnsafePointer(output.pointer), into: masked, count: batch * size) { d, y in
+                rectifiedGradient(d, preActivation: y)
+            } scalar: { d, y in y > 0 ? d : 0 }
+            dy = UnsafePointer(masked)
+        }
         var main: UnsafePointer<Float>? = dy
         for layer in layers.reversed() { main = layer.backward(main!, batch: batch, needsInputGradient: true) }
         var side: UnsafePointer<Float>? = dy

@@ -20,9 +20,15 @@ public final class Sequential: Model {
     public var labelsPerSample: Int { 1 }
 
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
+    /// `fusesReLUs`: batch norms and residual blocks apply the ReLU that follows them
+    /// (`fuseReLUs`; the same bits, fewer passes; off only to test that).
     public init(_ layers: [Layer], inputShape: [Int],
-                gradientStorage: GradientStorage? = nil) throws {
+                gradientStorage: GradientStorage? = nil, fusesReLUs: Bool = true) throws {
         self.layers = layers
+        if fusesReLUs {
+            fuseReLUs(layers)
+            for case let block as Residual in layers { block.fuseReLUs() }
+        }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
         collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }

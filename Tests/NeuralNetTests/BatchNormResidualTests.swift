@@ -37,6 +37,57 @@ final class BatchNormResidualTests: XCTestCase {
         }
     }
 
+    /// Property: a ReLU fused into the batch norm or residual sum before it (`fuseReLUs`) gives
+    /// the same bits as the separate layers — logits, loss, every gradient, the running
+    /// statistics, and evaluation's logits — with a projection block and a nested block; and
+    /// the fusion happened (the ReLUs pass through).
+    func testFusedReLUsGiveTheSameBitsAsSeparateLayers() throws {
+        let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
+        let spec: [LayerSpec] = [
+            .conv2d(out: 3, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
+            .residual(layers: [.conv2d(out: 3, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
+                               .residual(layers: [.conv2d(out: 3, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "identity"),
+                               .relu], shortcut: "identity"),
+            .relu,
+            .residual(layers: [.conv2d(out: 4, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
+                               .conv2d(out: 4, kernel: 3, stride: 1, padding: 1, bias: false), bn],
+                      shortcut: "projection"),
+            .relu, .globalavgpool2d, .linear(out: nil)]
+        let shape = [2, 9, 9], batch = 5
+        func model(fused: Bool) throws -> Sequential {
+            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesReLUs: fused)
+            m.initialize(seed: 7)
+            return m
+        }
+        let fused = try model(fused: true), separate = try model(fused: false)
+        func relus(_ layers: [Layer]) -> [ReLU] {
+            layers.flatMap { layer -> [ReLU] in
+                (layer as? ReLU).map { [$0] } ?? (layer as? Residual).map { relus($0.layers + $0.shortcut) } ?? []
+            }
+        }
+        XCTAssertEqual(relus(fused.layers).map(\.isFused), Array(repeating: true, count: 6))
+        XCTAssertEqual(relus(separate.layers).map(\.isFused), Array(repeating: false, count: 6))
+        var generator = SeededGenerator(seed: 3)
+        // Values near zero as well, so that many pre-activations sit on both sides of the kink.
+        let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 1, using: &generator) }
+        let labels: [Int32] = (0 ..< batch).map { Int32($0 % 3) }
+        var losses: [Double] = []
+        for m in [fused, separate] {
+            let result = try input.withUnsafeBufferPointer { x in
+                try labels.withUnsafeBufferPointer { try m.computeGradients(input: x, labels: $0, batch: batch, forwardDone: nil, unitDone: nil) }
+            }
+            losses.append(result.loss)
+        }
+        XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern)
+        XCTAssertEqual(Array(fused.parameters.gradients), Array(separate.parameters.gradients), "gradients differ")
+        XCTAssertEqual(Array(fused.parameters.buffers), Array(separate.parameters.buffers), "running statistics differ")
+        XCTAssertGreaterThan(fused.parameters.gradients.filter { $0 != 0 }.count, fused.parameters.count / 2)
+        let logits = try [fused, separate].map { m in
+            try input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try m.forward($0, batch: batch, training: false), count: batch * 3)) }
+        }
+        XCTAssertEqual(logits[0], logits[1], "evaluation's logits differ")
+    }
+
     /// Training: (x − μ_B)/√(σ²_B + eps)·γ + β per channel, running mean and (unbiased)
     /// variance moved by momentum 0.1, num_batches_tracked 1; evaluation: the running statistics.
     func testBatchNormMatchesTheDefinitionAndPyTorchsRunningUpdate() throws {
