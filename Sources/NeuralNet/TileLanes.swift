@@ -1,10 +1,19 @@
 /// Consecutive tiles a Winograd transform handles at once: one (`Float`) or a SIMD vector of
-/// 4 or 8, loaded from and stored to unaligned runs of floats.
+/// 4 or 8, loaded from and stored to unaligned runs of floats — or, for rows of tiles too
+/// short to fill the lanes, the same tiles of `rowsPerBlock` consecutive rows of tiles
+/// (`PairedRows`): their values sit one row of tiles apart in the planes and runs the
+/// transforms read and write (`init(loading:nextRow:)`, `store(_:nextRow:)`), but
+/// consecutively in V and M, whose tiles are numbered row by row.
 protocol TileLanes {
     static var count: Int { get }
+    /// Rows of tiles a block covers: 1, or 2 for `PairedRows`.
+    static var rowsPerBlock: Int { get }
     init(loading p: UnsafePointer<Float>)
+    /// The lanes of each row of tiles from its own run: row k's from `p + k·distance`.
+    init(loading p: UnsafePointer<Float>, nextRow distance: Int)
     init(repeating value: Float)
     func store(_ p: UnsafeMutablePointer<Float>)
+    func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int)
     static func + (a: Self, b: Self) -> Self
     static func - (a: Self, b: Self) -> Self
     static func * (a: Self, b: Self) -> Self
@@ -12,12 +21,17 @@ protocol TileLanes {
 }
 
 extension TileLanes {
-    /// The first tile of each block of `count` lanes covering a row of n tiles: the last block
-    /// ends at the row's end, overlapping the one before (its overlap recomputes the same
-    /// values) — or, in a row shorter than a block, the one block spills past it.
+    static var rowsPerBlock: Int { 1 }
+    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) { self.init(loading: p) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) { store(p) }
+
+    /// The first tile of each block covering a row of n tiles, `count / rowsPerBlock` lanes a
+    /// row: the last block ends at the row's end, overlapping the one before (its overlap
+    /// recomputes the same values) — or, in a row shorter than a block, the one block spills
+    /// past it.
     @inline(__always)
     static func forEachBlock(over n: Int, _ body: (Int) -> Void) {
-        let w = count
+        let w = count / rowsPerBlock
         guard n >= w else { body(0); return }
         var tx = 0
         while true {
@@ -34,6 +48,22 @@ extension TileLanes {
 /// tiles: one block of 8 spilling one lane beat two overlapping blocks of 4.
 func tileLanes(maximum: Int, tileColumns: Int) -> Int {
     maximum == 1 ? 1 : maximum >= 8 && tileColumns >= 5 ? 8 : 4
+}
+
+/// How a Winograd transform's blocks cover its tiles.
+enum LaneChoice {
+    /// Blocks of 8, 4 or 1 lanes along each row of tiles (`tileLanes`).
+    case rows(Int)
+    /// Blocks of two whole rows of tiles: 2 × 4 in eight lanes, or 2 × 2 in four.
+    case pairedRows(lanes: Int)
+
+    /// Pairs of rows where a row of 4 or 2 tiles would leave lanes idle or spill them into
+    /// tiles recomputed later (F(4×4) at 14×14 and 7×7) and the rows of tiles pair up evenly.
+    init(maximum: Int, tileColumns: Int, tileRows: Int, pairsRows: Bool) {
+        if pairsRows, tileRows % 2 == 0, maximum >= 8, tileColumns == 4 { self = .pairedRows(lanes: 8) }
+        else if pairsRows, tileRows % 2 == 0, maximum >= 4, tileColumns == 2 { self = .pairedRows(lanes: 4) }
+        else { self = .rows(tileLanes(maximum: maximum, tileColumns: tileColumns)) }
+    }
 }
 
 extension Float: TileLanes {
@@ -53,4 +83,53 @@ extension SIMD8: TileLanes where Scalar == Float {
     static var count: Int { 8 }
     @inline(__always) init(loading p: UnsafePointer<Float>) { self = UnsafeRawPointer(p).loadUnaligned(as: Self.self) }
     @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
+}
+
+/// Two rows of four tiles in eight lanes: the low half a row of tiles, the high half the same
+/// tiles of the next row. The arithmetic is SIMD8's (written for the concrete type: generic
+/// `SIMD` operators run lane by lane), so each lane computes what any lane width computes for
+/// its tile.
+struct PairedQuads: TileLanes {
+    var lanes: SIMD8<Float>
+    static var count: Int { SIMD8<Float>.scalarCount }
+    static var rowsPerBlock: Int { 2 }
+    @inline(__always) init(_ lanes: SIMD8<Float>) { self.lanes = lanes }
+    @inline(__always) init(repeating value: Float) { lanes = SIMD8(repeating: value) }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) {
+        lanes = SIMD8(lowHalf: UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self),
+                      highHalf: UnsafeRawPointer(p + distance).loadUnaligned(as: SIMD4<Float>.self))
+    }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: lanes, as: SIMD8<Float>.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) {
+        UnsafeMutableRawPointer(p).storeBytes(of: lanes.lowHalf, as: SIMD4<Float>.self)
+        UnsafeMutableRawPointer(p + distance).storeBytes(of: lanes.highHalf, as: SIMD4<Float>.self)
+    }
+    @inline(__always) static func + (a: Self, b: Self) -> Self { Self(a.lanes + b.lanes) }
+    @inline(__always) static func - (a: Self, b: Self) -> Self { Self(a.lanes - b.lanes) }
+    @inline(__always) static func * (a: Self, b: Self) -> Self { Self(a.lanes * b.lanes) }
+    @inline(__always) static prefix func - (x: Self) -> Self { Self(-x.lanes) }
+}
+
+/// Two rows of two tiles in four lanes, as `PairedQuads`.
+struct PairedPairs: TileLanes {
+    var lanes: SIMD4<Float>
+    static var count: Int { SIMD4<Float>.scalarCount }
+    static var rowsPerBlock: Int { 2 }
+    @inline(__always) init(_ lanes: SIMD4<Float>) { self.lanes = lanes }
+    @inline(__always) init(repeating value: Float) { lanes = SIMD4(repeating: value) }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self) }
+    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) {
+        lanes = SIMD4(lowHalf: UnsafeRawPointer(p).loadUnaligned(as: SIMD2<Float>.self),
+                      highHalf: UnsafeRawPointer(p + distance).loadUnaligned(as: SIMD2<Float>.self))
+    }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: lanes, as: SIMD4<Float>.self) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) {
+        UnsafeMutableRawPointer(p).storeBytes(of: lanes.lowHalf, as: SIMD2<Float>.self)
+        UnsafeMutableRawPointer(p + distance).storeBytes(of: lanes.highHalf, as: SIMD2<Float>.self)
+    }
+    @inline(__always) static func + (a: Self, b: Self) -> Self { Self(a.lanes + b.lanes) }
+    @inline(__always) static func - (a: Self, b: Self) -> Self { Self(a.lanes - b.lanes) }
+    @inline(__always) static func * (a: Self, b: Self) -> Self { Self(a.lanes * b.lanes) }
+    @inline(__always) static prefix func - (x: Self) -> Self { Self(-x.lanes) }
 }

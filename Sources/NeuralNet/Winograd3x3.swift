@@ -98,6 +98,8 @@ final class Winograd3x3: WinogradConvolution {
 
     /// Matrices of U, V and M: one per element of a transformed tile.
     static let products = 16
+    /// Rows of 2–4 F(2×2) tiles are 3–8 pixels wide: none of the networks here has them.
+    static let pairsRows = false
 
     /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)

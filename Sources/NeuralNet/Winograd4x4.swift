@@ -19,8 +19,10 @@
 /// columns 4tx … 4tx + 5, so with each padded row split into its four column phases
 /// (column 4j + k is phase k's j-th value), column c of tiles tx, tx + 1, … is a contiguous run
 /// of phase c mod 4 from j = tx + c/4. Blocks overlap at a row's end or spill past a short row
-/// into tiles written later, as in `Winograd3x3`; each value is computed by the same
-/// operations at every lane width (`WinogradTests`).
+/// into tiles written later, as in `Winograd3x3`. Rows of 4 or 2 tiles (14×14, 7×7) go two
+/// rows of tiles to a block (`PairedQuads`, `PairedPairs`): the second row's values are one
+/// row of tiles further in the plane and in `runs`, which then hold two rows of tiles. Each
+/// value is computed by the same operations at every lane width (`WinogradTests`).
 final class Winograd4x4: WinogradConvolution {
     let inChannels: Int, outChannels: Int, height: Int, width: Int
     /// Tiles per image: ⌈H/4⌉ × ⌈W/4⌉.
@@ -36,8 +38,8 @@ final class Winograd4x4: WinogradConvolution {
     /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
     /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
-    /// 36 runs of `runStride` values for a row of tiles, and 36 lane vectors of a block's
-    /// intermediate rows.
+    /// 36 runs of `runStride` values for each of two rows of tiles, and 36 lane vectors of a
+    /// block's intermediate rows.
     private let runs: UnsafeMutablePointer<Float>, block: UnsafeMutablePointer<Float>
     private var runStride: Int { tileColumns + Self.slack }
     /// Values per column phase of a padded row: tileColumns + 1, rounded up to whole blocks of 8
@@ -67,7 +69,7 @@ final class Winograd4x4: WinogradConvolution {
         let planeFloats = (4 * tileRows + 2) * 4 * ((tileColumns + 1 + 7) / 8 * 8) + Self.slack
         inputPlane = allocate(planeFloats)
         gradientPlane = allocate(planeFloats)
-        runs = allocate(36 * (tileColumns + Self.slack))
+        runs = allocate(2 * 36 * (tileColumns + Self.slack))
         block = allocate(36 * 8)
     }
 
@@ -77,6 +79,8 @@ final class Winograd4x4: WinogradConvolution {
 
     /// Matrices of U, V and M: one per element of a transformed tile.
     static let products = 36
+    /// 14×14 and 7×7 planes have rows of 4 and 2 tiles: two rows of tiles fill the lanes.
+    static let pairsRows = true
 
     /// The first tile of each block of `L.count` lanes over a row of tiles (`TileLanes.forEachBlock`).
     @inline(__always)
@@ -168,15 +172,15 @@ final class Winograd4x4: WinogradConvolution {
         for c in 0 ..< C {
             for (g, image) in images.enumerated() {
                 fillInputPlane(from: x + (image * C + c) * height * width)
-                for ty in 0 ..< tileRows {
-                    let top = UnsafePointer(inputPlane + 4 * ty * stride)
+                for ty in Swift.stride(from: 0, to: tileRows, by: L.rowsPerBlock) {
+                    let top = UnsafePointer(inputPlane + 4 * ty * stride), down = 4 * stride
                     let out = v + c * T + g * tilesPerImage + ty * tileColumns
                     forEachBlock(L.self) { tx in
                         // Column k of the window, rows 0 … 5: phase k mod 4 from j = tx + k/4.
                         for k in 0 ..< 6 {
                             let p = top + (k & 3) * q + tx + (k >> 2)
-                            let t = Self.bt((L(loading: p), L(loading: p + stride), L(loading: p + 2 * stride), L(loading: p + 3 * stride),
-                                             L(loading: p + 4 * stride), L(loading: p + 5 * stride)))
+                            @inline(__always) func row(_ i: Int) -> L { L(loading: p + i * stride, nextRow: down) }
+                            let t = Self.bt((row(0), row(1), row(2), row(3), row(4), row(5)))
                             t.0.store(scratch + (0 * 6 + k) * w); t.1.store(scratch + (1 * 6 + k) * w); t.2.store(scratch + (2 * 6 + k) * w)
                             t.3.store(scratch + (3 * 6 + k) * w); t.4.store(scratch + (4 * 6 + k) * w); t.5.store(scratch + (5 * 6 + k) * w)
                         }
@@ -198,7 +202,7 @@ final class Winograd4x4: WinogradConvolution {
     func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
                                                into y: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, beta = L(repeating: bias), scratch = block, w = L.count
-        for ty in 0 ..< tileRows {
+        for ty in stride(from: 0, to: tileRows, by: L.rowsPerBlock) {
             let row = mt + ty * n
             forEachBlock(L.self) { tx in
                 let q = row + tx
@@ -213,13 +217,16 @@ final class Winograd4x4: WinogradConvolution {
                     let p = UnsafePointer(scratch + i * 6 * w)
                     let f = Self.at((L(loading: p), L(loading: p + w), L(loading: p + 2 * w), L(loading: p + 3 * w),
                                      L(loading: p + 4 * w), L(loading: p + 5 * w)))
-                    let out = runs + (4 * i) * r + tx
-                    (f.0 + beta).store(out); (f.1 + beta).store(out + r); (f.2 + beta).store(out + 2 * r); (f.3 + beta).store(out + 3 * r)
+                    let out = runs + (4 * i) * r + tx, down = 16 * r
+                    (f.0 + beta).store(out, nextRow: down); (f.1 + beta).store(out + r, nextRow: down)
+                    (f.2 + beta).store(out + 2 * r, nextRow: down); (f.3 + beta).store(out + 3 * r, nextRow: down)
                 }
             }
-            for i in 0 ..< 4 where 4 * ty + i < height {
-                let phases = UnsafePointer(runs + 4 * i * r)
-                ColumnPhases.merge((phases, phases + r, phases + 2 * r, phases + 3 * r), count: width, into: y + (4 * ty + i) * width)
+            for k in 0 ..< L.rowsPerBlock {
+                for i in 0 ..< 4 where 4 * (ty + k) + i < height {
+                    let phases = UnsafePointer(runs + (16 * k + 4 * i) * r)
+                    ColumnPhases.merge((phases, phases + r, phases + 2 * r, phases + 3 * r), count: width, into: y + (4 * (ty + k) + i) * width)
+                }
             }
         }
     }
@@ -232,19 +239,21 @@ final class Winograd4x4: WinogradConvolution {
                                                  stride s: Int, sums: Bool) -> Float {
         let n = tileColumns, r = runStride, scratch = block, w = L.count
         var sum: Float = 0
-        for ty in 0 ..< tileRows {
-            // The tile row's four gradient rows by column phase (run 4i + k), zero beyond the image.
-            for i in 0 ..< 4 {
-                let phases = runs + 4 * i * r
-                for k in 0 ..< 4 { (phases + k * r).update(repeating: 0, count: n) }
-                guard 4 * ty + i < height else { continue }
-                let row = dy + (4 * ty + i) * width
-                ColumnPhases.split(row, count: width, into: (phases, phases + r, phases + 2 * r, phases + 3 * r))
-                if sums { for col in 0 ..< width { sum += row[col] } }
+        for ty in stride(from: 0, to: tileRows, by: L.rowsPerBlock) {
+            // Each tile row's four gradient rows by column phase (run 16t + 4i + k), zero beyond the image.
+            for t in 0 ..< L.rowsPerBlock {
+                for i in 0 ..< 4 {
+                    let phases = runs + (16 * t + 4 * i) * r
+                    for k in 0 ..< 4 { (phases + k * r).update(repeating: 0, count: n) }
+                    guard 4 * (ty + t) + i < height else { continue }
+                    let row = dy + (4 * (ty + t) + i) * width
+                    ColumnPhases.split(row, count: width, into: (phases, phases + r, phases + 2 * r, phases + 3 * r))
+                    if sums { for col in 0 ..< width { sum += row[col] } }
+                }
             }
             let out = mt + ty * n
             forEachBlock(L.self) { tx in
-                @inline(__always) func g(_ i: Int, _ k: Int) -> L { L(loading: runs + (4 * i + k) * r + tx) }
+                @inline(__always) func g(_ i: Int, _ k: Int) -> L { L(loading: runs + (4 * i + k) * r + tx, nextRow: 16 * r) }
                 // A on each column k of the tile (rows i), then on each of the six result rows.
                 for k in 0 ..< 4 {
                     let e = Self.a((g(0, k), g(1, k), g(2, k), g(3, k)))
@@ -269,7 +278,7 @@ final class Winograd4x4: WinogradConvolution {
                                                      into dx: UnsafeMutablePointer<Float>) {
         let n = tileColumns, r = runStride, q = phase, plane = gradientPlane, scratch = block, w = L.count
         plane.update(repeating: 0, count: planeCount)
-        for ty in 0 ..< tileRows {
+        for ty in stride(from: 0, to: tileRows, by: L.rowsPerBlock) {
             let row = vt + ty * n
             forEachBlock(L.self) { tx in
                 let p = row + tx
@@ -285,22 +294,26 @@ final class Winograd4x4: WinogradConvolution {
                     let f = Self.b((L(loading: h), L(loading: h + w), L(loading: h + 2 * w), L(loading: h + 3 * w),
                                     L(loading: h + 4 * w), L(loading: h + 5 * w)))
                     // Columns 4 and 5 of tile t land on phases 0 and 1 at t + 1: stored one further.
-                    let out = runs + 6 * i * r + tx
-                    f.0.store(out); f.1.store(out + r); f.2.store(out + 2 * r); f.3.store(out + 3 * r)
-                    f.4.store(out + 4 * r + 1); f.5.store(out + 5 * r + 1)
+                    let out = runs + 6 * i * r + tx, down = 36 * r
+                    f.0.store(out, nextRow: down); f.1.store(out + r, nextRow: down); f.2.store(out + 2 * r, nextRow: down)
+                    f.3.store(out + 3 * r, nextRow: down); f.4.store(out + 4 * r + 1, nextRow: down); f.5.store(out + 5 * r + 1, nextRow: down)
                 }
             }
             // Zeros where no tile contributes — before the first tile's columns 4 and 5, after the
             // row's n tiles (where a spilling block left values) — since the additions go in whole
             // blocks of 8, and adding +0 changes no plane value (a sum that starts at +0 is never −0).
-            for i in 0 ..< 6 {
-                let c = runs + 6 * i * r
-                for k in 0 ..< 4 { SIMD8<Float>().store(c + k * r + n) }
-                c[4 * r] = 0; c[5 * r] = 0
-                SIMD8<Float>().store(c + 4 * r + n + 1); SIMD8<Float>().store(c + 5 * r + n + 1)
-            }
-            for i in 0 ..< 6 {
-                addWindowRow(UnsafePointer(runs + 6 * i * r), into: plane + (4 * ty + i) * planeRowStride)
+            // Row of tiles by row of tiles, in order: the rows' windows overlap by two plane rows.
+            for t in 0 ..< L.rowsPerBlock {
+                let windowRows = runs + 36 * t * r
+                for i in 0 ..< 6 {
+                    let c = windowRows + 6 * i * r
+                    for k in 0 ..< 4 { SIMD8<Float>().store(c + k * r + n) }
+                    c[4 * r] = 0; c[5 * r] = 0
+                    SIMD8<Float>().store(c + 4 * r + n + 1); SIMD8<Float>().store(c + 5 * r + n + 1)
+                }
+                for i in 0 ..< 6 {
+                    addWindowRow(UnsafePointer(windowRows + 6 * i * r), into: plane + (4 * (ty + t) + i) * planeRowStride)
+                }
             }
         }
         for h in 0 ..< height {

@@ -19,6 +19,8 @@ protocol WinogradConvolution: AnyObject {
     var chunk: Int { get }
     /// The widest lanes the transforms use: 8, or 4 or 1 (tests compare the widths).
     var maximumLanes: Int { get }
+    /// Whether the transforms take blocks of two rows of tiles (`PairedQuads`, `PairedPairs`).
+    static var pairsRows: Bool { get }
     /// Elements of a transformed tile: 16 for 4×4, 36 for 6×6.
     static var products: Int { get }
     var u: UnsafeMutablePointer<Float> { get }
@@ -53,8 +55,10 @@ protocol WinogradConvolution: AnyObject {
 extension WinogradConvolution {
     /// Floats of slack after every run a transform block may spill past.
     static var slack: Int { 16 }
-    /// The lanes for a row of tiles (`tileLanes`).
-    var lanes: Int { tileLanes(maximum: maximumLanes, tileColumns: tileColumns) }
+    /// How the transforms' blocks cover the tiles (`LaneChoice`).
+    var lanes: LaneChoice {
+        LaneChoice(maximum: maximumLanes, tileColumns: tileColumns, tileRows: tilesPerImage / tileColumns, pairsRows: Self.pairsRows)
+    }
     /// The distance between V's matrices, and M's, for a chunk of T tiles.
     func vStride(_ T: Int) -> Int { inChannels * T + Self.slack }
     func mStride(_ T: Int) -> Int { outChannels * T + Self.slack }
@@ -71,9 +75,11 @@ extension WinogradConvolution {
                       b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
             }
             switch lanes {
-            case 8: transformOutputs(SIMD8<Float>.self, images: images, bias: bias, into: y)
-            case 4: transformOutputs(SIMD4<Float>.self, images: images, bias: bias, into: y)
-            default: transformOutputs(Float.self, images: images, bias: bias, into: y)
+            case .rows(8): transformOutputs(SIMD8<Float>.self, images: images, bias: bias, into: y)
+            case .rows(4): transformOutputs(SIMD4<Float>.self, images: images, bias: bias, into: y)
+            case .rows: transformOutputs(Float.self, images: images, bias: bias, into: y)
+            case .pairedRows(lanes: 8): transformOutputs(PairedQuads.self, images: images, bias: bias, into: y)
+            case .pairedRows: transformOutputs(PairedPairs.self, images: images, bias: bias, into: y)
             }
         }
     }
@@ -85,9 +91,11 @@ extension WinogradConvolution {
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
             switch lanes {
-            case 8: transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad)
-            case 4: transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad)
-            default: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad)
+            case .rows(8): transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad)
+            case .rows(4): transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad)
+            case .rows: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad)
+            case .pairedRows(lanes: 8): transformGradients(PairedQuads.self, dy, images: images, biasGrad: biasGrad)
+            case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad)
             }
             transformInput(x, images: images)
             for xi in 0 ..< Self.products {
@@ -100,9 +108,11 @@ extension WinogradConvolution {
                       b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {
-            case 8: inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx)
-            case 4: inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx)
-            default: inverseTransformInputs(Float.self, images: images, into: dx)
+            case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx)
+            case .rows(4): inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx)
+            case .rows: inverseTransformInputs(Float.self, images: images, into: dx)
+            case .pairedRows(lanes: 8): inverseTransformInputs(PairedQuads.self, images: images, into: dx)
+            case .pairedRows: inverseTransformInputs(PairedPairs.self, images: images, into: dx)
             }
         }
         inverseTransformWeightGradient(into: weightGrad)
@@ -111,9 +121,11 @@ extension WinogradConvolution {
     /// V for the chunk's images, in the lanes that fit a row of tiles.
     private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
         switch lanes {
-        case 8: transformInput(SIMD8<Float>.self, x, images: images)
-        case 4: transformInput(SIMD4<Float>.self, x, images: images)
-        default: transformInput(Float.self, x, images: images)
+        case .rows(8): transformInput(SIMD8<Float>.self, x, images: images)
+        case .rows(4): transformInput(SIMD4<Float>.self, x, images: images)
+        case .rows: transformInput(Float.self, x, images: images)
+        case .pairedRows(lanes: 8): transformInput(PairedQuads.self, x, images: images)
+        case .pairedRows: transformInput(PairedPairs.self, x, images: images)
         }
     }
 
