@@ -9,7 +9,7 @@
 ///
 /// Stochastic rounding (optional): q = ⌊x/s + u⌋ with u uniform in [0, 1) from a seeded
 /// generator, which makes the quantiser unbiased (E[q·s] = x). The generator is counter-based
-/// (`uniform(_:)`): each value's u is a hash of its position in the stream, not the next state
+/// (`centredUniform(key:counter:)`): each value's u is a hash of its position in the stream, not the next state
 /// of a sequential generator, so the rounding loop has no carried dependence and vectorises.
 public final class Int8BlockCodec: TiledCodec {
     public let blockSize: Int

@@ -249,12 +249,13 @@ final class WinogradTests: XCTestCase {
         // batch of 25 fills more than one chunk for both (12 and 22 images), the last one smaller.
         // F(4×4) pairs rows of 4 tiles in 8 lanes and rows of 2 in 4 (`PairedQuads`, `PairedPairs`)
         // when the rows of tiles pair up: 6×13 and 14×14 (2 and 4 rows of 4), 7×7, 8×8, 16×5 and
-        // 5×7 (2, 2, 4 and 2 rows of 2); 9×15 and 4×5 (3 and 1 rows) keep the single-row blocks.
+        // 5×7 (2, 2, 4 and 2 rows of 2); 9×15 and 4×5 (3 and 1 rows) keep the single-row blocks;
+        // 14×14 at batch 75 and 7×7 at batch 281 span two chunks of F(4×4) (70 and 280 images).
         for (height, width, bias, batch) in [(3, 1, true, 3), (2, 2, false, 3), (5, 3, true, 3), (4, 5, false, 3), (7, 7, false, 3),
                                              (3, 8, true, 3), (4, 10, true, 3), (5, 11, false, 3), (6, 13, false, 3), (9, 15, true, 3),
                                              (6, 17, false, 3), (28, 28, false, 25), (3, 30, true, 3), (3, 24, false, 2),
                                              (2, 36, true, 2), (2, 60, false, 2), (14, 14, true, 5), (8, 8, false, 3), (16, 5, true, 3),
-                                             (5, 7, false, 4)] {
+                                             (5, 7, false, 4), (14, 14, false, 75), (7, 7, true, 281)] {
           for algorithm in [Conv2d.Algorithm.winograd, .winograd4x4] {
             func model(lanes: Int) throws -> Sequential {
                 try Sequential([Conv2d(2, 8, kernel: 3, padding: 1, algorithm: .im2col), ReLU(),
