@@ -85,51 +85,55 @@ extension SIMD8: TileLanes where Scalar == Float {
     @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: self, as: Self.self) }
 }
 
-/// Two rows of four tiles in eight lanes: the low half a row of tiles, the high half the same
-/// tiles of the next row. The arithmetic is SIMD8's (written for the concrete type: generic
-/// `SIMD` operators run lane by lane), so each lane computes what any lane width computes for
-/// its tile.
-struct PairedQuads: TileLanes {
-    var lanes: SIMD8<Float>
-    static var count: Int { SIMD8<Float>.scalarCount }
+/// A vector that loads and stores as two halves from two places: SIMD8 as two SIMD4, SIMD4 as
+/// two SIMD2 (the lanes of `PairedRows`).
+protocol HalvedLanes: TileLanes {
+    init(low: UnsafePointer<Float>, high: UnsafePointer<Float>)
+    func store(low: UnsafeMutablePointer<Float>, high: UnsafeMutablePointer<Float>)
+}
+
+extension SIMD8: HalvedLanes where Scalar == Float {
+    @inline(__always) init(low: UnsafePointer<Float>, high: UnsafePointer<Float>) {
+        self.init(lowHalf: UnsafeRawPointer(low).loadUnaligned(as: SIMD4<Float>.self),
+                  highHalf: UnsafeRawPointer(high).loadUnaligned(as: SIMD4<Float>.self))
+    }
+    @inline(__always) func store(low: UnsafeMutablePointer<Float>, high: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(low).storeBytes(of: lowHalf, as: SIMD4<Float>.self)
+        UnsafeMutableRawPointer(high).storeBytes(of: highHalf, as: SIMD4<Float>.self)
+    }
+}
+
+extension SIMD4: HalvedLanes where Scalar == Float {
+    @inline(__always) init(low: UnsafePointer<Float>, high: UnsafePointer<Float>) {
+        self.init(lowHalf: UnsafeRawPointer(low).loadUnaligned(as: SIMD2<Float>.self),
+                  highHalf: UnsafeRawPointer(high).loadUnaligned(as: SIMD2<Float>.self))
+    }
+    @inline(__always) func store(low: UnsafeMutablePointer<Float>, high: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(low).storeBytes(of: lowHalf, as: SIMD2<Float>.self)
+        UnsafeMutableRawPointer(high).storeBytes(of: highHalf, as: SIMD2<Float>.self)
+    }
+}
+
+/// Two rows of tiles in one vector: the low half of the lanes a row of tiles, the high half
+/// the same tiles of the next row. The arithmetic is `Whole`'s own (its `TileLanes` witnesses,
+/// specialised), so each lane computes what any lane width computes for its tile.
+struct PairedRows<Whole: HalvedLanes>: TileLanes {
+    var lanes: Whole
+    static var count: Int { Whole.count }
     static var rowsPerBlock: Int { 2 }
-    @inline(__always) init(_ lanes: SIMD8<Float>) { self.lanes = lanes }
-    @inline(__always) init(repeating value: Float) { lanes = SIMD8(repeating: value) }
-    @inline(__always) init(loading p: UnsafePointer<Float>) { lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
-    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) {
-        lanes = SIMD8(lowHalf: UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self),
-                      highHalf: UnsafeRawPointer(p + distance).loadUnaligned(as: SIMD4<Float>.self))
-    }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: lanes, as: SIMD8<Float>.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) {
-        UnsafeMutableRawPointer(p).storeBytes(of: lanes.lowHalf, as: SIMD4<Float>.self)
-        UnsafeMutableRawPointer(p + distance).storeBytes(of: lanes.highHalf, as: SIMD4<Float>.self)
-    }
+    @inline(__always) init(_ lanes: Whole) { self.lanes = lanes }
+    @inline(__always) init(repeating value: Float) { lanes = Whole(repeating: value) }
+    @inline(__always) init(loading p: UnsafePointer<Float>) { lanes = Whole(loading: p) }
+    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) { lanes = Whole(low: p, high: p + distance) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { lanes.store(p) }
+    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) { lanes.store(low: p, high: p + distance) }
     @inline(__always) static func + (a: Self, b: Self) -> Self { Self(a.lanes + b.lanes) }
     @inline(__always) static func - (a: Self, b: Self) -> Self { Self(a.lanes - b.lanes) }
     @inline(__always) static func * (a: Self, b: Self) -> Self { Self(a.lanes * b.lanes) }
     @inline(__always) static prefix func - (x: Self) -> Self { Self(-x.lanes) }
 }
 
-/// Two rows of two tiles in four lanes, as `PairedQuads`.
-struct PairedPairs: TileLanes {
-    var lanes: SIMD4<Float>
-    static var count: Int { SIMD4<Float>.scalarCount }
-    static var rowsPerBlock: Int { 2 }
-    @inline(__always) init(_ lanes: SIMD4<Float>) { self.lanes = lanes }
-    @inline(__always) init(repeating value: Float) { lanes = SIMD4(repeating: value) }
-    @inline(__always) init(loading p: UnsafePointer<Float>) { lanes = UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self) }
-    @inline(__always) init(loading p: UnsafePointer<Float>, nextRow distance: Int) {
-        lanes = SIMD4(lowHalf: UnsafeRawPointer(p).loadUnaligned(as: SIMD2<Float>.self),
-                      highHalf: UnsafeRawPointer(p + distance).loadUnaligned(as: SIMD2<Float>.self))
-    }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: lanes, as: SIMD4<Float>.self) }
-    @inline(__always) func store(_ p: UnsafeMutablePointer<Float>, nextRow distance: Int) {
-        UnsafeMutableRawPointer(p).storeBytes(of: lanes.lowHalf, as: SIMD2<Float>.self)
-        UnsafeMutableRawPointer(p + distance).storeBytes(of: lanes.highHalf, as: SIMD2<Float>.self)
-    }
-    @inline(__always) static func + (a: Self, b: Self) -> Self { Self(a.lanes + b.lanes) }
-    @inline(__always) static func - (a: Self, b: Self) -> Self { Self(a.lanes - b.lanes) }
-    @inline(__always) static func * (a: Self, b: Self) -> Self { Self(a.lanes * b.lanes) }
-    @inline(__always) static prefix func - (x: Self) -> Self { Self(-x.lanes) }
-}
+/// Two rows of four tiles in eight lanes (F(4×4) at 14×14).
+typealias PairedQuads = PairedRows<SIMD8<Float>>
+/// Two rows of two tiles in four lanes (F(4×4) at 7×7).
+typealias PairedPairs = PairedRows<SIMD4<Float>>
