@@ -130,25 +130,45 @@ final class Winograd4x4: WinogradConvolution {
     // MARK: Forward
 
     /// U = G g Gᵀ for every (o, c), G's rows [¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙],
-    /// [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1].
+    /// [1/24, 1/12, ⅙], [1/24, −1/12, ⅙], [0, 0, 1]: eight pairs at a time in SIMD lanes (their
+    /// U values are consecutive in each of the 36 matrices), the rest one by one.
     func transformWeights(_ weight: UnsafePointer<Float>) {
         let pairs = outChannels * inChannels
-        let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
-        func g(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float, Float, Float, Float) {
-            (a * 0.25, -(a + b + c) * sixth, -(a - b + c) * sixth, a * twentyFourth + b * twelfth + c * sixth,
+        var pair = 0
+        while pair + 8 <= pairs {
+            let w = weight + pair * 9
+            @inline(__always) func at(_ j: Int) -> SIMD8<Float> {
+                SIMD8(w[j], w[9 + j], w[18 + j], w[27 + j], w[36 + j], w[45 + j], w[54 + j], w[63 + j])
+            }
+            transformWeights((at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8)), into: u + pair, pairs: pairs)
+            pair += 8
+        }
+        while pair < pairs {
+            let w = weight + pair * 9
+            transformWeights((w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]), into: u + pair, pairs: pairs)
+            pair += 1
+        }
+    }
+
+    /// U for the pairs whose 3×3 kernels are `g` (row-major, a pair per lane), into `out`, `out +
+    /// pairs`, … (element ξ of U at ξ·pairs).
+    @inline(__always)
+    private func transformWeights<L: TileLanes>(_ g: (L, L, L, L, L, L, L, L, L), into out: UnsafeMutablePointer<Float>, pairs: Int) {
+        let quarter = L(repeating: 0.25), sixth = L(repeating: 1.0 / 6), twelfth = L(repeating: 1.0 / 12)
+        let twentyFourth = L(repeating: 1.0 / 24)
+        @inline(__always) func gMul(_ a: L, _ b: L, _ c: L) -> (L, L, L, L, L, L) {
+            (a * quarter, -(a + b + c) * sixth, -(a - b + c) * sixth, a * twentyFourth + b * twelfth + c * sixth,
              a * twentyFourth - b * twelfth + c * sixth, c)
         }
-        for pair in 0 ..< pairs {
-            let w = weight + pair * 9
-            // G applied to each column of g, then to each row of the 6×3 result.
-            let c0 = g(w[0], w[3], w[6]), c1 = g(w[1], w[4], w[7]), c2 = g(w[2], w[5], w[8])
-            func store(_ i: Int, _ a: Float, _ b: Float, _ c: Float) {
-                let r = g(a, b, c), out = u + 6 * i * pairs + pair
-                out[0] = r.0; out[pairs] = r.1; out[2 * pairs] = r.2; out[3 * pairs] = r.3; out[4 * pairs] = r.4; out[5 * pairs] = r.5
-            }
-            store(0, c0.0, c1.0, c2.0); store(1, c0.1, c1.1, c2.1); store(2, c0.2, c1.2, c2.2)
-            store(3, c0.3, c1.3, c2.3); store(4, c0.4, c1.4, c2.4); store(5, c0.5, c1.5, c2.5)
+        // G applied to each column of g, then to each row of the 6×3 result.
+        let c0 = gMul(g.0, g.3, g.6), c1 = gMul(g.1, g.4, g.7), c2 = gMul(g.2, g.5, g.8)
+        @inline(__always) func store(_ i: Int, _ a: L, _ b: L, _ c: L) {
+            let r = gMul(a, b, c), row = out + 6 * i * pairs
+            r.0.store(row); r.1.store(row + pairs); r.2.store(row + 2 * pairs)
+            r.3.store(row + 3 * pairs); r.4.store(row + 4 * pairs); r.5.store(row + 5 * pairs)
         }
+        store(0, c0.0, c1.0, c2.0); store(1, c0.1, c1.1, c2.1); store(2, c0.2, c1.2, c2.2)
+        store(3, c0.3, c1.3, c2.3); store(4, c0.4, c1.4, c2.4); store(5, c0.5, c1.5, c2.5)
     }
 
     /// Copies one image plane into `inputPlane`'s interior by column phase: input column w is

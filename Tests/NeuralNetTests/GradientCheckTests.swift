@@ -210,9 +210,10 @@ final class WinogradTests: XCTestCase {
                                                  (8, 2, 1, 3), (8, 3, 8, 3), (8, 5, 11, 2), (8, 28, 28, 25), (8, 5, 24, 2), (8, 4, 32, 2),
                                                  (8, 6, 36, 2), (8, 3, 60, 2)] {
             func model(_ algorithm: Conv2d.Algorithm) throws -> Sequential {
-                try Sequential([Conv2d(channels, 8, kernel: 3, padding: 1, algorithm: .im2col),
-                                Conv2d(8, 6, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
-                                Flatten(), Linear(6 * height * width, 4)], inputShape: [channels, height, width])
+                // 9 × 7 = 63 channel pairs: F(4×4)'s weight transform runs 7 blocks of 8 and 7 alone.
+                try Sequential([Conv2d(channels, 9, kernel: 3, padding: 1, algorithm: .im2col),
+                                Conv2d(9, 7, kernel: 3, padding: 1, algorithm: algorithm), ReLU(),
+                                Flatten(), Linear(7 * height * width, 4)], inputShape: [channels, height, width])
             }
           for (algorithm, tolerance) in [(Conv2d.Algorithm.winograd, 1e-5), (.winograd4x4, 1e-4)] {
             let reference = try model(.im2col), winograd = try model(algorithm)
