@@ -108,13 +108,15 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
         let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
         input = x
         if training {
-            for ch in 0 ..< c {
-                var s1 = 0.0, s2 = 0.0
-                for b in 0 ..< batch {
+            // Image by image, every channel of an image before the next: the planes are read in
+            // memory order (channel by channel, each plane read jumped by a whole image's
+            // channels). Each channel's sums still add image by image, so the bits are the same.
+            sums.update(repeating: 0)
+            for b in 0 ..< batch {
+                for ch in 0 ..< c {
                     let (r1, r2) = VectorReductions.sumAndSquares(x + (b * c + ch) * s, s)
-                    s1 += r1; s2 += r2
+                    sums[ch] += r1; sums[c + ch] += r2
                 }
-                sums[ch] = s1; sums[c + ch] = s2
             }
             sums[2 * c] = Double(batch * s)
             reduce()
@@ -145,17 +147,17 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer, dx = inputGrad.pointer
-        for ch in 0 ..< c {
-            var sdy = 0.0, sdyx = 0.0
-            for b in 0 ..< batch {
+        // Image by image, in memory order, as forward's sums.
+        sums.update(repeating: 0)
+        for b in 0 ..< batch {
+            for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
                 let (r1, r2) = Self.sumsOfGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch],
                                                    relu: appliesReLU ? (weight[ch], bias[ch]) : nil)
-                sdy += r1; sdyx += r2
+                sums[ch] += r1; sums[c + ch] += r2
             }
-            weightGrad[ch] = Float(sdyx); biasGrad[ch] = Float(sdy)
-            sums[ch] = sdy; sums[c + ch] = sdyx
         }
+        for ch in 0 ..< c { weightGrad[ch] = Float(sums[c + ch]); biasGrad[ch] = Float(sums[ch]) }
         guard needsInputGradient else { return nil }
         sums[2 * c] = 0
         if statisticsReducer != nil && gradientWeight != 1 {
