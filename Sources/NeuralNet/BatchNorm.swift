@@ -108,9 +108,10 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
         let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
         input = x
         if training {
-            // Image by image, every channel of an image before the next: the planes are read in
-            // memory order (channel by channel, each plane read jumped by a whole image's
-            // channels). Each channel's sums still add image by image, so the bits are the same.
+            // Image by image, every channel of an image before the next: the planes are read one
+            // after another, in memory order (a channel-outer loop jumped a whole image's
+            // channels between reads: 196-byte planes at 7×7, each a fresh miss). Each channel's
+            // sums still add image by image, so the bits are those of the channel-outer loop.
             sums.update(repeating: 0)
             for b in 0 ..< batch {
                 for ch in 0 ..< c {

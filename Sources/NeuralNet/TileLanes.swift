@@ -116,7 +116,8 @@ extension SIMD4: HalvedLanes where Scalar == Float {
 
 /// Two rows of tiles in one vector: the low half of the lanes a row of tiles, the high half
 /// the same tiles of the next row. The arithmetic is `Whole`'s own (its `TileLanes` witnesses,
-/// specialised), so each lane computes what any lane width computes for its tile.
+/// specialised), so each lane computes what any lane width computes for its tile. `Whole` must
+/// be a concrete vector of Float: generic `SIMD` operators would run lane by lane.
 struct PairedRows<Whole: HalvedLanes>: TileLanes {
     var lanes: Whole
     static var count: Int { Whole.count }
