@@ -68,28 +68,17 @@ final class Winograd3x3: WinogradConvolution {
     private var planeRowStride: Int { 2 * half }
     private var planeCount: Int { (2 * tileRows + 2) * planeRowStride }
 
-    /// Images per chunk: V and M together about 2 MB (swept 256 KB – 8 MB with `bench compute
-    /// --model cnn`: 27.8–29.4 ms per step throughout, within noise; 2 MB was best on average).
-    static let chunkBytes = 2 << 20
-
     init(inChannels: Int, outChannels: Int, height: Int, width: Int, maximumLanes: Int = 8) {
         precondition([1, 4, 8].contains(maximumLanes), "Winograd3x3: lanes are 1, 4 or 8")
         (self.inChannels, self.outChannels, self.height, self.width) = (inChannels, outChannels, height, width)
         self.maximumLanes = maximumLanes
         (tileRows, tileColumns) = ((height + 1) / 2, (width + 1) / 2)
         let tiles = tileRows * tileColumns
-        chunk = max(1, Winograd3x3.chunkBytes / (16 * (inChannels + outChannels) * tiles * 4))
-        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
-                .initializeMemory(as: Float.self, repeating: 0, count: count)
-        }
-        u = allocate(Self.products * outChannels * inChannels)
-        du = allocate(Self.products * outChannels * inChannels)
-        v = allocate(Self.products * (inChannels * chunk * tiles + Self.slack))
-        m = allocate(Self.products * (outChannels * chunk * tiles + Self.slack))
-        inputPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
-        gradientPlane = allocate((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
-        rowScratch = allocate(16 * (tileColumns + Self.slack))
+        chunk = Self.imagesPerChunk(inChannels: inChannels, outChannels: outChannels, tilesPerImage: tiles)
+        (u, du, v, m) = Self.allocateMatrices(inChannels: inChannels, outChannels: outChannels, chunk: chunk, tilesPerImage: tiles)
+        inputPlane = zeroedFloats((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
+        gradientPlane = zeroedFloats((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
+        rowScratch = zeroedFloats(16 * (tileColumns + Self.slack))
     }
 
     deinit {

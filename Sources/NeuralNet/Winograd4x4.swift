@@ -48,29 +48,19 @@ final class Winograd4x4: WinogradConvolution {
     private var planeRowStride: Int { 4 * phase }
     private var planeCount: Int { (4 * tileRows + 2) * planeRowStride }
 
-    /// Images per chunk: V and M together about 2 MB, as `Winograd3x3`.
-    static let chunkBytes = 2 << 20
-
     init(inChannels: Int, outChannels: Int, height: Int, width: Int, maximumLanes: Int = 8) {
         precondition([1, 4, 8].contains(maximumLanes), "Winograd4x4: lanes are 1, 4 or 8")
         (self.inChannels, self.outChannels, self.height, self.width) = (inChannels, outChannels, height, width)
         self.maximumLanes = maximumLanes
         (tileRows, tileColumns) = ((height + 3) / 4, (width + 3) / 4)
         let tiles = tileRows * tileColumns
-        chunk = max(1, Winograd4x4.chunkBytes / (36 * (inChannels + outChannels) * tiles * 4))
-        func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
-            UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
-                .initializeMemory(as: Float.self, repeating: 0, count: count)
-        }
-        u = allocate(Self.products * outChannels * inChannels)
-        du = allocate(Self.products * outChannels * inChannels)
-        v = allocate(Self.products * (inChannels * chunk * tiles + Self.slack))
-        m = allocate(Self.products * (outChannels * chunk * tiles + Self.slack))
+        chunk = Self.imagesPerChunk(inChannels: inChannels, outChannels: outChannels, tilesPerImage: tiles)
+        (u, du, v, m) = Self.allocateMatrices(inChannels: inChannels, outChannels: outChannels, chunk: chunk, tilesPerImage: tiles)
         let planeFloats = (4 * tileRows + 2) * 4 * ((tileColumns + 1 + 7) / 8 * 8) + Self.slack
-        inputPlane = allocate(planeFloats)
-        gradientPlane = allocate(planeFloats)
-        runs = allocate(2 * 36 * (tileColumns + Self.slack))
-        block = allocate(36 * 8)
+        inputPlane = zeroedFloats(planeFloats)
+        gradientPlane = zeroedFloats(planeFloats)
+        runs = zeroedFloats(2 * 36 * (tileColumns + Self.slack))
+        block = zeroedFloats(36 * 8)
     }
 
     deinit {

@@ -55,6 +55,22 @@ protocol WinogradConvolution: AnyObject {
 extension WinogradConvolution {
     /// Floats of slack after every run a transform block may spill past.
     static var slack: Int { 16 }
+
+    /// Images per chunk: V and M together about 2 MB. Swept from 256 KB to 8 MB with `bench
+    /// compute --model cnn` (27.8–29.4 ms a step throughout, within noise) and from 256 KB to
+    /// 4 MB with `--config configs/fashion-resnet.yaml` (256 KB 25 % slower); 2 MB was best on
+    /// average.
+    static func imagesPerChunk(inChannels: Int, outChannels: Int, tilesPerImage: Int) -> Int {
+        max(1, (2 << 20) / (products * (inChannels + outChannels) * tilesPerImage * 4))
+    }
+
+    /// U and its gradient, V and M for chunks of `chunk` images, zero-filled (freed by the owner).
+    static func allocateMatrices(inChannels: Int, outChannels: Int, chunk: Int, tilesPerImage: Int)
+        -> (u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
+        let T = chunk * tilesPerImage
+        return (zeroedFloats(products * outChannels * inChannels), zeroedFloats(products * outChannels * inChannels),
+                zeroedFloats(products * (inChannels * T + slack)), zeroedFloats(products * (outChannels * T + slack)))
+    }
     /// How the transforms' blocks cover the tiles (`LaneChoice`).
     var lanes: LaneChoice {
         LaneChoice(maximum: maximumLanes, tileColumns: tileColumns, tileRows: tilesPerImage / tileColumns, pairsRows: Self.pairsRows)
@@ -165,4 +181,9 @@ extension WinogradConvolution {
             }
         }
     }
+}
+
+/// `count` zero floats, 64-byte aligned: the Winograd convolutions' matrices and scratch.
+func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64).initializeMemory(as: Float.self, repeating: 0, count: count)
 }
