@@ -67,6 +67,8 @@ public final class Int8BlockCodec: TiledCodec {
     public func encodeTile(_ x: UnsafeMutablePointer<Float>, count n: Int, into tile: PayloadTile,
                            residual: UnsafeMutablePointer<Float>?, residualScale: Float, roundTrip: Bool) {
         let scales = tile.scales, q = tile.body.assumingMemoryBound(to: Int8.self)
+        // The stream as locals (the loops then vectorise); value i takes position base + i.
+        let key = self.key, base = position
         for b in 0 ..< layout.blocks(n) {
             let start = b * blockSize
             let end = min(n, start + blockSize)
@@ -79,18 +81,17 @@ public final class Int8BlockCodec: TiledCodec {
             scales[b] = scale
             let inverse: Float = m > 0 && m.isFinite ? 127 / m : 0
             if stochasticRounding {
-                let key = self.key, first = position &- UInt32(truncatingIfNeeded: start)
                 for i in start ..< end {
-                    let u = Self.centredUniform(key: key, counter: first &+ UInt32(truncatingIfNeeded: i))
+                    let u = Self.centredUniform(key: key, counter: base &+ UInt32(truncatingIfNeeded: i))
                     q[i] = Self.toInt8(u.addingProduct(x[i], inverse))
                 }
-                position = first &+ UInt32(truncatingIfNeeded: end)
             } else {
                 for i in start ..< end { q[i] = Self.toInt8(x[i] * inverse) }
             }
             if let residual { for i in start ..< end { residual[i] = residualScale * (x[i] - Float(q[i]) * scale) } }
             if roundTrip { for i in start ..< end { x[i] = Float(q[i]) * scale } }
         }
+        if stochasticRounding { position = base &+ UInt32(truncatingIfNeeded: n) }
     }
 
     public func decodeTile(_ tile: PayloadTile, count n: Int, into d: UnsafeMutablePointer<Float>, accumulate: Bool) {

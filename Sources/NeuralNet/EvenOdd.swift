@@ -41,7 +41,8 @@ enum EvenOdd {
 }
 
 /// The first index of each block of `width` covering 0 ..< n (n ≥ width), the last block
-/// shifted back to end at n — for copies, where repeating a value changes nothing.
+/// shifted back to end at n — for copies and transforms, where the overlap writes the same
+/// values again.
 @inline(__always)
 func forEachOverlappingBlock(of width: Int, covering n: Int, _ body: (Int) -> Void) {
     var j = 0

@@ -38,14 +38,6 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public var buffers: [ParameterSpec] {
         named.flatMap { part in part.layer.buffers.map { ParameterSpec(name: "\(part.prefix).\($0.name)", shape: $0.shape) } }
     }
-    /// Fuses the ReLUs inside the block's paths, nested blocks' included (`fuseReLUs`).
-    func fuseReLUs() {
-        for path in [layers, shortcut] {
-            NeuralNet.fuseReLUs(path)
-            for case let block as Residual in path { block.fuseReLUs() }
-        }
-    }
-
     /// Dropouts inside the block (nested blocks' included), for the model's per-step reseeding.
     public private(set) lazy var dropouts: [Dropout] =
         layers.flatMap { layer -> [Dropout] in (layer as? Dropout).map { [$0] } ?? (layer as? Residual)?.dropouts ?? [] }

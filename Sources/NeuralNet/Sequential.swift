@@ -25,10 +25,7 @@ public final class Sequential: Model {
     public init(_ layers: [Layer], inputShape: [Int],
                 gradientStorage: GradientStorage? = nil, fusesReLUs: Bool = true) throws {
         self.layers = layers
-        if fusesReLUs {
-            fuseReLUs(layers)
-            for case let block as Residual in layers { block.fuseReLUs() }
-        }
+        if fusesReLUs { fuseReLUs(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
         collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }

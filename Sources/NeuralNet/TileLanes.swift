@@ -33,13 +33,7 @@ extension TileLanes {
     static func forEachBlock(over n: Int, _ body: (Int) -> Void) {
         let w = count / rowsPerBlock
         guard n >= w else { body(0); return }
-        var tx = 0
-        while true {
-            let start = min(tx, n - w)
-            body(start)
-            if start + w >= n { return }
-            tx += w
-        }
+        forEachOverlappingBlock(of: w, covering: n, body)
     }
 }
 
