@@ -34,10 +34,10 @@ public final class Conv2d: Layer {
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
     private let cols = ActivationBuffer(), product = ActivationBuffer()
-    /// Stride 2: one input plane split into its even and odd columns (`EvenOdd`), so that each
-    /// row of `cols` is a contiguous copy — and col2im's sums, merged back once per plane.
-    private let halves = ActivationBuffer()
-    private var halfWidth: Int { (width + 1) / 2 }
+    /// One input plane's polyphase components (`PolyphasePlanes`): im2col's source (its padding
+    /// zeroed once, when allocated, and never written) and col2im's sums.
+    private let phases = ActivationBuffer(), phaseSums = ActivationBuffer()
+    private var polyphase: PolyphasePlanes!
     private var input: UnsafePointer<Float>?
 
     /// `algorithm` nil chooses: Winograd F(4×4, 3×3) where it applies (3×3, stride 1, padding 1)
@@ -100,6 +100,7 @@ public final class Conv2d: Layer {
         guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
+        polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
         let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd4x4 : .im2col)
         switch chosen {
         case .im2col: winograd = nil
@@ -133,7 +134,7 @@ public final class Conv2d: Layer {
         let g = min(batch, chunk)
         product.reserve(g * outChannels * positions)
         cols.reserve(fieldSize * g * positions)
-        if stride == 2 { halves.reserve(2 * height * halfWidth) }
+        phases.reserve(polyphase.size); phaseSums.reserve(polyphase.size)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -152,8 +153,9 @@ public final class Conv2d: Layer {
             // [out, G·P] → NCHW, adding the bias on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
-                    let source = p + o * columns + g * P, destination = y + ((first + g) * outChannels + o) * P, b = bias[o]
-                    for i in 0 ..< P { destination[i] = source[i] + b }
+                    let source = p + o * columns + g * P, destination = y + ((first + g) * outChannels + o) * P
+                    let b = bias[o]
+                    Elementwise.map(source, source, into: destination, count: P) { v, _ in v + SIMD8(repeating: b) } scalar: { v, _ in v + b }
                 }
             }
         }
@@ -167,15 +169,15 @@ public final class Conv2d: Layer {
             return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
         }
         let P = positions, d = product.pointer
-        biasGrad.update(repeating: 0, count: outChannels)
-        // Stride 2 writes every input-gradient plane whole (col2im's merge); others add into zeros.
-        if needsInputGradient && stride != 2 { inputGrad.pointer.update(repeating: 0, count: batch * inChannels * height * width) }
+        if hasBias { biasGrad.update(repeating: 0, count: outChannels) }
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             // NCHW dY → [out, G·P], and the bias gradient on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
                     let source = dy + ((first + g) * outChannels + o) * P, destination = d + o * columns + g * P
+                    guard hasBias else { ShortRuns.copy(source, to: destination, count: P); continue }
+                    // A sum in order, so scalar: the bias gradient's bits are those of a plain loop.
                     var sum: Float = 0
                     for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
                     biasGrad[o] += sum
@@ -194,100 +196,58 @@ public final class Conv2d: Layer {
     }
 
     /// Row (c, ki, kj) of `cols`, column (g, oh, ow) = x[g, c, oh·s − pad + ki, ow·s − pad + kj]
-    /// or 0 outside the image, for the images of one chunk. For stride 1 each output row is one
-    /// contiguous copy.
+    /// or 0 outside the image, for the images of one chunk: per plane, its polyphase split,
+    /// then one run of outWidth floats per output row and kernel offset (`PolyphasePlanes`).
     private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>) {
-        let hw = halfWidth, even = halves.pointer, odd = even + height * hw
-        forEachKernelRow(images: images) { planeOffset, row, ki, kj in
-            let plane = x + planeOffset
-            // Stride 2: the plane's first kernel offset splits it (see `halves`).
-            if stride == 2 && ki == 0 && kj == 0 {
-                for h in 0 ..< height {
-                    EvenOdd.split(plane + h * width, pairs: width / 2, even: even + h * hw, odd: odd + h * hw)
-                    if width & 1 == 1 { even[h * hw + width / 2] = plane[h * width + width - 1] }
+        let phases = self.phases.pointer
+        forEachPlane(images: images) { planeOffset, rows in
+            polyphase.split(x + planeOffset, into: phases)
+            forEachKernelOffset(rows, images: images.count) { ki, kj, row in
+                let window = polyphase.window(ki * kernel + kj, in: phases)
+                for oh in 0 ..< outHeight {
+                    ShortRuns.copy(window + oh * polyphase.columns, to: row + oh * outWidth, count: outWidth)
                 }
-            }
-            forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
-                let dst = row + oh * outWidth
-                guard let ih else { dst.update(repeating: 0, count: outWidth); return }
-                if owStart > 0 { dst.update(repeating: 0, count: owStart) }
-                if stride == 1 {
-                    (dst + owStart).update(from: plane + ih * width + iwStart, count: owEnd - owStart)
-                } else if stride == 2 {
-                    // Columns iwStart, iwStart + 2, …: a run of the even or the odd half.
-                    let half = iwStart & 1 == 0 ? even : odd
-                    (dst + owStart).update(from: half + ih * hw + iwStart / 2, count: owEnd - owStart)
-                } else {
-                    for ow in owStart ..< owEnd { dst[ow] = plane[ih * width + iwStart + (ow - owStart) * stride] }
-                }
-                if owEnd < outWidth { (dst + owEnd).update(repeating: 0, count: outWidth - owEnd) }
             }
         }
     }
 
-    /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] += the dcols entries that read it.
+    /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] = the sum of the dcols entries that
+    /// read it, each plane written whole. Each value's terms are added in kernel-offset order,
+    /// starting from zero.
     private func col2im(images: Range<Int>) {
-        let dx = inputGrad.pointer, hw = halfWidth, even = halves.pointer, odd = even + height * hw, k = kernel
-        forEachKernelRow(images: images) { planeOffset, row, ki, kj in
-            let plane = dx + planeOffset
-            // Stride 2: the sums go into the zeroed halves, merged into the plane after its last
-            // kernel offset — each value added in the order the plane itself would take them.
-            if stride == 2 && ki == 0 && kj == 0 { even.update(repeating: 0, count: 2 * height * hw) }
-            forEachRow(ki: ki, kj: kj) { oh, ih, owStart, owEnd, iwStart in
-                guard let ih else { return }
-                let src = row + oh * outWidth
-                if stride == 1 {
-                    // Contiguous: a plain vectorisable add of one row segment.
-                    let dst = plane + ih * width + iwStart, s = src + owStart
-                    for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
-                } else if stride == 2 {
-                    let dst = (iwStart & 1 == 0 ? even : odd) + ih * hw + iwStart / 2, s = src + owStart
-                    for i in 0 ..< owEnd - owStart { dst[i] += s[i] }
-                } else {
-                    let dst = plane + ih * width + iwStart
-                    for ow in owStart ..< owEnd { dst[(ow - owStart) * stride] += src[ow] }
+        let dx = inputGrad.pointer, phases = phaseSums.pointer
+        forEachPlane(images: images) { planeOffset, rows in
+            phases.update(repeating: 0, count: polyphase.size)
+            forEachKernelOffset(rows, images: images.count) { ki, kj, row in
+                let window = polyphase.window(ki * kernel + kj, in: phases)
+                for oh in 0 ..< outHeight {
+                    ShortRuns.add(row + oh * outWidth, into: window + oh * polyphase.columns, count: outWidth)
                 }
             }
-            if stride == 2 && ki == k - 1 && kj == k - 1 {
-                for h in 0 ..< height {
-                    EvenOdd.merge(even: even + h * hw, odd: odd + h * hw, pairs: width / 2, into: plane + h * width)
-                    if width & 1 == 1 { plane[h * width + width - 1] = even[h * hw + width / 2] }
-                }
-            }
+            polyphase.merge(phases, into: dx + planeOffset)
         }
     }
 
-    /// The traversal im2col and col2im share: for each image of a chunk, input channel c and
-    /// kernel offset (ki, kj), the offset of plane (image, c) in an NCHW input-shaped tensor
-    /// and row (c, ki, kj) of `cols` at that image's columns.
+    /// For each image of a chunk and input channel c: the offset of plane (image, c) in an
+    /// NCHW input-shaped tensor, and where that image's columns start in row (c, 0, 0) of `cols`.
     @inline(__always)
-    private func forEachKernelRow(images: Range<Int>,
-                                  _ body: (_ planeOffset: Int, _ row: UnsafeMutablePointer<Float>, _ ki: Int, _ kj: Int) -> Void) {
-        let columns = images.count * positions, k = kernel
+    private func forEachPlane(images: Range<Int>, _ body: (_ planeOffset: Int, _ rows: UnsafeMutablePointer<Float>) -> Void) {
+        let columns = images.count * positions
         for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                let planeOffset = (image * inChannels + c) * height * width
-                for ki in 0 ..< k {
-                    for kj in 0 ..< k {
-                        body(planeOffset, cols.pointer + ((c * k + ki) * k + kj) * columns + g * positions, ki, kj)
-                    }
-                }
+                body((image * inChannels + c) * height * width, cols.pointer + c * kernel * kernel * columns + g * positions)
             }
         }
     }
 
-    /// For kernel offset (ki, kj) and each output row oh: the input row ih (nil if padding)
-    /// and the range of output columns [owStart, owEnd) that read inside the image, starting
-    /// at input column iwStart.
+    /// Kernel offsets (ki, kj) in order, with the image's columns in row (c, ki, kj) of `cols`
+    /// (`rows`: those of row (c, 0, 0); a row holds a chunk of `images`).
     @inline(__always)
-    private func forEachRow(ki: Int, kj: Int, _ body: (Int, Int?, Int, Int, Int) -> Void) {
-        // ow is valid when 0 ≤ ow·s − pad + kj < width.
-        let owStart = min(outWidth, max(0, (padding - kj + stride - 1) / stride))
-        let owEnd = max(owStart, min(outWidth, (width + padding - kj + stride - 1) / stride))
-        let iwStart = owStart * stride - padding + kj
-        for oh in 0 ..< outHeight {
-            let ih = oh * stride - padding + ki
-            body(oh, ih >= 0 && ih < height ? ih : nil, owStart, owEnd, iwStart)
+    private func forEachKernelOffset(_ rows: UnsafeMutablePointer<Float>, images: Int,
+                                     _ body: (_ ki: Int, _ kj: Int, _ row: UnsafeMutablePointer<Float>) -> Void) {
+        let columns = images * positions
+        for ki in 0 ..< kernel {
+            for kj in 0 ..< kernel { body(ki, kj, rows + (ki * kernel + kj) * columns) }
         }
     }
 

@@ -16,3 +16,45 @@ enum Elementwise {
         while i < n { z[i] = scalar(a[i], b[i]); i += 1 }
     }
 }
+
+/// Short runs of floats (a row of a small feature map: 7, 14, 28 values) copied and added
+/// without a library call per run: `memcpy`'s call and size dispatch cost more than the
+/// copy itself at these lengths.
+enum ShortRuns {
+    /// dst[i] = src[i] for i < n: blocks of 8 (or 4), the last one shifted back to end at n.
+    @inline(__always)
+    static func copy(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count n: Int) {
+        if n >= 8 {
+            forEachOverlappingBlock(of: 8, covering: n) { j in SIMD8<Float>(loading: src + j).store(dst + j) }
+        } else if n >= 4 {
+            forEachOverlappingBlock(of: 4, covering: n) { j in SIMD4<Float>(loading: src + j).store(dst + j) }
+        } else {
+            for j in 0 ..< n { dst[j] = src[j] }
+        }
+    }
+
+    /// dst[i] += src[i] for i < n: blocks of 8, then 4, then one by one (an add may not
+    /// repeat, so no block overlaps another). Each value gets one add, so the sums are those
+    /// of a plain loop.
+    @inline(__always)
+    static func add(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count n: Int) {
+        var j = 0
+        while j + 8 <= n { (SIMD8<Float>(loading: dst + j) + SIMD8<Float>(loading: src + j)).store(dst + j); j += 8 }
+        if j + 4 <= n { (SIMD4<Float>(loading: dst + j) + SIMD4<Float>(loading: src + j)).store(dst + j); j += 4 }
+        while j < n { dst[j] += src[j]; j += 1 }
+    }
+}
+
+extension ShortRuns {
+    /// dst[i] = 0 for i < n (a plain loop would become a `memset` call).
+    @inline(__always)
+    static func zero(_ dst: UnsafeMutablePointer<Float>, count n: Int) {
+        if n >= 8 {
+            forEachOverlappingBlock(of: 8, covering: n) { j in SIMD8<Float>(repeating: 0).store(dst + j) }
+        } else if n >= 4 {
+            forEachOverlappingBlock(of: 4, covering: n) { j in SIMD4<Float>(repeating: 0).store(dst + j) }
+        } else {
+            for j in 0 ..< n { dst[j] = 0 }
+        }
+    }
+}
