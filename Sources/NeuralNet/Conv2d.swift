@@ -163,9 +163,21 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
+        backward(dy, batch: batch, needsInputGradient: needsInputGradient, addend: nil)
+    }
+
+    /// Backward whose input gradient is dx + `addend`: a residual block's sum of its two paths,
+    /// added to each plane of dx as it is made, while it is in cache, instead of in a pass of
+    /// its own over both (`Residual`). The same bits as that pass: each value is one addition.
+    public func backward(_ dy: UnsafePointer<Float>, batch: Int, addingTo addend: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        backward(dy, batch: batch, needsInputGradient: true, addend: addend)!
+    }
+
+    private func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool,
+                          addend: UnsafePointer<Float>?) -> UnsafePointer<Float>? {
         if let winograd {
             winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
-                              inputGradient: needsInputGradient ? inputGrad.pointer : nil, batch: batch)
+                              inputGradient: needsInputGradient ? inputGrad.pointer : nil, adding: addend, batch: batch)
             return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
         }
         let P = positions, d = product.pointer
@@ -189,7 +201,7 @@ public final class Conv2d: Layer {
             if needsInputGradient {
                 sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
                       a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: cols.pointer, ldc: columns)
-                col2im(images: first ..< first + images)
+                col2im(images: first ..< first + images, adding: addend)
             }
         }
         return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
@@ -214,7 +226,7 @@ public final class Conv2d: Layer {
     /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] = the sum of the dcols entries that
     /// read it, each plane written whole. Each value's terms are added in kernel-offset order,
     /// starting from zero.
-    private func col2im(images: Range<Int>) {
+    private func col2im(images: Range<Int>, adding addend: UnsafePointer<Float>?) {
         let dx = inputGrad.pointer, phases = phaseSums.pointer
         forEachPlane(images: images) { planeOffset, rows in
             phases.update(repeating: 0, count: polyphase.size)
@@ -225,6 +237,7 @@ public final class Conv2d: Layer {
                 }
             }
             polyphase.merge(phases, into: dx + planeOffset)
+            if let addend { ShortRuns.add(addend + planeOffset, into: dx + planeOffset, count: height * width) }
         }
     }
 

@@ -2,7 +2,8 @@
 /// shortcut the identity or a projection — a 1×1 convolution with F's stride and no bias,
 /// then a batch norm (the "option B" shortcut of ResNets, `torchvision`'s `downsample`).
 ///
-/// Backward adds the two paths' input gradients. Names follow a PyTorch module with
+/// Backward adds the two paths' input gradients: the shortcut's first, then the first layer's —
+/// a convolution adds the shortcut's into each plane of its own as it makes it. Names follow a PyTorch module with
 /// `self.layers = nn.Sequential(…)` and `self.shortcut = nn.Sequential(…)` (empty for the
 /// identity): "3.layers.0.weight", "3.shortcut.1.running_mean", … (the module's source:
 /// `GPTModuleSource.residual`, in exports' metadata).
@@ -105,9 +106,13 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
             dy = UnsafePointer(masked)
         }
         var main: UnsafePointer<Float>? = dy
-        for layer in layers.reversed() { main = layer.backward(main!, batch: batch, needsInputGradient: true) }
+        for layer in layers.dropFirst().reversed() { main = layer.backward(main!, batch: batch, needsInputGradient: true) }
         var side: UnsafePointer<Float>? = dy
         for layer in shortcut.reversed() { side = layer.backward(side!, batch: batch, needsInputGradient: true) }
+        // The first layer's input gradient and the shortcut's, summed: by a convolution as it
+        // makes its planes (the usual case), else in a pass of their own.
+        if needsInputGradient, let conv = layers.first as? Conv2d { return conv.backward(main!, batch: batch, addingTo: side!) }
+        main = layers.first?.backward(main!, batch: batch, needsInputGradient: true) ?? main
         guard needsInputGradient, let main, let side else { return nil }
         let dx = inputGrad.pointer
         for i in 0 ..< batch * inputSize { dx[i] = main[i] + side[i] }

@@ -47,9 +47,10 @@ protocol WinogradConvolution: AnyObject {
     /// y = conv(x, weight) + bias for `batch` NCHW images.
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int)
-    /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx.
+    /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx (+ `addend`).
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
-                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int)
+                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
+                  adding addend: UnsafePointer<Float>?, batch: Int)
 }
 
 extension WinogradConvolution {
@@ -100,8 +101,11 @@ extension WinogradConvolution {
         }
     }
 
+    /// `addend`, when given, is added to the input gradient plane by plane as each is made
+    /// (a residual block's other path: see `Conv2d.backward(_:batch:addingTo:)`).
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
-                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?, batch: Int) {
+                  biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
+                  adding addend: UnsafePointer<Float>?, batch: Int) {
         let (C, O) = (inChannels, outChannels)
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
@@ -124,11 +128,11 @@ extension WinogradConvolution {
                       b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {
-            case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx)
-            case .rows(4): inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx)
-            case .rows: inverseTransformInputs(Float.self, images: images, into: dx)
-            case .pairedRows(lanes: 8): inverseTransformInputs(PairedQuads.self, images: images, into: dx)
-            case .pairedRows: inverseTransformInputs(PairedPairs.self, images: images, into: dx)
+            case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx, adding: addend)
+            case .rows(4): inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx, adding: addend)
+            case .rows: inverseTransformInputs(Float.self, images: images, into: dx, adding: addend)
+            case .pairedRows(lanes: 8): inverseTransformInputs(PairedQuads.self, images: images, into: dx, adding: addend)
+            case .pairedRows: inverseTransformInputs(PairedPairs.self, images: images, into: dx, adding: addend)
             }
         }
         inverseTransformWeightGradient(into: weightGrad)
@@ -172,12 +176,14 @@ extension WinogradConvolution {
     }
 
     /// dx for every input plane of the chunk's images (V holds dV).
-    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>) {
-        let C = inChannels, T = images.count * tilesPerImage
+    private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>,
+                                                      adding addend: UnsafePointer<Float>?) {
+        let C = inChannels, T = images.count * tilesPerImage, size = height * width
         for (g, image) in images.enumerated() {
             for c in 0 ..< C {
-                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T),
-                                      into: dx + (image * C + c) * height * width)
+                let plane = (image * C + c) * size
+                inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T), into: dx + plane)
+                if let addend { ShortRuns.add(addend + plane, into: dx + plane, count: size) }
             }
         }
     }

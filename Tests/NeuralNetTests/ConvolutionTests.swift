@@ -77,4 +77,37 @@ final class ConvolutionTests: XCTestCase {
             }
         }
     }
+
+    /// Property: backward(dy, addingTo: a) — a residual block's sum of its paths, made as each
+    /// input-gradient plane is — gives, bit for bit, the input gradient plus a, and the same
+    /// weight gradient, for Winograd F(4×4) and F(2×2) and for im2col at strides 1 and 2.
+    func testBackwardAddingToEqualsTheSumBitForBit() throws {
+        let cases: [(conv: Conv2d, c: Int, h: Int, w: Int)] = [
+            (Conv2d(8, 8, kernel: 3, padding: 1, bias: false), 8, 10, 9),
+            (Conv2d(8, 5, kernel: 3, padding: 1, algorithm: .winograd), 8, 7, 12),
+            (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 9, 10),
+            (Conv2d(8, 4, kernel: 1, stride: 2, bias: false), 8, 8, 7),
+            (Conv2d(2, 3, kernel: 3, padding: 1), 2, 6, 5)]
+        for t in cases {
+            let conv = t.conv, batch = 3
+            let model = try Sequential([conv, Flatten(), Linear(try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *), 2)],
+                                       inputShape: [t.c, t.h, t.w])
+            model.initialize(seed: 5)
+            model.reserve(batch: batch)
+            let outputCount = batch * (try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *))
+            var g = SeededGenerator(seed: 6)
+            let x = (0 ..< batch * t.c * t.h * t.w).map { _ in g.uniform(-1, 1) }
+            let dy = (0 ..< outputCount).map { _ in g.uniform(-1, 1) }
+            let addend = (0 ..< x.count).map { _ in g.uniform(-1, 1) }
+            _ = x.withUnsafeBufferPointer { conv.forward($0.baseAddress!, batch: batch, training: true) }
+            let view = model.parameters.views[0]
+            let dx = dy.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: conv.backward($0.baseAddress!, batch: batch, needsInputGradient: true)!, count: x.count)) }
+            let dw = Array(model.parameters.gradients(of: view))
+            let summed = dy.withUnsafeBufferPointer { d in
+                addend.withUnsafeBufferPointer { a in Array(UnsafeBufferPointer(start: conv.backward(d.baseAddress!, batch: batch, addingTo: a.baseAddress!), count: x.count)) }
+            }
+            XCTAssertEqual(summed.map(\.bitPattern), zip(dx, addend).map { ($0 + $1).bitPattern }, "\(conv.summary), \(conv.algorithm)")
+            XCTAssertEqual(Array(model.parameters.gradients(of: view)).map(\.bitPattern), dw.map(\.bitPattern), "\(conv.summary)")
+        }
+    }
 }
