@@ -21,7 +21,7 @@
 ///
 /// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
 /// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
-public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
+public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientPlacing {
     public let channels: Int
     public let epsilon: Float, momentum: Float
     /// 2 for `nn.BatchNorm2d` ([C, H, W]), 1 for `nn.BatchNorm1d` ([C] or [C, L]).
@@ -40,6 +40,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
     private var runningMean: UnsafeMutablePointer<Float>!, runningVar: UnsafeMutablePointer<Float>!
     private var batchesTracked: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    var inputGradientTarget: UnsafeMutablePointer<Float>?
     /// The last forward's input and, per channel, the mean and 1/√(σ² + eps) it normalised
     /// with: backward recomputes x̂ = (x − μ)·rstd from them, bit for bit as forward did, instead
     /// of forward writing x̂ out (one stream less, and a batch-sized buffer less per batch norm).
@@ -101,7 +102,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
 
     public func reserve(batch: Int) {
         let n = batch * channels * spatial
-        output.reserve(n); inputGrad.reserve(n); means.reserve(channels); rstds.reserve(channels)
+        output.reserve(n); means.reserve(channels); rstds.reserve(channels)
+        if inputGradientTarget == nil { inputGrad.reserve(n) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -147,7 +149,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing {
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer, dx = inputGrad.pointer
+        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer, dx = inputGradientTarget ?? inputGrad.pointer
         // Image by image, in memory order, as forward's sums.
         sums.update(repeating: 0)
         for b in 0 ..< batch {

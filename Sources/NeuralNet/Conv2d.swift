@@ -13,7 +13,7 @@
 /// G is chosen so that `cols` stays about 512 KB: im2col, the GEMM's B panel, col2im and the
 /// layout passes then run in cache instead of streaming a [K, N·OH·OW] matrix (29 MB for the
 /// cnn's second conv at batch 128) through DRAM several times per step.
-public final class Conv2d: Layer {
+public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
         /// im2col + sgemm; Winograd F(2×2, 3×3) (`Winograd3x3`); Winograd F(4×4, 3×3) (`Winograd4x4`).
@@ -33,6 +33,8 @@ public final class Conv2d: Layer {
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
+    var inputGradientTarget: UnsafeMutablePointer<Float>?
+    private var dx: UnsafeMutablePointer<Float> { inputGradientTarget ?? inputGrad.pointer }
     private let cols = ActivationBuffer(), product = ActivationBuffer()
     /// One input plane's polyphase components (`PolyphasePlanes`): im2col's source (its padding
     /// zeroed once, when allocated, and never written) and col2im's sums.
@@ -129,7 +131,7 @@ public final class Conv2d: Layer {
 
     public func reserve(batch: Int) {
         output.reserve(batch * outChannels * positions)
-        inputGrad.reserve(batch * inChannels * height * width)
+        if inputGradientTarget == nil { inputGrad.reserve(batch * inChannels * height * width) }
         guard winograd == nil else { return }
         let g = min(batch, chunk)
         product.reserve(g * outChannels * positions)
@@ -177,8 +179,8 @@ public final class Conv2d: Layer {
                           addend: UnsafePointer<Float>?) -> UnsafePointer<Float>? {
         if let winograd {
             winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
-                              inputGradient: needsInputGradient ? inputGrad.pointer : nil, adding: addend, batch: batch)
-            return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
+                              inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch)
+            return needsInputGradient ? UnsafePointer(dx) : nil
         }
         let P = positions, d = product.pointer
         if hasBias { biasGrad.update(repeating: 0, count: outChannels) }
@@ -204,7 +206,7 @@ public final class Conv2d: Layer {
                 col2im(images: first ..< first + images, adding: addend)
             }
         }
-        return needsInputGradient ? UnsafePointer(inputGrad.pointer) : nil
+        return needsInputGradient ? UnsafePointer(dx) : nil
     }
 
     /// Row (c, ki, kj) of `cols`, column (g, oh, ow) = x[g, c, oh·s − pad + ki, ow·s − pad + kj]
@@ -227,7 +229,7 @@ public final class Conv2d: Layer {
     /// read it, each plane written whole. Each value's terms are added in kernel-offset order,
     /// starting from zero.
     private func col2im(images: Range<Int>, adding addend: UnsafePointer<Float>?) {
-        let dx = inputGrad.pointer, phases = phaseSums.pointer
+        let dx = self.dx, phases = phaseSums.pointer
         forEachPlane(images: images) { planeOffset, rows in
             phases.update(repeating: 0, count: polyphase.size)
             forEachKernelOffset(rows, images: images.count) { ki, kj, row in

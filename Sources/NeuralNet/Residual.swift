@@ -16,6 +16,10 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     var appliesReLU = false
     private var inputSize = 0, size = 0
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), maskedGrad = ActivationBuffer()
+    /// Set by `placeGradients`: where backward puts the masked dy, and where its result lands.
+    var pooledGradients: (masked: UnsafeMutablePointer<Float>, result: UnsafeMutablePointer<Float>)?
+    /// Whether backward passes its gradients through the model's shared buffers (`placeGradients`).
+    public var sharesGradients: Bool { pooledGradients != nil }
 
     /// `layers` must already have their shapes (built from `input` on), `shortcut` too.
     public init(layers: [Layer], shortcut: [Layer]) {
@@ -78,6 +82,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public func reserve(batch: Int) {
         for part in named { part.layer.reserve(batch: batch) }
         output.reserve(batch * size)
+        guard pooledGradients == nil else { return }
         inputGrad.reserve(batch * inputSize)
         if appliesReLU { maskedGrad.reserve(batch * size) }
     }
@@ -99,7 +104,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         var dy = dy
         if appliesReLU {
-            let masked = maskedGrad.pointer
+            let masked = pooledGradients?.masked ?? maskedGrad.pointer
             Elementwise.map(dy, UnsafePointer(output.pointer), into: masked, count: batch * size) { d, y in
                 rectifiedGradient(d, preActivation: y)
             } scalar: { d, y in y > 0 ? d : 0 }
@@ -123,6 +128,9 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public func takeFailure() -> Error? {
         collectiveParts.compactMap { $0.takeFailure() }.first
     }
+
+    /// Floats a gradient of this block takes at `batch`: its input's or its output's, the larger.
+    func gradientSize(batch: Int) -> Int { batch * max(inputSize, size) }
 
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
         named.reduce((0, 0, 0)) { total, part in

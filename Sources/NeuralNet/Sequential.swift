@@ -15,6 +15,9 @@ public final class Sequential: Model {
     public let parameters: FlatParameters
     public let loss: SoftmaxCrossEntropy
     public private(set) var reservedBatch = 0
+    /// The residual blocks' shared backward gradients (`GradientPool`).
+    private let gradientPool = GradientPool()
+    private let sharesGradients: Bool
 
     public var classes: Int { outputShape.reduce(1, *) }
     public var labelsPerSample: Int { 1 }
@@ -22,9 +25,12 @@ public final class Sequential: Model {
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
     /// `fusesReLUs`: batch norms and residual blocks apply the ReLU that follows them
     /// (`fuseReLUs`; the same bits, fewer passes; off only to test that).
+    /// `sharesGradients`: residual blocks pass their backward gradients through three shared
+    /// buffers (`GradientPool`; the same bits, less memory traffic; off only to test that).
     public init(_ layers: [Layer], inputShape: [Int],
-                gradientStorage: GradientStorage? = nil, fusesReLUs: Bool = true) throws {
+                gradientStorage: GradientStorage? = nil, fusesReLUs: Bool = true, sharesGradients: Bool = true) throws {
         self.layers = layers
+        self.sharesGradients = sharesGradients
         if fusesReLUs { fuseReLUs(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
@@ -75,6 +81,9 @@ public final class Sequential: Model {
     /// Allocates activations and scratch for batches up to `batch`; the hot path never allocates.
     public func reserve(batch: Int) {
         guard batch > reservedBatch else { return }
+        let blocks = layers.compactMap { $0 as? Residual }
+        let pool = blocks.isEmpty || !sharesGradients ? nil : gradientPool.reserve(blocks.map { $0.gradientSize(batch: batch) }.max()!)
+        for block in blocks { block.placeGradients(in: pool) }
         for layer in layers { layer.reserve(batch: batch) }
         reservedBatch = batch
     }

@@ -95,6 +95,47 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "evaluation's logits differ")
     }
 
+    /// Property: residual blocks that pass their backward gradients through the model's three
+    /// shared buffers (`GradientPool`) give the same bits as blocks with a buffer per layer —
+    /// loss and every gradient, over two steps on different inputs (a gradient left in a shared
+    /// buffer must not leak into the next) — for identity and projection blocks, im2col and
+    /// Winograd convolutions, and beside a block that keeps its own (it holds a nested block).
+    func testSharedGradientBuffersGiveTheSameBits() throws {
+        let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
+        func conv(_ out: Int, stride: Int = 1) -> LayerSpec { .conv2d(out: out, kernel: 3, stride: stride, padding: 1, bias: false) }
+        let spec: [LayerSpec] = [
+            conv(8), bn, .relu,
+            .residual(layers: [conv(8), bn, .relu, conv(8), bn], shortcut: "identity"), .relu,
+            .residual(layers: [conv(8), bn, .relu, .residual(layers: [conv(8), bn], shortcut: "identity"), .relu], shortcut: "identity"), .relu,
+            .residual(layers: [conv(4, stride: 2), bn, .relu, conv(4), bn], shortcut: "projection"), .relu,
+            .residual(layers: [conv(4), bn, .relu, conv(4), bn], shortcut: "identity"), .relu,
+            .globalavgpool2d, .linear(out: nil)]
+        let shape = [2, 10, 10], batch = 4
+        let models = try [true, false].map { shares in
+            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, sharesGradients: shares)
+            m.initialize(seed: 9)
+            var draw = SeededGenerator(seed: 12)
+            for i in 0 ..< m.parameters.count { m.parameters.parameters[i] = Float.random(in: -1 ... 1, using: &draw) }
+            m.reserve(batch: batch)
+            return m
+        }
+        XCTAssertEqual(models[0].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [true, false, true, true])
+        XCTAssertEqual(models[1].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [false, false, false, false])
+        var generator = SeededGenerator(seed: 4)
+        for step in 0 ..< 2 {
+            let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 1, using: &generator) }
+            let labels: [Int32] = (0 ..< batch).map { Int32(($0 + step) % 3) }
+            let losses = try models.map { m in
+                try input.withUnsafeBufferPointer { x in
+                    try labels.withUnsafeBufferPointer { try m.computeGradients(input: x, labels: $0, batch: batch, forwardDone: nil, unitDone: nil).loss }
+                }
+            }
+            XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "step \(step)")
+            XCTAssertEqual(models[0].parameters.gradients.map(\.bitPattern), models[1].parameters.gradients.map(\.bitPattern), "step \(step)")
+            XCTAssertGreaterThan(models[0].parameters.gradients.filter { $0 != 0 }.count, models[0].parameters.count / 2)
+        }
+    }
+
     /// Training: (x − μ_B)/√(σ²_B + eps)·γ + β per channel, running mean and (unbiased)
     /// variance moved by momentum 0.1, num_batches_tracked 1; evaluation: the running statistics.
     func testBatchNormMatchesTheDefinitionAndPyTorchsRunningUpdate() throws {
