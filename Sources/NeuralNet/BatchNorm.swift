@@ -33,6 +33,11 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// and back after.
     public var gradientWeight: Double = 1
     var appliesReLU = false
+    /// A residual block's shortcut output when this batch norm ends the block's main path: the
+    /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
+    /// made in this pass instead of one of its own over two stored tensors (`Residual`). Set
+    /// by the block around each forward; backward is unchanged (the sum passes dy to both).
+    var residualSide: UnsafePointer<Float>?, sideReLU = false
     private var failure: Error?
     private var spatial = 1
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
@@ -141,8 +146,13 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
-                Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], relu: appliesReLU,
-                               y: y + offset)
+                if let side = residualSide {
+                    Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], adding: side + offset,
+                                   relu: sideReLU, y: y + offset)
+                } else {
+                    Self.normalize(x + offset, s, mean: mean[ch], rstd: rstd[ch], gamma: weight[ch], beta: bias[ch], relu: appliesReLU,
+                                   y: y + offset)
+                }
             }
         }
         return UnsafePointer(y)
@@ -203,6 +213,23 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
             }
         }
         while i < n { let v = (x[i] - mean) * rstd, z = v * gamma + beta; y[i] = relu ? max(z, 0) : z; i += 1 }
+    }
+
+    /// normalize's values plus `side` (a residual block's sum), then max(·, 0) when `relu`: the
+    /// same operations, in the same order, as `normalize` followed by the block's sum.
+    @inline(__always)
+    private static func normalize(_ x: UnsafePointer<Float>, _ n: Int, mean: Float, rstd: Float, gamma: Float, beta: Float,
+                                  adding side: UnsafePointer<Float>, relu: Bool, y: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD8<Float>
+        let m = V(repeating: mean), r = V(repeating: rstd), g = V(repeating: gamma), b = V(repeating: beta)
+        var i = 0
+        while i + 8 <= n {
+            let v = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
+            let sum = (v * g + b) + UnsafeRawPointer(side + i).loadUnaligned(as: V.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: relu ? rectified(sum) : sum, as: V.self)
+            i += 8
+        }
+        while i < n { let v = (x[i] - mean) * rstd, z = (v * gamma + beta) + side[i]; y[i] = relu ? max(z, 0) : z; i += 1 }
     }
 
     /// (Σ dy, Σ dy·x̂) over one row in double precision (four double lanes), x̂ recomputed from x

@@ -18,6 +18,13 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), maskedGrad = ActivationBuffer()
     /// Set by `placeGradients`: where backward puts the masked dy, and where its result lands.
     var pooledGradients: (masked: UnsafeMutablePointer<Float>, result: UnsafeMutablePointer<Float>)?
+    /// The main path's last layer, a batch norm, makes the block's sum (and ReLU) in its
+    /// output pass (`BatchNorm.residualSide`): the block then has no sum pass of its own, nor
+    /// an output buffer. Set by `fuseResidualSums`, before the first `reserve`.
+    public internal(set) var sumsInLastNorm = false
+    private var summingNorm: BatchNorm? { sumsInLastNorm ? layers.last as? BatchNorm : nil }
+    /// The last forward's output: the summing batch norm's buffer, or `output`.
+    private var blockOutput: UnsafePointer<Float>?
     /// Whether backward passes its gradients through the model's shared buffers (`placeGradients`).
     public var sharesGradients: Bool { pooledGradients != nil }
 
@@ -81,18 +88,31 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
 
     public func reserve(batch: Int) {
         for part in named { part.layer.reserve(batch: batch) }
-        output.reserve(batch * size)
+        if summingNorm == nil { output.reserve(batch * size) }
         guard pooledGradients == nil else { return }
         inputGrad.reserve(batch * inputSize)
         if appliesReLU { maskedGrad.reserve(batch * size) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
+        if let last = summingNorm {
+            // The shortcut first, so that the main path's last batch norm adds it (and applies
+            // the ReLU) in its own output pass: that pass's output is the block's.
+            var side = x
+            for layer in shortcut { side = layer.forward(side, batch: batch, training: training) }
+            (last.residualSide, last.sideReLU) = (side, appliesReLU)
+            defer { last.residualSide = nil }
+            var main = x
+            for layer in layers { main = layer.forward(main, batch: batch, training: training) }
+            blockOutput = main
+            return main
+        }
         var main = x
         for layer in layers { main = layer.forward(main, batch: batch, training: training) }
         var side = x
         for layer in shortcut { side = layer.forward(side, batch: batch, training: training) }
         let y = output.pointer, n = batch * size
+        blockOutput = UnsafePointer(y)
         if appliesReLU {
             Elementwise.map(main, side, into: y, count: n) { a, b in rectified(a + b) } scalar: { a, b in max(a + b, 0) }
         } else {
@@ -105,7 +125,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         var dy = dy
         if appliesReLU {
             let masked = pooledGradients?.masked ?? maskedGrad.pointer
-            Elementwise.map(dy, UnsafePointer(output.pointer), into: masked, count: batch * size) { d, y in
+            Elementwise.map(dy, blockOutput!, into: masked, count: batch * size) { d, y in
                 rectifiedGradient(d, preActivation: y)
             } scalar: { d, y in y > 0 ? d : 0 }
             dy = UnsafePointer(masked)
@@ -137,5 +157,16 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
             let f = part.layer.flopsPerSample
             return (total.0 + f.forward, total.1 + f.weightGradient, total.2 + f.inputGradient)
         }
+    }
+}
+
+/// Lets every residual block in `layers` (nested ones included) whose main path ends with a
+/// batch norm make its sum in that batch norm's output pass (`Residual.sumsInLastNorm`): the
+/// same operations in the same order, one pass and one stored tensor fewer.
+func fuseResidualSums(_ layers: [Layer]) {
+    for case let block as Residual in layers {
+        block.sumsInLastNorm = block.layers.last is BatchNorm
+        fuseResidualSums(block.layers)
+        fuseResidualSums(block.shortcut)
     }
 }

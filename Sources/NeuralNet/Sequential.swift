@@ -23,15 +23,17 @@ public final class Sequential: Model {
     public var labelsPerSample: Int { 1 }
 
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
-    /// `fusesReLUs`: batch norms and residual blocks apply the ReLU that follows them
-    /// (`fuseReLUs`; the same bits, fewer passes; off only to test that).
+    /// `fusesPasses`: batch norms and residual blocks apply the ReLU that follows them
+    /// (`fuseReLUs`), and a block whose main path ends with a batch norm makes its sum in that
+    /// batch norm's output pass (`fuseResidualSums`) — the same bits, fewer passes; off only
+    /// to test that.
     /// `sharesGradients`: residual blocks pass their backward gradients through three shared
     /// buffers (`GradientPool`; the same bits, less memory traffic; off only to test that).
     public init(_ layers: [Layer], inputShape: [Int],
-                gradientStorage: GradientStorage? = nil, fusesReLUs: Bool = true, sharesGradients: Bool = true) throws {
+                gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesGradients: Bool = true) throws {
         self.layers = layers
         self.sharesGradients = sharesGradients
-        if fusesReLUs { fuseReLUs(layers) }
+        if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
         collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }

@@ -37,10 +37,11 @@ final class BatchNormResidualTests: XCTestCase {
         }
     }
 
-    /// Property: a ReLU fused into the batch norm or residual sum before it (`fuseReLUs`) gives
-    /// the same bits as the separate layers — logits, loss, every gradient, the running
-    /// statistics, and evaluation's logits — with a projection block and a nested block; and
-    /// the fusion happened (the ReLUs pass through).
+    /// Property: a ReLU fused into the batch norm or residual sum before it (`fuseReLUs`), and
+    /// a block's sum made by its last batch norm (`fuseResidualSums`), give the same bits as
+    /// the separate passes — logits, loss, every gradient, the running statistics, and
+    /// evaluation's logits — with a projection block and a nested block; and the fusion
+    /// happened (the ReLUs pass through, the blocks sum in their batch norms).
     func testFusedReLUsGiveTheSameBitsAsSeparateLayers() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         let spec: [LayerSpec] = [
@@ -55,7 +56,7 @@ final class BatchNormResidualTests: XCTestCase {
             .relu, .globalavgpool2d, .linear(out: nil)]
         let shape = [2, 9, 9], batch = 5
         func model(fused: Bool) throws -> Sequential {
-            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesReLUs: fused)
+            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
             m.initialize(seed: 7)
             return m
         }
@@ -67,6 +68,8 @@ final class BatchNormResidualTests: XCTestCase {
         }
         XCTAssertEqual(relus(fused.layers).map(\.isFused), Array(repeating: true, count: 6))
         XCTAssertEqual(relus(separate.layers).map(\.isFused), Array(repeating: false, count: 6))
+        XCTAssertEqual(fused.layers.compactMap { ($0 as? Residual)?.sumsInLastNorm }, [false, true])
+        XCTAssertEqual(separate.layers.compactMap { ($0 as? Residual)?.sumsInLastNorm }, [false, false])
         // Every parameter drawn anew, the same in both models: batch norms' γ of both signs and
         // β ≠ 0, so that the recomputed pre-activation x̂·γ + β, not x̂, must set the mask.
         for m in [fused, separate] {
