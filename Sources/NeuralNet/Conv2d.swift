@@ -114,6 +114,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
         return [outChannels, outHeight, outWidth]
     }
 
+    /// The floats of V and M its Winograd passes need (nil for im2col).
+    var winogradScratchFloats: (v: Int, m: Int)? { winograd?.scratchFloats }
+    /// Makes the Winograd passes use the model's shared V and M (`WinogradScratch`).
+    func shareWinogradScratch(_ scratch: WinogradScratch) { winograd?.scratch = scratch }
+
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
         weight = parameters[0]; weightGrad = gradients[0]
         (bias, biasGrad) = hasBias ? (parameters[1], gradients[1]) : (zeroBias.baseAddress!, unusedBiasGrad.baseAddress!)

@@ -17,7 +17,7 @@ public final class Sequential: Model {
     public private(set) var reservedBatch = 0
     /// The residual blocks' shared backward gradients (`GradientPool`).
     private let gradientPool = GradientPool()
-    private let sharesGradients: Bool
+    private let sharesBuffers: Bool
 
     public var classes: Int { outputShape.reduce(1, *) }
     public var labelsPerSample: Int { 1 }
@@ -27,12 +27,13 @@ public final class Sequential: Model {
     /// (`fuseReLUs`), and a block whose main path ends with a batch norm makes its sum in that
     /// batch norm's output pass (`fuseResidualSums`) — the same bits, fewer passes; off only
     /// to test that.
-    /// `sharesGradients`: residual blocks pass their backward gradients through three shared
-    /// buffers (`GradientPool`; the same bits, less memory traffic; off only to test that).
+    /// `sharesBuffers`: residual blocks pass their backward gradients through three shared
+    /// buffers (`GradientPool`), and the Winograd convolutions share one V and M
+    /// (`WinogradScratch`) — the same bits, buffers that stay in cache; off only to test that.
     public init(_ layers: [Layer], inputShape: [Int],
-                gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesGradients: Bool = true) throws {
+                gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesBuffers: Bool = true) throws {
         self.layers = layers
-        self.sharesGradients = sharesGradients
+        self.sharesBuffers = sharesBuffers
         if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
@@ -84,10 +85,25 @@ public final class Sequential: Model {
     public func reserve(batch: Int) {
         guard batch > reservedBatch else { return }
         let blocks = layers.compactMap { $0 as? Residual }
-        let pool = blocks.isEmpty || !sharesGradients ? nil : gradientPool.reserve(blocks.map { $0.gradientSize(batch: batch) }.max()!)
+        let pool = blocks.isEmpty || !sharesBuffers ? nil : gradientPool.reserve(blocks.map { $0.gradientSize(batch: batch) }.max()!)
         for block in blocks { block.placeGradients(in: pool) }
+        if sharesBuffers { shareWinogradScratch() }
         for layer in layers { layer.reserve(batch: batch) }
         reservedBatch = batch
+    }
+
+    /// Gives every Winograd convolution (in residual blocks too) one V and M, sized for the
+    /// largest (`WinogradScratch`).
+    private func shareWinogradScratch() {
+        func convolutions(_ layers: [Layer]) -> [Conv2d] {
+            layers.flatMap { layer -> [Conv2d] in
+                (layer as? Conv2d).map { [$0] } ?? (layer as? Residual).map { convolutions($0.layers + $0.shortcut) } ?? []
+            }
+        }
+        let winograd = convolutions(layers).filter { $0.winogradScratchFloats != nil }
+        guard let v = winograd.map({ $0.winogradScratchFloats!.v }).max(), let m = winograd.map({ $0.winogradScratchFloats!.m }).max() else { return }
+        let shared = WinogradScratch(v: v, m: m)
+        for conv in winograd { conv.shareWinogradScratch(shared) }
     }
 
     /// Logits for `batch` samples of `input` (batch × inputSize values, NCHW).

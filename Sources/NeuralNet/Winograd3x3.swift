@@ -49,7 +49,7 @@ final class Winograd3x3: WinogradConvolution {
     let maximumLanes: Int
     var tilesPerImage: Int { tileRows * tileColumns }
     let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    var scratch: WinogradScratch?
     /// Two padded planes of 2·tileRows + 2 rows, each row stored as its even columns E then its
     /// odd columns O (`half` = tileColumns + 1 of each), each plane with its own invariant:
     /// `inputPlane` is the zero-padded input of the forward transform — only its interior is
@@ -75,14 +75,14 @@ final class Winograd3x3: WinogradConvolution {
         (tileRows, tileColumns) = ((height + 1) / 2, (width + 1) / 2)
         let tiles = tileRows * tileColumns
         chunk = Self.imagesPerChunk(inChannels: inChannels, outChannels: outChannels, tilesPerImage: tiles)
-        (u, du, v, m) = Self.allocateMatrices(inChannels: inChannels, outChannels: outChannels, chunk: chunk, tilesPerImage: tiles)
+        (u, du) = Self.allocateWeightMatrices(inChannels: inChannels, outChannels: outChannels)
         inputPlane = zeroedFloats((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
         gradientPlane = zeroedFloats((2 * tileRows + 2) * 2 * (tileColumns + 1) + Self.slack)
         rowScratch = zeroedFloats(16 * (tileColumns + Self.slack))
     }
 
     deinit {
-        for p in [u, du, v, m, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
+        for p in [u, du, inputPlane, gradientPlane, rowScratch] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
     /// Matrices of U, V and M: one per element of a transformed tile.

@@ -33,7 +33,7 @@ final class Winograd4x4: WinogradConvolution {
     let maximumLanes: Int
     var tilesPerImage: Int { tileRows * tileColumns }
     let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    var scratch: WinogradScratch?
     /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
     /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
     /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
@@ -55,7 +55,7 @@ final class Winograd4x4: WinogradConvolution {
         (tileRows, tileColumns) = ((height + 3) / 4, (width + 3) / 4)
         let tiles = tileRows * tileColumns
         chunk = Self.imagesPerChunk(inChannels: inChannels, outChannels: outChannels, tilesPerImage: tiles)
-        (u, du, v, m) = Self.allocateMatrices(inChannels: inChannels, outChannels: outChannels, chunk: chunk, tilesPerImage: tiles)
+        (u, du) = Self.allocateWeightMatrices(inChannels: inChannels, outChannels: outChannels)
         let planeFloats = (4 * tileRows + 2) * 4 * ((tileColumns + 1 + 7) / 8 * 8) + Self.slack
         inputPlane = zeroedFloats(planeFloats)
         gradientPlane = zeroedFloats(planeFloats)
@@ -64,7 +64,7 @@ final class Winograd4x4: WinogradConvolution {
     }
 
     deinit {
-        for p in [u, du, v, m, inputPlane, gradientPlane, runs, block] { UnsafeMutableRawPointer(p).deallocate() }
+        for p in [u, du, inputPlane, gradientPlane, runs, block] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
     /// Matrices of U, V and M: one per element of a transformed tile.

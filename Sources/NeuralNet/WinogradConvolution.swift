@@ -25,8 +25,9 @@ protocol WinogradConvolution: AnyObject {
     static var products: Int { get }
     var u: UnsafeMutablePointer<Float> { get }
     var du: UnsafeMutablePointer<Float> { get }
-    var v: UnsafeMutablePointer<Float> { get }
-    var m: UnsafeMutablePointer<Float> { get }
+    /// V and M (`WinogradScratch`): the model's, shared by its convolutions, or made at the
+    /// first pass for this one alone.
+    var scratch: WinogradScratch? { get set }
 
     /// U = G g Gᵀ for every (output, input) channel pair.
     func transformWeights(_ weight: UnsafePointer<Float>)
@@ -65,12 +66,22 @@ extension WinogradConvolution {
         max(1, (2 << 20) / (products * (inChannels + outChannels) * tilesPerImage * 4))
     }
 
-    /// U and its gradient, V and M for chunks of `chunk` images, zero-filled (freed by the owner).
-    static func allocateMatrices(inChannels: Int, outChannels: Int, chunk: Int, tilesPerImage: Int)
-        -> (u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>) {
+    /// U and its gradient, zero-filled (freed by the owner).
+    static func allocateWeightMatrices(inChannels: Int, outChannels: Int) -> (u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>) {
+        (zeroedFloats(products * outChannels * inChannels), zeroedFloats(products * outChannels * inChannels))
+    }
+
+    /// Floats of V and of M for a chunk of `chunk` images.
+    var scratchFloats: (v: Int, m: Int) {
         let T = chunk * tilesPerImage
-        return (zeroedFloats(products * outChannels * inChannels), zeroedFloats(products * outChannels * inChannels),
-                zeroedFloats(products * (inChannels * T + slack)), zeroedFloats(products * (outChannels * T + slack)))
+        return (Self.products * (inChannels * T + Self.slack), Self.products * (outChannels * T + Self.slack))
+    }
+    var v: UnsafeMutablePointer<Float> { scratch!.v }
+    var m: UnsafeMutablePointer<Float> { scratch!.m }
+
+    /// V and M of this convolution's size when no model gave it its shared ones.
+    private func ensureScratch() {
+        if scratch == nil { scratch = WinogradScratch(v: scratchFloats.v, m: scratchFloats.m) }
     }
     /// How the transforms' blocks cover the tiles (`LaneChoice`).
     var lanes: LaneChoice {
@@ -83,6 +94,7 @@ extension WinogradConvolution {
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int) {
         transformWeights(weight)
+        ensureScratch()
         let (C, O) = (inChannels, outChannels)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
@@ -107,6 +119,7 @@ extension WinogradConvolution {
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
                   adding addend: UnsafePointer<Float>?, batch: Int) {
         let (C, O) = (inChannels, outChannels)
+        ensureScratch()
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
@@ -192,4 +205,21 @@ extension WinogradConvolution {
 /// `count` zero floats, 64-byte aligned: the Winograd convolutions' matrices and scratch.
 func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64).initializeMemory(as: Float.self, repeating: 0, count: count)
+}
+
+/// V and M, the Winograd convolutions' scratch matrices: a chunk of images' transformed
+/// inputs (and, in backward, their gradient) and products. Nothing in them lives from one
+/// pass to the next, so one pair, sized for the largest, serves every convolution of a model
+/// (`Sequential.reserve`): each pass then writes into matrices still in cache from the last
+/// convolution's, where a pair per convolution — 2 MB each — was out of cache at every pass.
+final class WinogradScratch {
+    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
+    let vFloats: Int, mFloats: Int
+
+    init(v vFloats: Int, m mFloats: Int) {
+        (self.vFloats, self.mFloats) = (vFloats, mFloats)
+        (v, m) = (zeroedFloats(vFloats), zeroedFloats(mFloats))
+    }
+
+    deinit { UnsafeMutableRawPointer(v).deallocate(); UnsafeMutableRawPointer(m).deallocate() }
 }

@@ -99,23 +99,24 @@ final class BatchNormResidualTests: XCTestCase {
     }
 
     /// Property: residual blocks that pass their backward gradients through the model's three
-    /// shared buffers (`GradientPool`) give the same bits as blocks with a buffer per layer —
-    /// loss and every gradient, over two steps on different inputs (a gradient left in a shared
-    /// buffer must not leak into the next) — for identity and projection blocks, im2col and
-    /// Winograd convolutions, and beside a block that keeps its own (it holds a nested block).
-    func testSharedGradientBuffersGiveTheSameBits() throws {
+    /// shared buffers (`GradientPool`), and Winograd convolutions of three sizes sharing one V
+    /// and M (`WinogradScratch`), give the same bits as a buffer per layer — loss and every
+    /// gradient, over two steps on different inputs (a gradient left in a shared buffer must
+    /// not leak into the next) — for identity and projection blocks, im2col and Winograd
+    /// convolutions, and beside a block that keeps its own (it holds a nested block).
+    func testSharedBuffersGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         func conv(_ out: Int, stride: Int = 1) -> LayerSpec { .conv2d(out: out, kernel: 3, stride: stride, padding: 1, bias: false) }
         let spec: [LayerSpec] = [
             conv(8), bn, .relu,
             .residual(layers: [conv(8), bn, .relu, conv(8), bn], shortcut: "identity"), .relu,
             .residual(layers: [conv(8), bn, .relu, .residual(layers: [conv(8), bn], shortcut: "identity"), .relu], shortcut: "identity"), .relu,
-            .residual(layers: [conv(4, stride: 2), bn, .relu, conv(4), bn], shortcut: "projection"), .relu,
-            .residual(layers: [conv(4), bn, .relu, conv(4), bn], shortcut: "identity"), .relu,
+            .residual(layers: [conv(16, stride: 2), bn, .relu, conv(16), bn], shortcut: "projection"), .relu,
+            .residual(layers: [conv(16), bn, .relu, conv(16), bn], shortcut: "identity"), .relu,
             .globalavgpool2d, .linear(out: nil)]
         let shape = [2, 10, 10], batch = 4
         let models = try [true, false].map { shares in
-            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, sharesGradients: shares)
+            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, sharesBuffers: shares)
             m.initialize(seed: 9)
             var draw = SeededGenerator(seed: 12)
             for i in 0 ..< m.parameters.count { m.parameters.parameters[i] = Float.random(in: -1 ... 1, using: &draw) }
