@@ -114,10 +114,20 @@ public final class Conv2d: Layer, InputGradientPlacing {
         return [outChannels, outHeight, outWidth]
     }
 
-    /// The floats of V and M its Winograd passes need (nil for im2col).
-    var winogradScratchFloats: (v: Int, m: Int)? { winograd?.scratchFloats }
-    /// Makes the Winograd passes use the model's shared V and M (`WinogradScratch`).
-    func shareWinogradScratch(_ scratch: WinogradScratch) { winograd?.scratch = scratch }
+    /// The floats of the two scratch matrices its passes need: Winograd's V and M, or im2col's
+    /// `cols` and product for a whole chunk of images (known once the input shape is).
+    var scratchFloats: (input: Int, output: Int) {
+        if let winograd { return (winograd.scratchFloats.v, winograd.scratchFloats.m) }
+        return (fieldSize * chunk * positions, chunk * outChannels * positions)
+    }
+    /// Makes the passes use the model's shared scratch matrices (`ConvolutionScratch`), which
+    /// `reserve` then does not allocate.
+    func shareScratch(_ scratch: ConvolutionScratch) {
+        if let winograd { winograd.scratch = scratch } else { sharedScratch = scratch }
+    }
+    private var sharedScratch: ConvolutionScratch?
+    private var colsPointer: UnsafeMutablePointer<Float> { sharedScratch?.input ?? cols.pointer }
+    private var productPointer: UnsafeMutablePointer<Float> { sharedScratch?.output ?? product.pointer }
 
     public func bind(parameters: [UnsafeMutablePointer<Float>], gradients: [UnsafeMutablePointer<Float>]) {
         weight = parameters[0]; weightGrad = gradients[0]
@@ -139,8 +149,10 @@ public final class Conv2d: Layer, InputGradientPlacing {
         if inputGradientTarget == nil { inputGrad.reserve(batch * inChannels * height * width) }
         guard winograd == nil else { return }
         let g = min(batch, chunk)
-        product.reserve(g * outChannels * positions)
-        cols.reserve(fieldSize * g * positions)
+        if sharedScratch == nil {
+            product.reserve(g * outChannels * positions)
+            cols.reserve(fieldSize * g * positions)
+        }
         phases.reserve(polyphase.size); phaseSums.reserve(polyphase.size)
     }
 
@@ -151,12 +163,12 @@ public final class Conv2d: Layer, InputGradientPlacing {
             winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch)
             return UnsafePointer(y)
         }
-        let p = product.pointer, P = positions
+        let p = productPointer, P = positions
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             im2col(x, images: first ..< first + images)
             sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
-                  a: weight, lda: fieldSize, b: cols.pointer, ldb: columns, beta: 0, c: p, ldc: columns)
+                  a: weight, lda: fieldSize, b: colsPointer, ldb: columns, beta: 0, c: p, ldc: columns)
             // [out, G·P] → NCHW, adding the bias on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
@@ -187,7 +199,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
                               inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch)
             return needsInputGradient ? UnsafePointer(dx) : nil
         }
-        let P = positions, d = product.pointer
+        let P = positions, d = productPointer
         if hasBias { biasGrad.update(repeating: 0, count: outChannels) }
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
@@ -204,10 +216,10 @@ public final class Conv2d: Layer, InputGradientPlacing {
             }
             im2col(input!, images: first ..< first + images)
             sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
-                  a: d, lda: columns, b: cols.pointer, ldb: columns, beta: first == 0 ? 0 : 1, c: weightGrad, ldc: fieldSize)
+                  a: d, lda: columns, b: colsPointer, ldb: columns, beta: first == 0 ? 0 : 1, c: weightGrad, ldc: fieldSize)
             if needsInputGradient {
                 sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
-                      a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: cols.pointer, ldc: columns)
+                      a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: colsPointer, ldc: columns)
                 col2im(images: first ..< first + images, adding: addend)
             }
         }
@@ -255,7 +267,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
         let columns = images.count * positions
         for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                body((image * inChannels + c) * height * width, cols.pointer + c * kernel * kernel * columns + g * positions)
+                body((image * inChannels + c) * height * width, colsPointer + c * kernel * kernel * columns + g * positions)
             }
         }
     }

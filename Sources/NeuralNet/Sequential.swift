@@ -28,8 +28,8 @@ public final class Sequential: Model {
     /// batch norm's output pass (`fuseResidualSums`) — the same bits, fewer passes; off only
     /// to test that.
     /// `sharesBuffers`: residual blocks pass their backward gradients through three shared
-    /// buffers (`GradientPool`), and the Winograd convolutions share one V and M
-    /// (`WinogradScratch`) — the same bits, buffers that stay in cache; off only to test that.
+    /// buffers (`GradientPool`), and the convolutions share two scratch matrices
+    /// (`ConvolutionScratch`) — the same bits, buffers that stay in cache; off only to test that.
     public init(_ layers: [Layer], inputShape: [Int],
                 gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesBuffers: Bool = true) throws {
         self.layers = layers
@@ -87,23 +87,23 @@ public final class Sequential: Model {
         let blocks = layers.compactMap { $0 as? Residual }
         let pool = blocks.isEmpty || !sharesBuffers ? nil : gradientPool.reserve(blocks.map { $0.gradientSize(batch: batch) }.max()!)
         for block in blocks { block.placeGradients(in: pool) }
-        if sharesBuffers { shareWinogradScratch() }
+        if sharesBuffers { shareConvolutionScratch() }
         for layer in layers { layer.reserve(batch: batch) }
         reservedBatch = batch
     }
 
-    /// Gives every Winograd convolution (in residual blocks too) one V and M, sized for the
-    /// largest (`WinogradScratch`).
-    private func shareWinogradScratch() {
+    /// Gives every convolution (in residual blocks too) the same two scratch matrices, sized
+    /// for the largest (`ConvolutionScratch`).
+    private func shareConvolutionScratch() {
         func convolutions(_ layers: [Layer]) -> [Conv2d] {
             layers.flatMap { layer -> [Conv2d] in
                 (layer as? Conv2d).map { [$0] } ?? (layer as? Residual).map { convolutions($0.layers + $0.shortcut) } ?? []
             }
         }
-        let winograd = convolutions(layers).filter { $0.winogradScratchFloats != nil }
-        guard let v = winograd.map({ $0.winogradScratchFloats!.v }).max(), let m = winograd.map({ $0.winogradScratchFloats!.m }).max() else { return }
-        let shared = WinogradScratch(v: v, m: m)
-        for conv in winograd { conv.shareWinogradScratch(shared) }
+        let all = convolutions(layers)
+        guard let input = all.map({ $0.scratchFloats.input }).max(), let output = all.map({ $0.scratchFloats.output }).max() else { return }
+        let shared = ConvolutionScratch(input: input, output: output)
+        for conv in all { conv.shareScratch(shared) }
     }
 
     /// Logits for `batch` samples of `input` (batch × inputSize values, NCHW).

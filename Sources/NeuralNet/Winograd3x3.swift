@@ -49,7 +49,7 @@ final class Winograd3x3: WinogradConvolution {
     let maximumLanes: Int
     var tilesPerImage: Int { tileRows * tileColumns }
     let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    var scratch: WinogradScratch?
+    var scratch: ConvolutionScratch?
     /// Two padded planes of 2·tileRows + 2 rows, each row stored as its even columns E then its
     /// odd columns O (`half` = tileColumns + 1 of each), each plane with its own invariant:
     /// `inputPlane` is the zero-padded input of the forward transform — only its interior is

@@ -33,7 +33,7 @@ final class Winograd4x4: WinogradConvolution {
     let maximumLanes: Int
     var tilesPerImage: Int { tileRows * tileColumns }
     let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
-    var scratch: WinogradScratch?
+    var scratch: ConvolutionScratch?
     /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
     /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
     /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).

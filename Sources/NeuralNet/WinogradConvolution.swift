@@ -25,9 +25,9 @@ protocol WinogradConvolution: AnyObject {
     static var products: Int { get }
     var u: UnsafeMutablePointer<Float> { get }
     var du: UnsafeMutablePointer<Float> { get }
-    /// V and M (`WinogradScratch`): the model's, shared by its convolutions, or made at the
+    /// V and M (`ConvolutionScratch`): the model's, shared by its convolutions, or made at the
     /// first pass for this one alone.
-    var scratch: WinogradScratch? { get set }
+    var scratch: ConvolutionScratch? { get set }
 
     /// U = G g Gᵀ for every (output, input) channel pair.
     func transformWeights(_ weight: UnsafePointer<Float>)
@@ -76,12 +76,12 @@ extension WinogradConvolution {
         let T = chunk * tilesPerImage
         return (Self.products * (inChannels * T + Self.slack), Self.products * (outChannels * T + Self.slack))
     }
-    var v: UnsafeMutablePointer<Float> { scratch!.v }
-    var m: UnsafeMutablePointer<Float> { scratch!.m }
+    var v: UnsafeMutablePointer<Float> { scratch!.input }
+    var m: UnsafeMutablePointer<Float> { scratch!.output }
 
     /// V and M of this convolution's size when no model gave it its shared ones.
     private func ensureScratch() {
-        if scratch == nil { scratch = WinogradScratch(v: scratchFloats.v, m: scratchFloats.m) }
+        if scratch == nil { scratch = ConvolutionScratch(input: scratchFloats.v, output: scratchFloats.m) }
     }
     /// How the transforms' blocks cover the tiles (`LaneChoice`).
     var lanes: LaneChoice {
@@ -205,21 +205,4 @@ extension WinogradConvolution {
 /// `count` zero floats, 64-byte aligned: the Winograd convolutions' matrices and scratch.
 func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64).initializeMemory(as: Float.self, repeating: 0, count: count)
-}
-
-/// V and M, the Winograd convolutions' scratch matrices: a chunk of images' transformed
-/// inputs (and, in backward, their gradient) and products. Nothing in them lives from one
-/// pass to the next, so one pair, sized for the largest, serves every convolution of a model
-/// (`Sequential.reserve`): each pass then writes into matrices still in cache from the last
-/// convolution's, where a pair per convolution — 2 MB each — was out of cache at every pass.
-final class WinogradScratch {
-    let v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>
-    let vFloats: Int, mFloats: Int
-
-    init(v vFloats: Int, m mFloats: Int) {
-        (self.vFloats, self.mFloats) = (vFloats, mFloats)
-        (v, m) = (zeroedFloats(vFloats), zeroedFloats(mFloats))
-    }
-
-    deinit { UnsafeMutableRawPointer(v).deallocate(); UnsafeMutableRawPointer(m).deallocate() }
 }

@@ -100,7 +100,7 @@ final class BatchNormResidualTests: XCTestCase {
 
     /// Property: residual blocks that pass their backward gradients through the model's three
     /// shared buffers (`GradientPool`), and Winograd convolutions of three sizes sharing one V
-    /// and M (`WinogradScratch`), give the same bits as a buffer per layer — loss and every
+    /// and M (`ConvolutionScratch`), give the same bits as a buffer per layer — loss and every
     /// gradient, over two steps on different inputs (a gradient left in a shared buffer must
     /// not leak into the next) — for identity and projection blocks, im2col and Winograd
     /// convolutions, and beside a block that keeps its own (it holds a nested block).

@@ -1,0 +1,19 @@
+/// The two scratch matrices of a convolution's passes: Winograd's V and M (a chunk of images'
+/// transformed inputs — in backward their gradient — and products), or im2col's `cols` and
+/// its product with the weight.
+///
+/// Why shared: nothing in them outlives a pass, so one pair, sized for the largest, serves
+/// every convolution of a model (`Sequential.reserve`). Each pass then writes into matrices
+/// still in cache from the convolution before; with a pair per convolution — 2 MB each for
+/// Winograd — every pass began on matrices out of cache.
+final class ConvolutionScratch {
+    let input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
+    let inputFloats: Int, outputFloats: Int
+
+    init(input inputFloats: Int, output outputFloats: Int) {
+        (self.inputFloats, self.outputFloats) = (inputFloats, outputFloats)
+        (input, output) = (zeroedFloats(inputFloats), zeroedFloats(outputFloats))
+    }
+
+    deinit { UnsafeMutableRawPointer(input).deallocate(); UnsafeMutableRawPointer(output).deallocate() }
+}
