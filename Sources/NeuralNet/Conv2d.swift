@@ -147,7 +147,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public func reserve(batch: Int) {
         output.reserve(batch * outChannels * positions)
         if inputGradientTarget == nil { inputGrad.reserve(batch * inChannels * height * width) }
-        guard winograd == nil else { return }
+        if let winograd { winograd.reserveScratch(); return }
         let g = min(batch, chunk)
         if sharedScratch == nil {
             product.reserve(g * outChannels * positions)
@@ -188,6 +188,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     /// Backward whose input gradient is dx + `addend`: a residual block's sum of its two paths,
     /// added to each plane of dx as it is made, while it is in cache, instead of in a pass of
     /// its own over both (`Residual`). The same bits as that pass: each value is one addition.
+    /// `addend` must be neither `dy` nor where the input gradient goes.
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, addingTo addend: UnsafePointer<Float>) -> UnsafePointer<Float> {
         backward(dy, batch: batch, needsInputGradient: true, addend: addend)!
     }

@@ -13,8 +13,8 @@ final class GradientPool {
     private let buffers = [ActivationBuffer(), ActivationBuffer(), ActivationBuffer()]
 
     /// P0, P1, P2, each of at least `count` floats (valid until the next `reserve`).
-    func reserve(_ count: Int) -> [UnsafeMutablePointer<Float>] {
-        buffers.map { $0.reserve(count); return $0.pointer }
+    func reserve(_ count: Int) -> (buffers: [UnsafeMutablePointer<Float>], capacity: Int) {
+        (buffers.map { $0.reserve(count); return $0.pointer }, buffers[0].capacity)
     }
 }
 
@@ -26,45 +26,48 @@ protocol InputGradientPlacing: Layer {
 }
 
 extension Residual {
+    /// Whether `placeGradients` would place this block's gradients: it applies the ReLU after
+    /// it, its first layer is a convolution, and its parts are convolutions, batch norms and
+    /// fused ReLUs (a nested block, say, keeps its own buffers).
+    var canShareGradients: Bool {
+        appliesReLU && layers.first is Conv2d
+            && (layers + shortcut).allSatisfy { $0 is InputGradientPlacing || ($0 as? ReLU)?.isFused == true }
+    }
+
     /// Places this block's backward gradients in the model's shared buffers P0, P1, P2
-    /// (`GradientPool`) when the block applies the ReLU after it and its parts are convolutions,
-    /// batch norms and fused ReLUs (the first a convolution); otherwise the parts keep their
-    /// own buffers. Backward then runs (each layer reads the gradient before it):
+    /// (`GradientPool`) when `canShareGradients`; otherwise (or with no pool) the parts keep
+    /// their own buffers. Backward then runs, each layer reading the gradient before it:
     ///
     /// - dy masked by the ReLU → P0;
     /// - the main path's layers after the first, last layer first → P1, P2, P1, …; the first
-    ///   layer's dy lands in one of them, D, and F is the other;
-    /// - the shortcut's layers, last first → F, P0, F, … (the first reads P0; D is untouched);
-    /// - the first layer adds the shortcut's gradient S (F or P0, or P0 itself for the
-    ///   identity) into its own, written to whichever of F and P0 S is not: the block's
-    ///   input gradient, which the block before masks into its own P0.
+    ///   layer's dy lands in D: one of them, or P0 when no layer comes after the first;
+    /// - the shortcut's layers, last first: each into a buffer that is neither D nor the one
+    ///   it reads (the first reads P0);
+    /// - the first layer adds the shortcut's gradient S (P0 itself for the identity) into its
+    ///   own, written to a buffer that is neither D nor S: the block's input gradient, which
+    ///   the block before masks into its own P0.
     ///
     /// No layer writes the buffer it reads, nor one that holds a gradient still to be read.
-    func placeGradients(in pool: [UnsafeMutablePointer<Float>]?) {
-        let parts = layers + shortcut
-        let placeable = pool != nil && appliesReLU && layers.first is Conv2d
-            && parts.allSatisfy { $0 is InputGradientPlacing || ($0 as? ReLU)?.isFused == true }
-        for part in parts { (part as? InputGradientPlacing)?.inputGradientTarget = nil }
-        pooledGradients = nil
-        guard placeable, let pool else { return }
-        let (p0, p1, p2) = (pool[0], pool[1], pool[2])
-        var dy = p0
+    func placeGradients(in shared: (buffers: [UnsafeMutablePointer<Float>], capacity: Int)?, batch: Int) {
+        for part in layers + shortcut { (part as? InputGradientPlacing)?.inputGradientTarget = nil }
+        pooledMaskedGradient = nil
+        guard let shared, canShareGradients else { return }
+        precondition(batch * largestGradient <= shared.capacity, "GradientPool: buffers smaller than a block's widest gradient")
+        let pool = shared.buffers
+        func other(than used: UnsafeMutablePointer<Float>...) -> UnsafeMutablePointer<Float> { pool.first { !used.contains($0) }! }
+        var dy = pool[0]
         for part in layers.dropFirst().reversed() {
             guard let layer = part as? InputGradientPlacing else { continue }
-            let target = dy == p1 ? p2 : p1
-            layer.inputGradientTarget = target
-            dy = target
+            layer.inputGradientTarget = other(than: dy, pool[0])
+            dy = layer.inputGradientTarget!
         }
-        let free = dy == p1 ? p2 : p1
-        var side = p0
+        var side = pool[0]
         for part in shortcut.reversed() {
             guard let layer = part as? InputGradientPlacing else { continue }
-            let target = side == free ? p0 : free
-            layer.inputGradientTarget = target
-            side = target
+            layer.inputGradientTarget = other(than: dy, side)
+            side = layer.inputGradientTarget!
         }
-        let result = side == free ? p0 : free
-        (layers[0] as! InputGradientPlacing).inputGradientTarget = result
-        pooledGradients = (masked: p0, result: result)
+        (layers[0] as! InputGradientPlacing).inputGradientTarget = other(than: dy, side)
+        pooledMaskedGradient = pool[0]
     }
 }

@@ -17,7 +17,9 @@ public struct ParameterSpec {
     }
 }
 
-/// One layer: forward and backward on a batch, in place in buffers it owns.
+/// One layer: forward and backward on a batch, in place in buffers it owns — or, inside a
+/// model, in buffers the model shares out to its convolutions and residual blocks
+/// (`ConvolutionScratch`, `GradientPool`).
 ///
 /// Life cycle: the model asks `outputShape(for:)` once (shapes are per sample, NCHW without
 /// N), lays out `parameters` in the flat buffer and calls `bind`, then `reserve(batch:)`

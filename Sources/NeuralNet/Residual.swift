@@ -9,15 +9,17 @@
 /// `GPTModuleSource.residual`, in exports' metadata).
 /// The ReLU that ResNets apply after the sum is the next layer of the list, not part of the
 /// block; the block applies it in its sum when it is fused (`ReLUFusing`). Backward then
-/// masks dy once, into `maskedGrad`, for both paths.
+/// masks dy once, into `maskedGrad` (or the model's shared P0, `GradientPool`), for both paths.
 public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public let layers: [Layer]
     public let shortcut: [Layer]
     var appliesReLU = false
     private var inputSize = 0, size = 0
+    /// The most floats a gradient of one sample takes in this block: its input's, its output's or a part's input's.
+    private(set) var largestGradient = 0
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer(), maskedGrad = ActivationBuffer()
-    /// Set by `placeGradients`: where backward puts the masked dy, and where its result lands.
-    var pooledGradients: (masked: UnsafeMutablePointer<Float>, result: UnsafeMutablePointer<Float>)?
+    /// Set by `placeGradients`: where backward puts the masked dy (the model's P0).
+    var pooledMaskedGradient: UnsafeMutablePointer<Float>?
     /// The main path's last layer, a batch norm, makes the block's sum (and ReLU) in its
     /// output pass (`BatchNorm.residualSide`): the block then has no sum pass of its own, nor
     /// an output buffer. Set by `fuseResidualSums`, before the first `reserve`.
@@ -26,7 +28,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     /// The last forward's output: the summing batch norm's buffer, or `output`.
     private var blockOutput: UnsafePointer<Float>?
     /// Whether backward passes its gradients through the model's shared buffers (`placeGradients`).
-    public var sharesGradients: Bool { pooledGradients != nil }
+    public var sharesGradients: Bool { pooledMaskedGradient != nil }
 
     /// `layers` must already have their shapes (built from `input` on), `shortcut` too.
     public init(layers: [Layer], shortcut: [Layer]) {
@@ -57,10 +59,11 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     private lazy var collectiveParts: [CollectiveLayer] = (layers + shortcut).compactMap { $0 as? CollectiveLayer }
 
     public func outputShape(for input: [Int]) throws -> [Int] {
-        var main = input
-        for layer in layers { main = try layer.outputShape(for: main) }
+        var main = input, largest = input.reduce(1, *)
+        for layer in layers { largest = max(largest, main.reduce(1, *)); main = try layer.outputShape(for: main) }
         var side = input
-        for layer in shortcut { side = try layer.outputShape(for: side) }
+        for layer in shortcut { largest = max(largest, side.reduce(1, *)); side = try layer.outputShape(for: side) }
+        largestGradient = max(largest, main.reduce(1, *))
         guard main == side else {
             throw ShapeError("the block's layers give \(main) but its shortcut \(side)\(shortcut.isEmpty ? " (identity): use shortcut: projection when the block changes channels or size" : "")")
         }
@@ -89,8 +92,9 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public func reserve(batch: Int) {
         for part in named { part.layer.reserve(batch: batch) }
         if summingNorm == nil { output.reserve(batch * size) }
-        guard pooledGradients == nil else { return }
-        inputGrad.reserve(batch * inputSize)
+        guard pooledMaskedGradient == nil else { return }
+        // A first convolution makes the block's input gradient itself (`backward`).
+        if !(layers.first is Conv2d) { inputGrad.reserve(batch * inputSize) }
         if appliesReLU { maskedGrad.reserve(batch * size) }
     }
 
@@ -124,7 +128,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         var dy = dy
         if appliesReLU {
-            let masked = pooledGradients?.masked ?? maskedGrad.pointer
+            let masked = pooledMaskedGradient ?? maskedGrad.pointer
             Elementwise.map(dy, blockOutput!, into: masked, count: batch * size) { d, y in
                 rectifiedGradient(d, preActivation: y)
             } scalar: { d, y in y > 0 ? d : 0 }
@@ -149,8 +153,9 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         collectiveParts.compactMap { $0.takeFailure() }.first
     }
 
-    /// Floats a gradient of this block takes at `batch`: its input's or its output's, the larger.
-    func gradientSize(batch: Int) -> Int { batch * max(inputSize, size) }
+    /// Floats the largest gradient of this block takes at `batch`: that of its input, its
+    /// output or any part's input (a block may be wider inside than at its ends).
+    func gradientSize(batch: Int) -> Int { batch * largestGradient }
 
     public var flopsPerSample: (forward: Double, weightGradient: Double, inputGradient: Double) {
         named.reduce((0, 0, 0)) { total, part in

@@ -85,9 +85,11 @@ public final class Sequential: Model {
     public func reserve(batch: Int) {
         guard batch > reservedBatch else { return }
         let blocks = layers.compactMap { $0 as? Residual }
-        let pool = blocks.isEmpty || !sharesBuffers ? nil : gradientPool.reserve(blocks.map { $0.gradientSize(batch: batch) }.max()!)
-        for block in blocks { block.placeGradients(in: pool) }
-        if sharesBuffers { shareConvolutionScratch() }
+        let sharing = sharesBuffers ? blocks.filter(\.canShareGradients) : []
+        let pool = sharing.isEmpty ? nil : gradientPool.reserve(sharing.map { $0.gradientSize(batch: batch) }.max()!)
+        for block in blocks { block.placeGradients(in: pool, batch: batch) }
+        // The scratch's size does not depend on the batch: shared once.
+        if sharesBuffers && reservedBatch == 0 { shareConvolutionScratch() }
         for layer in layers { layer.reserve(batch: batch) }
         reservedBatch = batch
     }

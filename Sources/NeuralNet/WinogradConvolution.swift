@@ -79,8 +79,9 @@ extension WinogradConvolution {
     var v: UnsafeMutablePointer<Float> { scratch!.input }
     var m: UnsafeMutablePointer<Float> { scratch!.output }
 
-    /// V and M of this convolution's size when no model gave it its shared ones.
-    private func ensureScratch() {
+    /// V and M of this convolution's size when no model gave it its shared ones: at `reserve`,
+    /// and again at a pass if a new shape made a new convolution since.
+    func reserveScratch() {
         if scratch == nil { scratch = ConvolutionScratch(input: scratchFloats.v, output: scratchFloats.m) }
     }
     /// How the transforms' blocks cover the tiles (`LaneChoice`).
@@ -94,7 +95,7 @@ extension WinogradConvolution {
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int) {
         transformWeights(weight)
-        ensureScratch()
+        reserveScratch()
         let (C, O) = (inChannels, outChannels)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
@@ -119,7 +120,7 @@ extension WinogradConvolution {
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
                   adding addend: UnsafePointer<Float>?, batch: Int) {
         let (C, O) = (inChannels, outChannels)
-        ensureScratch()
+        reserveScratch()
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage

@@ -99,11 +99,14 @@ final class BatchNormResidualTests: XCTestCase {
     }
 
     /// Property: residual blocks that pass their backward gradients through the model's three
-    /// shared buffers (`GradientPool`), and Winograd convolutions of three sizes sharing one V
-    /// and M (`ConvolutionScratch`), give the same bits as a buffer per layer — loss and every
+    /// shared buffers (`GradientPool`), and convolutions sharing one pair of scratch matrices
+    /// (`ConvolutionScratch`), give the same bits as a buffer per layer — loss and every
     /// gradient, over two steps on different inputs (a gradient left in a shared buffer must
-    /// not leak into the next) — for identity and projection blocks, im2col and Winograd
-    /// convolutions, and beside a block that keeps its own (it holds a nested block).
+    /// not leak into the next) — for identity and projection blocks, a block wider inside than
+    /// at its ends (the pool must hold its widest gradient), a projection block of one
+    /// convolution (whose dy is the masked gradient itself), im2col and Winograd convolutions
+    /// at two image sizes and four channel shapes, and beside a block that keeps its own
+    /// buffers (it holds a nested block).
     func testSharedBuffersGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         func conv(_ out: Int, stride: Int = 1) -> LayerSpec { .conv2d(out: out, kernel: 3, stride: stride, padding: 1, bias: false) }
@@ -112,7 +115,8 @@ final class BatchNormResidualTests: XCTestCase {
             .residual(layers: [conv(8), bn, .relu, conv(8), bn], shortcut: "identity"), .relu,
             .residual(layers: [conv(8), bn, .relu, .residual(layers: [conv(8), bn], shortcut: "identity"), .relu], shortcut: "identity"), .relu,
             .residual(layers: [conv(16, stride: 2), bn, .relu, conv(16), bn], shortcut: "projection"), .relu,
-            .residual(layers: [conv(16), bn, .relu, conv(16), bn], shortcut: "identity"), .relu,
+            .residual(layers: [conv(64), bn, .relu, conv(16), bn], shortcut: "identity"), .relu,
+            .residual(layers: [conv(24, stride: 2)], shortcut: "projection"), .relu,
             .globalavgpool2d, .linear(out: nil)]
         let shape = [2, 10, 10], batch = 4
         let models = try [true, false].map { shares in
@@ -123,8 +127,8 @@ final class BatchNormResidualTests: XCTestCase {
             m.reserve(batch: batch)
             return m
         }
-        XCTAssertEqual(models[0].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [true, false, true, true])
-        XCTAssertEqual(models[1].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [false, false, false, false])
+        XCTAssertEqual(models[0].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [true, false, true, true, true])
+        XCTAssertEqual(models[1].layers.compactMap { ($0 as? Residual)?.sharesGradients }, [false, false, false, false, false])
         var generator = SeededGenerator(seed: 4)
         for step in 0 ..< 2 {
             let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 1, using: &generator) }
