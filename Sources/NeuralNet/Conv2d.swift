@@ -104,6 +104,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
         }
         polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
         let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd4x4 : .im2col)
+        // Asked again for the same shape (a model's builder asks, then the model): the same
+        // convolution, with the scratch a model may have shared with it.
+        if let winograd, chosen == algorithm, winograd.height == height, winograd.width == width { return [outChannels, outHeight, outWidth] }
         switch chosen {
         case .im2col: winograd = nil
         case .winograd: winograd = Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
@@ -153,7 +156,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
             product.reserve(g * outChannels * positions)
             cols.reserve(fieldSize * g * positions)
         }
+        // Zeroed here, not only when allocated: a new shape puts the padding elsewhere.
         phases.reserve(polyphase.size); phaseSums.reserve(polyphase.size)
+        phases.pointer.update(repeating: 0, count: polyphase.size)
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -188,7 +193,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     /// Backward whose input gradient is dx + `addend`: a residual block's sum of its two paths,
     /// added to each plane of dx as it is made, while it is in cache, instead of in a pass of
     /// its own over both (`Residual`). The same bits as that pass: each value is one addition.
-    /// `addend` must be neither `dy` nor where the input gradient goes.
+    /// `addend` must not be where the input gradient goes (it may be `dy`: both are only read).
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, addingTo addend: UnsafePointer<Float>) -> UnsafePointer<Float> {
         backward(dy, batch: batch, needsInputGradient: true, addend: addend)!
     }

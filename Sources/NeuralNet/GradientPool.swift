@@ -47,7 +47,8 @@ extension Residual {
     ///   own, written to a buffer that is neither D nor S: the block's input gradient, which
     ///   the block before masks into its own P0.
     ///
-    /// No layer writes the buffer it reads, nor one that holds a gradient still to be read.
+    /// No layer writes a buffer that holds a gradient still to be read, nor (but for the
+    /// element-wise mask, which may mask P0 in place) the buffer it reads.
     func placeGradients(in shared: (buffers: [UnsafeMutablePointer<Float>], capacity: Int)?, batch: Int) {
         for part in layers + shortcut { (part as? InputGradientPlacing)?.inputGradientTarget = nil }
         pooledMaskedGradient = nil

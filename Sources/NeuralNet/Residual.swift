@@ -136,15 +136,17 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         }
         var main: UnsafePointer<Float>? = dy
         for layer in layers.dropFirst().reversed() { main = layer.backward(main!, batch: batch, needsInputGradient: true) }
+        // The block's input gradient, when asked for: each path's first layer's, summed.
         var side: UnsafePointer<Float>? = dy
-        for layer in shortcut.reversed() { side = layer.backward(side!, batch: batch, needsInputGradient: true) }
-        // The first layer's input gradient and the shortcut's, summed: by a convolution as it
-        // makes its planes (the usual case), else in a pass of their own.
+        for (index, layer) in shortcut.enumerated().reversed() {
+            side = layer.backward(side!, batch: batch, needsInputGradient: needsInputGradient || index > 0)
+        }
+        // Summed by a first convolution as it makes its planes (the usual case), else in a pass of their own.
         if needsInputGradient, let conv = layers.first as? Conv2d { return conv.backward(main!, batch: batch, addingTo: side!) }
-        main = layers.first?.backward(main!, batch: batch, needsInputGradient: true) ?? main
-        guard needsInputGradient, let main, let side else { return nil }
+        let first = layers[0].backward(main!, batch: batch, needsInputGradient: needsInputGradient)
+        guard needsInputGradient, let first, let side else { return nil }
         let dx = inputGrad.pointer
-        for i in 0 ..< batch * inputSize { dx[i] = main[i] + side[i] }
+        for i in 0 ..< batch * inputSize { dx[i] = first[i] + side[i] }
         return UnsafePointer(dx)
     }
 

@@ -25,8 +25,8 @@ protocol WinogradConvolution: AnyObject {
     static var products: Int { get }
     var u: UnsafeMutablePointer<Float> { get }
     var du: UnsafeMutablePointer<Float> { get }
-    /// V and M (`ConvolutionScratch`): the model's, shared by its convolutions, or made at the
-    /// first pass for this one alone.
+    /// V and M (`ConvolutionScratch`): the model's, shared by its convolutions, or made at
+    /// `reserve` for this one alone.
     var scratch: ConvolutionScratch? { get set }
 
     /// U = G g Gᵀ for every (output, input) channel pair.

@@ -15,7 +15,9 @@ final class ConvolutionTests: XCTestCase {
             (2, 3, 3, 1, 1, 5, 6, true), (2, 3, 3, 1, 2, 5, 9, false), (2, 2, 3, 3, 1, 10, 8, true), (1, 2, 3, 2, 1, 1, 2, true),
             (2, 3, 5, 2, 2, 9, 8, false), (2, 2, 5, 3, 2, 11, 7, false),
             // Rows of 14 and 8 column pairs: the split's SIMD blocks, the last one overlapping.
-            (3, 4, 3, 2, 1, 5, 28, false), (2, 3, 1, 2, 0, 4, 17, true)]
+            (3, 4, 3, 2, 1, 5, 28, false), (2, 3, 1, 2, 0, 4, 17, true),
+            // Kernel 1 with padding, on a plane one column wide.
+            (2, 3, 1, 2, 1, 5, 1, true)]
         for t in cases {
             let conv = Conv2d(t.c, t.o, kernel: t.k, stride: t.s, padding: t.pad, bias: t.bias, algorithm: .im2col)
             let model = try Sequential([conv, Flatten(), Linear(try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *), 2)],
@@ -80,24 +82,27 @@ final class ConvolutionTests: XCTestCase {
 
     /// Property: backward(dy, addingTo: a) — a residual block's sum of its paths, made as each
     /// input-gradient plane is — gives, bit for bit, the input gradient plus a, and the same
-    /// weight gradient, for Winograd F(4×4) and F(2×2) and for im2col at strides 1 and 2.
+    /// weight gradient, for Winograd F(4×4) and F(2×2) and for im2col at strides 1 and 2 — and
+    /// over batches of two or more chunks (the addend's planes must follow the batch's).
     func testBackwardAddingToEqualsTheSumBitForBit() throws {
-        let cases: [(conv: Conv2d, c: Int, h: Int, w: Int)] = [
-            (Conv2d(8, 8, kernel: 3, padding: 1, bias: false), 8, 10, 9),
-            (Conv2d(8, 5, kernel: 3, padding: 1, algorithm: .winograd), 8, 7, 12),
-            (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 9, 10),
-            (Conv2d(8, 4, kernel: 1, stride: 2, bias: false), 8, 8, 7),
-            (Conv2d(2, 3, kernel: 3, padding: 1), 2, 6, 5)]
+        let cases: [(conv: Conv2d, c: Int, h: Int, w: Int, batch: Int)] = [
+            (Conv2d(8, 8, kernel: 3, padding: 1, bias: false), 8, 10, 9, 3),
+            (Conv2d(8, 5, kernel: 3, padding: 1, algorithm: .winograd), 8, 7, 12, 3),
+            (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 9, 10, 3),
+            (Conv2d(8, 4, kernel: 1, stride: 2, bias: false), 8, 8, 7, 3),
+            (Conv2d(2, 3, kernel: 3, padding: 1), 2, 6, 5, 3),
+            // Two chunks: Winograd F(4×4) takes 9 images of 16×28×28 a chunk, im2col 4 of 3×64×64.
+            (Conv2d(16, 16, kernel: 3, padding: 1, bias: false), 16, 28, 28, 10),
+            (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 64, 64, 5)]
         for t in cases {
-            let conv = t.conv, batch = 3
-            let model = try Sequential([conv, Flatten(), Linear(try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *), 2)],
-                                       inputShape: [t.c, t.h, t.w])
+            let conv = t.conv, batch = t.batch
+            let outputShape = try conv.outputShape(for: [t.c, t.h, t.w])
+            let model = try Sequential([conv, Flatten(), Linear(outputShape.reduce(1, *), 2)], inputShape: [t.c, t.h, t.w])
             model.initialize(seed: 5)
             model.reserve(batch: batch)
-            let outputCount = batch * (try conv.outputShape(for: [t.c, t.h, t.w]).reduce(1, *))
             var g = SeededGenerator(seed: 6)
             let x = (0 ..< batch * t.c * t.h * t.w).map { _ in g.uniform(-1, 1) }
-            let dy = (0 ..< outputCount).map { _ in g.uniform(-1, 1) }
+            let dy = (0 ..< batch * outputShape.reduce(1, *)).map { _ in g.uniform(-1, 1) }
             let addend = (0 ..< x.count).map { _ in g.uniform(-1, 1) }
             _ = x.withUnsafeBufferPointer { conv.forward($0.baseAddress!, batch: batch, training: true) }
             let view = model.parameters.views[0]
@@ -106,7 +111,7 @@ final class ConvolutionTests: XCTestCase {
             let summed = dy.withUnsafeBufferPointer { d in
                 addend.withUnsafeBufferPointer { a in Array(UnsafeBufferPointer(start: conv.backward(d.baseAddress!, batch: batch, addingTo: a.baseAddress!), count: x.count)) }
             }
-            XCTAssertEqual(summed.map(\.bitPattern), zip(dx, addend).map { ($0 + $1).bitPattern }, "\(conv.summary), \(conv.algorithm)")
+            XCTAssertEqual(summed.map(\.bitPattern), zip(dx, addend).map { ($0 + $1).bitPattern }, "\(conv.summary), \(conv.algorithm), batch \(batch)")
             XCTAssertEqual(Array(model.parameters.gradients(of: view)).map(\.bitPattern), dw.map(\.bitPattern), "\(conv.summary)")
         }
     }
