@@ -1,9 +1,25 @@
 /// Rows split into their even and odd columns and merged back, in blocks of 8 (or 4) pairs,
 /// the last block shifted back to end at the last pair (copies: repeating one changes nothing).
 enum EvenOdd {
+    /// even[j] = row[2j], odd[j] = row[2j + 1] over a row of `count` values: an odd count's
+    /// last value is even[count / 2].
+    @inline(__always)
+    static func split(_ row: UnsafePointer<Float>, count: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
+        split(row, pairs: count / 2, even: even, odd: odd)
+        if count & 1 == 1 { even[count / 2] = row[count - 1] }
+    }
+
+    /// row[2j] = even[j], row[2j + 1] = odd[j] over a row of `count` values: an odd count's
+    /// last value is even[count / 2].
+    @inline(__always)
+    static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, count: Int, into row: UnsafeMutablePointer<Float>) {
+        merge(even: even, odd: odd, pairs: count / 2, into: row)
+        if count & 1 == 1 { row[count - 1] = even[count / 2] }
+    }
+
     /// even[j] = row[2j], odd[j] = row[2j + 1] for j < pairs.
     @inline(__always)
-    static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
+    private static func split(_ row: UnsafePointer<Float>, pairs: Int, even: UnsafeMutablePointer<Float>, odd: UnsafeMutablePointer<Float>) {
         if pairs >= 8 {
             forEachOverlappingBlock(of: 8, covering: pairs) { j in
                 let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD16<Float>.self)
@@ -21,7 +37,7 @@ enum EvenOdd {
 
     /// row[2j] = even[j], row[2j + 1] = odd[j] for j < pairs.
     @inline(__always)
-    static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
+    private static func merge(even: UnsafePointer<Float>, odd: UnsafePointer<Float>, pairs: Int, into row: UnsafeMutablePointer<Float>) {
         if pairs >= 8 {
             forEachOverlappingBlock(of: 8, covering: pairs) { j in
                 var v = SIMD16<Float>()

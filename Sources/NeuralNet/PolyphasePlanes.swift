@@ -53,8 +53,7 @@ struct PolyphasePlanes {
             switch stride {
             case 1: ShortRuns.copy(plane + source, to: row + padding, count: width)
             case 2:
-                EvenOdd.split(plane + source, pairs: width / 2, even: row + evenStart, odd: row + oddStart)
-                if width & 1 == 1 { row[evenStart + width / 2] = plane[source + width - 1] }
+                EvenOdd.split(plane + source, count: width, even: row + evenStart, odd: row + oddStart)
             default:
                 for c in 0 ..< width { row[(c + padding) % stride * phaseSize + (c + padding) / stride] = plane[source + c] }
             }
@@ -68,8 +67,7 @@ struct PolyphasePlanes {
             switch stride {
             case 1: ShortRuns.copy(row + padding, to: plane + target, count: width)
             case 2:
-                EvenOdd.merge(even: row + evenStart, odd: row + oddStart, pairs: width / 2, into: plane + target)
-                if width & 1 == 1 { plane[target + width - 1] = row[evenStart + width / 2] }
+                EvenOdd.merge(even: row + evenStart, odd: row + oddStart, count: width, into: plane + target)
             default:
                 for c in 0 ..< width { plane[target + c] = row[(c + padding) % stride * phaseSize + (c + padding) / stride] }
             }

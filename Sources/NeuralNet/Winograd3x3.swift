@@ -122,12 +122,11 @@ final class Winograd3x3: WinogradConvolution {
     /// columns: input column w is padded column w + 1.
     @inline(__always)
     private func fillInputPlane(from source: UnsafePointer<Float>) {
-        let h2 = half, odd = width / 2, even = (width + 1) / 2
+        let h2 = half
         for h in 0 ..< height {
             let row = source + h * width, e = inputPlane + (h + 1) * planeRowStride, o = e + h2
             // Padded column 2j + 1 (odd) is input column 2j; padded column 2j (even) is input column 2j − 1.
-            EvenOdd.split(row, pairs: odd, even: o, odd: e + 1)
-            if even > odd { o[odd] = row[width - 1] }
+            EvenOdd.split(row, count: width, even: o, odd: e + 1)
         }
     }
 
@@ -200,8 +199,7 @@ final class Winograd3x3: WinogradConvolution {
     /// row[2j] = even[j], row[2j + 1] = odd[j], for the row's `width` columns.
     @inline(__always)
     private func interleave(_ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>, into row: UnsafeMutablePointer<Float>) {
-        EvenOdd.merge(even: even, odd: odd, pairs: width / 2, into: row)
-        if width & 1 == 1 { row[width - 1] = even[width / 2] }
+        EvenOdd.merge(even: even, odd: odd, count: width, into: row)
     }
 
     // MARK: Backward
@@ -240,8 +238,8 @@ final class Winograd3x3: WinogradConvolution {
     /// even[j] = row[2j], odd[j] = row[2j + 1] for the `tileColumns` tiles, 0 beyond the row.
     @inline(__always)
     private func deinterleave(_ row: UnsafePointer<Float>, into even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>) {
-        EvenOdd.split(row, pairs: width / 2, even: even, odd: odd)
-        if width & 1 == 1 { even[width / 2] = row[width - 1]; odd[width / 2] = 0 }
+        EvenOdd.split(row, count: width, even: even, odd: odd)
+        if width & 1 == 1 { odd[width / 2] = 0 }
     }
 
     /// dx = Σ over tiles of B dV Bᵀ placed at the tile's 4×4 input window, for one plane; the
@@ -281,11 +279,9 @@ final class Winograd3x3: WinogradConvolution {
                 Self.addWindowColumns(r0, r1, r2, r3, count: n, even: e, odd: o)
             }
         }
-        let odd = width / 2, even = (width + 1) / 2
         for h in 0 ..< height {
             let target = dx + h * width, e = UnsafePointer(plane + (h + 1) * planeRowStride), o = e + h2
-            EvenOdd.merge(even: o, odd: e + 1, pairs: odd, into: target)
-            if even > odd { target[width - 1] = o[odd] }
+            EvenOdd.merge(even: o, odd: e + 1, count: width, into: target)
         }
     }
 
