@@ -102,13 +102,14 @@ public final class Conv2d: Layer, InputGradientPlacing {
         guard height + 2 * padding >= kernel, width + 2 * padding >= kernel else {
             throw ShapeError("\(summary): input \(height)×\(width) is smaller than the kernel")
         }
-        polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
         let chosen = requestedAlgorithm ?? (winogradApplies && inChannels >= 8 ? .winograd4x4 : .im2col)
         // Asked again for the same shape (a model's builder asks, then the model): the same
         // convolution, with the scratch a model may have shared with it.
         if let winograd, chosen == algorithm, winograd.height == height, winograd.width == width { return [outChannels, outHeight, outWidth] }
         switch chosen {
-        case .im2col: winograd = nil
+        case .im2col:
+            winograd = nil
+            polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
         case .winograd: winograd = Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
                                                maximumLanes: winogradLanes)
         case .winograd4x4: winograd = Winograd4x4(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
@@ -179,7 +180,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
                 for o in 0 ..< outChannels {
                     let source = p + o * columns + g * P, destination = y + ((first + g) * outChannels + o) * P
                     let b = bias[o]
-                    Elementwise.map(source, source, into: destination, count: P) { v, _ in v + SIMD8(repeating: b) } scalar: { v, _ in v + b }
+                    Elementwise.map(source, into: destination, count: P) { $0 + SIMD8(repeating: b) } scalar: { $0 + b }
                 }
             }
         }
@@ -239,8 +240,8 @@ public final class Conv2d: Layer, InputGradientPlacing {
         let phases = self.phases.pointer
         forEachPlane(images: images) { planeOffset, rows in
             polyphase.split(x + planeOffset, into: phases)
-            forEachKernelOffset(rows, images: images.count) { ki, kj, row in
-                let window = polyphase.window(ki * kernel + kj, in: phases)
+            forEachKernelOffset(rows, images: images.count) { offset, row in
+                let window = polyphase.window(offset, in: phases)
                 for oh in 0 ..< outHeight {
                     ShortRuns.copy(window + oh * polyphase.columns, to: row + oh * outWidth, count: outWidth)
                 }
@@ -255,8 +256,8 @@ public final class Conv2d: Layer, InputGradientPlacing {
         let dx = self.dx, phases = phaseSums.pointer
         forEachPlane(images: images) { planeOffset, rows in
             phases.update(repeating: 0, count: polyphase.size)
-            forEachKernelOffset(rows, images: images.count) { ki, kj, row in
-                let window = polyphase.window(ki * kernel + kj, in: phases)
+            forEachKernelOffset(rows, images: images.count) { offset, row in
+                let window = polyphase.window(offset, in: phases)
                 for oh in 0 ..< outHeight {
                     ShortRuns.add(row + oh * outWidth, into: window + oh * polyphase.columns, count: outWidth)
                 }
@@ -278,15 +279,13 @@ public final class Conv2d: Layer, InputGradientPlacing {
         }
     }
 
-    /// Kernel offsets (ki, kj) in order, with the image's columns in row (c, ki, kj) of `cols`
-    /// (`rows`: those of row (c, 0, 0); a row holds a chunk of `images`).
+    /// Kernel offsets (ki, kj) in order, as ki·kernel + kj, with the image's columns in row
+    /// (c, ki, kj) of `cols` (`rows`: those of row (c, 0, 0); a row holds a chunk of `images`).
     @inline(__always)
     private func forEachKernelOffset(_ rows: UnsafeMutablePointer<Float>, images: Int,
-                                     _ body: (_ ki: Int, _ kj: Int, _ row: UnsafeMutablePointer<Float>) -> Void) {
+                                     _ body: (_ offset: Int, _ row: UnsafeMutablePointer<Float>) -> Void) {
         let columns = images * positions
-        for ki in 0 ..< kernel {
-            for kj in 0 ..< kernel { body(ki, kj, rows + (ki * kernel + kj) * columns) }
-        }
+        for offset in 0 ..< kernel * kernel { body(offset, rows + offset * columns) }
     }
 
     /// FLOPs of the direct convolution, whatever the algorithm (the conventional measure, so

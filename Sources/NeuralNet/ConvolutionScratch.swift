@@ -8,12 +8,10 @@
 /// Winograd — every pass began on matrices out of cache.
 final class ConvolutionScratch {
     let input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
-    let inputFloats: Int, outputFloats: Int
     /// The last sweep's sum (`WinogradConvolution.streamIntoCache`), kept so that its reads stay.
     var sink: Float = 0
 
     init(input inputFloats: Int, output outputFloats: Int) {
-        (self.inputFloats, self.outputFloats) = (inputFloats, outputFloats)
         (input, output) = (zeroedFloats(inputFloats), zeroedFloats(outputFloats))
     }
 

@@ -15,6 +15,18 @@ enum Elementwise {
         }
         while i < n { z[i] = scalar(a[i], b[i]); i += 1 }
     }
+
+    /// z[i] = f(a[i]).
+    @inline(__always)
+    static func map(_ a: UnsafePointer<Float>, into z: UnsafeMutablePointer<Float>, count n: Int,
+                    _ lanes: (SIMD8<Float>) -> SIMD8<Float>, scalar: (Float) -> Float) {
+        var i = 0
+        while i + 8 <= n {
+            UnsafeMutableRawPointer(z + i).storeBytes(of: lanes(UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { z[i] = scalar(a[i]); i += 1 }
+    }
 }
 
 /// Short runs of floats (a row of a small feature map: 7, 14, 28 values) copied and added
@@ -42,19 +54,5 @@ enum ShortRuns {
         while j + 8 <= n { (SIMD8<Float>(loading: dst + j) + SIMD8<Float>(loading: src + j)).store(dst + j); j += 8 }
         if j + 4 <= n { (SIMD4<Float>(loading: dst + j) + SIMD4<Float>(loading: src + j)).store(dst + j); j += 4 }
         while j < n { dst[j] += src[j]; j += 1 }
-    }
-}
-
-extension ShortRuns {
-    /// dst[i] = 0 for i < n (a plain loop would become a `memset` call).
-    @inline(__always)
-    static func zero(_ dst: UnsafeMutablePointer<Float>, count n: Int) {
-        if n >= 8 {
-            forEachOverlappingBlock(of: 8, covering: n) { j in SIMD8<Float>(repeating: 0).store(dst + j) }
-        } else if n >= 4 {
-            forEachOverlappingBlock(of: 4, covering: n) { j in SIMD4<Float>(repeating: 0).store(dst + j) }
-        } else {
-            for j in 0 ..< n { dst[j] = 0 }
-        }
     }
 }

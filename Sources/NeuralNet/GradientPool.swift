@@ -30,7 +30,7 @@ extension Residual {
     /// it, its first layer is a convolution, and its parts are convolutions, batch norms and
     /// fused ReLUs (a nested block, say, keeps its own buffers).
     var canShareGradients: Bool {
-        appliesReLU && layers.first is Conv2d
+        appliesReLU && firstConvolution != nil
             && (layers + shortcut).allSatisfy { $0 is InputGradientPlacing || ($0 as? ReLU)?.isFused == true }
     }
 
@@ -53,7 +53,7 @@ extension Residual {
         for part in layers + shortcut { (part as? InputGradientPlacing)?.inputGradientTarget = nil }
         pooledMaskedGradient = nil
         guard let shared, canShareGradients else { return }
-        precondition(batch * largestGradient <= shared.capacity, "GradientPool: buffers smaller than a block's widest gradient")
+        precondition(gradientSize(batch: batch) <= shared.capacity, "GradientPool: buffers smaller than a block's widest gradient")
         let pool = shared.buffers
         func other(than used: UnsafeMutablePointer<Float>...) -> UnsafeMutablePointer<Float> { pool.first { !used.contains($0) }! }
         var dy = pool[0]
@@ -68,7 +68,7 @@ extension Residual {
             layer.inputGradientTarget = other(than: dy, side)
             side = layer.inputGradientTarget!
         }
-        (layers[0] as! InputGradientPlacing).inputGradientTarget = other(than: dy, side)
+        firstConvolution!.inputGradientTarget = other(than: dy, side)
         pooledMaskedGradient = pool[0]
     }
 }

@@ -17,14 +17,12 @@ protocol ReLUFusing: Layer {
 /// Fuses every ReLU that directly follows a `ReLUFusing` layer in `layers` into that layer,
 /// and so on inside residual blocks' paths, nested blocks' included.
 func fuseReLUs(_ layers: [Layer]) {
-    for (previous, next) in zip(layers, layers.dropFirst()) {
-        guard let fusing = previous as? ReLUFusing, let relu = next as? ReLU else { continue }
-        fusing.appliesReLU = true
-        relu.isFused = true
-    }
-    for case let block as Residual in layers {
-        fuseReLUs(block.layers)
-        fuseReLUs(block.shortcut)
+    forEachLayerList(layers) { list in
+        for (previous, next) in zip(list, list.dropFirst()) {
+            guard let fusing = previous as? ReLUFusing, let relu = next as? ReLU else { continue }
+            fusing.appliesReLU = true
+            relu.isFused = true
+        }
     }
 }
 

@@ -25,6 +25,9 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
     /// an output buffer. Set by `fuseResidualSums`, before the first `reserve`.
     public internal(set) var sumsInLastNorm = false
     private var summingNorm: BatchNorm? { sumsInLastNorm ? layers.last as? BatchNorm : nil }
+    /// The main path's first layer when it is a convolution: it makes the block's input
+    /// gradient itself, adding the shortcut's (`Conv2d.backward(_:batch:addingTo:)`).
+    var firstConvolution: Conv2d? { layers.first as? Conv2d }
     /// The last forward's output: the summing batch norm's buffer, or `output`.
     private var blockOutput: UnsafePointer<Float>?
     /// Whether backward passes its gradients through the model's shared buffers (`placeGradients`).
@@ -94,7 +97,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         if summingNorm == nil { output.reserve(batch * size) }
         guard pooledMaskedGradient == nil else { return }
         // A first convolution makes the block's input gradient itself (`backward`).
-        if !(layers.first is Conv2d) { inputGrad.reserve(batch * inputSize) }
+        if firstConvolution == nil { inputGrad.reserve(batch * inputSize) }
         if appliesReLU { maskedGrad.reserve(batch * size) }
     }
 
@@ -142,7 +145,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
             side = layer.backward(side!, batch: batch, needsInputGradient: needsInputGradient || index > 0)
         }
         // Summed by a first convolution as it makes its planes (the usual case), else in a pass of their own.
-        if needsInputGradient, let conv = layers.first as? Conv2d { return conv.backward(main!, batch: batch, addingTo: side!) }
+        if needsInputGradient, let conv = firstConvolution { return conv.backward(main!, batch: batch, addingTo: side!) }
         let first = layers[0].backward(main!, batch: batch, needsInputGradient: needsInputGradient)
         guard needsInputGradient, let first, let side else { return nil }
         let dx = inputGrad.pointer
@@ -171,9 +174,17 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
 /// batch norm make its sum in that batch norm's output pass (`Residual.sumsInLastNorm`): the
 /// same operations in the same order, one pass and one stored tensor fewer.
 func fuseResidualSums(_ layers: [Layer]) {
+    forEachLayerList(layers) { list in
+        for case let block as Residual in list { block.sumsInLastNorm = block.layers.last is BatchNorm }
+    }
+}
+
+/// `body` on `layers`, then on every residual block's main path and shortcut in them, nested
+/// blocks' too — the lists whose consecutive layers the fusions and sharings pair up.
+func forEachLayerList(_ layers: [Layer], _ body: ([Layer]) -> Void) {
+    body(layers)
     for case let block as Residual in layers {
-        block.sumsInLastNorm = block.layers.last is BatchNorm
-        fuseResidualSums(block.layers)
-        fuseResidualSums(block.shortcut)
+        forEachLayerList(block.layers, body)
+        forEachLayerList(block.shortcut, body)
     }
 }

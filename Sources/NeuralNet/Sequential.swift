@@ -97,12 +97,8 @@ public final class Sequential: Model {
     /// Gives every convolution (in residual blocks too) the same two scratch matrices, sized
     /// for the largest (`ConvolutionScratch`).
     private func shareConvolutionScratch() {
-        func convolutions(_ layers: [Layer]) -> [Conv2d] {
-            layers.flatMap { layer -> [Conv2d] in
-                (layer as? Conv2d).map { [$0] } ?? (layer as? Residual).map { convolutions($0.layers + $0.shortcut) } ?? []
-            }
-        }
-        let all = convolutions(layers)
+        var all: [Conv2d] = []
+        forEachLayerList(layers) { all += $0.compactMap { $0 as? Conv2d } }
         guard let input = all.map({ $0.scratchFloats.input }).max(), let output = all.map({ $0.scratchFloats.output }).max() else { return }
         let shared = ConvolutionScratch(input: input, output: output)
         for conv in all { conv.shareScratch(shared) }

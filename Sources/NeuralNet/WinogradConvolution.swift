@@ -79,8 +79,7 @@ extension WinogradConvolution {
     var v: UnsafeMutablePointer<Float> { scratch!.input }
     var m: UnsafeMutablePointer<Float> { scratch!.output }
 
-    /// V and M of this convolution's size when no model gave it its shared ones: at `reserve`,
-    /// and again at a pass if a new shape made a new convolution since.
+    /// V and M of this convolution's size when no model gave it its shared ones (at `reserve`).
     func reserveScratch() {
         if scratch == nil { scratch = ConvolutionScratch(input: scratchFloats.v, output: scratchFloats.m) }
     }
@@ -95,7 +94,6 @@ extension WinogradConvolution {
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int) {
         transformWeights(weight)
-        reserveScratch()
         let (C, O) = (inChannels, outChannels)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
@@ -121,7 +119,6 @@ extension WinogradConvolution {
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
                   adding addend: UnsafePointer<Float>?, batch: Int) {
         let (C, O) = (inChannels, outChannels)
-        reserveScratch()
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
