@@ -232,23 +232,24 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         while i < n { let v = (x[i] - mean) * rstd, z = (v * gamma + beta) + side[i]; y[i] = relu ? max(z, 0) : z; i += 1 }
     }
 
-    /// (Σ dy, Σ dy·x̂) over one row in double precision (four double lanes), x̂ recomputed from x
-    /// as `normalize` computes it. With `relu` = (γ, β), dy is first masked where the fused
-    /// ReLU's pre-activation x̂·γ + β was not positive.
+    /// (Σ dy, Σ dy·x̂) over one row in double precision (`DoubleChains`: two chains of four
+    /// double lanes), x̂ recomputed from x as `normalize` computes it. With `relu` = (γ, β), dy
+    /// is first masked where the fused ReLU's pre-activation x̂·γ + β was not positive.
     @inline(__always)
     private static func sumsOfGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
                                        mean: Float, rstd: Float, relu: (gamma: Float, beta: Float)?) -> (Double, Double) {
-        let m = SIMD4<Float>(repeating: mean), r = SIMD4<Float>(repeating: rstd)
-        let g = SIMD4<Float>(repeating: relu?.gamma ?? 0), b = SIMD4<Float>(repeating: relu?.beta ?? 0)
-        var s1 = SIMD4<Double>(), s2 = SIMD4<Double>(), i = 0
-        while i + 4 <= n {
-            var d = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD4<Float>.self)
-            let h = (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD4<Float>.self) - m) * r
+        typealias V = SIMD8<Float>
+        let m = V(repeating: mean), r = V(repeating: rstd)
+        let g = V(repeating: relu?.gamma ?? 0), b = V(repeating: relu?.beta ?? 0)
+        var s1 = DoubleChains(), s2 = DoubleChains(), i = 0
+        while i + 8 <= n {
+            var d = UnsafeRawPointer(dy + i).loadUnaligned(as: V.self)
+            let h = (UnsafeRawPointer(x + i).loadUnaligned(as: V.self) - m) * r
             if relu != nil { d = rectifiedGradient(d, preActivation: h * g + b) }
-            let dd = SIMD4<Double>(Double(d[0]), Double(d[1]), Double(d[2]), Double(d[3]))
+            let dd = DoubleChains(d)
             s1 += dd
-            s2 += dd * SIMD4<Double>(Double(h[0]), Double(h[1]), Double(h[2]), Double(h[3]))
-            i += 4
+            s2 += dd * DoubleChains(h)
+            i += 8
         }
         var total1 = s1.sum(), total2 = s2.sum()
         while i < n {

@@ -10,8 +10,9 @@ import NeuralNet
 /// - `sync` (PyTorch's `SyncBatchNorm`): every batch norm sums its per-channel statistics over
 ///   the ranks — Σx, Σx² and the count in forward, Σdy and Σdy·x̂ in backward — so a step on n
 ///   ranks is a step of one process on the global batch, and the running statistics are the
-///   same everywhere. The reductions during backward are handed to the communication thread
-///   (`GradientSynchronizer.runCollective`), behind the buckets already submitted.
+///   same everywhere. With `comm.overlap` the reductions take their turn among the buckets
+///   (`GradientSynchronizer.runCollective`): behind those still in flight on the communication
+///   thread, or in place when it is idle (always in forward).
 /// - `local`: each rank normalises with its own batch; the running buffers are then averaged
 ///   over the ranks after every step (one small all-reduce), so evaluation, checkpoints and the
 ///   replica hash see one model and a resumed run continues bit-identically.

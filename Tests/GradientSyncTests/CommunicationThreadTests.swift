@@ -1,0 +1,62 @@
+import Foundation
+import GradientSync
+import XCTest
+
+/// The communication thread's order: every rank must make the same collective calls in the
+/// same order, so a job waited for (a synchronised batch norm's collective) must come after
+/// every job submitted before it, wherever it runs.
+final class CommunicationThreadTests: XCTestCase {
+    private struct Failed: Error, Equatable { let id: Int }
+
+    /// A list the jobs append to, from whichever thread runs them.
+    private final class Log: @unchecked Sendable {
+        private let lock = NSLock()
+        private var entries: [String] = []
+        func append(_ s: String) { lock.lock(); entries.append(s); lock.unlock() }
+        var all: [String] { lock.lock(); defer { lock.unlock() }; return entries }
+    }
+
+    /// Property: a job waited for while earlier jobs are still queued runs on the communication
+    /// thread after all of them; one waited for when the thread is idle runs on the caller's
+    /// thread, after the earlier ones too; submission order holds throughout.
+    func testAWaitedJobRunsAfterEveryEarlierJobQueuedOrInPlace() throws {
+        let thread = CommunicationThread()
+        defer { thread.stop() }
+        let log = Log(), caller = pthread_self()
+        func elsewhere() -> Bool { pthread_equal(pthread_self(), caller) == 0 }
+        thread.submit { Thread.sleep(forTimeInterval: 0.05); log.append("slow") }
+        for i in 0 ..< 20 { thread.submit { log.append("job \(i)") } }
+        var queuedRanThere = false
+        try thread.runAndWait { queuedRanThere = elsewhere(); log.append("waited 1") }
+        XCTAssertTrue(queuedRanThere, "with jobs still queued, the waited job takes its turn on the communication thread")
+
+        var idleRanThere = true
+        try thread.runAndWait { idleRanThere = elsewhere(); log.append("waited 2") }
+        XCTAssertFalse(idleRanThere, "an idle thread: the waited job runs in place")
+
+        thread.submit { log.append("job 20") }
+        try thread.waitForAll()
+        XCTAssertEqual(log.all, ["slow"] + (0 ..< 20).map { "job \($0)" } + ["waited 1", "waited 2", "job 20"])
+    }
+
+    /// Property: an earlier job's failure skips a waited job, in place or queued, and is
+    /// rethrown by it and kept for `waitForAll`; a waited job's own failure in place is kept too.
+    func testFailuresAreRethrownAndKeptOnBothPaths() throws {
+        let thread = CommunicationThread()
+        defer { thread.stop() }
+        thread.submit { throw Failed(id: 1) }
+        var ran = false
+        XCTAssertThrowsError(try thread.runAndWait { ran = true }) { XCTAssertEqual($0 as? Failed, Failed(id: 1)) }
+        XCTAssertFalse(ran, "a job after a failure is skipped")
+        // Idle now, with the failure kept: the in-place path skips as well.
+        XCTAssertThrowsError(try thread.runAndWait { ran = true }) { XCTAssertEqual($0 as? Failed, Failed(id: 1)) }
+        XCTAssertFalse(ran, "in place, a job after a failure is skipped")
+        XCTAssertThrowsError(try thread.waitForAll()) { XCTAssertEqual($0 as? Failed, Failed(id: 1)) }
+        try thread.waitForAll()   // cleared by the call that reported it
+
+        XCTAssertThrowsError(try thread.runAndWait { throw Failed(id: 2) }) { XCTAssertEqual($0 as? Failed, Failed(id: 2)) }
+        thread.submit { ran = true }
+        XCTAssertThrowsError(try thread.waitForAll()) { XCTAssertEqual($0 as? Failed, Failed(id: 2)) }
+        XCTAssertFalse(ran, "a bucket after a failed waited job is skipped")
+    }
+}
