@@ -58,12 +58,16 @@ extension WinogradConvolution {
     /// Floats of slack after every run a transform block may spill past.
     static var slack: Int { 16 }
 
-    /// Images per chunk: V and M together about 2 MB. Swept from 256 KB to 8 MB with `bench
-    /// compute --model cnn` (27.8–29.4 ms a step throughout, within noise) and from 256 KB to
-    /// 4 MB with `--config configs/fashion-resnet.yaml` (256 KB 25 % slower); 2 MB was best on
-    /// average.
+    /// Images per chunk: V and M together about 1 MB, a core's L2 here. The transforms are
+    /// bound by their V and M traffic, not their arithmetic (eight lanes in place of four for
+    /// the 7×7 planes' transforms changed nothing), so V and M should stay in L2. Swept with
+    /// `bench compute --config configs/fashion-resnet.yaml --batch 64` since every model's
+    /// convolutions share one V and M (`ConvolutionScratch`), four alternating rounds, medians:
+    /// 2 MB 78.5, 1.5 MB 78.2, 1 MB 76.6, 768 KB 77.6, 512 KB 78.5 ms a step; 1 MB against
+    /// 2 MB in five more rounds 78.6 against 80.9, and `--model cnn` 33.0 against 33.7 ms.
+    /// (Before the scratch was shared, 2 MB had been best: 256 KB 25 % slower.)
     static func imagesPerChunk(inChannels: Int, outChannels: Int, tilesPerImage: Int) -> Int {
-        max(1, (2 << 20) / (products * (inChannels + outChannels) * tilesPerImage * 4))
+        max(1, (1 << 20) / (products * (inChannels + outChannels) * tilesPerImage * 4))
     }
 
     /// U and its gradient, zero-filled (freed by the owner).
@@ -154,7 +158,7 @@ extension WinogradConvolution {
     /// Reads one float of every cache line of the chunk's input, in memory order, before the
     /// input transform reads it channel by channel. Why: the transform takes one 3 KB plane of
     /// each image in turn, so the first lines of nearly every plane were misses the hardware
-    /// prefetcher had not seen coming; one sequential sweep (450 KB at 16×28×28 and 9 images,
+    /// prefetcher had not seen coming; one sequential sweep (200 KB at 16×28×28 and 4 images,
     /// within L2) streams them in instead. Measured (`bench compute --config
     /// configs/fashion-resnet.yaml --batch 64`, 11 alternating rounds): 78.5 → 76.8 ms a step,
     /// medians; at np 2, 1482 → 1500 samples/s (four rounds). The same sweep over dy before the

@@ -91,7 +91,7 @@ final class ConvolutionTests: XCTestCase {
             (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 9, 10, 3),
             (Conv2d(8, 4, kernel: 1, stride: 2, bias: false), 8, 8, 7, 3),
             (Conv2d(2, 3, kernel: 3, padding: 1), 2, 6, 5, 3),
-            // Two chunks: Winograd F(4×4) takes 9 images of 16×28×28 a chunk, im2col 4 of 3×64×64.
+            // Several chunks: Winograd F(4×4) takes 4 images of 16×28×28 a chunk, im2col 4 of 3×64×64.
             (Conv2d(16, 16, kernel: 3, padding: 1, bias: false), 16, 28, 28, 10),
             (Conv2d(3, 4, kernel: 3, stride: 2, padding: 1, bias: false), 3, 64, 64, 5)]
         for t in cases {

@@ -247,11 +247,11 @@ final class WinogradTests: XCTestCase {
         // Tiles per row n = ⌈width/2⌉ for F(2×2): 1 (a block spills over several rows and images; no
         // column pairs), 2, 3, 4 (exactly 4 lanes; 4 pairs), 5, 6, 7 (8 lanes spilling), 8, 9
         // (overlapping), 14 and 15; for F(4×4) n = ⌈width/4⌉: 1 to 8, 9 (36) and 15 (60). The 28×28
-        // batch of 25 fills more than one chunk for both (12 and 22 images), the last one smaller.
+        // batch of 25 fills more than one chunk for both (6 and 11 images), the last one smaller.
         // F(4×4) pairs rows of 4 tiles in 8 lanes and rows of 2 in 4 (`PairedQuads`, `PairedPairs`)
         // when the rows of tiles pair up: 6×13 and 14×14 (2 and 4 rows of 4), 7×7, 8×8, 16×5 and
         // 5×7 (2, 2, 4 and 2 rows of 2); 9×15 and 4×5 (3 and 1 rows) keep the single-row blocks;
-        // 14×14 at batch 75 and 7×7 at batch 281 span two chunks of F(4×4) (70 and 280 images).
+        // 14×14 at batch 75 and 7×7 at batch 281 span three chunks of F(4×4) (35 and 140 images).
         for (height, width, bias, batch) in [(3, 1, true, 3), (2, 2, false, 3), (5, 3, true, 3), (4, 5, false, 3), (7, 7, false, 3),
                                              (3, 8, true, 3), (4, 10, true, 3), (5, 11, false, 3), (6, 13, false, 3), (9, 15, true, 3),
                                              (6, 17, false, 3), (28, 28, false, 25), (3, 30, true, 3), (3, 24, false, 2),
