@@ -65,8 +65,9 @@ public final class CommunicationThread {
     public func runAndWait(_ job: @escaping () throws -> Void) throws {
         condition.lock()
         guard queue.isEmpty && !running else {
+            queue.append(job)
+            condition.broadcast()
             condition.unlock()
-            submit(job)
             try drain(clearingFailure: false)
             return
         }

@@ -97,10 +97,12 @@ public final class GradientSynchronizer {
     deinit { thread?.stop() }
 
     /// Runs a collective `job` of the training thread in the place it would have among the
-    /// buckets: on the communication thread after every bucket submitted before it, waiting for
-    /// it (with `comm.overlap`; directly otherwise). A synchronised batch norm's reductions
-    /// during backward go through here: MPI is at THREAD_SERIALIZED, so the two threads must
-    /// never call it at once, and every rank must make the same calls in the same order. A
+    /// buckets, and waits for it: with `comm.overlap`, after every bucket submitted before it —
+    /// on the communication thread while buckets are in flight, in place once it is idle
+    /// (`CommunicationThread.runAndWait`); directly otherwise. A synchronised batch norm's
+    /// reductions, forward's and backward's, go through here: MPI is at THREAD_SERIALIZED, so
+    /// the two threads must never call it at once, and every rank must make the same calls in
+    /// the same order. A
     /// failure stays with the thread (later buckets are skipped); a step that fails calls
     /// `abandonStep`, which drains the thread before the job ends.
     public func runCollective(_ job: @escaping () throws -> Void) throws {

@@ -4,8 +4,8 @@
 ///
 /// Why shared: nothing in them outlives a pass, so one pair, sized for the largest, serves
 /// every convolution of a model (`Sequential.reserve`). Each pass then writes into matrices
-/// still in cache from the convolution before; with a pair per convolution — 2 MB each for
-/// Winograd — every pass began on matrices out of cache.
+/// still in cache from the convolution before; with a pair per convolution (2 MB each for
+/// Winograd then) every pass began on matrices out of cache.
 final class ConvolutionScratch {
     let input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>
     /// The last sweep's sum (`WinogradConvolution.streamIntoCache`), kept so that its reads stay.

@@ -44,10 +44,3 @@ func rectifiedGradient(_ dy: SIMD8<Float>, preActivation v: SIMD8<Float>) -> SIM
     let keep = unsafeBitCast(v .> 0, to: SIMD8<Int32>.self)
     return unsafeBitCast(unsafeBitCast(dy, to: SIMD8<Int32>.self) & keep, to: SIMD8<Float>.self)
 }
-
-/// `rectifiedGradient` in four lanes.
-@inline(__always)
-func rectifiedGradient(_ dy: SIMD4<Float>, preActivation v: SIMD4<Float>) -> SIMD4<Float> {
-    let keep = unsafeBitCast(v .> 0, to: SIMD4<Int32>.self)
-    return unsafeBitCast(unsafeBitCast(dy, to: SIMD4<Int32>.self) & keep, to: SIMD4<Float>.self)
-}

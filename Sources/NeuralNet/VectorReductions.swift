@@ -56,9 +56,10 @@ enum VectorReductions {
     /// (Σ p[i], Σ p[i]²) in double precision — a batch norm's statistics, where Σx² − (Σx)²/m
     /// cancels and float sums would lose the variance of a channel whose mean is large
     /// against its spread. Each float widened exactly, into two chains of four double lanes
-    /// (values 8k…8k+3 and 8k+4…8k+7), so that each add waits on one of its chain's every
-    /// eight values, not four: fashion-resnet's step 0.3–0.5 % faster in six of six
-    /// alternating rounds (`bench compute`), its `param_hash` unchanged.
+    /// (values 8k…8k+3 and 8k+4…8k+7), so that each chain's add depends on the one eight
+    /// values back, not four: fashion-resnet's step 0.3–0.5 % faster in six of six alternating
+    /// rounds (`bench compute`). The order is fixed, so every rank gets the same bits; it is
+    /// not the one-chain order (fashion-resnet's `param_hash` happened to stay the same).
     @inline(__always) static func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
         var s1 = DoubleChains(), s2 = DoubleChains(), i = 0
         while i + 8 <= n {

@@ -24,7 +24,7 @@ final class CommunicationThreadTests: XCTestCase {
         defer { thread.stop() }
         let log = Log(), caller = pthread_self()
         func elsewhere() -> Bool { pthread_equal(pthread_self(), caller) == 0 }
-        thread.submit { Thread.sleep(forTimeInterval: 0.05); log.append("slow") }
+        thread.submit { Thread.sleep(forTimeInterval: 0.5); log.append("slow") }
         for i in 0 ..< 20 { thread.submit { log.append("job \(i)") } }
         var queuedRanThere = false
         try thread.runAndWait { queuedRanThere = elsewhere(); log.append("waited 1") }
@@ -37,6 +37,21 @@ final class CommunicationThreadTests: XCTestCase {
         thread.submit { log.append("job 20") }
         try thread.waitForAll()
         XCTAssertEqual(log.all, ["slow"] + (0 ..< 20).map { "job \($0)" } + ["waited 1", "waited 2", "job 20"])
+    }
+
+    /// Property: a job waited for while the thread runs a job, with nothing else queued, still
+    /// takes its turn on the communication thread after that job — never in place beside it,
+    /// which would put two threads in MPI at once.
+    func testAWaitedJobNeverRunsBesideARunningJob() throws {
+        let thread = CommunicationThread()
+        defer { thread.stop() }
+        let log = Log(), caller = pthread_self(), started = DispatchSemaphore(value: 0)
+        thread.submit { started.signal(); Thread.sleep(forTimeInterval: 0.2); log.append("running") }
+        started.wait()   // the job is running and the queue is empty
+        var ranElsewhere = false
+        try thread.runAndWait { ranElsewhere = pthread_equal(pthread_self(), caller) == 0; log.append("waited") }
+        XCTAssertTrue(ranElsewhere, "with a job running, the waited job runs on the communication thread")
+        XCTAssertEqual(log.all, ["running", "waited"])
     }
 
     /// Property: an earlier job's failure skips a waited job, in place or queued, and is
