@@ -144,9 +144,13 @@ public final class Conv2d: Layer, InputGradientPlacing {
                                            bias: bias, biasCount: hasBias ? outChannels : 0, fanIn: fieldSize)
     }
 
-    /// Images per chunk: `cols` of about 128 Ki floats (512 KB, L2-sized; measured against
-    /// 256 Ki, 1 Mi and 2 Mi with `bench compute --model cnn`: 45–46 vs 46–50 ms per step).
-    private var chunk: Int { max(1, (128 << 10) / max(1, fieldSize * positions)) }
+    /// Images per chunk: `cols` and the product together about 128 Ki floats (512 KB, within
+    /// a core's L2; cols alone measured against 256 Ki, 1 Mi and 2 Mi with `bench compute
+    /// --model cnn`: 45–46 vs 46–50 ms per step). The product counts: with more output
+    /// channels than K (a stem's 9, a 1×1 projection's C) it was up to twice cols, and the
+    /// pair spilled out of L2 — counting it made fashion-resnet's step 75.8 → 74.3 ms and
+    /// fashion-cnn's 31.8 → 30.9 ms (medians of 12 and 3 alternating rounds).
+    private var chunk: Int { max(1, (128 << 10) / max(1, (fieldSize + outChannels) * positions)) }
 
     public func reserve(batch: Int) {
         output.reserve(batch * outChannels * positions)
