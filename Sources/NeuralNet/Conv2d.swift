@@ -37,7 +37,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private var dx: UnsafeMutablePointer<Float> { inputGradientTarget ?? inputGrad.pointer }
     private let cols = ActivationBuffer(), product = ActivationBuffer()
     /// One input plane's polyphase components (`PolyphasePlanes`): im2col's source (its padding
-    /// zeroed once, when allocated, and never written) and col2im's sums.
+    /// zeroed at every `reserve`, since a new shape moves it, and never written) and col2im's sums.
     private let phases = ActivationBuffer(), phaseSums = ActivationBuffer()
     private var polyphase: PolyphasePlanes!
     private var input: UnsafePointer<Float>?

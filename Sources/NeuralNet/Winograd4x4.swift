@@ -36,7 +36,8 @@ final class Winograd4x4: WinogradConvolution {
     var scratch: ConvolutionScratch?
     /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
     /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
-    /// border stays the convolution's zero padding) and `gradientPlane` (cleared per plane).
+    /// border stays the convolution's zero padding) and `gradientPlane` (each value written first, then added to:
+    /// `inverseTransformInput`).
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
     /// 36 runs of `runStride` values for each of two rows of tiles, and 36 lane vectors of a
     /// block's intermediate rows.
@@ -350,23 +351,13 @@ final class Winograd4x4: WinogradConvolution {
     private func addWindowRow(_ c: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, first: Bool) {
         typealias V = SIMD8<Float>
         let n = tileColumns, r = runStride, q = phase
+        @inline(__always) func held(_ p: UnsafeMutablePointer<Float>) -> V { first ? V() : V(loading: p) }
         var t = 0
-        if first {
-            let zero = V()
-            while t <= n {
-                (zero + (V(loading: c + 4 * r + t) + V(loading: c + t))).store(target + t)
-                (zero + (V(loading: c + 5 * r + t) + V(loading: c + r + t))).store(target + q + t)
-                (zero + V(loading: c + 2 * r + t)).store(target + 2 * q + t)
-                (zero + V(loading: c + 3 * r + t)).store(target + 3 * q + t)
-                t += 8
-            }
-            return
-        }
         while t <= n {
-            (V(loading: target + t) + (V(loading: c + 4 * r + t) + V(loading: c + t))).store(target + t)
-            (V(loading: target + q + t) + (V(loading: c + 5 * r + t) + V(loading: c + r + t))).store(target + q + t)
-            (V(loading: target + 2 * q + t) + V(loading: c + 2 * r + t)).store(target + 2 * q + t)
-            (V(loading: target + 3 * q + t) + V(loading: c + 3 * r + t)).store(target + 3 * q + t)
+            (held(target + t) + (V(loading: c + 4 * r + t) + V(loading: c + t))).store(target + t)
+            (held(target + q + t) + (V(loading: c + 5 * r + t) + V(loading: c + r + t))).store(target + q + t)
+            (held(target + 2 * q + t) + V(loading: c + 2 * r + t)).store(target + 2 * q + t)
+            (held(target + 3 * q + t) + V(loading: c + 3 * r + t)).store(target + 3 * q + t)
             t += 8
         }
     }

@@ -228,4 +228,3 @@ extension WinogradConvolution {
 func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64).initializeMemory(as: Float.self, repeating: 0, count: count)
 }
-

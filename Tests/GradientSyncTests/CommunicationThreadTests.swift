@@ -59,10 +59,12 @@ final class CommunicationThreadTests: XCTestCase {
     func testFailuresAreRethrownAndKeptOnBothPaths() throws {
         let thread = CommunicationThread()
         defer { thread.stop() }
-        thread.submit { throw Failed(id: 1) }
+        let started = DispatchSemaphore(value: 0)
+        thread.submit { started.signal(); Thread.sleep(forTimeInterval: 0.2); throw Failed(id: 1) }
+        started.wait()   // the failing job is running: the waited job takes the queued path
         var ran = false
         XCTAssertThrowsError(try thread.runAndWait { ran = true }) { XCTAssertEqual($0 as? Failed, Failed(id: 1)) }
-        XCTAssertFalse(ran, "a job after a failure is skipped")
+        XCTAssertFalse(ran, "queued, a job after a failure is skipped")
         // Idle now, with the failure kept: the in-place path skips as well.
         XCTAssertThrowsError(try thread.runAndWait { ran = true }) { XCTAssertEqual($0 as? Failed, Failed(id: 1)) }
         XCTAssertFalse(ran, "in place, a job after a failure is skipped")
