@@ -23,6 +23,7 @@ struct RingSGD: ParsableCommand {
     static func main() {
         let environment = ProcessInfo.processInfo.environment
         let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? "0"
+        runAgainWithWiderBLASKernels(rank: rank)
         func fail(_ message: String, code: Int32) -> Never {
             if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
             Foundation.exit(code)
@@ -46,6 +47,29 @@ struct RingSGD: ParsableCommand {
         var command: ParsableCommand
         do { command = try parseAsRoot() } catch { finish(error, pointingAtHelp: true) }
         do { try command.run() } catch { finish(error, pointingAtHelp: false) }
+    }
+
+    /// When OpenBLAS chose kernels narrower than this CPU's vector instructions (a CPU newer
+    /// than its model table: see `BLASKernelChoice`), sets `OPENBLAS_CORETYPE` to the widest
+    /// the CPU has and runs this executable again with the same arguments: OpenBLAS reads the
+    /// variable only when it loads. It runs before MPI starts, so under `mpirun` every rank does
+    /// it on its own, in its own process. An `OPENBLAS_CORETYPE` the user set is never
+    /// overridden, and since the new process has it set, it never runs itself again. If the
+    /// exec fails, the process carries on with OpenBLAS's kernels.
+    static func runAgainWithWiderBLASKernels(rank: String) {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
+        let chosen = BLASKernels.coreName, flags = BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)
+        guard let wider = BLASKernelChoice.better(than: chosen, cpuFlags: flags) else { return }
+        if rank == "0" {
+            let note = "ringsgd: OpenBLAS chose its \(chosen) kernels (\(BLASKernelChoice.width(ofKernels: chosen)))"
+                + " on a CPU with \(BLASKernelChoice.width(ofCPUFlags: flags)): running with OPENBLAS_CORETYPE=\(wider)"
+                + " (set OPENBLAS_CORETYPE to choose yourself)\n"
+            FileHandle.standardError.write(Data(note.utf8))
+        }
+        setenv("OPENBLAS_CORETYPE", wider, 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        unsetenv("OPENBLAS_CORETYPE")
     }
 
     /// "unknown command 'trian'; did you mean 'train'? (…)" when the words before the first
@@ -75,7 +99,7 @@ enum BuildInfo {
     static var report: String {
         """
         ringsgd \(version) (\(commit))
-        Swift \(swiftVersion); \(MPIRuntime.libraryVersion); \(BLASKernels.configuration) (kernels: \(BLASKernels.coreName)); zstd \(ZstdStage.libraryVersion)
+        Swift \(swiftVersion); \(MPIRuntime.libraryVersion); \(BLASKernels.configuration) (kernels: \(BLASKernels.coreName)\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { ", OPENBLAS_CORETYPE=\($0)" } ?? "")); zstd \(ZstdStage.libraryVersion)
         """
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NeuralNet
 import XCTest
 
 /// What a user meets first on the command line: `--version`, a mistyped command, `--help`.
@@ -19,6 +20,27 @@ final class CommandLineTests: XCTestCase {
         if let recorded = try? String(contentsOfFile: try MPIRun.binary + ".commit", encoding: .utf8) {
             XCTAssertTrue(outcome.output.contains("built from commit \(recorded.trimmingCharacters(in: .whitespacesAndNewlines))"), outcome.output)
         }
+    }
+
+    /// Property: left to itself (no `OPENBLAS_CORETYPE`), `ringsgd` runs OpenBLAS kernels as
+    /// wide as this CPU's vector instructions, even where OpenBLAS chooses narrower ones for a CPU
+    /// it does not know (then it says so on one line). With `OPENBLAS_CORETYPE` set, the user's
+    /// choice is run as it is.
+    func testOpenBLASKernelsAreAsWideAsTheCPU() throws {
+        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else {
+            throw XCTSkip("no /proc/cpuinfo: the CPU's flags are unknown here")
+        }
+        let flags = BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)
+        let outcome = try MPIRun.runProcess(["env", "-u", "OPENBLAS_CORETYPE", try MPIRun.binary, "--version"], timeout: 30)
+        assertSucceeded(outcome, "--version")
+        let named = try XCTUnwrap(outcome.output.components(separatedBy: "(kernels: ").dropFirst().first, outcome.output)
+        let kernels = named.prefix { $0.isLetter }
+        XCTAssertEqual(BLASKernelChoice.width(ofKernels: String(kernels)), BLASKernelChoice.width(ofCPUFlags: flags),
+                       "kernels \(kernels) on a CPU with \(BLASKernelChoice.width(ofCPUFlags: flags)):\n\(outcome.output)")
+        // The user's choice stands (Prescott runs on every x86-64 CPU).
+        let pinned = try MPIRun.runProcess(["env", "OPENBLAS_CORETYPE=Prescott", try MPIRun.binary, "--version"], timeout: 30)
+        XCTAssertTrue(pinned.output.contains("kernels: Prescott, OPENBLAS_CORETYPE=Prescott"), pinned.output)
+        XCTAssertFalse(pinned.output.contains("running with OPENBLAS_CORETYPE"), pinned.output)
     }
 
     /// Property: a mistyped command (at any level) is one line naming it, suggesting the
