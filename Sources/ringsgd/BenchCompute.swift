@@ -80,9 +80,11 @@ struct BenchCompute: ParsableCommand {
         try report(net, name: name, batch: batch, perStep: time(net, optimizer, input: input, labels: labels, batch: batch, lr: config.lr))
     }
 
-    /// The median time of one step: gradients, then the optimizer's update.
+    /// The median and the fastest time of one step: gradients, then the optimizer's update. The
+    /// fastest is what a step costs when nothing else runs on the core; on a shared virtual
+    /// machine, whose neighbours slow whole seconds of a run, it moves far less than the median.
     private func time(_ net: NeuralNet.Model, _ optimizer: Optimizer, input: [Float], labels: [Int32], batch: Int,
-                      lr: Double = 0.01) throws -> Double {
+                      lr: Double = 0.01) throws -> (median: Double, fastest: Double) {
         var times: [Double] = []
         try input.withUnsafeBufferPointer { x in
             try labels.withUnsafeBufferPointer { y in
@@ -95,21 +97,22 @@ struct BenchCompute: ParsableCommand {
                 }
             }
         }
-        return median(times)
+        return (median(times), times.min() ?? 0)
     }
 
-    private func report(_ net: NeuralNet.Model, name: String, batch: Int, perStep: Double) throws {
-        let samplesPerSecond = Double(batch) / perStep
+    private func report(_ net: NeuralNet.Model, name: String, batch: Int, perStep: (median: Double, fastest: Double)) throws {
+        let samplesPerSecond = Double(batch) / perStep.median
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")
         print("bench compute: OpenBLAS kernels \(BLASKernels.coreName)"
               + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""))
         let tokens = net.labelsPerSample > 1 ? String(format: " (%.0f tokens/s)", samplesPerSecond * Double(net.labelsPerSample)) : ""
-        print(String(format: "model %@ batch %d: %.0f samples/s%@, %.2f ms/step, %.1f GFLOP/s (median of %d steps, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
-                     name, batch, samplesPerSecond, tokens, perStep * 1e3, gflops, steps))
+        print(String(format: "model %@ batch %d: %.0f samples/s%@, %.2f ms/step, %.1f GFLOP/s (median of %d steps, fastest %.2f ms, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
+                     name, batch, samplesPerSecond, tokens, perStep.median * 1e3, gflops, steps, perStep.fastest * 1e3))
         if let json {
             var object: [String: Any] = ["model": name, "batch": batch,
-                                         "samples_per_second": samplesPerSecond, "gflops": gflops]
+                                         "samples_per_second": samplesPerSecond, "gflops": gflops,
+                                         "median_step_ms": perStep.median * 1e3, "fastest_step_ms": perStep.fastest * 1e3]
             if net.labelsPerSample > 1 { object["tokens_per_second"] = samplesPerSecond * Double(net.labelsPerSample) }
             try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]).write(to: URL(fileURLWithPath: json), options: .atomic)
         }
