@@ -26,7 +26,7 @@ struct BenchCompute: ParsableCommand {
     var batch: Int?
     @Option(help: "Untimed warm-up steps.")
     var warmup: Int = 5
-    @Option(help: "Timed steps (median reported).")
+    @Option(help: "Timed steps (the median and the fastest reported).")
     var steps: Int = 30
     @Option(help: "Write the result as JSON to this file.")
     var json: String?

@@ -22,7 +22,8 @@ struct RingSGD: ParsableCommand {
     /// in the arguments points at `--help`; a failure of the command itself does not.
     static func main() {
         let environment = ProcessInfo.processInfo.environment
-        let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? "0"
+        let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? environment["PMI_RANK"]
+            ?? environment["SLURM_PROCID"] ?? "0"
         runAgainWithWiderBLASKernels(rank: rank)
         func fail(_ message: String, code: Int32) -> Never {
             if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
@@ -51,26 +52,44 @@ struct RingSGD: ParsableCommand {
 
     /// When OpenBLAS chose kernels narrower than this CPU's vector instructions (a CPU newer
     /// than its model table: see `BLASKernelChoice`), sets `OPENBLAS_CORETYPE` to the widest
-    /// the CPU has and runs this executable again with the same arguments: OpenBLAS reads the
-    /// variable only when it loads. It runs before MPI starts, so under `mpirun` every rank does
-    /// it on its own, in its own process. An `OPENBLAS_CORETYPE` the user set is never
-    /// overridden, and since the new process has it set, it never runs itself again. If the
-    /// exec fails, the process carries on with OpenBLAS's kernels.
+    /// the CPU can run and runs this executable again with the same arguments: OpenBLAS reads
+    /// the variable only when it loads. It runs before MPI starts, so under `mpirun` every rank
+    /// does it on its own, in its own process. An `OPENBLAS_CORETYPE` the user set (not empty)
+    /// is never overridden, and since the new process has it set, it never runs itself again.
+    /// Only a DYNAMIC_ARCH OpenBLAS reads the variable, so no other build is run again.
+    ///
+    /// The process run again finds OpenBLAS's own choice in `ownChoiceVariable` and says, on
+    /// rank 0, what it runs now — after checking that the kernels did widen — then removes the
+    /// variable, so that processes it starts (`bench scaling`'s jobs) say nothing again.
     static func runAgainWithWiderBLASKernels(rank: String) {
-        guard ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil,
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
-        let chosen = BLASKernels.coreName, flags = BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)
-        guard let wider = BLASKernelChoice.better(than: chosen, cpuFlags: flags) else { return }
-        if rank == "0" {
-            let note = "ringsgd: OpenBLAS chose its \(chosen) kernels (\(BLASKernelChoice.width(ofKernels: chosen)))"
-                + " on a CPU with \(BLASKernelChoice.width(ofCPUFlags: flags)): running with OPENBLAS_CORETYPE=\(wider)"
-                + " (set OPENBLAS_CORETYPE to choose yourself)\n"
-            FileHandle.standardError.write(Data(note.utf8))
+        let environment = ProcessInfo.processInfo.environment
+        let say = { (line: String) in if rank == "0" { FileHandle.standardError.write(Data("ringsgd: \(line)\n".utf8)) } }
+        if let own = environment[ownChoiceVariable] {
+            unsetenv(ownChoiceVariable)
+            let now = BLASKernels.coreName, coreType = environment["OPENBLAS_CORETYPE"] ?? ""
+            let widened = (BLASKernelChoice.width(ofKernels: now) ?? .belowAVX2) > (BLASKernelChoice.width(ofKernels: own) ?? .avx512)
+            say(widened
+                ? "OpenBLAS chose its \(own) kernels for this CPU, which can run wider ones: running its \(now) kernels (OPENBLAS_CORETYPE=\(coreType); set OPENBLAS_CORETYPE to choose yourself)"
+                : "OPENBLAS_CORETYPE=\(coreType) did not widen OpenBLAS's \(own) kernels (it runs \(now)); set OPENBLAS_CORETYPE to choose yourself")
+            return
         }
+        guard (environment["OPENBLAS_CORETYPE"] ?? "").isEmpty, BLASKernels.configuration.contains("DYNAMIC_ARCH"),
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
+        let own = BLASKernels.coreName
+        guard let wider = BLASKernelChoice.coreType(widerThan: own, cpuFlags: BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)) else { return }
         setenv("OPENBLAS_CORETYPE", wider, 1)
+        setenv(ownChoiceVariable, own, 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // Only reached when the exec failed: this process runs on with OpenBLAS's own kernels,
+        // and `--version` and `bench compute` must not name a variable OpenBLAS never read.
+        let reason = String(cString: strerror(errno))
         unsetenv("OPENBLAS_CORETYPE")
+        unsetenv(ownChoiceVariable)
+        say("could not run itself again with OPENBLAS_CORETYPE=\(wider) (\(reason)); running OpenBLAS's \(own) kernels, narrower than this CPU's")
     }
+
+    /// OpenBLAS's own kernel choice, passed to the process `runAgainWithWiderBLASKernels` runs.
+    static let ownChoiceVariable = "RINGSGD_OPENBLAS_OWN_CHOICE"
 
     /// "unknown command 'trian'; did you mean 'train'? (…)" when the words before the first
     /// option name no command (`ringsgd trian`, `ringsgd bench alreduce`); nil otherwise.
