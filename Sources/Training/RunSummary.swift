@@ -52,6 +52,9 @@ public struct RunSummary: Codable, Equatable {
     public var target_step: Int?
     public var time_to_target_seconds: Double?
     public var bytes_to_target: Double?
+    /// The OpenBLAS kernels rank 0 ran ("SkylakeX", "Haswell", …): `param_hash` depends on them
+    /// (each kernel set rounds its sums in its own order) and `samples_per_second` too.
+    public var blas_kernels: String?
 }
 
 /// One line of `metrics.jsonl`, written after every epoch.

@@ -216,7 +216,8 @@ public final class Trainer {
                                  bytes_sent: bytesSent(run, epoch), sync: config.syncMode, outer_steps: run.outer?.steps,
                                  locally_skipped_steps: run.outer.map { _ in run.locallySkipped },
                                  target: target?.description, target_step: run.targetReached?.step,
-                                 time_to_target_seconds: run.targetReached?.trainSeconds, bytes_to_target: run.targetReached?.bytesSent ?? nil)
+                                 time_to_target_seconds: run.targetReached?.trainSeconds, bytes_to_target: run.targetReached?.bytesSent ?? nil,
+                                 blas_kernels: BLASKernels.coreName)
         try Agreement.run("write summary.json", over: transport) {
             guard transport.rank == 0 else { return }
             try FileSystem.writeAtomically(Array(try JSONEncoder.sorted.encode(summary)),

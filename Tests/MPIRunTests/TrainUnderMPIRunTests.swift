@@ -19,6 +19,8 @@ final class TrainUnderMPIRunTests: XCTestCase {
         return outcome
     }
 
+    /// Property: replicas stay bit-identical at np 2 and 3, and summary.json and metrics.jsonl
+    /// hold their fields, `blas_kernels` among them.
     func testReplicasStayBitIdenticalAtNp2And3() throws {
         for np in [2, 3] {
             let dir = temporaryDirectory()
@@ -27,6 +29,10 @@ final class TrainUnderMPIRunTests: XCTestCase {
             let s = try summary(dir)
             XCTAssertEqual(s["world_size"] as? Int, np)
             XCTAssertEqual(s["steps"] as? Int, 40)
+            // The kernels rank 0 ran: those `--version` names for the same environment.
+            let version = try MPIRun.runProcess([try MPIRun.binary, "--version"], timeout: 30).output
+            let kernels = try XCTUnwrap(s["blas_kernels"] as? String, "\(s)")
+            XCTAssertTrue(!kernels.isEmpty && version.contains("(kernels: \(kernels)"), "\(kernels) against \(version)")
             let metrics = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8)
             for key in ["epoch", "step", "lr", "train_loss", "train_accuracy", "test_accuracy", "samples_per_second",
                         "compute_seconds", "comm_seconds"] {
