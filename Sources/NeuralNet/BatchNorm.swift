@@ -33,6 +33,10 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// and back after.
     public var gradientWeight: Double = 1
     var appliesReLU = false
+    /// The convolution before this batch norm adds its output's sums to the statistics as it
+    /// writes each chunk of images, while they are still in cache (`fuseBatchStatistics`), so
+    /// that training's forward makes no pass of its own over the batch for them.
+    public internal(set) var statisticsFromInput = false
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
     /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
     /// made in this pass instead of one of its own over two stored tensors (`Residual`). Set
@@ -115,16 +119,9 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
         input = x
         if training {
-            // Image by image, every channel of an image before the next: the planes are read one
-            // after another, in memory order (a channel-outer loop jumped a whole image's
-            // channels between reads: 196-byte planes at 7×7, each a fresh miss). Each channel's
-            // sums still add image by image, so the bits are those of the channel-outer loop.
-            sums.update(repeating: 0)
-            for b in 0 ..< batch {
-                for ch in 0 ..< c {
-                    let (r1, r2) = VectorReductions.sumAndSquares(x + (b * c + ch) * s, s)
-                    sums[ch] += r1; sums[c + ch] += r2
-                }
+            if !statisticsFromInput {
+                beginStatistics()
+                addStatistics(of: x, images: 0 ..< batch)
             }
             sums[2 * c] = Double(batch * s)
             reduce()
@@ -156,6 +153,25 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
             }
         }
         return UnsafePointer(y)
+    }
+
+    /// Zeroes the forward statistics' sums, before the first `addStatistics` of a batch.
+    func beginStatistics() { sums.update(repeating: 0) }
+
+    /// Adds Σx and Σx² of `images`' planes of x — this layer's input — to the statistics, image
+    /// by image, every channel of an image before the next: the planes are read one after
+    /// another, in memory order (a channel-outer loop jumped a whole image's channels between
+    /// reads: 196-byte planes at 7×7, each a fresh miss). Each channel's sums still add image by
+    /// image, so the bits are those of the channel-outer loop, and those of one call over the
+    /// whole batch, whichever chunks of images the calls take in order.
+    func addStatistics(of x: UnsafePointer<Float>, images: Range<Int>) {
+        let c = channels, s = spatial
+        for b in images {
+            for ch in 0 ..< c {
+                let (r1, r2) = VectorReductions.sumAndSquares(x + (b * c + ch) * s, s)
+                sums[ch] += r1; sums[c + ch] += r2
+            }
+        }
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
@@ -306,4 +322,19 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
 /// until the model asks, because `Layer.forward` and `backward` do not throw.
 public protocol CollectiveLayer: AnyObject {
     func takeFailure() -> Error?
+}
+
+/// Gives every batch norm that directly follows a convolution in `layers` (and in residual
+/// blocks' paths) its training statistics from that convolution, which adds each chunk of
+/// images' sums as it writes them — while they are still in L2 — instead of the batch norm
+/// reading the whole batch again. The sums are added in the batch norm's own order, so the
+/// bits are the same.
+func fuseBatchStatistics(_ layers: [Layer]) {
+    forEachLayerList(layers) { list in
+        for (previous, next) in zip(list, list.dropFirst()) {
+            guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { continue }
+            convolution.statisticsConsumer = batchNorm
+            batchNorm.statisticsFromInput = true
+        }
+    }
 }

@@ -29,6 +29,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private let requestedAlgorithm: Algorithm?
     private let winogradLanes: Int
     private var winograd: WinogradConvolution?
+    /// The batch norm right after this convolution, which takes its training statistics from
+    /// the output as this layer writes it, chunk by chunk (`fuseBatchStatistics`).
+    var statisticsConsumer: BatchNorm?
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
@@ -169,8 +172,12 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
         let y = output.pointer
+        let statistics = training ? statisticsConsumer : nil
+        statistics?.beginStatistics()
         if let winograd {
-            winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch)
+            winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch) { images in
+                statistics?.addStatistics(of: y, images: images)
+            }
             return UnsafePointer(y)
         }
         let p = productPointer, P = positions
@@ -187,6 +194,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
                     Elementwise.map(source, into: destination, count: P) { $0 + SIMD8(repeating: b) } scalar: { $0 + b }
                 }
             }
+            statistics?.addStatistics(of: y, images: first ..< first + images)
         }
         return UnsafePointer(y)
     }

@@ -24,9 +24,10 @@ public final class Sequential: Model {
 
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
     /// `fusesPasses`: batch norms and residual blocks apply the ReLU that follows them
-    /// (`fuseReLUs`), and a block whose main path ends with a batch norm makes its sum in that
-    /// batch norm's output pass (`fuseResidualSums`) — the same bits, fewer passes; off only
-    /// to test that.
+    /// (`fuseReLUs`), a block whose main path ends with a batch norm makes its sum in that
+    /// batch norm's output pass (`fuseResidualSums`), and a convolution makes the training
+    /// statistics of the batch norm after it as it writes its output (`fuseBatchStatistics`) —
+    /// the same bits, fewer passes; off only to test that.
     /// `sharesBuffers`: residual blocks pass their backward gradients through three shared
     /// buffers (`GradientPool`), and the convolutions share two scratch matrices
     /// (`ConvolutionScratch`) — the same bits, buffers that stay in cache; off only to test that.
@@ -34,7 +35,7 @@ public final class Sequential: Model {
                 gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesBuffers: Bool = true) throws {
         self.layers = layers
         self.sharesBuffers = sharesBuffers
-        if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers) }
+        if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers); fuseBatchStatistics(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
         collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }

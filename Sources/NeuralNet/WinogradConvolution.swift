@@ -46,8 +46,9 @@ protocol WinogradConvolution: AnyObject {
     func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>)
 
     /// y = conv(x, weight) + bias for `batch` NCHW images.
+    /// `afterChunk` is called with each chunk's images once their output planes are written.
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                 into y: UnsafeMutablePointer<Float>, batch: Int)
+                 into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void)
     /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx (+ `addend`).
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
@@ -99,7 +100,7 @@ extension WinogradConvolution {
     // the top of forward and of backward, into chunk loops generic over the lanes, was measured
     // 1.5–2 % slower on fashion-resnet (2026-11-30, five alternating rounds), so the repetition stays.
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                 into y: UnsafeMutablePointer<Float>, batch: Int) {
+                 into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void) {
         transformWeights(weight)
         let (C, O) = (inChannels, outChannels)
         for first in stride(from: 0, to: batch, by: chunk) {
@@ -117,6 +118,7 @@ extension WinogradConvolution {
             case .pairedRows(lanes: 8): transformOutputs(PairedQuads.self, images: images, bias: bias, into: y)
             case .pairedRows: transformOutputs(PairedPairs.self, images: images, bias: bias, into: y)
             }
+            afterChunk(images)
         }
     }
 

@@ -98,6 +98,62 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "evaluation's logits differ")
     }
 
+    /// Property: batch norms whose training statistics the convolution before them adds as it
+    /// writes each chunk of images (`fuseBatchStatistics`) give the same bits as batch norms
+    /// that read the whole batch themselves — loss, every gradient, the running statistics —
+    /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
+    /// chunk) takes 6 + 3 and the Winograd F(4×4) convolutions (16→16, 4 images a chunk) take
+    /// 4 + 4 + 1, and in a projection block at 14×14; over two steps, so that the sums of one
+    /// batch must not leak into the next. Every batch norm right after a convolution is fused.
+    func testBatchStatisticsMadeByTheConvolutionGiveTheSameBits() throws {
+        let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
+        let spec: [LayerSpec] = [
+            .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
+            .residual(layers: [.conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
+                               .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "identity"),
+            .relu,
+            .residual(layers: [.conv2d(out: 8, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
+                               .conv2d(out: 8, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "projection"),
+            .relu, .globalavgpool2d, .linear(out: nil)]
+        let shape = [1, 28, 28], batch = 9
+        func model(fused: Bool) throws -> Sequential {
+            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
+            m.initialize(seed: 5)
+            return m
+        }
+        let fused = try model(fused: true), separate = try model(fused: false)
+        func norms(_ layers: [Layer]) -> [BatchNorm] {
+            layers.flatMap { layer -> [BatchNorm] in
+                (layer as? BatchNorm).map { [$0] } ?? (layer as? Residual).map { norms($0.layers + $0.shortcut) } ?? []
+            }
+        }
+        func convolutions(_ layers: [Layer]) -> [Conv2d] {
+            layers.flatMap { layer -> [Conv2d] in
+                (layer as? Conv2d).map { [$0] } ?? (layer as? Residual).map { convolutions($0.layers + $0.shortcut) } ?? []
+            }
+        }
+        let algorithms = convolutions(fused.layers).map(\.algorithm)
+        XCTAssertEqual(algorithms.first, .im2col, "the stem")
+        XCTAssertEqual(Array(algorithms[1 ... 2]), [.winograd4x4, .winograd4x4], "the 16→16 convolutions at 28×28")
+        XCTAssertEqual(norms(fused.layers).map(\.statisticsFromInput), Array(repeating: true, count: 6))
+        XCTAssertEqual(norms(separate.layers).map(\.statisticsFromInput), Array(repeating: false, count: 6))
+        var generator = SeededGenerator(seed: 9)
+        for step in 0 ..< 2 {
+            let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
+            let labels: [Int32] = (0 ..< batch).map { Int32(($0 + step) % 3) }
+            var losses: [Double] = []
+            for m in [fused, separate] {
+                let result = try input.withUnsafeBufferPointer { x in
+                    try labels.withUnsafeBufferPointer { try m.computeGradients(input: x, labels: $0, batch: batch, forwardDone: nil, unitDone: nil) }
+                }
+                losses.append(result.loss)
+            }
+            XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "step \(step)")
+            XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "step \(step): gradients differ")
+            XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "step \(step): running statistics differ")
+        }
+    }
+
     /// Property: residual blocks that pass their backward gradients through the model's three
     /// shared buffers (`GradientPool`), and convolutions sharing one pair of scratch matrices
     /// (`ConvolutionScratch`), give the same bits as a buffer per layer — loss and every
