@@ -19,6 +19,9 @@
 /// then one step on the global batch. A reducer that throws leaves its error in
 /// `failure`, which the model raises when the pass ends.
 ///
+/// Right after a convolution, training's statistics are made by the convolution as it writes
+/// each chunk of its output (`fuseBatchStatistics`): the same sums, in the same order.
+///
 /// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
 /// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
 public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientPlacing {
@@ -37,6 +40,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// writes each chunk of images, while they are still in cache (`fuseBatchStatistics`), so
     /// that training's forward makes no pass of its own over the batch for them.
     public internal(set) var statisticsFromInput = false
+    /// The input and batch the sums were begun for (`beginStatistics`), until forward uses them.
+    private var statisticsMadeFor: (input: UnsafePointer<Float>, batch: Int)?
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
     /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
     /// made in this pass instead of one of its own over two stored tensors (`Residual`). Set
@@ -119,10 +124,14 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
         input = x
         if training {
-            if !statisticsFromInput {
-                beginStatistics()
+            // The convolution's sums only when they are this input's, whole batch: a layer run
+            // outside its model, or after a convolution run for evaluation, makes its own.
+            let made = statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false
+            if !(statisticsFromInput && made) {
+                beginStatistics(of: x, batch: batch)
                 addStatistics(of: x, images: 0 ..< batch)
             }
+            statisticsMadeFor = nil
             sums[2 * c] = Double(batch * s)
             reduce()
             count = sums[2 * c]
@@ -155,8 +164,12 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         return UnsafePointer(y)
     }
 
-    /// Zeroes the forward statistics' sums, before the first `addStatistics` of a batch.
-    func beginStatistics() { sums.update(repeating: 0) }
+    /// Zeroes the forward statistics' sums before the first `addStatistics` of a batch of
+    /// `batch` inputs at `x`, which training's forward then checks it is given.
+    func beginStatistics(of x: UnsafePointer<Float>, batch: Int) {
+        sums.update(repeating: 0)
+        statisticsMadeFor = (x, batch)
+    }
 
     /// Adds Σx and Σx² of `images`' planes of x — this layer's input — to the statistics, image
     /// by image, every channel of an image before the next: the planes are read one after

@@ -13,6 +13,9 @@
 /// G is chosen so that `cols` stays about 512 KB: im2col, the GEMM's B panel, col2im and the
 /// layout passes then run in cache instead of streaming a [K, N·OH·OW] matrix (29 MB for the
 /// cnn's second conv at batch 128) through DRAM several times per step.
+///
+/// In training, a batch norm right after it in a layer list takes its statistics from this
+/// layer's output as each chunk is written (`statisticsConsumer`, `fuseBatchStatistics`).
 public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
@@ -153,6 +156,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
     /// channels than K (a stem's 9, a 1×1 projection's C) it was up to twice cols, and the
     /// pair spilled out of L2 — counting it made fashion-resnet's step 75.8 → 74.3 ms and
     /// fashion-cnn's 31.8 → 30.9 ms (medians of 12 and 3 alternating rounds).
+    /// Images per chunk of the forward and backward passes, either algorithm's (known once
+    /// the input shape is).
+    public var imagesPerChunk: Int { winograd?.chunk ?? chunk }
     private var chunk: Int { max(1, (128 << 10) / max(1, (fieldSize + outChannels) * positions)) }
 
     public func reserve(batch: Int) {
@@ -173,7 +179,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
         input = x
         let y = output.pointer
         let statistics = training ? statisticsConsumer : nil
-        statistics?.beginStatistics()
+        statistics?.beginStatistics(of: y, batch: batch)
         if let winograd {
             winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch) { images in
                 statistics?.addStatistics(of: y, images: images)

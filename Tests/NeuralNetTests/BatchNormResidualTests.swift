@@ -102,9 +102,11 @@ final class BatchNormResidualTests: XCTestCase {
     /// writes each chunk of images (`fuseBatchStatistics`) give the same bits as batch norms
     /// that read the whole batch themselves — loss, every gradient, the running statistics —
     /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
-    /// chunk) takes 6 + 3 and the Winograd F(4×4) convolutions (16→16, 4 images a chunk) take
-    /// 4 + 4 + 1, and in a projection block at 14×14; over two steps, so that the sums of one
-    /// batch must not leak into the next. Every batch norm right after a convolution is fused.
+    /// chunk) takes 6 + 3, the Winograd F(4×4) convolutions (16→16, 4 images a chunk) and the
+    /// stride-2 im2col (16→8) take 4 + 4 + 1 — asserted, so that a new chunk size cannot make
+    /// the test single-chunk; over two steps with an evaluation of another batch size between
+    /// them, so that the sums of one batch must not leak into the next. Every batch norm right
+    /// after a convolution is fused.
     func testBatchStatisticsMadeByTheConvolutionGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         let spec: [LayerSpec] = [
@@ -135,6 +137,10 @@ final class BatchNormResidualTests: XCTestCase {
         let algorithms = convolutions(fused.layers).map(\.algorithm)
         XCTAssertEqual(algorithms.first, .im2col, "the stem")
         XCTAssertEqual(Array(algorithms[1 ... 2]), [.winograd4x4, .winograd4x4], "the 16→16 convolutions at 28×28")
+        for convolution in convolutions(fused.layers).prefix(4) {
+            XCTAssertTrue(convolution.imagesPerChunk < batch && batch % convolution.imagesPerChunk != 0,
+                          "\(convolution.summary): \(convolution.imagesPerChunk) images a chunk must leave a partial chunk of \(batch)")
+        }
         XCTAssertEqual(norms(fused.layers).map(\.statisticsFromInput), Array(repeating: true, count: 6))
         XCTAssertEqual(norms(separate.layers).map(\.statisticsFromInput), Array(repeating: false, count: 6))
         var generator = SeededGenerator(seed: 9)
@@ -151,6 +157,10 @@ final class BatchNormResidualTests: XCTestCase {
             XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "step \(step)")
             XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "step \(step): gradients differ")
             XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "step \(step): running statistics differ")
+            let logits = try [fused, separate].map { m in
+                try Array(input.prefix(5 * 784)).withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try m.forward($0, batch: 5, training: false), count: 5 * 3)) }
+            }
+            XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "step \(step): evaluation's logits differ")
         }
     }
 
