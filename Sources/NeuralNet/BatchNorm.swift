@@ -343,11 +343,9 @@ public protocol CollectiveLayer: AnyObject {
 /// reading the whole batch again. The sums are added in the batch norm's own order, so the
 /// bits are the same.
 func fuseBatchStatistics(_ layers: [Layer]) {
-    forEachLayerList(layers) { list in
-        for (previous, next) in zip(list, list.dropFirst()) {
-            guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { continue }
-            convolution.statisticsConsumer = batchNorm
-            batchNorm.statisticsFromInput = true
-        }
+    forEachAdjacentPair(layers) { previous, next in
+        guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }
+        convolution.statisticsConsumer = batchNorm
+        batchNorm.statisticsFromInput = true
     }
 }

@@ -17,12 +17,10 @@ protocol ReLUFusing: Layer {
 /// Fuses every ReLU that directly follows a `ReLUFusing` layer in `layers` into that layer,
 /// and so on inside residual blocks' paths, nested blocks' included.
 func fuseReLUs(_ layers: [Layer]) {
-    forEachLayerList(layers) { list in
-        for (previous, next) in zip(list, list.dropFirst()) {
-            guard let fusing = previous as? ReLUFusing, let relu = next as? ReLU else { continue }
-            fusing.appliesReLU = true
-            relu.isFused = true
-        }
+    forEachAdjacentPair(layers) { previous, next in
+        guard let fusing = previous as? ReLUFusing, let relu = next as? ReLU else { return }
+        fusing.appliesReLU = true
+        relu.isFused = true
     }
 }
 

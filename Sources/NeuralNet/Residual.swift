@@ -188,3 +188,11 @@ func forEachLayerList(_ layers: [Layer], _ body: ([Layer]) -> Void) {
         forEachLayerList(block.shortcut, body)
     }
 }
+
+/// Calls `body` with every two layers where the second directly follows the first, in
+/// `layers` and in every residual block's paths: where one layer can take over the next's pass.
+func forEachAdjacentPair(_ layers: [Layer], _ body: (_ previous: Layer, _ next: Layer) -> Void) {
+    forEachLayerList(layers) { list in
+        for (previous, next) in zip(list, list.dropFirst()) { body(previous, next) }
+    }
+}
