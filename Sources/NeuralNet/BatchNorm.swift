@@ -36,11 +36,10 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// and back after.
     public var gradientWeight: Double = 1
     var appliesReLU = false
-    /// The convolution before this batch norm adds its output's sums to the statistics as it
+    /// The input and batch the sums were begun for (`beginStatistics`), until forward uses
+    /// them: set by the convolution before this batch norm when it adds its output's sums as it
     /// writes each chunk of images, while they are still in cache (`fuseBatchStatistics`), so
     /// that training's forward makes no pass of its own over the batch for them.
-    public internal(set) var statisticsFromInput = false
-    /// The input and batch the sums were begun for (`beginStatistics`), until forward uses them.
     private var statisticsMadeFor: (input: UnsafePointer<Float>, batch: Int)?
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
     /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
@@ -126,8 +125,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         if training {
             // The convolution's sums only when they are this input's, whole batch: a layer run
             // outside its model, or after a convolution run for evaluation, makes its own.
-            let made = statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false
-            if !(statisticsFromInput && made) {
+            if !(statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false) {
                 beginStatistics(of: x, batch: batch)
                 addStatistics(of: x, images: 0 ..< batch)
             }
@@ -346,6 +344,5 @@ func fuseBatchStatistics(_ layers: [Layer]) {
     forEachAdjacentPair(layers) { previous, next in
         guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }
         convolution.statisticsConsumer = batchNorm
-        batchNorm.statisticsFromInput = true
     }
 }

@@ -34,7 +34,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private var winograd: WinogradConvolution?
     /// The batch norm right after this convolution, which takes its training statistics from
     /// the output as this layer writes it, chunk by chunk (`fuseBatchStatistics`).
-    var statisticsConsumer: BatchNorm?
+    public internal(set) var statisticsConsumer: BatchNorm?
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!

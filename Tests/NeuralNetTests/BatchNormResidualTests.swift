@@ -141,8 +141,9 @@ final class BatchNormResidualTests: XCTestCase {
             XCTAssertTrue(convolution.imagesPerChunk < batch && batch % convolution.imagesPerChunk != 0,
                           "\(convolution.summary): \(convolution.imagesPerChunk) images a chunk must leave a partial chunk of \(batch)")
         }
-        XCTAssertEqual(norms(fused.layers).map(\.statisticsFromInput), Array(repeating: true, count: 6))
-        XCTAssertEqual(norms(separate.layers).map(\.statisticsFromInput), Array(repeating: false, count: 6))
+        XCTAssertEqual(convolutions(fused.layers).map { $0.statisticsConsumer.map(ObjectIdentifier.init) },
+                       norms(fused.layers).map { ObjectIdentifier($0) }, "each convolution feeds the batch norm after it")
+        XCTAssertEqual(convolutions(separate.layers).map { $0.statisticsConsumer == nil }, Array(repeating: true, count: 6))
         var generator = SeededGenerator(seed: 9)
         for step in 0 ..< 2 {
             let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
