@@ -20,7 +20,8 @@
 /// `failure`, which the model raises when the pass ends.
 ///
 /// Right after a convolution, training's statistics are made by the convolution as it writes
-/// each chunk of its output (`fuseBatchStatistics`): the same sums, in the same order.
+/// each chunk of its output, and backward's input gradient by the convolution as it reads each
+/// plane of it (`fuseConvolutionsWithBatchNorms`): the same values, in the same order.
 ///
 /// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
 /// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
@@ -38,9 +39,20 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     var appliesReLU = false
     /// The input and batch the sums were begun for (`beginStatistics`), until forward uses
     /// them: set by the convolution before this batch norm when it adds its output's sums as it
-    /// writes each chunk of images, while they are still in cache (`fuseBatchStatistics`), so
+    /// writes each chunk of images, while they are still in cache (`fuseConvolutionsWithBatchNorms`), so
     /// that training's forward makes no pass of its own over the batch for them.
     private var statisticsMadeFor: (input: UnsafePointer<Float>, batch: Int)?
+    /// Set when a convolution comes right before (`fuseConvolutionsWithBatchNorms`): backward
+    /// then makes its sums only and returns its dy, and that convolution's backward asks for dx
+    /// plane by plane as it reads it (`inputGradientPlane`), into cache — instead of this layer
+    /// writing dx for the whole batch and the convolution reading it back. Why: on a core bound
+    /// by its memory traffic, dx's write and read cost more than recomputing it, and the layer
+    /// then needs no dx buffer.
+    public internal(set) var leavesInputGradientToConvolution = false
+    /// The dy and batch of the backward whose dx is left to the convolution, until it takes it.
+    private var pendingGradient: (dy: UnsafePointer<Float>, batch: Int)?
+    /// Per channel, mean(dy) then mean(dy·x̂) of the last backward: what dx needs beyond dy and x.
+    private let gradientMeans = ActivationBuffer()
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
     /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
     /// made in this pass instead of one of its own over two stored tensors (`Residual`). Set
@@ -115,8 +127,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
 
     public func reserve(batch: Int) {
         let n = batch * channels * spatial
-        output.reserve(n); means.reserve(channels); rstds.reserve(channels)
-        if inputGradientTarget == nil { inputGrad.reserve(n) }
+        output.reserve(n); means.reserve(channels); rstds.reserve(channels); gradientMeans.reserve(2 * channels)
+        if inputGradientTarget == nil && !leavesInputGradientToConvolution { inputGrad.reserve(n) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
@@ -186,7 +198,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer, dx = inputGradientTarget ?? inputGrad.pointer
+        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer
         // Image by image, in memory order, as forward's sums.
         sums.update(repeating: 0)
         for b in 0 ..< batch {
@@ -207,15 +219,34 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         } else {
             reduce()
         }
+        let means = gradientMeans.pointer
+        for ch in 0 ..< c { means[ch] = Float(sums[ch] / count); means[c + ch] = Float(sums[c + ch] / count) }
+        if leavesInputGradientToConvolution {
+            pendingGradient = (dy, batch)
+            return dy
+        }
+        let dx = inputGradientTarget ?? inputGrad.pointer
         for b in 0 ..< batch {
-            for ch in 0 ..< c {
-                let offset = (b * c + ch) * s
-                Self.inputGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch], scale: weight[ch] * rstd[ch],
-                                   meanDy: Float(sums[ch] / count), meanDyX: Float(sums[c + ch] / count),
-                                   relu: appliesReLU ? (weight[ch], bias[ch]) : nil, into: dx + offset)
-            }
+            for ch in 0 ..< c { inputGradientPlane(dy, image: b, channel: ch, into: dx + (b * c + ch) * s) }
         }
         return UnsafePointer(dx)
+    }
+
+    /// Whether `dy` and `batch` are those of the last backward, whose dx was left to the
+    /// convolution before this layer: then it is made plane by plane by `inputGradientPlane`,
+    /// until the next backward. The convolution asks before it reads its output gradient.
+    func leftInputGradient(_ dy: UnsafePointer<Float>, batch: Int) -> Bool {
+        pendingGradient.map { $0.dy == dy && $0.batch == batch } ?? false
+    }
+
+    /// dx of one plane — `image`'s channel `channel` — of the last backward, whose output
+    /// gradient was `dy`, into `dx`: the values backward writes when it makes dx itself.
+    @inline(__always)
+    func inputGradientPlane(_ dy: UnsafePointer<Float>, image: Int, channel ch: Int, into dx: UnsafeMutablePointer<Float>) {
+        let offset = (image * channels + ch) * spatial, rstd = rstds.pointer[ch], means = gradientMeans.pointer
+        Self.inputGradient(dy + offset, input! + offset, spatial, mean: self.means.pointer[ch], rstd: rstd, scale: weight[ch] * rstd,
+                           meanDy: means[ch], meanDyX: means[channels + ch],
+                           relu: appliesReLU ? (weight[ch], bias[ch]) : nil, into: dx)
     }
 
     /// y = x̂·γ + β with x̂ = (x − μ)·rstd over one row, then max(y, 0) when `relu`, eight lanes
@@ -335,14 +366,17 @@ public protocol CollectiveLayer: AnyObject {
     func takeFailure() -> Error?
 }
 
-/// Gives every batch norm that directly follows a convolution in `layers` (and in residual
-/// blocks' paths) its training statistics from that convolution, which adds each chunk of
-/// images' sums as it writes them — while they are still in L2 — instead of the batch norm
-/// reading the whole batch again. The sums are added in the batch norm's own order, so the
-/// bits are the same.
-func fuseBatchStatistics(_ layers: [Layer]) {
+/// Pairs every convolution in `layers` (and in residual blocks' paths) with the batch norm
+/// right after it, so that the convolution makes two of the batch norm's passes as part of
+/// its own, while the data is in cache: training's statistics, added as each chunk of images'
+/// output is written (instead of the batch norm reading the whole batch again), and
+/// backward's input gradient, made plane by plane as the convolution's backward reads it
+/// (instead of being written for the whole batch and read back). The same operations in the
+/// same order, so the same bits.
+func fuseConvolutionsWithBatchNorms(_ layers: [Layer]) {
     forEachAdjacentPair(layers) { previous, next in
         guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }
-        convolution.statisticsConsumer = batchNorm
+        convolution.followingNorm = batchNorm
+        batchNorm.leavesInputGradientToConvolution = true
     }
 }

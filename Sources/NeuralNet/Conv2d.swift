@@ -14,8 +14,9 @@
 /// layout passes then run in cache instead of streaming a [K, N·OH·OW] matrix (29 MB for the
 /// cnn's second conv at batch 128) through DRAM several times per step.
 ///
-/// In training, a batch norm right after it in a layer list takes its statistics from this
-/// layer's output as each chunk is written (`statisticsConsumer`, `fuseBatchStatistics`).
+/// A batch norm right after it in a layer list (`followingNorm`, `fuseConvolutionsWithBatchNorms`)
+/// takes its training statistics from this layer's output as each chunk is written, and
+/// backward makes that batch norm's input gradient plane by plane as it reads it.
 public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
@@ -32,9 +33,12 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private let requestedAlgorithm: Algorithm?
     private let winogradLanes: Int
     private var winograd: WinogradConvolution?
-    /// The batch norm right after this convolution, which takes its training statistics from
-    /// the output as this layer writes it, chunk by chunk (`fuseBatchStatistics`).
-    public internal(set) var statisticsConsumer: BatchNorm?
+    /// The batch norm right after this convolution (`fuseConvolutionsWithBatchNorms`): forward
+    /// adds its training statistics as it writes each chunk of output; backward makes its
+    /// input gradient — this layer's output gradient — plane by plane as it reads it.
+    public internal(set) var followingNorm: BatchNorm?
+    /// One plane of the output gradient, made by `followingNorm` for the Winograd transforms.
+    private let outputGradientPlane = ActivationBuffer()
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
@@ -164,7 +168,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public func reserve(batch: Int) {
         output.reserve(batch * outChannels * positions)
         if inputGradientTarget == nil { inputGrad.reserve(batch * inChannels * height * width) }
-        if let winograd { winograd.reserveScratch(); return }
+        if let winograd {
+            winograd.reserveScratch()
+            if followingNorm != nil { outputGradientPlane.reserve(positions) }
+            return
+        }
         let g = min(batch, chunk)
         if sharedScratch == nil {
             product.reserve(g * outChannels * positions)
@@ -178,7 +186,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         input = x
         let y = output.pointer
-        let statistics = training ? statisticsConsumer : nil
+        let statistics = training ? followingNorm : nil
         statistics?.beginStatistics(of: y, batch: batch)
         if let winograd {
             winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch) { images in
@@ -219,9 +227,19 @@ public final class Conv2d: Layer, InputGradientPlacing {
 
     private func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool,
                           addend: UnsafePointer<Float>?) -> UnsafePointer<Float>? {
+        // dy is the batch norm's own when it left its input gradient to this layer: planes of
+        // that gradient are then made from dy as they are read.
+        let norm = followingNorm.flatMap { $0.leftInputGradient(dy, batch: batch) ? $0 : nil }
         if let winograd {
+            let plane = outputGradientPlane.pointer
             winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
-                              inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch)
+                              inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch,
+                              outputGradientPlane: norm.map { norm in
+                                  { image, channel in
+                                      norm.inputGradientPlane(dy, image: image, channel: channel, into: plane)
+                                      return UnsafePointer(plane)
+                                  }
+                              })
             return needsInputGradient ? UnsafePointer(dx) : nil
         }
         let P = positions, d = productPointer
@@ -231,8 +249,13 @@ public final class Conv2d: Layer, InputGradientPlacing {
             // NCHW dY → [out, G·P], and the bias gradient on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
-                    let source = dy + ((first + g) * outChannels + o) * P, destination = d + o * columns + g * P
-                    guard hasBias else { ShortRuns.copy(source, to: destination, count: P); continue }
+                    var source = dy + ((first + g) * outChannels + o) * P
+                    let destination = d + o * columns + g * P
+                    if let norm {
+                        norm.inputGradientPlane(dy, image: first + g, channel: o, into: destination)
+                        source = UnsafePointer(destination)
+                    }
+                    guard hasBias else { if norm == nil { ShortRuns.copy(source, to: destination, count: P) }; continue }
                     // A sum in order, so scalar: the bias gradient's bits are those of a plain loop.
                     var sum: Float = 0
                     for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }

@@ -40,7 +40,10 @@ extension Residual {
     ///
     /// - dy masked by the ReLU → P0;
     /// - the main path's layers after the first, last layer first → P1, P2, P1, …; the first
-    ///   layer's dy lands in D: one of them, or P0 when no layer comes after the first;
+    ///   layer's dy lands in D: one of them, or P0 when no layer comes after the first. A batch
+    ///   norm that leaves its input gradient to the convolution before it
+    ///   (`fuseConvolutionsWithBatchNorms`) takes no buffer: it passes its dy on, which that
+    ///   convolution reads to make the gradient, so the convolution writes elsewhere;
     /// - the shortcut's layers, last first: each into a buffer that is neither D nor the one
     ///   it reads (the first reads P0);
     /// - the first layer adds the shortcut's gradient S (P0 itself for the identity) into its
@@ -56,15 +59,19 @@ extension Residual {
         precondition(gradientSize(batch: batch) <= shared.capacity, "GradientPool: buffers smaller than a block's widest gradient")
         let pool = shared.buffers
         func other(than used: UnsafeMutablePointer<Float>...) -> UnsafeMutablePointer<Float> { pool.first { !used.contains($0) }! }
+        /// The parts that write an input gradient.
+        func placing(_ part: Layer) -> InputGradientPlacing? {
+            (part as? BatchNorm)?.leavesInputGradientToConvolution == true ? nil : part as? InputGradientPlacing
+        }
         var dy = pool[0]
         for part in layers.dropFirst().reversed() {
-            guard let layer = part as? InputGradientPlacing else { continue }
+            guard let layer = placing(part) else { continue }
             layer.inputGradientTarget = other(than: dy, pool[0])
             dy = layer.inputGradientTarget!
         }
         var side = pool[0]
         for part in shortcut.reversed() {
-            guard let layer = part as? InputGradientPlacing else { continue }
+            guard let layer = placing(part) else { continue }
             layer.inputGradientTarget = other(than: dy, side)
             side = layer.inputGradientTarget!
         }

@@ -26,7 +26,8 @@ public final class Sequential: Model {
     /// `fusesPasses`: batch norms and residual blocks apply the ReLU that follows them
     /// (`fuseReLUs`), a block whose main path ends with a batch norm makes its sum in that
     /// batch norm's output pass (`fuseResidualSums`), and a convolution makes the training
-    /// statistics of the batch norm after it as it writes its output (`fuseBatchStatistics`) —
+    /// statistics of the batch norm after it as it writes its output, and that batch norm's input
+    /// gradient as its backward reads it (`fuseConvolutionsWithBatchNorms`) —
     /// the same bits, fewer passes; off only to test that.
     /// `sharesBuffers`: residual blocks pass their backward gradients through three shared
     /// buffers (`GradientPool`), and the convolutions share two scratch matrices
@@ -35,7 +36,7 @@ public final class Sequential: Model {
                 gradientStorage: GradientStorage? = nil, fusesPasses: Bool = true, sharesBuffers: Bool = true) throws {
         self.layers = layers
         self.sharesBuffers = sharesBuffers
-        if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers); fuseBatchStatistics(layers) }
+        if fusesPasses { fuseReLUs(layers); fuseResidualSums(layers); fuseConvolutionsWithBatchNorms(layers) }
         self.inputShape = inputShape
         firstParameterised = layers.firstIndex { !$0.parameters.isEmpty }
         collectiveLayers = layers.compactMap { $0 as? CollectiveLayer }

@@ -50,9 +50,11 @@ protocol WinogradConvolution: AnyObject {
     func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void)
     /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx (+ `addend`).
+    /// `outputGradientPlane`, when given, makes plane (image, channel) of dy in place of reading
+    /// it from `dy` (a batch norm's input gradient: `Conv2d.followingNorm`).
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int)
+                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: ((Int, Int) -> UnsafePointer<Float>)?)
 }
 
 extension WinogradConvolution {
@@ -126,17 +128,17 @@ extension WinogradConvolution {
     /// (a residual block's other path: see `Conv2d.backward(_:batch:addingTo:)`).
     func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int) {
+                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: ((Int, Int) -> UnsafePointer<Float>)?) {
         let (C, O) = (inChannels, outChannels)
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
             switch lanes {
-            case .rows(8): transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad)
-            case .rows(4): transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad)
-            case .rows: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad)
-            case .pairedRows(lanes: 8): transformGradients(PairedQuads.self, dy, images: images, biasGrad: biasGrad)
-            case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad)
+            case .rows(8): transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
+            case .rows(4): transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
+            case .rows: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
+            case .pairedRows(lanes: 8): transformGradients(PairedQuads.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
+            case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
             }
             streamIntoCache(x, images: images)
             transformInput(x, images: images)
@@ -198,14 +200,16 @@ extension WinogradConvolution {
         }
     }
 
-    /// dM for every gradient plane of the chunk's images, and their sums into `biasGrad`.
+    /// dM for every gradient plane of the chunk's images (read from dy, or made by `planes`),
+    /// and their sums into `biasGrad`.
     private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
-                                                  biasGrad: UnsafeMutablePointer<Float>?) {
+                                                  biasGrad: UnsafeMutablePointer<Float>?, planes: ((Int, Int) -> UnsafePointer<Float>)?) {
         let O = outChannels, T = images.count * tilesPerImage
         // Channel, then image: a spilling block writes only into tiles written after it.
         for o in 0 ..< O {
             for (g, image) in images.enumerated() {
-                let sum = transformGradient(lanes, dy + (image * O + o) * height * width,
+                let plane = planes?(image, o) ?? dy + (image * O + o) * height * width
+                let sum = transformGradient(lanes, plane,
                                             into: m + o * T + g * tilesPerImage, stride: mStride(T), sums: biasGrad != nil)
                 biasGrad?[o] += sum
             }

@@ -99,20 +99,22 @@ final class BatchNormResidualTests: XCTestCase {
     }
 
     /// Property: batch norms whose training statistics the convolution before them adds as it
-    /// writes each chunk of images (`fuseBatchStatistics`) give the same bits as batch norms
-    /// that read the whole batch themselves — loss, every gradient, the running statistics —
+    /// writes each chunk of images, and whose input gradient it makes plane by plane as its
+    /// backward reads it (`fuseConvolutionsWithBatchNorms`), give the same bits as batch norms
+    /// that make both over the whole batch themselves — loss, every gradient, the running statistics —
     /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
     /// chunk) takes 6 + 3, the Winograd F(4×4) convolutions (16→16, 4 images a chunk) and the
     /// stride-2 im2col (16→8) take 4 + 4 + 1 — asserted, so that a new chunk size cannot make
     /// the test single-chunk; over two steps with an evaluation of another batch size between
     /// them, so that the sums of one batch must not leak into the next. Every batch norm right
     /// after a convolution is fused.
-    func testBatchStatisticsMadeByTheConvolutionGiveTheSameBits() throws {
+    func testBatchNormPassesMadeByTheConvolutionGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
+        // Two convolutions with a bias (im2col's and Winograd's bias gradient from the planes they make).
         let spec: [LayerSpec] = [
-            .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
+            .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: true), bn, .relu,
             .residual(layers: [.conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
-                               .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "identity"),
+                               .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: true), bn], shortcut: "identity"),
             .relu,
             .residual(layers: [.conv2d(out: 8, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
                                .conv2d(out: 8, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "projection"),
@@ -141,9 +143,11 @@ final class BatchNormResidualTests: XCTestCase {
             XCTAssertTrue(convolution.imagesPerChunk < batch && batch % convolution.imagesPerChunk != 0,
                           "\(convolution.summary): \(convolution.imagesPerChunk) images a chunk must leave a partial chunk of \(batch)")
         }
-        XCTAssertEqual(convolutions(fused.layers).map { $0.statisticsConsumer.map(ObjectIdentifier.init) },
-                       norms(fused.layers).map { ObjectIdentifier($0) }, "each convolution feeds the batch norm after it")
-        XCTAssertEqual(convolutions(separate.layers).map { $0.statisticsConsumer == nil }, Array(repeating: true, count: 6))
+        XCTAssertEqual(convolutions(fused.layers).map { $0.followingNorm.map(ObjectIdentifier.init) },
+                       norms(fused.layers).map { ObjectIdentifier($0) }, "each convolution is paired with the batch norm after it")
+        XCTAssertTrue(norms(fused.layers).allSatisfy(\.leavesInputGradientToConvolution))
+        XCTAssertEqual(convolutions(separate.layers).map { $0.followingNorm == nil }, Array(repeating: true, count: 6))
+        XCTAssertFalse(norms(separate.layers).contains(where: \.leavesInputGradientToConvolution))
         var generator = SeededGenerator(seed: 9)
         for step in 0 ..< 2 {
             let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
