@@ -21,7 +21,8 @@
 ///
 /// Right after a convolution, training's statistics are made by the convolution as it writes
 /// each chunk of its output, and backward's input gradient by the convolution as it reads each
-/// plane of it (`fuseConvolutionsWithBatchNorms`): the same values, in the same order.
+/// plane of it; right before one, the output is made by that convolution as it reads each
+/// plane of its input (`fuseConvolutionsWithBatchNorms`): the same values, in the same order.
 ///
 /// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
 /// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
@@ -49,8 +50,16 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// by its memory traffic, dx's write and read cost more than recomputing it, and the layer
     /// then needs no dx buffer.
     public internal(set) var leavesInputGradientToConvolution = false
-    /// The dy and batch of the backward whose dx is left to the convolution, until it takes it.
+    /// The dy and batch of the last backward, when it left dx to the convolution.
     private var pendingGradient: (dy: UnsafePointer<Float>, batch: Int)?
+    /// Set when a convolution comes right after (a fused ReLU between them or not,
+    /// `fuseConvolutionsWithBatchNorms`): forward then makes the statistics only and passes its
+    /// input on, and that convolution normalises each plane as it reads it, in forward and
+    /// again in backward (`outputPlane`) — so the output is never written, nor read back, nor
+    /// kept. Backward needs only the input.
+    public internal(set) var leavesOutputToConvolution = false
+    /// The input and batch of the last forward, when it left its output to the convolution.
+    private var pendingOutput: (input: UnsafePointer<Float>, batch: Int)?
     /// Per channel, mean(dy) then mean(dy·x̂) of the last backward: what dx needs beyond dy and x.
     private let gradientMeans = ActivationBuffer()
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
@@ -127,7 +136,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
 
     public func reserve(batch: Int) {
         let n = batch * channels * spatial
-        output.reserve(n); means.reserve(channels); rstds.reserve(channels); gradientMeans.reserve(2 * channels)
+        if !leavesOutputToConvolution { output.reserve(n) }
+        means.reserve(channels); rstds.reserve(channels); gradientMeans.reserve(2 * channels)
         if inputGradientTarget == nil && !leavesInputGradientToConvolution { inputGrad.reserve(n) }
     }
 
@@ -159,6 +169,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
                 rstd[ch] = 1 / (runningVar[ch] + epsilon).squareRoot()
             }
         }
+        pendingOutput = leavesOutputToConvolution ? (x, batch) : nil
+        if leavesOutputToConvolution { return x }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
                 let offset = (b * c + ch) * s
@@ -172,6 +184,22 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
             }
         }
         return UnsafePointer(y)
+    }
+
+    /// Whether `x` and `batch` are those of the last forward, whose output was left to the
+    /// convolution after this layer: then it is made plane by plane by `outputPlane`, until the
+    /// next forward. The convolution asks before it reads its input, in forward and backward.
+    func leftOutput(_ x: UnsafePointer<Float>, batch: Int) -> Bool {
+        pendingOutput.map { $0.input == x && $0.batch == batch } ?? false
+    }
+
+    /// The output of one plane — `image`'s channel `channel` — of the last forward, into `y`:
+    /// the values forward writes when it makes its output itself.
+    @inline(__always)
+    func outputPlane(image: Int, channel ch: Int, into y: UnsafeMutablePointer<Float>) {
+        let offset = (image * channels + ch) * spatial
+        Self.normalize(input! + offset, spatial, mean: means.pointer[ch], rstd: rstds.pointer[ch], gamma: weight[ch], beta: bias[ch],
+                       relu: appliesReLU, y: y)
     }
 
     /// Zeroes the forward statistics' sums before the first `addStatistics` of a batch of
@@ -373,10 +401,24 @@ public protocol CollectiveLayer: AnyObject {
 /// backward's input gradient, made plane by plane as the convolution's backward reads it
 /// (instead of being written for the whole batch and read back). The same operations in the
 /// same order, so the same bits.
+///
+/// And every batch norm followed by a convolution — directly, or through a ReLU it has fused
+/// (`fuseReLUs`, which must run first) — leaves its output to that convolution, which
+/// normalises each input plane as it reads it (into cache), in forward and again in backward:
+/// the batch norm's output pass, and its output, are gone.
 func fuseConvolutionsWithBatchNorms(_ layers: [Layer]) {
     forEachAdjacentPair(layers) { previous, next in
         guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }
         convolution.followingNorm = batchNorm
         batchNorm.leavesInputGradientToConvolution = true
+    }
+    forEachLayerList(layers) { list in
+        for (index, layer) in list.enumerated() {
+            guard let batchNorm = layer as? BatchNorm else { continue }
+            let next = index + ((list.dropFirst(index + 1).first as? ReLU)?.isFused == true ? 2 : 1)
+            guard next < list.count, let convolution = list[next] as? Conv2d else { continue }
+            convolution.precedingNorm = batchNorm
+            batchNorm.leavesOutputToConvolution = true
+        }
     }
 }

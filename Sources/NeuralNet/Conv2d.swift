@@ -16,7 +16,9 @@
 ///
 /// A batch norm right after it in a layer list (`followingNorm`, `fuseConvolutionsWithBatchNorms`)
 /// takes its training statistics from this layer's output as each chunk is written, and
-/// backward makes that batch norm's input gradient plane by plane as it reads it.
+/// backward makes that batch norm's input gradient plane by plane as it reads it. A batch norm
+/// right before it (`precedingNorm`, a fused ReLU between them or not) leaves its output to
+/// this layer, which normalises each input plane as it reads it.
 public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
@@ -39,6 +41,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public internal(set) var followingNorm: BatchNorm?
     /// One plane of the output gradient, made by `followingNorm` for the Winograd transforms.
     private let outputGradientPlane = ActivationBuffer()
+    /// The batch norm right before this convolution (`fuseConvolutionsWithBatchNorms`), which
+    /// passes its input on in place of its output: forward and backward normalise each plane
+    /// of it as they read it, into `inputPlane`.
+    public internal(set) var precedingNorm: BatchNorm?
+    private let inputPlane = ActivationBuffer()
     private var height = 0, width = 0, outHeight = 0, outWidth = 0
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
@@ -168,6 +175,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     public func reserve(batch: Int) {
         output.reserve(batch * outChannels * positions)
         if inputGradientTarget == nil { inputGrad.reserve(batch * inChannels * height * width) }
+        if precedingNorm != nil { inputPlane.reserve(height * width) }
         if let winograd {
             winograd.reserveScratch()
             if followingNorm != nil { outputGradientPlane.reserve(positions) }
@@ -188,8 +196,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
         let y = output.pointer
         let statistics = training ? followingNorm : nil
         statistics?.beginStatistics(of: y, batch: batch)
+        let planes = inputPlanes(x, batch: batch)
         if let winograd {
-            winograd.forward(x, weight: weight, bias: bias, into: y, batch: batch) { images in
+            winograd.forward(x, inputPlanes: planes, weight: weight, bias: bias, into: y, batch: batch) { images in
                 statistics?.addStatistics(of: y, images: images)
             }
             return UnsafePointer(y)
@@ -197,7 +206,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
         let p = productPointer, P = positions
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
-            im2col(x, images: first ..< first + images)
+            im2col(x, images: first ..< first + images, planes: planes)
             sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
                   a: weight, lda: fieldSize, b: colsPointer, ldb: columns, beta: 0, c: p, ldc: columns)
             // [out, G·P] → NCHW, adding the bias on the way.
@@ -230,9 +239,10 @@ public final class Conv2d: Layer, InputGradientPlacing {
         // dy is the batch norm's own when it left its input gradient to this layer: planes of
         // that gradient are then made from dy as they are read.
         let norm = followingNorm.flatMap { $0.leftInputGradient(dy, batch: batch) ? $0 : nil }
+        let planes = inputPlanes(input!, batch: batch)
         if let winograd {
             let plane = outputGradientPlane.pointer
-            winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
+            winograd.backward(dy, input: input!, inputPlanes: planes, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
                               inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch,
                               outputGradientPlane: norm.map { norm in
                                   { image, channel in
@@ -262,7 +272,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
                     biasGrad[o] += sum
                 }
             }
-            im2col(input!, images: first ..< first + images)
+            im2col(input!, images: first ..< first + images, planes: planes)
             sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
                   a: d, lda: columns, b: colsPointer, ldb: columns, beta: first == 0 ? 0 : 1, c: weightGrad, ldc: fieldSize)
             if needsInputGradient {
@@ -274,13 +284,25 @@ public final class Conv2d: Layer, InputGradientPlacing {
         return needsInputGradient ? UnsafePointer(dx) : nil
     }
 
+    /// The planes of the input x as `precedingNorm` makes them, when x is what it passed on
+    /// in place of its output (its own input, for this batch); nil: x holds them.
+    private func inputPlanes(_ x: UnsafePointer<Float>, batch: Int) -> PlaneMaker? {
+        guard let norm = precedingNorm, norm.leftOutput(x, batch: batch) else { return nil }
+        let plane = inputPlane.pointer
+        return { image, channel in
+            norm.outputPlane(image: image, channel: channel, into: plane)
+            return UnsafePointer(plane)
+        }
+    }
+
     /// Row (c, ki, kj) of `cols`, column (g, oh, ow) = x[g, c, oh·s − pad + ki, ow·s − pad + kj]
-    /// or 0 outside the image, for the images of one chunk: per plane, its polyphase split,
-    /// then one run of outWidth floats per output row and kernel offset (`PolyphasePlanes`).
-    private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>) {
+    /// or 0 outside the image, for the images of one chunk: per plane (read from x, or made by
+    /// `planes`), its polyphase split, then one run of outWidth floats per output row and
+    /// kernel offset (`PolyphasePlanes`).
+    private func im2col(_ x: UnsafePointer<Float>, images: Range<Int>, planes: PlaneMaker?) {
         let phases = self.phases.pointer
-        forEachPlane(images: images) { planeOffset, rows in
-            polyphase.split(x + planeOffset, into: phases)
+        forEachPlane(images: images) { image, channel, planeOffset, rows in
+            polyphase.split(planes?(image, channel) ?? x + planeOffset, into: phases)
             forEachKernelOffset(rows, images: images.count) { offset, row in
                 let window = polyphase.window(offset, in: phases)
                 for oh in 0 ..< outHeight {
@@ -295,7 +317,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
     /// starting from zero.
     private func col2im(images: Range<Int>, adding addend: UnsafePointer<Float>?) {
         let dx = self.dx, phases = phaseSums.pointer
-        forEachPlane(images: images) { planeOffset, rows in
+        forEachPlane(images: images) { _, _, planeOffset, rows in
             phases.update(repeating: 0, count: polyphase.size)
             forEachKernelOffset(rows, images: images.count) { offset, row in
                 let window = polyphase.window(offset, in: phases)
@@ -308,14 +330,16 @@ public final class Conv2d: Layer, InputGradientPlacing {
         }
     }
 
-    /// For each image of a chunk and input channel c: the offset of plane (image, c) in an
-    /// NCHW input-shaped tensor, and where that image's columns start in row (c, 0, 0) of `cols`.
+    /// For each image of a chunk and input channel c: the image, c, the offset of plane
+    /// (image, c) in an NCHW input-shaped tensor, and where that image's columns start in row
+    /// (c, 0, 0) of `cols`.
     @inline(__always)
-    private func forEachPlane(images: Range<Int>, _ body: (_ planeOffset: Int, _ rows: UnsafeMutablePointer<Float>) -> Void) {
+    private func forEachPlane(images: Range<Int>,
+                              _ body: (_ image: Int, _ channel: Int, _ planeOffset: Int, _ rows: UnsafeMutablePointer<Float>) -> Void) {
         let columns = images.count * positions
         for (g, image) in images.enumerated() {
             for c in 0 ..< inChannels {
-                body((image * inChannels + c) * height * width, colsPointer + c * kernel * kernel * columns + g * positions)
+                body(image, c, (image * inChannels + c) * height * width, colsPointer + c * kernel * kernel * columns + g * positions)
             }
         }
     }

@@ -133,12 +133,12 @@ final class Winograd3x3: WinogradConvolution {
     /// V = Bᵀ d B for every 4×4 input tile d of the chunk's images, with
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. Tile (ty, tx) reads
     /// input rows 2ty − 1 … 2ty + 2 and columns 2tx − 1 … 2tx + 2, zero outside the image.
-    func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+    func transformInput<L: TileLanes>(_ lanes: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>, planes: PlaneMaker?) {
         let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), h2 = half, stride = planeRowStride
         // Channel, then image: a spilling block writes only into tiles written after it.
         for c in 0 ..< C {
             for (g, image) in images.enumerated() {
-                fillInputPlane(from: x + (image * C + c) * height * width)
+                fillInputPlane(from: planes?(image, c) ?? x + (image * C + c) * height * width)
                 for ty in 0 ..< tileRows {
                     let p0 = UnsafePointer(inputPlane + 2 * ty * stride), p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride
                     let out = v + c * T + g * tilesPerImage + ty * tileColumns

@@ -175,13 +175,13 @@ final class Winograd4x4: WinogradConvolution {
 
     /// V = Bᵀ d B for every 6×6 input window d of the chunk's images: tile (ty, tx) reads
     /// padded rows 4ty … 4ty + 5 and columns 4tx … 4tx + 5.
-    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>) {
+    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>, planes: PlaneMaker?) {
         let C = inChannels, T = images.count * tilesPerImage, CT = vStride(T), q = phase, stride = planeRowStride
         let scratch = block, w = L.count
         // Channel, then image: a spilling block writes only into tiles written after it.
         for c in 0 ..< C {
             for (g, image) in images.enumerated() {
-                fillInputPlane(from: x + (image * C + c) * height * width)
+                fillInputPlane(from: planes?(image, c) ?? x + (image * C + c) * height * width)
                 for ty in Swift.stride(from: 0, to: tileRows, by: L.rowsPerBlock) {
                     let top = UnsafePointer(inputPlane + 4 * ty * stride), down = 4 * stride
                     let out = v + c * T + g * tilesPerImage + ty * tileColumns

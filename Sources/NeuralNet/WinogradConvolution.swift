@@ -8,6 +8,10 @@
 /// `forward` and `backward` requirements are satisfied by the extension's implementations,
 /// so each class's witness is that code specialised for it: the lane-generic transforms it
 /// calls are specialised too.
+/// Makes plane (image, channel) of a tensor a convolution reads, in place of reading it from
+/// memory (a batch norm's output or input gradient: `fuseConvolutionsWithBatchNorms`).
+typealias PlaneMaker = (_ image: Int, _ channel: Int) -> UnsafePointer<Float>
+
 protocol WinogradConvolution: AnyObject {
     var inChannels: Int { get }
     var outChannels: Int { get }
@@ -31,8 +35,8 @@ protocol WinogradConvolution: AnyObject {
 
     /// U = G g Gᵀ for every (output, input) channel pair.
     func transformWeights(_ weight: UnsafePointer<Float>)
-    /// V = Bᵀ d B for every input tile of the chunk's images.
-    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>)
+    /// V = Bᵀ d B for every input tile of the chunk's images (planes of x, or made by `planes`).
+    func transformInput<L: TileLanes>(_: L.Type, _ x: UnsafePointer<Float>, images: Range<Int>, planes: PlaneMaker?)
     /// One output plane y = Aᵀ M A + bias from M at `from`, element ξ `stride` further each.
     func transformOutput<L: TileLanes>(_: L.Type, from mt: UnsafePointer<Float>, stride s: Int, bias: Float,
                                        into y: UnsafeMutablePointer<Float>)
@@ -45,16 +49,17 @@ protocol WinogradConvolution: AnyObject {
     /// dg = Gᵀ dU G for every channel pair, into the [out, in, 3, 3] weight gradient.
     func inverseTransformWeightGradient(into weightGrad: UnsafeMutablePointer<Float>)
 
-    /// y = conv(x, weight) + bias for `batch` NCHW images.
+    /// y = conv(x, weight) + bias for `batch` NCHW images, x's planes made by `inputPlanes`
+    /// when given (x is then where they are made from, which the pass streams into cache).
     /// `afterChunk` is called with each chunk's images once their output planes are written.
-    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    func forward(_ x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void)
     /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx (+ `addend`).
-    /// `outputGradientPlane`, when given, makes plane (image, channel) of dy in place of reading
-    /// it from `dy` (a batch norm's input gradient: `Conv2d.followingNorm`).
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
+    /// `outputGradientPlane` and `inputPlanes`, when given, make the planes of dy and of x in
+    /// place of reading them (`Conv2d.followingNorm`, `Conv2d.precedingNorm`).
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: ((Int, Int) -> UnsafePointer<Float>)?)
+                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: PlaneMaker?)
 }
 
 extension WinogradConvolution {
@@ -101,14 +106,14 @@ extension WinogradConvolution {
     // The lane choice is switched on at each transform's call below, four times. One switch at
     // the top of forward and of backward, into chunk loops generic over the lanes, was measured
     // 1.5–2 % slower on fashion-resnet (2026-11-30, five alternating rounds), so the repetition stays.
-    func forward(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    func forward(_ x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void) {
         transformWeights(weight)
         let (C, O) = (inChannels, outChannels)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
             streamIntoCache(x, images: images)
-            transformInput(x, images: images)
+            transformInput(x, images: images, planes: inputPlanes)
             for xi in 0 ..< Self.products {
                 sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
                       b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
@@ -126,9 +131,9 @@ extension WinogradConvolution {
 
     /// `addend`, when given, is added to the input gradient plane by plane as each is made
     /// (a residual block's other path: see `Conv2d.backward(_:batch:addingTo:)`).
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: ((Int, Int) -> UnsafePointer<Float>)?) {
+                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: PlaneMaker?) {
         let (C, O) = (inChannels, outChannels)
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
@@ -141,7 +146,7 @@ extension WinogradConvolution {
             case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
             }
             streamIntoCache(x, images: images)
-            transformInput(x, images: images)
+            transformInput(x, images: images, planes: inputPlanes)
             for xi in 0 ..< Self.products {
                 sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
                       b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
@@ -178,13 +183,13 @@ extension WinogradConvolution {
     }
 
     /// V for the chunk's images, in the lanes that fit a row of tiles.
-    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>) {
+    private func transformInput(_ x: UnsafePointer<Float>, images: Range<Int>, planes: PlaneMaker?) {
         switch lanes {
-        case .rows(8): transformInput(SIMD8<Float>.self, x, images: images)
-        case .rows(4): transformInput(SIMD4<Float>.self, x, images: images)
-        case .rows: transformInput(Float.self, x, images: images)
-        case .pairedRows(lanes: 8): transformInput(PairedQuads.self, x, images: images)
-        case .pairedRows: transformInput(PairedPairs.self, x, images: images)
+        case .rows(8): transformInput(SIMD8<Float>.self, x, images: images, planes: planes)
+        case .rows(4): transformInput(SIMD4<Float>.self, x, images: images, planes: planes)
+        case .rows: transformInput(Float.self, x, images: images, planes: planes)
+        case .pairedRows(lanes: 8): transformInput(PairedQuads.self, x, images: images, planes: planes)
+        case .pairedRows: transformInput(PairedPairs.self, x, images: images, planes: planes)
         }
     }
 
@@ -203,7 +208,7 @@ extension WinogradConvolution {
     /// dM for every gradient plane of the chunk's images (read from dy, or made by `planes`),
     /// and their sums into `biasGrad`.
     private func transformGradients<L: TileLanes>(_ lanes: L.Type, _ dy: UnsafePointer<Float>, images: Range<Int>,
-                                                  biasGrad: UnsafeMutablePointer<Float>?, planes: ((Int, Int) -> UnsafePointer<Float>)?) {
+                                                  biasGrad: UnsafeMutablePointer<Float>?, planes: PlaneMaker?) {
         let O = outChannels, T = images.count * tilesPerImage
         // Channel, then image: a spilling block writes only into tiles written after it.
         for o in 0 ..< O {

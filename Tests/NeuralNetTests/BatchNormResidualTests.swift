@@ -99,15 +99,18 @@ final class BatchNormResidualTests: XCTestCase {
     }
 
     /// Property: batch norms whose training statistics the convolution before them adds as it
-    /// writes each chunk of images, and whose input gradient it makes plane by plane as its
-    /// backward reads it (`fuseConvolutionsWithBatchNorms`), give the same bits as batch norms
-    /// that make both over the whole batch themselves — loss, every gradient, the running statistics —
+    /// writes each chunk of images, whose input gradient it makes plane by plane as its
+    /// backward reads it, and whose output the convolution after them makes plane by plane as
+    /// it reads it, in forward and backward (`fuseConvolutionsWithBatchNorms`), give the same
+    /// bits as batch norms that make all three over the whole batch themselves — loss, every
+    /// gradient, the running statistics, evaluation's logits —
     /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
     /// chunk) takes 6 + 3, the Winograd F(4×4) convolutions (16→16, 4 images a chunk) and the
     /// stride-2 im2col (16→8) take 4 + 4 + 1 — asserted, so that a new chunk size cannot make
     /// the test single-chunk; over two steps with an evaluation of another batch size between
     /// them, so that the sums of one batch must not leak into the next. Every batch norm right
-    /// after a convolution is fused.
+    /// after a convolution is fused, and so is every one before a convolution: Winograd's and
+    /// im2col's (a 1×1), through a fused ReLU and directly.
     func testBatchNormPassesMadeByTheConvolutionGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         // Two convolutions with a bias (im2col's and Winograd's bias gradient from the planes they make).
@@ -117,7 +120,8 @@ final class BatchNormResidualTests: XCTestCase {
                                .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: true), bn], shortcut: "identity"),
             .relu,
             .residual(layers: [.conv2d(out: 8, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
-                               .conv2d(out: 8, kernel: 3, stride: 1, padding: 1, bias: false), bn], shortcut: "projection"),
+                               .conv2d(out: 8, kernel: 3, stride: 1, padding: 1, bias: false), bn,
+                               .conv2d(out: 8, kernel: 1, stride: 1, padding: 0, bias: false), bn], shortcut: "projection"),
             .relu, .globalavgpool2d, .linear(out: nil)]
         let shape = [1, 28, 28], batch = 9
         func model(fused: Bool) throws -> Sequential {
@@ -143,11 +147,17 @@ final class BatchNormResidualTests: XCTestCase {
             XCTAssertTrue(convolution.imagesPerChunk < batch && batch % convolution.imagesPerChunk != 0,
                           "\(convolution.summary): \(convolution.imagesPerChunk) images a chunk must leave a partial chunk of \(batch)")
         }
+        XCTAssertEqual(algorithms[4 ... 5], [.winograd4x4, .im2col], "the convolutions after a batch norm at 14×14")
         XCTAssertEqual(convolutions(fused.layers).map { $0.followingNorm.map(ObjectIdentifier.init) },
                        norms(fused.layers).map { ObjectIdentifier($0) }, "each convolution is paired with the batch norm after it")
         XCTAssertTrue(norms(fused.layers).allSatisfy(\.leavesInputGradientToConvolution))
-        XCTAssertEqual(convolutions(separate.layers).map { $0.followingNorm == nil }, Array(repeating: true, count: 6))
-        XCTAssertFalse(norms(separate.layers).contains(where: \.leavesInputGradientToConvolution))
+        let fusedNorms = norms(fused.layers)
+        XCTAssertEqual(convolutions(fused.layers).map { $0.precedingNorm.map(ObjectIdentifier.init) },
+                       [nil, nil, fusedNorms[1], nil, fusedNorms[3], fusedNorms[4], nil].map { $0.map(ObjectIdentifier.init) },
+                       "each convolution right after a batch norm (and its fused ReLU) is paired with it")
+        XCTAssertEqual(fusedNorms.map(\.leavesOutputToConvolution), [false, true, false, true, true, false, false])
+        XCTAssertEqual(convolutions(separate.layers).map { $0.followingNorm == nil && $0.precedingNorm == nil }, Array(repeating: true, count: 7))
+        XCTAssertFalse(norms(separate.layers).contains { $0.leavesInputGradientToConvolution || $0.leavesOutputToConvolution })
         var generator = SeededGenerator(seed: 9)
         for step in 0 ..< 2 {
             let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
