@@ -60,6 +60,10 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     public internal(set) var leavesOutputToConvolution = false
     /// The input and batch of the last forward, when it left its output to the convolution.
     private var pendingOutput: (input: UnsafePointer<Float>, batch: Int)?
+    /// The dy and batch the backward sums were begun for (`beginGradientSums`), until backward
+    /// uses them: set by the convolution after this batch norm, which adds them as it writes
+    /// each plane of its input gradient — this layer's dy — while it is in cache.
+    private var gradientSumsMadeFor: (dy: UnsafePointer<Float>, batch: Int)?
     /// Per channel, mean(dy) then mean(dy·x̂) of the last backward: what dx needs beyond dy and x.
     private let gradientMeans = ActivationBuffer()
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
@@ -226,17 +230,15 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     }
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
-        let c = channels, s = spatial, x = input!, mean = means.pointer, rstd = rstds.pointer
-        // Image by image, in memory order, as forward's sums.
-        sums.update(repeating: 0)
-        for b in 0 ..< batch {
-            for ch in 0 ..< c {
-                let offset = (b * c + ch) * s
-                let (r1, r2) = Self.sumsOfGradient(dy + offset, x + offset, s, mean: mean[ch], rstd: rstd[ch],
-                                                   relu: appliesReLU ? (weight[ch], bias[ch]) : nil)
-                sums[ch] += r1; sums[c + ch] += r2
+        let c = channels
+        // The convolution's sums only when they were begun for this dy and batch.
+        if !(gradientSumsMadeFor.map { $0.dy == dy && $0.batch == batch } ?? false) {
+            beginGradientSums(of: dy, batch: batch)
+            for b in 0 ..< batch {
+                for ch in 0 ..< c { addGradientSums(of: dy, image: b, channel: ch) }
             }
         }
+        gradientSumsMadeFor = nil
         for ch in 0 ..< c { weightGrad[ch] = Float(sums[c + ch]); biasGrad[ch] = Float(sums[ch]) }
         guard needsInputGradient else { return nil }
         sums[2 * c] = 0
@@ -253,11 +255,30 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
             pendingGradient = (dy, batch)
             return dy
         }
-        let dx = inputGradientTarget ?? inputGrad.pointer
+        let dx = inputGradientTarget ?? inputGrad.pointer, s = spatial
         for b in 0 ..< batch {
             for ch in 0 ..< c { inputGradientPlane(dy, image: b, channel: ch, into: dx + (b * c + ch) * s) }
         }
         return UnsafePointer(dx)
+    }
+
+    /// Zeroes backward's sums before the first `addGradientSums` of a batch of `batch`
+    /// gradients at `dy`, which backward then checks it is given.
+    func beginGradientSums(of dy: UnsafePointer<Float>, batch: Int) {
+        sums.update(repeating: 0)
+        gradientSumsMadeFor = (dy, batch)
+    }
+
+    /// Adds Σdy and Σdy·x̂ of one plane of dy — `image`'s channel `channel` — to backward's
+    /// sums. Each channel's sums add image by image, so calls that take every channel of an
+    /// image before the next (backward's own order), or every image of a channel in order,
+    /// give the same bits.
+    @inline(__always)
+    func addGradientSums(of dy: UnsafePointer<Float>, image: Int, channel ch: Int) {
+        let offset = (image * channels + ch) * spatial
+        let (r1, r2) = Self.sumsOfGradient(dy + offset, input! + offset, spatial, mean: means.pointer[ch], rstd: rstds.pointer[ch],
+                                           relu: appliesReLU ? (weight[ch], bias[ch]) : nil)
+        sums[ch] += r1; sums[channels + ch] += r2
     }
 
     /// Whether `dy` and `batch` are those of the last backward, whose dx was left to the

@@ -240,16 +240,23 @@ public final class Conv2d: Layer, InputGradientPlacing {
         // that gradient are then made from dy as they are read.
         let norm = followingNorm.flatMap { $0.leftInputGradient(dy, batch: batch) ? $0 : nil }
         let planes = inputPlanes(input!, batch: batch)
+        // dx is the dy of the batch norm before, when it left its output to this layer: its
+        // backward's sums are then added as each plane of dx is written, while it is in cache.
+        let sums = needsInputGradient && planes != nil ? precedingNorm : nil
+        let dx = self.dx
+        sums?.beginGradientSums(of: dx, batch: batch)
+        let written = sums.map { norm in { (image: Int, channel: Int) in norm.addGradientSums(of: dx, image: image, channel: channel) } }
         if let winograd {
             let plane = outputGradientPlane.pointer
-            winograd.backward(dy, input: input!, inputPlanes: planes, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
+            let outputGradient = norm.map { norm in
+                { (image: Int, channel: Int) -> UnsafePointer<Float> in
+                    norm.inputGradientPlane(dy, image: image, channel: channel, into: plane)
+                    return UnsafePointer(plane)
+                }
+            }
+            winograd.backward(dy, input: input!, weightGrad: weightGrad, biasGrad: hasBias ? biasGrad : nil,
                               inputGradient: needsInputGradient ? dx : nil, adding: addend, batch: batch,
-                              outputGradientPlane: norm.map { norm in
-                                  { image, channel in
-                                      norm.inputGradientPlane(dy, image: image, channel: channel, into: plane)
-                                      return UnsafePointer(plane)
-                                  }
-                              })
+                              planes: BackwardPlanes(input: planes, outputGradient: outputGradient, inputGradientWritten: written))
             return needsInputGradient ? UnsafePointer(dx) : nil
         }
         let P = positions, d = productPointer
@@ -278,7 +285,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
             if needsInputGradient {
                 sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
                       a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: colsPointer, ldc: columns)
-                col2im(images: first ..< first + images, adding: addend)
+                col2im(images: first ..< first + images, adding: addend, written: written)
             }
         }
         return needsInputGradient ? UnsafePointer(dx) : nil
@@ -313,11 +320,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
     }
 
     /// The adjoint of im2col for one chunk: dX[g, c, ih, iw] = the sum of the dcols entries that
-    /// read it, each plane written whole. Each value's terms are added in kernel-offset order,
-    /// starting from zero.
-    private func col2im(images: Range<Int>, adding addend: UnsafePointer<Float>?) {
+    /// read it, each plane written whole, then `written` called. Each value's terms are added in
+    /// kernel-offset order, starting from zero.
+    private func col2im(images: Range<Int>, adding addend: UnsafePointer<Float>?, written: ((Int, Int) -> Void)?) {
         let dx = self.dx, phases = phaseSums.pointer
-        forEachPlane(images: images) { _, _, planeOffset, rows in
+        forEachPlane(images: images) { image, channel, planeOffset, rows in
             phases.update(repeating: 0, count: polyphase.size)
             forEachKernelOffset(rows, images: images.count) { offset, row in
                 let window = polyphase.window(offset, in: phases)
@@ -327,6 +334,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
             }
             polyphase.merge(phases, into: dx + planeOffset)
             if let addend { ShortRuns.add(addend + planeOffset, into: dx + planeOffset, count: height * width) }
+            written?(image, channel)
         }
     }
 

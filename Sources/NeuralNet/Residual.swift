@@ -132,9 +132,7 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         var dy = dy
         if appliesReLU {
             let masked = pooledMaskedGradient ?? maskedGrad.pointer
-            Elementwise.map(dy, blockOutput!, into: masked, count: batch * size) { d, y in
-                rectifiedGradient(d, preActivation: y)
-            } scalar: { d, y in y > 0 ? d : 0 }
+            mask(dy, into: masked, batch: batch)
             dy = UnsafePointer(masked)
         }
         var main: UnsafePointer<Float>? = dy
@@ -151,6 +149,31 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
         let dx = inputGrad.pointer
         for i in 0 ..< batch * inputSize { dx[i] = first[i] + side[i] }
         return UnsafePointer(dx)
+    }
+
+    /// The batch norms that end the main path and the shortcut: both take the masked dy.
+    private lazy var normsTakingMaskedGradient: [BatchNorm] = [layers.last, shortcut.last].compactMap { $0 as? BatchNorm }
+
+    /// dy where the block's output is positive, else 0 (the fused ReLU's backward), into
+    /// `masked`. With batch norms that take it (`normsTakingMaskedGradient`), plane by plane,
+    /// each plane's backward sums added for them as it is written, while it is in cache
+    /// (`BatchNorm.addGradientSums`): their own pass over the batch is then not needed.
+    private func mask(_ dy: UnsafePointer<Float>, into masked: UnsafeMutablePointer<Float>, batch: Int) {
+        @inline(__always) func mask(_ offset: Int, _ count: Int) {
+            Elementwise.map(dy + offset, blockOutput! + offset, into: masked + offset, count: count) { d, y in
+                rectifiedGradient(d, preActivation: y)
+            } scalar: { d, y in y > 0 ? d : 0 }
+        }
+        let norms = normsTakingMaskedGradient
+        guard let channels = norms.first?.channels else { return mask(0, batch * size) }
+        for norm in norms { norm.beginGradientSums(of: masked, batch: batch) }
+        let plane = size / channels
+        for image in 0 ..< batch {
+            for channel in 0 ..< channels {
+                mask((image * channels + channel) * plane, plane)
+                for norm in norms { norm.addGradientSums(of: masked, image: image, channel: channel) }
+            }
+        }
     }
 
     /// Every part's failure is taken (so none is left to silence a later reduction); the first returned.

@@ -12,6 +12,17 @@
 /// memory (a batch norm's output or input gradient: `fuseConvolutionsWithBatchNorms`).
 typealias PlaneMaker = (_ image: Int, _ channel: Int) -> UnsafePointer<Float>
 
+/// What a convolution's backward trades plane by plane with the batch norms beside it
+/// (`Conv2d.followingNorm`, `Conv2d.precedingNorm`); nil: read or write memory as usual.
+struct BackwardPlanes {
+    /// Makes plane (image, channel) of the input x.
+    var input: PlaneMaker?
+    /// Makes plane (image, channel) of the output gradient dy.
+    var outputGradient: PlaneMaker?
+    /// Called once plane (image, channel) of the input gradient is written, addend included.
+    var inputGradientWritten: ((_ image: Int, _ channel: Int) -> Void)?
+}
+
 protocol WinogradConvolution: AnyObject {
     var inChannels: Int { get }
     var outChannels: Int { get }
@@ -55,11 +66,11 @@ protocol WinogradConvolution: AnyObject {
     func forward(_ x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                  into y: UnsafeMutablePointer<Float>, batch: Int, afterChunk: (Range<Int>) -> Void)
     /// Writes the weight and bias gradients and, when `inputGradient` is given, dL/dx (+ `addend`).
-    /// `outputGradientPlane` and `inputPlanes`, when given, make the planes of dy and of x in
-    /// place of reading them (`Conv2d.followingNorm`, `Conv2d.precedingNorm`).
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weightGrad: UnsafeMutablePointer<Float>,
+    /// `planes` makes the planes of x and dy in place of reading them, and hears of each plane
+    /// of dx once it is written.
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: PlaneMaker?)
+                  adding addend: UnsafePointer<Float>?, batch: Int, planes: BackwardPlanes)
 }
 
 extension WinogradConvolution {
@@ -131,22 +142,22 @@ extension WinogradConvolution {
 
     /// `addend`, when given, is added to the input gradient plane by plane as each is made
     /// (a residual block's other path: see `Conv2d.backward(_:batch:addingTo:)`).
-    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, inputPlanes: PlaneMaker?, weightGrad: UnsafeMutablePointer<Float>,
+    func backward(_ dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, weightGrad: UnsafeMutablePointer<Float>,
                   biasGrad: UnsafeMutablePointer<Float>?, inputGradient dx: UnsafeMutablePointer<Float>?,
-                  adding addend: UnsafePointer<Float>?, batch: Int, outputGradientPlane: PlaneMaker?) {
+                  adding addend: UnsafePointer<Float>?, batch: Int, planes: BackwardPlanes) {
         let (C, O) = (inChannels, outChannels)
         biasGrad?.update(repeating: 0, count: O)
         for first in stride(from: 0, to: batch, by: chunk) {
             let images = first ..< min(first + chunk, batch), T = images.count * tilesPerImage
             switch lanes {
-            case .rows(8): transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
-            case .rows(4): transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
-            case .rows: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
-            case .pairedRows(lanes: 8): transformGradients(PairedQuads.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
-            case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad, planes: outputGradientPlane)
+            case .rows(8): transformGradients(SIMD8<Float>.self, dy, images: images, biasGrad: biasGrad, planes: planes.outputGradient)
+            case .rows(4): transformGradients(SIMD4<Float>.self, dy, images: images, biasGrad: biasGrad, planes: planes.outputGradient)
+            case .rows: transformGradients(Float.self, dy, images: images, biasGrad: biasGrad, planes: planes.outputGradient)
+            case .pairedRows(lanes: 8): transformGradients(PairedQuads.self, dy, images: images, biasGrad: biasGrad, planes: planes.outputGradient)
+            case .pairedRows: transformGradients(PairedPairs.self, dy, images: images, biasGrad: biasGrad, planes: planes.outputGradient)
             }
             streamIntoCache(x, images: images)
-            transformInput(x, images: images, planes: inputPlanes)
+            transformInput(x, images: images, planes: planes.input)
             for xi in 0 ..< Self.products {
                 sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
                       b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
@@ -157,11 +168,11 @@ extension WinogradConvolution {
                       b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {
-            case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx, adding: addend)
-            case .rows(4): inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx, adding: addend)
-            case .rows: inverseTransformInputs(Float.self, images: images, into: dx, adding: addend)
-            case .pairedRows(lanes: 8): inverseTransformInputs(PairedQuads.self, images: images, into: dx, adding: addend)
-            case .pairedRows: inverseTransformInputs(PairedPairs.self, images: images, into: dx, adding: addend)
+            case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
+            case .rows(4): inverseTransformInputs(SIMD4<Float>.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
+            case .rows: inverseTransformInputs(Float.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
+            case .pairedRows(lanes: 8): inverseTransformInputs(PairedQuads.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
+            case .pairedRows: inverseTransformInputs(PairedPairs.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
             }
         }
         inverseTransformWeightGradient(into: weightGrad)
@@ -221,15 +232,16 @@ extension WinogradConvolution {
         }
     }
 
-    /// dx for every input plane of the chunk's images (V holds dV).
+    /// dx for every input plane of the chunk's images (V holds dV), `written` called after each.
     private func inverseTransformInputs<L: TileLanes>(_ lanes: L.Type, images: Range<Int>, into dx: UnsafeMutablePointer<Float>,
-                                                      adding addend: UnsafePointer<Float>?) {
+                                                      adding addend: UnsafePointer<Float>?, written: ((Int, Int) -> Void)?) {
         let C = inChannels, T = images.count * tilesPerImage, size = height * width
         for (g, image) in images.enumerated() {
             for c in 0 ..< C {
                 let plane = (image * C + c) * size
                 inverseTransformInput(lanes, from: v + c * T + g * tilesPerImage, stride: vStride(T), into: dx + plane)
                 if let addend { ShortRuns.add(addend + plane, into: dx + plane, count: size) }
+                written?(image, c)
             }
         }
     }

@@ -100,9 +100,11 @@ final class BatchNormResidualTests: XCTestCase {
 
     /// Property: batch norms whose training statistics the convolution before them adds as it
     /// writes each chunk of images, whose input gradient it makes plane by plane as its
-    /// backward reads it, and whose output the convolution after them makes plane by plane as
-    /// it reads it, in forward and backward (`fuseConvolutionsWithBatchNorms`), give the same
-    /// bits as batch norms that make all three over the whole batch themselves — loss, every
+    /// backward reads it, whose output the convolution after them makes plane by plane as it
+    /// reads it, in forward and backward (`fuseConvolutionsWithBatchNorms`), and whose
+    /// backward sums the layer that writes their dy adds plane by plane (that convolution's
+    /// input gradient, a block's ReLU mask for the batch norms ending its paths), give the same
+    /// bits as batch norms that make all of them over the whole batch themselves — loss, every
     /// gradient, the running statistics, evaluation's logits —
     /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
     /// chunk) takes 6 + 3, the Winograd F(4×4) convolutions (16→16, 4 images a chunk) and the
