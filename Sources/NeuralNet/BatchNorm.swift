@@ -22,10 +22,14 @@
 /// Right after a convolution, training's statistics are made by the convolution as it writes
 /// each chunk of its output, and backward's input gradient by the convolution as it reads each
 /// plane of it; right before one, the output is made by that convolution as it reads each
-/// plane of its input (`fuseConvolutionsWithBatchNorms`): the same values, in the same order.
+/// plane of its input, and backward's sums as it writes each plane of its input gradient — this
+/// layer's dy (`fuseConvolutionsWithBatchNorms`). A residual block's ReLU mask makes the
+/// backward sums of the batch norms ending its paths likewise (`Residual`). The same values,
+/// in the same order.
 ///
-/// A ReLU right after it is applied in its output pass (`ReLUFusing`); backward recomputes the
-/// pre-activation x̂·γ + β, bit for bit, for the ReLU's mask on dy.
+/// A ReLU right after it is applied where its output is made (`ReLUFusing`: its output pass,
+/// or `outputPlane`); backward recomputes the pre-activation x̂·γ + β, bit for bit, for the
+/// ReLU's mask on dy.
 public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientPlacing {
     public let channels: Int
     public let epsilon: Float, momentum: Float
@@ -61,15 +65,20 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// The input and batch of the last forward, when it left its output to the convolution.
     private var pendingOutput: (input: UnsafePointer<Float>, batch: Int)?
     /// The dy and batch the backward sums were begun for (`beginGradientSums`), until backward
-    /// uses them: set by the convolution after this batch norm, which adds them as it writes
-    /// each plane of its input gradient — this layer's dy — while it is in cache.
+    /// uses them: set by the layer that writes this layer's dy — the convolution after it, as
+    /// it writes each plane of its input gradient, or a residual block's ReLU mask — which adds
+    /// them plane by plane while it is in cache.
     private var gradientSumsMadeFor: (dy: UnsafePointer<Float>, batch: Int)?
+    /// Whether the last training forward's statistics, and the last backward's sums, were
+    /// made by a neighbour (so a test can tell the fused passes ran, not this layer's own).
+    public private(set) var neighbourMadeStatistics = false, neighbourMadeGradientSums = false
     /// Per channel, mean(dy) then mean(dy·x̂) of the last backward: what dx needs beyond dy and x.
     private let gradientMeans = ActivationBuffer()
     /// A residual block's shortcut output when this batch norm ends the block's main path: the
     /// output pass writes BN(x) + side, then the block's ReLU when `sideReLU` — the block's sum
     /// made in this pass instead of one of its own over two stored tensors (`Residual`). Set
-    /// by the block around each forward; backward is unchanged (the sum passes dy to both).
+    /// by the block around each forward. Backward takes the block's masked dy, whose sums the
+    /// block's mask adds (`Residual`).
     var residualSide: UnsafePointer<Float>?, sideReLU = false
     private var failure: Error?
     private var spatial = 1
@@ -151,7 +160,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         if training {
             // The convolution's sums only when they are this input's, whole batch: a layer run
             // outside its model, or after a convolution run for evaluation, makes its own.
-            if !(statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false) {
+            neighbourMadeStatistics = statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false
+            if !neighbourMadeStatistics {
                 beginStatistics(of: x, batch: batch)
                 addStatistics(of: x, images: 0 ..< batch)
             }
@@ -231,8 +241,10 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
 
     public func backward(_ dy: UnsafePointer<Float>, batch: Int, needsInputGradient: Bool) -> UnsafePointer<Float>? {
         let c = channels
-        // The convolution's sums only when they were begun for this dy and batch.
-        if !(gradientSumsMadeFor.map { $0.dy == dy && $0.batch == batch } ?? false) {
+        pendingGradient = nil
+        // A neighbour's sums only when they were begun for this dy and batch.
+        neighbourMadeGradientSums = gradientSumsMadeFor.map { $0.dy == dy && $0.batch == batch } ?? false
+        if !neighbourMadeGradientSums {
             beginGradientSums(of: dy, batch: batch)
             for b in 0 ..< batch {
                 for ch in 0 ..< c { addGradientSums(of: dy, image: b, channel: ch) }
@@ -426,7 +438,8 @@ public protocol CollectiveLayer: AnyObject {
 /// And every batch norm followed by a convolution — directly, or through a ReLU it has fused
 /// (`fuseReLUs`, which must run first) — leaves its output to that convolution, which
 /// normalises each input plane as it reads it (into cache), in forward and again in backward:
-/// the batch norm's output pass, and its output, are gone.
+/// the batch norm's output pass, and its output, are gone. That convolution's backward also
+/// adds the batch norm's backward sums as it writes each plane of its input gradient.
 func fuseConvolutionsWithBatchNorms(_ layers: [Layer]) {
     forEachAdjacentPair(layers) { previous, next in
         guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }

@@ -18,7 +18,8 @@
 /// takes its training statistics from this layer's output as each chunk is written, and
 /// backward makes that batch norm's input gradient plane by plane as it reads it. A batch norm
 /// right before it (`precedingNorm`, a fused ReLU between them or not) leaves its output to
-/// this layer, which normalises each input plane as it reads it.
+/// this layer, which normalises each input plane as it reads it, and whose backward adds that
+/// batch norm's sums as it writes each plane of its input gradient.
 public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
@@ -43,7 +44,8 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private let outputGradientPlane = ActivationBuffer()
     /// The batch norm right before this convolution (`fuseConvolutionsWithBatchNorms`), which
     /// passes its input on in place of its output: forward and backward normalise each plane
-    /// of it as they read it, into `inputPlane`.
+    /// of it as they read it, into `inputPlane`, and backward adds its sums (`addGradientSums`)
+    /// as it writes each plane of the input gradient, that batch norm's dy.
     public internal(set) var precedingNorm: BatchNorm?
     private let inputPlane = ActivationBuffer()
     private var height = 0, width = 0, outHeight = 0, outWidth = 0

@@ -164,8 +164,10 @@ public final class Residual: Layer, CollectiveLayer, ReLUFusing {
                 rectifiedGradient(d, preActivation: y)
             } scalar: { d, y in y > 0 ? d : 0 }
         }
+        // Planes of fewer than eight values (a batchnorm1d's on [C]) in one pass instead: the
+        // norms then make their sums themselves.
         let norms = normsTakingMaskedGradient
-        guard let channels = norms.first?.channels else { return mask(0, batch * size) }
+        guard let channels = norms.first?.channels, size / channels >= 8 else { return mask(0, batch * size) }
         for norm in norms { norm.beginGradientSums(of: masked, batch: batch) }
         let plane = size / channels
         for image in 0 ..< batch {

@@ -25,10 +25,10 @@ public final class Sequential: Model {
     /// `gradientStorage` may provide the flat gradient buffer (see `FlatParameters`).
     /// `fusesPasses`: batch norms and residual blocks apply the ReLU that follows them
     /// (`fuseReLUs`), a block whose main path ends with a batch norm makes its sum in that
-    /// batch norm's output pass (`fuseResidualSums`), and a convolution makes the training
-    /// statistics of the batch norm after it as it writes its output, and that batch norm's input
-    /// gradient as its backward reads it (`fuseConvolutionsWithBatchNorms`) —
-    /// the same bits, fewer passes; off only to test that.
+    /// batch norm's output pass (`fuseResidualSums`), and a convolution takes over passes of
+    /// the batch norms beside it (`fuseConvolutionsWithBatchNorms`): the statistics and the
+    /// input gradient of the one after it, the output and the backward sums of the one before
+    /// it — the same bits, fewer passes; off only to test that.
     /// `sharesBuffers`: residual blocks pass their backward gradients through three shared
     /// buffers (`GradientPool`), and the convolutions share two scratch matrices
     /// (`ConvolutionScratch`) — the same bits, buffers that stay in cache; off only to test that.

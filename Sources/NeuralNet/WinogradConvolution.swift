@@ -1,13 +1,3 @@
-/// A Winograd convolution — F(2×2, 3×3) (`Winograd3x3`) or F(4×4, 3×3) (`Winograd4x4`) — as
-/// the transforms of one tile size, and the one driver both share: chunks of images, the
-/// `products` GEMMs per product of the transformed tile, and which SIMD lanes the transforms
-/// run in.
-///
-/// V and M hold `products` matrices each, `vStride`/`mStride` apart for a chunk of T tiles
-/// (with `slack` after each, for a transform block that spills past a short row). The
-/// `forward` and `backward` requirements are satisfied by the extension's implementations,
-/// so each class's witness is that code specialised for it: the lane-generic transforms it
-/// calls are specialised too.
 /// Makes plane (image, channel) of a tensor a convolution reads, in place of reading it from
 /// memory (a batch norm's output or input gradient: `fuseConvolutionsWithBatchNorms`).
 typealias PlaneMaker = (_ image: Int, _ channel: Int) -> UnsafePointer<Float>
@@ -23,6 +13,16 @@ struct BackwardPlanes {
     var inputGradientWritten: ((_ image: Int, _ channel: Int) -> Void)?
 }
 
+/// A Winograd convolution — F(2×2, 3×3) (`Winograd3x3`) or F(4×4, 3×3) (`Winograd4x4`) — as
+/// the transforms of one tile size, and the one driver both share: chunks of images, the
+/// `products` GEMMs per product of the transformed tile, and which SIMD lanes the transforms
+/// run in.
+///
+/// V and M hold `products` matrices each, `vStride`/`mStride` apart for a chunk of T tiles
+/// (with `slack` after each, for a transform block that spills past a short row). The
+/// `forward` and `backward` requirements are satisfied by the extension's implementations,
+/// so each class's witness is that code specialised for it: the lane-generic transforms it
+/// calls are specialised too.
 protocol WinogradConvolution: AnyObject {
     var inChannels: Int { get }
     var outChannels: Int { get }

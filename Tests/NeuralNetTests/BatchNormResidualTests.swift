@@ -105,14 +105,17 @@ final class BatchNormResidualTests: XCTestCase {
     /// backward sums the layer that writes their dy adds plane by plane (that convolution's
     /// input gradient, a block's ReLU mask for the batch norms ending its paths), give the same
     /// bits as batch norms that make all of them over the whole batch themselves — loss, every
-    /// gradient, the running statistics, evaluation's logits —
-    /// over several chunks: batch 9 of 28×28 images, so the stem's im2col (1→16, 6 images a
-    /// chunk) takes 6 + 3, the Winograd F(4×4) convolutions (16→16, 4 images a chunk) and the
-    /// stride-2 im2col (16→8) take 4 + 4 + 1 — asserted, so that a new chunk size cannot make
-    /// the test single-chunk; over two steps with an evaluation of another batch size between
-    /// them, so that the sums of one batch must not leak into the next. Every batch norm right
-    /// after a convolution is fused, and so is every one before a convolution: Winograd's and
-    /// im2col's (a 1×1), through a fused ReLU and directly.
+    /// gradient, the running statistics, evaluation's logits — with every parameter drawn at
+    /// random (γ ≠ 1, β ≠ 0), over several chunks: batch 10 of 28×28 images, so the stem's
+    /// im2col (1→16, 6 images a chunk) takes 6 + 4, the Winograd F(4×4) convolutions at 28×28
+    /// (16→16, 4 images) 4 + 4 + 2, the stride-2 im2col (16→32, 3 images) 3 + 3 + 3 + 1, the
+    /// Winograd one at 14×14 (32→32, 7 images) 7 + 3 and the 1×1 im2col (32→48, 8 images) 8 + 2
+    /// — asserted, so that a new chunk size cannot make the test single-chunk; over two steps
+    /// with an evaluation of another batch size between them, so that the sums of one batch
+    /// must not leak into the next. Every batch norm right after a convolution is fused, and so
+    /// is every one before a convolution: Winograd's and im2col's, through a fused ReLU and
+    /// directly; and the test asserts that the fused statistics and backward sums were the ones
+    /// used (a norm that fell back to its own pass would give the same bits).
     func testBatchNormPassesMadeByTheConvolutionGiveTheSameBits() throws {
         let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
         // Two convolutions with a bias (im2col's and Winograd's bias gradient from the planes they make).
@@ -121,14 +124,16 @@ final class BatchNormResidualTests: XCTestCase {
             .residual(layers: [.conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: false), bn, .relu,
                                .conv2d(out: 16, kernel: 3, stride: 1, padding: 1, bias: true), bn], shortcut: "identity"),
             .relu,
-            .residual(layers: [.conv2d(out: 8, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
-                               .conv2d(out: 8, kernel: 3, stride: 1, padding: 1, bias: false), bn,
-                               .conv2d(out: 8, kernel: 1, stride: 1, padding: 0, bias: false), bn], shortcut: "projection"),
+            .residual(layers: [.conv2d(out: 32, kernel: 3, stride: 2, padding: 1, bias: false), bn, .relu,
+                               .conv2d(out: 32, kernel: 3, stride: 1, padding: 1, bias: false), bn,
+                               .conv2d(out: 48, kernel: 1, stride: 1, padding: 0, bias: false), bn], shortcut: "projection"),
             .relu, .globalavgpool2d, .linear(out: nil)]
-        let shape = [1, 28, 28], batch = 9
+        let shape = [1, 28, 28], batch = 10
         func model(fused: Bool) throws -> Sequential {
             let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
             m.initialize(seed: 5)
+            var generator = SeededGenerator(seed: 11)
+            for i in m.parameters.parameters.indices { m.parameters.parameters[i] += Float.random(in: -0.5 ... 0.5, using: &generator) }
             return m
         }
         let fused = try model(fused: true), separate = try model(fused: false)
@@ -145,7 +150,7 @@ final class BatchNormResidualTests: XCTestCase {
         let algorithms = convolutions(fused.layers).map(\.algorithm)
         XCTAssertEqual(algorithms.first, .im2col, "the stem")
         XCTAssertEqual(Array(algorithms[1 ... 2]), [.winograd4x4, .winograd4x4], "the 16→16 convolutions at 28×28")
-        for convolution in convolutions(fused.layers).prefix(4) {
+        for convolution in convolutions(fused.layers).prefix(6) {
             XCTAssertTrue(convolution.imagesPerChunk < batch && batch % convolution.imagesPerChunk != 0,
                           "\(convolution.summary): \(convolution.imagesPerChunk) images a chunk must leave a partial chunk of \(batch)")
         }
@@ -172,6 +177,10 @@ final class BatchNormResidualTests: XCTestCase {
                 losses.append(result.loss)
             }
             XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "step \(step)")
+            XCTAssertEqual(fusedNorms.map(\.neighbourMadeStatistics), Array(repeating: true, count: 7), "step \(step)")
+            // The stem's norm takes the first block's input gradient, which no layer pairs with it.
+            XCTAssertEqual(fusedNorms.map(\.neighbourMadeGradientSums), [false] + Array(repeating: true, count: 6), "step \(step)")
+            XCTAssertFalse(norms(separate.layers).contains { $0.neighbourMadeStatistics || $0.neighbourMadeGradientSums })
             XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "step \(step): gradients differ")
             XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "step \(step): running statistics differ")
             let logits = try [fused, separate].map { m in
