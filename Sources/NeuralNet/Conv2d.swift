@@ -240,17 +240,19 @@ public final class Conv2d: Layer, InputGradientPlacing {
                           addend: UnsafePointer<Float>?) -> UnsafePointer<Float>? {
         // dy is the batch norm's own when it left its input gradient to this layer: planes of
         // that gradient are then made from dy as they are read.
-        let norm = followingNorm.flatMap { $0.leftInputGradient(dy, batch: batch) ? $0 : nil }
+        let following = followingNorm.flatMap { $0.leftInputGradient(dy, batch: batch) ? $0 : nil }
         let planes = inputPlanes(input!, batch: batch)
         // dx is the dy of the batch norm before, when it left its output to this layer: its
         // backward's sums are then added as each plane of dx is written, while it is in cache.
-        let sums = needsInputGradient && planes != nil ? precedingNorm : nil
+        let preceding = needsInputGradient && planes != nil ? precedingNorm : nil
         let dx = self.dx
-        sums?.beginGradientSums(of: dx, batch: batch)
-        let written = sums.map { norm in { (image: Int, channel: Int) in norm.addGradientSums(of: dx, image: image, channel: channel) } }
+        preceding?.beginGradientSums(of: dx, batch: batch)
+        let written = preceding.map { norm in
+            { (image: Int, channel: Int) in norm.addGradientSums(of: dx, image: image, channel: channel) }
+        }
         if let winograd {
             let plane = outputGradientPlane.pointer
-            let outputGradient = norm.map { norm in
+            let outputGradient = following.map { norm in
                 { (image: Int, channel: Int) -> UnsafePointer<Float> in
                     norm.inputGradientPlane(dy, image: image, channel: channel, into: plane)
                     return UnsafePointer(plane)
@@ -270,11 +272,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
                 for o in 0 ..< outChannels {
                     var source = dy + ((first + g) * outChannels + o) * P
                     let destination = d + o * columns + g * P
-                    if let norm {
-                        norm.inputGradientPlane(dy, image: first + g, channel: o, into: destination)
+                    if let following {
+                        following.inputGradientPlane(dy, image: first + g, channel: o, into: destination)
                         source = UnsafePointer(destination)
                     }
-                    guard hasBias else { if norm == nil { ShortRuns.copy(source, to: destination, count: P) }; continue }
+                    guard hasBias else { if following == nil { ShortRuns.copy(source, to: destination, count: P) }; continue }
                     // A sum in order, so scalar: the bias gradient's bits are those of a plain loop.
                     var sum: Float = 0
                     for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
