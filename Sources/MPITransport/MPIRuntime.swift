@@ -85,6 +85,13 @@ public final class MPIRuntime: @unchecked Sendable {
         return env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMI_SIZE"] != nil || env["PMIX_RANK"] != nil
     }
 
+    /// The rank a launcher gave this process before MPI starts — mpirun's, a PMI/PMIx
+    /// launcher's, or srun's task number (which an srun task has even without MPI) — or "0":
+    /// which process of a job says what all of them would (one line, not one per rank).
+    public static func launcherRank(in env: [String: String]) -> String {
+        env["OMPI_COMM_WORLD_RANK"] ?? env["PMIX_RANK"] ?? env["PMI_RANK"] ?? env["SLURM_PROCID"] ?? "0"
+    }
+
     static func threadLevelName(_ level: Int) -> String {
         switch level {
         case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE"

@@ -46,7 +46,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// them: set by the convolution before this batch norm when it adds its output's sums as it
     /// writes each chunk of images, while they are still in cache (`fuseConvolutionsWithBatchNorms`), so
     /// that training's forward makes no pass of its own over the batch for them.
-    private var statisticsMadeFor: (input: UnsafePointer<Float>, batch: Int)?
+    private var statisticsMadeFor: TensorBatch?
     /// Set when a convolution comes right before (`fuseConvolutionsWithBatchNorms`): backward
     /// then makes its sums only and returns its dy, and that convolution's backward asks for dx
     /// plane by plane as it reads it (`inputGradientPlane`), into cache — instead of this layer
@@ -54,21 +54,20 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// by its memory traffic, dx's write and read cost more than recomputing it, and the layer
     /// then needs no dx buffer.
     public internal(set) var leavesInputGradientToConvolution = false
+    var placesInputGradient: Bool { !leavesInputGradientToConvolution }
     /// The dy and batch of the last backward, when it left dx to the convolution.
-    private var pendingGradient: (dy: UnsafePointer<Float>, batch: Int)?
+    private var pendingGradient: TensorBatch?
     /// Set when a convolution comes right after (a fused ReLU between them or not,
     /// `fuseConvolutionsWithBatchNorms`): forward then makes the statistics only and passes its
     /// input on, and that convolution normalises each plane as it reads it, in forward and
     /// again in backward (`outputPlane`) — so the output is never written, nor read back, nor
     /// kept. Backward needs only the input.
     public internal(set) var leavesOutputToConvolution = false
-    /// The input and batch of the last forward, when it left its output to the convolution.
-    private var pendingOutput: (input: UnsafePointer<Float>, batch: Int)?
     /// The dy and batch the backward sums were begun for (`beginGradientSums`), until backward
     /// uses them: set by the layer that writes this layer's dy — the convolution after it, as
     /// it writes each plane of its input gradient, or a residual block's ReLU mask — which adds
     /// them plane by plane while it is in cache.
-    private var gradientSumsMadeFor: (dy: UnsafePointer<Float>, batch: Int)?
+    private var gradientSumsMadeFor: TensorBatch?
     /// Whether the last training forward's statistics, and the last backward's sums, were
     /// made by a neighbour (so a test can tell the fused passes ran, not this layer's own).
     public private(set) var neighbourMadeStatistics = false, neighbourMadeGradientSums = false
@@ -88,10 +87,12 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     private var batchesTracked: UnsafeMutablePointer<Float>!
     private let output = ActivationBuffer(), inputGrad = ActivationBuffer()
     var inputGradientTarget: UnsafeMutablePointer<Float>?
-    /// The last forward's input and, per channel, the mean and 1/√(σ² + eps) it normalised
-    /// with: backward recomputes x̂ = (x − μ)·rstd from them, bit for bit as forward did, instead
-    /// of forward writing x̂ out (one stream less, and a batch-sized buffer less per batch norm).
-    private var input: UnsafePointer<Float>?
+    /// The last forward's input and batch and, per channel, the mean and 1/√(σ² + eps) it
+    /// normalised with: backward recomputes x̂ = (x − μ)·rstd from them, bit for bit as forward
+    /// did, instead of forward writing x̂ out (one stream less, and a batch-sized buffer less per
+    /// batch norm).
+    private var forwarded: TensorBatch?
+    private var input: UnsafePointer<Float>? { forwarded?.tensor }
     private let means = ActivationBuffer(), rstds = ActivationBuffer()
     private let sums: UnsafeMutableBufferPointer<Double>
     /// The batch's values per channel, all ranks together with a reducer (for backward).
@@ -151,16 +152,16 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         let n = batch * channels * spatial
         if !leavesOutputToConvolution { output.reserve(n) }
         means.reserve(channels); rstds.reserve(channels); gradientMeans.reserve(2 * channels)
-        if inputGradientTarget == nil && !leavesInputGradientToConvolution { inputGrad.reserve(n) }
+        if inputGradientTarget == nil && placesInputGradient { inputGrad.reserve(n) }
     }
 
     public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool) -> UnsafePointer<Float> {
         let c = channels, s = spatial, y = output.pointer, mean = means.pointer, rstd = rstds.pointer
-        input = x
+        forwarded = TensorBatch(x, batch)
         if training {
             // The convolution's sums only when they are this input's, whole batch: a layer run
             // outside its model, or after a convolution run for evaluation, makes its own.
-            neighbourMadeStatistics = statisticsMadeFor.map { $0.input == x && $0.batch == batch } ?? false
+            neighbourMadeStatistics = statisticsMadeFor == TensorBatch(x, batch)
             if !neighbourMadeStatistics {
                 beginStatistics(of: x, batch: batch)
                 addStatistics(of: x, images: 0 ..< batch)
@@ -183,7 +184,6 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
                 rstd[ch] = 1 / (runningVar[ch] + epsilon).squareRoot()
             }
         }
-        pendingOutput = leavesOutputToConvolution ? (x, batch) : nil
         if leavesOutputToConvolution { return x }
         for b in 0 ..< batch {
             for ch in 0 ..< c {
@@ -204,7 +204,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// convolution after this layer: then it is made plane by plane by `outputPlane`, until the
     /// next forward. The convolution asks before it reads its input, in forward and backward.
     func leftOutput(_ x: UnsafePointer<Float>, batch: Int) -> Bool {
-        pendingOutput.map { $0.input == x && $0.batch == batch } ?? false
+        leavesOutputToConvolution && forwarded == TensorBatch(x, batch)
     }
 
     /// The output of one plane — `image`'s channel `channel` — of the last forward, into `y`:
@@ -220,7 +220,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// `batch` inputs at `x`, which training's forward then checks it is given.
     func beginStatistics(of x: UnsafePointer<Float>, batch: Int) {
         sums.update(repeating: 0)
-        statisticsMadeFor = (x, batch)
+        statisticsMadeFor = TensorBatch(x, batch)
     }
 
     /// Adds Σx and Σx² of `images`' planes of x — this layer's input — to the statistics, image
@@ -243,7 +243,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         let c = channels
         pendingGradient = nil
         // A neighbour's sums only when they were begun for this dy and batch.
-        neighbourMadeGradientSums = gradientSumsMadeFor.map { $0.dy == dy && $0.batch == batch } ?? false
+        neighbourMadeGradientSums = gradientSumsMadeFor == TensorBatch(dy, batch)
         if !neighbourMadeGradientSums {
             beginGradientSums(of: dy, batch: batch)
             for b in 0 ..< batch {
@@ -264,7 +264,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
         let means = gradientMeans.pointer
         for ch in 0 ..< c { means[ch] = Float(sums[ch] / count); means[c + ch] = Float(sums[c + ch] / count) }
         if leavesInputGradientToConvolution {
-            pendingGradient = (dy, batch)
+            pendingGradient = TensorBatch(dy, batch)
             return dy
         }
         let dx = inputGradientTarget ?? inputGrad.pointer, s = spatial
@@ -278,7 +278,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// gradients at `dy`, which backward then checks it is given.
     func beginGradientSums(of dy: UnsafePointer<Float>, batch: Int) {
         sums.update(repeating: 0)
-        gradientSumsMadeFor = (dy, batch)
+        gradientSumsMadeFor = TensorBatch(dy, batch)
     }
 
     /// Adds Σdy and Σdy·x̂ of one plane of dy — `image`'s channel `channel` — to backward's
@@ -297,7 +297,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// convolution before this layer: then it is made plane by plane by `inputGradientPlane`,
     /// until the next backward. The convolution asks before it reads its output gradient.
     func leftInputGradient(_ dy: UnsafePointer<Float>, batch: Int) -> Bool {
-        pendingGradient.map { $0.dy == dy && $0.batch == batch } ?? false
+        pendingGradient == TensorBatch(dy, batch)
     }
 
     /// dx of one plane — `image`'s channel `channel` — of the last backward, whose output
@@ -441,18 +441,27 @@ public protocol CollectiveLayer: AnyObject {
 /// the batch norm's output pass, and its output, are gone. That convolution's backward also
 /// adds the batch norm's backward sums as it writes each plane of its input gradient.
 func fuseConvolutionsWithBatchNorms(_ layers: [Layer]) {
-    forEachAdjacentPair(layers) { previous, next in
-        guard let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm else { return }
-        convolution.followingNorm = batchNorm
-        batchNorm.leavesInputGradientToConvolution = true
-    }
     forEachLayerList(layers) { list in
-        for (index, layer) in list.enumerated() {
-            guard let batchNorm = layer as? BatchNorm else { continue }
-            let next = index + ((list.dropFirst(index + 1).first as? ReLU)?.isFused == true ? 2 : 1)
-            guard next < list.count, let convolution = list[next] as? Conv2d else { continue }
-            convolution.precedingNorm = batchNorm
-            batchNorm.leavesOutputToConvolution = true
+        // A fused ReLU passes values and gradients through untouched, so it does not part the
+        // two (a convolution fuses none, so one only ever sits between a batch norm and what follows).
+        let passes = list.filter { ($0 as? ReLU)?.isFused != true }
+        for (previous, next) in zip(passes, passes.dropFirst()) {
+            if let convolution = previous as? Conv2d, let batchNorm = next as? BatchNorm {
+                convolution.followingNorm = batchNorm
+                batchNorm.leavesInputGradientToConvolution = true
+            } else if let batchNorm = previous as? BatchNorm, let convolution = next as? Conv2d {
+                convolution.precedingNorm = batchNorm
+                batchNorm.leavesOutputToConvolution = true
+            }
         }
     }
+}
+
+/// A tensor and the batch it holds: what the second half of a pass that two layers share checks
+/// it is given — the statistics or sums begun, the output or input gradient left — so that it
+/// never finishes one begun for other data (a layer run outside its model, an evaluation at
+/// another batch size).
+struct TensorBatch: Equatable {
+    let tensor: UnsafePointer<Float>, batch: Int
+    init(_ tensor: UnsafePointer<Float>, _ batch: Int) { (self.tensor, self.batch) = (tensor, batch) }
 }

@@ -163,15 +163,15 @@ public final class Conv2d: Layer, InputGradientPlacing {
                                            bias: bias, biasCount: hasBias ? outChannels : 0, fanIn: fieldSize)
     }
 
-    /// Images per chunk: `cols` and the product together about 128 Ki floats (512 KB, within
-    /// a core's L2; cols alone measured against 256 Ki, 1 Mi and 2 Mi with `bench compute
+    /// Images per chunk of the forward and backward passes, either algorithm's (known once
+    /// the input shape is).
+    public var imagesPerChunk: Int { winograd?.chunk ?? chunk }
+    /// im2col's images per chunk: `cols` and the product together about 128 Ki floats (512 KB,
+    /// within a core's L2; cols alone measured against 256 Ki, 1 Mi and 2 Mi with `bench compute
     /// --model cnn`: 45–46 vs 46–50 ms per step). The product counts: with more output
     /// channels than K (a stem's 9, a 1×1 projection's C) it was up to twice cols, and the
     /// pair spilled out of L2 — counting it made fashion-resnet's step 75.8 → 74.3 ms and
     /// fashion-cnn's 31.8 → 30.9 ms (medians of 12 and 3 alternating rounds).
-    /// Images per chunk of the forward and backward passes, either algorithm's (known once
-    /// the input shape is).
-    public var imagesPerChunk: Int { winograd?.chunk ?? chunk }
     private var chunk: Int { max(1, (128 << 10) / max(1, (fieldSize + outChannels) * positions)) }
 
     public func reserve(batch: Int) {
@@ -270,16 +270,16 @@ public final class Conv2d: Layer, InputGradientPlacing {
             // NCHW dY → [out, G·P], and the bias gradient on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
-                    var source = dy + ((first + g) * outChannels + o) * P
                     let destination = d + o * columns + g * P
                     if let following {
                         following.inputGradientPlane(dy, image: first + g, channel: o, into: destination)
-                        source = UnsafePointer(destination)
+                    } else {
+                        ShortRuns.copy(dy + ((first + g) * outChannels + o) * P, to: destination, count: P)
                     }
-                    guard hasBias else { if following == nil { ShortRuns.copy(source, to: destination, count: P) }; continue }
+                    guard hasBias else { continue }
                     // A sum in order, so scalar: the bias gradient's bits are those of a plain loop.
                     var sum: Float = 0
-                    for i in 0 ..< P { destination[i] = source[i]; sum += source[i] }
+                    for i in 0 ..< P { sum += destination[i] }
                     biasGrad[o] += sum
                 }
             }

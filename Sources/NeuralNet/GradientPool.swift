@@ -23,6 +23,13 @@ final class GradientPool {
 protocol InputGradientPlacing: Layer {
     /// Where backward writes the input gradient; nil: the layer's own buffer. Set before `reserve`.
     var inputGradientTarget: UnsafeMutablePointer<Float>? { get set }
+    /// Whether backward writes an input gradient at all: false for a batch norm that leaves it
+    /// to the convolution before it and passes its dy on (`fuseConvolutionsWithBatchNorms`).
+    var placesInputGradient: Bool { get }
+}
+
+extension InputGradientPlacing {
+    var placesInputGradient: Bool { true }
 }
 
 extension Residual {
@@ -59,9 +66,8 @@ extension Residual {
         precondition(gradientSize(batch: batch) <= shared.capacity, "GradientPool: buffers smaller than a block's widest gradient")
         let pool = shared.buffers
         func other(than used: UnsafeMutablePointer<Float>...) -> UnsafeMutablePointer<Float> { pool.first { !used.contains($0) }! }
-        /// The parts that write an input gradient.
         func placing(_ part: Layer) -> InputGradientPlacing? {
-            (part as? BatchNorm)?.leavesInputGradientToConvolution == true ? nil : part as? InputGradientPlacing
+            (part as? InputGradientPlacing).flatMap { $0.placesInputGradient ? $0 : nil }
         }
         var dy = pool[0]
         for part in layers.dropFirst().reversed() {

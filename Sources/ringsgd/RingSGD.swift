@@ -22,9 +22,8 @@ struct RingSGD: ParsableCommand {
     /// in the arguments points at `--help`; a failure of the command itself does not.
     static func main() {
         let environment = ProcessInfo.processInfo.environment
-        let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? environment["PMI_RANK"]
-            ?? environment["SLURM_PROCID"] ?? "0"
-        runAgainWithWiderBLASKernels(rank: rank)
+        let rank = MPIRuntime.launcherRank(in: environment)
+        runAgainWithWiderBLASKernels(rank: rank, environment: environment)
         func fail(_ message: String, code: Int32) -> Never {
             if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
             Foundation.exit(code)
@@ -61,8 +60,7 @@ struct RingSGD: ParsableCommand {
     /// The process run again finds OpenBLAS's own choice in `ownChoiceVariable` and says, on
     /// rank 0, what it runs now — after checking that the kernels did widen — then removes the
     /// variable, so that processes it starts (`bench scaling`'s jobs) say nothing again.
-    static func runAgainWithWiderBLASKernels(rank: String) {
-        let environment = ProcessInfo.processInfo.environment
+    static func runAgainWithWiderBLASKernels(rank: String, environment: [String: String]) {
         let say = { (line: String) in if rank == "0" { FileHandle.standardError.write(Data("ringsgd: \(line)\n".utf8)) } }
         if let own = environment[ownChoiceVariable] {
             unsetenv(ownChoiceVariable)
@@ -73,9 +71,12 @@ struct RingSGD: ParsableCommand {
                 : "OPENBLAS_CORETYPE=\(coreType) did not widen OpenBLAS's \(own) kernels (it runs \(now)); set OPENBLAS_CORETYPE to choose yourself")
             return
         }
-        guard (environment["OPENBLAS_CORETYPE"] ?? "").isEmpty, BLASKernels.configuration.contains("DYNAMIC_ARCH"),
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
+        // OpenBLAS's choice first: the CPU's flags are read only when it is known to be narrower
+        // than the widest kernels.
         let own = BLASKernels.coreName
+        guard (environment["OPENBLAS_CORETYPE"] ?? "").isEmpty, BLASKernels.configuration.contains("DYNAMIC_ARCH"),
+              let ownWidth = BLASKernelChoice.width(ofKernels: own), ownWidth < .avx512,
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
         guard let wider = BLASKernelChoice.coreType(widerThan: own, cpuFlags: BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)) else { return }
         setenv("OPENBLAS_CORETYPE", wider, 1)
         setenv(ownChoiceVariable, own, 1)

@@ -34,7 +34,8 @@ final class CommandLineTests: XCTestCase {
             throw XCTSkip("OPENBLAS_CORETYPE is set for the tests: OpenBLAS's own choice is unknown here")
         }
         let flags = BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo), own = BLASKernels.coreName
-        let expected = BLASKernelChoice.coreType(widerThan: own, cpuFlags: flags)
+        // Only a DYNAMIC_ARCH OpenBLAS reads OPENBLAS_CORETYPE, so only there is anything replaced.
+        let expected = BLASKernels.configuration.contains("DYNAMIC_ARCH") ? BLASKernelChoice.coreType(widerThan: own, cpuFlags: flags) : nil
         print("OpenBLAS's own kernels here: \(own) on a CPU that can run \(BLASKernelChoice.width(ofCPUFlags: flags)); "
               + (expected.map { "ringsgd must run \($0)" } ?? "ringsgd must keep them"))
         let outcome = try MPIRun.runProcess(["env", "-u", "OPENBLAS_CORETYPE", try MPIRun.binary, "--version"], timeout: 30)
@@ -50,6 +51,32 @@ final class CommandLineTests: XCTestCase {
         assertSucceeded(pinned, "--version with OPENBLAS_CORETYPE=Prescott")
         XCTAssertTrue(pinned.output.contains("kernels: Prescott, OPENBLAS_CORETYPE=Prescott"), pinned.output)
         XCTAssertFalse(pinned.output.contains("OpenBLAS chose its"), pinned.output)
+    }
+
+    /// Property: the process `ringsgd` runs again with wider kernels (found by the variable
+    /// that carries OpenBLAS's own choice) says on one line what it runs now, and whether the
+    /// kernels did widen — checked on any CPU, whatever OpenBLAS would choose here by itself:
+    /// Haswell's kernels against a Prescott "own choice".
+    func testTheProcessRunAgainSaysWhichKernelsItRuns() throws {
+        guard BLASKernels.configuration.contains("DYNAMIC_ARCH") else {
+            throw XCTSkip("OpenBLAS is not a DYNAMIC_ARCH build (\(BLASKernels.configuration)): it ignores OPENBLAS_CORETYPE")
+        }
+        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              BLASKernelChoice.width(ofCPUFlags: BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)) >= .avx2 else {
+            throw XCTSkip("this CPU cannot run OpenBLAS's Haswell kernels")
+        }
+        let outcome = try MPIRun.runProcess(["env", "OPENBLAS_CORETYPE=Haswell", "RINGSGD_OPENBLAS_OWN_CHOICE=Prescott",
+                                             try MPIRun.binary, "--version"], timeout: 30)
+        assertSucceeded(outcome, "--version run again")
+        let said = outcome.output.components(separatedBy: "\n").filter { $0.hasPrefix("ringsgd: ") }
+        XCTAssertEqual(said, ["ringsgd: OpenBLAS chose its Prescott kernels for this CPU, which can run wider ones: running its Haswell kernels (OPENBLAS_CORETYPE=Haswell; set OPENBLAS_CORETYPE to choose yourself)"],
+                       outcome.output)
+        XCTAssertTrue(outcome.output.contains("(kernels: Haswell, OPENBLAS_CORETYPE=Haswell)"), outcome.output)
+        // Kernels that did not widen are said to, not passed over.
+        let same = try MPIRun.runProcess(["env", "OPENBLAS_CORETYPE=Haswell", "RINGSGD_OPENBLAS_OWN_CHOICE=SkylakeX",
+                                          try MPIRun.binary, "--version"], timeout: 30)
+        assertSucceeded(same, "--version run again, not wider")
+        XCTAssertTrue(same.output.contains("ringsgd: OPENBLAS_CORETYPE=Haswell did not widen OpenBLAS's SkylakeX kernels (it runs Haswell)"), same.output)
     }
 
     /// Property: a mistyped command (at any level) is one line naming it, suggesting the
