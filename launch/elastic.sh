@@ -395,10 +395,12 @@ while true; do
   # Which hosts failed: those that stopped answering, and those mpirun or a rank names.
   lost=("${killed_lost[@]}")
   if [ "${#lost[@]}" -eq 0 ]; then
+    # Not a rank's "Peer host:": once one rank dies the launcher kills the others, and a rank
+    # on a healthy host may see a healthy peer hang up first, its lines landing first among
+    # those of several hosts (srun forwards each host's in its own order). A vanished peer's
+    # host, if dead, fails its probe below; if alive, it is no worse than any other.
     named=$( { sed -n 's/.*process rank [0-9]* with PID [0-9]* on node \([^ ]*\) exited on signal.*/\1/p' "$raw"
-               sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"
-               # The first peer that vanished (later ones may be mpirun's own clean-up).
-               sed -n '/^ *Peer host: */{s/^ *Peer host: *\([^ ]*\).*/\1/p;q}' "$raw"; } | sort -u)
+               sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"; } | sort -u)
     # "ringsgd: error: rank R waited N s for rank M": rank M's host (ranks fill hosts in order).
     for m in $(sed -n 's/^ringsgd: error: rank [0-9]* waited .* for rank \([0-9]*\) in .*/\1/p' "$raw" | sort -u); do
       r=0
