@@ -198,6 +198,12 @@ probe() {
       && [[ "$(ip -n "$ns" -o link show dev eth0 2>/dev/null)" == *"state UP"* ]]
   elif [ -n "$slurm" ]; then
     # A one-task step beside the job's (--overlap): fails at once when the node's slurmd is gone.
+    # Asked again after an error (a busy controller can refuse one step on a healthy node), not
+    # after the timeout: a dead node's step waits for it, so asking again would double the wait.
+    local status=0
+    timeout 10 srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1 || status=$?
+    [ "$status" -ne 0 ] && [ "$status" -ne 124 ] || return "$status"
+    sleep 1
     timeout 10 srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1
   elif [ -n "$discover" ]; then
     [[ $'\n'"$discovered" == *$'\n'"${addrs[$i]} "* ]]
@@ -401,8 +407,13 @@ while true; do
     # host, if dead, fails its probe below; if alive, it is no worse than any other.
     named=$( { sed -n 's/.*process rank [0-9]* with PID [0-9]* on node \([^ ]*\) exited on signal.*/\1/p' "$raw"
                sed -n 's/.*Remote daemon: *\[\[[0-9]*,[0-9]*\],[0-9]*\] on node \([^ ]*\).*/\1/p' "$raw"; } | sort -u)
-    # "ringsgd: error: rank R waited N s for rank M": rank M's host (ranks fill hosts in order).
-    for m in $(sed -n 's/^ringsgd: error: rank [0-9]* waited .* for rank \([0-9]*\) in .*/\1/p' "$raw" | sort -u); do
+    # "ringsgd: error: rank R waited N s for rank M": rank M's host (ranks fill hosts in order),
+    # for the M that waited for no one itself. In a ring each rank waits on its left neighbour:
+    # once one stalls, the others time out one after another, each naming a rank that only waited.
+    waits=$(sed -n 's/^ringsgd: error: rank \([0-9]*\) waited .* for rank \([0-9]*\) in .*/\1 \2/p' "$raw")
+    waiters=" $(cut -d' ' -f1 <<<"$waits" | tr '\n' ' ')"
+    for m in $(cut -s -d' ' -f2 <<<"$waits" | sort -u); do
+      [[ "$waiters" != *" $m "* ]] || continue
       r=0
       for i in "${current[@]}"; do
         if [ "$m" -lt $((r + slots[i])) ]; then named+=$'\n'"${addrs[$i]}"; break; fi

@@ -143,10 +143,13 @@ final class ElasticSlurmTests: XCTestCase {
         XCTAssertEqual(exit, "0:0", report)
         XCTAssertTrue(shown.contains("elastic: launching on 2 hosts (simnode1, simnode2), 2 ranks"), report)
         // From the checkpoint the kill followed (100), or the next, had it been written first.
-        let from = shown.range(of: #"training again on 2 hosts from step (100|200),"#, options: .regularExpression)
-        XCTAssertNotNil(from, report)
-        // One restart for the lost node; a further one only for a rank that died with no host to
-        // blame: once in about ten runs on a loaded machine, a rank of the first relaunch died
+        let again = shown.components(separatedBy: "\n").filter { $0.hasPrefix("elastic: training again ") }
+        XCTAssertFalse(again.isEmpty, report)
+        for line in again {
+            XCTAssertNotNil(line.range(of: #"training again on 2 hosts from step (100|200),"#, options: .regularExpression), report)
+        }
+        // One restart for the lost node; at most one more, only for a rank that died with no host
+        // to blame: once in twenty runs on a loaded machine, a rank of the first relaunch died
         // under srun right after the node loss, between MPI_Init and finding its checkpoint, by a
         // call through a null pointer (OpenMPI's handler could unwind no frame past it); the
         // supervisor relaunched and the run went on. Either way only simnode3 is lost.
@@ -154,6 +157,7 @@ final class ElasticSlurmTests: XCTestCase {
         XCTAssertNotNil(done, report)
         let restarts = shown.components(separatedBy: "\n").filter { $0.hasPrefix("elastic: lost host ") || $0.hasPrefix("elastic: a rank died at step ") }
         XCTAssertEqual(restarts.first.map { $0.hasPrefix("elastic: lost host simnode3 at step ") }, true, report)
+        XCTAssertLessThanOrEqual(restarts.count, 2, report)
         XCTAssertTrue(restarts.dropFirst().allSatisfy { $0.contains("no host is named") }, report)
         let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
         XCTAssertEqual(summary["steps"] as? Int, 936)
