@@ -440,6 +440,9 @@ while true; do
       || echo "elastic: error: the job ended with exit status $status on healthy hosts: $( { grep -av '^ringsgd: at step' "$raw" || true; } | tail -n1)" >&2
     exit "$status"
   fi
+  # Lost from now, when it was decided (not when the job ended): the probes above may have
+  # taken their whole timeout, and a host lost less than --cooldown ago is not asked again.
+  now=$(date +%s)
   for i in "${lost[@]}"; do
     lost_at[$i]=$now
     answering_since[$i]=0   # the cooldown starts when it answers again
