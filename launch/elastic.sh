@@ -189,32 +189,35 @@ if [ -z "$discover" ] && [ "$min_hosts" -gt "${#addrs[@]}" ]; then
   fail "--min-hosts $min_hosts is more than the ${#addrs[@]} hosts there are; lower it or add hosts"
 fi
 
-# Whether host i answers now.
+# Whether host i answers now, within $2 seconds (10 when not given).
 probe() {
-  local i=$1
+  local i=$1 limit=${2:-10}
   if [ -n "$simulated" ]; then
     local ns="${tag}h$((i + 1))" veth="${tag}v$((i + 1))"
     [ -e "/run/netns/$ns" ] && [[ "$(ip -o link show dev "$veth" 2>/dev/null)" == *"state UP"* ]] \
       && [[ "$(ip -n "$ns" -o link show dev eth0 2>/dev/null)" == *"state UP"* ]]
   elif [ -n "$slurm" ]; then
-    # A one-task step beside the job's (--overlap): fails at once when the node's slurmd is gone.
+    # A one-task step beside the job's (--overlap): it cannot start on a node whose slurmd is
+    # gone, and waits for it until the timeout (where the node's namespace stays, as in the tests).
     # Asked again after an error (a busy controller can refuse one step on a healthy node), not
-    # after the timeout: a dead node's step waits for it, so asking again would double the wait.
+    # after the timeout: asking a dead node again would double the wait.
     local status=0
-    timeout 10 srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1 || status=$?
+    timeout "$limit" srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1 || status=$?
     [ "$status" -ne 0 ] && [ "$status" -ne 124 ] || return "$status"
     sleep 1
-    timeout 10 srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1
+    timeout "$limit" srun --overlap --nodes=1 --ntasks=1 --nodelist="${names[$i]}" --quiet true >/dev/null 2>&1
   elif [ -n "$discover" ]; then
     [[ $'\n'"$discovered" == *$'\n'"${addrs[$i]} "* ]]
   else
     # This machine itself answers (mpirun starts its ranks without ssh).
     case "${addrs[$i]}" in localhost|127.0.0.1|::1|"$(hostname)"|"$(hostname -f 2>/dev/null || true)") return 0 ;; esac
-    timeout 10 ssh -o BatchMode=yes -o ConnectTimeout=5 "${addrs[$i]}" true >/dev/null 2>&1
+    timeout "$limit" ssh -o BatchMode=yes -o ConnectTimeout=$(( limit > 5 ? 5 : limit - 1 )) "${addrs[$i]}" true >/dev/null 2>&1
   fi
 }
 # Probes every host at once (with "outside": only those not in the running job; never those in
-# $known_lost): refreshes discovery and answering_since; prints nothing.
+# $known_lost): refreshes discovery and answering_since; prints nothing. While a job runs, a
+# host outside it is given 3 s: its answer only decides whether to grow, and a dead host's
+# 10 s would hold up the loop that watches the job (and notices its end) as often as it asks.
 known_lost=" "
 probe_all() {
   local i k now pids=() probed=()
@@ -230,7 +233,7 @@ probe_all() {
   for i in "${!addrs[@]}"; do
     if [ "${1:-}" = outside ] && [[ " ${current[*]} " == *" $i "* ]]; then continue; fi
     if [[ "$known_lost" == *" $i "* ]]; then answering_since[$i]=0; continue; fi
-    probe "$i" &
+    if [ -n "${job_pid:-}" ] && [[ " ${current[*]} " != *" $i "* ]]; then probe "$i" 3 & else probe "$i" & fi
     pids+=($!) probed+=("$i")
   done
   for k in "${!pids[@]}"; do
@@ -386,7 +389,6 @@ while true; do
   step=$(last_step_in "$raw")
   [ -z "$step" ] || last_step=$step
   [ -n "$run_id" ] || run_id=$(sed -n '/^run id [0-9a-f]\{16\}$/{s/^run id //p;q}' "$raw")
-  now=$(date +%s)
   if [ "$stopped_broken" -eq 0 ] && [ "$status" -eq 0 ]; then
     stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
     if [ -n "$stopped" ]; then
@@ -411,7 +413,8 @@ while true; do
     # for the M that waited for no one itself. In a ring each rank waits on its left neighbour:
     # once one stalls, the others time out one after another, each naming a rank that only waited.
     waits=$(sed -n 's/^ringsgd: error: rank \([0-9]*\) waited .* for rank \([0-9]*\) in .*/\1 \2/p' "$raw")
-    waiters=" $(cut -d' ' -f1 <<<"$waits" | tr '\n' ' ')"
+    # Every rank that waited counts as a waiter, whatever for (a barrier's "the ranks that had not arrived").
+    waiters=" $(sed -n 's/^ringsgd: error: rank \([0-9]*\) waited .*/\1/p' "$raw" | tr '\n' ' ')"
     for m in $(cut -s -d' ' -f2 <<<"$waits" | sort -u); do
       [[ "$waiters" != *" $m "* ]] || continue
       r=0
