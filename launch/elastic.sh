@@ -129,10 +129,13 @@ discover_hosts() {
 
 work=$(mktemp -d /tmp/elastic.XXXXXX)
 tag="re$$" subnet="" job_pid="" display_pid=""
-stop_job() {   # ends the running job (mpirun, then everything it started), within ~10 s
+# Ends the running job (mpirun or srun, then everything it started), within ~10 s: SIGTERM,
+# then SIGKILL after $1 seconds (5 when not given). A job already broken (a host lost, a peer
+# gone) is given 2: its ranks end at once on SIGTERM, but srun waits for the lost node's task.
+stop_job() {
   [ -n "$job_pid" ] || return 0
   kill -TERM "$job_pid" 2>/dev/null || true
-  for _ in $(seq 1 25); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.2; done
+  for _ in $(seq 1 $(( ${1:-5} * 5 ))); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$job_pid" 2>/dev/null || true
   wait "$job_pid" 2>/dev/null || true
   [ -z "$simulated" ] || simhosts_kill "$work"
@@ -354,7 +357,7 @@ while true; do
     done
     if [ "${#killed_lost[@]}" -gt 0 ]; then
       say "host $(host_list "${killed_lost[@]}") stopped answering at step ${step:-?}; stopping the job"
-      stop_job
+      stop_job 2
       stopped_broken=1
       break
     fi
@@ -362,7 +365,7 @@ while true; do
     # comm.timeout_seconds (under srun nothing ends them before).
     if grep -aq 'peer process has unexpectedly disconnected' "$raw"; then
       say "a rank lost its peer at step ${step:-?}; stopping the job"
-      stop_job
+      stop_job 2
       stopped_broken=1
       break
     fi

@@ -80,6 +80,12 @@ struct RingSGD: ParsableCommand {
         guard let wider = BLASKernelChoice.coreType(widerThan: own, cpuFlags: BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)) else { return }
         setenv("OPENBLAS_CORETYPE", wider, 1)
         setenv(ownChoiceVariable, own, 1)
+        // The file /proc/self/exe links to, not the link itself: a process run from the link
+        // is named "exe" (`ps`, `top`, `pgrep ringsgd` would not find it). The link only when
+        // that fails (the file replaced or removed since the start).
+        if let file = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            execv(file, CommandLine.unsafeArgv)
+        }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Only reached when the exec failed: this process runs on with OpenBLAS's own kernels,
         // and `--version` and `bench compute` must not name a variable OpenBLAS never read.

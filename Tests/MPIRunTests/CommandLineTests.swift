@@ -79,6 +79,43 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(same.output.contains("ringsgd: OPENBLAS_CORETYPE=Haswell did not widen OpenBLAS's SkylakeX kernels (it runs Haswell)"), same.output)
     }
 
+    /// Property: the process is named "ringsgd" (what `ps`, `top` and `pgrep ringsgd` see)
+    /// — also when it ran itself again with wider kernels, which it does at its start on a CPU
+    /// whose kernels OpenBLAS narrows (an exec of /proc/self/exe would name it "exe"). Read
+    /// once `train` has printed its start line, then the run is ended.
+    func testTheProcessIsNamedRingsgd() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-name-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = directory + "/output"
+        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil), log)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try MPIRun.binary)
+        process.arguments = ["train", "--config", MPIRun.packageRoot.path + "/configs/fashion-mlp.yaml", "--run-dir", directory + "/run"]
+        process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "OPENBLAS_CORETYPE" }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        (process.standardOutput, process.standardError) = (output, output)
+        try process.run()
+        defer {
+            if process.isRunning { process.terminate() }
+            let end = Date().addingTimeInterval(10)
+            while process.isRunning && Date() < end { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        var printed = "", name = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && process.isRunning {
+            usleep(50_000)
+            printed = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            guard printed.contains("ringsgd train: ") else { continue }
+            name = ((try? String(contentsOfFile: "/proc/\(process.processIdentifier)/comm", encoding: .utf8)) ?? "")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            break
+        }
+        XCTAssertTrue(printed.contains("ringsgd train: "), "no start line within 60 s:\n\(printed)")
+        XCTAssertEqual(name, "ringsgd", printed)
+    }
+
     /// Property: a mistyped command (at any level) is one line naming it, suggesting the
     /// command meant and listing the others.
     func testAnUnknownCommandSuggestsTheOneMeant() throws {
