@@ -96,6 +96,7 @@ final class CommandLineTests: XCTestCase {
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         (process.standardOutput, process.standardError) = (output, output)
         try process.run()
+        try output.close()
         defer {
             if process.isRunning { process.terminate() }
             let end = Date().addingTimeInterval(10)
@@ -114,6 +115,9 @@ final class CommandLineTests: XCTestCase {
         }
         XCTAssertTrue(printed.contains("ringsgd train: "), "no start line within 60 s:\n\(printed)")
         XCTAssertEqual(name, "ringsgd", printed)
+        guard printed.contains("ringsgd: OpenBLAS chose its") else {
+            throw XCTSkip("OpenBLAS's own kernels are the CPU's widest here: ringsgd did not run itself again, so only the name it was started with was checked")
+        }
     }
 
     /// Property: a mistyped command (at any level) is one line naming it, suggesting the

@@ -148,6 +148,8 @@ final class ElasticSlurmTests: XCTestCase {
         for line in again {
             XCTAssertNotNil(line.range(of: #"training again on 2 hosts from step (100|200),"#, options: .regularExpression), report)
         }
+        // A further relaunch (below) starts where the first did.
+        XCTAssertEqual(Set(again.map { $0.components(separatedBy: ",")[0] }).count, 1, report)
         // One restart for the lost node; at most one more, only for a rank that died with no host
         // to blame: once in twenty runs on a loaded machine, a rank of the first relaunch died
         // under srun right after the node loss, between MPI_Init and finding its checkpoint, by a
@@ -158,6 +160,7 @@ final class ElasticSlurmTests: XCTestCase {
         let restarts = shown.components(separatedBy: "\n").filter { $0.hasPrefix("elastic: lost host ") || $0.hasPrefix("elastic: a rank died at step ") }
         XCTAssertEqual(restarts.first.map { $0.hasPrefix("elastic: lost host simnode3 at step ") }, true, report)
         XCTAssertLessThanOrEqual(restarts.count, 2, report)
+        XCTAssertTrue(shown.contains(": \(restarts.count) restarts, 1 hosts lost (simnode3)"), report)
         XCTAssertTrue(restarts.dropFirst().allSatisfy { $0.contains("no host is named") }, report)
         let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/summary.json"))) as? [String: Any])
         XCTAssertEqual(summary["steps"] as? Int, 936)
