@@ -63,6 +63,19 @@ public enum BLASKernelChoice {
         }
     }
 
+    /// The `OPENBLAS_CORETYPE` `ringsgd` runs itself again with (`RingSGD.main`), or nil to run
+    /// on with OpenBLAS's own choice: only a DYNAMIC_ARCH OpenBLAS (`configuration`, from
+    /// `openblas_get_config`) reads the variable, a `userCoreType` that is set (not empty) is
+    /// never overridden, and `cpuinfo` (the text of `/proc/cpuinfo`) is read only when `ownChoice`
+    /// is known to be narrower than AVX-512. One function for the executable and its test, so
+    /// that the two cannot decide differently.
+    public static func coreTypeToRunAgainWith(ownChoice: String, configuration: String, userCoreType: String?,
+                                              cpuinfo: () -> String?) -> String? {
+        guard (userCoreType ?? "").isEmpty, configuration.contains("DYNAMIC_ARCH"),
+              let ownWidth = width(ofKernels: ownChoice), ownWidth < .avx512, let text = cpuinfo() else { return nil }
+        return coreType(widerThan: ownChoice, cpuFlags: cpuFlags(cpuinfo: text))
+    }
+
     /// The first processor's flags in `/proc/cpuinfo` ("flags : fpu vme … avx512f …"), or an
     /// empty set where there is no such line (then nothing is chosen).
     public static func cpuFlags(cpuinfo: String) -> Set<String> {

@@ -71,21 +71,16 @@ struct RingSGD: ParsableCommand {
                 : "OPENBLAS_CORETYPE=\(coreType) did not widen OpenBLAS's \(own) kernels (it runs \(now)); set OPENBLAS_CORETYPE to choose yourself")
             return
         }
-        // OpenBLAS's choice first: the CPU's flags are read only when it is known to be narrower
-        // than the widest kernels.
         let own = BLASKernels.coreName
-        guard (environment["OPENBLAS_CORETYPE"] ?? "").isEmpty, BLASKernels.configuration.contains("DYNAMIC_ARCH"),
-              let ownWidth = BLASKernelChoice.width(ofKernels: own), ownWidth < .avx512,
-              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return }
-        guard let wider = BLASKernelChoice.coreType(widerThan: own, cpuFlags: BLASKernelChoice.cpuFlags(cpuinfo: cpuinfo)) else { return }
+        guard let wider = BLASKernelChoice.coreTypeToRunAgainWith(
+            ownChoice: own, configuration: BLASKernels.configuration, userCoreType: environment["OPENBLAS_CORETYPE"],
+            cpuinfo: { try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) }) else { return }
         setenv("OPENBLAS_CORETYPE", wider, 1)
         setenv(ownChoiceVariable, own, 1)
         // The file /proc/self/exe links to, not the link itself: a process run from the link
         // is named "exe" (`ps`, `top`, `pgrep ringsgd` would not find it). The link only when
         // that fails (the file replaced or removed since the start).
-        if let file = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            execv(file, CommandLine.unsafeArgv)
-        }
+        if let file = executableFile { execv(file, CommandLine.unsafeArgv) }
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // Only reached when the exec failed: this process runs on with OpenBLAS's own kernels,
         // and `--version` and `bench compute` must not name a variable OpenBLAS never read.
@@ -94,6 +89,10 @@ struct RingSGD: ParsableCommand {
         unsetenv(ownChoiceVariable)
         say("could not run itself again with OPENBLAS_CORETYPE=\(wider) (\(reason)); running OpenBLAS's \(own) kernels, narrower than this CPU's")
     }
+
+    /// The file this process runs, which `/proc/self/exe` links to; nil where the link cannot be
+    /// read (no /proc, or the file removed since the start).
+    static var executableFile: String? { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") }
 
     /// OpenBLAS's own kernel choice, passed to the process `runAgainWithWiderBLASKernels` runs.
     static let ownChoiceVariable = "RINGSGD_OPENBLAS_OWN_CHOICE"
@@ -148,7 +147,7 @@ enum BuildInfo {
     /// and launch/test.sh write when they build (`git describe`); a binary built otherwise says
     /// so and names the checkout it runs from instead.
     static var commit: String {
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let executable = RingSGD.executableFile ?? CommandLine.arguments[0]
         if let recorded = try? String(contentsOfFile: executable + ".commit", encoding: .utf8),
            !recorded.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             return "built from commit \(recorded.trimmingCharacters(in: .whitespacesAndNewlines))"

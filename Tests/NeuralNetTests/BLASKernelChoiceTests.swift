@@ -38,6 +38,32 @@ final class BLASKernelChoiceTests: XCTestCase {
         }
     }
 
+    /// Property: ringsgd runs itself again only with a DYNAMIC_ARCH OpenBLAS, only when the user
+    /// set no `OPENBLAS_CORETYPE`, and reads /proc/cpuinfo only when OpenBLAS's own choice is
+    /// known to be narrower than AVX-512; then with the kernels `coreType(widerThan:)` names.
+    func testRunningAgainIsDecidedOnlyWhereOpenBLASReadsTheVariable() {
+        let cpuinfo = "flags\t: " + avx512.sorted().joined(separator: " ")
+        let dynamic = "OpenBLAS 0.3.21 NO_AFFINITY DYNAMIC_ARCH SkylakeX MAX_THREADS=64"
+        func decide(_ own: String, _ configuration: String, _ user: String?) -> String? {
+            BLASKernelChoice.coreTypeToRunAgainWith(ownChoice: own, configuration: configuration, userCoreType: user, cpuinfo: { cpuinfo })
+        }
+        XCTAssertEqual(decide("Prescott", dynamic, nil), "SkylakeX")
+        XCTAssertEqual(decide("Prescott", dynamic, ""), "SkylakeX", "an empty OPENBLAS_CORETYPE is no choice")
+        XCTAssertNil(decide("Prescott", dynamic, "Haswell"), "the user's choice stands")
+        XCTAssertNil(decide("Prescott", "OpenBLAS 0.3.21 NO_AFFINITY SKYLAKEX MAX_THREADS=64", nil),
+                     "an OpenBLAS built for one CPU ignores OPENBLAS_CORETYPE")
+        XCTAssertNil(decide("SkylakeX", dynamic, nil))
+        XCTAssertNil(decide("GraniteRapids", dynamic, nil), "a kernel set this list does not know stands")
+        XCTAssertNil(BLASKernelChoice.coreTypeToRunAgainWith(ownChoice: "Prescott", configuration: dynamic, userCoreType: nil, cpuinfo: { nil }),
+                     "no /proc/cpuinfo: nothing is chosen")
+        for own in ["SkylakeX", "Cooperlake", "GraniteRapids"] {
+            var read = false
+            _ = BLASKernelChoice.coreTypeToRunAgainWith(ownChoice: own, configuration: dynamic, userCoreType: nil,
+                                                        cpuinfo: { read = true; return cpuinfo })
+            XCTAssertFalse(read, "/proc/cpuinfo read although \(own) is as wide as any CPU or unknown")
+        }
+    }
+
     /// Property: the flags are the first processor's `flags` line of /proc/cpuinfo, split at
     /// spaces (not the `vmx flags` or `bugs` lines), and no such line gives no flags.
     func testCPUFlagsAreReadFromTheFirstFlagsLine() {
