@@ -29,7 +29,9 @@
 #                          back does not count)
 #   --probe-every S        seconds between probes of the hosts while the job runs (default 2)
 #   --cooldown S           a host where a rank died, or that stopped answering, rejoins only
-#                          after answering for S seconds (default 10)
+#                          after answering for S seconds (default 10); while the job is down
+#                          it is not asked for the first S seconds, so there it rejoins 2×S
+#                          after it was lost at the earliest
 #   --wait S               longest wait for --min-hosts answering hosts (default 300)
 #
 # What counts as lost: a host that stops answering the probe (its link down, ssh failing,
