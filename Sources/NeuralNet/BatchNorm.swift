@@ -81,6 +81,8 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     var residualSide: UnsafePointer<Float>?, sideReLU = false
     private var failure: Error?
     private var spatial = 1
+    /// Values a sample gives each channel (H·W, L or 1), known once the model's shapes are.
+    public var valuesPerSample: Int { spatial }
     private var weight: UnsafeMutablePointer<Float>!, bias: UnsafeMutablePointer<Float>!
     private var weightGrad: UnsafeMutablePointer<Float>!, biasGrad: UnsafeMutablePointer<Float>!
     private var runningMean: UnsafeMutablePointer<Float>!, runningVar: UnsafeMutablePointer<Float>!

@@ -45,6 +45,22 @@ extension Trainer {
         }
     }
 
+    /// Refuses a batch norm that would normalise a single value per channel in training: its
+    /// variance is 0, so its output is β whatever its input, no gradient passes through it, and
+    /// its running variance decays towards 0 (evaluation then divides by √eps). PyTorch refuses
+    /// it too ("Expected more than 1 value per channel when training"). `smallestMicroBatch` is
+    /// the fewest samples a rank's forward sees; under `sync` on several ranks every rank's
+    /// values are counted together, so there it is never one.
+    func checkBatchNormsSeeMoreThanOneValue(_ model: Model, smallestMicroBatch: Int) throws {
+        guard config.batchNorm != "sync" || transport.size == 1 else { return }
+        for norm in Self.batchNorms(of: model) where smallestMicroBatch * norm.valuesPerSample < 2 {
+            let remedy = transport.size > 1
+                ? "give each rank at least 2 samples a forward pass (train.global_batch ≥ \(2 * transport.size * config.accumulateSteps) with train.accumulate_steps \(config.accumulateSteps)) or use model.batchnorm: sync"
+                : "use a batch of at least 2 samples a forward pass (train.global_batch ≥ \(2 * config.accumulateSteps) with train.accumulate_steps \(config.accumulateSteps))"
+            throw ConfigError("\(norm.summary) would normalise 1 value per channel (a forward pass of \(smallestMicroBatch) sample\(smallestMicroBatch == 1 ? "" : "s") of \(norm.valuesPerSample) value\(norm.valuesPerSample == 1 ? "" : "s") each): its output would be its bias whatever its input; \(remedy)")
+        }
+    }
+
     /// `broadcast`: rank 0's buffers everywhere, before the step's forward.
     func broadcastBuffers(_ run: TrainingRun) throws {
         guard config.batchNorm == "broadcast", transport.size > 1, !run.parameters.buffers.isEmpty else { return }

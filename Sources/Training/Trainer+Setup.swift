@@ -75,6 +75,7 @@ extension Trainer {
                 let what = shares.count == 1 ? "\(shares.lowerBound)" : "\(shares.lowerBound) or \(shares.upperBound)"
                 throw ConfigError("train.accumulate_steps \(config.accumulateSteps) does not divide the per-rank batch (train.global_batch \(config.globalBatch) over \(n) ranks = \(what)); choose a divisor of \(what)\(shares.count == 1 ? "" : ", or a global batch the ranks divide")")
             }
+            try checkBatchNormsSeeMoreThanOneValue(model, smallestMicroBatch: shares.lowerBound / config.accumulateSteps)
             let totalSteps = config.maxSteps > 0 ? min(config.maxSteps, config.epochs * sampler.stepsPerEpoch) : config.epochs * sampler.stepsPerEpoch
             let units = config.scheduleInterval == "epoch" ? (totalSteps + sampler.stepsPerEpoch - 1) / sampler.stepsPerEpoch : totalSteps
             let optimizer = try config.makeOptimizer(parameters: parameters)

@@ -20,8 +20,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var source: CheckpointChoice
 
-    @Option(help: "Text the model continues (bytes for a byte-level model; otherwise space-separated token ids).")
-    var prompt: String = "\n"
+    @Option(help: "Text the model continues: bytes for a byte-level model (default: a newline); otherwise token ids separated by white space (required).")
+    var prompt: String?
     @Option(help: "Tokens to generate.")
     var tokens: Int = 256
     @Option(help: "Softmax temperature; 0 takes the most likely token.")
@@ -51,12 +51,24 @@ struct Generate: ParsableCommand {
         }
         _ = model.parameters.parameters.update(fromContentsOf: found.parameters)
         // Trained on text: tokens are bytes (whatever the vocabulary's size); on token files, ids.
-        let bytes = (try? TrainingConfig(canonicalText: found.config))?.dataset == "text"
-        let promptTokens = try bytes ? Array(prompt.utf8).map(Int.init) : prompt.split(separator: " ").map { word in
-            guard let id = Int(word), id >= 0, id < spec.vocab else {
-                throw ValidationError("--prompt: '\(word)' is not a token id below \(spec.vocab) (this model's vocabulary is not bytes: give space-separated ids)")
+        let config: TrainingConfig
+        do { config = try TrainingConfig(canonicalText: found.config) } catch {
+            throw ValidationError("\(path): the configuration it was trained with does not read back (\(error)), so whether its tokens are bytes is unknown; the checkpoint is damaged or from another version of ringsgd")
+        }
+        let bytes = config.dataset == "text"
+        let promptTokens: [Int]
+        if bytes {
+            promptTokens = Array((prompt ?? "\n").utf8).map(Int.init)
+        } else {
+            guard let prompt else {
+                throw ValidationError("this model's tokens are ids, not bytes (trained on \(config.dataset)): give --prompt with token ids below \(spec.vocab), separated by spaces")
             }
-            return id
+            promptTokens = try prompt.split(whereSeparator: \.isWhitespace).map { word in
+                guard let id = Int(word), id >= 0, id < spec.vocab else {
+                    throw ValidationError("--prompt: '\(word)' is not a token id below \(spec.vocab) (this model's vocabulary is not bytes: give ids separated by spaces)")
+                }
+                return id
+            }
         }
         guard !promptTokens.isEmpty else { throw ValidationError("--prompt is empty; give at least one character") }
         FileHandle.standardError.write("generating \(tokens) tokens from \(path) (step \(found.step), \(spec)), \(noCache ? "a full forward pass per token" : "key/value cache")\n".data(using: .utf8)!)
@@ -79,8 +91,13 @@ struct Generate: ParsableCommand {
         // The prompt first, as it continues it (nanoGPT prints decode(prompt + sample) too).
         if bytes { out.write(Data(promptTokens.map(UInt8.init))) } else { out.write(Data(promptTokens.map { "\($0) " }.joined().utf8)) }
         let start = ContinuousClock.now
+        // A byte model with a vocabulary above 256 (text never labels ids 256 and up, but they
+        // keep a probability) samples among the 256 bytes only: every token it writes is a byte.
+        let sampled = bytes ? min(256, spec.vocab) : spec.vocab
         for _ in 0 ..< tokens {
-            let next = logits.withUnsafeBufferPointer { TokenSampler.sample($0, temperature: temperature, topK: topK, generator: &generator) }
+            let next = logits.withUnsafeBufferPointer {
+                TokenSampler.sample(UnsafeBufferPointer(rebasing: $0.prefix(sampled)), temperature: temperature, topK: topK, generator: &generator)
+            }
             if bytes { out.write(Data([UInt8(next)])) } else { out.write("\(next) ".data(using: .utf8)!) }
             try feed(next)
         }

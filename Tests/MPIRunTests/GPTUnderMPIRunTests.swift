@@ -136,6 +136,50 @@ final class GPTUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(mismatch.output.contains("transformer.wte.weight has shape [256, 32], the model [256, 64]"), mismatch.output)
     }
 
+    /// Property: a byte model whose vocabulary is larger than 256 (text labels no id above 255,
+    /// but those ids keep a probability) writes only bytes: at a high temperature, where ids
+    /// above 255 would be drawn, generate neither traps nor writes anything but sampled bytes.
+    func testGenerateFromAByteModelWithAVocabularyAbove256WritesBytes() throws {
+        let dir = temporaryDirectory()
+        _ = try train(["--set", "model.gpt.vocab=512", "--set", "train.max_steps=1"], dir: dir)
+        // The text is random bytes, seldom UTF-8: kept in a file and counted as bytes.
+        let text = dir + "/generated"
+        let outcome = try MPIRun.runProcess(["sh", "-c", "exec \"$0\" generate --run-dir \"$1\" --prompt God --tokens 400 --temperature 5 --seed 3 > \"$2\"",
+                                             try MPIRun.binary, dir, text], timeout: 60)
+        XCTAssertEqual(outcome.status, 0, outcome.output)
+        XCTAssertTrue(outcome.output.contains("400 tokens in "), outcome.output)
+        // The prompt, one byte per token, the closing newline.
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: text)).count, 3 + 400 + 1)
+    }
+
+    /// Property: a model of token ids (trained on token files) needs a prompt of ids — without
+    /// one, generate says so on one line — and reads ids separated by any white space.
+    func testGenerateFromATokenModelReadsIdsAndNeedsThem() throws {
+        let dir = temporaryDirectory()
+        // Token files as nanoGPT's prepare.py writes them: little-endian uint16, here a cycle of 0 … 49.
+        var tokens = Data()
+        for i in 0 ..< 4096 { tokens.append(contentsOf: [UInt8(i % 50), 0]) }
+        for name in ["train.bin", "val.bin"] { XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: tokens)) }
+        let config = dir + "/tokens.yaml"
+        XCTAssertTrue(FileManager.default.createFile(atPath: config, contents: Data("""
+            model: {kind: gpt, gpt: {layers: 1, heads: 1, embed: 8, block_size: 8, vocab: 50}}
+            data: {dataset: tokens, train_tokens: \(dir)/train.bin, val_tokens: \(dir)/val.bin, val_windows: 4}
+            train: {global_batch: 4, max_steps: 2, eval_batch: 4}
+
+            """.utf8)))
+        let run = dir + "/run"
+        assertSucceeded(try MPIRun.run(np: 2, ["train", "--config", config, "--run-dir", run], timeout: 120), "train on token files")
+        let binary = try MPIRun.binary
+        assertOneLineError(try MPIRun.runProcess([binary, "generate", "--run-dir", run, "--tokens", "5"], timeout: 60),
+                           "this model's tokens are ids, not bytes (trained on tokens): give --prompt with token ids below 50, separated by spaces")
+        let generated = try MPIRun.runProcess([binary, "generate", "--run-dir", run, "--tokens", "5", "--prompt", "1\n2\t 3"], timeout: 60)
+        XCTAssertEqual(generated.status, 0, generated.output)
+        let ids = try XCTUnwrap(generated.output.components(separatedBy: "\n").first { $0.hasPrefix("1 2 3 ") }, generated.output)
+        XCTAssertEqual(ids.split(separator: " ").count, 3 + 5, generated.output)
+        assertOneLineError(try MPIRun.runProcess([binary, "generate", "--run-dir", run, "--prompt", "1 50"], timeout: 60),
+                           "--prompt: '50' is not a token id below 50")
+    }
+
     func testBadInputsAreOneLineErrors() throws {
         let odd = temporaryDirectory() + "/odd.bin"
         _ = FileManager.default.createFile(atPath: odd, contents: Data([1, 0, 2]))

@@ -46,6 +46,33 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Property: a batch norm that would normalise one value per channel in training (a
+    /// batchnorm1d after a linear layer, one sample a forward pass) is refused before the run,
+    /// naming the layer and the remedy — under `local`, and on one rank — while under `sync` on
+    /// two ranks, where the count is summed over them, the same batch trains.
+    func testABatchNormOfOneValuePerChannelIsRefused() throws {
+        func config(_ mode: String, _ extra: [String]) throws -> TrainingConfig {
+            try TrainingConfig(yaml: "model: {batchnorm: \(mode), layers: [linear: {out: 8}, batchnorm1d, relu, linear]}\n", source: "test", overrides: [
+                "data.dataset=synthetic", "data.synthetic.features=16", "data.synthetic.classes=4", "data.synthetic.train_size=64",
+                "data.synthetic.test_size=16", "train.epochs=1", "train.max_steps=2", "train.eval_batch=16", "optimizer.lr=0.05",
+            ] + extra)
+        }
+        let refusals: [(String, Int, [String], String)] = [
+            ("local", 2, ["train.global_batch=2"], "give each rank at least 2 samples a forward pass (train.global_batch ≥ 4 with train.accumulate_steps 1) or use model.batchnorm: sync"),
+            ("local", 2, ["train.global_batch=8", "train.accumulate_steps=4"], "(train.global_batch ≥ 16 with train.accumulate_steps 4)"),
+            ("sync", 1, ["train.global_batch=1"], "use a batch of at least 2 samples a forward pass (train.global_batch ≥ 2 with train.accumulate_steps 1)"),
+        ]
+        for (mode, ranks, extra, remedy) in refusals {
+            XCTAssertThrowsError(try train(ranks: ranks, try config(mode, extra), dir: temporaryDirectory()), "\(mode) \(ranks) \(extra)") {
+                XCTAssertTrue("\($0)".contains("BatchNorm1d(8) would normalise 1 value per channel (a forward pass of 1 sample of 1 value each)"), "\($0)")
+                XCTAssertTrue("\($0)".contains(remedy), "\($0)")
+            }
+        }
+        let summaries = try train(ranks: 2, try config("sync", ["train.global_batch=2"]), dir: temporaryDirectory())
+        XCTAssertEqual(summaries.compactMap { $0 }.count, 2)
+        XCTAssertNoThrow(try train(ranks: 2, try config("local", ["train.global_batch=4"]), dir: temporaryDirectory()))
+    }
+
     /// Property: stopping after step 8 and resuming ends bit-identical to an uninterrupted run,
     /// error-feedback memory included.
     func testResumeIsBitIdentical() throws {
