@@ -28,6 +28,7 @@ extension Trainer {
         // over the rank's whole batch, as one batch would give up to float rounding.
         let start = ContinuousClock.now
         try broadcastBuffers(run)   // model.batchnorm: broadcast
+        if !run.buffersBeforeStep.isEmpty { _ = run.buffersBeforeStep.withUnsafeMutableBufferPointer { $0.update(fromContentsOf: parameters.buffers) } }
         run.fillBatch(step: step)
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
@@ -113,6 +114,10 @@ extension Trainer {
         let unit = run.perEpoch ? step / run.stepsPerEpoch : step
         let lr = run.schedule.learningRate(at: unit)
         guard norm.isFinite else {
+            // The forward updated the running statistics from this batch (non-finite, likely):
+            // the step did not happen, so neither did that update, nor num_batches_tracked's.
+            // The same values on every rank (`sync` and `local` made them equal before the step).
+            _ = parameters.buffers.update(fromContentsOf: run.buffersBeforeStep)
             if localStep {
                 run.locallySkipped += 1
                 log("warning: rank \(rank) step \(step): non-finite local gradient (norm \(norm)); skipped on this rank (\(run.locallySkipped) so far; the outer step agrees on the rest)")

@@ -137,13 +137,14 @@ public final class Trainer {
         // matters is right after an outer step.
         let checkDue = config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan)
         let checkpointDue = config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.totalSteps
-        let closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
+        var closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
         if checkpointDue, try stopIsRequested() {
             run.endStep = done   // the checkpoint is the end's (finish)
             run.stoppedOnRequest = true
+            closing = true       // the epoch's record so far, marked partial, as --stop-after writes it
         } else if checkpointDue {
             let writing = ContinuousClock.now
             try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))

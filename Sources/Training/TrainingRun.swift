@@ -62,6 +62,9 @@ final class TrainingRun {
     /// earlier micro-batches' gradients (allocated only when there are several).
     let microBatches: Int, microBatch: Int
     let accumulated: UnsafeMutableBufferPointer<Float>?
+    /// The model's buffers (batch norms' running statistics) as they were before the step's
+    /// forward, which updates them: a skipped step puts them back (`Trainer.trainStep`).
+    var buffersBeforeStep: [Float]
     private var order: [Int] = [], orderEpoch = -1
 
     var parameters: FlatParameters { model.parameters }
@@ -93,6 +96,7 @@ final class TrainingRun {
         microBatches = config.accumulateSteps
         microBatch = sampler.localBatch / microBatches
         accumulated = microBatches > 1 ? .allocate(capacity: model.parameters.count) : nil
+        buffersBeforeStep = Array(repeating: 0, count: model.parameters.buffers.count)
     }
 
     deinit { input.deallocate(); labels.deallocate(); accumulated?.deallocate() }

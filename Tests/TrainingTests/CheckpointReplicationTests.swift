@@ -103,6 +103,12 @@ final class CheckpointReplicationTests: XCTestCase {
             let stopped = try train([dir, dir], extra, stops: [nil, stop], onLine: { if $0 == "ringsgd: at step 12" { stop.request() } })
             XCTAssertEqual(stopped.map { $0?.steps }, [16, 16], "async \(async): every rank stops at the checkpoint after the request")
             XCTAssertEqual(checkpoints(dir), ["step-00000016.ckpt", "step-00000008.ckpt"])
+            // The epoch's steps so far are on record, marked partial (steps 0 … 16 of 24).
+            let records = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+                .map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+            XCTAssertEqual(records.count, 1, "async \(async): \(records)")
+            XCTAssertEqual(records.last?["step"] as? Int, 16, "\(records)")
+            XCTAssertEqual(records.last?["partial"] as? Bool, true, "\(records)")
             let resumed = try train([dir, dir], extra, resume: true)[0]!
             XCTAssertEqual(resumed.resumed_from_step, 16)
             XCTAssertEqual(resumed.param_hash, whole.param_hash, "async \(async)")

@@ -73,6 +73,27 @@ final class TrainerTests: XCTestCase {
         XCTAssertNoThrow(try train(ranks: 2, try config("local", ["train.global_batch=4"]), dir: temporaryDirectory()))
     }
 
+    /// Property: a skipped step leaves the batch norms' buffers as they were before it — its
+    /// forward's update of the running statistics and of num_batches_tracked undone — on every
+    /// `model.batchnorm` mode: four steps with one skipped track three batches.
+    func testASkippedStepLeavesTheRunningStatisticsAsTheyWere() throws {
+        for mode in ["sync", "local", "broadcast"] {
+            let dir = temporaryDirectory()
+            let config = try TrainingConfig(yaml: "model: {batchnorm: \(mode), layers: [linear: {out: 8}, batchnorm1d, relu, linear]}\n", source: "test", overrides: [
+                "data.dataset=synthetic", "data.synthetic.features=16", "data.synthetic.classes=4", "data.synthetic.train_size=64",
+                "data.synthetic.test_size=16", "train.global_batch=8", "train.epochs=1", "train.max_steps=4", "train.eval_batch=16",
+                "optimizer.lr=0.05", "checkpoint.every_steps=4", "consistency.inject_nonfinite_at=[2]",
+            ])
+            let summary = try XCTUnwrap(try train(ranks: 2, config, dir: dir)[0])
+            XCTAssertEqual(summary.skipped_steps, 1, mode)
+            let checkpoint = try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint
+            XCTAssertEqual(checkpoint.step, 4, mode)
+            // running_mean [8], running_var [8] (each view padded to 16 floats), num_batches_tracked.
+            XCTAssertEqual(checkpoint.buffers.count, 33, mode)
+            XCTAssertEqual(checkpoint.buffers.last, 3, "\(mode): num_batches_tracked counts the applied steps only")
+        }
+    }
+
     /// Property: stopping after step 8 and resuming ends bit-identical to an uninterrupted run,
     /// error-feedback memory included.
     func testResumeIsBitIdentical() throws {
