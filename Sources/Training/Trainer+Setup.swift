@@ -68,6 +68,16 @@ extension Trainer {
         let model = try buildModel(checked, sharing: split?.local)
         let parameters = model.parameters
         try RingAllGather.requireAgreement(Int64(parameters.count), on: "the parameter count", over: transport)
+        // The hierarchical all-reduce reads the host's gradients in its shared memory: every
+        // rank must have its window, or every rank uses the flat ring — each rank choosing for
+        // itself would start two different all-reduces, and the first step would hang.
+        if let found = split {
+            let windows = try RingAllGather.gather(UInt8(found.local.sharedRegion(containing: parameters.gradients) != nil ? 1 : 0), over: transport)
+            if let without = windows.firstIndex(of: 0) {
+                split = nil
+                if rank == 0 { log("topology: rank \(without) has no shared-memory window for the gradients: every rank uses the flat ring") }
+            }
+        }
         let (sampler, optimizer, schedule, synchronizer, totalSteps) = try Agreement.run("set up the run", over: transport) {
             let sampler = try DistributedSampler(datasetSize: train.count, globalBatch: config.globalBatch, worldSize: n, rank: rank, seed: config.seed)
             let shares = sampler.shareRange
@@ -84,10 +94,7 @@ extension Trainer {
             let synchronizer = try GradientSynchronizer(settings: config.syncSettings, transport: transport,
                                                         plan: BucketPlan(extents: model.unitExtents, bucketBytes: config.bucketBytes,
                                                                          closeAt: fragmentStarts.count > 1 ? Set(fragmentStarts) : []),
-                                                        hosts: split.flatMap { s in
-                                                            // Only when the gradients lie in the host's shared memory (a window could be refused).
-                                                            s.local.sharedRegion(containing: parameters.gradients) != nil ? s : nil
-                                                        }, views: parameters.views)
+                                                        hosts: split, views: parameters.views)
             let carrier = (optimizer as? MomentumCarrying).flatMap { $0.momentumCarry != nil ? $0 : nil }
             if config.compressMomentum == .auto && config.carriesMomentumByDefault, let carrier {
                 synchronizer.momentumCarrier = carrier

@@ -257,6 +257,9 @@ public struct TrainingConfig {
         if let stray = ["model.hidden", "model.dropout"].first(where: r.has), modelKind != "mlp" {
             throw ConfigError("\(stray) applies to model.kind: mlp only (model.kind is \(modelKind)); remove it, or describe the model with model.layers")
         }
+        if compressor != "powersgd", let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("comm.powersgd.") }) {
+            throw ConfigError("\(stray) applies to comm.compressor: powersgd only (comm.compressor is \(compressor)); set comm.compressor: powersgd, or remove it")
+        }
         if let stray = ["optimizer.nesterov", "optimizer.dampening"].first(where: r.has), optimizer != "sgd" {
             throw ConfigError("\(stray) applies to optimizer.name: sgd only (torch.optim.SGD's; \(optimizer) has none); remove it")
         }

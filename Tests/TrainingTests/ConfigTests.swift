@@ -97,11 +97,13 @@ final class ConfigTests: XCTestCase {
             (["optimizer.name=lars", "optimizer.nesterov=true"], "optimizer.nesterov applies to optimizer.name: sgd only"),
             (["optimizer.name=rmsprop", "optimizer.dampening=0.1"], "optimizer.dampening applies to optimizer.name: sgd only"),
             (["data.dataset=synthetic", "data.synthetic.test_size=0"], "data.synthetic.test_size must be ≥ 1"),
+            (["comm.powersgd.rank=8"], "comm.powersgd.rank applies to comm.compressor: powersgd only (comm.compressor is none); set comm.compressor: powersgd, or remove it"),
         ]
         for (overrides, expected) in cases {
             XCTAssertTrue(error(nil, overrides).contains(expected), "\(overrides): \(error(nil, overrides))")
         }
         XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
+        XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.powersgd.rank=8"]), "no error")
     }
 
     func testCodecNamesWithParametersTheyDoNotTakeAreRejected() {
