@@ -185,8 +185,25 @@ public final class PowerSGD: BucketAverager {
                     for i in 0 ..< m.size { r[i] -= M[i] }
                 }
             }
+            for k in mine { redrawIfZero(k) }
         }
         try averageRest(bucket: b, g, memory: restErrorFeedback ? memory : nil)
+    }
+
+    /// A Q that came out exactly zero — the matrix's gradient was zero at this step (a
+    /// zero-initialised layer before its first nonzero gradient, a layer cut off above it) —
+    /// would stay zero for good with a warm start, since the next P = M·Q and Q = Mᵀ·P stay
+    /// zero: the matrix would never train again while its residual grew. It is drawn afresh, as
+    /// at the start, from a seed of its own (the matrix's index), so the same on every rank (Q is
+    /// the same everywhere). Single zero columns (P rank deficient, the gradient's rank below r)
+    /// are left zero: drawing them afresh too was measured to cost full-rank PowerSGD its
+    /// exactness (`TrainerTests.testPowerSGD`: worst difference 2.6e-3, bound 1.5e-4), as the
+    /// new columns' P is then deficient only to rounding, at the threshold of `orthonormalize`.
+    private func redrawIfZero(_ index: Int) {
+        let m = matrices[index], qs = q.baseAddress! + m.q, count = m.columns * m.rank
+        guard (0 ..< count).allSatisfy({ qs[$0] == 0 }) else { return }
+        var generator = SeededGenerator(seed: seed, stream: 0x9_05E_0000 &+ UInt64(index))
+        for i in 0 ..< count { qs[i] = Float(Int64(bitPattern: generator.next()) >> 40) * 0x1p-23 }
     }
 
     /// Every bucket of the plan in turn: the whole gradient (`bench allreduce --compressor powersgd`).

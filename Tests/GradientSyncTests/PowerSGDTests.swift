@@ -59,6 +59,32 @@ final class PowerSGDTests: XCTestCase {
         for ranks in [2, 3] { try checkAgainstReference(ranks: ranks) }
     }
 
+    /// Property: a step whose matrices' gradients are exactly zero (a zero-initialised layer
+    /// before its first nonzero gradient) leaves PowerSGD able to compress the next step: at
+    /// full rank (r ≥ min(n, m)) that step's M̂ is the exact average up to rounding, on every
+    /// rank alike. (A Q left zero by the zero step would make every later M̂ zero.)
+    func testAZeroGradientStepLeavesTheNextStepsAverageExact() throws {
+        let results = try InProcessCluster.run(size: 2) { transport -> [Float] in
+            let powerSGD = try PowerSGD(views: Self.views, plan: Self.plan,
+                                        settings: PowerSGDSettings(rank: 6, minCompressionRate: 0), transport: transport,
+                                        codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
+            let memory = ErrorFeedbackMemory(count: Self.count, sharers: 2)
+            var zero = Self.gradient(rank: transport.rank, step: 0)
+            for m in Self.matrices { for i in m.offset ..< m.offset + m.rows * m.columns { zero[i] = 0 } }
+            try zero.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+            var g = Self.gradient(rank: transport.rank, step: 1)
+            try g.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+            return g
+        }
+        XCTAssertEqual(results[0], results[1], "every rank ends bit-identical")
+        let exact = (0 ..< Self.count).map { i in (Self.gradient(rank: 0, step: 1)[i] + Self.gradient(rank: 1, step: 1)[i]) / 2 }
+        for m in Self.matrices {
+            for i in m.offset ..< m.offset + m.rows * m.columns {
+                XCTAssertEqual(results[0][i], exact[i], accuracy: 1e-4, "matrix at \(m.offset), value \(i - m.offset)")
+            }
+        }
+    }
+
     func checkAgainstReference(ranks: Int) throws {
         let r = 2
         let results = try InProcessCluster.run(size: ranks) { transport -> ([[Float]], [UInt8]) in
