@@ -105,7 +105,7 @@ let package = Package(
                     dependencies: ["GradientSync", "Collectives", "InProcessTransport", "GradientCodecs", "NeuralNet"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "InProcessTransport", "GradientCodecs",
                                                           "Datasets", "FileFormats", "ModelFiles", "GradientSync", "NeuralNet"]),
-        .testTarget(name: "MPIRunTests", dependencies: ["NeuralNet"]),
+        .testTarget(name: "MPIRunTests", dependencies: ["NeuralNet", "FileFormats"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -7,8 +7,10 @@
 ///     exec(meta["ringsgd.pytorch_source"], scope)
 ///     model = eval(meta["ringsgd.pytorch"], scope); model.load_state_dict(load_file(path))
 ///
-/// Names, shapes and arithmetic are nanoGPT's (pre-norm blocks, fused QKV, GELU tanh, layer
-/// norm eps 1e-5, a head tied to `wte` unless `tie_embeddings=False`).
+/// Names and shapes are nanoGPT's (pre-norm blocks, fused QKV, layer norm eps 1e-5, a head
+/// tied to `wte` unless `tie_embeddings=False`); the GELU is GPT-2's tanh form, as ringsgd's
+/// (nanoGPT's `nn.GELU()` is the exact erf form: weights trained there and read with
+/// `--init-from` give slightly different activations).
 public enum GPTModuleSource {
     public static let python = """
 import math, torch, torch.nn as nn, torch.nn.functional as F

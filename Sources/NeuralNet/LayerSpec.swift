@@ -144,8 +144,12 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
                 guard shape.count == 3, let stride = (1 ... max(1, height)).first(where: { (height - 1) / $0 + 1 == shape[1] && (width - 1) / $0 + 1 == shape[2] }) else {
                     throw ShapeError("a projection shortcut maps [C, H, W] to the block's output by a strided 1×1 convolution; no stride gives \(shape) from \(input)")
                 }
+                // Its batch norm as the block's own (its last): torchvision's downsample takes the
+                // same norm_layer, so a block's eps and momentum hold for its shortcut too.
+                let norm = inner.last { $0 is BatchNorm } as? BatchNorm
                 return Residual(layers: inner, shortcut: [Conv2d(channels, shape[0], kernel: 1, stride: stride, bias: false),
-                                                          BatchNorm(channels: shape[0], dimensions: 2)])
+                                                          BatchNorm(channels: shape[0], dimensions: 2, epsilon: norm?.epsilon ?? 1e-5,
+                                                                    momentum: norm?.momentum ?? 0.1)])
             default:
                 throw ShapeError("shortcut must be identity or projection, got '\(shortcut)'")
             }

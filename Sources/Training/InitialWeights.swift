@@ -28,6 +28,12 @@ enum InitialWeights {
             throw FileError("--init-from \(path) is not a safetensors file of F32 tensors: \(error)")
         }
         var byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        // safetensors.torch.save_model keeps one name of tensors that share storage, the first
+        // in sorted order: for a tied GPT "lm_head.weight", without "transformer.wte.weight".
+        // The head's tensor is then the embedding's.
+        if tiedHead, byName["transformer.wte.weight"] == nil, let head = byName.removeValue(forKey: "lm_head.weight") {
+            byName["transformer.wte.weight"] = NamedTensor(name: "transformer.wte.weight", shape: head.shape, values: head.values)
+        }
         var problems: [String] = []
         // Parameters, then buffers (batch norms' running statistics: an export of a model with
         // batch norms carries them, and they are restored with the weights).

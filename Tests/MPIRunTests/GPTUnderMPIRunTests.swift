@@ -1,3 +1,4 @@
+import FileFormats
 import Foundation
 import XCTest
 
@@ -128,7 +129,17 @@ final class GPTUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(exported.output.contains("lm_head.weight"), exported.output)
         let again = temporaryDirectory()
         _ = try train(["--init-from", export, "--set", "optimizer.lr=0", "--set", "train.max_steps=1"], dir: again)
-        XCTAssertEqual(try summary(again)["test_loss"] as? Double, try summary(dir)["test_loss"] as? Double)
+        let loss = try XCTUnwrap(try summary(dir)["test_loss"] as? Double)
+        XCTAssertEqual(try summary(again)["test_loss"] as? Double, loss)
+        // As safetensors.torch.save_model writes a tied model: the shared tensor under
+        // "lm_head.weight" only, without "transformer.wte.weight".
+        let (tensors, metadata) = try Safetensors.decode(Array(try Data(contentsOf: URL(fileURLWithPath: export))))
+        XCTAssertTrue(tensors.contains { $0.name == "lm_head.weight" })
+        let headOnly = dir + "/head-only.safetensors"
+        try Data(Safetensors.encode(tensors.filter { $0.name != "transformer.wte.weight" }, metadata: metadata)).write(to: URL(fileURLWithPath: headOnly))
+        let fromHead = temporaryDirectory()
+        _ = try train(["--init-from", headOnly, "--set", "optimizer.lr=0", "--set", "train.max_steps=1"], dir: fromHead)
+        XCTAssertEqual(try summary(fromHead)["test_loss"] as? Double, loss)
 
         let mismatch = try MPIRun.run(np: 2, ["train"] + Self.tiny + ["--run-dir", temporaryDirectory(), "--init-from", export,
                                                                    "--set", "model.gpt.embed=64"], timeout: 120)

@@ -318,6 +318,12 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertEqual(model.parameters.bufferViews.map(\.name).filter { $0.hasSuffix("running_var") }, ["0.layers.1.running_var", "0.shortcut.1.running_var"])
         XCTAssertEqual(model.parameters.views[3].shape, [4, 2, 1, 1])
         XCTAssertTrue(model.pytorchModule.contains("Residual(nn.Sequential(nn.Conv2d(2, 4, kernel_size=3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4)), nn.Sequential(nn.Conv2d(2, 4, kernel_size=1, stride=2, padding=0, bias=False), nn.BatchNorm2d(4)))"), model.pytorchModule)
+        // The shortcut's batch norm takes the block's eps and momentum (torchvision's downsample).
+        let tuned = try ModelSpec.layers([
+            .residual(layers: [.conv2d(out: 4, kernel: 3, stride: 2, padding: 1, bias: false), .batchnorm2d(eps: 1e-3, momentum: 0.01)], shortcut: "projection"),
+            .globalavgpool2d, .linear(out: nil)]).build(inputShape: [2, 4, 4], classes: 3)
+        XCTAssertTrue(tuned.pytorchModule.contains("nn.Sequential(nn.Conv2d(2, 4, kernel_size=1, stride=2, padding=0, bias=False), nn.BatchNorm2d(4, eps=0.001, momentum=0.01))"),
+                      tuned.pytorchModule)
         XCTAssertThrowsError(try ModelSpec.layers([.residual(layers: [.conv2d(out: 4, kernel: 3, stride: 1, padding: 1)], shortcut: "identity"),
                                                    .flatten, .linear(out: nil)]).build(inputShape: [2, 4, 4], classes: 3)) { error in
             XCTAssertTrue("\(error)".contains("use shortcut: projection"), "\(error)")
