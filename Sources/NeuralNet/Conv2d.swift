@@ -36,6 +36,16 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private let requestedAlgorithm: Algorithm?
     private let winogradLanes: Int
     private var winograd: WinogradConvolution?
+    /// How the Winograd transforms' SIMD blocks cover a row of tiles ("rows of 8 lanes",
+    /// "pairs of rows in 8 lanes"); nil when this convolution does not run Winograd. For tests
+    /// that compare the paths.
+    public var winogradBlocks: String? {
+        switch winograd?.lanes {
+        case .rows(let lanes)?: return "rows of \(lanes) lane\(lanes == 1 ? "" : "s")"
+        case .pairedRows(let lanes)?: return "pairs of rows in \(lanes) lanes"
+        case nil: return nil
+        }
+    }
     /// The batch norm right after this convolution (`fuseConvolutionsWithBatchNorms`): forward
     /// adds its training statistics as it writes each chunk of output; backward makes its
     /// input gradient — this layer's output gradient — plane by plane as it reads it.

@@ -79,15 +79,15 @@ final class GPTUnderMPIRunTests: XCTestCase {
         // As if the run had died after evaluating step 6 but before its checkpoint: the resume
         // starts at step 4, and the curve's point at 6 must not appear twice.
         try FileManager.default.removeItem(atPath: stopped + "/checkpoints/step-00000006.ckpt")
-        _ = try train(extra + ["--resume"], dir: stopped)
-        XCTAssertNotNil(parameterHash(straight))
-        XCTAssertEqual(parameterHash(straight), parameterHash(stopped))
+        assertResumed(try train(extra + ["--resume"], dir: stopped), dir: stopped, from: 4)
+        assertSameParameters(straight, stopped)
         for dir in [straight, stopped] {
             let points = try String(contentsOfFile: dir + "/curve.jsonl", encoding: .utf8).split(separator: "\n").map {
                 try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
             }
             XCTAssertEqual(points.map { $0["step"] as? Int }, [2, 4, 6, 8], "\(dir)/curve.jsonl")
             let seconds = points.compactMap { $0["train_seconds"] as? Double }
+            XCTAssertEqual(seconds.count, points.count, "every point has its training seconds: \(points)")
             XCTAssertEqual(seconds, seconds.sorted(), "training seconds only grow")
         }
         func lastLoss(_ dir: String) throws -> Double? {

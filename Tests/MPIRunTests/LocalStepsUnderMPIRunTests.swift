@@ -25,11 +25,11 @@ final class LocalStepsUnderMPIRunTests: XCTestCase {
             XCTAssertTrue(outcome.output.contains("diloco: 6 local steps between outer steps"), outcome.output)
             XCTAssertEqual(try summary(whole)["outer_steps"] as? Int, 7, "after 6, 12, …, 36 and the last step (40)")
             _ = try train(np: np, ["--set", "comm.overlap=false"], dir: serial)
-            XCTAssertEqual(parameterHash(serial), parameterHash(whole), "np \(np): overlap changes no bits")
+            assertSameParameters(serial, whole, "np \(np): overlap changes no bits")
             _ = try train(np: np, ["--stop-after", "16"], dir: stopped)
             XCTAssertTrue(FileManager.default.fileExists(atPath: stopped + "/checkpoints/step-00000016.local-rank-\(np - 1)"))
-            _ = try train(np: np, ["--resume"], dir: stopped)
-            XCTAssertEqual(parameterHash(stopped), parameterHash(whole), "np \(np): resumed between outer steps")
+            assertResumed(try train(np: np, ["--resume"], dir: stopped), dir: stopped, from: 16)
+            assertSameParameters(stopped, whole, "np \(np): resumed between outer steps")
         }
     }
 
@@ -46,9 +46,8 @@ final class LocalStepsUnderMPIRunTests: XCTestCase {
         let outcome = try train(np: 3, streaming, dir: whole)
         XCTAssertTrue(outcome.output.contains("3 fragments in turn, each applied 2 steps after it starts"), outcome.output)
         _ = try train(np: 3, streaming + ["--stop-after", "15"], dir: stopped)
-        _ = try train(np: 3, streaming + ["--resume"], dir: stopped)
-        XCTAssertNotNil(parameterHash(whole))
-        XCTAssertEqual(parameterHash(stopped), parameterHash(whole), "resumed with a fragment in flight")
+        assertResumed(try train(np: 3, streaming + ["--resume"], dir: stopped), dir: stopped, from: 15)
+        assertSameParameters(stopped, whole, "resumed with a fragment in flight")
     }
 
     /// Property: `--target` stops every rank at the evaluation that reaches it (the job exits 0

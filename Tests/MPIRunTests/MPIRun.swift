@@ -149,6 +149,24 @@ extension XCTestCase {
         (try? summary(dir))?["param_hash"] as? String
     }
 
+    /// Asserts that the runs in `a` and `b` ended with the same `param_hash`, both written (two
+    /// runs that wrote no summary are no evidence of anything).
+    func assertSameParameters(_ a: String, _ b: String, _ message: @autoclosure () -> String = "",
+                              file: StaticString = #filePath, line: UInt = #line) {
+        let (first, second) = (parameterHash(a), parameterHash(b))
+        XCTAssertNotNil(first, "no summary in \(a): \(message())", file: file, line: line)
+        XCTAssertNotNil(second, "no summary in \(b): \(message())", file: file, line: line)
+        XCTAssertEqual(first, second, message(), file: file, line: line)
+    }
+
+    /// Asserts that the run in `dir` resumed from the checkpoint of `step` — not from an older
+    /// one that a failed load fell back to, nor afresh: a deterministic run ends on the same
+    /// bits from either, so an equal hash alone would not show that the resume was exercised.
+    func assertResumed(_ outcome: MPIRun.Outcome, dir: String, from step: Int, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual((try? summary(dir))?["resumed_from_step"] as? Int, step, outcome.output, file: file, line: line)
+        XCTAssertFalse(outcome.output.contains("skipping checkpoint"), outcome.output, file: file, line: line)
+    }
+
     /// Asserts a failed job that ended on its own (no hang), within `seconds`, printing exactly
     /// one `ringsgd: error:` line that contains `expected`, and no crash dump.
     func assertOneLineError(_ outcome: MPIRun.Outcome, _ expected: String, within seconds: Double = 60,

@@ -68,9 +68,8 @@ final class ResNetUnderMPIRunTests: XCTestCase {
             let outcome = try train(np: 2, extra, dir: straight)
             XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
             _ = try train(np: 2, extra + ["--stop-after", "3"], dir: stopped)
-            _ = try train(np: 2, extra + ["--resume"], dir: stopped)
-            XCTAssertNotNil(parameterHash(straight))
-            XCTAssertEqual(parameterHash(straight), parameterHash(stopped), mode)
+            assertResumed(try train(np: 2, extra + ["--resume"], dir: stopped), dir: stopped, from: 3)
+            assertSameParameters(straight, stopped, mode)
         }
     }
 

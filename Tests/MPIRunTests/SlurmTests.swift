@@ -71,7 +71,7 @@ final class SlurmTests: XCTestCase {
         XCTAssertTrue(resumed.output.contains("resumed at step"), resumed.output)
         let uninterrupted = try harness.wait(try submit(long + ["--run-dir", whole]))
         XCTAssertEqual(uninterrupted.state, "COMPLETED", uninterrupted.output)
-        XCTAssertEqual(parameterHash(cut), parameterHash(whole))
+        assertSameParameters(cut, whole)
     }
 }
 
@@ -99,7 +99,7 @@ final class SlurmAcrossSimulatedNodesTests: XCTestCase {
         XCTAssertEqual(accounting?.nodes, "simnode[1-2]")
         let local = temporaryDirectory()
         assertSucceeded(try MPIRun.run(np: 2, args + ["--run-dir", local]), "mpirun np 2")
-        XCTAssertEqual(parameterHash(harness.directory + "/run"), parameterHash(local))
+        assertSameParameters(harness.directory + "/run", local)
         // The gradients crossed the simulated link: each node's shaped uplink (tbf on its eth0)
         // carried at least its rank's share of the ring, 300 steps × 2.14 MB.
         let perStep = try summary(harness.directory + "/run")["wire_bytes_per_step"] as! Int

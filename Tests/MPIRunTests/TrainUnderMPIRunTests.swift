@@ -171,8 +171,8 @@ final class TrainUnderMPIRunTests: XCTestCase {
         let whole = temporaryDirectory(), split = temporaryDirectory()
         _ = try train(np: 2, settings, dir: whole, config: config)
         _ = try train(np: 2, settings + ["--stop-after", "20"], dir: split, config: config)
-        _ = try train(np: 2, settings + ["--resume"], dir: split, config: config)
-        XCTAssertEqual(try summary(split)["param_hash"] as? String, try summary(whole)["param_hash"] as? String, message, file: file, line: line)
+        assertResumed(try train(np: 2, settings + ["--resume"], dir: split, config: config), dir: split, from: 20, file: file, line: line)
+        assertSameParameters(split, whole, message, file: file, line: line)
     }
 
     func testResumeIsBitIdenticalWithStochasticRoundingAndErrorFeedback() throws {

@@ -90,10 +90,22 @@ final class GradientCheckTests: XCTestCase {
         model.initialize(seed: 1)
         let x: [Float] = (0 ..< 12).map { Float($0) / 6 - 1 }, y: [Int32] = [0, 2]
         _ = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try model.computeGradients(input: xs, labels: $0, batch: 2) } }
-        let g = model.parameters.gradients(of: model.parameters.views[2])   // 3.weight [3, 8]
-        var zeroColumns = 0
-        for unit in 0 ..< 8 where (0 ..< 3).allSatisfy({ g[$0 * 8 + unit] == 0 }) { zeroColumns += 1 }
-        XCTAssertGreaterThan(zeroColumns, 0, "some units must have been dropped for both samples or neither")
+        let g = model.parameters.gradients(of: model.parameters.views[2])   // 3.weight [3, 8]: the forward's mask
+        let g1 = model.parameters.gradients(of: model.parameters.views[0])  // 1.weight [8, 6]: backward's mask
+        // A unit dropped for both samples has a zero column in the next layer's weight gradient
+        // (its output was zero) and, if backward applies the same mask, a zero row in the layer
+        // before's (no gradient passed through it); a unit kept for either has neither.
+        let dropped = (0 ..< 8).filter { unit in (0 ..< 3).allSatisfy { g[$0 * 8 + unit] == 0 } }
+        XCTAssertGreaterThan(dropped.count, 0, "some units must have been dropped for both samples")
+        XCTAssertLessThan(dropped.count, 8, "some units must have been kept")
+        for unit in 0 ..< 8 {
+            let rowIsZero = (0 ..< 6).allSatisfy { g1[unit * 6 + $0] == 0 }
+            XCTAssertEqual(rowIsZero, dropped.contains(unit), "unit \(unit): backward's mask must be forward's")
+        }
+        // Evaluation is the identity (inverted dropout scales in training instead).
+        let values: [Float] = (0 ..< 16).map { Float($0) - 7.5 }
+        let out = values.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: dropout.forward($0.baseAddress!, batch: 2, training: false), count: 16)) }
+        XCTAssertEqual(out, values)
     }
 
     func testWholeMLP() throws {
@@ -273,6 +285,11 @@ final class WinogradTests: XCTestCase {
                 let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { try m.computeGradients(input: xs, labels: $0, batch: batch).loss } }
                 results.append([UInt32(truncatingIfNeeded: loss.bitPattern)] + m.parameters.gradients.map(\.bitPattern))
             }
+            // The three ran different transforms: 1 lane is scalar, the others SIMD blocks.
+            let blocks = models.map { ($0.layers[2] as! Conv2d).winogradBlocks }
+            XCTAssertEqual(blocks[2], "rows of 1 lane", "\(algorithm) at \(height)×\(width)")
+            XCTAssertNotEqual(blocks[0], blocks[2], "\(algorithm) at \(height)×\(width)")
+            XCTAssertNotEqual(blocks[1], blocks[2], "\(algorithm) at \(height)×\(width)")
             XCTAssertEqual(results[0], results[2], "\(algorithm): 8 lanes against 1 at \(height)×\(width), batch \(batch)")
             XCTAssertEqual(results[1], results[2], "\(algorithm): 4 lanes against 1 at \(height)×\(width), batch \(batch)")
           }

@@ -196,7 +196,9 @@ final class TrainerTests: XCTestCase {
         let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
         let dir = temporaryDirectory()
         _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
-        XCTAssertEqual(try train(ranks: 2, config, dir: dir, resume: true)[0]!.param_hash, whole.param_hash, "PowerSGD resume")
+        let resumed = try train(ranks: 2, config, dir: dir, resume: true)[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 8)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash, "PowerSGD resume")
         XCTAssertThrowsError(try train(ranks: 2, try Self.config(["comm.compressor=powersgd"]), dir: temporaryDirectory())) {
             XCTAssertTrue("\($0)".contains("no weight matrix of this model compresses"), "\($0)")
         }
@@ -289,7 +291,9 @@ final class TrainerTests: XCTestCase {
         let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
         let dir = temporaryDirectory()
         _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
-        XCTAssertEqual(try train(ranks: 2, config, dir: dir, resume: true)[0]!.param_hash, whole.param_hash, "resume")
+        let resumed = try train(ranks: 2, config, dir: dir, resume: true)[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 8)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash, "resume")
         XCTAssertThrowsError(try train(ranks: 2, try Self.config(["optimizer.momentum=0", "comm.compress_momentum=true"]), dir: temporaryDirectory())) {
             XCTAssertTrue("\($0)".contains("comm.compress_momentum needs an optimizer with a momentum to carry"), "\($0)")
         }

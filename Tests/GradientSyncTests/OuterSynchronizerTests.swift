@@ -1,0 +1,42 @@
+import GradientSync
+import XCTest
+
+/// The outer step of local SGD and DiLoCo against a reference written here in Double:
+/// `torch.optim.SGD` semantics on the averaged pseudo-gradient Δ̄ (Douillard et al. 2023,
+/// Algorithm 1) and Streaming DiLoCo's mix θ ← α·θ + (1 − α)·θ̃ (2025, Algorithm 2).
+final class OuterSynchronizerTests: XCTestCase {
+    /// Property: two outer steps move θ_outer as torch.optim.SGD(lr, momentum, nesterov) would
+    /// with Δ̄ as its gradient — buf ← μ·buf + Δ̄ (buf = Δ̄ at the first step), the step Δ̄ + μ·buf
+    /// with Nesterov and buf without, θ_outer ← θ_outer − lr·step — and `average` moves it by
+    /// −Δ̄ whatever lr; the local parameters become α·θ + (1 − α)·θ_outer.
+    func testOuterStepsFollowTorchSGDAndMixTheLocalParameters() throws {
+        let start: [Float] = [1, -2, 0.5, 3], local: [Float] = [0.9, -1.7, 0.6, 2.5]
+        let deltas: [[Float]] = [[0.1, -0.3, -0.1, 0.5], [0.2, 0.1, -0.4, -0.05]]
+        for (rule, mix) in [(OuterSettings.Rule.nesterov, 0.0), (.sgd, 0.25), (.average, 0.0)] {
+            let (lr, mu) = (0.7, 0.9)
+            let outer = try OuterSynchronizer(settings: OuterSettings(every: 4, warmupSteps: 0, rule: rule, lr: lr, momentum: mu, mix: mix),
+                                              count: 4, extents: [0 ..< 4], plan: BucketPlan(extents: [0 ..< 4], bucketBytes: 1 << 20))
+            var theta = start
+            theta.withUnsafeMutableBufferPointer { outer.start(from: $0) }
+            var expected = start.map(Double.init), buffer = [Double](repeating: 0, count: 4)
+            for (k, delta) in deltas.enumerated() {
+                var parameters = local, averaged = delta
+                parameters.withUnsafeMutableBufferPointer { p in averaged.withUnsafeMutableBufferPointer { outer.apply(0, averaged: $0, to: p) } }
+                for i in 0 ..< 4 {
+                    let g = Double(delta[i])
+                    switch rule {
+                    case .average: expected[i] -= g
+                    case .sgd, .nesterov:
+                        buffer[i] = k == 0 ? g : mu * buffer[i] + g
+                        expected[i] -= lr * (rule == .nesterov ? g + mu * buffer[i] : buffer[i])
+                    }
+                }
+                for i in 0 ..< 4 {
+                    XCTAssertEqual(Double(outer.outer[i]), expected[i], accuracy: 1e-6, "\(rule) step \(k) θ_outer[\(i)]")
+                    XCTAssertEqual(Double(parameters[i]), mix * Double(local[i]) + (1 - mix) * expected[i], accuracy: 1e-6,
+                                   "\(rule) step \(k): local parameter \(i) mixed with α = \(mix)")
+                }
+            }
+        }
+    }
+}
