@@ -1,3 +1,4 @@
+import FileFormats
 import Foundation
 import XCTest
 
@@ -92,5 +93,18 @@ final class ResNetUnderMPIRunTests: XCTestCase {
         let initial = try XCTUnwrap(try summary(again)["test_loss"] as? Double), exported = try XCTUnwrap(try summary(dir)["test_loss"] as? Double)
         // One training step moves the running statistics by momentum 0.1 towards that batch's.
         XCTAssertEqual(initial, exported, accuracy: 0.05 * exported)
+        // The buffers were read, not left at their start: num_batches_tracked goes on from the
+        // export's count, one step further.
+        func tracked(_ run: String) throws -> [Float] {
+            let file = run + "/model.safetensors"
+            let exported = try MPIRun.runProcess([try MPIRun.binary, "export", "--run-dir", run, "--out", file], timeout: 60)
+            XCTAssertEqual(exported.status, 0, exported.output)
+            let tensors = try Safetensors.decode(Array(try Data(contentsOf: URL(fileURLWithPath: file)))).tensors
+            return tensors.filter { $0.name.hasSuffix("num_batches_tracked") }.flatMap(\.values)
+        }
+        let (before, after) = (try tracked(dir), try tracked(again))
+        XCTAssertFalse(before.isEmpty)
+        XCTAssertGreaterThan(before.first ?? 0, 1)
+        XCTAssertEqual(after, before.map { $0 + 1 })
     }
 }
