@@ -214,6 +214,23 @@ public struct CheckpointStore {
         }
     }
 
+    /// Removes rank `rank`'s own files (`.ef-rank-R`, `.local-rank-R`) beyond the newest `keep`
+    /// steps. Why: only a rank that writes the checkpoint prunes (`write`), so a rank that
+    /// writes none — `checkpoint.replicate: rank0`, its run directory on a disk of its own —
+    /// would keep every step's copy of its error feedback or inner parameters, each the size
+    /// of the model, until its disk filled.
+    public func pruneRankFiles(rank: Int) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let suffixes = [".ef-rank-\(rank)", ".local-rank-\(rank)"]
+        let steps = Set(names.compactMap { name -> String? in
+            guard name.hasPrefix("step-"), let suffix = suffixes.first(where: { name.hasSuffix($0) }) else { return nil }
+            return String(name.dropLast(suffix.count))
+        }).sorted(by: >)   // "step-00000016": zero-padded, so the strings sort as the steps
+        for old in steps.dropFirst(keep) {
+            for suffix in suffixes { try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(old + suffix)) }
+        }
+    }
+
     /// Removes every checkpoint and residual file (a fresh run with `--overwrite`).
     /// Thrown by `loadNewestValid`'s `validate` for a sound checkpoint that must not be used
     /// (it belongs to another model): older ones of the same run would not fit either, so the

@@ -58,7 +58,11 @@ public final class CheckpointWriter: @unchecked Sendable {
 
 /// What one rank writes for one checkpoint: its own error-feedback memory and inner state
 /// (per-rank files), and — on a writing rank — the checkpoint itself, last, so that a
-/// checkpoint on disk always has its per-rank files beside it.
+/// checkpoint on disk always has the writing rank's own files beside it. The other ranks'
+/// files are written at the same time, not before it: a crash in between can leave a
+/// checkpoint without another rank's file, and a resume from it then says so and takes an
+/// equal share of the summed residual (or θ_outer for the inner state) — not bit-identical.
+/// A non-writing rank prunes its own older files (`CheckpointStore.pruneRankFiles`).
 struct CheckpointSnapshot: @unchecked Sendable {
     let step: Int, rank: Int
     var residual: [Float]?
@@ -76,6 +80,6 @@ struct CheckpointSnapshot: @unchecked Sendable {
                 try store.writeLocalState(parameters: $0, optimizerState: local.optimizerState, step: step, rank: rank)
             }
         }
-        if let checkpoint { try store.write(checkpoint) }
+        if let checkpoint { try store.write(checkpoint) } else if residual != nil || local != nil { store.pruneRankFiles(rank: rank) }
     }
 }
