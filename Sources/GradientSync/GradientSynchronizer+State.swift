@@ -26,6 +26,10 @@ extension GradientSynchronizer {
         var warnings: [String] = []
         if let memory, let warning = memory.restore(own: own, sum: sum, sameWorld: worldSize == transport.size, rank: transport.rank, step: step) {
             warnings.append(warning)
+        } else if memory == nil, sum != nil, transport.rank == 0 {
+            // The checkpoint kept error feedback, this run keeps none (a codec chosen again by
+            // comm.codec: auto, or settings changed): what it held is dropped, and said so.
+            warnings.append("the checkpoint holds error-feedback residuals, but this run keeps none (its codec is lossless or comm.error_feedback is off): they are dropped")
         }
         if let powerSGD, let warning = powerSGD.restore(stateBytes: powerSGDState), transport.rank == 0 { warnings.append(warning) }
         return warnings

@@ -36,6 +36,9 @@ public final class GradientSynchronizer {
     let thread: CommunicationThread?
     private var gradients: UnsafeMutableBufferPointer<Float>?
     private var step = 0, submitted = 0
+    /// What the buckets being averaged are, for a timeout's message: a step's gradient, or an
+    /// outer step's pseudo-gradient (`beginBuckets`). Set before the buckets are submitted.
+    private var averaging = "the gradient all-reduce of step 0"
     /// The buckets `beginBuckets` started (nil: none in flight).
     private var partial: Range<Int>?
     let count: Int   // values the plan cuts: the gradient's length
@@ -126,6 +129,7 @@ public final class GradientSynchronizer {
     public func beginStep(_ step: Int, gradients: UnsafeMutableBufferPointer<Float>) {
         precondition(gradients.count == count, "the plan cuts this gradient")
         (self.gradients, self.step, submitted) = (gradients, step, 0)
+        averaging = "the gradient all-reduce of step \(step)"
         (lastSeconds, lastCodecSeconds, lastBytesSent, lastSquaredNorm) = (0, 0, 0, 0)
         lastIsolatedSeconds = cost?.seconds(of: active.averager) ?? 0
         lastAverageCarried = active.compressed && carry.staysOn && carry.carries
@@ -153,6 +157,7 @@ public final class GradientSynchronizer {
     /// averaged in `finishBuckets`. No other collective may run until `finishBuckets` returns.
     public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>) {
         beginStep(step, gradients: values)
+        averaging = "the pseudo-gradient all-reduce of the outer step after step \(step + 1)"
         lastSquaredNorm = nil   // a fragment's Δ, not a step's gradient: no norm to hand the trainer
         lastAverageCarried = false
         (submitted, partial) = (buckets.lowerBound, buckets)
@@ -182,7 +187,7 @@ public final class GradientSynchronizer {
         let (averager, compressed) = active
         int8?.reseed(roundingSeed(bucket: b))
         powerSGD?.restCodec.int8Base?.reseed(roundingSeed(bucket: b))
-        transport.setActivity("the gradient all-reduce of step \(step) (bucket \(b) of \(plan.buckets.count))")
+        transport.setActivity("\(averaging) (bucket \(b) of \(plan.buckets.count))")
         let memory = compressed && keepsErrors(averager) ? self.memory : nil
         if compressed && averager.foldsCarry {
             try averager.average(bucket: b, range, of: values, memory: memory, carry: carry.addend(range))

@@ -26,7 +26,10 @@ public struct RunSummary: Codable, Equatable {
     public var codec_seconds: Double
     /// Seconds the steps waited for averaging after backward ended; what their averaging costs
     /// when nobody waits (measured before the first step, `CommunicationCost`); and the share
-    /// of that cost overlap with backward hid: 1 − exposed / isolated, in [0, 1].
+    /// of that cost overlap with backward hid: 1 − exposed / isolated, in [0, 1]. The isolated
+    /// cost is measured for a step's whole gradient, so with local steps (local SGD, DiLoCo)
+    /// these count the every-step warm-up's averaging only: an outer step's wait is in
+    /// `comm_seconds`, and what streaming hides is the difference in step time it makes.
     public var comm_exposed_seconds: Double
     public var comm_isolated_seconds: Double
     public var comm_hidden_fraction: Double
@@ -43,7 +46,8 @@ public struct RunSummary: Codable, Equatable {
     /// (absent for every_step).
     public var sync: String?
     /// Fragment outer steps taken (P per round of H local steps with `comm.fragments: P`), and
-    /// the local steps this rank skipped on its own (non-finite local gradient).
+    /// the local steps this rank skipped on its own (non-finite local gradient) in this process:
+    /// not carried across a resume.
     public var outer_steps: Int?
     public var locally_skipped_steps: Int?
     /// `train --target`: the target, and — when reached — the step, the training seconds to it

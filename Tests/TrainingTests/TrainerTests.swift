@@ -238,6 +238,20 @@ final class TrainerTests: XCTestCase {
         XCTAssertGreaterThan(resumed[0]!.test_accuracy, 0.6, "the resumed run learns")
     }
 
+    /// Property: a resume whose run keeps no error feedback (here int8 with it → fp32) says that
+    /// the checkpoint's residuals are dropped, instead of dropping them silently.
+    func testResumingWithoutErrorFeedbackSaysTheResidualsAreDropped() throws {
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, try Self.config(["comm.codec=int8", "comm.error_feedback=true"]), dir: dir, stopAfter: 8)
+        let lines = LockedLines()
+        _ = try InProcessCluster.run(size: 2, timeout: 60) { transport in
+            try Trainer(config: try Self.config(["comm.codec=none"]), transport: transport, runDirectory: dir,
+                        log: { line in if transport.rank == 0 { lines.append(line) } }).run(resume: true)
+        }
+        XCTAssertEqual(lines.all.filter { $0.contains("the checkpoint holds error-feedback residuals, but this run keeps none") }.count, 1,
+                       lines.all.joined(separator: "\n"))
+    }
+
     /// Property: with comm.compress_momentum the all-reduce carries g + s·b (the next momentum)
     /// and hands the optimizer ĝ = avg − s·b: with an exact all-reduce that is the plain average
     /// up to rounding, so SGD and Adam end where plain averaging does (plain SGD taking its
