@@ -4,17 +4,29 @@
 # (the system-library targets are found through it), the Fashion-MNIST IDX files, the fortunes
 # text files (the byte-level GPT's corpus), iproute2
 # (ip and tc: the simulated cluster, launch/simcluster.sh), gnuplot (bench scaling's plot) and
-# SLURM with munge (launch/testslurm.sh: the SLURM tests run a real controller and node daemon).
+# SLURM with munge (launch/testslurm.sh: the SLURM tests run a real controller and node daemon)
+# — the last only with --with-slurm (launch/test.sh): installing them starts and enables munge
+# and SLURM's services, which training on this machine does not need.
+#   launch/setup.sh [--with-slurm]
 set -euo pipefail
-packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox slurmctld slurmd slurm-client munge)
+packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox)
+case "${1:-}" in
+  "") ;;
+  --with-slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
+  *) echo "usage: launch/setup.sh [--with-slurm]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # Installed, not merely known: a removed package keeps its configuration ("rc") and dpkg -s succeeds.
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ringsgd setup: installing ${missing[*]}" >&2
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "ringsgd setup: error: ${missing[*]} must be installed and there is no sudo here; run launch/setup.sh as root" >&2; exit 1; }
+    sudo="sudo"
+  fi
   $sudo apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-"$root/launch/setup.sh"
+"$root/launch/setup.sh" --with-slurm
 export SWIFT_BACKTRACE=enable=no OPENBLAS_NUM_THREADS=1
 "$root/launch/build.sh"                          # the binary, and the commit it was built from
 swift build -c release --product fuzz-decoders   # the corpus replayer (FuzzTests)

@@ -53,7 +53,7 @@ esac
 simhosts_check_rate "$rate"
 [ "$(id -u)" -eq 0 ] || unavailable "starting slurmd needs root"
 for tool in munged slurmctld slurmd sbatch; do
-  command -v "$tool" >/dev/null || unavailable "$tool is missing: run launch/setup.sh (Debian packages slurmctld slurmd slurm-client munge)"
+  command -v "$tool" >/dev/null || unavailable "$tool is missing: run launch/setup.sh --with-slurm (Debian packages slurmctld slurmd slurm-client munge)"
 done
 # The daemons outlive this script: they must not inherit any descriptor of our caller beyond
 # 0–2 (a caller that waits for EOF on one — Foundation's Process does — would wait forever).
