@@ -65,8 +65,11 @@ public struct HostSplit {
     public let local: SharedMemoryTransport
     public let cross: Transport
     public let hosts: Int
-    public init(local: SharedMemoryTransport, cross: Transport, hosts: Int) {
+    /// The job's rank of each rank of `local` and of `cross` (empty: the same numbers).
+    public let localWorldRanks: [Int], crossWorldRanks: [Int]
+    public init(local: SharedMemoryTransport, cross: Transport, hosts: Int, localWorldRanks: [Int] = [], crossWorldRanks: [Int] = []) {
         (self.local, self.cross, self.hosts) = (local, cross, hosts)
+        (self.localWorldRanks, self.crossWorldRanks) = (localWorldRanks, crossWorldRanks)
     }
 }
 

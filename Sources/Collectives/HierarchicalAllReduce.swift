@@ -24,6 +24,8 @@ public final class HierarchicalAllReduce: AllReduce {
     let local: SharedMemoryTransport
     let localRing: RingAllReduce, crossRing: RingAllReduce
     public let hosts: Int
+    /// The job's rank of each rank of the host's and of the cross-host communicator, for errors.
+    let localWorldRanks: [Int], crossWorldRanks: [Int]
 
     public init(world: Transport, split: HostSplit, codec: GradientCodec = FP32Codec(), segmentBytes: Int? = nil) {
         transport = world
@@ -31,6 +33,14 @@ public final class HierarchicalAllReduce: AllReduce {
         hosts = split.hosts
         localRing = RingAllReduce(transport: split.local)
         crossRing = RingAllReduce(transport: split.cross, codec: codec, segmentBytes: segmentBytes)
+        (localWorldRanks, crossWorldRanks) = (split.localWorldRanks, split.crossWorldRanks)
+    }
+
+    /// Runs `body` on one of the split's communicators, its errors naming the job's ranks.
+    private func on<T>(_ worldRanks: [Int], _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as CollectiveError where !worldRanks.isEmpty {
+            throw error.renamingRanks { worldRanks.indices.contains($0) ? worldRanks[$0] : $0 }
+        }
     }
 
     public var name: String { "hierarchical (\(hosts) hosts × \(local.size) ranks: shared memory inside, ring (\(crossRing.codec.name)) across)" }
@@ -52,16 +62,20 @@ public final class HierarchicalAllReduce: AllReduce {
     }
 
     public func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws {
-        guard let (region, offsets) = try localRing.agreedSharedOffsets(buffer) else {
+        guard let (region, offsets) = try on(localWorldRanks, { try localRing.agreedSharedOffsets(buffer) }) else {
             throw CollectiveError.transport(rank: transport.rank, peer: nil, call: "hierarchical all-reduce",
                 detail: "the buffer is not in this host's shared memory on every rank (comm.shared_memory must be on)")
         }
         let part = RingPartition(count: buffer.count, ranks: local.size, maxSegmentValues: max(1, buffer.count))
-        try localRing.reduceScatterInSharedMemory(buffer, region: region, offsets: offsets, part: part)
+        try on(localWorldRanks) { try localRing.reduceScatterInSharedMemory(buffer, region: region, offsets: offsets, part: part) }
         let owned = ownedRange(ofCount: buffer.count)
-        try crossRing.average(UnsafeMutableBufferPointer(rebasing: buffer[owned]),
-                              residual: residual.map { UnsafeMutableBufferPointer(rebasing: $0[owned]) })
-        try region.synchronize(over: local)   // the owned chunks' new values, visible to the host
-        try localRing.allGatherInSharedMemory(buffer, region: region, offsets: offsets, part: part)
+        try on(crossWorldRanks) {
+            try crossRing.average(UnsafeMutableBufferPointer(rebasing: buffer[owned]),
+                                  residual: residual.map { UnsafeMutableBufferPointer(rebasing: $0[owned]) })
+        }
+        try on(localWorldRanks) {
+            try region.synchronize(over: local)   // the owned chunks' new values, visible to the host
+            try localRing.allGatherInSharedMemory(buffer, region: region, offsets: offsets, part: part)
+        }
     }
 }

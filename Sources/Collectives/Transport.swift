@@ -101,6 +101,20 @@ public enum CollectiveError: Error, CustomStringConvertible {
     /// A wait outlasted the deadline: the peer (nil: some rank of a barrier) is stalled or gone.
     case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double)
 
+    /// The same error with its rank and peer renamed by `name` — a sub-communicator's ranks
+    /// as the job's (`HostSplit.worldRank`): a message, and `launch/elastic.sh` reading it,
+    /// must name the process the user can find.
+    public func renamingRanks(_ name: (Int) -> Int) -> CollectiveError {
+        switch self {
+        case let .transport(rank, peer, call, detail): return .transport(rank: name(rank), peer: peer.map(name), call: call, detail: detail)
+        case let .lengthMismatch(rank, lengths): return .lengthMismatch(rank: name(rank), lengths: lengths)
+        case let .badPayload(rank, peer, detail): return .badPayload(rank: name(rank), peer: name(peer), detail: detail)
+        case let .disagreement(rank, what, values): return .disagreement(rank: name(rank), what: what, values: values)
+        case let .stalled(rank, peer, activity, seconds, deadline):
+            return .stalled(rank: name(rank), peer: peer.map(name), activity: activity, seconds: seconds, deadline: deadline)
+        }
+    }
+
     public var description: String {
         switch self {
         case let .transport(rank, peer, call, detail):

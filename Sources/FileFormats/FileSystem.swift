@@ -86,13 +86,22 @@ public enum FileSystem {
         }
     }
 
+    /// This host's name (`gethostname`: no name service asked).
+    private static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        return gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
+    }()
+
     /// Replaces `path` with what `write` writes to a file descriptor, atomically: a temporary
     /// file beside it, fsync, rename, fsync of the directory. A crash or a full disk leaves the
     /// old file (or none), never a partial one under the real name; the temporary file is
     /// removed on failure. Errors name `path`, the file asked for, not the temporary one.
     public static func replaceAtomically(_ path: String, what: String, hint: String? = nil, write: (Int32) throws -> Void) throws {
-        let temporary = path + ".tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Unique across hosts, not only processes: ranks on several hosts may write the same
+        // file of a shared directory at once (the dataset cache in an NFS home), and process
+        // ids repeat between hosts. O_EXCL: a name taken after all is an error, never two writers.
+        let temporary = path + ".tmp.\(hostName).\(getpid()).\(String(UInt32.random(in: .min ... .max), radix: 16))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard fd >= 0 else { throw FileError.posix("write \(what)", path, hint: hint) }
         do {
             try write(fd)

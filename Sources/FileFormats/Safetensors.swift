@@ -85,15 +85,21 @@ public enum Safetensors {
             // F32 tensors, and I64 ones read as Float (PyTorch's `num_batches_tracked` is int64).
             let dtype = info(value)?["dtype"] as? String
             let width = dtype == "F32" ? 4 : dtype == "I64" ? 8 : 0
+            // Every product and sum checked: a header's numbers are the file's, not ours
+            // (`[2⁴⁰, 2⁴⁰, 0]` has zero elements, but its first two dimensions overflow).
+            let elements = (info(value)?["shape"] as? [Int]).flatMap { shape in
+                shape.allSatisfy({ $0 >= 0 }) ? shape.reduce(Optional(1)) { total, n in
+                    total.flatMap { t in let (p, overflow) = t.multipliedReportingOverflow(by: n); return overflow ? nil : p }
+                } : nil
+            }
             guard let info = value as? [String: Any], width > 0,
-                  let shape = info["shape"] as? [Int], shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 40 }),
+                  let shape = info["shape"] as? [Int], let elements,
                   let offsets = info["data_offsets"] as? [Int], offsets.count == 2,
-                  offsets[0] >= 0, offsets[0] <= offsets[1], dataStart + offsets[1] <= bytes.count,
-                  shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }) <= (offsets[1] - offsets[0]) / width,
-                  (offsets[1] - offsets[0]) == width * shape.reduce(1, *) else {
+                  offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= bytes.count - dataStart,
+                  elements <= (offsets[1] - offsets[0]) / width, offsets[1] - offsets[0] == width * elements else {
                 throw FormatError(description: "tensor \(name): not an F32 or I64 tensor whose shape fits its data_offsets")
             }
-            let values = (0 ..< shape.reduce(1, *)).map { i in
+            let values = (0 ..< elements).map { i in
                 bytes.withUnsafeBytes { raw -> Float in
                     let at = dataStart + offsets[0] + width * i
                     return width == 4 ? Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self)))

@@ -131,8 +131,15 @@ public final class MPITransport: Transport, ActivityReporting {
         }
     }
 
-    /// What the rank is doing, for the deadline message (`ActivityReporting`).
-    public var activity = "start-up"
+    /// What the rank is doing, for the deadline message (`ActivityReporting`): a communicator
+    /// split from this one (`splitByHost`) reports its parent's, which the trainer sets.
+    public var activity: String {
+        get { parent?.activity ?? ownActivity }
+        set { if let parent { parent.activity = newValue } else { ownActivity = newValue } }
+    }
+    private var ownActivity = "start-up"
+    /// The transport this one was split from (`splitByHost`).
+    weak var parent: MPITransport?
 
     public func barrier() throws {
         guard deadlineSeconds != nil else { return try check(MPI_Barrier(comm), call: "MPI_Barrier", rank: rank) }
@@ -227,7 +234,11 @@ extension MPITransport: HostTopologyTransport {
         local.ownsCommunicator = true
         across.ownsCommunicator = true
         (local.deadlineSeconds, across.deadlineSeconds) = (deadlineSeconds, deadlineSeconds)
+        (local.parent, across.parent) = (self, self)
         subTransports += [local, across]
-        return (HostSplit(local: local, cross: across, hosts: hosts), "")
+        // Each communicator's ranks as the job's, for the messages of errors on them.
+        let localWorldRanks = try RingAllGather.gather(Int64(rank), over: local).map { Int($0) }
+        let crossWorldRanks = try RingAllGather.gather(Int64(rank), over: across).map { Int($0) }
+        return (HostSplit(local: local, cross: across, hosts: hosts, localWorldRanks: localWorldRanks, crossWorldRanks: crossWorldRanks), "")
     }
 }

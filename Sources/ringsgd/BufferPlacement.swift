@@ -20,7 +20,17 @@ enum BufferPlacement: String, ExpressibleByArgument, CaseIterable {
     var resolved: BufferPlacement {
         guard self == .auto else { return self }
         guard let btl = ProcessInfo.processInfo.environment["OMPI_MCA_btl"] else { return .shared }
-        return btl.contains("vader") || btl.contains("sm") ? .shared : .private
+        return Self.btlAllowsSharedMemory(btl) ? .shared : .private
+    }
+
+    /// Whether an OpenMPI BTL list lets ranks use shared memory: "tcp,self" does not; "vader,self"
+    /// and "^tcp" do; "^vader" and "^sm" (a list that excludes, by its leading ^) do not.
+    static func btlAllowsSharedMemory(_ btl: String) -> Bool {
+        let trimmed = btl.trimmingCharacters(in: .whitespaces)
+        let excluding = trimmed.hasPrefix("^")
+        let names = Set((excluding ? String(trimmed.dropFirst()) : trimmed).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let shared: Set<String> = ["vader", "sm"]
+        return excluding ? names.isDisjoint(with: shared) : !names.isDisjoint(with: shared)
     }
 }
 

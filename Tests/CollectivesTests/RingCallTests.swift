@@ -123,3 +123,25 @@ final class RingErrorFeedbackTests: XCTestCase {
         }
     }
 }
+
+/// The hierarchical all-reduce runs on communicators split from the job's, whose ranks count
+/// from 0 again: its errors must name the job's ranks, which the user (and `launch/elastic.sh`,
+/// reading "rank R waited … for rank M") can find.
+final class HierarchicalErrorTests: XCTestCase {
+    /// Property: an error on the host's communicator (here the ranks disagree on the buffer's
+    /// length) names the ranks by the job's numbers the split gave, not the communicator's.
+    func testAnErrorOnTheHostsCommunicatorNamesTheJobsRanks() throws {
+        let messages = try InProcessCluster.run(size: 2) { local -> String in
+            let split = HostSplit(local: local, cross: local, hosts: 2, localWorldRanks: [6, 7], crossWorldRanks: [6, 7])
+            let hierarchical = HierarchicalAllReduce(world: local, split: split)
+            let region = try XCTUnwrap(try local.allocateShared(count: 16))
+            let buffer = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< (local.rank == 0 ? 16 : 12)])
+            do { try hierarchical.average(buffer, residual: nil) } catch { return "\(error)" }
+            return "no error"
+        }
+        for message in messages {
+            XCTAssertTrue(message.hasPrefix("rank 6") || message.hasPrefix("rank 7"), message)
+            XCTAssertFalse(message.hasPrefix("rank 0") || message.hasPrefix("rank 1"), message)
+        }
+    }
+}

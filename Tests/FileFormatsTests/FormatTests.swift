@@ -28,6 +28,12 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(decoded.tensors[1].shape, [])
         XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, f32)))
         XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#, f32)))
+        // Numbers that overflow on the way: a shape whose product is 0 only after two dimensions
+        // overflow, an end offset near Int.max (both trapped before).
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1099511627776,1099511627776,0],"data_offsets":[0,0]}}"#, [])))
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775807]}}"#, f32)))
+        // An empty tensor is a tensor.
+        XCTAssertEqual(try Safetensors.decode(file(#"{"e":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]}}"#, [])).tensors.map(\.shape), [[3, 0]])
     }
 
     /// Property: the .npz is a stored zip whose entries are NAME.npy files numpy reads: local
