@@ -78,6 +78,16 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         assertOneLineError(missing, "--compressor powersgd needs --gradient FILE and its layer shapes FILE.views.json")
     }
 
+    /// Property: `--buffers auto` follows mpirun's BTL list: shared memory when it names vader,
+    /// messages when it leaves it out ("tcp,self") or excludes it ("^vader").
+    func testAutomaticBuffersFollowTheBTLList() throws {
+        for (btl, expected) in [("vader,self", "buffers=shared"), ("tcp,self", "buffers=private"), ("^vader", "buffers=private")] {
+            let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--buffers", "auto", "--counts", "1000"], mpiArguments: ["--mca", "btl", btl])
+            assertSucceeded(outcome, "--buffers auto with --mca btl \(btl)")
+            XCTAssertTrue(outcome.output.contains(expected), "\(btl): \(outcome.output)")
+        }
+    }
+
     func testUnknownCodecIsAOneLineErrorWithTheValidNames() throws {
         let outcome = try MPIRun.run(np: 2, ["check", "allreduce", "--codec", "fp12"], timeout: 60)
         XCTAssertNotEqual(outcome.status, 0, outcome.output)
