@@ -11,7 +11,9 @@ public protocol AllReduce: AnyObject {
     var name: String { get }
     /// Averages `buffer` in place. With `residual` (same length; only meaningful for a lossy
     /// codec) applies error feedback: adds it to `buffer` first, leaves this call's
-    /// compression error in it.
+    /// compression error in it. An exact all-reduce has no error to leave: callers pass nil
+    /// there (`GradientSynchronizer` keeps no memory for fp32), and a residual given anyway is
+    /// added and left as it was.
     func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws
     /// Bytes this rank sent in the last call, where known (nil: the transport does not say).
     var lastBytesSentIfKnown: Int? { get }

@@ -80,7 +80,15 @@ public final class Int8BlockCodec: TiledCodec {
             let scale = largest >= 0x7F80_0000 ? Float.nan : m / 127
             scales[b] = scale
             let inverse: Float = m > 0 && m.isFinite ? 127 / m : 0
-            if stochasticRounding {
+            if !inverse.isFinite {
+                // absmax below 127/Float.greatestFiniteMagnitude (≈ 3.7e-37): 127/m overflows,
+                // and x·∞ would clamp every nonzero value to ±127. Divided by the (subnormal)
+                // scale instead, so the error stays within half a step here too.
+                for i in start ..< end {
+                    let v = x[i] / scale
+                    q[i] = Self.toInt8(stochasticRounding ? Self.centredUniform(key: key, counter: base &+ UInt32(truncatingIfNeeded: i)) + v : v)
+                }
+            } else if stochasticRounding {
                 for i in start ..< end {
                     let u = Self.centredUniform(key: key, counter: base &+ UInt32(truncatingIfNeeded: i))
                     q[i] = Self.toInt8(u.addingProduct(x[i], inverse))

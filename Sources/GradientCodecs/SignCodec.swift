@@ -76,7 +76,9 @@ public final class SignCodec: TiledCodec {
     }
 
     /// Mean |x| of a block, summed in eight fixed lanes (vectorised; the same order, hence the
-    /// same bits, on every rank); NaN when the block holds a NaN or ±Inf.
+    /// same bits, on every rank); NaN when the block holds a NaN or ±Inf, and also when its
+    /// finite values' sum overflows (|x| around 3e35 and up): the step is then skipped as
+    /// non-finite, as a gradient that large would be clipped or diverge anyway.
     @inline(__always) static func meanMagnitude(_ x: UnsafePointer<Float>, count: Int) -> Float {
         var lanes = SIMD8<Float>(), i = 0
         let mask = SIMD8<UInt32>(repeating: 0x7FFF_FFFF)

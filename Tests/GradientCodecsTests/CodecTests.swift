@@ -79,6 +79,17 @@ final class CodecTests: XCTestCase {
             }
         }
         XCTAssertLessThanOrEqual(Double(Int8BlockCodec().maxEncodedBytes(count: 1 << 20)) / Double(4 << 20), 0.26)
+        // Blocks so small that 127 / absmax overflows (absmax < 3.7e-37): the same bound, to the
+        // rounding of a subnormal scale (each value was once ±absmax, every one ±127 steps).
+        for name in ["int8:64", "int8sr:64"] {
+            let tiny = Self.sample(1_000).map { $0 * 1e-38 }
+            let (d, _, _) = try roundTrip(try CodecRegistry.make(name), tiny)
+            for start in stride(from: 0, to: tiny.count, by: 64) {
+                let range = start ..< min(tiny.count, start + 64)
+                let step = tiny[range].map(abs).max()! / 127
+                for i in range { XCTAssertLessThanOrEqual(abs(tiny[i] - d[i]), step * (name == "int8:64" ? 0.5 : 1) * 1.0001 + 0x1p-139, "\(name) i \(i)") }
+            }
+        }
     }
 
     /// Properties of stochastic rounding: every value lands on one of the two grid points around
