@@ -16,8 +16,12 @@ import NeuralNet
 /// - `local`: each rank normalises with its own batch; the running buffers are then averaged
 ///   over the ranks after every step (one small all-reduce), so evaluation, checkpoints and the
 ///   replica hash see one model and a resumed run continues bit-identically.
-/// - `broadcast` (DDP's default, `broadcast_buffers=True`): rank 0's buffers are copied to
-///   every rank before each step's forward; the other ranks' updates are overwritten.
+/// - `broadcast` (DDP's default, `broadcast_buffers=True`): rank 0's buffers are the model's,
+///   copied to every rank wherever they are read — evaluation, checkpoints, the replica
+///   check. DDP copies them before every forward; here that copy would change nothing: a
+///   training forward normalises with its batch's statistics and never reads the buffers, and
+///   rank 0's own buffers evolve from its own batches whatever the others hold. So one
+///   collective a step is saved, for the same buffers at every read.
 extension Trainer {
     /// Every batch norm of the model, nested ones (residual blocks) included.
     static func batchNorms(of model: Model) -> [BatchNorm] {

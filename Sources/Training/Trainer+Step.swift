@@ -27,7 +27,6 @@ extension Trainer {
         // micro-batch's backward completes each bucket with the sum, divided by K — the mean
         // over the rank's whole batch, as one batch would give up to float rounding.
         let start = ContinuousClock.now
-        try broadcastBuffers(run)   // model.batchnorm: broadcast
         if !run.buffersBeforeStep.isEmpty { _ = run.buffersBeforeStep.withUnsafeMutableBufferPointer { $0.update(fromContentsOf: parameters.buffers) } }
         run.fillBatch(step: step)
         let plan = run.synchronizer.plan
