@@ -61,12 +61,16 @@ struct ConfigReader {
         }
     }
 
-    /// Applies `key.path=value` (the value parsed as YAML: numbers, booleans, [lists]).
+    /// Applies `key.path=value` (the value parsed as YAML: numbers, booleans, [lists]);
+    /// `key.path=null` removes the key, so that its default holds — how a key of the config
+    /// file is taken away, e.g. `optimizer.momentum` when `--set optimizer.name=adam` would
+    /// make it a key that does nothing (refused).
     mutating func override(_ assignment: String) throws {
         guard let eq = assignment.firstIndex(of: "="), eq != assignment.startIndex else {
             throw ConfigError("--set expects key.path=value, got '\(assignment)'")
         }
         let key = String(assignment[..<eq]), text = String(assignment[assignment.index(after: eq)...])
+        if text == "null" || text == "~" { values[key] = nil; return }
         guard let node = try? Yams.compose(yaml: text.isEmpty ? "''" : text) else {
             throw ConfigError("--set \(key): '\(text)' is not a valid value")
         }

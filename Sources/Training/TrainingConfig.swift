@@ -263,6 +263,12 @@ public struct TrainingConfig {
         if let stray = ["optimizer.nesterov", "optimizer.dampening"].first(where: r.has), optimizer != "sgd" {
             throw ConfigError("\(stray) applies to optimizer.name: sgd only (torch.optim.SGD's; \(optimizer) has none); remove it")
         }
+        for (key, users) in Self.optimizerKeyUsers where r.has(key) && !users.contains(optimizer) {
+            throw ConfigError("\(key) applies to optimizer.name: \(users.joined(separator: ", ")) (\(optimizer) has none); remove it (from the config file, or with --set \(key)=null)")
+        }
+        for (key, users) in Self.scheduleKeyUsers where r.has(key) && !users.contains(schedule) {
+            throw ConfigError("\(key) applies to schedule.name: \(users.joined(separator: ", ")) (schedule.name is \(schedule)); remove it (from the config file, or with --set \(key)=null), or choose one of those")
+        }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
         // The given keys, and the effective value of every key whose default has changed, so
         // that a checkpoint written under the old default resumes with the change reported
@@ -392,6 +398,23 @@ public struct TrainingConfig {
             throw ConfigError("optimizer: \(error.message)")
         }
     }
+
+    /// The optimizers each optimizer key is a hyperparameter of (`makeOptimizer`): the key
+    /// given with another is refused, as it would do nothing.
+    static let optimizerKeyUsers: [(String, [String])] = [
+        ("optimizer.momentum", ["sgd", "rmsprop", "lars"]), ("optimizer.betas", ["adam", "adamw", "lamb"]),
+        ("optimizer.eps", ["adam", "adamw", "lamb", "rmsprop"]), ("optimizer.amsgrad", ["adam", "adamw"]),
+        ("optimizer.alpha", ["rmsprop"]), ("optimizer.centered", ["rmsprop"]), ("optimizer.trust_coefficient", ["lars"]),
+    ]
+    /// The schedules each schedule key is a parameter of (`makeSchedule`); warm-up and the
+    /// interval apply to every one.
+    static let scheduleKeyUsers: [(String, [String])] = [
+        ("schedule.step_size", ["step"]), ("schedule.gamma", ["step", "multistep", "exponential"]), ("schedule.milestones", ["multistep"]),
+        ("schedule.eta_min", ["cosine"]), ("schedule.t_max", ["cosine"]),
+        ("schedule.start_factor", ["linear"]), ("schedule.end_factor", ["linear"]), ("schedule.total_iters", ["linear"]),
+        ("schedule.max_lr", ["onecycle"]), ("schedule.pct_start", ["onecycle"]), ("schedule.cycle_momentum", ["onecycle"]),
+        ("schedule.base_momentum", ["onecycle"]), ("schedule.max_momentum", ["onecycle"]),
+    ]
 
     /// Whether the schedule sets the optimizer's momentum (or β₁) every step.
     public var schedulesMomentum: Bool { schedule == "onecycle" && cycleMomentum }

@@ -98,12 +98,22 @@ final class ConfigTests: XCTestCase {
             (["optimizer.name=rmsprop", "optimizer.dampening=0.1"], "optimizer.dampening applies to optimizer.name: sgd only"),
             (["data.dataset=synthetic", "data.synthetic.test_size=0"], "data.synthetic.test_size must be ≥ 1"),
             (["comm.powersgd.rank=8"], "comm.powersgd.rank applies to comm.compressor: powersgd only (comm.compressor is none); set comm.compressor: powersgd, or remove it"),
+            (["optimizer.name=adam", "optimizer.momentum=0.9"], "optimizer.momentum applies to optimizer.name: sgd, rmsprop, lars (adam has none); remove it (from the config file, or with --set optimizer.momentum=null)"),
+            (["optimizer.name=sgd", "optimizer.betas=[0.9, 0.99]"], "optimizer.betas applies to optimizer.name: adam, adamw, lamb (sgd has none)"),
+            (["optimizer.name=lamb", "optimizer.amsgrad=true"], "optimizer.amsgrad applies to optimizer.name: adam, adamw (lamb has none)"),
+            (["optimizer.name=sgd", "optimizer.trust_coefficient=0.01"], "optimizer.trust_coefficient applies to optimizer.name: lars (sgd has none)"),
+            (["schedule.name=cosine", "schedule.gamma=0.5"], "schedule.gamma applies to schedule.name: step, multistep, exponential (schedule.name is cosine); remove it (from the config file, or with --set schedule.gamma=null), or choose one of those"),
+            (["schedule.name=step", "schedule.max_lr=0.3"], "schedule.max_lr applies to schedule.name: onecycle (schedule.name is step)"),
         ]
         for (overrides, expected) in cases {
             XCTAssertTrue(error(nil, overrides).contains(expected), "\(overrides): \(error(nil, overrides))")
         }
         XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
         XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.powersgd.rank=8"]), "no error")
+        XCTAssertEqual(error(nil, ["optimizer.name=rmsprop", "optimizer.momentum=0.9", "optimizer.eps=1e-6", "optimizer.alpha=0.9"]), "no error")
+        // A key of the file taken away with --set KEY=null: its default holds.
+        XCTAssertEqual(error("optimizer: {name: sgd, momentum: 0.9}\n", ["optimizer.name=adam", "optimizer.momentum=null"]), "no error")
+        XCTAssertEqual(error(nil, ["schedule.name=multistep", "schedule.gamma=0.5", "schedule.milestones=[3]", "schedule.warmup=2"]), "no error")
     }
 
     func testCodecNamesWithParametersTheyDoNotTakeAreRejected() {

@@ -9,13 +9,16 @@ import XCTest
 /// properties that do not need separate processes, in seconds and without mpirun.
 final class TrainerTests: XCTestCase {
     /// A small synthetic problem: 256 features × 4 classes, 24 steps of global batch 24.
+    /// SGD with momentum 0.9 unless `extra` names another optimizer (whose own defaults then hold:
+    /// momentum is refused for the Adam family).
     static func config(_ extra: [String] = []) throws -> TrainingConfig {
-        try TrainingConfig(yaml: nil, source: "test", overrides: [
+        let otherOptimizer = extra.contains { $0.hasPrefix("optimizer.name=") && $0 != "optimizer.name=sgd" }
+        return try TrainingConfig(yaml: nil, source: "test", overrides: [
             "model.kind=linear", "data.dataset=synthetic", "data.synthetic.features=256", "data.synthetic.classes=4",
             "data.synthetic.train_size=576", "data.synthetic.test_size=96", "train.global_batch=24", "train.epochs=1",
-            "train.eval_batch=48", "optimizer.name=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9",
+            "train.eval_batch=48", "optimizer.name=sgd", "optimizer.lr=0.05",
             "consistency.check_every_steps=4", "checkpoint.every_steps=8",
-        ] + extra)
+        ] + (otherOptimizer ? [] : ["optimizer.momentum=0.9"]) + extra)
     }
 
     func temporaryDirectory() -> String {
