@@ -18,8 +18,10 @@ args=(-np "$np" -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 # OpenMPI counts a machine's slots as its physical cores, not its hardware threads: a 2-vCPU VM
 # of one core with two threads has one slot.
-cores=$(lscpu -p=Core,Socket 2>/dev/null | grep -v '^#' | sort -u | wc -l)
-[ "$cores" -ge 1 ] || cores=$(nproc)
+# Not more than the CPUs this process may use (a container's or taskset's limit), which is
+# what OpenMPI counts too.
+cores=$( (lscpu -p=Core,Socket 2>/dev/null || true) | { grep -v '^#' || true; } | sort -u | wc -l)
+[ "$cores" -ge 1 ] && [ "$cores" -le "$(nproc)" ] || cores=$(nproc)
 [ "$np" -gt "$cores" ] && args+=(--oversubscribe)
 # shellcheck disable=SC2086
 run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"

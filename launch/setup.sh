@@ -18,7 +18,9 @@ esac
 missing=()
 for p in "${packages[@]}"; do
   # Installed, not merely known: a removed package keeps its configuration ("rc") and dpkg -s succeeds.
-  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" = "install ok installed" ] || missing+=("$p")
+  # (One line per architecture a package is installed for: every one must be "ii".)
+  status=$(dpkg-query -W -f='${db:Status-Abbrev}\n' "$p" 2>/dev/null || true)
+  [ -n "$status" ] && ! grep -qv '^ii' <<<"$status" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ringsgd setup: installing ${missing[*]}" >&2

@@ -102,7 +102,7 @@ public enum CollectiveError: Error, CustomStringConvertible {
     case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double)
 
     /// The same error with its rank and peer renamed by `name` — a sub-communicator's ranks
-    /// as the job's (`HostSplit.worldRank`): a message, and `launch/elastic.sh` reading it,
+    /// as the job's (`HostSplit.localWorldRanks`, `.crossWorldRanks`): a message, and `launch/elastic.sh` reading it,
     /// must name the process the user can find.
     public func renamingRanks(_ name: (Int) -> Int) -> CollectiveError {
         switch self {

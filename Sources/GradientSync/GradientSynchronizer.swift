@@ -155,9 +155,9 @@ public final class GradientSynchronizer {
     /// a buffer of its own, so that local steps go on in the gradient buffer meanwhile). With
     /// `comm.overlap` the buckets go to the communication thread at once; without, they are
     /// averaged in `finishBuckets`. No other collective may run until `finishBuckets` returns.
-    public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>) {
+    public func beginBuckets(_ step: Int, of values: UnsafeMutableBufferPointer<Float>, buckets: Range<Int>, what: String) {
         beginStep(step, gradients: values)
-        averaging = "the pseudo-gradient all-reduce of the outer step after step \(step + 1)"
+        averaging = what
         lastSquaredNorm = nil   // a fragment's Δ, not a step's gradient: no norm to hand the trainer
         lastAverageCarried = false
         (submitted, partial) = (buckets.lowerBound, buckets)

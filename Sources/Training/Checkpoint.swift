@@ -214,11 +214,13 @@ public struct CheckpointStore {
         }
     }
 
-    /// Removes rank `rank`'s own files (`.ef-rank-R`, `.local-rank-R`) beyond the newest `keep`
-    /// steps. Why: only a rank that writes the checkpoint prunes (`write`), so a rank that
-    /// writes none — `checkpoint.replicate: rank0`, its run directory on a disk of its own —
+    /// Removes rank `rank`'s own files (`.ef-rank-R`, `.local-rank-R`) beyond the newest
+    /// `keep` + 1 steps. Why: only a rank that writes the checkpoint prunes (`write`), so a rank
+    /// that writes none — `checkpoint.replicate: rank0`, its run directory on a disk of its own —
     /// would keep every step's copy of its error feedback or inner parameters, each the size
-    /// of the model, until its disk filled.
+    /// of the model, until its disk filled. One more than `keep`: this rank prunes as soon as
+    /// its own file is written, before the writer's checkpoint of that step is known to be on
+    /// disk, and a resume from the previous one (a failed write) needs its file.
     public func pruneRankFiles(rank: Int) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let suffixes = [".ef-rank-\(rank)", ".local-rank-\(rank)"]
@@ -226,7 +228,7 @@ public struct CheckpointStore {
             guard name.hasPrefix("step-"), let suffix = suffixes.first(where: { name.hasSuffix($0) }) else { return nil }
             return String(name.dropLast(suffix.count))
         }).sorted(by: >)   // "step-00000016": zero-padded, so the strings sort as the steps
-        for old in steps.dropFirst(keep) {
+        for old in steps.dropFirst(keep + 1) {
             for suffix in suffixes { try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(old + suffix)) }
         }
     }

@@ -15,6 +15,8 @@ public struct ConfigError: Error, CustomStringConvertible {
 struct ConfigReader {
     private(set) var values: [String: Node] = [:]
     private var read: Set<String> = []
+    /// Keys taken away with `--set KEY=null` (checked to be known keys like any other).
+    private var removed: Set<String> = []
 
     /// An empty document is an error, not "all defaults": an empty file is far more often a
     /// mistake (a wrong path, a truncated copy) than a wish. `yaml: nil` starts from the
@@ -70,7 +72,7 @@ struct ConfigReader {
             throw ConfigError("--set expects key.path=value, got '\(assignment)'")
         }
         let key = String(assignment[..<eq]), text = String(assignment[assignment.index(after: eq)...])
-        if text == "null" || text == "~" { values[key] = nil; return }
+        if text == "null" || text == "~" { values[key] = nil; removed.insert(key); return }
         guard let node = try? Yams.compose(yaml: text.isEmpty ? "''" : text) else {
             throw ConfigError("--set \(key): '\(text)' is not a valid value")
         }
@@ -177,7 +179,8 @@ struct ConfigReader {
 
     /// Throws for the first key that no getter asked for, listing the keys of its section.
     func rejectUnknownKeys() throws {
-        for key in values.keys.sorted() where !read.contains(key) {
+        // A key taken away with --set KEY=null must be one that exists: a typo is reported too.
+        for key in (Set(values.keys).union(removed)).sorted() where !read.contains(key) {
             if let guess = Self.nearest(to: key, among: read) {
                 throw ConfigError("unknown config key '\(key)'; did you mean \(guess)?")
             }

@@ -60,8 +60,8 @@ extension Trainer {
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.outerStep, since: spanStart) }
         pseudoGradient(p, run, step: step, into: delta)
-        transport.setActivity("the outer step after step \(step + 1)")
-        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
+        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets,
+                                      what: "the pseudo-gradient all-reduce of the outer step after step \(step + 1)")
         try run.synchronizer.finishBuckets()
         account(run.synchronizer, &epoch)
         applyOrDiscard(p, run, averaged: delta, step: step)
@@ -73,8 +73,8 @@ extension Trainer {
         let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
         precondition(outer.inFlight == nil, "comm.outer_delay ≤ H/P: one fragment in flight at a time")
         pseudoGradient(p, run, step: step, into: delta)
-        transport.setActivity("the outer step of fragment \(p) after step \(step + 1)")
-        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets)
+        run.synchronizer.beginBuckets(step, of: delta, buckets: outer.fragments[p].buckets,
+                                      what: "the pseudo-gradient all-reduce of fragment \(p)'s outer step after step \(step + 1)")
         outer.inFlight = .init(fragment: p, applyAfter: step + 1 + outer.settings.delay, averaged: false)
     }
 

@@ -115,7 +115,8 @@ extension Trainer {
         guard norm.isFinite else {
             // The forward updated the running statistics from this batch (non-finite, likely):
             // the step did not happen, so neither did that update, nor num_batches_tracked's.
-            // The same values on every rank (`sync` and `local` made them equal before the step).
+            // Under `sync` and `local` the same values on every rank (they were equal before the
+            // step); under `broadcast` each rank's own, of which only rank 0's are ever read.
             _ = parameters.buffers.update(fromContentsOf: run.buffersBeforeStep)
             if localStep {
                 run.locallySkipped += 1

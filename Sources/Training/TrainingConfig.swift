@@ -98,7 +98,10 @@ public struct TrainingConfig {
     /// Parses YAML (nil: the defaults) and `--set` overrides; throws a ConfigError naming the
     /// key on any problem. `testOnly`: for an evaluation, which reads only the test files of
     /// idx or npy data (the training files need not be named).
-    public init(yaml: String?, source: String, overrides: [String] = [], testOnly: Bool = false) throws {
+    /// `refusingIdleKeys`: whether keys that would do nothing with the chosen optimizer,
+    /// schedule or compressor are refused — for a config the user gives; a checkpoint's config
+    /// (`init(canonicalText:)`) is read as it was accepted when it was written.
+    public init(yaml: String?, source: String, overrides: [String] = [], testOnly: Bool = false, refusingIdleKeys: Bool = true) throws {
         var r = try ConfigReader(yaml: yaml, source: source)
         for o in overrides { try r.override(o) }
         seed = UInt64(try r.int("seed", default: 0, min: 0))
@@ -257,16 +260,16 @@ public struct TrainingConfig {
         if let stray = ["model.hidden", "model.dropout"].first(where: r.has), modelKind != "mlp" {
             throw ConfigError("\(stray) applies to model.kind: mlp only (model.kind is \(modelKind)); remove it, or describe the model with model.layers")
         }
-        if compressor != "powersgd", let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("comm.powersgd.") }) {
+        if refusingIdleKeys, compressor != "powersgd", let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("comm.powersgd.") }) {
             throw ConfigError("\(stray) applies to comm.compressor: powersgd only (comm.compressor is \(compressor)); set comm.compressor: powersgd, or remove it")
         }
         if let stray = ["optimizer.nesterov", "optimizer.dampening"].first(where: r.has), optimizer != "sgd" {
             throw ConfigError("\(stray) applies to optimizer.name: sgd only (torch.optim.SGD's; \(optimizer) has none); remove it")
         }
-        for (key, users) in Self.optimizerKeyUsers where r.has(key) && !users.contains(optimizer) {
+        for (key, users) in Self.optimizerKeyUsers where refusingIdleKeys && r.has(key) && !users.contains(optimizer) {
             throw ConfigError("\(key) applies to optimizer.name: \(users.joined(separator: ", ")) (\(optimizer) has none); remove it (from the config file, or with --set \(key)=null)")
         }
-        for (key, users) in Self.scheduleKeyUsers where r.has(key) && !users.contains(schedule) {
+        for (key, users) in Self.scheduleKeyUsers where refusingIdleKeys && r.has(key) && !users.contains(schedule) {
             throw ConfigError("\(key) applies to schedule.name: \(users.joined(separator: ", ")) (schedule.name is \(schedule)); remove it (from the config file, or with --set \(key)=null), or choose one of those")
         }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
@@ -284,7 +287,7 @@ public struct TrainingConfig {
     /// each read back as a `--set`), then `overrides`.
     public init(canonicalText text: String, overrides: [String] = [], testOnly: Bool = false) throws {
         let assignments = Self.canonicalEntries(text).map { "\($0.key)=\($0.value)" }
-        try self.init(yaml: nil, source: "the checkpoint's config", overrides: assignments + overrides, testOnly: testOnly)
+        try self.init(yaml: nil, source: "the checkpoint's config", overrides: assignments + overrides, testOnly: testOnly, refusingIdleKeys: false)
     }
 
     /// The `key: value` lines of a canonical config text, in order.

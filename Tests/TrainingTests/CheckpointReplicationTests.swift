@@ -63,12 +63,13 @@ final class CheckpointReplicationTests: XCTestCase {
         XCTAssertTrue(warned.all.contains { $0.contains("losing rank 0's host loses every checkpoint") }, "\(warned.all)")
 
         // A rank that writes no checkpoint keeps its own error feedback for the newest
-        // checkpoint.keep steps only, as the writer prunes its directory (here 2 of 5 steps).
+        // checkpoint.keep steps and one more (here 3 of 5 steps), as the writer prunes its
+        // directory: the one more for a resume from the previous checkpoint if the newest failed.
         let e = temporaryDirectory(), f = temporaryDirectory()
         _ = try train([e, f], ["checkpoint.replicate=rank0", "checkpoint.keep=2", "comm.codec=int8", "comm.error_feedback=true"], stopAfter: 40)
         XCTAssertEqual(checkpoints(e), ["step-00000040.ckpt", "step-00000032.ckpt"])
         let own = try FileManager.default.contentsOfDirectory(atPath: f + "/checkpoints").sorted()
-        XCTAssertEqual(own, ["step-00000032.ef-rank-1", "step-00000040.ef-rank-1"])
+        XCTAssertEqual(own, ["step-00000024.ef-rank-1", "step-00000032.ef-rank-1", "step-00000040.ef-rank-1"])
     }
 
     /// Property: a resume takes the newest valid checkpoint that any rank's directory holds —

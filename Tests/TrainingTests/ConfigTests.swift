@@ -111,8 +111,13 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
         XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.powersgd.rank=8"]), "no error")
         XCTAssertEqual(error(nil, ["optimizer.name=rmsprop", "optimizer.momentum=0.9", "optimizer.eps=1e-6", "optimizer.alpha=0.9"]), "no error")
-        // A key of the file taken away with --set KEY=null: its default holds.
+        // A key of the file taken away with --set KEY=null: its default holds; a mistyped one is named.
         XCTAssertEqual(error("optimizer: {name: sgd, momentum: 0.9}\n", ["optimizer.name=adam", "optimizer.momentum=null"]), "no error")
+        XCTAssertTrue(error(nil, ["optimizer.momentun=null"]).contains("unknown config key 'optimizer.momentun'; did you mean optimizer.momentum?"),
+                      error(nil, ["optimizer.momentun=null"]))
+        // A checkpoint's config is read as it was accepted when written (evaluate, generate and
+        // export of a run from before these keys were refused).
+        XCTAssertNoThrow(try TrainingConfig(canonicalText: "optimizer.momentum: 0.9\noptimizer.name: adam\nschedule.gamma: 0.5"))
         XCTAssertEqual(error(nil, ["schedule.name=multistep", "schedule.gamma=0.5", "schedule.milestones=[3]", "schedule.warmup=2"]), "no error")
     }
 
