@@ -21,6 +21,11 @@ public struct OneCycleLR: LearningRateSchedule {
                 finalDivFactor: Double = 1e4, momentumRange: (base: Double, max: Double)? = (0.85, 0.95)) throws {
         if totalSteps < 2 { throw HyperparameterError("Expected positive integer total_steps ≥ 2, but got \(totalSteps)") }
         if !(pctStart >= 0 && pctStart <= 1) { throw HyperparameterError("Expected float between 0 and 1 pct_start, but got \(pctStart)") }
+        // Phase 1 ends at pct·T − 1: exactly 0 makes its fraction 0/0 at step 0, a NaN rate
+        // that would poison every parameter (PyTorch divides by zero there too).
+        if pctStart * Double(totalSteps) - 1 == 0 {
+            throw HyperparameterError("pct_start \(pctStart) × total steps \(totalSteps) = 1 leaves the warm-up phase no length (its end, pct_start·T − 1, is step 0); choose another pct_start")
+        }
         try checkLearningRate(maxLR)
         if let range = momentumRange, !(range.base >= 0 && range.base <= range.max && range.max < 1) {
             throw HyperparameterError("Expected 0 ≤ base_momentum ≤ max_momentum < 1, but got \(range.base) and \(range.max)")

@@ -29,6 +29,14 @@ extension Trainer {
         let start = ContinuousClock.now
         if !run.buffersBeforeStep.isEmpty { _ = run.buffersBeforeStep.withUnsafeMutableBufferPointer { $0.update(fromContentsOf: parameters.buffers) } }
         run.fillBatch(step: step)
+        // The schedule's momentum (OneCycle's) for this step, set before the all-reduce: with
+        // comm.compress_momentum the carry added as a bucket is encoded and taken off after it
+        // is decoded is scaled by it, so both must be this step's μ — and a resumed run, whose
+        // optimizer starts with the constructed momentum, then carries what an uninterrupted one does.
+        let unit = run.perEpoch ? step / run.stepsPerEpoch : step
+        if let momentum = run.schedule.momentum(at: unit), let scheduled = run.optimizer as? MomentumScheduled {
+            scheduled.scheduledMomentum = momentum
+        }
         let plan = run.synchronizer.plan
         let injectHere = config.injectNonFiniteAt.contains(step) && step % n == rank
         let k = run.microBatches
@@ -110,7 +118,6 @@ extension Trainer {
         // 3–4. Norm (non-finite → skip everywhere), clip, update.
         // The norm: taken by the ring as it decoded (a lossy codec), else a pass of its own.
         let norm = (localStep ? nil : run.synchronizer.lastSquaredNorm).map { $0.squareRoot() } ?? globalNorm(parameters.gradients)
-        let unit = run.perEpoch ? step / run.stepsPerEpoch : step
         let lr = run.schedule.learningRate(at: unit)
         guard norm.isFinite else {
             // The forward updated the running statistics from this batch (non-finite, likely):
@@ -131,9 +138,6 @@ extension Trainer {
         if config.clipGradNorm > 0 && norm > config.clipGradNorm {
             let scale = Float(config.clipGradNorm / (norm + 1e-6))   // torch.nn.utils.clip_grad_norm_
             for i in 0 ..< parameters.count { parameters.gradients[i] *= scale }
-        }
-        if let momentum = run.schedule.momentum(at: unit), let scheduled = run.optimizer as? MomentumScheduled {
-            scheduled.scheduledMomentum = momentum
         }
         let optimizerStart = ContinuousClock.now
         if run.synchronizer.lastAverageCarried && !localStep, let carrying = run.optimizer as? MomentumCarrying {

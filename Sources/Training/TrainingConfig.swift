@@ -189,8 +189,8 @@ public struct TrainingConfig {
         scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
         decay = try r.string("optimizer.decay", default: nanoGPTDefaults ? "matrices" : decay,
                              allowed: ["all", "matrices"])
-        if decay == "matrices" && !["adam", "adamw"].contains(optimizer) {
-            throw ConfigError("optimizer.decay: matrices applies to adam and adamw (nanoGPT's parameter groups); \(optimizer) decays every parameter: remove it or choose adamw")
+        if decay == "matrices" && !["adam", "adamw", "lars", "lamb"].contains(optimizer) {
+            throw ConfigError("optimizer.decay: matrices applies to adam, adamw (nanoGPT's parameter groups), lars and lamb (their skip lists: no decay, no trust ratio on biases and norm weights); \(optimizer) decays every parameter: remove it or choose one of those")
         }
         schedule = try r.string("schedule.name", default: schedule,
                                 allowed: ["constant", "step", "multistep", "exponential", "cosine", "linear", "onecycle"])
@@ -381,21 +381,27 @@ public struct TrainingConfig {
     /// The optimizer for a model's flat parameters (layer ranges for LAMB/LARS).
     public func makeOptimizer(parameters: FlatParameters) throws -> Optimizer {
         let count = parameters.count, layers = parameters.views.map(\.range)
+        // optimizer.decay: matrices — tensors of fewer than two dimensions (biases, norm weights) exempt.
+        let exempt = decay == "matrices" ? parameters.views.map { $0.shape.count < 2 } : []
         // OneCycleLR sets the momentum every step (PyTorch does so even for SGD built with
-        // momentum 0): the optimizer starts at max_momentum so that its momentum state exists.
-        let momentum = schedulesMomentum ? maxMomentum : self.momentum
+        // momentum 0): the optimizer starts at max_momentum so that its momentum state exists —
+        // Adam's and LAMB's β₁ too, as PyTorch's OneCycleLR sets them when it is built (a
+        // warm-up before it runs with them).
+        let momentum = schedulesMomentum ? maxMomentum : self.momentum, beta1 = schedulesMomentum ? maxMomentum : betas[0]
         do {
             switch optimizer {
             case "sgd": return try SGD(parameterCount: count, momentum: momentum, dampening: dampening, weightDecay: weightDecay, nesterov: nesterov)
             case "adam", "adamw":
-                let adam = try Adam(parameterCount: count, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay,
+                let adam = try Adam(parameterCount: count, beta1: beta1, beta2: betas[1], eps: eps, weightDecay: weightDecay,
                                     decoupled: optimizer == "adamw", amsgrad: amsgrad)
                 if decay == "matrices" { adam.exemptFromDecay = parameters.views.filter { $0.shape.count < 2 }.map(\.range) }
                 return adam
             case "rmsprop":
                 return try RMSProp(parameterCount: count, alpha: alpha, eps: eps, weightDecay: weightDecay, momentum: momentum, centered: centered)
-            case "lamb": return try LAMB(parameterCount: count, layers: layers, beta1: betas[0], beta2: betas[1], eps: eps, weightDecay: weightDecay)
-            default: return try LARS(parameterCount: count, layers: layers, momentum: momentum, weightDecay: weightDecay, trustCoefficient: trustCoefficient)
+            case "lamb": return try LAMB(parameterCount: count, layers: layers, beta1: beta1, beta2: betas[1], eps: eps, weightDecay: weightDecay,
+                                         exempt: exempt)
+            default: return try LARS(parameterCount: count, layers: layers, momentum: momentum, weightDecay: weightDecay, trustCoefficient: trustCoefficient,
+                                     exempt: exempt)
             }
         } catch let error as HyperparameterError {
             throw ConfigError("optimizer: \(error.message)")

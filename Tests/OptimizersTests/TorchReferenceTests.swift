@@ -150,6 +150,45 @@ final class TorchReferenceTests: XCTestCase {
         adam.scheduledMomentum = 0.87
         XCTAssertEqual(adam.beta1, 0.87)
         XCTAssertThrowsError(try OneCycleLR(maxLR: -1, totalSteps: 40)) { XCTAssertTrue("\($0)".contains("Invalid learning rate: -1.0"), "\($0)") }
+        // pct_start·T = 1 (10 steps at 0.1): the first phase ends at step 0, 0/0 there — refused,
+        // not a NaN rate; every rate of an accepted schedule is finite.
+        for (steps, pct) in [(10, 0.1), (4, 0.25), (20, 0.05)] {
+            XCTAssertThrowsError(try OneCycleLR(maxLR: 0.4, totalSteps: steps, pctStart: pct)) {
+                XCTAssertTrue("\($0)".contains("leaves the warm-up phase no length"), "\($0)")
+            }
+        }
+        for (steps, pct) in [(10, 0.05), (10, 0.15), (10, 1.0), (3, 0.3)] {
+            let accepted = try OneCycleLR(maxLR: 0.4, totalSteps: steps, pctStart: pct)
+            XCTAssertTrue((0 ..< steps).allSatisfy { accepted.learningRate(at: $0).isFinite && accepted.momentum(at: $0)!.isFinite }, "\(steps) steps, pct \(pct)")
+        }
+    }
+
+    /// Property: a layer LARS or LAMB exempts (`optimizer.decay: matrices`: biases and norm
+    /// weights, the reference skip lists) takes neither weight decay nor the trust ratio — LARS
+    /// is momentum SGD there, LAMB bias-corrected Adam — while the other layers keep both.
+    func testLARSAndLAMBExemptLayersFromDecayAndAdaptation() throws {
+        let layers = [0 ..< 3, 3 ..< 5]
+        let p0: [Float] = [0.5, -1, 2, 0.3, -0.2], g: [Float] = [0.1, 0.2, -0.3, 0.4, -0.5]
+        let (lr, mu, wd) = (0.1, 0.9, 0.01)
+        let lars = try LARS(parameterCount: 5, layers: layers, momentum: mu, weightDecay: wd, exempt: [false, true])
+        let lamb = try LAMB(parameterCount: 5, layers: layers, weightDecay: wd, exempt: [false, true])
+        let plainLARS = try LARS(parameterCount: 5, layers: layers, momentum: mu, weightDecay: wd)
+        var (a, b, c) = (p0, p0, p0)
+        var grads = g
+        for _ in 0 ..< 2 {
+            a.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { lars.step(parameters: p, gradients: $0, lr: lr) } }
+            b.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { lamb.step(parameters: p, gradients: $0, lr: lr) } }
+            c.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { plainLARS.step(parameters: p, gradients: $0, lr: lr) } }
+        }
+        // The exempt layer, by hand: LARS b = g then μ·g + g; θ − lr·(g + (μg + g)).
+        for i in 3 ..< 5 {
+            XCTAssertEqual(Double(a[i]), Double(p0[i]) - lr * (Double(g[i]) + (mu * Double(g[i]) + Double(g[i]))), accuracy: 1e-6, "LARS \(i)")
+            // LAMB: a constant gradient's bias-corrected m̂/√v̂ is sign(g) each step (to ε).
+            XCTAssertEqual(Double(b[i]), Double(p0[i]) - 2 * lr * Double(g[i].sign == .minus ? -1 : 1), accuracy: 1e-5, "LAMB \(i)")
+        }
+        // The other layer is LARS's own, exemption or not; the exempt layer differs from it.
+        XCTAssertEqual(Array(a[0 ..< 3]), Array(c[0 ..< 3]))
+        XCTAssertNotEqual(Array(a[3 ..< 5]), Array(c[3 ..< 5]))
     }
 
     /// Property: an optimizer reloaded from its state bytes continues bit-identically.

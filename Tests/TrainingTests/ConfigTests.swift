@@ -226,7 +226,7 @@ final class GPTConfigTests: XCTestCase {
             ("model: {kind: gpt}\ndata: {dataset: tokens, train_tokens: a.bin}\n", "data.val_tokens is missing"),
             ("data: {stride: 4}\n", "data.stride is read only with data.dataset: text or tokens"),
             ("model: {kind: gpt, gpt: {vocab: 100}}\n", "model.gpt.vocab must be ≥ 256"),
-            ("model: {kind: gpt}\noptimizer: {name: sgd, decay: matrices}\n", "optimizer.decay: matrices applies to adam and adamw"),
+            ("model: {kind: gpt}\noptimizer: {name: sgd, decay: matrices}\n", "optimizer.decay: matrices applies to adam, adamw (nanoGPT's parameter groups), lars and lamb"),
             ("model: {kind: gpt, gpt: {block_size: 1}}\n", "model.gpt.block_size must be ≥ 2"),
         ]
         for (yaml, expected) in cases {
