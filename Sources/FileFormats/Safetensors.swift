@@ -87,13 +87,13 @@ public enum Safetensors {
             let width = dtype == "F32" ? 4 : dtype == "I64" ? 8 : 0
             // Every product and sum checked: a header's numbers are the file's, not ours
             // (`[2⁴⁰, 2⁴⁰, 0]` has zero elements, but its first two dimensions overflow).
-            let elements = (info(value)?["shape"] as? [Int]).flatMap { shape in
+            let shape = info(value)?["shape"] as? [Int]
+            let elements = shape.flatMap { shape in
                 shape.allSatisfy({ $0 >= 0 }) ? shape.reduce(Optional(1)) { total, n in
                     total.flatMap { t in let (p, overflow) = t.multipliedReportingOverflow(by: n); return overflow ? nil : p }
                 } : nil
             }
-            guard let info = value as? [String: Any], width > 0,
-                  let shape = info["shape"] as? [Int], let elements,
+            guard let info = value as? [String: Any], width > 0, let shape, let elements,
                   let offsets = info["data_offsets"] as? [Int], offsets.count == 2,
                   offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= bytes.count - dataStart,
                   elements <= (offsets[1] - offsets[0]) / width, offsets[1] - offsets[0] == width * elements else {

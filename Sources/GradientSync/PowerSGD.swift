@@ -138,9 +138,14 @@ public final class PowerSGD: BucketAverager {
 
     /// Fresh Q's: uniform in [−1, 1), from the run's seed (the same on every rank).
     func restart() {
-        var generator = SeededGenerator(seed: seed, stream: 0x9_05E)
-        for i in q.indices { q[i] = Float(Int64(bitPattern: generator.next()) >> 40) * 0x1p-23 }
+        Self.draw(q.baseAddress!, count: q.count, seed: seed, stream: 0x9_05E)
         _ = previousQ.update(fromContentsOf: q)
+    }
+
+    /// `count` values uniform in [−1, 1) from (seed, stream): the same on every rank.
+    private static func draw(_ values: UnsafeMutablePointer<Float>, count: Int, seed: UInt64, stream: UInt64) {
+        var generator = SeededGenerator(seed: seed, stream: stream)
+        for i in 0 ..< count { values[i] = Float(Int64(bitPattern: generator.next()) >> 40) * 0x1p-23 }
     }
 
     /// One bucket: its matrices compressed to rank r and averaged, its rest averaged by the
@@ -202,8 +207,7 @@ public final class PowerSGD: BucketAverager {
     private func redrawIfZero(_ index: Int) {
         let m = matrices[index], qs = q.baseAddress! + m.q, count = m.columns * m.rank
         guard (0 ..< count).allSatisfy({ qs[$0] == 0 }) else { return }
-        var generator = SeededGenerator(seed: seed, stream: 0x9_05E_0000 &+ UInt64(index))
-        for i in 0 ..< count { qs[i] = Float(Int64(bitPattern: generator.next()) >> 40) * 0x1p-23 }
+        Self.draw(qs, count: count, seed: seed, stream: 0x9_05E_0000 &+ UInt64(index))
     }
 
     /// Every bucket of the plan in turn: the whole gradient (`bench allreduce --compressor powersgd`).

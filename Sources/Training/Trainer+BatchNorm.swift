@@ -65,7 +65,8 @@ extension Trainer {
         }
     }
 
-    /// `broadcast`: rank 0's buffers everywhere, before the step's forward.
+    /// `broadcast`: rank 0's buffers everywhere, wherever they are read (evaluation,
+    /// checkpoints, the replica check).
     func broadcastBuffers(_ run: TrainingRun) throws {
         guard config.batchNorm == "broadcast", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
         try transport.broadcast(UnsafeMutableRawBufferPointer(run.parameters.buffers), root: 0)

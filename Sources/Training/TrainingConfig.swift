@@ -394,7 +394,7 @@ public struct TrainingConfig {
             case "adam", "adamw":
                 let adam = try Adam(parameterCount: count, beta1: beta1, beta2: betas[1], eps: eps, weightDecay: weightDecay,
                                     decoupled: optimizer == "adamw", amsgrad: amsgrad)
-                if decay == "matrices" { adam.exemptFromDecay = parameters.views.filter { $0.shape.count < 2 }.map(\.range) }
+                adam.exemptFromDecay = zip(layers, exempt).filter(\.1).map(\.0)
                 return adam
             case "rmsprop":
                 return try RMSProp(parameterCount: count, alpha: alpha, eps: eps, weightDecay: weightDecay, momentum: momentum, centered: centered)

@@ -288,6 +288,8 @@ final class WinogradTests: XCTestCase {
             // The three ran different transforms: 1 lane is scalar, the others SIMD blocks.
             let blocks = models.map { ($0.layers[2] as! Conv2d).winogradBlocks }
             XCTAssertEqual(blocks[2], "rows of 1 lane", "\(algorithm) at \(height)×\(width)")
+            XCTAssertNotNil(blocks[0], "\(algorithm) at \(height)×\(width): 8 lanes ran Winograd")
+            XCTAssertNotNil(blocks[1], "\(algorithm) at \(height)×\(width): 4 lanes ran Winograd")
             XCTAssertNotEqual(blocks[0], blocks[2], "\(algorithm) at \(height)×\(width)")
             XCTAssertNotEqual(blocks[1], blocks[2], "\(algorithm) at \(height)×\(width)")
             XCTAssertEqual(results[0], results[2], "\(algorithm): 8 lanes against 1 at \(height)×\(width), batch \(batch)")

@@ -146,7 +146,6 @@ final class LocalStepsTests: XCTestCase {
         // An mlp has three layers with parameters: three fragments of whole layers.
         let mlp = ["model.kind=mlp", "model.hidden=[32, 16]"]
         for streaming in [["comm.fragments=3", "comm.sync_every=6", "comm.outer_delay=1"],
-                          // α = 0.25, not 0.5: the mix α·θ + (1 − α)·θ_outer with the two swapped must differ.
                           ["comm.fragments=2", "comm.sync_every=8", "comm.outer_delay=3", "comm.outer_mix=0.25"]] {
             // No replica checks or checkpoints between outer steps: nothing but the schedule waits for a fragment.
             let extra = mlp + streaming + ["comm.sync=diloco", "comm.codec=int8", "comm.error_feedback=true", "comm.outer.lr=0.5",
@@ -158,11 +157,10 @@ final class LocalStepsTests: XCTestCase {
             let blocking = try train(ranks: 3, extra + ["comm.outer_delay=0"], dir: temporaryDirectory())[0]
             XCTAssertNotEqual(blocking.param_hash, whole[0].param_hash, "\(streaming)")
             if streaming.contains("comm.outer_mix=0.25") {
-                // Mixing is applied: without it (α = 0), and with α and 1 − α swapped, other bits.
-                for other in ["comm.outer_mix=0", "comm.outer_mix=0.75"] {
-                    let unmixed = try train(ranks: 3, extra + [other], dir: temporaryDirectory())[0]
-                    XCTAssertNotEqual(unmixed.param_hash, whole[0].param_hash, other)
-                }
+                // Mixing is applied: without it (α = 0), other bits. (The mix's formula, α·θ +
+                // (1 − α)·θ_outer, is checked against a reference in OuterSynchronizerTests.)
+                let unmixed = try train(ranks: 3, extra + ["comm.outer_mix=0"], dir: temporaryDirectory())[0]
+                XCTAssertNotEqual(unmixed.param_hash, whole[0].param_hash)
             }
             // Offsets: P = 3, H = 6 → fragments start after local steps ≡ 0, 2, 4 (mod 6); the one
             // started after step 8 (≡ 2) is in flight at step 8 (delay 1). P = 2, H = 8 → ≡ 0, 4;
