@@ -25,6 +25,3 @@ public struct ConstantLR: LearningRateSchedule {
     public func learningRate(at t: Int) -> Double { base }
 }
 
-/// Goyal et al. 2017, "Accurate, Large Minibatch SGD": when the global batch grows k-fold,
-/// multiply the learning rate by k. With a fixed per-rank batch, k is the world size.
-public func linearlyScaled(_ base: Double, worldSize: Int) -> Double { base * Double(worldSize) }

@@ -104,7 +104,7 @@ extension Trainer {
                 }
                 synchronizer.momentumCarrier = carrier
             }
-            return (sampler, optimizer, try config.makeSchedule(total: units, worldSize: n), synchronizer, totalSteps)
+            return (sampler, optimizer, try config.makeSchedule(total: units), synchronizer, totalSteps)
         }
         let outer = try Agreement.run("set up the outer steps", over: transport) { () -> OuterSynchronizer? in
             try target?.check(languageModel: train.labelsPerSample > 1)
@@ -335,7 +335,7 @@ extension Trainer {
 
     private func logStart(_ run: TrainingRun) {
         let zeroCopy = (transport as? SharedMemoryTransport)?.sharedRegion(containing: run.parameters.gradients) != nil
-        log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr), all-reduce \(run.synchronizer.description)"
+        log("ringsgd train: \(transport.size) ranks, model \(run.model.summary), \(config.optimizer) lr \(config.lr)\(config.lrBatch > 0 ? " at batch \(config.lrBatch), \(config.linearlyScaled(config.lr)) at \(config.globalBatch)" : ""), all-reduce \(run.synchronizer.description)"
             + (zeroCopy ? " (gradients in shared memory: fp32 ring steps are direct loads)" : "") + ", "
             + (run.synchronizer.momentumCarrier != nil ? "momentum carried in the all-reduce (comm.compress_momentum), " : "")
             + (run.outer.map { "\(config.syncMode): \($0.settings.every) local steps between outer steps"

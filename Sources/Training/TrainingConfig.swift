@@ -45,7 +45,11 @@ public struct TrainingConfig {
     public var lr = 0.05, momentum = 0.9, dampening = 0.0, nesterov = false, weightDecay = 0.0
     public var betas = [0.9, 0.999], eps = 1e-8, amsgrad = false
     public var alpha = 0.99, centered = false, trustCoefficient = 0.001
-    public var scaleLRWithWorldSize = false
+    /// optimizer.lr_batch: the global batch lr (and schedule.max_lr) was tuned for; both are
+    /// then scaled by train.global_batch / lr_batch — Goyal et al. 2017's linear scaling rule,
+    /// η = 0.1·kn/256 for ResNet-50, written for a batch that is set, not for a number of ranks
+    /// (train.global_batch stays the same on any number of ranks). 0: lr as given.
+    public var lrBatch = 0
     public var decay = "all"                       // optimizer.decay: all | matrices (no decay on biases and norms; gpt's default)
 
     public var schedule = "cosine"                 // schedule.name
@@ -186,7 +190,13 @@ public struct TrainingConfig {
         alpha = try r.double("optimizer.alpha", default: alpha, min: 0, max: 1)
         centered = try r.bool("optimizer.centered", default: centered)
         trustCoefficient = try r.double("optimizer.trust_coefficient", default: trustCoefficient, min: 0, exclusiveMin: true)
-        scaleLRWithWorldSize = try r.bool("optimizer.scale_lr_with_world_size", default: scaleLRWithWorldSize)
+        lrBatch = try r.int("optimizer.lr_batch", default: lrBatch, min: 0)
+        // Multiplied lr by the ranks while the global batch stayed the same: one config trained
+        // differently at each -np (and changed its rate when an elastic run shrank). A
+        // checkpoint written with it false still reads.
+        if r.has("optimizer.scale_lr_with_world_size"), try refusingIdleKeys || r.bool("optimizer.scale_lr_with_world_size", default: false) {
+            throw ConfigError("optimizer.scale_lr_with_world_size is gone: train.global_batch is the same on any number of ranks, so scaling lr by the ranks made one config train differently at each -np; to scale lr with the batch (Goyal et al.), set optimizer.lr_batch to the global batch your lr was tuned for")
+        }
         decay = try r.string("optimizer.decay", default: nanoGPTDefaults ? "matrices" : decay,
                              allowed: ["all", "matrices"])
         if decay == "matrices" && !["adam", "adamw", "lars", "lamb"].contains(optimizer) {
@@ -425,13 +435,21 @@ public struct TrainingConfig {
         ("schedule.base_momentum", ["onecycle"]), ("schedule.max_momentum", ["onecycle"]),
     ]
 
+    /// A rate tuned for a global batch of `lrBatch`, at this run's: Goyal et al. 2017,
+    /// "Accurate, Large Minibatch SGD", §2.1 — when the minibatch grows k-fold, multiply the
+    /// learning rate by k (with warm-up, `schedule.warmup`, for large k).
+    public func linearlyScaled(_ rate: Double) -> Double {
+        lrBatch > 0 ? rate * Double(globalBatch) / Double(lrBatch) : rate
+    }
+
     /// Whether the schedule sets the optimizer's momentum (or β₁) every step.
     public var schedulesMomentum: Bool { schedule == "onecycle" && cycleMomentum }
 
     /// The schedule over `total` units (steps or epochs per schedule.interval), with optional
-    /// linear warm-up (SequentialLR semantics) and linear scaling by the world size.
-    public func makeSchedule(total: Int, worldSize: Int) throws -> LearningRateSchedule {
-        let base = scaleLRWithWorldSize ? linearlyScaled(lr, worldSize: worldSize) : lr
+    /// linear warm-up (SequentialLR semantics), its rates scaled to the global batch
+    /// (`optimizer.lr_batch`).
+    public func makeSchedule(total: Int) throws -> LearningRateSchedule {
+        let base = linearlyScaled(lr)
         let afterWarmup = max(1, total - warmup)
         do {
             try checkLearningRate(base)
@@ -443,7 +461,7 @@ public struct TrainingConfig {
             case "exponential": main = try ExponentialLR(base: base, gamma: gamma)
             case "linear": main = try LinearLR(base: base, startFactor: startFactor, endFactor: endFactor, totalIters: totalIters)
             case "onecycle":
-                main = try OneCycleLR(maxLR: maxLR > 0 ? maxLR : base, totalSteps: max(2, afterWarmup), pctStart: pctStart,
+                main = try OneCycleLR(maxLR: maxLR > 0 ? linearlyScaled(maxLR) : base, totalSteps: max(2, afterWarmup), pctStart: pctStart,
                                       momentumRange: cycleMomentum ? (baseMomentum, maxMomentum) : nil)
             default: main = try CosineAnnealingLR(base: base, tMax: tMax > 0 ? tMax : afterWarmup, etaMin: etaMin)
             }

@@ -129,18 +129,37 @@ final class ConfigTests: XCTestCase {
 
     func testLearningRateIsValidatedWhereTheScheduleIsBuilt() throws {
         let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.max_lr=0.5"])
-        XCTAssertNoThrow(try config.makeSchedule(total: 100, worldSize: 2))
+        XCTAssertNoThrow(try config.makeSchedule(total: 100))
         XCTAssertTrue(error(nil, ["optimizer.lr=-0.1"]).contains("optimizer.lr must be ≥ 0.0, got -0.1"))
+    }
+
+    /// Property: optimizer.lr_batch scales lr and onecycle's max_lr by global_batch / lr_batch
+    /// (Goyal et al.'s rule follows the batch), the same at every world size — the schedule
+    /// no longer takes one — and the old per-rank scaling key is refused with the remedy.
+    func testLearningRatesScaleWithTheBatchTheyWereTunedFor() throws {
+        let scaled = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=constant", "optimizer.lr=0.1",
+                                                                             "optimizer.lr_batch=256", "train.global_batch=1024"])
+        XCTAssertEqual(try scaled.makeSchedule(total: 10).learningRate(at: 0), 0.4, accuracy: 1e-12)
+        let asGiven = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=constant", "optimizer.lr=0.1", "train.global_batch=1024"])
+        XCTAssertEqual(try asGiven.makeSchedule(total: 10).learningRate(at: 0), 0.1, accuracy: 1e-12)
+        let cycle = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.max_lr=0.2", "schedule.pct_start=0.3",
+                                                                            "optimizer.lr_batch=64", "train.global_batch=32"])
+        XCTAssertEqual(try cycle.makeSchedule(total: 10).learningRate(at: 2), 0.1, accuracy: 1e-12, "the peak, at half the batch")
+        let old = error(nil, ["optimizer.scale_lr_with_world_size=true"])
+        XCTAssertTrue(old.contains("optimizer.scale_lr_with_world_size is gone") && old.contains("optimizer.lr_batch"), old)
+        XCTAssertTrue(error(nil, ["optimizer.scale_lr_with_world_size=false"]).contains("is gone"), "refused in a user's config even when false")
+        XCTAssertNoThrow(try TrainingConfig(canonicalText: "optimizer.scale_lr_with_world_size: false"), "a checkpoint written with it off still reads")
+        XCTAssertTrue(error(nil, ["optimizer.lr_batch=-1"]).contains("optimizer.lr_batch"))
     }
 
     func testOneCycleSchedulesMomentumByDefaultAndTheOptimizerHasItsState() throws {
         let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "optimizer.momentum=0"])
         XCTAssertTrue(config.schedulesMomentum)
-        let schedule = try config.makeSchedule(total: 100, worldSize: 1)
+        let schedule = try config.makeSchedule(total: 100)
         XCTAssertEqual(schedule.momentum(at: 0)!, 0.95, accuracy: 1e-12)
         XCTAssertEqual(schedule.momentum(at: 29)!, 0.85, accuracy: 1e-12, "momentum is lowest where the rate peaks")
         let off = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.cycle_momentum=false"])
-        XCTAssertNil(try off.makeSchedule(total: 100, worldSize: 1).momentum(at: 0))
+        XCTAssertNil(try off.makeSchedule(total: 100).momentum(at: 0))
     }
 
     /// Property: the difference list names exactly the keys whose values differ, both ways.
