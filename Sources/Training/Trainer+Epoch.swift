@@ -20,7 +20,17 @@ struct EpochAccumulator {
     /// time axes disagree, and a resumed curve can run backwards.
     var checkpointSeconds = 0.0
 
+    /// evalSeconds + checkpointSeconds when this epoch started.
+    private var excludedAtStart = 0.0
+
     init(startStep: Int) { self.startStep = startStep }
+
+    /// Seconds of training since the epoch started: evaluations and checkpoint writes inside
+    /// it (`train.eval_every_steps`, `checkpoint.every_steps`) excluded, as `summary.json`'s
+    /// throughput excludes them.
+    var trainingSecondsThisEpoch: Double {
+        (ContinuousClock.now - startTime).seconds - (evalSeconds + checkpointSeconds - excludedAtStart)
+    }
 
     mutating func record(_ outcome: StepOutcome) {
         if outcome.applied {
@@ -37,6 +47,7 @@ struct EpochAccumulator {
         loss = 0; correct = 0; samples = 0
         closeRunClock()
         startTime = ContinuousClock.now
+        excludedAtStart = evalSeconds + checkpointSeconds
         startStep = step
     }
 
@@ -50,7 +61,7 @@ struct EpochAccumulator {
 extension Trainer {
     /// `evaluated`: the evaluation of this step has just run (the target's check).
     func closeEpoch(_ run: TrainingRun, _ epoch: inout EpochAccumulator, epochIndex: Int, step done: Int, evaluated: Bool = false) throws {
-        let elapsed = (ContinuousClock.now - epoch.startTime).seconds
+        let elapsed = epoch.trainingSecondsThisEpoch
         let sums = try RingAllGather.sum([epoch.loss, Double(epoch.correct), Double(epoch.samples)], over: transport)
         epoch.lastTrainLoss = sums[2] > 0 ? sums[0] / sums[2] : nil
         if !evaluated { try evaluate(run, &epoch) }
@@ -126,7 +137,7 @@ extension Trainer {
     func progress(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) {
         let wall = (ContinuousClock.now - run.wallStart).seconds
         let remaining = Double(run.totalSteps - step) * wall / Double(max(step - run.startStep, 1))
-        let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max((ContinuousClock.now - epoch.startTime).seconds, 1e-9)
+        let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max(epoch.trainingSecondsThisEpoch, 1e-9)
         let rate = run.tokensPerSecond(samplesPerSecond).map { String(format: "%.0f tokens/s", $0) }
             ?? String(format: "%.0f samples/s", samplesPerSecond)
         let line = String(format: "epoch %d/%d  step %d/%d  loss %@  lr %.5f  %@  ETA %@",

@@ -201,7 +201,7 @@ public final class Trainer {
         let hash = try checkReplicas(run, step: run.endStep)
         try saveCheckpoint(run, step: run.endStep, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)), wait: true)
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
-        let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds, 1e-9)
+        let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds - epoch.checkpointSeconds, 1e-9)
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
                                  samples_per_second: samplesPerSecond,
                                  tokens_per_second: run.tokensPerSecond(samplesPerSecond),
