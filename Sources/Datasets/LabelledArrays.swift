@@ -58,8 +58,39 @@ public struct LabelledArrays {
         if let negative = labels.firstIndex(where: { $0 < 0 }) {
             throw DatasetError("\(labelFile): label \(labels[negative]) of sample \(negative) is negative; labels are class indices 0, 1, …")
         }
+        if let huge = labels.firstIndex(where: { $0 >= Self.classLimit }) {
+            throw DatasetError("\(labelFile): label \(labels[huge]) of sample \(huge) is too large for a class index (ringsgd takes 0 … \(Self.classLimit - 1)); fix the labels")
+        }
+        // `storage` maps the samples: kept alive while they are read, the error path included.
+        try withExtendedLifetime(storage) {
+            if case let .float32(values) = samples, let bad = Self.firstNonFinite(values, count: count * shape.reduce(1, *)) {
+                let perSample = shape.reduce(1, *)
+                throw DatasetError("\(sampleFile): value \(values[bad]) of sample \(bad / perSample) is not finite; fix or drop the sample (a NaN would poison the normalisation and every step)")
+            }
+        }
         self.samples = samples; self.shape = shape; self.labels = labels
         self.sampleFile = sampleFile; self.labelFile = labelFile; self.storage = storage
+    }
+
+    /// Classes a dataset may have (`data.classes` too): a class index is an Int32 in training,
+    /// and 2²⁰ classes already make a final linear layer of a million outputs per feature.
+    /// Why a ceiling: a stray huge label (an uninitialised `np.empty` saved by mistake) would
+    /// otherwise size that layer, or trap converting to Int32.
+    public static let classLimit: Int64 = 1 << 20
+
+    /// The index of the first NaN or infinity, by its exponent bits (all ones), without a
+    /// branch per value: blocks of 1024 are OR-reduced and only a block that has one is searched.
+    private static func firstNonFinite(_ values: UnsafePointer<Float>, count: Int) -> Int? {
+        let bits = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
+        var start = 0
+        while start < count {
+            let end = min(start + 1024, count)
+            var any: UInt32 = 0
+            for i in start ..< end { any |= (bits[i] & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0 }
+            if any != 0 { return (start ..< end).first { !values[$0].isFinite } }
+            start = end
+        }
+        return nil
     }
 
     /// The largest label plus one.

@@ -39,21 +39,24 @@ public final class SyntheticDataset: Dataset {
 
     public func fill(_ indices: ArraySlice<Int>, input: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<Int32>) {
         let features = inputShape[0]
-        for (row, index) in indices.enumerated() {
-            let y = label(of: index)
-            labels[row] = Int32(y)
-            var g = SeededGenerator(seed: seed ^ UInt64(firstIndex + index), stream: 0x5A4D)
-            let prototype = prototypes.withUnsafeBufferPointer { $0.baseAddress! + y * features }
-            let destination = input + row * features
-            var i = 0
-            while i < features {
-                var bits = g.next()
-                // Four 16-bit uniforms per draw keep generation far below the step's cost.
-                for _ in 0 ..< 4 where i < features {
-                    let u = Float(bits & 0xFFFF) * (2.0 / 65536) - 1
-                    destination[i] = prototype[i] + 2 * u
-                    bits >>= 16
-                    i += 1
+        // The prototypes' pointer is used only inside withUnsafeBufferPointer's closure.
+        prototypes.withUnsafeBufferPointer { allPrototypes in
+            for (row, index) in indices.enumerated() {
+                let y = label(of: index)
+                labels[row] = Int32(y)
+                var g = SeededGenerator(seed: seed ^ UInt64(firstIndex + index), stream: 0x5A4D)
+                let prototype = allPrototypes.baseAddress! + y * features
+                let destination = input + row * features
+                var i = 0
+                while i < features {
+                    var bits = g.next()
+                    // Four 16-bit uniforms per draw keep generation far below the step's cost.
+                    for _ in 0 ..< 4 where i < features {
+                        let u = Float(bits & 0xFFFF) * (2.0 / 65536) - 1
+                        destination[i] = prototype[i] + 2 * u
+                        bits >>= 16
+                        i += 1
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //
 // Owns: the file formats (IDX, NumPy .npy and .npz, safetensors), memory-mapped reading, and
 // the few POSIX file operations every writer shares (atomic replace, append-only logs, the
-// stamp that names caches). Knows nothing of datasets, models or training.
+// fingerprint that names caches). Knows nothing of datasets, models or training.
 import Foundation
 
 /// A file whose contents are not what its format says (or that cannot be read as one): the
@@ -61,11 +61,19 @@ public enum FileSystem {
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw FileError.posix("create \(what)", path) }
     }
 
-    /// "SIZE-MTIME" of a file (seconds), what names a cache derived from it: a changed source
-    /// gets a new cache instead of a stale one. "0-…" for a file that cannot be read.
-    public static func stamp(of path: String) -> String {
-        let attributes = (try? FileManager.default.attributesOfItem(atPath: path)) ?? [:]
-        return "\((attributes[.size] as? Int) ?? 0)-\(Int(((attributes[.modificationDate] as? Date) ?? Date.distantPast).timeIntervalSince1970))"
+    /// Sixteen hex digits that name a cache derived from a file: its absolute path, device,
+    /// inode, size and modification time to the nanosecond, hashed (FNV-1a, 64 bits). A changed
+    /// source — or a different file of the same name, size and whole-second mtime elsewhere (a
+    /// copy made with `cp -p`, `rsync -t` or `tar`) — gets a cache of its own instead of
+    /// another's. A file that cannot be stat'ed is named by its path alone.
+    public static func fingerprint(of path: String) -> String {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var info = stat()
+        let identity = stat(path, &info) == 0
+            ? "\(info.st_dev) \(info.st_ino) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)" : "unreadable"
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "\(absolute)|\(identity)".utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        return String(format: "%016llx", hash)
     }
 
     /// Writes all of `bytes` to `fd`, or throws naming `path` (a full disk is ENOSPC here).

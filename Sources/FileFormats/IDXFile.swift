@@ -3,7 +3,7 @@ import Foundation
 
 /// An IDX file (LeCun's MNIST format, also KMNIST's, EMNIST's and Fashion-MNIST's), gzipped
 /// or not, memory-mapped read-only. A gzipped file is decompressed once into a cache file
-/// (named by the source's size and modification time) and the cache is mapped.
+/// (named by the source's `FileSystem.fingerprint`) and the cache is mapped.
 ///
 /// Format: magic = 0x00 0x00 type ndim (type 0x08 = unsigned byte), then ndim big-endian
 /// UInt32 dimensions, then the data. Everything is validated when the file is opened — magic,
@@ -33,7 +33,7 @@ public final class IDXFile {
         if try Self.isGzip(source) {
             try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache (data.cache_dir)")
             let name = (source as NSString).lastPathComponent.replacingOccurrences(of: ".gz", with: "")
-            path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(FileSystem.stamp(of: source))")
+            path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(FileSystem.fingerprint(of: source))")
             if !FileManager.default.fileExists(atPath: path) {
                 try Self.decompress(source, to: path, remedy: remedy)
             }

@@ -181,7 +181,7 @@ public final class NumpyFile {
         case .int16: return Int64(Int16(littleEndian: p.load(as: Int16.self)))
         case .uint32: return Int64(UInt32(littleEndian: p.load(as: UInt32.self)))
         case .int32: return Int64(Int32(littleEndian: p.load(as: Int32.self)))
-        case .uint64: return Int64(truncatingIfNeeded: UInt64(littleEndian: p.load(as: UInt64.self)))
+        case .uint64: return Int64(clamping: UInt64(littleEndian: p.load(as: UInt64.self)))   // 2⁶³ and above: too large, not negative
         case .int64: return Int64(littleEndian: p.load(as: Int64.self))
         case .float32: return 0
         }

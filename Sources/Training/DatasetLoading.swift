@@ -65,12 +65,11 @@ extension TrainingConfig {
     }
 
     /// The training samples' mean and std, computed once and cached beside the IDX caches
-    /// (keyed by the file's path, size and modification time), so later runs and every rank
+    /// (named by the file's `FileSystem.fingerprint`: path, inode, size, modification time), so later runs and every rank
     /// after the first read 40 bytes instead of every value.
     private func measuredNormalization(of train: LabelledArrays, log: (String) -> Void) throws -> Normalization {
         let cacheDirectory = resolvedCacheDirectory
-        let key = "\(train.sampleFile)|\(FileSystem.stamp(of: train.sampleFile))"
-        let cached = (cacheDirectory as NSString).appendingPathComponent(String(format: "normalization-%016llx.json", FastHash.hash(Array(key.utf8))))
+        let cached = (cacheDirectory as NSString).appendingPathComponent("normalization-\(FileSystem.fingerprint(of: train.sampleFile)).json")
         if let data = FileManager.default.contents(atPath: cached), let stored = try? JSONDecoder().decode(Normalization.self, from: data),
            stored.std > 0 {
             log(String(format: "data: normalised with the training samples' mean %.4f and std %.4f (cached in %@)", stored.mean, stored.std, cached))

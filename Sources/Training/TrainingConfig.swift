@@ -141,7 +141,7 @@ public struct TrainingConfig {
         trainLabels = try r.string("data.train_labels", default: trainLabels)
         testImages = try r.string("data.test_images", default: testImages)
         testLabels = try r.string("data.test_labels", default: testLabels)
-        classes = try r.int("data.classes", default: classes, min: 0)
+        classes = try r.int("data.classes", default: classes, min: 0, max: Int(LabelledArrays.classLimit))
         if classes == 1 { throw ConfigError("data.classes must be ≥ 2 (or 0: the largest label + 1), got 1") }
         let mean = try r.double("data.mean", default: 0), std = try r.double("data.std", default: 1, min: 0, exclusiveMin: true)
         if r.has("data.mean") != r.has("data.std") {

@@ -72,6 +72,18 @@ final class TokenWindowsTests: XCTestCase {
         let split = try TokenWindows.text([dir, dir], blockSize: 2, validationFraction: 0.25, stride: 1, validationWindows: 0)
         XCTAssertEqual(split.train.count, 12 - 2)          // 12 bytes: starts 0…9
         XCTAssertEqual(split.validation.count, 1)          // the last 4 bytes: one window of 3
+        // What the windows read: the held-out window is the tail's "BB" → "BB" (a held-out head
+        // would read "AA"), and the last training window ends at the cut, on "AAAA"'s end.
+        func window(_ data: TokenWindows, _ i: Int) -> (x: String, y: String) {
+            var x = [Float](repeating: 0, count: 2), y = [Int32](repeating: 0, count: 2)
+            x.withUnsafeMutableBufferPointer { xs in y.withUnsafeMutableBufferPointer { data.fill([i][...], input: xs.baseAddress!, labels: $0.baseAddress!) } }
+            return (String(decoding: x.map { UInt8($0) }, as: UTF8.self), String(decoding: y.map { UInt8($0) }, as: UTF8.self))
+        }
+        XCTAssertEqual(window(split.validation, 0).x, "BB")
+        XCTAssertEqual(window(split.validation, 0).y, "BB")
+        XCTAssertEqual(window(split.train, 9).x, "AA")
+        XCTAssertEqual(window(split.train, 9).y, "AA", "bytes 10 and 11: the training part stops before the held-out tail")
+        XCTAssertEqual(window(split.train, 3).x + window(split.train, 3).y, "ABBB")
         XCTAssertThrowsError(try TextCorpus.read([dir + "/missing"])) { XCTAssertTrue("\($0)".contains("does not exist")) }
     }
 }

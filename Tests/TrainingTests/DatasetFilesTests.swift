@@ -80,6 +80,38 @@ final class DatasetFilesTests: XCTestCase {
         XCTAssertEqual(try cached().count, 2)
         XCTAssertEqual(batch(try config(dir, dataset: "idx").loadDatasets().train).x, a.x)
         XCTAssertEqual(try cached().count, 2)
+        // ... and uses them: numbers written into the caches come back in the samples.
+        for name in try cached() {
+            try Data(#"{"mean": 0.5, "std": 2}"#.utf8).write(to: URL(fileURLWithPath: dir + "/cache/" + name))
+        }
+        let renormalised = batch(try config(dir, dataset: "idx").loadDatasets().train).x
+        for (i, x) in renormalised.enumerated() { XCTAssertEqual(x, (Float(i * 10) / 255 - 0.5) / 2, accuracy: 1e-6) }
+    }
+
+    /// Property: a gzipped IDX file's decompressed cache belongs to that file alone — another
+    /// file of the same name, size and whole-second mtime in another directory (a `cp -p`
+    /// copy of different data) gets its own, not the first one's.
+    func testGzippedCopiesWithTheSameNameSizeAndSecondGetTheirOwnCaches() throws {
+        let dir = directory(), cache = dir + "/cache"
+        var decoded: [[UInt8]] = [], sizes: [Int] = []
+        let contents: [(String, [UInt8])] = [("a", [1, 2, 3, 4, 5, 6, 7, 8]), ("b", [8, 7, 6, 5, 4, 3, 2, 1])]
+        for (folder, pixels) in contents {
+            try FileManager.default.createDirectory(atPath: "\(dir)/\(folder)", withIntermediateDirectories: true)
+            let path = "\(dir)/\(folder)/train-images-idx3-ubyte"
+            try NpyFixture.write([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] + pixels, path)
+            let gzip = Process()
+            gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+            gzip.arguments = ["-n", "-f", path]
+            try gzip.run(); gzip.waitUntilExit()
+            XCTAssertEqual(gzip.terminationStatus, 0)
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_700_000_000)], ofItemAtPath: path + ".gz")
+            sizes.append(try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path + ".gz")[.size] as? Int))
+            let file = try IDXFile(path: path + ".gz", cacheDirectory: cache)
+            decoded.append(Array(UnsafeBufferPointer(start: file.bytes, count: file.elementCount)))
+        }
+        XCTAssertEqual(sizes[0], sizes[1], "the two gzipped files are the same size, as the property needs")
+        XCTAssertEqual(decoded, contents.map(\.1))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: cache).filter { !$0.hasPrefix(".") }.count, 2)
     }
 
     /// Property: given data.mean/std replace the computed ones; data.classes widens the model.
@@ -119,6 +151,13 @@ final class DatasetFilesTests: XCTestCase {
             ("train-y.npy", NpyFixture.bytes(descr: "<f4", shape: [4], data: [UInt8](repeating: 0, count: 16)), "labels must be integers"),
             ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [3], data: Array(labels[0 ..< 24])), "holds 3 labels for the 4 samples"),
             ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, -1, 2, 1])), "is negative"),
+            // A stray huge label trapped (Int32 conversion, or Int64.max + 1) or sized a giant layer.
+            ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, 2_147_483_648, 1])), "label 2147483648 of sample 2 is too large"),
+            ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, .max, 1])), "is too large for a class index"),
+            ("train-y.npy", NpyFixture.bytes(descr: "<u8", shape: [4], data: NpyFixture.int64s([0, 1, -2, 1])), "is too large for a class index"),
+            // One NaN made the mean NaN and the error "every value is nan"; given mean and std, it reached training.
+            ("train-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats([0, 1, 2, 3, 4, .nan, 6, 7])), "value nan of sample 2 is not finite"),
+            ("test-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats([0, 1, 2, 3, 4, 5, .infinity, 7])), "value inf of sample 3 is not finite"),
         ]
         for (file, bytes, expected) in cases {
             try writeFixtures(dir)
