@@ -45,7 +45,7 @@ extension BenchAllReduce {
             let contenders = [
                 Contender(buffer: work) { try powerSGD.average(work, memory: memory) },
                 Contender(buffer: work) { try fp32Ring.average(work) },
-                Contender(buffer: work) { try transport.mpiAllReduce(work, average: false) },
+                Contender(buffer: work) { try transport.mpiAllReduce(work, average: true) },
             ]
             let samples = try pristine.withUnsafeBufferPointer { try timeInRotation(contenders, input: $0, over: transport) }
             let (time, fp32, mpi) = try (slowest(samples[0], over: transport), slowest(samples[1], over: transport),

@@ -59,9 +59,12 @@ struct BenchAllReduce: ParsableCommand {
 
     func validate() throws {
         if iterations < 1 { throw ValidationError("--iterations must be ≥ 1, got \(iterations)") }
-        if minBytes < 4 || maxBytes < minBytes {
-            throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes, got \(minBytes) and \(maxBytes)")
+        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
+        if let segmentBytes, segmentBytes < 4 { throw ValidationError("--segment-bytes must be ≥ 4 (one float), got \(segmentBytes)") }
+        if minBytes < 4 || maxBytes < minBytes || maxBytes > Self.largestBuffer {
+            throw ValidationError("need 4 ≤ --min-bytes ≤ --max-bytes ≤ \(Self.largestBuffer), got \(minBytes) and \(maxBytes)")
         }
+        if minBytes % 4 != 0 { throw ValidationError("--min-bytes must be whole floats, a multiple of 4, got \(minBytes)") }
         for name in codecNames { _ = try CodecRegistry.make(name) }
         guard ["none", "powersgd"].contains(compressor) else {
             throw ValidationError("--compressor must be none or powersgd, got '\(compressor)'")
@@ -74,9 +77,24 @@ struct BenchAllReduce: ParsableCommand {
                 throw ValidationError("--powersgd-rank must be a comma-separated list of ranks ≥ 1, got '\(powersgdRank)'")
             }
             if codecNames.count != 1 { throw ValidationError("--compressor powersgd takes one --codec (the vectors'), got \(codec)") }
+            // It times one buffer, the dumped gradient, in private memory, on the flat ring.
+            if buffers != .auto || topology != .flat || minBytes != 4 << 10 || maxBytes != 64 << 20 {
+                throw ValidationError("--compressor powersgd times the --gradient dump in private buffers on the flat ring: --buffers, --topology, --min-bytes and --max-bytes do not apply; remove them")
+            }
         }
         if let gradient, ((try? FileManager.default.attributesOfItem(atPath: gradient))?[.size] as? Int ?? 0) < 4 {
             throw ValidationError("--gradient \(gradient) is missing or empty; write one with `ringsgd train --dump-gradient FILE`")
+        }
+    }
+
+    /// 64 GiB: sizes step ×4 up to --max-bytes, which must not overflow.
+    static let largestBuffer = 1 << 36
+
+    /// One rank has nothing to reduce: its busbw factor 2(n−1)/n is 0 and no bytes cross a wire.
+    /// Every rank sees the same size, so the error is agreed (one line, no MPI_Abort).
+    static func requireRanks(_ transport: MPITransport) throws {
+        if transport.size < 2 {
+            throw AgreedError("bench allreduce needs 2 or more ranks (mpirun -np 2 … ringsgd bench allreduce): one rank has nothing to reduce")
         }
     }
 
@@ -86,6 +104,7 @@ struct BenchAllReduce: ParsableCommand {
 
     func run() throws {
         MPIJob.run { transport in
+            try Self.requireRanks(transport)
             if compressor == "powersgd" { try measurePowerSGD(transport) } else { try measure(transport) }
         }
     }
@@ -95,7 +114,7 @@ struct BenchAllReduce: ParsableCommand {
         var sizes: [Int] = []
         var bytes = minBytes
         while bytes <= maxBytes { sizes.append(bytes); bytes *= 4 }
-        let busFactor = n > 1 ? 2 * Double(n - 1) / Double(n) : 1
+        let busFactor = 2 * Double(n - 1) / Double(n)
         let label = transportLabel()
         let dumped: [Float]? = try gradient.map { path in
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -136,7 +155,7 @@ struct BenchAllReduce: ParsableCommand {
                 var codecTimes: [Double] = []
                 codecTimes.reserveCapacity(warmup + iterations)   // no allocation inside a timed call
                 var contenders = [Contender(buffer: work) { try ring.average(work); codecTimes.append(ring.lastCodecSeconds) },
-                                  Contender(buffer: work) { try transport.mpiAllReduce(work, average: false) }]
+                                  Contender(buffer: work) { try transport.mpiAllReduce(work, average: true) }]
                 if compressed { contenders.append(Contender(buffer: work) { try fp32Ring.average(work) }) }
                 if let hierarchical, let region = hosts?.region {
                     let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
@@ -147,7 +166,7 @@ struct BenchAllReduce: ParsableCommand {
                 let ringBus = Double(size) / ringMedian * busFactor / 1e9
                 let mpiBus = Double(size) / mpiMedian * busFactor / 1e9
                 var row: [String: Any] = ["codec": name, "bytes": size, "ring_us": ringMedian * 1e6, "mpi_us": mpiMedian * 1e6,
-                                          "ring_busbw_gbps": ringBus, "mpi_busbw_gbps": mpiBus,
+                                          "ring_busbw_GBps": ringBus, "mpi_busbw_GBps": mpiBus,
                                           "wire_bytes_per_rank": ring.lastBytesSent]
                 var extra = ""
                 if hierarchical != nil {
@@ -165,12 +184,12 @@ struct BenchAllReduce: ParsableCommand {
                     let saved = fp32Wire - Double(ring.lastBytesSent)
                     let breakEven = codecSeconds > 0 && saved > 0 ? saved / codecSeconds / 1e9 : 0
                     row["wire_ratio"] = Double(ring.lastBytesSent) / fp32Wire
-                    row["encode_gbps"] = encode
-                    row["decode_gbps"] = decode
+                    row["encode_GBps"] = encode
+                    row["decode_GBps"] = decode
                     row["fp32_ring_us"] = fp32Median * 1e6
                     row["speedup_vs_fp32_ring"] = fp32Median / ringMedian
                     row["codec_seconds_per_rank"] = codecSeconds
-                    row["break_even_link_gbps"] = breakEven
+                    row["break_even_link_GBps"] = breakEven
                     extra += String(format: "  wire %.3f  enc %.2f GB/s  dec %.2f GB/s  vs fp32 ring %.2fx  break-even link %.2f GB/s",
                                    Double(ring.lastBytesSent) / fp32Wire, encode, decode, fp32Median / ringMedian, breakEven)
                 }

@@ -202,7 +202,7 @@ struct BenchCodecs: ParsableCommand {
             print(pad(pass.codec, 12) + " " + pad(pass.kind, 12) + " "
                   + [String(format: "%.2f", fp32), String(format: "%.2f", traffic), String(format: "%.2f", traffic * 1e9 / triad)]
                     .map { pad($0, 13, right: true) }.joined(separator: " "))
-            rows.append(["codec": pass.codec, "pass": pass.kind, "seconds": t, "fp32_gbps": fp32, "traffic_gbps": traffic,
+            rows.append(["codec": pass.codec, "pass": pass.kind, "seconds": t, "fp32_GBps": fp32, "traffic_GBps": traffic,
                          "fraction_of_triad": traffic * 1e9 / triad])
         }
         if let json {

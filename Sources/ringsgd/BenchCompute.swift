@@ -35,6 +35,7 @@ struct BenchCompute: ParsableCommand {
         if let batch, batch < 1 { throw ValidationError("--batch must be ≥ 1, got \(batch)") }
         if model != nil && config != nil { throw ValidationError("give --model or --config, not both") }
         if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
+        if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
     }
 
     func run() throws {
@@ -46,7 +47,10 @@ struct BenchCompute: ParsableCommand {
         switch model {
         case .gpt:
             net = try GPT(GPTSpec())
-            optimizer = try Adam(parameterCount: net.parameters.count, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, decoupled: true)
+            // nanoGPT's groups, as the peer's torch_step.py: no decay on biases and norm weights.
+            let adam = try Adam(parameterCount: net.parameters.count, beta1: 0.9, beta2: 0.95, weightDecay: 0.1, decoupled: true)
+            adam.exemptFromDecay = net.parameters.views.filter { $0.shape.count < 2 }.map(\.range)
+            optimizer = adam
         case .mlp, .cnn:
             let spec: ModelSpec = model == .mlp ? .mlp(hidden: ModelSpec.defaultMLPHidden, dropout: 0) : .cnn
             net = try spec.build(inputShape: [1, 28, 28], classes: 10)

@@ -47,6 +47,22 @@ struct CheckAllReduce: ParsableCommand {
 
     func validate() throws {
         _ = try CodecRegistry.make(codec)
+        _ = try parsedCounts
+        if let tolerance, !(tolerance > 0) { throw ValidationError("--tolerance must be > 0, got \(tolerance)") }
+        if let segmentBytes, segmentBytes < 4 { throw ValidationError("--segment-bytes must be ≥ 4 (one float), got \(segmentBytes)") }
+    }
+
+    /// --counts, every entry a whole number ≥ 0 (an entry that is not one was dropped once, and
+    /// a list of none checked nothing and passed).
+    var parsedCounts: [Int] {
+        get throws {
+            let entries = counts.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let values = entries.compactMap { Int($0) }.filter { $0 >= 0 }
+            guard values.count == entries.count, !values.isEmpty else {
+                throw ValidationError("--counts must be comma-separated element counts ≥ 0, like 0,1,3,1000003; got '\(counts)'")
+            }
+            return values
+        }
     }
 
     func run() throws {
@@ -56,7 +72,7 @@ struct CheckAllReduce: ParsableCommand {
     private func check(_ transport: MPITransport) throws {
         let n = transport.size, rank = transport.rank
         let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(codec), segmentBytes: segmentBytes)
-        let parsed = counts.split(separator: ",").compactMap { Int($0) }
+        let parsed = try parsedCounts
         let bound = tolerance ?? (ring.codec.isIdentity ? Double(n) * 0x1p-23 : 0.05)
         let segment = buffers.resolved == .shared ? try transport.allocateShared(count: max(1, parsed.max() ?? 1)) : nil
         if buffers == .shared && segment == nil {

@@ -53,10 +53,38 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         let results = object["results"] as! [[String: Any]]
         XCTAssertEqual(results.map { $0["bytes"] as! Int }, [4096, 16384, 65536])
         for r in results {
-            for key in ["ring_us", "mpi_us", "ring_busbw_gbps", "mpi_busbw_gbps"] {
+            for key in ["ring_us", "mpi_us", "ring_busbw_GBps", "mpi_busbw_GBps"] {
                 XCTAssertGreaterThan(r[key] as? Double ?? 0, 0, "\(key) in \(r)")
             }
         }
+    }
+
+    /// Property: benchmark and check options that would crash, measure nothing or pass
+    /// vacuously are one-line errors (a negative warm-up crashed or timed fewer steps than it
+    /// said; `--counts 1k` checked nothing and passed; one rank printed NaN and failed its
+    /// JSON), and a count list with spaces checks every count it names.
+    func testBenchmarkInputsThatWouldMeasureNothingAreOneLineErrors() throws {
+        let dump = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-dump-\(UUID())").path
+        try Data(count: 16).write(to: URL(fileURLWithPath: dump))
+        try Data("[]".utf8).write(to: URL(fileURLWithPath: dump + ".views.json"))
+        defer { for path in [dump, dump + ".views.json"] { try? FileManager.default.removeItem(atPath: path) } }
+        let cases: [([String], String)] = [
+            (["bench", "allreduce", "--warmup=-1"], "--warmup must be ≥ 0, got -1"),
+            (["bench", "allreduce", "--min-bytes", "1001"], "--min-bytes must be whole floats"),
+            (["bench", "allreduce", "--segment-bytes", "2"], "--segment-bytes must be ≥ 4"),
+            (["bench", "allreduce", "--max-bytes", "4096"], "bench allreduce needs 2 or more ranks"),
+            (["bench", "allreduce", "--compressor", "powersgd", "--gradient", dump, "--topology", "hierarchical"], "--topology, --min-bytes and --max-bytes do not apply"),
+            (["check", "allreduce", "--counts", "1k"], "--counts must be comma-separated element counts ≥ 0"),
+            (["check", "allreduce", "--counts", "3,-2"], "--counts must be comma-separated element counts ≥ 0"),
+            (["check", "allreduce", "--tolerance=-1"], "--tolerance must be > 0"),
+            (["bench", "compute", "--warmup=-3"], "--warmup must be ≥ 0, got -3"),
+        ]
+        for (arguments, expected) in cases {
+            assertOneLineError(try MPIRun.run(np: 1, arguments), expected)
+        }
+        let spaced = try MPIRun.run(np: 2, ["check", "allreduce", "--counts", "0, 1, 3"])
+        assertSucceeded(spaced, "check allreduce --counts '0, 1, 3'")
+        for count in [0, 1, 3] { XCTAssertTrue(spaced.output.contains(" count=\(count) "), "count \(count) checked: \(spaced.output)") }
     }
 
     /// Property: PowerSGD is timed on a real dumped gradient with its layer shapes (written by

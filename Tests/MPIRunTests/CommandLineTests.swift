@@ -170,7 +170,7 @@ final class CommandLineTests: XCTestCase {
                            ["encode+EF", "decode+acc", "encode-once", "hop passes", "hop fused", "gather passes", "gather fused"].map { "\(codec) \($0)" }
                        }), "\(rows)")
         for row in rows {
-            let rate = row["fp32_gbps"] as? Double ?? 0, fraction = row["fraction_of_triad"] as? Double ?? 0
+            let rate = row["fp32_GBps"] as? Double ?? 0, fraction = row["fraction_of_triad"] as? Double ?? 0
             XCTAssertTrue(rate > 0 && rate.isFinite && fraction > 0 && fraction.isFinite, "\(row)")
         }
         XCTAssertEqual(rows.first { $0["pass"] as? String == "triad" }?["fraction_of_triad"] as? Double ?? 0, 1, accuracy: 1e-12)

@@ -6,7 +6,7 @@ AdamW with weight decay on matrices), a full training step (forward, cross-entro
 update), 5 warm-up + 30 timed steps, median. Usage: python torch_step.py mlp|cnn|resnet|gpt
 (PyTorch is never a dependency of ringsgd.) The GPT is the module of ringsgd's exports, read
 from Sources/ModelFiles/GPTModuleSource.swift."""
-import os, sys, time, torch, torch.nn as nn, torch.nn.functional as F
+import os, statistics, sys, time, torch, torch.nn as nn, torch.nn.functional as F
 torch.set_num_threads(1)
 model = sys.argv[1]
 batch = {"gpt": 16, "resnet": 64}.get(model, 128)
@@ -46,6 +46,6 @@ if model != "gpt":
 times=[]
 for i in range(35):
     t=time.perf_counter(); opt.zero_grad(set_to_none=True); loss().backward(); opt.step(); times.append(time.perf_counter()-t)
-t=sorted(times[5:])[15]
+t=statistics.median(times[5:])   # the mean of the two middle values, as ringsgd's median
 tokens = f" ({batch*128/t:.0f} tokens/s)" if model == "gpt" else ""
 print(f"torch {torch.__version__} {model} batch {batch}: {batch/t:.0f} samples/s{tokens}, {t*1e3:.2f} ms/step (median of 30, 1 thread)")
