@@ -64,6 +64,20 @@ struct BenchScaling: ParsableCommand {
             throw ValidationError("--steps and --per-rank-batch must be ≥ 1")
         }
         try codecs.check()
+        let own = ["train.max_steps": "--steps", "comm.codec": "--codecs", "comm.error_feedback": "the codec (on for lossy ones)"]
+            .merging(perRankBatch != nil ? ["train.global_batch": "--per-rank-batch"] : [:]) { a, _ in a }
+        try Self.refuseOverrides(overrides, ofKeys: own, command: "bench scaling")
+    }
+
+    /// A `--set` of a key the bench sets for every run would silently overrule what each row's
+    /// label says (its codec, its step count): refused, naming the option that sets it.
+    static func refuseOverrides(_ overrides: [String], ofKeys own: [String: String], command: String) throws {
+        for o in overrides {
+            let key = String(o.split(separator: "=", maxSplits: 1).first ?? "")
+            if let option = own[key] {
+                throw ValidationError("--set \(o): \(command) sets \(key) for every run, from \(option); remove the --set")
+            }
+        }
     }
 
     static func counts(_ text: String) -> [Int]? {

@@ -77,6 +77,9 @@ struct BenchTarget: ParsableCommand {
         try codecs.check()
         do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
         _ = try peerCurves()
+        try BenchScaling.refuseOverrides(overrides, ofKeys: ["comm.sync": "--sync", "comm.sync_every": "--sync", "comm.codec": "--codecs",
+                                                             "comm.error_feedback": "the codec (on for lossy ones)",
+                                                             "train.eval_every_steps": "--eval-every-steps"], command: "bench target")
     }
 
 

@@ -68,6 +68,7 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
         try Data(count: 16).write(to: URL(fileURLWithPath: dump))
         try Data("[]".utf8).write(to: URL(fileURLWithPath: dump + ".views.json"))
         defer { for path in [dump, dump + ".views.json"] { try? FileManager.default.removeItem(atPath: path) } }
+        let config = MPIRun.packageRoot.appendingPathComponent("configs/fashion-mlp.yaml").path
         let cases: [([String], String)] = [
             (["bench", "allreduce", "--warmup=-1"], "--warmup must be ≥ 0, got -1"),
             (["bench", "allreduce", "--min-bytes", "1001"], "--min-bytes must be whole floats"),
@@ -78,6 +79,10 @@ final class AllReduceUnderMPIRunTests: XCTestCase {
             (["check", "allreduce", "--counts", "3,-2"], "--counts must be comma-separated element counts ≥ 0"),
             (["check", "allreduce", "--tolerance=-1"], "--tolerance must be > 0"),
             (["bench", "compute", "--warmup=-3"], "--warmup must be ≥ 0, got -3"),
+            // A --set of a key the bench sets per row overruled the row's label (every "none" row ran int8).
+            (["bench", "target", "--config", config, "--target", "test_accuracy=0.8", "--set", "comm.codec=int8"],
+             "--set comm.codec=int8: bench target sets comm.codec for every run, from --codecs"),
+            (["bench", "scaling", "--config", config, "--set", "train.max_steps=5"], "bench scaling sets train.max_steps for every run, from --steps"),
         ]
         for (arguments, expected) in cases {
             assertOneLineError(try MPIRun.run(np: 1, arguments), expected)
