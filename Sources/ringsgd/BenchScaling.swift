@@ -5,13 +5,17 @@ import Foundation
 /// `ringsgd bench scaling`: the same training job at several rank counts and codecs, through
 /// a launcher (this machine, the simulated cluster, or a hostfile), tabulated and plotted.
 ///
-/// Run it directly, not under mpirun: it starts one job per (ranks, codec) and reads each
-/// job's `summary.json`. Every figure is the trainer's own (samples/s excludes evaluation),
-/// and so is every input to a derived one: the step time is the run's own global batch over
-/// its samples/s, per-step times divide by the steps it ran — never what this command guesses
-/// from the YAML, which `--set` overrides and the trainer's defaults would make wrong. Speed-up
-/// and efficiency are against the smallest rank count of the same codec: rank counts run in
-/// increasing order, so that baseline is known when each row is printed.
+/// Run it directly, not under mpirun: it starts one job per (ranks, codec) and round and reads
+/// each job's `summary.json`. Every figure is the trainer's own (samples/s excludes evaluation
+/// and checkpoint writes), and so is every input to a derived one: the step time is the run's
+/// own global batch over its samples/s, per-step times divide by the steps it ran — never what
+/// this command guesses from the YAML, which `--set` overrides and the trainer's defaults would
+/// make wrong. Speed-up and efficiency are against the smallest rank count of the same codec.
+///
+/// `--rounds` R runs every configuration R times, one round after another, each round's order
+/// rotated by one, so that drift and a noisy neighbour on shared machines favour none (single
+/// runs here spread by ±15 %); a row is the configuration's median run (for an even R the
+/// faster of the middle two), with the other rounds' samples/s beside it as the spread.
 struct BenchScaling: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scaling",
@@ -41,6 +45,9 @@ struct BenchScaling: ParsableCommand {
     @Option(help: "Training steps per run.")
     var steps: Int = 100
 
+    @Option(help: "Runs of every configuration, alternating: each round runs them all, its order rotated; a row is the median run.")
+    var rounds: Int = 3
+
     @Option(help: "Samples per rank per step (weak scaling); default: the config's global batch at every rank count (strong scaling).")
     var perRankBatch: Int?
 
@@ -60,8 +67,8 @@ struct BenchScaling: ParsableCommand {
             throw ValidationError("--ranks must be comma-separated whole numbers ≥ 1, got '\(ranks)'")
         }
         try launch.check(rankCounts: list)
-        guard steps >= 1, (perRankBatch ?? 1) >= 1 else {
-            throw ValidationError("--steps and --per-rank-batch must be ≥ 1")
+        guard steps >= 1, rounds >= 1, (perRankBatch ?? 1) >= 1 else {
+            throw ValidationError("--steps, --rounds and --per-rank-batch must be ≥ 1")
         }
         try codecs.check()
         let own = ["train.max_steps": "--steps", "comm.codec": "--codecs", "comm.error_feedback": "the codec (on for lossy ones)"]
@@ -104,41 +111,59 @@ struct BenchScaling: ParsableCommand {
         let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
         try FileManager.default.createDirectory(atPath: outDirectory, withIntermediateDirectories: true)
         let link = launch.launcher == "simcluster" ? launch.rate : launch.launcher == "local" ? "shared memory (one host)" : launch.launcher
-        print("# ringsgd bench scaling: \(config), \(steps) steps per run, launcher \(launch.launcher)" + (launch.launcher == "simcluster" ? " (\(launch.ranksPerHost) ranks per host, links \(launch.rate))" : ""))
+        print("# ringsgd bench scaling: \(config), \(steps) steps per run, \(rounds) round\(rounds == 1 ? "" : "s") (order rotating, median run), launcher \(launch.launcher)"
+              + (launch.launcher == "simcluster" ? " (\(launch.ranksPerHost) ranks per host, links \(launch.rate))" : ""))
+        let wall = ContinuousClock.now
+        let configurations = codecs.list.flatMap { codec in rankCounts.map { (codec: codec, ranks: $0) } }
+        var runs: [[ScalingSummary]] = Array(repeating: [], count: configurations.count)
+        for round in 0 ..< rounds {
+            for position in configurations.indices {
+                let which = (position + round) % configurations.count, (codec, n) = configurations[which]
+                let summary = try runOnce(codec: codec, ranks: n, round: round, into: outDirectory, root: root)
+                runs[which].append(summary)
+                if rounds > 1 {
+                    print(String(format: "# round %d: %d ranks, %@: %.0f samples/s", round + 1, n, codec, summary.samples_per_second))
+                }
+            }
+        }
         print(ScalingRow.header)
         var rows: [ScalingRow] = []
-        let wall = ContinuousClock.now
-        for codec in codecs.list {
-            for n in rankCounts {
-                let name = "np\(n)-\(codec.replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_"))"
-                let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
-                var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
-                             "--set", "train.max_steps=\(steps)", "--set", "comm.codec=\(codec)",
-                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")"]
-                if let perRankBatch { train += ["--set", "train.global_batch=\(perRankBatch * n)"] }
-                for o in overrides { train += ["--set", o] }
-                let command = launch.command(root: root, ranks: n) + train
-                let log = runDirectory + ".log"
-                let status = try Self.execute(command, log: log)
-                guard status == 0 else {
-                    let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
-                    throw ValidationError("the run at \(n) ranks with codec \(codec) failed (exit \(status)): \(tail) — full output in \(log)")
-                }
-                let summary = try JSONDecoder.ringsgd.decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
-                guard let globalBatch = summary.global_batch else {
-                    throw ValidationError("\(runDirectory)/summary.json has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
-                }
-                let base = rows.first { $0.codec == codec }   // rank counts run in increasing order
-                let row = ScalingRow(ranks: n, hosts: launch.launcher == "simcluster" ? n / launch.ranksPerHost : nil, link: link, codec: codec,
-                                     codecUsed: summary.codec, summary: summary, globalBatch: globalBatch, base: base)
-                rows.append(row)
-                print(row.line)
+        for (which, (codec, n)) in configurations.enumerated() {
+            let sorted = runs[which].sorted { $0.samples_per_second < $1.samples_per_second }
+            let median = sorted[sorted.count / 2]
+            guard let globalBatch = median.global_batch else {
+                throw ValidationError("a summary.json of \(n) ranks, \(codec) has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
             }
+            let base = rows.first { $0.codec == codec }   // rank counts in increasing order
+            let row = ScalingRow(ranks: n, hosts: launch.launcher == "simcluster" ? n / launch.ranksPerHost : nil, link: link, codec: codec,
+                                 codecUsed: median.codec, summary: median, globalBatch: globalBatch, base: base,
+                                 rounds: runs[which].map(\.samples_per_second))
+            rows.append(row)
+            print(row.line)
         }
         let seconds = (ContinuousClock.now - wall).seconds
         try ScalingReport(config: config, link: link, steps: steps, rows: rows, wallSeconds: seconds).write(to: outDirectory)
         print("# wall \(String(format: "%.0f", seconds)) s; peak RSS per rank ≤ \(String(format: "%.0f", rows.map(\.peakRSS).max() ?? 0)) MB")
         print("# wrote \(outDirectory)/scaling.csv, scaling.json, scaling.svg")
+    }
+
+    /// One run of `codec` at `n` ranks (round `round`, counted from 0), its summary.
+    private func runOnce(codec: String, ranks n: Int, round: Int, into outDirectory: String, root: String) throws -> ScalingSummary {
+        let name = "np\(n)-\(codec.replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "+", with: "_"))"
+            + (rounds > 1 ? "-r\(round + 1)" : "")
+        let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
+        var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
+                     "--set", "train.max_steps=\(steps)", "--set", "comm.codec=\(codec)",
+                     "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")"]
+        if let perRankBatch { train += ["--set", "train.global_batch=\(perRankBatch * n)"] }
+        for o in overrides { train += ["--set", o] }
+        let log = runDirectory + ".log"
+        let status = try Self.execute(launch.command(root: root, ranks: n) + train, log: log)
+        guard status == 0 else {
+            let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+            throw ValidationError("the run at \(n) ranks with codec \(codec) failed (exit \(status)): \(tail) — full output in \(log)")
+        }
+        return try JSONDecoder.ringsgd.decode(ScalingSummary.self, from: Data(contentsOf: URL(fileURLWithPath: runDirectory + "/summary.json")))
     }
 
     static func execute(_ command: [String], log: String) throws -> Int32 {
@@ -200,9 +225,13 @@ struct ScalingRow: Encodable {
     let wireBytesPerStep: Double?
     let testAccuracy: Double
     let peakRSS: Double
+    /// Every round's samples/s, in round order (the row is the median one's).
+    let roundSamplesPerSecond: [Double]
 
     /// `base`: the same codec's row at the smallest rank count (nil: this is it).
-    init(ranks: Int, hosts: Int?, link: String, codec: String, codecUsed: String, summary s: ScalingSummary, globalBatch: Int, base: ScalingRow?) {
+    init(ranks: Int, hosts: Int?, link: String, codec: String, codecUsed: String, summary s: ScalingSummary, globalBatch: Int, base: ScalingRow?,
+         rounds: [Double]) {
+        roundSamplesPerSecond = rounds
         (self.ranks, self.hosts, self.link, self.codec, self.codecUsed) = (ranks, hosts, link, codec, codecUsed)
         self.globalBatch = globalBatch
         self.steps = s.steps - s.resumed_from_step
@@ -221,9 +250,9 @@ struct ScalingRow: Encodable {
 
     static let columns = ["ranks", "hosts", "link", "codec", "codec_used", "samples_per_second", "step_seconds", "speedup", "efficiency",
                           "compute_s_per_step", "comm_s_per_step", "codec_s_per_step", "wire_bytes_per_step_per_rank", "test_accuracy", "peak_rss_mb",
-                          "global_batch", "steps"]
+                          "global_batch", "steps", "rounds_samples_per_second"]
     static let header = [pad("ranks", 5), pad("hosts", 5), pad("codec", -14), pad("samples/s", 11), pad("step_ms", 9), pad("speedup", 8),
-                         pad("eff", 5), pad("compute_ms", 11), pad("comm_ms", 9), pad("codec_ms", 9), pad("wire_MB/step", 13), pad("test_acc", 9)].joined(separator: " ")
+                         pad("eff", 5), pad("compute_ms", 11), pad("comm_ms", 9), pad("codec_ms", 9), pad("wire_MB/step", 13), pad("test_acc", 9), "rounds (samples/s)"].joined(separator: " ")
 
     var line: String {
         [Self.pad("\(ranks)", 5), Self.pad(hosts.map(String.init) ?? "-", 5), Self.pad(codec == codecUsed ? codec : "\(codec)→\(codecUsed)", -14),
@@ -231,7 +260,7 @@ struct ScalingRow: Encodable {
          Self.pad(String(format: "%.2f", speedup), 8), Self.pad(String(format: "%.0f%%", efficiency * 100), 5),
          Self.pad(String(format: "%.2f", computePerStep * 1e3), 11), Self.pad(String(format: "%.2f", commPerStep * 1e3), 9),
          Self.pad(String(format: "%.2f", codecPerStep * 1e3), 9), Self.pad(wireBytesPerStep.map { String(format: "%.3f", $0 / 1e6) } ?? "?", 13),
-         Self.pad(String(format: "%.4f", testAccuracy), 9)].joined(separator: " ")
+         Self.pad(String(format: "%.4f", testAccuracy), 9), roundSamplesPerSecond.map { String(format: "%.0f", $0) }.joined(separator: "/")].joined(separator: " ")
     }
 
     /// Right-aligned in `width` columns (left-aligned for a negative width).
@@ -245,7 +274,7 @@ struct ScalingRow: Encodable {
                                 String(format: "%.6f", stepSeconds), String(format: "%.4f", speedup), String(format: "%.4f", efficiency),
                                 String(format: "%.6f", computePerStep), String(format: "%.6f", commPerStep), String(format: "%.6f", codecPerStep),
                                 wireBytesPerStep.map { String(format: "%.0f", $0) } ?? "", String(format: "%.4f", testAccuracy), String(format: "%.1f", peakRSS),
-                                "\(globalBatch)", "\(steps)"]
+                                "\(globalBatch)", "\(steps)", roundSamplesPerSecond.map { String(format: "%.1f", $0) }.joined(separator: " ")]
         return fields.map { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }.joined(separator: ",")
     }
 
@@ -254,7 +283,7 @@ struct ScalingRow: Encodable {
         case codecUsed = "codec_used", samplesPerSecond = "samples_per_second", stepSeconds = "step_seconds", speedup, efficiency
         case computePerStep = "compute_s_per_step", commPerStep = "comm_s_per_step", codecPerStep = "codec_s_per_step"
         case wireBytesPerStep = "wire_bytes_per_step_per_rank", testAccuracy = "test_accuracy", peakRSS = "peak_rss_mb"
-        case globalBatch = "global_batch", steps
+        case globalBatch = "global_batch", steps, roundSamplesPerSecond = "rounds_samples_per_second"
     }
 }
 

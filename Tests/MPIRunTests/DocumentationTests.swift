@@ -13,7 +13,7 @@ import XCTest
 ///   `--stop-after N` becomes `--stop-after 20`;
 /// - `bench allreduce`: sizes up to 1 MiB (or `--min-bytes`), 3 iterations after 1 warm-up;
 ///   `bench compute`: 5 steps after 1; `bench codecs`: 64 Ki values, one repetition;
-///   `bench scaling`: 10 steps per run; `bench target`: 30 steps per run, evaluated every 10;
+///   `bench scaling`: 10 steps per run, one round; `bench target`: 30 steps per run, evaluated every 10;
 /// - `launch/hostfile.sh HOSTFILE NP`: a generated hostfile `localhost slots=2`, NP 2;
 /// - `launch/elastic.sh`: its `train` shortened; `--hostfile` the generated one; on simulated
 ///   hosts as the simulated cluster; `--slurm` skipped (it runs inside an allocation);
@@ -90,7 +90,7 @@ final class DocumentationTests: XCTestCase {
         guard case let .shell(scaling, _) = try Self.plan(Command(page: "t.md", line: 1, text: ".build/release/ringsgd bench scaling --launcher hostfile:hosts --ranks 8,16", expectedError: nil), in: scratch) else {
             return XCTFail("a scaling benchmark across a hostfile is run")
         }
-        XCTAssertEqual(scaling, ".build/release/ringsgd bench scaling --launcher hostfile:/s/h --ranks 8,16 --steps 10 --ranks 2")
+        XCTAssertEqual(scaling, ".build/release/ringsgd bench scaling --launcher hostfile:/s/h --ranks 8,16 --steps 10 --rounds 1 --ranks 2")
     }
 
     // MARK: - Extraction
@@ -313,7 +313,7 @@ final class DocumentationTests: XCTestCase {
         case ("bench"?, "codecs"?):
             return text + " --values 65536 --repetitions 1"
         case ("bench"?, "scaling"?):
-            return text + " --steps 10"
+            return text + " --steps 10 --rounds 1"
         case ("bench"?, "target"?):
             return text + " --set train.max_steps=30 --eval-every-steps 10"
         default:

@@ -127,13 +127,14 @@ final class TrainUnderMPIRunTests: XCTestCase {
                            "comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is int8)")
     }
 
-    /// The shipped scaling benchmark runs the job at np 1 and 2 and tabulates both. The rank
+    /// The shipped scaling benchmark runs the job at np 1 and 2, in two alternating rounds, and
+    /// tabulates both (each row the median run, the rounds beside it). The rank
     /// counts are given out of order: the baseline is still the smallest, and the step time
     /// comes from each run's own global batch (the --set one, not the YAML's).
     func testScalingBenchmarkTabulatesAndPlotsEveryRankCountAndCodec() throws {
         let out = temporaryDirectory()
         let outcome = try MPIRun.runProcess([try MPIRun.binary, "bench", "scaling", "--config", TrainUnderMPIRunTests.short[1],
-                                             "--ranks", "2,1", "--codecs", "none,int8", "--steps", "20", "--out", out,
+                                             "--ranks", "2,1", "--codecs", "none,int8", "--steps", "20", "--rounds", "2", "--out", out,
                                              "--set", "train.global_batch=96"], timeout: 240)
         assertSucceeded(outcome, "bench scaling")
         let rows = try String(contentsOfFile: out + "/scaling.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
@@ -145,7 +146,12 @@ final class TrainUnderMPIRunTests: XCTestCase {
             XCTAssertEqual(row[column("global_batch")], "96", "the run's own global batch (--set), not the YAML's: \(row)")
             let samplesPerSecond = Double(row[column("samples_per_second")]) ?? 0, stepSeconds = Double(row[column("step_seconds")]) ?? 0
             XCTAssertEqual(stepSeconds, 96 / samplesPerSecond, accuracy: 1e-3 * stepSeconds + 1e-6, "step_seconds = global batch / samples/s: \(row)")
+            // Two alternating rounds: the row is the faster of the two runs (the upper median).
+            let rounds = row[column("rounds_samples_per_second")].split(separator: " ").compactMap { Double($0) }
+            XCTAssertEqual(rounds.count, 2, "\(row)")
+            XCTAssertEqual(samplesPerSecond, rounds.max() ?? 0, accuracy: 0.1, "\(row)")
         }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/np2-int8-r2/summary.json"), "each round runs in its own directory")
         XCTAssertGreaterThan(Double(rows[2][column("wire_bytes_per_step_per_rank")]) ?? 0, 3.5 * (Double(rows[4][column("wire_bytes_per_step_per_rank")]) ?? .infinity),
                              "int8 moves under a quarter of fp32's bytes (plus block scales)")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/scaling.json"))) as? [String: Any]
