@@ -10,6 +10,10 @@ public struct RunSummary: Codable, Equatable {
     public var perplexity: Double?
     public var samples_per_second: Double
     public var tokens_per_second: Double?
+    /// samples/s without the run's first 10 steps (the warm-up: first touches of every buffer,
+    /// the first messages) when it ran more than 20, else `samples_per_second` — the peer's
+    /// `steady_samples_per_second` (torch_ddp.py), for comparisons at the same footing.
+    public var steady_samples_per_second: Double?
     public var steps: Int
     /// Samples per optimizer step, all ranks together (`train.global_batch`).
     public var global_batch: Int

@@ -132,6 +132,7 @@ public final class Trainer {
     /// checkpoint, progress, epoch end, evaluation and the target.
     private func afterStep(_ step: Int, _ run: TrainingRun, _ epoch: inout EpochAccumulator) throws {
         let done = step + 1
+        if done == run.startStep + Self.warmupSteps { run.steadyFrom = (done, trainingSeconds(run, epoch)) }
         let outerStepRan = try finishOuterSteps(run, after: step, &epoch)
         // Between outer steps the shared state (θ_outer) cannot have moved: the check that
         // matters is right after an outer step.
@@ -174,6 +175,9 @@ public final class Trainer {
         if run.targetReached == nil { startOuterSteps(run, after: step) }
     }
 
+    /// The steps `steady_samples_per_second` leaves out, as the peer's figure does.
+    public static let warmupSteps = 10
+
     /// Seconds of training so far, evaluations and checkpoint writes excluded, continuing a
     /// resumed run's (the time axis of curve.jsonl and of `--target`).
     func trainingSeconds(_ run: TrainingRun, _ epoch: EpochAccumulator) -> Double {
@@ -197,14 +201,16 @@ public final class Trainer {
             outer.inFlight = nil
             if !outer.inSync { outer.resetAll(run.parameters.parameters) }
         }
-        let wall = (ContinuousClock.now - run.wallStart).seconds
+        let wall = (ContinuousClock.now - run.wallStart).seconds, trained = trainingSeconds(run, epoch)
         let hash = try checkReplicas(run, step: run.endStep)
         try saveCheckpoint(run, step: run.endStep, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)), wait: true)
         let rss = try RingAllGather.gather(peakResidentMegabytes(), over: transport).max() ?? 0
         let samplesPerSecond = Double((run.endStep - run.startStep) * config.globalBatch) / max(wall - epoch.evalSeconds - epoch.checkpointSeconds, 1e-9)
+        let steady = run.endStep - run.startStep > 2 * Self.warmupSteps
+            ? run.steadyFrom.map { Double((run.endStep - $0.step) * config.globalBatch) / max(trained - $0.seconds, 1e-9) } : samplesPerSecond
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
                                  samples_per_second: samplesPerSecond,
-                                 tokens_per_second: run.tokensPerSecond(samplesPerSecond),
+                                 tokens_per_second: run.tokensPerSecond(samplesPerSecond), steady_samples_per_second: steady,
                                  steps: run.endStep, global_batch: config.globalBatch, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,

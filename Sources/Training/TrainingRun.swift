@@ -40,6 +40,9 @@ final class TrainingRun {
     /// Local steps (`comm.sync: local_sgd | diloco`) this rank skipped on its own (non-finite
     /// local gradient); not checkpointed.
     var locallySkipped = 0
+    /// The step and training seconds where steady-state throughput starts counting
+    /// (`RunSummary.steady_samples_per_second`).
+    var steadyFrom: (step: Int, seconds: Double)?
     /// `--target`: when it was reached (nil: not yet, or no target).
     var targetReached: TargetReached?
     /// Keys that differ from the resumed checkpoint's config ("key: old → new").

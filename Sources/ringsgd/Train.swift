@@ -99,7 +99,12 @@ struct Train: ParsableCommand {
                 let steps = summary.resumed_from_step > 0 ? "steps \(summary.resumed_from_step + 1)–\(summary.steps) (resumed at \(summary.resumed_from_step))" : "\(ran) steps"
                 let quality = summary.perplexity.map { String(format: "validation loss %.4f (perplexity %.2f)", summary.test_loss ?? .nan, $0) }
                     ?? String(format: "test accuracy %.4f", summary.test_accuracy)
-                let rate = summary.tokens_per_second.map { String(format: "%.0f tokens/s", $0) } ?? String(format: "%.0f samples/s", summary.samples_per_second)
+                let rate = (summary.tokens_per_second.map { String(format: "%.0f tokens/s", $0) } ?? String(format: "%.0f samples/s", summary.samples_per_second))
+                    + (ran > 2 * Trainer.warmupSteps ? summary.steady_samples_per_second.map { steady in
+                        // In the rate's own unit: tokens are samples × the block size.
+                        let perSample = summary.tokens_per_second.map { $0 / max(summary.samples_per_second, 1e-9) } ?? 1
+                        return String(format: " (%.0f after the first %d steps)", steady * perSample, Trainer.warmupSteps)
+                    } ?? "" : "")
                 if let reached = summary.time_to_target_seconds, let step = summary.target_step {
                     print(String(format: "target %@ reached at step %d: %.1f s of training", summary.target ?? "", step, reached)
                           + (summary.bytes_to_target.map { String(format: ", %.2f MB sent per rank", $0 / 1e6) } ?? ""))

@@ -29,6 +29,9 @@ final class TrainUnderMPIRunTests: XCTestCase {
             let s = try summary(dir)
             XCTAssertEqual(s["world_size"] as? Int, np)
             XCTAssertEqual(s["steps"] as? Int, 40)
+            // 40 steps: the steady figure leaves the first 10 out, and the last line says so.
+            XCTAssertGreaterThan(s["steady_samples_per_second"] as? Double ?? 0, 0, "\(s)")
+            XCTAssertTrue(outcome.output.contains(" after the first 10 steps) over 40 steps"), outcome.output)
             // The kernels rank 0 ran: those `--version` names for the same environment.
             let version = try MPIRun.runProcess([try MPIRun.binary, "--version"], timeout: 30).output
             let kernels = try XCTUnwrap(s["blas_kernels"] as? String, "\(s)")
