@@ -92,12 +92,14 @@ extension Transport {
 public enum CollectiveError: Error, CustomStringConvertible {
     /// A transport call failed (an MPI error, a receive that would overrun, a dead peer).
     case transport(rank: Int, peer: Int?, call: String, detail: String)
-    /// Ranks called a collective with different buffer lengths.
-    case lengthMismatch(rank: Int, lengths: [Int])
+    /// Ranks called a collective with different buffer lengths. `ranks` names the list's
+    /// entries when they are not the communicator's 0, 1, … (a sub-communicator's, renamed).
+    case lengthMismatch(rank: Int, lengths: [Int], ranks: [Int]? = nil)
     /// A peer's payload could not be decoded.
     case badPayload(rank: Int, peer: Int, detail: String)
-    /// Ranks disagree on a value they must share (config hash, parameter count, checksum).
-    case disagreement(rank: Int, what: String, values: [String])
+    /// Ranks disagree on a value they must share (config hash, parameter count, checksum);
+    /// `ranks` as for `lengthMismatch`.
+    case disagreement(rank: Int, what: String, values: [String], ranks: [Int]? = nil)
     /// A wait outlasted the deadline: the peer (nil: some rank of a barrier) is stalled or gone.
     case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double)
 
@@ -107,9 +109,11 @@ public enum CollectiveError: Error, CustomStringConvertible {
     public func renamingRanks(_ name: (Int) -> Int) -> CollectiveError {
         switch self {
         case let .transport(rank, peer, call, detail): return .transport(rank: name(rank), peer: peer.map(name), call: call, detail: detail)
-        case let .lengthMismatch(rank, lengths): return .lengthMismatch(rank: name(rank), lengths: lengths)
+        case let .lengthMismatch(rank, lengths, ranks):
+            return .lengthMismatch(rank: name(rank), lengths: lengths, ranks: (ranks ?? Array(lengths.indices)).map(name))
         case let .badPayload(rank, peer, detail): return .badPayload(rank: name(rank), peer: name(peer), detail: detail)
-        case let .disagreement(rank, what, values): return .disagreement(rank: name(rank), what: what, values: values)
+        case let .disagreement(rank, what, values, ranks):
+            return .disagreement(rank: name(rank), what: what, values: values, ranks: (ranks ?? Array(values.indices)).map(name))
         case let .stalled(rank, peer, activity, seconds, deadline):
             return .stalled(rank: name(rank), peer: peer.map(name), activity: activity, seconds: seconds, deadline: deadline)
         }
@@ -120,16 +124,16 @@ public enum CollectiveError: Error, CustomStringConvertible {
         case let .transport(rank, peer, call, detail):
             let who = peer.map { "rank \(rank) (this process) and rank \($0)" } ?? "rank \(rank)"
             return "\(call) failed between \(who): \(detail)"
-        case let .lengthMismatch(rank, lengths):
-            let shown = lengths.enumerated().map { "rank \($0.offset): \($0.element)" }.joined(separator: ", ")
+        case let .lengthMismatch(rank, lengths, ranks):
+            let shown = lengths.enumerated().map { "rank \(ranks?[$0.offset] ?? $0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): all-reduce called with different buffer lengths (\(shown)); every rank must reduce the same number of values"
         case let .badPayload(rank, peer, detail):
             return "rank \(rank) received an invalid payload from rank \(peer): \(detail)"
         case let .stalled(rank, peer, activity, seconds, deadline):
             let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
             return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline))); find the stalled host or rank, or raise comm.timeout_seconds if it is only slow, then continue with 'train … --resume'"
-        case let .disagreement(rank, what, values):
-            let shown = values.enumerated().map { "rank \($0.offset): \($0.element)" }.joined(separator: ", ")
+        case let .disagreement(rank, what, values, ranks):
+            let shown = values.enumerated().map { "rank \(ranks?[$0.offset] ?? $0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): ranks disagree on \(what) (\(shown))"
         }
     }

@@ -129,7 +129,8 @@ final class RingErrorFeedbackTests: XCTestCase {
 /// reading "rank R waited … for rank M") can find.
 final class HierarchicalErrorTests: XCTestCase {
     /// Property: an error on the host's communicator (here the ranks disagree on the buffer's
-    /// length) names the ranks by the job's numbers the split gave, not the communicator's.
+    /// length) names the ranks by the job's numbers the split gave, not the communicator's —
+    /// the rank that reports and the ranks its list of lengths names.
     func testAnErrorOnTheHostsCommunicatorNamesTheJobsRanks() throws {
         let messages = try InProcessCluster.run(size: 2) { local -> String in
             let split = HostSplit(local: local, cross: local, hosts: 2, localWorldRanks: [6, 7], crossWorldRanks: [6, 7])
@@ -141,6 +142,7 @@ final class HierarchicalErrorTests: XCTestCase {
         }
         for message in messages {
             XCTAssertTrue(message.hasPrefix("rank 6") || message.hasPrefix("rank 7"), message)
+            XCTAssertTrue(message.contains("(rank 6: 16, rank 7: 12)"), "the lengths' list names them too: \(message)")
         }
     }
 }
