@@ -279,6 +279,10 @@ public struct TrainingConfig {
         for (key, users) in Self.optimizerKeyUsers where refusingIdleKeys && r.has(key) && !users.contains(optimizer) {
             throw ConfigError("\(key) applies to optimizer.name: \(users.joined(separator: ", ")) (\(optimizer) has none); remove it (from the config file, or with --set \(key)=null)")
         }
+        // PyTorch's OneCycleLR overwrites the momentum (SGD's, RMSProp's, LARS's) every step.
+        if refusingIdleKeys && schedulesMomentum && r.has("optimizer.momentum") {
+            throw ConfigError("optimizer.momentum does nothing under schedule.name: onecycle, which sets the momentum every step between schedule.base_momentum and schedule.max_momentum; remove it (from the config file, or with --set optimizer.momentum=null), or set schedule.cycle_momentum: false")
+        }
         for (key, users) in Self.scheduleKeyUsers where refusingIdleKeys && r.has(key) && !users.contains(schedule) {
             throw ConfigError("\(key) applies to schedule.name: \(users.joined(separator: ", ")) (schedule.name is \(schedule)); remove it (from the config file, or with --set \(key)=null), or choose one of those")
         }

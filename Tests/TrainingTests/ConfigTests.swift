@@ -153,13 +153,16 @@ final class ConfigTests: XCTestCase {
     }
 
     func testOneCycleSchedulesMomentumByDefaultAndTheOptimizerHasItsState() throws {
-        let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "optimizer.momentum=0"])
+        let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle"])
         XCTAssertTrue(config.schedulesMomentum)
         let schedule = try config.makeSchedule(total: 100)
         XCTAssertEqual(schedule.momentum(at: 0)!, 0.95, accuracy: 1e-12)
         XCTAssertEqual(schedule.momentum(at: 29)!, 0.85, accuracy: 1e-12, "momentum is lowest where the rate peaks")
         let off = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "schedule.cycle_momentum=false"])
         XCTAssertNil(try off.makeSchedule(total: 100).momentum(at: 0))
+        // A momentum the schedule would overwrite every step is refused; without the cycle it is read.
+        XCTAssertTrue(error(nil, ["schedule.name=onecycle", "optimizer.momentum=0.9"]).contains("optimizer.momentum does nothing under schedule.name: onecycle"))
+        XCTAssertEqual(error(nil, ["schedule.name=onecycle", "schedule.cycle_momentum=false", "optimizer.momentum=0.9"]), "no error")
     }
 
     /// Property: the difference list names exactly the keys whose values differ, both ways.

@@ -10,9 +10,9 @@ import XCTest
 final class TrainerTests: XCTestCase {
     /// A small synthetic problem: 256 features × 4 classes, 24 steps of global batch 24.
     /// SGD with momentum 0.9 unless `extra` names another optimizer (whose own defaults then hold:
-    /// momentum is refused for the Adam family).
+    /// momentum is refused for the Adam family) or OneCycle (which sets the momentum itself).
     static func config(_ extra: [String] = []) throws -> TrainingConfig {
-        let otherOptimizer = extra.contains { $0.hasPrefix("optimizer.name=") && $0 != "optimizer.name=sgd" }
+        let otherOptimizer = extra.contains { ($0.hasPrefix("optimizer.name=") && $0 != "optimizer.name=sgd") || $0 == "schedule.name=onecycle" }
         return try TrainingConfig(yaml: nil, source: "test", overrides: [
             "model.kind=linear", "data.dataset=synthetic", "data.synthetic.features=256", "data.synthetic.classes=4",
             "data.synthetic.train_size=576", "data.synthetic.test_size=96", "train.global_batch=24", "train.epochs=1",
