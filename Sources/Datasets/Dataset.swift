@@ -31,6 +31,6 @@ extension Dataset {
 /// Why a dataset could not be loaded; every message says what to do.
 public struct DatasetError: Error, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String) { self.message = message.shownOnOneLine }
     public var description: String { message }
 }

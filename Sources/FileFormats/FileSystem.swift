@@ -9,14 +9,14 @@ import Foundation
 /// file, what is wrong and what to do, in one line.
 public struct FileFormatError: Error, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String) { self.message = message.shownOnOneLine }
     public var description: String { message }
 }
 
 /// A file-system failure, in one line: what could not be done, where, and the OS's reason.
 public struct FileError: Error, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public init(_ message: String) { self.message = message.shownOnOneLine }
     public var description: String { message }
 
     /// "cannot WHAT PATH: strerror(errno)[; HINT]". A full disk or quota says what to do.

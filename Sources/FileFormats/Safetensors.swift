@@ -60,6 +60,8 @@ public enum Safetensors {
 
     public struct FormatError: Error, CustomStringConvertible {
         public let description: String
+        /// One line whatever the file's tensor names hold.
+        init(description: String) { self.description = description.shownOnOneLine }
     }
 
     private static func info(_ value: Any) -> [String: Any]? { value as? [String: Any] }

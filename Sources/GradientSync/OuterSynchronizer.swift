@@ -258,7 +258,9 @@ public final class OuterSynchronizer {
         func get() throws -> Int {
             guard offset + 8 <= bytes.count else { throw bad }
             defer { offset += 8 }
-            return Int(UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }))
+            // A count that does not fit an Int, or is negative as one, is damage, not a trap.
+            guard let value = Int(exactly: UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })) else { throw bad }
+            return value
         }
         guard values.count == outer.count else { throw bad }
         let (steps, discarded, count) = (try get(), try get(), try get())
@@ -266,7 +268,7 @@ public final class OuterSynchronizer {
         var inFlight: InFlight?
         if try get() == 1 {
             let (p, after) = (try get(), try get())
-            guard p < fragments.count, let streamingDelta else { throw bad }
+            guard p >= 0, p < fragments.count, let streamingDelta else { throw bad }
             let range = fragments[p].range
             guard offset + 4 * range.count <= bytes.count else { throw bad }
             bytes.withUnsafeBytes { raw in
@@ -278,7 +280,7 @@ public final class OuterSynchronizer {
         }
         for optimizer in optimizers {
             let length = try get()
-            guard offset + length <= bytes.count else { throw bad }
+            guard length <= bytes.count - offset else { throw bad }
             try optimizer.loadState(Array(bytes[offset ..< offset + length]))
             offset += length
         }

@@ -94,6 +94,7 @@ public struct Checkpoint: Equatable {
 
     public struct Corrupt: Error, CustomStringConvertible {
         public let reason: String
+        public init(reason: String) { self.reason = reason.shownOnOneLine }
         public var description: String { reason }
     }
 
@@ -113,16 +114,25 @@ public struct Checkpoint: Equatable {
         }
         let version = try get(UInt32.self)
         guard version == Self.version else { throw Corrupt(reason: "version \(version), this ringsgd reads version \(Self.version)") }
+        // Counts are read as UInt64 and must fit an Int: a crafted file (the checksum is no
+        // secret) trapped converting 2⁶³ or adding a length near Int.max to the offset.
+        func count(_ what: String) throws -> Int {
+            guard let value = Int(exactly: try get(UInt64.self)) else { throw Corrupt(reason: "its \(what) is out of range") }
+            return value
+        }
         worldSize = Int(try get(UInt32.self))
-        step = Int(try get(UInt64.self))
-        skippedSteps = Int(try get(UInt64.self))
+        step = try count("step")
+        skippedSteps = try count("skipped-step count")
         var sections: [String: [UInt8]] = [:]
         for _ in 0 ..< (try get(UInt32.self)) {
             guard offset + 4 <= bytes.count - 8 else { throw Corrupt(reason: "truncated section table") }
-            let tag = String(decoding: bytes[offset ..< offset + 4], as: UTF8.self)
+            let tagBytes = bytes[offset ..< offset + 4]
+            // A tag is four printable ASCII letters ("CONF"); anything else is shown as hex, on one line.
+            let tag = tagBytes.allSatisfy({ (0x21 ... 0x7E).contains($0) }) ? String(decoding: tagBytes, as: UTF8.self)
+                : "0x" + tagBytes.map { String(format: "%02x", $0) }.joined()
             offset += 4
-            let length = Int(try get(UInt64.self))
-            guard length >= 0, offset + length <= bytes.count - 8 else { throw Corrupt(reason: "section \(tag) overruns the file") }
+            let length = try count("section \(tag)'s length")
+            guard length <= bytes.count - 8 - offset else { throw Corrupt(reason: "section \(tag) overruns the file") }
             sections[tag] = Array(bytes[offset ..< offset + length])
             offset += length
         }

@@ -5,7 +5,8 @@ import Yams
 /// A config error: names the key and what is allowed. One line, for the user.
 public struct ConfigError: Error, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// One line whatever the config's keys and strings hold (a quoted key may contain "\n").
+    public init(_ message: String) { self.message = message.shownOnOneLine }
     public var description: String { message }
 }
 
@@ -23,6 +24,7 @@ struct ConfigReader {
     /// defaults (for `--set`-only configs built in code).
     init(yaml: String?, source: String) throws {
         guard let yaml else { return }
+        try Self.checkNesting(yaml, source: source)
         let node: Node?
         do { node = try Yams.compose(yaml: yaml) } catch {
             throw ConfigError("\(source) is not valid YAML: \(Self.oneLine(error))")
@@ -31,7 +33,61 @@ struct ConfigReader {
             throw ConfigError("\(source) is empty; write the keys to change (see configs/fashion-mlp.yaml), e.g. 'train: {epochs: 1}'")
         }
         guard case .mapping = node else { throw ConfigError("\(source) must be a YAML mapping of sections (train:, optimizer:, …)") }
+        var visits = 0
+        try Self.checkSize(node, visits: &visits, source: source)
         try flatten(node, prefix: "", source: source)
+    }
+
+    /// The deepest nesting a config may have: ringsgd's are a few levels deep (a residual
+    /// block's layer's keys: 6). Yams's parser recurses once per level, so a file of 200 KB of
+    /// '[' would overflow the stack before any error could be given.
+    static let deepestNesting = 64
+    /// The most nodes a config may expand to. YAML aliases share a node among its uses: 40
+    /// anchors each naming the last one twice are under 1 KB of text and 2⁴⁰ nodes walked, a
+    /// hang instead of an error. Real configs have a few hundred.
+    static let mostNodes = 100_000
+
+    /// Refuses flow brackets or block indentation nested deeper than `deepestNesting`, from
+    /// the text (before the parser sees it): a quoted string's brackets and comments are skipped.
+    static func checkNesting(_ yaml: String, source: String) throws {
+        var brackets = 0, indents: [Int] = [], quote: UInt8? = nil
+        for line in Array(yaml.utf8).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            let indent = line.prefix { $0 == UInt8(ascii: " ") }.count
+            if quote == nil && brackets == 0 && indent < line.count && line[line.startIndex + indent] != UInt8(ascii: "#") {
+                while let last = indents.last, last >= indent { indents.removeLast() }
+                indents.append(indent)
+            }
+            for byte in line {
+                if let open = quote {
+                    if byte == open { quote = nil }
+                } else if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") {
+                    quote = byte
+                } else if byte == UInt8(ascii: "#") {
+                    break
+                } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
+                    brackets += 1
+                } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
+                    brackets -= 1
+                }
+                if brackets + indents.count > deepestNesting {
+                    throw ConfigError("\(source) nests more than \(deepestNesting) levels deep; a ringsgd config needs a few")
+                }
+            }
+        }
+    }
+
+    /// Walks the document as the reader will — aliases expanded — and refuses it past
+    /// `mostNodes` (an alias bomb) or `deepestNesting` levels.
+    static func checkSize(_ node: Node, visits: inout Int, depth: Int = 0, source: String) throws {
+        visits += 1
+        guard visits <= mostNodes, depth <= deepestNesting else {
+            throw ConfigError("\(source) expands to more than \(mostNodes) values or \(deepestNesting) levels (YAML aliases repeating aliases?); write the config out")
+        }
+        switch node {
+        case let .mapping(mapping): for (key, value) in mapping { try checkSize(key, visits: &visits, depth: depth + 1, source: source); try checkSize(value, visits: &visits, depth: depth + 1, source: source) }
+        case let .sequence(items): for item in items { try checkSize(item, visits: &visits, depth: depth + 1, source: source) }
+        default: break
+        }
     }
 
     private mutating func flatten(_ node: Node, prefix: String, source: String) throws {
@@ -73,9 +129,12 @@ struct ConfigReader {
         }
         let key = String(assignment[..<eq]), text = String(assignment[assignment.index(after: eq)...])
         if text == "null" || text == "~" { values[key] = nil; removed.insert(key); return }
+        try Self.checkNesting(text, source: "--set \(key)")
         guard let node = try? Yams.compose(yaml: text.isEmpty ? "''" : text) else {
             throw ConfigError("--set \(key): '\(text)' is not a valid value")
         }
+        var visits = 0
+        try Self.checkSize(node, visits: &visits, source: "--set \(key)")
         values[key] = node
     }
 

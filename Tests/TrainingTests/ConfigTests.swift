@@ -121,6 +121,21 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(error(nil, ["schedule.name=multistep", "schedule.gamma=0.5", "schedule.milestones=[3]", "schedule.warmup=2"]), "no error")
     }
 
+    /// Property: configs that would hang (an alias bomb: 40 anchors, each naming the last
+    /// twice, 2⁴⁰ values), overflow the parser's stack (deep nesting) or break the one-line
+    /// error (a newline inside a quoted key or string) are refused with one line.
+    func testHostileYAMLIsOneLineErrorNotAHangOrACrash() {
+        let bomb = (["a0: &a0 {x: 1}"] + (1 ... 40).map { "a\($0): &a\($0) {p: *a\($0 - 1), q: *a\($0 - 1)}" }).joined(separator: "\n")
+        XCTAssertTrue(error(bomb).contains("expands to more than 100000 values"), error(bomb))
+        let deep = "a: " + String(repeating: "[", count: 5000)
+        XCTAssertTrue(error(deep).contains("nests more than 64 levels deep"), error(deep))
+        XCTAssertTrue(error(nil, ["optimizer.betas=" + String(repeating: "[", count: 5000)]).contains("nests more than 64 levels deep"))
+        let newline = error("model: {kind: \"a\\nb\"}\n")
+        XCTAssertTrue(newline.contains("got 'a\\nb'") && !newline.contains("\n"), newline)
+        // An ordinary config nests a handful of levels, with brackets in quoted strings and comments.
+        XCTAssertEqual(error("train: {epochs: 1}  # [[[[\ndata: {text: ['[[[[.txt']}\nmodel: {kind: gpt}\n"), "no error")
+    }
+
     func testCodecNamesWithParametersTheyDoNotTakeAreRejected() {
         XCTAssertTrue(error(nil, ["comm.codec=none:7"]).contains("none takes no parameter"), error(nil, ["comm.codec=none:7"]))
         XCTAssertTrue(error(nil, ["comm.codec=int8:0"]).contains("block size must be an integer in 1…1048576, got '0'"))
