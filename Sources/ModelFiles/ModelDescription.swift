@@ -29,6 +29,20 @@ public struct ModelDescription: Codable, Equatable {
         pytorch = model.pytorchModule
     }
 
+    /// What is out of range (a description is read from a checkpoint, which may be damaged
+    /// or crafted: its checksum is no secret), or nil. Sizes within these limits build or fail
+    /// with a `ShapeError`, never a trap.
+    public var problem: String? {
+        guard (1 ... 4).contains(inputShape.count), inputShape.allSatisfy({ (1 ... 1 << 20).contains($0) }),
+              inputShape.reduce(1, *) <= 1 << 28 else {
+            return "its input shape \(inputShape) is not 1–4 sizes in 1…1048576"
+        }
+        if let gpt { return gpt.problem ?? (classes == gpt.vocab ? nil : "its class count \(classes) is not its GPT's vocabulary \(gpt.vocab)") }
+        guard (2 ... 1 << 20).contains(classes) else { return "its class count \(classes) is not in 2…1048576" }
+        if layers.isEmpty { return "it lists no layers" }
+        return layers.lazy.compactMap(\.problem).first
+    }
+
     /// The model, freshly built (parameters zero).
     public func build() throws -> Model {
         if let gpt { return try GPT(gpt) }

@@ -4,6 +4,8 @@
 // description, the loss. Knows nothing of ranks or the wire: the trainer hands the flat
 // gradient buffer to the all-reduce and the flat parameter buffer to the optimizer.
 
+import Foundation
+
 /// One layer's slice of the flat buffers.
 public struct ParameterView: Equatable, Codable, CustomStringConvertible {
     /// "0.weight", "0.bias", "3.weight", …: PyTorch's `state_dict` keys for the same model.
@@ -17,15 +19,30 @@ public struct ParameterView: Equatable, Codable, CustomStringConvertible {
         self.name = name
         self.offset = offset
         self.shape = shape
-        self.count = shape.reduce(1, *)
+        // Saturating: a shape too large to allocate (from a hostile file or config) becomes a
+        // count `FlatParameters` refuses, not an overflow trap here.
+        self.count = shape.reduce(1) { product, size in
+            let (p, overflow) = product.multipliedReportingOverflow(by: size)
+            return overflow || p > Self.saturated ? Self.saturated : p
+        }
     }
+
+    /// 2⁴⁴ floats: more than any machine holds, and far enough below Int.max that offsets
+    /// summed over a model's views cannot overflow.
+    static let saturated = 1 << 44
 
     enum CodingKeys: String, CodingKey { case name, offset, shape }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(name: try c.decode(String.self, forKey: .name), offset: try c.decode(Int.self, forKey: .offset),
-                  shape: try c.decode([Int].self, forKey: .shape))
+        let offset = try c.decode(Int.self, forKey: .offset), shape = try c.decode([Int].self, forKey: .shape)
+        guard offset >= 0, offset < Self.saturated, shape.allSatisfy({ $0 >= 0 }) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "a view needs offset ≥ 0 and sizes ≥ 0, got offset \(offset), shape \(shape)"))
+        }
+        self.init(name: try c.decode(String.self, forKey: .name), offset: offset, shape: shape)
+        guard count < Self.saturated else {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath, debugDescription: "view \(name)'s shape \(shape) is too large"))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -67,8 +84,15 @@ public final class FlatParameters {
     init(views: [ParameterView], bufferViews: [ParameterView] = [], gradientStorage: GradientStorage? = nil) throws {
         self.views = views
         self.bufferViews = bufferViews
-        buffers = Self.allocate(bufferViews.last.map { $0.offset + $0.count } ?? 0)
-        let total = views.last.map { $0.offset + $0.count } ?? 0
+        let total = views.last.map { $0.offset + $0.count } ?? 0, bufferTotal = bufferViews.last.map { $0.offset + $0.count } ?? 0
+        // Parameters and gradients (the optimizer's state comes on top): a model that cannot
+        // fit is a clear error, not an allocation that kills the process.
+        let bytes = Double(2 * total + bufferTotal) * 4, memory = Double(ProcessInfo.processInfo.physicalMemory)
+        guard bytes <= memory else {
+            throw ShapeError(String(format: "the model has %d parameters: %.1f GB with their gradients, more than this machine's %.1f GB of memory; make it smaller",
+                                    total, bytes / 1e9, memory / 1e9))
+        }
+        buffers = Self.allocate(bufferTotal)
         // 64-byte alignment: vector loads never split a cache line at a view's start.
         parameters = Self.allocate(total)
         if let provided = try gradientStorage?(total) {

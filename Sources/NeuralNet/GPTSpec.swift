@@ -23,7 +23,9 @@ public struct GPTSpec: Codable, Equatable, CustomStringConvertible {
 
     /// Why this shape cannot be built, or nil.
     public var problem: String? {
-        if layers < 1 { return "model.gpt.layers must be ≥ 1, got \(layers)" }
+        if layers < 1 || layers > 1024 { return "model.gpt.layers must be in 1…1024, got \(layers)" }
+        if heads > 4096 || embed > 1 << 16 { return "model.gpt.heads and .embed must be at most 4096 and 65536, got \(heads) and \(embed)" }
+        if blockSize > 1 << 20 { return "model.gpt.block_size must be at most 1048576, got \(blockSize)" }
         if heads < 1 || embed < 1 || embed % heads != 0 {
             return "model.gpt.embed (\(embed)) must be a positive multiple of model.gpt.heads (\(heads))"
         }

@@ -30,6 +30,32 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
     public static let names = ["linear", "conv2d", "maxpool2d", "relu", "flatten", "dropout", "batchnorm2d", "batchnorm1d",
                                "globalavgpool2d", "residual"]
 
+    /// The largest `out` of a layer, and the largest kernel, stride or padding: far past any
+    /// model ringsgd trains, small enough that no size computed from them overflows.
+    public static let largestWidth = 1 << 20, largestWindow = 1 << 10
+
+    /// What is out of range in this layer's numbers (a checkpoint's model description is read
+    /// from a file; a config's through `LayerListReader`, with the same limits), or nil.
+    public var problem: String? {
+        func outside(_ value: Int, _ range: ClosedRange<Int>, _ what: String) -> String? {
+            range.contains(value) ? nil : "\(name) \(what) must be in \(range.lowerBound)…\(range.upperBound), got \(value)"
+        }
+        switch self {
+        case let .linear(out): return out.flatMap { outside($0, 1 ... Self.largestWidth, "out") }
+        case let .conv2d(out, kernel, stride, padding, _):
+            return outside(out, 1 ... Self.largestWidth, "out") ?? outside(kernel, 1 ... Self.largestWindow, "kernel")
+                ?? outside(stride, 1 ... Self.largestWindow, "stride") ?? outside(padding, 0 ... Self.largestWindow, "padding")
+        case let .maxpool2d(kernel): return outside(kernel, 1 ... Self.largestWindow, "kernel")
+        case let .dropout(p): return p >= 0 && p < 1 ? nil : "dropout p must be in [0, 1), got \(p)"
+        case let .batchnorm1d(eps, momentum), let .batchnorm2d(eps, momentum):
+            return eps > 0 && eps.isFinite && momentum >= 0 && momentum <= 1 ? nil : "\(name) needs eps > 0 and momentum in [0, 1], got \(eps) and \(momentum)"
+        case let .residual(layers, shortcut):
+            guard ["identity", "projection"].contains(shortcut) else { return "residual shortcut must be identity or projection, got \(shortcut)" }
+            return layers.isEmpty ? "a residual block needs layers" : layers.lazy.compactMap(\.problem).first
+        case .relu, .flatten, .globalavgpool2d: return nil
+        }
+    }
+
     /// Whether this layer is or holds a batch norm (a projection shortcut has one).
     public var containsBatchNorm: Bool {
         switch self {

@@ -75,7 +75,7 @@ extension FlatParameters {
         var views: [ParameterView] = [], offset = 0
         for spec in specs {
             views.append(ParameterView(name: spec.name, offset: offset, shape: spec.shape))
-            offset += (spec.shape.reduce(1, *) + 15) & ~15
+            offset += (views.last!.count + 15) & ~15
         }
         return views
     }

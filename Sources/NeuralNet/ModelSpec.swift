@@ -72,6 +72,10 @@ public enum ModelSpec: Equatable, CustomStringConvertible {
             do {
                 let layer = try spec.make(input: shape, classes: classes, isLast: index == specs.count - 1, seed: seed &+ UInt64(index))
                 shape = try layer.outputShape(for: shape)
+                // Activations are reserved per sample times the batch: past 2³¹ values one
+                // sample would need 8 GB a layer, and the sizes after it could overflow.
+                let values = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+                guard values <= 1 << 31 else { throw ShapeError("its output \(shape) holds \(values == Int.max ? "too many" : "\(values)") values a sample, more than ringsgd reserves (2³¹); make the model smaller") }
                 layers.append(layer)
             } catch let error as ShapeError {
                 throw ShapeError("model.layers[\(index)] (\(spec.name)): \(error.message)")

@@ -161,6 +161,7 @@ public struct Checkpoint: Equatable {
             do { model = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json)) } catch {
                 throw Corrupt(reason: "its model description (MODL) does not decode: \(error)")
             }
+            if let problem = model?.problem { throw Corrupt(reason: "its model description (MODL) is out of range: \(problem)") }
         }
     }
 }

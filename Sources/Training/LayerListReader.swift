@@ -26,7 +26,12 @@ enum LayerListReader {
             throw ConfigError("\(path) must be a list of layers (- conv2d: {out: 32, kernel: 3}, - relu, …)")
         }
         guard !items.isEmpty else { throw ConfigError("\(path) is empty; list the \(path == "model.layers" ? "model's layers, ending with a linear layer" : "block's layers")") }
-        return try items.enumerated().map { index, item in try layer(item, at: "\(path)[\(index)]") }
+        return try items.enumerated().map { index, item in
+            let spec = try layer(item, at: "\(path)[\(index)]")
+            // A nested block's own problems were reported with their own path already.
+            if case .residual = spec {} else if let problem = spec.problem { throw ConfigError("\(path)[\(index)]: \(problem)") }
+            return spec
+        }
     }
 
     private static func layer(_ item: Node, at here: String) throws -> LayerSpec {

@@ -123,6 +123,9 @@ public struct TrainingConfig {
             gpt = g
         }
         hidden = try r.ints("model.hidden", default: hidden, min: 1)
+        if let wide = hidden.first(where: { $0 > LayerSpec.largestWidth }) {
+            throw ConfigError("model.hidden sizes must be at most \(LayerSpec.largestWidth), got \(wide)")
+        }
         dropout = try r.double("model.dropout", default: dropout, min: 0, max: 1, exclusiveMax: true)
         if let list = r.node("model.layers") {
             if let shorthand = ["model.kind", "model.hidden", "model.dropout"].first(where: r.has) {

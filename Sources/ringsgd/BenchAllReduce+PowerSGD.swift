@@ -17,11 +17,19 @@ extension BenchAllReduce {
         let n = transport.size, rank = transport.rank
         let path = gradient!
         let views = try JSONDecoder().decode([ParameterView].self, from: Data(contentsOf: URL(fileURLWithPath: path + ".views.json")))
-        let values = try Data(contentsOf: URL(fileURLWithPath: path)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        guard data.count % 4 == 0 else { throw ValidationError("\(path) holds \(data.count) bytes, not whole Float32 values; dump it again with train --dump-gradient") }
+        let values = data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         let count = values.count
-        guard let last = views.last, last.offset + last.count <= count else {
-            throw ValidationError("\(path).views.json describes \(views.last.map { $0.offset + $0.count } ?? 0) values, \(path) holds \(count); dump both from one run")
+        // Every view inside the dump, in order and without overlap: the layout train wrote.
+        var end = 0
+        for view in views {
+            guard view.offset >= end, view.count <= count - view.offset else {
+                throw ValidationError("\(path).views.json: view \(view.name) (\(view.offset) + \(view.count) values) overlaps the one before or passes the \(count) values of \(path); dump both from one run")
+            }
+            end = view.offset + view.count
         }
+        guard !views.isEmpty else { throw ValidationError("\(path).views.json lists no tensors; dump it again with train --dump-gradient") }
         if rank == 0 {
             print("# ringsgd bench allreduce --compressor powersgd: np \(n), gradient \(path) (\(count) values, \(views.count) tensors)")
             print("# \(warmup) warm-up + \(iterations) timed steps (Q warm-started, error feedback on; contenders interleaved, order rotating), median of per-rank medians' max")

@@ -58,6 +58,10 @@ struct Generate: ParsableCommand {
         let bytes = config.dataset == "text"
         let promptTokens: [Int]
         if bytes {
+            // A byte model reads every byte value; a damaged or hand-made description may not.
+            guard spec.vocab >= 256 else {
+                throw ValidationError("\(path): the model was trained on text (bytes) but its vocabulary is \(spec.vocab), under 256; the checkpoint is damaged")
+            }
             promptTokens = Array((prompt ?? "\n").utf8).map(Int.init)
         } else {
             guard let prompt else {

@@ -132,6 +132,11 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(error(nil, ["optimizer.betas=" + String(repeating: "[", count: 5000)]).contains("nests more than 64 levels deep"))
         let newline = error("model: {kind: \"a\\nb\"}\n")
         XCTAssertTrue(newline.contains("got 'a\\nb'") && !newline.contains("\n"), newline)
+        // Sizes no model has, which overflowed or tried to allocate petabytes when the model was built.
+        XCTAssertTrue(error("model: {layers: [conv2d: {out: 1, kernel: 1, padding: 4611686018427387904}, flatten, linear]}\n")
+            .contains("model.layers[0]: conv2d padding must be in 0…1024, got 4611686018427387904"))
+        XCTAssertTrue(error(nil, ["model.hidden=[1000000000000]"]).contains("model.hidden sizes must be at most 1048576"))
+        XCTAssertTrue(error(nil, ["model.kind=gpt", "model.gpt.block_size=9223372036854775807"]).contains("model.gpt.block_size must be at most 1048576"))
         // An ordinary config nests a handful of levels, with brackets in quoted strings and comments.
         XCTAssertEqual(error("train: {epochs: 1}  # [[[[\ndata: {text: ['[[[[.txt']}\nmodel: {kind: gpt}\n"), "no error")
     }
