@@ -20,5 +20,5 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$root/Tests/FuzzCorpus" "$work/corpus"
 out=${FUZZ_OUT:-$root/runs/fuzz}
 mkdir -p "$out"
-"$root/.build-fuzz/release/fuzz-decoders" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -timeout=10 \
+"$root/.build-fuzz/release/fuzz-decoders" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -timeout=10 -dict="$root/launch/fuzz.dict" \
   -print_final_stats=1 -artifact_prefix="$out/" "$work/corpus"

@@ -19,7 +19,10 @@ final class FuzzTests: XCTestCase {
     /// no crash. Skipped only where the toolchain has no libFuzzer; any other failure to build fails.
     func testTwentySecondsOfFuzzingFindNoCrash() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-fuzz-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: out) }
+        // Kept when the run fails: the crashing input is what a fix needs (and what goes into
+        // Tests/FuzzCorpus afterwards).
+        var found = false
+        defer { if !found { try? FileManager.default.removeItem(atPath: out) } }
         let outcome = try MPIRun.runProcess(["env", "FUZZ_OUT=\(out)", root + "/launch/fuzz.sh", "20"], timeout: 600)
         // No libFuzzer in this toolchain: the driver's words where compiler-rt lacks it ("error:
         // unsupported option '-sanitize=fuzzer' for target …"), or a linker missing its runtime.
@@ -30,8 +33,9 @@ final class FuzzTests: XCTestCase {
             throw XCTSkip("this toolchain has no libFuzzer (swift build --sanitize=fuzzer): \(noLibFuzzer)")
         }
         let crashes = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+        found = !crashes.isEmpty
         XCTAssertEqual(outcome.status, 0, (crashes.isEmpty ? "launch/fuzz.sh failed (the build, or the fuzzer without a crash file)"
-                                                           : "fuzzing found a crash: \(crashes)") + "\n\(output.suffix(6000))")
+                                                           : "fuzzing found a crash, kept in \(out): \(crashes)") + "\n\(output.suffix(6000))")
         XCTAssertTrue(output.contains("Done "), output.suffix(2000).description)
     }
 }
