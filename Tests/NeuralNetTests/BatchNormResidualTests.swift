@@ -268,8 +268,73 @@ final class BatchNormResidualTests: XCTestCase {
         let before = Array(model.parameters.buffers)
         let z = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: norm.forward($0.baseAddress!, batch: batch, training: false), count: batch * 8)) }
         XCTAssertEqual(Array(model.parameters.buffers), before)
-        let mean0 = Double(model.parameters.buffer(of: buffers[0])[0]), var0 = Double(model.parameters.buffer(of: buffers[1])[0])
-        XCTAssertEqual(Double(z[0]), (Double(x[0]) - mean0) / (var0 + 1e-5).squareRoot() * 1.5 + 0.25, accuracy: 1e-5)
+        // Every value of both channels (one value checked a channel-indexing or eps error only for channel 0).
+        for c in 0 ..< 2 {
+            let mean = Double(model.parameters.buffer(of: buffers[0])[c]), variance = Double(model.parameters.buffer(of: buffers[1])[c])
+            for b in 0 ..< batch {
+                for i in 0 ..< 4 {
+                    let at = (b * 2 + c) * 4 + i
+                    XCTAssertEqual(Double(z[at]), (Double(x[at]) - mean) / (variance + 1e-5).squareRoot() * Double(gamma[c]) + Double(beta[c]), accuracy: 1e-5)
+                }
+            }
+        }
+    }
+
+    /// Property: the fusions the builder makes give the bits of the unfused layers — loss,
+    /// gradients, running statistics and evaluation logits, over two steps — also where no
+    /// other test reaches them: a batch norm as the first layer (asked for no input gradient)
+    /// before a convolution, a VGG-like chain of norm → convolution outside residual blocks, a
+    /// stride-2 convolution after a norm (a bottleneck's 3×3), Winograd on 7×7 planes with a
+    /// first-layer convolution making its norm's statistics, and a block on 2×2 planes.
+    func testFusionsOutsideTheResNetsShapesGiveTheSameBits() throws {
+        let bn = LayerSpec.batchnorm2d(eps: 1e-5, momentum: 0.1)
+        func conv(_ out: Int, _ kernel: Int = 3, stride: Int = 1) -> LayerSpec {
+            .conv2d(out: out, kernel: kernel, stride: stride, padding: kernel / 2, bias: false)
+        }
+        let cases: [(String, [LayerSpec], [Int], Int)] = [
+            ("norm first, then a VGG-like chain", [bn, .relu, conv(8), bn, .relu, conv(8), bn, .relu, .maxpool2d(kernel: 2), conv(16, stride: 2), bn, .relu,
+                                                   .globalavgpool2d, .linear(out: nil)], [8, 12, 12], 5),
+            ("a bottleneck with its stride on the 3×3", [conv(8, 1), bn, .relu, .residual(layers: [conv(8, 1), bn, .relu, conv(8, stride: 2), bn, .relu, conv(16, 1), bn],
+                                                                                  shortcut: "projection"), .relu, .globalavgpool2d, .linear(out: nil)], [8, 9, 9], 4),
+            ("Winograd on 7×7, first layer", [conv(8), bn, .relu, conv(8), bn, .relu, .globalavgpool2d, .linear(out: nil)], [8, 7, 7], 3),
+            ("a block on 2×2 planes", [.residual(layers: [conv(4, stride: 2), bn, .relu, conv(4), bn], shortcut: "projection"), .relu,
+                                       .globalavgpool2d, .linear(out: nil)], [2, 4, 4], 3),
+        ]
+        for (name, spec, shape, batch) in cases {
+            func model(fused: Bool) throws -> Sequential {
+                let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
+                m.initialize(seed: 5)
+                var generator = SeededGenerator(seed: 11)
+                for i in m.parameters.parameters.indices { m.parameters.parameters[i] += Float.random(in: -0.5 ... 0.5, using: &generator) }
+                return m
+            }
+            let fused = try model(fused: true), separate = try model(fused: false)
+            let fusedConvolutions = fused.layers.flatMap { ($0 as? Conv2d).map { [$0] } ?? ($0 as? Residual).map { $0.layers.compactMap { $0 as? Conv2d } } ?? [] }
+            XCTAssertTrue(fusedConvolutions.contains { $0.followingNorm != nil }, "\(name): something is fused")
+            if name.hasPrefix("Winograd") { XCTAssertEqual(fusedConvolutions.map(\.algorithm), [.winograd4x4, .winograd4x4], name) }
+            if name.hasPrefix("norm first") || name.hasPrefix("a bottleneck") {
+                XCTAssertTrue(fusedConvolutions.contains { $0.precedingNorm != nil && $0.stride == (name.hasPrefix("a bottleneck") ? 2 : 1) }, name)
+            }
+            var generator = SeededGenerator(seed: 9)
+            for step in 0 ..< 2 {
+                let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
+                let labels: [Int32] = (0 ..< batch).map { Int32(($0 + step) % 3) }
+                var losses: [Double] = []
+                for m in [fused, separate] {
+                    let result = try input.withUnsafeBufferPointer { x in
+                        try labels.withUnsafeBufferPointer { try m.computeGradients(input: x, labels: $0, batch: batch, forwardDone: nil, unitDone: nil) }
+                    }
+                    losses.append(result.loss)
+                }
+                XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "\(name), step \(step)")
+                XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "\(name), step \(step): gradients differ")
+                XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "\(name), step \(step): running statistics differ")
+                let logits = try [fused, separate].map { m in
+                    try input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try m.forward($0, batch: batch, training: false), count: batch * 3)) }
+                }
+                XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "\(name), step \(step): evaluation's logits differ")
+            }
+        }
     }
 
     /// The reducer sees [Σx per channel, Σx² per channel, count] in forward, and its result is
