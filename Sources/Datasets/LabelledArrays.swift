@@ -61,13 +61,6 @@ public struct LabelledArrays {
         if let huge = labels.firstIndex(where: { $0 >= Self.classLimit }) {
             throw DatasetError("\(labelFile): label \(labels[huge]) of sample \(huge) is too large for a class index (ringsgd takes 0 … \(Self.classLimit - 1)); fix the labels")
         }
-        // `storage` maps the samples: kept alive while they are read, the error path included.
-        try withExtendedLifetime(storage) {
-            if case let .float32(values) = samples, let bad = Self.firstNonFinite(values, count: count * shape.reduce(1, *)) {
-                let perSample = shape.reduce(1, *)
-                throw DatasetError("\(sampleFile): value \(values[bad]) of sample \(bad / perSample) is not finite; fix or drop the sample (a NaN would poison the normalisation and every step)")
-            }
-        }
         self.samples = samples; self.shape = shape; self.labels = labels
         self.sampleFile = sampleFile; self.labelFile = labelFile; self.storage = storage
     }
@@ -77,6 +70,16 @@ public struct LabelledArrays {
     /// Why a ceiling: a stray huge label (an uninitialised `np.empty` saved by mistake) would
     /// otherwise size that layer, or trap converting to Int32.
     public static let classLimit: Int64 = 1 << 20
+
+    /// Refuses float32 samples holding a NaN or an infinity, naming the first: one would make
+    /// the measured mean NaN, or reach training with `data.mean`/`data.std` given and poison
+    /// every step. A pass over every value — the loader runs it where it reads every value
+    /// anyway (measuring the normalisation, whose cache then stands for a checked file) or
+    /// where no cache can stand for it.
+    public func checkFinite() throws {
+        guard case let .float32(values) = samples, let bad = Self.firstNonFinite(values, count: valueCount) else { return }
+        throw DatasetError("\(sampleFile): value \(values[bad]) of sample \(bad / shape.reduce(1, *)) is not finite; fix or drop the sample (a NaN would poison the normalisation and every step)")
+    }
 
     /// The index of the first NaN or infinity, by its exponent bits (all ones), without a
     /// branch per value: blocks of 1024 are OR-reduced and only a block that has one is searched.

@@ -29,16 +29,22 @@ public struct ModelDescription: Codable, Equatable {
         pytorch = model.pytorchModule
     }
 
+    /// Values a sample and classes a model may have, as `ModelSpec.layers` and the label
+    /// readers enforce them.
+    public static let largestSample = 1 << 31, mostClasses = 1 << 20
+
     /// What is out of range (a description is read from a checkpoint, which may be damaged
     /// or crafted: its checksum is no secret), or nil. Sizes within these limits build or fail
     /// with a `ShapeError`, never a trap.
     public var problem: String? {
-        guard (1 ... 4).contains(inputShape.count), inputShape.allSatisfy({ (1 ... 1 << 20).contains($0) }),
-              inputShape.reduce(1, *) <= 1 << 28 else {
-            return "its input shape \(inputShape) is not 1–4 sizes in 1…1048576"
+        // The limits training itself enforces (`ModelSpec.layers`: 2³¹ values a sample; labels
+        // and data.classes: 2²⁰ classes), so every checkpoint a run writes reads back.
+        let values = inputShape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+        guard (1 ... 4).contains(inputShape.count), inputShape.allSatisfy({ $0 >= 1 }), values <= Self.largestSample else {
+            return "its input shape \(inputShape) is not 1–4 sizes ≥ 1 of at most 2³¹ values"
         }
         if let gpt { return gpt.problem ?? (classes == gpt.vocab ? nil : "its class count \(classes) is not its GPT's vocabulary \(gpt.vocab)") }
-        guard (2 ... 1 << 20).contains(classes) else { return "its class count \(classes) is not in 2…1048576" }
+        guard (2 ... Self.mostClasses).contains(classes) else { return "its class count \(classes) is not in 2…\(Self.mostClasses)" }
         if layers.isEmpty { return "it lists no layers" }
         return layers.lazy.compactMap(\.problem).first
     }

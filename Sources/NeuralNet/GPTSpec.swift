@@ -26,6 +26,11 @@ public struct GPTSpec: Codable, Equatable, CustomStringConvertible {
         if layers < 1 || layers > 1024 { return "model.gpt.layers must be in 1…1024, got \(layers)" }
         if heads > 4096 || embed > 1 << 16 { return "model.gpt.heads and .embed must be at most 4096 and 65536, got \(heads) and \(embed)" }
         if blockSize > 1 << 20 { return "model.gpt.block_size must be at most 1048576, got \(blockSize)" }
+        // Attention keeps heads × T² scores a sample, the widest activation: bounded as a layer
+        // list's are (2³¹ values a sample), so reserving it neither overflows nor asks for terabytes.
+        if heads * blockSize * blockSize > 1 << 31 || embed * blockSize > 1 << 31 {
+            return "model.gpt.heads × block_size² (\(heads) × \(blockSize)²) and embed × block_size must be at most 2³¹ values a sample; make the block or the model smaller"
+        }
         if heads < 1 || embed < 1 || embed % heads != 0 {
             return "model.gpt.embed (\(embed)) must be a positive multiple of model.gpt.heads (\(heads))"
         }

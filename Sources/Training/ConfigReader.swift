@@ -48,31 +48,49 @@ struct ConfigReader {
     static let mostNodes = 100_000
 
     /// Refuses flow brackets or block indentation nested deeper than `deepestNesting`, from
-    /// the text (before the parser sees it): a quoted string's brackets and comments are skipped.
+    /// the text (before the parser sees it). Counted: distinct indentation levels, compact
+    /// sequence or key markers ("- - - x"), and open flow brackets; a bracket inside a quoted
+    /// scalar (one that starts a token: "it's" opens none) or a comment is not one, and a
+    /// stray "]" in a plain scalar does not lower the count below zero.
     static func checkNesting(_ yaml: String, source: String) throws {
-        var brackets = 0, indents: [Int] = [], quote: UInt8? = nil
+        var brackets = 0, indents: [Int] = [], quote: UInt8? = nil, escaped = false
+        let space = UInt8(ascii: " "), dash = UInt8(ascii: "-"), question = UInt8(ascii: "?")
+        func refuse() -> ConfigError { ConfigError("\(source) nests more than \(deepestNesting) levels deep; a ringsgd config needs a few") }
         for line in Array(yaml.utf8).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            let indent = line.prefix { $0 == UInt8(ascii: " ") }.count
-            if quote == nil && brackets == 0 && indent < line.count && line[line.startIndex + indent] != UInt8(ascii: "#") {
+            var i = line.startIndex
+            while i < line.endIndex && line[i] == space { i += 1 }
+            let indent = i - line.startIndex
+            var markers = 0
+            if quote == nil && brackets == 0 && i < line.endIndex && line[i] != UInt8(ascii: "#") {
                 while let last = indents.last, last >= indent { indents.removeLast() }
                 indents.append(indent)
+                // "- - - x": each marker opens a level on the same line.
+                while i < line.endIndex, line[i] == dash || line[i] == question,
+                      i + 1 == line.endIndex || line[i + 1] == space {
+                    markers += 1
+                    i += 1
+                    while i < line.endIndex && line[i] == space { i += 1 }
+                }
             }
-            for byte in line {
+            var previous: UInt8 = space
+            while i < line.endIndex {
+                let byte = line[i]
                 if let open = quote {
-                    if byte == open { quote = nil }
-                } else if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") {
+                    if escaped { escaped = false } else if open == UInt8(ascii: "\"") && byte == UInt8(ascii: "\\") { escaped = true } else if byte == open { quote = nil }
+                } else if (byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'")) && [space, UInt8(ascii: ":"), UInt8(ascii: ","), UInt8(ascii: "["), UInt8(ascii: "{"), dash, question].contains(previous) {
                     quote = byte
-                } else if byte == UInt8(ascii: "#") {
+                } else if byte == UInt8(ascii: "#") && previous == space {
                     break
                 } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
                     brackets += 1
                 } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
-                    brackets -= 1
+                    brackets = max(0, brackets - 1)
                 }
-                if brackets + indents.count > deepestNesting {
-                    throw ConfigError("\(source) nests more than \(deepestNesting) levels deep; a ringsgd config needs a few")
-                }
+                if brackets + indents.count + markers > deepestNesting { throw refuse() }
+                previous = byte
+                i += 1
             }
+            if brackets + indents.count + markers > deepestNesting { throw refuse() }
         }
     }
 

@@ -23,6 +23,8 @@ extension TrainingConfig {
             guard classes >= 2 else {
                 throw DatasetError("\(trainLabels) holds a single class (every label is 0); a classifier needs ≥ 2 classes (or set data.classes)")
             }
+            try test.checkFinite()
+            if self.normalization != nil { try train.checkFinite() }
             let normalization = try self.normalization ?? measuredNormalization(of: train, log: log)
             return (try train.dataset(classes: classes, normalization: normalization),
                     try test.dataset(classes: classes, normalization: normalization))
@@ -75,6 +77,7 @@ extension TrainingConfig {
             log(String(format: "data: normalised with the training samples' mean %.4f and std %.4f (cached in %@)", stored.mean, stored.std, cached))
             return stored
         }
+        try train.checkFinite()   // the cache written below then stands for a checked file
         let measured = Normalization.measure(train.samples, count: train.valueCount)
         guard measured.std > 0 else {
             throw DatasetError("every value of \(train.sampleFile) is \(measured.mean): nothing to learn from; check the file")

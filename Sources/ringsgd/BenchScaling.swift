@@ -105,7 +105,7 @@ struct BenchScaling: ParsableCommand {
     }
 
     func run() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)   // a row as each run ends, also into a file or pipe
+        setvbuf(stdout, nil, _IOLBF, 0)   // a line as each run ends (the table after the last), also into a file or pipe
         let rankCounts = Set(Self.counts(ranks)!).sorted()   // smallest first: the baseline
         let root = Self.packageRoot.path
         let outDirectory = out ?? "runs/scaling-\(Self.timestamp())"
@@ -121,9 +121,7 @@ struct BenchScaling: ParsableCommand {
                 let which = (position + round) % configurations.count, (codec, n) = configurations[which]
                 let summary = try runOnce(codec: codec, ranks: n, round: round, into: outDirectory, root: root)
                 runs[which].append(summary)
-                if rounds > 1 {
-                    print(String(format: "# round %d: %d ranks, %@: %.0f samples/s", round + 1, n, codec, summary.samples_per_second))
-                }
+                print(String(format: "# round %d/%d: %d ranks, %@: %.0f samples/s", round + 1, rounds, n, codec, summary.samples_per_second))
             }
         }
         print(ScalingRow.header)

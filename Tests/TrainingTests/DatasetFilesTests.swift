@@ -156,8 +156,10 @@ final class DatasetFilesTests: XCTestCase {
             ("train-y.npy", NpyFixture.bytes(descr: "<i8", shape: [4], data: NpyFixture.int64s([0, 1, .max, 1])), "is too large for a class index"),
             ("train-y.npy", NpyFixture.bytes(descr: "<u8", shape: [4], data: NpyFixture.int64s([0, 1, -2, 1])), "is too large for a class index"),
             // One NaN made the mean NaN and the error "every value is nan"; given mean and std, it reached training.
-            ("train-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats([0, 1, 2, 3, 4, .nan, 6, 7])), "value nan of sample 2 is not finite"),
-            ("test-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2], data: NpyFixture.floats([0, 1, 2, 3, 4, 5, .infinity, 7])), "value inf of sample 3 is not finite"),
+            ("train-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2, 3], data: NpyFixture.floats((0 ..< 24).map { $0 == 13 ? .nan : Float($0) })),
+             "value nan of sample 2 is not finite"),
+            ("test-x.npy", NpyFixture.bytes(descr: "<f4", shape: [4, 2, 3], data: NpyFixture.floats((0 ..< 24).map { $0 == 19 ? .infinity : Float($0) })),
+             "value inf of sample 3 is not finite"),
         ]
         for (file, bytes, expected) in cases {
             try writeFixtures(dir)
