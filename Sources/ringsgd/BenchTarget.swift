@@ -61,6 +61,9 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "A peer's curve, LABEL=FILE: the output of torch_ddp.py --eval-every-steps (repeatable).")
     var peer: [String] = []
 
+    @Option(help: "Runs of every configuration, alternating (each round's order rotated by one); a row is the median run by time to target.")
+    var rounds: Int = 1
+
     @Option(help: "Output directory (default: runs/target-<time>).")
     var out: String?
 
@@ -71,7 +74,7 @@ struct BenchTarget: ParsableCommand {
         guard FileManager.default.fileExists(atPath: config) else {
             throw ValidationError("config \(config) does not exist; pass --config with a YAML file such as configs/fashion-cnn.yaml")
         }
-        guard ranks >= 1, evalEverySteps >= 1 else { throw ValidationError("--ranks and --eval-every-steps must be ≥ 1") }
+        guard ranks >= 1, evalEverySteps >= 1, rounds >= 1 else { throw ValidationError("--ranks, --eval-every-steps and --rounds must be ≥ 1") }
         try launch.check(rankCounts: [ranks])
         _ = try syncModes()
         try codecs.check()
@@ -136,40 +139,46 @@ struct BenchTarget: ParsableCommand {
         let link = launch.launcher == "simcluster" ? "\(ranks / launch.ranksPerHost) hosts × \(launch.ranksPerHost), \(launch.rate)"
             : launch.launcher == "local" ? "one host" : launch.launcher
         print("# ringsgd bench target: \(config), \(ranks) ranks, \(link), target \(goal)")
-        print(TargetRow.header)
-        var rows: [TargetRow] = []
         let wall = ContinuousClock.now
+        // Every configuration once a round, each round's order rotated by one (as bench scaling).
+        var configurations: [(label: String, name: String, settings: [String])] = []
         for (mode, every, extra) in try syncModes() {
             for codec in codecs.list {
                 let label = (every.map { "\(mode):\($0)" } ?? mode) + extra.map { ":" + $0.dropFirst(5) }.joined() + " " + codec
                 let name = label.replacingOccurrences(of: " ", with: "-").replacingOccurrences(of: ":", with: "_")
                     .replacingOccurrences(of: "+", with: "_").replacingOccurrences(of: "=", with: "")
-                let runDirectory = (outDirectory as NSString).appendingPathComponent(name)
-                var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite",
-                             "--set", "comm.sync=\(mode)", "--set", "comm.codec=\(codec)",
-                             "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")",
-                             "--set", "train.eval_every_steps=\(evalEverySteps)"]
-                if let every { train += ["--set", "comm.sync_every=\(every)"] }
-                for setting in extra { train += ["--set", setting] }
+                var settings = ["--set", "comm.sync=\(mode)", "--set", "comm.codec=\(codec)",
+                                "--set", "comm.error_feedback=\(codec == "none" || codec == "fp32" ? "false" : "true")",
+                                "--set", "train.eval_every_steps=\(evalEverySteps)"]
+                if let every { settings += ["--set", "comm.sync_every=\(every)"] }
+                for setting in extra { settings += ["--set", setting] }
+                configurations.append((label, name, settings))
+            }
+        }
+        var runs: [[TargetRow]] = Array(repeating: [], count: configurations.count)
+        for round in 0 ..< rounds {
+            for position in configurations.indices {
+                let which = (position + round) % configurations.count, (label, name, settings) = configurations[which]
+                let runDirectory = (outDirectory as NSString).appendingPathComponent(name + (rounds > 1 ? "-r\(round + 1)" : ""))
+                var train = ["train", "--config", config, "--run-dir", runDirectory, "--overwrite"] + settings
                 if stopAtTarget { train += ["--target", target] }
                 for o in overrides { train += ["--set", o] }
-                let log = runDirectory + ".log", argumentsFile = runDirectory + ".args"
-                let starter = launch.command(root: root, ranks: ranks)
-                // --reuse takes a run only if it ran with exactly these arguments, and to its end.
-                let asked = (starter + train).joined(separator: " ")
-                let finished = reuse && FileManager.default.fileExists(atPath: runDirectory + "/summary.json")
-                    && (try? String(contentsOfFile: argumentsFile, encoding: .utf8)) == asked
-                if !finished { try? FileManager.default.removeItem(atPath: argumentsFile) }
-                let status = finished ? 0 : try BenchScaling.execute(starter + train, log: log)
-                guard status == 0 else {
-                    let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
-                    throw ValidationError("the run \(label) failed (exit \(status)): \(tail) — full output in \(log)")
-                }
-                if !finished { try asked.write(toFile: argumentsFile, atomically: true, encoding: .utf8) }
-                let row = try TargetRow(label: label, runDirectory: runDirectory, target: goal, base: rows.first)
-                rows.append(row)
-                print(row.line)
+                try runOnce(label: label, train: train, runDirectory: runDirectory, root: root)
+                let run = try TargetRow(label: label, runDirectory: runDirectory, target: goal, base: nil)
+                runs[which].append(run)
+                print("# round \(round + 1)/\(rounds): \(label): " + (run.secondsToTarget.map { String(format: "target at %.1f s", $0) } ?? "target not reached"))
             }
+        }
+        print(TargetRow.header)
+        var rows: [TargetRow] = []
+        for (which, configuration) in configurations.enumerated() {
+            // The median run by time to target (a run that never reached it counts as the slowest).
+            let sorted = runs[which].sorted { ($0.secondsToTarget ?? .infinity) < ($1.secondsToTarget ?? .infinity) }
+            let median = sorted[sorted.count / 2]
+            let row = TargetRow(label: configuration.label, points: median.points, target: goal, base: rows.first, bytesTotal: median.bytesTotal,
+                                rounds: runs[which].map(\.secondsToTarget))
+            rows.append(row)
+            print(row.line)
         }
         for (label, points) in try peerCurves() {
             let row = TargetRow(label: label, points: points, target: goal, base: rows.first)
@@ -183,6 +192,25 @@ struct BenchTarget: ParsableCommand {
     }
 }
 
+extension BenchTarget {
+    /// Runs one training job (or, with --reuse, takes the finished run of exactly these arguments).
+    func runOnce(label: String, train: [String], runDirectory: String, root: String) throws {
+        let log = runDirectory + ".log", argumentsFile = runDirectory + ".args"
+        let starter = launch.command(root: root, ranks: ranks)
+        // --reuse takes a run only if it ran with exactly these arguments, and to its end.
+        let asked = (starter + train).joined(separator: " ")
+        let finished = reuse && FileManager.default.fileExists(atPath: runDirectory + "/summary.json")
+            && (try? String(contentsOfFile: argumentsFile, encoding: .utf8)) == asked
+        if !finished { try? FileManager.default.removeItem(atPath: argumentsFile) }
+        let status = finished ? 0 : try BenchScaling.execute(starter + train, log: log)
+        guard status == 0 else {
+            let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? ""
+            throw ValidationError("the run \(label) failed (exit \(status)): \(tail) — full output in \(log)")
+        }
+        if !finished { try asked.write(toFile: argumentsFile, atomically: true, encoding: .utf8) }
+    }
+}
+
 /// One run: its curve, and what the table says of it.
 struct TargetRow: Encodable {
     struct Point: Encodable { let step: Int, seconds: Double, metric: Double, bytes: Double? }
@@ -193,6 +221,8 @@ struct TargetRow: Encodable {
     let secondsToTarget: Double?, stepToTarget: Int?, bytesToTarget: Double?
     let bytesTotal: Double?
     let speedup: Double?, bytesRatio: Double?
+    /// Every round's seconds to the target (nil: not reached), in round order; empty for a peer's curve.
+    let roundSecondsToTarget: [Double?]
 
     /// A ringsgd run: curve.jsonl and summary.json of `runDirectory`.
     init(label: String, runDirectory: String, target: TrainingTarget, base: TargetRow?) throws {
@@ -207,8 +237,8 @@ struct TargetRow: Encodable {
         self.init(label: label, points: points, target: target, base: base, bytesTotal: summary.bytes_sent)
     }
 
-    init(label: String, points: [Point], target: TrainingTarget, base: TargetRow?, bytesTotal: Double? = nil) {
-        (self.label, self.points, self.bytesTotal) = (label, points, bytesTotal)
+    init(label: String, points: [Point], target: TrainingTarget, base: TargetRow?, bytesTotal: Double? = nil, rounds: [Double?] = []) {
+        (self.label, self.points, self.bytesTotal, self.roundSecondsToTarget) = (label, points, bytesTotal, rounds)
         finalMetric = points.last?.metric
         trainSeconds = points.last?.seconds
         let reached = points.first { target.metric == .testAccuracy ? $0.metric >= target.value : $0.metric <= target.value }
@@ -231,11 +261,13 @@ struct TargetRow: Encodable {
     }
 
     static let columns = ["run", "final_metric", "seconds_to_target", "step_to_target", "bytes_to_target_per_rank", "bytes_total_per_rank",
-                          "bytes_ratio_vs_first", "speedup_to_target_vs_first", "train_seconds"]
+                          "bytes_ratio_vs_first", "speedup_to_target_vs_first", "train_seconds", "rounds_seconds_to_target"]
     var csv: String {
         let f = { (v: Double?) in v.map { String(format: "%.6g", $0) } ?? "" }
-        return [label, f(finalMetric), f(secondsToTarget), stepToTarget.map(String.init) ?? "", f(bytesToTarget), f(bytesTotal),
-                f(bytesRatio), f(speedup), f(trainSeconds)].joined(separator: ",")
+        let fields = [label, f(finalMetric), f(secondsToTarget), stepToTarget.map(String.init) ?? "", f(bytesToTarget), f(bytesTotal),
+                      f(bytesRatio), f(speedup), f(trainSeconds), roundSecondsToTarget.map { $0.map { String(format: "%.3f", $0) } ?? "-" }.joined(separator: " ")]
+        // Quoted where a field holds a comma or a quote (a --peer label may).
+        return fields.map { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }.joined(separator: ",")
     }
 }
 
