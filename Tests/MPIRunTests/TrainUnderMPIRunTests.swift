@@ -130,6 +130,33 @@ final class TrainUnderMPIRunTests: XCTestCase {
                            "comm.algorithm: mpi runs MPI_Allreduce in fp32 and takes no codec (comm.codec is int8)")
     }
 
+    /// Property: bench target with two rounds runs every configuration twice, each in its own
+    /// directory, and a row is the slower of its two runs to the target (the upper median),
+    /// every round's time beside it; a --peer label with a comma stays one CSV field.
+    func testTargetBenchmarkTakesTheMedianOfAlternatingRounds() throws {
+        let out = temporaryDirectory()
+        let peer = out + "-peer.json"
+        try Data(#"{"curve": [{"step": 10, "train_seconds": 1.5, "metric": 0.7}]}"#.utf8).write(to: URL(fileURLWithPath: peer))
+        defer { try? FileManager.default.removeItem(atPath: peer) }
+        let outcome = try MPIRun.runProcess([try MPIRun.binary, "bench", "target", "--config", TrainUnderMPIRunTests.short[1],
+                                             "--sync", "every_step,local_sgd:4", "--codecs", "none", "--target", "test_accuracy=0.6",
+                                             "--eval-every-steps", "10", "--rounds", "2", "--set", "train.max_steps=30",
+                                             "--peer", "DDP, gloo=\(peer)", "--out", out], timeout: 240)
+        assertSucceeded(outcome, "bench target")
+        let rows = try String(contentsOfFile: out + "/target.csv", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(rows.count, 4, "header + 2 configurations + the peer: \(rows)")
+        for row in rows[1 ... 2] {
+            let fields = row.split(separator: ",", omittingEmptySubsequences: false)
+            let rounds = fields.last!.split(separator: " ").compactMap { Double($0) }
+            XCTAssertEqual(rounds.count, 2, row)
+            XCTAssertEqual(Double(fields[2]) ?? 0, rounds.max() ?? -1, accuracy: 1e-3, "the row is the upper median: \(row)")
+        }
+        XCTAssertTrue(rows[3].hasPrefix("\"DDP, gloo\",0.7,1.5,"), rows[3])
+        for name in ["every_step-none-r1", "every_step-none-r2", "local_sgd_4-none-r2"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/\(name)/summary.json"), name)
+        }
+    }
+
     /// The shipped scaling benchmark runs the job at np 1 and 2, in two alternating rounds, and
     /// tabulates both (each row the median run, the rounds beside it). The rank
     /// counts are given out of order: the baseline is still the smallest, and the step time
