@@ -129,14 +129,7 @@ final class BatchNormResidualTests: XCTestCase {
                                .conv2d(out: 48, kernel: 1, stride: 1, padding: 0, bias: false), bn], shortcut: "projection"),
             .relu, .globalavgpool2d, .linear(out: nil)]
         let shape = [1, 28, 28], batch = 10
-        func model(fused: Bool) throws -> Sequential {
-            let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
-            m.initialize(seed: 5)
-            var generator = SeededGenerator(seed: 11)
-            for i in m.parameters.parameters.indices { m.parameters.parameters[i] += Float.random(in: -0.5 ... 0.5, using: &generator) }
-            return m
-        }
-        let fused = try model(fused: true), separate = try model(fused: false)
+        let fused = try perturbedModel(spec, shape: shape, fused: true), separate = try perturbedModel(spec, shape: shape, fused: false)
         func norms(_ layers: [Layer]) -> [BatchNorm] {
             layers.flatMap { layer -> [BatchNorm] in
                 (layer as? BatchNorm).map { [$0] } ?? (layer as? Residual).map { norms($0.layers + $0.shortcut) } ?? []
@@ -165,6 +158,29 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertEqual(fusedNorms.map(\.leavesOutputToConvolution), [false, true, false, true, true, false, false])
         XCTAssertEqual(convolutions(separate.layers).map { $0.followingNorm == nil && $0.precedingNorm == nil }, Array(repeating: true, count: 7))
         XCTAssertFalse(norms(separate.layers).contains { $0.leavesInputGradientToConvolution || $0.leavesOutputToConvolution })
+        try assertSameBits(fused, separate, shape: shape, batch: batch, evaluated: 5, what: "the ResNet-like model") { step in
+            XCTAssertEqual(fusedNorms.map(\.neighbourMadeStatistics), Array(repeating: true, count: 7), "step \(step)")
+            // The stem's norm takes the first block's input gradient, which no layer pairs with it.
+            XCTAssertEqual(fusedNorms.map(\.neighbourMadeGradientSums), [false] + Array(repeating: true, count: 6), "step \(step)")
+            XCTAssertFalse(norms(separate.layers).contains { $0.neighbourMadeStatistics || $0.neighbourMadeGradientSums })
+        }
+    }
+
+    /// A 3-class model of `spec`, its passes fused or not, initialised and then moved off
+    /// PyTorch's initial values (seeded) so that no γ = 1, β = 0 hides an error.
+    private func perturbedModel(_ spec: [LayerSpec], shape: [Int], fused: Bool) throws -> Sequential {
+        let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
+        m.initialize(seed: 5)
+        var generator = SeededGenerator(seed: 11)
+        for i in m.parameters.parameters.indices { m.parameters.parameters[i] += Float.random(in: -0.5 ... 0.5, using: &generator) }
+        return m
+    }
+
+    /// Two steps on the same random inputs (labels of 3 classes), then an evaluation of the first
+    /// `evaluated` samples after each: `fused` and `separate` must agree in every bit — loss,
+    /// gradients, running statistics, logits. `afterStep` adds a test's own checks.
+    private func assertSameBits(_ fused: Sequential, _ separate: Sequential, shape: [Int], batch: Int, evaluated: Int, what: String,
+                                afterStep: (Int) -> Void = { _ in }) throws {
         var generator = SeededGenerator(seed: 9)
         for step in 0 ..< 2 {
             let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
@@ -176,17 +192,16 @@ final class BatchNormResidualTests: XCTestCase {
                 }
                 losses.append(result.loss)
             }
-            XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "step \(step)")
-            XCTAssertEqual(fusedNorms.map(\.neighbourMadeStatistics), Array(repeating: true, count: 7), "step \(step)")
-            // The stem's norm takes the first block's input gradient, which no layer pairs with it.
-            XCTAssertEqual(fusedNorms.map(\.neighbourMadeGradientSums), [false] + Array(repeating: true, count: 6), "step \(step)")
-            XCTAssertFalse(norms(separate.layers).contains { $0.neighbourMadeStatistics || $0.neighbourMadeGradientSums })
-            XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "step \(step): gradients differ")
-            XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "step \(step): running statistics differ")
+            XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "\(what), step \(step)")
+            afterStep(step)
+            XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "\(what), step \(step): gradients differ")
+            XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "\(what), step \(step): running statistics differ")
             let logits = try [fused, separate].map { m in
-                try Array(input.prefix(5 * 784)).withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try m.forward($0, batch: 5, training: false), count: 5 * 3)) }
+                try Array(input.prefix(evaluated * shape.reduce(1, *))).withUnsafeBufferPointer {
+                    Array(UnsafeBufferPointer(start: try m.forward($0, batch: evaluated, training: false), count: evaluated * 3))
+                }
             }
-            XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "step \(step): evaluation's logits differ")
+            XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "\(what), step \(step): evaluation's logits differ")
         }
     }
 
@@ -301,39 +316,14 @@ final class BatchNormResidualTests: XCTestCase {
                                        .globalavgpool2d, .linear(out: nil)], [2, 4, 4], 3),
         ]
         for (name, spec, shape, batch) in cases {
-            func model(fused: Bool) throws -> Sequential {
-                let m = try Sequential(ModelSpec.layers(spec).layers(inputShape: shape, classes: 3), inputShape: shape, fusesPasses: fused)
-                m.initialize(seed: 5)
-                var generator = SeededGenerator(seed: 11)
-                for i in m.parameters.parameters.indices { m.parameters.parameters[i] += Float.random(in: -0.5 ... 0.5, using: &generator) }
-                return m
-            }
-            let fused = try model(fused: true), separate = try model(fused: false)
+            let fused = try perturbedModel(spec, shape: shape, fused: true), separate = try perturbedModel(spec, shape: shape, fused: false)
             let fusedConvolutions = fused.layers.flatMap { ($0 as? Conv2d).map { [$0] } ?? ($0 as? Residual).map { $0.layers.compactMap { $0 as? Conv2d } } ?? [] }
             XCTAssertTrue(fusedConvolutions.contains { $0.followingNorm != nil }, "\(name): something is fused")
             if name.hasPrefix("Winograd") { XCTAssertEqual(fusedConvolutions.map(\.algorithm), [.winograd4x4, .winograd4x4], name) }
             if name.hasPrefix("norm first") || name.hasPrefix("a bottleneck") {
                 XCTAssertTrue(fusedConvolutions.contains { $0.precedingNorm != nil && $0.stride == (name.hasPrefix("a bottleneck") ? 2 : 1) }, name)
             }
-            var generator = SeededGenerator(seed: 9)
-            for step in 0 ..< 2 {
-                let input = (0 ..< batch * shape.reduce(1, *)).map { _ in Float.random(in: -1 ... 2, using: &generator) }
-                let labels: [Int32] = (0 ..< batch).map { Int32(($0 + step) % 3) }
-                var losses: [Double] = []
-                for m in [fused, separate] {
-                    let result = try input.withUnsafeBufferPointer { x in
-                        try labels.withUnsafeBufferPointer { try m.computeGradients(input: x, labels: $0, batch: batch, forwardDone: nil, unitDone: nil) }
-                    }
-                    losses.append(result.loss)
-                }
-                XCTAssertEqual(losses[0].bitPattern, losses[1].bitPattern, "\(name), step \(step)")
-                XCTAssertEqual(fused.parameters.gradients.map(\.bitPattern), separate.parameters.gradients.map(\.bitPattern), "\(name), step \(step): gradients differ")
-                XCTAssertEqual(fused.parameters.buffers.map(\.bitPattern), separate.parameters.buffers.map(\.bitPattern), "\(name), step \(step): running statistics differ")
-                let logits = try [fused, separate].map { m in
-                    try input.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: try m.forward($0, batch: batch, training: false), count: batch * 3)) }
-                }
-                XCTAssertEqual(logits[0].map(\.bitPattern), logits[1].map(\.bitPattern), "\(name), step \(step): evaluation's logits differ")
-            }
+            try assertSameBits(fused, separate, shape: shape, batch: batch, evaluated: batch, what: name)
         }
     }
 
