@@ -158,9 +158,11 @@ trap 'say "terminated: the job was stopped; launch/elastic.sh … again (or trai
 
 if [ -n "$hostfile" ]; then
   [ -f "$hostfile" ] || fail "--hostfile $hostfile does not exist"
-  while read -r host rest; do
+  # `|| [ -n … ]`: a last line without its newline is a host too.
+  while read -r host rest || [ -n "${host:-}" ]; do
     [ -n "$host" ] && [[ "$host" != \#* ]] || continue
-    count=$(sed -n 's/.*slots=\([0-9]*\).*/\1/p' <<<"$rest"); count=${count:-1}
+    # slots=N itself, not max_slots=N.
+    count=$(sed -n 's/\(^\|.*[[:space:]]\)slots=\([0-9]*\).*/\2/p' <<<"$rest"); count=${count:-1}
     add_host "$host" "$host" "$count"
   done <"$hostfile"
   [ "${#addrs[@]}" -gt 0 ] || fail "--hostfile $hostfile lists no host"

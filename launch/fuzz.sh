@@ -9,7 +9,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds=${1:-60}
-[[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -ge 1 ] || { echo "usage: launch/fuzz.sh [SECONDS]  (a whole number ≥ 1, got '$seconds')" >&2; exit 2; }
+[[ "$seconds" =~ ^[0-9]{1,7}$ ]] && [ "$seconds" -ge 1 ] || { echo "usage: launch/fuzz.sh [SECONDS]  (a whole number ≥ 1, got '$seconds')" >&2; exit 2; }
 "$root/launch/setup.sh"
 cd "$root"
 # libFuzzer's coverage guidance plus AddressSanitizer, so an out-of-bounds read is a crash too.

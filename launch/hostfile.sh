@@ -6,7 +6,7 @@
 # passwordless ssh from this one. TCP is used between hosts unless MPIRUN_ARGS says otherwise
 # (e.g. MPIRUN_ARGS="--mca btl_tcp_if_include eth0").
 set -euo pipefail
-if [ $# -lt 2 ] || [ ! -f "$1" ] || ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -lt 1 ]; then
+if [ $# -lt 2 ] || [ ! -f "$1" ] || ! [[ "$2" =~ ^[0-9]{1,6}$ ]] || [ "$2" -lt 1 ]; then
   echo "usage: launch/hostfile.sh HOSTFILE NP [ringsgd arguments…]  (HOSTFILE must exist; NP: number of ranks, ≥ 1)" >&2
   exit 2
 fi

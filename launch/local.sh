@@ -5,7 +5,7 @@
 # Extra mpirun options go in MPIRUN_ARGS, e.g. MPIRUN_ARGS="--mca btl tcp,self".
 # One OpenBLAS thread per rank: mpirun's core binding otherwise changes what OpenBLAS picks.
 set -euo pipefail
-if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]] || [ "$1" -lt 1 ]; then
+if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]{1,6}$ ]] || [ "$1" -lt 1 ]; then
   echo "usage: launch/local.sh NP [ringsgd arguments…]  (NP: number of ranks, ≥ 1)" >&2
   exit 2
 fi

@@ -9,7 +9,7 @@
 # and SLURM's services, which training on this machine does not need.
 #   launch/setup.sh [--with-slurm]
 set -euo pipefail
-packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox)
+packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox procps)
 case "${1:-}" in
   "") ;;
   --with-slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
@@ -30,5 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo="sudo"
   fi
   $sudo apt-get update
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+  # Through env: sudo's env_reset would drop a plain assignment, and debconf could prompt.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi

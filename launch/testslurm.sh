@@ -63,6 +63,10 @@ for fd in /proc/$$/fd/*; do
 done
 mkdir -p "$dir"/{state,spool,log,munge}
 trap 'status=$?; [ $status -eq 0 ] || stop; exit $status' EXIT
+# Bash runs the EXIT trap with status 0 when a signal it has no trap for ends it: without these,
+# Ctrl-C during start left the daemons and namespaces running.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 dd if=/dev/urandom of="$dir/munge/munge.key" bs=1 count=1024 2>/dev/null
 chmod 400 "$dir/munge/munge.key"
 munged --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" --pid-file="$dir/munge/munged.pid" \

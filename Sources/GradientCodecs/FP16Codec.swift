@@ -1,7 +1,9 @@
 /// IEEE-754 binary16 on the wire: half the bytes of fp32, relative error ≤ 2⁻¹¹ for values in
 /// fp16's normal range (|x| ∈ [6.1e-5, 65504]); smaller values lose relative precision
 /// gradually (subnormals), larger ones become ±Inf — and a non-finite gradient is exactly what
-/// the trainer detects and skips on every rank.
+/// the trainer detects and skips on every rank. The ring's reduce-scatter hops carry partial
+/// *sums* of up to n − 1 ranks (divided by n only at the chunk's owner), so the range that
+/// holds is |x| ≲ 65504 / (n − 1) per rank: 21834 at n = 4. (bf16 keeps fp32's range.)
 ///
 /// Conversion rounds to nearest even (F16C's `vcvtps2ph`, which LLVM emits for these loops).
 public final class FP16Codec: TiledCodec {

@@ -77,7 +77,9 @@ public final class Int8BlockCodec: TiledCodec {
             var largest: UInt32 = 0
             for i in start ..< end { largest = Swift.max(largest, x[i].bitPattern & 0x7FFF_FFFF) }
             let m = Float(bitPattern: largest)
-            let scale = largest >= 0x7F80_0000 ? Float.nan : m / 127
+            // At least the least subnormal: below absmax 127·2⁻¹⁵⁰ (≈ 8.9e-44), m / 127 rounds
+            // to 0, and x / 0 would clamp every value to ±127 steps of nothing.
+            let scale = largest >= 0x7F80_0000 ? Float.nan : m > 0 ? Swift.max(m / 127, .leastNonzeroMagnitude) : 0
             scales[b] = scale
             let inverse: Float = m > 0 && m.isFinite ? 127 / m : 0
             if !inverse.isFinite {

@@ -5,8 +5,8 @@
 /// Payload: ⌈n/B⌉ Float32 scales, then ⌈n/8⌉ bytes of sign bits (bit i % 8 of byte i / 8 set
 /// when value i is negative): 1/31 of fp32's bytes at the default B = 1024.
 /// Decoding is ±scale. A block holding a NaN or ±Inf gets a NaN scale, so a non-finite
-/// gradient survives compression and the trainer skips the step on every rank. Zero encodes
-/// as +scale; error feedback carries the difference to the next step, which is what makes
+/// gradient survives compression and the trainer skips the step on every rank. +0 encodes as
+/// +scale and −0 as −scale (the sign bit); error feedback carries the difference to the next step, which is what makes
 /// this converge (without it, sign compression is biased).
 public final class SignCodec: TiledCodec {
     public let blockSize: Int

@@ -79,15 +79,25 @@ final class CodecTests: XCTestCase {
             }
         }
         XCTAssertLessThanOrEqual(Double(Int8BlockCodec().maxEncodedBytes(count: 1 << 20)) / Double(4 << 20), 0.26)
-        // Blocks so small that 127 / absmax overflows (absmax < 3.7e-37): the same bound, to the
-        // rounding of a subnormal scale (each value was once ±absmax, every one ±127 steps).
+        // Blocks so small that 127 / absmax overflows (absmax < 3.7e-37), and so small that
+        // absmax / 127 itself rounds to zero (absmax < 8.9e-44): the same bound, a step being the
+        // (subnormal) scale actually used, at least the least subnormal. Each value was once
+        // ±absmax (every one ±127 steps), then 0 for the smallest blocks.
         for name in ["int8:64", "int8sr:64"] {
-            let tiny = Self.sample(1_000).map { $0 * 1e-38 }
-            let (d, _, _) = try roundTrip(try CodecRegistry.make(name), tiny)
-            for start in stride(from: 0, to: tiny.count, by: 64) {
-                let range = start ..< min(tiny.count, start + 64)
-                let step = tiny[range].map(abs).max()! / 127
-                for i in range { XCTAssertLessThanOrEqual(abs(tiny[i] - d[i]), step * (name == "int8:64" ? 0.5 : 1) * 1.0001 + 0x1p-139, "\(name) i \(i)") }
+            for magnitude: Float in [1e-38, 0x1p-143] {
+                let tiny = Self.sample(1_000).map { $0 * magnitude }
+                let (d, _, _) = try roundTrip(try CodecRegistry.make(name), tiny)
+                for start in stride(from: 0, to: tiny.count, by: 64) {
+                    let range = start ..< min(tiny.count, start + 64)
+                    let m = tiny[range].map(abs).max()!, step = Swift.max(m / 127, .leastNonzeroMagnitude)
+                    // A subnormal scale rounded below m / 127 clamps the largest values at ±127
+                    // steps: up to 127 × that rounding (half the least subnormal) more.
+                    let clamped = Double(m) / 127 > Double(step) ? 127 * Double(Float.leastNonzeroMagnitude) / 2 : 0
+                    for i in range {
+                        XCTAssertLessThanOrEqual(Double(abs(tiny[i] - d[i])), Double(step) * (name == "int8:64" ? 0.5 : 1) * 1.0001 + clamped,
+                                                 "\(name) at \(magnitude), i \(i)")
+                    }
+                }
             }
         }
     }
@@ -164,12 +174,28 @@ final class CodecTests: XCTestCase {
     }
 
     func testNonFiniteValuesSurviveEveryCodec() throws {
-        var x = Self.sample(600)
-        x[300] = .infinity
-        for name in ["fp16", "bf16", "int8", "int8+zstd", "sign"] {
-            let (d, _, _) = try roundTrip(try CodecRegistry.make(name), x)
-            XCTAssertFalse(d.allSatisfy(\.isFinite), "\(name) must keep a non-finite gradient non-finite")
+        // +Inf, −Inf and NaNs of several payloads: bf16's rounding adds to the bit pattern, so
+        // without its NaN branch 0x7FFFFFFF wrapped to −0, 0xFFFFFFFF to +0 and 0x7F800001
+        // rounded to +Inf (the default NaN 0x7FC00000 survived either way).
+        let specials: [Float] = [.infinity, -.infinity, Float(bitPattern: 0x7FFF_FFFF), Float(bitPattern: 0xFFFF_FFFF),
+                                 Float(bitPattern: 0x7F80_0001), .nan]
+        for special in specials {
+            var x = Self.sample(600)
+            x[300] = special
+            for name in ["fp16", "bf16", "int8", "int8sr", "int8+zstd", "sign", "fp16+zstd", "sign+zstd"] {
+                let (d, _, _) = try roundTrip(try CodecRegistry.make(name), x)
+                XCTAssertFalse(d.allSatisfy(\.isFinite), "\(name) must keep a non-finite gradient (\(special.bitPattern)) non-finite")
+                if special.isNaN && (name == "fp16" || name == "bf16") { XCTAssertTrue(d[300].isNaN, "\(name): NaN \(special.bitPattern) stays NaN") }
+            }
         }
+    }
+
+    /// Property: fp16 is IEEE binary16 with round-to-nearest-even at its edges: the largest
+    /// finite value, overflow at 65520, subnormals (2⁻²⁵ is a tie to 0, 3·2⁻²⁵ to 2⁻²³).
+    func testFP16RoundsAtItsEdgesAsIEEE() throws {
+        let x: [Float] = [65504, 65519.99, 65520, -65520, 0x1p-24, 0x1p-25, 3 * 0x1p-25, 0x1p-26]
+        let (d, _, _) = try roundTrip(try CodecRegistry.make("fp16"), x)
+        XCTAssertEqual(d, [65504, 65504, .infinity, -.infinity, 0x1p-24, 0, 0x1p-23, 0])
     }
 
     func testCorruptPayloadsAreRejectedWithAnError() throws {
@@ -196,6 +222,12 @@ final class CodecTests: XCTestCase {
                 for i in 8 ..< min(damaged.count, 40) { damaged[i] ^= 0x5A }
                 XCTAssertThrowsError(try damaged.withUnsafeBytes { p in try out.withUnsafeMutableBufferPointer { try codec.decode(p, into: $0) } },
                                      "\(name): damaged zstd body accepted")
+                // Only the frame's checksum (its last 4 bytes) damaged: the frame itself parses,
+                // so nothing but the checksum can refuse it (the bytes above also hit the magic).
+                damaged = Array(payload[0 ..< written])
+                damaged[written - 1] ^= 0x01
+                XCTAssertThrowsError(try damaged.withUnsafeBytes { p in try out.withUnsafeMutableBufferPointer { try codec.decode(p, into: $0) } },
+                                     "\(name): a payload with a wrong frame checksum accepted")
             }
         }
         // An int8 block with a negative scale is a bad header.
