@@ -190,24 +190,32 @@ public final class PowerSGD: BucketAverager {
                     for i in 0 ..< m.size { r[i] -= M[i] }
                 }
             }
-            for k in mine { redrawIfZero(k) }
+            for k in mine { redrawZeroColumns(k) }
         }
         try averageRest(bucket: b, g, memory: restErrorFeedback ? memory : nil)
     }
 
-    /// A Q that came out exactly zero — the matrix's gradient was zero at this step (a
-    /// zero-initialised layer before its first nonzero gradient, a layer cut off above it) —
-    /// would stay zero for good with a warm start, since the next P = M·Q and Q = Mᵀ·P stay
-    /// zero: the matrix would never train again while its residual grew. It is drawn afresh, as
-    /// at the start, from a seed of its own (the matrix's index), so the same on every rank (Q is
-    /// the same everywhere). Single zero columns (P rank deficient, the gradient's rank below r)
-    /// are left zero: drawing them afresh too was measured to cost full-rank PowerSGD its
-    /// exactness (`TrainerTests.testPowerSGD`: worst difference 2.6e-3, bound 1.5e-4), as the
-    /// new columns' P is then deficient only to rounding, at the threshold of `orthonormalize`.
-    private func redrawIfZero(_ index: Int) {
-        let m = matrices[index], qs = q.baseAddress! + m.q, count = m.columns * m.rank
-        guard (0 ..< count).allSatisfy({ qs[$0] == 0 }) else { return }
-        Self.draw(qs, count: count, seed: seed, stream: 0x9_05E_0000 &+ UInt64(index))
+    /// A column of Q that came out exactly zero stays zero for good with a warm start: the next
+    /// P = M·Q is zero there, so Q = Mᵀ·P is too. A whole Q is zero when the matrix's gradient
+    /// was (a zero-initialised layer before its first nonzero gradient, a layer cut off above
+    /// it); single columns when P was rank deficient — the gradient's rank below r at one step
+    /// (one sample, a rank-one gradient), which `orthonormalize` answers by zeroing the
+    /// dependent columns. Either way the matrix would be averaged at a lower rank for the rest
+    /// of the run (at r ≥ min(n, m) no longer exactly) while its residual grew. Each zero
+    /// column is drawn afresh from a stream of its own (matrix and column): a pure function of
+    /// Q, which is the same on every rank and is what a checkpoint keeps, so ranks agree and a
+    /// resumed run draws what an uninterrupted one does. Where the gradient stays deficient,
+    /// the new column's P is again dependent to rounding and `orthonormalize` zeroes it again
+    /// (which needs its Gram–Schmidt in Double, twice: in float32 the rounding of a dependent
+    /// column reached 2.6e-5 of its length, past the 1e-5 threshold, and the normalised noise
+    /// cost full-rank PowerSGD its exactness, `TrainerTests.testPowerSGD`: 2.4e-3 against 1.5e-4).
+    private func redrawZeroColumns(_ index: Int) {
+        let m = matrices[index], qs = q.baseAddress! + m.q
+        for column in 0 ..< m.rank where (0 ..< m.columns).allSatisfy({ qs[$0 * m.rank + column] == 0 }) {
+            var fresh = [Float](repeating: 0, count: m.columns)
+            Self.draw(&fresh, count: m.columns, seed: seed, stream: 0x9_05E_0000 &+ UInt64(index) &* 4096 &+ UInt64(column) &+ 1 << 40)
+            for row in 0 ..< m.columns { qs[row * m.rank + column] = fresh[row] }
+        }
     }
 
     /// Every bucket of the plan in turn: the whole gradient (`bench allreduce --compressor powersgd`).
@@ -277,24 +285,36 @@ public final class PowerSGD: BucketAverager {
         return nil
     }
 
-    /// Modified Gram–Schmidt on the columns of a row-major rows × columns matrix, in Double.
-    /// A column that lies (to 1e-5 of its length) in the span of the earlier ones — P is rank
-    /// deficient when the gradient's rank is below r, e.g. a layer's gradient over a small batch
-    /// — is set to zero: normalising what is left would turn rounding noise into a spurious
-    /// direction, and P·Pᵀ would no longer be a projection.
+    /// Gram–Schmidt on the columns of a row-major rows × columns matrix, in Double throughout
+    /// and with every column projected twice ("twice is enough": Giraud, Langou and Rozložník
+    /// 2005), so that what is left of a dependent column is the rounding of P itself (about
+    /// 1e-6 of its length for a float32 M·Q), not that plus the rounding of each float32
+    /// projection (measured up to 2.6e-5, past the threshold below). A column that lies (to
+    /// 1e-5 of its length) in the span of the earlier ones — P is rank deficient when the
+    /// gradient's rank is below r, e.g. a layer's gradient over a small batch — is set to zero:
+    /// normalising what is left would turn rounding noise into a spurious direction, and P·Pᵀ
+    /// would no longer be a projection.
     static func orthonormalize(_ a: UnsafeMutablePointer<Float>, rows: Int, columns: Int) {
-        for c in 0 ..< columns {
-            var original = 0.0
-            for i in 0 ..< rows { original += Double(a[i * columns + c]) * Double(a[i * columns + c]) }
-            for j in 0 ..< c {
-                var dot = 0.0
-                for i in 0 ..< rows { dot += Double(a[i * columns + c]) * Double(a[i * columns + j]) }
-                for i in 0 ..< rows { a[i * columns + c] = Float(Double(a[i * columns + c]) - dot * Double(a[i * columns + j])) }
+        var u = [Double](repeating: 0, count: rows * columns)   // column-major: column c at c·rows
+        u.withUnsafeMutableBufferPointer { u in
+            for c in 0 ..< columns {
+                let v = u.baseAddress! + c * rows
+                for i in 0 ..< rows { v[i] = Double(a[i * columns + c]) }
+                var original = 0.0
+                for i in 0 ..< rows { original += v[i] * v[i] }
+                for _ in 0 ..< 2 {
+                    for j in 0 ..< c {
+                        let w = u.baseAddress! + j * rows
+                        var dot = 0.0
+                        for i in 0 ..< rows { dot += v[i] * w[i] }
+                        for i in 0 ..< rows { v[i] -= dot * w[i] }
+                    }
+                }
+                var norm = 0.0
+                for i in 0 ..< rows { norm += v[i] * v[i] }
+                let inverse = norm > 1e-10 * original && norm > 0 ? 1 / norm.squareRoot() : 0
+                for i in 0 ..< rows { v[i] *= inverse; a[i * columns + c] = Float(v[i]) }
             }
-            var norm = 0.0
-            for i in 0 ..< rows { norm += Double(a[i * columns + c]) * Double(a[i * columns + c]) }
-            let inverse = norm > 1e-10 * original && norm > 0 ? 1 / norm.squareRoot() : 0
-            for i in 0 ..< rows { a[i * columns + c] = Float(Double(a[i * columns + c]) * inverse) }
         }
     }
 }

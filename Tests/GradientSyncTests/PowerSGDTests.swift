@@ -85,6 +85,33 @@ final class PowerSGDTests: XCTestCase {
         }
     }
 
+    /// Property: a step whose matrix gradients are rank one (a single sample's, say) zeroes all
+    /// but one column of P — and so of Q — yet the next, full-rank step is again the exact
+    /// average at r ≥ min(n, m), on every rank alike: the zeroed columns are drawn afresh.
+    /// (Left zero, they kept every later M̂ at rank one: off by the whole rest of the gradient.)
+    func testARankDeficientStepLeavesTheNextStepsAverageExact() throws {
+        let results = try InProcessCluster.run(size: 2) { transport -> [Float] in
+            let powerSGD = try PowerSGD(views: Self.views, plan: Self.plan,
+                                        settings: PowerSGDSettings(rank: 6, minCompressionRate: 0), transport: transport,
+                                        codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
+            let memory = ErrorFeedbackMemory(count: Self.count, sharers: 2)
+            var rankOne = Self.gradient(rank: transport.rank, step: 0)
+            for m in Self.matrices {
+                for row in 0 ..< m.rows { for column in 0 ..< m.columns { rankOne[m.offset + row * m.columns + column] = Float(row + 1) * Float(column + 1) * 0.01 } }
+            }
+            try rankOne.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+            var g = Self.gradient(rank: transport.rank, step: 1)
+            try g.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+            return g
+        }
+        XCTAssertEqual(results[0], results[1], "every rank ends bit-identical")
+        let exact = (0 ..< Self.count).map { i in (Self.gradient(rank: 0, step: 1)[i] + Self.gradient(rank: 1, step: 1)[i]) / 2 }
+        for m in Self.matrices {
+            let worst = (m.offset ..< m.offset + m.rows * m.columns).map { abs(results[0][$0] - exact[$0]) }.max() ?? 0
+            XCTAssertLessThan(worst, 1e-4, "matrix at \(m.offset) (\(m.rows)×\(m.columns))")
+        }
+    }
+
     func checkAgainstReference(ranks: Int) throws {
         let r = 2
         let results = try InProcessCluster.run(size: ranks) { transport -> ([[Float]], [UInt8]) in
