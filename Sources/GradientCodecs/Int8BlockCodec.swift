@@ -85,7 +85,9 @@ public final class Int8BlockCodec: TiledCodec {
             if !inverse.isFinite {
                 // absmax below 127/Float.greatestFiniteMagnitude (≈ 3.7e-37): 127/m overflows,
                 // and x·∞ would clamp every nonzero value to ±127. Divided by the (subnormal)
-                // scale instead, so the error stays within half a step here too.
+                // scale instead, so the error stays within half a step here too — but for the
+                // rounding of a subnormal scale below m/127 (absmax in [127, 190)·2⁻¹⁴⁹), which
+                // clamps the largest values at ±127 steps: at most 127·2⁻¹⁵⁰ more.
                 for i in start ..< end {
                     let v = x[i] / scale
                     q[i] = Self.toInt8(stochasticRounding ? Self.centredUniform(key: key, counter: base &+ UInt32(truncatingIfNeeded: i)) + v : v)

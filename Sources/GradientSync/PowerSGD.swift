@@ -281,6 +281,8 @@ public final class PowerSGD: BucketAverager {
             return "the checkpoint's PowerSGD state is for \(written), this run's for \(layout): PowerSGD restarts from fresh Q's"
         }
         _ = bytes[(newline + 1)...].withUnsafeBytes { memcpy(q.baseAddress!, $0.baseAddress!, $0.count) }
+        // A checkpoint written before zero columns were drawn afresh may hold some.
+        for index in matrices.indices { redrawZeroColumns(index) }
         _ = previousQ.update(fromContentsOf: q)
         return nil
     }
