@@ -64,25 +64,7 @@ final class PowerSGDTests: XCTestCase {
     /// full rank (r ≥ min(n, m)) that step's M̂ is the exact average up to rounding, on every
     /// rank alike. (A Q left zero by the zero step would make every later M̂ zero.)
     func testAZeroGradientStepLeavesTheNextStepsAverageExact() throws {
-        let results = try InProcessCluster.run(size: 2) { transport -> [Float] in
-            let powerSGD = try PowerSGD(views: Self.views, plan: Self.plan,
-                                        settings: PowerSGDSettings(rank: 6, minCompressionRate: 0), transport: transport,
-                                        codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
-            let memory = ErrorFeedbackMemory(count: Self.count, sharers: 2)
-            var zero = Self.gradient(rank: transport.rank, step: 0)
-            for m in Self.matrices { for i in m.offset ..< m.offset + m.rows * m.columns { zero[i] = 0 } }
-            try zero.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
-            var g = Self.gradient(rank: transport.rank, step: 1)
-            try g.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
-            return g
-        }
-        XCTAssertEqual(results[0], results[1], "every rank ends bit-identical")
-        let exact = (0 ..< Self.count).map { i in (Self.gradient(rank: 0, step: 1)[i] + Self.gradient(rank: 1, step: 1)[i]) / 2 }
-        for m in Self.matrices {
-            for i in m.offset ..< m.offset + m.rows * m.columns {
-                XCTAssertEqual(results[0][i], exact[i], accuracy: 1e-4, "matrix at \(m.offset), value \(i - m.offset)")
-            }
-        }
+        try assertTheStepAfterIsExact { _, _ in 0 }
     }
 
     /// Property: a step whose matrix gradients are rank one (a single sample's, say) zeroes all
@@ -90,25 +72,33 @@ final class PowerSGDTests: XCTestCase {
     /// average at r ≥ min(n, m), on every rank alike: the zeroed columns are drawn afresh.
     /// (Left zero, they kept every later M̂ at rank one: off by the whole rest of the gradient.)
     func testARankDeficientStepLeavesTheNextStepsAverageExact() throws {
+        try assertTheStepAfterIsExact { row, column in Float(row + 1) * Float(column + 1) * 0.01 }
+    }
+
+    /// Two steps at full rank on two ranks, the first with every matrix value (row, column) from
+    /// `first`: the second step's matrices must be the exact average (to 1e-4), the same bits
+    /// on both ranks.
+    private func assertTheStepAfterIsExact(first: @escaping @Sendable (_ row: Int, _ column: Int) -> Float,
+                                           file: StaticString = #filePath, line: UInt = #line) throws {
         let results = try InProcessCluster.run(size: 2) { transport -> [Float] in
             let powerSGD = try PowerSGD(views: Self.views, plan: Self.plan,
                                         settings: PowerSGDSettings(rank: 6, minCompressionRate: 0), transport: transport,
                                         codec: try CodecRegistry.make("none"), errorFeedback: false, segmentBytes: nil, seed: 3)
             let memory = ErrorFeedbackMemory(count: Self.count, sharers: 2)
-            var rankOne = Self.gradient(rank: transport.rank, step: 0)
+            var before = Self.gradient(rank: transport.rank, step: 0)
             for m in Self.matrices {
-                for row in 0 ..< m.rows { for column in 0 ..< m.columns { rankOne[m.offset + row * m.columns + column] = Float(row + 1) * Float(column + 1) * 0.01 } }
+                for row in 0 ..< m.rows { for column in 0 ..< m.columns { before[m.offset + row * m.columns + column] = first(row, column) } }
             }
-            try rankOne.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
+            try before.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
             var g = Self.gradient(rank: transport.rank, step: 1)
             try g.withUnsafeMutableBufferPointer { try powerSGD.average($0, memory: memory) }
             return g
         }
-        XCTAssertEqual(results[0], results[1], "every rank ends bit-identical")
+        XCTAssertEqual(results[0], results[1], "every rank ends bit-identical", file: file, line: line)
         let exact = (0 ..< Self.count).map { i in (Self.gradient(rank: 0, step: 1)[i] + Self.gradient(rank: 1, step: 1)[i]) / 2 }
         for m in Self.matrices {
             let worst = (m.offset ..< m.offset + m.rows * m.columns).map { abs(results[0][$0] - exact[$0]) }.max() ?? 0
-            XCTAssertLessThan(worst, 1e-4, "matrix at \(m.offset) (\(m.rows)×\(m.columns))")
+            XCTAssertLessThan(worst, 1e-4, "matrix at \(m.offset) (\(m.rows)×\(m.columns))", file: file, line: line)
         }
     }
 
