@@ -14,10 +14,21 @@ touch .build/release/fuzz-decoders
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The whole suite is bounded: nothing here can hang CI. (Our tests are XCTest only.)
-set +e
-timeout 1500 swift test -c release --disable-swift-testing "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
+# `timeout` runs the suite in a process group of its own, which a Ctrl-C at the terminal does
+# not reach, and bash runs no trap while a command runs in the foreground: so the suite runs in
+# the background, followed by `tail`, and an INT or TERM here is passed to `timeout`, which
+# ends the suite's whole group.
+timeout 1500 swift test -c release --disable-swift-testing "$@" > "$log" 2>&1 &
+suite=$!
+tail -f -n +1 --pid="$suite" "$log" &
+follower=$!
+trap 'kill -TERM "$suite" 2>/dev/null' INT TERM
+status=0
+wait "$suite" || status=$?
+# A signal ends `wait` early while the suite is still stopping: wait again, for its own status.
+while kill -0 "$suite" 2>/dev/null; do status=0; wait "$suite" || status=$?; done
+wait "$follower" || true
+trap - INT TERM
 # A plain closing tally from XCTest's last summary line.
 summary=$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -1 || true)
 if [ -n "$summary" ]; then

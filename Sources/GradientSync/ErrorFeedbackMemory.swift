@@ -11,10 +11,13 @@ import Collectives
 /// host) share each. The other entries stay zero, so in either layout the sum over ranks is
 /// the total error the run carries.
 ///
-/// **Checkpoint section.** Rank 0 stores the sum over ranks — what error feedback preserves,
-/// and what a run resumed on another number of ranks (or another layout) re-shards: each live
-/// entry takes sum / sharers. Every rank also stores its own memory for an exact resume on the
-/// same ranks.
+/// **Checkpoint section.** Rank 0 stores the sum over ranks S, and every rank its own memory
+/// for an exact resume on the same ranks. A run resumed on another number of ranks (or another
+/// layout) re-shards S. What the memory owes is S / n: each rank adds its memory to its own
+/// gradient and the all-reduce divides the sum by the n ranks. So on n′ ranks the memories
+/// must sum to S · n′ / n for the next average to receive S / n again: each live entry takes
+/// S · (n′ / n) / sharers. (Keeping S would apply n / n′ times the owed correction: twice it
+/// after a shrink from 4 ranks to 2, half of it after a growth from 2 to 4.)
 ///
 /// **Non-finite steps.** The codecs record NaN errors for a non-finite input, and adding those
 /// back would make every later step non-finite, so a skipped step clears the memory on every
@@ -65,10 +68,12 @@ public final class ErrorFeedbackMemory {
         return sum
     }
 
-    /// Restores the memory: `own` (this rank's file) when the world is unchanged and it fits,
-    /// else an equal share of the checkpoint's `sum` in the live entries. Returns a warning, if any.
-    public func restore(own: [Float]?, sum: [Float]?, sameWorld: Bool, rank: Int, step: Int) -> String? {
+    /// Restores the memory: `own` (this rank's file) when the world (`worldSize` ranks now,
+    /// `writtenBy` at the checkpoint) is unchanged and it fits, else an equal share of the
+    /// checkpoint's `sum`, rescaled to the new world, in the live entries. Returns a warning, if any.
+    public func restore(own: [Float]?, sum: [Float]?, writtenBy: Int, worldSize: Int, rank: Int, step: Int) -> String? {
         clear()
+        let sameWorld = writtenBy == worldSize
         if sameWorld, let own, own.count == count {
             // Only the live entries: a file written with another layout (the flat ring before,
             // the hierarchical all-reduce now) must not leave entries nobody uses but every
@@ -79,7 +84,8 @@ public final class ErrorFeedbackMemory {
         guard let sum, sum.count == count else {
             return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
         }
-        for range in live { for i in range { values[i] = sum[i] / Float(sharers) } }
+        let share = Float(Double(worldSize) / Double(writtenBy) / Double(sharers))
+        for range in live { for i in range { values[i] = sum[i] * share } }
         return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing; it takes an equal share of the checkpoint's sum" : nil
     }
 }

@@ -24,7 +24,7 @@ extension GradientSynchronizer {
     public func restore(ownErrorFeedback own: [Float]?, errorFeedbackSum sum: [Float]?, writtenBy worldSize: Int,
                         step: Int, powerSGDState: [UInt8]?) -> [String] {
         var warnings: [String] = []
-        if let memory, let warning = memory.restore(own: own, sum: sum, sameWorld: worldSize == transport.size, rank: transport.rank, step: step) {
+        if let memory, let warning = memory.restore(own: own, sum: sum, writtenBy: worldSize, worldSize: transport.size, rank: transport.rank, step: step) {
             warnings.append(warning)
         } else if memory == nil, sum != nil, transport.rank == 0 {
             // The checkpoint kept error feedback, this run keeps none (a codec chosen again by

@@ -205,17 +205,33 @@ public struct CheckpointStore {
         (directory as NSString).appendingPathComponent(String(format: "step-%08d.ckpt", step))
     }
 
-    /// Checkpoint files, newest step first.
+    /// Checkpoint files, newest step first (by the step's number: names are zero-padded to 8
+    /// digits, which a step past 99 999 999 outgrows).
     public func existing() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".ckpt") }.sorted(by: >)
-            .map { (directory as NSString).appendingPathComponent($0) }
+        return names.filter { $0.hasSuffix(".ckpt") }.compactMap { name in Self.step(ofFile: name).map { (name, $0) } }
+            .sorted { $0.1 > $1.1 }.map { (directory as NSString).appendingPathComponent($0.0) }
     }
 
+    /// The step a file of the directory belongs to: 16 for "step-00000016.ckpt" and for its
+    /// per-rank files ("step-00000016.ef-rank-1"); nil for any other name.
+    static func step(ofFile name: String) -> Int? {
+        guard name.hasPrefix("step-") else { return nil }
+        let digits = name.dropFirst(5).prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, name.dropFirst(5 + digits.count).first == "." else { return nil }
+        return Int(digits)
+    }
+
+    /// Writes `checkpoint` and removes the older ones beyond the newest `keep`, with their
+    /// per-rank files. Only checkpoints of steps up to the one written are counted: files of a
+    /// later step are another run's (a host's disk holding an earlier run: this run's would be
+    /// refused by its run id at a resume), and counting them would delete this run's checkpoint
+    /// as soon as it is written.
     public func write(_ checkpoint: Checkpoint) throws {
         try FileSystem.makeDirectory(directory, what: "checkpoint directory")
         try FileSystem.writeAtomically(checkpoint.encoded(), to: path(step: checkpoint.step), what: "checkpoint")
-        for old in existing().dropFirst(keep) {
+        let older = existing().filter { Self.step(ofFile: ($0 as NSString).lastPathComponent)! <= checkpoint.step }
+        for old in older.dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: old)
             // Its per-rank files: error feedback (`.ef-rank-R`) and inner state (`.local-rank-R`).
             let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + "."
@@ -225,22 +241,23 @@ public struct CheckpointStore {
         }
     }
 
-    /// Removes rank `rank`'s own files (`.ef-rank-R`, `.local-rank-R`) beyond the newest
-    /// `keep` + 1 steps. Why: only a rank that writes the checkpoint prunes (`write`), so a rank
-    /// that writes none — `checkpoint.replicate: rank0`, its run directory on a disk of its own —
-    /// would keep every step's copy of its error feedback or inner parameters, each the size
-    /// of the model, until its disk filled. One more than `keep`: this rank prunes as soon as
-    /// its own file is written, before the writer's checkpoint of that step is known to be on
-    /// disk, and a resume from the previous one (a failed write) needs its file.
-    public func pruneRankFiles(rank: Int) {
+    /// Removes rank `rank`'s own files (`.ef-rank-R`, `.local-rank-R`) of steps up to `step`
+    /// (the one just written) beyond the newest `keep` + 1 steps. Why: only a rank that writes
+    /// the checkpoint prunes (`write`), so a rank that writes none — `checkpoint.replicate:
+    /// rank0`, its run directory on a disk of its own — would keep every step's copy of its
+    /// error feedback or inner parameters, each the size of the model, until its disk filled.
+    /// One more than `keep`: this rank prunes as soon as its own file is written, before the
+    /// writer's checkpoint of that step is known to be on disk, and a resume from the previous
+    /// one (a failed write) needs its file. Later steps are another run's, as in `write`.
+    public func pruneRankFiles(rank: Int, upTo step: Int) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let suffixes = [".ef-rank-\(rank)", ".local-rank-\(rank)"]
-        let steps = Set(names.compactMap { name -> String? in
-            guard name.hasPrefix("step-"), let suffix = suffixes.first(where: { name.hasSuffix($0) }) else { return nil }
-            return String(name.dropLast(suffix.count))
-        }).sorted(by: >)   // "step-00000016": zero-padded, so the strings sort as the steps
+        let steps = Set(names.compactMap { name -> Int? in
+            guard suffixes.contains(where: { name.hasSuffix($0) }), let fileStep = Self.step(ofFile: name), fileStep <= step else { return nil }
+            return fileStep
+        }).sorted(by: >)
         for old in steps.dropFirst(keep + 1) {
-            for suffix in suffixes { try? FileManager.default.removeItem(atPath: (directory as NSString).appendingPathComponent(old + suffix)) }
+            for suffix in suffixes { try? FileManager.default.removeItem(atPath: path(step: old).replacingOccurrences(of: ".ckpt", with: suffix)) }
         }
     }
 

@@ -80,6 +80,6 @@ struct CheckpointSnapshot: @unchecked Sendable {
                 try store.writeLocalState(parameters: $0, optimizerState: local.optimizerState, step: step, rank: rank)
             }
         }
-        if let checkpoint { try store.write(checkpoint) } else if residual != nil || local != nil { store.pruneRankFiles(rank: rank) }
+        if let checkpoint { try store.write(checkpoint) } else if residual != nil || local != nil { store.pruneRankFiles(rank: rank, upTo: step) }
     }
 }

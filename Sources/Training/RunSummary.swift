@@ -105,13 +105,29 @@ public struct CurvePoint: Codable {
     /// Keeps the points of `path` up to step `step` (a resumed run records the later ones
     /// again) and returns the last kept point's training seconds and bytes sent (0 without one).
     static func keep(_ path: String, upTo step: Int) throws -> (seconds: Double, bytes: Double?) {
-        guard let data = FileManager.default.contents(atPath: path) else { return (0, 0) }
-        let kept = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, CurvePoint)? in
-            guard let point = try? JSONDecoder.ringsgd.decode(CurvePoint.self, from: Data(line.utf8)), point.step <= step else { return nil }
-            return (String(line), point)
-        }
-        try FileSystem.writeAtomically(Array(kept.map { $0.0 + "\n" }.joined().utf8), to: path, what: "curve.jsonl")
-        guard let last = kept.last?.1 else { return (0, 0) }
+        guard let last = try keepRecords(CurvePoint.self, in: path, upTo: step, what: "curve.jsonl").last else { return (0, 0) }
         return (last.train_seconds, last.bytes_sent)
     }
+}
+
+/// A line of a JSON-lines file the run appends to, placed by the step it ends at.
+protocol StepRecord: Decodable {
+    var step: Int { get }
+}
+extension CurvePoint: StepRecord {}
+extension EpochMetrics: StepRecord {}
+
+/// Keeps the records of `path` that end at step `step` or before and returns them: a resumed
+/// run runs the steps after its checkpoint again and writes their records anew, so a record
+/// from past the checkpoint would describe steps twice. An epoch record that reaches past the
+/// checkpoint goes too (its steps before the checkpoint are then in no record: a record cannot
+/// be split). A missing file keeps nothing.
+func keepRecords<R: StepRecord>(_ type: R.Type, in path: String, upTo step: Int, what: String) throws -> [R] {
+    guard let data = FileManager.default.contents(atPath: path) else { return [] }
+    let kept = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> (String, R)? in
+        guard let record = try? JSONDecoder.ringsgd.decode(R.self, from: Data(line.utf8)), record.step <= step else { return nil }
+        return (String(line), record)
+    }
+    try FileSystem.writeAtomically(Array(kept.map { $0.0 + "\n" }.joined().utf8), to: path, what: what)
+    return kept.map(\.1)
 }

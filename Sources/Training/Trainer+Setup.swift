@@ -140,7 +140,10 @@ extension Trainer {
         }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
             guard rank == 0 else { return nil }
-            return try AppendOnlyFile(path: (runDirectory as NSString).appendingPathComponent("metrics.jsonl"), truncate: !resume)
+            let path = (runDirectory as NSString).appendingPathComponent("metrics.jsonl")
+            // Resumed: the epochs' records after the checkpoint are written again, so they go.
+            if resume { _ = try keepRecords(EpochMetrics.self, in: path, upTo: startStep, what: "metrics.jsonl") }
+            return try AppendOnlyFile(path: path, truncate: !resume)
         }
         let run = TrainingRun(train: train, test: test, model: model, sampler: sampler, optimizer: optimizer, schedule: schedule,
                               synchronizer: synchronizer, outer: outer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,

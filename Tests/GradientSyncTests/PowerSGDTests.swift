@@ -163,10 +163,11 @@ final class PowerSGDTests: XCTestCase {
 
 /// The error-feedback memory's checkpoint section.
 final class ErrorFeedbackMemoryTests: XCTestCase {
-    /// Property: a memory re-sharded from a checkpoint's sum holds sum / sharers in exactly the
-    /// entries its all-reduce uses — for the hierarchical all-reduce the chunk each bucket's
-    /// reduce-scatter gives the rank — and zero elsewhere, so the sum over every rank of the
-    /// restored memories is the checkpoint's sum again (no stale entries counted twice).
+    /// Property: a memory re-sharded from a checkpoint's sum S written by n ranks, restored on
+    /// n′, holds S · (n′/n) / sharers in exactly the entries its all-reduce uses — for the
+    /// hierarchical all-reduce the chunk each bucket's reduce-scatter gives the rank — and zero
+    /// elsewhere. So the restored memories sum to S · n′/n over every rank, and the next
+    /// average (a sum over n′ ranks, divided by n′) receives S / n, what the interrupted run owed.
     func testReshardingFillsOnlyTheEntriesTheAllReduceUses() throws {
         let buckets = [40 ..< 100, 0 ..< 40], count = 100, hosts = 2
         let sum = (0 ..< count).map { Float($0 % 7) - 3 }
@@ -177,19 +178,25 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
         let restored = try InProcessCluster.run(size: 2) { local -> [Float] in
             let hierarchical = HierarchicalAllReduce(world: local, split: HostSplit(local: local, cross: local, hosts: hosts))
             let memory = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
-            XCTAssertNil(memory.restore(own: nil, sum: sum, sameWorld: false, rank: local.rank, step: 8))
+            XCTAssertNil(memory.restore(own: nil, sum: sum, writtenBy: 3, worldSize: 4, rank: local.rank, step: 8))
             // A rank's own file from a flat-ring run (every entry set) keeps only the live ones.
             let reloaded = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
-            XCTAssertNil(reloaded.restore(own: [Float](repeating: 1, count: count), sum: nil, sameWorld: true, rank: local.rank, step: 8))
+            XCTAssertNil(reloaded.restore(own: [Float](repeating: 1, count: count), sum: nil, writtenBy: 4, worldSize: 4, rank: local.rank, step: 8))
             XCTAssertEqual(reloaded.values.reduce(0, +), Float(memory.live.reduce(0) { $0 + $1.count }), "only live entries are loaded")
             return Array(memory.values)
         }
-        // Every host holds one copy of each local rank's memory: the world's sum is hosts × this.
+        // Every host holds one copy of each local rank's memory: the world's sum is hosts × this,
+        // and the next average divides it by the 4 ranks.
         for i in 0 ..< count {
-            XCTAssertEqual(Float(hosts) * (restored[0][i] + restored[1][i]), sum[i], accuracy: 1e-6, "value \(i)")
+            XCTAssertEqual(Float(hosts) * (restored[0][i] + restored[1][i]) / 4, sum[i] / 3, accuracy: 1e-6, "value \(i)")
         }
-        let flat = ErrorFeedbackMemory(count: count, sharers: 4)
-        XCTAssertNil(flat.restore(own: nil, sum: sum, sameWorld: false, rank: 0, step: 8))
-        XCTAssertEqual(Array(flat.values), sum.map { $0 / 4 }, "the flat ring: every entry takes an equal share")
+        // The flat ring, 4 ranks before, 2 now: each rank's share is S/4, so the next average,
+        // (S/4 + S/4) / 2, receives S/4 as the 4-rank run would have.
+        let flat = ErrorFeedbackMemory(count: count, sharers: 2)
+        XCTAssertNil(flat.restore(own: nil, sum: sum, writtenBy: 4, worldSize: 2, rank: 0, step: 8))
+        XCTAssertEqual(Array(flat.values), sum.map { $0 / 4 }, "the flat ring: every entry takes an equal share of what is owed")
+        let grown = ErrorFeedbackMemory(count: count, sharers: 4)
+        XCTAssertNil(grown.restore(own: nil, sum: sum, writtenBy: 2, worldSize: 4, rank: 0, step: 8))
+        XCTAssertEqual(Array(grown.values), sum.map { $0 / 2 }, "from 2 ranks to 4: (4 · S/2) / 4 = S/2")
     }
 }

@@ -148,6 +148,36 @@ final class CheckpointReplicationTests: XCTestCase {
         XCTAssertEqual(newestWins.resumed_from_step, 24)
     }
 
+    /// Property: another run's checkpoints of later steps left in a rank's directory (a host's
+    /// disk from an earlier, longer run) do not make this run prune its own: each write counts
+    /// only the checkpoints up to its step, so the directory ends holding this run's newest
+    /// (with `keep` 3, counting the three foreign ones would delete each checkpoint as it is written).
+    func testAnotherRunsLaterCheckpointsDoNotPruneThisRunsOwn() throws {
+        let (a, b) = (temporaryDirectory(), temporaryDirectory())
+        _ = try train([a, b], stopAfter: 16)
+        let ours = try XCTUnwrap(try newest(a).runID)
+        let other = temporaryDirectory()
+        _ = try train([other, other], stopAfter: 8)
+        for step in [100, 200, 300] {
+            try FileManager.default.copyItem(atPath: other + "/checkpoints/step-00000008.ckpt", toPath: b + "/checkpoints/step-00000\(step).ckpt")
+        }
+        _ = try train([a, b], resumeIfPresent: true, continuing: ours)
+        XCTAssertEqual(checkpoints(b), ["step-00000300.ckpt", "step-00000200.ckpt", "step-00000100.ckpt",
+                                        "step-00000048.ckpt", "step-00000040.ckpt", "step-00000032.ckpt"])
+        XCTAssertEqual(checkpoints(a), ["step-00000048.ckpt", "step-00000040.ckpt", "step-00000032.ckpt"])
+    }
+
+    /// Property: checkpoints are ordered by their step's number, also past the names' eight
+    /// digits (step 100 000 000 is newer than 99 999 999, though its name sorts first as text).
+    func testCheckpointsAreOrderedByStepNumber() throws {
+        let store = CheckpointStore(runDirectory: temporaryDirectory(), keep: 3)
+        try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+        for step in [99_999_999, 100_000_000, 8] { _ = FileManager.default.createFile(atPath: store.path(step: step), contents: Data()) }
+        _ = FileManager.default.createFile(atPath: store.directory + "/step-00000009.ckpt.tmp", contents: Data())
+        XCTAssertEqual(store.existing().map { ($0 as NSString).lastPathComponent },
+                       ["step-100000000.ckpt", "step-99999999.ckpt", "step-00000008.ckpt"])
+    }
+
     /// Property: `--resume-if-present` starts a fresh run where no rank's directory holds a
     /// checkpoint, and resumes where any does (here only rank 1's).
     func testResumeIfPresentStartsOrResumes() throws {

@@ -360,6 +360,22 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(records.map { $0["partial"] as? Bool }, [true, nil])
     }
 
+    /// Property: a resume from a checkpoint older than metrics.jsonl's last record (a crash
+    /// after an epoch ended but before the next checkpoint) drops the records that end past the
+    /// checkpoint, so the records still cover disjoint steps: here the stop at 32 wrote epoch 2's
+    /// partial record (24–32); its checkpoint is lost, the resume from 24 runs 24–48 again.
+    func testAResumeFromAnOlderCheckpointDropsTheRecordsPastIt() throws {
+        let dir = temporaryDirectory(), config = try Self.config(["train.epochs=2"])
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 32)
+        try FileManager.default.removeItem(atPath: dir + "/checkpoints/step-00000032.ckpt")
+        _ = try train(ranks: 2, config, dir: dir, resume: true)
+        let lines = try String(contentsOfFile: dir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        let records = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(records.map { $0["epoch"] as? Int }, [1, 2], "\(lines)")
+        XCTAssertEqual(records.map { $0["from_step"] as? Int }, [0, 24])
+        XCTAssertEqual(records.map { $0["step"] as? Int }, [24, 48])
+    }
+
     /// Property: a global batch the ranks do not divide (25 over 2 and 3 ranks: shares 12/13 and
     /// 8/8/9) trains like one process with the whole batch, up to float rounding: each rank's
     /// mean gradient is weighted by n·share/B before the average.
