@@ -29,11 +29,10 @@ wait "$suite" || status=$?
 while kill -0 "$suite" 2>/dev/null; do status=0; wait "$suite" || status=$?; done
 wait "$follower" || true
 trap - INT TERM
-# A plain closing tally from XCTest's last summary line.
-summary=$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -1 || true)
-if [ -n "$summary" ]; then
-  total=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
-  failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
-  echo "tests: $((total - failed)) passed, $failed failed"
+# A plain closing tally of the test cases, counted from XCTest's line for each ("Test Case
+# 'A.b' passed (…)"; its summary counts failed assertions, not tests, and skips apart).
+if grep -qE '^Test Suite .(All tests|Selected tests). (passed|failed)' "$log"; then
+  count() { grep -cE "^Test Case '[^']+' $1 \(" "$log" || true; }
+  echo "tests: $(count passed) passed, $(count failed) failed, $(count skipped) skipped"
 fi
 exit "$status"
