@@ -138,8 +138,12 @@ public final class OuterSynchronizer {
             let next = starts.count   // the fragment a cut here would start
             guard next < p else { break }
             let left = units.count - (k + 1)   // layers after this one
-            // Cut where the share is reached, or where the remaining fragments need every remaining layer.
-            if seen * p >= next * total || left == p - next { starts.append(units[k + 1]) }
+            // Where the fragments so far would end (in units of total / p): the cut goes at the
+            // boundary nearest to it — here, once it is reached, or before it when the next
+            // boundary would overshoot it by more than this one falls short — or here when the
+            // remaining fragments need every remaining layer.
+            let target = next * total, here = seen * p, after = (seen + extents[units[k + 1]]!.count) * p
+            if here >= target || (after > target && target - here < after - target) || left == p - next { starts.append(units[k + 1]) }
         }
         return starts
     }

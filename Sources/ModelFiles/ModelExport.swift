@@ -65,8 +65,8 @@ public enum ModelExport {
         }
     }
 
-    /// Writes the export atomically (a reader never sees half a file).
-    public static func write(_ bytes: [UInt8], to path: String) throws {
-        try FileSystem.writeAtomically(bytes, to: path, what: "export")
+    /// Writes the export (or, `what`, another result) atomically: a reader never sees half a file.
+    public static func write(_ bytes: [UInt8], to path: String, what: String = "export") throws {
+        try FileSystem.writeAtomically(bytes, to: path, what: what)
     }
 }

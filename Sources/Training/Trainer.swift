@@ -137,7 +137,8 @@ public final class Trainer {
         // Between outer steps the shared state (θ_outer) cannot have moved: the check that
         // matters is right after an outer step.
         let checkDue = config.checkEverySteps > 0 && (done % config.checkEverySteps == 0 || outerStepRan)
-        let checkpointDue = config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.totalSteps
+        // Not at the run's end (`--stop-after`, the last step): `finish` writes that checkpoint.
+        let checkpointDue = config.checkpointEverySteps > 0 && done % config.checkpointEverySteps == 0 && done < run.endStep
         var closing = step % run.stepsPerEpoch == run.stepsPerEpoch - 1 || done == run.endStep
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
@@ -155,10 +156,10 @@ public final class Trainer {
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
         if closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done) }
         var evaluated = closing
-        if evaluationDue {
-            if !closing { try evaluate(run, &epoch); evaluated = true }   // an epoch's end has just evaluated
-            try recordCurvePoint(run, epoch, step: done)
-        }
+        if evaluationDue && !closing { try evaluate(run, &epoch); evaluated = true }   // an epoch's end has just evaluated
+        // Every evaluation is a point of the curve (with one), the epoch ends' too: the
+        // evaluation that reaches --target may be an epoch end's, and it must be the curve's last.
+        if evaluated && config.evalEverySteps > 0 { try recordCurvePoint(run, epoch, step: done) }
         if evaluated, let target, run.targetReached == nil,
            target.isReached(accuracy: epoch.lastTestAccuracy, loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity) {
             // The evaluation's figures are reduced over every rank: every rank stops here.

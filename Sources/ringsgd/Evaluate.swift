@@ -36,6 +36,10 @@ struct Evaluate: ParsableCommand {
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
         }
+        if let out {
+            try OutputFile.check(out, option: "--out")
+            try OutputFile.checkNotARunRecord(out, runDirectory: source.runDir, option: "--out")
+        }
     }
 
     /// Other test files make the data idx or npy (by their extension, unless data.dataset is
@@ -106,7 +110,7 @@ struct Evaluate: ParsableCommand {
                 print("evaluated \(path) (step \(found.step)) on \(transport.size) rank\(transport.size == 1 ? "" : "s")")
                 print(result.report)
                 if let destination {
-                    try ModelExport.write(try result.encoded(), to: destination)
+                    try ModelExport.write(try result.encoded(), to: destination, what: "evaluation results")
                     print("results: \(destination)")
                 }
             }

@@ -49,11 +49,8 @@ struct Export: ParsableCommand {
         _ = try chosenFormat
         if out == nil && source.runDir == nil { throw ValidationError("with --checkpoint, say where to write with --out FILE") }
         if let out {
-            let parent = (out as NSString).deletingLastPathComponent
-            var isDirectory: ObjCBool = false
-            if !parent.isEmpty && !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
-                throw ValidationError("--out \(out): the directory \(parent) does not exist; create it first")
-            }
+            try OutputFile.check(out, option: "--out")
+            try OutputFile.checkNotARunRecord(out, runDirectory: source.runDir, option: "--out")
         }
     }
 

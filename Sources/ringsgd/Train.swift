@@ -73,6 +73,12 @@ struct Train: ParsableCommand {
             let parsed = try Agreement.run("read the config", over: transport) {
                 try TrainingConfig.load(path: config, overrides: overrides)
             }
+            // Rank 0 writes these when training is over: a path it cannot write is found now.
+            try Agreement.run("check the output files", over: transport) {
+                guard transport.rank == 0 else { return }
+                if let dumpGradient { try OutputFile.check(dumpGradient, option: "--dump-gradient") }
+                if let timeline { try OutputFile.check(timeline, option: "--timeline") }
+            }
             // From here on no wait for a peer lasts longer than comm.timeout_seconds.
             transport.deadlineSeconds = parsed.timeoutSeconds > 0 ? parsed.timeoutSeconds : nil
             BLASThreads.set(1)

@@ -138,6 +138,39 @@ final class LocalStepsTests: XCTestCase {
         XCTAssertEqual(unreachable.steps, 24, "an unreached target lets the run end as configured")
     }
 
+    /// Property: the evaluation that reaches `--target` is curve.jsonl's last point, also when
+    /// it is an epoch end's (24 steps an epoch, a curve point every 30: the first evaluation is
+    /// the epoch end's), so a reader of the curve finds the target where summary.json says.
+    func testTheEvaluationThatReachesTheTargetIsTheCurvesLastPoint() throws {
+        let dir = temporaryDirectory()
+        let s = try train(ranks: 2, ["train.epochs=2", "train.eval_every_steps=30"], dir: dir, target: "test_accuracy=0.3")[0]
+        XCTAssertEqual(s.target_step, 24, "reached at the first epoch's end")
+        let points = try String(contentsOfFile: dir + "/curve.jsonl", encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(CurvePoint.self, from: Data($0.utf8)) }
+        XCTAssertEqual(points.map(\.step), [24])
+        XCTAssertEqual(points.last?.test_accuracy, s.test_accuracy)
+    }
+
+    /// Property: between outer steps the evaluation is of θ_outer, and leaves the ranks' inner
+    /// parameters as they were. At step 3 of H = 4 no outer step has run, so θ_outer is the
+    /// initial model: the curve's loss there is that of a run whose steps do not move (lr 0).
+    /// And a run evaluating mid-round ends on the same bits as one that does not.
+    func testTheEvaluationBetweenOuterStepsIsOfThetaOuterAndPutsTheInnerModelBack() throws {
+        func curveLoss(_ extra: [String]) throws -> (Double, String) {
+            let dir = temporaryDirectory()
+            let s = try train(ranks: 2, ["comm.sync=diloco", "comm.sync_every=4", "train.eval_every_steps=3"] + extra, dir: dir)[0]
+            let line = try XCTUnwrap(try String(contentsOfFile: dir + "/curve.jsonl", encoding: .utf8).split(separator: "\n").first)
+            let point = try JSONDecoder().decode(CurvePoint.self, from: Data(line.utf8))
+            XCTAssertEqual(point.step, 3)
+            return (point.test_loss, s.param_hash)
+        }
+        let (learning, hash) = try curveLoss([])
+        let (initial, _) = try curveLoss(["optimizer.lr=0"])
+        XCTAssertEqual(learning, initial, "step 3 evaluates θ_outer, the initial model")
+        let unevaluated = try train(ranks: 2, ["comm.sync=diloco", "comm.sync_every=4"], dir: temporaryDirectory())[0]
+        XCTAssertEqual(unevaluated.param_hash, hash, "the evaluations changed nothing the run goes on from")
+    }
+
     /// Property: streaming fragments (P of them in turn, each applied τ local steps after its
     /// all-reduce starts on the communication thread, with and without mixing) keep θ_outer
     /// identical on every rank, learn, differ from the same fragments without a delay, and
@@ -190,6 +223,17 @@ final class LocalStepsTests: XCTestCase {
         let resumed = try train(ranks: 2, extra, dir: dir, resume: true)[0]
         XCTAssertEqual(resumed.resumed_from_step, 8)
         XCTAssertEqual(resumed.param_hash, whole.param_hash)
+    }
+
+    /// Property: each fragment ends at the layer boundary nearest to its share of the
+    /// parameters: layers of 400, 300 and 300 in two fragments are 400 | 600 (share 500: 100
+    /// short against 200 over), not 700 | 300; of 100, 700 and 200, 800 | 200 (300 over against
+    /// 400 short).
+    func testFragmentsEndAtTheBoundaryNearestTheirShare() throws {
+        XCTAssertEqual(try OuterSynchronizer.fragmentStarts(extents: [0 ..< 400, 400 ..< 700, 700 ..< 1000], fragments: 2), [0, 1])
+        XCTAssertEqual(try OuterSynchronizer.fragmentStarts(extents: [0 ..< 100, 100 ..< 800, 800 ..< 1000], fragments: 2), [0, 2])
+        XCTAssertEqual(try OuterSynchronizer.fragmentStarts(extents: [0 ..< 300, nil, 300 ..< 800, 800 ..< 1000], fragments: 2), [0, 2])
+        XCTAssertEqual(try OuterSynchronizer.fragmentStarts(extents: [0 ..< 10, 10 ..< 20, 20 ..< 1000], fragments: 3), [0, 1, 2], "every fragment gets a layer")
     }
 
     /// Property: P fragments tile the parameters — every value in exactly one fragment, each
