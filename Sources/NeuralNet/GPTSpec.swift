@@ -26,15 +26,17 @@ public struct GPTSpec: Codable, Equatable, CustomStringConvertible {
         if layers < 1 || layers > 1024 { return "model.gpt.layers must be in 1…1024, got \(layers)" }
         if heads > 4096 || embed > 1 << 16 { return "model.gpt.heads and .embed must be at most 4096 and 65536, got \(heads) and \(embed)" }
         if blockSize > 1 << 20 { return "model.gpt.block_size must be at most 1048576, got \(blockSize)" }
+        // The lower bounds first: a checkpoint's description is read from its bytes, and a
+        // negative size would overflow the products below (a trap, not an error).
+        if heads < 1 || embed < 1 || embed % heads != 0 {
+            return "model.gpt.embed (\(embed)) must be a positive multiple of model.gpt.heads (\(heads))"
+        }
+        if blockSize < 2 { return "model.gpt.block_size must be ≥ 2 (a window predicts its next tokens), got \(blockSize)" }
         // Attention keeps heads × T² scores a sample, the widest activation: bounded as a layer
         // list's are (2³¹ values a sample), so reserving it neither overflows nor asks for terabytes.
         if heads * blockSize * blockSize > 1 << 31 || embed * blockSize > 1 << 31 {
             return "model.gpt.heads × block_size² (\(heads) × \(blockSize)²) and embed × block_size must be at most 2³¹ values a sample; make the block or the model smaller"
         }
-        if heads < 1 || embed < 1 || embed % heads != 0 {
-            return "model.gpt.embed (\(embed)) must be a positive multiple of model.gpt.heads (\(heads))"
-        }
-        if blockSize < 2 { return "model.gpt.block_size must be ≥ 2 (a window predicts its next tokens), got \(blockSize)" }
         if vocab < 2 || vocab > 1 << 24 { return "model.gpt.vocab must be in 2…16777216, got \(vocab)" }
         if !(dropout >= 0 && dropout < 1) { return "model.gpt.dropout must be in [0, 1), got \(dropout)" }
         return nil

@@ -52,6 +52,11 @@ final class CheckpointDecodingTests: XCTestCase {
             (#"{"input_shape":[4],"classes":1,"layers":[{"linear":{"out":1}}],"pytorch":""}"#, "its class count 1"),
             (#"{"input_shape":[1,8,8],"classes":10,"layers":[{"conv2d":{"out":4,"kernel":3,"stride":1,"padding":4611686018427387904}},{"flatten":{}},{"linear":{"out":10}}],"pytorch":""}"#,
              "conv2d padding must be in 0…1024"),
+            // A negative block size overflowed heads × T² before it was refused (a trap).
+            (#"{"input_shape":[8],"classes":256,"layers":[],"gpt":{"layers":1,"heads":1,"embed":8,"block_size":-4294967296,"vocab":256,"dropout":0,"tie_embeddings":true},"pytorch":""}"#,
+             "model.gpt.block_size must be ≥ 2"),
+            (#"{"input_shape":[8],"classes":256,"layers":[],"gpt":{"layers":1,"heads":-4294967296,"embed":8,"block_size":1048576,"vocab":256,"dropout":0,"tie_embeddings":true},"pytorch":""}"#,
+             "must be a positive multiple of model.gpt.heads"),
         ]
         for (json, expected) in cases {
             let description = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json.utf8))
