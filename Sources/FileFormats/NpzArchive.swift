@@ -65,9 +65,9 @@ public enum NpzArchive {
         return out
     }
 
-    /// One `.npy`: `NumpyFile.header`, then the little-endian Float32 values.
+    /// One `.npy`: `NumpyFile.header`, then the little-endian Float32 (or Int64) values.
     static func npy(_ tensor: NamedTensor) -> [UInt8] {
-        var out = NumpyFile.header(descr: "<f4", shape: tensor.shape)
+        var out = NumpyFile.header(descr: tensor.isInteger ? "<i8" : "<f4", shape: tensor.shape)
         tensor.appendLittleEndianBytes(to: &out)
         return out
     }

@@ -5,17 +5,28 @@ public struct NamedTensor: Equatable {
     public let name: String
     public let shape: [Int]
     public let values: [Float]
+    /// A count kept as Float in the flat buffers (a batch norm's `num_batches_tracked`) and
+    /// written as the int64 PyTorch keeps it: I64 in safetensors, `<i8` in .npy.
+    public let isInteger: Bool
 
-    public init(name: String, shape: [Int], values: [Float]) {
+    public init(name: String, shape: [Int], values: [Float], isInteger: Bool = false) {
         precondition(shape.reduce(1, *) == values.count, "tensor \(name): shape \(shape) for \(values.count) values")
         self.name = name
         self.shape = shape
         self.values = values
+        self.isInteger = isInteger
     }
 
-    /// The values as little-endian Float32 bytes, appended to `out` (a bulk copy on a
-    /// little-endian host).
+    /// Bytes per value in a file: 8 for an integer tensor, 4 for Float32.
+    var elementBytes: Int { isInteger ? 8 : 4 }
+
+    /// The values as little-endian Float32 (or, for an integer tensor, Int64) bytes, appended
+    /// to `out` (a bulk copy of floats on a little-endian host).
     func appendLittleEndianBytes(to out: inout [UInt8]) {
+        if isInteger {
+            for v in values { withUnsafeBytes(of: Int64(v).littleEndian) { out += $0 } }
+            return
+        }
         #if _endian(little)
         values.withUnsafeBytes { out += $0 }
         #else
@@ -29,7 +40,7 @@ public struct NamedTensor: Equatable {
 /// pickled `torch.save`).
 ///
 ///     8 bytes      N, the header's length (UInt64 little-endian)
-///     N bytes      a JSON object: for each tensor {"dtype": "F32", "shape": […],
+///     N bytes      a JSON object: for each tensor {"dtype": "F32" (or "I64"), "shape": […],
 ///                  "data_offsets": [begin, end]} (offsets into the data, end exclusive), and
 ///                  "__metadata__": a string → string map; padded with spaces to 8 bytes
 ///     the rest     the tensors' bytes, little-endian, one after another with no gap
@@ -44,8 +55,8 @@ public enum Safetensors {
         }
         var offset = 0
         for tensor in tensors {
-            let end = offset + tensor.values.count * 4
-            entries.append("\(quoted(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
+            let end = offset + tensor.values.count * tensor.elementBytes
+            entries.append("\(quoted(tensor.name)):{\"dtype\":\"\(tensor.isInteger ? "I64" : "F32")\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}")
             offset = end
         }
         var header = Array(("{" + entries.joined(separator: ",") + "}").utf8)
@@ -108,7 +119,7 @@ public enum Safetensors {
                                       : Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
                 }
             }
-            found.append((offsets[0], offsets[1], NamedTensor(name: name, shape: shape, values: values)))
+            found.append((offsets[0], offsets[1], NamedTensor(name: name, shape: shape, values: values, isInteger: width == 8)))
         }
         found.sort { $0.begin < $1.begin }
         var expected = 0

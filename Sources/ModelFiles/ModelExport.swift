@@ -27,8 +27,11 @@ public enum ModelExport {
         var tensors = model.parameters.views.map { view in
             NamedTensor(name: view.name, shape: view.shape, values: Array(parameters[view.range]))
         }
+        // PyTorch keeps `num_batches_tracked` as int64: exported as one, so a loader that
+        // checks dtypes (or `load_state_dict(assign=True)`) gets PyTorch's own type.
         tensors += model.parameters.bufferViews.map { view in
-            NamedTensor(name: view.name, shape: view.shape, values: Array(buffers[view.range]))
+            NamedTensor(name: view.name, shape: view.shape, values: Array(buffers[view.range]),
+                        isInteger: view.name.hasSuffix("num_batches_tracked"))
         }
         // A tied head is the token embedding: nanoGPT's state_dict lists it under both names,
         // so `load_state_dict` (strict) finds both; the file holds a copy (safetensors has no aliases).

@@ -41,6 +41,34 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(metadata["ringsgd.step"], "7")
     }
 
+    /// Property: a batch norm's buffers are exported under PyTorch's names with their values,
+    /// `num_batches_tracked` as the int64 PyTorch keeps (I64 in safetensors, `<i8` in .npz), the
+    /// running statistics as F32; each reads back as written.
+    func testBatchNormBuffersAreExportedWithPyTorchsTypes() throws {
+        let config = try TrainingConfig(yaml: nil, source: "test", overrides: [
+            "model.layers=[{conv2d: {out: 2, kernel: 3, padding: 1}}, batchnorm2d, relu, flatten, linear]"])
+        let model = try config.modelSpec.build(inputShape: [1, 4, 4], classes: 3)
+        model.initialize(seed: 5)
+        // running_mean, running_var, num_batches_tracked, at their views (the flat buffer aligns each).
+        var buffers = [Float](repeating: 0, count: model.parameters.buffers.count)
+        for (view, values) in zip(model.parameters.bufferViews, [[0.5, -0.25], [1.5, 2.0], [123_456]] as [[Float]]) {
+            buffers.replaceSubrange(view.range, with: values)
+        }
+        let checkpoint = Checkpoint(worldSize: 1, step: 7, skippedSteps: 0, config: config.canonicalText, parameters: Array(model.parameters.parameters),
+                                    optimizerState: [], residualSum: nil,
+                                    model: ModelDescription(model: model, layers: config.modelSpec.expanded, normalization: nil), buffers: buffers)
+        let (bytes, tensors) = try ModelExport.encode(checkpoint, format: .safetensors)
+        let header = String(decoding: bytes[8 ..< 8 + bytes.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }], as: UTF8.self)
+        XCTAssertTrue(header.contains(#""1.num_batches_tracked":{"dtype":"I64","shape":[]"#), header)
+        XCTAssertTrue(header.contains(#""1.running_var":{"dtype":"F32","shape":[2]"#), header)
+        let decoded = try Safetensors.decode(bytes).tensors
+        XCTAssertEqual(decoded, tensors)
+        XCTAssertEqual(decoded.first { $0.name == "1.num_batches_tracked" }?.values, [123_456])
+        XCTAssertEqual(decoded.first { $0.name == "1.running_mean" }?.values, [0.5, -0.25])
+        let npz = try ModelExport.encode(checkpoint, format: .npz).bytes
+        XCTAssertNotNil(String(decoding: npz, as: UTF8.self).range(of: "{'descr': '<i8', 'fortran_order': False, 'shape': (), }"), "num_batches_tracked.npy is int64")
+    }
+
     /// Property: a checkpoint's config text reads back as the same config.
     func testCheckpointConfigReadsBack() throws {
         let checkpoint = try trainedCheckpoint()
