@@ -166,9 +166,14 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
                 return Residual(layers: inner, shortcut: [])
             case "projection":
                 let (channels, height, width) = try image()
-                // A 1×1 convolution of stride s gives ⌊(H − 1)/s⌋ + 1 rows: the s that gives the block's.
-                guard shape.count == 3, let stride = (1 ... max(1, height)).first(where: { (height - 1) / $0 + 1 == shape[1] && (width - 1) / $0 + 1 == shape[2] }) else {
-                    throw ShapeError("a projection shortcut maps [C, H, W] to the block's output by a strided 1×1 convolution; no stride gives \(shape) from \(input)")
+                // The block's stride: its convolutions' strides and its pools' kernels multiplied
+                // (torchvision's downsample takes the block's stride). A 1×1 convolution of stride
+                // s gives ⌊(H − 1)/s⌋ + 1 rows, which must be the block's: otherwise (an odd size
+                // pooled, an unpadded convolution) the shortcut would read other positions than
+                // the main path, and the two are not summed place by place.
+                let stride = Self.stride(of: specs)
+                guard shape.count == 3, (height - 1) / stride + 1 == shape[1], (width - 1) / stride + 1 == shape[2] else {
+                    throw ShapeError("a projection shortcut is a 1×1 convolution of the block's stride \(stride), which maps \(input) to [\(shape.first ?? 0), \((height - 1) / stride + 1), \((width - 1) / stride + 1)], not the block's output \(shape); pad the block's convolutions so that only their strides change the size (kernel 3, padding 1)")
                 }
                 // Its batch norm as the block's own (its last): torchvision's downsample takes the
                 // same norm_layer, so a block's eps and momentum hold for its shortcut too.
@@ -179,6 +184,23 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
             default:
                 throw ShapeError("shortcut must be identity or projection, got '\(shortcut)'")
             }
+        }
+    }
+
+    /// How many input positions a layer list's output steps over per position: its
+    /// convolutions' strides and its pools' kernels multiplied (nested blocks' included).
+    /// (Saturating: the sizes it is compared with are far smaller.)
+    static func stride(of specs: [LayerSpec]) -> Int {
+        specs.reduce(1) { s, spec in
+            let step: Int
+            switch spec {
+            case let .conv2d(_, _, stride, _, _): step = stride
+            case let .maxpool2d(kernel): step = kernel
+            case let .residual(layers, _): step = stride(of: layers)
+            default: step = 1
+            }
+            let (product, overflow) = s.multipliedReportingOverflow(by: step)
+            return overflow ? .max : product
         }
     }
 }

@@ -43,6 +43,18 @@ final class ModelSpecTests: XCTestCase {
         XCTAssertEqual(model.parameters.views.map(\.shape), [[8, 3, 5, 5], [8], [4, 128], [4]])
     }
 
+    /// Property: a projection shortcut is a 1×1 convolution of the block's stride (its
+    /// convolutions' strides times its pools' kernels): 2 for a pooled 8×8 block, 4 for two
+    /// stride-2 convolutions.
+    func testAProjectionShortcutTakesTheBlocksStride() throws {
+        for (layers, stride) in [([LayerSpec.conv2d(out: 8, kernel: 3, stride: 1, padding: 1), .maxpool2d(kernel: 2)], 2),
+                                 ([.conv2d(out: 8, kernel: 3, stride: 2, padding: 1), .conv2d(out: 8, kernel: 3, stride: 2, padding: 1)], 4)] {
+            let model = try ModelSpec.layers([.residual(layers: layers, shortcut: "projection"), .globalavgpool2d, .linear(out: nil)])
+                .build(inputShape: [4, 8, 8], classes: 10)
+            XCTAssertTrue(model.pytorchModule.contains("nn.Conv2d(4, 8, kernel_size=1, stride=\(stride), padding=0, bias=False)"), model.pytorchModule)
+        }
+    }
+
     /// Property: every list that cannot fit is a ShapeError naming the layer's index and kind.
     func testShapesThatDoNotFitNameTheLayer() {
         let cases: [([LayerSpec], [Int], String)] = [
@@ -55,6 +67,12 @@ final class ModelSpecTests: XCTestCase {
             ([.flatten, .linear(out: 12)], [1, 4, 4], "model.layers[1] (linear): the model ends with shape [12], but the data has 10 classes"),
             ([.maxpool2d(kernel: 8), .flatten, .linear(out: nil)], [1, 4, 4], "model.layers[0] (maxpool2d): kernel 8 is larger than its 4×4 input"),
             ([], [1, 4, 4], "model.layers is empty"),
+            // A projection shortcut takes the block's stride (2, the pool's): on 7×7 the main
+            // path gives 3×3 (⌊7/2⌋) but the shortcut 4×4; no other stride is searched for
+            // (stride 3 gave 3×3, reading rows 0, 3, 6 against the main path's 0–1, 2–3, 4–5).
+            ([.residual(layers: [.conv2d(out: 8, kernel: 3, stride: 1, padding: 1), .maxpool2d(kernel: 2)], shortcut: "projection"),
+              .globalavgpool2d, .linear(out: nil)], [4, 7, 7],
+             "model.layers[0] (residual): a projection shortcut is a 1×1 convolution of the block's stride 2, which maps [4, 7, 7] to [8, 4, 4], not the block's output [8, 3, 3]"),
         ]
         for (layers, shape, expected) in cases {
             XCTAssertThrowsError(try ModelSpec.layers(layers).build(inputShape: shape, classes: 10)) { error in
