@@ -40,8 +40,11 @@ extension Trainer {
         let transport = self.transport
         for norm in Self.batchNorms(of: model) {
             norm.gradientWeight = weight
+            // What a stall message names: this reduction, not the last bucket's all-reduce.
+            let activity = "the synchronised statistics of \(norm.summary)"
             norm.statisticsReducer = { sums in
                 try synchronizer.runCollective {
+                    transport.setActivity(activity)
                     let total = try RingAllGather.sum(Array(sums), over: transport)
                     _ = sums.update(fromContentsOf: total)
                 }
@@ -69,6 +72,7 @@ extension Trainer {
     /// checkpoints, the replica check).
     func broadcastBuffers(_ run: TrainingRun) throws {
         guard config.batchNorm == "broadcast", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
+        transport.setActivity("the broadcast of rank 0's batch-norm statistics")
         try transport.broadcast(UnsafeMutableRawBufferPointer(run.parameters.buffers), root: 0)
     }
 
@@ -76,6 +80,7 @@ extension Trainer {
     func averageBuffers(_ run: TrainingRun) throws {
         guard config.batchNorm == "local", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
         let buffers = run.parameters.buffers, n = Double(transport.size)
+        transport.setActivity("the average of the batch norms' running statistics")
         let sums = try RingAllGather.sum(buffers.map(Double.init), over: transport)
         for i in buffers.indices { buffers[i] = Float(sums[i] / n) }
     }
