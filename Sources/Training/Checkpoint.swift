@@ -29,7 +29,10 @@ import ModelFiles
 /// each rank's inner parameters and state lie beside it in `step-N.local-rank-R`); `MODL` the
 /// `ModelDescription` as JSON; `RUNI` the run's identity (UInt64: chosen when the run started,
 /// kept by every resume, so that a supervisor relaunching a run takes only its checkpoints —
-/// not an earlier run's left on a host's disk under the same run directory). A reader that
+/// not an earlier run's left on a host's disk under the same run directory); `CHNG` the config
+/// changes of the resumes so far (a JSON list of strings, present when there were any: each
+/// resume compares the config with the checkpoint's alone, so without them a second resume
+/// would forget that the run no longer matches an uninterrupted one). A reader that
 /// predates a section skips it. The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
@@ -55,6 +58,8 @@ public struct Checkpoint: Equatable {
     public var trainSeconds: Double?, bytesSent: Double?
     /// The run's identity (nil: written before runs had one).
     public var runID: UInt64?
+    /// The config changes made at the run's resumes so far (`TrainingConfig.differences`).
+    public var configChanges: [String] = []
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
@@ -82,6 +87,7 @@ public struct Checkpoint: Equatable {
         }
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         if let runID { sections.append(("RUNI", withUnsafeBytes(of: runID.littleEndian) { Array($0) })) }
+        if !configChanges.isEmpty, let json = try? JSONEncoder.sorted.encode(configChanges) { sections.append(("CHNG", Array(json))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
             out += Array(tag.utf8)
@@ -156,6 +162,11 @@ public struct Checkpoint: Equatable {
         if let id = sections["RUNI"] {
             guard id.count == 8 else { throw Corrupt(reason: "its RUNI section is not one UInt64") }
             runID = id.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        }
+        if let json = sections["CHNG"] {
+            do { configChanges = try JSONDecoder.ringsgd.decode([String].self, from: Data(json)) } catch {
+                throw Corrupt(reason: "its config changes (CHNG) do not decode: \(error)")
+            }
         }
         if let json = sections["MODL"] {
             do { model = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json)) } catch {

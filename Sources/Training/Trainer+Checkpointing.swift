@@ -57,6 +57,7 @@ extension Trainer {
                                     model: run.modelDescription, buffers: Array(run.parameters.buffers), outerState: outer?.stateBytes())
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
         checkpoint.runID = run.runID
+        checkpoint.configChanges = run.configChanges
         snapshot.checkpoint = checkpoint
         return snapshot
     }

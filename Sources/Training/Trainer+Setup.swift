@@ -136,7 +136,8 @@ extension Trainer {
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
             runID = checkpoint.runID ?? runID
             clockBefore = checkpoint.trainSeconds.map { ($0, checkpoint.bytesSent) }
-            changes = configChanges(since: checkpoint)
+            // This resume's changes after the earlier resumes' (the checkpoint carries them).
+            changes = checkpoint.configChanges + configChanges(since: checkpoint)
         }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
             guard rank == 0 else { return nil }

@@ -376,6 +376,20 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(records.map { $0["step"] as? Int }, [24, 48])
     }
 
+    /// Property: a config change made at one resume stays in summary.json's
+    /// config_changes_on_resume after later resumes with that same config (each resume compares
+    /// with its checkpoint alone; the checkpoint carries the earlier changes).
+    func testConfigChangesOnResumeOutliveTheNextResume() throws {
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, try Self.config(), dir: dir, stopAfter: 8)
+        let changed = try Self.config(["optimizer.lr=0.04"])
+        let first = try XCTUnwrap(try train(ranks: 2, changed, dir: dir, resume: true, stopAfter: 16)[0])
+        let second = try XCTUnwrap(try train(ranks: 2, changed, dir: dir, resume: true)[0])
+        XCTAssertEqual(first.config_changes_on_resume?.count, 1)
+        XCTAssertTrue(first.config_changes_on_resume?.first?.hasPrefix("optimizer.lr") ?? false, "\(String(describing: first.config_changes_on_resume))")
+        XCTAssertEqual(second.config_changes_on_resume, first.config_changes_on_resume)
+    }
+
     /// Property: a global batch the ranks do not divide (25 over 2 and 3 ranks: shares 12/13 and
     /// 8/8/9) trains like one process with the whole batch, up to float rounding: each rank's
     /// mean gradient is weighted by n·share/B before the average.
