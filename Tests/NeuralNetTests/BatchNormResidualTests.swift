@@ -253,8 +253,11 @@ final class BatchNormResidualTests: XCTestCase {
 
     /// Training: (x − μ_B)/√(σ²_B + eps)·γ + β per channel, running mean and (unbiased)
     /// variance moved by momentum 0.1, num_batches_tracked 1; evaluation: the running statistics.
+    /// eps is 0.5, so that leaving it out or misplacing it moves every value by far more than
+    /// the tolerance (at PyTorch's 1e-5 and variances near 2, by less than 1e-5).
     func testBatchNormMatchesTheDefinitionAndPyTorchsRunningUpdate() throws {
-        let norm = BatchNorm(channels: 2, dimensions: 2)
+        let eps = 0.5
+        let norm = BatchNorm(channels: 2, dimensions: 2, epsilon: Float(eps), momentum: 0.1)
         let model = try Sequential([norm, Flatten(), Linear(8, 2)], inputShape: [2, 2, 2])
         model.initialize(seed: 1)
         let gamma = model.parameters.parameters(of: model.parameters.views[0]), beta = model.parameters.parameters(of: model.parameters.views[1])
@@ -271,7 +274,7 @@ final class BatchNormResidualTests: XCTestCase {
             let mean = values.reduce(0, +) / 12, variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 12
             for b in 0 ..< batch {
                 for i in 0 ..< 4 {
-                    let expected = (Double(x[(b * 2 + c) * 4 + i]) - mean) / (variance + 1e-5).squareRoot() * Double(gamma[c]) + Double(beta[c])
+                    let expected = (Double(x[(b * 2 + c) * 4 + i]) - mean) / (variance + eps).squareRoot() * Double(gamma[c]) + Double(beta[c])
                     XCTAssertEqual(Double(y[(b * 2 + c) * 4 + i]), expected, accuracy: 1e-5)
                 }
             }
@@ -289,7 +292,7 @@ final class BatchNormResidualTests: XCTestCase {
             for b in 0 ..< batch {
                 for i in 0 ..< 4 {
                     let at = (b * 2 + c) * 4 + i
-                    XCTAssertEqual(Double(z[at]), (Double(x[at]) - mean) / (variance + 1e-5).squareRoot() * Double(gamma[c]) + Double(beta[c]), accuracy: 1e-5)
+                    XCTAssertEqual(Double(z[at]), (Double(x[at]) - mean) / (variance + eps).squareRoot() * Double(gamma[c]) + Double(beta[c]), accuracy: 1e-5)
                 }
             }
         }
