@@ -12,7 +12,7 @@ set -euo pipefail
 packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox procps)
 case "${1:-}" in
   "") ;;
-  --with-slurm) packages+=(slurmctld slurmd slurm-client munge) ;;
+  --with-slurm) packages+=(slurmctld slurmd slurm-client munge python3) ;;   # the test suite's (python3: zipfile reads our .npz back)
   *) echo "usage: launch/setup.sh [--with-slurm]" >&2; exit 2 ;;
 esac
 missing=()

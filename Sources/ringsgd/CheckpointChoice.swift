@@ -5,7 +5,7 @@ import Training
 /// Which checkpoint `evaluate` and `export` read: a run directory's newest valid one, or a
 /// file given by name.
 struct CheckpointChoice: ParsableArguments {
-    @Option(help: "Run directory whose newest valid checkpoint is read (outputs go there by default).")
+    @Option(help: "Run directory whose newest valid checkpoint is read (evaluate and export write their results there by default).")
     var runDir: String?
 
     @Option(help: "Read this checkpoint file instead of the run directory's newest.")
