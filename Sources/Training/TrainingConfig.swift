@@ -163,6 +163,9 @@ public struct TrainingConfig {
         if dataset == "synthetic" && normalization != nil {
             throw ConfigError("data.mean and data.std do not apply to data.dataset: synthetic (its values are generated normalised)")
         }
+        if refusingIdleKeys && dataset != "synthetic", let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("data.synthetic.") }) {
+            throw ConfigError("\(stray) is read only with data.dataset: synthetic (data.dataset is \(dataset)); remove it, or set data.dataset: synthetic")
+        }
         dataDirectory = try r.string("data.dir", default: dataDirectory)
         cacheDirectory = try r.string("data.cache_dir", default: cacheDirectory)
         syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1, max: ModelDescription.largestSample)
@@ -212,6 +215,9 @@ public struct TrainingConfig {
         scheduleInterval = try r.string("schedule.interval", default: scheduleInterval, allowed: ["step", "epoch"])
         warmup = try r.int("schedule.warmup", default: warmup, min: 0)
         warmupStartFactor = try r.double("schedule.warmup_start_factor", default: warmupStartFactor, min: 0, max: 1, exclusiveMin: true)
+        if refusingIdleKeys && warmup == 0 && r.has("schedule.warmup_start_factor") {
+            throw ConfigError("schedule.warmup_start_factor is where a warm-up starts, and schedule.warmup is 0 (none): set schedule.warmup to its steps, or remove it")
+        }
         stepSize = try r.int("schedule.step_size", default: stepSize, min: 1)
         gamma = try r.double("schedule.gamma", default: gamma, min: 0, exclusiveMin: true)
         milestones = try r.ints("schedule.milestones", default: milestones, min: 0)
@@ -242,6 +248,9 @@ public struct TrainingConfig {
         }
         if segmentBytes > Self.maxSegmentBytes {
             throw ConfigError("comm.segment_bytes \(segmentBytes) exceeds \(Self.maxSegmentBytes) (1 GiB): a segment is one message and its receive buffer; use 0 (the ring's default) or a smaller size")
+        }
+        if refusingIdleKeys && allReduceAlgorithm == "mpi" && r.has("comm.segment_bytes") {
+            throw ConfigError("comm.segment_bytes sizes our ring's messages; comm.algorithm: mpi is OpenMPI's MPI_Allreduce, which has none: remove it, or use comm.algorithm: ring")
         }
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)

@@ -104,6 +104,9 @@ final class ConfigTests: XCTestCase {
             (["optimizer.name=sgd", "optimizer.trust_coefficient=0.01"], "optimizer.trust_coefficient applies to optimizer.name: lars (sgd has none)"),
             (["schedule.name=cosine", "schedule.gamma=0.5"], "schedule.gamma applies to schedule.name: step, multistep, exponential (schedule.name is cosine); remove it (from the config file, or with --set schedule.gamma=null), or choose one of those"),
             (["schedule.name=step", "schedule.max_lr=0.3"], "schedule.max_lr applies to schedule.name: onecycle (schedule.name is step)"),
+            (["schedule.warmup_start_factor=0.5"], "schedule.warmup_start_factor is where a warm-up starts, and schedule.warmup is 0"),
+            (["comm.algorithm=mpi", "comm.segment_bytes=65536"], "comm.segment_bytes sizes our ring's messages; comm.algorithm: mpi"),
+            (["data.synthetic.features=10"], "data.synthetic.features is read only with data.dataset: synthetic (data.dataset is fashion-mnist)"),
         ]
         for (overrides, expected) in cases {
             XCTAssertTrue(error(nil, overrides).contains(expected), "\(overrides): \(error(nil, overrides))")
@@ -119,6 +122,8 @@ final class ConfigTests: XCTestCase {
         // export of a run from before these keys were refused).
         XCTAssertNoThrow(try TrainingConfig(canonicalText: "optimizer.momentum: 0.9\noptimizer.name: adam\nschedule.gamma: 0.5"))
         XCTAssertEqual(error(nil, ["schedule.name=multistep", "schedule.gamma=0.5", "schedule.milestones=[3]", "schedule.warmup=2"]), "no error")
+        XCTAssertEqual(error(nil, ["schedule.warmup=5", "schedule.warmup_start_factor=0.5", "comm.segment_bytes=65536",
+                                   "data.dataset=synthetic", "data.synthetic.features=10"]), "no error")
     }
 
     /// Property: configs that would hang (an alias bomb: 40 anchors, each naming the last
