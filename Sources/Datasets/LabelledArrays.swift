@@ -30,8 +30,8 @@ public struct LabelledArrays {
 
     /// NumPy `.npy` files: `<f4` or `|u1` samples, integer labels.
     public init(npyImages: String, labels labelPath: String, what: String) throws {
-        let images = try NumpyFile(path: npyImages, what: "\(what) samples")
-        let labelFile = try NumpyFile(path: labelPath, what: "\(what) labels")
+        let images = try NumpyFile(path: npyImages, what: "\(what)_images")
+        let labelFile = try NumpyFile(path: labelPath, what: "\(what)_labels")
         let samples: ArrayDataset.Samples
         switch images.element {
         case .uint8: samples = .uint8(images.data.assumingMemoryBound(to: UInt8.self))

@@ -187,6 +187,10 @@ extension Checkpoint {
             }
             do { return (try Checkpoint(decoding: Array(data)), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error)") }
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: runDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw FileError("the run directory \(runDirectory) does not exist; check --run-dir (a training run's directory), or pass --checkpoint FILE")
+        }
         let store = CheckpointStore(runDirectory: runDirectory, keep: .max)
         let (found, skipped) = try store.loadNewestValid(validate: { _ in })
         guard let found else {

@@ -263,6 +263,11 @@ struct ConfigReader {
             }
             let section = key.split(separator: ".").first.map(String.init) ?? key
             let siblings = read.filter { $0.hasPrefix(section + ".") }.sorted()
+            // A section written as a value (`optimizer: sgd`): name the key it meant.
+            if key == section, !siblings.isEmpty, case let .scalar(scalar)? = values[key] {
+                let first = siblings.first { $0.hasSuffix(".name") || $0.hasSuffix(".kind") || $0.hasSuffix(".dataset") } ?? siblings[0]
+                throw ConfigError("'\(key): \(scalar.string)' gives a value to the section \(key), which holds keys (\(siblings.joined(separator: ", "))); write them inside it, e.g. \(key): {\(first.dropFirst(section.count + 1)): \(scalar.string)}")
+            }
             let hint = siblings.isEmpty
                 ? "known sections: \(Set(read.compactMap { $0.split(separator: ".").first.map(String.init) }).sorted().joined(separator: ", "))"
                 : "known keys in \(section): \(siblings.joined(separator: ", "))"

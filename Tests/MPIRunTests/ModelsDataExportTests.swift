@@ -132,8 +132,11 @@ final class ModelsDataExportTests: XCTestCase {
         for failed in ["a", "b", "c"] {
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/" + failed), "a run that failed at its start leaves no run directory (\(failed))")
         }
-        let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
-        assertOneLineError(empty, "no valid checkpoint in \(dir)/none/checkpoints")
+        let noRunDirectory = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
+        assertOneLineError(noRunDirectory, "the run directory \(dir)/none does not exist; check --run-dir")
+        try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
+        let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/empty"])
+        assertOneLineError(empty, "no valid checkpoint in \(dir)/empty/checkpoints")
         let unnamed = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "data.test_images=x.bin", "--set", "data.test_labels=y.bin"])
         assertOneLineError(unnamed, "--set data.test_images=x.bin: the format cannot be told from the name")
         let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])

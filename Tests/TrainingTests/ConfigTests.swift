@@ -116,6 +116,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(error(nil, ["optimizer.name=rmsprop", "optimizer.momentum=0.9", "optimizer.eps=1e-6", "optimizer.alpha=0.9"]), "no error")
         // A key of the file taken away with --set KEY=null: its default holds; a mistyped one is named.
         XCTAssertEqual(error("optimizer: {name: sgd, momentum: 0.9}\n", ["optimizer.name=adam", "optimizer.momentum=null"]), "no error")
+        // A section written as a value names the key it meant.
+        XCTAssertTrue(error("optimizer: sgd\n", []).contains("gives a value to the section optimizer") && error("optimizer: sgd\n", []).hasSuffix("e.g. optimizer: {name: sgd}"),
+                      error("optimizer: sgd\n", []))
         XCTAssertTrue(error(nil, ["optimizer.momentun=null"]).contains("unknown config key 'optimizer.momentun'; did you mean optimizer.momentum?"),
                       error(nil, ["optimizer.momentun=null"]))
         // A checkpoint's config is read as it was accepted when written (evaluate, generate and
