@@ -62,7 +62,7 @@ run_ranks() {
   trap - INT TERM
   eval "$callers_traps"
   if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
-    echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
+    echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped. 'train … --resume' continues from the run directory's newest checkpoint, if it has one (checkpoint.every_steps)" >&2
     rm -f "$log" "$shown"
     [ "$interrupted" = INT ] && return 130
     return 143
