@@ -39,6 +39,20 @@ struct Generate: ParsableCommand {
         if topK < 0 { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
     }
 
+    /// The prompt's bytes as the command line gave them. Why: Swift decodes arguments as
+    /// UTF-8 and replaces invalid bytes with U+FFFD, but a byte-level model is trained on any
+    /// bytes (a Latin-1 text, say), so its prompt is read from argv itself; `given` (the
+    /// decoded form) when the argument is not found there.
+    static func promptBytes(given: String) -> [UInt8] {
+        let arguments = (0 ..< Int(CommandLine.argc)).compactMap { i in CommandLine.unsafeArgv[i].map { Array(UnsafeBufferPointer(start: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), count: strlen($0))) } }
+        let option = Array("--prompt".utf8), joined = option + [UInt8(ascii: "=")]
+        for (i, argument) in arguments.enumerated().reversed() {   // the last one given wins, as for the parser
+            if argument == option, i + 1 < arguments.count { return arguments[i + 1] }
+            if argument.starts(with: joined) { return Array(argument.dropFirst(joined.count)) }
+        }
+        return Array(given.utf8)
+    }
+
     func run() throws {
         BLASThreads.set(1)
         let (found, path) = try source.locate()
@@ -62,7 +76,7 @@ struct Generate: ParsableCommand {
             guard spec.vocab >= 256 else {
                 throw ValidationError("\(path): the model was trained on text (bytes) but its vocabulary is \(spec.vocab), under 256; the checkpoint is damaged")
             }
-            promptTokens = Array((prompt ?? "\n").utf8).map(Int.init)
+            promptTokens = (prompt == nil ? [UInt8(ascii: "\n")] : Self.promptBytes(given: prompt!)).map(Int.init)
         } else {
             guard let prompt else {
                 throw ValidationError("this model's tokens are ids, not bytes (trained on \(config.dataset)): give --prompt with token ids below \(spec.vocab), separated by spaces")

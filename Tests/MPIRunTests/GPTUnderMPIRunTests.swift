@@ -161,6 +161,14 @@ final class GPTUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(outcome.output.contains("400 tokens in "), outcome.output)
         // The prompt, one byte per token, the closing newline.
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: text)).count, 3 + 400 + 1)
+        // A prompt of bytes that are not UTF-8 (Latin-1 "été") is fed as those bytes, not as
+        // U+FFFD's three (Swift's decoding of the argument), in both forms of the option.
+        for form in ["--prompt \"$(printf '\\351t\\351')\"", "--prompt=\"$(printf '\\351t\\351')\""] {
+            let latin1 = try MPIRun.runProcess(["sh", "-c", "exec \"$0\" generate --run-dir \"$1\" \(form) --tokens 1 --temperature 0 > \"$2\"",
+                                                try MPIRun.binary, dir, text], timeout: 60)
+            XCTAssertEqual(latin1.status, 0, latin1.output)
+            XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: text)).prefix(3)), [0xE9, 0x74, 0xE9], form)
+        }
     }
 
     /// Property: a model of token ids (trained on token files) needs a prompt of ids — without
