@@ -13,10 +13,15 @@ public enum RingAllGather {
     /// Returns `size * record.count` bytes: rank i's record at offset `i * record.count`.
     public static func gather(_ record: [UInt8], over transport: Transport) throws -> [UInt8] {
         let n = transport.size, r = transport.rank, width = record.count
-        var all = [UInt8](repeating: 0, count: n * width)
-        all.replaceSubrange(r * width ..< (r + 1) * width, with: record)
-        guard n > 1 else { return all }
-        try all.withUnsafeMutableBytes { bytes in
+        guard n > 1 else { return record }
+        // Memory of our own, not an array's: a wait that throws (a peer past the deadline) may
+        // leave the receive or the send posted into it, and a slow peer's record could land
+        // there later, so on an error it is left allocated — the job ends on that error — as
+        // `LargeTransfer` leaves its buffers. On success it is copied out and freed.
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: n * width, alignment: 16)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        UnsafeMutableRawBufferPointer(rebasing: bytes[r * width ..< (r + 1) * width]).copyBytes(from: record)
+        do {
             for s in 0 ..< n - 1 {
                 let sendIndex = (r - s + n) % n, receiveIndex = (r - s - 1 + n) % n
                 let outgoing = UnsafeRawBufferPointer(rebasing: bytes[sendIndex * width ..< (sendIndex + 1) * width])
@@ -31,6 +36,8 @@ public enum RingAllGather {
                 }
             }
         }
+        let all = Array(bytes.bindMemory(to: UInt8.self))
+        bytes.deallocate()
         return all
     }
 

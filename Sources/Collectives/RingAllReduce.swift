@@ -151,8 +151,10 @@ public final class RingAllReduce: AllReduce {
         }
         let folds = !codec.isIdentity && transport.size > 1
         if let carry, !folds { Self.add(carry, sign: 1, to: buffer) }
-        defer { if let carry, !folds, !carry.staysOn { Self.add(carry, sign: -1, to: buffer) } }
         try averageFolding(buffer, residual: residual, carry: folds ? carry : nil)
+        // Only after a call that completed: one that threw may have left peers reading this
+        // buffer (the zero-copy ring reads it in place), and the step is abandoned anyway.
+        if let carry, !folds, !carry.staysOn { Self.add(carry, sign: -1, to: buffer) }
     }
 
     /// buffer ← buffer + sign·s·b, one fused multiply-add a value.
