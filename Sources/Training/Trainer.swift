@@ -85,10 +85,19 @@ public final class Trainer {
         // started (the checkpoint comes first): it starts now, as it did in the run that wrote it.
         if run.startStep > 0 && run.outer?.inFlight == nil { startOuterSteps(run, after: run.startStep - 1) }
         var epoch = EpochAccumulator(startStep: run.startStep)
-        for step in run.startStep ..< run.endStep {
-            epoch.record(try trainStep(step, run))
-            try afterStep(step, run, &epoch)
-            if run.targetReached != nil || run.stoppedOnRequest { break }
+        do {
+            for step in run.startStep ..< run.endStep {
+                epoch.record(try trainStep(step, run))
+                try afterStep(step, run, &epoch)
+                if run.targetReached != nil || run.stoppedOnRequest { break }
+            }
+        } catch {
+            // A job may still be running or queued on the communication thread (a streaming
+            // fragment in flight, a bucket after a failed one): it uses the run's buffers, which
+            // must not be freed under it. Waiting for it could hang (the failure may be a
+            // peer's), and the job ends on this error, so the run is kept for the process's rest.
+            AbandonedRuns.keep(run)
+            throw error
         }
         let summary = try finish(run, &epoch)
         try writeTimeline(run)
@@ -267,3 +276,15 @@ func peakResidentMegabytes() -> Double {
     return Double(usage.ru_maxrss) / 1024
 }
 
+
+/// Runs a failure ended while the communication thread may still use their buffers (`Trainer.run`).
+enum AbandonedRuns {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var runs: [TrainingRun] = []
+
+    static func keep(_ run: TrainingRun) {
+        lock.lock()
+        runs.append(run)
+        lock.unlock()
+    }
+}
