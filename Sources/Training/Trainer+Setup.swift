@@ -201,7 +201,15 @@ extension Trainer {
             throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")
         }
         if overwrite && !resume {
-            try Agreement.run("remove the earlier run's checkpoints", over: transport) { try store.removeAll() }
+            try Agreement.run("remove the earlier run's checkpoints", over: transport) {
+                try store.removeAll()
+                // And what `evaluate` and `export` wrote there by default: they describe the
+                // run being replaced, and beside the new run they would pass for its results.
+                for name in ["evaluation.json", "model.safetensors", "model.npz"] {
+                    let path = (runDirectory as NSString).appendingPathComponent(name)
+                    guard unlink(path) == 0 || errno == ENOENT else { throw FileError.posix("remove the earlier run's \(name)", path) }
+                }
+            }
         }
         return (resume, placement)
     }

@@ -390,6 +390,22 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(second.config_changes_on_resume, first.config_changes_on_resume)
     }
 
+    /// Property: --overwrite removes, with the earlier run's checkpoints, the evaluation and
+    /// exports written of it into the run directory, and nothing else there.
+    func testOverwriteRemovesTheEarlierRunsResults() throws {
+        let dir = temporaryDirectory(), config = try Self.config()
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        for name in ["evaluation.json", "model.safetensors", "model.npz", "notes.txt"] {
+            XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data("old".utf8)))
+        }
+        _ = try InProcessCluster.run(size: 2, timeout: 60) { transport in
+            try Trainer(config: config, transport: transport, runDirectory: dir, log: { _ in }).run(resume: false, stopAfter: 8, overwrite: true)
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir)
+        XCTAssertEqual(Set(left).intersection(["evaluation.json", "model.safetensors", "model.npz"]), [], "\(left)")
+        XCTAssertTrue(left.contains("notes.txt"), "a file ringsgd did not write stays")
+    }
+
     /// Property: a global batch the ranks do not divide (25 over 2 and 3 ranks: shares 12/13 and
     /// 8/8/9) trains like one process with the whole batch, up to float rounding: each rank's
     /// mean gradient is weighted by n·share/B before the average.
