@@ -236,6 +236,26 @@ final class LocalStepsTests: XCTestCase {
         XCTAssertEqual(try OuterSynchronizer.fragmentStarts(extents: [0 ..< 10, 10 ..< 20, 20 ..< 1000], fragments: 3), [0, 1, 2], "every fragment gets a layer")
     }
 
+    /// Property: with P fragments and H local steps between a fragment's outer steps, fragment
+    /// p's outer steps start after local steps t ≡ ⌊p·H/P⌋ (mod H), t ≥ 1 (Streaming DiLoCo's
+    /// staggered schedule): P = 3, H = 6 → fragment 0 after steps 6, 12, 18, 24; 1 after 2, 8,
+    /// 14, 20; 2 after 4, 10, 16, 22 — and after a warm-up of W averaged steps, W later.
+    func testStreamingFragmentsStartAtTheirOffsets() throws {
+        let extents: [Range<Int>?] = [0 ..< 100, 100 ..< 200, 200 ..< 300]
+        for warmup in [0, 5] {
+            let plan = BucketPlan(extents: extents, bucketBytes: 0, closeAt: Set(try OuterSynchronizer.fragmentStarts(extents: extents, fragments: 3)))
+            let outer = try OuterSynchronizer(settings: OuterSettings(every: 6, warmupSteps: warmup, rule: .nesterov, lr: 0.7, momentum: 0.9, fragments: 3),
+                                              count: 300, extents: extents, plan: plan)
+            var parameters = [Float](repeating: 0, count: 300)
+            parameters.withUnsafeMutableBufferPointer { outer.start(from: $0) }
+            var starts: [Int: [Int]] = [:]
+            for step in 0 ..< 24 + warmup {
+                for p in outer.fragmentsStarting(after: step) { starts[p, default: []].append(step + 1 - warmup) }
+            }
+            XCTAssertEqual(starts, [0: [6, 12, 18, 24], 1: [2, 8, 14, 20], 2: [4, 10, 16, 22]], "warm-up \(warmup)")
+        }
+    }
+
     /// Property: P fragments tile the parameters — every value in exactly one fragment, each
     /// fragment whole layers and whole buckets — for every P up to the layer count, with buckets
     /// of any size; more fragments than layers is refused.
