@@ -365,6 +365,55 @@ final class BatchNormResidualTests: XCTestCase {
         for (a, b) in zip(buffers[0], buffers[1]) { XCTAssertEqual(a, b, accuracy: 1e-6) }
     }
 
+    /// Property: `sync`'s backward — Σdy and Σdy·x̂ scaled by the rank's gradient weight w,
+    /// summed over ranks by the reducer, unscaled — gives this rank's rows of a plain batch
+    /// norm's input gradient over both ranks' batches: w·dx(sync) equals the plain dx for the
+    /// output gradient [w·dy₁; dy₂] (the trainer scales each rank's gradient by w in the
+    /// all-reduce). A second "rank" is emulated by the reducer: in forward it adds the other
+    /// batch's Σx, Σx² and count, in backward its Σdy₂ and Σdy₂·x̂₂ under the global statistics.
+    func testSyncBackwardIsThePlainBackwardOverBothRanksBatches() throws {
+        let batch = 3, c = 2, s = 4, eps = 1e-5
+        var generator = SeededGenerator(seed: 11)
+        let x1 = (0 ..< batch * c * s).map { _ in generator.uniform(-1, 2) }, x2 = (0 ..< batch * c * s).map { _ in generator.uniform(-2, 1) }
+        let dy1 = (0 ..< batch * c * s).map { _ in generator.uniform(-1, 1) }, dy2 = (0 ..< batch * c * s).map { _ in generator.uniform(-1, 1) }
+        func channel(_ v: [Float], _ ch: Int) -> [Double] { (0 ..< batch).flatMap { b in (0 ..< s).map { Double(v[(b * c + ch) * s + $0]) } } }
+        for w in [1.0, 0.8] {
+            let synced = BatchNorm(channels: c, dimensions: 2), plain = BatchNorm(channels: c, dimensions: 2)
+            var calls = 0
+            synced.gradientWeight = w
+            synced.statisticsReducer = { sums in
+                calls += 1
+                for ch in 0 ..< c {
+                    let other = channel(x2, ch)
+                    if calls == 1 {   // forward: the other batch's statistics
+                        sums[ch] += other.reduce(0, +); sums[c + ch] += other.map { $0 * $0 }.reduce(0, +)
+                    } else {          // backward: its gradient sums under the global statistics
+                        let all = channel(x1, ch) + other, n = Double(all.count)
+                        let mean = all.reduce(0, +) / n, rstd = 1 / ((all.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / n) + eps).squareRoot()
+                        let g = channel(dy2, ch)
+                        sums[ch] += g.reduce(0, +)
+                        sums[c + ch] += zip(g, other).map { $0 * ($1 - mean) * rstd }.reduce(0, +)
+                    }
+                }
+                if calls == 1 { sums[2 * c] += Double(batch * s) }
+            }
+            var results: [[Float]] = []
+            for (norm, input, gradient) in [(synced, x1, dy1), (plain, x1 + x2, dy1.map { Float(w) * $0 } + dy2)] {
+                let rows = input.count / (c * s)
+                let model = try Sequential([norm, Flatten(), Linear(c * s, 2)], inputShape: [c, 2, 2])
+                model.initialize(seed: 1)
+                let gamma = model.parameters.parameters(of: model.parameters.views[0])
+                gamma[0] = 1.5; gamma[1] = -0.5
+                model.reserve(batch: rows)
+                _ = input.withUnsafeBufferPointer { norm.forward($0.baseAddress!, batch: rows, training: true) }
+                let dx = gradient.withUnsafeBufferPointer { norm.backward($0.baseAddress!, batch: rows, needsInputGradient: true)! }
+                results.append(Array(UnsafeBufferPointer(start: dx, count: batch * c * s)))
+            }
+            XCTAssertEqual(calls, 2, "one reduction in forward, one in backward")
+            for (a, b) in zip(results[0], results[1]) { XCTAssertEqual(Float(w) * a, b, accuracy: 1e-5, "w \(w)") }
+        }
+    }
+
     /// Layer lists with residual blocks name parameters and buffers as a PyTorch module with
     /// `layers` and `shortcut` sub-Sequentials would.
     func testResidualNamesAreAPyTorchModulesStateDict() throws {
