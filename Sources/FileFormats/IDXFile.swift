@@ -31,7 +31,10 @@ public final class IDXFile {
             throw FileFormatError("missing \(what) \(source): \(remedy)")
         }
         if try Self.isGzip(source) {
-            try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache (data.cache_dir)")
+            do { try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache") } catch {
+                // The failing path may be a parent (HOME unwritable): name the cache's own too.
+                throw FileError("\(error) (making the dataset cache \(cacheDirectory) for the decompressed \(what)); set data.cache_dir, or XDG_CACHE_HOME, to a writable directory")
+            }
             let name = (source as NSString).lastPathComponent.replacingOccurrences(of: ".gz", with: "")
             path = (cacheDirectory as NSString).appendingPathComponent("\(name).\(FileSystem.fingerprint(of: source))")
             if !FileManager.default.fileExists(atPath: path) {
