@@ -146,6 +146,13 @@ extension Trainer {
             run.optimizer.step(parameters: parameters.parameters, gradients: parameters.gradients, lr: lr)
         }
         if localStep { run.outer?.tookLocalStep() }
+        // Fault injection (`consistency.inject_divergence_at`): one value of what the replica
+        // check hashes moves by one ulp on the last rank — a silent fault, which the next check
+        // must name (the check is otherwise only ever seen passing).
+        if config.injectDivergenceAt.contains(step) && rank == transport.size - 1 && transport.size > 1 {
+            let shared = run.outer.flatMap { $0.started ? $0.outer : nil } ?? parameters.parameters
+            shared[0] = shared[0].nextUp
+        }
         run.timeline.map { $0.record(.optimizer, from: optimizerStart, to: .now, on: $0.training) }
         return StepOutcome(loss: result.loss, correct: result.correct, samples: batch, applied: true, lr: lr, clock: clock)
     }

@@ -87,6 +87,7 @@ public struct TrainingConfig {
     public var checkEverySteps = 100               // consistency.check_every_steps
     public var injectNonFiniteAt: [Int] = []       // consistency.inject_nonfinite_at (fault injection)
     public var injectNonFiniteOuterAt: [Int] = []  // consistency.inject_nonfinite_outer_at: outer steps after these steps get a non-finite Δ on one rank
+    public var injectDivergenceAt: [Int] = []      // consistency.inject_divergence_at: after these steps one value of the last rank moves by an ulp
     public var checkpointEverySteps = 0            // checkpoint.every_steps (0: only at the end)
     public var checkpointKeep = 3                  // checkpoint.keep
     public var checkpointReplicate = "per_host"    // checkpoint.replicate: per_host | rank0 (CheckpointReplication.swift)
@@ -260,6 +261,7 @@ public struct TrainingConfig {
         checkEverySteps = try r.int("consistency.check_every_steps", default: checkEverySteps, min: 0)
         injectNonFiniteAt = try r.ints("consistency.inject_nonfinite_at", default: injectNonFiniteAt, min: 0)
         injectNonFiniteOuterAt = try r.ints("consistency.inject_nonfinite_outer_at", default: injectNonFiniteOuterAt, min: 0)
+        injectDivergenceAt = try r.ints("consistency.inject_divergence_at", default: injectDivergenceAt, min: 0)
         checkpointEverySteps = try r.int("checkpoint.every_steps", default: checkpointEverySteps, min: 0)
         checkpointKeep = try r.int("checkpoint.keep", default: checkpointKeep, min: 1)
         checkpointReplicate = try r.string("checkpoint.replicate", default: checkpointReplicate, allowed: ["per_host", "rank0"])

@@ -45,6 +45,20 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         assertSameParameters(split, whole, resumed.output)
     }
 
+    // MARK: - A diverged replica
+
+    /// Property: under mpirun (shared-memory gradients, real messages) a replica that moved —
+    /// one parameter of rank 2 by one ulp after step 7 — ends the job at the replica check
+    /// right after it with one line naming the ranks on each side, and exit 1 (the line
+    /// "replicas identical" is otherwise only ever seen after checks that passed).
+    func testADivergedReplicaEndsTheJobNamingTheRanks() throws {
+        let outcome = try train(["--set", "consistency.inject_divergence_at=[7]", "--set", "consistency.check_every_steps=4"],
+                                dir: temporaryDirectory(), np: 3)
+        assertOneLineError(outcome, "after step 8 (replicas diverged)")
+        XCTAssertTrue(outcome.output.contains("ranks 0,1: ") && outcome.output.contains("ranks 2: "), outcome.output)
+        XCTAssertFalse(outcome.output.contains("replicas identical"), outcome.output)
+    }
+
     // MARK: - Error feedback and non-finite steps
 
     /// Property: with error feedback on, one non-finite step is skipped and the run trains on

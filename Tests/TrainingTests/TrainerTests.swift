@@ -406,6 +406,23 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(left.contains("notes.txt"), "a file ringsgd did not write stays")
     }
 
+    /// Property: the replica check catches a replica that diverged — here one parameter of the
+    /// last rank moved by one ulp after step 7 — at the check right after it (step 8), on every
+    /// rank, naming the ranks on each side; with local steps, a moved θ_outer likewise. (Injected
+    /// just before a check: an ulp can be rounded away by later updates — here it was by step 8
+    /// when injected at 5 — and then the replicas are identical again.)
+    func testTheReplicaCheckCatchesADivergedReplica() throws {
+        for extra in [[String](), ["comm.sync=diloco", "comm.sync_every=2"]] {
+            XCTAssertThrowsError(try train(ranks: 3, try Self.config(["consistency.inject_divergence_at=[7]"] + extra), dir: temporaryDirectory())) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains("after step 8 (replicas diverged)"), message)
+                XCTAssertTrue(message.contains("ranks 0,1: ") && message.contains("ranks 2: "), message)
+            }
+        }
+        // Without the fault the same runs pass every check.
+        XCTAssertNotNil(try train(ranks: 3, try Self.config(), dir: temporaryDirectory())[0])
+    }
+
     /// Property: a global batch the ranks do not divide (25 over 2 and 3 ranks: shares 12/13 and
     /// 8/8/9) trains like one process with the whole batch, up to float rounding: each rank's
     /// mean gradient is weighted by n·share/B before the average.
