@@ -8,6 +8,19 @@ final class CommandLineTests: XCTestCase {
         try MPIRun.runProcess([try MPIRun.binary] + arguments, timeout: 30)
     }
 
+    /// Property: a job that outlives its timeout is killed whole — the shell the test started,
+    /// its children, and a child that made a process group of its own (as mpirun's ranks are),
+    /// all in the session `setsid` made — so no test leaves load behind (kill(−pid) reached only
+    /// the waiting `setsid`).
+    func testATimedOutJobIsKilledWhole() throws {
+        let marker = "\(Int.random(in: 100_000 ... 999_999)).5"
+        let outcome = try MPIRun.runProcess(["sh", "-c", "perl -e 'setpgrp; exec \"sleep\", \"\(marker)\"' & sleep \(marker); wait"], timeout: 1)
+        XCTAssertTrue(outcome.timedOut)
+        usleep(300_000)
+        let left = try MPIRun.runProcess(["pgrep", "-f", "^sleep \(marker)$"], timeout: 10).output   // not the pgrep's own setsid
+        XCTAssertEqual(left.trimmingCharacters(in: .whitespacesAndNewlines), "", "processes left running")
+    }
+
     /// Property: `--version` names the version, the commit it was built from, and the versions
     /// of Swift, OpenMPI, OpenBLAS and zstd — what a bug report needs.
     func testVersionNamesTheBuildAndItsLibraries() throws {

@@ -110,7 +110,7 @@ enum MPIRun {
         while process.isRunning {
             if Date() > deadline {
                 timedOut = true
-                kill(-process.processIdentifier, SIGKILL)
+                killJob(process.processIdentifier)
                 break
             }
             usleep(20_000)
@@ -121,6 +121,30 @@ enum MPIRun {
         try? FileManager.default.removeItem(at: log)
         return Outcome(status: timedOut ? -1 : process.terminationStatus, output: output, timedOut: timedOut,
                        seconds: Date().timeIntervalSince(started))
+    }
+
+    /// SIGKILL to a job started as `setsid --wait COMMAND`: every descendant of `pid`, and every
+    /// process of the sessions they lead. Why not kill(−pid): Foundation starts the child as a
+    /// process-group leader, so `setsid` forks first and the job's session is its child's, not
+    /// `pid`'s group (that kill reached the waiting `setsid` alone and left mpirun and its ranks
+    /// running); and mpirun gives its ranks process groups of their own, in that session.
+    static func killJob(_ pid: Int32) {
+        // /proc/N/stat: "N (comm) state ppid pgrp session …" — comm may hold spaces: after the last ')'.
+        func parentAndSession(_ n: Int32) -> (parent: Int32, session: Int32)? {
+            guard let text = try? String(contentsOfFile: "/proc/\(n)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 3, let parent = Int32(fields[1]), let session = Int32(fields[3]) else { return nil }
+            return (parent, session)
+        }
+        let processes = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init)
+        let info = Dictionary(processes.compactMap { n in parentAndSession(n).map { (n, $0) } }, uniquingKeysWith: { a, _ in a })
+        var job: Set<Int32> = [pid], grew = true
+        while grew {
+            grew = false
+            for (n, i) in info where !job.contains(n) && job.contains(i.parent) { job.insert(n); grew = true }
+        }
+        let sessions = Set(job.compactMap { info[$0]?.session }).subtracting([getsid(0)])
+        for (n, i) in info where n > 1 && (job.contains(n) || sessions.contains(i.session)) { kill(n, SIGKILL) }
     }
 }
 
@@ -207,7 +231,7 @@ final class BackgroundJob {
     }
 
     deinit {
-        if process.isRunning { kill(-process.processIdentifier, SIGKILL) }
+        if process.isRunning { MPIRun.killJob(process.processIdentifier) }
         try? handle.close()
         try? FileManager.default.removeItem(atPath: log)
     }
