@@ -222,10 +222,13 @@ public struct CheckpointStore {
 
     /// Checkpoint files, newest step first (by the step's number: names are zero-padded to 8
     /// digits, which a step past 99 999 999 outgrows).
-    public func existing() -> [String] {
+    public func existing() -> [String] { checkpoints().map(\.path) }
+
+    /// Checkpoint files with their steps, newest first.
+    private func checkpoints() -> [(step: Int, path: String)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.hasSuffix(".ckpt") }.compactMap { name in Self.step(ofFile: name).map { (name, $0) } }
-            .sorted { $0.1 > $1.1 }.map { (directory as NSString).appendingPathComponent($0.0) }
+        return names.filter { $0.hasSuffix(".ckpt") }.compactMap { name in Self.step(ofFile: name).map { ($0, name) } }
+            .sorted { $0.0 > $1.0 }.map { ($0.0, (directory as NSString).appendingPathComponent($0.1)) }
     }
 
     /// The step a file of the directory belongs to: 16 for "step-00000016.ckpt" and for its
@@ -245,8 +248,7 @@ public struct CheckpointStore {
     public func write(_ checkpoint: Checkpoint) throws {
         try FileSystem.makeDirectory(directory, what: "checkpoint directory")
         try FileSystem.writeAtomically(checkpoint.encoded(), to: path(step: checkpoint.step), what: "checkpoint")
-        let older = existing().filter { Self.step(ofFile: ($0 as NSString).lastPathComponent)! <= checkpoint.step }
-        for old in older.dropFirst(keep) {
+        for old in checkpoints().filter({ $0.step <= checkpoint.step }).map(\.path).dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: old)
             // Its per-rank files: error feedback (`.ef-rank-R`) and inner state (`.local-rank-R`).
             let prefix = ((old as NSString).lastPathComponent as NSString).deletingPathExtension + "."
