@@ -7,9 +7,15 @@ import Foundation
 /// last steps and final checkpoint.
 enum OutputFile {
     /// Refuses `path` when its directory is missing or not writable, or when it is a directory.
-    static func check(_ path: String, option: String) throws {
+    /// A file directly in `createdDirectory` (the run directory, which training creates before
+    /// it writes anything) is accepted while that directory does not exist yet.
+    static func check(_ path: String, option: String, createdDirectory: String? = nil) throws {
         let parent = (path as NSString).deletingLastPathComponent
         var isDirectory: ObjCBool = false
+        if let createdDirectory, !FileManager.default.fileExists(atPath: createdDirectory),
+           URL(fileURLWithPath: parent.isEmpty ? "." : parent).standardizedFileURL.path == URL(fileURLWithPath: createdDirectory).standardizedFileURL.path {
+            return
+        }
         if !parent.isEmpty && !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
             throw ValidationError("\(option) \(path): the directory \(parent) does not exist; create it first")
         }

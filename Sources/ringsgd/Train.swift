@@ -73,11 +73,12 @@ struct Train: ParsableCommand {
             let parsed = try Agreement.run("read the config", over: transport) {
                 try TrainingConfig.load(path: config, overrides: overrides)
             }
-            // Rank 0 writes these when training is over: a path it cannot write is found now.
+            // Rank 0 writes these when training is over: a path it cannot write is found now
+            // (one in the run directory is fine before training creates that directory).
             try Agreement.run("check the output files", over: transport) {
                 guard transport.rank == 0 else { return }
-                if let dumpGradient { try OutputFile.check(dumpGradient, option: "--dump-gradient") }
-                if let timeline { try OutputFile.check(timeline, option: "--timeline") }
+                if let dumpGradient { try OutputFile.check(dumpGradient, option: "--dump-gradient", createdDirectory: runDirectory) }
+                if let timeline { try OutputFile.check(timeline, option: "--timeline", createdDirectory: runDirectory) }
             }
             // From here on no wait for a peer lasts longer than comm.timeout_seconds.
             transport.deadlineSeconds = parsed.timeoutSeconds > 0 ? parsed.timeoutSeconds : nil

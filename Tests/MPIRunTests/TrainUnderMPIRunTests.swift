@@ -324,6 +324,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             (["--set", "comm.segment_bytes=2"], "comm.segment_bytes must be 0 (the ring's default) or ≥ 4"),
             (["--stop-after", "-5"], "--stop-after must be ≥ 1, got -5"),
             (["--resume", "--overwrite"], "pass one"),
+            (["--dump-gradient", fakeData + "/no/such/g.grad"], "--dump-gradient \(fakeData)/no/such/g.grad: the directory \(fakeData)/no/such does not exist; create it first"),
         ]
         for (arguments, expected) in cases {
             let outcome = try train(np: 2, arguments, dir: temporaryDirectory(), expectSuccess: false)
