@@ -123,11 +123,12 @@ extension Trainer {
         outer.apply(p, averaged: delta, to: run.parameters.parameters)
     }
 
-    /// The averaging's time and bytes, into the epoch's clock.
+    /// The averaging's time and bytes, into the epoch's clock. Not into `exposed`: its
+    /// counterpart `isolated` is the cost of one step's gradient, so an outer step's wait there
+    /// would make `comm_hidden_fraction` compare unlike things (`RunSummary`); it is in `comm`.
     private func account(_ synchronizer: GradientSynchronizer, _ epoch: inout EpochAccumulator) {
         epoch.clock.comm += synchronizer.lastSeconds
         epoch.clock.codec += synchronizer.lastCodecSeconds
-        epoch.clock.exposed += synchronizer.lastExposedSeconds
         epoch.clock.wireBytes = epoch.clock.wireBytes.flatMap { sent in synchronizer.lastBytesSent.map { sent + Double($0) } }
     }
 }

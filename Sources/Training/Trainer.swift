@@ -269,7 +269,8 @@ func formatDuration(_ seconds: Double) -> String {
     return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : "\(s / 60)m\(String(format: "%02d", s % 60))s"
 }
 
-/// Peak resident set size of this process in MB (getrusage's ru_maxrss is in KB on Linux).
+/// Peak resident set size of this process in MiB (getrusage's ru_maxrss is in KiB on Linux);
+/// `peak_rss_mb` and "MB" in the done line, as the peer's `peak_rss_mb_per_process`.
 func peakResidentMegabytes() -> Double {
     var usage = rusage()
     getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)

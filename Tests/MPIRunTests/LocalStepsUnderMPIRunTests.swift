@@ -24,6 +24,10 @@ final class LocalStepsUnderMPIRunTests: XCTestCase {
             let outcome = try train(np: np, [], dir: whole)
             XCTAssertTrue(outcome.output.contains("diloco: 6 local steps between outer steps"), outcome.output)
             XCTAssertEqual(try summary(whole)["outer_steps"] as? Int, 7, "after 6, 12, …, 36 and the last step (40)")
+            // No every-step averaging (comm.sync_warmup_steps 0): nothing to compare with the
+            // isolated cost of a step's gradient, so no exposed time; the outer waits are in comm.
+            XCTAssertEqual(try summary(whole)["comm_exposed_seconds"] as? Double, 0)
+            XCTAssertGreaterThan(try summary(whole)["comm_seconds"] as? Double ?? 0, 0)
             _ = try train(np: np, ["--set", "comm.overlap=false"], dir: serial)
             assertSameParameters(serial, whole, "np \(np): overlap changes no bits")
             _ = try train(np: np, ["--stop-after", "16"], dir: stopped)
