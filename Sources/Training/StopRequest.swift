@@ -1,13 +1,16 @@
 import Foundation
 
-/// A request from outside to stop the run at its next checkpoint: SIGUSR1 to any rank
-/// (mpirun forwards SIGUSR1 and SIGUSR2 to every rank of its job).
+/// A request from outside to stop the run, with a checkpoint, at its next periodic checkpoint
+/// or replica check (`consistency.check_every_steps`), whichever comes first: SIGUSR1 to any
+/// rank (mpirun forwards SIGUSR1 and SIGUSR2 to every rank of its job; SLURM sends it to every
+/// task before the time limit with `#SBATCH --signal=USR1@…`, as `launch/slurm.sbatch` asks).
 ///
 /// Why: `launch/elastic.sh` grows a job back when a lost host answers again — it asks the
-/// job to stop where nothing is lost (a checkpoint boundary) and relaunches it on the larger
-/// set of hosts with `--resume`. The signal reaches ranks at different moments, so the ranks
-/// agree at each checkpoint whether any of them has been asked (`Trainer.stopIsRequested`),
-/// and all stop at the same step.
+/// job to stop where nothing is lost and relaunches it on the larger set of hosts with
+/// `--resume`; a batch job near its time limit stops with its steps saved instead of being
+/// killed after its last checkpoint. The signal reaches ranks at different moments, so the
+/// ranks agree at each of those steps whether any of them has been asked
+/// (`Trainer.stopIsRequested`), and all stop at the same step.
 public final class StopRequest: @unchecked Sendable {
     public static let shared = StopRequest()
     private let lock = NSLock()

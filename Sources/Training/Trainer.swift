@@ -152,7 +152,11 @@ public final class Trainer {
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
-        if checkpointDue, try stopIsRequested() {
+        // A stop request is agreed at checkpoints and at replica checks (collectives already:
+        // one byte more), so that a run with rare or no periodic checkpoints still stops within
+        // consistency.check_every_steps of the signal — SLURM's warning before the time limit.
+        let stopAgreed = (checkpointDue || checkDue) && done < run.endStep ? try stopIsRequested() : false
+        if stopAgreed {
             run.endStep = done   // the checkpoint is the end's (finish)
             run.stoppedOnRequest = true
             closing = true       // the epoch's record so far, marked partial, as --stop-after writes it

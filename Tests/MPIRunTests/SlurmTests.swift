@@ -46,6 +46,8 @@ final class SlurmTests: XCTestCase {
 
     /// Property: `scancel` mid-run ends every rank; the newest checkpoint is intact; the job
     /// resubmitted with RINGSGD_RESUME=1 finishes with the parameters of an uninterrupted job.
+    /// And SIGUSR1 (the time limit's warning) stops a job without periodic checkpoints at a
+    /// replica check, with a checkpoint, from which it resumes bit-identically as well.
     func testScancelThenResubmitFinishesBitIdentical() throws {
         let whole = directory + "/whole", cut = directory + "/cut"
         let long = ["train", "--config", root + "/configs/fashion-mlp.yaml", "--set", "train.max_steps=2000",
@@ -72,6 +74,30 @@ final class SlurmTests: XCTestCase {
         let uninterrupted = try harness.wait(try submit(long + ["--run-dir", whole]))
         XCTAssertEqual(uninterrupted.state, "COMPLETED", uninterrupted.output)
         assertSameParameters(cut, whole)
+
+        // What `#SBATCH --signal=USR1@300` sends before the time limit: SIGUSR1 to every task.
+        // With no periodic checkpoint the ranks stop at the next replica check, write the
+        // checkpoint of that step and end the job COMPLETED; resubmitted, it ends bit-identical.
+        let warned = directory + "/warned"
+        let rare = long.map { $0 == "checkpoint.every_steps=100" ? "checkpoint.every_steps=0" : $0 }
+        let signalled = try submit(rare + ["--run-dir", warned], environment: ["RINGSGD_STEP_LINES=50"])
+        let output = directory + "/job-\(signalled).out"
+        for _ in 0 ..< 600 where !((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("ringsgd: at step 150") { usleep(100_000) }
+        XCTAssertEqual(try harness.slurm(["scancel", "--signal=USR1", signalled]).status, 0)
+        let stopped = try harness.wait(signalled, within: 60)
+        XCTAssertEqual(stopped.state, "COMPLETED", stopped.output)
+        XCTAssertEqual(stopped.exit, "0:0", stopped.output)
+        let stopLine = stopped.output.split(separator: "\n").first { $0.contains("on request (SIGUSR1), with a checkpoint") }
+        let step = stopLine.flatMap { $0.split(separator: " ").drop { $0 != "step" }.dropFirst().first.flatMap { Int($0) } }
+        XCTAssertNotNil(step, stopped.output)
+        if let step {
+            XCTAssertTrue(step % 100 == 0 && step > 100 && step < 2000, "stopped at step \(step): a replica check (every 100) after the signal")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: warned + "/checkpoints/step-\(String(format: "%08d", step)).ckpt"))
+        }
+        let continued = try harness.wait(try submit(rare + ["--run-dir", warned], environment: ["RINGSGD_RESUME=1"]))
+        XCTAssertEqual(continued.state, "COMPLETED", continued.output)
+        XCTAssertTrue(continued.output.contains("resumed at step"), continued.output)
+        assertSameParameters(warned, whole)
     }
 }
 

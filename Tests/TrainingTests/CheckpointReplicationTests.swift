@@ -124,6 +124,22 @@ final class CheckpointReplicationTests: XCTestCase {
         }
     }
 
+    /// Property: without periodic checkpoints (checkpoint.every_steps 0) a stop requested on one
+    /// rank after step 10 stops every rank at the next replica check (12, every 4), with the
+    /// checkpoint of that step, and the resumed run ends bit-identical to an uninterrupted one.
+    func testAStopRequestWithoutPeriodicCheckpointsStopsAtTheNextReplicaCheck() throws {
+        let extra = ["checkpoint.every_steps=0"]
+        let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
+        let dir = temporaryDirectory()
+        let stop = StopRequest()
+        let stopped = try train([dir, dir], extra, stops: [stop, nil], onLine: { if $0 == "ringsgd: at step 10" { stop.request() } })
+        XCTAssertEqual(stopped.map { $0?.steps }, [12, 12])
+        XCTAssertEqual(checkpoints(dir), ["step-00000012.ckpt"])
+        let resumed = try train([dir, dir], extra, resume: true)[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 12)
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+    }
+
     /// Property: with the run's identity to continue (RINGSGD_RUN_ID, set by the supervisor), a
     /// resume skips a newer checkpoint of another run left in one rank's directory under the
     /// same path, and continues its own; without it, the newest checkpoint wins.
