@@ -47,6 +47,40 @@ final class CodecTests: XCTestCase {
         return (decoded, written, residual)
     }
 
+    /// Property: for every codec, with a residual scale of 3 and `roundTrip` on (what the
+    /// ring's chunk owner asks, scaled by the world size), at a count that is no multiple of a
+    /// block or a SIMD width (1031): the residual is 3·(x − decode(payload)) computed from the
+    /// input x — not from the source the round trip overwrites — and the source ends as exactly
+    /// decode(payload), the bytes the others receive (stochastic rounding included: the
+    /// payload of that same call).
+    func testScaledResidualAndRoundTripFollowTheDefinitionForEveryCodec() throws {
+        let x = Self.sample(1031, seed: 7)
+        for name in ["none", "fp16", "bf16", "int8", "int8:7", "int8sr", "sign", "sign:5", "int8+zstd:3", "fp16+zstd", "zstd"] {
+            let codec = try CodecRegistry.make(name)
+            var source = x, residual = [Float](repeating: .nan, count: x.count), decoded = [Float](repeating: 0, count: x.count)
+            var payload = [UInt8](repeating: 0, count: codec.maxEncodedBytes(count: x.count))
+            let written = try source.withUnsafeMutableBufferPointer { s in
+                try payload.withUnsafeMutableBytes { p in
+                    try residual.withUnsafeMutableBufferPointer { r in
+                        try codec.encode(s, into: p, residual: r.baseAddress, residualScale: 3, roundTrip: true)
+                    }
+                }
+            }
+            try payload.withUnsafeBytes { p in
+                try decoded.withUnsafeMutableBufferPointer { try codec.decode(UnsafeRawBufferPointer(rebasing: p[0 ..< written]), into: $0) }
+            }
+            XCTAssertEqual(source, decoded, "\(name): the round trip leaves decode(payload) in the source")
+            let nonzero = residual.filter { $0 != 0 }.count
+            for i in x.indices {
+                let expected = 3 * (x[i] - decoded[i])
+                if abs(residual[i] - expected) > 1e-6 * max(abs(x[i]), 1e-30) {
+                    XCTFail("\(name): residual[\(i)] = \(residual[i]), expected 3·(\(x[i]) − \(decoded[i])) = \(expected)"); break
+                }
+            }
+            if !["none", "zstd"].contains(name) { XCTAssertGreaterThan(nonzero, x.count / 2, "\(name): a lossy codec leaves a residual") }
+        }
+    }
+
     func testFP16ErrorIsAtMostTwoToTheMinus11RelativeInTheNormalRange() throws {
         let x = Self.sample(10_000).map { $0 * 1000 }    // into fp16's normal range mostly
         let (d, bytes, _) = try roundTrip(FP16Codec(), x)
