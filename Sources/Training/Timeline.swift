@@ -109,21 +109,41 @@ public final class Timeline {
     }
 
     /// Gathers every rank's events on rank 0, which writes `path`. Collective.
+    ///
+    /// Why point-to-point and not an all-gather: only rank 0 writes, and a rank's events are
+    /// megabytes of JSON — an all-gather would hold every rank's on every rank (n² of memory
+    /// and traffic over the job), padded to the longest.
     func write(to path: String, over transport: Transport) throws {
         var mine = Array(json(rank: transport.rank).utf8)
         let lengths = try RingAllGather.gather(Int64(mine.count), over: transport)
-        let width = Int(lengths.max() ?? 0)
-        mine += [UInt8](repeating: 0, count: width - mine.count)
-        let all = try RingAllGather.gather(mine, over: transport)
-        try Agreement.run("write the timeline", over: transport) {
-            guard transport.rank == 0 else { return }
-            var out = Array(#"{"displayTimeUnit":"ms","traceEvents":["#.utf8) + [10]
-            for rank in 0 ..< transport.size {
-                if rank > 0 { out += Array(",\n".utf8) }
-                out += all[rank * width ..< rank * width + Int(lengths[rank])]
+        var out: [UInt8] = []
+        if transport.rank == 0 {
+            out = Array(#"{"displayTimeUnit":"ms","traceEvents":["#.utf8) + [10]
+            out.reserveCapacity(out.count + Int(lengths.reduce(0, +)) + 2 * transport.size + 4)
+            out += mine
+            for rank in 1 ..< transport.size {
+                var theirs = [UInt8](repeating: 0, count: Int(lengths[rank]))
+                let received = try theirs.withUnsafeMutableBytes { buffer in
+                    try transport.wait(try transport.receive(into: buffer, from: rank, tag: Self.tag))
+                }
+                guard received == theirs.count else {
+                    throw CollectiveError.transport(rank: 0, peer: rank, call: "the timeline's gather",
+                                                    detail: "received \(received) bytes of events, expected \(theirs.count)")
+                }
+                out += Array(",\n".utf8) + theirs
             }
             out += Array("\n]}\n".utf8)
+        } else {
+            _ = try mine.withUnsafeMutableBytes { buffer in
+                try transport.wait(try transport.send(UnsafeRawBufferPointer(buffer), to: 0, tag: Self.tag))
+            }
+        }
+        try Agreement.run("write the timeline", over: transport) {
+            guard transport.rank == 0 else { return }
             try FileSystem.writeAtomically(out, to: path, what: "timeline")
         }
     }
+
+    /// The tag of the events' messages to rank 0 (the ring's are 0x5241…: "RA", "RC", "RG").
+    static let tag = 0x5254
 }
