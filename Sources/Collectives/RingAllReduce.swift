@@ -172,8 +172,13 @@ public final class RingAllReduce: AllReduce {
                                   segmentBytes: segmentBytes, codecName: codec.name)
         let plan = try agreement.begin(shape, over: transport)
         guard buffer.count > 0 else { return try agreement.confirm() }
-        // A lossy codec adds the residual as it encodes (`FusedSegmentPass`); the exact ring has none to add.
-        if let residual, codec.isIdentity { FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count) }
+        // A lossy codec adds the residual as it encodes (`FusedSegmentPass`) and sets it to its
+        // error; the exact ring adds it here, and its error — the new residual — is 0 (left as
+        // it was, the same memory would be fed back again at every call).
+        if let residual, codec.isIdentity {
+            FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count)
+            residual.update(repeating: 0)
+        }
         if let region, let offsets = plan.sharedOffsets {
             try agreement.confirm()
             return try averageInSharedMemory(buffer, region: region, offsets: offsets)

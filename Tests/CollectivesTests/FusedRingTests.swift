@@ -6,9 +6,10 @@ import XCTest
 /// The compressed ring's fused sweeps against the ring as it was before they were fused: one
 /// pass per operation, with each codec's whole-segment calls.
 final class FusedRingTests: XCTestCase {
-    /// int8:4096: a granule (block) larger than the usual tile; sign:20 and sign:7: blocks that
-    /// do not fill whole bytes (granules 40 and 56).
-    static let codecs = ["fp16", "bf16", "int8", "int8:4096", "int8sr:64", "sign", "sign:20", "sign:7", "int8+zstd", "sign+zstd"]
+    /// int8:4096: a granule (block) larger than the usual tile; int8:7: blocks that divide
+    /// neither a tile nor a SIMD width; sign:20 and sign:7: blocks that do not fill whole bytes
+    /// (granules 40 and 56).
+    static let codecs = ["fp16", "bf16", "int8", "int8:4096", "int8:7", "int8sr:64", "sign", "sign:20", "sign:7", "int8+zstd", "sign+zstd"]
 
     /// Property: for every codec, world size 2–4, with and without error feedback and the
     /// momentum carry, the fused ring leaves the same bits — averaged values and residuals, on
@@ -49,6 +50,33 @@ final class FusedRingTests: XCTestCase {
                     XCTAssertEqual(got[0].squares ?? -1, direct, accuracy: 1e-12 * max(direct, 1e-30), label)
                 }
             }
+        }
+    }
+
+    /// Property: the exact ring (fp32) given an error-feedback residual averages buffer +
+    /// residual, and leaves the residual 0 (an exact all-reduce has no error to feed back), so
+    /// a second call averages its buffer alone — at np 2 and 3.
+    func testTheExactRingFeedsAResidualBackOnce() throws {
+        let count = 1_001
+        for n in [2, 3] {
+            let got = try InProcessCluster.run(size: n) { transport -> (first: [Float], second: [Float], residual: [Float]) in
+                let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make("none"))
+                var first = Self.values(count: count, seed: UInt64(transport.rank), scale: 1), second = first
+                var residual = Self.values(count: count, seed: 50 + UInt64(transport.rank), scale: 0.01)
+                try first.withUnsafeMutableBufferPointer { b in try residual.withUnsafeMutableBufferPointer { try ring.average(b, residual: $0) } }
+                try second.withUnsafeMutableBufferPointer { b in try residual.withUnsafeMutableBufferPointer { try ring.average(b, residual: $0) } }
+                return (first, second, residual)
+            }
+            for i in [0, 500, count - 1] {
+                let inputs = (0 ..< n).map { Double(Self.values(count: count, seed: UInt64($0), scale: 1)[i]) }
+                let residuals = (0 ..< n).map { Double(Self.values(count: count, seed: 50 + UInt64($0), scale: 0.01)[i]) }
+                let withResidual = (inputs.reduce(0, +) + residuals.reduce(0, +)) / Double(n), alone = inputs.reduce(0, +) / Double(n)
+                for rank in 0 ..< n {
+                    XCTAssertEqual(Double(got[rank].first[i]), withResidual, accuracy: 1e-6, "np \(n) rank \(rank) [\(i)]: first call with the residual")
+                    XCTAssertEqual(Double(got[rank].second[i]), alone, accuracy: 1e-6, "np \(n) rank \(rank) [\(i)]: second call without it")
+                }
+            }
+            for rank in 0 ..< n { XCTAssertTrue(got[rank].residual.allSatisfy { $0 == 0 }, "np \(n) rank \(rank): the residual is 0 after an exact call") }
         }
     }
 
