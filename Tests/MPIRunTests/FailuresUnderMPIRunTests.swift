@@ -173,6 +173,7 @@ final class FailuresUnderMPIRunTests: XCTestCase {
     /// Through launch/local.sh the user's last line is ours: mpirun's notes are silenced, and
     /// after a killed rank a line says so and how to continue.
     func testTheLaunchersLastLineIsTheError() throws {
+        _ = try MPIRun.built("ringsgd")   // local.sh runs .build/release/ringsgd as it is
         let local = MPIRun.packageRoot.path + "/launch/local.sh"
         let bad = try MPIRun.runProcess([local, "2", "train", "--config", "/nonexistent.yaml"], timeout: 120)
         XCTAssertNotEqual(bad.status, 0)

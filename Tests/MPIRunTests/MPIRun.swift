@@ -9,11 +9,13 @@ enum MPIRun {
         .deletingLastPathComponent().deletingLastPathComponent()
 
     /// The release binary the README's commands build (`RINGSGD_BINARY` overrides, unchecked
-    /// for age): skips where it is not built, fails where it is stale (`built`).
+    /// for age, and fails when it names no executable): skips where it is not built, fails
+    /// where it is stale (`built`).
     static var binary: String {
         get throws {
             guard let path = ProcessInfo.processInfo.environment["RINGSGD_BINARY"] else { return try built("ringsgd") }
-            guard FileManager.default.isExecutableFile(atPath: path) else { throw XCTSkip("RINGSGD_BINARY \(path) is not an executable") }
+            // Set by hand and wrong: a failure, not a skip (a typo would otherwise skip every test).
+            guard FileManager.default.isExecutableFile(atPath: path) else { throw TestFailure("RINGSGD_BINARY \(path) is not an executable: fix it or unset it") }
             return path
         }
     }
