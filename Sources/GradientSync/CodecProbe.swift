@@ -10,7 +10,8 @@ import GradientCodecs
 /// codec's encode/decode rate on this CPU, and on how well the pipeline overlaps the two — a
 /// model of all three is easy to get wrong by more than the differences it decides. So each
 /// candidate runs the all-reduce that training will run with it (`AllReduceChoice`: the flat
-/// ring, or the hierarchical all-reduce across hosts), with error feedback, on a probe buffer
+/// ring, or the hierarchical all-reduce across hosts), with error feedback when training will
+/// keep it (its residual pass is part of a lossy codec's cost), on a probe buffer
 /// that lies where the gradient lies (a shared-memory window on one host), filled with
 /// gradient-like data (`GradientLikeData`: heavy-tailed, layer-wise scales, zeros — what zstd
 /// and int8 see).
@@ -36,8 +37,8 @@ public struct CodecProbe {
     public let probedOn: String
 
     /// Collective: every rank calls it with its gradient buffer (left zeroed); `allReduce`
-    /// builds the all-reduce that would run with a codec.
-    static func run(on gradients: UnsafeMutableBufferPointer<Float>, transport: Transport,
+    /// builds the all-reduce that would run with a codec; `errorFeedback`: comm.error_feedback.
+    static func run(on gradients: UnsafeMutableBufferPointer<Float>, transport: Transport, errorFeedback: Bool,
                     allReduce: (GradientCodec) -> AllReduce) throws -> CodecProbe {
         let n = transport.size
         let count = min(gradients.count, probeValues)
@@ -58,7 +59,7 @@ public struct CodecProbe {
                 _ = probe.update(fromContentsOf: pristine)
                 try transport.barrier()
                 let start = ContinuousClock.now
-                try ring.average(probe, residual: codec.isIdentity ? nil : residual)
+                try ring.average(probe, residual: errorFeedback && !codec.isIdentity ? residual : nil)
                 if call > 0 { best = min(best, (ContinuousClock.now - start).seconds) }
             }
             mine.append(best)

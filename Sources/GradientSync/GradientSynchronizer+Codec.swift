@@ -19,7 +19,7 @@ extension GradientSynchronizer {
     /// `gradients` (left zeroed), and uses the fastest on every rank. Collective.
     public func chooseCodecIfAutomatic(probing gradients: UnsafeMutableBufferPointer<Float>) throws {
         guard settings.codec == "auto" else { return }
-        let probe = try CodecProbe.run(on: gradients, transport: transport) { choice.allReduce(codec: $0) }
+        let probe = try CodecProbe.run(on: gradients, transport: transport, errorFeedback: settings.errorFeedback) { choice.allReduce(codec: $0) }
         try use(codec: probe.choice)
         self.probe = probe
     }
