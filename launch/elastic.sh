@@ -2,7 +2,7 @@
 # A training job that heals itself: runs `ringsgd train` under mpirun on the hosts that answer,
 # and when a rank or a host dies, relaunches it on the survivors from the newest checkpoint —
 # without a human. When a lost host answers again (or discovery lists a new one), the job
-# grows back at its next checkpoint.
+# grows back at its next checkpoint or replica check.
 #
 #   launch/elastic.sh HOSTS [options] -- train --config … --run-dir DIR …
 #   launch/elastic.sh --simulated-hosts 4 --rate 1gbit --min-hosts 2 -- train --config configs/fashion-cnn.yaml
@@ -44,9 +44,10 @@
 # on every host whose run directory is its own). Every event is one line "elastic: …"; the
 # last sums up restarts, hosts lost and added, and steps redone.
 #
-# Growing back stops the job at a checkpoint (SIGUSR1, which mpirun forwards to every rank),
-# so the run should checkpoint (checkpoint.every_steps); without checkpoints it grows only
-# when relaunched after a failure. Needs root for --simulated-hosts. Environment:
+# Growing back stops the job with a checkpoint at its next periodic checkpoint or replica check
+# (SIGUSR1, which mpirun forwards to every rank); with both checkpoint.every_steps and
+# consistency.check_every_steps 0 it grows only when relaunched after a failure. A stop it did
+# not ask for (SLURM's time-limit warning) ends the supervision, the run saved. Needs root for --simulated-hosts. Environment:
 # ELASTIC_LOG_DIR (keep each job's whole output there, job-1.log, job-2.log, …), MPIRUN_ARGS.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -400,6 +401,13 @@ while true; do
   [ -n "$run_id" ] || run_id=$(sed -n '/^run id [0-9a-f]\{16\}$/{s/^run id //p;q}' "$raw")
   if [ "$stopped_broken" -eq 0 ] && [ "$status" -eq 0 ]; then
     stopped=$(sed -n 's/^stopped at step \([0-9]*\) on request.*/\1/p' "$raw" | tail -n1)
+    if [ -n "$stopped" ] && [ "$grow_requested" -eq 0 ]; then
+      # Not ours: SLURM's warning before the time limit (#SBATCH --signal=USR1@300) or a
+      # SIGUSR1 sent by hand. The run is saved at that step; relaunching would only be killed
+      # at the limit with its new steps lost.
+      say "stopped at the checkpoint of step $stopped on a request from outside (the time limit's warning, or SIGUSR1); not relaunching: resubmit (RINGSGD_RESUME=1 under SLURM) or run again with --resume to continue"
+      exit 0
+    fi
     if [ -n "$stopped" ]; then
       cause="grown at the checkpoint of step $stopped" last_step=$stopped
       say "stopped at the checkpoint of step $stopped; relaunching on $(usable | wc -l) hosts"

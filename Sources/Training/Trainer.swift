@@ -51,7 +51,8 @@ public final class Trainer {
     /// from the first job's "run id" line): a resume then takes only this run's checkpoints,
     /// and a fresh start takes this identity.
     public var continuingRunID: UInt64?
-    /// `train` listens for SIGUSR1 (`StopRequest`): the run then stops at its next checkpoint.
+    /// `train` listens for SIGUSR1 (`StopRequest`): the run then stops, with a checkpoint, at its
+    /// next periodic checkpoint or replica check.
     public var stopRequest: StopRequest?
     /// Every this many steps rank 0 prints "ringsgd: at step N" (`launch/elastic.sh` sets
     /// RINGSGD_STEP_LINES to know how far a run got; 0: never).
@@ -107,7 +108,8 @@ public final class Trainer {
         return summary
     }
 
-    /// Whether any rank has been asked to stop (`StopRequest`); collective, at checkpoints.
+    /// Whether any rank has been asked to stop (`StopRequest`); collective, at periodic
+    /// checkpoints and replica checks.
     private func stopIsRequested() throws -> Bool {
         try RingAllGather.gather(UInt8(stopRequest?.isRequested == true ? 1 : 0), over: transport).contains(1)
     }

@@ -54,7 +54,8 @@ final class TrainingRun {
     /// thread that writes this rank's files (`checkpoint.async`).
     var writesCheckpoint = true
     let checkpointWriter = CheckpointWriter()
-    /// Stopped at a checkpoint because a rank was asked to (SIGUSR1: `launch/elastic.sh` grows the job).
+    /// Stopped, with a checkpoint, because a rank was asked to (SIGUSR1: `launch/elastic.sh`
+    /// grows the job; SLURM's warning before the time limit).
     var stoppedOnRequest = false
     /// This run's identity (`Checkpoint.runID`): chosen at a fresh start, kept by a resume.
     var runID: UInt64 = 0

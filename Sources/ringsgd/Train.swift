@@ -68,6 +68,11 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let runDirectory = runDir ?? "runs/" + ((config as NSString).lastPathComponent as NSString).deletingPathExtension
+        // SIGUSR1 (forwarded by mpirun; sent by SLURM before the time limit): stop, with a
+        // checkpoint, at the next periodic checkpoint or replica check (launch/elastic.sh grows
+        // the job there). Listened for first thing: before, the signal's default action ends
+        // the process — a job whose time limit is near its start would fail instead of stopping.
+        StopRequest.shared.listen()
         MPIJob.run { transport in
             // Every rank reads its own copy of the file: one that cannot is an error on all.
             let parsed = try Agreement.run("read the config", over: transport) {
@@ -96,8 +101,6 @@ struct Train: ParsableCommand {
             trainer.target = try target.map(TrainingTarget.init(parsing:))
             trainer.resumeIfPresent = resumeIfPresent
             trainer.continuingRunID = try Agreement.run("read RINGSGD_RUN_ID", over: transport) { try Self.continuingRunID() }
-            // SIGUSR1 (forwarded by mpirun): stop at the next checkpoint (launch/elastic.sh grows the job there).
-            StopRequest.shared.listen()
             trainer.stopRequest = StopRequest.shared
             trainer.stepLines = Int(ProcessInfo.processInfo.environment["RINGSGD_STEP_LINES"] ?? "") ?? 0
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }

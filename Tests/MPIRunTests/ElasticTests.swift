@@ -134,6 +134,26 @@ final class ElasticTests: XCTestCase {
         try assertNothingLeft(dir)
     }
 
+    /// Property: a stop the supervisor did not ask for — SIGUSR1 to a rank from outside, what
+    /// SLURM sends before the time limit (`#SBATCH --signal=USR1@300`) — ends the supervision
+    /// with exit 0 and the run saved at the replica check after it (no periodic checkpoints
+    /// here), and no relaunch: a relaunched job would only be killed at the limit.
+    func testAStopFromOutsideEndsTheSupervisionWithoutARelaunch() throws {
+        let dir = temporaryPath("outside")
+        let job = try BackgroundJob([Self.script, "--discover", "echo localhost:2", "--"] + Self.train
+                                    + ["--set", "checkpoint.every_steps=0", "--run-dir", dir], log: dir + ".log")
+        let rank = try job.rank(of: dir, when: "step 200 was logged") { job.output.contains("step 200/\(Self.totalSteps)") }
+        try BackgroundJob.send(SIGUSR1, to: rank)
+        try waitFor(job, "the supervisor to end", within: 120) { !job.process.isRunning }
+        XCTAssertEqual(job.process.terminationStatus, 0, job.output)
+        XCTAssertTrue(job.lastLine.contains("on a request from outside") && job.lastLine.contains("not relaunching"), "last line: \(job.lastLine)\n\(job.output)")
+        XCTAssertFalse(job.output.contains("relaunching on"), job.output)
+        let step = try XCTUnwrap(job.output.range(of: #"stopped at step \d+ on request"#, options: .regularExpression)
+            .flatMap { Int(job.output[$0].split(separator: " ")[3]) }, job.output)
+        XCTAssertTrue(step % 100 == 0 && step > 200 && step < Self.totalSteps, "stopped at \(step): a replica check (every 100) after the signal")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step-\(String(format: "%08d", step)).ckpt"), job.output)
+    }
+
     /// Property: `--discover` runs the job on the hosts a command lists (here this host, as
     /// "localhost:2") and ends with the summing-up line; a job that fails on healthy hosts (a
     /// config error) ends the supervisor for good with ringsgd's own line and no relaunch.
