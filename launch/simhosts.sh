@@ -66,17 +66,20 @@ simhosts_shape() {
 simhosts_create() {
   local tag=$1 hosts=$2 rate=$3 subnet=$4 work=$5 i ns veth
   local bridge="${tag}br"
+  # Each object is recorded before it is made: a signal that lands between the two runs the
+  # trap's simhosts_destroy, which skips what does not exist but cannot remove what it never
+  # heard of.
   : >"$work/simhosts"
-  ip link add "$bridge" type bridge
   echo "link $bridge" >>"$work/simhosts"
+  ip link add "$bridge" type bridge
   ip addr add "$subnet.254/24" dev "$bridge"
   ip link set "$bridge" up
   for i in $(seq 1 "$hosts"); do
     ns="${tag}h$i" veth="${tag}v$i"
-    ip netns add "$ns"
     echo "ns $ns" >>"$work/simhosts"
-    ip link add "$veth" type veth peer name "${tag}p$i"
+    ip netns add "$ns"
     echo "link $veth" >>"$work/simhosts"
+    ip link add "$veth" type veth peer name "${tag}p$i"
     ip link set "${tag}p$i" netns "$ns"
     ip link set "$veth" master "$bridge" up
     ip -n "$ns" link set "${tag}p$i" name eth0
