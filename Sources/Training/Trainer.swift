@@ -104,6 +104,8 @@ public final class Trainer {
         try writeTimeline(run)
         if run.stoppedOnRequest && transport.rank == 0 {
             log("stopped at step \(run.endStep) on request (SIGUSR1), with a checkpoint; 'train … --resume' continues")
+            // The dump is of the last step's gradient, which this run did not reach.
+            if let gradientDumpPath { log("--dump-gradient \(gradientDumpPath): not written (the run stopped before its last step); the resumed run writes it when given --dump-gradient") }
         }
         return summary
     }
