@@ -31,16 +31,27 @@ while [ $# -gt 0 ]; do
   esac
 done
 pidfiles() { ls "$dir"/slurmd*.pid "$dir/slurmctld.pid" "$dir/munge/munged.pid" 2>/dev/null || true; }
+# The pids of the daemons still running: a pid file's pid only while that process is still one
+# of ours by name — a daemon that died leaves its file, and its pid may since be another
+# process's, which must not be signalled.
+daemons() {
+  local pidfile pid
+  for pidfile in $(pidfiles); do
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    [[ "$pid" =~ ^[0-9]+$ ]] || continue
+    case "$(cat "/proc/$pid/comm" 2>/dev/null || true)" in
+      slurmd|slurmctld|munged) echo "$pid" ;;
+    esac
+  done
+}
 stop() {
-  for pidfile in $(pidfiles); do kill "$(cat "$pidfile")" 2>/dev/null || true; done
+  for pid in $(daemons); do kill "$pid" 2>/dev/null || true; done
   # Wait (up to 10 s) until they are gone, then make sure.
   for _ in $(seq 1 50); do
-    alive=0
-    for pidfile in $(pidfiles); do kill -0 "$(cat "$pidfile")" 2>/dev/null && alive=1; done
-    [ $alive -eq 0 ] && break
+    [ -z "$(daemons)" ] && break
     sleep 0.2
   done
-  for pidfile in $(pidfiles); do kill -9 "$(cat "$pidfile")" 2>/dev/null || true; done
+  for pid in $(daemons); do kill -9 "$pid" 2>/dev/null || true; done
   simhosts_destroy "$dir"
   rm -rf "$dir"
 }
