@@ -91,7 +91,7 @@ let package = Package(
                           swiftSettings: hot),
 
         // Coverage-guided fuzzing of every decoder (launch/fuzz.sh); built normally, a corpus replayer.
-        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "FileFormats", "Datasets", "Training"], swiftSettings: hot),
+        .executableTarget(name: "fuzz-decoders", dependencies: ["GradientCodecs", "FileFormats", "Datasets", "NeuralNet", "Training"], swiftSettings: hot),
 
         // MARK: - Tests
         .testTarget(name: "CollectivesTests",

@@ -21,24 +21,31 @@ public enum RingAllGather {
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: n * width, alignment: 16)
         bytes.initializeMemory(as: UInt8.self, repeating: 0)
         UnsafeMutableRawBufferPointer(rebasing: bytes[r * width ..< (r + 1) * width]).copyBytes(from: record)
-        do {
-            for s in 0 ..< n - 1 {
-                let sendIndex = (r - s + n) % n, receiveIndex = (r - s - 1 + n) % n
-                let outgoing = UnsafeRawBufferPointer(rebasing: bytes[sendIndex * width ..< (sendIndex + 1) * width])
-                let incoming = UnsafeMutableRawBufferPointer(rebasing: bytes[receiveIndex * width ..< (receiveIndex + 1) * width])
-                let rx = try transport.receive(into: incoming, from: transport.leftNeighbour, tag: tag)
-                let tx = try transport.send(outgoing, to: transport.rightNeighbour, tag: tag)
-                let got = try transport.wait(rx)
-                _ = try transport.wait(tx)
-                if got != width {
-                    throw CollectiveError.transport(rank: r, peer: transport.leftNeighbour, call: "all-gather",
-                                                    detail: "expected a \(width)-byte record, received \(got) bytes")
-                }
-            }
-        }
+        try gather(into: bytes, width: width, over: transport)
         let all = Array(bytes.bindMemory(to: UInt8.self))
         bytes.deallocate()
         return all
+    }
+
+    /// The gather in place: `bytes` holds `size` records of `width` bytes, this rank's at
+    /// `rank * width`; the others arrive at theirs. No allocation: what a per-step exchange
+    /// (a synchronised batch norm's statistics) runs on, into memory it keeps for the run.
+    public static func gather(into bytes: UnsafeMutableRawBufferPointer, width: Int, over transport: Transport) throws {
+        let n = transport.size, r = transport.rank
+        precondition(bytes.count >= n * width, "RingAllGather: \(bytes.count) bytes for \(n) records of \(width)")
+        for s in 0 ..< max(0, n - 1) {
+            let sendIndex = (r - s + n) % n, receiveIndex = (r - s - 1 + n) % n
+            let outgoing = UnsafeRawBufferPointer(rebasing: bytes[sendIndex * width ..< (sendIndex + 1) * width])
+            let incoming = UnsafeMutableRawBufferPointer(rebasing: bytes[receiveIndex * width ..< (receiveIndex + 1) * width])
+            let rx = try transport.receive(into: incoming, from: transport.leftNeighbour, tag: tag)
+            let tx = try transport.send(outgoing, to: transport.rightNeighbour, tag: tag)
+            let got = try transport.wait(rx)
+            _ = try transport.wait(tx)
+            if got != width {
+                throw CollectiveError.transport(rank: r, peer: transport.leftNeighbour, call: "all-gather",
+                                                detail: "expected a \(width)-byte record, received \(got) bytes")
+            }
+        }
     }
 
     /// Gathers one trivially-copyable value per rank (lengths, hashes, counters).
@@ -62,17 +69,50 @@ public enum RingAllGather {
     /// Gathers an array of Doubles per rank (same count on every rank) and returns each
     /// element's sum in rank order: deterministic and identical on every rank.
     public static func sum(_ values: [Double], over transport: Transport) throws -> [Double] {
-        let record = values.withUnsafeBytes { Array($0) }
-        let all = try gather(record, over: transport)
-        var total = [Double](repeating: 0, count: values.count)
-        all.withUnsafeBytes { raw in
-            for rank in 0 ..< transport.size {
-                for i in 0 ..< values.count {
-                    total[i] += raw.loadUnaligned(fromByteOffset: (rank * values.count + i) * 8, as: Double.self)
-                }
-            }
-        }
+        var total = values
+        let scratch = SumScratch(count: values.count, ranks: transport.size)
+        try total.withUnsafeMutableBufferPointer { try sum($0, scratch: scratch, over: transport) }
         return total
+    }
+
+    /// `sum` in place, on memory the caller keeps (`SumScratch`): no allocation, for what runs
+    /// every step. The same additions in the same order as `sum`, so the same bits.
+    public static func sum(_ values: UnsafeMutableBufferPointer<Double>, scratch: SumScratch, over transport: Transport) throws {
+        let n = transport.size, width = values.count * 8
+        guard n > 1 else {
+            for i in values.indices { values[i] = 0 + values[i] }   // the sum's bits at one rank too (−0 becomes +0)
+            return
+        }
+        precondition(scratch.bytes.count >= n * width, "RingAllGather.sum: a scratch for \(scratch.bytes.count) bytes, \(n * width) needed")
+        precondition(!scratch.mayStillBeWritten, "RingAllGather.sum: a scratch a failed gather may still write into")
+        UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[transport.rank * width ..< (transport.rank + 1) * width])
+            .copyMemory(from: UnsafeRawBufferPointer(values))
+        do { try gather(into: scratch.bytes, width: width, over: transport) } catch {
+            scratch.mayStillBeWritten = true
+            throw error
+        }
+        let records = UnsafeRawBufferPointer(scratch.bytes)
+        for i in 0 ..< values.count {
+            var total = 0.0
+            for rank in 0 ..< n { total += records.loadUnaligned(fromByteOffset: (rank * values.count + i) * 8, as: Double.self) }
+            values[i] = total
+        }
+    }
+
+    /// The memory `sum` gathers every rank's values into, kept from call to call. After a failed
+    /// gather a receive may still be posted into it (a peer past the deadline), so it is then
+    /// never freed: the job ends on that error.
+    public final class SumScratch: @unchecked Sendable {
+        let bytes: UnsafeMutableRawBufferPointer
+        var mayStillBeWritten = false
+
+        /// Room for `ranks` records of `count` Doubles.
+        public init(count: Int, ranks: Int) {
+            bytes = .allocate(byteCount: max(1, count * ranks * 8), alignment: 16)
+            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        }
+
+        deinit { if !mayStillBeWritten { bytes.deallocate() } }
     }
 
     /// Throws on every rank unless all ranks passed the same `value`. Rules out the hang of

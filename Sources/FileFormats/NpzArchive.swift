@@ -19,7 +19,7 @@ public enum NpzArchive {
         func put<T: FixedWidthInteger>(_ v: T, into buffer: inout [UInt8]) { withUnsafeBytes(of: v.littleEndian) { buffer += $0 } }
         for tensor in tensors {
             let name = Array((tensor.name + ".npy").utf8)
-            let payload = npy(tensor)
+            let payload = try npy(tensor)
             let crc = payload.withUnsafeBufferPointer { UInt32(crc32_z(0, $0.baseAddress, $0.count)) }
             let size = UInt64(payload.count), offset = UInt64(out.count)
             let zip64 = size >= limit || offset >= limit
@@ -66,9 +66,9 @@ public enum NpzArchive {
     }
 
     /// One `.npy`: `NumpyFile.header`, then the little-endian Float32 (or Int64) values.
-    static func npy(_ tensor: NamedTensor) -> [UInt8] {
+    static func npy(_ tensor: NamedTensor) throws -> [UInt8] {
         var out = NumpyFile.header(descr: tensor.isInteger ? "<i8" : "<f4", shape: tensor.shape)
-        tensor.appendLittleEndianBytes(to: &out)
+        try tensor.appendLittleEndianBytes(to: &out)
         return out
     }
 }

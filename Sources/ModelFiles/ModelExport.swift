@@ -64,7 +64,7 @@ public enum ModelExport {
                 metadata["ringsgd.pytorch_source"] = GPTModuleSource.residual
             }
             metadata.merge(extra) { _, new in new }
-            return (Safetensors.encode(tensors, metadata: metadata), tensors)
+            return (try Safetensors.encode(tensors, metadata: metadata), tensors)
         }
     }
 

@@ -37,16 +37,19 @@ extension Trainer {
     /// rank's share of the global batch's mean gradient (unequal shares: see `BatchNorm.gradientWeight`).
     func installBatchNormSync(_ model: Model, synchronizer: GradientSynchronizer, weight: Double) {
         guard config.batchNorm == "sync", transport.size > 1 else { return }
-        let transport = self.transport
-        for norm in Self.batchNorms(of: model) {
+        let transport = self.transport, norms = Self.batchNorms(of: model)
+        // Every reduction sums a batch norm's 2C + 1 values (Σ, Σ of squares or products, the
+        // count), one at a time on the training thread's turn: one scratch for the widest
+        // serves them all, with no allocation a pass.
+        let scratch = RingAllGather.SumScratch(count: 2 * (norms.map(\.channels).max() ?? 0) + 1, ranks: transport.size)
+        for norm in norms {
             norm.gradientWeight = weight
             // What a stall message names: this reduction, not the last bucket's all-reduce.
             let activity = "the synchronised statistics of \(norm.summary)"
             norm.statisticsReducer = { sums in
                 try synchronizer.runCollective {
                     transport.setActivity(activity)
-                    let total = try RingAllGather.sum(Array(sums), over: transport)
-                    _ = sums.update(fromContentsOf: total)
+                    try RingAllGather.sum(sums, scratch: scratch, over: transport)
                 }
             }
         }
@@ -81,7 +84,12 @@ extension Trainer {
         guard config.batchNorm == "local", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
         let buffers = run.parameters.buffers, n = Double(transport.size)
         transport.setActivity("the average of the batch norms' running statistics")
-        let sums = try RingAllGather.sum(buffers.map(Double.init), over: transport)
+        if run.bufferAverage == nil {
+            run.bufferAverage = (.allocate(capacity: buffers.count), RingAllGather.SumScratch(count: buffers.count, ranks: transport.size))
+        }
+        let (sums, scratch) = run.bufferAverage!
+        for i in buffers.indices { sums[i] = Double(buffers[i]) }
+        try RingAllGather.sum(sums, scratch: scratch, over: transport)
         for i in buffers.indices { buffers[i] = Float(sums[i] / n) }
     }
 }

@@ -1,3 +1,4 @@
+import Collectives
 import Datasets
 import FileFormats
 import Foundation
@@ -69,6 +70,9 @@ final class TrainingRun {
     /// The model's buffers (batch norms' running statistics) as they were before the step's
     /// forward, which updates them: a skipped step puts them back (`Trainer.trainStep`).
     var buffersBeforeStep: [Float]
+    /// `model.batchnorm: local`'s per-step average of the buffers: the Doubles it sums and the
+    /// memory the ranks' values are gathered into, made at its first step (`Trainer.averageBuffers`).
+    var bufferAverage: (sums: UnsafeMutableBufferPointer<Double>, scratch: RingAllGather.SumScratch)?
     private var order: [Int] = [], orderEpoch = -1
 
     var parameters: FlatParameters { model.parameters }
@@ -103,7 +107,7 @@ final class TrainingRun {
         buffersBeforeStep = Array(repeating: 0, count: model.parameters.buffers.count)
     }
 
-    deinit { input.deallocate(); labels.deallocate(); accumulated?.deallocate() }
+    deinit { input.deallocate(); labels.deallocate(); accumulated?.deallocate(); bufferAverage?.sums.deallocate() }
 
     /// Records a training-thread span of `kind` from `start` until now, if a timeline is on.
     func recordSpan(_ kind: Timeline.Kind, since start: ContinuousClock.Instant) {

@@ -1,7 +1,7 @@
 // fuzz-decoders — coverage-guided fuzzing of everything ringsgd decodes from outside:
 // codec payloads (every codec, alone and under zstd), checkpoints, IDX and .npy headers, YAML
 // configs (model.layers and model.gpt included) and `--set` overrides, safetensors files
-// (`train --init-from`) and uint16 token files read as windows (`data.dataset: tokens`).
+// (read, then matched to a small model with a batch norm as `train --init-from` does) and uint16 token files read as windows (`data.dataset: tokens`).
 //
 // Built normally it replays inputs (files or directories of files) through the same entry
 // point — how the test suite keeps the corpus and every crash found as regressions:
@@ -16,6 +16,7 @@ import Datasets
 import FileFormats
 import Foundation
 import GradientCodecs
+import NeuralNet
 import Training
 
 enum FuzzDecoders {
@@ -48,6 +49,7 @@ enum FuzzDecoders {
             return
         case 0xF0 ... 0xF7:
             decodes { try Safetensors.decode(Array(rest)) }
+            decodes { try InitialWeights.load(Array(rest), from: "fuzz", into: initFromModel.parameters, tiedHead: false, listing: false) }
             return
         case 0xF8 ... 0xFF:
             tokenWindows(rest)
@@ -86,6 +88,14 @@ enum FuzzDecoders {
 }
 
 extension FuzzDecoders {
+    /// What safetensors inputs are loaded into: a convolution, a batch norm (its buffers, an
+    /// I64 count among them) and a linear layer — `Tests/FuzzCorpus/safetensors-init-from-batchnorm-model` holds its tensors.
+    nonisolated(unsafe) static let initFromModel: Sequential = {
+        let config = try! TrainingConfig(yaml: nil, source: "fuzz", overrides: [
+            "model.layers=[{conv2d: {out: 2, kernel: 3, padding: 1}}, batchnorm2d, relu, flatten, linear]"])
+        return try! config.modelSpec.build(inputShape: [1, 4, 4], classes: 3)
+    }()
+
     /// A token file: byte 0 the vocabulary (as 2^(b % 17) ids, 1 … 65536), byte 1 the block
     /// size, byte 2 the layout (even: a stride, odd: evenly spaced windows), then the ids; every
     /// window the layout names is read.

@@ -60,8 +60,12 @@ struct Export: ParsableCommand {
         let destination = out ?? source.inRunDirectory("model.\(format.rawValue)")!
         let (bytes, tensors) = try ModelExport.encode(found, format: format)
         try ModelExport.write(bytes, to: destination)
-        let parameters = tensors.reduce(0) { $0 + $1.values.count }
-        print("exported \(tensors.count) tensors (\(parameters) parameters) of step \(found.step) from \(path) to \(destination) (\(bytes.count) bytes)")
+        // Parameters and buffers counted from the model's views: the tensors also hold a tied
+        // head's copy of the embedding (nanoGPT lists both names), which is no parameter of its own.
+        let views = try found.model.map { try $0.build().parameters }
+        let parameters = views.map { $0.views.reduce(0) { $0 + $1.count } } ?? tensors.reduce(0) { $0 + $1.values.count }
+        let buffers = views.map { $0.bufferViews.reduce(0) { $0 + $1.count } } ?? 0
+        print("exported \(tensors.count) tensors (\(parameters) parameters\(buffers > 0 ? ", \(buffers) buffer values" : "")) of step \(found.step) from \(path) to \(destination) (\(bytes.count) bytes)")
         for tensor in tensors { print("  \(tensor.name) \(tensor.shape)") }
         if let model = found.model {
             print("PyTorch module: \(model.pytorch)")

@@ -145,6 +145,39 @@ final class RingAllGatherTests: XCTestCase {
         for r in results { XCTAssertEqual(r, results[0]) }
         XCTAssertEqual(results[0][2], 15)
     }
+
+    /// Property: the in-place sum on a kept scratch (a synchronised batch norm's, every pass)
+    /// gives, call after call and at narrower widths than the scratch's, the bits of a sum in
+    /// rank order from 0 — every rank the same, −0 made +0 as one addition from 0 makes it.
+    func testInPlaceSumOnAKeptScratchAddsInRankOrder() throws {
+        func value(rank: Int, _ i: Int, call: Int) -> Double {
+            let scale: Double = call == 1 ? 1e16 : 1, tiny: Double = i == 0 ? 1e-17 : 0
+            return Double(rank + 1) * (0.1 + Double(i)) * scale + tiny
+        }
+        for n in [1, 2, 3, 5] {
+            let results = try InProcessCluster.run(size: n) { t -> [[Double]] in
+                let scratch = RingAllGather.SumScratch(count: 7, ranks: n)
+                return try (0 ..< 3).map { call -> [Double] in
+                    var values = (0 ..< 7 - 2 * call).map { i in value(rank: t.rank, i, call: call) }
+                    values[values.count - 1] = -0.0
+                    try values.withUnsafeMutableBufferPointer { try RingAllGather.sum($0, scratch: scratch, over: t) }
+                    return values
+                }
+            }
+            for (call, width) in [7, 5, 3].enumerated() {
+                let expected = (0 ..< width).map { i -> Double in
+                    if i == width - 1 { return 0 }
+                    var total = 0.0
+                    for rank in 0 ..< n { total += value(rank: rank, i, call: call) }
+                    return total
+                }
+                for r in results {
+                    XCTAssertEqual(r[call], expected, "n \(n), call \(call)")
+                    XCTAssertEqual(r[call].last?.sign, .plus, "n \(n): −0 summed from 0 is +0")
+                }
+            }
+        }
+    }
 }
 
 /// The ring's zero-copy steps over shared memory (`RingAllReduce+ZeroCopy.swift`), on the

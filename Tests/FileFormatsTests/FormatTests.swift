@@ -8,7 +8,7 @@ import XCTest
 final class FormatTests: XCTestCase {
     /// Property: a file with a hole or a wrong size is refused by the reader.
     func testSafetensorsReaderRefusesHoles() throws {
-        var bytes = Safetensors.encode([NamedTensor(name: "a", shape: [2], values: [1, 2])], metadata: [:])
+        var bytes = try Safetensors.encode([NamedTensor(name: "a", shape: [2], values: [1, 2])], metadata: [:])
         bytes.append(0)
         XCTAssertThrowsError(try Safetensors.decode(bytes))
     }
@@ -26,7 +26,9 @@ final class FormatTests: XCTestCase {
         XCTAssertEqual(decoded.tensors.map(\.name), ["a", "n"])
         XCTAssertEqual(decoded.tensors.map(\.values), [[2.5], [1234]])
         XCTAssertEqual(decoded.tensors[1].shape, [])
-        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, f32)))
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[0,4]}}"#, f32))) { error in
+            XCTAssertTrue("\(error)".contains("dtype F8_E4M3"), "names the dtype it does not read: \(error)")
+        }
         XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}}"#, f32)))
         // Numbers that overflow on the way: a shape whose product is 0 only after two dimensions
         // overflow, an end offset near Int.max (both trapped before).
@@ -34,6 +36,49 @@ final class FormatTests: XCTestCase {
         XCTAssertThrowsError(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775807]}}"#, f32)))
         // An empty tensor is a tensor.
         XCTAssertEqual(try Safetensors.decode(file(#"{"e":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]}}"#, [])).tensors.map(\.shape), [[3, 0]])
+        // Empty tensors sharing their begin with a full one are read whatever order the header's
+        // keys come back in (a dictionary's order changes from process to process: many keys, many orders).
+        let empties = (0 ..< 12).map { #""e\#($0)":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}"# }.joined(separator: ",")
+        for _ in 0 ..< 8 {
+            let mixed = try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},\#(empties),"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, f32 + f32))
+            XCTAssertEqual(mixed.tensors.count, 14)
+        }
+    }
+
+    /// Property: half-precision, double and 32-bit integer tensors (Hugging Face ships many
+    /// checkpoints in F16 or BF16) are read as the Float each value is: F16 and BF16 exactly,
+    /// F64 rounded to nearest (a finite value past float32's range refused, by index), integers
+    /// and BOOL as their values.
+    func testSafetensorsReaderConvertsOtherDTypesToFloat() throws {
+        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
+            let json = Array(header.utf8)
+            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
+        }
+        func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }   // little-endian host
+        let half: [Float16] = [1.5, -0.000061035156, 65504]
+        let bf16: [UInt16] = [0x3FC0, 0xC2F7, 0x0001]   // 1.5, -123.5, the smallest subnormal
+        let double: [Double] = [0.1, -.infinity, 3]
+        let int32: [Int32] = [-7, 16_777_216]
+        let header = #"{"h":{"dtype":"F16","shape":[3],"data_offsets":[0,6]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[6,12]},"#
+            + #""d":{"dtype":"F64","shape":[3],"data_offsets":[12,36]},"i":{"dtype":"I32","shape":[2],"data_offsets":[36,44]}}"#
+        let decoded = try Safetensors.decode(file(header, bytes(half) + bytes(bf16) + bytes(double) + bytes(int32))).tensors
+        XCTAssertEqual(decoded.map(\.name), ["h", "b", "d", "i"])
+        XCTAssertEqual(decoded[0].values, [1.5, -0x1p-14, 65504])
+        XCTAssertEqual(decoded[1].values, [1.5, -123.5, Float(bitPattern: 0x0001_0000)])
+        XCTAssertEqual(decoded[2].values, [Float(0.1), -.infinity, 3])
+        XCTAssertEqual(decoded[3].values, [-7, 16_777_216])
+        XCTAssertEqual(decoded.map(\.isInteger), [false, false, false, true])
+        XCTAssertThrowsError(try Safetensors.decode(file(#"{"d":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#, bytes([1.0, -1e300] as [Double])))) { error in
+            XCTAssertTrue("\(error)".contains("tensor d holds -1e+300 at index 1, past float32's range"), "\(error)")
+        }
+        let small: [UInt8] = [255, 1] + bytes([Int16(-300)]) + bytes([UInt16(65535)]) + bytes([UInt32(4_000_000_000)]) + bytes([UInt64(5)]) + [1, 0]
+        let integers = #"{"u8":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"i8":{"dtype":"I8","shape":[1],"data_offsets":[1,2]},"#
+            + #""i16":{"dtype":"I16","shape":[1],"data_offsets":[2,4]},"u16":{"dtype":"U16","shape":[1],"data_offsets":[4,6]},"#
+            + #""u32":{"dtype":"U32","shape":[1],"data_offsets":[6,10]},"u64":{"dtype":"U64","shape":[1],"data_offsets":[10,18]},"#
+            + #""mask":{"dtype":"BOOL","shape":[2],"data_offsets":[18,20]}}"#
+        let read = try Safetensors.decode(file(integers, small)).tensors
+        XCTAssertEqual(read.map(\.values), [[255], [1], [-300], [65535], [4_000_000_000], [5], [1, 0]])
+        XCTAssertTrue(read.allSatisfy(\.isInteger))
     }
 
     /// Property: the .npz is a stored zip whose entries are NAME.npy files numpy reads: local

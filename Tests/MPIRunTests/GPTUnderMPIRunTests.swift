@@ -127,6 +127,11 @@ final class GPTUnderMPIRunTests: XCTestCase {
         let exported = try MPIRun.runProcess([binary, "export", "--run-dir", dir, "--out", export], timeout: 60)
         XCTAssertEqual(exported.status, 0, exported.output)
         XCTAssertTrue(exported.output.contains("lm_head.weight"), exported.output)
+        // The parameters it counts are the model's: the tied head's copy of the embedding is listed, not counted.
+        let listed = exported.output.split(separator: "\n").filter { $0.hasPrefix("  ") && !$0.contains("lm_head.weight") }.map { line in
+            line.split(separator: "[").last!.dropLast().split(separator: ",").reduce(1) { $0 * Int($1.trimmingCharacters(in: .whitespaces))! }
+        }
+        XCTAssertTrue(exported.output.contains("(\(listed.reduce(0, +)) parameters)"), exported.output)
         let again = temporaryDirectory()
         _ = try train(["--init-from", export, "--set", "optimizer.lr=0", "--set", "train.max_steps=1"], dir: again)
         let loss = try XCTUnwrap(try summary(dir)["test_loss"] as? Double)
@@ -208,7 +213,7 @@ final class GPTUnderMPIRunTests: XCTestCase {
              "data.train_tokens \(odd) has an odd length (3 bytes)"),
             (["--set", "data.text=/nonexistent/corpus"], "data.text: /nonexistent/corpus does not exist"),
             (["--set", "model.gpt.embed=31"], "model.gpt.embed (31) must be a positive multiple of model.gpt.heads (2)"),
-            (["--init-from", "/nonexistent.safetensors"], "--init-from /nonexistent.safetensors: cannot read it (no such file)"),
+            (["--init-from", "/nonexistent.safetensors"], "cannot open --init-from /nonexistent.safetensors: No such file or directory; give a .safetensors file"),
         ]
         for (extra, expected) in cases {
             // Token files: a config of their own (tiny-gpt.yaml names a data.text).

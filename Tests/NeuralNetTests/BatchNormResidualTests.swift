@@ -16,6 +16,32 @@ final class BatchNormResidualTests: XCTestCase {
                            batch: 4, uniform: 0.8, absolute: 5e-4, trainingLoss: true)
     }
 
+    /// `nn.BatchNorm1d` on [C, L] samples: each channel's statistics over the batch and the L
+    /// positions (a sequence's), as on [C] over the batch alone.
+    func testBatchNorm1dOverSequencesGradients() throws {
+        let norm = BatchNorm(channels: 3, dimensions: 1)
+        let model = try Sequential([norm, Flatten(), Linear(15, 3)], inputShape: [3, 5])
+        XCTAssertEqual(norm.valuesPerSample, 5)
+        try checkGradients(model, batch: 2, uniform: 0.8, absolute: 5e-4, trainingLoss: true)
+        // Its input gradient (a first layer is asked for none above): that of BatchNorm2d, whose
+        // dx is checked through a convolution, on the same values as [C, L, 1] — output, dx
+        // and running statistics, bit for bit.
+        var generator = SeededGenerator(seed: 21)
+        let x = (0 ..< 4 * 15).map { _ in generator.uniform(-1, 2) }, dy = (0 ..< 4 * 15).map { _ in generator.uniform(-1, 1) }
+        var results: [[Float]] = []
+        for (layer, shape) in [(BatchNorm(channels: 3, dimensions: 1), [3, 5]), (BatchNorm(channels: 3, dimensions: 2), [3, 5, 1])] {
+            let model = try Sequential([layer, Flatten(), Linear(15, 3)], inputShape: shape)
+            model.initialize(seed: 1)
+            let gamma = model.parameters.parameters(of: model.parameters.views[0]), beta = model.parameters.parameters(of: model.parameters.views[1])
+            gamma[0] = 1.5; gamma[1] = -0.5; beta[2] = 0.25
+            model.reserve(batch: 4)
+            let y = x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: layer.forward($0.baseAddress!, batch: 4, training: true), count: 60)) }
+            let dx = dy.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: layer.backward($0.baseAddress!, batch: 4, needsInputGradient: true)!, count: 60)) }
+            results.append(y + dx + Array(model.parameters.buffers) + Array(model.parameters.gradients))
+        }
+        XCTAssertEqual(results[0], results[1])
+    }
+
     func testGlobalAveragePoolGradients() throws {
         try checkGradients(Sequential([Conv2d(1, 4, kernel: 3, padding: 1), GlobalAvgPool2d(), Linear(4, 3)], inputShape: [1, 5, 5]),
                            batch: 2, uniform: 0.8, absolute: 5e-4)

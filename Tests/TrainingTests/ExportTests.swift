@@ -59,14 +59,29 @@ final class ExportTests: XCTestCase {
                                     model: ModelDescription(model: model, layers: config.modelSpec.expanded, normalization: nil), buffers: buffers)
         let (bytes, tensors) = try ModelExport.encode(checkpoint, format: .safetensors)
         let header = String(decoding: bytes[8 ..< 8 + bytes.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }], as: UTF8.self)
-        XCTAssertTrue(header.contains(#""1.num_batches_tracked":{"dtype":"I64","shape":[]"#), header)
+        // The 8-byte integer first, so that it lies 8-byte aligned in the file (as Hugging Face's writer orders them).
+        XCTAssertTrue(header.contains(#""1.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[0,8]}"#), header)
         XCTAssertTrue(header.contains(#""1.running_var":{"dtype":"F32","shape":[2]"#), header)
         let decoded = try Safetensors.decode(bytes).tensors
-        XCTAssertEqual(decoded, tensors)
+        XCTAssertEqual(decoded.sorted { $0.name < $1.name }, tensors.sorted { $0.name < $1.name })
         XCTAssertEqual(decoded.first { $0.name == "1.num_batches_tracked" }?.values, [123_456])
         XCTAssertEqual(decoded.first { $0.name == "1.running_mean" }?.values, [0.5, -0.25])
         let npz = try ModelExport.encode(checkpoint, format: .npz).bytes
         XCTAssertNotNil(String(decoding: npz, as: UTF8.self).range(of: "{'descr': '<i8', 'fortran_order': False, 'shape': (), }"), "num_batches_tracked.npy is int64")
+
+        // A count that is no int64 (a corrupt buffer) is refused with the tensor's name, not trapped on.
+        for bad: Float in [.nan, .infinity, 0.5, 1e19] {
+            var corrupt = buffers
+            corrupt[model.parameters.bufferViews[2].range.lowerBound] = bad
+            let checkpoint = Checkpoint(worldSize: 1, step: 7, skippedSteps: 0, config: config.canonicalText, parameters: Array(model.parameters.parameters),
+                                        optimizerState: [], residualSum: nil,
+                                        model: ModelDescription(model: model, layers: config.modelSpec.expanded, normalization: nil), buffers: corrupt)
+            for format in ModelExport.Format.allCases {
+                XCTAssertThrowsError(try ModelExport.encode(checkpoint, format: format), "\(bad) \(format)") { error in
+                    XCTAssertTrue("\(error)".contains("1.num_batches_tracked"), "\(error)")
+                }
+            }
+        }
     }
 
     /// Property: a checkpoint's config text reads back as the same config.

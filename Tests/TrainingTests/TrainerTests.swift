@@ -99,24 +99,26 @@ final class TrainerTests: XCTestCase {
     /// Property: a skipped step leaves the batch norms' buffers as they were before it — its
     /// forward's update of the running statistics and of num_batches_tracked undone — on every
     /// `model.batchnorm` mode: the last of four steps skipped, the checkpoint after it holds the
-    /// buffers of the checkpoint before it, three batches tracked.
+    /// buffers of the checkpoint before it, three batches tracked. With train.accumulate_steps K
+    /// every micro-batch's forward is one batch tracked (as PyTorch counts), and the skipped
+    /// step undoes all K.
     func testASkippedStepLeavesTheRunningStatisticsAsTheyWere() throws {
-        for mode in ["sync", "local", "broadcast"] {
+        for (mode, k) in [("sync", 1), ("local", 1), ("broadcast", 1), ("sync", 2), ("local", 2)] {
             let dir = temporaryDirectory()
             let config = try TrainingConfig(yaml: "model: {batchnorm: \(mode), layers: [linear: {out: 8}, batchnorm1d, relu, linear]}\n", source: "test", overrides: [
                 "data.dataset=synthetic", "data.synthetic.features=16", "data.synthetic.classes=4", "data.synthetic.train_size=64",
                 "data.synthetic.test_size=16", "train.global_batch=8", "train.epochs=1", "train.max_steps=4", "train.eval_batch=16",
-                "optimizer.lr=0.05", "checkpoint.every_steps=1", "consistency.inject_nonfinite_at=[3]",
+                "optimizer.lr=0.05", "checkpoint.every_steps=1", "consistency.inject_nonfinite_at=[3]", "train.accumulate_steps=\(k)",
             ])
             let summary = try XCTUnwrap(try train(ranks: 2, config, dir: dir)[0])
-            XCTAssertEqual(summary.skipped_steps, 1, mode)
+            XCTAssertEqual(summary.skipped_steps, 1, "\(mode), K \(k)")
             let checkpoint = try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint
             XCTAssertEqual(checkpoint.step, 4, mode)
             let before = try Checkpoint(decoding: Array(try Data(contentsOf: URL(fileURLWithPath: CheckpointStore(runDirectory: dir, keep: 3).path(step: 3)))))
             XCTAssertEqual(checkpoint.buffers, before.buffers, "\(mode): the skipped step changed no buffer")
             // running_mean [8], running_var [8] (each view padded to 16 floats), num_batches_tracked.
             XCTAssertEqual(checkpoint.buffers.count, 33, mode)
-            XCTAssertEqual(checkpoint.buffers.last, 3, "\(mode): num_batches_tracked counts the applied steps only")
+            XCTAssertEqual(checkpoint.buffers.last, Float(3 * k), "\(mode), K \(k): num_batches_tracked counts the applied steps' micro-batches only")
         }
     }
 
