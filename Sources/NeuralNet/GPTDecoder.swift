@@ -2,16 +2,38 @@ import COpenBLAS
 
 /// Token-by-token inference for a `GPT` with a key/value cache: each new token runs one
 /// incremental step — its own projections, attention over the keys and values cached for the
-/// positions before it, the MLPs — so N tokens cost N steps of O(layers·C² + layers·t·C), not
-/// N full passes over the window (nanoGPT's `generate` re-runs the whole window per token).
+/// positions before it, the MLPs — so N tokens within block_size cost N steps of
+/// O(layers·C² + layers·t·C), not N full passes over the window (nanoGPT's `generate` re-runs
+/// the whole window per token).
 ///
 /// It reads the model's weights in place (views by their nanoGPT names) and allocates its
-/// cache and scratch once. Positions are absolute (learned `wpe`), so when the context reaches
-/// `block_size` the cache cannot slide: the decoder keeps the last half of the context and
-/// re-fills the cache from it (`contextShift`); `fullForward` applies the same rule, so both
-/// paths see the same context at every step.
+/// cache and scratch once. Positions are absolute (learned `wpe`), so once the context reaches
+/// `block_size` the cache cannot slide: what happens then is `fullContext`'s rule.
 public final class GPTDecoder {
+    /// What the model sees once the context has reached block_size.
+    public enum FullContext: String, CaseIterable, Sendable {
+        /// nanoGPT's `generate` (`idx[:, -block_size:]`): always the last block_size tokens.
+        /// Every window's positions differ from the last one's, so each token is then one full
+        /// forward pass over the window: the cache's speed is gone past block_size.
+        case slide
+        /// The last half kept and the cache re-filled from it (`contextShift`): about two
+        /// incremental steps a token, but the model sees between block_size/2 + 1 and
+        /// block_size tokens — not the text nanoGPT would write.
+        case halve
+    }
+
+    /// The window after `token` joins `context` (at most block_size tokens, which holds the
+    /// context before it), under `rule`: what both the cache and a full pass per token condition on.
+    public static func window(_ context: [Int], adding token: Int, blockSize: Int, rule: FullContext) -> [Int] {
+        guard context.count == blockSize else { return context + [token] }
+        switch rule {
+        case .slide: return Array(context.dropFirst()) + [token]
+        case .halve: return contextShift(context, blockSize: blockSize) + [token]
+        }
+    }
+
     public let model: GPT
+    public let fullContext: FullContext
     private let spec: GPTSpec
     private struct BlockWeights {
         let ln1w, ln1b, attnW, attnB, projW, projB, ln2w, ln2b, fcW, fcB, fc2W, fc2B: UnsafePointer<Float>
@@ -24,8 +46,9 @@ public final class GPTDecoder {
     /// The tokens whose keys and values are cached, in order.
     public private(set) var context: [Int] = []
 
-    public init(_ model: GPT) {
+    public init(_ model: GPT, fullContext: FullContext = .slide) {
         self.model = model
+        self.fullContext = fullContext
         spec = model.spec
         let p = model.parameters
         func view(_ name: String) -> UnsafePointer<Float> {
@@ -62,14 +85,24 @@ public final class GPTDecoder {
     public static func contextShift(_ context: [Int], blockSize: Int) -> [Int] { Array(context.suffix(blockSize / 2)) }
 
     /// Appends `token` to the context and returns the logits for the next token (valid until
-    /// the next call). When the context is full, it first shifts (see the type's comment).
+    /// the next call). When the context is full, `fullContext` says what it becomes.
     @discardableResult
-    public func append(_ token: Int) -> UnsafeBufferPointer<Float> {
+    public func append(_ token: Int) throws -> UnsafeBufferPointer<Float> {
         precondition(token >= 0 && token < spec.vocab, "token \(token) is outside the vocabulary of \(spec.vocab)")
         if context.count == spec.blockSize {
-            let kept = Self.contextShift(context, blockSize: spec.blockSize)
-            context = []
-            for previous in kept { step(previous) }
+            switch fullContext {
+            case .slide:
+                // A window at new positions: one full pass (the cache is not read again, as
+                // the context stays full from now on).
+                context = Self.window(context, adding: token, blockSize: spec.blockSize, rule: .slide)
+                let logits = try Self.fullForward(model, context: context)
+                logitsBuffer.update(from: logits, count: spec.vocab)
+                return UnsafeBufferPointer(start: logitsBuffer, count: spec.vocab)
+            case .halve:
+                let kept = Self.contextShift(context, blockSize: spec.blockSize)
+                context = []
+                for previous in kept { step(previous) }
+            }
         }
         step(token)
         return UnsafeBufferPointer(start: logitsBuffer, count: spec.vocab)

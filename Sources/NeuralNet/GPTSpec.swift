@@ -38,6 +38,11 @@ public struct GPTSpec: Codable, Equatable, CustomStringConvertible {
             return "model.gpt.heads × block_size² (\(heads) × \(blockSize)²) and embed × block_size must be at most 2³¹ values a sample; make the block or the model smaller"
         }
         if vocab < 2 || vocab > 1 << 24 { return "model.gpt.vocab must be in 2…16777216, got \(vocab)" }
+        // The other wide activations under the same bound: the MLP's 4·C a position, and the
+        // logits and their gradient, vocab a position.
+        if 4 * embed * blockSize > 1 << 31 || vocab * blockSize > 1 << 31 {
+            return "model.gpt: 4 × embed × block_size (\(4 * embed) × \(blockSize)) and vocab × block_size (\(vocab) × \(blockSize)) must be at most 2³¹ values a sample; make the block, the width or the vocabulary smaller"
+        }
         if !(dropout >= 0 && dropout < 1) { return "model.gpt.dropout must be in [0, 1), got \(dropout)" }
         return nil
     }

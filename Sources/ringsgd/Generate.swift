@@ -13,8 +13,11 @@ struct Generate: ParsableCommand {
               ringsgd generate --run-dir runs/tiny-gpt --prompt "Q: Why" --tokens 300
               ringsgd generate --run-dir runs/tiny-gpt --temperature 0        (greedy)
             Each token is one incremental step over a key/value cache (--no-cache: one full
-            forward pass over the window per token, for comparison). A byte-level model's
-            tokens are written as bytes; other vocabularies as token ids.
+            forward pass over the window per token, for comparison). Past block_size the model
+            sees the last block_size tokens, as nanoGPT's generate (--full-context slide: a
+            full pass per token from there), or the last half of them, re-cached (halve:
+            faster, another text). A byte-level model's tokens are written as bytes; other
+            vocabularies as token ids.
             """
     )
 
@@ -32,11 +35,16 @@ struct Generate: ParsableCommand {
     var seed: UInt64 = 0
     @Flag(help: "Run a full forward pass per token instead of the key/value cache.")
     var noCache = false
+    @Option(help: "Once the context reaches block_size: slide (the last block_size tokens, as nanoGPT) or halve (keep the last half, re-cached).")
+    var fullContext: String = GPTDecoder.FullContext.slide.rawValue
 
     func validate() throws {
         if tokens < 1 { throw ValidationError("--tokens must be ≥ 1, got \(tokens)") }
-        if !(temperature >= 0) || !temperature.isFinite { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
+        if !(temperature >= 0) || !temperature.isFinite { throw ValidationError("--temperature must be a finite number ≥ 0, got \(temperature)") }
         if topK < 0 { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
+        if GPTDecoder.FullContext(rawValue: fullContext) == nil {
+            throw ValidationError("--full-context must be one of \(GPTDecoder.FullContext.allCases.map(\.rawValue).joined(separator: ", ")), got '\(fullContext)'")
+        }
     }
 
     /// The prompt's bytes as the command line gave them. Why: Swift decodes arguments as
@@ -91,17 +99,17 @@ struct Generate: ParsableCommand {
         guard !promptTokens.isEmpty else { throw ValidationError("--prompt is empty; give at least one character") }
         FileHandle.standardError.write("generating \(tokens) tokens from \(path) (step \(found.step), \(spec)), \(noCache ? "a full forward pass per token" : "key/value cache")\n".data(using: .utf8)!)
 
-        let decoder = GPTDecoder(model)
+        let rule = GPTDecoder.FullContext(rawValue: fullContext)!
+        let decoder = GPTDecoder(model, fullContext: rule)
         var generator = SeededGenerator(seed: seed)
         var context: [Int] = []
         var logits: [Float] = []
         func feed(_ token: Int) throws {
             if noCache {
-                context.append(token)
-                if context.count > spec.blockSize { context = GPTDecoder.contextShift(Array(context.dropLast()), blockSize: spec.blockSize) + [token] }
+                context = GPTDecoder.window(context, adding: token, blockSize: spec.blockSize, rule: rule)
                 logits = try GPTDecoder.fullForward(model, context: context)
             } else {
-                logits = Array(decoder.append(token))
+                logits = Array(try decoder.append(token))
             }
         }
         let out = FileHandle.standardOutput

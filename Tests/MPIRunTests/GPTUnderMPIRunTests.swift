@@ -107,21 +107,25 @@ final class GPTUnderMPIRunTests: XCTestCase {
     }
 
     /// Property: generate's key/value cache writes the same text as a full forward pass per
-    /// token (greedy, past the context shift at block_size); an export read back with
+    /// token (greedy, past block_size, under either rule for a full context); an export read back with
     /// --init-from (and a zero learning rate) gives the run's validation loss exactly.
     func testGenerateExportAndInitFrom() throws {
         let dir = temporaryDirectory()
         _ = try train([], dir: dir)
         let binary = try MPIRun.binary
-        var texts: [String] = []
-        for extra in [[String](), ["--no-cache"]] {
-            let outcome = try MPIRun.runProcess([binary, "generate", "--run-dir", dir, "--prompt", "God", "--tokens", "60", "--temperature", "0"] + extra,
-                                                timeout: 60)
-            XCTAssertEqual(outcome.status, 0, outcome.output)
-            texts.append(outcome.output.components(separatedBy: "\n").filter { !$0.hasPrefix("generating ") && !$0.contains("tokens/s") }.joined(separator: "\n"))
+        for rule in ["slide", "halve"] {
+            var texts: [String] = []
+            for extra in [[String](), ["--no-cache"]] {
+                let outcome = try MPIRun.runProcess([binary, "generate", "--run-dir", dir, "--prompt", "God", "--tokens", "60", "--temperature", "0",
+                                                     "--full-context", rule] + extra, timeout: 60)
+                XCTAssertEqual(outcome.status, 0, outcome.output)
+                texts.append(outcome.output.components(separatedBy: "\n").filter { !$0.hasPrefix("generating ") && !$0.contains("tokens/s") }.joined(separator: "\n"))
+            }
+            XCTAssertGreaterThan(texts[0].utf8.count, 40)
+            XCTAssertEqual(texts[0], texts[1], rule)
         }
-        XCTAssertGreaterThan(texts[0].utf8.count, 40)
-        XCTAssertEqual(texts[0], texts[1])
+        assertOneLineError(try MPIRun.runProcess([binary, "generate", "--run-dir", dir, "--full-context", "crop"], timeout: 60),
+                           "--full-context must be one of slide, halve, got 'crop'")
 
         let export = dir + "/tiny.safetensors"
         let exported = try MPIRun.runProcess([binary, "export", "--run-dir", dir, "--out", export], timeout: 60)

@@ -243,30 +243,53 @@ final class TransformerTests: XCTestCase {
 
 /// The key/value-cache decoder against full forward passes, and the sampler.
 final class GPTDecoderTests: XCTestCase {
-    /// The context keeps its last ⌊block/2⌋ tokens when full: at least one, always room for the next.
+    /// Property: a shape whose widest activation a sample passes 2³¹ values — attention's
+    /// scores, the MLP's 4·C, the logits — is refused by `problem` (a checkpoint's description
+    /// is read from its bytes: such a model would be killed for memory, not refused), and the
+    /// shapes just under every bound are not.
+    func testShapesPastTheActivationBoundAreRefused() {
+        XCTAssertNil(GPTSpec(layers: 1, heads: 1, embed: 32_768, blockSize: 16_384, vocab: 2).problem, "4·C·T = 2³¹ exactly")
+        XCTAssertTrue(GPTSpec(layers: 1, heads: 1, embed: 65_536, blockSize: 16_384, vocab: 2).problem?.contains("4 × embed × block_size") ?? false)
+        XCTAssertNil(GPTSpec(layers: 1, heads: 1, embed: 8, blockSize: 128, vocab: 1 << 24).problem, "vocab·T = 2³¹ exactly")
+        XCTAssertTrue(GPTSpec(layers: 1, heads: 1, embed: 8, blockSize: 256, vocab: 1 << 24).problem?.contains("vocab × block_size") ?? false)
+        XCTAssertTrue(GPTSpec(layers: 1, heads: 4, embed: 8, blockSize: 32_768, vocab: 2).problem?.contains("heads × block_size²") ?? false)
+    }
+
+    /// Halving, the context keeps its last ⌊block/2⌋ tokens when full: at least one, always room for the next.
     func testContextShiftKeepsTheLastHalf() {
         XCTAssertEqual(GPTDecoder.contextShift([1, 2], blockSize: 2), [2])
         XCTAssertEqual(GPTDecoder.contextShift([1, 2, 3], blockSize: 3), [3])
         XCTAssertEqual(GPTDecoder.contextShift(Array(1 ... 8), blockSize: 8), [5, 6, 7, 8])
+        // The window a token joins (what --no-cache conditions on): below block_size it grows;
+        // full, it slides by one (nanoGPT's) or keeps its last half.
+        XCTAssertEqual(GPTDecoder.window([1], adding: 2, blockSize: 3, rule: .slide), [1, 2])
+        XCTAssertEqual(GPTDecoder.window([1, 2, 3], adding: 4, blockSize: 3, rule: .slide), [2, 3, 4])
+        XCTAssertEqual(GPTDecoder.window([1, 2, 3, 4], adding: 5, blockSize: 4, rule: .halve), [3, 4, 5])
         XCTAssertThrowsError(try GPT(GPTSpec(blockSize: 1))) { XCTAssertTrue("\($0)".contains("block_size must be ≥ 2")) }
     }
 
-    /// Property: at every step — past block_size, where the context shifts to its last half —
-    /// the cache's logits equal a full forward pass over the same context, within 1e-4
-    /// (block 2, the smallest, included).
+    /// Property: at every step — past block_size too, where the window slides (nanoGPT's
+    /// last block_size tokens) or keeps its last half — the cache's logits equal a full forward
+    /// pass over the same context, within 1e-4 (block 2, the smallest, included); sliding, the
+    /// context is the last block_size tokens given.
     func testCachedLogitsEqualFullPasses() throws {
-        for (tied, block) in [(true, 8), (false, 8), (true, 2)] {
+        for (tied, block, rule) in [(true, 8, GPTDecoder.FullContext.halve), (false, 8, .halve), (true, 2, .halve),
+                                    (true, 8, .slide), (false, 2, .slide)] {
             let gpt = try GPT(GPTSpec(layers: 2, heads: 2, embed: 16, blockSize: block, vocab: 13, tieEmbeddings: tied))
             gpt.initialize(seed: 4)
             for i in gpt.parameters.parameters.indices { gpt.parameters.parameters[i] *= 10 }   // logits far from uniform
-            let decoder = GPTDecoder(gpt)
+            let decoder = GPTDecoder(gpt, fullContext: rule)
             var generator = SeededGenerator(seed: 9)
-            var context: [Int] = []
+            var context: [Int] = [], given: [Int] = []
             for _ in 0 ..< 20 {
                 let token = Int(generator.next() % 13)
-                let cached = Array(decoder.append(token))
+                let cached = Array(try decoder.append(token))
+                given.append(token)
                 context.append(token)
-                if context.count > block { context = GPTDecoder.contextShift(Array(context.dropLast()), blockSize: block) + [token] }
+                if context.count > block {
+                    context = rule == .slide ? Array(context.suffix(block)) : GPTDecoder.contextShift(Array(context.dropLast()), blockSize: block) + [token]
+                }
+                if rule == .slide { XCTAssertEqual(context, Array(given.suffix(block)), "nanoGPT's idx[:, -block_size:]") }
                 XCTAssertEqual(decoder.context, context)
                 let full = try GPTDecoder.fullForward(gpt, context: context)
                 for (a, b) in zip(cached, full) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), "context \(context)") }
