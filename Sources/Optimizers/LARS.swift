@@ -8,6 +8,12 @@
 ///     b ← μ·b + trust·g
 ///     θ ← θ − γ·b
 ///
+/// The learning rate γ multiplies the momentum buffer when θ moves, outside b — the form of
+/// NVIDIA apex's LARC and `torchlars` (LARS as a wrapper of torch's SGD). You et al.'s
+/// Algorithm 1 (and MLPerf's TensorFlow LARS) keep γ inside b (b ← μ·b + γ·trust·g): the two
+/// agree while γ is constant and differ by how a schedule's γ reaches momentum accumulated
+/// earlier (here, at once; there, as the buffer decays).
+///
 /// Norms are taken over the view in the flat buffer, in index order, in Double. A layer in
 /// `exempt` (`optimizer.decay: matrices`: biases and norm weights, as the reference
 /// implementations' skip list) takes neither weight decay nor the trust ratio: trust 1, λ 0.

@@ -57,7 +57,7 @@ public final class RMSProp: MomentumScheduled {
             var average: Float
             if let gAvg {
                 gAvg[i] = gAvg[i].addingProduct(ac, grad - gAvg[i])
-                average = (v[i] - gAvg[i] * gAvg[i]).squareRoot()
+                average = v[i].addingProduct(-gAvg[i], gAvg[i]).squareRoot()   // addcmul(ḡ, ḡ, value=-1)
             } else {
                 average = v[i].squareRoot()
             }

@@ -104,6 +104,10 @@ extension Trainer {
                 }
                 synchronizer.momentumCarrier = carrier
             }
+            if config.warmup >= units && rank == 0 {
+                let unit = config.scheduleInterval == "epoch" ? "epochs" : "steps"
+                log("warning: schedule.warmup (\(config.warmup) \(unit)) is as long as the run (\(units) \(unit)): the rate never reaches optimizer.lr and schedule.name \(config.schedule) never runs; shorten the warm-up")
+            }
             return (sampler, optimizer, try config.makeSchedule(total: units), synchronizer, totalSteps)
         }
         let outer = try Agreement.run("set up the outer steps", over: transport) { () -> OuterSynchronizer? in
@@ -248,7 +252,16 @@ extension Trainer {
             guard c.buffers.count == model.parameters.buffers.count else {
                 throw Checkpoint.Corrupt(reason: "holds \(c.buffers.count) buffer values, this model has \(model.parameters.buffers.count)")
             }
-            try optimizer.loadState(c.optimizerState)
+            // The state's shape follows settings that may change on resume (optimizer.momentum
+            // 0 → 0.9 adds a buffer; amsgrad, centered): a state that does not fit is such a
+            // change, not a damaged file (its checksum passed) — every older checkpoint has the
+            // same shape, so skipping to one would end in "no valid checkpoint".
+            do { try optimizer.loadState(c.optimizerState) } catch let mismatch as HyperparameterError {
+                let suspects = changes.filter { $0.hasPrefix("optimizer.") || $0.hasPrefix("schedule.") }
+                throw CheckpointStore.Refusal("--resume: the checkpoint's optimizer state does not fit this optimizer (\(mismatch))"
+                    + (suspects.isEmpty ? "" : " after changing \(suspects.joined(separator: ", "))")
+                    + "; resume with the optimizer settings it was written with, or start a new run")
+            }
         }
         let bytes = try newestCheckpoint(store, placement, fits: fits)
         let checkpoint = try Checkpoint(decoding: bytes)

@@ -142,6 +142,11 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         assertSucceeded(try train(["--stop-after", "20"], dir: dir), "first half")
         assertOneLineError(try train(["--resume", "--set", "model.hidden=[64]"], dir: dir),
                            "--resume: the checkpoint was written with a different model.hidden: [512, 256] → [64]")
+        // A change that reshapes the optimizer's state (no momentum buffer) is named, not taken
+        // for a damaged checkpoint ("no valid checkpoint").
+        let reshaped = try train(["--resume", "--set", "optimizer.momentum=0"], dir: dir)
+        assertOneLineError(reshaped, "--resume: the checkpoint's optimizer state does not fit this optimizer (")
+        XCTAssertTrue(reshaped.output.contains("after changing optimizer.momentum: 0.9 → 0"), reshaped.output)
         let changed = try train(["--resume", "--set", "train.max_steps=50"], dir: dir)
         assertSucceeded(changed, "resume with a longer run")
         XCTAssertTrue(changed.output.contains("warning: resuming with a changed config (train.max_steps: 40 → 50)"), changed.output)
