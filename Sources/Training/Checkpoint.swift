@@ -216,8 +216,13 @@ public struct CheckpointStore {
         self.keep = keep
     }
 
-    public func path(step: Int) -> String {
-        (directory as NSString).appendingPathComponent(String(format: "step-%08d.ckpt", step))
+    public func path(step: Int) -> String { path(step: step, suffix: ".ckpt") }
+
+    /// A file of step `step` in the checkpoint directory: "step-00000040" and `suffix` (".ckpt",
+    /// ".ef-rank-3"). Named here, never by editing another file's path: the run directory's own
+    /// path may hold ".ckpt" too.
+    func path(step: Int, suffix: String) -> String {
+        (directory as NSString).appendingPathComponent(String(format: "step-%08d", step) + suffix)
     }
 
     /// Checkpoint files, newest step first (by the step's number: names are zero-padded to 8
@@ -274,7 +279,7 @@ public struct CheckpointStore {
             return fileStep
         }).sorted(by: >)
         for old in steps.dropFirst(keep + 1) {
-            for suffix in suffixes { try? FileManager.default.removeItem(atPath: path(step: old).replacingOccurrences(of: ".ckpt", with: suffix)) }
+            for suffix in suffixes { try? FileManager.default.removeItem(atPath: path(step: old, suffix: suffix)) }
         }
     }
 
@@ -299,7 +304,7 @@ public struct CheckpointStore {
     /// Each rank's own error-feedback residual, beside the checkpoint (`step-N.ef-rank-R`):
     /// Float32 values then their FastHash. Written atomically like the checkpoint.
     public func residualPath(step: Int, rank: Int) -> String {
-        path(step: step).replacingOccurrences(of: ".ckpt", with: ".ef-rank-\(rank)")
+        path(step: step, suffix: ".ef-rank-\(rank)")
     }
 
     public func writeResidual(_ values: UnsafeBufferPointer<Float>, step: Int, rank: Int) throws {
@@ -320,7 +325,7 @@ public struct CheckpointStore {
     /// parameter count (UInt64), the parameters (Float32), the optimizer's state bytes, then
     /// their FastHash. Written atomically like the checkpoint.
     public func localStatePath(step: Int, rank: Int) -> String {
-        path(step: step).replacingOccurrences(of: ".ckpt", with: ".local-rank-\(rank)")
+        path(step: step, suffix: ".local-rank-\(rank)")
     }
 
     public func writeLocalState(parameters: UnsafeBufferPointer<Float>, optimizerState: [UInt8], step: Int, rank: Int) throws {

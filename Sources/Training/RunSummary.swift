@@ -14,6 +14,9 @@ public struct RunSummary: Codable, Equatable {
     /// the first messages) when it ran more than 20, else `samples_per_second` — the peer's
     /// `steady_samples_per_second` (torch_ddp.py), for comparisons at the same footing.
     public var steady_samples_per_second: Double?
+    /// A language model's tokens/s at `steady_samples_per_second`: what the peer reports as its
+    /// `tokens_per_second` (its steady figure × block size).
+    public var steady_tokens_per_second: Double?
     public var steps: Int
     /// Samples per optimizer step, all ranks together (`train.global_batch`).
     public var global_batch: Int

@@ -12,7 +12,8 @@ struct EpochAccumulator {
     var lastTestAccuracy = 0.0, lastTrainLoss: Double?
     /// The last evaluation's loss per label and (language models) perplexity.
     var lastTestLoss: Double?, lastPerplexity: Double?
-    /// Evaluation time, excluded from training throughput (as the peer excludes it).
+    /// Evaluation time, excluded from training throughput (as the peer's steady figure and its
+    /// curve exclude it; its `samples_per_second` does not, when it evaluates during training).
     var evalSeconds = 0.0
     /// Time spent writing checkpoints, excluded from the training time axis (curve.jsonl,
     /// `--target`): a resumed run continues from the clock its checkpoint recorded before it

@@ -85,6 +85,7 @@ public final class Trainer {
         // A checkpoint written at a step where a streaming fragment starts holds it not yet
         // started (the checkpoint comes first): it starts now, as it did in the run that wrote it.
         if run.startStep > 0 && run.outer?.inFlight == nil { startOuterSteps(run, after: run.startStep - 1) }
+        run.wallStart = .now
         var epoch = EpochAccumulator(startStep: run.startStep)
         do {
             for step in run.startStep ..< run.endStep {
@@ -156,10 +157,11 @@ public final class Trainer {
         let evaluationDue = config.evalEverySteps > 0 && (done % config.evalEverySteps == 0 || done == run.endStep)
         if checkDue || checkpointDue || closing || evaluationDue { try drainOuterStep(run, &epoch) }   // one collective at a time
         if checkDue { try checkReplicas(run, step: done) }
-        // A stop request is agreed at checkpoints and at replica checks (collectives already:
-        // one byte more), so that a run with rare or no periodic checkpoints still stops within
-        // consistency.check_every_steps of the signal — SLURM's warning before the time limit.
-        let stopAgreed = (checkpointDue || checkDue) && done < run.endStep ? try stopIsRequested() : false
+        // A stop request is agreed at checkpoints, replica checks, evaluations and epoch ends
+        // (collectives already: one byte more), so that a run with rare or no periodic
+        // checkpoints still stops within consistency.check_every_steps of the signal — SLURM's
+        // warning before the time limit — and one with neither still stops at its next epoch end.
+        let stopAgreed = (checkpointDue || checkDue || closing || evaluationDue) && done < run.endStep ? try stopIsRequested() : false
         if stopAgreed {
             run.endStep = done   // the checkpoint is the end's (finish)
             run.stoppedOnRequest = true
@@ -229,6 +231,7 @@ public final class Trainer {
         let summary = RunSummary(test_accuracy: epoch.lastTestAccuracy, test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
                                  samples_per_second: samplesPerSecond,
                                  tokens_per_second: run.tokensPerSecond(samplesPerSecond), steady_samples_per_second: steady,
+                                 steady_tokens_per_second: steady.flatMap(run.tokensPerSecond),
                                  steps: run.endStep, global_batch: config.globalBatch, wall_seconds: wall, skipped_steps: run.skipped,
                                  param_hash: String(format: "%016llx", hash), peak_rss_mb: rss, world_size: transport.size,
                                  codec: run.synchronizer.codecName, train_loss: epoch.lastTrainLoss, compute_seconds: epoch.runClock.compute,

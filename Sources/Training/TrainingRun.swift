@@ -48,7 +48,10 @@ final class TrainingRun {
     var targetReached: TargetReached?
     /// Keys that differ from the resumed checkpoint's config ("key: old → new").
     let configChanges: [String]
-    let wallStart = ContinuousClock.now
+    /// When the first step starts (set again by `Trainer.run` just before it, so that setup —
+    /// a resume's replica check, reserving buffers, the timeline's barrier — is not counted as
+    /// training, as the peer starts its clock after its set-up).
+    var wallStart = ContinuousClock.now
     /// `train --timeline`: spans of this run (nil: not recorded).
     var timeline: Timeline?
     /// Whether this rank writes the checkpoint (`checkpoint.replicate`), and the writer

@@ -78,8 +78,9 @@ struct BenchTarget: ParsableCommand {
         try launch.check(rankCounts: [ranks])
         _ = try syncModes()
         try codecs.check()
-        do { _ = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
-        _ = try peerCurves()
+        let goal: TrainingTarget
+        do { goal = try TrainingTarget(parsing: target) } catch { throw ValidationError("\(error)") }
+        _ = try peerCurves(for: goal)
         try BenchScaling.refuseOverrides(overrides, ofKeys: ["comm.sync": "--sync", "comm.sync_every": "--sync", "comm.codec": "--codecs",
                                                              "comm.error_feedback": "the codec (on for lossy ones)",
                                                              "train.eval_every_steps": "--eval-every-steps"], command: "bench target")
@@ -113,7 +114,10 @@ struct BenchTarget: ParsableCommand {
         }
     }
 
-    func peerCurves() throws -> [(label: String, points: [TargetRow.Point])] {
+    /// The peers' curves in `goal`'s metric. torch_ddp.py's curve holds one metric a point —
+    /// test accuracy for a classifier, the validation loss for the GPT (its final line names
+    /// which) — so perplexity is exp of its loss, and a metric it has not got is refused.
+    func peerCurves(for goal: TrainingTarget) throws -> [(label: String, points: [TargetRow.Point])] {
         try peer.map { item in
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex else { throw ValidationError("--peer expects LABEL=FILE, got '\(item)'") }
             let label = String(item[..<eq]), path = String(item[item.index(after: eq)...])
@@ -121,9 +125,17 @@ struct BenchTarget: ParsableCommand {
             for line in text.split(separator: "\n").reversed() {
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                       let curve = object["curve"] as? [[String: Any]] else { continue }
+                let peerMetric: TrainingTarget.Metric = object["val_loss"] != nil ? .valLoss : .testAccuracy
+                let convert: (Double) -> Double
+                switch (peerMetric, goal.metric) {
+                case (.valLoss, .valLoss), (.testAccuracy, .testAccuracy): convert = { $0 }
+                case (.valLoss, .perplexity): convert = { Foundation.exp($0) }
+                default:
+                    throw ValidationError("--peer \(label): \(path)'s curve holds \(peerMetric.rawValue), which --target \(goal.metric.rawValue) cannot be read from; use --target \(peerMetric.rawValue)=…\(peerMetric == .valLoss ? " or perplexity=…" : "")")
+                }
                 return (label, curve.compactMap { p in
                     guard let step = p["step"] as? Int, let seconds = p["train_seconds"] as? Double, let metric = p["metric"] as? Double else { return nil }
-                    return TargetRow.Point(step: step, seconds: seconds, metric: metric, bytes: nil)
+                    return TargetRow.Point(step: step, seconds: seconds, metric: convert(metric), bytes: nil)
                 })
             }
             throw ValidationError("--peer \(label): \(path) has no JSON line with a curve; run torch_ddp.py with --eval-every-steps")
@@ -180,7 +192,7 @@ struct BenchTarget: ParsableCommand {
             rows.append(row)
             print(row.line)
         }
-        for (label, points) in try peerCurves() {
+        for (label, points) in try peerCurves(for: goal) {
             let row = TargetRow(label: label, points: points, target: goal, base: rows.first)
             rows.append(row)
             print(row.line)

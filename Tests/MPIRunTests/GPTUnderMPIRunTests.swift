@@ -49,6 +49,9 @@ final class GPTUnderMPIRunTests: XCTestCase {
             XCTAssertTrue(loss.isFinite && loss > 0 && loss < 5.45, "\(variant): validation loss \(loss)")
             XCTAssertEqual(s["perplexity"] as? Double ?? 0, Foundation.exp(loss), accuracy: 1e-6 * Foundation.exp(loss))
             XCTAssertGreaterThan(s["tokens_per_second"] as? Double ?? 0, 0)
+            // The peer's measure: steady windows/s × block_size (32 tokens a window).
+            let steady = try XCTUnwrap(s["steady_samples_per_second"] as? Double, "\(s)")
+            XCTAssertEqual(s["steady_tokens_per_second"] as? Double ?? 0, 32 * steady, accuracy: 1e-9 * steady)
             if variant.contains("comm.codec=sign") { XCTAssertTrue(outcome.output.contains("momentum carried"), outcome.output) }
             // Every matrix of the GPT, the bias-free embedding (the tied head) included: 2 blocks × 4 + wte + wpe.
             if variant.contains("comm.compressor=powersgd") { XCTAssertTrue(outcome.output.contains("PowerSGD rank 2 on 10 matrices"), outcome.output) }

@@ -138,6 +138,10 @@ final class TrainUnderMPIRunTests: XCTestCase {
         let peer = out + "-peer.json"
         try Data(#"{"curve": [{"step": 10, "train_seconds": 1.5, "metric": 0.7}]}"#.utf8).write(to: URL(fileURLWithPath: peer))
         defer { try? FileManager.default.removeItem(atPath: peer) }
+        // The peer's curve holds test accuracy (a classifier's): a loss target cannot be read from it.
+        assertOneLineError(try MPIRun.runProcess([try MPIRun.binary, "bench", "target", "--config", TrainUnderMPIRunTests.short[1],
+                                                  "--target", "test_loss=0.5", "--peer", "p=\(peer)", "--out", out + "-refused"], timeout: 60),
+                           "--peer p: \(peer)'s curve holds test_accuracy, which --target test_loss cannot be read from; use --target test_accuracy=…")
         let outcome = try MPIRun.runProcess([try MPIRun.binary, "bench", "target", "--config", TrainUnderMPIRunTests.short[1],
                                              "--sync", "every_step,local_sgd:4", "--codecs", "none", "--target", "test_accuracy=0.6",
                                              "--eval-every-steps", "10", "--rounds", "2", "--set", "train.max_steps=30",

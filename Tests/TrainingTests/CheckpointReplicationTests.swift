@@ -125,19 +125,22 @@ final class CheckpointReplicationTests: XCTestCase {
     }
 
     /// Property: without periodic checkpoints (checkpoint.every_steps 0) a stop requested on one
-    /// rank after step 10 stops every rank at the next replica check (12, every 4), with the
-    /// checkpoint of that step, and the resumed run ends bit-identical to an uninterrupted one.
+    /// rank after step 10 stops every rank at the next replica check (12, every 4) — without
+    /// replica checks either, at the epoch's end (24) — with the checkpoint of that step, and
+    /// the resumed run ends bit-identical to an uninterrupted one.
     func testAStopRequestWithoutPeriodicCheckpointsStopsAtTheNextReplicaCheck() throws {
-        let extra = ["checkpoint.every_steps=0"]
-        let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
-        let dir = temporaryDirectory()
-        let stop = StopRequest()
-        let stopped = try train([dir, dir], extra, stops: [stop, nil], onLine: { if $0 == "ringsgd: at step 10" { stop.request() } })
-        XCTAssertEqual(stopped.map { $0?.steps }, [12, 12])
-        XCTAssertEqual(checkpoints(dir), ["step-00000012.ckpt"])
-        let resumed = try train([dir, dir], extra, resume: true)[0]!
-        XCTAssertEqual(resumed.resumed_from_step, 12)
-        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+        // Without replica checks either, at the epoch's end (24 steps an epoch).
+        for (extra, stopsAt) in [(["checkpoint.every_steps=0"], 12), (["checkpoint.every_steps=0", "consistency.check_every_steps=0"], 24)] {
+            let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
+            let dir = temporaryDirectory()
+            let stop = StopRequest()
+            let stopped = try train([dir, dir], extra, stops: [stop, nil], onLine: { if $0 == "ringsgd: at step 10" { stop.request() } })
+            XCTAssertEqual(stopped.map { $0?.steps }, [stopsAt, stopsAt], "\(extra)")
+            XCTAssertEqual(checkpoints(dir), [String(format: "step-%08d.ckpt", stopsAt)])
+            let resumed = try train([dir, dir], extra, resume: true)[0]!
+            XCTAssertEqual(resumed.resumed_from_step, stopsAt)
+            XCTAssertEqual(resumed.param_hash, whole.param_hash, "\(extra)")
+        }
     }
 
     /// Property: with the run's identity to continue (RINGSGD_RUN_ID, set by the supervisor), a

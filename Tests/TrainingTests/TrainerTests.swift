@@ -138,6 +138,21 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Property: per-rank files (error-feedback residuals) are named in the checkpoint
+    /// directory whatever the run directory's own path holds — ".ckpt" in it broke their names
+    /// (an edit of the whole path) — and a resume from them is bit-identical.
+    func testPerRankFilesLiveBesideTheirCheckpointWhateverThePath() throws {
+        let config = try Self.config(["comm.codec=int8", "comm.error_feedback=true"])
+        let whole = try train(ranks: 2, config, dir: temporaryDirectory())[0]!
+        let dir = temporaryDirectory() + "/models.ckpts/run.ckpt"
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        for rank in 0 ..< 2 {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step-00000008.ef-rank-\(rank)"), "rank \(rank)'s residual beside its checkpoint")
+        }
+        let resumed = try train(ranks: 2, config, dir: dir, resume: true)[0]!
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+    }
+
     /// Property: a non-finite gradient on one rank is skipped by every rank at the same step,
     /// and with error feedback the run trains on afterwards.
     func testANonFiniteStepIsSkippedByEveryRankAndTrainingGoesOn() throws {
