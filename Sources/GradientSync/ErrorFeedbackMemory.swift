@@ -86,6 +86,6 @@ public final class ErrorFeedbackMemory {
         }
         let share = Float(Double(worldSize) / Double(writtenBy) / Double(sharers))
         for range in live { for i in range { values[i] = sum[i] * share } }
-        return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing; it takes an equal share of the checkpoint's sum" : nil
+        return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing, damaged or another run's; it takes an equal share of the checkpoint's sum" : nil
     }
 }

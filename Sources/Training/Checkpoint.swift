@@ -302,52 +302,78 @@ public struct CheckpointStore {
     }
 
     /// Each rank's own error-feedback residual, beside the checkpoint (`step-N.ef-rank-R`):
-    /// Float32 values then their FastHash. Written atomically like the checkpoint.
+    /// a per-rank file (`rankFile`) of Float32 values. Written atomically like the checkpoint.
     public func residualPath(step: Int, rank: Int) -> String {
         path(step: step, suffix: ".ef-rank-\(rank)")
     }
 
-    public func writeResidual(_ values: UnsafeBufferPointer<Float>, step: Int, rank: Int) throws {
+    public func writeResidual(_ values: UnsafeBufferPointer<Float>, step: Int, rank: Int, runID: UInt64) throws {
         try FileSystem.makeDirectory(directory, what: "checkpoint directory")
-        var bytes = Array(UnsafeRawBufferPointer(values))
-        let hash = FastHash.hash(bytes)
-        withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
-        try FileSystem.writeAtomically(bytes, to: residualPath(step: step, rank: rank), what: "error-feedback state")
+        try FileSystem.writeAtomically(Self.rankFile(Array(UnsafeRawBufferPointer(values)), runID: runID),
+                                       to: residualPath(step: step, rank: rank), what: "error-feedback state")
     }
 
-    public func loadResidual(step: Int, rank: Int) -> [Float]? {
-        guard let bytes = Self.checkedBytes(residualPath(step: step, rank: rank)), bytes.count % 4 == 0 else { return nil }
+    /// This rank's residual of `step` in run `runID`; nil when the file is missing, damaged, or another run's.
+    public func loadResidual(step: Int, rank: Int, runID: UInt64?) -> [Float]? {
+        guard let bytes = Self.rankFilePayload(residualPath(step: step, rank: rank), runID: runID), bytes.count % 4 == 0 else { return nil }
         return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     /// Each rank's inner parameters and inner optimizer state between outer steps
-    /// (`comm.sync: local_sgd | diloco`), beside the checkpoint (`step-N.local-rank-R`): the
-    /// parameter count (UInt64), the parameters (Float32), the optimizer's state bytes, then
-    /// their FastHash. Written atomically like the checkpoint.
+    /// (`comm.sync: local_sgd | diloco`), beside the checkpoint (`step-N.local-rank-R`): a
+    /// per-rank file (`rankFile`) of the parameter count (UInt64), the parameters (Float32)
+    /// and the optimizer's state bytes. Written atomically like the checkpoint.
     public func localStatePath(step: Int, rank: Int) -> String {
         path(step: step, suffix: ".local-rank-\(rank)")
     }
 
-    public func writeLocalState(parameters: UnsafeBufferPointer<Float>, optimizerState: [UInt8], step: Int, rank: Int) throws {
+    public func writeLocalState(parameters: UnsafeBufferPointer<Float>, optimizerState: [UInt8], step: Int, rank: Int, runID: UInt64) throws {
         try FileSystem.makeDirectory(directory, what: "checkpoint directory")
         var bytes: [UInt8] = []
         withUnsafeBytes(of: UInt64(parameters.count).littleEndian) { bytes += $0 }
         bytes += Array(UnsafeRawBufferPointer(parameters)) + optimizerState
-        let hash = FastHash.hash(bytes)
-        withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
-        try FileSystem.writeAtomically(bytes, to: localStatePath(step: step, rank: rank), what: "inner state")
+        try FileSystem.writeAtomically(Self.rankFile(bytes, runID: runID), to: localStatePath(step: step, rank: rank), what: "inner state")
     }
 
-    /// This rank's inner parameters and optimizer state of `step`; nil when the file is
-    /// missing, damaged, or holds another parameter count.
-    public func loadLocalState(step: Int, rank: Int, count: Int) -> (parameters: [Float], optimizerState: [UInt8])? {
-        guard let bytes = Self.checkedBytes(localStatePath(step: step, rank: rank)), bytes.count >= 8 + 4 * count,
+    /// This rank's inner parameters and optimizer state of `step` in run `runID`; nil when the
+    /// file is missing, damaged, another run's, or holds another parameter count.
+    public func loadLocalState(step: Int, rank: Int, count: Int, runID: UInt64?) -> (parameters: [Float], optimizerState: [UInt8])? {
+        guard let bytes = Self.rankFilePayload(localStatePath(step: step, rank: rank), runID: runID), bytes.count >= 8 + 4 * count,
               bytes.withUnsafeBytes({ UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }) == UInt64(count) else { return nil }
         let parameters = bytes[8 ..< 8 + 4 * count].withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         return (parameters, Array(bytes[(8 + 4 * count)...]))
     }
 
-    /// A per-rank file's payload, if its trailing FastHash matches.
+    /// A per-rank file's first bytes: then the identity of the run that wrote it (UInt64).
+    static let rankFileMagic = Array("RSGDRNK1".utf8)
+
+    /// A per-rank file: magic, the run's identity (`Checkpoint.runID`), the payload, then the
+    /// FastHash of all before it. The identity is why: the files are found by name (step and
+    /// rank), and a host may hold an earlier run's under the same path — a relaunch that puts
+    /// this rank there must not load another run's residual or inner parameters, as the
+    /// checkpoint itself is refused (`requireThisRun`).
+    static func rankFile(_ payload: [UInt8], runID: UInt64) -> [UInt8] {
+        var bytes = rankFileMagic
+        withUnsafeBytes(of: runID.littleEndian) { bytes += $0 }
+        bytes += payload
+        let hash = FastHash.hash(bytes)
+        withUnsafeBytes(of: hash.littleEndian) { bytes += $0 }
+        return bytes
+    }
+
+    /// A per-rank file's payload, if its trailing FastHash matches and it is run `runID`'s
+    /// (nil: a checkpoint that names no run accepts any). A file without the magic was written
+    /// before files carried their run (one identity-less payload and its hash): read as it is.
+    static func rankFilePayload(_ path: String, runID: UInt64?) -> [UInt8]? {
+        guard let bytes = checkedBytes(path) else { return nil }
+        guard bytes.starts(with: rankFileMagic) else { return bytes }
+        guard bytes.count >= 16 else { return nil }
+        let writer = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        if let runID, writer != runID { return nil }
+        return Array(bytes[16...])
+    }
+
+    /// A file's payload, if its trailing FastHash matches.
     static func checkedBytes(_ path: String) -> [UInt8]? {
         guard let data = FileManager.default.contents(atPath: path), data.count >= 8 else { return nil }
         let bytes = Array(data)

@@ -65,19 +65,21 @@ public final class CheckpointWriter: @unchecked Sendable {
 /// A non-writing rank prunes its own older files (`CheckpointStore.pruneRankFiles`).
 struct CheckpointSnapshot: @unchecked Sendable {
     let step: Int, rank: Int
+    /// The run the files belong to (`Checkpoint.runID`): the per-rank files carry it.
+    let runID: UInt64
     var residual: [Float]?
     var local: (parameters: [Float], optimizerState: [UInt8])?
     var checkpoint: Checkpoint?
 
-    init(step: Int, rank: Int) { (self.step, self.rank) = (step, rank) }
+    init(step: Int, rank: Int, runID: UInt64) { (self.step, self.rank, self.runID) = (step, rank, runID) }
 
     func write(to store: CheckpointStore) throws {
         if let residual {
-            try residual.withUnsafeBufferPointer { try store.writeResidual($0, step: step, rank: rank) }
+            try residual.withUnsafeBufferPointer { try store.writeResidual($0, step: step, rank: rank, runID: runID) }
         }
         if let local {
             try local.parameters.withUnsafeBufferPointer {
-                try store.writeLocalState(parameters: $0, optimizerState: local.optimizerState, step: step, rank: rank)
+                try store.writeLocalState(parameters: $0, optimizerState: local.optimizerState, step: step, rank: rank, runID: runID)
             }
         }
         if let checkpoint { try store.write(checkpoint) } else if residual != nil || local != nil { store.pruneRankFiles(rank: rank, upTo: step) }

@@ -42,7 +42,7 @@ extension Trainer {
     /// Copies of what this rank writes for `step` (the step goes on changing the buffers).
     private func checkpointSnapshot(_ run: TrainingRun, step: Int, residualSum: [Float]?,
                                     clock: (seconds: Double, bytes: Double?)) -> CheckpointSnapshot {
-        var snapshot = CheckpointSnapshot(step: step, rank: transport.rank)
+        var snapshot = CheckpointSnapshot(step: step, rank: transport.rank, runID: run.runID)
         snapshot.residual = run.synchronizer.memory.map { Array($0.values) }
         // Local SGD, DiLoCo: the checkpoint holds θ_outer; each rank's inner parameters and
         // inner optimizer state (which differ by design) go beside it, one file per rank.

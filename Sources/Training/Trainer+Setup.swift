@@ -269,7 +269,7 @@ extension Trainer {
             try fits(checkpoint)
             _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
             _ = model.parameters.buffers.update(fromContentsOf: checkpoint.buffers)
-            let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank) : nil
+            let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank, runID: checkpoint.runID) : nil
             var warnings = synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
                                                 step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)
             if let outer, let state = checkpoint.outerState {
@@ -336,8 +336,8 @@ extension Trainer {
         try outer.restore(state, outer: checkpoint.parameters)
         let rank = transport.rank
         guard checkpoint.worldSize == transport.size,
-              let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count) else {
-            let why = checkpoint.worldSize == transport.size ? "its file \((store.localStatePath(step: checkpoint.step, rank: rank) as NSString).lastPathComponent) is missing or damaged"
+              let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count, runID: checkpoint.runID) else {
+            let why = checkpoint.worldSize == transport.size ? "its file \((store.localStatePath(step: checkpoint.step, rank: rank) as NSString).lastPathComponent) is missing, damaged or another run's"
                 : "the checkpoint was written by \(checkpoint.worldSize) ranks, now \(transport.size)"
             return ["rank \(rank) has no inner state of step \(checkpoint.step) (\(why)): it continues from θ_outer with the checkpoint's inner optimizer state"]
         }

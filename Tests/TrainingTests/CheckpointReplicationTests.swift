@@ -143,6 +143,35 @@ final class CheckpointReplicationTests: XCTestCase {
         }
     }
 
+    /// Property: a per-rank file carries its run's identity, and a resume loads only its own
+    /// run's — an earlier run's error-feedback file at the same step and path is refused with a
+    /// warning (the rank takes an equal share of the summed residual), as the checkpoint of
+    /// another run is; a file written before files carried their run is read as it is, and the
+    /// resume is then bit-identical.
+    func testPerRankFilesOfAnotherRunAreNotLoaded() throws {
+        let extra = ["comm.codec=int8", "comm.error_feedback=true"]
+        let whole = try train([temporaryDirectory(), temporaryDirectory()], extra)[0]!
+        let (ours, other) = (temporaryDirectory(), temporaryDirectory())
+        _ = try train([ours, ours], extra, stopAfter: 16)
+        _ = try train([other, other], extra + ["seed=7"], stopAfter: 16)
+        let file = "/checkpoints/step-00000016.ef-rank-1"
+        let saved = try Data(contentsOf: URL(fileURLWithPath: ours + file))
+        XCTAssertEqual(Array(saved.prefix(8)), Array("RSGDRNK1".utf8))
+        try FileManager.default.removeItem(atPath: ours + file)
+        try FileManager.default.copyItem(atPath: other + file, toPath: ours + file)
+        let copy = temporaryDirectory()
+        try FileManager.default.copyItem(atPath: ours, toPath: copy)
+        let lines = LockedLines()
+        _ = try train([ours, ours], extra, resume: true, log: lines)
+        XCTAssertTrue(lines.all.contains { $0.contains("rank 1: its own error-feedback file for step 16 is missing, damaged or another run's") }, "\(lines.all)")
+        // Our own file as the format before it named its run: payload and hash only.
+        var legacy = Array(saved.dropFirst(16).dropLast(8))
+        withUnsafeBytes(of: FastHash.hash(legacy).littleEndian) { legacy += $0 }
+        try Data(legacy).write(to: URL(fileURLWithPath: copy + file))
+        let resumed = try train([copy, copy], extra, resume: true)[0]!
+        XCTAssertEqual(resumed.param_hash, whole.param_hash)
+    }
+
     /// Property: with the run's identity to continue (RINGSGD_RUN_ID, set by the supervisor), a
     /// resume skips a newer checkpoint of another run left in one rank's directory under the
     /// same path, and continues its own; without it, the newest checkpoint wins.
