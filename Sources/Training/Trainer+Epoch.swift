@@ -70,7 +70,7 @@ extension Trainer {
         let samplesPerSecond = Double((done - epoch.startStep) * config.globalBatch) / max(elapsed, 1e-9)
         let labels = Double(run.train.labelsPerSample)
         let metrics = EpochMetrics(epoch: epochIndex + 1, from_step: epoch.startStep, step: done, partial: partial ? true : nil, lr: epoch.lastLR, train_loss: epoch.lastTrainLoss,
-                                   train_accuracy: sums[2] > 0 ? sums[1] / (sums[2] * labels) : 0, test_accuracy: epoch.lastTestAccuracy,
+                                   train_accuracy: sums[2] > 0 ? sums[1] / (sums[2] * labels) : nil, test_accuracy: epoch.lastTestAccuracy,
                                    test_loss: epoch.lastTestLoss, perplexity: epoch.lastPerplexity,
                                    samples_per_second: samplesPerSecond, tokens_per_second: run.tokensPerSecond(samplesPerSecond),
                                    compute_seconds: epoch.clock.compute, comm_seconds: epoch.clock.comm,
@@ -89,9 +89,9 @@ extension Trainer {
                            epochIndex + 1, run.epochs, done, trainLoss, epoch.lastTestLoss ?? .nan, epoch.lastPerplexity ?? .nan,
                            metrics.tokens_per_second ?? 0, epoch.clock.compute, epoch.clock.comm))
             } else {
-                log(String(format: "epoch %d/%d  step %d  train loss %@  train acc %.4f  test acc %.4f  %.0f samples/s  compute %.1fs comm %.1fs",
-                           epochIndex + 1, run.epochs, done, trainLoss,
-                           metrics.train_accuracy, metrics.test_accuracy, metrics.samples_per_second, epoch.clock.compute, epoch.clock.comm))
+                log(String(format: "epoch %d/%d  step %d  train loss %@  train acc %@  test acc %.4f  %.0f samples/s  compute %.1fs comm %.1fs",
+                           epochIndex + 1, run.epochs, done, trainLoss, metrics.train_accuracy.map { String(format: "%.4f", $0) } ?? "n/a",
+                           metrics.test_accuracy, metrics.samples_per_second, epoch.clock.compute, epoch.clock.comm))
             }
         }
         epoch.reset(at: done)
@@ -137,7 +137,8 @@ extension Trainer {
     /// The progress line: a live `\r` line on a terminal, a log line every `train.log_every_steps` otherwise.
     func progress(_ run: TrainingRun, _ epoch: EpochAccumulator, step: Int) {
         let wall = (ContinuousClock.now - run.wallStart).seconds
-        let remaining = Double(run.totalSteps - step) * wall / Double(max(step - run.startStep, 1))
+        // To this run's end (--stop-after, --target's step once reached), not the configured one.
+        let remaining = Double(run.endStep - step) * wall / Double(max(step - run.startStep, 1))
         let samplesPerSecond = Double((step - epoch.startStep) * config.globalBatch) / max(epoch.trainingSecondsThisEpoch, 1e-9)
         let rate = run.tokensPerSecond(samplesPerSecond).map { String(format: "%.0f tokens/s", $0) }
             ?? String(format: "%.0f samples/s", samplesPerSecond)
