@@ -275,6 +275,13 @@ else
   "$root/launch/build.sh"
 fi
 restarts=0 lost_total=0 added_total=0 redone=0 lost_names="" added_names="" run_id="" previous=()
+# A fresh run gets its identity from here, before the first launch: learnt from the job's output
+# instead, a first job that died before printing it (a data or model error on one host) left
+# every relaunch free to continue another run's checkpoint found on a host's disk. A resumed
+# run's identity is its checkpoint's, printed by the first job ("run id …").
+fresh=1
+for a in "${train[@]}"; do case "$a" in --resume|--resume-if-present) fresh=0 ;; esac; done
+[ "$fresh" -eq 0 ] || run_id=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
 started=$(date +%s)
 current=() last_step=-1 ended_at=0 cause=""
 first=1
@@ -318,7 +325,7 @@ while true; do
            -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="${#current[@]}")
   fi
   if [ "$first" -eq 1 ]; then command=("${train[@]}"); else command=("${relaunch[@]}"); fi
-  say "launching on ${#current[@]} hosts ($(host_list "${current[@]}")), $ranks ranks"
+  say "launching on ${#current[@]} hosts ($(host_list "${current[@]}")), $ranks ranks${run_id:+, run $run_id}"
   raw="$work/job.log" shown="$work/shown"
   : >"$raw"
   if [ -n "$slurm" ]; then

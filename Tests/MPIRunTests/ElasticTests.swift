@@ -155,7 +155,7 @@ final class ElasticTests: XCTestCase {
     }
 
     /// Property: `--discover` runs the job on the hosts a command lists (here this host, as
-    /// "localhost:2") and ends with the summing-up line; a job that fails on healthy hosts (a
+    /// "localhost:2") under the run identity the supervisor chose, and ends with the summing-up line; a job that fails on healthy hosts (a
     /// config error) ends the supervisor for good with ringsgd's own line and no relaunch.
     func testDiscoveryRunsTheJobAndAConfigErrorIsNotRetried() throws {
         let dir = temporaryPath("discover")
@@ -163,6 +163,11 @@ final class ElasticTests: XCTestCase {
         let run = try MPIRun.runProcess([Self.script, "--discover", "echo localhost:2", "--"] + short, timeout: 180)
         assertSucceeded(run, "elastic on discovered hosts")
         XCTAssertTrue(run.output.contains("elastic: launching on 1 hosts (localhost), 2 ranks"), run.output)
+        // A fresh run's identity is the supervisor's from the first launch (not learnt from the
+        // job's output, which a first job that dies early never prints): the job runs under it.
+        let announced = try XCTUnwrap(run.output.range(of: #"2 ranks, run [0-9a-f]{16}"#, options: .regularExpression).map { String(run.output[$0].suffix(16)) },
+                                      run.output)
+        XCTAssertTrue(run.output.contains("run id \(announced)"), run.output)
         let last = run.output.split(separator: "\n").last.map(String.init) ?? ""
         XCTAssertTrue(last.hasPrefix("elastic: done in ") && last.contains("0 restarts, 0 hosts lost"), "last line: \(last)")
 
