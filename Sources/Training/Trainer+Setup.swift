@@ -263,7 +263,7 @@ extension Trainer {
                     + "; resume with the optimizer settings it was written with, or start a new run")
             }
         }
-        let bytes = try newestCheckpoint(store, placement, fits: fits)
+        let (bytes, copyHere) = try newestCheckpoint(store, placement, fits: fits)
         let checkpoint = try Checkpoint(decoding: bytes)
         let warnings = try Agreement.run("load the checkpoint", over: transport) { () -> [String] in
             try fits(checkpoint)
@@ -278,6 +278,15 @@ extension Trainer {
             return warnings
         }
         for warning in warnings { log("warning: \(warning)") }
+        // A writing rank whose directory lacks the checkpoint it resumed from (its host's copy
+        // lost, or older) keeps one now: until the next periodic checkpoint it would otherwise
+        // exist only where it was found, and losing those hosts then would lose the run.
+        try Agreement.run("keep a copy of the checkpoint", over: transport) {
+            guard copyHere else { return }
+            try FileSystem.makeDirectory(store.directory, what: "checkpoint directory")
+            try FileSystem.writeAtomically(bytes, to: store.path(step: checkpoint.step), what: "copy of the checkpoint")
+            log("rank \(transport.rank): kept a copy of the checkpoint of step \(checkpoint.step) in \(store.directory)")
+        }
         if transport.rank == 0 {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")
         }
@@ -302,8 +311,10 @@ extension Trainer {
     /// it sends its bytes to all. So a resume after a lost host takes the newest checkpoint a
     /// surviving host has, whichever rank that is. A checkpoint of another model or optimizer
     /// (a `Refusal`) on any rank is an error on all.
+    /// The newest checkpoint's bytes, and whether this rank should keep a copy of it (it
+    /// writes checkpoints, and its directory holds an older one or none).
     private func newestCheckpoint(_ store: CheckpointStore, _ placement: CheckpointPlacement,
-                                  fits: (Checkpoint) throws -> Void) throws -> [UInt8] {
+                                  fits: (Checkpoint) throws -> Void) throws -> (bytes: [UInt8], copyHere: Bool) {
         var found: (checkpoint: Checkpoint, path: String)?, skipped: [String] = []
         let step = try Agreement.run("find a checkpoint", over: transport) { () -> Int64 in
             guard placement.looks else { return -1 }
@@ -324,7 +335,8 @@ extension Trainer {
             let whose = placement.directories.count > 1 ? " (rank \(holder)'s copy; newest of \(placement.directories.count) run directories)" : ""
             log("resuming from \(found.path)\(whose)")
         }
-        return try Agreement.fromRank(holder, "send the checkpoint", over: transport) { found!.checkpoint.encoded() }
+        let bytes = try Agreement.fromRank(holder, "send the checkpoint", over: transport) { found!.checkpoint.encoded() }
+        return (bytes, placement.writes && steps[transport.rank] < best)
     }
 
     /// `comm.sync: local_sgd | diloco`: θ_outer and the outer optimizer from the checkpoint, and

@@ -74,7 +74,7 @@ final class CheckpointReplicationTests: XCTestCase {
 
     /// Property: a resume takes the newest valid checkpoint that any rank's directory holds —
     /// rank 0's directory gone entirely (its host lost), or holding an older one than another
-    /// rank's — and ends bit-identical to a run that was never interrupted.
+    /// rank's, which then keeps a copy — and ends bit-identical to a run that was never interrupted.
     func testResumeTakesTheNewestCheckpointAnySurvivingDirectoryHolds() throws {
         let whole = try train([temporaryDirectory(), temporaryDirectory()])[0]!
         // Rank 0's host lost with its disk: the directory does not exist on rank 0.
@@ -89,10 +89,18 @@ final class CheckpointReplicationTests: XCTestCase {
 
         // Rank 0 holds an older checkpoint than rank 1 (its newest was lost): rank 1's wins;
         // then the other way round.
+        // The directory that lacked it keeps a copy at once (before the next periodic checkpoint,
+        // 24: stopped at 20 here), so losing the other host now would not lose the run.
         for older in [0, 1] {
             let dirs = [temporaryDirectory(), temporaryDirectory()]
             _ = try train(dirs, stopAfter: 16)
             try FileManager.default.removeItem(atPath: dirs[older] + "/checkpoints/step-00000016.ckpt")
+            _ = try train(dirs, resume: true, stopAfter: 20)
+            let copy = try Checkpoint(decoding: Array(try Data(contentsOf: URL(fileURLWithPath: dirs[older] + "/checkpoints/step-00000016.ckpt"))))
+            XCTAssertEqual(copy.step, 16)
+            // Resumed from the copy alone: the other directory lost, and this one's step 20 with it.
+            try FileManager.default.removeItem(atPath: dirs[1 - older])
+            try FileManager.default.removeItem(atPath: dirs[older] + "/checkpoints/step-00000020.ckpt")
             let again = try train(dirs, resume: true)[0]!
             XCTAssertEqual(again.resumed_from_step, 16, "rank \(older) held only step 8")
             XCTAssertEqual(again.param_hash, whole.param_hash)
