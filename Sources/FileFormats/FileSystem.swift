@@ -58,7 +58,14 @@ public enum FileSystem {
         }
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty && parent != path { try makeDirectory(parent, what: what) }
-        if mkdir(path, 0o755) != 0 && errno != EEXIST { throw FileError.posix("create \(what)", path) }
+        if mkdir(path, 0o755) != 0 {
+            guard errno == EEXIST else { throw FileError.posix("create \(what)", path) }
+            return
+        }
+        // The new entry made durable in its parent, as `replaceAtomically` makes a file's: else
+        // a power loss may take the directory — and the first checkpoint renamed into it — away.
+        let directory = open(parent.isEmpty ? "." : parent, O_RDONLY)
+        if directory >= 0 { fsync(directory); close(directory) }
     }
 
     /// Sixteen hex digits that name a cache derived from a file: its absolute path, device,
@@ -124,6 +131,8 @@ public enum FileSystem {
             unlink(temporary)
             throw FileError.posix("move \(what) into place at", path, hint: hint, errno: code)
         }
+        // Its result is not checked: some file systems refuse fsync on a directory (EINVAL)
+        // while their renames are durable anyway; the file itself was fsynced above.
         let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY)
         if directory >= 0 { fsync(directory); close(directory) }
     }

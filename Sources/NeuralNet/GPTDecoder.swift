@@ -73,6 +73,11 @@ public final class GPTDecoder {
         x = .allocate(capacity: c); normed = .allocate(capacity: c); qkv = .allocate(capacity: 3 * c)
         attended = .allocate(capacity: c); hidden = .allocate(capacity: 4 * c); scores = .allocate(capacity: t)
         logitsBuffer = .allocate(capacity: spec.vocab)
+        // Zeroed once: the projections write with β = 0, which a BLAS may still read (0·NaN is NaN).
+        for (buffer, count) in zip(keys + values, repeatElement(t * c, count: 2 * spec.layers)) { buffer.initialize(repeating: 0, count: count) }
+        for (buffer, count) in [(x, c), (normed, c), (qkv, 3 * c), (attended, c), (hidden, 4 * c), (scores, t), (logitsBuffer, spec.vocab)] {
+            buffer.initialize(repeating: 0, count: count)
+        }
     }
 
     deinit {

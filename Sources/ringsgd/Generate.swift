@@ -96,7 +96,7 @@ struct Generate: ParsableCommand {
                 return id
             }
         }
-        guard !promptTokens.isEmpty else { throw ValidationError("--prompt is empty; give at least one character") }
+        guard !promptTokens.isEmpty else { throw ValidationError("--prompt is empty; give at least one \(bytes ? "character" : "token id")") }
         FileHandle.standardError.write("generating \(tokens) tokens from \(path) (step \(found.step), \(spec)), \(noCache ? "a full forward pass per token" : "key/value cache")\n".data(using: .utf8)!)
 
         let rule = GPTDecoder.FullContext(rawValue: fullContext)!
