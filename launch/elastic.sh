@@ -2,7 +2,7 @@
 # A training job that heals itself: runs `ringsgd train` under mpirun on the hosts that answer,
 # and when a rank or a host dies, relaunches it on the survivors from the newest checkpoint —
 # without a human. When a lost host answers again (or discovery lists a new one), the job
-# grows back at its next checkpoint or replica check.
+# grows back at its next checkpoint, replica check, evaluation or epoch end.
 #
 #   launch/elastic.sh HOSTS [options] -- train --config … --run-dir DIR …
 #   launch/elastic.sh --simulated-hosts 4 --rate 1gbit --min-hosts 2 -- train --config configs/fashion-cnn.yaml
@@ -44,9 +44,8 @@
 # on every host whose run directory is its own). Every event is one line "elastic: …"; the
 # last sums up restarts, hosts lost and added, and steps redone.
 #
-# Growing back stops the job with a checkpoint at its next periodic checkpoint or replica check
-# (SIGUSR1, which mpirun forwards to every rank); with both checkpoint.every_steps and
-# consistency.check_every_steps 0 it grows only when relaunched after a failure. A stop it did
+# Growing back stops the job with a checkpoint at its next periodic checkpoint, replica check,
+# evaluation or epoch end (SIGUSR1, which mpirun forwards to every rank). A stop it did
 # not ask for (SLURM's time-limit warning) ends the supervision, the run saved. Needs root for --simulated-hosts. Environment:
 # ELASTIC_LOG_DIR (keep each job's whole output there, job-1.log, job-2.log, …), MPIRUN_ARGS.
 set -euo pipefail

@@ -43,7 +43,8 @@ public final class GPTDecoder {
     /// keys[l] and values[l]: [block_size, C] each.
     private let keys: [UnsafeMutablePointer<Float>], values: [UnsafeMutablePointer<Float>]
     private let x, normed, qkv, attended, hidden, scores, logitsBuffer: UnsafeMutablePointer<Float>
-    /// The tokens whose keys and values are cached, in order.
+    /// The tokens the next logits condition on, in order: those whose keys and values are
+    /// cached, until a slide past block_size (the window's, from then on: the cache is no longer read).
     public private(set) var context: [Int] = []
 
     public init(_ model: GPT, fullContext: FullContext = .slide) {

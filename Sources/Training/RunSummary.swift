@@ -79,7 +79,7 @@ public struct EpochMetrics: Codable {
     public var partial: Bool?
     public var lr: Double
     public var train_loss: Double?
-    /// nil (null) as `train_loss` is when every step of the epoch was skipped: no sample trained.
+    /// Absent from the record, as `train_loss` is, when every step of the epoch was skipped: no sample trained.
     public var train_accuracy: Double?
     public var test_accuracy: Double
     public var test_loss: Double?

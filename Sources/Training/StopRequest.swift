@@ -1,7 +1,7 @@
 import Foundation
 
-/// A request from outside to stop the run, with a checkpoint, at its next periodic checkpoint
-/// or replica check (`consistency.check_every_steps`), whichever comes first: SIGUSR1 to any
+/// A request from outside to stop the run, with a checkpoint, at its next periodic checkpoint,
+/// replica check (`consistency.check_every_steps`), evaluation or epoch end, whichever comes first: SIGUSR1 to any
 /// rank (mpirun forwards SIGUSR1 and SIGUSR2 to every rank of its job; SLURM sends it to every
 /// task before the time limit with `#SBATCH --signal=USR1@…`, as `launch/slurm.sbatch` asks).
 ///

@@ -281,11 +281,15 @@ extension Trainer {
         // A writing rank whose directory lacks the checkpoint it resumed from (its host's copy
         // lost, or older) keeps one now: until the next periodic checkpoint it would otherwise
         // exist only where it was found, and losing those hosts then would lose the run.
-        try Agreement.run("keep a copy of the checkpoint", over: transport) {
-            guard copyHere else { return }
-            try FileSystem.makeDirectory(store.directory, what: "checkpoint directory")
-            try FileSystem.writeAtomically(bytes, to: store.path(step: checkpoint.step), what: "copy of the checkpoint")
-            log("rank \(transport.rank): kept a copy of the checkpoint of step \(checkpoint.step) in \(store.directory)")
+        // A copy that cannot be written (a full disk) is a warning: the run resumes all the same.
+        if copyHere {
+            do {
+                try FileSystem.makeDirectory(store.directory, what: "checkpoint directory")
+                try FileSystem.writeAtomically(bytes, to: store.path(step: checkpoint.step), what: "copy of the checkpoint")
+                log("rank \(transport.rank): kept a copy of the checkpoint of step \(checkpoint.step) in \(store.directory)")
+            } catch {
+                log("warning: rank \(transport.rank): no copy of the checkpoint of step \(checkpoint.step) kept in \(store.directory) (\(error)); the run goes on")
+            }
         }
         if transport.rank == 0 {
             log("resumed at step \(checkpoint.step) (written by \(checkpoint.worldSize) ranks, now \(transport.size))")

@@ -47,12 +47,12 @@ public final class Trainer {
     /// `train --resume-if-present` (what `launch/elastic.sh` relaunches with): resume when any
     /// rank's run directory holds a checkpoint, start the run otherwise.
     public var resumeIfPresent = false
-    /// The identity of the run to continue (RINGSGD_RUN_ID, which `launch/elastic.sh` sets
-    /// from the first job's "run id" line): a resume then takes only this run's checkpoints,
-    /// and a fresh start takes this identity.
+    /// The identity of the run to continue (RINGSGD_RUN_ID, which `launch/elastic.sh` chooses
+    /// for a fresh run, or learns from a resumed first job's "run id" line): a resume then takes
+    /// only this run's checkpoints, and a fresh start takes this identity.
     public var continuingRunID: UInt64?
     /// `train` listens for SIGUSR1 (`StopRequest`): the run then stops, with a checkpoint, at its
-    /// next periodic checkpoint or replica check.
+    /// next periodic checkpoint, replica check, evaluation or epoch end.
     public var stopRequest: StopRequest?
     /// Every this many steps rank 0 prints "ringsgd: at step N" (`launch/elastic.sh` sets
     /// RINGSGD_STEP_LINES to know how far a run got; 0: never).
@@ -112,7 +112,7 @@ public final class Trainer {
     }
 
     /// Whether any rank has been asked to stop (`StopRequest`); collective, at periodic
-    /// checkpoints and replica checks.
+    /// checkpoints, replica checks, evaluations and epoch ends.
     private func stopIsRequested() throws -> Bool {
         try RingAllGather.gather(UInt8(stopRequest?.isRequested == true ? 1 : 0), over: transport).contains(1)
     }
@@ -184,6 +184,9 @@ public final class Trainer {
             // The evaluation's figures are reduced over every rank: every rank stops here.
             run.targetReached = TargetReached(step: done, trainSeconds: trainingSeconds(run, epoch), bytesSent: bytesSent(run, epoch))
             run.endStep = done
+            // A stop agreed at this same evaluation: the run is complete, not stopped to be
+            // continued (a supervisor would relaunch it past its target).
+            run.stoppedOnRequest = false
             if transport.rank == 0 {
                 if isTerminal { print("") }
                 log(String(format: "target %@ reached at step %d after %.1f s of training%@", target.description, done,

@@ -113,7 +113,9 @@ struct Generate: ParsableCommand {
             }
         }
         let out = FileHandle.standardOutput
-        for token in promptTokens { try feed(token) }
+        // Sliding, only the prompt's last block_size tokens reach the next token: the rest would
+        // each cost a full pass whose logits are dropped.
+        for token in rule == .slide ? Array(promptTokens.suffix(spec.blockSize)) : promptTokens { try feed(token) }
         // The prompt first, as it continues it (nanoGPT prints decode(prompt + sample) too).
         if bytes { out.write(Data(promptTokens.map(UInt8.init))) } else { out.write(Data(promptTokens.map { "\($0) " }.joined().utf8)) }
         let start = ContinuousClock.now

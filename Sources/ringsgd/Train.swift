@@ -69,7 +69,7 @@ struct Train: ParsableCommand {
     func run() throws {
         let runDirectory = runDir ?? "runs/" + ((config as NSString).lastPathComponent as NSString).deletingPathExtension
         // SIGUSR1 (forwarded by mpirun; sent by SLURM before the time limit): stop, with a
-        // checkpoint, at the next periodic checkpoint or replica check (launch/elastic.sh grows
+        // checkpoint, at the next periodic checkpoint, replica check, evaluation or epoch end (launch/elastic.sh grows
         // the job there). Listened for first thing: before, the signal's default action ends
         // the process — a job whose time limit is near its start would fail instead of stopping.
         StopRequest.shared.listen()

@@ -16,7 +16,7 @@ final class CheckpointReplicationTests: XCTestCase {
 
     /// Trains with rank r in `dirs[r]`; every rank's summary.
     func train(_ dirs: [String], _ extra: [String] = [], resume: Bool = false, resumeIfPresent: Bool = false,
-               stopAfter: Int? = nil, stops: [StopRequest?] = [], continuing: UInt64? = nil,
+               stopAfter: Int? = nil, stops: [StopRequest?] = [], continuing: UInt64? = nil, target: TrainingTarget? = nil,
                log: LockedLines? = nil, onLine: ((String) -> Void)? = nil) throws -> [RunSummary?] {
         let config = try TrainerTests.config(["train.epochs=2"] + extra)   // 48 steps, checkpoints every 8
         return try InProcessCluster.run(size: dirs.count, timeout: 60) { transport in
@@ -25,6 +25,7 @@ final class CheckpointReplicationTests: XCTestCase {
             trainer.resumeIfPresent = resumeIfPresent
             trainer.stopRequest = stops.indices.contains(transport.rank) ? stops[transport.rank] : nil
             trainer.continuingRunID = continuing
+            trainer.target = target
             trainer.stepLines = onLine == nil ? 0 : 1
             return try trainer.run(resume: resume, stopAfter: stopAfter)
         }
@@ -149,6 +150,19 @@ final class CheckpointReplicationTests: XCTestCase {
             XCTAssertEqual(resumed.resumed_from_step, stopsAt)
             XCTAssertEqual(resumed.param_hash, whole.param_hash, "\(extra)")
         }
+    }
+
+    /// Property: a stop agreed at the very evaluation that reaches --target (evaluations are
+    /// stop points) ends the run complete, its target reached — not "stopped on request", which
+    /// a supervisor would relaunch past its target.
+    func testAStopAtTheEvaluationThatReachesTheTargetEndsTheRunComplete() throws {
+        let dir = temporaryDirectory(), stop = StopRequest(), lines = LockedLines()
+        let summaries = try train([dir, dir], ["checkpoint.every_steps=0", "consistency.check_every_steps=0", "train.eval_every_steps=4"],
+                                  stops: [stop, nil], target: try TrainingTarget(parsing: "test_accuracy=0.01"), log: lines,
+                                  onLine: { if $0 == "ringsgd: at step 2" { stop.request() } })
+        XCTAssertEqual(summaries[0]?.target_step, 4)
+        XCTAssertEqual(summaries[0]?.steps, 4)
+        XCTAssertFalse(lines.all.contains { $0.contains("on request") }, "\(lines.all)")
     }
 
     /// Property: a per-rank file carries its run's identity, and a resume loads only its own
