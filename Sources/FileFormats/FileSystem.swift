@@ -101,6 +101,24 @@ public enum FileSystem {
         }
     }
 
+    /// Removes from `directory` the temporary files `replaceAtomically` left on this host for a
+    /// writer that no longer exists (killed mid-write: a supervisor's stop, a lost rank) —
+    /// each as large as what it was writing, so a long run of relaunches would fill the disk.
+    /// Another host's, or a live process's, are left alone (a writer on a shared file system).
+    /// Returns how many were removed.
+    @discardableResult
+    public static func removeStaleTemporaries(in directory: String) -> Int {
+        let marker = ".tmp.\(hostName)."
+        var removed = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+            guard let range = name.range(of: marker, options: .backwards),
+                  let pid = Int32(name[range.upperBound...].prefix(while: { $0 != "." })), pid > 0, pid != getpid(),
+                  kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            if unlink((directory as NSString).appendingPathComponent(name)) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     /// This host's name (`gethostname`: no name service asked).
     private static let hostName: String = {
         var buffer = [CChar](repeating: 0, count: 256)

@@ -253,6 +253,7 @@ public struct CheckpointStore {
     public func write(_ checkpoint: Checkpoint) throws {
         try FileSystem.makeDirectory(directory, what: "checkpoint directory")
         try FileSystem.writeAtomically(checkpoint.encoded(), to: path(step: checkpoint.step), what: "checkpoint")
+        FileSystem.removeStaleTemporaries(in: directory)
         for old in checkpoints().filter({ $0.step <= checkpoint.step }).map(\.path).dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: old)
             // Its per-rank files: error feedback (`.ef-rank-R`) and inner state (`.local-rank-R`).
@@ -272,6 +273,7 @@ public struct CheckpointStore {
     /// writer's checkpoint of that step is known to be on disk, and a resume from the previous
     /// one (a failed write) needs its file. Later steps are another run's, as in `write`.
     public func pruneRankFiles(rank: Int, upTo step: Int) {
+        FileSystem.removeStaleTemporaries(in: directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let suffixes = [".ef-rank-\(rank)", ".local-rank-\(rank)"]
         let steps = Set(names.compactMap { name -> Int? in

@@ -152,6 +152,23 @@ final class CheckpointReplicationTests: XCTestCase {
         }
     }
 
+    /// Property: a checkpoint write removes the temporary file a killed writer on this host
+    /// left in the checkpoint directory (model-sized: relaunch after relaunch would fill the disk).
+    func testACheckpointWriteRemovesAKilledWritersTemporaryFile() throws {
+        let dir = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
+        var buffer = [CChar](repeating: 0, count: 256)
+        let host = gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/true")
+        try child.run()
+        child.waitUntilExit()
+        let stale = dir + "/checkpoints/step-00000024.ckpt.tmp.\(host).\(child.processIdentifier).9a"
+        XCTAssertTrue(FileManager.default.createFile(atPath: stale, contents: Data(count: 64)))
+        _ = try train([dir, dir], stopAfter: 8)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+    }
+
     /// Property: a stop agreed at the very evaluation that reaches --target (evaluations are
     /// stop points) ends the run complete, its target reached — not "stopped on request", which
     /// a supervisor would relaunch past its target.

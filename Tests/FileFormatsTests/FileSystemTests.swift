@@ -1,0 +1,36 @@
+import FileFormats
+import Foundation
+import XCTest
+
+/// The atomic writes' leftovers: what a writer killed mid-write leaves, and who removes it.
+final class FileSystemTests: XCTestCase {
+    static var hostName: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        return gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
+    }
+
+    /// A pid no process has now: a child that has exited (and been reaped).
+    static func deadPID() throws -> Int32 {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/true")
+        try child.run()
+        child.waitUntilExit()
+        return child.processIdentifier
+    }
+
+    /// Property: a temporary file of this host whose writer is gone is removed; one of a live
+    /// writer (pid 1, this process) or of another host (a writer on a shared file system) stays,
+    /// as does every other file.
+    func testStaleTemporariesOfThisHostAloneAreRemoved() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-tmp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+        let host = Self.hostName, dead = try Self.deadPID()
+        let stale = "step-00000008.ckpt.tmp.\(host).\(dead).1f2e"
+        let kept = ["step-00000008.ckpt.tmp.\(host).1.ab", "step-00000008.ef-rank-1.tmp.\(host).\(getpid()).cd",
+                    "step-00000008.ckpt.tmp.another-host.\(dead).ef", "step-00000008.ckpt", "step-00000008.ef-rank-0"]
+        for name in [stale] + kept { XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data([1]))) }
+        XCTAssertEqual(FileSystem.removeStaleTemporaries(in: dir), 1)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), kept.sorted())
+    }
+}
