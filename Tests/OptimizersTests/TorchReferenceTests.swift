@@ -261,3 +261,26 @@ final class DecayGroupTests: XCTestCase {
         XCTAssertNotEqual(p[1], p[2], "weight decay changes something")
     }
 }
+
+/// The trust ratio's guards, which the reference trajectories (random non-zero weights and
+/// gradients) never reach: a layer whose weights are all zero, or whose gradient (LARS) or
+/// update (LAMB) is all zero, takes trust 1 — You et al.'s "if ‖θ‖ > 0 and ‖·‖ > 0, else 1" —
+/// instead of a zero step (‖θ‖ = 0 in the numerator) or NaN (0 in the denominator).
+final class TrustRatioGuardTests: XCTestCase {
+    func testLARSZeroWeightsOrZeroGradientTakeTrustOne() throws {
+        let lars = try LARS(parameterCount: 6, layers: [0 ..< 3, 3 ..< 6], momentum: 0, weightDecay: 0, trustCoefficient: 0.01)
+        var theta: [Float] = [0, 0, 0, 1, 2, 2], gradient: [Float] = [1, 2, 3, 0, 0, 0]
+        theta.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in lars.step(parameters: p, gradients: g, lr: 0.1) } }
+        // Zero weights: θ − γ·1·g; zero gradient: no step.
+        XCTAssertEqual(theta, [-0.1, -0.2, -0.3, 1, 2, 2])
+    }
+
+    func testLAMBZeroWeightsOrZeroUpdateTakeTrustOne() throws {
+        let lamb = try LAMB(parameterCount: 6, layers: [0 ..< 3, 3 ..< 6], eps: 1e-6, weightDecay: 0)
+        var theta: [Float] = [0, 0, 0, 1, 2, 2], gradient: [Float] = [1, -2, 4, 0, 0, 0]
+        theta.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in lamb.step(parameters: p, gradients: g, lr: 0.1) } }
+        // First step, bias-corrected: r = g/(|g| + eps) ≈ sign(g); zero weights: θ − γ·1·r.
+        // Zero gradient: r = 0, no step (not NaN).
+        for (got, want) in zip(theta, [-0.1, 0.1, -0.1, 1, 2, 2] as [Float]) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+    }
+}
