@@ -164,7 +164,9 @@ public final class MPITransport: Transport, ActivityReporting {
                 try check(MPI_Ibcast(start, Int32(piece), ringsgd_mpi_byte(), Int32(root), comm, &handle),
                           call: Self.broadcastCall(bytes.count, root, offset, piece), rank: rank, peer: root)
                 var status = MPI_Status()
-                try check(try complete(&handle, &status, peer: root),
+                // Who is late is not known (a tree broadcast waits on its parent, the root on
+                // nobody in particular): named only when there are two ranks (`complete`).
+                try check(try complete(&handle, &status, peer: nil),
                           call: Self.broadcastCall(bytes.count, root, offset, piece), rank: rank, peer: root)
             }
             offset += piece
@@ -184,11 +186,20 @@ public final class MPITransport: Transport, ActivityReporting {
         if buffer.count > most { splitTransfers.collectives += 1 }
         var offset = 0
         repeat {   // at least once, like the broadcast
-            let piece = min(most, buffer.count - offset)
-            try check(MPI_Allreduce(ringsgd_mpi_in_place(), buffer.baseAddress.map { $0 + offset }, Int32(piece), ringsgd_mpi_float(),
-                                    ringsgd_mpi_sum(), comm),
-                      call: "MPI_Allreduce of \(buffer.count) floats" + (piece < buffer.count ? " (values \(offset) ..< \(offset + piece))" : ""),
-                      rank: rank)
+            let piece = min(most, buffer.count - offset), start = buffer.baseAddress.map { $0 + offset }
+            let call = "MPI_Allreduce of \(buffer.count) floats" + (piece < buffer.count ? " (values \(offset) ..< \(offset + piece))" : "")
+            if deadlineSeconds == nil {
+                try check(MPI_Allreduce(ringsgd_mpi_in_place(), start, Int32(piece), ringsgd_mpi_float(), ringsgd_mpi_sum(), comm),
+                          call: call, rank: rank)
+            } else {
+                // comm.timeout_seconds holds here too: a stalled peer ends the job with one line
+                // (the blocking call would wait for it for ever).
+                var handle: MPI_Request? = ringsgd_mpi_request_null()
+                try check(MPI_Iallreduce(ringsgd_mpi_in_place(), start, Int32(piece), ringsgd_mpi_float(), ringsgd_mpi_sum(), comm, &handle),
+                          call: call, rank: rank)
+                var status = MPI_Status()
+                try check(try complete(&handle, &status, peer: nil), call: call, rank: rank)
+            }
             offset += piece
         } while offset < buffer.count
         guard average else { return }

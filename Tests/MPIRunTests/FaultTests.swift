@@ -50,16 +50,20 @@ final class FaultTests: XCTestCase {
     /// A stalled rank (SIGSTOP): the others wait no longer than comm.timeout_seconds, say
     /// whom they waited for and in which collective, and the job ends; nothing is left.
     func testAStalledRankEndsTheJobAfterTheDeadline() throws {
-        let dir = temporaryDirectory()
-        let job = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3"], dir: dir)
-        try BackgroundJob.send(SIGSTOP, to: try rankOne(of: job, dir: dir))
-        let stopped = Date()
-        XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of a stalled rank")
-        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
-        let last = job.lastLine
-        XCTAssertTrue(last.hasPrefix("ringsgd: error: rank 0 waited 3 s for rank 1 in ") && last.contains("comm.timeout_seconds is 3"), "last line: \(last)")
-        XCTAssertTrue(last.contains("raise comm.timeout_seconds") && last.contains("--resume"), "the line says what to do next: \(last)")
-        try assertNothingLeft(dir)
+        // Our ring, and OpenMPI's MPI_Allreduce (comm.algorithm: mpi), which waited for ever.
+        for algorithm in ["ring", "mpi"] {
+            let dir = temporaryDirectory()
+            let job = try start(["--set", "train.max_steps=100000", "--set", "checkpoint.every_steps=100", "--set", "comm.timeout_seconds=3",
+                                 "--set", "comm.algorithm=\(algorithm)"], dir: dir)
+            try BackgroundJob.send(SIGSTOP, to: try rankOne(of: job, dir: dir))
+            let stopped = Date()
+            XCTAssertTrue(job.end(within: 30), "\(algorithm): the job must end within 30 s of a stalled rank")
+            XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
+            let last = job.lastLine
+            XCTAssertTrue(last.hasPrefix("ringsgd: error: rank 0 waited 3 s for rank 1 in ") && last.contains("comm.timeout_seconds is 3"), "\(algorithm): last line: \(last)")
+            XCTAssertTrue(last.contains("raise comm.timeout_seconds") && last.contains("--resume"), "the line says what to do next: \(last)")
+            try assertNothingLeft(dir)
+        }
     }
 
     /// A full disk while writing a checkpoint (a 7 MB tmpfs: one 4.3 MB checkpoint fits, the
