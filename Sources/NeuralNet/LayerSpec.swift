@@ -171,7 +171,10 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
                 // s gives ⌊(H − 1)/s⌋ + 1 rows, which must be the block's: otherwise (an odd size
                 // pooled, an unpadded convolution) the shortcut would read other positions than
                 // the main path, and the two are not summed place by place.
-                let stride = Self.stride(of: specs)
+                // At most the input's size: past it the shortcut reads position 0 alone whatever
+                // the stride, and a block of several large strides would otherwise ask for a
+                // stride² polyphase buffer (terabytes, or an overflow).
+                let stride = min(Self.stride(of: specs), max(height, width))
                 guard shape.count == 3, (height - 1) / stride + 1 == shape[1], (width - 1) / stride + 1 == shape[2] else {
                     throw ShapeError("a projection shortcut is a 1×1 convolution of the block's stride \(stride), which maps \(input) to [\(shape.first ?? 0), \((height - 1) / stride + 1), \((width - 1) / stride + 1)], not the block's output \(shape); pad the block's convolutions so that only their strides change the size (kernel 3, padding 1)")
                 }

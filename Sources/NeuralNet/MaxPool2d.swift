@@ -51,7 +51,9 @@ public final class MaxPool2d: Layer {
                     var bestValue = x[best]
                     for i in 0 ..< k {
                         let row = base + (oh * k + i) * width + ow * k
-                        for j in 0 ..< k where x[row + j] > bestValue {
+                        // A NaN wins (and the last one in row-major order), as in PyTorch's kernel
+                        // (`val > maxval || isnan(val)`): a NaN input is not hidden behind a finite max.
+                        for j in 0 ..< k where x[row + j] > bestValue || x[row + j].isNaN {
                             bestValue = x[row + j]
                             best = row + j
                         }
@@ -66,8 +68,8 @@ public final class MaxPool2d: Layer {
     }
 
     /// The common 2×2 window without inner loops or branches: the winner is chosen with
-    /// selects in PyTorch's tie order (first maximum in row-major order), and its position is
-    /// kept as 0…3 within the window.
+    /// selects in PyTorch's tie order (first maximum in row-major order; the last NaN, if any),
+    /// and its position is kept as 0…3 within the window.
     private func forward2x2(_ x: UnsafePointer<Float>, batch: Int) -> UnsafePointer<Float> {
         let y = output.pointer
         var o = 0
@@ -77,9 +79,10 @@ public final class MaxPool2d: Layer {
                 let top = base + 2 * oh * width, bottom = top + width
                 for ow in 0 ..< outWidth {
                     let a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow], d = bottom[2 * ow + 1]
-                    let topRight = b > a, topMax = topRight ? b : a
-                    let bottomRight = d > c, bottomMax = bottomRight ? d : c
-                    let lower = bottomMax > topMax
+                    // NaN wins as in the general loop: `v > best || v.isNaN` at each choice.
+                    let topRight = b > a || b.isNaN, topMax = topRight ? b : a
+                    let bottomRight = d > c || d.isNaN, bottomMax = bottomRight ? d : c
+                    let lower = bottomMax > topMax || bottomMax.isNaN
                     y[o] = lower ? bottomMax : topMax
                     winners[o] = Int32((lower ? 2 : 0) + ((lower ? bottomRight : topRight) ? 1 : 0))
                     o += 1

@@ -38,12 +38,15 @@ public final class SoftmaxCrossEntropy {
             for c in 1 ..< classes where z[c] > maxValue { maxValue = z[c]; argmax = c }
             var sum: Float = 0
             for c in 0 ..< classes { sum += (z[c] - maxValue).exponential }
-            let logSum = maxValue + sum.logarithm
-            total += Double(logSum - z[label])
+            // In shifted terms, as PyTorch's log_softmax: (z − max) − log Σ. Adding max back
+            // first (max + log Σ) rounds to the spacing of the largest logit — at 1e5 the loss
+            // of two equal logits came out 0.6953, not ln 2, and a gradient row stopped summing to 0.
+            let logSum = sum.logarithm
+            total += Double(logSum - (z[label] - maxValue))
             if argmax == label { correct += 1 }
             if wantGradient {
                 let row = g + b * classes
-                for c in 0 ..< classes { row[c] = (z[c] - logSum).exponential * invBatch }
+                for c in 0 ..< classes { row[c] = ((z[c] - maxValue) - logSum).exponential * invBatch }
                 row[label] -= invBatch
             }
         }

@@ -442,6 +442,21 @@ final class BatchNormResidualTests: XCTestCase {
 
     /// Layer lists with residual blocks name parameters and buffers as a PyTorch module with
     /// `layers` and `shortcut` sub-Sequentials would.
+    /// Property: a block whose strides multiply past its input (1024 × 1024 on 32×32) builds
+    /// a projection the size of the input's, not a stride² buffer (2⁴⁰ floats) or an overflow,
+    /// and its forward runs: the shortcut reads position 0, whatever the stride past the input.
+    func testAProjectionOfStridesPastTheInputIsBuilt() throws {
+        let conv = LayerSpec.conv2d(out: 4, kernel: 3, stride: 1024, padding: 1, bias: false)
+        let model = try ModelSpec.layers([.residual(layers: [conv, conv], shortcut: "projection"), .globalavgpool2d, .linear(out: nil)])
+            .build(inputShape: [3, 32, 32], classes: 2)
+        let shortcut = try XCTUnwrap((model.layers[0] as? Residual)?.shortcut.first as? Conv2d)
+        XCTAssertEqual(shortcut.stride, 32)
+        model.initialize(seed: 1)
+        let x = [Float](repeating: 0.5, count: 2 * 3 * 32 * 32)
+        let logits = try x.withUnsafeBufferPointer { try model.forward($0, batch: 2, training: false) }
+        XCTAssertTrue(logits[0].isFinite && logits[3].isFinite)
+    }
+
     func testResidualNamesAreAPyTorchModulesStateDict() throws {
         let model = try ModelSpec.layers([
             .residual(layers: [.conv2d(out: 4, kernel: 3, stride: 2, padding: 1, bias: false), .batchnorm2d(eps: 1e-5, momentum: 0.1)], shortcut: "projection"),

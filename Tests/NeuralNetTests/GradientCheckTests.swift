@@ -136,6 +136,20 @@ final class LossAndShapeTests: XCTestCase {
         XCTAssertEqual(g[4], -0.5, accuracy: 1e-6)      // softmax ≈ [1, 0, 0], label 1
     }
 
+    /// Property: large logits lose no precision — two equal logits of 1e5 give ln 2 and a
+    /// gradient of ±½ whose row sums to 0 (adding the max back before subtracting rounded the
+    /// log-sum-exp to 1e5's spacing: 0.6953 and ±0.501).
+    func testCrossEntropyOfLargeLogitsIsExact() throws {
+        let ce = SoftmaxCrossEntropy(classes: 2)
+        let logits: [Float] = [1e5, 1e5], labels: [Int32] = [0]
+        let result = try logits.withUnsafeBufferPointer { z in
+            try labels.withUnsafeBufferPointer { try ce.evaluate(logits: z.baseAddress!, labels: $0.baseAddress!, batch: 1, gradient: true) }
+        }
+        XCTAssertEqual(result.loss, 0.6931471805599453, accuracy: 1e-6)
+        XCTAssertEqual(ce.lastGradient[0], -0.5, accuracy: 1e-6)
+        XCTAssertEqual(ce.lastGradient[1], 0.5, accuracy: 1e-6)
+    }
+
     func testWrongInputShapeIsAClearError() throws {
         let model = try ModelSpec.mlp(hidden: [8], dropout: 0).build(inputShape: [1, 28, 28], classes: 10)
         let x = [Float](repeating: 0, count: 700)
@@ -186,6 +200,30 @@ final class MaxPoolTieTests: XCTestCase {
         XCTAssertEqual(Array(UnsafeBufferPointer(start: dx, count: 12)),
                        [10, 0, 0, 20, 0, 0,
                         0, 0, 0, 0, 30, 0])
+    }
+}
+
+extension MaxPoolTieTests {
+    /// Property: a NaN wins its window, as in PyTorch's kernel (`val > maxval || isnan(val)`,
+    /// the last NaN in row-major order), on the 2×2 path and the general one (kernel 3): a
+    /// finite max does not hide it, and backward routes the gradient to it.
+    func testANaNWinsItsWindow() throws {
+        for (kernel, width) in [(2, 4), (3, 6)] {
+            let pool = MaxPool2d(kernel)
+            _ = try pool.outputShape(for: [1, kernel, width])
+            pool.reserve(batch: 1)
+            // Window 0: a NaN after a larger finite value; window 1: two NaNs, the later one wins.
+            var x = [Float](repeating: 0, count: kernel * width)
+            x[0] = 5; x[1] = .nan
+            x[kernel] = .nan; x[(kernel - 1) * width + kernel] = .nan
+            let y = x.withUnsafeBufferPointer { pool.forward($0.baseAddress!, batch: 1, training: true) }
+            XCTAssertTrue(y[0].isNaN && y[1].isNaN, "kernel \(kernel): \(y[0]), \(y[1])")
+            let dy: [Float] = [10, 20]
+            let dx = dy.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: pool.backward($0.baseAddress!, batch: 1, needsInputGradient: true)!, count: kernel * width)) }
+            XCTAssertEqual(dx[1], 10, "kernel \(kernel)")
+            XCTAssertEqual(dx[(kernel - 1) * width + kernel], 20, "kernel \(kernel): the last NaN")
+            XCTAssertEqual(dx.reduce(0, +), 30)
+        }
     }
 }
 
