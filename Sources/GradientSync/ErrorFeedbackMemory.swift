@@ -11,13 +11,16 @@ import Collectives
 /// host) share each. The other entries stay zero, so in either layout the sum over ranks is
 /// the total error the run carries.
 ///
-/// **Checkpoint section.** Rank 0 stores the sum over ranks S, and every rank its own memory
-/// for an exact resume on the same ranks. A run resumed on another number of ranks (or another
-/// layout) re-shards S. What the memory owes is S / n: each rank adds its memory to its own
-/// gradient and the all-reduce divides the sum by the n ranks. So on n′ ranks the memories
-/// must sum to S · n′ / n for the next average to receive S / n again: each live entry takes
-/// S · (n′ / n) / sharers. (Keeping S would apply n / n′ times the owed correction: twice it
-/// after a shrink from 4 ranks to 2, half of it after a growth from 2 to 4.)
+/// **Checkpoint section.** Rank 0 stores the sum over ranks S, with the writer's `sharers`, and
+/// every rank its own memory for an exact resume on the same ranks and layout. Otherwise S is
+/// re-sharded. What the memory owes the next average is S / sharers: the flat ring adds each
+/// rank's memory to its gradient and divides the sum by the n ranks (sharers n); the
+/// hierarchical all-reduce adds the owner's memory to its host's average and the cross-host
+/// ring divides by the h hosts (sharers h). In the new layout the next average receives
+/// (sharers′ · v) / sharers′ = v from an entry whose sharers′ holders each hold v, so every live
+/// entry takes v = S / sharers of the writer — whatever the new world or layout. (Keeping S
+/// would apply sharers times the owed correction; S / n after a hierarchical writer, k times too
+/// little with k ranks a host.)
 ///
 /// **Non-finite steps.** The codecs record NaN errors for a non-finite input, and adding those
 /// back would make every later step non-finite, so a skipped step clears the memory on every
@@ -69,11 +72,13 @@ public final class ErrorFeedbackMemory {
     }
 
     /// Restores the memory: `own` (this rank's file) when the world (`worldSize` ranks now,
-    /// `writtenBy` at the checkpoint) is unchanged and it fits, else an equal share of the
-    /// checkpoint's `sum`, rescaled to the new world, in the live entries. Returns a warning, if any.
-    public func restore(own: [Float]?, sum: [Float]?, writtenBy: Int, worldSize: Int, rank: Int, step: Int) -> String? {
+    /// `writtenBy` at the checkpoint) and the layout (`writerSharers`: nil for a checkpoint
+    /// written before it was kept, whose writer was then the flat ring) are unchanged and it
+    /// fits, else what the checkpoint's `sum` owes, in the live entries. Returns a warning, if any.
+    public func restore(own: [Float]?, sum: [Float]?, writtenBy: Int, writerSharers: Int? = nil, worldSize: Int, rank: Int, step: Int) -> String? {
         clear()
-        let sameWorld = writtenBy == worldSize
+        let writerSharers = max(1, writerSharers ?? writtenBy)
+        let sameWorld = writtenBy == worldSize && writerSharers == sharers
         if sameWorld, let own, own.count == count {
             // Only the live entries: a file written with another layout (the flat ring before,
             // the hierarchical all-reduce now) must not leave entries nobody uses but every
@@ -84,7 +89,7 @@ public final class ErrorFeedbackMemory {
         guard let sum, sum.count == count else {
             return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
         }
-        let share = Float(Double(worldSize) / Double(writtenBy) / Double(sharers))
+        let share = Float(1 / Double(writerSharers))
         for range in live { for i in range { values[i] = sum[i] * share } }
         return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing, damaged or another run's; it takes an equal share of the checkpoint's sum" : nil
     }

@@ -21,10 +21,11 @@ extension GradientSynchronizer {
 
     /// Restores the error-feedback memory (`own`: this rank's file, exact on the same ranks;
     /// `sum`: the checkpoint's, re-sharded) and PowerSGD's Q's. Returns warnings.
-    public func restore(ownErrorFeedback own: [Float]?, errorFeedbackSum sum: [Float]?, writtenBy worldSize: Int,
+    public func restore(ownErrorFeedback own: [Float]?, errorFeedbackSum sum: [Float]?, writtenBy worldSize: Int, errorFeedbackSharers: Int? = nil,
                         step: Int, powerSGDState: [UInt8]?) -> [String] {
         var warnings: [String] = []
-        if let memory, let warning = memory.restore(own: own, sum: sum, writtenBy: worldSize, worldSize: transport.size, rank: transport.rank, step: step) {
+        if let memory, let warning = memory.restore(own: own, sum: sum, writtenBy: worldSize, writerSharers: errorFeedbackSharers,
+                                                    worldSize: transport.size, rank: transport.rank, step: step) {
             warnings.append(warning)
         } else if memory == nil, sum != nil, transport.rank == 0 {
             // The checkpoint kept error feedback, this run keeps none (a codec chosen again by

@@ -20,7 +20,8 @@ import ModelFiles
 /// Sections: `CONF` the canonical config text; `PRMS` the flat parameters (Float32, in the
 /// model's documented view order); `OPTM` the optimizer's state bytes (`Optimizer.stateBytes`);
 /// `EFRS` the sum of all ranks' error-feedback residuals (Float32), present when error
-/// feedback is on (always with PowerSGD, whose residuals it holds); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
+/// feedback is on (always with PowerSGD, whose residuals it holds); `EFSH` how many ranks
+/// shared each residual entry (UInt64: n for the flat ring, the hosts for the hierarchical one); `PSGD` PowerSGD's state (its layout line, a newline, every Q as Float32;
 /// identical on every rank), present with `comm.compressor: powersgd`; `BUFS` the model's
 /// buffers (Float32, batch norms' running statistics, in the buffer views' order), present when
 /// it has any; `CLCK` the training seconds and bytes sent so far (two Float64, NaN: unknown);
@@ -46,6 +47,10 @@ public struct Checkpoint: Equatable {
     public var parameters: [Float]
     public var optimizerState: [UInt8]
     public var residualSum: [Float]?
+    /// How many ranks shared each entry of the writer's error-feedback memory (n for the flat
+    /// ring, the hosts for the hierarchical all-reduce): what `residualSum` owes is it divided by
+    /// this (`ErrorFeedbackMemory`). nil: written before it was kept (the flat ring's n).
+    public var residualSharers: Int?
     public var powerSGDState: [UInt8]?
     public var model: ModelDescription?
     /// The model's buffers (empty when it has none).
@@ -77,6 +82,7 @@ public struct Checkpoint: Equatable {
                                              ("PRMS", parameters.withUnsafeBytes { Array($0) }),
                                              ("OPTM", optimizerState)]
         if let residualSum { sections.append(("EFRS", residualSum.withUnsafeBytes { Array($0) })) }
+        if let residualSharers { sections.append(("EFSH", withUnsafeBytes(of: UInt64(residualSharers).littleEndian) { Array($0) })) }
         if let powerSGDState { sections.append(("PSGD", powerSGDState)) }
         if !buffers.isEmpty { sections.append(("BUFS", buffers.withUnsafeBytes { Array($0) })) }
         if let outerState { sections.append(("OUTR", outerState)) }
@@ -158,6 +164,12 @@ public struct Checkpoint: Equatable {
             let values = clock.withUnsafeBytes { raw in (0 ..< 2).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) } }
             trainSeconds = values[0]
             bytesSent = values[1].isNaN ? nil : values[1]
+        }
+        if let sharers = sections["EFSH"] {
+            guard sharers.count == 8 else { throw Corrupt(reason: "its EFSH section is not one UInt64") }
+            let value = sharers.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            guard value >= 1 && value <= 1 << 24 else { throw Corrupt(reason: "its EFSH section holds \(value) sharers, not 1…2²⁴") }
+            residualSharers = Int(value)
         }
         if let id = sections["RUNI"] {
             guard id.count == 8 else { throw Corrupt(reason: "its RUNI section is not one UInt64") }

@@ -58,6 +58,7 @@ extension Trainer {
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
         checkpoint.runID = run.runID
         checkpoint.configChanges = run.configChanges
+        if residualSum != nil { checkpoint.residualSharers = run.synchronizer.memory?.sharers }
         snapshot.checkpoint = checkpoint
         return snapshot
     }

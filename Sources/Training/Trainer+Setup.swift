@@ -271,6 +271,7 @@ extension Trainer {
             _ = model.parameters.buffers.update(fromContentsOf: checkpoint.buffers)
             let own = checkpoint.worldSize == transport.size ? store.loadResidual(step: checkpoint.step, rank: transport.rank, runID: checkpoint.runID) : nil
             var warnings = synchronizer.restore(ownErrorFeedback: own, errorFeedbackSum: checkpoint.residualSum, writtenBy: checkpoint.worldSize,
+                                                errorFeedbackSharers: checkpoint.residualSharers,
                                                 step: checkpoint.step, powerSGDState: checkpoint.powerSGDState)
             if let outer, let state = checkpoint.outerState {
                 warnings += try restoreLocalSteps(outer, state, checkpoint, store, model.parameters.parameters, optimizer)

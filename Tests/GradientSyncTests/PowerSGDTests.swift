@@ -163,11 +163,12 @@ final class PowerSGDTests: XCTestCase {
 
 /// The error-feedback memory's checkpoint section.
 final class ErrorFeedbackMemoryTests: XCTestCase {
-    /// Property: a memory re-sharded from a checkpoint's sum S written by n ranks, restored on
-    /// n′, holds S · (n′/n) / sharers in exactly the entries its all-reduce uses — for the
-    /// hierarchical all-reduce the chunk each bucket's reduce-scatter gives the rank — and zero
-    /// elsewhere. So the restored memories sum to S · n′/n over every rank, and the next
-    /// average (a sum over n′ ranks, divided by n′) receives S / n, what the interrupted run owed.
+    /// Property: a memory re-sharded from a checkpoint's sum S whose writer's entries were
+    /// shared by d ranks (n for the flat ring, h hosts for the hierarchical all-reduce) holds
+    /// S / d in exactly the entries its all-reduce uses — for the hierarchical all-reduce the
+    /// chunk each bucket's reduce-scatter gives the rank — and zero elsewhere. The next average
+    /// receives it whole: the flat ring sums n′ copies and divides by n′; the cross-host ring
+    /// sums the h′ owners' copies and divides by h′. That is S / d, what the interrupted run owed.
     func testReshardingFillsOnlyTheEntriesTheAllReduceUses() throws {
         let buckets = [40 ..< 100, 0 ..< 40], count = 100, hosts = 2
         let sum = (0 ..< count).map { Float($0 % 7) - 3 }
@@ -179,16 +180,18 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
             let hierarchical = HierarchicalAllReduce(world: local, split: HostSplit(local: local, cross: local, hosts: hosts))
             let memory = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
             XCTAssertNil(memory.restore(own: nil, sum: sum, writtenBy: 3, worldSize: 4, rank: local.rank, step: 8))
-            // A rank's own file from a flat-ring run (every entry set) keeps only the live ones.
+            // A rank's own file of the same layout loads its live entries only (a file with
+            // every entry set stands for one whose dead entries were not zero).
             let reloaded = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
-            XCTAssertNil(reloaded.restore(own: [Float](repeating: 1, count: count), sum: nil, writtenBy: 4, worldSize: 4, rank: local.rank, step: 8))
+            XCTAssertNil(reloaded.restore(own: [Float](repeating: 1, count: count), sum: nil, writtenBy: 4, writerSharers: hosts, worldSize: 4,
+                                          rank: local.rank, step: 8))
             XCTAssertEqual(reloaded.values.reduce(0, +), Float(memory.live.reduce(0) { $0 + $1.count }), "only live entries are loaded")
             return Array(memory.values)
         }
-        // Every host holds one copy of each local rank's memory: the world's sum is hosts × this,
-        // and the next average divides it by the 4 ranks.
+        // Each entry is live on one local rank per host; the cross-host ring averages the h
+        // owners' copies: the next average receives that rank's value, S / 3 from a flat 3-rank writer.
         for i in 0 ..< count {
-            XCTAssertEqual(Float(hosts) * (restored[0][i] + restored[1][i]) / 4, sum[i] / 3, accuracy: 1e-6, "value \(i)")
+            XCTAssertEqual(restored[0][i] + restored[1][i], sum[i] / 3, accuracy: 1e-6, "value \(i)")
         }
         // The flat ring, 4 ranks before, 2 now: each rank's share is S/4, so the next average,
         // (S/4 + S/4) / 2, receives S/4 as the 4-rank run would have.
@@ -198,5 +201,15 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
         let grown = ErrorFeedbackMemory(count: count, sharers: 4)
         XCTAssertNil(grown.restore(own: nil, sum: sum, writtenBy: 2, worldSize: 4, rank: 0, step: 8))
         XCTAssertEqual(Array(grown.values), sum.map { $0 / 2 }, "from 2 ranks to 4: (4 · S/2) / 4 = S/2")
+        // A hierarchical writer (4 ranks on 2 hosts: each entry shared by 2) owed S / 2; on the
+        // flat ring of the same 4 ranks every entry takes S / 2 — and its own file, of the other
+        // layout's space, is not read.
+        let fromHosts = ErrorFeedbackMemory(count: count, sharers: 4)
+        XCTAssertNil(fromHosts.restore(own: [Float](repeating: 9, count: count), sum: sum, writtenBy: 4, writerSharers: 2, worldSize: 4, rank: 0, step: 8))
+        XCTAssertEqual(Array(fromHosts.values), sum.map { $0 / 2 }, "a hierarchical writer's S owes S / hosts")
+        // A checkpoint without the writer's sharers (written before they were kept) was the flat ring's.
+        let unknown = ErrorFeedbackMemory(count: count, sharers: 2)
+        XCTAssertNil(unknown.restore(own: nil, sum: sum, writtenBy: 4, writerSharers: nil, worldSize: 2, rank: 0, step: 8))
+        XCTAssertEqual(Array(unknown.values), sum.map { $0 / 4 })
     }
 }
