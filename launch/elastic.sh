@@ -457,7 +457,7 @@ while true; do
     done
   fi
   abnormal=0
-  grep -aqE 'peer process has unexpectedly disconnected|mpirun noticed that process rank|unable to reliably start one or more daemons|lost communication with a remote daemon|exited on signal|waited .* for rank|^srun: error: .*(Killed|Terminated|Node failure|launch failed)' "$raw" && abnormal=1
+  grep -aqE 'peer process has unexpectedly disconnected|mpirun noticed that process rank|unable to reliably start one or more daemons|lost communication with a remote daemon|exited on signal|waited [0-9]+ s for|^srun: error: .*(Killed|Terminated|Node failure|launch failed)' "$raw" && abnormal=1
   if [ "${#lost[@]}" -eq 0 ] && [ "$abnormal" -eq 0 ]; then
     # Every host is healthy and every rank ended by itself: the job failed (bad input, a
     # diverged run) — for good.

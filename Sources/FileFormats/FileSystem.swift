@@ -106,15 +106,24 @@ public enum FileSystem {
     /// each as large as what it was writing, so a long run of relaunches would fill the disk.
     /// Another host's, or a live process's, are left alone (a writer on a shared file system).
     /// Returns how many were removed.
+    /// A writer is gone when its pid is, on this host — and, for ranks in containers that share
+    /// a host name but not a pid space, when its file is not locked: a writer holds an exclusive
+    /// `flock` on its temporary file until it is renamed.
     @discardableResult
     public static func removeStaleTemporaries(in directory: String) -> Int {
-        let marker = ".tmp.\(hostName)."
         var removed = 0
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
-            guard let range = name.range(of: marker, options: .backwards),
-                  let pid = Int32(name[range.upperBound...].prefix(while: { $0 != "." })), pid > 0, pid != getpid(),
+            // NAME.tmp.HOST.PID.HEX, the host name as it is (it may hold dots): the last two fields.
+            let fields = name.split(separator: ".", omittingEmptySubsequences: false)
+            guard fields.count >= 4, let pid = Int32(fields[fields.count - 2]), pid > 0, pid != getpid(),
+                  UInt32(fields[fields.count - 1], radix: 16) != nil,
+                  name.dropLast(fields[fields.count - 1].count + fields[fields.count - 2].count + 2).hasSuffix(".tmp.\(hostName)"),
                   kill(pid, 0) != 0 && errno == ESRCH else { continue }
-            if unlink((directory as NSString).appendingPathComponent(name)) == 0 { removed += 1 }
+            let path = (directory as NSString).appendingPathComponent(name)
+            let fd = open(path, O_RDONLY)
+            guard fd >= 0 else { continue }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0 { removed += 1 }
+            close(fd)
         }
         return removed
     }
@@ -136,6 +145,7 @@ public enum FileSystem {
         let temporary = path + ".tmp.\(hostName).\(getpid()).\(String(UInt32.random(in: .min ... .max), radix: 16))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         guard fd >= 0 else { throw FileError.posix("write \(what)", path, hint: hint) }
+        _ = flock(fd, LOCK_EX)   // held until close: "alive" to `removeStaleTemporaries`, whatever its pid space
         do {
             try write(fd)
             guard fsync(fd) == 0 else { throw FileError.posix("write \(what)", path, hint: hint) }

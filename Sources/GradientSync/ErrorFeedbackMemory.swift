@@ -77,8 +77,10 @@ public final class ErrorFeedbackMemory {
     /// fits, else what the checkpoint's `sum` owes, in the live entries. Returns a warning, if any.
     public func restore(own: [Float]?, sum: [Float]?, writtenBy: Int, writerSharers: Int? = nil, worldSize: Int, rank: Int, step: Int) -> String? {
         clear()
-        let writerSharers = max(1, writerSharers ?? writtenBy)
-        let sameWorld = writtenBy == worldSize && writerSharers == sharers
+        // A checkpoint that does not say (written before EFSH): the rule of its time — its own
+        // file when the world is the same, else S · (n′/n) / sharers — so that its resume stays
+        // what it was (bit-identical on the same ranks, whichever layout wrote it).
+        let sameWorld = writtenBy == worldSize && (writerSharers == nil || writerSharers == sharers)
         if sameWorld, let own, own.count == count {
             // Only the live entries: a file written with another layout (the flat ring before,
             // the hierarchical all-reduce now) must not leave entries nobody uses but every
@@ -89,7 +91,7 @@ public final class ErrorFeedbackMemory {
         guard let sum, sum.count == count else {
             return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
         }
-        let share = Float(1 / Double(writerSharers))
+        let share = writerSharers.map { Float(1 / Double(max(1, $0))) } ?? Float(Double(worldSize) / Double(writtenBy) / Double(sharers))
         for range in live { for i in range { values[i] = sum[i] * share } }
         return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing, damaged or another run's; it takes an equal share of the checkpoint's sum" : nil
     }

@@ -138,7 +138,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
         switch chosen {
         case .im2col:
             winograd = nil
-            polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
+            // Its stride at most the padded input's size: past it every phase is one value and
+            // the one output position reads the same ones, while the s² phases of a larger
+            // stride would ask for terabytes (or overflow).
+            polyphase = PolyphasePlanes(height: height, width: width, kernel: kernel,
+                                        stride: min(stride, max(height, width) + 2 * padding), padding: padding)
         case .winograd: winograd = Winograd3x3(inChannels: inChannels, outChannels: outChannels, height: height, width: width,
                                                maximumLanes: winogradLanes)
         case .winograd4x4: winograd = Winograd4x4(inChannels: inChannels, outChannels: outChannels, height: height, width: width,

@@ -179,7 +179,7 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
         let restored = try InProcessCluster.run(size: 2) { local -> [Float] in
             let hierarchical = HierarchicalAllReduce(world: local, split: HostSplit(local: local, cross: local, hosts: hosts))
             let memory = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
-            XCTAssertNil(memory.restore(own: nil, sum: sum, writtenBy: 3, worldSize: 4, rank: local.rank, step: 8))
+            XCTAssertNil(memory.restore(own: nil, sum: sum, writtenBy: 3, writerSharers: 3, worldSize: 4, rank: local.rank, step: 8))
             // A rank's own file of the same layout loads its live entries only (a file with
             // every entry set stands for one whose dead entries were not zero).
             let reloaded = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
@@ -207,9 +207,13 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
         let fromHosts = ErrorFeedbackMemory(count: count, sharers: 4)
         XCTAssertNil(fromHosts.restore(own: [Float](repeating: 9, count: count), sum: sum, writtenBy: 4, writerSharers: 2, worldSize: 4, rank: 0, step: 8))
         XCTAssertEqual(Array(fromHosts.values), sum.map { $0 / 2 }, "a hierarchical writer's S owes S / hosts")
-        // A checkpoint without the writer's sharers (written before they were kept) was the flat ring's.
+        // A checkpoint without the writer's sharers (written before they were kept) keeps the
+        // rule of its time: S · (n′/n) / sharers, and its own file on the same world.
         let unknown = ErrorFeedbackMemory(count: count, sharers: 2)
         XCTAssertNil(unknown.restore(own: nil, sum: sum, writtenBy: 4, writerSharers: nil, worldSize: 2, rank: 0, step: 8))
         XCTAssertEqual(Array(unknown.values), sum.map { $0 / 4 })
+        let sameWorld = ErrorFeedbackMemory(count: count, sharers: 2)
+        XCTAssertNil(sameWorld.restore(own: [Float](repeating: 9, count: count), sum: sum, writtenBy: 4, writerSharers: nil, worldSize: 4, rank: 0, step: 8))
+        XCTAssertEqual(Array(sameWorld.values), [Float](repeating: 9, count: count))
     }
 }

@@ -457,6 +457,21 @@ final class BatchNormResidualTests: XCTestCase {
         XCTAssertTrue(logits[0].isFinite && logits[3].isFinite)
     }
 
+    /// Property: a convolution whose stride passes its padded input (2¹⁶ on 8×8) gives the one
+    /// output position a stride of 10 gives, without a stride² buffer (2³² floats).
+    func testAStrideBeyondThePaddedInputGivesTheOnePosition() throws {
+        var outputs: [[Float]] = []
+        for stride in [1 << 16, 10] {
+            let conv = Conv2d(1, 2, kernel: 3, stride: stride, padding: 1)
+            let model = try Sequential([conv, Flatten(), Linear(2, 2)], inputShape: [1, 8, 8])
+            model.initialize(seed: 3)
+            model.reserve(batch: 1)
+            let x = (0 ..< 64).map { Float($0 % 5) - 2 }
+            outputs.append(x.withUnsafeBufferPointer { Array(UnsafeBufferPointer(start: conv.forward($0.baseAddress!, batch: 1, training: false), count: 2)) })
+        }
+        XCTAssertEqual(outputs[0], outputs[1])
+    }
+
     func testResidualNamesAreAPyTorchModulesStateDict() throws {
         let model = try ModelSpec.layers([
             .residual(layers: [.conv2d(out: 4, kernel: 3, stride: 2, padding: 1, bias: false), .batchnorm2d(eps: 1e-5, momentum: 0.1)], shortcut: "projection"),
