@@ -129,7 +129,7 @@ public enum FileSystem {
     }
 
     /// This host's name (`gethostname`: no name service asked).
-    private static let hostName: String = {
+    public static let hostName: String = {
         var buffer = [CChar](repeating: 0, count: 256)
         return gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
     }()

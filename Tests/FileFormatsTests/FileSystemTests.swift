@@ -4,11 +4,6 @@ import XCTest
 
 /// The atomic writes' leftovers: what a writer killed mid-write leaves, and who removes it.
 final class FileSystemTests: XCTestCase {
-    static var hostName: String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        return gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
-    }
-
     /// A pid no process has now: a child that has exited (and been reaped).
     static func deadPID() throws -> Int32 {
         let child = Process()
@@ -25,7 +20,7 @@ final class FileSystemTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-tmp-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-        let host = Self.hostName, dead = try Self.deadPID()
+        let host = FileSystem.hostName, dead = try Self.deadPID()
         let stale = "step-00000008.ckpt.tmp.\(host).\(dead).1f2e"
         let kept = ["step-00000008.ckpt.tmp.\(host).1.ab", "step-00000008.ef-rank-1.tmp.\(host).\(getpid()).cd",
                     "step-00000008.ckpt.tmp.another-host.\(dead).ef", "step-00000008.ckpt", "step-00000008.ef-rank-0"]

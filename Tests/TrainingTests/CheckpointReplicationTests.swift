@@ -1,4 +1,5 @@
 import Collectives
+import FileFormats
 import Foundation
 import InProcessTransport
 import Training
@@ -157,8 +158,7 @@ final class CheckpointReplicationTests: XCTestCase {
     func testACheckpointWriteRemovesAKilledWritersTemporaryFile() throws {
         let dir = temporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
-        var buffer = [CChar](repeating: 0, count: 256)
-        let host = gethostname(&buffer, buffer.count - 1) == 0 ? String(cString: buffer) : "host"
+        let host = FileSystem.hostName
         let child = Process()
         child.executableURL = URL(fileURLWithPath: "/bin/true")
         try child.run()
