@@ -7,7 +7,11 @@
 ///                 num_batches_tracked += 1
 ///     evaluation: y = (x − running_mean)/√(running_var + eps)·γ + β
 ///
-/// over the m = batch·H·W values of a channel. The running statistics are *buffers*: state in
+/// over the m = batch·H·W values of a channel. `momentum` nil is PyTorch's `momentum=None`, the
+/// cumulative average: the factor is 1/num_batches_tracked (counted after this batch), so the
+/// running statistics are the plain mean of every batch's so far (`_BatchNorm.forward`).
+/// num_batches_tracked is a Float in the buffer: exact to 2²⁴ batches, after which it (and
+/// the cumulative factor) stops moving. The running statistics are *buffers*: state in
 /// the model's flat buffer of buffers (checkpointed, hashed, exported), not parameters.
 ///
 /// Backward, with x̂ the normalised input: dγ = Σ dy·x̂, dβ = Σ dy,
@@ -32,7 +36,9 @@
 /// ReLU's mask on dy.
 public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientPlacing {
     public let channels: Int
-    public let epsilon: Float, momentum: Float
+    public let epsilon: Float
+    /// The running statistics' factor; nil: the cumulative average (PyTorch's `momentum=None`).
+    public let momentum: Float?
     /// 2 for `nn.BatchNorm2d` ([C, H, W]), 1 for `nn.BatchNorm1d` ([C] or [C, L]).
     public let dimensions: Int
     public var statisticsReducer: ((UnsafeMutableBufferPointer<Double>) throws -> Void)?
@@ -100,7 +106,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
     /// The batch's values per channel, all ranks together with a reducer (for backward).
     private var count = 0.0
 
-    public init(channels: Int, dimensions: Int, epsilon: Float = 1e-5, momentum: Float = 0.1) {
+    public init(channels: Int, dimensions: Int, epsilon: Float = 1e-5, momentum: Float? = 0.1) {
         precondition(channels > 0 && (dimensions == 1 || dimensions == 2), "BatchNorm needs channels > 0 and 1 or 2 dimensions")
         self.channels = channels
         self.dimensions = dimensions
@@ -114,7 +120,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
 
     public var summary: String { "BatchNorm\(dimensions)d(\(channels))" }
     public var pytorchModule: String {
-        let options = (epsilon != 1e-5 ? ", eps=\(epsilon)" : "") + (momentum != 0.1 ? ", momentum=\(momentum)" : "")
+        let options = (epsilon != 1e-5 ? ", eps=\(epsilon)" : "") + (momentum.map { $0 != 0.1 ? ", momentum=\($0)" : "" } ?? ", momentum=None")
         return "nn.BatchNorm\(dimensions)d(\(channels)\(options))"
     }
     public var parameters: [ParameterSpec] {
@@ -172,6 +178,7 @@ public final class BatchNorm: Layer, CollectiveLayer, ReLUFusing, InputGradientP
             sums[2 * c] = Double(batch * s)
             reduce()
             count = sums[2 * c]
+            let momentum = self.momentum ?? 1 / (batchesTracked.pointee + 1)
             for ch in 0 ..< c {
                 let mu = sums[ch] / count, variance = max(0, sums[c + ch] / count - mu * mu)
                 rstd[ch] = Float(1 / (variance + Double(epsilon)).squareRoot())

@@ -17,9 +17,10 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
     case flatten
     /// `nn.Dropout(p)`.
     case dropout(p: Double)
-    /// `nn.BatchNorm2d` / `nn.BatchNorm1d` over the input's channels (eps, momentum: PyTorch's).
-    case batchnorm2d(eps: Double, momentum: Double)
-    case batchnorm1d(eps: Double, momentum: Double)
+    /// `nn.BatchNorm2d` / `nn.BatchNorm1d` over the input's channels (eps, momentum: PyTorch's;
+    /// momentum nil is its `momentum=None`, the cumulative average).
+    case batchnorm2d(eps: Double, momentum: Double?)
+    case batchnorm1d(eps: Double, momentum: Double?)
     /// `nn.AdaptiveAvgPool2d(1)` and flatten: [C, H, W] → [C].
     case globalavgpool2d
     /// A residual block: `layers` plus a shortcut, `identity` or `projection` (1×1 convolution
@@ -48,7 +49,8 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
         case let .maxpool2d(kernel): return outside(kernel, 1 ... Self.largestWindow, "kernel")
         case let .dropout(p): return p >= 0 && p < 1 ? nil : "dropout p must be in [0, 1), got \(p)"
         case let .batchnorm1d(eps, momentum), let .batchnorm2d(eps, momentum):
-            return eps > 0 && eps.isFinite && momentum >= 0 && momentum <= 1 ? nil : "\(name) needs eps > 0 and momentum in [0, 1], got \(eps) and \(momentum)"
+            return eps > 0 && eps.isFinite && (momentum.map { $0 >= 0 && $0 <= 1 } ?? true) ? nil
+                : "\(name) needs eps > 0 and momentum in [0, 1] or none, got \(eps) and \(momentum.map { "\($0)" } ?? "none")"
         case let .residual(layers, shortcut):
             guard ["identity", "projection"].contains(shortcut) else { return "residual shortcut must be identity or projection, got \(shortcut)" }
             return layers.isEmpty ? "a residual block needs layers" : layers.lazy.compactMap(\.problem).first
@@ -86,8 +88,8 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
         case let .linear(out): return out.map { "linear(out: \($0))" } ?? "linear(out: classes)"
         case let .conv2d(out, kernel, stride, padding, bias):
             return "conv2d(out: \(out), kernel: \(kernel), stride: \(stride), padding: \(padding)\(bias == false ? ", bias: false" : ""))"
-        case let .batchnorm2d(eps, momentum): return "batchnorm2d(eps: \(eps), momentum: \(momentum))"
-        case let .batchnorm1d(eps, momentum): return "batchnorm1d(eps: \(eps), momentum: \(momentum))"
+        case let .batchnorm2d(eps, momentum): return "batchnorm2d(eps: \(eps), momentum: \(momentum.map { "\($0)" } ?? "none"))"
+        case let .batchnorm1d(eps, momentum): return "batchnorm1d(eps: \(eps), momentum: \(momentum.map { "\($0)" } ?? "none"))"
         case .globalavgpool2d: return "globalavgpool2d"
         case let .residual(layers, shortcut): return "residual(layers: [\(layers.map(\.description).joined(separator: ", "))], shortcut: \(shortcut))"
         case let .maxpool2d(kernel): return "maxpool2d(kernel: \(kernel))"
@@ -142,10 +144,10 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
             return Dropout(probability: Float(p), seed: seed)
         case let .batchnorm2d(eps, momentum):
             let (channels, _, _) = try image()
-            return BatchNorm(channels: channels, dimensions: 2, epsilon: Float(eps), momentum: Float(momentum))
+            return BatchNorm(channels: channels, dimensions: 2, epsilon: Float(eps), momentum: momentum.map(Float.init))
         case let .batchnorm1d(eps, momentum):
             guard input.count == 1 || input.count == 2 else { throw ShapeError("needs a [C] or [C, L] input, got \(input)") }
-            return BatchNorm(channels: input[0], dimensions: 1, epsilon: Float(eps), momentum: Float(momentum))
+            return BatchNorm(channels: input[0], dimensions: 1, epsilon: Float(eps), momentum: momentum.map(Float.init))
         case .globalavgpool2d:
             _ = try image()
             return GlobalAvgPool2d()
@@ -183,7 +185,7 @@ public enum LayerSpec: Equatable, Codable, CustomStringConvertible {
                 let norm = inner.last { $0 is BatchNorm } as? BatchNorm
                 return Residual(layers: inner, shortcut: [Conv2d(channels, shape[0], kernel: 1, stride: stride, bias: false),
                                                           BatchNorm(channels: shape[0], dimensions: 2, epsilon: norm?.epsilon ?? 1e-5,
-                                                                    momentum: norm?.momentum ?? 0.1)])
+                                                                    momentum: norm.map(\.momentum) ?? 0.1)])
             default:
                 throw ShapeError("shortcut must be identity or projection, got '\(shortcut)'")
             }

@@ -94,7 +94,10 @@ enum LayerListReader {
                 }
                 return v
             }
-            let eps = try number("eps", { $0 >= 1e-30 && $0.isFinite }, "a finite number > 0"), momentum = try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1]")
+            let eps = try number("eps", { $0 >= 1e-30 && $0.isFinite }, "a finite number > 0")
+            // `momentum: none` (or null, ~) is PyTorch's momentum=None: the cumulative average.
+            let cumulative = values["momentum"]?.scalar.map { ["none", "null", "~"].contains($0.string.lowercased()) } ?? false
+            let momentum = cumulative ? nil : try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1], or none for the cumulative average")
             return name == "batchnorm2d" ? .batchnorm2d(eps: eps, momentum: momentum) : .batchnorm1d(eps: eps, momentum: momentum)
         case "globalavgpool2d": return .globalavgpool2d
         case "residual":

@@ -324,6 +324,38 @@ final class BatchNormResidualTests: XCTestCase {
         }
     }
 
+    /// PyTorch's `momentum=None`: after k training batches the running mean is the plain mean
+    /// of the k batch means and the running variance that of the k unbiased batch variances
+    /// (factor 1/num_batches_tracked), whatever the starting buffers were (1/1 replaces them
+    /// at the first batch); a fixed momentum of 0.1 would give neither.
+    func testMomentumNoneKeepsTheCumulativeAverageOfEveryBatchsStatistics() throws {
+        let norm = BatchNorm(channels: 2, dimensions: 2, momentum: nil)
+        let model = try Sequential([norm, Flatten(), Linear(8, 2)], inputShape: [2, 2, 2])
+        model.initialize(seed: 1)
+        XCTAssertTrue(norm.pytorchModule.contains("momentum=None"), norm.pytorchModule)
+        let buffers = model.parameters.bufferViews
+        let batch = 3
+        model.reserve(batch: batch)
+        var generator = SeededGenerator(seed: 11)
+        var means = [[Double]](repeating: [], count: 2), variances = [[Double]](repeating: [], count: 2)
+        for k in 1 ... 4 {
+            // Batches of different centres and spreads, so that any weighting but 1/k shows.
+            let x = (0 ..< batch * 8).map { _ in generator.uniform(-2, 3) * Float(k) + Float(3 * k) }
+            _ = x.withUnsafeBufferPointer { norm.forward($0.baseAddress!, batch: batch, training: true) }
+            for c in 0 ..< 2 {
+                let values = (0 ..< batch).flatMap { b in (0 ..< 4).map { Double(x[(b * 2 + c) * 4 + $0]) } }
+                let mean = values.reduce(0, +) / 12
+                means[c].append(mean)
+                variances[c].append(values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 11)
+                let scale = Double(k) * 4
+                XCTAssertEqual(Double(model.parameters.buffer(of: buffers[0])[c]), means[c].reduce(0, +) / Double(k), accuracy: 1e-5 * scale, "mean after \(k)")
+                XCTAssertEqual(Double(model.parameters.buffer(of: buffers[1])[c]), variances[c].reduce(0, +) / Double(k),
+                               accuracy: 1e-5 * scale * scale, "variance after \(k)")
+            }
+            XCTAssertEqual(model.parameters.buffer(of: buffers[2])[0], Float(k))
+        }
+    }
+
     /// Property: the fusions the builder makes give the bits of the unfused layers — loss,
     /// gradients, running statistics and evaluation logits, over two steps — also where no
     /// other test reaches them: a batch norm as the first layer (asked for no input gradient)

@@ -308,7 +308,7 @@ final class ResidualConfigTests: XCTestCase {
             ("model: {batchnorm: local}\n", "model.batchnorm applies to models with batch norm layers"),
             ("model: {batchnorm: sync, layers: [flatten, linear]}\n", "model.batchnorm applies to models with batch norm layers"),
             ("model: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d: {momentum: 2}, flatten, linear]}\n",
-             "model.layers[1] (batchnorm2d): momentum must be a number in [0, 1], got 2"),
+             "model.layers[1] (batchnorm2d): momentum must be a number in [0, 1], or none for the cumulative average, got 2"),
             ("model: {layers: [residual: {layers: [relu], shortcut: sideways}, flatten, linear]}\n",
              "model.layers[0] (residual): shortcut must be identity or projection, got sideways"),
             ("model: {layers: [residual: {layers: [relu, {conv2d: {out: 4}}]}, flatten, linear]}\n",
@@ -321,6 +321,25 @@ final class ResidualConfigTests: XCTestCase {
             XCTAssertFalse(message.contains("\n"), message)
         }
         XCTAssertEqual(error("model: {batchnorm: broadcast, layers: [conv2d: {out: 4, kernel: 3, bias: false}, batchnorm2d, globalavgpool2d, linear]}\n"), "no error")
+    }
+}
+
+extension ResidualConfigTests {
+    /// `momentum: none` (and YAML's null) is PyTorch's momentum=None, down to the module a
+    /// projection shortcut builds (it takes its block's last batch norm's); a number stays one.
+    func testBatchNormMomentumNoneIsTheCumulativeAverage() throws {
+        for word in ["none", "null", "~", "None"] {
+            let config = try TrainingConfig(yaml: "model: {layers: [conv2d: {out: 4, kernel: 3, padding: 1, bias: false}, batchnorm2d: {momentum: \(word)}, "
+                                            + "residual: {shortcut: projection, layers: [conv2d: {out: 8, kernel: 3, stride: 2, padding: 1, bias: false}, batchnorm2d: {momentum: \(word)}]}, "
+                                            + "globalavgpool2d, linear]}\n", source: "c.yaml")
+            guard case .batchnorm2d(_, let momentum)? = config.layers?[1] else { return XCTFail("\(word): \(String(describing: config.layers))") }
+            XCTAssertNil(momentum, word)
+            let model = try ModelSpec.layers(config.layers!).build(inputShape: [1, 8, 8], classes: 3)
+            XCTAssertEqual(model.pytorchModule.components(separatedBy: "momentum=None").count - 1, 3, model.pytorchModule)
+        }
+        let config = try TrainingConfig(yaml: "model: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d: {momentum: 0.25}, flatten, linear]}\n", source: "c.yaml")
+        guard case .batchnorm2d(_, let momentum)? = config.layers?[1] else { return XCTFail("\(String(describing: config.layers))") }
+        XCTAssertEqual(momentum, 0.25)
     }
 }
 
