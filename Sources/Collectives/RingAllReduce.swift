@@ -109,6 +109,9 @@ public final class RingAllReduce: AllReduce {
 
     let agreement = RingCallAgreement()
     let scratch = RingScratch()
+    /// Whether a failed call left the scratch slots to receives that may still be posted into
+    /// them: they are then never freed (`RingScratch.mayStillBeWritten`).
+    public var scratchAbandoned: Bool { scratch.mayStillBeWritten }
     var pendingSends: [TransportRequest?] = []
     var pendingReceives: [TransportRequest?] = []
     var receivedBytes: [Int] = []
@@ -151,7 +154,14 @@ public final class RingAllReduce: AllReduce {
         }
         let folds = !codec.isIdentity && transport.size > 1
         if let carry, !folds { Self.add(carry, sign: 1, to: buffer) }
-        try averageFolding(buffer, residual: residual, carry: folds ? carry : nil)
+        do {
+            try averageFolding(buffer, residual: residual, carry: folds ? carry : nil)
+        } catch {
+            // Receives may still be posted into the scratch slots (a peer past the deadline):
+            // they are never freed from now on, even by a ring dropped after this call.
+            scratch.mayStillBeWritten = true
+            throw error
+        }
         // Only after a call that completed: one that threw may have left peers reading this
         // buffer (the zero-copy ring reads it in place), and the step is abandoned anyway.
         if let carry, !folds, !carry.staysOn { Self.add(carry, sign: -1, to: buffer) }
@@ -283,13 +293,21 @@ final class RingScratch {
 
     private var tileStorage: UnsafeMutableRawBufferPointer?
     private var tileValues = 0
+    /// Set when a call failed: a receive may still be posted into the slots (a peer past the
+    /// deadline), so the slots are never freed — not at deinit (a ring made for one call, such
+    /// as the error-feedback sum's or the codec probe's, is dropped right after it), nor when
+    /// grown. The job ends on that error; `RingAllGather.SumScratch` does the same.
+    var mayStillBeWritten = false
 
-    deinit { storage?.deallocate(); tileStorage?.deallocate() }
+    deinit {
+        if !mayStillBeWritten { storage?.deallocate() }
+        tileStorage?.deallocate()
+    }
 
     func reserve(slotsPerStripe m: Int, slotBytes bytes: Int, sendStripes: Bool) {
         let rounded = (max(bytes, 1) + 63) & ~63
         if m <= slotsPerStripe && rounded <= slotBytes && (hasSendStripes || !sendStripes) { return }
-        storage?.deallocate()
+        if !mayStillBeWritten { storage?.deallocate() }
         slotsPerStripe = max(m, slotsPerStripe)
         slotBytes = max(rounded, slotBytes)
         hasSendStripes = hasSendStripes || sendStripes

@@ -62,13 +62,17 @@ public final class ErrorFeedbackMemory {
     public func clear() { values.update(repeating: 0) }
 
     /// The sum over ranks (collective). A ring of its own, dropped after the call, so that its
-    /// scratch does not stay allocated for the rest of the run.
+    /// scratch does not stay allocated for the rest of the run. The fp32 ring receives its
+    /// all-gather straight into the buffer it averages, so that buffer is memory of our own, not
+    /// an array's: after a failed call a peer's segment may still land in it, and it is then
+    /// left allocated (the job ends on that error), as the ring leaves its slots.
     public func sum(over transport: Transport) throws -> [Float] {
-        var sum = Array(values)
-        try RingAllReduce(transport: transport).average(&sum)   // the fp32 ring's average times n
+        let sum = UnsafeMutableBufferPointer<Float>.allocate(capacity: values.count)
+        _ = sum.initialize(fromContentsOf: values)
+        try RingAllReduce(transport: transport).average(sum)   // the fp32 ring's average times n
+        defer { sum.deallocate() }
         let n = Float(transport.size)
-        for i in sum.indices { sum[i] *= n }
-        return sum
+        return sum.map { $0 * n }
     }
 
     /// Restores the memory: `own` (this rank's file) when the world (`worldSize` ranks now,

@@ -75,6 +75,25 @@ final class RingCallTests: XCTestCase {
     }
 }
 
+extension RingCallTests {
+    /// Property: a call that fails (its peer never comes, past the deadline) leaves the ring's
+    /// scratch slots allocated for good, since a receive may still be posted into them — also
+    /// for a ring dropped right after the call (the error-feedback sum's, the codec probe's) —
+    /// while a call that completes leaves them to be freed as usual.
+    func testAFailedCallNeverFreesTheSlotsAReceiveMayStillWriteInto() throws {
+        let outcomes = try InProcessCluster.run(size: 2, timeout: 1) { transport -> [Bool] in
+            let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make("fp16"))
+            var buffer = [Float](repeating: Float(transport.rank), count: 4096)
+            try ring.average(&buffer)
+            let afterSuccess = ring.scratchAbandoned
+            guard transport.rank == 1 else { return [afterSuccess] }   // rank 0 never comes to the second call
+            do { try ring.average(&buffer); return [afterSuccess, false, false] } catch { return [afterSuccess, true, ring.scratchAbandoned] }
+        }
+        XCTAssertEqual(outcomes[0], [false])
+        XCTAssertEqual(outcomes[1], [false, true, true], "after a success, whether the call failed, after the failure")
+    }
+}
+
 /// Counts the messages a collective sends, per tag.
 final class CountingTransport: Transport {
     let inner: Transport
