@@ -25,14 +25,18 @@ extension Trainer {
         let store = CheckpointStore(runDirectory: runDirectory, keep: config.checkpointKeep)
         do {
             let (resume, placement) = try prepareRunDirectory(store, resume: resume, overwrite: overwrite)
-            return try prepareRun(store, placement, resume: resume, stopAfter: stopAfter)
+            return try prepareRun(store, placement, resume: resume, replacing: overwrite && !resume, stopAfter: stopAfter)
         } catch {
             if created { FileSystem.removeIfEmpty(runDirectory, allowing: ["checkpoints", "metrics.jsonl"]) }
             throw error
         }
     }
 
-    private func prepareRun(_ store: CheckpointStore, _ placement: CheckpointPlacement, resume: Bool, stopAfter: Int?) throws -> TrainingRun {
+    /// `replacing`: `--overwrite` of a fresh run, whose earlier run is deleted only once every
+    /// check has passed and the model, data and `--init-from` weights are loaded — a run that
+    /// fails to start (a mistyped config, weights that do not fit) loses nothing.
+    private func prepareRun(_ store: CheckpointStore, _ placement: CheckpointPlacement, resume: Bool, replacing: Bool,
+                            stopAfter: Int?) throws -> TrainingRun {
         let n = transport.size, rank = transport.rank
 
         // Data: loaded on every rank; a failure anywhere stops every rank with the message.
@@ -143,6 +147,8 @@ extension Trainer {
             // This resume's changes after the earlier resumes' (the checkpoint carries them).
             changes = checkpoint.configChanges + configChanges(since: checkpoint)
         }
+        model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
+        if replacing { try removeEarlierRun(store) }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
             guard rank == 0 else { return nil }
             let path = (runDirectory as NSString).appendingPathComponent("metrics.jsonl")
@@ -170,7 +176,6 @@ extension Trainer {
         if let clockBefore { (run.curveSecondsBefore, run.bytesSentBefore) = clockBefore }
         else if resume && run.curve == nil { run.bytesSentBefore = nil }   // an older checkpoint: the bytes before it are unknown
         if resume { try checkReplicas(run, step: startStep) }   // what was loaded is the same everywhere
-        model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
         if rank == 0 && startStep < run.endStep { logStart(run) }
         return run
     }
@@ -204,18 +209,20 @@ extension Trainer {
             guard placement.looks, !resume, !overwrite, let newest = store.existing().first else { return }
             throw FileError("run directory \(runDirectory) holds checkpoints of an earlier run (newest: \((newest as NSString).lastPathComponent)); continue it with --resume, start over with --overwrite (deletes them), or choose another --run-dir")
         }
-        if overwrite && !resume {
-            try Agreement.run("remove the earlier run's checkpoints", over: transport) {
-                try store.removeAll()
-                // And what `evaluate` and `export` wrote there by default: they describe the
-                // run being replaced, and beside the new run they would pass for its results.
-                for name in ["evaluation.json", "model.safetensors", "model.npz"] {
-                    let path = (runDirectory as NSString).appendingPathComponent(name)
-                    guard unlink(path) == 0 || errno == ENOENT else { throw FileError.posix("remove the earlier run's \(name)", path) }
-                }
+        return (resume, placement)
+    }
+
+    /// `--overwrite`: the earlier run's checkpoints, and what `evaluate` and `export` wrote
+    /// there by default — they describe the run being replaced, and beside the new run they
+    /// would pass for its results.
+    private func removeEarlierRun(_ store: CheckpointStore) throws {
+        try Agreement.run("remove the earlier run's checkpoints", over: transport) {
+            try store.removeAll()
+            for name in ["evaluation.json", "model.safetensors", "model.npz"] {
+                let path = (runDirectory as NSString).appendingPathComponent(name)
+                guard unlink(path) == 0 || errno == ENOENT else { throw FileError.posix("remove the earlier run's \(name)", path) }
             }
         }
-        return (resume, placement)
     }
 
     /// The model, with its gradient buffer in a shared-memory window when every rank is on

@@ -423,6 +423,31 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(left.contains("notes.txt"), "a file ringsgd did not write stays")
     }
 
+    /// Property: --overwrite of a run that fails to start — weights from --init-from that do
+    /// not exist, or a global batch larger than the data — deletes nothing of the earlier run:
+    /// its checkpoints and results are removed only once every check has passed.
+    func testAnOverwriteThatFailsToStartKeepsTheEarlierRun() throws {
+        let dir = temporaryDirectory(), config = try Self.config()
+        _ = try train(ranks: 2, config, dir: dir, stopAfter: 8)
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/model.safetensors", contents: Data("old".utf8)))
+        let before = Set(try FileManager.default.subpathsOfDirectory(atPath: dir))
+        XCTAssertTrue(before.contains { $0.hasSuffix(".ckpt") }, "\(before)")
+        for (failing, initFrom) in [(config, Optional(dir + "/missing.safetensors")), (try Self.config(["train.global_batch=1000"]), nil)] {
+            let outcomes = try InProcessCluster.run(size: 2, timeout: 60) { transport -> String in
+                let trainer = Trainer(config: failing, transport: transport, runDirectory: dir, log: { _ in })
+                trainer.initFromPath = initFrom
+                do { _ = try trainer.run(resume: false, stopAfter: 8, overwrite: true); return "no error" } catch { return "\(error)" }
+            }
+            XCTAssertFalse(outcomes.contains("no error"), "\(outcomes)")
+            XCTAssertEqual(Set(try FileManager.default.subpathsOfDirectory(atPath: dir)), before, "after: \(outcomes[0])")
+        }
+        // The same overwrite that starts does replace it.
+        _ = try InProcessCluster.run(size: 2, timeout: 60) { transport in
+            try Trainer(config: config, transport: transport, runDirectory: dir, log: { _ in }).run(resume: false, stopAfter: 8, overwrite: true)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/model.safetensors"))
+    }
+
     /// Property: the replica check catches a replica that diverged — here one parameter of the
     /// last rank moved by one ulp after step 7 — at the check right after it (step 8), on every
     /// rank, naming the ranks on each side; with local steps, a moved θ_outer likewise. (Injected
