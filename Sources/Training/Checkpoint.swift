@@ -359,7 +359,7 @@ public struct CheckpointStore {
     }
 
     /// A per-rank file's first bytes: then the identity of the run that wrote it (UInt64).
-    static let rankFileMagic = Array("RSGDRNK1".utf8)
+    public static let rankFileMagic = Array("RSGDRNK1".utf8)
 
     /// A per-rank file: magic, the run's identity (`Checkpoint.runID`), the payload, then the
     /// FastHash of all before it. The identity is why: the files are found by name (step and

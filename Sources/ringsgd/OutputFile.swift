@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Training
 
 /// A file a command was told to write (`--out`, `--timeline`, `--dump-gradient`), checked
 /// before the work that produces it: a typo in its directory would otherwise be found only
@@ -27,14 +28,28 @@ enum OutputFile {
         }
     }
 
-    /// Refuses `path` when it is one of the files a training run keeps in `runDirectory`
-    /// (its summary, metrics, curve): writing there would replace the run's own record.
+    /// Refuses `path` when writing it would replace what a training run keeps: one of its
+    /// records in `runDirectory` (summary, metrics, curve), anything in its checkpoints
+    /// directory, or any ringsgd checkpoint or per-rank file (by its magic) — the very
+    /// checkpoint being evaluated or exported, for one.
     static func checkNotARunRecord(_ path: String, runDirectory: String?, option: String) throws {
-        guard let runDirectory else { return }
-        let target = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
-        for record in ["summary.json", "metrics.jsonl", "curve.jsonl"] {
-            let own = URL(fileURLWithPath: (runDirectory as NSString).appendingPathComponent(record)).standardizedFileURL.resolvingSymlinksInPath().path
-            if target == own { throw ValidationError("\(option) \(path) is the run's own \(record); write the results elsewhere") }
+        func resolved(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+        let target = resolved(path)
+        if let runDirectory {
+            for record in ["summary.json", "metrics.jsonl", "curve.jsonl"] where target == resolved((runDirectory as NSString).appendingPathComponent(record)) {
+                throw ValidationError("\(option) \(path) is the run's own \(record); write the results elsewhere")
+            }
+            let checkpoints = resolved((runDirectory as NSString).appendingPathComponent("checkpoints")) + "/"
+            if target.hasPrefix(checkpoints) {
+                throw ValidationError("\(option) \(path) is in the run's checkpoints directory; write the results elsewhere")
+            }
+        }
+        if let handle = FileHandle(forReadingAtPath: path) {
+            defer { try? handle.close() }
+            let head = Array((try? handle.read(upToCount: 8)) ?? Data())
+            if head == Checkpoint.magic || head == CheckpointStore.rankFileMagic {
+                throw ValidationError("\(option) \(path) is a ringsgd checkpoint; write the results elsewhere")
+            }
         }
     }
 }

@@ -115,6 +115,21 @@ final class ModelsDataExportTests: XCTestCase {
         let npz = dir + "/mlp.npz"
         assertSucceeded(try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir + "/npy", "--out", npz], timeout: 60), "export .npz")
         XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: npz)).prefix(4)), [0x50, 0x4B, 3, 4], "a .npz is a zip archive")
+
+        // evaluate --out never replaces what the run keeps: a file in its checkpoints directory,
+        // any ringsgd checkpoint (the one evaluated, for one), one of its records. (export's
+        // --out must end .safetensors or .npz.)
+        let name = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: dir + "/npy/checkpoints").first { $0.hasSuffix(".ckpt") })
+        let checkpoint = dir + "/npy/checkpoints/" + name, copy = dir + "/copy.ckpt"
+        try FileManager.default.copyItem(atPath: checkpoint, toPath: copy)
+        let before = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
+        for (command, out, expected) in [(["evaluate", "--run-dir", dir + "/npy"], checkpoint, "is in the run's checkpoints directory"),
+                                         (["evaluate", "--checkpoint", copy], copy, "is a ringsgd checkpoint"),
+                                         (["evaluate", "--run-dir", dir + "/npy"], dir + "/npy/summary.json", "is the run's own summary.json")] {
+            assertOneLineError(try MPIRun.runProcess([MPIRun.binary] + command + ["--out", out], timeout: 60), expected)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: checkpoint)), before)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), before)
     }
 
     /// Property: a layer list that does not fit the data, and a bad evaluate/export request,
