@@ -89,7 +89,7 @@ public final class FlatParameters {
         // fit is a clear error, not an allocation that kills the process.
         let bytes = Double(2 * total + bufferTotal) * 4, memory = Double(ProcessInfo.processInfo.physicalMemory)
         guard bytes <= memory else {
-            throw ShapeError(String(format: "the model has %d parameters: %.1f GB with their gradients, more than this machine's %.1f GB of memory; make it smaller",
+            throw ShapeError(String(format: "the model has %ld parameters: %.1f GB with their gradients, more than this machine's %.1f GB of memory; make it smaller",
                                     total, bytes / 1e9, memory / 1e9))
         }
         buffers = Self.allocate(bufferTotal)

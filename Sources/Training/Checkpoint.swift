@@ -194,14 +194,24 @@ extension Checkpoint {
     /// Errors name the file or directory and say what to do.
     public static func locate(file: String?, runDirectory: String) throws -> (checkpoint: Checkpoint, path: String) {
         if let file {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw FileError("cannot read checkpoint \(file): \(FileManager.default.fileExists(atPath: file) ? String(cString: strerror(errno)) : "it does not exist")")
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) else {
+                throw FileError("cannot read checkpoint \(file): it does not exist; check --checkpoint")
             }
-            do { return (try Checkpoint(decoding: Array(data)), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error)") }
+            guard !isDirectory.boolValue else {
+                throw FileError("--checkpoint \(file) is a directory; name a checkpoint file in it, or pass the run directory as --run-dir")
+            }
+            // MappedFile's errno is its own (FileManager's was stale: "No such file" for a FIFO or a device).
+            let data: [UInt8]
+            do { data = Array(try MappedFile(path: file, what: "checkpoint").bytes) } catch { throw FileError("\(error); check --checkpoint") }
+            do { return (try Checkpoint(decoding: data), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error); pass a checkpoint ringsgd wrote (RUN-DIR/checkpoints/step-….ckpt)") }
         }
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: runDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
+        guard FileManager.default.fileExists(atPath: runDirectory, isDirectory: &isDirectory) else {
             throw FileError("the run directory \(runDirectory) does not exist; check --run-dir (a training run's directory), or pass --checkpoint FILE")
+        }
+        guard isDirectory.boolValue else {
+            throw FileError("--run-dir \(runDirectory) is a file, not a run directory; pass a checkpoint file as --checkpoint FILE")
         }
         let store = CheckpointStore(runDirectory: runDirectory, keep: .max)
         let (found, skipped) = try store.loadNewestValid(validate: { _ in })

@@ -62,7 +62,8 @@ public enum Evaluation {
     public static func run(_ model: Model, on test: Dataset, over transport: Transport, batch requested: Int) throws -> EvaluationResult {
         let n = transport.size, rank = transport.rank, classes = test.classes, perSample = test.labelsPerSample
         let range = (rank * test.count / n) ..< ((rank + 1) * test.count / n)
-        let batch = max(1, requested)
+        // Never more than this rank's shard: a larger batch would only reserve memory no sample fills.
+        let batch = max(1, min(requested, range.count))
         let x = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * test.inputSize)
         let y = UnsafeMutableBufferPointer<Int32>.allocate(capacity: batch * perSample)
         defer { x.deallocate(); y.deallocate() }

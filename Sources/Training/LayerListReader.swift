@@ -94,7 +94,7 @@ enum LayerListReader {
                 }
                 return v
             }
-            let eps = try number("eps", { $0 >= 1e-30 && $0.isFinite }, "a finite number > 0")
+            let eps = try number("eps", { $0 >= 1e-30 && $0.isFinite }, "a finite number ≥ 1e-30")
             // `momentum: none` (or null, ~) is PyTorch's momentum=None: the cumulative average.
             let cumulative = values["momentum"]?.scalar.map { ["none", "null", "~"].contains($0.string.lowercased()) } ?? false
             let momentum = cumulative ? nil : try number("momentum", { $0 >= 0 && $0 <= 1 }, "a number in [0, 1], or none for the cumulative average")

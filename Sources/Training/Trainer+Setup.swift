@@ -66,8 +66,10 @@ extension Trainer {
             }
         }
         // Every rank checks the model against the data before the (collective) allocation.
-        let checked = try Agreement.run("check the model against the data", over: transport) {
-            try config.checkedModel(for: train)
+        let checked = try Agreement.run("check the model against the data", over: transport) { () -> CheckedModel in
+            let checked = try config.checkedModel(for: train)
+            try config.checkFitsInMemory(parameters: checked.parameterCount)
+            return checked
         }
         let model = try buildModel(checked, sharing: split?.local)
         let parameters = model.parameters
@@ -147,7 +149,18 @@ extension Trainer {
             // This resume's changes after the earlier resumes' (the checkpoint carries them).
             changes = checkpoint.configChanges + configChanges(since: checkpoint)
         }
-        model.reserve(batch: max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1))))
+        let batch = max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1)))
+        try Agreement.run("reserve the activations", over: transport) {
+            // Each output and its gradient, at least: a batch that cannot fit is this line, not a failed allocation.
+            if let layers = model as? Sequential {
+                let bytes = Double(layers.outputValuesPerSample) * Double(batch) * 8, memory = Double(ProcessInfo.processInfo.physicalMemory)
+                if bytes > memory {
+                    throw ShapeError(String(format: "the model's activations at a batch of %ld take at least %.1f GB, more than this machine's %.1f GB of memory; make the layers smaller, or lower train.global_batch (%ld) or train.eval_batch (%ld)",
+                                            batch, bytes / 1e9, memory / 1e9, config.globalBatch, config.evalBatch))
+                }
+            }
+            model.reserve(batch: batch)
+        }
         if replacing { try removeEarlierRun(store) }
         let metrics = try Agreement.run("open metrics.jsonl", over: transport) { () -> AppendOnlyFile? in
             guard rank == 0 else { return nil }

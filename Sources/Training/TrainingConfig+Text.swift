@@ -83,6 +83,28 @@ extension TrainingConfig {
         return .layers(try modelSpec.layers(inputShape: data.inputShape, classes: data.classes, seed: seed), inputShape: data.inputShape)
     }
 
+    /// Values the optimizer keeps per parameter (momentum, Adam's two moments, …).
+    var optimizerValuesPerParameter: Int {
+        let momentum = schedulesMomentum || self.momentum > 0
+        switch optimizer {
+        case "sgd", "lars": return momentum ? 1 : 0
+        case "adam", "adamw": return amsgrad ? 3 : 2
+        case "rmsprop": return 1 + (momentum ? 1 : 0) + (centered ? 1 : 0)
+        default: return 2
+        }
+    }
+
+    /// Refuses a model whose parameters, gradients and optimizer state alone exceed this
+    /// machine's memory — every rank checks, in agreement, before the (collective) allocation:
+    /// one line naming the sizes, not a failed allocation or an MPI_Abort.
+    public func checkFitsInMemory(parameters count: Int) throws {
+        let values = 2 + optimizerValuesPerParameter, bytes = Double(count) * Double(values) * 4
+        let memory = Double(ProcessInfo.processInfo.physicalMemory)
+        guard bytes > memory else { return }
+        throw ShapeError(String(format: "the model has %ld parameters: %.1f GB with their gradients and %@'s state (%ld values a parameter), more than this machine's %.1f GB of memory; make it smaller",
+                                count, bytes / 1e9, optimizer, values, memory / 1e9))
+    }
+
     /// The model for `data`, with fresh (zero) parameters.
     public func makeModel(for data: Dataset, gradientStorage: GradientStorage? = nil) throws -> Model {
         try checkedModel(for: data).build(gradientStorage: gradientStorage)
@@ -94,6 +116,17 @@ extension TrainingConfig {
 public enum CheckedModel {
     case layers([Layer], inputShape: [Int])
     case gpt(GPTSpec)
+
+    /// Its parameter count (a GPT's by nanoGPT's layout: per block two layer norms, c_attn,
+    /// c_proj and the MLP's two linear layers, 12C² + 13C), before any buffer exists.
+    public var parameterCount: Int {
+        switch self {
+        case let .layers(layers, _): return layers.reduce(0) { $0 + $1.parameters.reduce(0) { $0 + $1.count } }
+        case let .gpt(spec):
+            let c = spec.embed
+            return (spec.vocab + spec.blockSize) * c + spec.layers * (12 * c * c + 13 * c) + 2 * c + (spec.tieEmbeddings ? 0 : spec.vocab * c)
+        }
+    }
 
     public func build(gradientStorage: GradientStorage?) throws -> Model {
         switch self {

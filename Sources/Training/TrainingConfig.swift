@@ -173,7 +173,19 @@ public struct TrainingConfig {
         syntheticClasses = try r.int("data.synthetic.classes", default: syntheticClasses, min: 2, max: ModelDescription.mostClasses)
         syntheticTrainSize = try r.int("data.synthetic.train_size", default: syntheticTrainSize, min: 1)
         syntheticTestSize = try r.int("data.synthetic.test_size", default: syntheticTestSize, min: 1)
-        epochs = try r.int("train.epochs", default: epochs, min: 1)
+        if dataset == "synthetic" {
+            // Generated in memory on every rank: a size that cannot fit is this line, not a failed allocation.
+            let memory = Double(ProcessInfo.processInfo.physicalMemory)
+            for (key, samples) in [("data.synthetic.train_size", syntheticTrainSize), ("data.synthetic.test_size", syntheticTestSize)] {
+                let bytes = Double(samples) * Double(syntheticFeatures) * 4
+                if bytes > memory / 2 {
+                    throw ConfigError(String(format: "%@ %ld × data.synthetic.features %ld is %.1f GB of samples, more than half of this machine's %.1f GB of memory; make it smaller",
+                                             key, samples, syntheticFeatures, bytes / 1e9, memory / 1e9))
+                }
+            }
+        }
+        // At most a million: epochs × steps per epoch must stay a step count.
+        epochs = try r.int("train.epochs", default: epochs, min: 1, max: 1_000_000)
         maxSteps = try r.int("train.max_steps", default: maxSteps, min: 0)
         globalBatch = try r.int("train.global_batch", default: globalBatch, min: 1)
         accumulateSteps = try r.int("train.accumulate_steps", default: accumulateSteps, min: 1)
@@ -188,7 +200,7 @@ public struct TrainingConfig {
         optimizer = try r.string("optimizer.name", default: gpt != nil ? "adamw" : optimizer, allowed: ["sgd", "adam", "adamw", "rmsprop", "lamb", "lars"])
         let nanoGPTDefaults = gpt != nil && ["adam", "adamw"].contains(optimizer)
         lr = try r.double("optimizer.lr", default: nanoGPTDefaults ? 1e-3 : lr, min: 0)
-        momentum = try r.double("optimizer.momentum", default: optimizer == "sgd" || optimizer == "lars" ? momentum : 0, min: 0)
+        momentum = try r.double("optimizer.momentum", default: optimizer == "sgd" || optimizer == "lars" ? momentum : 0, min: 0, max: 1)
         dampening = try r.double("optimizer.dampening", default: dampening, min: 0, max: 1)
         nesterov = try r.bool("optimizer.nesterov", default: nesterov)
         weightDecay = try r.double("optimizer.weight_decay", default: optimizer == "adamw" ? (nanoGPTDefaults ? 0.1 : 0.01) : 0, min: 0)

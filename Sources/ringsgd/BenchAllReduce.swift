@@ -66,6 +66,7 @@ struct BenchAllReduce: ParsableCommand {
         }
         if minBytes % 4 != 0 { throw ValidationError("--min-bytes must be whole floats, a multiple of 4, got \(minBytes)") }
         for name in codecNames { _ = try CodecRegistry.make(name) }
+        if let json { try OutputFile.check(json, option: "--json") }
         guard ["none", "powersgd"].contains(compressor) else {
             throw ValidationError("--compressor must be none or powersgd, got '\(compressor)'")
         }

@@ -47,15 +47,23 @@ struct BenchCodecs: ParsableCommand {
 
     @Option(help: "Comma-separated codecs (\(CodecRegistry.validNames)).")
     var codec: String = "fp16,bf16,int8,int8sr,sign,int8+zstd"
-    @Option(help: "Values in the buffer (16 Mi values are 64 MiB: beyond the caches).")
+    // `.unconditional`: a negative value reaches validate() and its message (see `Generate`).
+    @Option(parsing: .unconditional, help: "Values in the buffer (16 Mi values are 64 MiB: beyond the caches).")
     var values: Int = 16 << 20
-    @Option(help: "Timed repetitions of each pass (median reported).")
+    @Option(parsing: .unconditional, help: "Timed repetitions of each pass (median reported).")
     var repetitions: Int = 5
     @Option(help: "Write the results as JSON to this file.")
     var json: String?
 
     func validate() throws {
         if values < 1024 { throw ValidationError("--values must be ≥ 1024, got \(values)") }
+        // The buffer, its copy, a residual and an encoded buffer: about 16 bytes a value.
+        let memory = Int(ProcessInfo.processInfo.physicalMemory)
+        if values > memory / 32 {
+            throw ValidationError(String(format: "--values %ld needs about %.1f GB, more than half of this machine's %.1f GB of memory; choose at most %ld",
+                                         values, Double(values) * 16 / 1e9, Double(memory) / 1e9, memory / 32))
+        }
+        if let json { try OutputFile.check(json, option: "--json") }
         if repetitions < 1 { throw ValidationError("--repetitions must be ≥ 1, got \(repetitions)") }
         for name in codec.split(separator: ",") {
             do { _ = try CodecRegistry.make(String(name)) } catch { throw ValidationError("--codec: \(error)") }

@@ -22,11 +22,12 @@ struct BenchCompute: ParsableCommand {
     var model: Model?
     @Option(help: "A config whose model and optimizer to time, on its training set's first samples (instead of --model).")
     var config: String?
-    @Option(help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16, a config's global batch.")
+    // `.unconditional`: a negative value reaches validate() and its message (see `Generate`).
+    @Option(parsing: .unconditional, help: "Batch size (samples; windows of 128 tokens for gpt). Default: 128, gpt 16, a config's global batch.")
     var batch: Int?
-    @Option(help: "Untimed warm-up steps.")
+    @Option(parsing: .unconditional, help: "Untimed warm-up steps.")
     var warmup: Int = 5
-    @Option(help: "Timed steps (the median and the fastest reported).")
+    @Option(parsing: .unconditional, help: "Timed steps (the median and the fastest reported).")
     var steps: Int = 30
     @Option(help: "Write the result as JSON to this file.")
     var json: String?
@@ -36,6 +37,7 @@ struct BenchCompute: ParsableCommand {
         if model != nil && config != nil { throw ValidationError("give --model or --config, not both") }
         if steps < 1 { throw ValidationError("--steps must be ≥ 1, got \(steps)") }
         if warmup < 0 { throw ValidationError("--warmup must be ≥ 0, got \(warmup)") }
+        if let json { try OutputFile.check(json, option: "--json") }
     }
 
     func run() throws {

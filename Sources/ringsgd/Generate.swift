@@ -25,11 +25,13 @@ struct Generate: ParsableCommand {
 
     @Option(help: "Text the model continues: bytes for a byte-level model (default: a newline); otherwise token ids separated by white space (required).")
     var prompt: String?
-    @Option(help: "Tokens to generate.")
+    // `.unconditional`: a negative value ("--tokens -1") reaches validate() and its message,
+    // instead of ArgumentParser reading "-1" as the next option ("Missing value").
+    @Option(parsing: .unconditional, help: "Tokens to generate.")
     var tokens: Int = 256
-    @Option(help: "Softmax temperature; 0 takes the most likely token.")
+    @Option(parsing: .unconditional, help: "Softmax temperature; 0 takes the most likely token.")
     var temperature: Double = 0.8
-    @Option(help: "Sample among the K most likely tokens only (0: all).")
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens only (0: all).")
     var topK: Int = 0
     @Option(help: "Seed of the sampling.")
     var seed: UInt64 = 0

@@ -146,11 +146,23 @@ final class ModelsDataExportTests: XCTestCase {
         let kernel = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/c",
                                             "--set", "model.layers=[{conv2d: {out: 8, kernel: 29}}, flatten, linear]"])
         assertOneLineError(kernel, "model.layers[0] (conv2d): kernel 29 is larger than its 28×28 input")
-        for failed in ["a", "b", "c"] {
+        // Models too large for the machine — their parameters with the optimizer's state, or
+        // their activations at the batch — are one agreed line before any allocation.
+        let parameters = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/d",
+                                                "--set", "model.layers=[flatten, {linear: {out: 1048576}}, relu, {linear: {out: 1048576}}, relu, linear]"])
+        assertOneLineError(parameters, "the model has 1100346294282 parameters")
+        let activations = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/e",
+                                                 "--set", "model.layers=[{conv2d: {out: 1048576, kernel: 1}}, globalavgpool2d, linear]"])
+        assertOneLineError(activations, "the model's activations at a batch of")
+        for failed in ["a", "b", "c", "d", "e"] {
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/" + failed), "a run that failed at its start leaves no run directory (\(failed))")
         }
         let noRunDirectory = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/none"])
         assertOneLineError(noRunDirectory, "the run directory \(dir)/none does not exist; check --run-dir")
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8)))
+        assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/file"]), "--run-dir \(dir)/file is a file, not a run directory")
+        assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--checkpoint", dir]), "--checkpoint \(dir) is a directory")
+        assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--checkpoint", "/dev/zero"]), "checkpoint /dev/zero is not a regular file")
         try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
         let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/empty"])
         assertOneLineError(empty, "no valid checkpoint in \(dir)/empty/checkpoints")

@@ -325,6 +325,34 @@ final class ResidualConfigTests: XCTestCase {
 }
 
 extension ResidualConfigTests {
+    /// Values that would overflow a step count or could not fit in memory are one line naming
+    /// the key — before any data is generated or memory allocated.
+    func testSizesBeyondTheMachineAreOneLineNamingTheKey() {
+        let cases: [(String, String)] = [
+            ("train: {epochs: 9223372036854775807}\n", "train.epochs must be ≤ 1000000"),
+            ("data: {dataset: synthetic, synthetic: {train_size: 1000000000000}}\n", "data.synthetic.train_size 1000000000000 × data.synthetic.features"),
+            ("data: {dataset: synthetic, synthetic: {test_size: 100000000000, features: 4096}}\n", "data.synthetic.test_size 100000000000 × data.synthetic.features 4096"),
+            ("optimizer: {name: sgd, momentum: 1.5}\n", "optimizer.momentum must be ≤ 1.0, got 1.5"),
+            ("model: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d: {eps: 1e-40}, flatten, linear]}\n", "eps must be a finite number ≥ 1e-30, got 1e-40"),
+        ]
+        for (yaml, expected) in cases {
+            let message = error(yaml)
+            XCTAssertTrue(message.contains(expected), "\(yaml): \(message)")
+            XCTAssertFalse(message.contains("\n"), message)
+        }
+    }
+
+    /// The parameter count known before the model is built is the built model's (within the
+    /// flat buffer's alignment padding), for a layer list and a GPT.
+    func testTheCheckedParameterCountIsTheModels() throws {
+        let layers = try TrainingConfig(yaml: "model: {layers: [conv2d: {out: 4, kernel: 3, padding: 1, bias: false}, batchnorm2d, residual: {shortcut: projection, layers: [conv2d: {out: 8, kernel: 3, stride: 2, padding: 1, bias: false}, batchnorm2d]}, globalavgpool2d, linear]}\n", source: "c.yaml")
+        let checked = CheckedModel.layers(try ModelSpec.layers(layers.layers!).layers(inputShape: [1, 8, 8], classes: 3), inputShape: [1, 8, 8])
+        let built = try checked.build(gradientStorage: nil).parameters
+        XCTAssertEqual(checked.parameterCount, built.views.reduce(0) { $0 + $1.count })
+        let spec = GPTSpec(layers: 2, heads: 2, embed: 32, blockSize: 16, vocab: 256)
+        let gpt = try GPT(spec)
+        XCTAssertEqual(CheckedModel.gpt(spec).parameterCount, gpt.parameters.views.reduce(0) { $0 + $1.count })
+    }
     /// `momentum: none` (and YAML's null) is PyTorch's momentum=None, down to the module a
     /// projection shortcut builds (it takes its block's last batch norm's); a number stays one.
     func testBatchNormMomentumNoneIsTheCumulativeAverage() throws {
