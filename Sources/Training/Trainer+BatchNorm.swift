@@ -14,8 +14,9 @@ import NeuralNet
 ///   (`GradientSynchronizer.runCollective`): behind those still in flight on the communication
 ///   thread, or in place when it is idle (always in forward).
 /// - `local`: each rank normalises with its own batch; the running buffers are then averaged
-///   over the ranks after every step (one small all-reduce), so evaluation, checkpoints and the
-///   replica hash see one model and a resumed run continues bit-identically.
+///   over the ranks after every step, each weighted by its rank's share of the global batch
+///   (one small all-reduce), so evaluation, checkpoints and the replica hash see one model and
+///   a resumed run continues bit-identically.
 /// - `broadcast` (DDP's default, `broadcast_buffers=True`): rank 0's buffers are the model's,
 ///   copied to every rank wherever they are read — evaluation, checkpoints, the replica
 ///   check. DDP copies them before every forward; here that copy would change nothing: a
@@ -79,17 +80,20 @@ extension Trainer {
         try transport.broadcast(UnsafeMutableRawBufferPointer(run.parameters.buffers), root: 0)
     }
 
-    /// `local`: the ranks' running buffers averaged, after the step.
+    /// `local`: the ranks' running buffers averaged, after the step, each weighted by its
+    /// rank's share of the global batch (equal shares: the plain mean) — as `sync` counts each
+    /// sample once: with unequal shares a plain mean would give the smaller share's statistics
+    /// more than their samples' weight.
     func averageBuffers(_ run: TrainingRun) throws {
         guard config.batchNorm == "local", transport.size > 1, !run.parameters.buffers.isEmpty else { return }
-        let buffers = run.parameters.buffers, n = Double(transport.size)
+        let buffers = run.parameters.buffers, share = Double(run.sampler.localBatch) / Double(config.globalBatch)
         transport.setActivity("the average of the batch norms' running statistics")
         if run.bufferAverage == nil {
             run.bufferAverage = (.allocate(capacity: buffers.count), RingAllGather.SumScratch(count: buffers.count, ranks: transport.size))
         }
         let (sums, scratch) = run.bufferAverage!
-        for i in buffers.indices { sums[i] = Double(buffers[i]) }
+        for i in buffers.indices { sums[i] = Double(buffers[i]) * share }
         try RingAllGather.sum(sums, scratch: scratch, over: transport)
-        for i in buffers.indices { buffers[i] = Float(sums[i] / n) }
+        for i in buffers.indices { buffers[i] = Float(sums[i]) }
     }
 }

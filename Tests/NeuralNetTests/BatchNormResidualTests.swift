@@ -324,6 +324,32 @@ final class BatchNormResidualTests: XCTestCase {
         }
     }
 
+    /// A fixed momentum over two batches: running = (1 − m)·running + m·batch each time, so the
+    /// first batch's statistics decay by (1 − m) at the second — m = 0.25, and the variance
+    /// starting from 1 (not 0), so that a dropped or misplaced (1 − m) term shows.
+    func testAFixedMomentumDecaysTheEarlierBatches() throws {
+        let m = 0.25
+        let norm = BatchNorm(channels: 2, dimensions: 2, momentum: Float(m))
+        let model = try Sequential([norm, Flatten(), Linear(8, 2)], inputShape: [2, 2, 2])
+        model.initialize(seed: 1)
+        let buffers = model.parameters.bufferViews, batch = 3
+        model.reserve(batch: batch)
+        var generator = SeededGenerator(seed: 5)
+        var mean = [0.0, 0.0], variance = [1.0, 1.0]
+        for k in 1 ... 2 {
+            let x = (0 ..< batch * 8).map { _ in generator.uniform(-2, 3) + Float(2 * k) }
+            _ = x.withUnsafeBufferPointer { norm.forward($0.baseAddress!, batch: batch, training: true) }
+            for c in 0 ..< 2 {
+                let values = (0 ..< batch).flatMap { b in (0 ..< 4).map { Double(x[(b * 2 + c) * 4 + $0]) } }
+                let mu = values.reduce(0, +) / 12
+                mean[c] = (1 - m) * mean[c] + m * mu
+                variance[c] = (1 - m) * variance[c] + m * values.map { ($0 - mu) * ($0 - mu) }.reduce(0, +) / 11
+                XCTAssertEqual(Double(model.parameters.buffer(of: buffers[0])[c]), mean[c], accuracy: 1e-5, "mean after \(k)")
+                XCTAssertEqual(Double(model.parameters.buffer(of: buffers[1])[c]), variance[c], accuracy: 1e-5, "variance after \(k)")
+            }
+        }
+    }
+
     /// PyTorch's `momentum=None`: after k training batches the running mean is the plain mean
     /// of the k batch means and the running variance that of the k unbiased batch variances
     /// (factor 1/num_batches_tracked), whatever the starting buffers were (1/1 replaces them

@@ -122,6 +122,41 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// Property: the modes' running statistics, one step in (the same parameters in every mode
+    /// at that forward), with momentum 1 so that running_mean is the batch's mean: `sync`'s is
+    /// the global batch's mean; `local`'s, the ranks' averaged by their share of the global
+    /// batch, is that same mean — also with unequal shares (25 samples over 2 ranks: 13 and
+    /// 12); `broadcast` keeps rank 0's batch's mean, which is not. And `broadcast` evaluates
+    /// every rank's shard with rank 0's buffers: the test loss it reports is that of its
+    /// checkpoint (which holds them) evaluated in one process.
+    func testLocalAveragesByShareAndBroadcastEvaluatesWithRankZerosBuffers() throws {
+        var means: [String: [Float]] = [:]
+        for mode in ["sync", "local", "broadcast"] {
+            let dir = temporaryDirectory()
+            let config = try TrainingConfig(yaml: "model: {batchnorm: \(mode), layers: [linear: {out: 8}, batchnorm1d: {momentum: 1.0}, relu, linear]}\n", source: "test", overrides: [
+                "data.dataset=synthetic", "data.synthetic.features=16", "data.synthetic.classes=4", "data.synthetic.train_size=100",
+                "data.synthetic.test_size=40", "train.global_batch=25", "train.epochs=1", "train.max_steps=1", "train.eval_batch=8",
+                "optimizer.lr=0.05",
+            ])
+            let summary = try XCTUnwrap(try train(ranks: 2, config, dir: dir)[0])
+            let checkpoint = try XCTUnwrap(try CheckpointStore(runDirectory: dir, keep: 3).loadNewestValid(validate: { _ in }).found).checkpoint
+            means[mode] = Array(checkpoint.buffers[0 ..< 8])
+            guard mode == "broadcast" else { continue }
+            let loss = try InProcessCluster.run(size: 1, timeout: 60) { transport -> Double in
+                let test = try config.loadDatasets().test
+                let model = try config.makeModel(for: test)
+                _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)
+                _ = model.parameters.buffers.update(fromContentsOf: checkpoint.buffers)
+                return try Evaluation.run(model, on: test, over: transport, batch: 8).loss
+            }[0]
+            XCTAssertEqual(try XCTUnwrap(summary.test_loss), loss, accuracy: 1e-6 * loss, "broadcast: the reported test loss is rank 0's buffers' on every shard")
+        }
+        let sync = try XCTUnwrap(means["sync"]), local = try XCTUnwrap(means["local"]), broadcast = try XCTUnwrap(means["broadcast"])
+        let scale = sync.map(abs).max()!
+        for c in 0 ..< 8 { XCTAssertEqual(local[c], sync[c], accuracy: 1e-5 * scale, "local, channel \(c): \(local) against \(sync)") }
+        XCTAssertGreaterThan(zip(broadcast, sync).map { abs($0 - $1) }.max()!, 1e-3 * scale, "broadcast holds rank 0's batch's mean, not the global one")
+    }
+
     /// Property: stopping after step 8 and resuming ends bit-identical to an uninterrupted run,
     /// error-feedback memory included.
     func testResumeIsBitIdentical() throws {
