@@ -203,7 +203,10 @@ extension Checkpoint {
             }
             // MappedFile's errno is its own (FileManager's was stale: "No such file" for a FIFO or a device).
             let data: [UInt8]
-            do { data = Array(try MappedFile(path: file, what: "checkpoint").bytes) } catch { throw FileError("\(error); check --checkpoint") }
+            do {
+                let mapped = try MappedFile(path: file, what: "checkpoint")
+                data = withExtendedLifetime(mapped) { Array(mapped.bytes) }   // copied before the unmap
+            } catch { throw FileError("\(error); check --checkpoint") }
             do { return (try Checkpoint(decoding: data), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error); pass a checkpoint ringsgd wrote (RUN-DIR/checkpoints/step-….ckpt)") }
         }
         var isDirectory: ObjCBool = false

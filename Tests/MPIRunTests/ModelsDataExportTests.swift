@@ -163,6 +163,10 @@ final class ModelsDataExportTests: XCTestCase {
         assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/file"]), "--run-dir \(dir)/file is a file, not a run directory")
         assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--checkpoint", dir]), "--checkpoint \(dir) is a directory")
         assertOneLineError(try MPIRun.run(np: 1, ["evaluate", "--checkpoint", "/dev/zero"]), "checkpoint /dev/zero is not a regular file")
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/noise.ckpt", contents: Data((0 ..< 100).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 13) })))
+        for command in [["evaluate"], ["export", "--out", dir + "/noise.safetensors"]] {
+            assertOneLineError(try MPIRun.run(np: 1, command + ["--checkpoint", dir + "/noise.ckpt"]), "checkpoint \(dir)/noise.ckpt is unusable: not a ringsgd checkpoint")
+        }
         try FileManager.default.createDirectory(atPath: dir + "/empty", withIntermediateDirectories: true)
         let empty = try MPIRun.run(np: 2, ["evaluate", "--run-dir", dir + "/empty"])
         assertOneLineError(empty, "no valid checkpoint in \(dir)/empty/checkpoints")
