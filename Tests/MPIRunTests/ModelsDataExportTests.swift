@@ -119,7 +119,7 @@ final class ModelsDataExportTests: XCTestCase {
         // evaluate --out never replaces what the run keeps: a file in its checkpoints directory,
         // any ringsgd checkpoint (the one evaluated, for one), one of its records. (export's
         // --out must end .safetensors or .npz.)
-        let name = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: dir + "/npy/checkpoints").first { $0.hasSuffix(".ckpt") })
+        let name = try XCTUnwrap(try FileManager.default.contentsOfDirectory(atPath: dir + "/npy/checkpoints").filter { $0.hasSuffix(".ckpt") }.sorted().last)
         let checkpoint = dir + "/npy/checkpoints/" + name, copy = dir + "/copy.ckpt"
         try FileManager.default.copyItem(atPath: checkpoint, toPath: copy)
         let before = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
@@ -130,6 +130,12 @@ final class ModelsDataExportTests: XCTestCase {
         }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: checkpoint)), before)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: copy)), before)
+        // A checkpoint named by --checkpoint, wherever it lies, evaluates and exports as the run's.
+        let direct = try MPIRun.run(np: 1, ["evaluate", "--checkpoint", copy, "--out", dir + "/direct.json"], timeout: 120)
+        assertSucceeded(direct, "evaluate --checkpoint")
+        XCTAssertTrue(direct.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), direct.output)
+        assertSucceeded(try MPIRun.runProcess([MPIRun.binary, "export", "--checkpoint", copy, "--out", dir + "/direct.safetensors"], timeout: 60), "export --checkpoint")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/direct.safetensors")), try Data(contentsOf: URL(fileURLWithPath: exported)))
     }
 
     /// Property: a layer list that does not fit the data, and a bad evaluate/export request,
