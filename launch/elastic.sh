@@ -75,7 +75,7 @@ while [ $# -gt 0 ]; do
     --cooldown) cooldown=${2-}; shift 2 || fail "--cooldown needs a value; $usage" ;;
     --wait) wait_limit=${2-}; shift 2 || fail "--wait needs a value; $usage" ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1'; $usage" ;;
   esac
 done
@@ -116,7 +116,12 @@ discovered="" bad=""
 discover_hosts() {
   local out line host count
   discovered="" bad=""
-  if ! out=$(timeout 30 bash -c "$discover" 2>&1); then bad="the command failed: ${out%%$'\n'*}"; return 1; fi
+  local status=0
+  out=$(timeout 30 bash -c "$discover" 2>&1) || status=$?
+  if [ "$status" -ne 0 ]; then
+    bad="the command failed (exit status $status${out:+: ${out%%$'\n'*}})"
+    return 1
+  fi
   while IFS= read -r line; do
     [ -n "${line// /}" ] || continue
     if [[ "$line" =~ ^[[:space:]]*([A-Za-z0-9._-]+)(:|[[:space:]]+)([0-9]+)[[:space:]]*$ ]] && [ "${BASH_REMATCH[3]}" -ge 1 ]; then
@@ -163,6 +168,7 @@ if [ -n "$hostfile" ]; then
     [ -n "$host" ] && [[ "$host" != \#* ]] || continue
     # slots=N itself, not max_slots=N.
     count=$(sed -n 's/\(^\|.*[[:space:]]\)slots=\([0-9]*\).*/\2/p' <<<"$rest"); count=${count:-1}
+    [ "$count" -ge 1 ] || fail "--hostfile $hostfile: host $host has slots=$count; every host needs at least one slot"
     add_host "$host" "$host" "$count"
   done <"$hostfile"
   [ "${#addrs[@]}" -gt 0 ] || fail "--hostfile $hostfile lists no host"
@@ -335,8 +341,8 @@ while true; do
       srun --mpi="${RINGSGD_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 --overlap --nodes="${#current[@]}" --ntasks="$ranks" --nodelist="$(IFS=,; echo "${nodes[*]}")" \
       --ntasks-per-node="$SLURM_NTASKS_PER_NODE" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
   else
-    # shellcheck disable=SC2086
-    mpirun "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
+    read -r -a extra <<< "${MPIRUN_ARGS:-}"   # split at white space, never glob-expanded
+    mpirun "${args[@]}" "${extra[@]}" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
   fi
   job_pid=$!
   { tail -n +1 -s 0.2 -F --pid="$job_pid" "$raw" 2>/dev/null \

@@ -6,10 +6,15 @@
 # passwordless ssh from this one. TCP is used between hosts unless MPIRUN_ARGS says otherwise
 # (e.g. MPIRUN_ARGS="--mca btl_tcp_if_include eth0").
 set -euo pipefail
-if [ $# -lt 2 ] || [ ! -f "$1" ] || ! [[ "$2" =~ ^[0-9]{1,6}$ ]] || [ "$2" -lt 1 ]; then
-  echo "usage: launch/hostfile.sh HOSTFILE NP [ringsgd arguments…]  (HOSTFILE must exist; NP: number of ranks, ≥ 1)" >&2
+usage="usage: launch/hostfile.sh HOSTFILE NP COMMAND [ringsgd arguments…]  (NP: number of ranks, ≥ 1)"
+case "${1-}" in -h|--help) echo "$usage"; exit 0 ;; esac
+if [ $# -lt 2 ]; then echo "$usage" >&2; exit 2; fi
+if [ ! -f "$1" ]; then echo "launch/hostfile.sh: error: the hostfile '$1' does not exist; $usage" >&2; exit 2; fi
+if ! [[ "$2" =~ ^[0-9]{1,6}$ ]] || [ "$2" -lt 1 ]; then
+  echo "launch/hostfile.sh: error: NP '$2' is not a number of ranks ≥ 1; $usage" >&2
   exit 2
 fi
+if [ $# -lt 3 ]; then echo "launch/hostfile.sh: error: no ringsgd command after NP; $usage" >&2; exit 2; fi
 hostfile=$1 np=$2; shift 2
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=launch/run-ranks.sh
@@ -17,5 +22,6 @@ source "$root/launch/run-ranks.sh"
 "$root/launch/build.sh"
 args=(--hostfile "$hostfile" -np "$np" --map-by slot -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
-# shellcheck disable=SC2086
-run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"
+# Split at white space, never glob-expanded ("eth*" reaches mpirun as written).
+read -r -a extra <<< "${MPIRUN_ARGS:-}"
+run_ranks "${args[@]}" "${extra[@]}" "$root/.build/release/ringsgd" "$@"

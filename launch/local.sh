@@ -5,10 +5,14 @@
 # Extra mpirun options go in MPIRUN_ARGS, e.g. MPIRUN_ARGS="--mca btl tcp,self".
 # One OpenBLAS thread per rank: mpirun's core binding otherwise changes what OpenBLAS picks.
 set -euo pipefail
-if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]{1,6}$ ]] || [ "$1" -lt 1 ]; then
-  echo "usage: launch/local.sh NP [ringsgd arguments…]  (NP: number of ranks, ≥ 1)" >&2
+usage="usage: launch/local.sh NP COMMAND [ringsgd arguments…]  (NP: number of ranks, ≥ 1; COMMAND: train, evaluate, bench …)"
+case "${1-}" in -h|--help) echo "$usage"; exit 0 ;; esac
+if [ $# -lt 1 ]; then echo "$usage" >&2; exit 2; fi
+if ! [[ "$1" =~ ^[0-9]{1,6}$ ]] || [ "$1" -lt 1 ]; then
+  echo "launch/local.sh: error: NP '$1' is not a number of ranks ≥ 1; $usage" >&2
   exit 2
 fi
+if [ $# -lt 2 ]; then echo "launch/local.sh: error: no ringsgd command after NP; $usage" >&2; exit 2; fi
 np=$1; shift
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=launch/run-ranks.sh
@@ -23,5 +27,6 @@ args=(-np "$np" -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 cores=$( (lscpu -p=Core,Socket 2>/dev/null || true) | { grep -v '^#' || true; } | sort -u | wc -l)
 [ "$cores" -ge 1 ] && [ "$cores" -le "$(nproc)" ] || cores=$(nproc)
 [ "$np" -gt "$cores" ] && args+=(--oversubscribe)
-# shellcheck disable=SC2086
-run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$root/.build/release/ringsgd" "$@"
+# Split at white space, never glob-expanded ("eth*" reaches mpirun as written).
+read -r -a extra <<< "${MPIRUN_ARGS:-}"
+run_ranks "${args[@]}" "${extra[@]}" "$root/.build/release/ringsgd" "$@"

@@ -45,24 +45,44 @@ filter_mpirun_notes() {
 }
 
 run_ranks() {
-  local log shown status lost interrupted="" callers_traps
+  local log shown status lost interrupted="" callers_traps mpirun_pid display_pid a resume="" continues=""
   log=$(mktemp)
   shown=$(mktemp)   # the last line the user saw
-  # mpirun, in the same process group, receives the signal too and stops the ranks; the
-  # trap only notes it (bash runs it once the pipeline has ended). The caller's traps (the
-  # simulated cluster's teardown) are put back afterwards.
+  # The advice after an interruption or a failure: a training run continues with --resume.
+  for a in "$@"; do [ "$a" = train ] && resume=1; done
+  if [ -n "$resume" ]; then
+    continues=" 'train … --resume' continues from the run directory's newest checkpoint, if it has one (checkpoint.every_steps)"
+  fi
+  # mpirun runs in the background in a process group of its own, its stderr into the log,
+  # which a follower filters onto our stderr; the launcher waits in `wait`, which a trapped
+  # signal interrupts at once. Whether the signal went to the launcher's process group (Ctrl-C,
+  # `timeout`, a scheduler) or to the launcher alone (`kill PID`, a supervisor's terminate(),
+  # which used to reach no one until the job had ended), mpirun gets exactly one SIGTERM, from
+  # the trap, and stops every rank before it exits (signalled twice it exits at once, ranks
+  # still running). The caller's traps (the simulated cluster's teardown) are put back afterwards.
   callers_traps=$(trap -p INT TERM)
-  trap 'interrupted=INT' INT
-  trap 'interrupted=TERM' TERM
+  trap 'interrupted=INT; kill -TERM "$mpirun_pid" 2>/dev/null || true' INT
+  trap 'interrupted=TERM; kill -TERM "$mpirun_pid" 2>/dev/null || true' TERM
   set +e
-  # stdout goes straight through (fd 3); stderr through the log and the filter back to stderr.
-  { mpirun "$@" 2>&1 1>&3 3>&- | tee "$log" | filter_mpirun_notes "$shown" >&2; } 3>&1
-  status=${PIPESTATUS[0]}
+  setsid mpirun "$@" 2>"$log" &
+  mpirun_pid=$!
+  { tail -n +1 -s 0.1 -F --pid="$mpirun_pid" "$log" 2>/dev/null \
+      | grep -a --line-buffered -v -e '^mpirun: Forwarding signal' \
+      | filter_mpirun_notes "$shown" >&2; } &
+  display_pid=$!
+  while :; do
+    wait "$mpirun_pid"
+    status=$?
+    # Above 128 with mpirun still running: the wait was cut short by a signal's trap.
+    if [ "$status" -gt 128 ] && kill -0 "$mpirun_pid" 2>/dev/null; then continue; fi
+    break
+  done
+  wait "$display_pid"
   set -e
   trap - INT TERM
   eval "$callers_traps"
   if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
-    echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped. 'train … --resume' continues from the run directory's newest checkpoint, if it has one (checkpoint.every_steps)" >&2
+    echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped.$continues" >&2
     rm -f "$log" "$shown"
     [ "$interrupted" = INT ] && return 130
     return 143
@@ -70,11 +90,18 @@ run_ranks() {
   if [ "$status" -ne 0 ]; then
     if ! repeat_first_error "$log" "$(cat "$shown")"; then
       lost=$(sed -n 's/.*process rank \([0-9]*\) with PID [0-9]* on node \([^ ]*\) exited on signal \([0-9]*\).*/rank \1 (on host \2) was killed by signal \3/p' "$log" | head -n1)
+      if [ -z "$lost" ] && ! grep -aq '^ringsgd' "$log"; then
+        # No rank said anything and none died: mpirun could not start the job (a host it
+        # cannot reach, a hostfile it cannot read, an option it does not know).
+        echo "ringsgd: error: mpirun could not start the job (exit status $status; its message is above): check the hostfile, the host names and MPIRUN_ARGS" >&2
+        rm -f "$log" "$shown"
+        return "$status"
+      fi
       if [ -z "$lost" ]; then
         lost="exit status $status"
-        [ "$status" -gt 128 ] && lost="a rank was killed by signal $((status - 128))"
+        [ "$status" -gt 128 ] && [ "$status" -lt 255 ] && lost="a rank was killed by signal $((status - 128))"
       fi
-      echo "ringsgd: error: the job ended abnormally: $lost; every rank was stopped. 'train … --resume' continues from the newest checkpoint in the run directory" >&2
+      echo "ringsgd: error: the job ended abnormally: $lost; every rank was stopped.$continues" >&2
     fi
   fi
   rm -f "$log" "$shown"

@@ -108,8 +108,8 @@ args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none "${S
       -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="$hosts")
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 set +e
-# shellcheck disable=SC2086
-run_ranks "${args[@]}" ${MPIRUN_ARGS:-} "$binary" "$@"
+read -r -a extra <<< "${MPIRUN_ARGS:-}"   # split at white space, never glob-expanded
+run_ranks "${args[@]}" "${extra[@]}" "$binary" "$@"
 status=$?
 set -e
 exit "$status"

@@ -346,7 +346,10 @@ public struct TrainingConfig {
         let hint = "pass --config with a YAML file such as configs/fashion-mlp.yaml"
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ConfigError("cannot read config file \(path): it does not exist; \(hint)")
+            // A relative path is read from the current directory — not the checkout's, when a
+            // launcher is run from elsewhere: say which.
+            let from = path.hasPrefix("/") ? "" : " in \(FileManager.default.currentDirectoryPath)"
+            throw ConfigError("cannot read config file \(path): it does not exist\(from); \(path.hasPrefix("/") ? hint : "give its path from there, or an absolute one")")
         }
         guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -186,6 +186,15 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(last.hasPrefix("ringsgd: error: cannot read config file /nonexistent.yaml"), "last line: \(last)\n\(bad.output)")
         XCTAssertFalse(bad.output.contains("Primary job"), bad.output)
 
+        // mpirun that cannot start the job (a host it cannot resolve): no rank ran, so the last
+        // line says so and where to look — not that a rank was killed, nor how to resume.
+        let hostfile = temporaryDirectory() + ".hosts"
+        try "nosuchhost.invalid slots=1\n".write(toFile: hostfile, atomically: true, encoding: .utf8)
+        let unreachable = try MPIRun.runProcess([MPIRun.packageRoot.path + "/launch/hostfile.sh", hostfile, "1", "train", "--config", "/nonexistent.yaml"], timeout: 120)
+        XCTAssertNotEqual(unreachable.status, 0)
+        let line = unreachable.output.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(line.hasPrefix("ringsgd: error: mpirun could not start the job") && line.contains("check the hostfile"), "last line: \(line)\n\(unreachable.output)")
+
         // A rank killed mid-run: the job ends, and the last line says how to continue.
         let dir = temporaryDirectory()
         let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
@@ -197,22 +206,24 @@ final class FailuresUnderMPIRunTests: XCTestCase {
     }
 
     /// Property: SIGTERM (or Ctrl-C's SIGINT) to the job's process group — what a scheduler,
-    /// `timeout` or a terminal sends — ends every rank, and the launcher says it was interrupted
-    /// and how to continue, exiting 143 (130) as shells and schedulers expect.
+    /// `timeout` or a terminal sends — or to the launcher alone (`kill PID`, a supervisor's
+    /// terminate()) ends every rank before the launcher exits, and the launcher says it was
+    /// interrupted and how to continue, exiting 143 (130) as shells and schedulers expect.
     func testAnInterruptedJobSaysSoAndExitsAsShellsExpect() throws {
         let local = MPIRun.packageRoot.path + "/launch/local.sh"
-        for (signal, status, name) in [(SIGTERM, Int32(143), "SIGTERM"), (SIGINT, Int32(130), "SIGINT")] {
+        for (signal, status, name, toGroup) in [(SIGTERM, Int32(143), "SIGTERM", true), (SIGINT, Int32(130), "SIGINT", true),
+                                                (SIGTERM, Int32(143), "SIGTERM", false)] {
             let dir = temporaryDirectory()
             let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
             _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-            // The launcher's process group (mpirun's too; the ranks have one of their own).
+            // The launcher's process group (mpirun and the ranks have their own).
             let launcher = try MPIRun.runProcess(["pgrep", "-f", "bash \(local) 2 train .*--run-dir \(dir)( |$)"], timeout: 10).output
                 .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
             let group = launcher > 1 ? getpgid(launcher) : -1
             XCTAssertGreaterThan(group, 1, "the launcher's process group (launcher pid \(launcher))")
             guard group > 1 else { continue }
-            XCTAssertEqual(kill(-group, signal), 0, "signal the job's process group")
-            XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of \(name)")
+            XCTAssertEqual(kill(toGroup ? -group : launcher, signal), 0, toGroup ? "signal the job's process group" : "signal the launcher alone")
+            XCTAssertTrue(job.end(within: 30), "the job must end within 30 s of \(name) (to the \(toGroup ? "group" : "launcher alone"))")
             XCTAssertEqual(job.process.terminationStatus, status, "\(name): exit status\n\(job.output)")
             XCTAssertTrue(job.lastLine.hasPrefix("ringsgd: interrupted (\(name))") && job.lastLine.contains("--resume"), "last line: \(job.lastLine)\n\(job.output)")
             XCTAssertTrue(try BackgroundJob.rankPIDs(runDirectory: dir).isEmpty, "no rank left running after \(name)")
