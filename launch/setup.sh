@@ -29,7 +29,25 @@ if [ ${#missing[@]} -gt 0 ]; then
     command -v sudo >/dev/null || { echo "ringsgd setup: error: ${missing[*]} must be installed and there is no sudo here; run launch/setup.sh as root" >&2; exit 1; }
     sudo="sudo"
   fi
-  $sudo apt-get update
+  # A fresh cloud machine runs apt of its own at boot (unattended-upgrades, cloud-init): wait
+  # for its lock, up to 10 minutes, instead of failing on "Could not get lock".
   # Through env: sudo's env_reset would drop a plain assignment, and debconf could prompt.
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  apt_get() {
+    local attempt errors
+    errors=$(mktemp)
+    for attempt in $(seq 1 60); do
+      if $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=10 "$@" 2> >(tee "$errors" >&2); then
+        wait; rm -f "$errors"; return 0
+      fi
+      wait
+      grep -q 'Could not get lock\|Unable to acquire the dpkg frontend lock\|Unable to lock directory' "$errors" || { rm -f "$errors"; return 1; }
+      [ "$attempt" -eq 1 ] && echo "ringsgd setup: another apt is running (this machine's own updates?): waiting for it" >&2
+      sleep 10
+    done
+    rm -f "$errors"
+    echo "ringsgd setup: error: apt stayed locked for 10 minutes; wait for the other apt to finish (ps aux | grep apt) and run launch/setup.sh again" >&2
+    return 1
+  }
+  apt_get update
+  apt_get install -y --no-install-recommends "${missing[@]}"
 fi
