@@ -52,7 +52,7 @@ public enum InitialWeights {
         let tensors: [NamedTensor]
         do { tensors = try Safetensors.decode(bytes).tensors } catch {
             if let other = otherFormat(bytes) { throw FileError("--init-from \(path) \(other)") }
-            throw FileError("--init-from \(path) is not a safetensors file ringsgd reads: \(error)")
+            throw FileError("--init-from \(path) is not a safetensors file ringsgd reads: \(error); give weights saved by ringsgd export or safetensors.torch.save_file")
         }
         var byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         // safetensors.torch.save_model keeps one name of tensors that share storage, the first
