@@ -45,10 +45,11 @@ public final class TokenWindows: Dataset {
     public var labelsPerSample: Int { blockSize }
 
     /// `what` names the sequence in errors ("data.val_tokens /data/val.bin").
+    /// `remedy` says how to get more tokens (before "or lower model.gpt.block_size").
     public init(tokens: Tokens, count tokenCount: Int, blockSize: Int, vocab: Int, layout: Layout,
-                storage: AnyObject, what: String) throws {
+                storage: AnyObject, what: String, remedy: String = "give more tokens") throws {
         guard tokenCount >= blockSize + 1 else {
-            throw DatasetError("\(what) holds \(tokenCount) tokens, fewer than one window of block_size + 1 = \(blockSize + 1); give more tokens (a held-out part: raise data.val_fraction) or lower model.gpt.block_size")
+            throw DatasetError("\(what) holds \(tokenCount) tokens, fewer than one window of block_size + 1 = \(blockSize + 1); \(remedy), or lower model.gpt.block_size")
         }
         (self.tokens, self.tokenCount, self.blockSize, self.classes, self.storage) = (tokens, tokenCount, blockSize, vocab, storage)
         let span = tokenCount - blockSize - 1   // the last start is `span`
@@ -78,34 +79,46 @@ public final class TokenWindows: Dataset {
 }
 
 /// The byte-level corpus of `data.dataset: text`: the bytes of every file given, in order; a
-/// directory contributes its regular files sorted by name, skipping symbolic links and the
-/// `fortune` program's `.dat` indexes and `.u8` links — so that the `fortunes` package's
-/// directory is its text, as `../shared/peer/torch_ddp.py` reads it.
+/// directory contributes its files sorted by name (symbolic links followed), skipping hidden
+/// files, the `fortune` program's indexes (`X.dat` beside a file `X`) and links to a file of
+/// the same directory (its `X.u8` → `X`): so that the `fortunes` package's directory is its
+/// text once, as `../shared/peer/torch_ddp.py` reads it — while a `notes.dat` of another
+/// directory, with no `notes` beside it, is text like any other file.
 public enum TextCorpus {
-    public static func read(_ paths: [String]) throws -> [UInt8] {
-        var bytes: [UInt8] = []
+    /// The files `read` reads, in order.
+    public static func files(_ paths: [String]) throws -> [String] {
         let manager = FileManager.default
+        var files: [String] = []
         for path in paths {
             var isDirectory: ObjCBool = false
             guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw DatasetError("data.text: \(path) does not exist; install the fortunes package (launch/setup.sh) or list text files or directories in data.text")
             }
-            var files = [path]
-            if isDirectory.boolValue {
-                let names = (try? manager.contentsOfDirectory(atPath: path)) ?? []
-                files = names.sorted().filter { !$0.hasSuffix(".dat") && !$0.hasSuffix(".u8") }
-                    .map { (path as NSString).appendingPathComponent($0) }
-                    .filter { file in
-                        guard let attributes = try? manager.attributesOfItem(atPath: file) else { return false }
-                        return attributes[.type] as? FileAttributeType == .typeRegular
-                    }
+            guard isDirectory.boolValue else { files.append(path); continue }
+            let names = ((try? manager.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+            let present = Set(names)
+            let directory = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            for name in names {
+                let file = (path as NSString).appendingPathComponent(name)
+                if name.hasSuffix(".dat") && present.contains(String(name.dropLast(4))) { continue }
+                let resolved = URL(fileURLWithPath: file).resolvingSymlinksInPath()
+                if resolved.path != URL(fileURLWithPath: file).standardizedFileURL.path,
+                   resolved.deletingLastPathComponent().path == directory { continue }   // a link to a file read anyway
+                var isFolder: ObjCBool = false
+                guard manager.fileExists(atPath: resolved.path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
+                files.append(file)
             }
-            for file in files {
-                guard let data = manager.contents(atPath: file) else {
-                    throw DatasetError("data.text: cannot read \(file); check its permissions or remove it from data.text")
-                }
-                bytes += data
+        }
+        return files
+    }
+
+    public static func read(_ paths: [String]) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for file in try files(paths) {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw DatasetError("data.text: cannot read \(file) (not a regular file, or no permission to read it); remove it from data.text")
             }
+            bytes += data
         }
         guard !bytes.isEmpty else {
             throw DatasetError("data.text (\(paths.joined(separator: ", "))) holds no text; list text files or directories that are not empty")
@@ -128,16 +141,21 @@ extension TokenWindows {
     /// `data.dataset: text`: the corpus's bytes; the last `validationFraction` of them held out
     /// (the split at ⌊n·(1 − fraction)⌋, as the peer's `int(len · 0.9)`). Training windows every
     /// `stride` bytes, validation windows every `blockSize` bytes or `validationWindows` spread.
+    /// `log` hears what was read: the files, the bytes and the split.
     public static func text(_ paths: [String], blockSize: Int, validationFraction: Double, stride: Int,
-                            validationWindows: Int) throws -> (train: TokenWindows, validation: TokenWindows) {
+                            validationWindows: Int, log: (String) -> Void = { _ in }) throws -> (train: TokenWindows, validation: TokenWindows) {
         let bytes = try TextCorpus.read(paths)
         let cut = Int(Double(bytes.count) * (1 - validationFraction))
+        let files = try TextCorpus.files(paths).count
+        log("data.text: \(files) file\(files == 1 ? "" : "s"), \(bytes.count) bytes: \(cut) for training, \(bytes.count - cut) held out (data.val_fraction \(validationFraction))")
         let train = ByteStorage(Array(bytes[..<cut])), held = ByteStorage(Array(bytes[cut...]))
         return (try TokenWindows(tokens: .bytes(train.bytes.baseAddress!), count: cut, blockSize: blockSize, vocab: 256,
-                                 layout: .stride(stride), storage: train, what: "the training part of data.text"),
+                                 layout: .stride(stride), storage: train, what: "the training part of data.text",
+                                 remedy: "give more text or lower data.val_fraction"),
                 try TokenWindows(tokens: .bytes(held.bytes.baseAddress!), count: bytes.count - cut, blockSize: blockSize, vocab: 256,
                                  layout: validationWindows > 0 ? .evenlySpaced(validationWindows) : .stride(blockSize),
-                                 storage: held, what: "the held-out part of data.text (data.val_fraction)"))
+                                 storage: held, what: "the held-out part of data.text (data.val_fraction)",
+                                 remedy: "give more text or raise data.val_fraction"))
     }
 
     /// `data.dataset: tokens`: a flat file of little-endian uint16 ids (nanoGPT's `train.bin`,

@@ -9,7 +9,7 @@ extension TrainingConfig {
     public func loadDatasets(log: (String) -> Void = { _ in }) throws -> (train: Dataset, test: Dataset) {
         switch dataset {
         case "text", "tokens":
-            return try loadTokenWindows()
+            return try loadTokenWindows(log: log)
         case "synthetic":
             return (try synthetic(train: true), try synthetic(train: false))
         case "fashion-mnist":

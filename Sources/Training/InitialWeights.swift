@@ -64,10 +64,19 @@ public enum InitialWeights {
         var problems: [String] = []
         // Parameters, then buffers (batch norms' running statistics: an export of a model with
         // batch norms carries them, and they are restored with the weights).
-        for (view, storage) in parameters.views.map({ ($0, parameters.parameters) }) + parameters.bufferViews.map({ ($0, parameters.buffers) }) {
+        let parameterCount = parameters.views.count
+        for (index, (view, storage)) in (parameters.views.map({ ($0, parameters.parameters) }) + parameters.bufferViews.map({ ($0, parameters.buffers) })).enumerated() {
             guard let tensor = byName.removeValue(forKey: view.name) else { problems.append("\(view.name) \(view.shape) is missing"); continue }
             guard tensor.shape == view.shape else {
                 problems.append("\(view.name) has shape \(tensor.shape), the model \(view.shape)"); continue
+            }
+            // Integers are counts and masks (a batch norm's num_batches_tracked), never weights.
+            if index < parameterCount && tensor.isInteger {
+                problems.append("\(view.name) holds integers, but it is a trained parameter (floating point)"); continue
+            }
+            // A NaN or infinity would make every step non-finite, each skipped, for the whole run.
+            if let bad = tensor.values.firstIndex(where: { !$0.isFinite }) {
+                problems.append("\(view.name) holds \(tensor.values[bad]) at index \(bad): weights must be finite"); continue
             }
             _ = UnsafeMutableBufferPointer(rebasing: storage[view.range]).update(fromContentsOf: tensor.values)
         }

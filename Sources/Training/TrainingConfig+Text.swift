@@ -56,12 +56,12 @@ extension TrainingConfig {
     }
 
     /// The token windows of `data.dataset: text` or `tokens` (training, validation).
-    func loadTokenWindows() throws -> (train: Dataset, test: Dataset) {
+    func loadTokenWindows(log: (String) -> Void = { _ in }) throws -> (train: Dataset, test: Dataset) {
         let gpt = self.gpt ?? GPTSpec()
         let stride = windowStride > 0 ? windowStride : gpt.blockSize
         if dataset == "text" {
             let split = try TokenWindows.text(textPaths, blockSize: gpt.blockSize, validationFraction: validationFraction,
-                                              stride: stride, validationWindows: validationWindows)
+                                              stride: stride, validationWindows: validationWindows, log: log)
             return (split.train, split.validation)
         }
         return (try TokenWindows.tokenFile(trainTokens, key: "data.train_tokens", blockSize: gpt.blockSize, vocab: gpt.vocab, layout: .stride(stride)),

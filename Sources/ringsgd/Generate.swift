@@ -23,7 +23,8 @@ struct Generate: ParsableCommand {
 
     @OptionGroup var source: CheckpointChoice
 
-    @Option(help: "Text the model continues: bytes for a byte-level model (default: a newline); otherwise token ids separated by white space (required).")
+    // `.unconditional`: a prompt may begin with "-" ("-- Mark Twain", the fortunes' signature lines).
+    @Option(parsing: .unconditional, help: "Text the model continues: bytes for a byte-level model (default: a newline); otherwise token ids separated by white space (required).")
     var prompt: String?
     // `.unconditional`: a negative value ("--tokens -1") reaches validate() and its message,
     // instead of ArgumentParser reading "-1" as the next option ("Missing value").
@@ -124,12 +125,13 @@ struct Generate: ParsableCommand {
         // A byte model with a vocabulary above 256 (text never labels ids 256 and up, but they
         // keep a probability) samples among the 256 bytes only: every token it writes is a byte.
         let sampled = bytes ? min(256, spec.vocab) : spec.vocab
-        for _ in 0 ..< tokens {
+        for index in 0 ..< tokens {
             let next = logits.withUnsafeBufferPointer {
                 TokenSampler.sample(UnsafeBufferPointer(rebasing: $0.prefix(sampled)), temperature: temperature, topK: topK, generator: &generator)
             }
             if bytes { out.write(Data([UInt8(next)])) } else { out.write("\(next) ".data(using: .utf8)!) }
-            try feed(next)
+            // The last token's logits would go unused: no pass for them (nor in the tokens/s).
+            if index < tokens - 1 { try feed(next) }
         }
         out.write("\n".data(using: .utf8)!)
         let seconds = (ContinuousClock.now - start).seconds

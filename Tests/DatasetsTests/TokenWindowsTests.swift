@@ -86,4 +86,26 @@ final class TokenWindowsTests: XCTestCase {
         XCTAssertEqual(window(split.train, 3).x + window(split.train, 3).y, "ABBB")
         XCTAssertThrowsError(try TextCorpus.read([dir + "/missing"])) { XCTAssertTrue("\($0)".contains("does not exist")) }
     }
+
+    /// Only fortune's own files are skipped: a `.dat` with no file of its name beside it is
+    /// text, as is a link to a file in another directory (a directory of links reads their
+    /// files); hidden files are not text; the split and the files are said.
+    func testOnlyFortunesIndexesAndTwinLinksAreSkipped() throws {
+        let dir = try directory(), elsewhere = try directory()
+        _ = FileManager.default.createFile(atPath: dir + "/notes.dat", contents: Data("NN".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/.swap", contents: Data("SS".utf8))
+        _ = FileManager.default.createFile(atPath: elsewhere + "/far", contents: Data("FF".utf8))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: elsewhere + "/far")
+        XCTAssertEqual(String(decoding: try TextCorpus.read([dir]), as: UTF8.self), "FFNN")
+        var said: [String] = []
+        _ = try TokenWindows.text([dir], blockSize: 1, validationFraction: 0.5, stride: 1, validationWindows: 0, log: { said.append($0) })
+        XCTAssertEqual(said, ["data.text: 2 files, 4 bytes: 2 for training, 2 held out (data.val_fraction 0.5)"])
+        // Too little on either side says which way data.val_fraction helps.
+        XCTAssertThrowsError(try TokenWindows.text([dir], blockSize: 2, validationFraction: 0.75, stride: 1, validationWindows: 0)) {
+            XCTAssertTrue("\($0)".contains("the training part of data.text holds 1 tokens") && "\($0)".contains("lower data.val_fraction"), "\($0)")
+        }
+        XCTAssertThrowsError(try TokenWindows.text([dir], blockSize: 2, validationFraction: 0.25, stride: 1, validationWindows: 0)) {
+            XCTAssertTrue("\($0)".contains("held-out part") && "\($0)".contains("raise data.val_fraction"), "\($0)")
+        }
+    }
 }

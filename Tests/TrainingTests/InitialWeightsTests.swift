@@ -103,4 +103,22 @@ final class InitialWeightsTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("tensor 0.weight has dtype F8_E5M2, which ringsgd does not read"), "\(error)")
         }
     }
+
+    /// Property: weights that would make every step non-finite (a NaN or an infinity) and a
+    /// trained parameter stored as integers are refused by name — and, with the index, where
+    /// — instead of a run whose every step is skipped; an integer buffer (the count) still loads.
+    func testNonFiniteWeightsAndIntegerParametersAreRefusedByName() throws {
+        let target = try model()
+        for (replace, expected) in [(NamedTensor(name: "0.weight", shape: [2, 1, 3, 3], values: (0 ..< 18).map { $0 == 4 ? .nan : 0.5 }),
+                                     "0.weight holds nan at index 4: weights must be finite"),
+                                    (NamedTensor(name: "4.bias", shape: [3], values: [1, -.infinity, 0]), "4.bias holds -inf at index 1: weights must be finite"),
+                                    (NamedTensor(name: "0.bias", shape: [2], values: [1, 2], isInteger: true),
+                                     "0.bias holds integers, but it is a trained parameter")] {
+            let tensors = stateDict(of: target).map { $0.name == replace.name ? replace : $0 }
+            XCTAssertThrowsError(try InitialWeights.load(try Safetensors.encode(tensors, metadata: [:]), from: "f", into: target.parameters, tiedHead: false)) { error in
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+                XCTAssertFalse("\(error)".contains("\n"), "\(error)")
+            }
+        }
+    }
 }
