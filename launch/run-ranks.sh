@@ -44,6 +44,13 @@ filter_mpirun_notes() {
       END { if (inblock && !boiler) printf "%s", block; print last > shown }'
 }
 
+# The traps' work: the first signal stops the job (SIGTERM to mpirun), later ones are noted only.
+_run_ranks_stop() {
+  [ -z "$interrupted" ] || return 0
+  interrupted=$1
+  [ -z "$mpirun_pid" ] || kill -TERM "$mpirun_pid" 2>/dev/null || true
+}
+
 run_ranks() {
   local log shown status lost interrupted="" callers_traps mpirun_pid display_pid a resume="" continues=""
   log=$(mktemp)
@@ -55,19 +62,27 @@ run_ranks() {
   fi
   # mpirun runs in the background in a process group of its own, its stderr into the log,
   # which a follower filters onto our stderr; the launcher waits in `wait`, which a trapped
-  # signal interrupts at once. Whether the signal went to the launcher's process group (Ctrl-C,
-  # `timeout`, a scheduler) or to the launcher alone (`kill PID`, a supervisor's terminate(),
-  # which used to reach no one until the job had ended), mpirun gets exactly one SIGTERM, from
-  # the trap, and stops every rank before it exits (signalled twice it exits at once, ranks
-  # still running). The caller's traps (the simulated cluster's teardown) are put back afterwards.
-  callers_traps=$(trap -p INT TERM)
-  trap 'interrupted=INT; kill -TERM "$mpirun_pid" 2>/dev/null || true' INT
-  trap 'interrupted=TERM; kill -TERM "$mpirun_pid" 2>/dev/null || true' TERM
+  # signal interrupts at once. Whether a signal went to the launcher's process group (Ctrl-C,
+  # `timeout`, a scheduler, a closed terminal's SIGHUP) or to the launcher alone (`kill PID`, a
+  # supervisor's terminate(), which used to reach no one until the job had ended), mpirun gets
+  # one SIGTERM, from the trap, and stops every rank before it exits (signalled twice it exits
+  # at once, ranks still running: later signals are not passed on). SIGKILL to the group cannot
+  # be trapped and no longer reaches mpirun: kill mpirun's own group for that. The caller's
+  # traps (the simulated cluster's teardown) are put back afterwards. Every rank says it started
+  # (RINGSGD_SAY_STARTED; the line is not shown): a failed job without it never ran.
+  callers_traps=$(trap -p INT TERM HUP QUIT)
+  mpirun_pid=""
+  trap '_run_ranks_stop INT' INT
+  trap '_run_ranks_stop TERM' TERM
+  trap '_run_ranks_stop HUP' HUP
+  trap '_run_ranks_stop QUIT' QUIT
   set +e
-  setsid mpirun "$@" 2>"$log" &
+  setsid mpirun -x RINGSGD_SAY_STARTED=1 "$@" 2>"$log" &
   mpirun_pid=$!
+  # A signal that came before mpirun's pid was known.
+  [ -n "$interrupted" ] && kill -TERM "$mpirun_pid" 2>/dev/null
   { tail -n +1 -s 0.1 -F --pid="$mpirun_pid" "$log" 2>/dev/null \
-      | grep -a --line-buffered -v -e '^mpirun: Forwarding signal' \
+      | grep -a --line-buffered -v -e '^mpirun: Forwarding signal' -e '^ringsgd: rank [0-9?]* started$' \
       | filter_mpirun_notes "$shown" >&2; } &
   display_pid=$!
   while :; do
@@ -79,20 +94,19 @@ run_ranks() {
   done
   wait "$display_pid"
   set -e
-  trap - INT TERM
+  trap - INT TERM HUP QUIT
   eval "$callers_traps"
   if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
     echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped.$continues" >&2
     rm -f "$log" "$shown"
-    [ "$interrupted" = INT ] && return 130
-    return 143
+    case "$interrupted" in INT) return 130 ;; HUP) return 129 ;; QUIT) return 131 ;; *) return 143 ;; esac
   fi
   if [ "$status" -ne 0 ]; then
     if ! repeat_first_error "$log" "$(cat "$shown")"; then
       lost=$(sed -n 's/.*process rank \([0-9]*\) with PID [0-9]* on node \([^ ]*\) exited on signal \([0-9]*\).*/rank \1 (on host \2) was killed by signal \3/p' "$log" | head -n1)
-      if [ -z "$lost" ] && ! grep -aq '^ringsgd' "$log"; then
-        # No rank said anything and none died: mpirun could not start the job (a host it
-        # cannot reach, a hostfile it cannot read, an option it does not know).
+      if [ -z "$lost" ] && ! grep -aq '^ringsgd: rank [0-9?]* started$' "$log"; then
+        # No rank started: mpirun could not start the job (a host it cannot reach, a
+        # hostfile it cannot read, an option it does not know).
         echo "ringsgd: error: mpirun could not start the job (exit status $status; its message is above): check the hostfile, the host names and MPIRUN_ARGS" >&2
         rm -f "$log" "$shown"
         return "$status"

@@ -35,11 +35,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_get() {
     local attempt errors
     errors=$(mktemp)
-    for attempt in $(seq 1 60); do
-      if $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=10 "$@" 2> >(tee "$errors" >&2); then
-        wait; rm -f "$errors"; return 0
+    for attempt in $(seq 1 30); do
+      # stderr into a file, shown once apt has ended (no process to wait for).
+      if $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=10 "$@" 2>"$errors"; then
+        cat "$errors" >&2; rm -f "$errors"; return 0
       fi
-      wait
+      cat "$errors" >&2
       grep -q 'Could not get lock\|Unable to acquire the dpkg frontend lock\|Unable to lock directory' "$errors" || { rm -f "$errors"; return 1; }
       [ "$attempt" -eq 1 ] && echo "ringsgd setup: another apt is running (this machine's own updates?): waiting for it" >&2
       sleep 10

@@ -102,8 +102,10 @@ public enum TextCorpus {
                 let file = (path as NSString).appendingPathComponent(name)
                 if name.hasSuffix(".dat") && present.contains(String(name.dropLast(4))) { continue }
                 let resolved = URL(fileURLWithPath: file).resolvingSymlinksInPath()
-                if resolved.path != URL(fileURLWithPath: file).standardizedFileURL.path,
-                   resolved.deletingLastPathComponent().path == directory { continue }   // a link to a file read anyway
+                // The entry itself a link (lstat: a link among the directory's path does not count)
+                // to a file of this very directory, which is read anyway.
+                let isLink = (try? manager.attributesOfItem(atPath: file))?[.type] as? FileAttributeType == .typeSymbolicLink
+                if isLink && resolved.deletingLastPathComponent().path == directory { continue }
                 var isFolder: ObjCBool = false
                 guard manager.fileExists(atPath: resolved.path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
                 files.append(file)

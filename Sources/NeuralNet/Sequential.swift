@@ -12,9 +12,10 @@ public final class Sequential: Model {
     private let collectiveLayers: [CollectiveLayer]
     public let inputShape: [Int]
     public let outputShape: [Int]
-    /// The values the layers' outputs hold per sample (a block's inner layers not counted): a
-    /// lower bound on the activations `reserve` allocates per sample, for a size check before it.
-    public let outputValuesPerSample: Int
+    /// The values of the largest top-level layer output per sample: a lower bound on what
+    /// `reserve` allocates per sample (whatever the fusions leave unwritten, the layer that makes
+    /// a tensor of that size writes one), for a size check before it.
+    public let largestOutputPerSample: Int
     public let parameters: FlatParameters
     public let loss: SoftmaxCrossEntropy
     public private(set) var reservedBatch = 0
@@ -48,7 +49,7 @@ public final class Sequential: Model {
         var outputs = 0
         for (index, layer) in layers.enumerated() {
             shape = try layer.outputShape(for: shape)
-            outputs += shape.reduce(1, *)
+            outputs = max(outputs, shape.reduce(1, *))
             specs += layer.parameters.map { ("\(index).\($0.name)", $0.shape) }
             bufferSpecs += layer.buffers.map { ("\(index).\($0.name)", $0.shape) }
         }
@@ -56,7 +57,7 @@ public final class Sequential: Model {
             throw ShapeError("the last layer must produce a vector of ≥ 2 class scores, got shape \(shape)")
         }
         outputShape = shape
-        outputValuesPerSample = outputs
+        largestOutputPerSample = outputs
         parameters = try FlatParameters(views: FlatParameters.layout(specs), bufferViews: FlatParameters.layout(bufferSpecs),
                                         gradientStorage: gradientStorage)
         loss = SoftmaxCrossEntropy(classes: shape[0])

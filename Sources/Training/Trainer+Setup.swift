@@ -151,9 +151,10 @@ extension Trainer {
         }
         let batch = max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1)))
         try Agreement.run("reserve the activations", over: transport) {
-            // Each output and its gradient, at least: a batch that cannot fit is this line, not a failed allocation.
+            // The largest layer output at the batch, at least: a batch that cannot fit is this
+            // line, not a failed allocation.
             if let layers = model as? Sequential {
-                let bytes = Double(layers.outputValuesPerSample) * Double(batch) * 8, memory = Double(ProcessInfo.processInfo.physicalMemory)
+                let bytes = Double(layers.largestOutputPerSample) * Double(batch) * 4, memory = Double(ProcessInfo.processInfo.physicalMemory)
                 if bytes > memory {
                     throw ShapeError(String(format: "the model's activations at a batch of %ld take at least %.1f GB, more than this machine's %.1f GB of memory; make the layers smaller, or lower train.global_batch (%ld) or train.eval_batch (%ld)",
                                             batch, bytes / 1e9, memory / 1e9, config.globalBatch, config.evalBatch))

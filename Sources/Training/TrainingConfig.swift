@@ -174,13 +174,14 @@ public struct TrainingConfig {
         syntheticTrainSize = try r.int("data.synthetic.train_size", default: syntheticTrainSize, min: 1)
         syntheticTestSize = try r.int("data.synthetic.test_size", default: syntheticTestSize, min: 1)
         if dataset == "synthetic" {
-            // Generated in memory on every rank: a size that cannot fit is this line, not a failed allocation.
+            // Samples are computed from (seed, index) when read, never stored; what grows with
+            // the size is the sampler's order and an evaluation's indices, 8 bytes a sample.
             let memory = Double(ProcessInfo.processInfo.physicalMemory)
             for (key, samples) in [("data.synthetic.train_size", syntheticTrainSize), ("data.synthetic.test_size", syntheticTestSize)] {
-                let bytes = Double(samples) * Double(syntheticFeatures) * 4
+                let bytes = Double(samples) * 8
                 if bytes > memory / 2 {
-                    throw ConfigError(String(format: "%@ %ld × data.synthetic.features %ld is %.1f GB of samples, more than half of this machine's %.1f GB of memory; make it smaller",
-                                             key, samples, syntheticFeatures, bytes / 1e9, memory / 1e9))
+                    throw ConfigError(String(format: "%@ %ld needs %.1f GB for the samples' order (8 bytes a sample), more than half of this machine's %.1f GB of memory; make it smaller",
+                                             key, samples, bytes / 1e9, memory / 1e9))
                 }
             }
         }

@@ -44,7 +44,9 @@ enum OutputFile {
                 throw ValidationError("\(option) \(path) is in the run's checkpoints directory; write the results elsewhere")
             }
         }
-        if let handle = FileHandle(forReadingAtPath: path) {
+        // Only a regular file is opened to read its magic (a FIFO would block the open).
+        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
+        if type == .typeRegular, let handle = FileHandle(forReadingAtPath: path) {
             defer { try? handle.close() }
             let head = Array((try? handle.read(upToCount: 8)) ?? Data())
             if head == Checkpoint.magic || head == CheckpointStore.rankFileMagic {

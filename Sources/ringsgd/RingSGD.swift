@@ -24,6 +24,11 @@ struct RingSGD: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let rank = MPIRuntime.launcherRank(in: environment)
         runAgainWithWiderBLASKernels(rank: rank, environment: environment)
+        // The launchers' sign that mpirun did start this rank (launch/run-ranks.sh drops the
+        // line from what it shows): a job that fails without it never ran.
+        if environment["RINGSGD_SAY_STARTED"] != nil {
+            FileHandle.standardError.write(Data("ringsgd: rank \(rank) started\n".utf8))
+        }
         func fail(_ message: String, code: Int32) -> Never {
             if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
             Foundation.exit(code)

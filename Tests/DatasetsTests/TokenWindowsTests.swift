@@ -97,6 +97,9 @@ final class TokenWindowsTests: XCTestCase {
         _ = FileManager.default.createFile(atPath: elsewhere + "/far", contents: Data("FF".utf8))
         try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: elsewhere + "/far")
         XCTAssertEqual(String(decoding: try TextCorpus.read([dir]), as: UTF8.self), "FFNN")
+        // Through a link to the directory: the same files (its own entries are no links).
+        try FileManager.default.createSymbolicLink(atPath: elsewhere + "/corpus", withDestinationPath: dir)
+        XCTAssertEqual(String(decoding: try TextCorpus.read([elsewhere + "/corpus"]), as: UTF8.self), "FFNN")
         var said: [String] = []
         _ = try TokenWindows.text([dir], blockSize: 1, validationFraction: 0.5, stride: 1, validationWindows: 0, log: { said.append($0) })
         XCTAssertEqual(said, ["data.text: 2 files, 4 bytes: 2 for training, 2 held out (data.val_fraction 0.5)"])

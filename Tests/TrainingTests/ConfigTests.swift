@@ -330,8 +330,8 @@ extension ResidualConfigTests {
     func testSizesBeyondTheMachineAreOneLineNamingTheKey() {
         let cases: [(String, String)] = [
             ("train: {epochs: 9223372036854775807}\n", "train.epochs must be ≤ 1000000"),
-            ("data: {dataset: synthetic, synthetic: {train_size: 1000000000000}}\n", "data.synthetic.train_size 1000000000000 × data.synthetic.features"),
-            ("data: {dataset: synthetic, synthetic: {test_size: 100000000000, features: 4096}}\n", "data.synthetic.test_size 100000000000 × data.synthetic.features 4096"),
+            ("data: {dataset: synthetic, synthetic: {train_size: 1000000000000}}\n", "data.synthetic.train_size 1000000000000 needs 8000.0 GB for the samples' order"),
+            ("data: {dataset: synthetic, synthetic: {test_size: 100000000000, features: 4096}}\n", "data.synthetic.test_size 100000000000 needs 800.0 GB"),
             ("optimizer: {name: sgd, momentum: 1.5}\n", "optimizer.momentum must be ≤ 1.0, got 1.5"),
             ("model: {layers: [conv2d: {out: 4, kernel: 3}, batchnorm2d: {eps: 1e-40}, flatten, linear]}\n", "eps must be a finite number ≥ 1e-30, got 1e-40"),
         ]
@@ -349,9 +349,12 @@ extension ResidualConfigTests {
         let checked = CheckedModel.layers(try ModelSpec.layers(layers.layers!).layers(inputShape: [1, 8, 8], classes: 3), inputShape: [1, 8, 8])
         let built = try checked.build(gradientStorage: nil).parameters
         XCTAssertEqual(checked.parameterCount, built.views.reduce(0) { $0 + $1.count })
-        let spec = GPTSpec(layers: 2, heads: 2, embed: 32, blockSize: 16, vocab: 256)
-        let gpt = try GPT(spec)
-        XCTAssertEqual(CheckedModel.gpt(spec).parameterCount, gpt.parameters.views.reduce(0) { $0 + $1.count })
+        for tied in [true, false] {
+            var spec = GPTSpec(layers: 2, heads: 2, embed: 32, blockSize: 16, vocab: 256)
+            spec.tieEmbeddings = tied
+            let gpt = try GPT(spec)
+            XCTAssertEqual(CheckedModel.gpt(spec).parameterCount, gpt.parameters.views.reduce(0) { $0 + $1.count }, "tied \(tied)")
+        }
     }
     /// `momentum: none` (and YAML's null) is PyTorch's momentum=None, down to the module a
     /// projection shortcut builds (it takes its block's last batch norm's); a number stays one.
