@@ -13,11 +13,14 @@ final class SimulatedClusterTests: XCTestCase {
     /// Throws XCTSkip, saying why, where network namespaces cannot be created.
     static func requireNamespaces() throws {
         guard getuid() == 0 else { throw XCTSkip("the simulated cluster needs root to create network namespaces; this test runs as uid \(getuid())") }
-        let probe = try MPIRun.runProcess(["ip", "netns", "add", "ringsgd-test-probe"], timeout: 10)
+        // A name of this process's own: a probe left by a killed run ("File exists") must not
+        // turn every later run's simulated-cluster tests into skips.
+        let name = "ringsgd-probe-\(getpid())"
+        let probe = try MPIRun.runProcess(["ip", "netns", "add", name], timeout: 10)
         guard probe.status == 0 else {
             throw XCTSkip("network namespaces cannot be created here (\(probe.output.trimmingCharacters(in: .whitespacesAndNewlines))): no simulated cluster")
         }
-        _ = try MPIRun.runProcess(["ip", "netns", "del", "ringsgd-test-probe"], timeout: 10)
+        _ = try MPIRun.runProcess(["ip", "netns", "del", name], timeout: 10)
     }
 
     func simcluster(_ options: [String], _ arguments: [String], timeout: TimeInterval = 240) throws -> MPIRun.Outcome {
