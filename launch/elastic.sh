@@ -341,8 +341,7 @@ while true; do
       srun --mpi="${RINGSGD_SRUN_MPI:-pmix}" --kill-on-bad-exit=1 --overlap --nodes="${#current[@]}" --ntasks="$ranks" --nodelist="$(IFS=,; echo "${nodes[*]}")" \
       --ntasks-per-node="$SLURM_NTASKS_PER_NODE" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
   else
-    read -r -a extra <<< "${MPIRUN_ARGS:-}"   # split at white space, never glob-expanded
-    mpirun "${args[@]}" "${extra[@]}" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
+    mpirun "${args[@]}" "${mpirun_extra[@]}" "$binary" "${command[@]}" >"$raw" 2>&1 </dev/null &
   fi
   job_pid=$!
   { tail -n +1 -s 0.2 -F --pid="$job_pid" "$raw" 2>/dev/null \

@@ -22,6 +22,4 @@ source "$root/launch/run-ranks.sh"
 "$root/launch/build.sh"
 args=(--hostfile "$hostfile" -np "$np" --map-by slot -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
-# Split at white space, never glob-expanded ("eth*" reaches mpirun as written).
-read -r -a extra <<< "${MPIRUN_ARGS:-}"
-run_ranks "${args[@]}" "${extra[@]}" "$root/.build/release/ringsgd" "$@"
+run_ranks "${args[@]}" "${mpirun_extra[@]}" "$root/.build/release/ringsgd" "$@"

@@ -27,6 +27,4 @@ args=(-np "$np" -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no)
 cores=$( (lscpu -p=Core,Socket 2>/dev/null || true) | { grep -v '^#' || true; } | sort -u | wc -l)
 [ "$cores" -ge 1 ] && [ "$cores" -le "$(nproc)" ] || cores=$(nproc)
 [ "$np" -gt "$cores" ] && args+=(--oversubscribe)
-# Split at white space, never glob-expanded ("eth*" reaches mpirun as written).
-read -r -a extra <<< "${MPIRUN_ARGS:-}"
-run_ranks "${args[@]}" "${extra[@]}" "$root/.build/release/ringsgd" "$@"
+run_ranks "${args[@]}" "${mpirun_extra[@]}" "$root/.build/release/ringsgd" "$@"

@@ -11,6 +11,10 @@
 # memory), a line names the rank mpirun saw die, and says how to continue. Ctrl-C or SIGTERM
 # to the job's process group (what a terminal, `timeout` and schedulers send) ends every rank
 # and is reported as an interruption, with exit status 130 or 143 as shells expect.
+# MPIRUN_ARGS, the user's extra mpirun options, split at white space and never glob-expanded
+# ("eth*" reaches mpirun as written): every launcher passes "${mpirun_extra[@]}".
+read -r -a mpirun_extra <<< "${MPIRUN_ARGS:-}"
+
 # repeat_first_error LOG LAST_SHOWN: prints LOG's first "ringsgd: error:" line again unless it is
 # already the last line shown; fails when LOG holds none (the job died without saying why).
 repeat_first_error() {

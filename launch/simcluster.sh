@@ -108,8 +108,7 @@ args=(--hostfile "$work/hostfile" -np "$ranks" --map-by slot --bind-to none "${S
       -x OPENBLAS_NUM_THREADS=1 -x SWIFT_BACKTRACE=enable=no -x SIMCLUSTER_RATE="$rate" -x SIMCLUSTER_HOSTS="$hosts")
 [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
 set +e
-read -r -a extra <<< "${MPIRUN_ARGS:-}"   # split at white space, never glob-expanded
-run_ranks "${args[@]}" "${extra[@]}" "$binary" "$@"
+run_ranks "${args[@]}" "${mpirun_extra[@]}" "$binary" "$@"
 status=$?
 set -e
 exit "$status"

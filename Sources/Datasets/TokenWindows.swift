@@ -115,8 +115,13 @@ public enum TextCorpus {
     }
 
     public static func read(_ paths: [String]) throws -> [UInt8] {
+        try read(files: try files(paths), given: paths)
+    }
+
+    /// The bytes of `files` (listed by `files(paths)`), in order.
+    static func read(files: [String], given paths: [String]) throws -> [UInt8] {
         var bytes: [UInt8] = []
-        for file in try files(paths) {
+        for file in files {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw DatasetError("data.text: cannot read \(file) (not a regular file, or no permission to read it); remove it from data.text")
             }
@@ -146,10 +151,10 @@ extension TokenWindows {
     /// `log` hears what was read: the files, the bytes and the split.
     public static func text(_ paths: [String], blockSize: Int, validationFraction: Double, stride: Int,
                             validationWindows: Int, log: (String) -> Void = { _ in }) throws -> (train: TokenWindows, validation: TokenWindows) {
-        let bytes = try TextCorpus.read(paths)
+        let files = try TextCorpus.files(paths)
+        let bytes = try TextCorpus.read(files: files, given: paths)
         let cut = Int(Double(bytes.count) * (1 - validationFraction))
-        let files = try TextCorpus.files(paths).count
-        log("data.text: \(files) file\(files == 1 ? "" : "s"), \(bytes.count) bytes: \(cut) for training, \(bytes.count - cut) held out (data.val_fraction \(validationFraction))")
+        log("data.text: \(files.count) file\(files.count == 1 ? "" : "s"), \(bytes.count) bytes: \(cut) for training, \(bytes.count - cut) held out (data.val_fraction \(validationFraction))")
         let train = ByteStorage(Array(bytes[..<cut])), held = ByteStorage(Array(bytes[cut...]))
         return (try TokenWindows(tokens: .bytes(train.bytes.baseAddress!), count: cut, blockSize: blockSize, vocab: 256,
                                  layout: .stride(stride), storage: train, what: "the training part of data.text",

@@ -87,10 +87,9 @@ public final class FlatParameters {
         let total = views.last.map { $0.offset + $0.count } ?? 0, bufferTotal = bufferViews.last.map { $0.offset + $0.count } ?? 0
         // Parameters and gradients (the optimizer's state comes on top): a model that cannot
         // fit is a clear error, not an allocation that kills the process.
-        let bytes = Double(2 * total + bufferTotal) * 4, memory = Double(ProcessInfo.processInfo.physicalMemory)
-        guard bytes <= memory else {
-            throw ShapeError(String(format: "the model has %ld parameters: %.1f GB with their gradients, more than this machine's %.1f GB of memory; make it smaller",
-                                    total, bytes / 1e9, memory / 1e9))
+        let bytes = Double(2 * total + bufferTotal) * 4
+        if let exceeded = MachineMemory.exceeded(by: bytes) {
+            throw ShapeError("the model has \(total) parameters: \(MachineMemory.gigabytes(bytes)) with their gradients, \(exceeded); make it smaller")
         }
         buffers = Self.allocate(bufferTotal)
         // 64-byte alignment: vector loads never split a cache line at a view's start.

@@ -154,10 +154,9 @@ extension Trainer {
             // The largest layer output at the batch, at least: a batch that cannot fit is this
             // line, not a failed allocation.
             if let layers = model as? Sequential {
-                let bytes = Double(layers.largestOutputPerSample) * Double(batch) * 4, memory = Double(ProcessInfo.processInfo.physicalMemory)
-                if bytes > memory {
-                    throw ShapeError(String(format: "the model's activations at a batch of %ld take at least %.1f GB, more than this machine's %.1f GB of memory; make the layers smaller, or lower train.global_batch (%ld) or train.eval_batch (%ld)",
-                                            batch, bytes / 1e9, memory / 1e9, config.globalBatch, config.evalBatch))
+                let bytes = Double(layers.largestOutputPerSample) * Double(batch) * 4
+                if let exceeded = MachineMemory.exceeded(by: bytes) {
+                    throw ShapeError("the model's activations at a batch of \(batch) take at least \(MachineMemory.gigabytes(bytes)), \(exceeded); make the layers smaller, or lower train.global_batch (\(config.globalBatch)) or train.eval_batch (\(config.evalBatch))")
                 }
             }
             model.reserve(batch: batch)

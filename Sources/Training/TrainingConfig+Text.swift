@@ -83,11 +83,13 @@ extension TrainingConfig {
         return .layers(try modelSpec.layers(inputShape: data.inputShape, classes: data.classes, seed: seed), inputShape: data.inputShape)
     }
 
-    /// Values the optimizer keeps per parameter (momentum, Adam's two moments, …).
+    /// Values the optimizer keeps per parameter (momentum, Adam's two moments, …), as each
+    /// optimizer's `allocateState` calls allocate them (LARS keeps its buffer at momentum 0 too).
     var optimizerValuesPerParameter: Int {
         let momentum = schedulesMomentum || self.momentum > 0
         switch optimizer {
-        case "sgd", "lars": return momentum ? 1 : 0
+        case "sgd": return momentum ? 1 : 0
+        case "lars": return 1
         case "adam", "adamw": return amsgrad ? 3 : 2
         case "rmsprop": return 1 + (momentum ? 1 : 0) + (centered ? 1 : 0)
         default: return 2
@@ -99,10 +101,8 @@ extension TrainingConfig {
     /// one line naming the sizes, not a failed allocation or an MPI_Abort.
     public func checkFitsInMemory(parameters count: Int) throws {
         let values = 2 + optimizerValuesPerParameter, bytes = Double(count) * Double(values) * 4
-        let memory = Double(ProcessInfo.processInfo.physicalMemory)
-        guard bytes > memory else { return }
-        throw ShapeError(String(format: "the model has %ld parameters: %.1f GB with their gradients and %@'s state (%ld values a parameter), more than this machine's %.1f GB of memory; make it smaller",
-                                count, bytes / 1e9, optimizer, values, memory / 1e9))
+        guard let exceeded = MachineMemory.exceeded(by: bytes) else { return }
+        throw ShapeError("the model has \(count) parameters: \(MachineMemory.gigabytes(bytes)) with their gradients and \(optimizer)'s state (\(values) values a parameter), \(exceeded); make it smaller")
     }
 
     /// The model for `data`, with fresh (zero) parameters.

@@ -176,12 +176,10 @@ public struct TrainingConfig {
         if dataset == "synthetic" {
             // Samples are computed from (seed, index) when read, never stored; what grows with
             // the size is the sampler's order and an evaluation's indices, 8 bytes a sample.
-            let memory = Double(ProcessInfo.processInfo.physicalMemory)
             for (key, samples) in [("data.synthetic.train_size", syntheticTrainSize), ("data.synthetic.test_size", syntheticTestSize)] {
                 let bytes = Double(samples) * 8
-                if bytes > memory / 2 {
-                    throw ConfigError(String(format: "%@ %ld needs %.1f GB for the samples' order (8 bytes a sample), more than half of this machine's %.1f GB of memory; make it smaller",
-                                             key, samples, bytes / 1e9, memory / 1e9))
+                if let exceeded = MachineMemory.exceeded(by: bytes, half: true) {
+                    throw ConfigError("\(key) \(samples) needs \(MachineMemory.gigabytes(bytes)) for the samples' order (8 bytes a sample), \(exceeded); make it smaller")
                 }
             }
         }

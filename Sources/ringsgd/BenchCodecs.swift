@@ -3,6 +3,7 @@ import Collectives
 import Foundation
 import GradientCodecs
 import GradientSync
+import NeuralNet
 
 /// `ringsgd bench codecs`: how close each codec's passes come to the memory's speed, on one
 /// core — the question behind a compressed step that no longer waits for the link.
@@ -58,10 +59,9 @@ struct BenchCodecs: ParsableCommand {
     func validate() throws {
         if values < 1024 { throw ValidationError("--values must be ≥ 1024, got \(values)") }
         // The buffer, its copy, a residual and an encoded buffer: about 16 bytes a value.
-        let memory = Int(ProcessInfo.processInfo.physicalMemory)
-        if values > memory / 32 {
-            throw ValidationError(String(format: "--values %ld needs about %.1f GB, more than half of this machine's %.1f GB of memory; choose at most %ld",
-                                         values, Double(values) * 16 / 1e9, Double(memory) / 1e9, memory / 32))
+        let needed = Double(values) * 16
+        if let exceeded = MachineMemory.exceeded(by: needed, half: true) {
+            throw ValidationError("--values \(values) needs about \(MachineMemory.gigabytes(needed)), \(exceeded); choose at most \(Int(MachineMemory.bytes / 32))")
         }
         if let json { try OutputFile.check(json, option: "--json") }
         if repetitions < 1 { throw ValidationError("--repetitions must be ≥ 1, got \(repetitions)") }

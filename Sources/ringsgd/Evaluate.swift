@@ -37,8 +37,7 @@ struct Evaluate: ParsableCommand {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
         }
         if let out {
-            try OutputFile.check(out, option: "--out")
-            try OutputFile.checkNotARunRecord(out, runDirectory: source.runDir, option: "--out")
+            try OutputFile.check(out, option: "--out", notReplacingTheRunIn: source.runDir)
         }
     }
 

@@ -49,8 +49,7 @@ struct Export: ParsableCommand {
         _ = try chosenFormat
         if out == nil && source.runDir == nil { throw ValidationError("with --checkpoint, say where to write with --out FILE") }
         if let out {
-            try OutputFile.check(out, option: "--out")
-            try OutputFile.checkNotARunRecord(out, runDirectory: source.runDir, option: "--out")
+            try OutputFile.check(out, option: "--out", notReplacingTheRunIn: source.runDir)
         }
     }
 

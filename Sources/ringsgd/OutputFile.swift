@@ -32,7 +32,13 @@ enum OutputFile {
     /// records in `runDirectory` (summary, metrics, curve), anything in its checkpoints
     /// directory, or any ringsgd checkpoint or per-rank file (by its magic) — the very
     /// checkpoint being evaluated or exported, for one.
-    static func checkNotARunRecord(_ path: String, runDirectory: String?, option: String) throws {
+    /// (And whatever `check` refuses.)
+    static func check(_ path: String, option: String, notReplacingTheRunIn runDirectory: String?) throws {
+        try check(path, option: option)
+        try checkNotARunRecord(path, runDirectory: runDirectory, option: option)
+    }
+
+    private static func checkNotARunRecord(_ path: String, runDirectory: String?, option: String) throws {
         func resolved(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
         let target = resolved(path)
         if let runDirectory {

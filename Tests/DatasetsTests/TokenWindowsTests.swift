@@ -59,8 +59,8 @@ final class TokenWindowsTests: XCTestCase {
         }
     }
 
-    /// A directory contributes its regular files sorted by name, without fortune's .dat and .u8
-    /// files and without symbolic links; the held-out part is the tail.
+    /// A directory contributes its files sorted by name, without fortune's .dat indexes and its
+    /// links to a file of the same directory (.u8, `link`); the held-out part is the tail.
     func testTextCorpusReadsTheTextFilesInOrder() throws {
         let dir = try directory()
         _ = FileManager.default.createFile(atPath: dir + "/b", contents: Data("BBBB".utf8))

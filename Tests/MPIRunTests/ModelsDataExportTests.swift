@@ -156,7 +156,7 @@ final class ModelsDataExportTests: XCTestCase {
         // their activations at the batch — are one agreed line before any allocation.
         let parameters = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/d",
                                                 "--set", "model.layers=[flatten, {linear: {out: 1048576}}, relu, {linear: {out: 1048576}}, relu, linear]"])
-        assertOneLineError(parameters, "the model has 1100346294282 parameters")
+        assertOneLineError(parameters, "the model has 1100346294282 parameters: 13204.2 GB with their gradients and sgd's state")
         let activations = try MPIRun.run(np: 2, ["train", "--config", config("fashion-3conv.yaml"), "--run-dir", dir + "/e",
                                                  "--set", "model.layers=[{conv2d: {out: 1048576, kernel: 1}}, globalavgpool2d, linear]"])
         assertOneLineError(activations, "the model's activations at a batch of")

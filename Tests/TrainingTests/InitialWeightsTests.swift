@@ -117,6 +117,7 @@ final class InitialWeightsTests: XCTestCase {
             let tensors = stateDict(of: target).map { $0.name == replace.name ? replace : $0 }
             XCTAssertThrowsError(try InitialWeights.load(try Safetensors.encode(tensors, metadata: [:]), from: "f", into: target.parameters, tiedHead: false)) { error in
                 XCTAssertTrue("\(error)".contains(expected), "\(error)")
+                XCTAssertTrue("\(error)".contains("1 tensor does not fit"), "only the bad tensor, the integer count among the rest loading: \(error)")
                 XCTAssertFalse("\(error)".contains("\n"), "\(error)")
             }
         }
