@@ -1,4 +1,5 @@
 import GradientCodecs
+import Synchronization
 
 /// Bandwidth-optimal ring all-reduce that averages a Float buffer in place, with every
 /// segment optionally compressed on the wire.
@@ -128,10 +129,26 @@ public final class RingAllReduce: AllReduce {
         self.window = window
     }
 
-    /// Averages `buffer` across all ranks, in place.
+    /// Averages `array` across all ranks, in place.
+    ///
+    /// A call that throws may leave sends from the array's memory (the zero-copy ring) and
+    /// receives into it posted with peers past the deadline, and the caller would free that
+    /// memory with the array: its storage is then kept alive for the rest of the process, as
+    /// the ring's own slots are (`RingScratch.mayStillBeWritten`). A later change to the array
+    /// copies it elsewhere first (copy on write), so it never sees what is still written there.
     public func average(_ array: inout [Float]) throws {
-        try array.withUnsafeMutableBufferPointer { try average($0) }
+        do {
+            try array.withUnsafeMutableBufferPointer { try average($0) }
+        } catch {
+            Self.abandonedArrays.withLock { $0.append(array) }
+            throw error
+        }
     }
+
+    /// Storage of arrays whose call failed, never released (`average(_: inout [Float])`).
+    private static let abandonedArrays = Mutex<[[Float]]>([])
+    /// How many arrays failed calls have left kept alive (for tests).
+    public static var abandonedArrayCount: Int { abandonedArrays.withLock { $0.count } }
 
     /// Averages `buffer` across all ranks, in place. With `residual` (same length as
     /// `buffer`), applies error feedback as described above.

@@ -8,7 +8,9 @@ public final class MappedFile {
 
     /// `what` names the file for the user ("data.train_images").
     public init(path: String, what: String) throws {
-        let fd = open(path, O_RDONLY)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, before the
+        // check below could refuse it. (It changes nothing for a regular file or its mapping.)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw FileFormatError("cannot open \(what) \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var info = stat()

@@ -167,6 +167,16 @@ public struct TrainingConfig {
         if refusingIdleKeys && dataset != "synthetic", let stray = r.values.keys.sorted().first(where: { $0.hasPrefix("data.synthetic.") }) {
             throw ConfigError("\(stray) is read only with data.dataset: synthetic (data.dataset is \(dataset)); remove it, or set data.dataset: synthetic")
         }
+        // data.dir is Fashion-MNIST's folder alone: with idx or npy data the files are named
+        // one by one, so a relative name is not looked up in it (text and tokens say so apart).
+        if refusingIdleKeys && ["idx", "npy", "synthetic"].contains(dataset) && r.has("data.dir") {
+            throw ConfigError("data.dir is the Fashion-MNIST folder, read only with data.dataset: fashion-mnist (data.dataset is \(dataset)); "
+                              + (dataset == "synthetic" ? "" : "give each file's whole path in data.train_images … data.test_labels, and ")
+                              + "remove it (from the config file, or with --set data.dir=null)")
+        }
+        if refusingIdleKeys && dataset == "synthetic" && r.has("data.cache_dir") {
+            throw ConfigError("data.cache_dir does not apply to data.dataset: synthetic (its samples are computed, nothing is cached); remove it (from the config file, or with --set data.cache_dir=null)")
+        }
         dataDirectory = try r.string("data.dir", default: dataDirectory)
         cacheDirectory = try r.string("data.cache_dir", default: cacheDirectory)
         syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1, max: ModelDescription.largestSample)
@@ -263,6 +273,9 @@ public struct TrainingConfig {
         }
         if refusingIdleKeys && allReduceAlgorithm == "mpi" && r.has("comm.segment_bytes") {
             throw ConfigError("comm.segment_bytes sizes our ring's messages; comm.algorithm: mpi is OpenMPI's MPI_Allreduce, which has none: remove it, or use comm.algorithm: ring")
+        }
+        if refusingIdleKeys && allReduceAlgorithm == "mpi" && r.has("comm.topology") {
+            throw ConfigError("comm.topology chooses between our flat and hierarchical rings; comm.algorithm: mpi is OpenMPI's MPI_Allreduce, which chooses its own: remove it, or use comm.algorithm: ring")
         }
         sharedMemory = try r.bool("comm.shared_memory", default: sharedMemory)
         bucketBytes = try r.int("comm.bucket_bytes", default: bucketBytes, min: 0)

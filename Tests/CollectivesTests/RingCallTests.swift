@@ -92,6 +92,27 @@ extension RingCallTests {
         XCTAssertEqual(outcomes[0], [false])
         XCTAssertEqual(outcomes[1], [false, true, true], "after a success, whether the call failed, after the failure")
     }
+
+    /// Property: an array whose call failed keeps its memory for the rest of the process (its
+    /// caller would free it with the array while a receive may still write into it), and a
+    /// later change to the array goes to a copy, not into that memory.
+    func testAFailedCallOnAnArrayKeepsItsMemoryAlive() throws {
+        let before = RingAllReduce.abandonedArrayCount
+        let outcomes = try InProcessCluster.run(size: 2, timeout: 1) { transport -> [Bool] in
+            let ring = RingAllReduce(transport: transport)
+            var buffer = [Float](repeating: Float(transport.rank), count: 4096)
+            try ring.average(&buffer)
+            guard transport.rank == 1 else { return [] }   // rank 0 never comes to the second call
+            let keptBefore = RingAllReduce.abandonedArrayCount
+            let memory = buffer.withUnsafeBufferPointer { $0.baseAddress! }
+            do { try ring.average(&buffer); return [false] } catch {}
+            buffer[0] = 42   // copy on write: the kept storage is not this one any more
+            let moved = buffer.withUnsafeBufferPointer { $0.baseAddress! } != memory
+            return [true, RingAllReduce.abandonedArrayCount == keptBefore + 1, moved]
+        }
+        XCTAssertEqual(outcomes[1], [true, true, true], "the call failed, its array was kept, a later change was copied")
+        XCTAssertEqual(RingAllReduce.abandonedArrayCount, before + 1, "only the failed call's array is kept")
+    }
 }
 
 /// Counts the messages a collective sends, per tag.

@@ -1,5 +1,6 @@
 import FileFormats
 import Foundation
+import Synchronization
 import XCTest
 
 /// The atomic writes' leftovers: what a writer killed mid-write leaves, and who removes it.
@@ -33,5 +34,31 @@ final class FileSystemTests: XCTestCase {
         defer { close(writer) }
         XCTAssertEqual(FileSystem.removeStaleTemporaries(in: dir), 1)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), (kept + [locked]).sorted())
+    }
+}
+
+/// What a mapped file refuses, and that it refuses without waiting.
+final class MappedFileTests: XCTestCase {
+    /// Property: a FIFO named as a file to map (`--checkpoint`, a dataset) is refused at once as
+    /// not a regular file; opening it for reading must not wait for a writer that never comes.
+    func testAFIFOIsRefusedWithoutWaitingForAWriter() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-fifo-\(UUID().uuidString)").path
+        XCTAssertEqual(mkfifo(path, 0o600), 0, String(cString: strerror(errno)))
+        addTeardownBlock { unlink(path) }
+        let outcome = Mutex<String?>(nil), done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            let text: String
+            do { _ = try MappedFile(path: path, what: "checkpoint"); text = "mapped" } catch { text = "\(error)" }
+            outcome.withLock { $0 = text }
+            done.signal()
+        }
+        if done.wait(timeout: .now() + 10) == .timedOut {
+            // Unblock the reader (a writer arrives) so that the thread ends, then fail.
+            let fd = open(path, O_WRONLY | O_NONBLOCK)
+            if fd >= 0 { close(fd) }
+            _ = done.wait(timeout: .now() + 10)
+            return XCTFail("opening the FIFO waited for a writer for 10 s")
+        }
+        XCTAssertEqual(outcome.withLock { $0 }, "checkpoint \(path) is not a regular file")
     }
 }

@@ -123,8 +123,14 @@ final class ModelsDataExportTests: XCTestCase {
         let checkpoint = dir + "/npy/checkpoints/" + name, copy = dir + "/copy.ckpt"
         try FileManager.default.copyItem(atPath: checkpoint, toPath: copy)
         let before = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
+        // A per-rank file (error feedback's, `.ef-rank-N`) is known by its magic too.
+        let rankFile = dir + "/step-00000040.ef-rank-1"
+        XCTAssertTrue(FileManager.default.createFile(atPath: rankFile, contents: Data("RSGDRNK1".utf8 + [UInt8](repeating: 0, count: 56))))
         for (command, out, expected) in [(["evaluate", "--run-dir", dir + "/npy"], checkpoint, "is in the run's checkpoints directory"),
                                          (["evaluate", "--checkpoint", copy], copy, "is a ringsgd checkpoint"),
+                                         // Not the one evaluated, outside the run: refused by its magic.
+                                         (["evaluate", "--run-dir", dir + "/npy"], copy, "is a ringsgd checkpoint"),
+                                         (["evaluate", "--run-dir", dir + "/npy"], rankFile, "is a ringsgd"),
                                          (["evaluate", "--run-dir", dir + "/npy"], dir + "/npy/summary.json", "is the run's own summary.json")] {
             assertOneLineError(try MPIRun.runProcess([MPIRun.binary] + command + ["--out", out], timeout: 60), expected)
         }

@@ -60,17 +60,21 @@ final class TrainUnderMPIRunTests: XCTestCase {
     /// bits as averaging after backward — np 2 and 3, fp32 and int8 + error feedback, several
     /// buckets (256 KiB) and the cnn's shared-memory zero-copy ring included.
     func testOverlapIsBitIdenticalUnderMPI() throws {
+        var cases: [(np: Int, codec: [String], config: String?)] = []
         for np in [2, 3] {
-            for codec in [[String](), ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true"]] {
-                var hashes: [String?] = []
-                for overlap in ["true", "false"] {
-                    let dir = temporaryDirectory()
-                    let outcome = try train(np: np, codec + ["--set", "comm.bucket_bytes=262144", "--set", "comm.overlap=\(overlap)"], dir: dir)
-                    XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
-                    hashes.append(try summary(dir)["param_hash"] as? String)
-                }
-                XCTAssertEqual(hashes[0], hashes[1], "np \(np) \(codec)")
+            for codec in [[String](), ["--set", "comm.codec=int8", "--set", "comm.error_feedback=true"]] { cases.append((np, codec, nil)) }
+        }
+        cases.append((2, [], "fashion-cnn.yaml"))   // fp32 on one host: the shared-memory zero-copy ring
+        for (np, codec, config) in cases {
+            var hashes: [String?] = []
+            for overlap in ["true", "false"] {
+                let dir = temporaryDirectory()
+                let outcome = try train(np: np, codec + ["--set", "comm.bucket_bytes=262144", "--set", "comm.overlap=\(overlap)"], dir: dir, config: config)
+                XCTAssertTrue(outcome.output.contains("replicas identical"), outcome.output)
+                hashes.append(try summary(dir)["param_hash"] as? String)
             }
+            XCTAssertNotNil(hashes[0], "np \(np) \(codec) \(config ?? "fashion-mlp.yaml")")
+            XCTAssertEqual(hashes[0], hashes[1], "np \(np) \(codec) \(config ?? "fashion-mlp.yaml")")
         }
         assertOneLineError(try train(np: 2, ["--set", "comm.bucket_bytes=-1"], dir: temporaryDirectory(), expectSuccess: false), "comm.bucket_bytes")
     }

@@ -269,6 +269,9 @@ final class WinogradTests: XCTestCase {
           for (algorithm, tolerance) in [(Conv2d.Algorithm.winograd, 1e-5), (.winograd4x4, 1e-4)] {
             let reference = try model(.im2col), winograd = try model(algorithm)
             XCTAssertEqual((winograd.layers[1] as! Conv2d).algorithm, algorithm)
+            if height == 28 {   // the last chunk short: 5 × 5 + 1 images for F(2×2), 9 + 9 + 8 for F(4×4)
+                XCTAssertEqual((winograd.layers[1] as! Conv2d).imagesPerChunk, algorithm == .winograd ? 5 : 9, "\(algorithm) at 28×28")
+            }
             reference.initialize(seed: 11); winograd.initialize(seed: 11)
             var g = SeededGenerator(seed: 12)
             let x = (0 ..< batch * reference.inputSize).map { _ in g.uniform(-1, 1) }
@@ -330,6 +333,22 @@ final class WinogradTests: XCTestCase {
             XCTAssertNotNil(blocks[1], "\(algorithm) at \(height)×\(width): 4 lanes ran Winograd")
             XCTAssertNotEqual(blocks[0], blocks[2], "\(algorithm) at \(height)×\(width)")
             XCTAssertNotEqual(blocks[1], blocks[2], "\(algorithm) at \(height)×\(width)")
+            if algorithm == .winograd4x4 {
+                // The blocks the comment above names: a change to the lane choice must not leave
+                // the paired kernels untested while every other assertion holds.
+                let shape = "\(height)×\(width)"
+                let expected = ["6×13": "pairs of rows in 8 lanes", "14×14": "pairs of rows in 8 lanes", "7×7": "pairs of rows in 4 lanes",
+                                "8×8": "pairs of rows in 4 lanes", "16×5": "pairs of rows in 4 lanes", "5×7": "pairs of rows in 4 lanes",
+                                "9×15": "rows of 4 lanes", "4×5": "rows of 4 lanes"][shape]
+                if let expected { XCTAssertEqual(blocks[0], expected, "F(4×4) at \(shape), 8 lanes at most") }
+            }
+            // The batches named as several chunks are several chunks (a new chunk size must not
+            // make them single-chunk unnoticed).
+            let chunk = (models[0].layers[2] as! Conv2d).imagesPerChunk
+            if batch == 25 { XCTAssertLessThan(chunk, batch, "\(algorithm) at 28×28: more than one chunk") }
+            if batch == 75 || batch == 281, algorithm == .winograd4x4 {
+                XCTAssertEqual((batch + chunk - 1) / chunk, 3, "F(4×4) at \(height)×\(width), batch \(batch): three chunks of \(chunk)")
+            }
             XCTAssertEqual(results[0], results[2], "\(algorithm): 8 lanes against 1 at \(height)×\(width), batch \(batch)")
             XCTAssertEqual(results[1], results[2], "\(algorithm): 4 lanes against 1 at \(height)×\(width), batch \(batch)")
           }

@@ -253,6 +253,7 @@ final class GPTDecoderTests: XCTestCase {
         XCTAssertNil(GPTSpec(layers: 1, heads: 1, embed: 8, blockSize: 128, vocab: 1 << 24).problem, "vocab·T = 2³¹ exactly")
         XCTAssertTrue(GPTSpec(layers: 1, heads: 1, embed: 8, blockSize: 256, vocab: 1 << 24).problem?.contains("vocab × block_size") ?? false)
         XCTAssertTrue(GPTSpec(layers: 1, heads: 4, embed: 8, blockSize: 32_768, vocab: 2).problem?.contains("heads × block_size²") ?? false)
+        XCTAssertNil(GPTSpec(layers: 1, heads: 2, embed: 8, blockSize: 32_768, vocab: 2).problem, "heads·T² = 2³¹ exactly")
     }
 
     /// Halving, the context keeps its last ⌊block/2⌋ tokens when full: at least one, always room for the next.

@@ -57,6 +57,8 @@ final class CheckpointDecodingTests: XCTestCase {
              "model.gpt.block_size must be ≥ 2"),
             (#"{"input_shape":[8],"classes":256,"layers":[],"gpt":{"layers":1,"heads":-4294967296,"embed":8,"block_size":1048576,"vocab":256,"dropout":0,"tie_embeddings":true},"pytorch":""}"#,
              "must be a positive multiple of model.gpt.heads"),
+            (#"{"input_shape":[8],"classes":10,"layers":[],"gpt":{"layers":1,"heads":1,"embed":8,"block_size":8,"vocab":256,"dropout":0,"tie_embeddings":true},"pytorch":""}"#,
+             "its class count 10 is not its GPT's vocabulary 256"),
         ]
         for (json, expected) in cases {
             let description = try JSONDecoder.ringsgd.decode(ModelDescription.self, from: Data(json.utf8))

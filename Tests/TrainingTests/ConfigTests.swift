@@ -107,12 +107,18 @@ final class ConfigTests: XCTestCase {
             (["schedule.warmup_start_factor=0.5"], "schedule.warmup_start_factor is where a warm-up starts, and schedule.warmup is 0"),
             (["comm.algorithm=mpi", "comm.segment_bytes=65536"], "comm.segment_bytes sizes our ring's messages; comm.algorithm: mpi"),
             (["data.synthetic.features=10"], "data.synthetic.features is read only with data.dataset: synthetic (data.dataset is fashion-mnist)"),
+            (["comm.algorithm=mpi", "comm.topology=flat"], "comm.topology chooses between our flat and hierarchical rings; comm.algorithm: mpi"),
+            (["data.dataset=synthetic", "data.dir=/data"], "data.dir is the Fashion-MNIST folder, read only with data.dataset: fashion-mnist (data.dataset is synthetic); remove it"),
+            (["data.dataset=idx", "data.dir=/data", "data.train_images=a", "data.train_labels=b", "data.test_images=c", "data.test_labels=d"],
+             "data.dir is the Fashion-MNIST folder, read only with data.dataset: fashion-mnist (data.dataset is idx); give each file's whole path"),
+            (["data.dataset=synthetic", "data.cache_dir=/tmp/c"], "data.cache_dir does not apply to data.dataset: synthetic"),
         ]
         for (overrides, expected) in cases {
             XCTAssertTrue(error(nil, overrides).contains(expected), "\(overrides): \(error(nil, overrides))")
         }
         XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
         XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.powersgd.rank=8"]), "no error")
+        XCTAssertEqual(error(nil, ["data.dir=/data", "data.cache_dir=/tmp/c", "comm.topology=flat"]), "no error")   // fashion-mnist, our ring
         XCTAssertEqual(error(nil, ["optimizer.name=rmsprop", "optimizer.momentum=0.9", "optimizer.eps=1e-6", "optimizer.alpha=0.9"]), "no error")
         // A key of the file taken away with --set KEY=null: its default holds; a mistyped one is named.
         XCTAssertEqual(error("optimizer: {name: sgd, momentum: 0.9}\n", ["optimizer.name=adam", "optimizer.momentum=null"]), "no error")

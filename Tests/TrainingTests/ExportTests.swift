@@ -66,8 +66,14 @@ final class ExportTests: XCTestCase {
         XCTAssertEqual(decoded.sorted { $0.name < $1.name }, tensors.sorted { $0.name < $1.name })
         XCTAssertEqual(decoded.first { $0.name == "1.num_batches_tracked" }?.values, [123_456])
         XCTAssertEqual(decoded.first { $0.name == "1.running_mean" }?.values, [0.5, -0.25])
+        XCTAssertEqual(decoded.first { $0.name == "1.running_var" }?.values, [1.5, 2.0])
         let npz = try ModelExport.encode(checkpoint, format: .npz).bytes
         XCTAssertNotNil(String(decoding: npz, as: UTF8.self).range(of: "{'descr': '<i8', 'fortran_order': False, 'shape': (), }"), "num_batches_tracked.npy is int64")
+        // The .npz stores its arrays uncompressed: each buffer's values lie in it as written.
+        func littleEndian(_ values: [Float]) -> [UInt8] { values.flatMap { withUnsafeBytes(of: $0.bitPattern.littleEndian, Array.init) } }
+        XCTAssertNotNil(npz.firstRange(of: littleEndian([0.5, -0.25])), "running_mean's values in the .npz")
+        XCTAssertNotNil(npz.firstRange(of: littleEndian([1.5, 2.0])), "running_var's values in the .npz")
+        XCTAssertNotNil(npz.firstRange(of: withUnsafeBytes(of: Int64(123_456).littleEndian, Array.init)), "num_batches_tracked's value in the .npz")
 
         // A count that is no int64 (a corrupt buffer) is refused with the tensor's name, not trapped on.
         for bad: Float in [.nan, .infinity, 0.5, 1e19] {
