@@ -216,9 +216,12 @@ final class FailuresUnderMPIRunTests: XCTestCase {
             let dir = temporaryDirectory()
             let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
             _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-            // The launcher's process group (mpirun and the ranks have their own).
-            let launcher = try MPIRun.runProcess(["pgrep", "-f", "bash \(local) 2 train .*--run-dir \(dir)( |$)"], timeout: 10).output
-                .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
+            // The launcher: the child `setsid` forked (its subshells share its command line, so
+            // a match of the command line alone could be one of them); its process group
+            // (mpirun and the ranks have their own).
+            let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
+            let command = (try? String(contentsOfFile: "/proc/\(launcher)/cmdline", encoding: .utf8))?.replacingOccurrences(of: "\0", with: " ") ?? ""
+            XCTAssertTrue(command.hasPrefix("bash \(local) 2 train "), "the launcher is setsid's child: \(command)")
             let group = launcher > 1 ? getpgid(launcher) : -1
             XCTAssertGreaterThan(group, 1, "the launcher's process group (launcher pid \(launcher))")
             guard group > 1 else { continue }

@@ -131,19 +131,26 @@ enum MPIRun {
                        seconds: Date().timeIntervalSince(started))
     }
 
+    /// Process n's parent and session, from /proc/N/stat: "N (comm) state ppid pgrp session …"
+    /// — comm may hold spaces: the fields are read after the last ')'.
+    static func parentAndSession(_ n: Int32) -> (parent: Int32, session: Int32)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(n)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 3, let parent = Int32(fields[1]), let session = Int32(fields[3]) else { return nil }
+        return (parent, session)
+    }
+
+    /// The processes whose parent is `pid`.
+    static func children(of pid: Int32) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { parentAndSession($0)?.parent == pid }
+    }
+
     /// SIGKILL to a job started as `setsid --wait COMMAND`: every descendant of `pid`, and every
     /// process of the sessions they lead. Why not kill(−pid): Foundation starts the child as a
     /// process-group leader, so `setsid` forks first and the job's session is its child's, not
     /// `pid`'s group (that kill reached the waiting `setsid` alone and left mpirun and its ranks
     /// running); and mpirun gives its ranks process groups of their own, in that session.
     static func killJob(_ pid: Int32) {
-        // /proc/N/stat: "N (comm) state ppid pgrp session …" — comm may hold spaces: after the last ')'.
-        func parentAndSession(_ n: Int32) -> (parent: Int32, session: Int32)? {
-            guard let text = try? String(contentsOfFile: "/proc/\(n)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
-            let fields = text[text.index(after: close)...].split(separator: " ")
-            guard fields.count > 3, let parent = Int32(fields[1]), let session = Int32(fields[3]) else { return nil }
-            return (parent, session)
-        }
         let processes = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init)
         let info = Dictionary(processes.compactMap { n in parentAndSession(n).map { (n, $0) } }, uniquingKeysWith: { a, _ in a })
         var job: Set<Int32> = [pid], grew = true
