@@ -109,9 +109,21 @@ public final class GradientSynchronizer {
     /// failure stays with the thread (later buckets are skipped); a step that fails calls
     /// `abandonStep`, which drains the thread before the job ends.
     public func runCollective(_ job: @escaping () throws -> Void) throws {
-        guard let thread else { return try job() }
+        guard let thread else {
+            // Without the thread, its rule kept here: after a failure no collective of the
+            // step is attempted (the one that failed may have left receives posted into the
+            // scratch its successors share), and the failure is rethrown until the step ends.
+            if let collectiveFailure { throw collectiveFailure }
+            do { try job() } catch { collectiveFailure = error; throw error }
+            return
+        }
         try thread.runAndWait(job)
     }
+
+    /// Without `comm.overlap`: the first failure of a training-thread collective this step
+    /// (`runCollective`), as the communication thread keeps its own; reported by `finishStep`,
+    /// dropped by `abandonStep`.
+    private var collectiveFailure: Error?
 
     // MARK: - The step
 
@@ -147,7 +159,10 @@ public final class GradientSynchronizer {
     public func finishStep() throws {
         precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
         let start = ContinuousClock.now
-        if let thread { try thread.waitForAll() } else { for b in plan.buckets.indices { try averageBucket(b) } }
+        if let thread { try thread.waitForAll() } else {
+            if let failure = collectiveFailure { collectiveFailure = nil; throw failure }
+            for b in plan.buckets.indices { try averageBucket(b) }
+        }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
     }
 
@@ -178,6 +193,7 @@ public final class GradientSynchronizer {
     /// no collective is in flight when the job ends. Buckets never reported are not averaged.
     public func abandonStep() {
         try? thread?.waitForAll()
+        collectiveFailure = nil
     }
 
     /// Averages bucket `b` of the current step in place.

@@ -87,22 +87,25 @@ public final class Trainer {
         if run.startStep > 0 && run.outer?.inFlight == nil { startOuterSteps(run, after: run.startStep - 1) }
         run.wallStart = .now
         var epoch = EpochAccumulator(startStep: run.startStep)
+        let summary: RunSummary
         do {
             for step in run.startStep ..< run.endStep {
                 epoch.record(try trainStep(step, run))
                 try afterStep(step, run, &epoch)
                 if run.targetReached != nil || run.stoppedOnRequest { break }
             }
+            summary = try finish(run, &epoch)
+            try writeTimeline(run)
         } catch {
             // A job may still be running or queued on the communication thread (a streaming
-            // fragment in flight, a bucket after a failed one): it uses the run's buffers, which
-            // must not be freed under it. Waiting for it could hang (the failure may be a
-            // peer's), and the job ends on this error, so the run is kept for the process's rest.
+            // fragment in flight, a bucket after a failed one), or a receive still posted into
+            // the run's buffers (a collective past its deadline, the last outer step's drain or
+            // the final broadcast of buffers among them): the run's memory must not be freed
+            // under it. Waiting could hang (the failure may be a peer's), and the job ends on
+            // this error, so the run is kept for the process's rest.
             AbandonedRuns.keep(run)
             throw error
         }
-        let summary = try finish(run, &epoch)
-        try writeTimeline(run)
         if run.stoppedOnRequest && transport.rank == 0 {
             log("stopped at step \(run.endStep) on request (SIGUSR1), with a checkpoint; 'train … --resume' continues")
             // The dump is of the last step's gradient, which this run did not reach.

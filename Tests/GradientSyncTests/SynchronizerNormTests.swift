@@ -41,3 +41,54 @@ final class SynchronizerNormTests: XCTestCase {
         }
     }
 }
+
+/// The training thread's collectives (a synchronised batch norm's reductions) after one fails.
+final class SynchronizerCollectiveFailureTests: XCTestCase {
+    struct Failed: Error, Equatable { let what: String }
+
+    /// Property: with and without `comm.overlap`, once a training-thread collective fails, no
+    /// later one of the step runs (the failed one may have left receives posted into the scratch
+    /// they share: the next batch norm trapped on it) — each rethrows the first failure — and
+    /// the step reports it; the next step, after `finishStep` or `abandonStep`, runs them again.
+    func testAFailedCollectiveStopsTheStepsLaterOnesAndNotTheNextStep() throws {
+        let plan = BucketPlan(extents: [0 ..< 100], bucketBytes: 1 << 20, firstBucketBytes: 1 << 20)
+        for overlap in [false, true] {
+            let results = try InProcessCluster.run(size: 2) { transport -> [String] in
+                var settings = SyncSettings()
+                settings.overlap = overlap
+                let synchronizer = try GradientSynchronizer(settings: settings, transport: transport, plan: plan)
+                var g = [Float](repeating: 1, count: 100), log: [String] = []
+                func collective(_ name: String, failing: Bool = false) {
+                    do {
+                        try synchronizer.runCollective {
+                            log.append("ran \(name)")
+                            if failing { throw Failed(what: name) }
+                        }
+                    } catch { log.append("\(name) threw \((error as? Failed)?.what ?? "\(error)")") }
+                }
+                try g.withUnsafeMutableBufferPointer { buffer in
+                    for (step, ending) in ["finish", "abandon"].enumerated() {
+                        synchronizer.beginStep(step, gradients: buffer)
+                        collective("a\(step)", failing: true)
+                        collective("b\(step)")
+                        if ending == "finish" {
+                            for b in plan.buckets.indices { synchronizer.bucketReady(b) }
+                            do { try synchronizer.finishStep(); log.append("step \(step) finished") } catch { log.append("step \(step) threw \((error as? Failed)?.what ?? "\(error)")") }
+                        } else {
+                            synchronizer.abandonStep()
+                        }
+                    }
+                    synchronizer.beginStep(2, gradients: buffer)
+                    collective("c2")
+                    for b in plan.buckets.indices { synchronizer.bucketReady(b) }
+                    try synchronizer.finishStep()
+                }
+                return log
+            }
+            let expected = ["ran a0", "a0 threw a0", "b0 threw a0", "step 0 threw a0",
+                            "ran a1", "a1 threw a1", "b1 threw a1", "ran c2"]
+            XCTAssertEqual(results[0], expected, "overlap \(overlap)")
+            XCTAssertEqual(results[1], expected, "overlap \(overlap)")
+        }
+    }
+}
