@@ -55,8 +55,23 @@ _run_ranks_stop() {
   [ -z "$mpirun_pid" ] || kill -TERM "$mpirun_pid" 2>/dev/null || true
 }
 
+# The guard of a job (bash -c, with the launcher's pid, mpirun's and the launcher's temporary
+# files): it waits while both run. When the launcher is gone first — SIGKILL, which no trap
+# sees (`kill -9` of its group, `timeout -s KILL`) — mpirun, in a group of its own, would run
+# on with every rank: the guard sends it the SIGTERM the trap would have, waits for it to stop
+# the ranks, and removes the files the launcher left. It runs in a session of its own, so the
+# signal that killed the launcher's group does not reach it.
+_run_ranks_guard='
+  while kill -0 "$1" 2>/dev/null; do
+    kill -0 "$2" 2>/dev/null || exit 0
+    sleep 1
+  done
+  kill -TERM "$2" 2>/dev/null || exit 0
+  while kill -0 "$2" 2>/dev/null; do sleep 0.2; done
+  rm -f "$3" "$4"'
+
 run_ranks() {
-  local log shown status lost interrupted="" callers_traps mpirun_pid display_pid a resume="" continues=""
+  local log shown status lost interrupted="" callers_traps mpirun_pid display_pid guard_pid a resume="" continues=""
   log=$(mktemp)
   shown=$(mktemp)   # the last line the user saw
   # The advice after an interruption or a failure: a training run continues with --resume.
@@ -70,8 +85,9 @@ run_ranks() {
   # `timeout`, a scheduler, a closed terminal's SIGHUP) or to the launcher alone (`kill PID`, a
   # supervisor's terminate(), which used to reach no one until the job had ended), mpirun gets
   # one SIGTERM, from the trap, and stops every rank before it exits (signalled twice it exits
-  # at once, ranks still running: later signals are not passed on). SIGKILL to the group cannot
-  # be trapped and no longer reaches mpirun: kill mpirun's own group for that. The caller's
+  # at once, ranks still running: later signals are not passed on). SIGKILL cannot be trapped
+  # and does not reach mpirun's group: a guard in a session of its own (`_run_ranks_guard`)
+  # stops the job when the launcher is gone while mpirun still runs. The caller's
   # traps (the simulated cluster's teardown) are put back afterwards. Every rank says it started
   # (RINGSGD_SAY_STARTED; the line is not shown): a failed job without it never ran.
   callers_traps=$(trap -p INT TERM HUP QUIT)
@@ -85,6 +101,8 @@ run_ranks() {
   mpirun_pid=$!
   # A signal that came before mpirun's pid was known.
   [ -n "$interrupted" ] && kill -TERM "$mpirun_pid" 2>/dev/null
+  setsid bash -c "$_run_ranks_guard" guard "$$" "$mpirun_pid" "$log" "$shown" </dev/null >/dev/null 2>&1 &
+  guard_pid=$!
   { tail -n +1 -s 0.1 -F --pid="$mpirun_pid" "$log" 2>/dev/null \
       | grep -a --line-buffered -v -e '^mpirun: Forwarding signal' -e '^ringsgd: rank [0-9?]* started$' \
       | filter_mpirun_notes "$shown" >&2; } &
@@ -97,6 +115,7 @@ run_ranks() {
     break
   done
   wait "$display_pid"
+  kill "$guard_pid" 2>/dev/null
   set -e
   trap - INT TERM HUP QUIT
   eval "$callers_traps"

@@ -205,6 +205,40 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         XCTAssertTrue(lastLine.contains("the job ended abnormally") && lastLine.contains("--resume"), "last line: \(lastLine)\n\(output)")
     }
 
+    /// Property: SIGKILL to the launcher's process group — which no trap sees (`kill -9` of the
+    /// group, `timeout -s KILL`), and which does not reach mpirun's own group — still stops every
+    /// rank within seconds (the launcher's guard, in a session of its own), and the launcher's
+    /// temporary files go with them.
+    func testAKilledLauncherLeavesNoRankRunning() throws {
+        let local = MPIRun.packageRoot.path + "/launch/local.sh", dir = temporaryDirectory()
+        // Long enough that only a stop ends it before the checks below.
+        let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=1000000", "--set", "train.epochs=1000", "--run-dir", dir],
+                                    log: dir + ".log")
+        _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
+        let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
+        let mpirun = try MPIRun.runProcess(["pgrep", "-f", "^mpirun .*--run-dir \(dir)( |$)"], timeout: 10).output
+            .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
+        // Whatever happens below, nothing of this job outlives the test.
+        defer { if mpirun > 1, getpgid(mpirun) == mpirun { kill(-mpirun, SIGKILL) } }
+        XCTAssertGreaterThan(launcher, 1, "the launcher, setsid's child")
+        XCTAssertGreaterThan(mpirun, 1, "mpirun")
+        guard launcher > 1, mpirun > 1 else { return }
+        // The launcher's log of mpirun's stderr: one of the files it would have removed.
+        let log = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(mpirun)/fd/2")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: log), log)
+        XCTAssertEqual(kill(-getpgid(launcher), SIGKILL), 0, "SIGKILL to the launcher's group")
+        // The launcher is gone once `setsid`, its parent, has reaped it.
+        var waited = 0
+        while kill(launcher, 0) == 0 && waited < 100 { usleep(100_000); waited += 1 }
+        XCTAssertNotEqual(kill(launcher, 0), 0, "the launcher must die at once")
+        let deadline = Date().addingTimeInterval(20)
+        while try !BackgroundJob.rankPIDs(runDirectory: dir).isEmpty || kill(mpirun, 0) == 0, Date() < deadline { usleep(200_000) }
+        XCTAssertTrue(try BackgroundJob.rankPIDs(runDirectory: dir).isEmpty, "no rank left running 20 s after the launcher was killed")
+        XCTAssertNotEqual(kill(mpirun, 0), 0, "mpirun stopped")
+        usleep(500_000)   // the guard removes the files once mpirun is gone
+        XCTAssertFalse(FileManager.default.fileExists(atPath: log), "the launcher's log \(log) removed")
+    }
+
     /// Property: SIGTERM (or Ctrl-C's SIGINT) to the job's process group — what a scheduler,
     /// `timeout` or a terminal sends — or to the launcher alone (`kill PID`, a supervisor's
     /// terminate()) ends every rank before the launcher exits, and the launcher says it was
