@@ -53,22 +53,30 @@ _run_ranks_stop() {
   [ -z "$interrupted" ] || return 0
   interrupted=$1
   [ -z "$mpirun_pid" ] || kill -TERM "$mpirun_pid" 2>/dev/null || true
+  : >"$log.stop" 2>/dev/null || true   # for the guard: mpirun has its SIGTERM
 }
 
 # The guard of a job (bash -c, with the launcher's pid, mpirun's and the launcher's temporary
 # files): it waits while both run. When the launcher is gone first — SIGKILL, which no trap
 # sees (`kill -9` of its group, `timeout -s KILL`) — mpirun, in a group of its own, would run
-# on with every rank: the guard sends it the SIGTERM the trap would have, waits for it to stop
-# the ranks, and removes the files the launcher left. It runs in a session of its own, so the
-# signal that killed the launcher's group does not reach it.
+# on with every rank: the guard sends it the SIGTERM the trap would have (none if the trap
+# sent it already, the launcher killed while mpirun stopped the ranks: one stop, as the traps
+# allow), waits up to 30 s for it to stop them, then kills whatever is left in its session
+# (a hung mpirun, a rank it did not reach), and removes the files the launcher left.
+# It runs in a session of its own, so the signal that killed the launcher's group does not
+# reach it. A zombie counts as gone (a killed launcher not yet reaped by its parent).
 _run_ranks_guard='
-  while kill -0 "$1" 2>/dev/null; do
-    kill -0 "$2" 2>/dev/null || exit 0
+  alive() { local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; s=${s##*) }; [ "${s%% *}" != Z ]; }
+  while alive "$1"; do
+    alive "$2" || exit 0
     sleep 1
   done
-  kill -TERM "$2" 2>/dev/null || exit 0
-  while kill -0 "$2" 2>/dev/null; do sleep 0.2; done
-  rm -f "$3" "$4"'
+  alive "$2" || exit 0
+  [ -e "$3.stop" ] || kill -TERM "$2" 2>/dev/null
+  for i in $(seq 150); do alive "$2" || break; sleep 0.2; done
+  pkill -KILL -s "$2" 2>/dev/null
+  sleep 1   # the display pipeline writes its last line, then ends
+  rm -f "$3" "$3.stop" "$4"'
 
 run_ranks() {
   local log shown status lost interrupted="" callers_traps mpirun_pid display_pid guard_pid a resume="" continues=""
@@ -116,12 +124,13 @@ run_ranks() {
   done
   wait "$display_pid"
   kill "$guard_pid" 2>/dev/null
+  wait "$guard_pid" 2>/dev/null
   set -e
   trap - INT TERM HUP QUIT
   eval "$callers_traps"
   if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
     echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped.$continues" >&2
-    rm -f "$log" "$shown"
+    rm -f "$log" "$log.stop" "$shown"
     case "$interrupted" in INT) return 130 ;; HUP) return 129 ;; QUIT) return 131 ;; *) return 143 ;; esac
   fi
   if [ "$status" -ne 0 ]; then
@@ -131,7 +140,7 @@ run_ranks() {
         # No rank started: mpirun could not start the job (a host it cannot reach, a
         # hostfile it cannot read, an option it does not know).
         echo "ringsgd: error: mpirun could not start the job (exit status $status; its message is above): check the hostfile, the host names and MPIRUN_ARGS" >&2
-        rm -f "$log" "$shown"
+        rm -f "$log" "$log.stop" "$shown"
         return "$status"
       fi
       if [ -z "$lost" ]; then
@@ -141,6 +150,6 @@ run_ranks() {
       echo "ringsgd: error: the job ended abnormally: $lost; every rank was stopped.$continues" >&2
     fi
   fi
-  rm -f "$log" "$shown"
+  rm -f "$log" "$log.stop" "$shown"
   return "$status"
 }

@@ -30,6 +30,10 @@ public final class IDXFile {
         guard FileManager.default.fileExists(atPath: source) else {
             throw FileFormatError("missing \(what) \(source): \(remedy)")
         }
+        // Before anything opens it: opening a FIFO (or a device) to read its magic would wait.
+        // (stat follows links: Debian's dataset files may be links.)
+        var info = stat()
+        guard stat(source, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw FileFormatError("\(what) \(source) is not a regular file") }
         if try Self.isGzip(source) {
             do { try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache") } catch {
                 // The failing path may be a parent (HOME unwritable): name the cache's own too.

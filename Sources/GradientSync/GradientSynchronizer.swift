@@ -184,7 +184,10 @@ public final class GradientSynchronizer {
         guard let buckets = partial else { return }
         partial = nil
         let start = ContinuousClock.now
-        if let thread { try thread.waitForAll() } else { for b in buckets { try averageBucket(b) } }
+        if let thread { try thread.waitForAll() } else {
+            if let failure = collectiveFailure { collectiveFailure = nil; throw failure }
+            for b in buckets { try averageBucket(b) }
+        }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
     }
 

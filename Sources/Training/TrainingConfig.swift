@@ -169,7 +169,10 @@ public struct TrainingConfig {
         }
         // data.dir is Fashion-MNIST's folder alone: with idx or npy data the files are named
         // one by one, so a relative name is not looked up in it (text and tokens say so apart).
-        if refusingIdleKeys && ["idx", "npy", "synthetic"].contains(dataset) && r.has("data.dir") {
+        // Its default named outright (configs/fashion-mlp.yaml does) misleads no one: a config
+        // whose data.dataset is changed with --set keeps working.
+        let namedDirectory = try r.string("data.dir", default: dataDirectory)
+        if refusingIdleKeys && ["idx", "npy", "synthetic"].contains(dataset) && r.has("data.dir") && namedDirectory != FashionMNIST.defaultDirectory {
             throw ConfigError("data.dir is the Fashion-MNIST folder, read only with data.dataset: fashion-mnist (data.dataset is \(dataset)); "
                               + (dataset == "synthetic" ? "" : "give each file's whole path in data.train_images … data.test_labels, and ")
                               + "remove it (from the config file, or with --set data.dir=null)")

@@ -45,20 +45,29 @@ final class MappedFileTests: XCTestCase {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-fifo-\(UUID().uuidString)").path
         XCTAssertEqual(mkfifo(path, 0o600), 0, String(cString: strerror(errno)))
         addTeardownBlock { unlink(path) }
-        let outcome = Mutex<String?>(nil), done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            let text: String
-            do { _ = try MappedFile(path: path, what: "checkpoint"); text = "mapped" } catch { text = "\(error)" }
-            outcome.withLock { $0 = text }
-            done.signal()
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-cache-\(UUID().uuidString)").path
+        // A mapped file (a checkpoint, .npy data), and an IDX file, which reads its magic first.
+        let opens: [(String, () throws -> Void)] = [
+            ("checkpoint", { _ = try MappedFile(path: path, what: "checkpoint") }),
+            ("data.train_images", { _ = try IDXFile(path: path, cacheDirectory: cache, what: "data.train_images") }),
+        ]
+        for (what, open) in opens {
+            let outcome = Mutex<String?>(nil), done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                let text: String
+                do { try open(); text = "opened" } catch { text = "\(error)" }
+                outcome.withLock { $0 = text }
+                done.signal()
+            }
+            if done.wait(timeout: .now() + 10) == .timedOut {
+                // Unblock the reader (a writer arrives) so that the thread ends, then fail.
+                let fd = Glibc.open(path, O_WRONLY | O_NONBLOCK)
+                if fd >= 0 { close(fd) }
+                _ = done.wait(timeout: .now() + 10)
+                XCTFail("\(what): opening the FIFO waited for a writer for 10 s")
+                continue
+            }
+            XCTAssertEqual(outcome.withLock { $0 }, "\(what) \(path) is not a regular file")
         }
-        if done.wait(timeout: .now() + 10) == .timedOut {
-            // Unblock the reader (a writer arrives) so that the thread ends, then fail.
-            let fd = open(path, O_WRONLY | O_NONBLOCK)
-            if fd >= 0 { close(fd) }
-            _ = done.wait(timeout: .now() + 10)
-            return XCTFail("opening the FIFO waited for a writer for 10 s")
-        }
-        XCTAssertEqual(outcome.withLock { $0 }, "checkpoint \(path) is not a regular file")
     }
 }

@@ -207,36 +207,49 @@ final class FailuresUnderMPIRunTests: XCTestCase {
 
     /// Property: SIGKILL to the launcher's process group — which no trap sees (`kill -9` of the
     /// group, `timeout -s KILL`), and which does not reach mpirun's own group — still stops every
-    /// rank within seconds (the launcher's guard, in a session of its own), and the launcher's
-    /// temporary files go with them.
+    /// rank within seconds (the launcher's guard, in a session of its own), also when it comes
+    /// right after a SIGTERM the launcher passed on (a supervisor's terminate-then-kill), and
+    /// the launcher's temporary files go with them.
     func testAKilledLauncherLeavesNoRankRunning() throws {
-        let local = MPIRun.packageRoot.path + "/launch/local.sh", dir = temporaryDirectory()
-        // Long enough that only a stop ends it before the checks below.
-        let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=1000000", "--set", "train.epochs=1000", "--run-dir", dir],
-                                    log: dir + ".log")
-        _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-        let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
-        let mpirun = try MPIRun.runProcess(["pgrep", "-f", "^mpirun .*--run-dir \(dir)( |$)"], timeout: 10).output
-            .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
-        // Whatever happens below, nothing of this job outlives the test.
-        defer { if mpirun > 1, getpgid(mpirun) == mpirun { kill(-mpirun, SIGKILL) } }
-        XCTAssertGreaterThan(launcher, 1, "the launcher, setsid's child")
-        XCTAssertGreaterThan(mpirun, 1, "mpirun")
-        guard launcher > 1, mpirun > 1 else { return }
-        // The launcher's log of mpirun's stderr: one of the files it would have removed.
-        let log = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(mpirun)/fd/2")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: log), log)
-        XCTAssertEqual(kill(-getpgid(launcher), SIGKILL), 0, "SIGKILL to the launcher's group")
-        // The launcher is gone once `setsid`, its parent, has reaped it.
-        var waited = 0
-        while kill(launcher, 0) == 0 && waited < 100 { usleep(100_000); waited += 1 }
-        XCTAssertNotEqual(kill(launcher, 0), 0, "the launcher must die at once")
-        let deadline = Date().addingTimeInterval(20)
-        while try !BackgroundJob.rankPIDs(runDirectory: dir).isEmpty || kill(mpirun, 0) == 0, Date() < deadline { usleep(200_000) }
-        XCTAssertTrue(try BackgroundJob.rankPIDs(runDirectory: dir).isEmpty, "no rank left running 20 s after the launcher was killed")
-        XCTAssertNotEqual(kill(mpirun, 0), 0, "mpirun stopped")
-        usleep(500_000)   // the guard removes the files once mpirun is gone
-        XCTAssertFalse(FileManager.default.fileExists(atPath: log), "the launcher's log \(log) removed")
+        let local = MPIRun.packageRoot.path + "/launch/local.sh"
+        for terminatedFirst in [false, true] {
+            let dir = temporaryDirectory(), label = terminatedFirst ? "SIGTERM then SIGKILL" : "SIGKILL"
+            // Long enough that only a stop ends it before the checks below.
+            let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=1000000", "--set", "train.epochs=1000", "--run-dir", dir],
+                                        log: dir + ".log")
+            _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
+            let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
+            let mpirun = try MPIRun.runProcess(["pgrep", "-f", "^mpirun .*--run-dir \(dir)( |$)"], timeout: 10).output
+                .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
+            // Whatever happens below, nothing of this job outlives the test (the ranks have
+            // process groups of their own).
+            defer {
+                for rank in (try? BackgroundJob.rankPIDs(runDirectory: dir)) ?? [] { kill(rank, SIGKILL) }
+                if mpirun > 1, getpgid(mpirun) == mpirun { kill(-mpirun, SIGKILL) }
+            }
+            XCTAssertGreaterThan(launcher, 1, "\(label): the launcher, setsid's child")
+            XCTAssertGreaterThan(mpirun, 1, "\(label): mpirun")
+            guard launcher > 1, mpirun > 1 else { continue }
+            // The launcher's log of mpirun's stderr: one of the files it would have removed.
+            let log = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(mpirun)/fd/2")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: log), log)
+            let group = getpgid(launcher)
+            if terminatedFirst {
+                XCTAssertEqual(kill(launcher, SIGTERM), 0, "SIGTERM to the launcher")
+                usleep(100_000)
+            }
+            XCTAssertEqual(kill(-group, SIGKILL), 0, "\(label): SIGKILL to the launcher's group")
+            // The launcher is gone once `setsid`, its parent, has reaped it.
+            var waited = 0
+            while kill(launcher, 0) == 0 && waited < 100 { usleep(100_000); waited += 1 }
+            XCTAssertNotEqual(kill(launcher, 0), 0, "\(label): the launcher must die at once")
+            let deadline = Date().addingTimeInterval(20)
+            while try !BackgroundJob.rankPIDs(runDirectory: dir).isEmpty || kill(mpirun, 0) == 0, Date() < deadline { usleep(200_000) }
+            XCTAssertTrue(try BackgroundJob.rankPIDs(runDirectory: dir).isEmpty, "\(label): no rank left running 20 s after the launcher was killed")
+            XCTAssertNotEqual(kill(mpirun, 0), 0, "\(label): mpirun stopped")
+            usleep(1_500_000)   // the guard removes the files once mpirun is gone and the display ended
+            XCTAssertFalse(FileManager.default.fileExists(atPath: log), "\(label): the launcher's log \(log) removed")
+        }
     }
 
     /// Property: SIGTERM (or Ctrl-C's SIGINT) to the job's process group — what a scheduler,

@@ -104,9 +104,9 @@ enum MPIRun {
         process.standardInput = FileHandle.nullDevice
         var environment = ProcessInfo.processInfo.environment
         environment["SWIFT_BACKTRACE"] = "enable=no"
-        // When a rank exits non-zero, mpirun sends the others SIGTERM and waits this many
-        // seconds (1 by default) before SIGKILL — even when every rank has already exited, as
-        // after each agreed error. ringsgd does not handle SIGTERM (it ends at once), so the
+        // When a rank exits non-zero, mpirun stops the others — SIGCONT, SIGTERM, SIGKILL, this
+        // many seconds apart (1 by default) — and waits them out even when every rank has already
+        // exited, as after each agreed error. ringsgd does not handle SIGTERM (it ends at once), so the
         // wait changes nothing a test sees, and at 0 the suite's hundred-odd failing launches
         // each end a second sooner.
         if environment["OMPI_MCA_odls_base_sigkill_timeout"] == nil { environment["OMPI_MCA_odls_base_sigkill_timeout"] = "0" }

@@ -119,6 +119,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(error(nil, ["model.kind=mlp", "model.hidden=[64]", "optimizer.name=sgd", "optimizer.nesterov=true"]), "no error")
         XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.powersgd.rank=8"]), "no error")
         XCTAssertEqual(error(nil, ["data.dir=/data", "data.cache_dir=/tmp/c", "comm.topology=flat"]), "no error")   // fashion-mnist, our ring
+        XCTAssertEqual(error(nil, ["data.dataset=synthetic", "data.dir=/usr/share/datasets/fashion-mnist"]), "no error")   // its default, named
         XCTAssertEqual(error(nil, ["optimizer.name=rmsprop", "optimizer.momentum=0.9", "optimizer.eps=1e-6", "optimizer.alpha=0.9"]), "no error")
         // A key of the file taken away with --set KEY=null: its default holds; a mistyped one is named.
         XCTAssertEqual(error("optimizer: {name: sgd, momentum: 0.9}\n", ["optimizer.name=adam", "optimizer.momentum=null"]), "no error")
