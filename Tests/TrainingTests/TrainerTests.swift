@@ -1,4 +1,5 @@
 import Collectives
+import Datasets
 import Foundation
 import GradientSync
 import InProcessTransport
@@ -155,6 +156,32 @@ final class TrainerTests: XCTestCase {
         let scale = sync.map(abs).max()!
         for c in 0 ..< 8 { XCTAssertEqual(local[c], sync[c], accuracy: 1e-5 * scale, "local, channel \(c): \(local) against \(sync)") }
         XCTAssertGreaterThan(zip(broadcast, sync).map { abs($0 - $1) }.max()!, 1e-3 * scale, "broadcast holds rank 0's batch's mean, not the global one")
+        // Rank 0's batch's mean itself: the first linear layer's outputs, at the initial
+        // parameters, over the samples rank 0 draws at step 0 (its share: 12 of the 25).
+        let config = try TrainingConfig(yaml: "model: {layers: [linear: {out: 8}, batchnorm1d: {momentum: 1.0}, relu, linear]}\n", source: "test", overrides: [
+            "data.dataset=synthetic", "data.synthetic.features=16", "data.synthetic.classes=4", "data.synthetic.train_size=100",
+            "data.synthetic.test_size=40"])
+        let train = try config.loadDatasets().train
+        let sampler = try DistributedSampler(datasetSize: train.count, globalBatch: 25, worldSize: 2, rank: 0, seed: config.seed)
+        let indices = sampler.localIndices(sampler.permutation(epoch: 0), stepInEpoch: 0)
+        XCTAssertEqual(indices.count, sampler.localBatch)
+        var x = [Float](repeating: 0, count: indices.count * 16), labels = [Int32](repeating: 0, count: indices.count)
+        x.withUnsafeMutableBufferPointer { xs in labels.withUnsafeMutableBufferPointer { train.fill(indices, input: xs.baseAddress!, labels: $0.baseAddress!) } }
+        let model = try config.makeModel(for: train)
+        model.initialize(seed: config.seed)
+        let views = model.parameters.views
+        let weight = Array(model.parameters.parameters(of: try XCTUnwrap(views.first { $0.name == "0.weight" })))
+        let bias = Array(model.parameters.parameters(of: try XCTUnwrap(views.first { $0.name == "0.bias" })))
+        for c in 0 ..< 8 {
+            var sum = 0.0
+            for i in 0 ..< indices.count {
+                var output = Double(bias[c])
+                for f in 0 ..< 16 { output += Double(weight[c * 16 + f]) * Double(x[i * 16 + f]) }
+                sum += output
+            }
+            let mean = sum / Double(indices.count)
+            XCTAssertEqual(Double(broadcast[c]), mean, accuracy: 1e-5 * Double(scale), "broadcast, channel \(c): rank 0's batch's mean")
+        }
     }
 
     /// Property: stopping after step 8 and resuming ends bit-identical to an uninterrupted run,
