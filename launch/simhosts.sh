@@ -45,7 +45,7 @@ simhosts_pick_subnet() {
       echo "10.213.$c"; return 0
     fi
   done
-  fail "no free /24 in 10.213.1…250; pass --subnet A.B.C"
+  fail "no free /24 in 10.213.1…250 (simulated clusters left by killed runs? 'ip netns list' shows them); remove them, or pass launch/simcluster.sh --subnet A.B.C"
 }
 
 # tbf's bucket must hold at least one (GSO) packet and a tick's worth of tokens; 1/100 s of
