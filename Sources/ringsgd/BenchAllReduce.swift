@@ -128,7 +128,8 @@ struct BenchAllReduce: ParsableCommand {
             print("# input: \(gradient.map { "gradient dumped from a training run, \($0)" } ?? "synthetic gradient-like data (Laplace, log-uniform scales per 4096 values, 10 % zeros)")")
             print("# buffers: " + (segment != nil ? "MPI shared-memory window (fp32 ring steps are direct loads)"
                                                   : "private (every ring step is an MPI message)"))
-            print("# \(warmup) warm-up + \(iterations) timed rounds (contenders interleaved, order rotating), median of per-rank medians' max; busbw = bytes/time·2(n−1)/n")
+            print("# \(warmup) warm-up + \(iterations) timed rounds (contenders interleaved, order rotating), the slowest rank's median; busbw = fp32 bytes/time·2(n−1)/n (for a lossy codec an effective rate: its wire carries fewer)")
+            print("# lossy codecs run with error feedback, as training runs them (each call adds and keeps its residual)")
             print(pad("codec", 10) + " " + ["bytes", "ring_us", "mpi_us", "ring_GB/s", "mpi_GB/s", "mpi/ring"].enumerated()
                 .map { pad($0.element, [12, 10, 10, 11, 11, 8][$0.offset], right: true) }.joined(separator: " "))
         }
@@ -145,7 +146,13 @@ struct BenchAllReduce: ParsableCommand {
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 let work = segment.map { UnsafeMutableBufferPointer(rebasing: $0.local[0 ..< count]) }
                     ?? UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-                defer { pristine.deallocate(); if segment == nil { work.deallocate() } }
+                // Error feedback's residual for a lossy codec, as training keeps it (`comm.error_feedback`,
+                // on for lossy codecs): each call reads and writes it, which the timing must include.
+                let residual = compressed ? UnsafeMutableBufferPointer<Float>.allocate(capacity: count) : nil
+                let hierarchicalResidual = compressed && hierarchical != nil ? UnsafeMutableBufferPointer<Float>.allocate(capacity: count) : nil
+                residual?.initialize(repeating: 0)
+                hierarchicalResidual?.initialize(repeating: 0)
+                defer { pristine.deallocate(); if segment == nil { work.deallocate() }; residual?.deallocate(); hierarchicalResidual?.deallocate() }
                 if let source = dumped {
                     // Tile the real gradient; each rank starts at its own offset so ranks differ.
                     for i in 0 ..< count { pristine[i] = source[(i + rank * 7919) % source.count] }
@@ -155,12 +162,12 @@ struct BenchAllReduce: ParsableCommand {
                 // The contenders, all on the same input; the optional ones only where asked for.
                 var codecTimes: [Double] = []
                 codecTimes.reserveCapacity(warmup + iterations)   // no allocation inside a timed call
-                var contenders = [Contender(buffer: work) { try ring.average(work); codecTimes.append(ring.lastCodecSeconds) },
+                var contenders = [Contender(buffer: work) { try ring.average(work, residual: residual); codecTimes.append(ring.lastCodecSeconds) },
                                   Contender(buffer: work) { try transport.mpiAllReduce(work, average: true) }]
                 if compressed { contenders.append(Contender(buffer: work) { try fp32Ring.average(work) }) }
                 if let hierarchical, let region = hosts?.region {
                     let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
-                    contenders.append(Contender(buffer: shared) { try hierarchical.average(shared, residual: nil) })
+                    contenders.append(Contender(buffer: shared) { try hierarchical.average(shared, residual: hierarchicalResidual) })
                 }
                 let samples = try timeInRotation(contenders, input: UnsafeBufferPointer(pristine), over: transport)
                 let ringMedian = try slowest(samples[0], over: transport), mpiMedian = try slowest(samples[1], over: transport)
@@ -254,13 +261,17 @@ struct Contender {
 
 /// Single-core codec throughput on `data` (encode, decode), in GB/s of fp32 input, segment by
 /// segment in 256 KiB segments (the ring's are 1 MiB for a lossy codec, coded in 8 KiB fused
-/// tiles, and 512 KiB for fp32), median of 5 passes.
+/// tiles, and 512 KiB for fp32), median of 5 passes. Every pass encodes the same input (decode
+/// writes a scratch of its own, not the input, which later passes would find already
+/// quantised); a buffer that fits in cache is timed in cache (`bench codecs` flushes it).
 func codecThroughput(_ name: String, _ data: UnsafeMutableBufferPointer<Float>) throws -> (Double, Double) {
     let codec = try CodecRegistry.make(name)
     let segment = 64 << 10
     var copy = Array(data)
     let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: codec.maxEncodedBytes(count: segment), alignment: 64)
-    defer { payload.deallocate() }
+    let decoded = UnsafeMutableBufferPointer<Float>.allocate(capacity: segment)
+    decoded.initialize(repeating: 0)
+    defer { payload.deallocate(); decoded.deallocate() }
     var encodeTimes: [Double] = [], decodeTimes: [Double] = []
     try copy.withUnsafeMutableBufferPointer { x in
         for _ in 0 ..< 5 {
@@ -272,7 +283,7 @@ func codecThroughput(_ name: String, _ data: UnsafeMutableBufferPointer<Float>) 
                 let written = try codec.encode(piece, into: payload)
                 encodeSeconds += (ContinuousClock.now - t).seconds
                 t = ContinuousClock.now
-                try codec.decode(UnsafeRawBufferPointer(rebasing: payload[0 ..< written]), into: piece)
+                try codec.decode(UnsafeRawBufferPointer(rebasing: payload[0 ..< written]), into: UnsafeMutableBufferPointer(rebasing: decoded[0 ..< piece.count]))
                 decodeSeconds += (ContinuousClock.now - t).seconds
                 start += segment
             }

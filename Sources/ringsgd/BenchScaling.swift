@@ -1,6 +1,7 @@
 import ArgumentParser
 import FileFormats
 import Foundation
+import Training
 
 /// `ringsgd bench scaling`: the same training job at several rank counts and codecs, through
 /// a launcher (this machine, the simulated cluster, or a hostfile), tabulated and plotted.
@@ -121,13 +122,14 @@ struct BenchScaling: ParsableCommand {
                 let which = (position + round) % configurations.count, (codec, n) = configurations[which]
                 let summary = try runOnce(codec: codec, ranks: n, round: round, into: outDirectory, root: root)
                 runs[which].append(summary)
-                print(String(format: "# round %d/%d: %d ranks, %@: %.0f samples/s", round + 1, rounds, n, codec, summary.samples_per_second))
+                print(String(format: "# round %d/%d: %d ranks, %@: %.0f samples/s", round + 1, rounds, n, codec, summary.rate))
             }
         }
+        print("# samples/s, step_ms, speedup and eff: after each run's first \(Trainer.warmupSteps) steps (steady, as the peer counts) when it ran more than \(2 * Trainer.warmupSteps); compute, comm and codec ms: averages over every step")
         print(ScalingRow.header)
         var rows: [ScalingRow] = []
         for (which, (codec, n)) in configurations.enumerated() {
-            let sorted = runs[which].sorted { $0.samples_per_second < $1.samples_per_second }
+            let sorted = runs[which].sorted { $0.rate < $1.rate }
             let median = sorted[sorted.count / 2]
             guard let globalBatch = median.global_batch else {
                 throw ValidationError("a summary.json of \(n) ranks, \(codec) has no global_batch: the step time needs the run's own; rebuild ringsgd (swift build -c release)")
@@ -135,7 +137,7 @@ struct BenchScaling: ParsableCommand {
             let base = rows.first { $0.codec == codec }   // rank counts in increasing order
             let row = ScalingRow(ranks: n, hosts: launch.launcher == "simcluster" ? n / launch.ranksPerHost : nil, link: link, codec: codec,
                                  codecUsed: median.codec, summary: median, globalBatch: globalBatch, base: base,
-                                 rounds: runs[which].map(\.samples_per_second))
+                                 rounds: runs[which].map(\.rate))
             rows.append(row)
             print(row.line)
         }
@@ -191,6 +193,11 @@ struct BenchScaling: ParsableCommand {
 /// The fields of a run's summary.json (`RunSummary`) that the table uses.
 struct ScalingSummary: Decodable {
     let samples_per_second: Double
+    /// Samples/s after the first `Trainer.warmupSteps` steps (nil for runs of 20 steps or fewer).
+    let steady_samples_per_second: Double?
+    /// The run's rate as the table gives it: the steady one (the peer's footing) where there
+    /// is one, else over every step.
+    var rate: Double { steady_samples_per_second ?? samples_per_second }
     /// Samples per optimizer step over all ranks, as the run used it (config, `--set`, default).
     /// Optional only so that a summary without it is a clear error rather than a decoding one.
     let global_batch: Int?
@@ -234,11 +241,11 @@ struct ScalingRow: Encodable {
         self.globalBatch = globalBatch
         self.steps = s.steps - s.resumed_from_step
         let steps = Double(max(1, self.steps))
-        samplesPerSecond = s.samples_per_second
+        samplesPerSecond = s.rate
         // samples/s is (steps · global batch) / training seconds, so this is seconds per step.
-        stepSeconds = Double(globalBatch) / max(s.samples_per_second, 1e-9)
-        let baseRanks = Double(base?.ranks ?? ranks), baseRate = base?.samplesPerSecond ?? s.samples_per_second
-        speedup = s.samples_per_second / baseRate
+        stepSeconds = Double(globalBatch) / max(s.rate, 1e-9)
+        let baseRanks = Double(base?.ranks ?? ranks), baseRate = base?.samplesPerSecond ?? s.rate
+        speedup = s.rate / baseRate
         efficiency = speedup / (Double(ranks) / baseRanks)
         (computePerStep, commPerStep, codecPerStep) = (s.compute_seconds / steps, s.comm_seconds / steps, s.codec_seconds / steps)
         wireBytesPerStep = s.wire_bytes_per_step

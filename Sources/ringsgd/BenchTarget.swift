@@ -184,9 +184,10 @@ struct BenchTarget: ParsableCommand {
         print(TargetRow.header)
         var rows: [TargetRow] = []
         for (which, configuration) in configurations.enumerated() {
-            // The median run by time to target (a run that never reached it counts as the slowest).
+            // The median run by time to target (a run that never reached it counts as the
+            // slowest; of an even number, the faster of the two middle ones, as bench scaling's).
             let sorted = runs[which].sorted { ($0.secondsToTarget ?? .infinity) < ($1.secondsToTarget ?? .infinity) }
-            let median = sorted[sorted.count / 2]
+            let median = sorted[(sorted.count - 1) / 2]
             let row = TargetRow(label: configuration.label, points: median.points, target: goal, base: rows.first, bytesTotal: median.bytesTotal,
                                 rounds: runs[which].map(\.secondsToTarget))
             rows.append(row)
@@ -199,7 +200,7 @@ struct BenchTarget: ParsableCommand {
         }
         let seconds = (ContinuousClock.now - wall).seconds
         try TargetReport(config: config, link: link, target: goal.description, rows: rows, wallSeconds: seconds).write(to: outDirectory)
-        print("# speed-up and bytes ÷ are against the first row; wall \(String(format: "%.0f", seconds)) s")
+        print("# speed-up and bytes ÷ (both to the target) and total ÷ (bytes of the whole runs) are against the first row; wall \(String(format: "%.0f", seconds)) s")
         print("# wrote \(outDirectory)/target.csv, target.json, target.svg")
     }
 }
@@ -232,7 +233,7 @@ struct TargetRow: Encodable {
     let trainSeconds: Double?
     let secondsToTarget: Double?, stepToTarget: Int?, bytesToTarget: Double?
     let bytesTotal: Double?
-    let speedup: Double?, bytesRatio: Double?
+    let speedup: Double?, bytesRatio: Double?, bytesTotalRatio: Double?
     /// Every round's seconds to the target (nil: not reached), in round order; empty for a peer's curve.
     let roundSecondsToTarget: [Double?]
 
@@ -257,11 +258,14 @@ struct TargetRow: Encodable {
         (secondsToTarget, stepToTarget, bytesToTarget) = (reached?.seconds, reached?.step, reached?.bytes ?? nil)
         let seconds = reached?.seconds
         speedup = base?.secondsToTarget.flatMap { b in seconds.map { b / $0 } }
-        bytesRatio = base?.bytesTotal.flatMap { b in bytesTotal.flatMap { $0 > 0 ? b / $0 : nil } }
+        // On the speed-up's footing, to the target; and over the whole runs, apart.
+        let toTarget = reached?.bytes ?? nil
+        bytesRatio = base?.bytesToTarget.flatMap { b in toTarget.flatMap { $0 > 0 ? b / $0 : nil } }
+        bytesTotalRatio = base?.bytesTotal.flatMap { b in bytesTotal.flatMap { $0 > 0 ? b / $0 : nil } }
     }
 
     static let header = [ScalingRow.pad("run", -22), ScalingRow.pad("final", 8), ScalingRow.pad("to_target_s", 12), ScalingRow.pad("steps", 6),
-                         ScalingRow.pad("MB_to_target", 13), ScalingRow.pad("MB_total", 10), ScalingRow.pad("bytes÷", 8),
+                         ScalingRow.pad("MB_to_target", 13), ScalingRow.pad("MB_total", 10), ScalingRow.pad("bytes÷", 8), ScalingRow.pad("total÷", 8),
                          ScalingRow.pad("speed-up", 9), ScalingRow.pad("train_s", 8)].joined(separator: " ")
 
     var line: String {
@@ -269,15 +273,17 @@ struct TargetRow: Encodable {
         return [ScalingRow.pad(label, -22), ScalingRow.pad(f(finalMetric, "%.4f"), 8), ScalingRow.pad(f(secondsToTarget, "%.1f"), 12),
                 ScalingRow.pad(stepToTarget.map(String.init) ?? "-", 6), ScalingRow.pad(f(bytesToTarget.map { $0 / 1e6 }, "%.2f"), 13),
                 ScalingRow.pad(f(bytesTotal.map { $0 / 1e6 }, "%.2f"), 10), ScalingRow.pad(f(bytesRatio, "%.0f×"), 8),
+                ScalingRow.pad(f(bytesTotalRatio, "%.0f×"), 8),
                 ScalingRow.pad(f(speedup, "%.2f×"), 9), ScalingRow.pad(f(trainSeconds, "%.1f"), 8)].joined(separator: " ")
     }
 
     static let columns = ["run", "final_metric", "seconds_to_target", "step_to_target", "bytes_to_target_per_rank", "bytes_total_per_rank",
-                          "bytes_ratio_vs_first", "speedup_to_target_vs_first", "train_seconds", "rounds_seconds_to_target"]
+                          "bytes_to_target_ratio_vs_first", "bytes_total_ratio_vs_first", "speedup_to_target_vs_first", "train_seconds",
+                          "rounds_seconds_to_target"]
     var csv: String {
         let f = { (v: Double?) in v.map { String(format: "%.6g", $0) } ?? "" }
         let fields = [label, f(finalMetric), f(secondsToTarget), stepToTarget.map(String.init) ?? "", f(bytesToTarget), f(bytesTotal),
-                      f(bytesRatio), f(speedup), f(trainSeconds), roundSecondsToTarget.map { $0.map { String(format: "%.3f", $0) } ?? "-" }.joined(separator: " ")]
+                      f(bytesRatio), f(bytesTotalRatio), f(speedup), f(trainSeconds), roundSecondsToTarget.map { $0.map { String(format: "%.3f", $0) } ?? "-" }.joined(separator: " ")]
         // Quoted where a field holds a comma or a quote (a --peer label may).
         return fields.map { $0.contains(",") || $0.contains("\"") ? "\"\($0.replacingOccurrences(of: "\"", with: "\"\""))\"" : $0 }.joined(separator: ",")
     }

@@ -18,8 +18,12 @@ struct RingSGD: ParsableCommand {
 
     /// Under mpirun every rank parses the same arguments: rank 0 alone reports a mistake in
     /// them, on one line (ranks printing at once interleave character by character), and
-    /// every rank exits non-zero — before MPI starts, so no rank waits for another. A mistake
-    /// in the arguments points at `--help`; a failure of the command itself does not.
+    /// exits non-zero; the others exit 0 — before MPI starts, so no rank waits for another.
+    /// Why not non-zero everywhere: mpirun stops the job as soon as one rank exits non-zero,
+    /// and a rank 0 still starting (a loaded node, more ranks than cores) was stopped before
+    /// its line was out, leaving only mpirun's own message. A failure of the command itself
+    /// (a file one rank cannot read) exits non-zero on every rank. A mistake in the arguments
+    /// points at `--help`; a failure of the command itself does not.
     static func main() {
         let environment = ProcessInfo.processInfo.environment
         let rank = MPIRuntime.launcherRank(in: environment)
@@ -29,9 +33,9 @@ struct RingSGD: ParsableCommand {
         if environment["RINGSGD_SAY_STARTED"] != nil {
             FileHandle.standardError.write(Data("ringsgd: rank \(rank) started\n".utf8))
         }
-        func fail(_ message: String, code: Int32) -> Never {
+        func fail(_ message: String, code: Int32, sameOnEveryRank: Bool) -> Never {
             if rank == "0" { FileHandle.standardError.write(Data("ringsgd: error: \(message)\n".utf8)) }
-            Foundation.exit(code)
+            Foundation.exit(rank == "0" || !sameOnEveryRank ? code : 0)
         }
         let arguments = Array(CommandLine.arguments.dropFirst())
         // Handled here, not by the parser's `version:`: the report runs git, which every other
@@ -40,14 +44,14 @@ struct RingSGD: ParsableCommand {
             print(BuildInfo.report)
             Foundation.exit(0)
         }
-        if let unknown = unknownCommand(in: arguments) { fail(unknown, code: ExitCode.validationFailure.rawValue) }
+        if let unknown = unknownCommand(in: arguments) { fail(unknown, code: ExitCode.validationFailure.rawValue, sameOnEveryRank: true) }
         // `--help` is a command of its own that "fails" with the help text (code .success).
         func finish(_ error: Error, pointingAtHelp: Bool) -> Never {
             let code = exitCode(for: error)
             if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
             let subcommand = arguments.prefix { !$0.hasPrefix("-") }.joined(separator: " ")
             let hint = pointingAtHelp ? " (see 'ringsgd \(subcommand.isEmpty ? "" : subcommand + " ")--help')" : ""
-            fail(message(for: error) + hint, code: code.rawValue)
+            fail(message(for: error) + hint, code: code.rawValue, sameOnEveryRank: pointingAtHelp)
         }
         var command: ParsableCommand
         do { command = try parseAsRoot() } catch { finish(error, pointingAtHelp: true) }
