@@ -78,6 +78,9 @@ _run_ranks_guard='
   sleep 1   # the display pipeline writes its last line, then ends
   rm -f "$3" "$3.stop" "$4"'
 
+# The launcher's temporary files (the guard removes the same ones when the launcher is gone).
+_run_ranks_cleanup() { rm -f "$log" "$log.stop" "$shown"; }
+
 run_ranks() {
   local log shown status lost interrupted="" callers_traps mpirun_pid display_pid guard_pid a resume="" continues=""
   log=$(mktemp)
@@ -130,7 +133,7 @@ run_ranks() {
   eval "$callers_traps"
   if [ -n "$interrupted" ] && [ "$status" -ne 0 ]; then
     echo "ringsgd: interrupted (SIG$interrupted): every rank was stopped.$continues" >&2
-    rm -f "$log" "$log.stop" "$shown"
+    _run_ranks_cleanup
     case "$interrupted" in INT) return 130 ;; HUP) return 129 ;; QUIT) return 131 ;; *) return 143 ;; esac
   fi
   if [ "$status" -ne 0 ]; then
@@ -140,7 +143,7 @@ run_ranks() {
         # No rank started: mpirun could not start the job (a host it cannot reach, a
         # hostfile it cannot read, an option it does not know).
         echo "ringsgd: error: mpirun could not start the job (exit status $status; its message is above): check the hostfile, the host names and MPIRUN_ARGS" >&2
-        rm -f "$log" "$log.stop" "$shown"
+        _run_ranks_cleanup
         return "$status"
       fi
       if [ -z "$lost" ]; then
@@ -150,6 +153,6 @@ run_ranks() {
       echo "ringsgd: error: the job ended abnormally: $lost; every rank was stopped.$continues" >&2
     fi
   fi
-  rm -f "$log" "$log.stop" "$shown"
+  _run_ranks_cleanup
   return "$status"
 }

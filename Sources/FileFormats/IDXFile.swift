@@ -30,11 +30,10 @@ public final class IDXFile {
         guard FileManager.default.fileExists(atPath: source) else {
             throw FileFormatError("missing \(what) \(source): \(remedy)")
         }
-        // Before anything opens it: opening a FIFO (or a device) to read its magic would wait.
-        // (stat follows links: Debian's dataset files may be links.)
-        var info = stat()
-        guard stat(source, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { throw FileFormatError("\(what) \(source) is not a regular file") }
-        if try Self.isGzip(source) {
+        // Mapped first (which refuses a FIFO or a device without waiting on it): its first two
+        // bytes say whether it is gzipped, and a plain file is then the file itself.
+        let original = try MappedFile(path: source, what: what)
+        if original.bytes.starts(with: [0x1F, 0x8B]) {
             do { try FileSystem.makeDirectory(cacheDirectory, what: "dataset cache") } catch {
                 // The failing path may be a parent (HOME unwritable): name the cache's own too.
                 throw FileError("\(error) (making the dataset cache \(cacheDirectory) for the decompressed \(what)); set data.cache_dir, or XDG_CACHE_HOME, to a writable directory")
@@ -44,20 +43,12 @@ public final class IDXFile {
             if !FileManager.default.fileExists(atPath: path) {
                 try Self.decompress(source, to: path, remedy: remedy)
             }
+            file = try MappedFile(path: path, what: what)
         } else {
             path = source
+            file = original
         }
-        file = try MappedFile(path: path, what: what)
         (dimensions, headerLength) = try Self.parseHeader(file.bytes, file: source, remedy: remedy)
-    }
-
-    private static func isGzip(_ path: String) throws -> Bool {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw FileFormatError("cannot read \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { try? handle.close() }
-        let magic = (try? handle.read(upToCount: 2)) ?? nil
-        return magic.map(Array.init) == [0x1F, 0x8B]
     }
 
     /// Reads and checks an unsigned-byte IDX header (magic 00 00 08 D, then D big-endian

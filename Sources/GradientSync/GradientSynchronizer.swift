@@ -159,10 +159,7 @@ public final class GradientSynchronizer {
     public func finishStep() throws {
         precondition(submitted == plan.buckets.count, "every bucket reported before finishStep")
         let start = ContinuousClock.now
-        if let thread { try thread.waitForAll() } else {
-            if let failure = collectiveFailure { collectiveFailure = nil; throw failure }
-            for b in plan.buckets.indices { try averageBucket(b) }
-        }
+        if let thread { try thread.waitForAll() } else { try averageInPlace(plan.buckets.indices) }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
     }
 
@@ -184,10 +181,7 @@ public final class GradientSynchronizer {
         guard let buckets = partial else { return }
         partial = nil
         let start = ContinuousClock.now
-        if let thread { try thread.waitForAll() } else {
-            if let failure = collectiveFailure { collectiveFailure = nil; throw failure }
-            for b in buckets { try averageBucket(b) }
-        }
+        if let thread { try thread.waitForAll() } else { try averageInPlace(buckets) }
         lastExposedSeconds = (ContinuousClock.now - start).seconds
     }
 
@@ -197,6 +191,14 @@ public final class GradientSynchronizer {
     public func abandonStep() {
         try? thread?.waitForAll()
         collectiveFailure = nil
+    }
+
+    /// Without the communication thread: `buckets` averaged here, unless a collective of the
+    /// step failed — that failure is then reported (and dropped), as `waitForAll` reports the
+    /// thread's.
+    private func averageInPlace(_ buckets: Range<Int>) throws {
+        if let failure = collectiveFailure { collectiveFailure = nil; throw failure }
+        for b in buckets { try averageBucket(b) }
     }
 
     /// Averages bucket `b` of the current step in place.

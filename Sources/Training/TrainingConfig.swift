@@ -171,8 +171,8 @@ public struct TrainingConfig {
         // one by one, so a relative name is not looked up in it (text and tokens say so apart).
         // Its default named outright (configs/fashion-mlp.yaml does) misleads no one: a config
         // whose data.dataset is changed with --set keeps working.
-        let namedDirectory = try r.string("data.dir", default: dataDirectory)
-        if refusingIdleKeys && ["idx", "npy", "synthetic"].contains(dataset) && r.has("data.dir") && namedDirectory != FashionMNIST.defaultDirectory {
+        dataDirectory = try r.string("data.dir", default: dataDirectory)
+        if refusingIdleKeys && ["idx", "npy", "synthetic"].contains(dataset) && r.has("data.dir") && dataDirectory != FashionMNIST.defaultDirectory {
             throw ConfigError("data.dir is the Fashion-MNIST folder, read only with data.dataset: fashion-mnist (data.dataset is \(dataset)); "
                               + (dataset == "synthetic" ? "" : "give each file's whole path in data.train_images … data.test_labels, and ")
                               + "remove it (from the config file, or with --set data.dir=null)")
@@ -180,7 +180,6 @@ public struct TrainingConfig {
         if refusingIdleKeys && dataset == "synthetic" && r.has("data.cache_dir") {
             throw ConfigError("data.cache_dir does not apply to data.dataset: synthetic (its samples are computed, nothing is cached); remove it (from the config file, or with --set data.cache_dir=null)")
         }
-        dataDirectory = try r.string("data.dir", default: dataDirectory)
         cacheDirectory = try r.string("data.cache_dir", default: cacheDirectory)
         syntheticFeatures = try r.int("data.synthetic.features", default: syntheticFeatures, min: 1, max: ModelDescription.largestSample)
         syntheticClasses = try r.int("data.synthetic.classes", default: syntheticClasses, min: 2, max: ModelDescription.mostClasses)

@@ -146,13 +146,11 @@ struct BenchAllReduce: ParsableCommand {
                 let pristine = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
                 let work = segment.map { UnsafeMutableBufferPointer(rebasing: $0.local[0 ..< count]) }
                     ?? UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+                defer { pristine.deallocate(); if segment == nil { work.deallocate() } }
                 // Error feedback's residual for a lossy codec, as training keeps it (`comm.error_feedback`,
                 // on for lossy codecs): each call reads and writes it, which the timing must include.
-                let residual = compressed ? UnsafeMutableBufferPointer<Float>.allocate(capacity: count) : nil
-                let hierarchicalResidual = compressed && hierarchical != nil ? UnsafeMutableBufferPointer<Float>.allocate(capacity: count) : nil
-                residual?.initialize(repeating: 0)
-                hierarchicalResidual?.initialize(repeating: 0)
-                defer { pristine.deallocate(); if segment == nil { work.deallocate() }; residual?.deallocate(); hierarchicalResidual?.deallocate() }
+                let memory = compressed ? ErrorFeedbackMemory(count: count, sharers: n) : nil
+                let hierarchicalMemory = compressed && hierarchical != nil ? ErrorFeedbackMemory(count: count, sharers: n) : nil
                 if let source = dumped {
                     // Tile the real gradient; each rank starts at its own offset so ranks differ.
                     for i in 0 ..< count { pristine[i] = source[(i + rank * 7919) % source.count] }
@@ -162,12 +160,12 @@ struct BenchAllReduce: ParsableCommand {
                 // The contenders, all on the same input; the optional ones only where asked for.
                 var codecTimes: [Double] = []
                 codecTimes.reserveCapacity(warmup + iterations)   // no allocation inside a timed call
-                var contenders = [Contender(buffer: work) { try ring.average(work, residual: residual); codecTimes.append(ring.lastCodecSeconds) },
+                var contenders = [Contender(buffer: work) { try ring.average(work, residual: memory?.values); codecTimes.append(ring.lastCodecSeconds) },
                                   Contender(buffer: work) { try transport.mpiAllReduce(work, average: true) }]
                 if compressed { contenders.append(Contender(buffer: work) { try fp32Ring.average(work) }) }
                 if let hierarchical, let region = hosts?.region {
                     let shared = UnsafeMutableBufferPointer(rebasing: region.local[0 ..< count])
-                    contenders.append(Contender(buffer: shared) { try hierarchical.average(shared, residual: hierarchicalResidual) })
+                    contenders.append(Contender(buffer: shared) { try hierarchical.average(shared, residual: hierarchicalMemory?.values) })
                 }
                 let samples = try timeInRotation(contenders, input: UnsafeBufferPointer(pristine), over: transport)
                 let ringMedian = try slowest(samples[0], over: transport), mpiMedian = try slowest(samples[1], over: transport)

@@ -193,10 +193,10 @@ struct BenchScaling: ParsableCommand {
 /// The fields of a run's summary.json (`RunSummary`) that the table uses.
 struct ScalingSummary: Decodable {
     let samples_per_second: Double
-    /// Samples/s after the first `Trainer.warmupSteps` steps (nil for runs of 20 steps or fewer).
+    /// Samples/s after the first `Trainer.warmupSteps` steps (the rate over every step for a run
+    /// of 20 steps or fewer; nil only in summaries written before the field existed).
     let steady_samples_per_second: Double?
-    /// The run's rate as the table gives it: the steady one (the peer's footing) where there
-    /// is one, else over every step.
+    /// The run's rate as the table gives it: the steady one (the peer's footing).
     var rate: Double { steady_samples_per_second ?? samples_per_second }
     /// Samples per optimizer step over all ranks, as the run used it (config, `--set`, default).
     /// Optional only so that a summary without it is a clear error rather than a decoding one.

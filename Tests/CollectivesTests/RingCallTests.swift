@@ -105,12 +105,15 @@ extension RingCallTests {
             guard transport.rank == 1 else { return [] }   // rank 0 never comes to the second call
             let keptBefore = RingAllReduce.abandonedArrayCount
             let memory = buffer.withUnsafeBufferPointer { $0.baseAddress! }
-            do { try ring.average(&buffer); return [false] } catch {}
+            do { try ring.average(&buffer); return [false] } catch {
+                // The deadline (the in-process fabric's timeout), nothing else.
+                guard "\(error)".contains("no message within") else { return [false] }
+            }
             buffer[0] = 42   // copy on write: the kept storage is not this one any more
             let moved = buffer.withUnsafeBufferPointer { $0.baseAddress! } != memory
             return [true, RingAllReduce.abandonedArrayCount == keptBefore + 1, moved]
         }
-        XCTAssertEqual(outcomes[1], [true, true, true], "the call failed, its array was kept, a later change was copied")
+        XCTAssertEqual(outcomes[1], [true, true, true], "the call failed past the deadline, its array was kept, a later change was copied")
         XCTAssertEqual(RingAllReduce.abandonedArrayCount, before + 1, "only the failed call's array is kept")
     }
 }

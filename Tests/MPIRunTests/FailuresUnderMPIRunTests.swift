@@ -218,7 +218,7 @@ final class FailuresUnderMPIRunTests: XCTestCase {
             let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=1000000", "--set", "train.epochs=1000", "--run-dir", dir],
                                         log: dir + ".log")
             _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-            let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
+            let launcher = job.launcherPID
             let mpirun = try MPIRun.runProcess(["pgrep", "-f", "^mpirun .*--run-dir \(dir)( |$)"], timeout: 10).output
                 .split(separator: "\n").compactMap { Int32($0) }.first ?? 0
             // Whatever happens below, nothing of this job outlives the test (the ranks have
@@ -227,13 +227,13 @@ final class FailuresUnderMPIRunTests: XCTestCase {
                 for rank in (try? BackgroundJob.rankPIDs(runDirectory: dir)) ?? [] { kill(rank, SIGKILL) }
                 if mpirun > 1, getpgid(mpirun) == mpirun { kill(-mpirun, SIGKILL) }
             }
-            XCTAssertGreaterThan(launcher, 1, "\(label): the launcher, setsid's child")
+            XCTAssertGreaterThan(launcher, 1, "\(label): the launcher, setsid's child, leading its process group")
             XCTAssertGreaterThan(mpirun, 1, "\(label): mpirun")
             guard launcher > 1, mpirun > 1 else { continue }
             // The launcher's log of mpirun's stderr: one of the files it would have removed.
             let log = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(mpirun)/fd/2")
             XCTAssertTrue(FileManager.default.fileExists(atPath: log), log)
-            let group = getpgid(launcher)
+            let group = launcher   // its own group's leader (`launcherPID`)
             if terminatedFirst {
                 XCTAssertEqual(kill(launcher, SIGTERM), 0, "SIGTERM to the launcher")
                 usleep(100_000)
@@ -263,13 +263,11 @@ final class FailuresUnderMPIRunTests: XCTestCase {
             let dir = temporaryDirectory()
             let job = try BackgroundJob([local, "2", "train"] + short + ["--set", "train.max_steps=100000", "--run-dir", dir], log: dir + ".log")
             _ = try job.rank(of: dir, when: "the job printed 'ringsgd train:'") { job.output.contains("ringsgd train:") }
-            // The launcher: the child `setsid` forked (its subshells share its command line, so
-            // a match of the command line alone could be one of them); its process group
-            // (mpirun and the ranks have their own).
-            let launcher = MPIRun.children(of: job.process.processIdentifier).first ?? 0
+            // The launcher and its process group (mpirun and the ranks have their own).
+            let launcher = job.launcherPID
             let command = (try? String(contentsOfFile: "/proc/\(launcher)/cmdline", encoding: .utf8))?.replacingOccurrences(of: "\0", with: " ") ?? ""
             XCTAssertTrue(command.hasPrefix("bash \(local) 2 train "), "the launcher is setsid's child: \(command)")
-            let group = launcher > 1 ? getpgid(launcher) : -1
+            let group = launcher
             XCTAssertGreaterThan(group, 1, "the launcher's process group (launcher pid \(launcher))")
             guard group > 1 else { continue }
             XCTAssertEqual(kill(toGroup ? -group : launcher, signal), 0, toGroup ? "signal the job's process group" : "signal the launcher alone")

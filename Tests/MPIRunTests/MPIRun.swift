@@ -251,6 +251,14 @@ final class BackgroundJob {
         try? FileManager.default.removeItem(atPath: log)
     }
 
+    /// The launcher the job's `setsid` started (its one child; a launcher's subshells share its
+    /// command line, so matching that could find one of them), checked to be the leader of its
+    /// own process group; 0 when there is none such.
+    var launcherPID: Int32 {
+        guard let launcher = MPIRun.children(of: process.processIdentifier).first, getpgid(launcher) == launcher else { return 0 }
+        return launcher
+    }
+
     var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
     var lastLine: String { output.split(separator: "\n").last.map(String.init) ?? "" }
 

@@ -194,8 +194,9 @@ final class TrainUnderMPIRunTests: XCTestCase {
             for (round, figure) in rounds.enumerated() {
                 let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/\(name)-r\(round + 1)/summary.json"))) as? [String: Any]
                 let steady = try XCTUnwrap(summary?["steady_samples_per_second"] as? Double, "\(name) round \(round + 1): a steady rate (24 steps)")
-                XCTAssertEqual(figure, steady, accuracy: 0.01 * steady, "\(name) round \(round + 1)")
-                XCTAssertNotEqual(steady, summary?["samples_per_second"] as? Double, "\(name): the two rates differ")
+                let overall = try XCTUnwrap(summary?["samples_per_second"] as? Double)
+                XCTAssertGreaterThan(abs(steady - overall), 0.2, "\(name) round \(round + 1): the two rates are told apart")
+                XCTAssertEqual(figure, steady, accuracy: 0.051, "\(name) round \(round + 1): the steady rate (the CSV rounds to 0.1)")
             }
         }
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/np2-int8-r2/summary.json"), "each round runs in its own directory")
