@@ -223,8 +223,8 @@ public final class Conv2d: Layer, InputGradientPlacing {
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             im2col(x, images: first ..< first + images, planes: planes)
-            sgemm(transposeA: false, transposeB: false, m: outChannels, n: columns, k: fieldSize,
-                  a: weight, lda: fieldSize, b: colsPointer, ldb: columns, beta: 0, c: p, ldc: columns)
+            RegisterBlockedGEMM.multiply(m: outChannels, n: columns, k: fieldSize, a: weight, lda: fieldSize, transposeA: false,
+                                         b: colsPointer, ldb: columns, c: p, ldc: columns)
             // [out, G·P] → NCHW, adding the bias on the way.
             for g in 0 ..< images {
                 for o in 0 ..< outChannels {
@@ -298,11 +298,12 @@ public final class Conv2d: Layer, InputGradientPlacing {
                 }
             }
             im2col(input!, images: first ..< first + images, planes: planes)
-            sgemm(transposeA: false, transposeB: true, m: outChannels, n: fieldSize, k: columns,
-                  a: d, lda: columns, b: colsPointer, ldb: columns, beta: first == 0 ? 0 : 1, c: weightGrad, ldc: fieldSize)
+            RegisterBlockedGEMM.multiplyTransposedBChoosing(m: outChannels, n: fieldSize, k: columns, a: d, lda: columns,
+                                                            b: colsPointer, ldb: columns, c: weightGrad, ldc: fieldSize,
+                                                            accumulate: first != 0)
             if needsInputGradient {
-                sgemm(transposeA: true, transposeB: false, m: fieldSize, n: columns, k: outChannels,
-                      a: weight, lda: fieldSize, b: d, ldb: columns, beta: 0, c: colsPointer, ldc: columns)
+                RegisterBlockedGEMM.multiply(m: fieldSize, n: columns, k: outChannels, a: weight, lda: fieldSize, transposeA: true,
+                                             b: d, ldb: columns, c: colsPointer, ldc: columns)
                 col2im(images: first ..< first + images, adding: addend, written: written)
             }
         }

@@ -126,8 +126,8 @@ extension WinogradConvolution {
             streamIntoCache(x, images: images)
             transformInput(x, images: images, planes: inputPlanes)
             for xi in 0 ..< Self.products {
-                sgemm(transposeA: false, transposeB: false, m: O, n: T, k: C, a: u + xi * O * C, lda: C,
-                      b: v + xi * vStride(T), ldb: T, beta: 0, c: m + xi * mStride(T), ldc: T)
+                RegisterBlockedGEMM.multiply(m: O, n: T, k: C, a: u + xi * O * C, lda: C, transposeA: false,
+                                             b: v + xi * vStride(T), ldb: T, c: m + xi * mStride(T), ldc: T)
             }
             switch lanes {
             case .rows(8): transformOutputs(SIMD8<Float>.self, images: images, bias: bias, into: y)
@@ -159,13 +159,14 @@ extension WinogradConvolution {
             streamIntoCache(x, images: images)
             transformInput(x, images: images, planes: planes.input)
             for xi in 0 ..< Self.products {
-                sgemm(transposeA: false, transposeB: true, m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
-                      b: v + xi * vStride(T), ldb: T, beta: first == 0 ? 0 : 1, c: du + xi * O * C, ldc: C)
+                RegisterBlockedGEMM.multiplyTransposedBChoosing(m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
+                                                                b: v + xi * vStride(T), ldb: T, c: du + xi * O * C, ldc: C,
+                                                                accumulate: first != 0)
             }
             guard let dx else { continue }
             for xi in 0 ..< Self.products {
-                sgemm(transposeA: true, transposeB: false, m: C, n: T, k: O, a: u + xi * O * C, lda: C,
-                      b: m + xi * mStride(T), ldb: T, beta: 0, c: v + xi * vStride(T), ldc: T)
+                RegisterBlockedGEMM.multiply(m: C, n: T, k: O, a: u + xi * O * C, lda: C, transposeA: true,
+                                             b: m + xi * mStride(T), ldb: T, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {
             case .rows(8): inverseTransformInputs(SIMD8<Float>.self, images: images, into: dx, adding: addend, written: planes.inputGradientWritten)
