@@ -1,5 +1,5 @@
 /// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
-/// im2col + `sgemm` over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
+/// im2col + a matrix product (`ConvolutionProducts`) over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
 /// channels — Winograd's F(4×4, 3×3) (`Winograd4x4`), which does 4× less arithmetic (or
 /// F(2×2, 3×3), `Winograd3x3`, 2.25× less, when asked for).
 ///
@@ -223,7 +223,7 @@ public final class Conv2d: Layer, InputGradientPlacing {
         for first in Swift.stride(from: 0, to: batch, by: chunk) {
             let images = min(chunk, batch - first), columns = images * P
             im2col(x, images: first ..< first + images, planes: planes)
-            RegisterBlockedGEMM.multiply(m: outChannels, n: columns, k: fieldSize, a: weight, lda: fieldSize, transposeA: false,
+            ConvolutionProducts.multiply(m: outChannels, n: columns, k: fieldSize, a: weight, lda: fieldSize, transposeA: false,
                                          b: colsPointer, ldb: columns, c: p, ldc: columns)
             // [out, G·P] → NCHW, adding the bias on the way.
             for g in 0 ..< images {
@@ -298,11 +298,11 @@ public final class Conv2d: Layer, InputGradientPlacing {
                 }
             }
             im2col(input!, images: first ..< first + images, planes: planes)
-            RegisterBlockedGEMM.multiplyTransposedBChoosing(m: outChannels, n: fieldSize, k: columns, a: d, lda: columns,
+            ConvolutionProducts.multiplyTransposedB(m: outChannels, n: fieldSize, k: columns, a: d, lda: columns,
                                                             b: colsPointer, ldb: columns, c: weightGrad, ldc: fieldSize,
                                                             accumulate: first != 0)
             if needsInputGradient {
-                RegisterBlockedGEMM.multiply(m: fieldSize, n: columns, k: outChannels, a: weight, lda: fieldSize, transposeA: true,
+                ConvolutionProducts.multiply(m: fieldSize, n: columns, k: outChannels, a: weight, lda: fieldSize, transposeA: true,
                                              b: d, ldb: columns, c: colsPointer, ldc: columns)
                 col2im(images: first ..< first + images, adding: addend, written: written)
             }

@@ -3,7 +3,7 @@
 /// accumulators, one row of B's strip loaded and each of A's four values broadcast per step
 /// of k.
 ///
-/// Why not OpenBLAS here: for the Winograd products (`WinogradConvolution`: K = 16…64
+/// Used where OpenBLAS runs AVX2 kernels (`ConvolutionProducts`). Why not OpenBLAS there: for the Winograd products (`WinogradConvolution`: K = 16…64
 /// channels, N = one chunk's few hundred tiles, 36 products a chunk) OpenBLAS copies both
 /// operands into packed panels and, for beta 0, zeroes C in a pass of its own before its kernel
 /// adds into it; at these sizes those passes cost about as much as the arithmetic (`perf` of
@@ -30,22 +30,6 @@ public enum RegisterBlockedGEMM {
         while j + 8 <= n { columns(SIMD8<Float>.self, j, m, k, a, rowStep, kStep, b, ldb, c, ldc); j += 8 }
         while j + 4 <= n { columns(SIMD4<Float>.self, j, m, k, a, rowStep, kStep, b, ldb, c, ldc); j += 4 }
         while j < n { columns(Float.self, j, m, k, a, rowStep, kStep, b, ldb, c, ldc); j += 1 }
-    }
-
-    /// C = A·Bᵀ, or C += A·Bᵀ when `accumulate`, by `multiplyTransposedB` where B has at most 16
-    /// rows and by OpenBLAS above. Why the split: the dot products beat OpenBLAS only while its
-    /// panels are thin — on an AMD EPYC with Zen kernels, 36 products of 16×16×196 in 57 µs
-    /// against 81, 32×16×784 in 487 against 583, but 32×32×112 even (135 against 136) and
-    /// 64×64×56 or 64×288×441 at 0.6–0.7× OpenBLAS's speed.
-    public static func multiplyTransposedBChoosing(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                                            b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
-                                            accumulate: Bool) {
-        if n <= 16 {
-            multiplyTransposedB(m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, accumulate: accumulate)
-        } else {
-            sgemm(transposeA: false, transposeB: true, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                  beta: accumulate ? 1 : 0, c: c, ldc: ldc)
-        }
     }
 
     /// C = A·Bᵀ, or C += A·Bᵀ when `accumulate`: C[i][j] (+)= Σ_k A[i][k]·B[j][k] for i < m, j < n,

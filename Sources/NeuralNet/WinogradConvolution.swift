@@ -126,7 +126,7 @@ extension WinogradConvolution {
             streamIntoCache(x, images: images)
             transformInput(x, images: images, planes: inputPlanes)
             for xi in 0 ..< Self.products {
-                RegisterBlockedGEMM.multiply(m: O, n: T, k: C, a: u + xi * O * C, lda: C, transposeA: false,
+                ConvolutionProducts.multiply(m: O, n: T, k: C, a: u + xi * O * C, lda: C, transposeA: false,
                                              b: v + xi * vStride(T), ldb: T, c: m + xi * mStride(T), ldc: T)
             }
             switch lanes {
@@ -159,13 +159,13 @@ extension WinogradConvolution {
             streamIntoCache(x, images: images)
             transformInput(x, images: images, planes: planes.input)
             for xi in 0 ..< Self.products {
-                RegisterBlockedGEMM.multiplyTransposedBChoosing(m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
+                ConvolutionProducts.multiplyTransposedB(m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
                                                                 b: v + xi * vStride(T), ldb: T, c: du + xi * O * C, ldc: C,
                                                                 accumulate: first != 0)
             }
             guard let dx else { continue }
             for xi in 0 ..< Self.products {
-                RegisterBlockedGEMM.multiply(m: C, n: T, k: O, a: u + xi * O * C, lda: C, transposeA: true,
+                ConvolutionProducts.multiply(m: C, n: T, k: O, a: u + xi * O * C, lda: C, transposeA: true,
                                              b: m + xi * mStride(T), ldb: T, c: v + xi * vStride(T), ldc: T)
             }
             switch lanes {

@@ -111,7 +111,8 @@ struct BenchCompute: ParsableCommand {
         let gflops = net.trainingFlopsPerSample * samplesPerSecond / 1e9
         print("bench compute: \(net.summary)")
         print("bench compute: OpenBLAS kernels \(BLASKernels.coreName)"
-              + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""))
+              + (ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (OPENBLAS_CORETYPE=\($0))" } ?? "")
+              + "; convolution products by \(ConvolutionProducts.description)")
         let tokens = net.labelsPerSample > 1 ? String(format: " (%.0f tokens/s)", samplesPerSecond * Double(net.labelsPerSample)) : ""
         print(String(format: "model %@ batch %d: %.0f samples/s%@, %.2f ms/step, %.1f GFLOP/s (median of %d steps, fastest %.2f ms, 1 thread; GFLOP/s counts direct-convolution FLOPs, which Winograd layers do fewer of)",
                      name, batch, samplesPerSecond, tokens, perStep.median * 1e3, gflops, steps, perStep.fastest * 1e3))
