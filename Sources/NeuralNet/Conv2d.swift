@@ -1,5 +1,5 @@
-/// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as
-/// im2col + a matrix product (`ConvolutionProducts`) over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
+/// 2-D convolution (PyTorch `nn.Conv2d` with square kernel, stride, zero padding), as im2col +
+/// a matrix product (`ConvolutionProducts`) over chunks of images, or — for 3×3, stride 1, padding 1 with enough input
 /// channels — Winograd's F(4×4, 3×3) (`Winograd4x4`), which does 4× less arithmetic (or
 /// F(2×2, 3×3), `Winograd3x3`, 2.25× less, when asked for).
 ///
@@ -23,7 +23,7 @@
 public final class Conv2d: Layer, InputGradientPlacing {
     /// How the products are computed. Both give the same function up to float rounding.
     public enum Algorithm: Sendable {
-        /// im2col + sgemm; Winograd F(2×2, 3×3) (`Winograd3x3`); Winograd F(4×4, 3×3) (`Winograd4x4`).
+        /// im2col + a matrix product; Winograd F(2×2, 3×3) (`Winograd3x3`); Winograd F(4×4, 3×3) (`Winograd4x4`).
         case im2col, winograd, winograd4x4
     }
 
@@ -72,8 +72,9 @@ public final class Conv2d: Layer, InputGradientPlacing {
     private var input: UnsafePointer<Float>?
 
     /// `algorithm` nil chooses: Winograd F(4×4, 3×3) where it applies (3×3, stride 1, padding 1)
-    /// and the input has at least 8 channels — with fewer, its products are too thin for sgemm
-    /// and the transforms dominate (the cnn's first conv, 1 channel, is faster as im2col).
+    /// and the input has at least 8 channels — with fewer, its products are too thin (measured
+    /// with OpenBLAS's products) and the transforms dominate (the cnn's first conv, 1 channel,
+    /// is faster as im2col).
     /// Measured with `bench compute --config configs/fashion-resnet.yaml --batch 64`, five
     /// alternating rounds: F(4×4) everywhere 107.6 ms a step, F(4×4) at 28×28 only 109.5,
     /// F(2×2) everywhere 116.0.
@@ -299,8 +300,8 @@ public final class Conv2d: Layer, InputGradientPlacing {
             }
             im2col(input!, images: first ..< first + images, planes: planes)
             ConvolutionProducts.multiplyTransposedB(m: outChannels, n: fieldSize, k: columns, a: d, lda: columns,
-                                                            b: colsPointer, ldb: columns, c: weightGrad, ldc: fieldSize,
-                                                            accumulate: first != 0)
+                                                    b: colsPointer, ldb: columns, c: weightGrad, ldc: fieldSize,
+                                                    accumulate: first != 0)
             if needsInputGradient {
                 ConvolutionProducts.multiply(m: fieldSize, n: columns, k: outChannels, a: weight, lda: fieldSize, transposeA: true,
                                              b: d, ldb: columns, c: colsPointer, ldc: columns)

@@ -1,7 +1,7 @@
 /// The matrix products of the convolutions (`Conv2d`'s im2col GEMMs, the Winograd
 /// convolutions' 36 products a chunk), each by whichever computes it faster here: ringsgd's own
 /// register blocks (`RegisterBlockedGEMM`) where OpenBLAS runs 8-lane (AVX2) kernels, OpenBLAS
-/// where it runs 16-lane AVX-512 ones.
+/// everywhere else (16-lane AVX-512 kernels, the narrow ones of old CPUs, names it does not know).
 ///
 /// Why the split: on an AMD EPYC (Zen 3) with OpenBLAS's Zen kernels our blocks did the thin
 /// products in half to three quarters of OpenBLAS's time (`RegisterBlockedGEMM`), and
@@ -10,14 +10,13 @@
 /// AVX-512 kernels its arithmetic is up to twice as wide: an earlier session measured there
 /// (Zen 4, Cooperlake kernels) an 8-lane kernel of ours at 2.5× OpenBLAS's time for the same
 /// 16×196×16 products. Until our blocks are measured to win there, those machines keep
-/// OpenBLAS. An unknown kernel set (newer than `BLASKernelChoice` knows) keeps OpenBLAS too.
+/// OpenBLAS; so do kernel sets narrower than AVX2 (never measured) and unknown ones.
 public enum ConvolutionProducts {
-    /// Whether the convolutions use `RegisterBlockedGEMM` (decided once, from the kernels
-    /// OpenBLAS loaded: `BLASKernels.coreName`).
-    public static let useRegisterBlocks: Bool = {
-        guard let width = BLASKernelChoice.width(ofKernels: BLASKernels.coreName) else { return false }
-        return width < .avx512
-    }()
+    /// Whether the convolutions use `RegisterBlockedGEMM`: decided once, from the kernels
+    /// OpenBLAS loaded (`BLASKernels.coreName`) — only for its AVX2 sets, the ones measured.
+    /// Tests set it to run the convolutions both ways; nothing else should, and never while a
+    /// model runs.
+    public static var useRegisterBlocks: Bool = BLASKernelChoice.width(ofKernels: BLASKernels.coreName) == .avx2
 
     /// Which code computes the convolutions' products, for `bench compute`'s report.
     public static var description: String {

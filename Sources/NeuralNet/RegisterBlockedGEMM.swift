@@ -1,29 +1,31 @@
 /// C = A·B or Aᵀ·B (row-major, beta 0) for the thin products of the convolutions, computed
 /// straight from A and B in register blocks: 4 rows × 24 columns of C in twelve 8-lane
-/// accumulators, one row of B's strip loaded and each of A's four values broadcast per step
-/// of k.
+/// accumulators, one row of B's strip loaded and each of A's four values broadcast per step of k.
 ///
-/// Used where OpenBLAS runs AVX2 kernels (`ConvolutionProducts`). Why not OpenBLAS there: for the Winograd products (`WinogradConvolution`: K = 16…64
-/// channels, N = one chunk's few hundred tiles, 36 products a chunk) OpenBLAS copies both
-/// operands into packed panels and, for beta 0, zeroes C in a pass of its own before its kernel
-/// adds into it; at these sizes those passes cost about as much as the arithmetic (`perf` of
-/// fashion-resnet at np 2 on an AMD EPYC with Zen kernels: `sgemm_beta` 5.5 %, the four copy
-/// routines 8.7 %, the kernel 24 % of all cycles). Here B's strip (24 columns × K rows, at
-/// most 6 KB) and A's four rows stay in L1 while the block runs, and C is written once. A
-/// standalone benchmark of the 36 products of one chunk on that machine (fastest of 7×200):
-/// 16×196×16 in 52 µs against OpenBLAS's 104 µs, 32×112×32 110 against 169, 64×56×64 207
-/// against 281.
+/// Used where OpenBLAS runs AVX2 kernels (`ConvolutionProducts`). Why not OpenBLAS there: for
+/// the Winograd products (`WinogradConvolution`: K = 16…64 channels, N = one chunk's few
+/// hundred tiles, 36 products a chunk) OpenBLAS copies both operands into packed panels and,
+/// for beta 0, zeroes C in a pass of its own before its kernel adds into it; at these sizes
+/// those passes cost about as much as the arithmetic (`perf` of fashion-resnet at np 2 on an
+/// AMD EPYC (Zen 3) with Zen kernels: `sgemm_beta` 5.5 %, the four copy routines 8.7 %, the
+/// kernel 24 % of all cycles). Here B's strip (24 columns × K rows: 1.5–6 KB for the Winograd
+/// products) and A's four rows stay in L1 while the block runs, and C is written once. A
+/// standalone benchmark on that machine, fastest of 7 × 50 runs of 36 products each, ours
+/// against OpenBLAS: 16×196×16 in 50 µs against 123, 32×112×32 110 against 169, 64×56×64 207
+/// against 281; and im2col's shapes in fashion-resnet (K = 144 or 288, B's strip then 14–27 KB,
+/// from L2): 32×784×144 3.5 ms against 4.2, 64×441×288 8.0 against 7.7 (even), Aᵀ·B of
+/// 144×784×32 3.2 against 4.9 and 288×441×64 7.0 against 8.6.
 ///
 /// Every value of C is the same sum whichever block computes it: starting from 0, A(i, k)·B[k][j]
 /// added for k = 0, 1, … in order, each as one fused multiply-add (`addingProduct`), so the
-/// result does not depend on N's split into chunks or on the lane width (tested against that
-/// scalar loop, bit for bit).
+/// result does not depend on N's split into chunks or on the block widths (tested against
+/// that scalar loop, bit for bit).
 public enum RegisterBlockedGEMM {
     /// C[i][j] = Σ_k A(i, k)·B[k][j] for i < m, j < n, where A(i, k) is `a[i·lda + k]`, or
     /// `a[k·lda + i]` when `transposeA` (C = Aᵀ·B for a stored A of k rows). B's rows are `ldb`
     /// apart, C's `ldc`; C's previous values are not read.
     public static func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transposeA: Bool,
-                         b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                                b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
         let rowStep = transposeA ? 1 : lda, kStep = transposeA ? lda : 1
         var j = 0
         while j + 24 <= n { columns(Strip24.self, j, m, k, a, rowStep, kStep, b, ldb, c, ldc); j += 24 }
@@ -36,11 +38,13 @@ public enum RegisterBlockedGEMM {
     /// A's rows `lda` apart and B's `ldb` (the weight gradients: dU = dM·Vᵀ, dW = dY·colsᵀ).
     /// Each value is a dot product of two contiguous rows: 2 rows of A × 4 rows of B in eight
     /// 8-lane accumulators over k, then summed across the lanes, the last k mod 8 terms added
-    /// one by one. (The order of the sum differs from `multiply`'s, so only its own split is
-    /// repeatable: the same m, n, k give the same bits.)
+    /// one by one — for every value the same sum, whichever block computes it (eight chains of
+    /// fused multiply-adds over k ≡ lane mod 8, summed across the lanes by `sum()`, then the
+    /// tail's fused multiply-adds in order; tested bit for bit). The order differs from
+    /// `multiply`'s.
     public static func multiplyTransposedB(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-                                    b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
-                                    accumulate: Bool) {
+                                           b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                           accumulate: Bool) {
         var i = 0
         while i + 2 <= m {
             var j = 0
@@ -100,7 +104,7 @@ public enum RegisterBlockedGEMM {
         c[0] = accumulate ? c[0] + sum : sum
     }
 
-    /// Columns j ..< j + S.width of C, four rows at a time, then one.
+    /// The strip of C's columns that starts at j, four rows at a time, then one.
     @inline(__always)
     private static func columns<S: ColumnStrip>(_: S.Type, _ j: Int, _ m: Int, _ k: Int, _ a: UnsafePointer<Float>,
                                                 _ rowStep: Int, _ kStep: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
@@ -146,7 +150,6 @@ public enum RegisterBlockedGEMM {
 /// Consecutive columns of a row of C or B that one register block holds: 24 (three 8-lane
 /// vectors), 8, 4 or 1. Unaligned loads and stores: B's and C's rows start anywhere.
 protocol ColumnStrip {
-    static var width: Int { get }
     init()
     init(loading p: UnsafePointer<Float>)
     func store(_ p: UnsafeMutablePointer<Float>)
@@ -158,7 +161,6 @@ protocol ColumnStrip {
 /// for B's row and A's broadcast value.
 struct Strip24: ColumnStrip {
     var low: SIMD8<Float>, middle: SIMD8<Float>, high: SIMD8<Float>
-    static var width: Int { 24 }
     @inline(__always) init() { (low, middle, high) = (SIMD8(), SIMD8(), SIMD8()) }
     @inline(__always) init(loading p: UnsafePointer<Float>) {
         (low, middle, high) = (SIMD8(loading: p), SIMD8(loading: p + 8), SIMD8(loading: p + 16))
@@ -171,16 +173,13 @@ struct Strip24: ColumnStrip {
 }
 
 extension SIMD8: ColumnStrip where Scalar == Float {
-    static var width: Int { 8 }
     @inline(__always) mutating func add(_ a: Float, times row: Self) { addProduct(Self(repeating: a), row) }
 }
 
 extension SIMD4: ColumnStrip where Scalar == Float {
-    static var width: Int { 4 }
     @inline(__always) mutating func add(_ a: Float, times row: Self) { addProduct(Self(repeating: a), row) }
 }
 
 extension Float: ColumnStrip {
-    static var width: Int { 1 }
     @inline(__always) mutating func add(_ a: Float, times row: Float) { addProduct(a, row) }
 }

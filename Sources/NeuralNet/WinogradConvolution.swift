@@ -160,8 +160,8 @@ extension WinogradConvolution {
             transformInput(x, images: images, planes: planes.input)
             for xi in 0 ..< Self.products {
                 ConvolutionProducts.multiplyTransposedB(m: O, n: C, k: T, a: m + xi * mStride(T), lda: T,
-                                                                b: v + xi * vStride(T), ldb: T, c: du + xi * O * C, ldc: C,
-                                                                accumulate: first != 0)
+                                                        b: v + xi * vStride(T), ldb: T, c: du + xi * O * C, ldc: C,
+                                                        accumulate: first != 0)
             }
             guard let dx else { continue }
             for xi in 0 ..< Self.products {

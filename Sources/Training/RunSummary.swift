@@ -64,7 +64,9 @@ public struct RunSummary: Codable, Equatable {
     public var time_to_target_seconds: Double?
     public var bytes_to_target: Double?
     /// The OpenBLAS kernels rank 0 ran ("SkylakeX", "Haswell", …): `param_hash` depends on them
-    /// (each kernel set rounds its sums in its own order) and `samples_per_second` too.
+    /// (each kernel set rounds its sums in its own order, and they decide whether the
+    /// convolutions' products are OpenBLAS's or ringsgd's: `ConvolutionProducts`) and
+    /// `samples_per_second` too.
     public var blas_kernels: String?
 }
 
