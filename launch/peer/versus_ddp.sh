@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# ringsgd against the peer (PyTorch DDP, ../shared/peer/torch_ddp.py) on this machine, side by
+# side: alternating rounds of `ringsgd train` (one run per variant) and DDP, each the same
+# number of steps at the same np, then a table of steady samples/s, peak RSS and replica
+# hashes a round, and the medians and their ratios. Alternating rounds because the figures of
+# a shared VM drift by tens of percent within minutes: only rounds taken together compare.
+#
+#   launch/peer/versus_ddp.sh --peer-model resnet [--rounds 3] [--steps 60] [--np 2] \
+#       [--variant 'NAME=--set key=value …'] … -- --config configs/fashion-resnet.yaml [--set …]
+#   launch/peer/versus_ddp.sh --peer-model resnet --variant 'sync=--set model.batchnorm=sync' \
+#       --variant 'broadcast=--set model.batchnorm=broadcast' -- --config configs/fashion-resnet.yaml
+#
+# Arguments after `--` go to every `ringsgd train` run (besides train.max_steps, no
+# checkpoints and no evaluation during the run). Each --variant adds its own arguments; without
+# one, a single variant named "ringsgd". Ranks run as launch/local.sh starts them
+# (OPENBLAS_NUM_THREADS=1, --bind-to none); DDP with OMP_NUM_THREADS=1. Needs a release
+# build (launch/build.sh) and the peer's venv.
+# Environment: PEER_PY (default ~/.cache/ringsgd-peer/venv/bin/python, made by
+# ../shared/peer/setup.sh), PEER_SCRIPT (default ../shared/peer/torch_ddp.py).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+fail() { echo "versus_ddp: error: $*" >&2; exit 2; }
+usage="usage: launch/peer/versus_ddp.sh --peer-model M [--rounds N] [--steps S] [--np N] [--variant 'NAME=ARGS'] … -- TRAIN-ARGS…"
+rounds=3 steps=60 np=2 peer_model="" variants=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=${2-}; shift 2 || fail "--rounds needs a value; $usage" ;;
+    --steps) steps=${2-}; shift 2 || fail "--steps needs a value; $usage" ;;
+    --np) np=${2-}; shift 2 || fail "--np needs a value; $usage" ;;
+    --peer-model) peer_model=${2-}; shift 2 || fail "--peer-model needs a value; $usage" ;;
+    --variant) variants+=("${2-}"); shift 2 || fail "--variant needs a value; $usage" ;;
+    --) shift; break ;;
+    *) fail "unknown option '$1'; $usage" ;;
+  esac
+done
+[[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] || fail "--rounds must be a whole number ≥ 1, got '$rounds'"
+[[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 20 ] || fail "--steps must be a whole number ≥ 20 (steady rates skip the first steps), got '$steps'"
+[[ "$np" =~ ^[0-9]+$ ]] && [ "$np" -ge 1 ] || fail "--np must be a whole number ≥ 1, got '$np'"
+[ -n "$peer_model" ] || fail "--peer-model is required (torch_ddp.py's --model: mlp, cnn, linear-large, resnet, gpt); $usage"
+[ $# -gt 0 ] || fail "give the train arguments after --, at least --config FILE; $usage"
+[ ${#variants[@]} -gt 0 ] || variants=("ringsgd=")
+for v in "${variants[@]}"; do [[ "$v" == *=* ]] && [ -n "${v%%=*}" ] || fail "--variant must be NAME=ARGS, got '$v'"; done
+binary="$root/.build/release/ringsgd"
+[ -x "$binary" ] || fail "no release build at $binary; run launch/build.sh first"
+py=${PEER_PY:-$HOME/.cache/ringsgd-peer/venv/bin/python}
+script=${PEER_SCRIPT:-$root/../shared/peer/torch_ddp.py}
+[ -x "$py" ] || fail "no PyTorch venv at $py; make it with ../shared/peer/setup.sh (or set PEER_PY)"
+[ -f "$script" ] || fail "no $script; set PEER_SCRIPT to torch_ddp.py"
+mpi=(mpirun -np "$np" --bind-to none -x OPENBLAS_NUM_THREADS=1)
+[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
+[ "$np" -gt "$(nproc)" ] && mpi+=(--oversubscribe)
+
+work=$(mktemp -d /tmp/versus-ddp.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+echo "versus_ddp: $rounds alternating rounds of $steps steps at np $np on $(nproc) × $cpu" >&2
+results="$work/results.tsv"
+for round in $(seq 1 "$rounds"); do
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    read -r -a extra <<< "${v#*=}"
+    run="$work/run-$round-$name"
+    if ! "${mpi[@]}" "$binary" train "$@" "${extra[@]}" --set train.max_steps="$steps" --set checkpoint.every_steps=0 \
+        --set train.eval_every_steps=0 --run-dir "$run" > "$work/log" 2>&1; then
+      tail -3 "$work/log" >&2
+      fail "round $round, $name: ringsgd train failed (its last lines above)"
+    fi
+    "$py" - "$run/summary.json" "$round" "$name" >> "$results" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(sys.argv[2], sys.argv[3], s["steady_samples_per_second"], s["peak_rss_mb"], s["param_hash"], sep="\t")
+EOF
+    tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank  hash %s\n", $1, $2, $3, $4, $5}' >&2
+  done
+  if ! OMP_NUM_THREADS=1 "$py" "$script" --model "$peer_model" --np "$np" --max-steps "$steps" --no-eval > "$work/ddp.log" 2>&1; then
+    tail -3 "$work/ddp.log" >&2
+    fail "round $round: torch_ddp.py failed (its last lines above)"
+  fi
+  "$py" - "$work/ddp.log" "$round" >> "$results" <<'EOF'
+import json, sys
+last = [line for line in open(sys.argv[1]) if line.startswith("{")][-1]
+s = json.loads(last)
+print(sys.argv[2], "ddp", s["steady_samples_per_second"], max(s["peak_rss_mb_per_process"]), "-", sep="\t")
+EOF
+  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank\n", $1, $2, $3, $4}' >&2
+done
+"$py" - "$results" <<'EOF'
+import statistics, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+rounds = list(dict.fromkeys(r[0] for r in rows))
+rate = {(r[0], r[1]): float(r[2]) for r in rows}
+def memory(mine): return f"{min(float(r[3]) for r in mine):.0f}–{max(float(r[3]) for r in mine):.0f}"
+peer = [r for r in rows if r[1] == "ddp"]
+ddp = statistics.median(float(r[2]) for r in peer)
+print(f"{'':12} {'median samples/s':>17} {'× DDP':>6}  {'each round × DDP':<28} {'MB a rank':>10}  replica hash")
+for name in dict.fromkeys(r[1] for r in rows if r[1] != "ddp"):
+    mine = [r for r in rows if r[1] == name]
+    median = statistics.median(float(r[2]) for r in mine)
+    each = " ".join(f"{rate[(k, name)] / rate[(k, 'ddp')]:.2f}" for k in rounds)
+    hashes = " ".join(sorted(set(r[4] for r in mine)))
+    print(f"{name:12} {median:17.1f} {median / ddp:6.2f}  {each:<28} {memory(mine):>10}  {hashes}")
+print(f"{'DDP':12} {ddp:17.1f} {'':6}  {'':<28} {memory(peer):>10}")
+EOF
