@@ -80,12 +80,14 @@ let package = Package(
                 swiftSettings: hot),
 
         // MARK: - The product
+        // Says which instructions a CPU lacks before the Haswell-compiled code would stop on them.
+        .target(name: "CPURequirement"),
         .target(name: "Training",
                 dependencies: ["Collectives", "GradientCodecs", "NeuralNet", "Optimizers", "FileFormats", "Datasets",
                                "ModelFiles", "GradientSync", .product(name: "Yams", package: "Yams")],
                 swiftSettings: hot),
         .executableTarget(name: "ringsgd",
-                          dependencies: ["Training", "MPITransport", "Collectives", "GradientCodecs",
+                          dependencies: ["CPURequirement", "Training", "MPITransport", "Collectives", "GradientCodecs",
                                          "NeuralNet", "Optimizers", "FileFormats", "Datasets", "ModelFiles", "GradientSync",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: hot),

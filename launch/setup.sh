@@ -5,14 +5,15 @@
 # text files (the byte-level GPT's corpus), iproute2
 # (ip and tc: the simulated cluster, launch/simcluster.sh), gnuplot (bench scaling's plot) and
 # SLURM with munge (launch/testslurm.sh: the SLURM tests run a real controller and node daemon)
-# — the last only with --with-slurm (launch/test.sh): installing them starts and enables munge
-# and SLURM's services, which training on this machine does not need.
+# and QEMU's user mode (the test that an older CPU gets a clear error, on an emulated one)
+# — the last two only with --with-slurm (launch/test.sh): installing SLURM starts and enables
+# munge and SLURM's services, which training on this machine does not need.
 #   launch/setup.sh [--with-slurm]
 set -euo pipefail
 packages=(libopenmpi-dev openmpi-bin libzstd-dev libopenblas-dev zlib1g-dev pkg-config dataset-fashion-mnist fortunes iproute2 gnuplot-nox procps)
 case "${1:-}" in
   "") ;;
-  --with-slurm) packages+=(slurmctld slurmd slurm-client munge python3) ;;   # the test suite's (python3: zipfile reads our .npz back)
+  --with-slurm) packages+=(slurmctld slurmd slurm-client munge python3 qemu-user) ;;   # the test suite's (python3: zipfile reads our .npz back)
   *) echo "usage: launch/setup.sh [--with-slurm]" >&2; exit 2 ;;
 esac
 missing=()

@@ -35,6 +35,32 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
+    /// Property: on a CPU older than the build's target (Haswell), `ringsgd` ends with exit
+    /// status 2 and one line naming what the CPU lacks and what to do — not SIGILL with no word
+    /// — and on one that has it all, it runs. The CPUs are QEMU's user-mode emulations of a
+    /// Westmere (no AVX), a Sandy Bridge (AVX, no AVX2 or FMA) and a Haswell.
+    func testAnOlderCPUGetsOneLineNamingWhatItLacks() throws {
+        #if arch(x86_64)
+        let x86 = true
+        #else
+        let x86 = false
+        #endif
+        guard x86 else { throw XCTSkip("the CPU check is x86-64's: other builds keep the compiler's default target") }
+        guard let qemu = ["/usr/bin/qemu-x86_64", "/usr/bin/qemu-x86_64-static"].first(where: FileManager.default.isExecutableFile) else {
+            throw XCTSkip("qemu-x86_64 is not installed (launch/setup.sh --with-slurm installs qemu-user): no older CPU to run on")
+        }
+        for (cpu, lacking) in [("Westmere", "avx, fma, f16c, movbe, avx2, bmi1, bmi2, lzcnt"), ("SandyBridge", "fma, f16c, movbe, avx2, bmi1, bmi2, lzcnt")] {
+            let outcome = try MPIRun.runProcess([qemu, "-cpu", cpu, try MPIRun.binary, "--version"], timeout: 120)
+            XCTAssertFalse(outcome.timedOut, "\(cpu): timed out")
+            XCTAssertEqual(outcome.status, 2, "\(cpu): \(outcome.output)")
+            let lines = outcome.output.split(separator: "\n").filter { !$0.hasPrefix("qemu-x86_64: warning") }
+            XCTAssertEqual(lines, ["ringsgd: error: this CPU lacks \(lacking), which this build was compiled for (Package.swift's cpuFlags: -target-cpu haswell, x86-64 CPUs since 2013); set cpuFlags to [] in Package.swift and build again"], cpu)
+        }
+        let haswell = try MPIRun.runProcess([qemu, "-cpu", "Haswell", try MPIRun.binary, "--version"], timeout: 120)
+        assertSucceeded(haswell, "--version on an emulated Haswell")
+        XCTAssertTrue(haswell.output.contains("ringsgd 0."), haswell.output)
+    }
+
     /// Property: left to itself (no `OPENBLAS_CORETYPE`), `ringsgd` runs OpenBLAS kernels as
     /// wide as this CPU can run, and says so on one line exactly when OpenBLAS's own choice —
     /// what this test process runs, when it has no `OPENBLAS_CORETYPE` — is narrower. With
