@@ -2,10 +2,11 @@
 /// back — how `Winograd4x4` reads a 6×6 window of every tile in a row as contiguous runs. In
 /// blocks of 4 quads through SIMD16 registers, the last block shifted back to end at the last
 /// whole quad (copies: repeating one changes nothing), then the row's last 1–3 values one by
-/// one. Rows of 4 to 15 values (the 14×14, 8×8 and 7×7 planes of a ResNet) take two
-/// overlapping vector loads and one vector store per phase, lanes placed by constant shuffles
-/// (`ShortRow`); value by value they had cost 5–8 % of a fashion-resnet step (the split and
-/// merge of those rows skipped altogether, on one core: 97–100 against 103–107 ms). Rows of
+/// one. Rows of 4 to 15 values (the 14×14, 8×8 and 7×7 planes of a ResNet) are split by two
+/// overlapping vector loads and one store per phase, and merged by one load per phase and two
+/// overlapping stores, the lanes placed by constant shuffles (`ShortRow`); value by value they
+/// had cost 5–8 % of a fashion-resnet step (the split and merge of those rows skipped
+/// altogether, on one core: 97–100 against 103–107 ms; the shuffles: 102–111 ms). Rows of
 /// fewer than 4 values go value by value. Public for its tests only.
 public enum ColumnPhases {
     /// phases.k[j] = row[4j + k] for 4j + k < count. A row of 4 to 15 values also writes zeros:
@@ -70,40 +71,32 @@ private enum ShortRow {
     /// Whether the row was short enough to be split here.
     @inline(__always)
     static func split(_ row: UnsafePointer<Float>, count: Int, into p: Phases) -> Bool {
-        switch count {
-        case 4: split(row, 4, p)
-        case 5: split(row, 5, p)
-        case 6: split(row, 6, p)
-        case 7: split(row, 7, p)
-        case 8: split(row, 8, p)
-        case 9: split(row, 9, p)
-        case 10: split(row, 10, p)
-        case 11: split(row, 11, p)
-        case 12: split(row, 12, p)
-        case 13: split(row, 13, p)
-        case 14: split(row, 14, p)
-        case 15: split(row, 15, p)
-        default: return false
-        }
-        return true
+        withLiteral(count) { split(row, $0, p) }
     }
 
     /// Whether the row was short enough to be merged here.
     @inline(__always)
     static func merge(_ p: ReadPhases, count: Int, into row: UnsafeMutablePointer<Float>) -> Bool {
+        withLiteral(count) { merge(p, $0, row) }
+    }
+
+    /// `body(count)` with `count` as a literal, for 4 … 15 (inlined, every lane's place in
+    /// `body` is then a constant); false, and no call, for any other count.
+    @inline(__always)
+    private static func withLiteral(_ count: Int, _ body: (Int) -> Void) -> Bool {
         switch count {
-        case 4: merge(p, 4, row)
-        case 5: merge(p, 5, row)
-        case 6: merge(p, 6, row)
-        case 7: merge(p, 7, row)
-        case 8: merge(p, 8, row)
-        case 9: merge(p, 9, row)
-        case 10: merge(p, 10, row)
-        case 11: merge(p, 11, row)
-        case 12: merge(p, 12, row)
-        case 13: merge(p, 13, row)
-        case 14: merge(p, 14, row)
-        case 15: merge(p, 15, row)
+        case 4: body(4)
+        case 5: body(5)
+        case 6: body(6)
+        case 7: body(7)
+        case 8: body(8)
+        case 9: body(9)
+        case 10: body(10)
+        case 11: body(11)
+        case 12: body(12)
+        case 13: body(13)
+        case 14: body(14)
+        case 15: body(15)
         default: return false
         }
         return true

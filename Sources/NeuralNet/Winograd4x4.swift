@@ -35,8 +35,8 @@ final class Winograd4x4: WinogradConvolution {
     let u: UnsafeMutablePointer<Float>, du: UnsafeMutablePointer<Float>
     var scratch: ConvolutionScratch?
     /// Padded planes of 4·tileRows + 2 rows, each row as its four column phases of `phase`
-    /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (only the interior ever written, so its
-    /// border stays the convolution's zero padding) and `gradientPlane` (each value written first, then added to:
+    /// values (tileColumns + 1, rounded up to a multiple of 8): `inputPlane` (outside the interior only zeros are
+    /// ever written, by `ColumnPhases.split` for rows of 4 to 15 values, so its border stays the convolution's zero padding) and `gradientPlane` (each value written first, then added to:
     /// `inverseTransformInput`).
     private let inputPlane: UnsafeMutablePointer<Float>, gradientPlane: UnsafeMutablePointer<Float>
     /// 36 runs of `runStride` values for each of two rows of tiles, and 36 lane vectors of a

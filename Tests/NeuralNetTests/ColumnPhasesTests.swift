@@ -38,6 +38,27 @@ final class ColumnPhasesTests: XCTestCase {
         }
     }
 
+    /// Property: in `Winograd4x4`'s padded rows — input column c at padded column c + 1, so
+    /// phase 3 is written one value into phase 0's run — the padding column 0 is never written,
+    /// and every padded column up to 16 holds its input value or 0.
+    func testSplitIntoPaddedPhasesLeavesTheLeftPaddingAlone() {
+        var g = SeededGenerator(seed: 5)
+        for count in 1 ... 40 {
+            let row = (0 ..< count).map { _ in g.uniform(-1, 1) }
+            var runs = [Float](repeating: guardValue, count: 4 * runLength)
+            row.withUnsafeBufferPointer { r in
+                runs.withUnsafeMutableBufferPointer { p in
+                    let b = p.baseAddress!
+                    ColumnPhases.split(r.baseAddress!, count: count, into: (b + runLength, b + 2 * runLength, b + 3 * runLength, b + 1))
+                }
+            }
+            XCTAssertEqual(runs[0], guardValue, "count \(count): the left padding column was written")
+            for padded in 1 ... min(count, 16) {
+                XCTAssertEqual(runs[(padded % 4) * runLength + padded / 4], row[padded - 1], "count \(count): padded column \(padded)")
+            }
+        }
+    }
+
     /// Property: merge writes row[4j + k] = phases.k[j] for every 4j + k < count, whatever the
     /// phases hold past the row (the short rows read up to 4 values a phase), and writes
     /// nothing before or after the row.

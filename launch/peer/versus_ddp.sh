@@ -10,11 +10,12 @@
 #   launch/peer/versus_ddp.sh --peer-model resnet --variant 'sync=--set model.batchnorm=sync' \
 #       --variant 'broadcast=--set model.batchnorm=broadcast' -- --config configs/fashion-resnet.yaml
 #
-# Arguments after `--` go to every `ringsgd train` run (besides train.max_steps, no
-# checkpoints and no evaluation during the run). Each --variant adds its own arguments; without
-# one, a single variant named "ringsgd". Ranks run as launch/local.sh starts them
-# (OPENBLAS_NUM_THREADS=1, --bind-to none); DDP with OMP_NUM_THREADS=1. Needs a release
-# build (launch/build.sh) and the peer's venv.
+# Arguments after `--` go to every `ringsgd train` run (besides train.max_steps, no periodic
+# checkpoints and no evaluation during the run). Each --variant adds its own arguments, split
+# at spaces (no quoting: a --set value cannot hold a space); without one, a single variant
+# named "ringsgd". Names: letters, digits, '.', '_', '-', each once, not "ddp". Ranks run
+# through launch/local.sh (which builds first); DDP with OMP_NUM_THREADS=1. A failed run's
+# files are kept, and their directory named.
 # Environment: PEER_PY (default ~/.cache/ringsgd-peer/venv/bin/python, made by
 # ../shared/peer/setup.sh), PEER_SCRIPT (default ../shared/peer/torch_ddp.py).
 set -euo pipefail
@@ -34,59 +35,52 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] || fail "--rounds must be a whole number ≥ 1, got '$rounds'"
-[[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 20 ] || fail "--steps must be a whole number ≥ 20 (steady rates skip the first steps), got '$steps'"
+[[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 21 ] || fail "--steps must be a whole number ≥ 21 (both sides' steady rates skip the first 10 steps once more than 20 ran), got '$steps'"
 [[ "$np" =~ ^[0-9]+$ ]] && [ "$np" -ge 1 ] || fail "--np must be a whole number ≥ 1, got '$np'"
 [ -n "$peer_model" ] || fail "--peer-model is required (torch_ddp.py's --model: mlp, cnn, linear-large, resnet, gpt); $usage"
 [ $# -gt 0 ] || fail "give the train arguments after --, at least --config FILE; $usage"
 [ ${#variants[@]} -gt 0 ] || variants=("ringsgd=")
-for v in "${variants[@]}"; do [[ "$v" == *=* ]] && [ -n "${v%%=*}" ] || fail "--variant must be NAME=ARGS, got '$v'"; done
-binary="$root/.build/release/ringsgd"
-[ -x "$binary" ] || fail "no release build at $binary; run launch/build.sh first"
+names=" "
+for v in "${variants[@]}"; do
+  [[ "$v" == *=* ]] || fail "--variant must be NAME=ARGS, got '$v'"
+  name=${v%%=*}
+  [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] && [ "$name" != ddp ] \
+    || fail "--variant's NAME must be letters, digits, '.', '_' or '-', and not 'ddp' (the peer's row), got '$name'"
+  [[ "$names" != *" $name "* ]] || fail "--variant $name is given twice: each name once"
+  names+="$name "
+done
 py=${PEER_PY:-$HOME/.cache/ringsgd-peer/venv/bin/python}
 script=${PEER_SCRIPT:-$root/../shared/peer/torch_ddp.py}
 [ -x "$py" ] || fail "no PyTorch venv at $py; make it with ../shared/peer/setup.sh (or set PEER_PY)"
 [ -f "$script" ] || fail "no $script; set PEER_SCRIPT to torch_ddp.py"
-mpi=(mpirun -np "$np" --bind-to none -x OPENBLAS_NUM_THREADS=1)
-[ "$(id -u)" = 0 ] && mpi+=(--allow-run-as-root)
-[ "$np" -gt "$(nproc)" ] && mpi+=(--oversubscribe)
 
 work=$(mktemp -d /tmp/versus-ddp.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# Removed when all went well; kept, and named, when something failed.
+trap 'status=$?; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "versus_ddp: the runs so far are in $work" >&2; fi' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "versus_ddp: $rounds alternating rounds of $steps steps at np $np on $(nproc) × $cpu" >&2
-results="$work/results.tsv"
-for round in $(seq 1 "$rounds"); do
-  for v in "${variants[@]}"; do
-    name=${v%%=*}
-    read -r -a extra <<< "${v#*=}"
-    run="$work/run-$round-$name"
-    if ! "${mpi[@]}" "$binary" train "$@" "${extra[@]}" --set train.max_steps="$steps" --set checkpoint.every_steps=0 \
-        --set train.eval_every_steps=0 --run-dir "$run" > "$work/log" 2>&1; then
-      tail -3 "$work/log" >&2
-      fail "round $round, $name: ringsgd train failed (its last lines above)"
-    fi
-    "$py" - "$run/summary.json" "$round" "$name" >> "$results" <<'EOF'
+cpu=$( (grep -m1 '^model name' /proc/cpuinfo || true) | cut -d: -f2- | sed 's/^ *//')
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "no git checkout")
+echo "versus_ddp: $rounds alternating rounds of $steps steps at np $np on $(nproc) × ${cpu:-an unnamed CPU}, at $commit" >&2
+
+# One result line a run: round, name, steady samples/s, peak RSS (MB a rank), replica hash.
+cat > "$work/ringsgd_result.py" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1]))
-print(sys.argv[2], sys.argv[3], s["steady_samples_per_second"], s["peak_rss_mb"], s["param_hash"], sep="\t")
-EOF
-    tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank  hash %s\n", $1, $2, $3, $4, $5}' >&2
-  done
-  if ! OMP_NUM_THREADS=1 "$py" "$script" --model "$peer_model" --np "$np" --max-steps "$steps" --no-eval > "$work/ddp.log" 2>&1; then
-    tail -3 "$work/ddp.log" >&2
-    fail "round $round: torch_ddp.py failed (its last lines above)"
-  fi
-  "$py" - "$work/ddp.log" "$round" >> "$results" <<'EOF'
+try:
+    s = json.load(open(sys.argv[1]))
+    print(sys.argv[2], sys.argv[3], s["steady_samples_per_second"], s["peak_rss_mb"], s["param_hash"], sep="\t")
+except (OSError, ValueError, KeyError) as error:
+    sys.exit(f"versus_ddp: error: {sys.argv[1]}: {error!r}")
+PY
+cat > "$work/ddp_result.py" <<'PY'
 import json, sys
-last = [line for line in open(sys.argv[1]) if line.startswith("{")][-1]
-s = json.loads(last)
-print(sys.argv[2], "ddp", s["steady_samples_per_second"], max(s["peak_rss_mb_per_process"]), "-", sep="\t")
-EOF
-  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank\n", $1, $2, $3, $4}' >&2
-done
-"$py" - "$results" <<'EOF'
+try:
+    s = json.loads([line for line in open(sys.argv[1]) if line.startswith("{")][-1])
+    print(sys.argv[2], "ddp", s["steady_samples_per_second"], max(s["peak_rss_mb_per_process"]), "-", sep="\t")
+except (OSError, ValueError, KeyError, IndexError) as error:
+    sys.exit(f"versus_ddp: error: {sys.argv[1]}: no result line ({error!r})")
+PY
+cat > "$work/table.py" <<'PY'
 import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 rounds = list(dict.fromkeys(r[0] for r in rows))
@@ -102,4 +96,28 @@ for name in dict.fromkeys(r[1] for r in rows if r[1] != "ddp"):
     hashes = " ".join(sorted(set(r[4] for r in mine)))
     print(f"{name:12} {median:17.1f} {median / ddp:6.2f}  {each:<28} {memory(mine):>10}  {hashes}")
 print(f"{'DDP':12} {ddp:17.1f} {'':6}  {'':<28} {memory(peer):>10}")
-EOF
+PY
+
+results="$work/results.tsv"
+for round in $(seq 1 "$rounds"); do
+  for v in "${variants[@]}"; do
+    name=${v%%=*}
+    read -r -a extra <<< "${v#*=}"
+    run="$work/run-$round-$name" log="$work/run-$round-$name.log"
+    if ! "$root/launch/local.sh" "$np" train "$@" ${extra[@]+"${extra[@]}"} --set train.max_steps="$steps" \
+        --set checkpoint.every_steps=0 --set train.eval_every_steps=0 --run-dir "$run" > "$log" 2>&1; then
+      tail -3 "$log" >&2
+      fail "round $round, $name: ringsgd train failed (its last lines above)"
+    fi
+    "$py" "$work/ringsgd_result.py" "$run/summary.json" "$round" "$name" >> "$results" || exit 2
+    tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank  hash %s\n", $1, $2, $3, $4, $5}' >&2
+  done
+  log="$work/ddp-$round.log"
+  if ! OMP_NUM_THREADS=1 "$py" "$script" --model "$peer_model" --np "$np" --max-steps "$steps" --no-eval > "$log" 2>&1; then
+    tail -3 "$log" >&2
+    fail "round $round: torch_ddp.py failed (its last lines above)"
+  fi
+  "$py" "$work/ddp_result.py" "$log" "$round" >> "$results" || exit 2
+  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank\n", $1, $2, $3, $4}' >&2
+done
+"$py" "$work/table.py" "$results"
