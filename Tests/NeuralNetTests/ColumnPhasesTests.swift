@@ -8,27 +8,36 @@ final class ColumnPhasesTests: XCTestCase {
     private let runLength = 24
     private let guardValue: Float = 1e30
 
+    /// `count` random values split into four runs of `runLength` guard values, phase k's first
+    /// value at `starts[k]`.
+    private func split(count: Int, starts: [Int], using g: inout SeededGenerator) -> (row: [Float], runs: [Float]) {
+        let row = (0 ..< count).map { _ in g.uniform(-1, 1) }
+        var runs = [Float](repeating: guardValue, count: 4 * runLength)
+        row.withUnsafeBufferPointer { r in
+            runs.withUnsafeMutableBufferPointer { p in
+                let b = p.baseAddress!
+                ColumnPhases.split(r.baseAddress!, count: count, into: (b + starts[0], b + starts[1], b + starts[2], b + starts[3]))
+            }
+        }
+        return (row, runs)
+    }
+
+    /// Phases written past a row of `count` values, as zeros: j < 2 (4 to 7 values) or j < 4 (8 to 15).
+    private func zeroedPerPhase(_ count: Int) -> Int { count >= 16 || count < 4 ? 0 : count < 8 ? 2 : 4 }
+
     /// Property: split writes phases.k[j] = row[4j + k] for every 4j + k < count; a row of 4 to
     /// 15 values also writes 0 at 4j + k ≥ count for j < 2 (fewer than 8) or j < 4, as its doc
     /// promises its callers; nothing else of the phases' runs is written.
     func testSplitPlacesEveryValueAndWritesNothingElse() {
         var g = SeededGenerator(seed: 3)
         for count in 1 ... 40 {
-            let row = (0 ..< count).map { _ in g.uniform(-1, 1) }
-            var runs = [Float](repeating: guardValue, count: 4 * runLength)
-            row.withUnsafeBufferPointer { r in
-                runs.withUnsafeMutableBufferPointer { p in
-                    let b = p.baseAddress!
-                    ColumnPhases.split(r.baseAddress!, count: count, into: (b, b + runLength, b + 2 * runLength, b + 3 * runLength))
-                }
-            }
-            let zeroed = count >= 16 || count < 4 ? 0 : count < 8 ? 2 : 4
+            let (row, runs) = split(count: count, starts: [0, runLength, 2 * runLength, 3 * runLength], using: &g)
             for k in 0 ..< 4 {
                 for j in 0 ..< runLength {
                     let value = runs[k * runLength + j], column = 4 * j + k
                     if column < count {
                         XCTAssertEqual(value, row[column], "count \(count): phase \(k)[\(j)]")
-                    } else if j < zeroed {
+                    } else if j < zeroedPerPhase(count) {
                         XCTAssertEqual(value, 0, "count \(count): phase \(k)[\(j)] past the row is 0")
                     } else {
                         XCTAssertEqual(value, guardValue, "count \(count): phase \(k)[\(j)] not written")
@@ -40,21 +49,17 @@ final class ColumnPhasesTests: XCTestCase {
 
     /// Property: in `Winograd4x4`'s padded rows — input column c at padded column c + 1, so
     /// phase 3 is written one value into phase 0's run — the padding column 0 is never written,
-    /// and every padded column up to 16 holds its input value or 0.
+    /// every padded column of the row holds its input value, and those a short row's split
+    /// writes past it hold 0.
     func testSplitIntoPaddedPhasesLeavesTheLeftPaddingAlone() {
         var g = SeededGenerator(seed: 5)
         for count in 1 ... 40 {
-            let row = (0 ..< count).map { _ in g.uniform(-1, 1) }
-            var runs = [Float](repeating: guardValue, count: 4 * runLength)
-            row.withUnsafeBufferPointer { r in
-                runs.withUnsafeMutableBufferPointer { p in
-                    let b = p.baseAddress!
-                    ColumnPhases.split(r.baseAddress!, count: count, into: (b + runLength, b + 2 * runLength, b + 3 * runLength, b + 1))
-                }
-            }
+            let (row, runs) = split(count: count, starts: [runLength, 2 * runLength, 3 * runLength, 1], using: &g)
+            func padded(_ column: Int) -> Float { runs[(column % 4) * runLength + column / 4] }
             XCTAssertEqual(runs[0], guardValue, "count \(count): the left padding column was written")
-            for padded in 1 ... min(count, 16) {
-                XCTAssertEqual(runs[(padded % 4) * runLength + padded / 4], row[padded - 1], "count \(count): padded column \(padded)")
+            for column in 1 ... count { XCTAssertEqual(padded(column), row[column - 1], "count \(count): padded column \(column)") }
+            for column in stride(from: count + 1, through: 4 * zeroedPerPhase(count), by: 1) {
+                XCTAssertEqual(padded(column), 0, "count \(count): padded column \(column) past the row")
             }
         }
     }
