@@ -3,7 +3,8 @@
 // such instruction stops the process with SIGILL and no word of why, on every rank. This file
 // is C, compiled for the baseline x86-64 (no target flags), and its constructor runs before any
 // Swift code: it asks CPUID what the CPU has, and when something is missing says so on one line
-// and exits 2.
+// and exits 2. (BLASKernelChoice reads the CPU's flags too, for OpenBLAS's kernels, but it is
+// Swift compiled for Haswell: it cannot run first on a CPU without it.)
 #include "cpu_requirement.h"
 
 #include <stdio.h>
@@ -19,7 +20,9 @@ static void append(char *buffer, unsigned long size, const char *name) {
     snprintf(buffer + used, size - used, "%s%s", used ? ", " : "", name);
 }
 
-const char *ringsgd_missing_cpu_features(char *buffer, unsigned long size) {
+/// The extensions this CPU lacks of those Package.swift compiles for, comma-separated ("" when
+/// none), in `buffer` of `size` bytes; returns `buffer`.
+static const char *missing_cpu_features(char *buffer, unsigned long size) {
     unsigned a = 0, b = 0, c = 0, d = 0;
     buffer[0] = 0;
     __get_cpuid(1, &a, &b, &c, &d);
@@ -47,15 +50,10 @@ const char *ringsgd_missing_cpu_features(char *buffer, unsigned long size) {
 
 __attribute__((constructor)) static void ringsgd_require_cpu_features(void) {
     char missing[128];
-    if (ringsgd_missing_cpu_features(missing, sizeof missing)[0] == 0) return;
+    if (missing_cpu_features(missing, sizeof missing)[0] == 0) return;
     fprintf(stderr, "ringsgd: error: this CPU lacks %s, which this build was compiled for (Package.swift's "
                     "cpuFlags: -target-cpu haswell, x86-64 CPUs since 2013); set cpuFlags to [] in Package.swift "
                     "and build again\n", missing);
     _exit(2);
-}
-#else
-const char *ringsgd_missing_cpu_features(char *buffer, unsigned long size) {
-    if (size) buffer[0] = 0;
-    return buffer;
 }
 #endif

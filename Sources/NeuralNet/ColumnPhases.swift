@@ -59,7 +59,6 @@ public enum ColumnPhases {
     }
 }
 
-
 /// `ColumnPhases` for rows of 4 to 15 values, one function per length so that every lane's
 /// place is a constant (the switch's literal, inlined) and the lanes move by shuffles: the row
 /// as two overlapping vectors — its first 8 (or 4) values and its last 8 (or 4) — and each

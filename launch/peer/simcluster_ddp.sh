@@ -24,10 +24,8 @@ while [ $# -gt 0 ]; do
 done
 [[ "$hosts" =~ ^[0-9]+$ ]] && [ "$hosts" -ge 2 ] && [ "$hosts" -le 64 ] || fail "--hosts must be a whole number in 2…64, got '$hosts'; $usage"
 simhosts_check_rate "$rate"
-py=${PEER_PY:-$HOME/.cache/ringsgd-peer/venv/bin/python}
-script=${PEER_SCRIPT:-$root/../shared/peer/torch_ddp.py}
-[ -x "$py" ] || fail "no PyTorch venv at $py; make it with ../shared/peer/setup.sh (or set PEER_PY)"
-[ -f "$script" ] || fail "no $script; set PEER_SCRIPT to torch_ddp.py"
+# shellcheck source=launch/peer/peer-env.sh
+source "$root/launch/peer/peer-env.sh"
 
 tag="pd$$"
 work=$(mktemp -d /tmp/simcluster-ddp.XXXXXX)

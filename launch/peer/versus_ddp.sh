@@ -14,7 +14,7 @@
 # checkpoints and no evaluation during the run). Each --variant adds its own arguments, split
 # at spaces (no quoting: a --set value cannot hold a space); without one, a single variant
 # named "ringsgd". Names: letters, digits, '.', '_', '-', each once, not "ddp". Ranks run
-# through launch/local.sh (which builds first); DDP with OMP_NUM_THREADS=1. A failed run's
+# through launch/local.sh, after one build; DDP with OMP_NUM_THREADS=1. A failed run's
 # files are kept, and their directory named.
 # Environment: PEER_PY (default ~/.cache/ringsgd-peer/venv/bin/python, made by
 # ../shared/peer/setup.sh), PEER_SCRIPT (default ../shared/peer/torch_ddp.py).
@@ -49,10 +49,8 @@ for v in "${variants[@]}"; do
   [[ "$names" != *" $name "* ]] || fail "--variant $name is given twice: each name once"
   names+="$name "
 done
-py=${PEER_PY:-$HOME/.cache/ringsgd-peer/venv/bin/python}
-script=${PEER_SCRIPT:-$root/../shared/peer/torch_ddp.py}
-[ -x "$py" ] || fail "no PyTorch venv at $py; make it with ../shared/peer/setup.sh (or set PEER_PY)"
-[ -f "$script" ] || fail "no $script; set PEER_SCRIPT to torch_ddp.py"
+# shellcheck source=launch/peer/peer-env.sh
+source "$root/launch/peer/peer-env.sh"
 
 work=$(mktemp -d /tmp/versus-ddp.XXXXXX)
 # Removed when all went well; kept, and named, when something failed.
@@ -60,7 +58,10 @@ trap 'status=$?; if [ "$status" -eq 0 ]; then rm -rf "$work"; else echo "versus_
 trap 'exit 130' INT
 trap 'exit 143' TERM
 cpu=$( (grep -m1 '^model name' /proc/cpuinfo || true) | cut -d: -f2- | sed 's/^ *//')
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "no git checkout")
+# Built once here (each run's launch/local.sh then finds nothing to do): the commit named is the
+# binary's, as build.sh records it (-dirty for uncommitted changes).
+"$root/launch/build.sh" >&2 || fail "the build failed (its output above)"
+commit=$(cat "$root/.build/release/ringsgd.commit" 2>/dev/null || echo "an unrecorded commit")
 echo "versus_ddp: $rounds alternating rounds of $steps steps at np $np on $(nproc) × ${cpu:-an unnamed CPU}, at $commit" >&2
 
 # One result line a run: round, name, steady samples/s, peak RSS (MB a rank), replica hash.
