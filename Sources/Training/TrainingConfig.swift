@@ -75,7 +75,9 @@ public struct TrainingConfig {
     public var sharedMemory = true                 // comm.shared_memory
     public var bucketBytes = 25 << 20              // comm.bucket_bytes (0: one bucket)
     public var overlap = true                      // comm.overlap: average buckets during backward
-    public var timeoutSeconds = 300.0              // comm.timeout_seconds: longest wait for a peer (0: forever)
+    /// `comm.timeout_seconds` where a config does not set it, and at start-up where a rank cannot read its config.
+    public static let defaultTimeoutSeconds = 300.0
+    public var timeoutSeconds = defaultTimeoutSeconds  // comm.timeout_seconds: longest wait for a peer (0: forever)
     public var syncMode = "every_step"             // comm.sync: every_step | local_sgd | diloco (TrainingConfig+Sync.swift)
     public var syncEvery = 0                       // comm.sync_every: H local steps between outer steps
     public var syncWarmupSteps = 0                 // comm.sync_warmup_steps: every-step averaging before local steps
@@ -366,8 +368,15 @@ public struct TrainingConfig {
             throw ConfigError("cannot read config file \(path): it does not exist\(from); \(path.hasPrefix("/") ? hint : "give its path from there, or an absolute one")")
         }
         guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // Read to its end, not by its size: a FIFO (`--config <(…)`, a config made on the fly)
+        // has none, and Foundation's `contents(atPath:)` returned nil for it.
+        guard let handle = FileHandle(forReadingAtPath: path) else {
             throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+        }
+        defer { try? handle.close() }
+        let data: Data
+        do { data = try handle.readToEnd() ?? Data() } catch {
+            throw ConfigError("cannot read config file \(path): \(error.localizedDescription); \(hint)")
         }
         guard let text = String(data: data, encoding: .utf8), !text.contains("\0") else {
             throw ConfigError("\(path) is not a YAML config (not UTF-8 text); \(hint)")

@@ -74,10 +74,17 @@ struct Train: ParsableCommand {
         // the process — a job whose time limit is near its start would fail instead of stopping.
         StopRequest.shared.listen()
         MPIJob.run { transport in
-            // Every rank reads its own copy of the file: one that cannot is an error on all.
-            let parsed = try Agreement.run("read the config", over: transport) {
-                try TrainingConfig.load(path: config, overrides: overrides)
-            }
+            // Every rank reads its own copy of the file, alone first: its comm.timeout_seconds
+            // (the default where it cannot be read) then bounds every wait for a peer from the
+            // first collective on — a rank stuck before it (a config on a hung filesystem) is
+            // named by its peers instead of keeping them waiting for ever. Then the ranks
+            // agree: one that cannot read it is an error on all.
+            let local = Result { try TrainingConfig.load(path: config, overrides: overrides) }
+            let startTimeout = (try? local.get())?.timeoutSeconds ?? TrainingConfig.defaultTimeoutSeconds
+            transport.deadlineSeconds = startTimeout > 0 ? startTimeout : nil
+            transport.setActivity("start-up (reading the config)")
+            let parsed = try Agreement.run("read the config", over: transport) { try local.get() }
+            transport.setActivity("start-up")
             // Rank 0 writes these when training is over: a path it cannot write is found now
             // (one in the run directory is fine before training creates that directory).
             try Agreement.run("check the output files", over: transport) {
@@ -85,7 +92,7 @@ struct Train: ParsableCommand {
                 if let dumpGradient { try OutputFile.check(dumpGradient, option: "--dump-gradient", createdDirectory: runDirectory) }
                 if let timeline { try OutputFile.check(timeline, option: "--timeline", createdDirectory: runDirectory) }
             }
-            // From here on no wait for a peer lasts longer than comm.timeout_seconds.
+            // The agreed config's deadline from here on (the same value on every rank now).
             transport.deadlineSeconds = parsed.timeoutSeconds > 0 ? parsed.timeoutSeconds : nil
             BLASThreads.set(1)
             // OpenMPI hands ranks a pty for stdout even when mpirun's own output is a file, so a

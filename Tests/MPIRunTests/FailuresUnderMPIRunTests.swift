@@ -31,6 +31,22 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"), "no training may happen")
     }
 
+    /// Property: comm.timeout_seconds bounds every wait from the first collective on. A rank
+    /// stuck before the ranks agree on the config — here in `open` of a FIFO nobody writes to,
+    /// as on a hung filesystem — is named by rank 0 once the deadline has passed, and the job
+    /// ends (before, rank 0 waited in that agreement for ever: the deadline was set after it).
+    func testARankStuckBeforeTheConfigAgreementIsNamedAfterTheDeadline() throws {
+        let dir = temporaryDirectory(), fifo = temporaryDirectory() + "/config.yaml"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0, "mkfifo \(fifo)")
+        let good = ["train"] + short + ["--run-dir", dir, "--set", "comm.timeout_seconds=3"]
+        var stuck = good
+        stuck[stuck.firstIndex(of: "--config")! + 1] = fifo
+        let outcome = try MPIRun.runRanks([(good, []), (stuck, [])], timeout: 90)
+        assertOneLineError(outcome, "rank 0 waited 3 s for rank 1 in start-up (reading the config); rank 1 is stalled or gone", within: 60)
+        XCTAssertGreaterThanOrEqual(outcome.seconds, 3, "not before the deadline")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"), "no training may happen")
+    }
+
     /// Each host may have its own disk: a rank whose run directory is empty still resumes,
     /// from the checkpoint rank 0 reads and sends, and ends bit-identical to an uninterrupted run.
     func testARankWithAnEmptyRunDirectoryResumesFromRankZerosCheckpoint() throws {

@@ -44,6 +44,27 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// Property: a config read from a FIFO — `train --config <(…)`, a config made on the fly —
+    /// is read to its end and gives the config its text gives (it has no size to read by).
+    func testAConfigFromAFIFOLoadsLikeItsText() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/config.yaml", text = "seed: 7\ntrain: {epochs: 3, global_batch: 32}\n"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0, "mkfifo")
+        let writer = Thread {
+            guard let handle = FileHandle(forWritingAtPath: fifo) else { return }
+            handle.write(Data(text.utf8))
+            try? handle.close()
+        }
+        writer.start()
+        let loaded = try TrainingConfig.load(path: fifo, overrides: ["train.epochs=4"])
+        let expected = try TrainingConfig(yaml: text, source: fifo, overrides: ["train.epochs=4"])
+        XCTAssertEqual(loaded.canonicalText, expected.canonicalText)
+        XCTAssertEqual(loaded.epochs, 4)
+        XCTAssertEqual(loaded.seed, 7)
+    }
+
     func testSegmentBytesBelowOneFloatAreRejected() {
         for bytes in 1 ... 3 {
             XCTAssertTrue(error(nil, ["comm.segment_bytes=\(bytes)"]).contains("comm.segment_bytes must be 0 (the ring's default) or ≥ 4"))
