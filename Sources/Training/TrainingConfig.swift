@@ -368,8 +368,8 @@ public struct TrainingConfig {
             throw ConfigError("cannot read config file \(path): it does not exist\(from); \(path.hasPrefix("/") ? hint : "give its path from there, or an absolute one")")
         }
         guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
-        // Read to its end, not by its size: a FIFO (`--config <(…)`, a config made on the fly)
-        // has none, and Foundation's `contents(atPath:)` returned nil for it.
+        // Read to its end, not by its size: a named pipe (a config written on the fly by
+        // another program) has none, and Foundation's `contents(atPath:)` returned nil for it.
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
         }

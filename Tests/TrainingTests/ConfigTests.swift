@@ -44,8 +44,8 @@ final class ConfigTests: XCTestCase {
         }
     }
 
-    /// Property: a config read from a FIFO — `train --config <(…)`, a config made on the fly —
-    /// is read to its end and gives the config its text gives (it has no size to read by).
+    /// Property: a config read from a named pipe (written on the fly by another program) is
+    /// read to its end and gives the config its text gives (a pipe has no size to read by).
     func testAConfigFromAFIFOLoadsLikeItsText() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
