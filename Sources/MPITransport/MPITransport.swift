@@ -124,7 +124,8 @@ public final class MPITransport: Transport, ActivityReporting {
                     // A collective (barrier, broadcast) waits for every other rank; with two
                     // ranks that is one rank, which the message can then name.
                     let whom = peer ?? (size == 2 ? 1 - rank : nil)
-                    throw CollectiveError.stalled(rank: rank, peer: whom, activity: activity, seconds: waited, deadline: deadline)
+                    throw CollectiveError.stalled(rank: rank, peer: whom, activity: activity, seconds: waited, deadline: deadline,
+                                                  nextStep: nextStepAfterStall)
                 }
                 if waited > 0.001 { sched_yield() }
             }
@@ -138,6 +139,12 @@ public final class MPITransport: Transport, ActivityReporting {
         set { if let parent { parent.activity = newValue } else { ownActivity = newValue } }
     }
     private var ownActivity = "start-up"
+    /// `ActivityReporting`: a split communicator's is its parent's, as its activity is.
+    public var nextStepAfterStall: String {
+        get { parent?.nextStepAfterStall ?? ownNextStep }
+        set { if let parent { parent.nextStepAfterStall = newValue } else { ownNextStep = newValue } }
+    }
+    private var ownNextStep = "continue with 'train … --resume'"
     /// The transport this one was split from (`splitByHost`).
     weak var parent: MPITransport?
 

@@ -23,7 +23,7 @@ struct Evaluate: ParsableCommand {
 
     @OptionGroup var source: CheckpointChoice
 
-    @Option(name: .customLong("set"), help: "Override a data key of the checkpoint's config: --set data.test_images=FILE (repeatable; data.* and train.eval_batch).")
+    @Option(name: .customLong("set"), help: "Override a data key of the checkpoint's config: --set data.test_images=FILE (repeatable; data.*, train.eval_batch and comm.timeout_seconds).")
     var overrides: [String] = []
 
     @Option(help: "Where to write the results as JSON (default: RUN-DIR/evaluation.json).")
@@ -33,8 +33,8 @@ struct Evaluate: ParsableCommand {
         if let (images, format) = Self.testImages(overrides), format == nil {
             throw ValidationError("--set data.test_images=\(images): the format cannot be told from the name (.npy, or IDX: .gz, .idx, …-ubyte); add --set data.dataset=npy or idx")
         }
-        if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") }) {
-            throw ValidationError("--set \(bad): an evaluation takes only data.* keys and train.eval_batch; the model and its training are the checkpoint's")
+        if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") && !$0.hasPrefix("comm.timeout_seconds=") }) {
+            throw ValidationError("--set \(bad): an evaluation takes only data.* keys, train.eval_batch and comm.timeout_seconds; the model and its training are the checkpoint's")
         }
         if let out {
             try OutputFile.check(out, option: "--out", notReplacingTheRunIn: source.runDir)
@@ -68,6 +68,13 @@ struct Evaluate: ParsableCommand {
         let destination = out ?? source.inRunDirectory("evaluation.json")
         MPIJob.run { transport in
             BLASThreads.set(1)
+            // Every wait for a peer is bounded, as in training: by --set comm.timeout_seconds, else
+            // the default until the checkpoint's config is read, then by that config's.
+            func deadline(_ seconds: Double) -> Double? { seconds > 0 ? seconds : nil }
+            let given = overrides.last { $0.hasPrefix("comm.timeout_seconds=") }.flatMap { Double($0.dropFirst("comm.timeout_seconds=".count)) }
+            transport.deadlineSeconds = deadline(given ?? TrainingConfig.defaultTimeoutSeconds)
+            transport.nextStepAfterStall = "run the evaluation again"
+            transport.setActivity("start-up (reading the checkpoint)")
             // Rank 0 reads the checkpoint and sends it: ranks on other hosts need no copy.
             var path = ""
             let bytes = try Agreement.fromRankZero("read the checkpoint", over: transport) {
@@ -76,7 +83,8 @@ struct Evaluate: ParsableCommand {
                 return located.checkpoint.encoded()
             }
             let found = try Checkpoint(decoding: bytes)
-            let (model, test, batch) = try Agreement.run("load the model and the test set", over: transport) { () -> (Model, Dataset, Int) in
+            transport.setActivity("start-up (loading the model and the test set)")
+            let (model, test, batch, timeout) = try Agreement.run("load the model and the test set", over: transport) { () -> (Model, Dataset, Int, Double) in
                 var config = try TrainingConfig(canonicalText: found.config, overrides: Self.testFileOverrides(overrides), testOnly: true)
                 // Data the model was not trained on is normalised as its training data was.
                 if config.normalization == nil, let trained = found.model?.normalization, config.dataset != "synthetic" {
@@ -101,8 +109,10 @@ struct Evaluate: ParsableCommand {
                     throw ConfigError("the checkpoint holds \(found.buffers.count) buffer values, its model \(model.parameters.buffers.count); the checkpoint does not describe this model")
                 }
                 _ = model.parameters.buffers.update(fromContentsOf: found.buffers)
-                return (model, test, config.evalBatch)
+                return (model, test, config.evalBatch, config.timeoutSeconds)
             }
+            transport.deadlineSeconds = deadline(timeout)
+            transport.setActivity("the evaluation")
             let result = try Evaluation.run(model, on: test, over: transport, batch: batch)
             try Agreement.run("write the evaluation", over: transport) {
                 guard transport.rank == 0 else { return }

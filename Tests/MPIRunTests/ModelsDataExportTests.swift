@@ -70,7 +70,9 @@ final class ModelsDataExportTests: XCTestCase {
         // np 3 does not divide the 10,000 samples: the last rank's shard is the longer one, and
         // every sample is still counted once (no padding duplicates, none left out).
         for np in [1, 2, 3] {
-            let outcome = try MPIRun.run(np: np, ["evaluate", "--run-dir", dir + "/npy"], timeout: 120)
+            // Under mpirun with a deadline of its own: evaluate's waits are bounded as training's.
+            let deadline = np > 1 ? ["--set", "comm.timeout_seconds=60"] : []
+            let outcome = try MPIRun.run(np: np, ["evaluate", "--run-dir", dir + "/npy"] + deadline, timeout: 120)
             assertSucceeded(outcome, "evaluate np \(np)")
             XCTAssertTrue(outcome.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), outcome.output)
             XCTAssertTrue(outcome.output.contains("confusion matrix"), outcome.output)
