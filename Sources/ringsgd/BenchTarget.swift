@@ -301,6 +301,8 @@ struct TargetReport: Encodable {
         try csv.write(toFile: directory + "/target.csv", atomically: true, encoding: .utf8)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        // snake_case, as summary.json and metrics.jsonl write their keys.
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/target.json"))
         var data = ""
         for row in rows {

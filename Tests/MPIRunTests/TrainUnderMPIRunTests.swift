@@ -160,6 +160,12 @@ final class TrainUnderMPIRunTests: XCTestCase {
             XCTAssertEqual(Double(fields[2]) ?? 0, rounds.min() ?? -1, accuracy: 1e-3, "the row is the faster of two rounds, as bench scaling's: \(row)")
         }
         XCTAssertTrue(rows[3].hasPrefix("\"DDP, gloo\",0.7,1.5,"), rows[3])
+        // target.json's keys snake_case, as summary.json's: the rows' too.
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/target.json"))) as? [String: Any]
+        let firstRow = try XCTUnwrap((json?["rows"] as? [[String: Any]])?.first)
+        XCTAssertNotNil(firstRow["seconds_to_target"], "\(firstRow.keys.sorted())")
+        XCTAssertNotNil(json?["wall_seconds"])
+        XCTAssertFalse(firstRow.keys.contains { $0.contains { $0.isUppercase } }, "\(firstRow.keys.sorted())")
         for name in ["every_step-none-r1", "every_step-none-r2", "local_sgd_4-none-r2"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/\(name)/summary.json"), name)
         }
@@ -204,6 +210,11 @@ final class TrainUnderMPIRunTests: XCTestCase {
                              "int8 moves under a quarter of fp32's bytes (plus block scales)")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/scaling.json"))) as? [String: Any]
         XCTAssertEqual((json?["rows"] as? [Any])?.count, 4)
+        // Its keys snake_case, as summary.json's: the rows' too, not Swift's property names.
+        let firstRow = try XCTUnwrap((json?["rows"] as? [[String: Any]])?.first)
+        XCTAssertNotNil(firstRow["samples_per_second"], "\(firstRow.keys.sorted())")
+        XCTAssertNotNil(json?["wall_seconds"])
+        XCTAssertFalse(firstRow.keys.contains { $0.contains { $0.isUppercase } }, "\(firstRow.keys.sorted())")
         let svg = try String(contentsOfFile: out + "/scaling.svg", encoding: .utf8)
         XCTAssertTrue(svg.contains("<svg") && svg.contains("samples/s") && svg.contains("int8"), "a plot with its axis and a line per codec")
     }
