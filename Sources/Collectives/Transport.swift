@@ -59,7 +59,7 @@ public protocol ActivityReporting: AnyObject {
     /// e.g. "the gradient all-reduce of step 120 (bucket 2)"; set before a collective starts.
     var activity: String { get set }
     /// How the stall message ends, after "then": the command's own way on, e.g. "continue
-    /// with 'train … --resume'" (the default) or "run the evaluation again".
+    /// with 'train … --resume'" or "run the evaluation again".
     var nextStepAfterStall: String { get set }
 }
 

@@ -144,7 +144,7 @@ public final class MPITransport: Transport, ActivityReporting {
         get { parent?.nextStepAfterStall ?? ownNextStep }
         set { if let parent { parent.nextStepAfterStall = newValue } else { ownNextStep = newValue } }
     }
-    private var ownNextStep = "continue with 'train … --resume'"
+    private var ownNextStep = "run the job again"   // each command sets its own (train: its --resume)
     /// The transport this one was split from (`splitByHost`).
     weak var parent: MPITransport?
 

@@ -368,20 +368,47 @@ public struct TrainingConfig {
             throw ConfigError("cannot read config file \(path): it does not exist\(from); \(path.hasPrefix("/") ? hint : "give its path from there, or an absolute one")")
         }
         guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
-        // Read to its end, not by its size: a named pipe (a config written on the fly by
-        // another program) has none, and Foundation's `contents(atPath:)` returned nil for it.
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
-        }
-        defer { try? handle.close() }
-        let data: Data
-        do { data = try handle.readToEnd() ?? Data() } catch {
-            throw ConfigError("cannot read config file \(path): \(error.localizedDescription); \(hint)")
-        }
-        guard let text = String(data: data, encoding: .utf8), !text.contains("\0") else {
+        let data = try readConfigBytes(path, hint: hint)
+        guard let text = String(bytes: data, encoding: .utf8), !text.contains("\0") else {
             throw ConfigError("\(path) is not a YAML config (not UTF-8 text); \(hint)")
         }
         return try TrainingConfig(yaml: text, source: path, overrides: overrides)
+    }
+
+    /// Configs larger than this are refused: no YAML config comes near it, and a device or a
+    /// pipe that never ends must not be read until memory runs out.
+    static let largestConfigBytes = 16 << 20
+
+    /// The bytes of a regular file or a named pipe (a config written on the fly by another
+    /// program), read to their end rather than by a size a pipe has not got; other kinds of
+    /// file are refused at once. Like `cat`, a pipe's open waits for its writer. POSIX calls,
+    /// so that errno is the failing call's own (Foundation's was stale: "No such file or
+    /// directory" for a FIFO).
+    static func readConfigBytes(_ path: String, hint: String) throws -> [UInt8] {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+        }
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG || kind == S_IFIFO else {
+            throw ConfigError("cannot read config file \(path): it is not a regular file or a named pipe; \(hint)")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)") }
+        defer { close(fd) }
+        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+            }
+            if count == 0 { return bytes }
+            bytes += chunk[0 ..< count]
+            guard bytes.count <= largestConfigBytes else {
+                throw ConfigError("config file \(path) is larger than \(largestConfigBytes >> 20) MiB: not a YAML config; \(hint)")
+            }
+        }
     }
 
     /// The keys whose values differ between two canonical config texts, as "key: a → b"

@@ -36,6 +36,14 @@ struct Evaluate: ParsableCommand {
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") && !$0.hasPrefix("comm.timeout_seconds=") }) {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys, train.eval_batch and comm.timeout_seconds; the model and its training are the checkpoint's")
         }
+        // Checked before MPI starts, as the config reader checks it: the deadline of the first
+        // collectives is taken from it before the checkpoint's config is read.
+        if let given = overrides.last(where: { $0.hasPrefix("comm.timeout_seconds=") }) {
+            let text = given.dropFirst("comm.timeout_seconds=".count)
+            guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
+                throw ValidationError("--set \(given): comm.timeout_seconds must be a number of seconds ≥ 0 (0: wait for ever)")
+            }
+        }
         if let out {
             try OutputFile.check(out, option: "--out", notReplacingTheRunIn: source.runDir)
         }

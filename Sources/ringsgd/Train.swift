@@ -82,6 +82,7 @@ struct Train: ParsableCommand {
             let local = Result { try TrainingConfig.load(path: config, overrides: overrides) }
             let startTimeout = (try? local.get())?.timeoutSeconds ?? TrainingConfig.defaultTimeoutSeconds
             transport.deadlineSeconds = startTimeout > 0 ? startTimeout : nil
+            transport.nextStepAfterStall = "continue with 'train … --resume'"
             transport.setActivity("start-up (reading the config)")
             let parsed = try Agreement.run("read the config", over: transport) { try local.get() }
             transport.setActivity("start-up")
@@ -92,8 +93,6 @@ struct Train: ParsableCommand {
                 if let dumpGradient { try OutputFile.check(dumpGradient, option: "--dump-gradient", createdDirectory: runDirectory) }
                 if let timeline { try OutputFile.check(timeline, option: "--timeline", createdDirectory: runDirectory) }
             }
-            // The agreed config's deadline from here on (the same value on every rank now).
-            transport.deadlineSeconds = parsed.timeoutSeconds > 0 ? parsed.timeoutSeconds : nil
             BLASThreads.set(1)
             // OpenMPI hands ranks a pty for stdout even when mpirun's own output is a file, so a
             // live \r progress line is used only when stdin is a terminal too.

@@ -188,6 +188,10 @@ final class ModelsDataExportTests: XCTestCase {
         assertOneLineError(unnamed, "--set data.test_images=x.bin: the format cannot be told from the name")
         let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])
         assertOneLineError(setModel, "an evaluation takes only data.* keys")
+        for bad in ["-1", "nan", "inf", "abc"] {
+            let timeout = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "comm.timeout_seconds=\(bad)"])
+            assertOneLineError(timeout, "--set comm.timeout_seconds=\(bad): comm.timeout_seconds must be a number of seconds ≥ 0")
+        }
         let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)
         assertOneLineError(format, "--format must be one of safetensors, npz, got 'onnx'")
         let unknown = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--out", dir + "/model.onnx"], timeout: 30)

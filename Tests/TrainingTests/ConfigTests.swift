@@ -42,6 +42,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try TrainingConfig.load(path: "/tmp", overrides: [])) {
             XCTAssertTrue("\($0)".contains("it is a directory"), "\($0)")
         }
+        // A device is refused at once, not read until memory runs out; so is a file too large
+        // for any config.
+        XCTAssertThrowsError(try TrainingConfig.load(path: "/dev/zero", overrides: [])) {
+            XCTAssertTrue("\($0)".contains("cannot read config file /dev/zero: it is not a regular file or a named pipe"), "\($0)")
+        }
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(repeating: 0x23, count: 17 << 20)))
+        XCTAssertThrowsError(try TrainingConfig.load(path: path, overrides: [])) {
+            XCTAssertTrue("\($0)".contains("is larger than 16 MiB: not a YAML config"), "\($0)")
+        }
     }
 
     /// Property: a config read from a named pipe (written on the fly by another program) is
