@@ -189,7 +189,8 @@ final class ModelsDataExportTests: XCTestCase {
         let setModel = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "model.kind=cnn"])
         assertOneLineError(setModel, "an evaluation takes only data.* keys")
         for bad in ["-1", "nan", "inf", "abc"] {
-            let timeout = try MPIRun.run(np: 1, ["evaluate", "--run-dir", dir + "/none", "--set", "comm.timeout_seconds=\(bad)"])
+            // Refused by the argument check, before MPI starts: no mpirun needed.
+            let timeout = try MPIRun.runProcess([MPIRun.binary, "evaluate", "--run-dir", dir + "/none", "--set", "comm.timeout_seconds=\(bad)"], timeout: 30)
             assertOneLineError(timeout, "--set comm.timeout_seconds=\(bad): comm.timeout_seconds must be a number of seconds ≥ 0")
         }
         let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)
