@@ -58,9 +58,6 @@ public protocol Transport: AnyObject {
 public protocol ActivityReporting: AnyObject {
     /// e.g. "the gradient all-reduce of step 120 (bucket 2)"; set before a collective starts.
     var activity: String { get set }
-    /// How the stall message ends, after "then": the command's own way on, e.g. "continue
-    /// with 'train … --resume'" or "run the evaluation again".
-    var nextStepAfterStall: String { get set }
 }
 
 extension Transport {
@@ -104,8 +101,8 @@ public enum CollectiveError: Error, CustomStringConvertible {
     /// `ranks` as for `lengthMismatch`.
     case disagreement(rank: Int, what: String, values: [String], ranks: [Int]? = nil)
     /// A wait outlasted the deadline: the peer (nil: some rank of a barrier) is stalled or gone.
-    /// `nextStep`: what to do once it is found (`ActivityReporting.nextStepAfterStall`).
-    case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double, nextStep: String)
+    /// Its message says what to look for; the command adds its own way on (`MPIJob`).
+    case stalled(rank: Int, peer: Int?, activity: String, seconds: Double, deadline: Double)
 
     /// The same error with its rank and peer renamed by `name` — a sub-communicator's ranks
     /// as the job's (`HostSplit.localWorldRanks`, `.crossWorldRanks`): a message, and `launch/elastic.sh` reading it,
@@ -118,9 +115,8 @@ public enum CollectiveError: Error, CustomStringConvertible {
         case let .badPayload(rank, peer, detail): return .badPayload(rank: name(rank), peer: name(peer), detail: detail)
         case let .disagreement(rank, what, values, ranks):
             return .disagreement(rank: name(rank), what: what, values: values, ranks: (ranks ?? Array(values.indices)).map(name))
-        case let .stalled(rank, peer, activity, seconds, deadline, nextStep):
-            return .stalled(rank: name(rank), peer: peer.map(name), activity: activity, seconds: seconds, deadline: deadline,
-                            nextStep: nextStep)
+        case let .stalled(rank, peer, activity, seconds, deadline):
+            return .stalled(rank: name(rank), peer: peer.map(name), activity: activity, seconds: seconds, deadline: deadline)
         }
     }
 
@@ -134,9 +130,9 @@ public enum CollectiveError: Error, CustomStringConvertible {
             return "rank \(rank): all-reduce called with different buffer lengths (\(shown)); every rank must reduce the same number of values"
         case let .badPayload(rank, peer, detail):
             return "rank \(rank) received an invalid payload from rank \(peer): \(detail)"
-        case let .stalled(rank, peer, activity, seconds, deadline, nextStep):
+        case let .stalled(rank, peer, activity, seconds, deadline):
             let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
-            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline))); find the stalled host or rank, or raise comm.timeout_seconds if it is only slow, then \(nextStep)"
+            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline))); find the stalled host or rank, or raise comm.timeout_seconds if it is only slow"
         case let .disagreement(rank, what, values, ranks):
             let shown = values.enumerated().map { "rank \(ranks?[$0.offset] ?? $0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): ranks disagree on \(what) (\(shown))"

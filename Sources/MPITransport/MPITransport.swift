@@ -85,6 +85,9 @@ public final class MPITransport: Transport, ActivityReporting {
     /// progress is the same.
     public var deadlineSeconds: Double?
 
+    /// `comm.timeout_seconds`'s reading of a deadline: 0 waits for ever.
+    public func setDeadline(seconds: Double) { deadlineSeconds = seconds > 0 ? seconds : nil }
+
     public func wait(_ request: TransportRequest) throws -> Int {
         if request.handle & 1 != 0 { return try waitLarge(request) }
         var handle: MPI_Request? = UnsafeMutableRawPointer(bitPattern: request.handle).map { MPI_Request($0) }
@@ -124,8 +127,7 @@ public final class MPITransport: Transport, ActivityReporting {
                     // A collective (barrier, broadcast) waits for every other rank; with two
                     // ranks that is one rank, which the message can then name.
                     let whom = peer ?? (size == 2 ? 1 - rank : nil)
-                    throw CollectiveError.stalled(rank: rank, peer: whom, activity: activity, seconds: waited, deadline: deadline,
-                                                  nextStep: nextStepAfterStall)
+                    throw CollectiveError.stalled(rank: rank, peer: whom, activity: activity, seconds: waited, deadline: deadline)
                 }
                 if waited > 0.001 { sched_yield() }
             }
@@ -139,12 +141,6 @@ public final class MPITransport: Transport, ActivityReporting {
         set { if let parent { parent.activity = newValue } else { ownActivity = newValue } }
     }
     private var ownActivity = "start-up"
-    /// `ActivityReporting`: a split communicator's is its parent's, as its activity is.
-    public var nextStepAfterStall: String {
-        get { parent?.nextStepAfterStall ?? ownNextStep }
-        set { if let parent { parent.nextStepAfterStall = newValue } else { ownNextStep = newValue } }
-    }
-    private var ownNextStep = "run the job again"   // each command sets its own (train: its --resume)
     /// The transport this one was split from (`splitByHost`).
     weak var parent: MPITransport?
 

@@ -360,14 +360,6 @@ public struct TrainingConfig {
     /// Reads a config file; `path` errors name the file and what is wrong with it.
     public static func load(path: String, overrides: [String]) throws -> TrainingConfig {
         let hint = "pass --config with a YAML file such as configs/fashion-mlp.yaml"
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            // A relative path is read from the current directory — not the checkout's, when a
-            // launcher is run from elsewhere: say which.
-            let from = path.hasPrefix("/") ? "" : " in \(FileManager.default.currentDirectoryPath)"
-            throw ConfigError("cannot read config file \(path): it does not exist\(from); \(path.hasPrefix("/") ? hint : "give its path from there, or an absolute one")")
-        }
-        guard !isDirectory.boolValue else { throw ConfigError("cannot read config file \(path): it is a directory; \(hint)") }
         let data = try readConfigBytes(path, hint: hint)
         guard let text = String(bytes: data, encoding: .utf8), !text.contains("\0") else {
             throw ConfigError("\(path) is not a YAML config (not UTF-8 text); \(hint)")
@@ -375,8 +367,8 @@ public struct TrainingConfig {
         return try TrainingConfig(yaml: text, source: path, overrides: overrides)
     }
 
-    /// Configs larger than this are refused: no YAML config comes near it, and a device or a
-    /// pipe that never ends must not be read until memory runs out.
+    /// Configs larger than this are refused: no YAML config comes near it, and a pipe that
+    /// never ends must not be read until memory runs out.
     static let largestConfigBytes = 16 << 20
 
     /// The bytes of a regular file or a named pipe (a config written on the fly by another
@@ -385,29 +377,37 @@ public struct TrainingConfig {
     /// so that errno is the failing call's own (Foundation's was stale: "No such file or
     /// directory" for a FIFO).
     static func readConfigBytes(_ path: String, hint: String) throws -> [UInt8] {
+        func failure(_ reason: String) -> ConfigError { ConfigError("cannot read config file \(path): \(reason); \(hint)") }
+        func tooLarge() -> ConfigError { ConfigError("config file \(path) is larger than \(largestConfigBytes >> 20) MiB: not a YAML config; \(hint)") }
         var info = stat()
         guard stat(path, &info) == 0 else {
-            throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+            guard errno == ENOENT else { throw failure(String(cString: strerror(errno))) }
+            // A relative path is read from the current directory — not the checkout's, when a
+            // launcher is run from elsewhere: say which.
+            guard path.hasPrefix("/") else {
+                throw ConfigError("cannot read config file \(path): it does not exist in \(FileManager.default.currentDirectoryPath); give its path from there, or an absolute one")
+            }
+            throw failure("it does not exist")
         }
-        let kind = info.st_mode & S_IFMT
-        guard kind == S_IFREG || kind == S_IFIFO else {
-            throw ConfigError("cannot read config file \(path): it is not a regular file or a named pipe; \(hint)")
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR: throw failure("it is a directory")
+        case S_IFREG: guard info.st_size <= largestConfigBytes else { throw tooLarge() }
+        case S_IFIFO: break
+        default: throw failure("it is not a regular file or a named pipe")
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)") }
+        guard fd >= 0 else { throw failure(String(cString: strerror(errno))) }
         defer { close(fd) }
         var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw ConfigError("cannot read config file \(path): \(String(cString: strerror(errno))); \(hint)")
+                throw failure(String(cString: strerror(errno)))
             }
             if count == 0 { return bytes }
             bytes += chunk[0 ..< count]
-            guard bytes.count <= largestConfigBytes else {
-                throw ConfigError("config file \(path) is larger than \(largestConfigBytes >> 20) MiB: not a YAML config; \(hint)")
-            }
+            guard bytes.count <= largestConfigBytes else { throw tooLarge() }   // a pipe, or a file grown since stat
         }
     }
 

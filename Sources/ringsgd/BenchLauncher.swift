@@ -1,4 +1,6 @@
 import ArgumentParser
+import FileFormats
+import Foundation
 
 /// How a benchmark starts each of its runs — this machine, the simulated cluster, or a
 /// hostfile — for `bench scaling` and `bench target`, which run whole training jobs one after
@@ -43,5 +45,17 @@ struct BenchCodecList: ParsableArguments {
 
     func check() throws {
         if list.isEmpty { throw ValidationError("--codecs is empty; give comm.codec values such as none,int8") }
+    }
+}
+
+extension JSONEncoder {
+    /// The benchmarks' JSON reports (`scaling.json`, `target.json`): keys sorted and in
+    /// snake_case, as `summary.json` writes them; NaN and ±Infinity as strings
+    /// (`JSONEncoder.sorted`), so that a diverged run's figure cannot fail the report; indented.
+    static var benchmarkReport: JSONEncoder {
+        let encoder = JSONEncoder.sorted
+        encoder.outputFormatting.insert(.prettyPrinted)
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return encoder
     }
 }

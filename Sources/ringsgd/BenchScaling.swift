@@ -303,11 +303,7 @@ struct ScalingReport: Encodable {
     func write(to directory: String) throws {
         let csv = ([ScalingRow.columns.joined(separator: ",")] + rows.map(\.csv)).joined(separator: "\n") + "\n"
         try csv.write(toFile: directory + "/scaling.csv", atomically: true, encoding: .utf8)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        // snake_case, as summary.json and metrics.jsonl write their keys.
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/scaling.json"))
+        try JSONEncoder.benchmarkReport.encode(self).write(to: URL(fileURLWithPath: directory + "/scaling.json"))
         try plot(directory)
     }
 

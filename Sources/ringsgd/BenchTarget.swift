@@ -299,11 +299,7 @@ struct TargetReport: Encodable {
     func write(to directory: String) throws {
         let csv = ([TargetRow.columns.joined(separator: ",")] + rows.map(\.csv)).joined(separator: "\n") + "\n"
         try csv.write(toFile: directory + "/target.csv", atomically: true, encoding: .utf8)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        // snake_case, as summary.json and metrics.jsonl write their keys.
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/target.json"))
+        try JSONEncoder.benchmarkReport.encode(self).write(to: URL(fileURLWithPath: directory + "/target.json"))
         var data = ""
         for row in rows {
             data += "# \(row.label)\n" + row.points.map { "\($0.seconds) \($0.metric) \($0.bytes.map { String($0 / 1e6) } ?? "NaN")\n" }.joined() + "\n\n"

@@ -36,17 +36,17 @@ struct Evaluate: ParsableCommand {
         if let bad = overrides.first(where: { !$0.hasPrefix("data.") && !$0.hasPrefix("train.eval_batch=") && !$0.hasPrefix("comm.timeout_seconds=") }) {
             throw ValidationError("--set \(bad): an evaluation takes only data.* keys, train.eval_batch and comm.timeout_seconds; the model and its training are the checkpoint's")
         }
-        // Checked before MPI starts, as the config reader checks it: the deadline of the first
-        // collectives is taken from it before the checkpoint's config is read.
-        if let given = overrides.last(where: { $0.hasPrefix("comm.timeout_seconds=") }) {
-            let text = given.dropFirst("comm.timeout_seconds=".count)
-            guard let seconds = Double(text), seconds.isFinite, seconds >= 0 else {
-                throw ValidationError("--set \(given): comm.timeout_seconds must be a number of seconds ≥ 0 (0: wait for ever)")
-            }
-        }
+        // Checked before MPI starts: the first collectives' deadline comes from it.
+        do { _ = try startTimeout() } catch { throw ValidationError("--set \(error)") }
         if let out {
             try OutputFile.check(out, option: "--out", notReplacingTheRunIn: source.runDir)
         }
+    }
+
+    /// The deadline of the collectives before the checkpoint's config is read: `--set
+    /// comm.timeout_seconds`, read by the config reader as a config's would be, else the default.
+    func startTimeout() throws -> Double {
+        try TrainingConfig(yaml: nil, source: "--set", overrides: overrides.filter { $0.hasPrefix("comm.timeout_seconds=") }).timeoutSeconds
     }
 
     /// Other test files make the data idx or npy (by their extension, unless data.dataset is
@@ -74,14 +74,11 @@ struct Evaluate: ParsableCommand {
 
     func run() throws {
         let destination = out ?? source.inRunDirectory("evaluation.json")
-        MPIJob.run { transport in
+        MPIJob.run(afterStall: "run the evaluation again") { transport in
             BLASThreads.set(1)
             // Every wait for a peer is bounded, as in training: by --set comm.timeout_seconds, else
             // the default until the checkpoint's config is read, then by that config's.
-            func deadline(_ seconds: Double) -> Double? { seconds > 0 ? seconds : nil }
-            let given = overrides.last { $0.hasPrefix("comm.timeout_seconds=") }.flatMap { Double($0.dropFirst("comm.timeout_seconds=".count)) }
-            transport.deadlineSeconds = deadline(given ?? TrainingConfig.defaultTimeoutSeconds)
-            transport.nextStepAfterStall = "run the evaluation again"
+            transport.setDeadline(seconds: try startTimeout())
             transport.setActivity("start-up (reading the checkpoint)")
             // Rank 0 reads the checkpoint and sends it: ranks on other hosts need no copy.
             var path = ""
@@ -119,7 +116,7 @@ struct Evaluate: ParsableCommand {
                 _ = model.parameters.buffers.update(fromContentsOf: found.buffers)
                 return (model, test, config.evalBatch, config.timeoutSeconds)
             }
-            transport.deadlineSeconds = deadline(timeout)
+            transport.setDeadline(seconds: timeout)
             transport.setActivity("the evaluation")
             let result = try Evaluation.run(model, on: test, over: transport, batch: batch)
             try Agreement.run("write the evaluation", over: transport) {

@@ -11,7 +11,9 @@ import Training
 /// collective, so the rank that saw it reports it and calls `MPI_Abort`, which ends the whole
 /// job instead of letting it hang.
 enum MPIJob {
-    static func run(_ body: (MPITransport) throws -> Void) -> Never {
+    /// `afterStall`: how the command goes on once a stalled rank (`CollectiveError.stalled`,
+    /// past `comm.timeout_seconds`) is found — the end of the line that names it.
+    static func run(afterStall: String = "run it again", _ body: (MPITransport) throws -> Void) -> Never {
         let runtime = MPIRuntime.shared
         let transport: MPITransport
         do {
@@ -32,7 +34,7 @@ enum MPIJob {
             case .lengthMismatch, .disagreement:
                 finishTogether("\(error)", transport: transport)
             case .stalled:   // names this rank already; its peers cannot be waited for
-                printError("\(error)")
+                printError("\(error), then \(afterStall)")
                 runtime.abort(code: 1)
             default:
                 printError("rank \(transport.rank): \(error)")

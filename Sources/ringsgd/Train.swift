@@ -73,16 +73,14 @@ struct Train: ParsableCommand {
         // the job there). Listened for first thing: before, the signal's default action ends
         // the process — a job whose time limit is near its start would fail instead of stopping.
         StopRequest.shared.listen()
-        MPIJob.run { transport in
+        MPIJob.run(afterStall: "continue with 'train … --resume'") { transport in
             // Every rank reads its own copy of the file, alone first: its comm.timeout_seconds
             // (the default where it cannot be read) then bounds every wait for a peer from the
             // first collective on — a rank stuck before it (a config on a hung filesystem) is
             // named by its peers instead of keeping them waiting for ever. Then the ranks
             // agree: one that cannot read it is an error on all.
             let local = Result { try TrainingConfig.load(path: config, overrides: overrides) }
-            let startTimeout = (try? local.get())?.timeoutSeconds ?? TrainingConfig.defaultTimeoutSeconds
-            transport.deadlineSeconds = startTimeout > 0 ? startTimeout : nil
-            transport.nextStepAfterStall = "continue with 'train … --resume'"
+            transport.setDeadline(seconds: (try? local.get())?.timeoutSeconds ?? TrainingConfig.defaultTimeoutSeconds)
             transport.setActivity("start-up (reading the config)")
             let parsed = try Agreement.run("read the config", over: transport) { try local.get() }
             transport.setActivity("start-up")

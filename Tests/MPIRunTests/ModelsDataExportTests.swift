@@ -70,7 +70,7 @@ final class ModelsDataExportTests: XCTestCase {
         // np 3 does not divide the 10,000 samples: the last rank's shard is the longer one, and
         // every sample is still counted once (no padding duplicates, none left out).
         for np in [1, 2, 3] {
-            // Under mpirun with a deadline of its own: evaluate's waits are bounded as training's.
+            // With a deadline of its own under mpirun: accepted, and the evaluation the same.
             let deadline = np > 1 ? ["--set", "comm.timeout_seconds=60"] : []
             let outcome = try MPIRun.run(np: np, ["evaluate", "--run-dir", dir + "/npy"] + deadline, timeout: 120)
             assertSucceeded(outcome, "evaluate np \(np)")
@@ -191,7 +191,8 @@ final class ModelsDataExportTests: XCTestCase {
         for bad in ["-1", "nan", "inf", "abc"] {
             // Refused by the argument check, before MPI starts: no mpirun needed.
             let timeout = try MPIRun.runProcess([MPIRun.binary, "evaluate", "--run-dir", dir + "/none", "--set", "comm.timeout_seconds=\(bad)"], timeout: 30)
-            assertOneLineError(timeout, "--set comm.timeout_seconds=\(bad): comm.timeout_seconds must be a number of seconds ≥ 0")
+            assertOneLineError(timeout, bad == "-1" ? "--set comm.timeout_seconds must be ≥ 0.0, got -1.0"
+                                                    : "--set comm.timeout_seconds must be a number, got '\(bad)'")
         }
         let format = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--format", "onnx"], timeout: 30)
         assertOneLineError(format, "--format must be one of safetensors, npz, got 'onnx'")

@@ -62,7 +62,11 @@ final class ConfigTests: XCTestCase {
         let fifo = directory + "/config.yaml", text = "seed: 7\ntrain: {epochs: 3, global_batch: 32}\n"
         XCTAssertEqual(mkfifo(fifo, 0o600), 0, "mkfifo")
         let writer = Thread {
-            guard let handle = FileHandle(forWritingAtPath: fifo) else { return }
+            guard let handle = FileHandle(forWritingAtPath: fifo) else {
+                XCTFail("cannot open \(fifo) for writing")
+                close(open(fifo, O_RDWR | O_NONBLOCK))   // a writer comes and goes: the reader's open returns, and it reads nothing
+                return
+            }
             handle.write(Data(text.utf8))
             try? handle.close()
         }
