@@ -130,12 +130,20 @@ public enum CollectiveError: Error, CustomStringConvertible {
             return "rank \(rank): all-reduce called with different buffer lengths (\(shown)); every rank must reduce the same number of values"
         case let .badPayload(rank, peer, detail):
             return "rank \(rank) received an invalid payload from rank \(peer): \(detail)"
-        case let .stalled(rank, peer, activity, seconds, deadline):
-            let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
-            return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (comm.timeout_seconds is \(deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline))); find the stalled host or rank, or raise comm.timeout_seconds if it is only slow"
+        case .stalled:
+            return description(deadlineSetting: "comm.timeout_seconds")
         case let .disagreement(rank, what, values, ranks):
             let shown = values.enumerated().map { "rank \(ranks?[$0.offset] ?? $0.offset): \($0.element)" }.joined(separator: ", ")
             return "rank \(rank): ranks disagree on \(what) (\(shown))"
         }
+    }
+
+    /// The message, a stall's naming `deadlineSetting` as the setting that set its deadline
+    /// (training's and evaluation's `comm.timeout_seconds`, `check allreduce`'s `--timeout-seconds`).
+    public func description(deadlineSetting setting: String) -> String {
+        guard case let .stalled(rank, peer, activity, seconds, deadline) = self else { return description }
+        let whom = peer.map { "rank \($0)" } ?? "the ranks that had not arrived"
+        let limit = deadline == deadline.rounded() ? String(Int(deadline)) : String(deadline)
+        return "rank \(rank) waited \(Int(seconds)) s for \(whom) in \(activity); \(peer.map { "rank \($0) is" } ?? "they are") stalled or gone (\(setting) is \(limit)); find the stalled host or rank, or raise \(setting) if it is only slow"
     }
 }

@@ -45,10 +45,16 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
 
+    @Option(help: "Longest wait for a peer, in seconds, before the check ends with an error naming it (0: wait for ever; as training's comm.timeout_seconds).")
+    var timeoutSeconds: Double = TrainingConfig.defaultTimeoutSeconds
+
     func validate() throws {
         _ = try CodecRegistry.make(codec)
         _ = try parsedCounts
         if let tolerance, !(tolerance > 0) { throw ValidationError("--tolerance must be > 0, got \(tolerance)") }
+        guard timeoutSeconds >= 0, timeoutSeconds.isFinite else {
+            throw ValidationError("--timeout-seconds must be a number of seconds ≥ 0 (0: wait for ever), got \(timeoutSeconds)")
+        }
         if let segmentBytes, segmentBytes < 4 { throw ValidationError("--segment-bytes must be ≥ 4 (one float), got \(segmentBytes)") }
     }
 
@@ -66,10 +72,14 @@ struct CheckAllReduce: ParsableCommand {
     }
 
     func run() throws {
-        MPIJob.run { transport in try check(transport) }
+        MPIJob.run(afterStall: "run the check again", deadlineSetting: "--timeout-seconds") { transport in try check(transport) }
     }
 
     private func check(_ transport: MPITransport) throws {
+        // Every wait for a peer is bounded, as in training: a rank that stalls or is gone ends
+        // the check with a line naming it instead of leaving the others waiting for ever.
+        transport.setDeadline(seconds: timeoutSeconds)
+        transport.setActivity("start-up")
         let n = transport.size, rank = transport.rank
         let ring = RingAllReduce(transport: transport, codec: try CodecRegistry.make(codec), segmentBytes: segmentBytes)
         let parsed = try parsedCounts
@@ -99,6 +109,7 @@ struct CheckAllReduce: ParsableCommand {
             values = Array(shared)
         }
         for count in parsed {
+            transport.setActivity("the check of \(count) value\(count == 1 ? "" : "s")")
             var input = [Float](repeating: 0, count: count)
             input.withUnsafeMutableBufferPointer { GradientLikeData.fill($0, seed: 7, rank: rank) }
             // Make every element distinct per rank even where the generator gave zeros.

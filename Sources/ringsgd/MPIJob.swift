@@ -12,8 +12,9 @@ import Training
 /// job instead of letting it hang.
 enum MPIJob {
     /// `afterStall`: how the command goes on once a stalled rank (`CollectiveError.stalled`,
-    /// past `comm.timeout_seconds`) is found — the end of the line that names it.
-    static func run(afterStall: String = "run it again", _ body: (MPITransport) throws -> Void) -> Never {
+    /// past the deadline that `deadlineSetting` sets) is found — the end of the line that names it.
+    static func run(afterStall: String = "run it again", deadlineSetting: String = "comm.timeout_seconds",
+                    _ body: (MPITransport) throws -> Void) -> Never {
         let runtime = MPIRuntime.shared
         let transport: MPITransport
         do {
@@ -34,7 +35,7 @@ enum MPIJob {
             case .lengthMismatch, .disagreement:
                 finishTogether("\(error)", transport: transport)
             case .stalled:   // names this rank already; its peers cannot be waited for
-                printError("\(error), then \(afterStall)")
+                printError("\(error.description(deadlineSetting: deadlineSetting)), then \(afterStall)")
                 runtime.abort(code: 1)
             default:
                 printError("rank \(transport.rank): \(error)")

@@ -204,4 +204,16 @@ final class StallMessageTests: XCTestCase {
         let barrier = CollectiveError.stalled(rank: 2, peer: nil, activity: "start-up", seconds: 0.75, deadline: 0.5)
         XCTAssertTrue("\(barrier)".contains("for the ranks that had not arrived in start-up; they are stalled or gone (comm.timeout_seconds is 0.5)"), "\(barrier)")
     }
+
+    /// Property: a command whose deadline is set by another setting (`check allreduce
+    /// --timeout-seconds`) names that setting, in both places, and nothing else changes; errors
+    /// that are not stalls keep their message.
+    func testTheStallMessageNamesTheSettingThatSetTheDeadline() {
+        let stalled = CollectiveError.stalled(rank: 0, peer: 1, activity: "the check of 3 values", seconds: 3.2, deadline: 3)
+        XCTAssertEqual(stalled.description(deadlineSetting: "--timeout-seconds"),
+                       "\(stalled)".replacingOccurrences(of: "comm.timeout_seconds", with: "--timeout-seconds"))
+        XCTAssertTrue(stalled.description(deadlineSetting: "--timeout-seconds").contains("(--timeout-seconds is 3); find the stalled host or rank, or raise --timeout-seconds if"))
+        let other = CollectiveError.badPayload(rank: 0, peer: 1, detail: "short")
+        XCTAssertEqual(other.description(deadlineSetting: "--timeout-seconds"), "\(other)")
+    }
 }

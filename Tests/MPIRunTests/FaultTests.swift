@@ -66,6 +66,37 @@ final class FaultTests: XCTestCase {
         }
     }
 
+    /// `check allreduce` with a stalled rank (SIGSTOP) mid-check: the other waits no longer than
+    /// `--timeout-seconds`, names whom it waited for, in which check, and the setting to raise;
+    /// the job ends and nothing is left running. (Before, the check waited for ever.)
+    func testAStalledRankEndsTheAllReduceCheckAfterItsDeadline() throws {
+        // Three hundred checks of a million values: minutes of work, unless a rank stops.
+        let counts = Array(repeating: "1000081", count: 300).joined(separator: ",")
+        let pattern = "^[^ ]*ringsgd check allreduce --counts \(counts.prefix(15))"
+        let log = temporaryDirectory() + "/check.log"
+        let job = try BackgroundJob([Self.local, "2", "check", "allreduce", "--counts", counts, "--timeout-seconds", "3"], log: log)
+        // Once a first check has passed, every rank is past MPI_Init (which no deadline bounds).
+        var pids: [Int32] = []
+        for _ in 0 ..< 600 where job.process.isRunning && pids.count != 2 {
+            usleep(100_000)
+            guard job.output.contains("count=1000081 ") else { continue }
+            pids = try MPIRun.runProcess(["pgrep", "-f", pattern], timeout: 10).output.split(separator: "\n").compactMap { Int32($0) }
+        }
+        guard pids.count == 2 else { throw TestFailure("no two ranks to stop (pgrep -f '\(pattern)' found \(pids)); the job printed:\n\(job.output)") }
+        try BackgroundJob.send(SIGSTOP, to: pids.max()!)
+        let stopped = Date()
+        XCTAssertTrue(job.end(within: 30), "the check must end within 30 s of a stalled rank")
+        XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
+        XCTAssertNotEqual(job.process.terminationStatus, 0)
+        let last = job.lastLine
+        XCTAssertTrue(last.hasPrefix("ringsgd: error: rank ") && last.contains(" waited 3 s for rank ") && last.contains(" in the check of 1000081 values; rank "),
+                      "last line: \(last)")
+        XCTAssertTrue(last.contains("(--timeout-seconds is 3); find the stalled host or rank, or raise --timeout-seconds if it is only slow, then run the check again"),
+                      "the line says what to do next: \(last)")
+        let left = try MPIRun.runProcess(["pgrep", "-f", pattern], timeout: 10).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertEqual(left, "", "processes left behind")
+    }
+
     /// A full disk while writing a checkpoint (a 7 MB tmpfs: one 4.3 MB checkpoint fits, the
     /// next does not): one line, non-zero exit, no partial file under a checkpoint's name, and
     /// the earlier checkpoint still loads. A read-only run directory: one line, nothing written.
