@@ -327,6 +327,19 @@ public struct TrainingConfig {
         if refusingIdleKeys && schedulesMomentum && r.has("optimizer.momentum") {
             throw ConfigError("optimizer.momentum does nothing under schedule.name: onecycle, which sets the momentum every step between schedule.base_momentum and schedule.max_momentum; remove it (from the config file, or with --set optimizer.momentum=null), or set schedule.cycle_momentum: false")
         }
+        // …and Adam's and LAMB's β₁ (β₂ stays the config's): a β₁ other than where the cycle starts would be lost.
+        if refusingIdleKeys && schedulesMomentum && r.has("optimizer.betas") && betas.count == 2 && betas[0] != maxMomentum {
+            throw ConfigError("optimizer.betas' β₁ (\(betas[0])) does nothing under schedule.name: onecycle, which sets β₁ every step between schedule.base_momentum and schedule.max_momentum (\(baseMomentum)–\(maxMomentum)); write β₁ as schedule.max_momentum (optimizer.betas: [\(maxMomentum), \(betas[1])]), or set schedule.cycle_momentum: false")
+        }
+        if refusingIdleKeys && schedule == "onecycle" && !cycleMomentum,
+           let stray = ["schedule.base_momentum", "schedule.max_momentum"].first(where: r.has) {
+            throw ConfigError("\(stray) does nothing with schedule.cycle_momentum: false (the momentum stays the optimizer's own); remove it, or set schedule.cycle_momentum: true")
+        }
+        // OneCycleLR warms up itself, from max_lr/25: a warm-up before it would climb to
+        // optimizer.lr, drop 25-fold and climb again.
+        if refusingIdleKeys && schedule == "onecycle" && warmup > 0 {
+            throw ConfigError("schedule.warmup does not combine with schedule.name: onecycle, which warms up itself (from max_lr/25 over schedule.pct_start of the steps): after the warm-up the rate would drop 25-fold and climb again; remove schedule.warmup, or lengthen schedule.pct_start")
+        }
         for (key, users) in Self.scheduleKeyUsers where refusingIdleKeys && r.has(key) && !users.contains(schedule) {
             throw ConfigError("\(key) applies to schedule.name: \(users.joined(separator: ", ")) (schedule.name is \(schedule)); remove it (from the config file, or with --set \(key)=null), or choose one of those")
         }

@@ -11,6 +11,12 @@ final class TorchReferenceTests: XCTestCase {
         let optimizers: [Case]
         let schedules: [Schedule]
         let onecycle_momentum: [CycledMomentum]
+        let onecycle_trajectories: [CycledTrajectory]
+    }
+    struct CycledTrajectory: Decodable {
+        let optimizer: String
+        let max_lr: Double
+        let trajectory: [[Float]]
     }
     struct CycledMomentum: Decodable {
         let optimizer: String
@@ -78,7 +84,7 @@ final class TorchReferenceTests: XCTestCase {
     /// (relative to max(|θ|, 1e-2), so values passing through zero do not inflate it).
     func testEveryOptimizerAndOptionMatchesTorchOverThirtySteps() throws {
         let ref = Self.reference
-        XCTAssertEqual(ref.optimizers.count, 50)
+        XCTAssertEqual(ref.optimizers.count, 52)
         for c in ref.optimizers {
             let optimizer = try Self.make(c, count: ref.initial.count)
             var parameters = ref.initial
@@ -143,12 +149,26 @@ final class TorchReferenceTests: XCTestCase {
         }
         let off = try OneCycleLR(maxLR: 0.4, totalSteps: 40, momentumRange: nil)
         XCTAssertNil(off.momentum(at: 3), "cycle_momentum off leaves the optimizer's momentum")
-        let sgd = try SGD(parameterCount: 2, momentum: 0.95)
-        sgd.scheduledMomentum = schedule.momentum(at: 10)!
-        XCTAssertEqual(sgd.momentum, schedule.momentum(at: 10)!)
-        let adam = try Adam(parameterCount: 2)
-        adam.scheduledMomentum = 0.87
-        XCTAssertEqual(adam.beta1, 0.87)
+        // The optimizers apply what the schedule sets: 30 steps of SGD (momentum) and Adam (β₁,
+        // its bias correction too) under OneCycleLR, against torch's parameters after each —
+        // each step's rate and momentum set before it, as the trainer does; the optimizer built
+        // at max_momentum, as OneCycleLR leaves torch's at construction.
+        XCTAssertEqual(Self.reference.onecycle_trajectories.map(\.optimizer), ["sgd", "adam"])
+        for reference in Self.reference.onecycle_trajectories {
+            let cycle = try OneCycleLR(maxLR: reference.max_lr, totalSteps: reference.trajectory.count)
+            let optimizer: Optimizer & MomentumScheduled = reference.optimizer == "sgd"
+                ? try SGD(parameterCount: 16, momentum: 0.95) : try Adam(parameterCount: 16, beta1: 0.95)
+            var parameters = Self.reference.initial, worst = 0.0
+            for (t, expected) in reference.trajectory.enumerated() {
+                optimizer.scheduledMomentum = cycle.momentum(at: t)!
+                var gradient = Self.reference.gradients[t]
+                parameters.withUnsafeMutableBufferPointer { p in
+                    gradient.withUnsafeMutableBufferPointer { g in optimizer.step(parameters: p, gradients: g, lr: cycle.learningRate(at: t)) }
+                }
+                for (ours, theirs) in zip(parameters, expected) { worst = max(worst, Double(abs(ours - theirs)) / max(Double(abs(theirs)), 1e-2)) }
+            }
+            XCTAssertLessThanOrEqual(worst, 1e-6, "\(reference.optimizer) under OneCycleLR: worst relative error \(worst)")
+        }
         XCTAssertThrowsError(try OneCycleLR(maxLR: -1, totalSteps: 40)) { XCTAssertTrue("\($0)".contains("Invalid learning rate: -1.0"), "\($0)") }
         // pct_start·T = 1 (10 steps at 0.1): the first phase ends at step 0, 0/0 there — refused,
         // not a NaN rate; every rate of an accepted schedule is finite.
@@ -173,12 +193,14 @@ final class TorchReferenceTests: XCTestCase {
         let lars = try LARS(parameterCount: 5, layers: layers, momentum: mu, weightDecay: wd, exempt: [false, true])
         let lamb = try LAMB(parameterCount: 5, layers: layers, weightDecay: wd, exempt: [false, true])
         let plainLARS = try LARS(parameterCount: 5, layers: layers, momentum: mu, weightDecay: wd)
-        var (a, b, c) = (p0, p0, p0)
+        let plainLAMB = try LAMB(parameterCount: 5, layers: layers, weightDecay: wd)
+        var (a, b, c, d) = (p0, p0, p0, p0)
         var grads = g
         for _ in 0 ..< 2 {
             a.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { lars.step(parameters: p, gradients: $0, lr: lr) } }
             b.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { lamb.step(parameters: p, gradients: $0, lr: lr) } }
             c.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { plainLARS.step(parameters: p, gradients: $0, lr: lr) } }
+            d.withUnsafeMutableBufferPointer { p in grads.withUnsafeMutableBufferPointer { plainLAMB.step(parameters: p, gradients: $0, lr: lr) } }
         }
         // The exempt layer, by hand: LARS b = g then μ·g + g; θ − lr·(g + (μg + g)).
         for i in 3 ..< 5 {
@@ -186,9 +208,11 @@ final class TorchReferenceTests: XCTestCase {
             // LAMB: a constant gradient's bias-corrected m̂/√v̂ is sign(g) each step (to ε).
             XCTAssertEqual(Double(b[i]), Double(p0[i]) - 2 * lr * Double(g[i].sign == .minus ? -1 : 1), accuracy: 1e-5, "LAMB \(i)")
         }
-        // The other layer is LARS's own, exemption or not; the exempt layer differs from it.
+        // The other layer is each optimizer's own, exemption or not; the exempt layer differs from it.
         XCTAssertEqual(Array(a[0 ..< 3]), Array(c[0 ..< 3]))
         XCTAssertNotEqual(Array(a[3 ..< 5]), Array(c[3 ..< 5]))
+        XCTAssertEqual(Array(b[0 ..< 3]), Array(d[0 ..< 3]))
+        XCTAssertNotEqual(Array(b[3 ..< 5]), Array(d[3 ..< 5]))
     }
 
     /// Property: an optimizer reloaded from its state bytes continues bit-identically.
@@ -273,6 +297,24 @@ final class TrustRatioGuardTests: XCTestCase {
         theta.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in lars.step(parameters: p, gradients: g, lr: 0.1) } }
         // Zero weights: θ − γ·1·g; zero gradient: no step.
         XCTAssertEqual(theta, [-0.1, -0.2, -0.3, 1, 2, 2])
+    }
+
+    /// Property: with weight decay, a layer whose gradient is zero still decays, at trust 1
+    /// (torchlars: λθ added whatever the norms, the ratio only where both are non-zero) — not
+    /// at η/λ, what the ratio's formula gives when ‖∇‖ = 0.
+    func testLARSZeroGradientWithDecayDecaysAtTrustOne() throws {
+        let (lr, wd) = (0.1, 0.1)
+        let lars = try LARS(parameterCount: 6, layers: [0 ..< 3, 3 ..< 6], momentum: 0, weightDecay: wd, trustCoefficient: 0.01)
+        var theta: [Float] = [0.5, -1, 2, 1, 2, 2], gradient: [Float] = [0, 0, 0, 0.3, -0.4, 0]
+        theta.withUnsafeMutableBufferPointer { p in gradient.withUnsafeMutableBufferPointer { g in lars.step(parameters: p, gradients: g, lr: lr) } }
+        for (i, start) in [0.5, -1, 2].enumerated() {
+            XCTAssertEqual(Double(theta[i]), start - lr * wd * start, accuracy: 1e-7, "θ − γλθ at \(i)")
+        }
+        // The other layer takes the ratio: η‖θ‖/(‖∇‖ + λ‖θ‖) = 0.01·3/(0.5 + 0.3).
+        let trust = 0.01 * 3 / (0.5 + 0.1 * 3)
+        for (i, (start, g)) in zip([1.0, 2, 2], [0.3, -0.4, 0]).enumerated() {
+            XCTAssertEqual(Double(theta[3 + i]), start - lr * trust * (g + wd * start), accuracy: 1e-7, "ratio at \(3 + i)")
+        }
     }
 
     func testLAMBZeroWeightsOrZeroUpdateTakeTrustOne() throws {

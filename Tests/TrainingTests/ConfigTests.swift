@@ -242,6 +242,19 @@ final class ConfigTests: XCTestCase {
         // A momentum the schedule would overwrite every step is refused; without the cycle it is read.
         XCTAssertTrue(error(nil, ["schedule.name=onecycle", "optimizer.momentum=0.9"]).contains("optimizer.momentum does nothing under schedule.name: onecycle"))
         XCTAssertEqual(error(nil, ["schedule.name=onecycle", "schedule.cycle_momentum=false", "optimizer.momentum=0.9"]), "no error")
+        // Adam's β₁ is cycled too: one other than the cycle's start is refused, β₂ kept.
+        XCTAssertTrue(error(nil, ["schedule.name=onecycle", "optimizer.name=adam", "optimizer.betas=[0.8, 0.99]"])
+            .contains("optimizer.betas' β₁ (0.8) does nothing under schedule.name: onecycle"))
+        let kept = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle", "optimizer.name=adam", "optimizer.betas=[0.95, 0.99]"])
+        XCTAssertEqual(kept.betas, [0.95, 0.99])
+        XCTAssertEqual(error(nil, ["schedule.name=onecycle", "schedule.cycle_momentum=false", "optimizer.name=adam", "optimizer.betas=[0.8, 0.99]"]), "no error")
+        // The cycle's bounds with no cycle, and a warm-up before OneCycle's own: refused.
+        for key in ["schedule.base_momentum=0.8", "schedule.max_momentum=0.9"] {
+            XCTAssertTrue(error(nil, ["schedule.name=onecycle", "schedule.cycle_momentum=false", key])
+                .contains("\(key.prefix { $0 != "=" }) does nothing with schedule.cycle_momentum: false"), key)
+        }
+        XCTAssertTrue(error(nil, ["schedule.name=onecycle", "schedule.warmup=10"]).contains("schedule.warmup does not combine with schedule.name: onecycle"))
+        XCTAssertEqual(error(nil, ["schedule.name=cosine", "schedule.warmup=10"]), "no error")
     }
 
     /// Property: the difference list names exactly the keys whose values differ, both ways.

@@ -87,6 +87,12 @@ for name, cls in [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]:
                 o = dict(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd, amsgrad=amsgrad)
                 cases.append(dict(optimizer=name, options=dict(o, betas=list(o["betas"])),
                                   trajectory=run_torch(lambda ps: cls(ps, **o))))
+# An eps of the order of sqrt(v-hat) (gradients ~0.3-1 here): where it sits (after the square
+# root, after bias correction) and that it is there at all then show at 1e-6; at 1e-8 they do not.
+for name, cls in [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]:
+    o = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-3, weight_decay=1e-2, amsgrad=False)
+    cases.append(dict(optimizer=name, options=dict(o, betas=list(o["betas"])),
+                      trajectory=run_torch(lambda ps: cls(ps, **o))))
 for centered in [False, True]:
     for momentum in [0.0, 0.9]:
         for wd in [0.0, 1e-2]:
@@ -150,9 +156,31 @@ cycled_momentum = [
     dict(optimizer="adam", values=momentum_values(lambda ps: torch.optim.Adam(ps, lr=0.1), "beta1")),
 ]
 
+
+
+def run_onecycle(make_optimizer, max_lr):
+    """Parameters after each step of the optimizer under OneCycleLR (cycle_momentum on): the rate
+    and the momentum (beta1) the schedule sets reach the update."""
+    w, b = W0.clone().requires_grad_(True), B0.clone().requires_grad_(True)
+    opt = make_optimizer([w, b])
+    sched = S.OneCycleLR(opt, max_lr=max_lr, total_steps=STEPS)
+    out = []
+    for gw, gb in GRADS:
+        w.grad, b.grad = gw.clone(), gb.clone()
+        opt.step()
+        sched.step()
+        out.append(flat([w, b]))
+    return out
+
+
+onecycle_trajectories = [
+    dict(optimizer="sgd", max_lr=0.4, trajectory=run_onecycle(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), 0.4)),
+    dict(optimizer="adam", max_lr=0.01, trajectory=run_onecycle(lambda ps: torch.optim.Adam(ps, lr=0.01), 0.01)),
+]
+
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "reference.json"), "w") as f:
     json.dump(dict(torch=torch.__version__, initial=flat([W0, B0]),
                    gradients=[flat(g) for g in GRADS], optimizers=cases, schedules=schedules,
-                   onecycle_momentum=cycled_momentum), f)
+                   onecycle_momentum=cycled_momentum, onecycle_trajectories=onecycle_trajectories), f)
 print(f"wrote {len(cases)} optimizer cases and {len(schedules)} schedules (torch {torch.__version__})")
