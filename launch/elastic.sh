@@ -90,6 +90,9 @@ done
 [ "$per_host" -ge 1 ] || fail "--ranks-per-host must be at least 1"
 [ $# -gt 0 ] && [ "$1" = train ] || fail "put 'train' and its arguments after --: only training heals itself; $usage"
 [ -z "$local_dir" ] || [ -n "$simulated" ] || fail "--local-dir simulates node-local disks: it goes with --simulated-hosts"
+# The simulated hosts' link rate and slots: with real hosts the hostfile, discovery or SLURM says.
+[ -z "$rate" ] || [ -n "$simulated" ] || fail "--rate shapes the simulated hosts' links: it goes with --simulated-hosts"
+[ "$per_host" -eq 1 ] || [ -n "$simulated" ] || fail "--ranks-per-host is the simulated hosts' slots: it goes with --simulated-hosts (real hosts' slots come from the hostfile, discovery or SLURM)"
 [ -z "$local_dir" ] || [[ "$local_dir" == /* ]] || fail "--local-dir must be an absolute path, got '$local_dir'"
 train=("$@")
 # What a relaunch runs: resume if any host holds a checkpoint; never delete them again.

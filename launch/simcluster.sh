@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     --subnet) subnet=${2-}; shift 2 || fail "--subnet needs a value; $usage" ;;
     --local-dir) local_dir=${2-}; shift 2 || fail "--local-dir needs a value; $usage" ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1'; $usage" ;;
   esac
 done

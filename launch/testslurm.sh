@@ -3,7 +3,7 @@
 # Debian's packages, with their own configuration, state, spool, ports and munge key under DIR.
 #   launch/testslurm.sh start DIR                        # prints the SLURM_CONF to export
 #   launch/testslurm.sh start DIR --nodes N --rate R     # N simulated nodes (N ≥ 2)
-#   launch/testslurm.sh stop DIR                         # stops the daemons, removes DIR
+#   launch/testslurm.sh stop DIR                         # stops the daemons, removes DIR (only one start made)
 # Default: one node (this host, CPUs = its cores). With --nodes: N simulated hosts
 # (launch/simhosts.sh: network namespaces on a bridge, links shaped to R), one slurmd in each
 # with its own hostname (simnode1…N), NodeAddr and spool directory, slurmctld in the root
@@ -53,10 +53,13 @@ stop() {
   done
   for pid in $(daemons); do kill -9 "$pid" 2>/dev/null || true; done
   simhosts_destroy "$dir"
-  rm -rf "$dir"
+  # Only a directory start made (its marker): never a directory that held anything else.
+  if [ -e "$dir/.testslurm" ]; then rm -rf "$dir"; fi
 }
 case "$command" in
-  stop) stop; exit 0 ;;
+  stop)
+    [ -e "$dir/.testslurm" ] || [ ! -e "$dir" ] || { echo "testslurm: error: $dir was not made by 'launch/testslurm.sh start' (no $dir/.testslurm): nothing stopped or removed" >&2; exit 1; }
+    stop; exit 0 ;;
   start) ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
@@ -72,7 +75,12 @@ for fd in /proc/$$/fd/*; do
   fd=${fd##*/}
   [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
 done
+# DIR is the harness's alone (stop removes it): a new or empty directory.
+if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+  fail "$dir exists and is not empty; give a new or empty directory (launch/testslurm.sh stop removes it)"
+fi
 mkdir -p "$dir"/{state,spool,log,munge}
+touch "$dir/.testslurm"
 trap 'status=$?; [ $status -eq 0 ] || stop; exit $status' EXIT
 # Bash runs the EXIT trap with status 0 when a signal it has no trap for ends it: without these,
 # Ctrl-C during start left the daemons and namespaces running.

@@ -13,7 +13,8 @@ public protocol AllReduce: AnyObject {
     /// codec) applies error feedback: adds it to `buffer` first, leaves this call's
     /// compression error in it. An exact all-reduce has no error to leave: callers pass nil
     /// there (`GradientSynchronizer` keeps no memory for fp32); our ring adds a residual given
-    /// anyway and leaves it as it was, MPI_Allreduce's refuses one (a precondition).
+    /// anyway and zeroes it (fed back once, as a lossy codec's would be), MPI_Allreduce's
+    /// refuses one (a precondition).
     func average(_ buffer: UnsafeMutableBufferPointer<Float>, residual: UnsafeMutableBufferPointer<Float>?) throws
     /// Bytes this rank sent in the last call, where known (nil: the transport does not say).
     var lastBytesSentIfKnown: Int? { get }

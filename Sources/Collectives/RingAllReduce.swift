@@ -193,7 +193,15 @@ public final class RingAllReduce: AllReduce {
     private func averageFolding(_ buffer: UnsafeMutableBufferPointer<Float>,
                                 residual: UnsafeMutableBufferPointer<Float>?, carry: CarriedAddend?) throws {
         let n = transport.size
-        guard n > 1 else { return }
+        // One rank compresses nothing: a residual (a run on more ranks left it, resumed here)
+        // is fed back now, once, and its error — the new residual — is 0.
+        guard n > 1 else {
+            if let residual, let values = buffer.baseAddress, buffer.count > 0 {
+                FloatKernels.add(residual.baseAddress!, into: values, count: buffer.count)
+                residual.update(repeating: 0)
+            }
+            return
+        }
         let region = codec.isIdentity ? (transport as? SharedMemoryTransport)?.sharedRegion(containing: buffer) : nil
         let shape = RingCallShape(count: buffer.count, offsetInSharedRegion: region?.offset(of: buffer) ?? -1,
                                   segmentBytes: segmentBytes, codecName: codec.name)

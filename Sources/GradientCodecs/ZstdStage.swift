@@ -31,12 +31,18 @@ public final class ZstdStage: GradientCodec {
         case is FP16Codec, is BF16Codec: elementBytes = 2
         default: elementBytes = 1
         }
-        compressor = ZSTD_createCCtx()
-        decompressor = ZSTD_createDCtx()
+        // Contexts are a few hundred KB of memory: out of memory here is out of memory anywhere.
+        guard let compressor = ZSTD_createCCtx(), let decompressor = ZSTD_createDCtx() else {
+            fatalError("zstd could not allocate its compression contexts (out of memory)")
+        }
+        (self.compressor, self.decompressor) = (compressor, decompressor)
         // A content checksum (xxHash64 of the frame) turns a damaged body into zstd's error
-        // instead of a plausible wrong gradient.
-        ZSTD_CCtx_setParameter(compressor, ZSTD_c_compressionLevel, self.level)
-        ZSTD_CCtx_setParameter(compressor, ZSTD_c_checksumFlag, 1)
+        // instead of a plausible wrong gradient. Neither setting can fail for a level the
+        // config reader accepted (1–19) — checked all the same.
+        for (parameter, value) in [(ZSTD_c_compressionLevel, self.level), (ZSTD_c_checksumFlag, 1)] {
+            let result = ZSTD_CCtx_setParameter(compressor, parameter, value)
+            precondition(ZSTD_isError(result) == 0, "zstd refused a parameter: \(String(cString: ZSTD_getErrorName(result)))")
+        }
         scratch = .allocate(byteCount: 64, alignment: 64)
         shuffled = .allocate(byteCount: 64, alignment: 64)
     }

@@ -97,7 +97,12 @@ public final class GradientSynchronizer {
         if settings.algorithm == .ring && settings.codec != "auto" { try use(codec: settings.codec) }
     }
 
-    deinit { thread?.stop() }
+    // Jobs still queued hold this synchronizer unowned: they finish (or fail, their failure
+    // dropped: nobody is left to hear it) before the thread stops and this goes.
+    deinit {
+        try? thread?.waitForAll()
+        thread?.stop()
+    }
 
     /// Runs a collective `job` of the training thread in the place it would have among the
     /// buckets, and waits for it: with `comm.overlap`, after every bucket submitted before it —

@@ -288,6 +288,7 @@ public final class OuterSynchronizer {
             try optimizer.loadState(Array(bytes[offset ..< offset + length]))
             offset += length
         }
+        guard offset == bytes.count else { throw bad }   // bytes past the state: not this layout
         (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight)
         _ = outer.update(fromContentsOf: values)
         started = true

@@ -20,7 +20,7 @@ import NeuralNet
 ///    span P), the residual becomes M − M̂, and Q is kept for the next step.
 /// Vectors and small matrices go through the ordinary ring with the configured codec (and
 /// `comm.error_feedback`). With r ≥ min(n, m) the projection is the identity and M̂ is the
-/// exact average up to rounding. Products use OpenBLAS.
+/// exact average up to rounding. Products use OpenBLAS, but for M̂ (`reconstruct`).
 ///
 /// **Per bucket**, as DDP's hook: each bucket's matrices are one P call and one Q call of the
 /// ring, so with `comm.overlap` a bucket is compressed and averaged while backward computes
@@ -33,7 +33,8 @@ import NeuralNet
 /// poisons the Q's it computed: `discardStep` puts back the Q's of before the step.
 ///
 /// Every rank ends bit-identical: P and Q leave the ring identical everywhere, and M̂ is computed
-/// from them alone.
+/// from them alone, by our own loop in a fixed order (`reconstruct`) — not by OpenBLAS, whose
+/// kernels, and their order of addition, each host picks by its CPU.
 public final class PowerSGD: BucketAverager {
     struct Matrix {
         let name: String
@@ -58,6 +59,8 @@ public final class PowerSGD: BucketAverager {
     private let p: UnsafeMutableBufferPointer<Float>
     let q: UnsafeMutableBufferPointer<Float>
     private let previousQ: UnsafeMutableBufferPointer<Float>
+    /// One matrix's Q transposed, [rank × columns] (scratch of `reconstruct`).
+    private let qTransposed: UnsafeMutableBufferPointer<Float>
     /// One bucket's rest values and their error-feedback memory, gathered (scratch).
     private let restValues: UnsafeMutableBufferPointer<Float>, restMemory: UnsafeMutableBufferPointer<Float>
     private let pqRing: RingAllReduce, restRing: RingAllReduce
@@ -123,6 +126,7 @@ public final class PowerSGD: BucketAverager {
         self.p.initialize(repeating: 0)
         self.q = .allocate(capacity: q)
         previousQ = .allocate(capacity: q)
+        qTransposed = .allocate(capacity: matrices.map { $0.columns * $0.rank }.max() ?? 0)
         restValues = .allocate(capacity: restScratch)
         restMemory = .allocate(capacity: restScratch)
         restValues.initialize(repeating: 0)
@@ -134,7 +138,7 @@ public final class PowerSGD: BucketAverager {
         restart()
     }
 
-    deinit { [p, q, previousQ, restValues, restMemory].forEach { $0.deallocate() } }
+    deinit { [p, q, previousQ, qTransposed, restValues, restMemory].forEach { $0.deallocate() } }
 
     /// Fresh Q's: uniform in [−1, 1), from the run's seed (the same on every rank).
     func restart() {
@@ -183,8 +187,7 @@ public final class PowerSGD: BucketAverager {
             for m in matrices[mine] {
                 let M = g + m.offset
                 if let residual { (residual + m.offset).update(from: M, count: m.size) }
-                sgemm(transposeA: false, transposeB: true, m: m.rows, n: m.columns, k: m.rank, a: ps + m.p, lda: m.rank,
-                      b: qs + m.q, ldb: m.rank, beta: 0, c: M, ldc: m.columns)
+                reconstruct(m, p: ps + m.p, q: qs + m.q, into: M)
                 if let residual {
                     let r = residual + m.offset
                     for i in 0 ..< m.size { r[i] -= M[i] }
@@ -193,6 +196,34 @@ public final class PowerSGD: BucketAverager {
             for k in mine { redrawZeroColumns(k) }
         }
         try averageRest(bucket: b, g, memory: restErrorFeedback ? memory : nil)
+    }
+
+    /// M̂ = P·Qᵀ for one matrix: M̂[i][j] = P[i][0]·Q[j][0], then + P[i][k]·Q[j][k] for k = 1 …
+    /// rank − 1 in order, each one fused multiply-add — the same operations in the same order
+    /// on every host, in 8 lanes or 1 (the rank's few terms a value make it cheap: rows ×
+    /// columns × rank multiply-adds).
+    private func reconstruct(_ m: Matrix, p: UnsafePointer<Float>, q: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let (rows, columns, rank) = (m.rows, m.columns, m.rank), qt = qTransposed.baseAddress!
+        for j in 0 ..< columns {
+            for k in 0 ..< rank { qt[k * columns + j] = q[j * rank + k] }
+        }
+        for i in 0 ..< rows {
+            let row = out + i * columns, coefficients = p + i * rank
+            var j = 0
+            while j + 8 <= columns {
+                func lanes(_ at: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(at).loadUnaligned(as: SIMD8<Float>.self) }
+                var sum = lanes(qt + j) * coefficients[0]
+                for k in 1 ..< rank { sum.addProduct(SIMD8(repeating: coefficients[k]), lanes(qt + k * columns + j)) }
+                UnsafeMutableRawPointer(row + j).storeBytes(of: sum, as: SIMD8<Float>.self)
+                j += 8
+            }
+            while j < columns {
+                var sum = qt[j] * coefficients[0]
+                for k in 1 ..< rank { sum.addProduct(coefficients[k], qt[k * columns + j]) }
+                row[j] = sum
+                j += 1
+            }
+        }
     }
 
     /// A column of Q that came out exactly zero stays zero for good with a warm start: the next

@@ -24,19 +24,19 @@ struct BenchAllReduce: ParsableCommand {
     @Option(help: "Comma-separated codecs to measure (\(CodecRegistry.validNames)).")
     var codec: String = "none"
 
-    @Option(help: "Smallest buffer in bytes.")
+    @Option(parsing: .unconditional, help: "Smallest buffer in bytes.")
     var minBytes: Int = 4 << 10
 
-    @Option(help: "Largest buffer in bytes (sizes step ×4).")
+    @Option(parsing: .unconditional, help: "Largest buffer in bytes (sizes step ×4).")
     var maxBytes: Int = 64 << 20
 
-    @Option(help: "Untimed warm-up iterations per size.")
+    @Option(parsing: .unconditional, help: "Untimed warm-up iterations per size.")
     var warmup: Int = 5
 
-    @Option(help: "Timed iterations per size (median reported).")
+    @Option(parsing: .unconditional, help: "Timed iterations per size (median reported).")
     var iterations: Int = 20
 
-    @Option(help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
+    @Option(parsing: .unconditional, help: "Ring segment size in bytes (default: 512 KiB for fp32, 1 MiB for lossy codecs).")
     var segmentBytes: Int?
 
     @Option(help: ArgumentHelp("Where the buffers live.", discussion: BufferPlacement.help))

@@ -12,7 +12,7 @@ struct BenchLauncher: ParsableArguments {
     @Option(help: "simcluster: each host's link rate (tc units: 100mbit, 1gbit, 10gbit, …, or none).")
     var rate: String = "1gbit"
 
-    @Option(help: "simcluster: ranks on each simulated host.")
+    @Option(parsing: .unconditional, help: "simcluster: ranks on each simulated host.")
     var ranksPerHost: Int = 1
 
     /// The launcher's name and the rank counts it will be asked for.

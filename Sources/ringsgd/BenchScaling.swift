@@ -43,13 +43,13 @@ struct BenchScaling: ParsableCommand {
 
     @OptionGroup var codecs: BenchCodecList
 
-    @Option(help: "Training steps per run.")
+    @Option(parsing: .unconditional, help: "Training steps per run.")
     var steps: Int = 100
 
-    @Option(help: "Runs of every configuration, alternating: each round runs them all, its order rotated; a row is the median run.")
+    @Option(parsing: .unconditional, help: "Runs of every configuration, alternating: each round runs them all, its order rotated; a row is the median run.")
     var rounds: Int = 3
 
-    @Option(help: "Samples per rank per step (weak scaling); default: the config's global batch at every rank count (strong scaling).")
+    @Option(parsing: .unconditional, help: "Samples per rank per step (weak scaling); default: the config's global batch at every rank count (strong scaling).")
     var perRankBatch: Int?
 
     @OptionGroup var launch: BenchLauncher

@@ -36,7 +36,7 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "Training config (YAML).")
     var config: String = "configs/fashion-cnn.yaml"
 
-    @Option(help: "Ranks per run.")
+    @Option(parsing: .unconditional, help: "Ranks per run.")
     var ranks: Int = 2
 
     @Option(help: "Comma-separated comm.sync values, H after a colon: every_step, local_sgd:50, diloco:50.")
@@ -47,7 +47,7 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "The target, METRIC=VALUE (test_accuracy, test_loss, val_loss, perplexity).")
     var target: String = "test_accuracy=0.91"
 
-    @Option(help: "Evaluate every N steps (the curve's resolution).")
+    @Option(parsing: .unconditional, help: "Evaluate every N steps (the curve's resolution).")
     var evalEverySteps: Int = 100
 
     @Flag(help: "Stop each run at the target (faster; the final-quality column is then the target's).")
@@ -61,7 +61,7 @@ struct BenchTarget: ParsableCommand {
     @Option(help: "A peer's curve, LABEL=FILE: the output of torch_ddp.py --eval-every-steps (repeatable).")
     var peer: [String] = []
 
-    @Option(help: "Runs of every configuration, alternating (each round's order rotated by one); a row is the median run by time to target.")
+    @Option(parsing: .unconditional, help: "Runs of every configuration, alternating (each round's order rotated by one); a row is the median run by time to target.")
     var rounds: Int = 1
 
     @Option(help: "Output directory (default: runs/target-<time>).")

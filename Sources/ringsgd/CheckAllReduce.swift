@@ -33,7 +33,7 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "Codec (\(CodecRegistry.validNames)).")
     var codec: String = "none"
 
-    @Option(help: "Ring segment size in bytes (small values exercise many segments; default: the ring's for the codec).")
+    @Option(parsing: .unconditional, help: "Ring segment size in bytes (small values exercise many segments; default: the ring's for the codec).")
     var segmentBytes: Int?
 
     @Option(help: ArgumentHelp("Where the buffers live (auto, shared, private).", discussion: BufferPlacement.help))
@@ -42,10 +42,10 @@ struct CheckAllReduce: ParsableCommand {
     @Option(help: "flat: one ring over all ranks; hierarchical: shared memory inside each host, the ring across hosts (needs hosts with the same k > 1 ranks).")
     var topology: AllReduceTopology = .flat
 
-    @Option(help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
+    @Option(parsing: .unconditional, help: "Relative tolerance against MPI_Allreduce, in units of mean|x| (default: the codec's).")
     var tolerance: Double?
 
-    @Option(help: "Longest wait for a peer, in seconds, before the check ends with an error naming it (0: wait for ever; as training's comm.timeout_seconds).")
+    @Option(parsing: .unconditional, help: "Longest wait for a peer, in seconds, before the check ends with an error naming it (0: wait for ever; as training's comm.timeout_seconds).")
     var timeoutSeconds: Double = TrainingConfig.defaultTimeoutSeconds
 
     func validate() throws {

@@ -49,7 +49,7 @@ struct RingSGD: ParsableCommand {
         func finish(_ error: Error, pointingAtHelp: Bool) -> Never {
             let code = exitCode(for: error)
             if code == .success { if rank == "0" { exit(withError: error) } else { Foundation.exit(0) } }
-            let subcommand = arguments.prefix { !$0.hasPrefix("-") }.joined(separator: " ")
+            let subcommand = commandWords(in: arguments).joined(separator: " ")
             let hint = pointingAtHelp ? " (see 'ringsgd \(subcommand.isEmpty ? "" : subcommand + " ")--help')" : ""
             fail(message(for: error) + hint, code: code.rawValue, sameOnEveryRank: pointingAtHelp)
         }
@@ -108,13 +108,15 @@ struct RingSGD: ParsableCommand {
 
     /// "unknown command 'trian'; did you mean 'train'? (…)" when the words before the first
     /// option name no command (`ringsgd trian`, `ringsgd bench alreduce`); nil otherwise.
+    /// `ringsgd help WORDS` is checked as `ringsgd WORDS` (`ringsgd help trian` too).
     static func unknownCommand(in arguments: [String]) -> String? {
         var level: [ParsableCommand.Type] = configuration.subcommands, path = "ringsgd"
+        if arguments.first == "help" { return unknownCommand(in: Array(arguments.dropFirst())) }
         for word in arguments.prefix(while: { !$0.hasPrefix("-") }) {
             guard !level.isEmpty else { return nil }   // a leaf's own arguments
             let names = level.map { $0._commandName }
             guard let next = level.first(where: { $0._commandName == word }) else {
-                if word == "help" || word == "version" { return nil }
+                if path == "ringsgd" && word == "version" { return nil }
                 let guess = Spelling.nearest(to: word, among: names, limit: 2).map { "; did you mean '\($0)'?" } ?? ""
                 return "unknown command '\(path) \(word)'\(guess) (commands: \(names.joined(separator: ", ")); see '\(path) --help')"
             }
@@ -122,6 +124,18 @@ struct RingSGD: ParsableCommand {
             path += " " + word
         }
         return nil
+    }
+
+    /// The leading words that name a command and its subcommands (`bench compute`), without
+    /// the positional arguments a command takes after them: what `--help` follows in a hint.
+    static func commandWords(in arguments: [String]) -> [String] {
+        var level: [ParsableCommand.Type] = configuration.subcommands, words: [String] = []
+        for word in arguments.prefix(while: { !$0.hasPrefix("-") }) {
+            guard let next = level.first(where: { $0._commandName == word }) else { break }
+            words.append(word)
+            level = next.configuration.subcommands
+        }
+        return words
     }
 }
 

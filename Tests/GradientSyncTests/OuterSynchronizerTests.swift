@@ -39,4 +39,34 @@ final class OuterSynchronizerTests: XCTestCase {
             }
         }
     }
+
+    /// Property: an outer synchronizer restored from `stateBytes()` and θ_outer continues
+    /// bit-identically (its outer momentum included), and state with bytes past its end, or
+    /// cut short, is refused — not read as far as it fits.
+    func testRestoredStateContinuesBitIdenticallyAndDamageIsRefused() throws {
+        let settings = OuterSettings(every: 4, warmupSteps: 0, rule: .nesterov, lr: 0.7, momentum: 0.9)
+        func make() throws -> OuterSynchronizer {
+            try OuterSynchronizer(settings: settings, count: 4, extents: [0 ..< 4], plan: BucketPlan(extents: [0 ..< 4], bucketBytes: 1 << 20))
+        }
+        let deltas: [[Float]] = [[0.1, -0.3, -0.1, 0.5], [0.2, 0.1, -0.4, -0.05]]
+        func step(_ outer: OuterSynchronizer, _ delta: [Float]) -> [Float] {
+            var parameters: [Float] = [0.9, -1.7, 0.6, 2.5], averaged = delta
+            parameters.withUnsafeMutableBufferPointer { p in averaged.withUnsafeMutableBufferPointer { outer.apply(0, averaged: $0, to: p) } }
+            return parameters
+        }
+        let original = try make()
+        var theta: [Float] = [1, -2, 0.5, 3]
+        theta.withUnsafeMutableBufferPointer { original.start(from: $0) }
+        _ = step(original, deltas[0])
+        let bytes = original.stateBytes(), values = Array(original.outer)
+        let restored = try make()
+        try restored.restore(bytes, outer: values)
+        XCTAssertEqual(step(restored, deltas[1]).map(\.bitPattern), step(original, deltas[1]).map(\.bitPattern))
+        XCTAssertEqual(Array(restored.outer).map(\.bitPattern), Array(original.outer).map(\.bitPattern), "θ_outer after the second outer step")
+        for damaged in [bytes + [0], Array(bytes.dropLast())] {
+            XCTAssertThrowsError(try make().restore(damaged, outer: values)) {
+                XCTAssertTrue("\($0)".contains("does not fit this model"), "\($0)")
+            }
+        }
+    }
 }

@@ -171,6 +171,15 @@ final class CommandLineTests: XCTestCase {
         assertOneLineError(try ringsgd(["trian", "--config", "x.yaml"]), "unknown command 'ringsgd trian'; did you mean 'train'? (commands: train, evaluate, generate, export, bench, check")
         assertOneLineError(try ringsgd(["bench", "alreduce"]), "unknown command 'ringsgd bench alreduce'; did you mean 'allreduce'?")
         assertOneLineError(try ringsgd(["frobnicate"]), "unknown command 'ringsgd frobnicate' (commands: train")
+        // `help` takes the same path: a mistyped one is not the top-level help and exit 0.
+        assertOneLineError(try ringsgd(["help", "trian"]), "unknown command 'ringsgd trian'; did you mean 'train'?")
+        assertOneLineError(try ringsgd(["help", "bench", "alreduce"]), "unknown command 'ringsgd bench alreduce'; did you mean 'allreduce'?")
+        // A stray argument's hint points at the command's help, not at the stray word's.
+        assertOneLineError(try ringsgd(["train", "extra-word"]), "Unexpected argument 'extra-word' (see 'ringsgd train --help')")
+        // A negative number given to a numeric option is that option's value, checked as such
+        // (the parser took "-1" for an option and said the value was missing).
+        assertOneLineError(try ringsgd(["check", "allreduce", "--timeout-seconds", "-1"]), "--timeout-seconds must be a number of seconds ≥ 0 (0: wait for ever), got -1.0")
+        assertOneLineError(try ringsgd(["bench", "target", "--rounds", "-2"]), "--ranks, --eval-every-steps and --rounds must be ≥ 1")
     }
 
     /// Property: help states each default once, and example commands keep their line breaks

@@ -194,6 +194,28 @@ final class ElasticSlurmTests: XCTestCase {
     }
 }
 
+/// `launch/testslurm.sh` removes its directory on stop: only one it made itself.
+final class SlurmHarnessTests: XCTestCase {
+    /// Property: the harness never removes a directory it did not make — `start` refuses one
+    /// that holds anything (its failure used to stop, and `rm -rf`, whatever it was given) and
+    /// `stop` one without the marker `start` leaves; a file in it survives both.
+    func testTheHarnessNeverRemovesADirectoryItDidNotMake() throws {
+        let script = MPIRun.packageRoot.path + "/launch/testslurm.sh"
+        let dir = temporaryDirectory(), kept = dir + "/keep"
+        XCTAssertTrue(FileManager.default.createFile(atPath: kept, contents: Data("mine".utf8)))
+        let started = try MPIRun.runProcess([script, "start", dir], timeout: 60)
+        if started.status == SlurmHarness.unavailable {
+            throw XCTSkip("SLURM is not available here: \(started.output.split(separator: "\n").last ?? "")")
+        }
+        XCTAssertEqual(started.status, 1, started.output)
+        XCTAssertTrue(started.output.contains("\(dir) exists and is not empty; give a new or empty directory"), started.output)
+        let stopped = try MPIRun.runProcess([script, "stop", dir], timeout: 60)
+        XCTAssertEqual(stopped.status, 1, stopped.output)
+        XCTAssertTrue(stopped.output.contains("was not made by 'launch/testslurm.sh start'"), stopped.output)
+        XCTAssertEqual(try String(contentsOfFile: kept, encoding: .utf8), "mine")
+    }
+}
+
 /// A SLURM started by `launch/testslurm.sh` in a temporary directory, and the commands the
 /// tests run against it (with its SLURM_CONF).
 struct SlurmHarness {
