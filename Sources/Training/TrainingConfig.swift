@@ -268,6 +268,12 @@ public struct TrainingConfig {
         errorFeedback = try r.bool("comm.error_feedback", default: errorFeedback)
         compressMomentum = Toggle(rawValue: try r.toggle("comm.compress_momentum", default: "auto"))!
         uncompressedWarmupSteps = try r.int("comm.warmup_steps", default: uncompressedWarmupSteps, min: 0)
+        // Exact steps before an exact all-reduce change nothing (the momentum carry's rounding
+        // aside, where it is asked for).
+        if refusingIdleKeys && uncompressedWarmupSteps > 0 && compressor != "powersgd"
+            && (allReduceAlgorithm == "mpi" || (["none", "fp32"].contains(codec) && compressMomentum != .on)) {
+            throw ConfigError("comm.warmup_steps runs the first steps uncompressed, and \(allReduceAlgorithm == "mpi" ? "comm.algorithm: mpi" : "comm.codec: \(codec)") compresses none: remove it, or set a lossy comm.codec (or comm.compressor: powersgd)")
+        }
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)
         if (1 ... 3).contains(segmentBytes) {
             throw ConfigError("comm.segment_bytes must be 0 (the ring's default) or ≥ 4 (one float), got \(segmentBytes)")

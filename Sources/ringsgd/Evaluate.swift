@@ -26,7 +26,7 @@ struct Evaluate: ParsableCommand {
     @Option(name: .customLong("set"), help: "Override a data key of the checkpoint's config: --set data.test_images=FILE (repeatable; data.*, train.eval_batch and comm.timeout_seconds).")
     var overrides: [String] = []
 
-    @Option(help: "Where to write the results as JSON (default: RUN-DIR/evaluation.json).")
+    @Option(help: "Where to write the results as JSON (default: RUN-DIR/evaluation.json; with --checkpoint FILE alone, none).")
     var out: String?
 
     func validate() throws {
@@ -126,6 +126,9 @@ struct Evaluate: ParsableCommand {
                 if let destination {
                     try ModelExport.write(try result.encoded(), to: destination, what: "evaluation results")
                     print("results: \(destination)")
+                } else {
+                    // A checkpoint file named alone has no run directory to write into.
+                    print("results: not written to a file (give --out FILE to keep them)")
                 }
             }
         }

@@ -142,6 +142,10 @@ final class ModelsDataExportTests: XCTestCase {
         let direct = try MPIRun.run(np: 1, ["evaluate", "--checkpoint", copy, "--out", dir + "/direct.json"], timeout: 120)
         assertSucceeded(direct, "evaluate --checkpoint")
         XCTAssertTrue(direct.output.contains(String(format: "accuracy %.4f  (10000 samples)", accuracy)), direct.output)
+        // Named alone, it has no run directory to write into: it says so instead of writing nothing silently.
+        let printed = try MPIRun.run(np: 1, ["evaluate", "--checkpoint", copy], timeout: 120)
+        assertSucceeded(printed, "evaluate --checkpoint without --out")
+        XCTAssertTrue(printed.output.contains("results: not written to a file (give --out FILE to keep them)"), printed.output)
         assertSucceeded(try MPIRun.runProcess([MPIRun.binary, "export", "--checkpoint", copy, "--out", dir + "/direct.safetensors"], timeout: 60), "export --checkpoint")
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/direct.safetensors")), try Data(contentsOf: URL(fileURLWithPath: exported)))
     }

@@ -231,6 +231,16 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(error(nil, ["optimizer.lr_batch=-1"]).contains("optimizer.lr_batch"))
     }
 
+    /// Property: uncompressed warm-up steps where nothing is compressed (an exact codec, or
+    /// MPI_Allreduce) are refused as a key that does nothing; with a lossy codec or PowerSGD, read.
+    func testUncompressedWarmUpStepsNeedSomethingCompressed() throws {
+        XCTAssertTrue(error(nil, ["comm.codec=none", "comm.warmup_steps=5"]).contains("comm.warmup_steps runs the first steps uncompressed, and comm.codec: none compresses none"))
+        XCTAssertTrue(error(nil, ["comm.algorithm=mpi", "comm.warmup_steps=5"]).contains("and comm.algorithm: mpi compresses none"))
+        XCTAssertEqual(error(nil, ["comm.codec=int8", "comm.warmup_steps=5"]), "no error")
+        XCTAssertEqual(error(nil, ["comm.compressor=powersgd", "comm.warmup_steps=5"]), "no error")
+        XCTAssertEqual(error(nil, ["comm.codec=none", "comm.warmup_steps=0"]), "no error")
+    }
+
     func testOneCycleSchedulesMomentumByDefaultAndTheOptimizerHasItsState() throws {
         let config = try TrainingConfig(yaml: nil, source: "t", overrides: ["schedule.name=onecycle"])
         XCTAssertTrue(config.schedulesMomentum)
