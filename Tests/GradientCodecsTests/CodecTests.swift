@@ -233,6 +233,32 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(d, [65504, 65504, .infinity, -.infinity, 0x1p-24, 0, 0x1p-23, 0])
     }
 
+    /// Property: bf16 rounds at its edges as PyTorch's `tensor.bfloat16()` does (round to
+    /// nearest even on the top 16 bits): its largest finite value stays, Float's largest rounds
+    /// up to +Inf, a tie rounds to the even mantissa, and bf16's smallest subnormal stays.
+    func testBF16RoundsAtItsEdgesAsPyTorch() throws {
+        let x: [Float] = [Float(bitPattern: 0x7F7F_0000), .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                          Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x0001_0000)]
+        let (d, _, _) = try roundTrip(try CodecRegistry.make("bf16"), x)
+        XCTAssertEqual(d.map(\.bitPattern), [0x7F7F_0000, 0x7F80_0000, 0xFF80_0000, 0x3F80_0000, 0x3F82_0000, 0x0001_0000])
+    }
+
+    /// Property: a block of exact zeros (a layer with no gradient this step) decodes to exact
+    /// zeros with every block codec, with no NaN from a zero scale, and leaves a zero residual;
+    /// so does a whole zero buffer, under zstd too.
+    func testAllZeroBlocksDecodeToZero() throws {
+        var x = Self.sample(3001)
+        for i in 1024 ..< 2048 { x[i] = 0 }   // whole blocks of int8's 256 values and sign's 1024
+        for name in ["int8", "int8sr", "sign", "int8+zstd", "sign+zstd", "fp16", "bf16"] {
+            let (d, _, residual) = try roundTrip(try CodecRegistry.make(name), x)
+            XCTAssertTrue(d[1024 ..< 2048].allSatisfy { $0 == 0 }, "\(name): zero block decodes to 0")
+            XCTAssertTrue(d.allSatisfy(\.isFinite), "\(name): nothing non-finite")
+            XCTAssertTrue(residual[1024 ..< 2048].allSatisfy { $0 == 0 }, "\(name): no residual where the gradient is 0")
+            let (zeros, _, _) = try roundTrip(try CodecRegistry.make(name), [Float](repeating: 0, count: 1031))
+            XCTAssertTrue(zeros.allSatisfy { $0 == 0 }, "\(name): an all-zero buffer decodes to zeros")
+        }
+    }
+
     func testCorruptPayloadsAreRejectedWithAnError() throws {
         // zstd stores a payload it cannot shrink raw: the zstd codecs get values that repeat,
         // so that their compressed path is the one damaged below.
