@@ -25,7 +25,7 @@ public final class LayerNorm: Layer {
     }
 
     public var summary: String { "LayerNorm(\(features))" }
-    public var pytorchModule: String { "nn.LayerNorm(\(features))" }
+    public var pytorchModule: String { "nn.LayerNorm(\(features)\(epsilon == 1e-5 ? "" : ", eps=\(epsilon)"))" }
     public var parameters: [ParameterSpec] {
         [ParameterSpec(name: "weight", shape: [features]), ParameterSpec(name: "bias", shape: [features])]
     }
