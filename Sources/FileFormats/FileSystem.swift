@@ -108,7 +108,9 @@ public enum FileSystem {
     /// Returns how many were removed.
     /// A writer is gone when its pid is, on this host — and, for ranks in containers that share
     /// a host name but not a pid space, when its file is not locked: a writer holds an exclusive
-    /// `flock` on its temporary file until it is renamed.
+    /// `flock` on its temporary file until it is renamed. A file changed in the last minute is
+    /// left alone too: between its writer's `open` and `flock` it is unlocked, and a writer in
+    /// another pid space looks gone.
     @discardableResult
     public static func removeStaleTemporaries(in directory: String) -> Int {
         var removed = 0
@@ -120,6 +122,8 @@ public enum FileSystem {
                   name.dropLast(fields[fields.count - 1].count + fields[fields.count - 2].count + 2).hasSuffix(".tmp.\(hostName)"),
                   kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let path = (directory as NSString).appendingPathComponent(name)
+            var info = stat()
+            guard stat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec >= 60 else { continue }
             let fd = open(path, O_RDONLY)
             guard fd >= 0 else { continue }
             if flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0 { removed += 1 }

@@ -96,7 +96,16 @@ public final class IDXFile {
             while true {
                 let n = buffer.withUnsafeMutableBytes { gzread(gz, $0.baseAddress, UInt32($0.count)) }
                 if n < 0 { throw FileFormatError("\(gzPath) is corrupt (zlib could not decompress it); \(remedy)") }
-                if n == 0 { break }
+                if n == 0 {
+                    // The end of the data, or of a stream cut short (a partial download): zlib
+                    // says which only here (Z_BUF_ERROR), and no cache may be made of the latter.
+                    var code: Int32 = 0
+                    _ = gzerror(gz, &code)
+                    guard code == Z_OK || code == Z_STREAM_END else {
+                        throw FileFormatError("\(gzPath) is truncated (its gzip stream ends early); \(remedy)")
+                    }
+                    break
+                }
                 // A short write (a full disk) must fail here: a truncated cache renamed into
                 // place would later be blamed on the dataset.
                 try buffer.withUnsafeBytes {

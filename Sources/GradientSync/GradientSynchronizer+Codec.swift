@@ -24,6 +24,13 @@ extension GradientSynchronizer {
         self.probe = probe
     }
 
+    /// Uses `name` in place of the codec the probe chose — the one a resumed run chose at its
+    /// start — and measures its cost again. Collective.
+    public func keepCodec(_ name: String, probing gradients: UnsafeMutableBufferPointer<Float>) throws {
+        try use(codec: name)
+        try measureIsolatedCost(probing: gradients)
+    }
+
     /// Measures what averaging the gradient costs when nobody waits (collective; `gradients`
     /// left zeroed, every state of the synchronizer as it was).
     public func measureIsolatedCost(probing gradients: UnsafeMutableBufferPointer<Float>) throws {

@@ -1,5 +1,6 @@
 import FileFormats
 import Foundation
+import GradientCodecs
 import GradientSync
 import ModelFiles
 
@@ -65,6 +66,9 @@ public struct Checkpoint: Equatable {
     public var runID: UInt64?
     /// The config changes made at the run's resumes so far (`TrainingConfig.differences`).
     public var configChanges: [String] = []
+    /// The codec `comm.codec: auto` chose at the run's start, which a resume keeps (nil: a
+    /// fixed codec, or written before the choice was kept).
+    public var chosenCodec: String?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
@@ -94,6 +98,7 @@ public struct Checkpoint: Equatable {
         if let model, let json = try? JSONEncoder.sorted.encode(model) { sections.append(("MODL", Array(json))) }
         if let runID { sections.append(("RUNI", withUnsafeBytes(of: runID.littleEndian) { Array($0) })) }
         if !configChanges.isEmpty, let json = try? JSONEncoder.sorted.encode(configChanges) { sections.append(("CHNG", Array(json))) }
+        if let chosenCodec { sections.append(("CODC", Array(chosenCodec.utf8))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
             out += Array(tag.utf8)
@@ -133,6 +138,8 @@ public struct Checkpoint: Equatable {
             return value
         }
         worldSize = Int(try get(UInt32.self))
+        // Error feedback's sum is divided by it on resume (an infinite residual from 0).
+        guard worldSize >= 1 else { throw Corrupt(reason: "its world size is 0") }
         step = try count("step")
         skippedSteps = try count("skipped-step count")
         var sections: [String: [UInt8]] = [:]
@@ -174,6 +181,12 @@ public struct Checkpoint: Equatable {
         if let id = sections["RUNI"] {
             guard id.count == 8 else { throw Corrupt(reason: "its RUNI section is not one UInt64") }
             runID = id.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        }
+        if let name = sections["CODC"] {
+            guard name.count <= 64, let text = String(validating: name, as: UTF8.self), (try? CodecRegistry.make(text)) != nil else {
+                throw Corrupt(reason: "its chosen codec (CODC) is not a codec's name")
+            }
+            chosenCodec = text
         }
         if let json = sections["CHNG"] {
             do { configChanges = try JSONDecoder.ringsgd.decode([String].self, from: Data(json)) } catch {

@@ -58,6 +58,7 @@ extension Trainer {
         (checkpoint.trainSeconds, checkpoint.bytesSent) = clock
         checkpoint.runID = run.runID
         checkpoint.configChanges = run.configChanges
+        if config.codec == "auto" { checkpoint.chosenCodec = run.synchronizer.codecName }
         if residualSum != nil { checkpoint.residualSharers = run.synchronizer.memory?.sharers }
         snapshot.checkpoint = checkpoint
         return snapshot

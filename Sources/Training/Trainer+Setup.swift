@@ -285,6 +285,16 @@ extension Trainer {
         }
         let (bytes, copyHere) = try newestCheckpoint(store, placement, fits: fits)
         let checkpoint = try Checkpoint(decoding: bytes)
+        // comm.codec: auto chose once, at the run's start: a resume keeps that codec (its error
+        // feedback is the checkpoint's, and the continuation bit-identical) whatever the probe
+        // picks today. The same checkpoint on every rank, so the same choice.
+        if config.codec == "auto", let chosen = checkpoint.chosenCodec, chosen != synchronizer.codecName {
+            let probed = synchronizer.codecName
+            try synchronizer.keepCodec(chosen, probing: model.parameters.gradients)
+            if transport.rank == 0 {
+                log("comm.codec: auto: the run keeps \(chosen), its codec since its start (the probe picked \(probed) today), so the resume stays bit-identical")
+            }
+        }
         let warnings = try Agreement.run("load the checkpoint", over: transport) { () -> [String] in
             try fits(checkpoint)
             _ = model.parameters.parameters.update(fromContentsOf: checkpoint.parameters)

@@ -15,8 +15,9 @@ final class FileSystemTests: XCTestCase {
     }
 
     /// Property: a temporary file of this host whose writer is gone is removed; one of a live
-    /// writer (pid 1, this process, a writer holding the file's lock) or of another host (a
-    /// writer on a shared file system) stays, as does every other file.
+    /// writer (pid 1, this process, a writer holding the file's lock, a file changed in the last
+    /// minute: a writer between its open and its lock) or of another host (a writer on a
+    /// shared file system) stays, as does every other file.
     func testStaleTemporariesOfThisHostAloneAreRemoved() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ringsgd-tmp-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -27,13 +28,16 @@ final class FileSystemTests: XCTestCase {
                     "step-00000008.ckpt.tmp.another-host.\(dead).ef", "step-00000008.ckpt", "step-00000008.ef-rank-0"]
         // A writer whose pid this process cannot see (another container with the same host
         // name) but which holds its file's lock, as every writer does: alive.
-        let locked = "step-00000016.ckpt.tmp.\(host).\(dead).77"
-        for name in [stale, locked] + kept { XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data([1]))) }
+        let locked = "step-00000016.ckpt.tmp.\(host).\(dead).77", fresh = "step-00000024.ckpt.tmp.\(host).\(dead).5a"
+        for name in [stale, locked, fresh] + kept { XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data([1]))) }
+        for name in [stale, locked] + kept {
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-120)], ofItemAtPath: dir + "/" + name)
+        }
         let writer = open(dir + "/" + locked, O_RDONLY)
         XCTAssertEqual(flock(writer, LOCK_EX), 0)
         defer { close(writer) }
         XCTAssertEqual(FileSystem.removeStaleTemporaries(in: dir), 1)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), (kept + [locked]).sorted())
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), (kept + [locked, fresh]).sorted())
     }
 }
 

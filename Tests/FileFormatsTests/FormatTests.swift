@@ -6,11 +6,35 @@ import XCTest
 /// reader (which checks what the format requires), .npz entry by entry as zip records holding
 /// .npy files.
 final class FormatTests: XCTestCase {
-    /// Property: a file with a hole or a wrong size is refused by the reader.
+    /// Property: a file with a hole or a wrong size is refused by the reader: bytes past the
+    /// last tensor, a gap between two tensors, two tensors over the same bytes — each named.
     func testSafetensorsReaderRefusesHoles() throws {
         var bytes = try Safetensors.encode([NamedTensor(name: "a", shape: [2], values: [1, 2])], metadata: [:])
         bytes.append(0)
         XCTAssertThrowsError(try Safetensors.decode(bytes))
+        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
+            let json = Array(header.utf8)
+            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
+        }
+        let twelve = [UInt8](repeating: 0, count: 12)
+        let hole = file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, twelve)
+        let overlap = file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, twelve.prefix(8).map { $0 })
+        for (what, bytes) in [("a hole", hole), ("an overlap", overlap)] {
+            XCTAssertThrowsError(try Safetensors.decode(bytes), what) { XCTAssertFalse("\($0)".isEmpty, what) }
+        }
+        // The same two tensors back to back are read.
+        XCTAssertEqual(try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                                                   twelve.prefix(8).map { $0 })).tensors.map(\.name), ["a", "b"])
+    }
+
+    /// Property: the .npy header is numpy.save's own, byte for byte (numpy 2 wrote these: the
+    /// 1-D shape's trailing comma, which numpy's reader requires and ours does not, included).
+    func testNumpyHeaderIsNumpysOwnBytes() throws {
+        let padded = { (dict: String) in Array(dict.utf8) + [UInt8](repeating: 0x20, count: 117 - dict.utf8.count) + [0x0A] }
+        let preamble: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0, 0x76, 0]
+        XCTAssertEqual(NumpyFile.header(descr: "<f4", shape: [3]), preamble + padded("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"))
+        XCTAssertEqual(NumpyFile.header(descr: "<f4", shape: [2, 4]), preamble + padded("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }"))
+        XCTAssertEqual(NumpyFile.header(descr: "<f4", shape: []), preamble + padded("{'descr': '<f4', 'fortran_order': False, 'shape': (), }"))
     }
 
     /// PyTorch writes `num_batches_tracked` as a 0-dimensional I64: read as a Float, beside F32

@@ -165,6 +165,8 @@ final class CheckpointReplicationTests: XCTestCase {
         child.waitUntilExit()
         let stale = dir + "/checkpoints/step-00000024.ckpt.tmp.\(host).\(child.processIdentifier).9a"
         XCTAssertTrue(FileManager.default.createFile(atPath: stale, contents: Data(count: 64)))
+        // Left by a writer killed two minutes ago (a fresher one may be a live writer's).
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-120)], ofItemAtPath: stale)
         _ = try train([dir, dir], stopAfter: 8)
         XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
     }

@@ -114,6 +114,29 @@ final class DatasetFilesTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: cache).filter { !$0.hasPrefix(".") }.count, 2)
     }
 
+    /// Property: a gzipped IDX file cut short (a partial download) is refused as truncated, and
+    /// leaves no decompressed cache behind — not even one its header would pass: here the cut
+    /// falls in the gzip trailer alone, every data byte is there, and only zlib can tell.
+    func testATruncatedGzipIsRefusedAndLeavesNoCache() throws {
+        let dir = directory(), cache = dir + "/cache", path = dir + "/train-images-idx3-ubyte"
+        try NpyFixture.write([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] + (1 ... 8).map(UInt8.init), path)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-n", "-f", path]
+        try gzip.run(); gzip.waitUntilExit()
+        XCTAssertEqual(gzip.terminationStatus, 0)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: path + ".gz"))
+        for cut in [4, whole.count / 2] {   // the CRC and length trailer's half, then half the stream
+            let short = dir + "/cut-\(cut)-train-images-idx3-ubyte.gz"
+            try whole.dropLast(cut).write(to: URL(fileURLWithPath: short))
+            XCTAssertThrowsError(try IDXFile(path: short, cacheDirectory: cache)) { error in
+                XCTAssertTrue("\(error)".contains("is truncated") || "\(error)".contains("is corrupt"), "\(error)")
+            }
+        }
+        let cached = ((try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? []).filter { !$0.contains(".tmp.") && !$0.hasPrefix(".") }
+        XCTAssertEqual(cached, [], "no cache of a truncated file")
+    }
+
     /// Property: given data.mean/std replace the computed ones; data.classes widens the model.
     func testConfiguredNormalisationAndClasses() throws {
         let dir = directory()

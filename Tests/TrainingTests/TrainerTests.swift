@@ -68,6 +68,11 @@ final class TrainerTests: XCTestCase {
             XCTAssertGreaterThan(ratio, 0.3, "epoch \(epoch["epoch"]!): \(epoch["samples_per_second"]!) against the summary's \(summary.samples_per_second) samples/s")
             XCTAssertLessThan(ratio, 3, "epoch \(epoch["epoch"]!): \(epoch["samples_per_second"]!) against the summary's \(summary.samples_per_second) samples/s")
         }
+        // …and the summary's own figure leaves them out: evaluating 6000 samples after every
+        // 24-sample step is most of the wall time, so counting it would make the figure a few
+        // times the samples over the wall time at most, not many times more.
+        let overWall = Double(summary.steps * 24) / summary.wall_seconds
+        XCTAssertGreaterThan(summary.samples_per_second, 3 * overWall, "\(summary.samples_per_second) samples/s against \(overWall) over the wall time")
     }
 
     /// Property: a batch norm that would normalise one value per channel in training (a
@@ -198,6 +203,34 @@ final class TrainerTests: XCTestCase {
             XCTAssertEqual(resumed.resumed_from_step, 8)
             XCTAssertEqual(resumed.param_hash, whole.param_hash, "\(extra)")
         }
+    }
+
+    /// Property: `comm.codec: auto` chooses once per run: its checkpoints record the choice, and
+    /// a resume keeps it whatever the probe picks then — here the checkpoint is rewritten to say
+    /// fp16, a codec the probe never picks (its candidates are none, bf16, int8 and int8+zstd),
+    /// so today's probe surely differs: the resumed run averages with fp16 and says so. Damage in the record (a name no
+    /// codec has) makes the checkpoint unusable, not the run's codec.
+    func testAnAutomaticCodecIsKeptOnResume() throws {
+        let config = try Self.config(["comm.codec=auto"])
+        let dir = temporaryDirectory()
+        let first = try train(ranks: 2, config, dir: dir, stopAfter: 8)[0]!
+        let path = dir + "/checkpoints/step-00000008.ckpt"
+        var checkpoint = try Checkpoint(decoding: Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        XCTAssertEqual(checkpoint.chosenCodec, first.codec, "the checkpoint records the probe's choice")
+        let kept = "fp16"
+        checkpoint.chosenCodec = kept
+        try Data(checkpoint.encoded()).write(to: URL(fileURLWithPath: path))
+        var lines: [String] = []
+        let lock = NSLock()
+        let resumed = try InProcessCluster.run(size: 2, timeout: 60) { transport in
+            try Trainer(config: config, transport: transport, runDirectory: dir, log: { line in lock.withLock { lines.append(line) } })
+                .run(resume: true, stopAfter: nil)
+        }[0]!
+        XCTAssertEqual(resumed.resumed_from_step, 8)
+        XCTAssertEqual(resumed.codec, kept, "the resumed run averages with the run's codec")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("comm.codec: auto: the run keeps \(kept), its codec since its start") }, lines.joined(separator: "\n"))
+        checkpoint.chosenCodec = "no-such-codec"
+        XCTAssertThrowsError(try Checkpoint(decoding: checkpoint.encoded())) { XCTAssertTrue("\($0)".contains("CODC"), "\($0)") }
     }
 
     /// Property: per-rank files (error-feedback residuals) are named in the checkpoint
