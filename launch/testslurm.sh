@@ -63,6 +63,11 @@ case "$command" in
   start) ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac
+# DIR is the harness's alone (stop removes it): a new or empty directory — checked before
+# anything else, on machines that cannot run SLURM too.
+if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+  fail "$dir exists and is not empty; give a new or empty directory (launch/testslurm.sh stop removes it)"
+fi
 [[ "$nodes" =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] && [ "$nodes" -le 16 ] || fail "--nodes must be a whole number in 1…16, got '$nodes'"
 simhosts_check_rate "$rate"
 [ "$(id -u)" -eq 0 ] || unavailable "starting slurmd needs root"
@@ -75,10 +80,6 @@ for fd in /proc/$$/fd/*; do
   fd=${fd##*/}
   [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
 done
-# DIR is the harness's alone (stop removes it): a new or empty directory.
-if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
-  fail "$dir exists and is not empty; give a new or empty directory (launch/testslurm.sh stop removes it)"
-fi
 mkdir -p "$dir"/{state,spool,log,munge}
 touch "$dir/.testslurm"
 trap 'status=$?; [ $status -eq 0 ] || stop; exit $status' EXIT

@@ -38,7 +38,7 @@ public final class ZstdStage: GradientCodec {
         (self.compressor, self.decompressor) = (compressor, decompressor)
         // A content checksum (xxHash64 of the frame) turns a damaged body into zstd's error
         // instead of a plausible wrong gradient. Neither setting can fail for a level the
-        // config reader accepted (1–19) — checked all the same.
+        // registry accepted (1–22) — checked all the same.
         for (parameter, value) in [(ZSTD_c_compressionLevel, self.level), (ZSTD_c_checksumFlag, 1)] {
             let result = ZSTD_CCtx_setParameter(compressor, parameter, value)
             precondition(ZSTD_isError(result) == 0, "zstd refused a parameter: \(String(cString: ZSTD_getErrorName(result)))")

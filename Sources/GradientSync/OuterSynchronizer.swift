@@ -258,38 +258,45 @@ public final class OuterSynchronizer {
     /// rank's own file, or θ_outer).
     public func restore(_ bytes: [UInt8], outer values: [Float]) throws {
         let bad = SyncSetupError("the checkpoint's outer state does not fit this model and comm.fragments / comm.outer_delay; resume with the config it was written with")
-        var offset = 0
-        func get() throws -> Int {
-            guard offset + 8 <= bytes.count else { throw bad }
-            defer { offset += 8 }
-            // A count that does not fit an Int, or is negative as one, is damage, not a trap.
-            guard let value = Int(exactly: UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })) else { throw bad }
-            return value
-        }
         guard values.count == outer.count else { throw bad }
-        let (steps, discarded, count) = (try get(), try get(), try get())
-        guard count == optimizers.count else { throw bad }
-        var inFlight: InFlight?
-        if try get() == 1 {
-            let (p, after) = (try get(), try get())
-            guard p >= 0, p < fragments.count, let streamingDelta else { throw bad }
-            let range = fragments[p].range
-            guard offset + 4 * range.count <= bytes.count else { throw bad }
-            bytes.withUnsafeBytes { raw in
-                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(streamingDelta)[range.lowerBound * 4 ..< range.upperBound * 4])
-                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset ..< offset + 4 * range.count]))
+        // Read twice: first to check the whole layout (every length, nothing past the end),
+        // then to load it — a refused state leaves nothing half-restored.
+        for loading in [false, true] {
+            var offset = 0
+            func get() throws -> Int {
+                guard offset + 8 <= bytes.count else { throw bad }
+                defer { offset += 8 }
+                // A count that does not fit an Int, or is negative as one, is damage, not a trap.
+                guard let value = Int(exactly: UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })) else { throw bad }
+                return value
             }
-            offset += 4 * range.count
-            inFlight = InFlight(fragment: p, applyAfter: after, averaged: true)
+            let (steps, discarded, count) = (try get(), try get(), try get())
+            guard count == optimizers.count else { throw bad }
+            var inFlight: InFlight?
+            if try get() == 1 {
+                let (p, after) = (try get(), try get())
+                guard p >= 0, p < fragments.count, let streamingDelta else { throw bad }
+                let range = fragments[p].range
+                guard offset + 4 * range.count <= bytes.count else { throw bad }
+                if loading {
+                    bytes.withUnsafeBytes { raw in
+                        UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(streamingDelta)[range.lowerBound * 4 ..< range.upperBound * 4])
+                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset ..< offset + 4 * range.count]))
+                    }
+                }
+                offset += 4 * range.count
+                inFlight = InFlight(fragment: p, applyAfter: after, averaged: true)
+            }
+            for optimizer in optimizers {
+                let length = try get()
+                guard length <= bytes.count - offset else { throw bad }
+                if loading { try optimizer.loadState(Array(bytes[offset ..< offset + length])) }
+                offset += length
+            }
+            guard offset == bytes.count else { throw bad }   // bytes past the state: not this layout
+            guard loading else { continue }
+            (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight)
         }
-        for optimizer in optimizers {
-            let length = try get()
-            guard length <= bytes.count - offset else { throw bad }
-            try optimizer.loadState(Array(bytes[offset ..< offset + length]))
-            offset += length
-        }
-        guard offset == bytes.count else { throw bad }   // bytes past the state: not this layout
-        (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight)
         _ = outer.update(fromContentsOf: values)
         started = true
     }

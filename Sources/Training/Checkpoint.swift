@@ -1,6 +1,5 @@
 import FileFormats
 import Foundation
-import GradientCodecs
 import GradientSync
 import ModelFiles
 
@@ -34,7 +33,9 @@ import ModelFiles
 /// not an earlier run's left on a host's disk under the same run directory); `CHNG` the config
 /// changes of the resumes so far (a JSON list of strings, present when there were any: each
 /// resume compares the config with the checkpoint's alone, so without them a second resume
-/// would forget that the run no longer matches an uninterrupted one). A reader that
+/// would forget that the run no longer matches an uninterrupted one); `CODC` the codec
+/// `comm.codec: auto` chose at the run's start (UTF-8, present with auto), which every resume
+/// keeps. A reader that
 /// predates a section skips it. The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
@@ -183,7 +184,7 @@ public struct Checkpoint: Equatable {
             runID = id.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         }
         if let name = sections["CODC"] {
-            guard name.count <= 64, let text = String(validating: name, as: UTF8.self), (try? CodecRegistry.make(text)) != nil else {
+            guard name.count <= 64, let text = String(validating: name, as: UTF8.self), !text.isEmpty else {
                 throw Corrupt(reason: "its chosen codec (CODC) is not a codec's name")
             }
             chosenCodec = text

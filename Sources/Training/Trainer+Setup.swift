@@ -2,6 +2,7 @@ import Collectives
 import Datasets
 import FileFormats
 import Foundation
+import GradientCodecs
 import GradientSync
 import NeuralNet
 import Optimizers
@@ -290,6 +291,9 @@ extension Trainer {
         // picks today. The same checkpoint on every rank, so the same choice.
         if config.codec == "auto", let chosen = checkpoint.chosenCodec, chosen != synchronizer.codecName {
             let probed = synchronizer.codecName
+            guard (try? CodecRegistry.make(chosen)) != nil else {
+                throw AgreedError("--resume: the run chose the codec \(chosen) at its start, which this ringsgd does not have (\(CodecRegistry.validNames)); resume with the build that wrote it, or with --set comm.codec=NAME")
+            }
             try synchronizer.keepCodec(chosen, probing: model.parameters.gradients)
             if transport.rank == 0 {
                 log("comm.codec: auto: the run keeps \(chosen), its codec since its start (the probe picked \(probed) today), so the resume stays bit-identical")

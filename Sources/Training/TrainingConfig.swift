@@ -271,7 +271,7 @@ public struct TrainingConfig {
         // Exact steps before an exact all-reduce change nothing (the momentum carry's rounding
         // aside, where it is asked for).
         if refusingIdleKeys && uncompressedWarmupSteps > 0 && compressor != "powersgd"
-            && (allReduceAlgorithm == "mpi" || (["none", "fp32"].contains(codec) && compressMomentum != .on)) {
+            && (allReduceAlgorithm == "mpi" || (["none", "fp32"].contains(codec.lowercased()) && compressMomentum != .on)) {
             throw ConfigError("comm.warmup_steps runs the first steps uncompressed, and \(allReduceAlgorithm == "mpi" ? "comm.algorithm: mpi" : "comm.codec: \(codec)") compresses none: remove it, or set a lossy comm.codec (or comm.compressor: powersgd)")
         }
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)

@@ -34,7 +34,7 @@ struct Generate: ParsableCommand {
     var temperature: Double = 0.8
     @Option(parsing: .unconditional, help: "Sample among the K most likely tokens only (0: all).")
     var topK: Int = 0
-    @Option(help: "Seed of the sampling.")
+    @Option(parsing: .unconditional, help: "Seed of the sampling (a whole number ≥ 0).")
     var seed: UInt64 = 0
     @Flag(help: "Run a full forward pass per token instead of the key/value cache.")
     var noCache = false

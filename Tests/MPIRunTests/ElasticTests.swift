@@ -180,7 +180,8 @@ final class ElasticTests: XCTestCase {
 
     /// Property: bad input to the supervisor is one line and a non-zero exit, with nothing
     /// left running: too few hosts for --min-hosts, a discovery command that fails or prints
-    /// garbage, a missing hostfile, a command other than train — and --max-restarts used up.
+    /// garbage, a missing hostfile, a command other than train, the simulated hosts' options
+    /// with real hosts — and --max-restarts used up.
     func testBadInputAndExhaustedRestartsAreOneLine() throws {
         let short = ["train"] + TrainUnderMPIRunTests.short
         for (options, arguments, expected) in [
@@ -189,6 +190,9 @@ final class ElasticTests: XCTestCase {
             (["--hostfile", "/nonexistent/hosts"], short, "elastic: error: --hostfile /nonexistent/hosts does not exist"),
             (["--discover", "echo localhost 2", "--max-restarts", "x"], short, "elastic: error: --max-restarts must be a whole number, got 'x'"),
             (["--discover", "echo localhost 2"], ["bench", "allreduce"], "elastic: error: put 'train' and its arguments after --: only training heals itself"),
+            // The simulated hosts' own options, with real hosts: refused, not ignored.
+            (["--discover", "echo localhost 2", "--rate", "1gbit"], short, "elastic: error: --rate shapes the simulated hosts' links: it goes with --simulated-hosts"),
+            (["--discover", "echo localhost 2", "--ranks-per-host", "2"], short, "elastic: error: --ranks-per-host is the simulated hosts' slots: it goes with --simulated-hosts"),
         ] {
             let outcome = try MPIRun.runProcess([Self.script] + options + ["--"] + arguments, timeout: 60)
             XCTAssertNotEqual(outcome.status, 0, "\(options)")
