@@ -8,12 +8,13 @@ import XCTest
 /// with bash, in a scratch directory that looks like the checkout — symbolic links to its
 /// `launch`, `configs`, `Sources`, `Package.swift`, `.build` and `Tests`, and a `runs/` of its
 /// own — each bounded by a timeout and shortened so that the whole test takes minutes:
-/// - `train` (also through `launch/quickstart.sh`): `--set train.max_steps=30 --set
+/// - `train` (also through `launch/quickstart.sh`): `--set train.max_steps=20 --set
 ///   train.epochs=1 --set checkpoint.every_steps=10` appended (a later `--set` wins), and
-///   `--stop-after N` becomes `--stop-after 20`;
+///   `--stop-after N` becomes `--stop-after 10`;
 /// - `bench allreduce`: sizes up to 1 MiB (or `--min-bytes`), 3 iterations after 1 warm-up;
 ///   `bench compute`: 5 steps after 1; `bench codecs`: 64 Ki values, one repetition;
-///   `bench scaling`: 10 steps per run, one round; `bench target`: 30 steps per run, evaluated every 10;
+///   `bench scaling`: 10 steps per run, one round; `bench target`: 20 steps per run, evaluated
+///   once, at the end (each evaluation of fashion-cnn's test set is seconds);
 /// - `launch/hostfile.sh HOSTFILE NP`: a generated hostfile `localhost slots=2`, NP 2;
 /// - `launch/elastic.sh`: its `train` shortened; `--hostfile` the generated one; on simulated
 ///   hosts as the simulated cluster; `--slurm` skipped (it runs inside an allocation);
@@ -36,7 +37,7 @@ final class DocumentationTests: XCTestCase {
                         "docs/slow-links.md"]
 
     /// What every `train` gets appended.
-    static let trainShortening = " --set train.max_steps=30 --set train.epochs=1 --set checkpoint.every_steps=10"
+    static let trainShortening = " --set train.max_steps=20 --set train.epochs=1 --set checkpoint.every_steps=10"
 
     /// The directory the pages' SLURM examples use for `launch/testslurm.sh` (replaced by one of
     /// this test's own, so that a run never meets another's daemons).
@@ -86,7 +87,7 @@ final class DocumentationTests: XCTestCase {
         guard case let .shell(shell, _) = try Self.plan(Command(page: "t.md", line: 1, text: "launch/hostfile.sh hosts 32 train --stop-after 1000", expectedError: nil), in: scratch) else {
             return XCTFail("a hostfile command is run")
         }
-        XCTAssertEqual(shell, "launch/hostfile.sh '/s/h' 2 train --stop-after 20" + Self.trainShortening)
+        XCTAssertEqual(shell, "launch/hostfile.sh '/s/h' 2 train --stop-after 10" + Self.trainShortening)
         guard case let .shell(scaling, _) = try Self.plan(Command(page: "t.md", line: 1, text: ".build/release/ringsgd bench scaling --launcher hostfile:hosts --ranks 8,16", expectedError: nil), in: scratch) else {
             return XCTFail("a scaling benchmark across a hostfile is run")
         }
@@ -301,7 +302,7 @@ final class DocumentationTests: XCTestCase {
     static func shorten(_ text: String, ringsgd arguments: [String], _ command: Command) throws -> String {
         switch (arguments.first, arguments.dropFirst().first) {
         case ("train"?, _):
-            let stopped = text.replacingOccurrences(of: #"--stop-after [0-9]+"#, with: "--stop-after 20", options: .regularExpression)
+            let stopped = text.replacingOccurrences(of: #"--stop-after [0-9]+"#, with: "--stop-after 10", options: .regularExpression)
             return stopped + trainShortening
         case ("evaluate"?, _), ("export"?, _), ("generate"?, _), ("--version"?, _), ("check"?, "allreduce"?):
             return text
@@ -315,7 +316,7 @@ final class DocumentationTests: XCTestCase {
         case ("bench"?, "scaling"?):
             return text + " --steps 10 --rounds 1"
         case ("bench"?, "target"?):
-            return text + " --set train.max_steps=30 --eval-every-steps 10"
+            return text + " --set train.max_steps=20 --eval-every-steps 20"
         default:
             throw unknown(command, "ringsgd \(arguments.prefix(2).joined(separator: " ")) has no shortening")
         }
