@@ -53,8 +53,7 @@ stop() {
   done
   for pid in $(daemons); do kill -9 "$pid" 2>/dev/null || true; done
   simhosts_destroy "$dir"
-  # Only a directory start made (its marker): never a directory that held anything else.
-  if [ -e "$dir/.testslurm" ]; then rm -rf "$dir"; fi
+  rm -rf "$dir"   # start's own (its marker: checked by `stop`, the trap is set after it)
 }
 case "$command" in
   stop)

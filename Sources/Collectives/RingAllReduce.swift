@@ -193,27 +193,20 @@ public final class RingAllReduce: AllReduce {
     private func averageFolding(_ buffer: UnsafeMutableBufferPointer<Float>,
                                 residual: UnsafeMutableBufferPointer<Float>?, carry: CarriedAddend?) throws {
         let n = transport.size
-        // One rank compresses nothing: a residual (a run on more ranks left it, resumed here)
-        // is fed back now, once, and its error — the new residual — is 0.
-        guard n > 1 else {
-            if let residual, let values = buffer.baseAddress, buffer.count > 0 {
-                FloatKernels.add(residual.baseAddress!, into: values, count: buffer.count)
-                residual.update(repeating: 0)
-            }
-            return
+        // A lossy codec adds the residual as it encodes (`FusedSegmentPass`) and sets it to its
+        // error. Where nothing is encoded — the exact ring, or one rank (a residual a run on
+        // more ranks left, resumed here) — it is added here, and its error, the new residual,
+        // is 0: left as it was, the same memory would be fed back again at every call.
+        if let residual, codec.isIdentity || n == 1, let values = buffer.baseAddress, buffer.count > 0 {
+            FloatKernels.add(residual.baseAddress!, into: values, count: buffer.count)
+            residual.update(repeating: 0)
         }
+        guard n > 1 else { return }
         let region = codec.isIdentity ? (transport as? SharedMemoryTransport)?.sharedRegion(containing: buffer) : nil
         let shape = RingCallShape(count: buffer.count, offsetInSharedRegion: region?.offset(of: buffer) ?? -1,
                                   segmentBytes: segmentBytes, codecName: codec.name)
         let plan = try agreement.begin(shape, over: transport)
         guard buffer.count > 0 else { return try agreement.confirm() }
-        // A lossy codec adds the residual as it encodes (`FusedSegmentPass`) and sets it to its
-        // error; the exact ring adds it here, and its error — the new residual — is 0 (left as
-        // it was, the same memory would be fed back again at every call).
-        if let residual, codec.isIdentity {
-            FloatKernels.add(residual.baseAddress!, into: buffer.baseAddress!, count: buffer.count)
-            residual.update(repeating: 0)
-        }
         if let region, let offsets = plan.sharedOffsets {
             try agreement.confirm()
             return try averageInSharedMemory(buffer, region: region, offsets: offsets)

@@ -259,44 +259,39 @@ public final class OuterSynchronizer {
     public func restore(_ bytes: [UInt8], outer values: [Float]) throws {
         let bad = SyncSetupError("the checkpoint's outer state does not fit this model and comm.fragments / comm.outer_delay; resume with the config it was written with")
         guard values.count == outer.count else { throw bad }
-        // Read twice: first to check the whole layout (every length, nothing past the end),
-        // then to load it — a refused state leaves nothing half-restored.
-        for loading in [false, true] {
-            var offset = 0
-            func get() throws -> Int {
-                guard offset + 8 <= bytes.count else { throw bad }
-                defer { offset += 8 }
-                // A count that does not fit an Int, or is negative as one, is damage, not a trap.
-                guard let value = Int(exactly: UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })) else { throw bad }
-                return value
-            }
-            let (steps, discarded, count) = (try get(), try get(), try get())
-            guard count == optimizers.count else { throw bad }
-            var inFlight: InFlight?
-            if try get() == 1 {
-                let (p, after) = (try get(), try get())
-                guard p >= 0, p < fragments.count, let streamingDelta else { throw bad }
-                let range = fragments[p].range
-                guard offset + 4 * range.count <= bytes.count else { throw bad }
-                if loading {
-                    bytes.withUnsafeBytes { raw in
-                        UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(streamingDelta)[range.lowerBound * 4 ..< range.upperBound * 4])
-                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[offset ..< offset + 4 * range.count]))
-                    }
-                }
-                offset += 4 * range.count
-                inFlight = InFlight(fragment: p, applyAfter: after, averaged: true)
-            }
-            for optimizer in optimizers {
-                let length = try get()
-                guard length <= bytes.count - offset else { throw bad }
-                if loading { try optimizer.loadState(Array(bytes[offset ..< offset + length])) }
-                offset += length
-            }
-            guard offset == bytes.count else { throw bad }   // bytes past the state: not this layout
-            guard loading else { continue }
-            (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight)
+        // The layout is read whole — every length, nothing past the end — before any of it loads.
+        var offset = 0
+        func get() throws -> Int {
+            guard offset + 8 <= bytes.count else { throw bad }
+            defer { offset += 8 }
+            // A count that does not fit an Int, or is negative as one, is damage, not a trap.
+            guard let value = Int(exactly: UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) })) else { throw bad }
+            return value
         }
+        func take(_ count: Int) throws -> Range<Int> {
+            guard count <= bytes.count - offset else { throw bad }
+            defer { offset += count }
+            return offset ..< offset + count
+        }
+        let (steps, discarded, count) = (try get(), try get(), try get())
+        guard count == optimizers.count else { throw bad }
+        var inFlight: (state: InFlight, bytes: Range<Int>)?
+        if try get() == 1 {
+            let (p, after) = (try get(), try get())
+            guard p >= 0, p < fragments.count, streamingDelta != nil else { throw bad }
+            inFlight = (InFlight(fragment: p, applyAfter: after, averaged: true), try take(4 * fragments[p].range.count))
+        }
+        let states = try optimizers.map { _ in try take(try get()) }
+        guard offset == bytes.count else { throw bad }   // bytes past the state: not this layout
+        if let (state, stored) = inFlight, let streamingDelta {
+            let range = fragments[state.fragment].range
+            bytes.withUnsafeBytes { raw in
+                UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(streamingDelta)[range.lowerBound * 4 ..< range.upperBound * 4])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[stored]))
+            }
+        }
+        for (optimizer, stored) in zip(optimizers, states) { try optimizer.loadState(Array(bytes[stored])) }
+        (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight?.state)
         _ = outer.update(fromContentsOf: values)
         started = true
     }

@@ -6,16 +6,18 @@ import XCTest
 /// reader (which checks what the format requires), .npz entry by entry as zip records holding
 /// .npy files.
 final class FormatTests: XCTestCase {
+    /// A safetensors file of this JSON header and these data bytes, as written by hand.
+    func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
+        let json = Array(header.utf8)
+        return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
+    }
+
     /// Property: a file with a hole or a wrong size is refused by the reader: bytes past the
     /// last tensor, a gap between two tensors, two tensors over the same bytes — each named.
     func testSafetensorsReaderRefusesHoles() throws {
         var bytes = try Safetensors.encode([NamedTensor(name: "a", shape: [2], values: [1, 2])], metadata: [:])
         bytes.append(0)
         XCTAssertThrowsError(try Safetensors.decode(bytes))
-        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
-            let json = Array(header.utf8)
-            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
-        }
         let twelve = [UInt8](repeating: 0, count: 12)
         let hole = file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, twelve)
         let overlap = file(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, twelve.prefix(8).map { $0 })
@@ -42,10 +44,6 @@ final class FormatTests: XCTestCase {
     /// PyTorch writes `num_batches_tracked` as a 0-dimensional I64: read as a Float, beside F32
     /// tensors; a dtype neither is refused, as is a shape whose element count overflows.
     func testSafetensorsReaderTakesI64AsFloat() throws {
-        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
-            let json = Array(header.utf8)
-            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
-        }
         let f32 = withUnsafeBytes(of: Float(2.5).bitPattern.littleEndian) { Array($0) }
         let i64 = withUnsafeBytes(of: Int64(1234).littleEndian) { Array($0) }
         let decoded = try Safetensors.decode(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"n":{"dtype":"I64","shape":[],"data_offsets":[4,12]}}"#, f32 + i64))
@@ -76,10 +74,6 @@ final class FormatTests: XCTestCase {
     /// F64 rounded to nearest (a finite value past float32's range refused, by index), integers
     /// and BOOL as their values.
     func testSafetensorsReaderConvertsOtherDTypesToFloat() throws {
-        func file(_ header: String, _ data: [UInt8]) -> [UInt8] {
-            let json = Array(header.utf8)
-            return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + data
-        }
         func bytes<T>(_ values: [T]) -> [UInt8] { values.withUnsafeBytes { Array($0) } }   // little-endian host
         let half: [Float16] = [1.5, -0.000061035156, 65504]
         let bf16: [UInt16] = [0x3FC0, 0xC2F7, 0x0001]   // 1.5, -123.5, the smallest subnormal

@@ -76,14 +76,8 @@ final class FaultTests: XCTestCase {
         let log = temporaryDirectory() + "/check.log"
         let job = try BackgroundJob([Self.local, "2", "check", "allreduce", "--counts", counts, "--timeout-seconds", "3"], log: log)
         // Once a first check has passed, every rank is past MPI_Init (which no deadline bounds).
-        var pids: [Int32] = []
-        for _ in 0 ..< 600 where job.process.isRunning && pids.count != 2 {
-            usleep(100_000)
-            guard job.output.contains("count=1000081 ") else { continue }
-            pids = try MPIRun.runProcess(["pgrep", "-f", pattern], timeout: 10).output.split(separator: "\n").compactMap { Int32($0) }
-        }
-        guard pids.count == 2 else { throw TestFailure("no two ranks to stop (pgrep -f '\(pattern)' found \(pids)); the job printed:\n\(job.output)") }
-        try BackgroundJob.send(SIGSTOP, to: pids.max()!)
+        let rank = try job.rank(matching: pattern, when: "a first check passed") { job.output.contains("count=1000081 ") }
+        try BackgroundJob.send(SIGSTOP, to: rank)
         let stopped = Date()
         XCTAssertTrue(job.end(within: 30), "the check must end within 30 s of a stalled rank")
         XCTAssertGreaterThanOrEqual(Date().timeIntervalSince(stopped), 2.5, "not before the deadline")
@@ -93,8 +87,7 @@ final class FaultTests: XCTestCase {
                       "last line: \(last)")
         XCTAssertTrue(last.contains("(--timeout-seconds is 3); find the stalled host or rank, or raise --timeout-seconds if it is only slow, then run the check again"),
                       "the line says what to do next: \(last)")
-        let left = try MPIRun.runProcess(["pgrep", "-f", pattern], timeout: 10).output.trimmingCharacters(in: .whitespacesAndNewlines)
-        XCTAssertEqual(left, "", "processes left behind")
+        XCTAssertEqual(try BackgroundJob.rankPIDs(matching: pattern), [], "processes left behind")
     }
 
     /// A full disk while writing a checkpoint (a 7 MB tmpfs: one 4.3 MB checkpoint fits, the

@@ -266,8 +266,11 @@ final class BackgroundJob {
     static func rankPattern(_ runDirectory: String) -> String { "^[^ ]*ringsgd train .*--run-dir \(runDirectory)( |$)" }
 
     /// The pids of the ringsgd ranks training into `runDirectory`, in increasing order.
-    static func rankPIDs(runDirectory: String) throws -> [Int32] {
-        try MPIRun.runProcess(["pgrep", "-f", rankPattern(runDirectory)], timeout: 10).output
+    static func rankPIDs(runDirectory: String) throws -> [Int32] { try rankPIDs(matching: rankPattern(runDirectory)) }
+
+    /// The pids of the processes whose command line `pgrep -f pattern` matches, in increasing order.
+    static func rankPIDs(matching pattern: String) throws -> [Int32] {
+        try MPIRun.runProcess(["pgrep", "-f", pattern], timeout: 10).output
             .split(separator: "\n").compactMap { Int32($0) }.sorted()
     }
 
@@ -275,17 +278,22 @@ final class BackgroundJob {
     /// ≤ 60 s while the job runs. Throws, saying what it looked for and what the job printed,
     /// when there is none — never 0, which kill(2) reads as the test runner's process group.
     func rank(of runDirectory: String, ranks: Int = 2, when readiness: String, _ ready: () -> Bool) throws -> Int32 {
+        try rank(matching: Self.rankPattern(runDirectory), ranks: ranks, when: readiness, ready)
+    }
+
+    /// `rank(of:)` for ranks found by any `pgrep -f` pattern (a command other than train).
+    func rank(matching pattern: String, ranks: Int = 2, when readiness: String, _ ready: () -> Bool) throws -> Int32 {
         var held = false, found: [Int32] = []
         for _ in 0 ..< 600 where process.isRunning {
             usleep(100_000)
             guard ready() else { continue }
             held = true
-            found = try Self.rankPIDs(runDirectory: runDirectory)
+            found = try Self.rankPIDs(matching: pattern)
             if found.count == ranks { return found[ranks - 1] }
         }
         let job = process.isRunning ? "still runs" : "ended with status \(process.terminationStatus)"
         throw TestFailure("""
-            no rank to signal: looked ≤ 60 s for \(ranks) ranks (pgrep -f '\(Self.rankPattern(runDirectory))') once \(readiness); \
+            no rank to signal: looked ≤ 60 s for \(ranks) ranks (pgrep -f '\(pattern)') once \(readiness); \
             \(held ? "that happened, but pgrep found \(found)" : "that never happened"); the job \(job). It printed:
             \(output)
             """)

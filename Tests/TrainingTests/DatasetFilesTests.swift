@@ -88,6 +88,15 @@ final class DatasetFilesTests: XCTestCase {
         for (i, x) in renormalised.enumerated() { XCTAssertEqual(x, (Float(i * 10) / 255 - 0.5) / 2, accuracy: 1e-6) }
     }
 
+    /// `path` gzipped in place (`path.gz`, no name or time in its header), as datasets ship.
+    func gzip(_ path: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-n", "-f", path]
+        try gzip.run(); gzip.waitUntilExit()
+        XCTAssertEqual(gzip.terminationStatus, 0, "gzip \(path)", file: file, line: line)
+    }
+
     /// Property: a gzipped IDX file's decompressed cache belongs to that file alone — another
     /// file of the same name, size and whole-second mtime in another directory (a `cp -p`
     /// copy of different data) gets its own, not the first one's.
@@ -99,11 +108,7 @@ final class DatasetFilesTests: XCTestCase {
             try FileManager.default.createDirectory(atPath: "\(dir)/\(folder)", withIntermediateDirectories: true)
             let path = "\(dir)/\(folder)/train-images-idx3-ubyte"
             try NpyFixture.write([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] + pixels, path)
-            let gzip = Process()
-            gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
-            gzip.arguments = ["-n", "-f", path]
-            try gzip.run(); gzip.waitUntilExit()
-            XCTAssertEqual(gzip.terminationStatus, 0)
+            try gzip(path)
             try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSince1970: 1_700_000_000)], ofItemAtPath: path + ".gz")
             sizes.append(try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: path + ".gz")[.size] as? Int))
             let file = try IDXFile(path: path + ".gz", cacheDirectory: cache)
@@ -120,11 +125,7 @@ final class DatasetFilesTests: XCTestCase {
     func testATruncatedGzipIsRefusedAndLeavesNoCache() throws {
         let dir = directory(), cache = dir + "/cache", path = dir + "/train-images-idx3-ubyte"
         try NpyFixture.write([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2] + (1 ... 8).map(UInt8.init), path)
-        let gzip = Process()
-        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
-        gzip.arguments = ["-n", "-f", path]
-        try gzip.run(); gzip.waitUntilExit()
-        XCTAssertEqual(gzip.terminationStatus, 0)
+        try gzip(path)
         let whole = try Data(contentsOf: URL(fileURLWithPath: path + ".gz"))
         for cut in [4, whole.count / 2] {   // the CRC and length trailer's half, then half the stream
             let short = dir + "/cut-\(cut)-train-images-idx3-ubyte.gz"

@@ -29,10 +29,12 @@ final class TrainerTests: XCTestCase {
     }
 
     /// Trains on `ranks` threads; returns every rank's summary (nil: nothing left to do).
+    /// `lines` receives rank 0's log.
     func train(ranks: Int, _ config: TrainingConfig, dir: String, resume: Bool = false, stopAfter: Int? = nil,
-               sends: SendMode = .buffered) throws -> [RunSummary?] {
+               sends: SendMode = .buffered, lines: LockedLines? = nil) throws -> [RunSummary?] {
         try InProcessCluster.run(size: ranks, timeout: 60, sends: sends) { transport in
-            try Trainer(config: config, transport: transport, runDirectory: dir, log: { _ in })
+            try Trainer(config: config, transport: transport, runDirectory: dir,
+                        log: { line in if transport.rank == 0 { lines?.append(line) } })
                 .run(resume: resume, stopAfter: stopAfter)
         }
     }
@@ -220,15 +222,11 @@ final class TrainerTests: XCTestCase {
         let kept = "fp16"
         checkpoint.chosenCodec = kept
         try Data(checkpoint.encoded()).write(to: URL(fileURLWithPath: path))
-        var lines: [String] = []
-        let lock = NSLock()
-        let resumed = try InProcessCluster.run(size: 2, timeout: 60) { transport in
-            try Trainer(config: config, transport: transport, runDirectory: dir, log: { line in lock.withLock { lines.append(line) } })
-                .run(resume: true, stopAfter: nil)
-        }[0]!
+        let lines = LockedLines()
+        let resumed = try train(ranks: 2, config, dir: dir, resume: true, lines: lines)[0]!
         XCTAssertEqual(resumed.resumed_from_step, 8)
         XCTAssertEqual(resumed.codec, kept, "the resumed run averages with the run's codec")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("comm.codec: auto: the run keeps \(kept), its codec since its start") }, lines.joined(separator: "\n"))
+        XCTAssertTrue(lines.all.contains { $0.hasPrefix("comm.codec: auto: the run keeps \(kept), its codec since its start") }, lines.all.joined(separator: "\n"))
         // A world of no ranks (a crafted file: the checksum is no secret) is refused, not divided by.
         var empty = checkpoint
         empty.worldSize = 0
