@@ -47,7 +47,9 @@
 # Growing back stops the job with a checkpoint at its next periodic checkpoint, replica check,
 # evaluation or epoch end (SIGUSR1, which mpirun forwards to every rank). A stop it did
 # not ask for (SLURM's time-limit warning) ends the supervision, the run saved. Needs root for --simulated-hosts. Environment:
-# ELASTIC_LOG_DIR (keep each job's whole output there, job-1.log, job-2.log, …), MPIRUN_ARGS.
+# ELASTIC_LOG_DIR (keep each job's whole output there, job-1.log, job-2.log, …), MPIRUN_ARGS
+# (extra mpirun options; not used under --slurm, whose ranks srun starts: RINGSGD_SRUN_MPI names
+# its --mpi plugin, pmix by default).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fail() { echo "elastic: error: $*" >&2; exit 2; }
@@ -85,6 +87,9 @@ for s in "$hostfile" "$discover" "$simulated" "$slurm"; do [ -z "$s" ] || source
 for pair in "min-hosts:$min_hosts" "max-restarts:$max_restarts" "probe-every:$probe_every" "cooldown:$cooldown" "wait:$wait_limit" "ranks-per-host:$per_host"; do
   [[ "${pair#*:}" =~ ^[0-9]+$ ]] || fail "--${pair%%:*} must be a whole number, got '${pair#*:}'"
 done
+# Base 10 from here on: shell arithmetic reads "08" as a bad octal number.
+min_hosts=$((10#$min_hosts)) max_restarts=$((10#$max_restarts)) probe_every=$((10#$probe_every))
+cooldown=$((10#$cooldown)) wait_limit=$((10#$wait_limit)) per_host=$((10#$per_host))
 [ "$min_hosts" -ge 1 ] || fail "--min-hosts must be at least 1"
 [ "$probe_every" -ge 1 ] || fail "--probe-every must be at least 1 second"
 [ "$per_host" -ge 1 ] || fail "--ranks-per-host must be at least 1"
@@ -128,7 +133,7 @@ discover_hosts() {
   while IFS= read -r line; do
     [ -n "${line// /}" ] || continue
     if [[ "$line" =~ ^[[:space:]]*([A-Za-z0-9._-]+)(:|[[:space:]]+)([0-9]+)[[:space:]]*$ ]] && [ "${BASH_REMATCH[3]}" -ge 1 ]; then
-      host=${BASH_REMATCH[1]} count=${BASH_REMATCH[3]}
+      host=${BASH_REMATCH[1]} count=$((10#${BASH_REMATCH[3]}))
       discovered+="$host $count"$'\n'
     else
       bad="it printed '$line', not 'host slots'"; return 1
@@ -169,15 +174,22 @@ if [ -n "$hostfile" ]; then
   # `|| [ -n … ]`: a last line without its newline is a host too.
   while read -r host rest || [ -n "${host:-}" ]; do
     [ -n "$host" ] && [[ "$host" != \#* ]] || continue
-    # slots=N itself, not max_slots=N.
-    count=$(sed -n 's/\(^\|.*[[:space:]]\)slots=\([0-9]*\).*/\2/p' <<<"$rest"); count=${count:-1}
-    [ "$count" -ge 1 ] || fail "--hostfile $hostfile: host $host has slots=$count; every host needs at least one slot"
+    # slots=N itself, not max_slots=N; none given: one slot.
+    count=$(sed -n 's/\(^\|.*[[:space:]]\)slots=\([^[:space:]]*\).*/\2/p' <<<"$rest")
+    if [[ "$rest" =~ (^|[[:space:]])slots= ]]; then
+      [[ "$count" =~ ^[0-9]+$ ]] && [ "$count" -ge 1 ] \
+        || fail "--hostfile $hostfile: host $host has slots=$count; every host needs a whole number of slots, at least one"
+      count=$((10#$count))
+    else
+      count=1
+    fi
     add_host "$host" "$host" "$count"
   done <"$hostfile"
   [ "${#addrs[@]}" -gt 0 ] || fail "--hostfile $hostfile lists no host"
 elif [ -n "$slurm" ]; then
   [ -n "${SLURM_JOB_NODELIST:-}" ] || fail "--slurm runs inside a SLURM allocation (sbatch, salloc): SLURM_JOB_NODELIST is not set"
   [[ "${SLURM_NTASKS_PER_NODE:-}" =~ ^[0-9]+$ ]] || fail "--slurm needs the same number of tasks on every node: submit with --ntasks-per-node=K"
+  SLURM_NTASKS_PER_NODE=$((10#$SLURM_NTASKS_PER_NODE))
   while read -r node; do
     [ -n "$node" ] || continue
     addr=$( { scontrol show node -o "$node" 2>/dev/null || true; } | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
@@ -190,6 +202,7 @@ elif [ -n "$discover" ]; then
 else
   [[ "$simulated" =~ ^[0-9]+$ ]] && [ "$simulated" -ge 1 ] && [ "$simulated" -le 64 ] \
     || fail "--simulated-hosts must be a whole number in 1…64, got '$simulated'"
+  simulated=$((10#$simulated))
   simhosts_check_rate "$rate"
   [ "$min_hosts" -le "$simulated" ] || fail "--min-hosts $min_hosts is more than the $simulated hosts there are; lower it or add hosts"
   simhosts_probe "$work"
@@ -409,7 +422,11 @@ while true; do
   ended_at=$(date +%s.%N)
   first=0
   jobs_run=$((${jobs_run:-0} + 1))
-  if [ -n "${ELASTIC_LOG_DIR:-}" ]; then mkdir -p "$ELASTIC_LOG_DIR" && cp "$raw" "$ELASTIC_LOG_DIR/job-$jobs_run.log"; fi
+  # A log that cannot be kept (a full disk) is said, and supervision goes on.
+  if [ -n "${ELASTIC_LOG_DIR:-}" ]; then
+    { mkdir -p "$ELASTIC_LOG_DIR" && cp "$raw" "$ELASTIC_LOG_DIR/job-$jobs_run.log"; } \
+      || say "warning: could not keep job $jobs_run's log in ELASTIC_LOG_DIR=$ELASTIC_LOG_DIR; supervising on"
+  fi
   step=$(last_step_in "$raw")
   [ -z "$step" ] || last_step=$step
   [ -n "$run_id" ] || run_id=$(sed -n '/^run id [0-9a-f]\{16\}$/{s/^run id //p;q}' "$raw")

@@ -50,11 +50,13 @@ while [ $# -gt 0 ]; do
 done
 [[ "$hosts" =~ ^[0-9]+$ ]] && [ "$hosts" -ge 1 ] && [ "$hosts" -le 64 ] \
   || fail "--hosts must be a whole number in 1…64, got '${hosts}'; $usage"
+hosts=$((10#$hosts))   # base 10: shell arithmetic reads "08" as a bad octal number
 IFS=, read -r -a slots <<<"$per_host"
 for k in "${slots[@]}"; do
   [[ "$k" =~ ^[0-9]+$ ]] && [ "$k" -ge 1 ] && [ "$k" -le 64 ] \
     || fail "--ranks-per-host must be a whole number in 1…64 (or one per host, comma-separated), got '${per_host}'"
 done
+for i in "${!slots[@]}"; do slots[i]=$((10#${slots[i]})); done
 if [ "${#slots[@]}" -eq 1 ]; then
   for _ in $(seq 2 "$hosts"); do slots+=("${slots[0]}"); done
 elif [ "${#slots[@]}" -ne "$hosts" ]; then

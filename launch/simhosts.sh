@@ -54,7 +54,8 @@ simhosts_shape() {
   local rate=$1 work=$2 dev=$3; shift 3
   [ "$rate" = none ] && return 0
   local bits bytes burst
-  bits=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = substr(r, length(n "") + 1);
+  # The unit is what follows the number as written ("10.0gbit", "010gbit"), not as awk prints it.
+  bits=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = r; sub(/^[0-9.]+/, "", u);
     m["bit"]=1; m["kbit"]=1e3; m["mbit"]=1e6; m["gbit"]=1e9; m["tbit"]=1e12;
     m["bps"]=8; m["kbps"]=8e3; m["mbps"]=8e6; m["gbps"]=8e9; m["tbps"]=8e12; printf "%.0f", n * m[u] }')
   bytes=$((bits / 8 / 100))

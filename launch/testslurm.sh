@@ -2,7 +2,7 @@
 # A real SLURM on this machine for tests and trials: munged, slurmctld and slurmd from
 # Debian's packages, with their own configuration, state, spool, ports and munge key under DIR.
 #   launch/testslurm.sh start DIR                        # prints the SLURM_CONF to export
-#   launch/testslurm.sh start DIR --nodes N --rate R     # N simulated nodes (N ≥ 2)
+#   launch/testslurm.sh start DIR --nodes N --rate R     # N simulated nodes (N ≥ 2; 1 is the default)
 #   launch/testslurm.sh stop DIR                         # stops the daemons, removes DIR (only one start made)
 # Default: one node (this host, CPUs = its cores). With --nodes: N simulated hosts
 # (launch/simhosts.sh: network namespaces on a bridge, links shaped to R), one slurmd in each
@@ -22,6 +22,12 @@ source "$root/launch/simhosts.sh"
 [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 command=$1 dir=$2
 shift 2
+# DIR goes into slurm.conf and SLURM_CONF, read by daemons and by sbatch from other working
+# directories, and into unquoted word lists (the pid files): an absolute path without spaces.
+# Empty (an unset variable, say) would have made /state, /spool, … at the root.
+[ -n "$dir" ] || { echo "testslurm: error: DIR is empty; $usage" >&2; exit 2; }
+[[ "$dir" != *[[:space:]]* ]] || { echo "testslurm: error: DIR '$dir' holds white space; give a path without it" >&2; exit 2; }
+dir=$(realpath -m -- "$dir")
 nodes=1 rate=none
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +36,7 @@ while [ $# -gt 0 ]; do
     *) echo "testslurm: error: unknown option '$1'; $usage" >&2; exit 2 ;;
   esac
 done
+[ "$rate" = none ] || [ "$nodes" != 1 ] || { echo "testslurm: error: --rate shapes the links between simulated nodes; give --nodes N (N ≥ 2) with it, or drop it" >&2; exit 2; }
 pidfiles() { ls "$dir"/slurmd*.pid "$dir/slurmctld.pid" "$dir/munge/munged.pid" 2>/dev/null || true; }
 # The pids of the daemons still running: a pid file's pid only while that process is still one
 # of ours by name — a daemon that died leaves its file, and its pid may since be another
@@ -81,9 +88,17 @@ for fd in /proc/$$/fd/*; do
 done
 mkdir -p "$dir"/{state,spool,log,munge}
 touch "$dir/.testslurm"
-trap 'status=$?; [ $status -eq 0 ] || stop; exit $status' EXIT
+# A failed start removes DIR (stop), but keeps the daemons' logs, and says where: they say why.
+keep_logs() {
+  local kept
+  kept=$(mktemp -d /tmp/testslurm-logs.XXXXXX) || return 0
+  cp -r "$dir/log" "$dir/munge/munged.log" "$dir/slurm.conf" "$kept/" 2>/dev/null || true
+  echo "testslurm: the daemons' logs of this failed start are in $kept" >&2
+}
+trap 'status=$?; if [ $status -ne 0 ]; then keep_logs; stop; fi; exit $status' EXIT
 # Bash runs the EXIT trap with status 0 when a signal it has no trap for ends it: without these,
-# Ctrl-C during start left the daemons and namespaces running.
+# Ctrl-C (or a closed terminal) during start left the daemons and namespaces running.
+trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 dd if=/dev/urandom of="$dir/munge/munge.key" bs=1 count=1024 2>/dev/null
@@ -164,4 +179,4 @@ for _ in $(seq 1 150); do
   if [ "$(sinfo -h -N -o %T 2>/dev/null | grep -c idle)" -ge "$nodes" ]; then echo "$SLURM_CONF"; exit 0; fi
   sleep 0.2
 done
-fail "$nodes node(s) did not become idle within 30 s ($(sinfo -h -N -o '%N %T' 2>/dev/null | tr '\n' ' ')); see $dir/log"
+fail "$nodes node(s) did not become idle within 30 s ($(sinfo -h -N -o '%N %T' 2>/dev/null | tr '\n' ' ')); the daemons' logs say why"

@@ -254,9 +254,9 @@ public final class OuterSynchronizer {
         return bytes
     }
 
-    /// Restores `stateBytes()` and θ_outer; the inner parameters are the caller's (each
-    /// rank's own file, or θ_outer).
-    public func restore(_ bytes: [UInt8], outer values: [Float]) throws {
+    /// Restores `stateBytes()` of the checkpoint of `step` and θ_outer; the inner parameters
+    /// are the caller's (each rank's own file, or θ_outer).
+    public func restore(_ bytes: [UInt8], outer values: [Float], step: Int) throws {
         let bad = SyncSetupError("the checkpoint's outer state does not fit this model and comm.fragments / comm.outer_delay; resume with the config it was written with")
         guard values.count == outer.count else { throw bad }
         // The layout is read whole — every length, nothing past the end — before any of it loads.
@@ -278,7 +278,10 @@ public final class OuterSynchronizer {
         var inFlight: (state: InFlight, bytes: Range<Int>)?
         if try get() == 1 {
             let (p, after) = (try get(), try get())
-            guard p >= 0, p < fragments.count, streamingDelta != nil else { throw bad }
+            // In flight at the checkpoint: started at most comm.outer_delay steps before it, and
+            // not yet applied (a fragment due at or before it would never be applied, and the
+            // next start would find it still in flight).
+            guard p >= 0, p < fragments.count, streamingDelta != nil, after > step, after - step <= settings.delay else { throw bad }
             inFlight = (InFlight(fragment: p, applyAfter: after, averaged: true), try take(4 * fragments[p].range.count))
         }
         let states = try optimizers.map { _ in try take(try get()) }

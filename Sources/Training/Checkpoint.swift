@@ -35,7 +35,9 @@ import ModelFiles
 /// resume compares the config with the checkpoint's alone, so without them a second resume
 /// would forget that the run no longer matches an uninterrupted one); `CODC` the codec
 /// `comm.codec: auto` chose at the run's start (UTF-8, present with auto), which every resume
-/// keeps. A reader that
+/// keeps; `TRGT` the `--target` the run stopped at (UTF-8, `test_accuracy=0.8`; present only
+/// in the checkpoint of a run that reached it), so that `--resume` with the same target has
+/// nothing left to do rather than training past it. A reader that
 /// predates a section skips it. The sampler position and every random stream are functions of (seed,
 /// step), so the step is all the checkpoint needs of them.
 public struct Checkpoint: Equatable {
@@ -70,6 +72,9 @@ public struct Checkpoint: Equatable {
     /// The codec `comm.codec: auto` chose at the run's start, which a resume keeps (nil: a
     /// fixed codec, or written before the choice was kept).
     public var chosenCodec: String?
+    /// The `--target` this run reached and stopped at (`TrainingTarget.description`), nil
+    /// while it has not.
+    public var reachedTarget: String?
 
     public init(worldSize: Int, step: Int, skippedSteps: Int, config: String, parameters: [Float],
                 optimizerState: [UInt8], residualSum: [Float]?, powerSGDState: [UInt8]? = nil, model: ModelDescription? = nil,
@@ -100,6 +105,7 @@ public struct Checkpoint: Equatable {
         if let runID { sections.append(("RUNI", withUnsafeBytes(of: runID.littleEndian) { Array($0) })) }
         if !configChanges.isEmpty, let json = try? JSONEncoder.sorted.encode(configChanges) { sections.append(("CHNG", Array(json))) }
         if let chosenCodec { sections.append(("CODC", Array(chosenCodec.utf8))) }
+        if let reachedTarget { sections.append(("TRGT", Array(reachedTarget.utf8))) }
         put(UInt32(sections.count))
         for (tag, payload) in sections {
             out += Array(tag.utf8)
@@ -188,6 +194,12 @@ public struct Checkpoint: Equatable {
                 throw Corrupt(reason: "its chosen codec (CODC) is not a codec's name")
             }
             chosenCodec = text
+        }
+        if let target = sections["TRGT"] {
+            guard target.count <= 64, let text = String(validating: target, as: UTF8.self), !text.isEmpty else {
+                throw Corrupt(reason: "its reached target (TRGT) is not a target's METRIC=VALUE")
+            }
+            reachedTarget = text
         }
         if let json = sections["CHNG"] {
             do { configChanges = try JSONDecoder.ringsgd.decode([String].self, from: Data(json)) } catch {

@@ -59,6 +59,7 @@ extension Trainer {
         checkpoint.runID = run.runID
         checkpoint.configChanges = run.configChanges
         if config.codec == "auto" { checkpoint.chosenCodec = run.synchronizer.codecName }
+        if run.targetReached != nil { checkpoint.reachedTarget = target?.description }
         if residualSum != nil { checkpoint.residualSharers = run.synchronizer.memory?.sharers }
         snapshot.checkpoint = checkpoint
         return snapshot

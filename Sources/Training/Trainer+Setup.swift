@@ -142,6 +142,7 @@ extension Trainer {
         var startStep = 0, skipped = 0, changes: [String] = []
         var clockBefore: (seconds: Double, bytes: Double?)?
         var runID = continuingRunID
+        var endStep = min(totalSteps, stopAfter ?? totalSteps), resumedAtItsTarget: String?
         if resume {
             let checkpoint = try restore(store, placement, model, optimizer, synchronizer, outer)
             (startStep, skipped) = (checkpoint.step, checkpoint.skippedSteps)
@@ -149,6 +150,16 @@ extension Trainer {
             clockBefore = checkpoint.trainSeconds.map { ($0, checkpoint.bytesSent) }
             // This resume's changes after the earlier resumes' (the checkpoint carries them).
             changes = checkpoint.configChanges + configChanges(since: checkpoint)
+            // A run that stopped at its --target is complete for that target: a job script that
+            // always passes --resume (or elastic.sh's relaunch) must not train past it and
+            // rewrite summary.json. Another target, or none, asks for more training.
+            if let reached = checkpoint.reachedTarget {
+                if reached == target?.description {
+                    (endStep, resumedAtItsTarget) = (startStep, reached)
+                } else if rank == 0 {
+                    log("the resumed run stopped at its target \(reached) at step \(startStep); training on to \(target.map { "--target \($0)" } ?? "the run's end")")
+                }
+            }
         }
         let batch = max(sampler.localBatch, min(config.evalBatch, max(1, test.count / n + 1)))
         try Agreement.run("reserve the activations", over: transport) {
@@ -173,7 +184,8 @@ extension Trainer {
         let run = TrainingRun(train: train, test: test, model: model, sampler: sampler, optimizer: optimizer, schedule: schedule,
                               synchronizer: synchronizer, outer: outer, config: config, store: store, metrics: metrics, totalSteps: totalSteps,
                               perEpoch: config.scheduleInterval == "epoch", startStep: startStep,
-                              endStep: min(totalSteps, stopAfter ?? totalSteps), skipped: skipped, configChanges: changes)
+                              endStep: endStep, skipped: skipped, configChanges: changes)
+        run.resumedAtItsTarget = resumedAtItsTarget
         run.writesCheckpoint = placement.writes
         run.runID = try runID ?? Agreement.randomFromRankZero("choose the run's identity", over: transport)
         if rank == 0 && startStep < run.endStep { log(String(format: "run id %016llx", run.runID)) }
@@ -360,10 +372,20 @@ extension Trainer {
             (found, skipped) = try store.loadNewestValid(validate: fits)
             return Int64(found?.checkpoint.step ?? -1)
         }
-        let steps = try RingAllGather.gather(step, over: transport)
+        // Each looker's newest step and its run: [step, run id (0: none), …] by rank.
+        let records = try RingAllGather.gather([UInt64(bitPattern: step), found?.checkpoint.runID ?? 0], over: transport)
+        let steps = stride(from: 0, to: records.count, by: 2).map { Int64(bitPattern: records[$0]) }
         let best = steps.max() ?? -1
         let tag = transport.rank == 0 ? "" : "rank \(transport.rank): "
         for note in skipped { log("warning: \(tag)skipping checkpoint \(note)") }
+        // Without a run id to continue (RINGSGD_RUN_ID), checkpoints of two runs — an earlier
+        // run's left on one host's disk under the same run directory — leave no way to tell
+        // which is this run's: the newest step would win, whichever run it belongs to.
+        let runs = steps.indices.filter { steps[$0] >= 0 && records[2 * $0 + 1] != 0 }
+        if Set(runs.map { records[2 * $0 + 1] }).count > 1 {
+            let listed = runs.map { String(format: "rank %d: run %016llx at step %lld", $0, records[2 * $0 + 1], steps[$0]) }.joined(separator: ", ")
+            throw AgreedError("--resume: the run directories hold the checkpoints of different runs (\(listed)); remove the other run's checkpoints, or set RINGSGD_RUN_ID to the run id to continue (its log's 'run id' line)")
+        }
         guard best >= 0 else {
             let why = skipped.isEmpty ? "it holds none" : skipped.joined(separator: "; ")
             let anywhere = placement.directories.count > 1 ? " nor in any other rank's run directory" : ""
@@ -384,7 +406,7 @@ extension Trainer {
     /// with a warning: the run goes on, but no longer as the uninterrupted one would.
     private func restoreLocalSteps(_ outer: OuterSynchronizer, _ state: [UInt8], _ checkpoint: Checkpoint, _ store: CheckpointStore,
                                    _ parameters: UnsafeMutableBufferPointer<Float>, _ optimizer: Optimizer) throws -> [String] {
-        try outer.restore(state, outer: checkpoint.parameters)
+        try outer.restore(state, outer: checkpoint.parameters, step: checkpoint.step)
         let rank = transport.rank
         guard checkpoint.worldSize == transport.size,
               let own = store.loadLocalState(step: checkpoint.step, rank: rank, count: parameters.count, runID: checkpoint.runID) else {

@@ -77,7 +77,8 @@ public final class Trainer {
         let run = try prepare(resume: resume, stopAfter: stopAfter, overwrite: overwrite)
         guard run.startStep < run.endStep else {
             if transport.rank == 0 {
-                log("nothing left to do: the newest checkpoint is at step \(run.startStep) and this run ends at step \(run.endStep); \(runDirectory)/summary.json is kept")
+                let reason = run.resumedAtItsTarget.map { "the run reached its target \($0) there" } ?? "this run ends at step \(run.endStep)"
+                log("nothing left to do: the newest checkpoint is at step \(run.startStep) and \(reason); \(runDirectory)/summary.json is kept")
             }
             return nil
         }
@@ -169,10 +170,6 @@ public final class Trainer {
             run.endStep = done   // the checkpoint is the end's (finish)
             run.stoppedOnRequest = true
             closing = true       // the epoch's record so far, marked partial, as --stop-after writes it
-        } else if checkpointDue {
-            let writing = ContinuousClock.now
-            try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
-            epoch.checkpointSeconds += (ContinuousClock.now - writing).seconds
         }
         if stepLines > 0 && transport.rank == 0 && done % stepLines == 0 { log("ringsgd: at step \(done)") }
         if transport.rank == 0 && (done % config.logEverySteps == 0 || isTerminal) { progress(run, epoch, step: done) }
@@ -196,6 +193,15 @@ public final class Trainer {
                            run.targetReached!.trainSeconds, run.targetReached!.bytesSent.map { String(format: " and %.1f MB sent per rank", $0 / 1e6) } ?? ""))
             }
             if !closing { try closeEpoch(run, &epoch, epochIndex: step / run.stepsPerEpoch, step: done, evaluated: true) }
+        }
+        // The periodic checkpoint comes after this step's epoch record, evaluation, curve point
+        // and target check: a run resumed from it starts after them, so a crash between the
+        // checkpoint and them must not lose them (a target reached at this step would be missed).
+        // Not where the run ends here (a stop, the target): `finish` writes that checkpoint.
+        if checkpointDue && done < run.endStep {
+            let writing = ContinuousClock.now
+            try saveCheckpoint(run, step: done, clock: (trainingSeconds(run, epoch), bytesSent(run, epoch)))
+            epoch.checkpointSeconds += (ContinuousClock.now - writing).seconds
         }
         // Streaming: started last, behind every collective of this step, overlapped with the next local steps.
         if run.targetReached == nil { startOuterSteps(run, after: step) }

@@ -46,6 +46,9 @@ final class TrainingRun {
     var steadyFrom: (step: Int, seconds: Double)?
     /// `--target`: when it was reached (nil: not yet, or no target).
     var targetReached: TargetReached?
+    /// The resumed checkpoint's run had already reached this same `--target` and stopped there:
+    /// nothing is left to do (nil otherwise).
+    var resumedAtItsTarget: String?
     /// Keys that differ from the resumed checkpoint's config ("key: old → new").
     let configChanges: [String]
     /// When the first step starts (set again by `Trainer.run` just before it, so that setup —

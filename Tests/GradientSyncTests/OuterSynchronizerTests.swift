@@ -60,11 +60,38 @@ final class OuterSynchronizerTests: XCTestCase {
         _ = step(original, deltas[0])
         let bytes = original.stateBytes(), values = Array(original.outer)
         let restored = try make()
-        try restored.restore(bytes, outer: values)
+        try restored.restore(bytes, outer: values, step: 4)
         XCTAssertEqual(step(restored, deltas[1]).map(\.bitPattern), step(original, deltas[1]).map(\.bitPattern))
         XCTAssertEqual(Array(restored.outer).map(\.bitPattern), Array(original.outer).map(\.bitPattern), "θ_outer after the second outer step")
         for damaged in [bytes + [0], Array(bytes.dropLast())] {
-            XCTAssertThrowsError(try make().restore(damaged, outer: values)) {
+            XCTAssertThrowsError(try make().restore(damaged, outer: values, step: 4)) {
+                XCTAssertTrue("\($0)".contains("does not fit this model"), "\($0)")
+            }
+        }
+    }
+
+    /// Property: a streaming fragment in flight in the checkpoint of step D restores only when
+    /// it could have been: started at most comm.outer_delay steps before D and due after D.
+    /// One due at or before D (or further off than the delay) is damage — restored, it would
+    /// never be applied and the next fragment's start would find it still in flight.
+    func testAFragmentInFlightOutsideTheDelayIsRefused() throws {
+        let settings = OuterSettings(every: 8, warmupSteps: 0, rule: .sgd, lr: 0.7, momentum: 0.9, fragments: 2, delay: 2)
+        func make() throws -> OuterSynchronizer {
+            try OuterSynchronizer(settings: settings, count: 4, extents: [0 ..< 2, 2 ..< 4],
+                                  plan: BucketPlan(extents: [0 ..< 2, 2 ..< 4], bucketBytes: 8, closeAt: [1]))
+        }
+        let writer = try make()
+        var theta: [Float] = [1, -2, 0.5, 3]
+        theta.withUnsafeMutableBufferPointer { writer.start(from: $0) }
+        writer.inFlight = .init(fragment: 1, applyAfter: 10, averaged: true)
+        let bytes = writer.stateBytes(), values = Array(writer.outer)
+        for step in [8, 9] {
+            let restored = try make()
+            try restored.restore(bytes, outer: values, step: step)
+            XCTAssertEqual(restored.inFlight?.applyAfter, 10, "due after step 10, checkpoint of step \(step)")
+        }
+        for step in [7, 10, 11] {
+            XCTAssertThrowsError(try make().restore(bytes, outer: values, step: step), "due after step 10, checkpoint of step \(step)") {
                 XCTAssertTrue("\($0)".contains("does not fit this model"), "\($0)")
             }
         }

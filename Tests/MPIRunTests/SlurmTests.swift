@@ -198,7 +198,8 @@ final class ElasticSlurmTests: XCTestCase {
 final class SlurmHarnessTests: XCTestCase {
     /// Property: the harness never removes a directory it did not make — `start` refuses one
     /// that holds anything (its failure used to stop, and `rm -rf`, whatever it was given) and
-    /// `stop` one without the marker `start` leaves; a file in it survives both.
+    /// `stop` one without the marker `start` leaves; a file in it survives both. An empty DIR,
+    /// and `--rate` without simulated nodes, are refused before anything is made.
     func testTheHarnessNeverRemovesADirectoryItDidNotMake() throws {
         let script = MPIRun.packageRoot.path + "/launch/testslurm.sh"
         let dir = temporaryDirectory(), kept = dir + "/keep"
@@ -211,6 +212,14 @@ final class SlurmHarnessTests: XCTestCase {
         XCTAssertEqual(stopped.status, 1, stopped.output)
         XCTAssertTrue(stopped.output.contains("was not made by 'launch/testslurm.sh start'"), stopped.output)
         XCTAssertEqual(try String(contentsOfFile: kept, encoding: .utf8), "mine")
+        // An empty DIR (an unset variable) would have made /state, /spool, … at the root.
+        let empty = try MPIRun.runProcess([script, "start", ""], timeout: 60)
+        XCTAssertEqual(empty.status, 2, empty.output)
+        XCTAssertTrue(empty.output.contains("DIR is empty"), empty.output)
+        let rate = try MPIRun.runProcess([script, "start", dir + "/new", "--rate", "1gbit"], timeout: 60)
+        XCTAssertEqual(rate.status, 2, rate.output)
+        XCTAssertTrue(rate.output.contains("--rate shapes the links between simulated nodes; give --nodes N"), rate.output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/new"), "nothing made")
     }
 }
 

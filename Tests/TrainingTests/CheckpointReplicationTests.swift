@@ -18,7 +18,7 @@ final class CheckpointReplicationTests: XCTestCase {
     /// Trains with rank r in `dirs[r]`; every rank's summary.
     func train(_ dirs: [String], _ extra: [String] = [], resume: Bool = false, resumeIfPresent: Bool = false,
                stopAfter: Int? = nil, stops: [StopRequest?] = [], continuing: UInt64? = nil, target: TrainingTarget? = nil,
-               log: LockedLines? = nil, onLine: ((String) -> Void)? = nil) throws -> [RunSummary?] {
+               log: LockedLines? = nil, onLine: ((String) -> Void)? = nil, timeline: String? = nil) throws -> [RunSummary?] {
         let config = try TrainerTests.config(["train.epochs=2"] + extra)   // 48 steps, checkpoints every 8
         return try InProcessCluster.run(size: dirs.count, timeout: 60) { transport in
             let trainer = Trainer(config: config, transport: transport, runDirectory: dirs[transport.rank],
@@ -27,6 +27,7 @@ final class CheckpointReplicationTests: XCTestCase {
             trainer.stopRequest = stops.indices.contains(transport.rank) ? stops[transport.rank] : nil
             trainer.continuingRunID = continuing
             trainer.target = target
+            trainer.timelinePath = timeline
             trainer.stepLines = onLine == nil ? 0 : 1
             return try trainer.run(resume: resume, stopAfter: stopAfter)
         }
@@ -182,6 +183,67 @@ final class CheckpointReplicationTests: XCTestCase {
         XCTAssertEqual(summaries[0]?.target_step, 4)
         XCTAssertEqual(summaries[0]?.steps, 4)
         XCTAssertFalse(lines.all.contains { $0.contains("on request") }, "\(lines.all)")
+    }
+
+    /// Property: a run that stopped at its --target is complete for that target — a resume
+    /// with the same target has nothing left to do and keeps its summary (a job script that
+    /// always passes --resume, elastic.sh's relaunch), while a resume with none trains on to
+    /// the run's end, saying so.
+    func testAResumeOfARunThatReachedItsTargetDoesNotTrainPastIt() throws {
+        let dir = temporaryDirectory(), target = try TrainingTarget(parsing: "test_accuracy=0.01")
+        let extra = ["train.eval_every_steps=4"]
+        let reached = try train([dir, dir], extra, target: target)
+        XCTAssertEqual(reached[0]?.target_step, 4)
+        var written = try newest(dir)
+        XCTAssertEqual(written.reachedTarget, "test_accuracy=0.01")
+        written.reachedTarget = ""
+        XCTAssertThrowsError(try Checkpoint(decoding: written.encoded())) { XCTAssertTrue("\($0)".contains("reached target (TRGT)"), "\($0)") }
+        let summary = try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))
+        let again = LockedLines()
+        XCTAssertEqual(try train([dir, dir], extra, resume: true, target: target, log: again).compactMap { $0 }.count, 0)
+        XCTAssertTrue(again.all.contains { $0.contains("nothing left to do") && $0.contains("reached its target test_accuracy=0.01 there") }, "\(again.all)")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")), summary, "summary.json kept")
+        let onward = LockedLines()
+        let finished = try train([dir, dir], extra, resume: true, log: onward)
+        XCTAssertEqual(finished[0]?.steps, 48)
+        XCTAssertTrue(onward.all.contains { $0.contains("stopped at its target test_accuracy=0.01 at step 4; training on to the run's end") }, "\(onward.all)")
+        XCTAssertNil(try newest(dir).reachedTarget, "the run's end is not a target's")
+    }
+
+    /// Property: without a run id to continue, run directories holding the checkpoints of two
+    /// different runs are refused on every rank, naming them (before, the newest step won,
+    /// whichever run it was); with RINGSGD_RUN_ID the named run's checkpoint is taken.
+    func testAResumeAcrossCheckpointsOfTwoRunsIsRefusedWithoutARunID() throws {
+        let (ours, stale) = (temporaryDirectory(), temporaryDirectory())
+        _ = try train([ours, ours], stopAfter: 8)
+        _ = try train([stale, stale], ["seed=7"], stopAfter: 16)
+        let id = try XCTUnwrap(try newest(ours).runID)
+        XCTAssertThrowsError(try train([ours, stale], resume: true)) { error in
+            XCTAssertTrue("\(error)".contains("hold the checkpoints of different runs (rank 0: run \(String(format: "%016llx", id)) at step 8, rank 1: run"), "\(error)")
+            XCTAssertTrue("\(error)".contains("set RINGSGD_RUN_ID"), "\(error)")
+        }
+        let resumed = try train([ours, stale], resume: true, continuing: id)
+        XCTAssertEqual(resumed[0]?.resumed_from_step, 8)
+    }
+
+    /// Property: a periodic checkpoint at an evaluation step is written after that step's
+    /// evaluation — so a crash between the two cannot lose the evaluation (and a target reached
+    /// there): a run resumed from the checkpoint starts after it. By the timeline's spans.
+    func testTheCheckpointOfAnEvaluationStepFollowsTheEvaluation() throws {
+        let dir = temporaryDirectory(), timeline = dir + ".timeline.json"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: timeline) }
+        _ = try train([dir, dir], ["train.eval_every_steps=8", "checkpoint.every_steps=8"], stopAfter: 16, timeline: timeline)
+        let trace = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: timeline))) as? [String: Any])
+        let events = try XCTUnwrap(trace["traceEvents"] as? [[String: Any]]).filter { ($0["pid"] as? Int) == 0 }
+        func spans(_ name: String) -> [(start: Double, end: Double)] {
+            events.filter { ($0["name"] as? String) == name }
+                .map { (($0["ts"] as? Double) ?? 0, (($0["ts"] as? Double) ?? 0) + (($0["dur"] as? Double) ?? 0)) }
+                .sorted { $0.start < $1.start }
+        }
+        let (evaluations, checkpoints) = (spans("evaluate"), spans("checkpoint"))
+        XCTAssertGreaterThanOrEqual(evaluations.count, 2, "evaluations at steps 8 and 16")
+        XCTAssertGreaterThanOrEqual(checkpoints.count, 2, "checkpoints at steps 8 and 16")
+        XCTAssertGreaterThanOrEqual(checkpoints[0].start, evaluations[0].end, "step 8: the checkpoint after the evaluation")
     }
 
     /// Property: a per-rank file carries its run's identity, and a resume loads only its own
