@@ -123,16 +123,23 @@ public struct Checkpoint: Equatable {
     }
 
     public init(decoding bytes: [UInt8]) throws {
+        self = try bytes.withUnsafeBytes { try Checkpoint(decodingBytes: $0) }
+    }
+
+    /// Decodes a checkpoint in place — a file's mapping (`load`), hashed and cut into sections
+    /// where it lies: a checkpoint is mostly parameters and optimizer state, and a copy of the
+    /// file for each step of reading it tripled the peak memory of loading one.
+    public init(decodingBytes bytes: UnsafeRawBufferPointer) throws {
         guard !bytes.isEmpty else { throw Corrupt(reason: "empty (0 bytes: its write never completed)") }
         guard bytes.count >= 44, Array(bytes[0 ..< 8]) == Self.magic else { throw Corrupt(reason: "not a ringsgd checkpoint (bad magic)") }
-        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
-        guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else {
+        let stored = bytes.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self)
+        guard FastHash.hash(UnsafeRawBufferPointer(rebasing: bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else {
             throw Corrupt(reason: "checksum mismatch (truncated or damaged)")
         }
         var offset = 8
         func get<T: FixedWidthInteger>(_: T.Type) throws -> T {
             guard offset + MemoryLayout<T>.size <= bytes.count - 8 else { throw Corrupt(reason: "truncated header") }
-            let v = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
+            let v = bytes.loadUnaligned(fromByteOffset: offset, as: T.self)
             offset += MemoryLayout<T>.size
             return T(littleEndian: v)
         }
@@ -149,7 +156,7 @@ public struct Checkpoint: Equatable {
         guard worldSize >= 1 else { throw Corrupt(reason: "its world size is 0") }
         step = try count("step")
         skippedSteps = try count("skipped-step count")
-        var sections: [String: [UInt8]] = [:]
+        var sections: [String: UnsafeRawBufferPointer] = [:]
         for _ in 0 ..< (try get(UInt32.self)) {
             guard offset + 4 <= bytes.count - 8 else { throw Corrupt(reason: "truncated section table") }
             let tagBytes = bytes[offset ..< offset + 4]
@@ -159,35 +166,35 @@ public struct Checkpoint: Equatable {
             offset += 4
             let length = try count("section \(tag)'s length")
             guard length <= bytes.count - 8 - offset else { throw Corrupt(reason: "section \(tag) overruns the file") }
-            sections[tag] = Array(bytes[offset ..< offset + length])
+            sections[tag] = UnsafeRawBufferPointer(rebasing: bytes[offset ..< offset + length])
             offset += length
         }
         guard let conf = sections["CONF"], let prms = sections["PRMS"], let optm = sections["OPTM"], prms.count % 4 == 0 else {
             throw Corrupt(reason: "missing CONF, PRMS or OPTM section")
         }
         config = String(decoding: conf, as: UTF8.self)
-        parameters = prms.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        optimizerState = optm
-        residualSum = sections["EFRS"].map { e in e.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } }
-        powerSGDState = sections["PSGD"]
+        parameters = Self.floats(prms)
+        optimizerState = Array(optm)
+        residualSum = sections["EFRS"].map(Self.floats)
+        powerSGDState = sections["PSGD"].map(Array.init)
         guard (sections["BUFS"]?.count ?? 0) % 4 == 0 else { throw Corrupt(reason: "its BUFS section is not whole Float32 values") }
-        buffers = sections["BUFS"].map { b in b.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) } } ?? []
-        outerState = sections["OUTR"]
+        buffers = sections["BUFS"].map(Self.floats) ?? []
+        outerState = sections["OUTR"].map(Array.init)
         if let clock = sections["CLCK"] {
             guard clock.count == 16 else { throw Corrupt(reason: "its CLCK section is not two Float64 values") }
-            let values = clock.withUnsafeBytes { raw in (0 ..< 2).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) } }
+            let values = (0 ..< 2).map { Double(bitPattern: UInt64(littleEndian: clock.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))) }
             trainSeconds = values[0]
             bytesSent = values[1].isNaN ? nil : values[1]
         }
         if let sharers = sections["EFSH"] {
             guard sharers.count == 8 else { throw Corrupt(reason: "its EFSH section is not one UInt64") }
-            let value = sharers.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            let value = UInt64(littleEndian: sharers.loadUnaligned(as: UInt64.self))
             guard value >= 1 && value <= 1 << 24 else { throw Corrupt(reason: "its EFSH section holds \(value) sharers, not 1…2²⁴") }
             residualSharers = Int(value)
         }
         if let id = sections["RUNI"] {
             guard id.count == 8 else { throw Corrupt(reason: "its RUNI section is not one UInt64") }
-            runID = id.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            runID = UInt64(littleEndian: id.loadUnaligned(as: UInt64.self))
         }
         if let name = sections["CODC"] {
             guard name.count <= 64, let text = String(validating: name, as: UTF8.self), !text.isEmpty else {
@@ -213,6 +220,14 @@ public struct Checkpoint: Equatable {
             if let problem = model?.problem { throw Corrupt(reason: "its model description (MODL) is out of range: \(problem)") }
         }
     }
+
+    /// Float32 values copied out of a section, which may lie at any byte offset of the file.
+    private static func floats(_ raw: UnsafeRawBufferPointer) -> [Float] {
+        [Float](unsafeUninitializedCapacity: raw.count / 4) { values, count in
+            if let base = raw.baseAddress, raw.count >= 4 { UnsafeMutableRawPointer(values.baseAddress!).copyMemory(from: base, byteCount: raw.count / 4 * 4) }
+            count = raw.count / 4
+        }
+    }
 }
 
 extension Checkpoint {
@@ -228,12 +243,11 @@ extension Checkpoint {
                 throw FileError("--checkpoint \(file) is a directory; name a checkpoint file in it, or pass the run directory as --run-dir")
             }
             // MappedFile's errno is its own (FileManager's was stale: "No such file" for a FIFO or a device).
-            let data: [UInt8]
+            let mapped: MappedFile
+            do { mapped = try MappedFile(path: file, what: "checkpoint") } catch { throw FileError("\(error); check --checkpoint") }
             do {
-                let mapped = try MappedFile(path: file, what: "checkpoint")
-                data = withExtendedLifetime(mapped) { Array(mapped.bytes) }   // copied before the unmap
-            } catch { throw FileError("\(error); check --checkpoint") }
-            do { return (try Checkpoint(decoding: data), file) } catch { throw FileError("checkpoint \(file) is unusable: \(error); pass a checkpoint ringsgd wrote (RUN-DIR/checkpoints/step-….ckpt)") }
+                return (try withExtendedLifetime(mapped) { try Checkpoint(decodingBytes: mapped.bytes) }, file)   // decoded before the unmap
+            } catch { throw FileError("checkpoint \(file) is unusable: \(error); pass a checkpoint ringsgd wrote (RUN-DIR/checkpoints/step-….ckpt)") }
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: runDirectory, isDirectory: &isDirectory) else {
@@ -431,7 +445,7 @@ public struct CheckpointStore {
         guard let data = FileManager.default.contents(atPath: path), data.count >= 8 else { return nil }
         let bytes = Array(data)
         let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
-        guard FastHash.hash(Array(bytes[0 ..< bytes.count - 8])) == UInt64(littleEndian: stored) else { return nil }
+        guard bytes.withUnsafeBytes({ FastHash.hash(UnsafeRawBufferPointer(rebasing: $0[0 ..< bytes.count - 8])) }) == UInt64(littleEndian: stored) else { return nil }
         return Array(bytes[0 ..< bytes.count - 8])
     }
 
@@ -441,8 +455,12 @@ public struct CheckpointStore {
         var skipped: [String] = []
         for file in existing() {
             do {
-                guard let data = FileManager.default.contents(atPath: file) else { throw Checkpoint.Corrupt(reason: "unreadable") }
-                let checkpoint = try Checkpoint(decoding: Array(data))
+                // Decoded from the file's mapping, which is gone before the next file's (an empty
+                // file cannot be mapped: said as the decoder says it).
+                var info = stat()
+                if stat(file, &info) == 0 && info.st_size == 0 { _ = try Checkpoint(decoding: []) }
+                let mapped = try MappedFile(path: file, what: "checkpoint")
+                let checkpoint = try withExtendedLifetime(mapped) { try Checkpoint(decodingBytes: mapped.bytes) }
                 try validate(checkpoint)
                 return ((checkpoint, file), skipped)
             } catch let refusal as Refusal {
