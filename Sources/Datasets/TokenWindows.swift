@@ -83,32 +83,52 @@ public final class TokenWindows: Dataset {
 /// files, the `fortune` program's indexes (`X.dat` beside a file `X`) and links to a file of
 /// the same directory (its `X.u8` → `X`): so that the `fortunes` package's directory is its
 /// text once, as `../shared/peer/torch_ddp.py` reads it — while a `notes.dat` of another
-/// directory, with no `notes` beside it, is text like any other file.
+/// directory, with no `notes` beside it, is text like any other file. Subdirectories are not
+/// read. A file reached twice (listed twice, or as itself and in its directory) is refused: its
+/// two copies could fall on both sides of the held-out split, and the validation loss would
+/// then be measured on training text.
 public enum TextCorpus {
     /// The files `read` reads, in order.
     public static func files(_ paths: [String]) throws -> [String] {
         let manager = FileManager.default
-        var files: [String] = []
+        var files: [String] = [], seen: [String: String] = [:]
+        func add(_ file: String) throws {
+            let real = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+            if let first = seen[real] {
+                throw DatasetError("data.text reaches \(real) twice (as \(first) and as \(file)); list each file once — its two copies could fall on both sides of the held-out split")
+            }
+            seen[real] = file
+            files.append(file)
+        }
         for path in paths {
             var isDirectory: ObjCBool = false
             guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw DatasetError("data.text: \(path) does not exist; install the fortunes package (launch/setup.sh) or list text files or directories in data.text")
             }
-            guard isDirectory.boolValue else { files.append(path); continue }
-            let names = ((try? manager.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+            guard isDirectory.boolValue else { try add(path); continue }
+            let listed: [String]
+            do { listed = try manager.contentsOfDirectory(atPath: path) } catch {
+                throw DatasetError("data.text: cannot list the directory \(path) (\(error.localizedDescription)); make it readable or remove it from data.text")
+            }
+            let names = listed.filter { !$0.hasPrefix(".") }.sorted()
             let present = Set(names)
             let directory = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             for name in names {
                 let file = (path as NSString).appendingPathComponent(name)
                 if name.hasSuffix(".dat") && present.contains(String(name.dropLast(4))) { continue }
                 let resolved = URL(fileURLWithPath: file).resolvingSymlinksInPath()
+                // fileExists follows links: false for a link to nothing (whose text would be lost
+                // without a word).
+                var isFolder: ObjCBool = false
+                guard manager.fileExists(atPath: file, isDirectory: &isFolder) else {
+                    throw DatasetError("data.text: \(file) is a link to something that does not exist; fix or remove the link")
+                }
                 // The entry itself a link (lstat: a link among the directory's path does not count)
                 // to a file of this very directory, which is read anyway.
                 let isLink = (try? manager.attributesOfItem(atPath: file))?[.type] as? FileAttributeType == .typeSymbolicLink
                 if isLink && resolved.deletingLastPathComponent().path == directory { continue }
-                var isFolder: ObjCBool = false
-                guard manager.fileExists(atPath: resolved.path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
-                files.append(file)
+                guard !isFolder.boolValue else { continue }
+                try add(file)
             }
         }
         return files
@@ -122,10 +142,16 @@ public enum TextCorpus {
     static func read(files: [String], given paths: [String]) throws -> [UInt8] {
         var bytes: [UInt8] = []
         for file in files {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw DatasetError("data.text: cannot read \(file) (not a regular file, or no permission to read it); remove it from data.text")
+            // Mapped, so that a FIFO or a device is refused at once (reading one waited for a
+            // writer, or read without end) and errno is the failed call's own.
+            var info = stat()
+            if stat(file, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0 { continue }   // empty: no text
+            do {
+                let mapped = try MappedFile(path: file, what: "data.text file")
+                withExtendedLifetime(mapped) { bytes += mapped.bytes }
+            } catch {
+                throw DatasetError("data.text: \(error); remove it from data.text")
             }
-            bytes += data
         }
         guard !bytes.isEmpty else {
             throw DatasetError("data.text (\(paths.joined(separator: ", "))) holds no text; list text files or directories that are not empty")

@@ -190,18 +190,20 @@ public final class MPITransport: Transport, ActivityReporting {
         var offset = 0
         repeat {   // at least once, like the broadcast
             let piece = min(most, buffer.count - offset), start = buffer.baseAddress.map { $0 + offset }
-            let call = "MPI_Allreduce of \(buffer.count) floats" + (piece < buffer.count ? " (values \(offset) ..< \(offset + piece))" : "")
+            // Named only when a call fails (`check`'s autoclosure): a string built on every call
+            // would be a cost the ring's timed calls do not have.
+            func call() -> String { "MPI_Allreduce of \(buffer.count) floats" + (piece < buffer.count ? " (values \(offset) ..< \(offset + piece))" : "") }
             if deadlineSeconds == nil {
                 try check(MPI_Allreduce(ringsgd_mpi_in_place(), start, Int32(piece), ringsgd_mpi_float(), ringsgd_mpi_sum(), comm),
-                          call: call, rank: rank)
+                          call: call(), rank: rank)
             } else {
                 // comm.timeout_seconds holds here too: a stalled peer ends the job with one line
                 // (the blocking call would wait for it for ever).
                 var handle: MPI_Request? = ringsgd_mpi_request_null()
                 try check(MPI_Iallreduce(ringsgd_mpi_in_place(), start, Int32(piece), ringsgd_mpi_float(), ringsgd_mpi_sum(), comm, &handle),
-                          call: call, rank: rank)
+                          call: call(), rank: rank)
                 var status = MPI_Status()
-                try check(try complete(&handle, &status, peer: nil), call: call, rank: rank)
+                try check(try complete(&handle, &status, peer: nil), call: call(), rank: rank)
             }
             offset += piece
         } while offset < buffer.count

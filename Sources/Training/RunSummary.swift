@@ -41,13 +41,16 @@ public struct RunSummary: Codable, Equatable {
     public var comm_isolated_seconds: Double
     public var comm_hidden_fraction: Double
     public var resumed_from_step: Int
-    /// Bytes rank 0 sent per step in the gradient all-reduce, after compression (the ring is
-    /// symmetric: every rank sends as much); absent when the all-reduce does not say (MPI's).
+    /// Bytes rank 0 sent per step of this process in its all-reduces, after compression (the
+    /// ring is symmetric: every rank sends as much): the gradients' every step, or (local SGD,
+    /// DiLoCo) the outer steps' averages spread over the steps between them; absent when the
+    /// all-reduce does not say (MPI's).
     public var wire_bytes_per_step: Double?
     /// Config keys that differ from the resumed checkpoint's ("key: old → new"); absent when none.
     public var config_changes_on_resume: [String]?
     /// Bytes rank 0 sent in all-reduces (gradients, or pseudo-gradients at outer steps) over
-    /// this run's steps; absent when the all-reduce does not say.
+    /// the whole run, a resumed run's bytes before its resume included; absent when the
+    /// all-reduce does not say.
     public var bytes_sent: Double?
     /// `comm.sync` (every_step, local_sgd, diloco), and the outer steps taken by the end
     /// (absent for every_step).

@@ -143,7 +143,7 @@ struct BenchScaling: ParsableCommand {
         }
         let seconds = (ContinuousClock.now - wall).seconds
         try ScalingReport(config: config, link: link, steps: steps, rows: rows, wallSeconds: seconds).write(to: outDirectory)
-        print("# wall \(String(format: "%.0f", seconds)) s; peak RSS per rank ≤ \(String(format: "%.0f", rows.map(\.peakRSS).max() ?? 0)) MB")
+        print("# wall \(String(format: "%.0f", seconds)) s; peak RSS per rank ≤ \(String(format: "%.0f", rows.map(\.peakRSS).max() ?? 0)) MiB")
         print("# wrote \(outDirectory)/scaling.csv, scaling.json, scaling.svg")
     }
 

@@ -57,10 +57,20 @@ struct Generate: ParsableCommand {
     static func promptBytes(given: String) -> [UInt8] {
         let arguments = (0 ..< Int(CommandLine.argc)).compactMap { i in CommandLine.unsafeArgv[i].map { Array(UnsafeBufferPointer(start: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), count: strlen($0))) } }
         let option = Array("--prompt".utf8), joined = option + [UInt8(ascii: "=")]
-        for (i, argument) in arguments.enumerated().reversed() {   // the last one given wins, as for the parser
-            if argument == option, i + 1 < arguments.count { return arguments[i + 1] }
-            if argument.starts(with: joined) { return Array(argument.dropFirst(joined.count)) }
+        // In order, the value after a bare --prompt skipped (a prompt may itself read
+        // "--prompt=…"); the last one given wins, as for the parser. Taken only if it decodes to
+        // what the parser got — anything else is not the argument the parser read.
+        var found: [UInt8]?, i = 1
+        while i < arguments.count {
+            if arguments[i] == option, i + 1 < arguments.count {
+                found = arguments[i + 1]
+                i += 2
+                continue
+            }
+            if arguments[i].starts(with: joined) { found = Array(arguments[i].dropFirst(joined.count)) }
+            i += 1
         }
+        if let found, String(decoding: found, as: UTF8.self) == given { return found }
         return Array(given.utf8)
     }
 

@@ -125,7 +125,7 @@ struct Train: ParsableCommand {
                 } else if let goal = summary.target {
                     print("target \(goal) not reached in \(summary.steps) steps")
                 }
-                print(String(format: "done: %@, %@ over %@ in %.1f s, %d skipped, peak RSS %.0f MB/rank, replicas identical (hash %@)",
+                print(String(format: "done: %@, %@ over %@ in %.1f s, %d skipped, peak RSS %.0f MiB/rank, replicas identical (hash %@)",
                              quality, rate, steps, summary.wall_seconds,
                              summary.skipped_steps, summary.peak_rss_mb, summary.param_hash))
                 print("metrics: \(runDirectory)/metrics.jsonl  summary: \(runDirectory)/summary.json  checkpoints: \(runDirectory)/checkpoints/")

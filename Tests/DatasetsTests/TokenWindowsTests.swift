@@ -63,17 +63,18 @@ final class TokenWindowsTests: XCTestCase {
     /// links to a file of the same directory (.u8, `link`); the held-out part is the tail.
     func testTextCorpusReadsTheTextFilesInOrder() throws {
         let dir = try directory()
-        _ = FileManager.default.createFile(atPath: dir + "/b", contents: Data("BBBB".utf8))
-        _ = FileManager.default.createFile(atPath: dir + "/a", contents: Data("AAAA".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/b", contents: Data("BBBBBB".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/a", contents: Data("AAAAAA".utf8))
         _ = FileManager.default.createFile(atPath: dir + "/a.dat", contents: Data("index".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/empty", contents: Data())
         try FileManager.default.createSymbolicLink(atPath: dir + "/a.u8", withDestinationPath: dir + "/a")
         try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/b")
-        XCTAssertEqual(String(decoding: try TextCorpus.read([dir]), as: UTF8.self), "AAAABBBB")
-        let split = try TokenWindows.text([dir, dir], blockSize: 2, validationFraction: 0.25, stride: 1, validationWindows: 0)
-        XCTAssertEqual(split.train.count, 12 - 2)          // 12 bytes: starts 0…9
-        XCTAssertEqual(split.validation.count, 1)          // the last 4 bytes: one window of 3
+        XCTAssertEqual(String(decoding: try TextCorpus.read([dir]), as: UTF8.self), "AAAAAABBBBBB")
+        let split = try TokenWindows.text([dir], blockSize: 2, validationFraction: 0.25, stride: 1, validationWindows: 0)
+        XCTAssertEqual(split.train.count, 9 - 2)           // 12 bytes, 9 for training: starts 0…6
+        XCTAssertEqual(split.validation.count, 1)          // the last 3 bytes: one window of 3
         // What the windows read: the held-out window is the tail's "BB" → "BB" (a held-out head
-        // would read "AA"), and the last training window ends at the cut, on "AAAA"'s end.
+        // would read "AA"), and the last training window ends at the cut.
         func window(_ data: TokenWindows, _ i: Int) -> (x: String, y: String) {
             var x = [Float](repeating: 0, count: 2), y = [Int32](repeating: 0, count: 2)
             x.withUnsafeMutableBufferPointer { xs in y.withUnsafeMutableBufferPointer { data.fill([i][...], input: xs.baseAddress!, labels: $0.baseAddress!) } }
@@ -81,10 +82,34 @@ final class TokenWindowsTests: XCTestCase {
         }
         XCTAssertEqual(window(split.validation, 0).x, "BB")
         XCTAssertEqual(window(split.validation, 0).y, "BB")
-        XCTAssertEqual(window(split.train, 9).x, "AA")
-        XCTAssertEqual(window(split.train, 9).y, "AA", "bytes 10 and 11: the training part stops before the held-out tail")
-        XCTAssertEqual(window(split.train, 3).x + window(split.train, 3).y, "ABBB")
+        XCTAssertEqual(window(split.train, 0).x + window(split.train, 0).y, "AAAA")
+        XCTAssertEqual(window(split.train, 5).x + window(split.train, 5).y, "ABBB")
+        XCTAssertEqual(window(split.train, 6).y, "BB", "bytes 7 and 8: the training part stops before the held-out tail")
         XCTAssertThrowsError(try TextCorpus.read([dir + "/missing"])) { XCTAssertTrue("\($0)".contains("does not exist")) }
+    }
+
+    /// Property: a file the corpus would read twice — the same path listed twice, or a file and
+    /// its directory — is refused, naming it (its copies could sit on both sides of the held-out
+    /// split); so is a broken link in a listed directory, and a FIFO, at once rather than
+    /// waiting for a writer.
+    func testTextReachedTwiceBrokenLinksAndFIFOsAreRefused() throws {
+        let dir = try directory()
+        _ = FileManager.default.createFile(atPath: dir + "/a", contents: Data("AAAA".utf8))
+        for paths in [[dir, dir], [dir, dir + "/a"], [dir + "/a", dir + "/a"]] {
+            XCTAssertThrowsError(try TextCorpus.read(paths)) {
+                XCTAssertTrue("\($0)".contains("reaches") && "\($0)".contains("/a twice") && "\($0)".contains("list each file once"), "\($0)")
+            }
+        }
+        let broken = try directory()
+        try FileManager.default.createSymbolicLink(atPath: broken + "/gone", withDestinationPath: broken + "/nowhere")
+        XCTAssertThrowsError(try TextCorpus.read([broken])) {
+            XCTAssertTrue("\($0)".contains("/gone is a link to something that does not exist"), "\($0)")
+        }
+        let fifo = dir + "/pipe"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        XCTAssertThrowsError(try TextCorpus.read([fifo])) {
+            XCTAssertTrue("\($0)".contains("is not a regular file"), "\($0)")
+        }
     }
 
     /// Only fortune's own files are skipped: a `.dat` with no file of its name beside it is

@@ -181,6 +181,11 @@ final class GPTUnderMPIRunTests: XCTestCase {
             XCTAssertEqual(latin1.status, 0, latin1.output)
             XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: text)).prefix(3)), [0xE9, 0x74, 0xE9], form)
         }
+        // A prompt that itself reads "--prompt=…" is the whole value, as the parser read it.
+        let nested = try MPIRun.runProcess(["sh", "-c", "exec \"$0\" generate --run-dir \"$1\" --prompt --prompt=Go --tokens 1 --temperature 0 > \"$2\"",
+                                            try MPIRun.binary, dir, text], timeout: 60)
+        XCTAssertEqual(nested.status, 0, nested.output)
+        XCTAssertEqual(Array(try Data(contentsOf: URL(fileURLWithPath: text)).prefix(11)), Array("--prompt=Go".utf8))
     }
 
     /// Property: a model of token ids (trained on token files) needs a prompt of ids — without

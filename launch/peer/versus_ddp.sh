@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ringsgd against the peer (PyTorch DDP, ../shared/peer/torch_ddp.py) on this machine, side by
 # side: alternating rounds of `ringsgd train` (one run per variant) and DDP, each the same
-# number of steps at the same np, then a table of steady samples/s, peak RSS and replica
-# hashes a round, and the medians and their ratios. Alternating rounds because the figures of
+# number of steps at the same np and global batch (ringsgd's, passed to the peer as --batch;
+# each round starts one run further along, so that no side always runs first), then a table of
+# steady samples/s, peak RSS (MiB, as both sides measure it) and replica hashes a round, and the medians and their ratios. Alternating rounds because the figures of
 # a shared VM drift by tens of percent within minutes: only rounds taken together compare.
 #
 #   launch/peer/versus_ddp.sh --peer-model resnet [--rounds 3] [--steps 60] [--np 2] \
@@ -69,7 +70,7 @@ cat > "$work/ringsgd_result.py" <<'PY'
 import json, sys
 try:
     s = json.load(open(sys.argv[1]))
-    print(sys.argv[2], sys.argv[3], s["steady_samples_per_second"], s["peak_rss_mb"], s["param_hash"], sep="\t")
+    print(sys.argv[2], sys.argv[3], s["steady_samples_per_second"], s["peak_rss_mb"], s["param_hash"], s["global_batch"], sep="\t")
 except (OSError, ValueError, KeyError) as error:
     sys.exit(f"versus_ddp: error: {sys.argv[1]}: {error!r}")
 PY
@@ -77,7 +78,7 @@ cat > "$work/ddp_result.py" <<'PY'
 import json, sys
 try:
     s = json.loads([line for line in open(sys.argv[1]) if line.startswith("{")][-1])
-    print(sys.argv[2], "ddp", s["steady_samples_per_second"], max(s["peak_rss_mb_per_process"]), "-", sep="\t")
+    print(sys.argv[2], "ddp", s["steady_samples_per_second"], max(s["peak_rss_mb_per_process"]), "-", "-", sep="\t")
 except (OSError, ValueError, KeyError, IndexError) as error:
     sys.exit(f"versus_ddp: error: {sys.argv[1]}: no result line ({error!r})")
 PY
@@ -89,7 +90,7 @@ rate = {(r[0], r[1]): float(r[2]) for r in rows}
 def memory(mine): return f"{min(float(r[3]) for r in mine):.0f}–{max(float(r[3]) for r in mine):.0f}"
 peer = [r for r in rows if r[1] == "ddp"]
 ddp = statistics.median(float(r[2]) for r in peer)
-print(f"{'':12} {'median samples/s':>17} {'× DDP':>6}  {'each round × DDP':<28} {'MB a rank':>10}  replica hash")
+print(f"{'':12} {'median samples/s':>17} {'× DDP':>6}  {'each round × DDP':<28} {'MiB a rank':>10}  replica hash")
 for name in dict.fromkeys(r[1] for r in rows if r[1] != "ddp"):
     mine = [r for r in rows if r[1] == name]
     median = statistics.median(float(r[2]) for r in mine)
@@ -100,25 +101,43 @@ print(f"{'DDP':12} {ddp:17.1f} {'':6}  {'':<28} {memory(peer):>10}")
 PY
 
 results="$work/results.tsv"
-for round in $(seq 1 "$rounds"); do
-  for v in "${variants[@]}"; do
-    name=${v%%=*}
-    read -r -a extra <<< "${v#*=}"
-    run="$work/run-$round-$name" log="$work/run-$round-$name.log"
-    if ! "$root/launch/local.sh" "$np" train "$@" ${extra[@]+"${extra[@]}"} --set train.max_steps="$steps" \
-        --set checkpoint.every_steps=0 --set train.eval_every_steps=0 --run-dir "$run" > "$log" 2>&1; then
-      tail -3 "$log" >&2
-      fail "round $round, $name: ringsgd train failed (its last lines above)"
-    fi
-    "$py" "$work/ringsgd_result.py" "$run/summary.json" "$round" "$name" >> "$results" || exit 2
-    tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank  hash %s\n", $1, $2, $3, $4, $5}' >&2
-  done
-  log="$work/ddp-$round.log"
-  if ! OMP_NUM_THREADS=1 "$py" "$script" --model "$peer_model" --np "$np" --max-steps "$steps" --no-eval > "$log" 2>&1; then
+# The peer trains at ringsgd's global batch (summary.json's), so that samples/s compare like
+# for like: torch_ddp.py's own default is 128, whatever the config says.
+batch=""
+run_variant() {   # round, variant, the train arguments
+  local round=$1 v=$2 name run log extra this
+  shift 2
+  name=${v%%=*}
+  read -r -a extra <<< "${v#*=}"
+  run="$work/run-$round-$name" log="$work/run-$round-$name.log"
+  if ! "$root/launch/local.sh" "$np" train "$@" ${extra[@]+"${extra[@]}"} --set train.max_steps="$steps" \
+      --set checkpoint.every_steps=0 --set train.eval_every_steps=0 --run-dir "$run" > "$log" 2>&1; then
+    tail -3 "$log" >&2
+    fail "round $round, $name: ringsgd train failed (its last lines above)"
+  fi
+  "$py" "$work/ringsgd_result.py" "$run/summary.json" "$round" "$name" >> "$results" || exit 2
+  this=$(tail -1 "$results" | cut -f6)
+  [ -z "$batch" ] || [ "$batch" = "$this" ] \
+    || fail "variant $name trains at global batch $this, an earlier run at $batch: one DDP run compares with one batch; give the variants the same train.global_batch"
+  batch=$this
+  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MiB a rank  hash %s\n", $1, $2, $3, $4, $5}' >&2
+}
+run_ddp() {   # round
+  local round=$1 log="$work/ddp-$1.log"
+  if ! OMP_NUM_THREADS=1 "$py" "$script" --model "$peer_model" --np "$np" --batch "$batch" --max-steps "$steps" --no-eval > "$log" 2>&1; then
     tail -3 "$log" >&2
     fail "round $round: torch_ddp.py failed (its last lines above)"
   fi
   "$py" "$work/ddp_result.py" "$log" "$round" >> "$results" || exit 2
-  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MB a rank\n", $1, $2, $3, $4}' >&2
+  tail -1 "$results" | awk -F'\t' '{printf "round %s  %-12s %8.1f samples/s  %6.0f MiB a rank\n", $1, $2, $3, $4}' >&2
+}
+# Each round starts one place further along [variants…, DDP], so that no side always runs
+# first or last in a round (round 1 starts with ringsgd: DDP needs its batch).
+runs=("${variants[@]}" "=ddp")
+for round in $(seq 1 "$rounds"); do
+  for i in $(seq 0 $(( ${#runs[@]} - 1 ))); do
+    item=${runs[$(( (i + round - 1) % ${#runs[@]} ))]}
+    if [ "$item" = "=ddp" ]; then run_ddp "$round"; else run_variant "$round" "$item" "$@"; fi
+  done
 done
 "$py" "$work/table.py" "$results"
