@@ -36,7 +36,6 @@ while [ $# -gt 0 ]; do
     *) echo "testslurm: error: unknown option '$1'; $usage" >&2; exit 2 ;;
   esac
 done
-[ "$rate" = none ] || [ "$nodes" != 1 ] || { echo "testslurm: error: --rate shapes the links between simulated nodes; give --nodes N (N ≥ 2) with it, or drop it" >&2; exit 2; }
 pidfiles() { ls "$dir"/slurmd*.pid "$dir/slurmctld.pid" "$dir/munge/munged.pid" 2>/dev/null || true; }
 # The pids of the daemons still running: a pid file's pid only while that process is still one
 # of ours by name — a daemon that died leaves its file, and its pid may since be another
@@ -75,6 +74,8 @@ if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
   fail "$dir exists and is not empty; give a new or empty directory (launch/testslurm.sh stop removes it)"
 fi
 [[ "$nodes" =~ ^[0-9]+$ ]] && [ "$nodes" -ge 1 ] && [ "$nodes" -le 16 ] || fail "--nodes must be a whole number in 1…16, got '$nodes'"
+nodes=$((10#$nodes))   # base 10: "08" is a bad octal number to shell arithmetic
+[ "$rate" = none ] || [ "$nodes" -gt 1 ] || { echo "testslurm: error: --rate shapes the links between simulated nodes; give --nodes N (N ≥ 2) with it, or drop it" >&2; exit 2; }
 simhosts_check_rate "$rate"
 [ "$(id -u)" -eq 0 ] || unavailable "starting slurmd needs root"
 for tool in munged slurmctld slurmd sbatch; do
@@ -89,13 +90,15 @@ done
 mkdir -p "$dir"/{state,spool,log,munge}
 touch "$dir/.testslurm"
 # A failed start removes DIR (stop), but keeps the daemons' logs, and says where: they say why.
+# The copy is made first and said last, errors ignored (set +e): a write to a closed terminal or
+# a broken pipe must not end the trap before `stop` has run.
 keep_logs() {
   local kept
   kept=$(mktemp -d /tmp/testslurm-logs.XXXXXX) || return 0
-  cp -r "$dir/log" "$dir/munge/munged.log" "$dir/slurm.conf" "$kept/" 2>/dev/null || true
-  echo "testslurm: the daemons' logs of this failed start are in $kept" >&2
+  cp -r "$dir/log" "$dir/munge/munged.log" "$dir/slurm.conf" "$kept/" 2>/dev/null
+  echo "$kept"
 }
-trap 'status=$?; if [ $status -ne 0 ]; then keep_logs; stop; fi; exit $status' EXIT
+trap 'status=$?; if [ $status -ne 0 ]; then set +e; kept=$(keep_logs); stop; [ -z "$kept" ] || echo "testslurm: the daemons'"'"' logs of this failed start are in $kept" >&2; fi; exit $status' EXIT
 # Bash runs the EXIT trap with status 0 when a signal it has no trap for ends it: without these,
 # Ctrl-C (or a closed terminal) during start left the daemons and namespaces running.
 trap 'exit 129' HUP
