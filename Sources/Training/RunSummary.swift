@@ -11,8 +11,11 @@ public struct RunSummary: Codable, Equatable {
     public var samples_per_second: Double
     public var tokens_per_second: Double?
     /// samples/s without the run's first 10 steps (the warm-up: first touches of every buffer,
-    /// the first messages) when it ran more than 20, else `samples_per_second` — the peer's
-    /// `steady_samples_per_second` (torch_ddp.py), for comparisons at the same footing.
+    /// the first messages) when it ran more than 20, else `samples_per_second` — what the peer's
+    /// `steady_samples_per_second` (torch_ddp.py) leaves out too. Not quite the same clock: ours
+    /// is rank 0's wall time from step 10 (evaluations and checkpoint writes excluded, replica
+    /// checks, epoch-end records and log lines included), the peer's the sum of its steps' times
+    /// (the slowest rank's each), which leaves out whatever runs between them.
     public var steady_samples_per_second: Double?
     /// A language model's tokens/s at `steady_samples_per_second`: what the peer reports as its
     /// `tokens_per_second` (its steady figure × block size).
