@@ -107,6 +107,11 @@ public final class Trainer {
             AbandonedRuns.keep(run)
             throw error
         }
+        // --stop-after (a time-boxed job): the run is not finished, and says how it goes on.
+        if let stopAfter, run.endStep == stopAfter, run.endStep < run.totalSteps, run.targetReached == nil, !run.stoppedOnRequest,
+           transport.rank == 0 {
+            log("stopped at step \(run.endStep) of \(run.totalSteps) (--stop-after), with a checkpoint; 'train … --resume' continues")
+        }
         if run.stoppedOnRequest && transport.rank == 0 {
             log("stopped at step \(run.endStep) on request (SIGUSR1), with a checkpoint; 'train … --resume' continues")
             // The dump is of the last step's gradient, which this run did not reach.

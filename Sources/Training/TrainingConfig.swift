@@ -350,6 +350,10 @@ public struct TrainingConfig {
             throw ConfigError("\(key) applies to schedule.name: \(users.joined(separator: ", ")) (schedule.name is \(schedule)); remove it (from the config file, or with --set \(key)=null), or choose one of those")
         }
         if betas.count != 2 { throw ConfigError("optimizer.betas must be a list of two numbers, got \(betas)") }
+        // PyTorch's range (its "Invalid beta parameter at index i"), said in the key's own terms.
+        for (i, beta) in betas.enumerated() where !(beta >= 0 && beta < 1) {
+            throw ConfigError("optimizer.betas[\(i)] must be in [0, 1), got \(beta)")
+        }
         // The given keys, and the effective value of every key whose default has changed, so
         // that a checkpoint written under the old default resumes with the change reported
         // ("comm.error_feedback: (default) → true") instead of silently.

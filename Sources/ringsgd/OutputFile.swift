@@ -18,6 +18,9 @@ enum OutputFile {
             return
         }
         if !parent.isEmpty && !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
+            if FileManager.default.fileExists(atPath: parent) {
+                throw ValidationError("\(option) \(path): \(parent) is a file, not a directory; choose a path in a directory")
+            }
             throw ValidationError("\(option) \(path): the directory \(parent) does not exist; create it first")
         }
         if access(parent.isEmpty ? "." : parent, W_OK) != 0 {

@@ -206,5 +206,9 @@ final class ModelsDataExportTests: XCTestCase {
         assertOneLineError(contradiction, "--format npz contradicts --out \(dir)/m.safetensors")
         let missing = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--out", dir + "/no/such/dir/m.npz"], timeout: 30)
         assertOneLineError(missing, "the directory \(dir)/no/such/dir does not exist; create it first")
+        // A file where the path needs a directory is said as such, not as missing.
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/plain", contents: Data("x".utf8)))
+        let file = try MPIRun.runProcess([MPIRun.binary, "export", "--run-dir", dir, "--out", dir + "/plain/m.npz"], timeout: 30)
+        assertOneLineError(file, "\(dir)/plain is a file, not a directory; choose a path in a directory")
     }
 }

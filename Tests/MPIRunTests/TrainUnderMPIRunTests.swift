@@ -337,7 +337,7 @@ final class TrainUnderMPIRunTests: XCTestCase {
             (["--set", "optimizer.lr=fast"], "optimizer.lr must be a number"),
             (["--set", "optimizer.name=adagrad"], "optimizer.name must be one of"),
             (["--set", "comm.codec=fp12"], "unknown codec 'fp12'"),
-            (["--set", "optimizer.betas=[0.9, 1.5]", "--set", "optimizer.name=adam", "--set", "optimizer.momentum=null"], "Invalid beta parameter at index 1: 1.5"),
+            (["--set", "optimizer.betas=[0.9, 1.5]", "--set", "optimizer.name=adam", "--set", "optimizer.momentum=null"], "optimizer.betas[1] must be in [0, 1), got 1.5"),
             (["--set", "optimizer.name=adam"], "optimizer.momentum applies to optimizer.name: sgd, rmsprop, lars (adam has none); remove it (from the config file, or with --set optimizer.momentum=null)"),
             (["--set", "train.global_batch=1"], "train.global_batch 1 is smaller than the 2 ranks"),
             (["--set", "data.dir=/nonexistent"], "install Debian's dataset-fashion-mnist"),

@@ -55,6 +55,8 @@ final class CheckpointReplicationTests: XCTestCase {
         XCTAssertEqual(inA.parameters, inB.parameters)
         XCTAssertEqual(inA.optimizerState, inB.optimizerState)
         XCTAssertTrue(lines.all.contains { $0.contains("one copy in each of 2 run directories") && $0.contains("ranks 0, 1") }, "\(lines.all)")
+        // A time-boxed run says it is not finished, and how it goes on.
+        XCTAssertTrue(lines.all.contains { $0.contains("stopped at step 16 of 48 (--stop-after), with a checkpoint; 'train … --resume' continues") }, "\(lines.all)")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: b).filter { $0.contains("probe") }
         XCTAssertEqual(leftovers, [], "probe files are removed")
 
