@@ -277,7 +277,8 @@ extension Trainer {
             try requireThisRun(c)
             let changes = TrainingConfig.differences(c.config, config.canonicalText)
             if let fixed = changes.first(where: { change in Self.keysFixedAcrossResume.contains { change.hasPrefix($0) } }) {
-                throw CheckpointStore.Refusal("--resume: the checkpoint was written with a different \(fixed); resume with the config it was written with, or start a new run")
+                let origin = configOrigin.map { " (\($0))" } ?? ""
+                throw CheckpointStore.Refusal("--resume: the checkpoint was written with a different \(fixed)\(origin); resume with the config it was written with, or start a new run")
             }
             guard c.parameters.count == count else {
                 throw Checkpoint.Corrupt(reason: "holds \(c.parameters.count) parameters, this model has \(count)")

@@ -44,6 +44,8 @@ public final class Trainer {
     public var initFromPath: String?
     /// `train --target`: stop at the first evaluation that reaches it (`TrainingTarget`).
     public var target: TrainingTarget?
+    /// Where the config came from, when a resume's refusal should say it (the default --config).
+    public var configOrigin: String?
     /// `train --resume-if-present` (what `launch/elastic.sh` relaunches with): resume when any
     /// rank's run directory holds a checkpoint, start the run otherwise.
     public var resumeIfPresent = false

@@ -11,8 +11,11 @@ struct Train: ParsableCommand {
         discussion: "Every config key is documented in docs/configuration.md. Example:\n  launch/local.sh 2 train --config configs/fashion-mlp.yaml --set train.epochs=1"
     )
 
-    @Option(help: "YAML config file.")
-    var config: String = "configs/fashion-mlp.yaml"
+    @Option(name: .customLong("config"), help: "YAML config file. (default: \(Self.defaultConfig))")
+    var configFile: String?
+    static let defaultConfig = "configs/fashion-mlp.yaml"
+    /// The config read: --config, or the default.
+    var config: String { configFile ?? Self.defaultConfig }
 
     @Option(name: .customLong("set"), help: "Override a config key: --set optimizer.lr=0.1 (repeatable).")
     var overrides: [String] = []
@@ -107,6 +110,9 @@ struct Train: ParsableCommand {
             trainer.continuingRunID = try Agreement.run("read RINGSGD_RUN_ID", over: transport) { try Self.continuingRunID() }
             trainer.stopRequest = StopRequest.shared
             trainer.stepLines = Int(ProcessInfo.processInfo.environment["RINGSGD_STEP_LINES"] ?? "") ?? 0
+            // A resume without --config reads the default config, whose model is seldom the
+            // run's: a refusal then names a key of the wrong model, so it says where that came from.
+            if configFile == nil { trainer.configOrigin = "no --config was given, so this resume read \(Self.defaultConfig)" }
             guard let summary = try trainer.run(resume: resume, stopAfter: stopAfter, overwrite: overwrite) else { return }
             if transport.rank == 0 {
                 let ran = summary.steps - summary.resumed_from_step

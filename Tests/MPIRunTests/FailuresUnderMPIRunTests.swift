@@ -158,6 +158,12 @@ final class FailuresUnderMPIRunTests: XCTestCase {
         assertSucceeded(try train(["--stop-after", "20"], dir: dir), "first half")
         assertOneLineError(try train(["--resume", "--set", "model.hidden=[64]"], dir: dir),
                            "--resume: the checkpoint was written with a different model.hidden: [512, 256] → [64]")
+        // Without --config the default config is read, whose model is seldom the run's: the
+        // refusal says where the config it compared came from.
+        let other = temporaryDirectory()
+        assertSucceeded(try train(["--set", "model.hidden=[64]", "--stop-after", "10"], dir: other), "a run of another model")
+        let defaulted = try MPIRun.run(np: 2, ["train", "--run-dir", other, "--resume"], timeout: 180)
+        assertOneLineError(defaulted, "--resume: the checkpoint was written with a different model.hidden: [64] → [512, 256] (no --config was given, so this resume read configs/fashion-mlp.yaml); resume with the config it was written with")
         // A change that reshapes the optimizer's state (no momentum buffer) is named, not taken
         // for a damaged checkpoint ("no valid checkpoint").
         let reshaped = try train(["--resume", "--set", "optimizer.momentum=0"], dir: dir)
