@@ -27,6 +27,12 @@ struct ConfigReader {
         try Self.checkNesting(yaml, source: source)
         let node: Node?
         do { node = try Yams.compose(yaml: yaml) } catch {
+            // The parser's words for a tab that indents ("found character that cannot start any
+            // token") do not say tab: the most common YAML mistake, named.
+            let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+            if let tabbed = lines.firstIndex(where: { $0.prefix { $0 == " " || $0 == "\t" }.contains("\t") }) {
+                throw ConfigError("\(source) is not valid YAML: line \(tabbed + 1) is indented with a tab; YAML indents with spaces only")
+            }
             throw ConfigError("\(source) is not valid YAML: \(Self.oneLine(error))")
         }
         guard let node else {

@@ -27,6 +27,9 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(message.hasPrefix("c.yaml is not valid YAML: line "), message)
         XCTAssertFalse(message.contains("\n"), "one line: \(message)")
         XCTAssertTrue(error("just a scalar").contains("must be a YAML mapping"))
+        // A tab that indents is named (the parser says "found character that cannot start any token").
+        XCTAssertEqual(error("train:\n\tepochs: 3\n"), "c.yaml is not valid YAML: line 2 is indented with a tab; YAML indents with spaces only")
+        XCTAssertEqual(error("train:\n  \tepochs: 3\n"), "c.yaml is not valid YAML: line 2 is indented with a tab; YAML indents with spaces only")
     }
 
     func testNonTextConfigFileSaysItIsNotYAML() throws {
