@@ -41,7 +41,8 @@ extension Trainer {
         let transport = self.transport, norms = Self.batchNorms(of: model)
         // Every reduction sums a batch norm's 2C + 1 values (Σ, Σ of squares or products, the
         // count), one at a time on the training thread's turn: one scratch for the widest
-        // serves them all, with no allocation a pass.
+        // serves them all, with no buffer allocated a pass (only the small closure that carries
+        // each reduction to `runCollective`).
         let scratch = RingAllGather.SumScratch(count: 2 * (norms.map(\.channels).max() ?? 0) + 1, ranks: transport.size)
         for norm in norms {
             norm.gradientWeight = weight

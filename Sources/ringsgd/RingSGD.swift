@@ -12,7 +12,7 @@ struct RingSGD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ringsgd",
         abstract: "Distributed data-parallel SGD with a compressed ring all-reduce over MPI.",
-        discussion: "Launch under mpirun: launch/local.sh 2 train --config configs/fashion-mlp.yaml",
+        discussion: "Launch under mpirun: launch/local.sh 2 train --config configs/fashion-mlp.yaml\n`ringsgd --version` prints the version, the commit built and the libraries found (for bug reports).",
         subcommands: [Train.self, Evaluate.self, Generate.self, Export.self, Bench.self, Check.self]
     )
 
