@@ -92,8 +92,7 @@ public enum TextCorpus {
     public static func files(_ paths: [String]) throws -> [String] {
         let manager = FileManager.default
         var files: [String] = [], seen: [String: String] = [:]
-        func add(_ file: String) throws {
-            let real = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+        func add(_ file: String, real: String) throws {
             if let first = seen[real] {
                 throw DatasetError("data.text reaches \(real) twice (as \(first) and as \(file)); list each file once — its two copies could fall on both sides of the held-out split")
             }
@@ -105,7 +104,7 @@ public enum TextCorpus {
             guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 throw DatasetError("data.text: \(path) does not exist; install the fortunes package (launch/setup.sh) or list text files or directories in data.text")
             }
-            guard isDirectory.boolValue else { try add(path); continue }
+            guard isDirectory.boolValue else { try add(path, real: URL(fileURLWithPath: path).resolvingSymlinksInPath().path); continue }
             let listed: [String]
             do { listed = try manager.contentsOfDirectory(atPath: path) } catch {
                 throw DatasetError("data.text: cannot list the directory \(path) (\(error.localizedDescription)); make it readable or remove it from data.text")
@@ -128,7 +127,7 @@ public enum TextCorpus {
                 let isLink = (try? manager.attributesOfItem(atPath: file))?[.type] as? FileAttributeType == .typeSymbolicLink
                 if isLink && resolved.deletingLastPathComponent().path == directory { continue }
                 guard !isFolder.boolValue else { continue }
-                try add(file)
+                try add(file, real: resolved.path)
             }
         }
         return files
@@ -143,11 +142,9 @@ public enum TextCorpus {
         var bytes: [UInt8] = []
         for file in files {
             // Mapped, so that a FIFO or a device is refused at once (reading one waited for a
-            // writer, or read without end) and errno is the failed call's own.
-            var info = stat()
-            if stat(file, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_size == 0 { continue }   // empty: no text
+            // writer, or read without end) and errno is the failed call's own; empty: no text.
             do {
-                let mapped = try MappedFile(path: file, what: "data.text file")
+                let mapped = try MappedFile(path: file, what: "data.text file", allowingEmpty: true)
                 withExtendedLifetime(mapped) { bytes += mapped.bytes }
             } catch {
                 throw DatasetError("data.text: \(error); remove it from data.text")

@@ -122,10 +122,10 @@ public enum FileSystem {
                   name.dropLast(fields[fields.count - 1].count + fields[fields.count - 2].count + 2).hasSuffix(".tmp.\(hostName)"),
                   kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let path = (directory as NSString).appendingPathComponent(name)
-            var info = stat()
-            guard stat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec >= 60 else { continue }
             let fd = open(path, O_RDONLY)
             guard fd >= 0 else { continue }
+            var info = stat()
+            guard fstat(fd, &info) == 0, time(nil) - info.st_mtim.tv_sec >= 60 else { close(fd); continue }
             if flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0 { removed += 1 }
             close(fd)
         }

@@ -6,8 +6,9 @@ public final class MappedFile {
     public let path: String
     public let bytes: UnsafeRawBufferPointer
 
-    /// `what` names the file for the user ("data.train_images").
-    public init(path: String, what: String) throws {
+    /// `what` names the file for the user ("data.train_images"). An empty file is refused
+    /// unless `allowingEmpty` (then `bytes` is empty: its reader says what emptiness means).
+    public init(path: String, what: String, allowingEmpty: Bool = false) throws {
         // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, before the
         // check below could refuse it. (It changes nothing for a regular file or its mapping.)
         let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
@@ -18,13 +19,17 @@ public final class MappedFile {
             throw FileFormatError("\(what) \(path) is not a regular file")
         }
         let length = Int(info.st_size)
-        guard length > 0 else { throw FileFormatError("\(what) \(path) is empty") }
+        self.path = path
+        guard length > 0 else {
+            guard allowingEmpty else { throw FileFormatError("\(what) \(path) is empty") }
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)   // nothing can be mapped
+            return
+        }
         guard let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
             throw FileFormatError("cannot map \(what) \(path): \(String(cString: strerror(errno)))")
         }
-        self.path = path
         bytes = UnsafeRawBufferPointer(start: map, count: length)
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.count) }
+    deinit { if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) } }
 }

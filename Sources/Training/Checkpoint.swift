@@ -244,7 +244,7 @@ extension Checkpoint {
             }
             // MappedFile's errno is its own (FileManager's was stale: "No such file" for a FIFO or a device).
             let mapped: MappedFile
-            do { mapped = try MappedFile(path: file, what: "checkpoint") } catch { throw FileError("\(error); check --checkpoint") }
+            do { mapped = try MappedFile(path: file, what: "checkpoint", allowingEmpty: true) } catch { throw FileError("\(error); check --checkpoint") }
             do {
                 return (try withExtendedLifetime(mapped) { try Checkpoint(decodingBytes: mapped.bytes) }, file)   // decoded before the unmap
             } catch { throw FileError("checkpoint \(file) is unusable: \(error); pass a checkpoint ringsgd wrote (RUN-DIR/checkpoints/step-….ckpt)") }
@@ -442,11 +442,14 @@ public struct CheckpointStore {
 
     /// A file's payload, if its trailing FastHash matches.
     static func checkedBytes(_ path: String) -> [UInt8]? {
-        guard let data = FileManager.default.contents(atPath: path), data.count >= 8 else { return nil }
-        let bytes = Array(data)
-        let stored = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self) }
-        guard bytes.withUnsafeBytes({ FastHash.hash(UnsafeRawBufferPointer(rebasing: $0[0 ..< bytes.count - 8])) }) == UInt64(littleEndian: stored) else { return nil }
-        return Array(bytes[0 ..< bytes.count - 8])
+        guard let mapped = try? MappedFile(path: path, what: "per-rank file") else { return nil }
+        return withExtendedLifetime(mapped) { () -> [UInt8]? in
+            let bytes = mapped.bytes
+            guard bytes.count >= 8 else { return nil }
+            let payload = UnsafeRawBufferPointer(rebasing: bytes[0 ..< bytes.count - 8])
+            guard FastHash.hash(payload) == UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: bytes.count - 8, as: UInt64.self)) else { return nil }
+            return Array(payload)
+        }
     }
 
     /// The newest checkpoint that passes its checks (nil if none does), and for each newer
@@ -456,10 +459,8 @@ public struct CheckpointStore {
         for file in existing() {
             do {
                 // Decoded from the file's mapping, which is gone before the next file's (an empty
-                // file cannot be mapped: said as the decoder says it).
-                var info = stat()
-                if stat(file, &info) == 0 && info.st_size == 0 { _ = try Checkpoint(decoding: []) }
-                let mapped = try MappedFile(path: file, what: "checkpoint")
+                // file is the decoder's to name).
+                let mapped = try MappedFile(path: file, what: "checkpoint", allowingEmpty: true)
                 let checkpoint = try withExtendedLifetime(mapped) { try Checkpoint(decodingBytes: mapped.bytes) }
                 try validate(checkpoint)
                 return ((checkpoint, file), skipped)

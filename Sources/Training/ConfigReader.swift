@@ -28,10 +28,12 @@ struct ConfigReader {
         let node: Node?
         do { node = try Yams.compose(yaml: yaml) } catch {
             // The parser's words for a tab that indents ("found character that cannot start any
-            // token") do not say tab: the most common YAML mistake, named.
+            // token") do not say tab: the most common YAML mistake, named — when the line it
+            // failed on is indented with one.
             let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
-            if let tabbed = lines.firstIndex(where: { $0.prefix { $0 == " " || $0 == "\t" }.contains("\t") }) {
-                throw ConfigError("\(source) is not valid YAML: line \(tabbed + 1) is indented with a tab; YAML indents with spaces only")
+            if let line = Self.failedLine(error), line >= 1, line <= lines.count,
+               lines[line - 1].prefix(while: { $0 == " " || $0 == "\t" }).contains("\t") {
+                throw ConfigError("\(source) is not valid YAML: line \(line) is indented with a tab; YAML indents with spaces only")
             }
             throw ConfigError("\(source) is not valid YAML: \(Self.oneLine(error))")
         }
@@ -131,6 +133,14 @@ struct ConfigReader {
     }
 
     /// The parser's error on one line: "line L, column C: problem".
+    /// The line (from 1) a YAML error points at, if it points at one.
+    static func failedLine(_ error: Error) -> Int? {
+        switch error as? YamlError {
+        case let .scanner(_, _, mark, _), let .parser(_, _, mark, _), let .composer(_, _, mark, _): return mark.line
+        default: return nil
+        }
+    }
+
     static func oneLine(_ error: Error) -> String {
         guard let yaml = error as? YamlError else { return "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)" }
         switch yaml {

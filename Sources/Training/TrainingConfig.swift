@@ -259,7 +259,8 @@ public struct TrainingConfig {
         maxMomentum = try r.double("schedule.max_momentum", default: maxMomentum, min: baseMomentum, max: 1, exclusiveMax: true)
         allReduceAlgorithm = try r.string("comm.algorithm", default: allReduceAlgorithm, allowed: ["ring", "mpi"])
         topology = try r.string("comm.topology", default: topology, allowed: ["auto", "flat"])
-        codec = try r.string("comm.codec", default: codec)
+        // Lower case once, here: the registry reads any case, and every rule below compares names.
+        codec = try r.string("comm.codec", default: codec).lowercased()
         compressor = try r.string("comm.compressor", default: compressor, allowed: ["none", "powersgd"])
         powerSGDRank = try r.int("comm.powersgd.rank", default: powerSGDRank, min: 1)
         powerSGDStartStep = try r.int("comm.powersgd.start_step", default: powerSGDStartStep, min: 0)
@@ -271,7 +272,7 @@ public struct TrainingConfig {
         // Exact steps before an exact all-reduce change nothing (the momentum carry's rounding
         // aside, where it is asked for).
         if refusingIdleKeys && uncompressedWarmupSteps > 0 && compressor != "powersgd"
-            && (allReduceAlgorithm == "mpi" || (["none", "fp32"].contains(codec.lowercased()) && compressMomentum != .on)) {
+            && (allReduceAlgorithm == "mpi" || (["none", "fp32"].contains(codec) && compressMomentum != .on)) {
             throw ConfigError("comm.warmup_steps runs the first steps uncompressed, and \(allReduceAlgorithm == "mpi" ? "comm.algorithm: mpi" : "comm.codec: \(codec)") compresses none: remove it, or set a lossy comm.codec (or comm.compressor: powersgd)")
         }
         segmentBytes = try r.int("comm.segment_bytes", default: segmentBytes, min: 0)

@@ -17,11 +17,12 @@ enum OutputFile {
            URL(fileURLWithPath: parent.isEmpty ? "." : parent).standardizedFileURL.path == URL(fileURLWithPath: createdDirectory).standardizedFileURL.path {
             return
         }
-        if !parent.isEmpty && !(FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) && isDirectory.boolValue) {
-            if FileManager.default.fileExists(atPath: parent) {
+        if !parent.isEmpty {
+            let exists = FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory)
+            if exists && !isDirectory.boolValue {
                 throw ValidationError("\(option) \(path): \(parent) is a file, not a directory; choose a path in a directory")
             }
-            throw ValidationError("\(option) \(path): the directory \(parent) does not exist; create it first")
+            if !exists { throw ValidationError("\(option) \(path): the directory \(parent) does not exist; create it first") }
         }
         if access(parent.isEmpty ? "." : parent, W_OK) != 0 {
             throw ValidationError("\(option) \(path): cannot write into \(parent.isEmpty ? "the current directory" : parent) (\(String(cString: strerror(errno)))); choose another path")
