@@ -1,5 +1,6 @@
-/// bfloat16 on the wire: fp32's exponent with 8 bits of significand — the same range as
-/// fp32 (no overflow where fp32 has none) at relative error ≤ 2⁻⁸.
+/// bfloat16 on the wire: fp32's exponent with 8 bits of significand — fp32's range at relative
+/// error ≤ 2⁻⁸. Only values within half a bf16 step of fp32's largest (|x| ≥ 0x7F7F8000, about
+/// 3.39e38) round up to ±Inf, as round-to-nearest-even must.
 ///
 /// Encoding rounds to nearest even on the bit pattern: add 0x7FFF plus the lowest kept bit,
 /// then keep the top 16 bits (the rounding TensorFlow and PyTorch use); NaN stays a quiet NaN.

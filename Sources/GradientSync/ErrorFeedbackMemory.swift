@@ -24,8 +24,10 @@ import Collectives
 ///
 /// **Non-finite steps.** The codecs record NaN errors for a non-finite input, and adding those
 /// back would make every later step non-finite, so a skipped step clears the memory on every
-/// rank. It holds at most one step's compression error, so clearing loses no more than that;
-/// restoring the previous memory exactly would cost a copy of the whole memory every step.
+/// rank (a streaming fragment's discarded outer step: that fragment's entries only). What it
+/// holds is what the encodings have not yet delivered — one step's rounding for fp16 or int8,
+/// often several steps' worth for sign or a low PowerSGD rank — and clearing drops it; keeping
+/// the previous memory to restore would cost a copy of the whole memory every step.
 public final class ErrorFeedbackMemory {
     public let values: UnsafeMutableBufferPointer<Float>
     /// The entries this rank's all-reduce uses (sorted, disjoint), and how many ranks share each.
@@ -59,7 +61,11 @@ public final class ErrorFeedbackMemory {
         UnsafeMutableBufferPointer(rebasing: values[range])
     }
 
-    public func clear() { values.update(repeating: 0) }
+    /// Zeros every entry, or those of `range` alone.
+    public func clear(_ range: Range<Int>? = nil) {
+        guard let range else { values.update(repeating: 0); return }
+        slice(range).update(repeating: 0)
+    }
 
     /// The sum over ranks (collective). A ring of its own, dropped after the call, so that its
     /// scratch does not stay allocated for the rest of the run. The fp32 ring receives its

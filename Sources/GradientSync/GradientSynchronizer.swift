@@ -238,9 +238,11 @@ public final class GradientSynchronizer {
 
     /// Every rank skips this step (its averaged gradient is not finite): clear what the
     /// non-finite values poisoned — the error-feedback memory, and PowerSGD's new Q's (the
-    /// previous ones are put back; see `ErrorFeedbackMemory` and `PowerSGD`).
-    public func discardStep() {
-        memory?.clear()
+    /// previous ones are put back; see `ErrorFeedbackMemory` and `PowerSGD`). `range`: the
+    /// averaged values were those of this range alone (a streaming fragment's outer step), so
+    /// only its memory was poisoned — the other fragments keep theirs.
+    public func discardStep(range: Range<Int>? = nil) {
+        memory?.clear(range)
         if let powerSGD, active.averager === powerSGD { powerSGD.discardStep() }
     }
 

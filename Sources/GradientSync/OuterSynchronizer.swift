@@ -191,6 +191,16 @@ public final class OuterSynchronizer {
         reset(p, parameters)
     }
 
+    /// Fragment p's θ_outer ← θ_outer − Δ̄, the mean of the ranks' parameters, without the outer
+    /// optimizer (its state untouched), and every rank's fragment at it: the end of a run partway
+    /// through the fragment's round (`Trainer.finishOuterSteps` says why). Counted as an outer step.
+    public func average(_ p: Int, averaged delta: UnsafeMutableBufferPointer<Float>, to parameters: UnsafeMutableBufferPointer<Float>) {
+        let o = outer.baseAddress!, d = delta.baseAddress!
+        for i in fragments[p].range { o[i] -= d[i] }
+        steps += 1
+        reset(p, parameters, mixing: false)
+    }
+
     /// Fragment p of every rank back at θ_outer (α = 0), or mixed into it (α > 0): after its
     /// outer step, or when it is discarded (non-finite Δ̄, always α = 0).
     public func reset(_ p: Int, _ parameters: UnsafeMutableBufferPointer<Float>, mixing: Bool = true) {
@@ -293,7 +303,13 @@ public final class OuterSynchronizer {
                     .copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[stored]))
             }
         }
-        for (optimizer, stored) in zip(optimizers, states) { try optimizer.loadState(Array(bytes[stored])) }
+        // Its shape follows comm.outer (momentum 0 keeps no buffer), which may change on resume:
+        // a state that does not fit is that change, named as such, not the inner optimizer's.
+        for (optimizer, stored) in zip(optimizers, states) {
+            do { try optimizer.loadState(Array(bytes[stored])) } catch {
+                throw SyncSetupError("--resume: the checkpoint's outer optimizer state does not fit comm.outer (optimizer \(settings.rule.rawValue), momentum \(settings.momentum)): \(error); resume with the comm.outer settings it was written with, or start a new run")
+            }
+        }
         (self.steps, self.discarded, self.inFlight) = (steps, discarded, inFlight?.state)
         _ = outer.update(fromContentsOf: values)
         started = true

@@ -32,7 +32,8 @@ public struct SyncSettings {
     public init() {}
 }
 
-/// `comm.powersgd.*` (PyTorch DDP's `PowerSGDState` defaults).
+/// `comm.powersgd.*`, PyTorch DDP's `PowerSGDState` settings — with our defaults, rank 4 from
+/// step 10 (DDP's are rank 1 from iteration 1000: docs/configuration.md says why).
 public struct PowerSGDSettings: Equatable {
     public var rank = 4
     /// Steps before this one are averaged by the codec's all-reduce (DDP's `start_powerSGD_iter`).

@@ -11,7 +11,7 @@ import GradientSync
 /// averaging holds again: a non-finite Δ_r poisons Δ̄ on every rank, so every rank sees the
 /// same non-finite norm, discards that outer step (the fragment's local progress since its
 /// last outer step is dropped, every rank back at θ_outer on it, the error-feedback memory
-/// cleared) and counts one skipped step.
+/// of its entries cleared) and counts one skipped step.
 ///
 /// **One collective at a time.** A streaming fragment's all-reduce runs on the communication
 /// thread while local steps go on (MPI is at THREAD_SERIALIZED); anything the training thread
@@ -20,8 +20,15 @@ import GradientSync
 extension Trainer {
     /// The outer updates due after step `step`: the fragment in flight applied, fragments whose
     /// outer step starts now synchronised whole (without a delay), and after the run's last step
-    /// every fragment brought to an outer step, so that the run ends on parameters every rank
-    /// agrees on. Returns whether the shared state changed (the replica check runs then).
+    /// every other fragment averaged over the ranks, so that the run ends on parameters every
+    /// rank agrees on. Returns whether the shared state changed (the replica check runs then).
+    ///
+    /// Why an average and not an outer step at the end: the run stops partway through those
+    /// fragments' rounds, and the outer optimizer's momentum would add most of a whole round's
+    /// step (at lr 0.7 and momentum 0.9, 0.57 of the momentum buffer) to the few local steps'
+    /// progress since — the final model would then swing with `train.max_steps` mod H. DiLoCo's
+    /// rounds are whole (Douillard et al. 2023, Algorithm 1); the mean of the replicas keeps
+    /// every local step's progress and adds nothing to it.
     /// Streaming fragments start afterwards (`startOuterSteps`), behind the step's other
     /// collectives, so that their all-reduce overlaps the next local steps.
     func finishOuterSteps(_ run: TrainingRun, after step: Int, _ epoch: inout EpochAccumulator) throws -> Bool {
@@ -40,7 +47,7 @@ extension Trainer {
         }
         if last {
             for p in outer.fragments.indices where !touched.contains(p) {
-                try synchronizeFragment(p, run, step: step, &epoch)
+                try synchronizeFragment(p, run, step: step, &epoch, partialRound: true)
                 touched.insert(p)
             }
         }
@@ -54,8 +61,10 @@ extension Trainer {
         for p in outer.fragmentsStarting(after: step) { startFragment(p, run, step: step) }
     }
 
-    /// Fragment p's outer step from start to end: Δ, its average, the update.
-    private func synchronizeFragment(_ p: Int, _ run: TrainingRun, step: Int, _ epoch: inout EpochAccumulator) throws {
+    /// Fragment p's outer step from start to end: Δ, its average, the update — or, for a round
+    /// the run's end cuts short, the replicas' mean (`OuterSynchronizer.average`).
+    private func synchronizeFragment(_ p: Int, _ run: TrainingRun, step: Int, _ epoch: inout EpochAccumulator,
+                                     partialRound: Bool = false) throws {
         let outer = run.outer!, delta = outer.deltaBuffer(gradients: run.parameters.gradients)
         let spanStart = ContinuousClock.now
         defer { run.recordSpan(.outerStep, since: spanStart) }
@@ -64,7 +73,7 @@ extension Trainer {
                                       what: "the pseudo-gradient all-reduce of the outer step after step \(step + 1)")
         try run.synchronizer.finishBuckets()
         account(run.synchronizer, &epoch)
-        applyOrDiscard(p, run, averaged: delta, step: step)
+        applyOrDiscard(p, run, averaged: delta, step: step, partialRound: partialRound)
     }
 
     /// Streaming: fragment p's Δ into the outer synchronizer's own buffer and its average
@@ -106,21 +115,24 @@ extension Trainer {
         applyOrDiscard(flight.fragment, run, averaged: outer.deltaBuffer(gradients: run.parameters.gradients), step: flight.applyAfter - 1)
     }
 
-    /// The outer update of fragment p — or, for a non-finite Δ̄, the same discard on every rank.
-    private func applyOrDiscard(_ p: Int, _ run: TrainingRun, averaged delta: UnsafeMutableBufferPointer<Float>, step: Int) {
+    /// The outer update of fragment p (the mean of the replicas for a `partialRound`) — or, for a
+    /// non-finite Δ̄, the same discard on every rank.
+    private func applyOrDiscard(_ p: Int, _ run: TrainingRun, averaged delta: UnsafeMutableBufferPointer<Float>, step: Int,
+                                partialRound: Bool = false) {
         let outer = run.outer!, range = outer.fragments[p].range
         let norm = globalNorm(UnsafeMutableBufferPointer(rebasing: delta[range]))
         guard norm.isFinite else {
             run.skipped += 1
             outer.discarded += 1
-            run.synchronizer.discardStep()
+            run.synchronizer.discardStep(range: range)
             outer.reset(p, run.parameters.parameters, mixing: false)
             if transport.rank == 0 {
                 log("warning: outer step\(outer.fragments.count > 1 ? " of fragment \(p)" : "") after step \(step + 1): non-finite pseudo-gradient (norm \(norm)); discarded on every rank, back at θ_outer (\(run.skipped) skipped so far)")
             }
             return
         }
-        outer.apply(p, averaged: delta, to: run.parameters.parameters)
+        if partialRound { outer.average(p, averaged: delta, to: run.parameters.parameters) }
+        else { outer.apply(p, averaged: delta, to: run.parameters.parameters) }
     }
 
     /// The averaging's time and bytes, into the epoch's clock. Not into `exposed`: its

@@ -440,7 +440,8 @@ extension Trainer {
             + (run.outer.map { "\(config.syncMode): \($0.settings.every) local steps between outer steps"
                 + ($0.settings.warmupSteps > 0 ? " after \($0.settings.warmupSteps) averaged every step" : "")
                 + ($0.fragments.count > 1 ? ", \($0.fragments.count) fragments in turn" : "")
-                + ($0.settings.delay > 0 ? ", each applied \($0.settings.delay) steps after it starts (mix \($0.settings.mix))" : "")
+                + ($0.settings.delay > 0 ? ", each applied \($0.settings.delay) steps after it starts" : "")
+                + ($0.settings.mix > 0 ? ", local parameters mixed at α \($0.settings.mix)" : "")
                 + ", outer \($0.settings.rule.rawValue)\($0.settings.rule == .average ? "" : " lr \($0.settings.lr) momentum \($0.settings.momentum)"), pseudo-gradient " } ?? "")
             + "\(run.synchronizer.plan.description)\(config.overlap ? " averaged during backward" : " averaged after backward"), "
             + "global batch \(config.globalBatch) (\(run.sampler.shareRange.count == 1 ? "\(run.sampler.localBatch)" : "\(run.sampler.shareRange.lowerBound)–\(run.sampler.shareRange.upperBound)") per rank), \(run.stepsPerEpoch) steps/epoch, \(run.totalSteps) steps")

@@ -1,3 +1,5 @@
+import Foundation
+
 /// `train --target METRIC=VALUE`: stop when an evaluation reaches a quality, and record how
 /// long training took to get there — the measure that compares methods which trade steps for
 /// bytes (every-step averaging against DiLoCo) where step time alone cannot.
@@ -25,6 +27,10 @@ public struct TrainingTarget: Equatable, CustomStringConvertible {
             throw ConfigError("--target test_accuracy must be in (0, 1], got \(value)")
         }
         if metric != .testAccuracy && !(value > 0) { throw ConfigError("--target \(metric.rawValue) must be > 0, got \(value)") }
+        // exp(loss) ≥ 1: a perplexity below 1 is never reached, and the run would train to its end.
+        if metric == .perplexity && value < 1 {
+            throw ConfigError("--target perplexity must be ≥ 1 (it is exp(val_loss)), got \(value); for a loss below \(value) give val_loss=\(log(value))")
+        }
         (self.metric, self.value) = (metric, value)
     }
 

@@ -500,5 +500,8 @@ final class LocalStepsConfigTests: XCTestCase {
         XCTAssertTrue(message("test_accuracy=high").contains("'high' is not a number"))
         XCTAssertTrue(message("test_accuracy=91").contains("must be in (0, 1]"))
         XCTAssertTrue(message("test_loss=0").contains("must be > 0"))
+        // Perplexity is exp(loss) ≥ 1: a target below 1 could never be reached.
+        XCTAssertTrue(message("perplexity=0.5", languageModel: true).contains("--target perplexity must be ≥ 1 (it is exp(val_loss)), got 0.5"))
+        XCTAssertEqual(message("perplexity=1.5", languageModel: true), "no error")
     }
 }

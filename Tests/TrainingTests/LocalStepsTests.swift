@@ -207,6 +207,62 @@ final class LocalStepsTests: XCTestCase {
         }
     }
 
+    /// Property: a run that ends partway through an outer round ends on the mean of the replicas,
+    /// without an outer-optimizer step. Resumed after a whole round (step 12, H = 4) with a
+    /// learning rate of 0, its one more local step changes nothing, so Δ̄ = 0 and the final model
+    /// is step 12's θ_outer bit for bit — where an outer step would have added 0.7 · 0.9² of the
+    /// Nesterov buffer — and that last synchronisation counts as an outer step.
+    func testARunEndingPartwayThroughARoundEndsOnTheReplicasMean() throws {
+        let extra = ["comm.sync=diloco", "comm.sync_every=4", "train.max_steps=13", "schedule.name=constant"]
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, extra, dir: dir, stopAfter: 12)
+        let store = CheckpointStore(runDirectory: dir, keep: 3)
+        let atTwelve = try Checkpoint.locate(file: store.path(step: 12), runDirectory: dir).checkpoint.parameters
+        let summaries = try train(ranks: 2, extra + ["optimizer.lr=0"], dir: dir, resume: true)
+        XCTAssertEqual(summaries[0].outer_steps, 4, "after steps 4, 8, 12 and the last (13)")
+        let final = try Checkpoint.locate(file: nil, runDirectory: dir).checkpoint
+        XCTAssertEqual(final.step, 13)
+        XCTAssertEqual(final.parameters, atTwelve, "a step of no progress at the run's end moved the model")
+        // For scale: the rounds before moved the model (the momentum an outer step would apply is not 0).
+        let atEight = try Checkpoint.locate(file: store.path(step: 8), runDirectory: dir).checkpoint.parameters
+        XCTAssertGreaterThan(zip(atEight, atTwelve).map { abs($0 - $1) }.max() ?? 0, 1e-3)
+    }
+
+    /// Property: a resume whose `comm.outer` no longer fits the checkpoint's outer optimizer state
+    /// (momentum 0 kept no buffer, 0.9 needs one) is refused in one line that names comm.outer,
+    /// not in the inner optimizer's words.
+    func testAResumeWithAnotherOuterMomentumIsRefusedNamingCommOuter() throws {
+        let extra = ["comm.sync=diloco", "comm.sync_every=4", "comm.outer.optimizer=sgd"]
+        let dir = temporaryDirectory()
+        _ = try train(ranks: 2, extra + ["comm.outer.momentum=0"], dir: dir, stopAfter: 8)
+        XCTAssertThrowsError(try train(ranks: 2, extra + ["comm.outer.momentum=0.9"], dir: dir, resume: true)) {
+            XCTAssertTrue("\($0)".contains("the checkpoint's outer optimizer state does not fit comm.outer (optimizer sgd, momentum 0.9)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("resume with the comm.outer settings it was written with"), "\($0)")
+            XCTAssertFalse("\($0)".contains("\n"), "\($0)")
+        }
+    }
+
+    /// Property: a discarded streaming outer step clears the error-feedback memory of its own
+    /// fragment only; the other fragment keeps what its encodings have not yet delivered. P = 2,
+    /// H = 4, τ = 1: fragment 1 (the mlp's last two layers, values 8224 ..< 8820: 400 values
+    /// over the half-way share against 3814 for the other boundary) starts after local step 6
+    /// with an infinite Δ on one rank (injected after step index 5) and is discarded after
+    /// step 7, where the run stops; fragment 0's int8 error from its outer step after step 4
+    /// is still in the checkpoint's sum of the ranks' memories.
+    func testADiscardedFragmentClearsOnlyItsOwnErrorFeedback() throws {
+        let extra = ["model.kind=mlp", "model.hidden=[32, 16]", "comm.sync=diloco", "comm.sync_every=4", "comm.fragments=2",
+                     "comm.outer_delay=1", "comm.codec=int8", "comm.error_feedback=true", "consistency.inject_nonfinite_outer_at=[5]"]
+        let dir = temporaryDirectory()
+        let summaries = try train(ranks: 2, extra, dir: dir, stopAfter: 7)
+        XCTAssertEqual(summaries.map(\.skipped_steps), [1, 1], "fragment 1's outer step is discarded on both ranks")
+        let checkpoint = try Checkpoint.locate(file: nil, runDirectory: dir).checkpoint
+        XCTAssertEqual(checkpoint.step, 7)
+        let sum = try XCTUnwrap(checkpoint.residualSum)
+        XCTAssertEqual(sum.count, 8820)
+        XCTAssertEqual(sum[8224...].filter { $0 != 0 }.count, 0, "the discarded fragment's memory is cleared")
+        XCTAssertGreaterThan(sum[..<8224].filter { $0 != 0 }.count, 1000, "the other fragment's memory is kept")
+    }
+
     /// Property: a checkpoint written at a step where a streaming fragment starts (the
     /// checkpoint comes first, the fragment starts after it) resumes bit-identically: the resumed
     /// run starts that fragment as the uninterrupted one did. (P = 3, H = 6: a fragment starts
