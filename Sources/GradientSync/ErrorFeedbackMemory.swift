@@ -85,24 +85,45 @@ public final class ErrorFeedbackMemory {
     /// `writtenBy` at the checkpoint) and the layout (`writerSharers`: nil for a checkpoint
     /// written before it was kept, whose writer was then the flat ring) are unchanged and it
     /// fits, else what the checkpoint's `sum` owes, in the live entries. Returns a warning, if any.
+    ///
+    /// The same world and hosts are not yet the same layout: the hierarchical all-reduce's
+    /// owned chunks follow the rank's place on its host (mpirun's mapping) and the bucket plan
+    /// (`comm.bucket_bytes`), which the checkpoint does not record. A rank's memory holds values
+    /// in its live entries only (the codec's error where it encodes; everything else stays 0),
+    /// so a file with a value outside the entries live now was written under another layout,
+    /// and what it owes is the sum's share, as for another world.
     public func restore(own: [Float]?, sum: [Float]?, writtenBy: Int, writerSharers: Int? = nil, worldSize: Int, rank: Int, step: Int) -> String? {
         clear()
         // A checkpoint that does not say (written before EFSH): the rule of its time — its own
         // file when the world is the same, else S · (n′/n) / sharers — so that its resume stays
         // what it was (bit-identical on the same ranks, whichever layout wrote it).
         let sameWorld = writtenBy == worldSize && (writerSharers == nil || writerSharers == sharers)
+        var otherLayout = false
         if sameWorld, let own, own.count == count {
-            // Only the live entries: a file written with another layout (the flat ring before,
-            // the hierarchical all-reduce now) must not leave entries nobody uses but every
-            // later checkpoint's sum would count.
-            for range in live { for i in range { values[i] = own[i] } }
-            return nil
+            if holdsValuesOnlyInLiveEntries(own) {
+                for range in live { for i in range { values[i] = own[i] } }
+                return nil
+            }
+            otherLayout = true
         }
         guard let sum, sum.count == count else {
             return "rank \(rank): the checkpoint holds no error-feedback memory for this model; it restarts from zero"
         }
         let share = writerSharers.map { Float(1 / Double(max(1, $0))) } ?? Float(Double(worldSize) / Double(writtenBy) / Double(sharers))
         for range in live { for i in range { values[i] = sum[i] * share } }
+        if otherLayout {
+            return "rank \(rank): its own error-feedback file for step \(step) was written under another layout of the hierarchical all-reduce (another placement of the ranks on their hosts, or another comm.bucket_bytes); it takes an equal share of the checkpoint's sum"
+        }
         return sameWorld ? "rank \(rank): its own error-feedback file for step \(step) is missing, damaged or another run's; it takes an equal share of the checkpoint's sum" : nil
+    }
+
+    /// Whether every non-zero value of `file` lies in an entry live now (`live` is sorted and disjoint).
+    private func holdsValuesOnlyInLiveEntries(_ file: [Float]) -> Bool {
+        var next = 0
+        for range in live + [count ..< count] {
+            for i in next ..< range.lowerBound where file[i] != 0 { return false }
+            next = range.upperBound
+        }
+        return true
     }
 }

@@ -181,12 +181,28 @@ final class ErrorFeedbackMemoryTests: XCTestCase {
             let hierarchical = HierarchicalAllReduce(world: local, split: HostSplit(local: local, cross: local, hosts: hosts))
             let memory = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
             XCTAssertNil(memory.restore(own: nil, sum: sum, writtenBy: 3, writerSharers: 3, worldSize: 4, rank: local.rank, step: 8))
-            // A rank's own file of the same layout loads its live entries only (a file with
-            // every entry set stands for one whose dead entries were not zero).
+            // A rank's own file of the same layout (values in its live entries only) is loaded.
+            var own = [Float](repeating: 0, count: count)
+            for range in memory.live { for i in range { own[i] = Float(i % 5) + 1 } }
             let reloaded = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
-            XCTAssertNil(reloaded.restore(own: [Float](repeating: 1, count: count), sum: nil, writtenBy: 4, writerSharers: hosts, worldSize: 4,
-                                          rank: local.rank, step: 8))
-            XCTAssertEqual(reloaded.values.reduce(0, +), Float(memory.live.reduce(0) { $0 + $1.count }), "only live entries are loaded")
+            XCTAssertNil(reloaded.restore(own: own, sum: sum, writtenBy: 4, writerSharers: hosts, worldSize: 4, rank: local.rank, step: 8))
+            XCTAssertEqual(Array(reloaded.values), own, "its own file, as written")
+            // The same world and hosts, but the ranks placed otherwise on their hosts: the file was
+            // written by the rank in the other local place, whose live entries are this one's dead
+            // ones. It is not read (its values would land where nothing uses them, and this
+            // rank's entries would get 0); the sum's share is, with a warning.
+            var swapped = [Float](repeating: 0, count: count)
+            var start = 0
+            for range in memory.live + [count ..< count] {
+                for i in start ..< range.lowerBound { swapped[i] = 7 }
+                start = range.upperBound
+            }
+            let moved = ErrorFeedbackMemory(count: count, plan: plan, hierarchical: hierarchical)
+            let warning = moved.restore(own: swapped, sum: sum, writtenBy: 4, writerSharers: hosts, worldSize: 4, rank: local.rank, step: 8)
+            XCTAssertTrue(warning?.contains("written under another layout of the hierarchical all-reduce") ?? false, "\(warning ?? "no warning")")
+            for range in memory.live { for i in range { XCTAssertEqual(moved.values[i], sum[i] / Float(hosts), "value \(i)") } }
+            XCTAssertEqual(moved.values.reduce(0) { $0 + abs($1) }, memory.live.reduce(0) { total, range in
+                total + range.reduce(0) { $0 + abs(sum[$1] / Float(hosts)) } }, accuracy: 1e-4, "nothing outside the live entries")
             return Array(memory.values)
         }
         // Each entry is live on one local rank per host; the cross-host ring averages the h
